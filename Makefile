@@ -1,0 +1,37 @@
+# Khazad: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP_RUN  := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: run test chaos bench clean venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+venv: $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(PY) run_all.py
+
+test: $(STAMP_TEST)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not chaos" $(PYTEST_ARGS)
+
+chaos: $(STAMP_TEST)
+	$(PY) -m pytest -q -p no:cacheprovider -m chaos tests/chaos $(PYTEST_ARGS)
+
+bench: $(STAMP_TEST)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) run build *.egg-info

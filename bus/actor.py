@@ -1,0 +1,295 @@
+"""The actor base: one process, one asyncio loop, a bounded inbox, explicit lifecycle, a stated error policy.
+
+An actor owns (all created inside its own process, never inherited across fork):
+
+* a publisher to the event proxy and, if it subscribes to anything, a subscriber whose events go through a
+  bounded inbox to :meth:`Actor.on_event`, one at a time in arrival order (state changes are single-threaded);
+* optionally a request/reply :class:`~bus.reqrep.Service` whose calls run :meth:`Actor.on_request` concurrently
+  (a handler that awaits another service must not stall the events);
+* a heartbeat on ``hb.<name>``.
+
+Backpressure: the reader stops pulling from the SUB socket when the inbox is full, so libzmq's HWM drops at the
+proxy and the sequence check reports the gap: bounded memory, and never a silent loss.
+
+Error policy (after NautilusTrader's live engines): an exception in a handler is logged with its context and
+answered with ``Rejected(code="internal")``; the actor keeps running. More than :data:`MAX_ERRORS` errors within
+:data:`ERROR_WINDOW_S` means the actor's state is not trustworthy: it moves to FAULTED and exits with
+:data:`EXIT_FAULTED` so supervisord restarts it from its durable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from enum import Enum
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from bus.codec import Stamper
+from bus.config import KhazadConfig
+from bus.heartbeat import heartbeat_topic
+from bus.messages import GapReport, GetStatus, Heartbeat, Ping, Pong, Rejected, ServiceStatus, tag_of
+from bus.pubsub import Publisher, Subscriber
+from bus.reqrep import AsyncClient, CallContext, Service
+
+INBOX_SIZE = 10_000
+MAX_ERRORS = 20
+ERROR_WINDOW_S = 60.0
+#: Exit codes: 0 clean stop, 70 (EX_SOFTWARE) faulted -> supervisord restarts, 78 (EX_CONFIG) -> FATAL.
+EXIT_OK = 0
+EXIT_FAULTED = 70
+#: Upper bound for a graceful stop (supervisord's stopwaitsecs is set above this).
+STOP_TIMEOUT_S = 1.5
+
+
+class ActorState(str, Enum):
+    CREATED = "CREATED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FAULTED = "FAULTED"
+
+
+#: The lifecycle as an explicit transition table: anything else is a bug and raises.
+LIFECYCLE: dict[ActorState, frozenset[ActorState]] = {
+    ActorState.CREATED: frozenset({ActorState.STARTING, ActorState.STOPPED}),
+    ActorState.STARTING: frozenset({ActorState.RUNNING, ActorState.STOPPING, ActorState.FAULTED}),
+    ActorState.RUNNING: frozenset({ActorState.STOPPING, ActorState.FAULTED}),
+    ActorState.STOPPING: frozenset({ActorState.STOPPED, ActorState.FAULTED}),
+    ActorState.FAULTED: frozenset({ActorState.STOPPING, ActorState.STOPPED}),
+    ActorState.STOPPED: frozenset(),
+}
+
+
+class Actor:
+    """Base class of every Khazad actor. Subclasses set ``name``, ``topics`` and ``service`` and override the
+    ``on_*`` hooks; :meth:`run` does the rest."""
+
+    #: process/actor name (heartbeat topic, envelope sender)
+    name: str = "actor"
+    #: event topic prefixes to subscribe to
+    topics: tuple[str, ...] = ()
+    #: name of the bus endpoint this actor serves (``bus.<service>`` in the config), or None
+    service: str | None = None
+
+    def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
+        if name:
+            self.name = name
+        self.cfg = cfg
+        self.stamper = Stamper(self.name)
+        self.state = ActorState.CREATED
+        self.exit_code = EXIT_OK
+        self.started_mono = time.monotonic()
+        self.ctx: zmq.asyncio.Context | None = None
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        self.server: Service | None = None
+        self.inbox: asyncio.Queue[tuple[str, Any]] | None = None
+        self._clients: dict[str, AsyncClient] = {}
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._errors: deque[float] = deque()
+        self.security: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def _transition(self, new: ActorState) -> None:
+        if new not in LIFECYCLE[self.state]:
+            raise RuntimeError(f"{self.name}: illegal lifecycle transition {self.state.value} -> {new.value}")
+        logger.debug("{}: {} -> {}", self.name, self.state.value, new.value)
+        self.state = new
+
+    def stop(self, exit_code: int | None = None) -> None:
+        """Ask the actor to stop (safe from signal handlers and other threads)."""
+        if exit_code is not None:
+            self.exit_code = exit_code
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def record_error(self, exc: BaseException) -> None:
+        """Count an unexpected error; too many in the window faults the actor (see module docstring)."""
+        now = time.monotonic()
+        self._errors.append(now)
+        while self._errors and now - self._errors[0] > ERROR_WINDOW_S:
+            self._errors.popleft()
+        if len(self._errors) > MAX_ERRORS and self.state == ActorState.RUNNING:
+            logger.critical("{}: {} errors in {:.0f}s, faulting so supervisord restarts me", self.name,
+                            len(self._errors), ERROR_WINDOW_S)
+            self._transition(ActorState.FAULTED)
+            self.stop(EXIT_FAULTED)
+
+    # -- hooks for subclasses ------------------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Connect to what the actor needs; runs before the service and inbox start."""
+
+    async def on_started(self) -> None:
+        """Runs once everything is serving (publish initial state here)."""
+
+    async def on_stop(self) -> None:
+        """Release resources; runs with a bounded time budget."""
+
+    async def on_event(self, topic: str, env: Any) -> None:
+        """Handle one event from the inbox."""
+
+    async def on_request(self, ctx: CallContext, body: Any) -> Any:
+        """Handle one request; the default answers Ping/GetStatus and rejects everything else."""
+        if isinstance(body, Ping):
+            return Pong(actor=self.name, state=self.state.value)
+        if isinstance(body, GetStatus):
+            return ServiceStatus(actor=self.name, state=self.state.value, detail=self.health_detail())
+        return Rejected(code="unknown_command", reason=f"{self.name} does not handle {tag_of(type(body))}",
+                        request_type=tag_of(type(body)))
+
+    def health_detail(self) -> dict[str, str]:
+        """Small facts for the heartbeat and status (strings)."""
+        return {}
+
+    def background_tasks(self) -> list[Any]:
+        """Extra coroutines to run for the actor's lifetime (timers, sweeps)."""
+        return []
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def publish(self, topic: str, body: Any) -> None:
+        assert self.publisher is not None
+        self.publisher.publish(topic, body)
+
+    def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> AsyncClient:
+        """A (cached) client to another actor's service, by bus endpoint name."""
+        key = f"{service}:{timeout_s}:{retries}"
+        cl = self._clients.get(key)
+        if cl is None:
+            assert self.ctx is not None
+            bus = self.cfg.bus
+            cl = AsyncClient(self.ctx, bus.service_endpoint(service), service=service, stamper=self.stamper,
+                             timeout_s=bus.request_timeout_s if timeout_s is None else timeout_s,
+                             retries=bus.request_retries if retries is None else retries,
+                             security=self.security, server_key=self._server_key(service))
+            self._clients[key] = cl
+        return cl
+
+    def _server_key(self, service: str) -> str | None:
+        if self.security is None or not self.security.enabled:
+            return None
+        return self.security.server_key(service)
+
+    def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(f"bus.gap.{self.name}", GapReport(
+                subscriber=self.name, publisher=sender, topic=topic, expected=expected, received=received,
+                missed=received - expected))
+
+    # -- run loop ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._transition(ActorState.STARTING)
+        bus = self.cfg.bus
+        self.ctx = zmq.asyncio.Context()
+        if bus.curve.enabled:
+            from bus.security import Security
+
+            self.security = Security.for_process(self.cfg, self.name)
+            self.security.start_authenticator(self.ctx)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            self.publisher = Publisher(self.ctx, bus.proxy_frontend, self.stamper, sndhwm=bus.send_hwm,
+                                       security=self.security, server_key=self._server_key("proxy"))
+            await self.publisher.wait_ready(bus.proxy_backend, security=self.security,
+                                            server_key=self._server_key("proxy"))
+            if self.topics:
+                self.inbox = asyncio.Queue(maxsize=INBOX_SIZE)
+                self.subscriber = Subscriber(self.ctx, bus.proxy_backend, list(self.topics), name=self.name,
+                                             rcvhwm=bus.recv_hwm, on_gap=self._on_gap, security=self.security,
+                                             server_key=self._server_key("proxy"))
+                await self.subscriber.wait_ready(self.publisher)
+            await self.on_start()
+            if self.service:
+                self.server = Service(self.ctx, bus.service_endpoint(self.service), self.name, self.on_request,
+                                      stamper=self.stamper, allow_non_loopback=bus.allow_non_loopback,
+                                      security=self.security, on_error=self.record_error)
+                tasks.append(asyncio.create_task(self.server.run(), name=f"{self.name}.service"))
+            if self.subscriber is not None:
+                tasks.append(asyncio.create_task(self._pump(), name=f"{self.name}.pump"))
+                tasks.append(asyncio.create_task(self._consume(), name=f"{self.name}.consume"))
+            tasks.append(asyncio.create_task(self._heartbeat(), name=f"{self.name}.heartbeat"))
+            for coro in self.background_tasks():
+                tasks.append(asyncio.create_task(coro))
+            self._transition(ActorState.RUNNING)
+            logger.info("{}: running (pid {}){}", self.name, os.getpid(),
+                        f", serving {self.server.endpoint}" if self.server else "")
+            await self.on_started()
+            stop_wait = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop_wait and not t.cancelled() and t.exception() is not None:
+                    logger.opt(exception=t.exception()).critical("{}: task {} died: {}", self.name, t.get_name(),
+                                                                 t.exception())
+                    self.exit_code = EXIT_FAULTED
+                    if self.state == ActorState.RUNNING:
+                        self._transition(ActorState.FAULTED)
+            stop_wait.cancel()
+        finally:
+            if self.state in (ActorState.RUNNING, ActorState.FAULTED, ActorState.STARTING):
+                self._transition(ActorState.STOPPING)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.on_stop(), STOP_TIMEOUT_S)
+            except (asyncio.TimeoutError, Exception) as exc:  # shutdown must finish; log and go on
+                logger.warning("{}: on_stop did not finish cleanly: {!r}", self.name, exc)
+            self._close_sockets()
+            if self.state != ActorState.STOPPED:
+                self._transition(ActorState.STOPPED)
+            logger.info("{}: stopped (exit {})", self.name, self.exit_code)
+        return self.exit_code
+
+    def _close_sockets(self) -> None:
+        for cl in self._clients.values():
+            cl.close()
+        for part in (self.server, self.subscriber, self.publisher):
+            if part is not None:
+                part.close()
+        if self.security is not None:
+            self.security.stop_authenticator()
+        if self.ctx is not None:
+            self.ctx.destroy(linger=0)
+
+    async def _pump(self) -> None:
+        assert self.subscriber is not None and self.inbox is not None
+        while True:
+            item = await self.subscriber.recv()
+            await self.inbox.put(item)
+
+    async def _consume(self) -> None:
+        assert self.inbox is not None
+        while True:
+            topic, env = await self.inbox.get()
+            try:
+                await self.on_event(topic, env)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # error policy: log with context, count, keep going
+                logger.opt(exception=exc).error("{}: on_event failed for {} ({} from {} seq {}): {}", self.name,
+                                                topic, tag_of(type(env.body)), env.sender, env.seq, exc)
+                self.record_error(exc)
+
+    async def _heartbeat(self) -> None:
+        interval = self.cfg.bus.heartbeat_interval_s
+        topic = heartbeat_topic(self.name)
+        pid = os.getpid()
+        while True:
+            detail = self.health_detail()
+            self.publish(topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval,
+                                          detail=detail))
+            await asyncio.sleep(interval)  # periodic timer, not synchronisation

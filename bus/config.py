@@ -1,0 +1,349 @@
+"""Configuration: one TOML file (``khazad.toml``) decoded into frozen msgspec Structs, one per actor.
+
+Load order: the file, then environment overrides ``KHAZAD__<SECTION>__<KEY>=value`` (values parsed as TOML
+scalars when possible, e.g. ``KHAZAD__GATEWAY__PORT=4001``), then secrets that never live in the file
+(``KHAZAD_APPROVAL_KEY``, ``KHAZAD_LIVE_CONFIRM``). A bad key or value raises :class:`ConfigError` naming the
+key (``gateway.port: Expected `int`, got `str```), and unknown keys are errors too: a typo in a risk limit must
+not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import msgspec
+from msgspec import Meta
+
+CONFIG_ENV = "KHAZAD_CONFIG"
+ENV_PREFIX = "KHAZAD__"
+DEFAULT_CONFIG_NAME = "khazad.toml"
+
+#: Process exit code for a configuration error (sysexits EX_CONFIG). supervisord gives up after startretries
+#: fast exits (FATAL), so a bad config never restart-loops.
+EXIT_CONFIG = 78
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[float, Meta(gt=0)]
+NonNeg = Annotated[float, Meta(ge=0)]
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key and what to set."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class CurveConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """CURVE encryption/authentication of every tcp endpoint (see ``bus/security.py``)."""
+
+    enabled: bool = False
+    keys_dir: str = "keys"
+    #: this process's key pair name inside keys_dir (defaults to the actor name)
+    key_name: str = ""
+
+
+class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the event proxy and every service listen. Endpoints are bound by their owner, connected by others."""
+
+    proxy_frontend: str = "tcp://127.0.0.1:5550"  # publishers connect here (XSUB)
+    proxy_backend: str = "tcp://127.0.0.1:5551"  # subscribers connect here (XPUB)
+    gateway: str = "tcp://127.0.0.1:5560"
+    risk: str = "tcp://127.0.0.1:5561"
+    orders: str = "tcp://127.0.0.1:5562"
+    portfolio: str = "tcp://127.0.0.1:5563"
+    monitor: str = "tcp://127.0.0.1:5564"
+    #: binding anything but loopback must be explicit (and needs CURVE)
+    allow_non_loopback: bool = False
+    heartbeat_interval_s: Positive = 0.5
+    heartbeat_liveness: Annotated[int, Meta(ge=1)] = 3
+    request_timeout_s: Positive = 2.0
+    request_retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    send_hwm: Annotated[int, Meta(ge=1)] = 100_000
+    recv_hwm: Annotated[int, Meta(ge=1)] = 100_000
+    curve: CurveConfig = CurveConfig()
+
+    def service_endpoint(self, name: str) -> str:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise ConfigError(f"bus: no service endpoint named {name!r}") from None
+
+
+class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    #: directory for JSON-lines logs (one file per process); empty = stderr only
+    json_dir: str = ""
+
+
+class SimConfigSection(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The embedded TWS simulator started by run_all.py in sim mode."""
+
+    host: str = "127.0.0.1"
+    port: Port = 4002
+    control_port: Port = 4003
+    seed: int = 1
+    account: Annotated[str, Meta(pattern=r"^DU\d+$")] = "DU1234567"
+    base_currency: Annotated[str, Meta(min_length=3, max_length=3)] = "USD"
+    starting_cash: Positive = 1_000_000.0
+    market_hours: Literal["always", "exchange", "closed", "overnight"] = "always"
+    tick_interval_s: Positive = 0.25
+    pacing_limit: Annotated[int, Meta(ge=0)] = 50
+    trace: str = ""
+
+
+class GatewayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The one process that talks to IB. ``mode``: sim (bundled simulator), paper (DU account), live."""
+
+    mode: Literal["sim", "paper", "live"] = "sim"
+    host: str = "127.0.0.1"
+    #: 0 = the mode's default (sim: [sim].port, paper: 4002, live: 4001)
+    port: Port = 0
+    client_id: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 1
+    #: the IB account to trade; required in paper and live mode
+    account: str = ""
+    client_library: Literal["ib_insync", "ib_async"] = "ib_insync"
+    connect_timeout_s: Positive = 10.0
+    reconnect_initial_s: Positive = 0.5
+    reconnect_max_s: Positive = 30.0
+    #: IB allows 50 messages/s; keep a margin
+    pacing_per_s: Annotated[int, Meta(ge=1, le=10_000)] = 45
+    kill_verify_timeout_s: Positive = 10.0
+    state_file: str = "state/gateway.json"
+
+
+class RiskLimits(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Pre-trade limits. Global values live in ``[risk.limits]``; ``[risk.strategies.<id>]`` overrides any of them."""
+
+    max_order_quantity: Positive = 10_000
+    max_order_notional: Positive = 1_000_000.0
+    price_collar_pct: Positive = 5.0
+    max_position: Positive = 50_000
+    max_gross_exposure: Positive = 5_000_000.0
+    max_orders_per_second: Positive = 20
+    max_fills_per_window: Annotated[int, Meta(ge=1)] = 200
+    fill_window_s: Positive = 60.0
+    duplicate_window_s: NonNeg = 1.0
+    restricted_symbols: list[str] = []
+    min_buying_power_ratio: NonNeg = 1.0
+    daily_loss_limit: Positive = 50_000.0
+
+
+class StrategyLimits(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-strategy overrides: any field left unset takes the global value."""
+
+    max_order_quantity: Positive | None = None
+    max_order_notional: Positive | None = None
+    price_collar_pct: Positive | None = None
+    max_position: Positive | None = None
+    max_gross_exposure: Positive | None = None
+    max_orders_per_second: Positive | None = None
+    max_fills_per_window: Annotated[int, Meta(ge=1)] | None = None
+    fill_window_s: Positive | None = None
+    duplicate_window_s: NonNeg | None = None
+    restricted_symbols: list[str] | None = None
+    min_buying_power_ratio: NonNeg | None = None
+    daily_loss_limit: Positive | None = None
+
+
+class RiskConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    limits: RiskLimits = RiskLimits()
+    strategies: dict[str, StrategyLimits] = {}
+    approval_ttl_s: Positive = 5.0
+    #: file holding the approval signing key shared with the gateway (KHAZAD_APPROVAL_KEY overrides)
+    approval_key_file: str = "secrets/approval.key"
+    stale_data_s: Positive = 30.0
+    reject_rate_window_s: Positive = 60.0
+    reject_rate_min_orders: Annotated[int, Meta(ge=1)] = 20
+    reject_rate_max: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    state_file: str = "state/risk.json"
+
+
+class OrdersConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    journal: str = "state/orders.sqlite"
+    risk_timeout_s: Positive = 0.5
+    gateway_timeout_s: Positive = 2.0
+
+
+class PortfolioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reconcile_interval_s: Positive = 30.0
+    drift_tolerance: NonNeg = 1e-6
+
+
+class MonitorConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    audit_db: str = "state/audit.sqlite"
+    metrics_host: str = "127.0.0.1"
+    #: Prometheus metrics over HTTP; 0 disables
+    metrics_port: Port = 9108
+    #: shell command run on every critical alert (alert JSON on stdin); empty = none
+    alert_command: str = ""
+    alert_webhook: str = ""
+    expected_actors: list[str] = msgspec.field(
+        default_factory=lambda: ["proxy", "gateway", "risk", "orders", "portfolio", "monitor"])
+
+
+class StrategyConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The bundled example strategy (examples/)."""
+
+    enabled: bool = True
+    strategy_id: str = "example"
+    symbol: str = "AAPL"
+    quantity: Positive = 10
+    interval_s: Positive = 5.0
+
+
+class KhazadConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole file. ``run_dir`` is where state, logs, secrets and keys go (relative to the config file)."""
+
+    run_dir: str = "run"
+    bus: BusConfig = BusConfig()
+    logging: LoggingConfig = LoggingConfig()
+    sim: SimConfigSection = SimConfigSection()
+    gateway: GatewayConfig = GatewayConfig()
+    risk: RiskConfig = RiskConfig()
+    orders: OrdersConfig = OrdersConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    #: set by the loader: the directory relative paths are resolved against
+    base_dir: str = ""
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the config: absolute stays, relative is under run_dir."""
+        p = Path(relative).expanduser()
+        if p.is_absolute():
+            return p
+        return self.run_path / p
+
+    @property
+    def run_path(self) -> Path:
+        rd = Path(self.run_dir).expanduser()
+        return rd if rd.is_absolute() else Path(self.base_dir or ".") / rd
+
+
+_PATH_RE = re.compile(r"`\$\.?([^`]*)`")
+
+
+def _explain(err: msgspec.ValidationError) -> str:
+    msg = str(err)
+    m = _PATH_RE.search(msg)
+    if not m:
+        field = re.search(r"unknown field `([^`]+)`", msg)
+        return f"{field.group(1)}: unknown key (check its spelling)" if field else msg
+    key = m.group(1).replace("[", ".").replace("]", "").replace("'", "").replace('"', "")
+    text = re.sub(r"\s*-\s*at\s*$", "", _PATH_RE.sub("", msg))
+    if "unknown field" in text.lower():
+        field = re.search(r"Object contains unknown field `?([^`\s]+)", msg)
+        return f"{key}: unknown key{(' ' + repr(field.group(1))) if field else ''} (check its spelling)"
+    return f"{key or '<root>'}: {text}"
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        if not path:
+            continue
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
+            node = child
+        node[path[-1]] = _parse_env_value(raw)
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.exists() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> KhazadConfig:
+    """Load and validate the whole configuration; raises :class:`ConfigError` with the bad key named."""
+    env = os.environ if env is None else env
+    cfg_path = find_config_path(path, env)
+    data: dict[str, Any] = {}
+    if cfg_path is not None:
+        try:
+            data = tomllib.loads(Path(cfg_path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {cfg_path} not found (set {CONFIG_ENV} or pass --config)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from None
+    _apply_env(data, env)
+    data["base_dir"] = str(Path(cfg_path).resolve().parent) if cfg_path else str(Path.cwd())
+    where = f"{cfg_path}: " if cfg_path else ""
+    # msgspec reports dict entries as `[...]`; validate named sub-tables first so the error names the entry.
+    strategies = data.get("risk", {}).get("strategies", {}) if isinstance(data.get("risk"), dict) else {}
+    for sid, table in (strategies.items() if isinstance(strategies, dict) else ()):
+        try:
+            msgspec.convert(table, StrategyLimits)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{where}risk.strategies.{sid}.{_explain(exc).removeprefix('<root>: ')}") from None
+    try:
+        cfg = msgspec.convert(data, KhazadConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}{_explain(exc)}") from None
+    check_endpoints(cfg.bus)
+    return cfg
+
+
+def endpoint_host(endpoint: str) -> str | None:
+    """The host part of a ``tcp://host:port`` endpoint (None for ipc/inproc)."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    hostport = endpoint[len("tcp://"):]
+    host, _, _ = hostport.rpartition(":")
+    return host.strip("[]")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoints(bus: BusConfig) -> None:
+    """Refuse non-loopback tcp endpoints unless explicitly allowed and encrypted with CURVE."""
+    for field in ("proxy_frontend", "proxy_backend", "gateway", "risk", "orders", "portfolio", "monitor"):
+        ep = getattr(bus, field)
+        if not re.match(r"^(tcp://[^\s]+:\d+|ipc://\S+|inproc://\S+)$", ep):
+            raise ConfigError(f"bus.{field}: {ep!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5560")
+        host = endpoint_host(ep)
+        if host is None or is_loopback_host(host):
+            continue
+        if not bus.allow_non_loopback:
+            raise ConfigError(
+                f"bus.{field}: {ep} is not loopback; set bus.allow_non_loopback = true to expose the bus to other hosts"
+            )
+        if not bus.curve.enabled:
+            raise ConfigError(
+                f"bus.{field}: {ep} is reachable from other hosts; set bus.curve.enabled = true (khazad keys) first"
+            )
+
+
+def read_secret_file(path: Path) -> bytes:
+    """Read a secret (key file). Never logged; the caller decides what a missing file means."""
+    return path.read_bytes().strip()

@@ -1,0 +1,107 @@
+"""The event bus proxy: ``python -m bus.proxy --config khazad.toml``.
+
+XSUB (``bus.proxy_frontend``, publishers connect) <-> XPUB (``bus.proxy_backend``, subscribers connect), forwarded
+by libzmq's steerable proxy in a thread (C speed, no Python per message). The main thread handles signals: on
+SIGTERM/SIGINT it sends TERMINATE to the proxy's control socket and exits 0 within the shutdown bound. The proxy
+publishes its own heartbeat (``hb.proxy``) through itself, which also proves the path works end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import zmq
+from loguru import logger
+
+from bus import sockets
+from bus.codec import Stamper
+from bus.config import EXIT_CONFIG, ConfigError
+from bus.heartbeat import heartbeat_topic
+from bus.messages import Heartbeat
+from bus.pubsub import Publisher
+from bus.runtime import load_or_exit
+
+PROCESS = "proxy"
+CONTROL_ENDPOINT = "inproc://proxy-control"
+SELF_ENDPOINT = "inproc://proxy-self"
+
+
+def serve(cfg, stop: threading.Event, ready: threading.Event | None = None) -> int:
+    bus = cfg.bus
+    ctx = zmq.Context()
+    security = None
+    if bus.curve.enabled:
+        from bus.security import Security
+
+        security = Security.for_process(cfg, PROCESS)
+        security.start_authenticator(ctx)
+    frontend = sockets.configure(ctx.socket(zmq.XSUB), rcvhwm=bus.recv_hwm)
+    backend = sockets.configure(ctx.socket(zmq.XPUB), sndhwm=bus.send_hwm)
+    control = ctx.socket(zmq.PAIR)
+    control.setsockopt(zmq.LINGER, 0)
+    sockets_to_close = [frontend, backend, control]
+    try:
+        sockets.bind(frontend, bus.proxy_frontend, allow_non_loopback=bus.allow_non_loopback, security=security)
+        frontend.bind(SELF_ENDPOINT)
+        sockets.bind(backend, bus.proxy_backend, allow_non_loopback=bus.allow_non_loopback, security=security)
+        control.bind(CONTROL_ENDPOINT)
+        worker_ctl = ctx.socket(zmq.PAIR)
+        worker_ctl.setsockopt(zmq.LINGER, 0)
+        worker_ctl.connect(CONTROL_ENDPOINT)
+        sockets_to_close.append(worker_ctl)
+
+        def forward() -> None:
+            try:
+                zmq.proxy_steerable(frontend, backend, None, worker_ctl)
+            except zmq.ContextTerminated:
+                pass
+
+        thread = threading.Thread(target=forward, name="proxy", daemon=True)
+        thread.start()
+        stamper = Stamper(PROCESS)
+        hb = Publisher(ctx, SELF_ENDPOINT, stamper)
+        sockets_to_close.append(hb.sock)
+        logger.info("proxy: publishers -> {}  subscribers -> {} (pid {})", bus.proxy_frontend, bus.proxy_backend,
+                    os.getpid())
+        if ready is not None:
+            ready.set()
+        topic = heartbeat_topic(PROCESS)
+        while not stop.is_set():
+            hb.publish(topic, Heartbeat(actor=PROCESS, pid=os.getpid(), interval_s=bus.heartbeat_interval_s))
+            stop.wait(bus.heartbeat_interval_s)  # periodic timer; wakes at once on stop
+        control.send(b"TERMINATE")
+        thread.join(timeout=1.0)
+        logger.info("proxy: stopped")
+        return 0
+    finally:
+        for s in sockets_to_close:
+            s.close(0)
+        if security is not None:
+            security.stop_authenticator()
+        ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bus.proxy", description="Khazad event bus proxy (XSUB/XPUB)")
+    parser.add_argument("--config", help="path to khazad.toml")
+    args = parser.parse_args(argv)
+    cfg = load_or_exit(args.config, PROCESS)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        return serve(cfg, stop)
+    except ConfigError as exc:
+        logger.critical("proxy: configuration error: {}", exc)
+        return EXIT_CONFIG
+    except zmq.ZMQError as exc:
+        logger.critical("proxy: cannot bind: {}", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Event bus clients: publishers connect to the proxy's XSUB side, subscribers to its XPUB side.
+
+Two zguide failure modes are handled here rather than left to each actor:
+
+* **Slow joiner.** A PUB drops everything published before the subscriptions reach it. :meth:`Publisher.start`
+  therefore does a ready handshake: it subscribes (through the proxy) to a private probe topic and publishes
+  probes until one comes back. Subscriptions travel the proxy->publisher pipe in order, so once the probe's
+  subscription has arrived, every subscription the proxy held when we connected has arrived too. Subscribers do
+  the mirror handshake (:meth:`Subscriber.wait_ready`) so that their subscriptions are known to the proxy before
+  they rely on them.
+* **High-water-mark drops.** PUB silently drops for a lagging subscriber. Every envelope carries a sequence number
+  per (sender, topic); :class:`SequenceTracker` reports a gap (logged and counted, never silent), and a sender
+  restart (new incarnation) resets the count instead of being called a gap.
+
+Topics are dotted strings (``order.<strategy>``, ``fill.<symbol>``, ``md.<symbol>``, ``control.kill``,
+``hb.<actor>``); subscription is by prefix. Topics starting with ``_`` are internal (probes) and never delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from bus import sockets
+from bus.codec import Codec, DecodeError, Stamper, event_codec
+from bus.messages import Envelope, Event
+
+#: How long a publisher/subscriber waits for the proxy handshake before giving up.
+READY_TIMEOUT_S = 10.0
+#: Interval between handshake probes.
+PROBE_INTERVAL_S = 0.01
+PROBE_PREFIX = "_probe."
+
+GapCallback = Callable[[str, str, int, int], None]
+
+
+class SequenceTracker:
+    """Per (sender, topic) sequence check. A gap is reported through ``on_gap`` and counted in ``gaps``."""
+
+    def __init__(self, on_gap: GapCallback | None = None) -> None:
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        self.gaps = 0
+        self.missed = 0
+        self.on_gap = on_gap
+
+    def check(self, topic: str, env: Envelope[Any]) -> int:
+        """Record ``env``; returns how many messages were missed before it (0 when in order)."""
+        key = (env.sender, topic)
+        prev = self._last.get(key)
+        self._last[key] = (env.incarnation, env.seq)
+        if prev is None or prev[0] != env.incarnation:
+            return 0  # first message from this sender incarnation on this topic
+        expected = prev[1] + 1
+        if env.seq <= prev[1]:
+            return 0  # duplicate or reordered: not a loss
+        missed = env.seq - expected
+        if missed > 0:
+            self.gaps += 1
+            self.missed += missed
+            logger.warning("bus gap: {} missed {} message(s) on {} (expected seq {}, got {})",
+                           env.sender, missed, topic, expected, env.seq)
+            if self.on_gap is not None:
+                self.on_gap(env.sender, topic, expected, env.seq)
+        return missed
+
+
+def _probe_topic(name: str) -> str:
+    return f"{PROBE_PREFIX}{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+class Publisher:
+    """Publishes events to the proxy. Sending never blocks (PUB drops at the HWM; receivers see the gap).
+
+    Uses a plain (non-asyncio) PUB socket: a PUB send never blocks, so it is safe and cheapest to call from the
+    event loop directly.
+    """
+
+    def __init__(self, ctx: zmq.Context, frontend: str, stamper: Stamper, *, sndhwm: int = 100_000,
+                 security: Any = None, server_key: str | None = None) -> None:
+        self._ctx = zmq.Context.shadow(ctx.underlying) if isinstance(ctx, zmq.asyncio.Context) else ctx
+        self._codec = event_codec()
+        self.stamper = stamper
+        self.sock = sockets.configure(self._ctx.socket(zmq.PUB), sndhwm=sndhwm)
+        sockets.connect(self.sock, frontend, security=security, server_key=server_key)
+        self.sent = 0
+
+    def publish(self, topic: str, body: Any) -> Envelope[Any]:
+        env = self.stamper.stamp(body, key=topic)
+        self.sock.send_multipart([topic.encode(), self._codec.encode(env)], copy=False)
+        self.sent += 1
+        return env
+
+    def publish_raw(self, topic: str, payload: bytes) -> None:
+        """Publish an already-encoded envelope (used by the proxy and tests)."""
+        self.sock.send_multipart([topic.encode(), payload])
+
+    def _probe_until(self, topic: str, received: Callable[[float], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.send_multipart([topic.encode(), b""])
+            if received(PROBE_INTERVAL_S):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"event bus proxy did not answer the ready handshake within {timeout:.1f}s")
+
+    def wait_ready_sync(self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None,
+                        server_key: str | None = None) -> None:
+        """Blocking ready handshake (see module docstring)."""
+        topic = _probe_topic(self.stamper.sender)
+        probe = sockets.configure(self._ctx.socket(zmq.SUB))
+        try:
+            probe.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            sockets.connect(probe, backend, security=security, server_key=server_key)
+            self._probe_until(topic, lambda t: bool(probe.poll(int(t * 1000))), timeout)
+        finally:
+            probe.close(0)
+
+    async def wait_ready(self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None,
+                         server_key: str | None = None) -> None:
+        """Asyncio ready handshake: as :meth:`wait_ready_sync` without blocking the loop."""
+        topic = _probe_topic(self.stamper.sender)
+        actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
+        probe = sockets.configure(actx.socket(zmq.SUB))
+        try:
+            probe.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            sockets.connect(probe, backend, security=security, server_key=server_key)
+            deadline = time.monotonic() + timeout
+            while True:
+                self.sock.send_multipart([topic.encode(), b""])
+                if await probe.poll(int(PROBE_INTERVAL_S * 1000)):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"event bus proxy did not answer the ready handshake within {timeout:.1f}s")
+        finally:
+            probe.close(0)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class _SubscriberBase:
+    def __init__(self, name: str, topics: list[str], on_gap: GapCallback | None) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self._codec: Codec[Event] = event_codec()
+        self.tracker = SequenceTracker(on_gap)
+        self.received = 0
+        self.invalid = 0
+
+    def _decode(self, frames: list[bytes]) -> tuple[str, Envelope[Event]] | None:
+        if len(frames) != 2:
+            self.invalid += 1
+            logger.warning("bus: {} dropped a message with {} frame(s)", self.name, len(frames))
+            return None
+        topic = bytes(frames[0]).decode(errors="replace")
+        if topic.startswith("_"):
+            return None
+        try:
+            env = self._codec.decode(frames[1])
+        except DecodeError as exc:
+            self.invalid += 1
+            logger.warning("bus: {} dropped an invalid event on {} from {!r}: {}", self.name, topic,
+                           exc.sender, exc.reason)
+            return None
+        self.tracker.check(topic, env)
+        self.received += 1
+        return topic, env
+
+
+class Subscriber(_SubscriberBase):
+    """Asyncio subscriber with gap detection. ``await recv()`` returns (topic, envelope)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, backend: str, topics: list[str], *, name: str = "sub",
+                 rcvhwm: int = 100_000, on_gap: GapCallback | None = None, security: Any = None,
+                 server_key: str | None = None) -> None:
+        super().__init__(name, topics, on_gap)
+        self._pending: list[list[bytes]] = []
+        self.sock = sockets.configure(ctx.socket(zmq.SUB), rcvhwm=rcvhwm)
+        for t in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        sockets.connect(self.sock, backend, security=security, server_key=server_key)
+
+    def subscribe(self, topic: str) -> None:
+        self.topics.append(topic)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    async def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
+        """Return once the proxy has this subscriber's subscriptions (probe through ``publisher``)."""
+        topic = _probe_topic(self.name)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                publisher.publish_raw(topic, b"")
+                if await self.sock.poll(int(PROBE_INTERVAL_S * 1000)):
+                    frames = await self.sock.recv_multipart()
+                    if bytes(frames[0]).decode(errors="replace") == topic:
+                        return
+                    self._pending.append(frames)  # a real event arrived first: keep it for recv()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"subscriber {self.name}: no ready handshake within {timeout:.1f}s")
+        finally:
+            self.sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+
+    async def recv(self) -> tuple[str, Envelope[Event]]:
+        while True:
+            if self._pending:
+                frames = self._pending.pop(0)
+            else:
+                frames = await self.sock.recv_multipart()
+            out = self._decode(frames)
+            if out is not None:
+                return out
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class SyncSubscriber(_SubscriberBase):
+    """Blocking subscriber for scripts, tools and tests. ``recv(timeout)`` returns None on timeout."""
+
+    def __init__(self, ctx: zmq.Context, backend: str, topics: list[str], *, name: str = "sub",
+                 rcvhwm: int = 100_000, on_gap: GapCallback | None = None, security: Any = None,
+                 server_key: str | None = None) -> None:
+        super().__init__(name, topics, on_gap)
+        self._pending: list[list[bytes]] = []
+        self.sock = sockets.configure(ctx.socket(zmq.SUB), rcvhwm=rcvhwm)
+        for t in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        sockets.connect(self.sock, backend, security=security, server_key=server_key)
+
+    def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
+        topic = _probe_topic(self.name)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                publisher.publish_raw(topic, b"")
+                while self.sock.poll(int(PROBE_INTERVAL_S * 1000)):
+                    frames = self.sock.recv_multipart()
+                    if bytes(frames[0]).decode(errors="replace") == topic:
+                        return
+                    self._pending.append(frames)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"subscriber {self.name}: no ready handshake within {timeout:.1f}s")
+        finally:
+            self.sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+
+    def recv(self, timeout: float | None = None) -> tuple[str, Envelope[Event]] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._pending:
+                frames = self._pending.pop(0)
+            else:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if remaining is not None and not self.sock.poll(int(remaining * 1000)):
+                    return None
+                frames = self.sock.recv_multipart()
+            out = self._decode(frames)
+            if out is not None:
+                return out
+
+    def close(self) -> None:
+        self.sock.close(0)

@@ -1,0 +1,320 @@
+"""Request/reply over ROUTER (service) and DEALER (client): never a raw REQ socket.
+
+Client side (Lazy Pirate, ported to DEALER): every call has a request id, a per-attempt timeout and a bounded
+number of retries with backoff; the retry reuses the request id. A dead service raises :class:`RequestTimeout`
+within ``timeout_s * (retries + 1) + backoff`` instead of hanging. DEALER has no REQ lockstep, so one socket
+carries many concurrent calls (the asyncio client matches replies to calls by request id).
+
+Service side: de-duplication by (sender, request id). A retried request that is still running joins the running
+one; a retried request that already finished gets the cached reply. Either way the handler runs once and every
+attempt gets the same answer. A frame that does not decode gets a typed :class:`~bus.messages.Rejected` (when
+the sender can be addressed) and the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from bus import sockets
+from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
+from bus.messages import Envelope, Rejected, Reply, Request, tag_of
+
+#: Default per-attempt timeout and retries (config: bus.request_timeout_s / bus.request_retries).
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_RETRIES = 2
+#: Backoff between attempts: base * 2**attempt, capped. Small: the timeout already spaced the attempts.
+BACKOFF_BASE_S = 0.05
+BACKOFF_MAX_S = 0.5
+#: How many finished replies a service remembers for de-duplication, and for how long.
+DEDUP_CAPACITY = 50_000
+DEDUP_TTL_S = 600.0
+
+
+class RequestTimeout(Exception):
+    """No reply within the bound (service dead, stopped or overloaded)."""
+
+    def __init__(self, service: str, request_type: str, attempts: int, elapsed_s: float) -> None:
+        super().__init__(f"{service}: no reply to {request_type} after {attempts} attempt(s) in {elapsed_s:.2f}s")
+        self.service = service
+        self.request_type = request_type
+        self.attempts = attempts
+        self.elapsed_s = elapsed_s
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def backoff_s(attempt: int) -> float:
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling: ``sender`` is what the envelope claims; ``user_id`` is the authenticated identity (the
+    CURVE key's name from ZAP, "" when the bus runs without CURVE). Authorisation must use ``user_id``."""
+
+    sender: str
+    request_id: str
+    user_id: str
+    envelope: Envelope[Any]
+
+
+Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+
+class _Dedup:
+    """Finished replies by key (bounded, TTL) and in-flight calls by key."""
+
+    def __init__(self, capacity: int = DEDUP_CAPACITY, ttl_s: float = DEDUP_TTL_S) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self.done: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self.inflight: dict[tuple[str, str], list[bytes]] = {}
+
+    def cached(self, key: tuple[str, str]) -> bytes | None:
+        hit = self.done.get(key)
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] > self.ttl_s:
+            del self.done[key]
+            return None
+        return hit[1]
+
+    def remember(self, key: tuple[str, str], reply: bytes) -> None:
+        self.done[key] = (time.monotonic(), reply)
+        while len(self.done) > self.capacity:
+            self.done.popitem(last=False)
+
+
+class Service:
+    """An asyncio ROUTER service. ``handler(ctx, body)`` returns a reply body (or raises; see error policy).
+
+    Error policy: an exception in the handler is logged with the request type and id, the caller gets
+    ``Rejected(code="internal")``, and ``on_error`` is told (actors count errors and exit when they repeat, so
+    supervisord restarts a process that keeps failing instead of serving garbage).
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, name: str, handler: Handler, *,
+                 stamper: Stamper | None = None, allow_non_loopback: bool = False, security: Any = None,
+                 on_error: Callable[[BaseException], None] | None = None, max_inflight: int = 1000) -> None:
+        self.name = name
+        self.handler = handler
+        self.on_error = on_error
+        self.stamper = stamper or Stamper(name)
+        self._req = request_codec()
+        self._rep = reply_codec()
+        self._dedup = _Dedup()
+        self._security = security
+        self.sock = sockets.configure(ctx.socket(zmq.ROUTER))
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished caller must not raise on reply
+        self.endpoint = sockets.bind(self.sock, endpoint, allow_non_loopback=allow_non_loopback, security=security)
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.handled = 0
+        self.rejected_frames = 0
+        self.duplicates = 0
+
+    def _send(self, identity: bytes, payload: bytes) -> None:
+        try:
+            self.sock.send_multipart([identity, payload], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("{}: reply dropped, caller's queue is full", self.name)
+
+    def _reject(self, identity: bytes, exc: DecodeError) -> None:
+        self.rejected_frames += 1
+        logger.warning("{}: rejected a bad request from {!r} (request {}): {}", self.name, exc.sender or "?",
+                       exc.request_id or "?", exc.reason)
+        body = Rejected(code="bad_request", reason=exc.reason, request_type=exc.body_type)
+        self._send(identity, self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id)))
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        try:
+            while True:
+                msg = await self.sock.recv_multipart(copy=False)
+                if len(msg) != 2:
+                    self.rejected_frames += 1
+                    logger.warning("{}: dropped a request with {} frame(s)", self.name, len(msg))
+                    continue
+                identity = msg[0].bytes
+                frame = msg[1]
+                user_id = ""
+                if self._security is not None and self._security.enabled:
+                    try:
+                        user_id = frame.get("User-Id") or ""
+                    except zmq.ZMQError:
+                        user_id = ""
+                try:
+                    env = self._req.decode(frame.bytes)
+                except DecodeError as exc:
+                    self._reject(identity, exc)
+                    continue
+                key = (env.sender, env.request_id)
+                if env.request_id:
+                    cached = self._dedup.cached(key)
+                    if cached is not None:
+                        self.duplicates += 1
+                        self._send(identity, cached)
+                        continue
+                    waiting = self._dedup.inflight.get(key)
+                    if waiting is not None:
+                        self.duplicates += 1
+                        waiting.append(identity)
+                        continue
+                    self._dedup.inflight[key] = [identity]
+                await self._slots.acquire()
+                ctx = CallContext(sender=env.sender, request_id=env.request_id, user_id=user_id, envelope=env)
+                task = asyncio.create_task(self._serve(ctx, identity, key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+
+    async def _serve(self, ctx: CallContext, identity: bytes, key: tuple[str, str]) -> None:
+        body = ctx.envelope.body
+        try:
+            try:
+                reply = await self.handler(ctx, body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # error policy: typed reply + count; see class docstring
+                logger.opt(exception=exc).error("{}: handler failed on {} (request {}): {}", self.name,
+                                                tag_of(type(body)), ctx.request_id, exc)
+                reply = Rejected(code="internal", reason=f"{type(exc).__name__}: {exc}",
+                                 request_type=tag_of(type(body)))
+                if self.on_error is not None:
+                    self.on_error(exc)
+            payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
+            self.handled += 1
+            if ctx.request_id:
+                self._dedup.remember(key, payload)
+                for ident in self._dedup.inflight.pop(key, [identity]):
+                    self._send(ident, payload)
+            else:
+                self._send(identity, payload)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class _ClientBase:
+    def __init__(self, endpoint: str, service: str, stamper: Stamper, timeout_s: float, retries: int) -> None:
+        self.endpoint = endpoint
+        self.service = service
+        self.stamper = stamper
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._req: Codec[Request] = request_codec()
+        self._rep: Codec[Reply] = reply_codec()
+
+
+class AsyncClient(_ClientBase):
+    """Asyncio DEALER client; many concurrent calls share one socket."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, *, service: str, stamper: Stamper,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES, security: Any = None,
+                 server_key: str | None = None) -> None:
+        super().__init__(endpoint, service, stamper, timeout_s, retries)
+        self.sock = sockets.configure(ctx.socket(zmq.DEALER))
+        sockets.connect(self.sock, endpoint, security=security, server_key=server_key)
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart()
+            try:
+                env = self._rep.decode(frames[-1])
+            except DecodeError as exc:
+                logger.warning("client of {}: undecodable reply: {}", self.service, exc.reason)
+                continue
+            fut = self._waiting.get(env.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(env.body)
+
+    async def call(self, body: Any, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
+        """Send ``body`` and return the reply body (which may be ``Rejected``). Raises :class:`RequestTimeout`."""
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read())
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts = 1 + (self.retries if retries is None else retries)
+        rid = new_request_id()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        start = time.monotonic()
+        try:
+            for attempt in range(attempts):
+                payload = self._req.encode(self.stamper.stamp(body, request_id=rid))
+                await self.sock.send(payload)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut), timeout)
+                except asyncio.TimeoutError:
+                    if attempt + 1 < attempts:
+                        logger.debug("client of {}: {} timed out (attempt {}), retrying", self.service,
+                                     tag_of(type(body)), attempt + 1)
+                        await asyncio.sleep(backoff_s(attempt))  # backoff, not synchronisation
+                        if fut.done():
+                            return fut.result()
+            raise RequestTimeout(self.service, tag_of(type(body)), attempts, time.monotonic() - start)
+        finally:
+            self._waiting.pop(rid, None)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.cancel()
+        self.sock.close(0)
+
+
+class SyncClient(_ClientBase):
+    """Blocking DEALER client for scripts, the CLI and tests (one call at a time)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, service: str, stamper: Stamper | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES, security: Any = None,
+                 server_key: str | None = None) -> None:
+        super().__init__(endpoint, service, stamper or Stamper(f"cli-{uuid.uuid4().hex[:6]}"), timeout_s, retries)
+        self.sock = sockets.configure(ctx.socket(zmq.DEALER))
+        sockets.connect(self.sock, endpoint, security=security, server_key=server_key)
+
+    def call(self, body: Any, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts = 1 + (self.retries if retries is None else retries)
+        rid = new_request_id()
+        start = time.monotonic()
+        for attempt in range(attempts):
+            self.sock.send(self._req.encode(self.stamper.stamp(body, request_id=rid)))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not self.sock.poll(max(1, int(left * 1000))):
+                    break
+                frames = self.sock.recv_multipart()
+                try:
+                    env = self._rep.decode(frames[-1])
+                except DecodeError as exc:
+                    logger.warning("client of {}: undecodable reply: {}", self.service, exc.reason)
+                    continue
+                if env.request_id == rid:
+                    return env.body
+                # a late reply to an earlier call: ignore
+            if attempt + 1 < attempts:
+                time.sleep(backoff_s(attempt))  # backoff between attempts, not synchronisation
+        raise RequestTimeout(self.service, tag_of(type(body)), attempts, time.monotonic() - start)
+
+    def close(self) -> None:
+        self.sock.close(0)
