@@ -29,6 +29,60 @@ PROCESS = "proxy"
 CONTROL_ENDPOINT = "inproc://proxy-control"
 SELF_ENDPOINT = "inproc://proxy-self"
 
+#: With CURVE, what each role may publish (topic prefixes). Actors publish anything. A strategy or operator key
+#: cannot inject fills, order updates or trading states: identity comes from the key, not from the message.
+PUBLISH_ACL: dict[str, tuple[str, ...]] = {
+    "strategy": ("_probe.", "hb.", "bus.gap.", "alert.strategy"),
+    "operator": ("_probe.", "hb.", "bus.gap.", "control.kill", "control.resume", "alert.operator"),
+}
+
+
+def may_publish(user_id: str, topic: bytes) -> bool:
+    role, _, _name = user_id.partition(":")
+    if role == "actor":
+        return True
+    prefixes = PUBLISH_ACL.get(role)
+    if not prefixes:
+        return False
+    text = topic.decode(errors="replace")
+    return any(text.startswith(p) for p in prefixes)
+
+
+def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Socket) -> None:
+    """The CURVE proxy: like zmq.proxy, plus a per-key publish ACL (messages carry the ZAP User-Id)."""
+    poller = zmq.Poller()
+    poller.register(frontend, zmq.POLLIN)
+    poller.register(backend, zmq.POLLIN)
+    poller.register(control, zmq.POLLIN)
+    refused = 0
+    while True:
+        events = dict(poller.poll())
+        if control in events and control.recv() == b"TERMINATE":
+            return
+        if frontend in events:
+            while True:
+                try:
+                    frames = frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                try:
+                    user = frames[0].get("User-Id") or ""
+                except zmq.ZMQError:
+                    user = ""
+                if may_publish(user, frames[0].bytes):
+                    backend.send_multipart(frames, copy=False)
+                else:
+                    refused += 1
+                    if refused == 1 or refused % 1000 == 0:
+                        logger.warning("proxy: refused {} message(s) on a topic {} may not publish (latest {!r})",
+                                       refused, user or "an unauthenticated peer", frames[0].bytes[:64])
+        if backend in events:
+            while True:
+                try:
+                    frontend.send_multipart(backend.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+
 
 def serve(cfg, stop: threading.Event, ready: threading.Event | None = None) -> int:
     bus = cfg.bus
@@ -56,14 +110,20 @@ def serve(cfg, stop: threading.Event, ready: threading.Event | None = None) -> i
 
         def forward() -> None:
             try:
-                zmq.proxy_steerable(frontend, backend, None, worker_ctl)
+                if security is not None:
+                    forward_with_acl(frontend, backend, worker_ctl)
+                else:
+                    zmq.proxy_steerable(frontend, backend, None, worker_ctl)  # C speed when there is no ACL
             except zmq.ContextTerminated:
                 pass
 
         thread = threading.Thread(target=forward, name="proxy", daemon=True)
         thread.start()
         stamper = Stamper(PROCESS)
-        hb = Publisher(ctx, SELF_ENDPOINT, stamper)
+        if security is not None:  # publish our heartbeat as actor:proxy through the authenticated endpoint
+            hb = Publisher(ctx, bus.proxy_frontend, stamper, security=security, server_key=security.public)
+        else:
+            hb = Publisher(ctx, SELF_ENDPOINT, stamper)
         sockets_to_close.append(hb.sock)
         logger.info("proxy: publishers -> {}  subscribers -> {} (pid {})", bus.proxy_frontend, bus.proxy_backend,
                     os.getpid())

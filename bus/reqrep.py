@@ -26,6 +26,7 @@ import zmq.asyncio
 from loguru import logger
 
 from bus import sockets
+from bus.authz import authorize
 from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
 from bus.messages import Envelope, Rejected, Reply, Request, tag_of
 
@@ -186,7 +187,13 @@ class Service:
         body = ctx.envelope.body
         try:
             try:
-                reply = await self.handler(ctx, body)
+                denied = authorize(ctx.user_id, body) if self._security is not None and self._security.enabled else None
+                if denied is not None:
+                    logger.warning("{}: refused {} from {} ({})", self.name, tag_of(type(body)), ctx.user_id or "?",
+                                   denied.reason)
+                    reply = denied
+                else:
+                    reply = await self.handler(ctx, body)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # error policy: typed reply + count; see class docstring
