@@ -1,0 +1,77 @@
+"""Prometheus metrics of the whole system, served over HTTP by the monitor (prometheus-client, own registry).
+
+Names (all prefixed ``khazad_``): ``actor_up{actor}``, ``actor_heartbeat_age_seconds{actor}``,
+``actor_rss_bytes{actor}``, ``actor_deaths_total{actor}``, ``gateway_connection_state{state}`` (enum),
+``trading_state{source,scope,state}`` (enum: 1 for the current state), ``trading_epoch``,
+``order_events_total{status}``, ``rejects_total{source}``, ``fills_total{strategy}``, ``bus_gaps_total``,
+``bus_missed_messages_total``, ``alerts_total{severity,kind}``, ``control_events_total{kind}``,
+``reconciliations_total{actor,ok}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, generate_latest, start_http_server
+
+CONNECTION_STATES = ["CONNECTING", "CONNECTED", "RECONCILING", "READY", "DISCONNECTED", "STOPPED", "UNKNOWN"]
+TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+
+
+class MonitorMetrics:
+    """The monitor's metric objects in their own registry (so tests and two monitors never collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.actor_up = Gauge("khazad_actor_up", "1 if the actor's heartbeat is current", ["actor"], registry=r)
+        self.heartbeat_age = Gauge("khazad_actor_heartbeat_age_seconds", "Seconds since the actor's last heartbeat",
+                                   ["actor"], registry=r)
+        self.rss = Gauge("khazad_actor_rss_bytes", "Resident memory of the actor's process", ["actor"], registry=r)
+        self.deaths = Counter("khazad_actor_deaths", "Times an actor was declared dead", ["actor"], registry=r)
+        self.connection = Enum("khazad_gateway_connection_state", "The gateway's connection to IB",
+                               states=CONNECTION_STATES, registry=r)
+        self.connection.state("UNKNOWN")
+        self.trading = Gauge("khazad_trading_state", "1 for the current trading state of a source and scope",
+                             ["source", "scope", "state"], registry=r)
+        self.epoch = Gauge("khazad_trading_epoch", "Latest trading-state epoch seen", registry=r)
+        self.order_events = Counter("khazad_order_events", "Order status events from the gateway", ["status"],
+                                    registry=r)
+        self.rejects = Counter("khazad_rejects", "Orders rejected, by who rejected them", ["source"], registry=r)
+        self.fills = Counter("khazad_fills", "Executions", ["strategy"], registry=r)
+        self.gaps = Counter("khazad_bus_gaps", "Sequence gaps reported by subscribers", registry=r)
+        self.missed = Counter("khazad_bus_missed_messages", "Messages lost in reported gaps", registry=r)
+        self.alerts = Counter("khazad_alerts", "Alerts raised", ["severity", "kind"], registry=r)
+        self.control = Counter("khazad_control_events", "Control events (kill, resume, emergency cancel, ...)",
+                               ["kind"], registry=r)
+        self.reconciliations = Counter("khazad_reconciliations", "Reconciliation reports", ["actor", "ok"],
+                                       registry=r)
+        self._server: Any = None
+        self._thread: Any = None
+
+    def set_trading(self, source: str, scope: str, state: str) -> None:
+        for s in TRADING_STATES:
+            self.trading.labels(source=source, scope=scope, state=s).set(1 if s == state else 0)
+
+    def set_connection(self, state: str) -> None:
+        self.connection.state(state if state in CONNECTION_STATES else "UNKNOWN")
+
+    def text(self) -> str:
+        """The exposition text (what a scrape returns)."""
+        return generate_latest(self.registry).decode()
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint in a daemon thread; returns the bound port (0 = disabled)."""
+        if port == 0:
+            return 0
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = int(self._server.server_address[1])
+        logger.info("monitor: Prometheus metrics on http://{}:{}/metrics", host, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

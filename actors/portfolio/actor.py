@@ -1,0 +1,475 @@
+"""The portfolio actor: account summary, positions and per-strategy P&L, kept current from the gateway's events.
+
+Inputs (all pushed by the gateway, nothing is polled for the live view):
+
+* ``fill.*`` / ``commission.*``  -> the :class:`~actors.portfolio.books.Ledger` (de-duplicated by exec_key,
+  corrections replace) and the per-strategy books;
+* ``position.*``                 -> IB's positions (quantity, average cost): the account-level truth;
+* ``account.values``             -> net liquidation, cash, buying power, base currency;
+* ``md.*``                       -> marks (mid, else last) for market value and unrealized P&L;
+* ``state.connection``           -> a reconciliation as soon as the gateway is READY again.
+
+Reconciliation: at start, every ``portfolio.reconcile_interval_s`` and after each READY, the actor fetches the
+gateway's :class:`~bus.messages.GatewaySnapshot`, applies what it missed (executions, commissions, positions,
+account values) and compares IB's positions with what the executions add up to. The first snapshots fix a
+*baseline* (positions held before today's executions: IB's position minus today's fills), adopted once two
+consecutive snapshots agree on it. After that, any difference between IB's position and ``baseline + fills`` is
+drift; drift seen in two consecutive comparisons is reported once per change as an ``Alert`` on
+``alert.portfolio`` and a ``ReconciliationReport`` on ``recon.portfolio`` (every reconciliation publishes a
+report; ``ok`` says whether it matched).
+
+Outputs: ``GetAccount`` -> ``AccountReply``, ``GetPositions(strategy_id?)`` -> ``PositionsReply`` and a
+``portfolio.snapshot`` on every change, coalesced to at most one per :data:`SNAPSHOT_MIN_INTERVAL_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from loguru import logger
+
+from actors.portfolio.books import (
+    EXTERNAL, QTY_EPSILON, Ledger, display_name, instrument_key, multiplier, usable,
+)
+from bus.actor import Actor
+from bus.config import KhazadConfig
+from bus.messages import (
+    AccountReply, AccountValue, AccountValuesEvent, Alert, CommissionEvent, ConnectionStateEvent, FillEvent,
+    GatewaySnapshot, GetAccount, GetPositions, GetSnapshot, Instrument, MarketDataAck, PortfolioSnapshot,
+    Position, PositionEvent, PositionsReply, ReconciliationReport, Rejected, SubscribeMarketData, TickEvent,
+)
+from bus.reqrep import CallContext, RequestTimeout
+
+#: Coalescing window of ``portfolio.snapshot``: at most one publication per window.
+SNAPSHOT_MIN_INTERVAL_S = 0.2
+#: Until the first snapshot succeeds (gateway not up yet), retry this often (also woken by a READY event).
+RECONCILE_RETRY_S = 1.0
+#: A drift (or a baseline candidate) is confirmed by a second comparison this much later.
+CONFIRM_DELAY_S = 1.0
+#: Per-attempt bound and retries for the gateway's GetSnapshot.
+SNAPSHOT_TIMEOUT_S = 5.0
+SNAPSHOT_RETRIES = 1
+#: Bound for a market-data subscription request.
+MD_TIMEOUT_S = 2.0
+#: Account value keys the summary shows.
+NET_LIQ_KEY = "NetLiquidation"
+CASH_KEY = "TotalCashValue"
+BUYING_POWER_KEY = "BuyingPower"
+SNAPSHOT_TOPIC = "portfolio.snapshot"
+RECON_TOPIC = "recon.portfolio"
+ALERT_TOPIC = "alert.portfolio"
+
+
+def _to_float(raw: str) -> float | None:
+    try:
+        return usable(float(raw))
+    except (TypeError, ValueError):
+        return None
+
+
+class PortfolioActor(Actor):
+    """Account, positions and per-strategy P&L from the gateway's events; reconciled against its snapshots."""
+
+    name = "portfolio"
+    service = "portfolio"
+    topics = ("fill.", "commission.", "position.", "account.values", "md.", "state.connection")
+
+    def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
+        super().__init__(cfg, name=name)
+        self.ledger = Ledger()
+        self.account = ""
+        #: (key, currency) -> raw value, as IB reports it
+        self.values: dict[tuple[str, str], str] = {}
+        #: instrument key -> IB's position (non-zero only)
+        self.ib_positions: dict[str, Position] = {}
+        #: con_id or symbol -> mark price
+        self.marks: dict[Any, float] = {}
+        self.connection = ""
+        self.reconciled = False
+        self.reconciliations = 0
+        self.baseline: dict[str, float] | None = None
+        self._baseline_candidate: dict[str, float] | None = None
+        self._drift_candidate: dict[str, float] | None = None
+        self.confirmed_drift: dict[str, float] = {}
+        self._md_subscribed: set[str] = set()
+        #: event counter, and when each position / the account values last changed by an event: a snapshot that
+        #: was in flight meanwhile is older than those events and must not overwrite them
+        self._updates = 0
+        self._position_touched: dict[str, int] = {}
+        self._values_touched = 0
+        self._dirty: asyncio.Event | None = None
+        self._reconcile_now: asyncio.Event | None = None
+        self.last_change_wall_ns = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._dirty = asyncio.Event()
+        self._reconcile_now = asyncio.Event()
+
+    def background_tasks(self) -> list[Any]:
+        return [self._publish_loop(), self._reconcile_loop()]
+
+    def health_detail(self) -> dict[str, str]:
+        return {
+            "reconciled": "yes" if self.reconciled else "no",
+            "positions": str(len(self.ib_positions)),
+            "fills": str(len(self.ledger.fills)),
+            "drift": str(len(self.confirmed_drift)),
+        }
+
+    # -- events -----------------------------------------------------------------------------------------------
+
+    async def on_event(self, topic: str, env: Any) -> None:
+        body = env.body
+        if isinstance(body, FillEvent):
+            self._on_fill(body)
+        elif isinstance(body, CommissionEvent):
+            if self.ledger.add_commission(body):
+                self._changed()
+        elif isinstance(body, PositionEvent):
+            self._on_position(body.position)
+        elif isinstance(body, AccountValuesEvent):
+            self._on_account_values(body.account, body.values, replace=False)
+        elif isinstance(body, TickEvent):
+            self._on_tick(body)
+        elif isinstance(body, ConnectionStateEvent):
+            previous, self.connection = self.connection, body.state
+            if body.state == "READY" and previous != "READY":
+                logger.info("portfolio: gateway READY, reconciling")
+                self._md_subscribed.clear()  # a restarted gateway forgot our market-data subscriptions
+                self._trigger_reconcile()
+
+    def _on_fill(self, fill: FillEvent) -> None:
+        outcome = self.ledger.add_fill(fill)
+        if outcome.kind == "duplicate" or outcome.kind == "stale":
+            logger.debug("portfolio: {} execution {} ({}) ignored", outcome.kind, fill.exec_id, fill.order_ref)
+            return
+        logger.info("portfolio: {} fill {} {} {:g} {} @ {:g} orderRef={} permId={} strategy={}", outcome.kind,
+                    fill.exec_id, fill.side, fill.quantity, fill.instrument.symbol, fill.price, fill.order_ref,
+                    fill.perm_id, outcome.strategy)
+        self._changed()
+
+    def _on_position(self, pos: Position) -> None:
+        key = instrument_key(pos.instrument)
+        self._updates += 1
+        self._position_touched[key] = self._updates
+        if abs(pos.quantity) < QTY_EPSILON:
+            if self.ib_positions.pop(key, None) is not None:
+                self._changed()
+            return
+        self.ib_positions[key] = pos
+        if pos.account:
+            self.account = pos.account
+        self._changed()
+
+    def _on_account_values(self, account: str, values: list[AccountValue], *, replace: bool) -> None:
+        if not replace:
+            self._updates += 1
+            self._values_touched = self._updates
+        if account:
+            self.account = account
+        if replace:
+            self.values = {}
+        for v in values:
+            self.values[(v.key, v.currency)] = v.value
+        self._changed()
+
+    def _on_tick(self, tick: TickEvent) -> None:
+        if tick.bid is not None and tick.ask is not None and tick.bid > 0 and tick.ask > 0:
+            mark = (tick.bid + tick.ask) / 2
+        elif tick.last is not None and tick.last > 0:
+            mark = tick.last
+        else:
+            return
+        if tick.con_id:
+            self.marks[tick.con_id] = mark
+        self.marks[tick.symbol] = mark
+        if self._holds(tick.symbol, tick.con_id):
+            self._changed()
+
+    def _holds(self, symbol: str, con_id: int) -> bool:
+        for pos in self.ib_positions.values():
+            if pos.instrument.symbol == symbol or (con_id and pos.instrument.con_id == con_id):
+                return True
+        for books in self.ledger.books.values():
+            for book in books.values():
+                if book.quantity and (book.instrument.symbol == symbol or (con_id and book.instrument.con_id == con_id)):
+                    return True
+        return False
+
+    def _changed(self) -> None:
+        self.last_change_wall_ns = time.time_ns()
+        if self._dirty is not None:
+            self._dirty.set()
+
+    def _trigger_reconcile(self) -> None:
+        if self._reconcile_now is not None:
+            self._reconcile_now.set()
+
+    # -- valuation --------------------------------------------------------------------------------------------
+
+    def mark(self, inst: Instrument, fallback: float | None = None) -> float | None:
+        if inst.con_id and inst.con_id in self.marks:
+            return self.marks[inst.con_id]
+        if inst.symbol in self.marks:
+            return self.marks[inst.symbol]
+        return fallback
+
+    def _enrich(self, pos: Position) -> Position:
+        """IB's position with market price, value and unrealized P&L from the current mark."""
+        price = self.mark(pos.instrument, usable(pos.market_price))
+        mult = multiplier(pos.instrument)
+        if price is None:
+            return pos
+        value = pos.quantity * price * mult
+        return Position(account=pos.account or self.account, instrument=pos.instrument, quantity=pos.quantity,
+                        avg_cost=pos.avg_cost, market_price=price, market_value=value,
+                        unrealized_pnl=value - pos.quantity * pos.avg_cost, realized_pnl=pos.realized_pnl)
+
+    def _value(self, key: str) -> tuple[float | None, str]:
+        """An account value in the base currency (the currency NetLiquidation is reported in)."""
+        base = self.base_currency()
+        for ccy in (base, "BASE", ""):
+            raw = self.values.get((key, ccy))
+            if raw is not None:
+                return _to_float(raw), base
+        return None, base
+
+    def base_currency(self) -> str:
+        for (key, ccy) in self.values:
+            if key == NET_LIQ_KEY and ccy and ccy != "BASE":
+                return ccy
+        return ""
+
+    def strategy_positions(self, strategy: str) -> list[Position]:
+        out = []
+        for book in self.ledger.books.get(strategy, {}).values():
+            if not book.quantity and not book.fills:
+                continue
+            mult = multiplier(book.instrument)
+            price = self.mark(book.instrument)
+            value = None if price is None else book.quantity * price * mult
+            out.append(Position(account=self.account, instrument=book.instrument, quantity=book.quantity,
+                                avg_cost=book.avg_price * mult, market_price=price, market_value=value,
+                                unrealized_pnl=book.unrealized(price), realized_pnl=book.realized))
+        return sorted(out, key=lambda p: display_name(p.instrument))
+
+    def snapshot(self) -> PortfolioSnapshot:
+        positions = sorted((self._enrich(p) for p in self.ib_positions.values()),
+                           key=lambda p: display_name(p.instrument))
+        unrealized = sum(p.unrealized_pnl or 0.0 for p in positions)
+        strategy_pnl: dict[str, float] = {}
+        strategy_realized: dict[str, float] = {}
+        for strategy, books in self.ledger.books.items():
+            realized = sum(b.realized for b in books.values())
+            open_pnl = sum((b.unrealized(self.mark(b.instrument)) or 0.0) for b in books.values())
+            strategy_realized[strategy] = realized
+            strategy_pnl[strategy] = realized + open_pnl
+        net_liq, ccy = self._value(NET_LIQ_KEY)
+        cash, _ = self._value(CASH_KEY)
+        buying_power, _ = self._value(BUYING_POWER_KEY)
+        return PortfolioSnapshot(
+            account=self.account, currency=ccy, net_liquidation=net_liq, total_cash=cash,
+            buying_power=buying_power, realized_pnl=self.ledger.realized_commission_pnl(),
+            unrealized_pnl=unrealized, positions=positions, strategy_pnl=strategy_pnl,
+            strategy_realized=strategy_realized, reconciled=self.reconciled,
+            as_of_wall_ns=self.last_change_wall_ns or time.time_ns())
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    async def on_request(self, ctx: CallContext, body: Any) -> Any:
+        if isinstance(body, GetAccount):
+            return AccountReply(snapshot=self.snapshot())
+        if isinstance(body, GetPositions):
+            if body.strategy_id is None:
+                return PositionsReply(positions=self.snapshot().positions)
+            return PositionsReply(positions=self.strategy_positions(body.strategy_id))
+        return await super().on_request(ctx, body)
+
+    # -- reconciliation ---------------------------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        assert self._dirty is not None
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            self.publish(SNAPSHOT_TOPIC, self.snapshot())
+            await asyncio.sleep(SNAPSHOT_MIN_INTERVAL_S)  # coalescing window (rate limit), not synchronisation
+
+    async def _reconcile_loop(self) -> None:
+        assert self._reconcile_now is not None
+        while True:
+            delay = self.cfg.portfolio.reconcile_interval_s
+            try:
+                if await self.reconcile():
+                    if self._drift_candidate is not None or self.baseline is None:
+                        delay = CONFIRM_DELAY_S  # confirm a candidate with a second comparison
+                else:
+                    delay = RECONCILE_RETRY_S
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # error policy: log, count, try again on the next round
+                logger.opt(exception=exc).error("portfolio: reconciliation failed: {}", exc)
+                self.record_error(exc)
+                delay = RECONCILE_RETRY_S
+            try:
+                # periodic timer, cut short by a READY event
+                await asyncio.wait_for(self._reconcile_now.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            self._reconcile_now.clear()
+
+    async def reconcile(self) -> bool:
+        """One reconciliation against the gateway's snapshot; False when the gateway could not answer."""
+        known_before = set(self.ledger.fills)
+        asked_at = self._updates
+        try:
+            reply = await self.client("gateway", timeout_s=SNAPSHOT_TIMEOUT_S, retries=SNAPSHOT_RETRIES).call(
+                GetSnapshot())
+        except RequestTimeout as exc:
+            logger.warning("portfolio: gateway snapshot unavailable: {}", exc)
+            return False
+        if isinstance(reply, Rejected):
+            logger.info("portfolio: gateway refused the snapshot ({}: {})", reply.code, reply.reason)
+            return False
+        if not isinstance(reply, GatewaySnapshot):
+            logger.warning("portfolio: unexpected reply to GetSnapshot: {}", type(reply).__name__)
+            return False
+        report = self.apply_snapshot(reply, known_before, asked_at)
+        self.publish(RECON_TOPIC, report)
+        await self._subscribe_market_data()
+        return True
+
+    def apply_snapshot(self, snap: GatewaySnapshot, known_before: set[str] | None = None,
+                       asked_at: int | None = None) -> ReconciliationReport:
+        """Apply a gateway snapshot and compare positions (see module docstring); returns the report.
+        ``known_before``: the executions held when the snapshot was asked for; ``asked_at``: the event counter
+        then (positions and account values changed by events since are newer than the snapshot and kept)."""
+        known_before = set(self.ledger.fills) if known_before is None else known_before
+        asked_at = self._updates if asked_at is None else asked_at
+        if snap.account:
+            self.account = snap.account
+        if snap.account_values and self._values_touched <= asked_at:
+            self._on_account_values(snap.account, snap.account_values, replace=True)
+        replayed = 0
+        for fill in snap.executions:
+            outcome = self.ledger.add_fill(fill)
+            if outcome.kind in ("new", "correction"):
+                replayed += 1
+                if self.reconciled:  # after the first seeding, every recovered execution is news worth a line
+                    logger.info("portfolio: recovered execution {} {} {:g} {} @ {:g} orderRef={} permId={} from the "
+                                "snapshot", fill.exec_id, fill.side, fill.quantity, fill.instrument.symbol,
+                                fill.price, fill.order_ref, fill.perm_id)
+        if not self.reconciled:
+            logger.info("portfolio: seeded from the gateway: {} execution(s), {} position(s), account {}",
+                        len(snap.executions), len(snap.positions), snap.account or "?")
+        for report in snap.commissions:
+            self.ledger.add_commission(report)
+        positions = {instrument_key(p.instrument): p for p in snap.positions if abs(p.quantity) >= QTY_EPSILON}
+        for key, touched in self._position_touched.items():
+            if touched > asked_at:  # an event newer than the snapshot wins (a flat one removes)
+                positions.pop(key, None)
+                if key in self.ib_positions:
+                    positions[key] = self.ib_positions[key]
+        self.ib_positions = positions
+        names = {instrument_key(p.instrument): display_name(p.instrument) for p in snap.positions}
+        for fill in self.ledger.fills.values():
+            names.setdefault(instrument_key(fill.instrument), display_name(fill.instrument))
+        # what the executions IB had at that moment add up to (a fill that arrived on the bus while the snapshot
+        # was in flight is not in IB's positions yet: leave it out of this comparison)
+        in_view = known_before | {f.exec_key for f in snap.executions}
+        own: dict[str, float] = {}
+        for fill in self.ledger.fills.values():
+            if fill.exec_key in in_view:
+                key = instrument_key(fill.instrument)
+                own[key] = own.get(key, 0.0) + (fill.quantity if fill.side == "BUY" else -fill.quantity)
+        ib = {k: p.quantity for k, p in self.ib_positions.items()}
+        self.reconciled = True
+        self.reconciliations += 1
+        if replayed:
+            self._changed()
+        self._changed()
+        tol = self.cfg.portfolio.drift_tolerance
+        if self.baseline is None:
+            candidate = {k: ib.get(k, 0.0) - own.get(k, 0.0) for k in set(ib) | set(own)}
+            candidate = {k: v for k, v in candidate.items() if abs(v) > tol}
+            if self._baseline_candidate is not None and _same(candidate, self._baseline_candidate, tol):
+                self.baseline = candidate
+                logger.info("portfolio: baseline fixed ({} instrument(s) held before today's executions)",
+                            len(candidate))
+            else:
+                self._baseline_candidate = candidate
+            return ReconciliationReport(actor=self.name, replayed_fills=replayed, ok=True,
+                                        detail="baseline " + ("fixed" if self.baseline is not None else "pending"))
+        drift: dict[str, float] = {}
+        for key in set(ib) | set(own) | set(self.baseline):
+            diff = ib.get(key, 0.0) - (self.baseline.get(key, 0.0) + own.get(key, 0.0))
+            if abs(diff) > tol:
+                drift[names.get(key, key)] = diff
+        if _same(drift, self.confirmed_drift, tol):
+            self._drift_candidate = None  # nothing new
+        elif self._drift_candidate is not None and _same(drift, self._drift_candidate, tol):
+            self._drift_candidate = None  # seen twice in a row: real
+            self._set_confirmed_drift(drift)
+        else:
+            self._drift_candidate = drift  # new: confirm with a second comparison before telling anyone
+            logger.info("portfolio: positions against IB changed to {}, confirming", drift or "no drift")
+        ok = not self.confirmed_drift
+        detail = "positions match IB" if ok else "positions differ from IB: " + ", ".join(
+            f"{k} {v:+g}" for k, v in sorted(self.confirmed_drift.items()))
+        return ReconciliationReport(actor=self.name, replayed_fills=replayed, position_drift=dict(self.confirmed_drift),
+                                    ok=ok, detail=detail)
+
+    def _set_confirmed_drift(self, drift: dict[str, float]) -> None:
+        tol = self.cfg.portfolio.drift_tolerance
+        if _same(drift, self.confirmed_drift, tol):
+            return
+        self.confirmed_drift = drift
+        if drift:
+            text = ", ".join(f"{k} {v:+g}" for k, v in sorted(drift.items()))
+            logger.error("portfolio: position drift against IB: {}", text)
+            self.publish(ALERT_TOPIC, Alert(kind="portfolio_drift", severity="critical", source=self.name,
+                                            message=f"positions differ from IB (IB minus fills): {text}",
+                                            detail={k: f"{v:g}" for k, v in drift.items()}))
+        else:
+            logger.info("portfolio: position drift resolved")
+            self.publish(ALERT_TOPIC, Alert(kind="portfolio_drift_resolved", severity="info", source=self.name,
+                                            message="positions match IB again"))
+
+    async def _subscribe_market_data(self) -> None:
+        """Ask the gateway for marks of everything held (idempotent; repeated after a gateway restart)."""
+        wanted: dict[str, Instrument] = {}
+        for pos in self.ib_positions.values():
+            wanted.setdefault(pos.instrument.symbol, pos.instrument)
+        for books in self.ledger.books.values():
+            for book in books.values():
+                if book.quantity:
+                    wanted.setdefault(book.instrument.symbol, book.instrument)
+        for symbol, inst in wanted.items():
+            if symbol in self._md_subscribed:
+                continue
+            if inst.sec_type in ("STK", "OPT") and not inst.exchange:
+                inst = Instrument(symbol=inst.symbol, sec_type=inst.sec_type, exchange="SMART",
+                                  currency=inst.currency, last_trade_date=inst.last_trade_date,
+                                  multiplier=inst.multiplier, con_id=inst.con_id)
+            try:
+                reply = await self.client("gateway", timeout_s=MD_TIMEOUT_S, retries=0).call(
+                    SubscribeMarketData(instrument=inst, subscriber=self.name))
+            except RequestTimeout:
+                return
+            # a refusal is logged once and retried only after the next READY (no retry storm)
+            self._md_subscribed.add(symbol)
+            if not isinstance(reply, MarketDataAck):
+                logger.warning("portfolio: market data for {} refused: {}", symbol, reply)
+
+
+def _same(a: dict[str, float], b: dict[str, float], tol: float) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(abs(a[k] - b[k]) <= max(tol, 1e-9) for k in a)
+
+
+__all__ = ["EXTERNAL", "PortfolioActor"]

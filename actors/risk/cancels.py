@@ -1,0 +1,118 @@
+"""Emergency cancels: the governor's breakers order the gateway to cancel every working order in a scope.
+
+A control command never travels over pub/sub alone: each ``EmergencyCancel`` is published on
+``control.emergency_cancel`` (the monitor records it; a gateway that misses the request still sees it) *and* sent
+to the gateway as a request until a :class:`~bus.messages.CancelReport` acknowledges it. Every attempt uses a
+fresh DEALER socket that is closed (linger 0) when the attempt times out, so a gateway that is down does not get
+a backlog of stale copies when it comes back; after :data:`GIVE_UP_AFTER_S` the governor stops retrying and raises
+a critical alert (the scope's trading state still refuses new orders, and the bus copy stands).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loguru import logger
+
+from bus.messages import Alert, CancelReport, EmergencyCancel, Rejected
+from bus.reqrep import AsyncClient, RequestTimeout
+
+TOPIC = "control.emergency_cancel"
+#: beyond the gateway's own kill verification bound (gateway.kill_verify_timeout_s), per attempt
+ATTEMPT_MARGIN_S = 2.0
+#: stop retrying after this long (the command would be too old to act on blindly)
+GIVE_UP_AFTER_S = 60.0
+RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+HISTORY = 50
+
+
+@dataclass
+class CancelRecord:
+    command: EmergencyCancel
+    started_mono: float
+    attempts: int = 0
+    report: CancelReport | None = None
+    gave_up: bool = False
+
+    def describe(self) -> str:
+        c = self.command
+        if self.report is not None:
+            r = self.report
+            return (f"{c.scope} acknowledged: cancelled {r.cancelled}, remaining {r.remaining}, "
+                    f"confirmed {r.confirmed}")
+        return f"{c.scope} {'GAVE UP' if self.gave_up else 'pending'} after {self.attempts} attempt(s)"
+
+
+class EmergencyCanceller:
+    """Sends emergency cancels (see module docstring). ``publish(topic, body)`` is the actor's publisher;
+    ``new_client()`` makes a fresh gateway client."""
+
+    def __init__(self, publish: Callable[[str, object], None], new_client: Callable[[], AsyncClient], *,
+                 attempt_timeout_s: float) -> None:
+        self._publish = publish
+        self._new_client = new_client
+        self.attempt_timeout_s = attempt_timeout_s
+        self.history: deque[CancelRecord] = deque(maxlen=HISTORY)
+        self._tasks: set[asyncio.Task[CancelRecord]] = set()
+
+    def send(self, scope: str, reason: str, *, command_id: str | None = None) -> asyncio.Task[CancelRecord]:
+        cmd = EmergencyCancel(command_id=command_id or f"risk-{uuid.uuid4().hex[:16]}", scope=scope,
+                              reason=reason[:500] or "risk breaker", origin="risk")
+        rec = CancelRecord(cmd, time.monotonic())
+        self.history.append(rec)
+        self._publish(TOPIC, cmd)
+        logger.warning("risk: emergency cancel {} scope={} reason={}", cmd.command_id, scope, cmd.reason)
+        task = asyncio.create_task(self._deliver(rec), name=f"risk.cancel.{cmd.command_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _deliver(self, rec: CancelRecord) -> CancelRecord:
+        cmd = rec.command
+        alerted = False
+        while True:
+            rec.attempts += 1
+            client = self._new_client()
+            reply: object = None
+            try:
+                reply = await client.call(cmd, timeout_s=self.attempt_timeout_s, retries=0)
+            except RequestTimeout:
+                reply = None
+            finally:
+                client.close()
+            if isinstance(reply, CancelReport):
+                rec.report = reply
+                logger.info("risk: emergency cancel {} acknowledged: scope={} cancelled={} remaining={} confirmed={}",
+                            cmd.command_id, cmd.scope, reply.cancelled, reply.remaining, reply.confirmed)
+                return rec
+            why = f"rejected {reply.code}: {reply.reason}" if isinstance(reply, Rejected) else "no answer"
+            elapsed = time.monotonic() - rec.started_mono
+            logger.error("risk: emergency cancel {} (scope {}) attempt {}: gateway {}", cmd.command_id, cmd.scope,
+                         rec.attempts, why)
+            if not alerted:
+                alerted = True
+                self._publish("alert.emergency_cancel", Alert(
+                    kind="emergency_cancel", severity="critical", source="risk",
+                    message=f"gateway has not acknowledged emergency cancel {cmd.command_id} ({cmd.scope}): {why}; "
+                            f"retrying", detail={"command_id": cmd.command_id, "scope": cmd.scope}))
+            if elapsed > GIVE_UP_AFTER_S:
+                rec.gave_up = True
+                logger.critical("risk: gave up delivering emergency cancel {} (scope {}) after {} attempts",
+                                cmd.command_id, cmd.scope, rec.attempts)
+                self._publish("alert.emergency_cancel", Alert(
+                    kind="emergency_cancel", severity="critical", source="risk",
+                    message=f"emergency cancel {cmd.command_id} ({cmd.scope}) NOT delivered to the gateway after "
+                            f"{elapsed:.0f}s: cancel working orders by hand (khazad kill)",
+                    detail={"command_id": cmd.command_id, "scope": cmd.scope}))
+                return rec
+            backoff = RETRY_BACKOFF_S[min(rec.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
+            await asyncio.sleep(backoff)  # retry timer between delivery attempts, not synchronisation
+
+    def cancel_all_tasks(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()

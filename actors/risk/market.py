@@ -1,0 +1,91 @@
+"""Market data as the governor needs it: a reference price per symbol (collar, notional of market orders,
+valuation) and how old it is (stale-data check and breaker)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+from bus.messages import TickEvent
+
+
+def _valid(x: float | None) -> bool:
+    return x is not None and math.isfinite(x) and x > 0
+
+
+@dataclass(slots=True)
+class Quote:
+    """The latest known top of book of one symbol; fields a tick leaves out keep their previous value."""
+
+    bid: float | None = None
+    ask: float | None = None
+    last: float | None = None
+    received_mono: float = 0.0
+    #: :meth:`reference` as of the last tick (computed once per tick, read by every check)
+    ref: float | None = None
+
+    def reference(self) -> float | None:
+        """The mid when both sides are valid and not crossed (it moves with the market even when nothing
+        trades), otherwise the last trade."""
+        if _valid(self.bid) and _valid(self.ask) and self.ask >= self.bid:  # type: ignore[operator]
+            return (self.bid + self.ask) / 2  # type: ignore[operator]
+        if _valid(self.last):
+            return self.last
+        return None
+
+
+class MarketBook:
+    """Latest quote per symbol plus one-shot "first tick" events that a check can await (never poll)."""
+
+    def __init__(self) -> None:
+        self.quotes: dict[str, Quote] = {}
+        self._first_tick: dict[str, asyncio.Event] = {}
+
+    def on_tick(self, tick: TickEvent, now: float) -> bool:
+        """Record a tick; returns True when it carried a usable price."""
+        q = self.quotes.get(tick.symbol)
+        if q is None:
+            q = self.quotes[tick.symbol] = Quote()
+        if _valid(tick.bid):
+            q.bid = tick.bid
+        if _valid(tick.ask):
+            q.ask = tick.ask
+        if _valid(tick.last):
+            q.last = tick.last
+        q.ref = q.reference()
+        usable = q.ref is not None
+        if usable:
+            q.received_mono = now
+            self.wake(tick.symbol)
+        return usable
+
+    def wake(self, symbol: str) -> None:
+        """Release whoever waits for ``symbol`` (a first tick came, or the gateway refused the symbol)."""
+        ev = self._first_tick.pop(symbol, None)
+        if ev is not None:
+            ev.set()
+
+    def reference(self, symbol: str) -> float | None:
+        q = self.quotes.get(symbol)
+        return None if q is None else q.ref
+
+    def age(self, symbol: str, now: float) -> float | None:
+        """Seconds since the last usable tick, or None when the symbol never had one."""
+        q = self.quotes.get(symbol)
+        if q is None or q.ref is None:
+            return None
+        return max(0.0, now - q.received_mono)
+
+    async def wait_first_tick(self, symbol: str, timeout_s: float) -> bool:
+        """Wait (bounded) until the symbol has a usable price or :meth:`wake` is called; True if it has a price."""
+        if self.reference(symbol) is not None:
+            return True
+        ev = self._first_tick.get(symbol)
+        if ev is None:
+            ev = self._first_tick[symbol] = asyncio.Event()
+        try:
+            await asyncio.wait_for(ev.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        return self.reference(symbol) is not None

@@ -1,0 +1,134 @@
+"""A gateway test double for the risk governor's process-level tests (the real gateway + simulator are used in
+the end-to-end tests): a ROUTER on ``bus.gateway`` in a thread answering GetSnapshot, SubscribeMarketData and
+EmergencyCancel, and a publisher named ``gateway`` for the events the real gateway would publish.
+
+It is a double of one peer only; the governor under test is the real process over real sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from bus import sockets
+from bus.codec import Stamper, reply_codec, request_codec
+from bus.messages import (
+    AccountValue, CancelReport, EmergencyCancel, GatewaySnapshot, GetSnapshot, Kill, MarketDataAck, Ping, Pong,
+    Rejected, SubscribeMarketData,
+)
+from bus.pubsub import Publisher
+
+POLL_MS = 20  # the double's loop timer (lets it notice stop())
+
+DEFAULT_ACCOUNT = [
+    AccountValue(key="NetLiquidation", value="1000000.00", currency="USD"),
+    AccountValue(key="BuyingPower", value="4000000.00", currency="USD"),
+    AccountValue(key="AvailableFunds", value="1000000.00", currency="USD"),
+    AccountValue(key="RealizedPnL", value="0.00", currency="BASE"),
+    AccountValue(key="UnrealizedPnL", value="0.00", currency="BASE"),
+]
+
+
+class FakeGateway:
+    """Answers the governor's gateway requests; records what it was sent. ``answer`` can be switched off to play
+    a gateway that is down (requests go unanswered)."""
+
+    def __init__(self, ctx: zmq.Context, cfg: Any, *, snapshot: GatewaySnapshot | None = None,
+                 unknown_symbols: frozenset[str] = frozenset()) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.snapshot = snapshot or GatewaySnapshot(open_orders=[], executions=[], positions=[],
+                                                    account_values=list(DEFAULT_ACCOUNT), account="DU1234567")
+        self.unknown_symbols = unknown_symbols
+        self.answer = threading.Event()
+        self.answer.set()
+        self.received: list[Any] = []
+        self.cancels: list[EmergencyCancel] = []
+        self.md_requests: list[str] = []
+        self.on_request: Callable[[Any], Any] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stamper = Stamper("gateway")
+        self.publisher = Publisher(ctx, cfg.bus.proxy_frontend, self.stamper)
+
+    # -- events (call from the test thread) ------------------------------------------------------------------
+
+    def wait_bus_ready(self) -> None:
+        self.publisher.wait_ready_sync(self.cfg.bus.proxy_backend)
+
+    def publish(self, topic: str, body: Any) -> None:
+        self.publisher.publish(topic, body)
+
+    # -- service ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> "FakeGateway":
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-gateway", daemon=True)
+        self._thread.start()
+        if not ready.wait(5):
+            raise RuntimeError("fake gateway did not bind")
+        return self
+
+    def _serve(self, ready: threading.Event) -> None:
+        sock = sockets.configure(self.ctx.socket(zmq.ROUTER))
+        sock.bind(self.cfg.bus.gateway)
+        ready.set()
+        req, rep = request_codec(), reply_codec()
+        stamper = Stamper("gateway")
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(POLL_MS):
+                    continue
+                ident, frame = sock.recv_multipart()
+                env = req.decode(frame)
+                with self._lock:
+                    self.received.append(env.body)
+                if not self.answer.is_set():
+                    continue
+                reply = self._reply(env.body)
+                if reply is not None:
+                    sock.send_multipart([ident, rep.encode(stamper.stamp(reply, request_id=env.request_id))])
+        finally:
+            sock.close(0)
+
+    def _reply(self, body: Any) -> Any:
+        if self.on_request is not None:
+            custom = self.on_request(body)
+            if custom is not None:
+                return custom
+        if isinstance(body, GetSnapshot):
+            return self.snapshot
+        if isinstance(body, SubscribeMarketData):
+            with self._lock:
+                self.md_requests.append(body.instrument.symbol)
+            if body.instrument.symbol in self.unknown_symbols:
+                return Rejected(code="unknown_symbol", reason=f"no security definition for {body.instrument.symbol}")
+            return MarketDataAck(symbol=body.instrument.symbol, subscribers=1)
+        if isinstance(body, (EmergencyCancel, Kill)):
+            cid = body.command_id if isinstance(body, EmergencyCancel) else body.kill_id
+            if isinstance(body, EmergencyCancel):
+                with self._lock:
+                    self.cancels.append(body)
+            return CancelReport(command_id=cid, scope=body.scope, trading_state="ACTIVE", epoch=1, cancelled=0,
+                                remaining=0, confirmed=True, detail="fake gateway")
+        if isinstance(body, Ping):
+            return Pong(actor="gateway")
+        return Rejected(code="unknown_command", reason="fake gateway")
+
+    def count(self, kind: type) -> int:
+        with self._lock:
+            return sum(isinstance(b, kind) for b in self.received)
+
+    def cancels_for(self, scope: str) -> list[EmergencyCancel]:
+        with self._lock:
+            return [c for c in self.cancels if c.scope == scope]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.publisher.close()

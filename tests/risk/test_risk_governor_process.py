@@ -1,0 +1,408 @@
+"""The real risk governor process over real sockets (proxy + ``python -m actors.risk``), with a gateway test
+double answering its requests and publishing the gateway's events (the end-to-end tests with the real gateway
+and the simulator are in ``test_risk_e2e.py``)."""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+import pytest
+import zmq
+
+from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key
+from bus.codec import Stamper, request_codec
+from bus.config import EXIT_CONFIG
+from bus.messages import (
+    Ack, AccountValue, Alert, AccountValuesEvent, CancelReport, CheckOrder, ConnectionStateEvent, EmergencyCancel,
+    EnableStrategy, FillEvent, GetRiskState, GetSnapshot, Heartbeat, Instrument, Kill,
+    OrderStatusEvent,
+    Ping, Pong, Position, Rejected, Resume, RiskDecision, RiskDecisionEvent, RiskStateReply, SetTradingState,
+    TradingStateEvent,
+)
+from bus.pubsub import Publisher
+from tests.helpers import ActorProcess, cfg_of, eventually
+from tests.risk.conftest import start_risk, tick, wait_ready
+from tests.risk.orders import order
+
+
+def check(client, o, is_modify=False) -> RiskDecision:
+    d = client.call(CheckOrder(order=o, is_modify=is_modify))
+    assert isinstance(d, RiskDecision), d
+    return d
+
+
+def state_events(events, scope="all"):
+    return [e for e in events.of(TradingStateEvent, "state.trading") if e.scope == scope]
+
+
+def test_check_order_approved_with_approval_bound_to_that_order(risk, gateway, client, events, config_path):
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick("AAPL", 100.0))
+    o = order("BUY", 10, limit=100.0)
+    d = eventually(lambda: (r := check(client, o)).approved and r, message="approval")
+    assert d.code == "ok" and d.trading_state == "ACTIVE" and d.approval is not None
+    verifier = ApprovalVerifier(load_approval_key(cfg_of(config_path), env={}))
+    with pytest.raises(ApprovalError) as exc:
+        verifier.verify(d.approval, order("BUY", 11, limit=100.0, coid=o.client_order_id))
+    assert exc.value.code == "approval.wrong_order"
+    verifier.verify(d.approval, o)
+    ev = eventually(lambda: [e for e in events.of(RiskDecisionEvent, "risk.decision.alpha")
+                             if e.order_ref == o.order_ref and e.approved])
+    assert ev[0].check_ns > 0
+
+
+def test_orders_rejected_not_ready_until_the_gateway_snapshot_arrives(config_path, processes, zctx, gateway, events,
+                                                                      client):
+    # the gateway is up but not connected to IB yet: it refuses snapshots
+    gateway.on_request = lambda body: (Rejected(code="disconnected", reason="gateway is not connected to IB")
+                                       if isinstance(body, GetSnapshot) else None)
+    start_risk(config_path, processes, zctx)
+    d = check(client, order("BUY", 1))
+    assert not d.approved and d.code == "risk.not_ready" and d.approval is None
+    eventually(lambda: gateway.count(GetSnapshot) >= 2, message="the governor keeps asking for a snapshot")
+    assert check(client, order("BUY", 1)).code == "risk.not_ready"
+    gateway.on_request = None
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick())
+    eventually(lambda: check(client, order("BUY", 1)).approved, message="approved once ready")
+
+
+@pytest.mark.risk_config("""
+[risk]
+stale_data_s = 30
+[risk.limits]
+max_order_quantity = 1000
+max_order_notional = 100000
+price_collar_pct = 5
+max_position = 600
+max_gross_exposure = 200000
+max_orders_per_second = 1000
+duplicate_window_s = 5
+restricted_symbols = ["GME"]
+[risk.strategies.slow]
+max_orders_per_second = 1
+""")
+def test_pre_trade_checks_reject_with_their_codes_over_the_socket(risk, gateway, client, events):
+    gateway.unknown_symbols = frozenset({"NOPE"})
+    wait_ready(client)
+    for sym, px in (("AAPL", 100.0), ("MSFT", 100.0), ("IBM", 100.0), ("SPY", 400.0)):
+        gateway.publish(f"md.{sym}", tick(sym, px))
+    eventually(lambda: check(client, order("BUY", 1, symbol="IBM")).approved)
+    eventually(lambda: check(client, order("BUY", 1, symbol="SPY", coid="spy-warm")).approved)
+    cases = [
+        (order("BUY", 1001, limit=10.0, symbol="MSFT"), "risk.max_quantity"),
+        (order("BUY", 1000, limit=101.0, symbol="MSFT"), "risk.max_notional"),
+        (order("BUY", 10, limit=120.0, symbol="MSFT"), "risk.price_collar"),
+        (order("BUY", 10, symbol="GME"), "risk.restricted"),
+        (order("BUY", 10, symbol="NOPE"), "risk.unknown_symbol"),
+    ]
+    for o, code in cases:
+        d = check(client, o)
+        assert (d.approved, d.code) == (False, code), (o, d)
+        assert d.reason
+    # order rate: the override allows one per second for "slow"
+    assert check(client, order("SELL", 1, limit=100.0, symbol="AAPL", strategy="slow")).approved
+    assert check(client, order("SELL", 2, limit=100.0, symbol="AAPL", strategy="slow")).code == "risk.order_rate"
+    # the same order checked again (a retried check) replaces its own reservation instead of adding to it
+    again = order("SELL", 10, limit=100.0, symbol="IBM", coid="again")
+    assert check(client, again).approved and check(client, again).approved
+    # duplicate: same terms, another client order id
+    first = order("BUY", 5, limit=100.0, symbol="MSFT", coid="dup1")
+    assert check(client, first).approved
+    d = check(client, order("BUY", 5, limit=100.0, symbol="MSFT", coid="dup2"))
+    assert d.code == "risk.duplicate" and first.order_ref in d.reason
+    # max position counts approved (still pending) orders: 5 + 400 + 190 <= 600 < 5 + 400 + 200
+    assert check(client, order("BUY", 400, limit=100.0, symbol="MSFT")).approved
+    assert check(client, order("BUY", 200, limit=100.0, symbol="MSFT")).code == "risk.max_position"
+    assert check(client, order("BUY", 190, limit=100.0, symbol="MSFT")).approved
+    # gross exposure of working orders: 100 (IBM) + 400 (SPY) + 100 (slow) + 1,000 (again) + 59,500 (MSFT)
+    # + 45,000 (AAPL) = 106,100; the SPY order adds 94,000 (over 200,000) or 93,600 (under)
+    assert check(client, order("BUY", 450, limit=100.0, symbol="AAPL")).approved
+    assert check(client, order("BUY", 235, limit=400.0, symbol="SPY")).code == "risk.max_gross_exposure"
+    assert check(client, order("BUY", 234, limit=400.0, symbol="SPY")).approved
+    decided = {e.code for e in events.of(RiskDecisionEvent)}
+    assert {"risk.max_quantity", "risk.duplicate", "risk.order_rate", "ok"} <= decided
+
+
+@pytest.mark.risk_config("""
+[risk]
+stale_data_s = 0.5
+""")
+def test_no_and_stale_market_data_reject_and_stale_symbol_with_working_orders_is_cancelled(risk, gateway, client,
+                                                                                            events):
+    wait_ready(client)
+    d = check(client, order("BUY", 1, symbol="QUIET"))
+    assert d.code == "risk.no_market_data"
+    assert "QUIET" in gateway.md_requests  # it asked the gateway for the data before rejecting
+    gateway.publish("md.AAPL", tick("AAPL"))
+    o = eventually(lambda: (r := check(client, order("BUY", 1, limit=100.0))).approved and r)
+    assert o.approved
+    # no tick for longer than stale_data_s while an order works: cancel the symbol, reject new orders
+    cancel = eventually(lambda: gateway.cancels_for("symbol:AAPL"), message="stale-data emergency cancel")
+    assert cancel[0].origin == "risk"
+    assert eventually(lambda: [c for c in events.of(EmergencyCancel, "control.emergency_cancel")
+                               if c.scope == "symbol:AAPL"])
+    assert check(client, order("BUY", 2, limit=100.0)).code == "risk.stale_market_data"
+    gateway.publish("md.AAPL", tick("AAPL"))
+    eventually(lambda: check(client, order("BUY", 3, limit=100.0)).approved)
+
+
+def test_market_data_is_requested_and_awaited_for_a_symbol_without_ticks(risk, gateway, client):
+    wait_ready(client)
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(check, client, order("BUY", 1, symbol="NEWSYM"))
+        eventually(lambda: "NEWSYM" in gateway.md_requests, message="SubscribeMarketData(NEWSYM)")
+        gateway.publish("md.NEWSYM", tick("NEWSYM", 50.0))
+        d = fut.result(5)
+    assert d.approved, d
+
+
+def test_bad_requests_get_typed_rejections_and_the_governor_keeps_serving(risk, client, config_path, zctx):
+    cfg = cfg_of(config_path)
+    raw = zctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(cfg.bus.risk)
+    try:
+        # an order with a NaN quantity, encoded without the constructor's validation
+        good = msgspec.to_builtins(Stamper("evil").stamp(CheckOrder(order=order("BUY", 1)), request_id="r1"))
+        good["body"]["order"]["quantity"] = float("nan")
+        raw.send(msgspec.msgpack.encode(good))
+        assert raw.poll(3000)
+        reply = msgspec.msgpack.decode(raw.recv_multipart()[-1])
+        assert reply["body"]["type"] == "rejected" and reply["body"]["code"] == "bad_request"
+        negative = msgspec.to_builtins(Stamper("evil").stamp(CheckOrder(order=order("SELL", 1)), request_id="r2"))
+        negative["body"]["order"]["quantity"] = -5.0
+        raw.send(msgspec.msgpack.encode(negative))
+        assert raw.poll(3000)
+        reply = msgspec.msgpack.decode(raw.recv_multipart()[-1])
+        assert reply["body"]["code"] == "bad_request" and "quantity" in reply["body"]["reason"]
+        raw.send(b"\x00garbage")
+        assert raw.poll(3000)
+        assert msgspec.msgpack.decode(raw.recv_multipart()[-1])["body"]["code"] == "bad_request"
+        raw.send(request_codec().encode(Stamper("x").stamp(GetSnapshot(), request_id="r3")))
+        assert raw.poll(3000)
+        reply = msgspec.msgpack.decode(raw.recv_multipart()[-1])
+        assert reply["body"]["code"] == "unknown_command"
+    finally:
+        raw.close(0)
+    assert isinstance(client.call(Ping()), Pong)
+    assert isinstance(client.call(GetRiskState()), RiskStateReply)
+
+
+def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, config_path, processes, zctx):
+    wait_ready(client)
+    ack = client.call(SetTradingState(scope="all", state="HALTED", reason="test halt", origin="tester"))
+    assert isinstance(ack, Ack) and "HALTED" in ack.detail
+    assert eventually(lambda: [e for e in state_events(events) if e.state == "HALTED"])
+    gateway.publish("md.AAPL", tick())
+    assert check(client, order("BUY", 1)).code == "risk.halted"
+    risk.signal(signal.SIGKILL)
+    risk.wait(5)
+    start_risk(config_path, processes, zctx)
+    st = client.call(GetRiskState())
+    assert st.global_state == "HALTED" and st.epoch >= 1
+    # the restarted governor announces its persisted state
+    eventually(lambda: len([e for e in state_events(events) if e.state == "HALTED"]) >= 2)
+    gateway.publish("md.AAPL", tick())
+    d = check(client, order("BUY", 1))
+    assert d.code == "risk.halted" and d.trading_state == "HALTED"
+    assert isinstance(client.call(Resume(scope="all", reason="all clear", origin="tester")), Ack)
+    gateway.publish("md.AAPL", tick())
+    assert check(client, order("BUY", 1)).approved
+
+
+def test_reducing_admits_a_reducing_order_and_refuses_a_flip(config_path, processes, zctx, gateway, events, client):
+    gateway.snapshot = msgspec.structs.replace(gateway.snapshot, positions=[
+        Position(account="DU1234567", instrument=Instrument(symbol="AAPL"), quantity=100, avg_cost=99.0)])
+    start_risk(config_path, processes, zctx)
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick())
+    assert isinstance(client.call(SetTradingState(scope="all", state="REDUCING", reason="reduce only")), Ack)
+    eventually(lambda: check(client, order("SELL", 1, coid="warm")).approved)  # market data in
+    d = check(client, order("SELL", 60, limit=100.0))
+    assert d.approved and d.trading_state == "REDUCING"
+    flip = check(client, order("SELL", 50, limit=100.0))  # 100 - 1 - 60 - 50 < 0: would flip
+    assert flip.code == "risk.reducing"
+    assert check(client, order("BUY", 1, limit=100.0)).code == "risk.reducing"
+    assert check(client, order("SELL", 39, limit=100.0)).approved  # exactly to flat
+
+
+@pytest.mark.risk_config("""
+[risk.limits]
+daily_loss_limit = 1000
+""")
+def test_daily_loss_breach_halts_trading_and_orders_an_emergency_cancel(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick())
+    eventually(lambda: check(client, order("BUY", 1)).approved)
+    gateway.publish("account.values", AccountValuesEvent(account="DU1234567", values=[
+        AccountValue(key="RealizedPnL", value="-700", currency="BASE"),
+        AccountValue(key="UnrealizedPnL", value="-350", currency="BASE")]))
+    cancel = eventually(lambda: gateway.cancels_for("all"), message="EmergencyCancel(all) at the gateway")
+    assert "daily loss" in cancel[0].reason and cancel[0].origin == "risk"
+    assert eventually(lambda: [c for c in events.of(EmergencyCancel, "control.emergency_cancel")
+                               if c.command_id == cancel[0].command_id])  # and the bus copy
+    assert eventually(lambda: [e for e in state_events(events) if e.state == "HALTED" and e.origin == "risk.daily_loss"])
+    assert check(client, order("BUY", 1)).code == "risk.halted"
+    st = client.call(GetRiskState())
+    assert st.global_state == "HALTED" and "all" in st.breakers["daily_loss"]
+    assert any("acknowledged" in v for k, v in st.breakers.items() if k.startswith("cancel."))
+
+
+@pytest.mark.risk_config("""
+[risk]
+reject_rate_min_orders = 4
+reject_rate_max = 0.5
+[risk.limits]
+max_order_quantity = 100
+""")
+def test_reject_rate_spike_halts_the_strategy_and_cancels_its_orders(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick())
+    eventually(lambda: check(client, order("BUY", 1, strategy="other")).approved)
+    first = order("BUY", 1, strategy="wild")
+    assert check(client, first).approved
+    # IB rejects the approved order (1 order, 1 reject), then three orders over the quantity limit (4 of 4)
+    gateway.publish("gw.order.wild", OrderStatusEvent(order_ref=first.order_ref, status="Cancelled",
+                                                      error_code=201, reason="Order rejected", symbol="AAPL"))
+    eventually(lambda: client.call(GetRiskState()).breakers["working_orders"] == "1",
+               message="the rejected order is no longer working")
+    for qty in (500, 501):
+        assert check(client, order("BUY", qty, strategy="wild")).code == "risk.max_quantity"
+    assert gateway.cancels_for("strategy:wild") == []  # 3 orders: below reject_rate_min_orders
+    assert check(client, order("BUY", 502, strategy="wild")).code == "risk.max_quantity"
+    cancel = eventually(lambda: gateway.cancels_for("strategy:wild"), message="EmergencyCancel(strategy:wild)")
+    assert "reject rate" in cancel[0].reason
+    assert eventually(lambda: [e for e in state_events(events, "strategy:wild") if e.state == "HALTED"])
+    assert check(client, order("BUY", 2, strategy="wild")).code == "risk.halted"
+    assert check(client, order("BUY", 2, strategy="other")).approved  # other strategies trade on
+    ack = client.call(EnableStrategy(strategy_id="wild", reason="fixed"))
+    assert isinstance(ack, Ack)
+    assert check(client, order("BUY", 3, strategy="wild")).approved
+
+
+@pytest.mark.risk_config("""
+[risk.limits]
+max_fills_per_window = 3
+fill_window_s = 60
+""")
+def test_repeated_executions_disable_the_strategy_until_re_enabled(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick())
+    eventually(lambda: check(client, order("BUY", 1, strategy="busy")).approved)
+    for i in range(3):
+        gateway.publish("fill.AAPL", FillEvent(exec_id=f"x{i}.01", exec_key=f"x{i}", order_ref="busy/c1",
+                                               strategy_id="busy", instrument=Instrument(symbol="AAPL"),
+                                               side="BUY", quantity=1, price=100.0))
+    eventually(lambda: check(client, order("BUY", 1, strategy="busy")).code == "risk.strategy_disabled",
+               message="strategy disabled")
+    assert eventually(lambda: gateway.cancels_for("strategy:busy"))
+    st = client.call(GetRiskState())
+    assert st.disabled_strategies == ["busy"]
+    assert isinstance(client.call(EnableStrategy(strategy_id="busy", reason="human looked")), Ack)
+    assert check(client, order("BUY", 2, strategy="busy")).approved
+
+
+def test_gateway_disconnect_moves_to_reducing_then_cancels_and_lifts_when_ready(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.publish("md.AAPL", tick())
+    eventually(lambda: check(client, order("BUY", 1)).approved)
+    gateway.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED", ib_code=1100,
+                                                              message="Connectivity between IB and TWS lost"))
+    eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"])
+    gateway.publish("md.AAPL", tick())
+    assert check(client, order("BUY", 1)).code == "risk.reducing"
+    assert gateway.cancels_for("all") == []  # nothing can be cancelled while IB is unreachable
+    gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
+    cancel = eventually(lambda: gateway.cancels_for("all"), message="cancel-on-disconnect when READY")
+    assert "disconnect" in cancel[0].reason
+    eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE", message="lifted after READY")
+
+
+def test_gateway_process_going_silent_trips_the_disconnect_breaker(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    # no more beats: after heartbeat_liveness x 0.1 s the governor treats the gateway as gone
+    eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"],
+               message="REDUCING after the gateway's heartbeats stopped")
+    assert "heartbeats stopped" in client.call(GetRiskState()).breakers["disconnect"]
+    gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
+    eventually(lambda: gateway.cancels_for("all"))
+    eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
+
+
+def test_gateway_disconnect_never_lifts_an_operator_halt(risk, gateway, client, events):
+    wait_ready(client)
+    assert isinstance(client.call(SetTradingState(scope="all", state="HALTED", reason="operator")), Ack)
+    gateway.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED"))
+    gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
+    eventually(lambda: gateway.cancels_for("all"))
+    st = client.call(GetRiskState())
+    assert st.global_state == "HALTED"
+
+
+def test_kill_request_halts_and_forwards_an_emergency_cancel(risk, gateway, client, events):
+    wait_ready(client)
+    report = client.call(Kill(kill_id="k-42", scope="strategy:alpha", reason="runaway", origin="ops"))
+    assert isinstance(report, CancelReport) and report.confirmed and report.trading_state == "HALTED"
+    assert [c.command_id for c in gateway.cancels_for("strategy:alpha")] == ["kill-k-42"]
+    gateway.publish("md.AAPL", tick())
+    assert check(client, order("BUY", 1)).code == "risk.halted"
+    assert check(client, order("BUY", 1, strategy="beta")).code != "risk.halted"
+    assert isinstance(client.call(Resume(scope="strategy:alpha", reason="ok", origin="ops")), Ack)
+    assert check(client, order("BUY", 1)).code != "risk.halted"
+
+
+def test_kill_on_the_bus_halts_and_resume_on_the_bus_resumes(risk, gateway, client, events, config_path, zctx):
+    wait_ready(client)
+    cfg = cfg_of(config_path)
+    cli = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("cli-test"))
+    try:
+        cli.wait_ready_sync(cfg.bus.proxy_backend)
+        cli.publish("control.kill", Kill(kill_id="k-bus", reason="panic", origin="ops"))
+        eventually(lambda: client.call(GetRiskState()).global_state == "HALTED")
+        assert gateway.cancels_for("all") == []  # the bus copy: the CLI sent the Kill to the gateway itself
+        cli.publish("control.resume", Resume(reason="calm", origin="ops"))
+        eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
+    finally:
+        cli.close()
+
+
+def test_gateway_kill_latch_is_mirrored_and_lifted_only_by_the_gateway(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.publish("state.trading", TradingStateEvent(scope="all", state="HALTED", epoch=7, reason="kill k9",
+                                                       origin="cli"))
+    eventually(lambda: client.call(GetRiskState()).global_state == "HALTED")
+    gateway.publish("state.trading", TradingStateEvent(scope="all", state="ACTIVE", epoch=8, reason="resume"))
+    eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
+
+
+@pytest.mark.risk_config("""
+[gateway]
+kill_verify_timeout_s = 0.5
+""")
+def test_emergency_cancel_is_retried_until_the_gateway_acknowledges(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.answer.clear()
+    report = client.call(Kill(kill_id="k-retry", reason="x", origin="ops"))
+    assert isinstance(report, CancelReport) and not report.confirmed  # answered in time anyway, honestly
+    alert = eventually(lambda: [a for a in events.of(Alert, "alert.emergency_cancel") if a.severity == "critical"])
+    assert "k-retry" in alert[0].message
+    gateway.answer.set()
+    eventually(lambda: gateway.cancels_for("all"), timeout=15, message="the retried cancel is acknowledged")
+    st = eventually(lambda: (s := client.call(GetRiskState())) and any(
+        "acknowledged" in v for k, v in s.breakers.items() if k == "cancel.kill-k-retry") and s, timeout=15)
+    assert st.global_state == "HALTED"
+
+
+def test_missing_approval_key_is_a_fatal_config_error(tmp_path, config_path):
+    cfg = cfg_of(config_path)
+    cfg.path(cfg.risk.approval_key_file).unlink()
+    proc = ActorProcess("actors.risk", config_path, name="risk-nokey").start()
+    try:
+        assert proc.wait(20) == EXIT_CONFIG
+        assert "approval_key_file" in proc.log()
+    finally:
+        proc.kill()

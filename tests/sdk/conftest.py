@@ -1,0 +1,45 @@
+"""Fixtures for the SDK/CLI tests: an in-thread proxy, scripted fake services, a ready test publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from bus.codec import Stamper
+from bus.config import KhazadConfig
+from bus.pubsub import Publisher
+from tests.sdk.doubles import FakeService, InThreadProxy
+
+
+@pytest.fixture
+def mem_proxy(cfg: KhazadConfig) -> Iterator[InThreadProxy]:
+    p = InThreadProxy(cfg).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def fakes(cfg: KhazadConfig) -> Iterator[Callable[..., FakeService]]:
+    """``fakes("orders", handler)`` starts a fake service on that service's configured endpoint."""
+    started: list[FakeService] = []
+
+    def make(service: str, handler: Callable[[Any], Any] | None = None) -> FakeService:
+        svc = FakeService(cfg.bus.service_endpoint(service), f"fake-{service}", handler).start()
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture
+def test_pub(cfg: KhazadConfig, zctx: zmq.Context, mem_proxy: InThreadProxy) -> Iterator[Publisher]:
+    """A publisher whose handshake with the proxy is done (it plays the order manager / gateway)."""
+    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-pub"))
+    pub.wait_ready_sync(cfg.bus.proxy_backend)
+    yield pub
+    pub.close()

@@ -1,0 +1,480 @@
+"""Unit tests of the strategy SDK (bus/client.py) against scripted fake services and a real in-thread proxy:
+request shapes, error mapping, idempotent client order ids, update iterators and callbacks, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from bus.client import (
+    AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, md_topic,
+    new_client_order_id, order_topic,
+)
+from bus.messages import (
+    AccountReply, CancelAllOrders, CancelOrder, GapReport, GetAccount, GetOrder, GetPositions, Instrument,
+    ListOrders, MarketDataAck, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderUpdate, OrderView,
+    PlaceOrder, PortfolioSnapshot, Position, PositionsReply, Rejected, StatusChange, SubscribeMarketData,
+    TickEvent, TradingStateEvent, UnsubscribeMarketData, WaitOrder, is_done_status, is_live_status,
+)
+from bus.pubsub import SyncSubscriber
+from bus.reqrep import RequestTimeout
+from tests.helpers import eventually
+
+SID = "s1"
+#: Bound for a whole async test body (each wait inside is bounded more tightly).
+TEST_BODY_TIMEOUT_S = 30.0
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, TEST_BODY_TIMEOUT_S))
+
+
+def view_of(spec: OrderSpec, status: str = "PendingSubmit", *, statuses: tuple[str, ...] = (),
+            reason: str = "") -> OrderView:
+    hist = [StatusChange(status=s, wall_ns=i + 1) for i, s in enumerate(statuses or ("Received", status))]
+    filled = spec.quantity if status == "Filled" else 0.0
+    return OrderView(spec=spec, status=status, is_live=is_live_status(status), is_done=is_done_status(status),
+                     filled=filled, remaining=spec.quantity - filled, avg_fill_price=100.0 if filled else 0.0,
+                     history=hist, reason=reason)
+
+
+class OrderManagerDouble:
+    """Scripted order manager: keeps orders by (strategy, client_order_id) like the real one (idempotent)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[tuple[str, str], OrderView] = {}
+        self.place_status = "PendingSubmit"
+        self.place_reason = ""
+        self.wait_statuses: tuple[str, ...] = ("Received", "PendingSubmit", "PreSubmitted", "Submitted", "Filled")
+
+    def __call__(self, body: Any) -> Any:
+        if isinstance(body, PlaceOrder):
+            key = (body.order.strategy_id, body.order.client_order_id)
+            if key in self.orders:
+                return OrderReply(order=self.orders[key], duplicate=True)
+            v = view_of(body.order, self.place_status, reason=self.place_reason)
+            self.orders[key] = v
+            return OrderReply(order=v)
+        if isinstance(body, (GetOrder, CancelOrder, ModifyOrder)):
+            v = self.orders.get((body.strategy_id, body.client_order_id))
+            if v is None:
+                return Rejected(code="not_found", reason=f"no order {body.client_order_id}")
+            return OrderReply(order=v)
+        if isinstance(body, WaitOrder):
+            v = self.orders.get((body.strategy_id, body.client_order_id))
+            if v is None:
+                return Rejected(code="not_found", reason=f"no order {body.client_order_id}")
+            final = self.wait_statuses[-1]
+            return OrderReply(order=view_of(v.spec, final, statuses=self.wait_statuses))
+        if isinstance(body, ListOrders):
+            return OrderListReply(orders=[v for (s, _), v in self.orders.items() if s == body.strategy_id])
+        if isinstance(body, CancelAllOrders):
+            return OrderListReply(orders=[v for (s, _), v in self.orders.items() if s == body.strategy_id])
+        return Rejected(code="unknown_command", reason=type(body).__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ids
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_new_client_order_id_unique_time_ordered_and_schema_valid() -> None:
+    ids = [new_client_order_id("a_strategy_with_a_32_char_name__") for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    for coid in ids[:5]:
+        assert coid.startswith("a_strategy_with_a_32_char_name__-")
+        assert len(coid) <= 64 and re.fullmatch(r"[A-Za-z0-9_.:\-]+", coid)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# requests: shapes and error mapping (async client)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_place_orders_send_the_specified_order_shapes(cfg, mem_proxy, fakes) -> None:
+    om = fakes("orders", OrderManagerDouble())
+
+    async def body() -> None:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            v1 = await c.place_market_order("AAPL", "buy", 10)
+            v2 = await c.place_limit_order("MSFT", "SELL", 5, 101.5, tif="GTC")
+            v3 = await c.place_stop_order(Instrument(symbol="ES", sec_type="FUT", exchange="CME",
+                                                     last_trade_date="202612"), "SELL", 1, 95.0)
+            v4 = await c.place_stop_order("AAPL", "BUY", 2, 110.0, limit_price=110.5, client_order_id="my-id.1")
+            assert [v.status for v in (v1, v2, v3, v4)] == ["PendingSubmit"] * 4
+
+    run(body())
+    specs = [r.order for r in om.of_type(PlaceOrder)]
+    assert [(s.order_type, s.side, s.quantity, s.limit_price, s.stop_price, s.tif) for s in specs] == [
+        ("MKT", "BUY", 10, None, None, "DAY"), ("LMT", "SELL", 5, 101.5, None, "GTC"),
+        ("STP", "SELL", 1, None, 95.0, "DAY"), ("STP LMT", "BUY", 2, 110.5, 110.0, "DAY")]
+    assert all(s.strategy_id == SID for s in specs)
+    assert specs[2].instrument.sec_type == "FUT" and specs[2].instrument.exchange == "CME"
+    assert specs[3].client_order_id == "my-id.1"
+    assert all(s.client_order_id.startswith(f"{SID}-") for s in specs[:3])
+    assert om.senders[-1] == f"strategy.{SID}"
+
+
+def test_same_client_order_id_twice_returns_the_same_order(cfg, mem_proxy, fakes) -> None:
+    book = OrderManagerDouble()
+    om = fakes("orders", book)
+
+    async def body() -> tuple[OrderView, OrderView]:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            a = await c.place_limit_order("AAPL", "BUY", 10, 100.0, client_order_id="dup-1")
+            b = await c.place_limit_order("AAPL", "BUY", 10, 100.0, client_order_id="dup-1")
+            return a, b
+
+    a, b = run(body())
+    assert a == b
+    assert len(book.orders) == 1
+    assert [r.order.client_order_id for r in om.of_type(PlaceOrder)] == ["dup-1", "dup-1"]
+
+
+def test_rejected_reply_raises_order_rejected_with_code(cfg, mem_proxy, fakes) -> None:
+    fakes("orders", lambda body: Rejected(code="halted", reason="trading is HALTED (kill k1)",
+                                          request_type="place_order"))
+
+    async def body() -> OrderRejected:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            with pytest.raises(OrderRejected) as info:
+                await c.place_market_order("AAPL", "BUY", 1)
+            return info.value
+
+    err = run(body())
+    assert err.code == "halted" and "HALTED" in err.reason and err.order is None
+    assert err.request_type == "place_order"
+
+
+def test_risk_rejected_order_raises_with_check_code_and_view(cfg, mem_proxy, fakes) -> None:
+    book = OrderManagerDouble()
+    book.place_status = "RiskRejected"
+    book.place_reason = "risk.max_order_quantity: 500 > 100"
+    fakes("orders", book)
+
+    async def body() -> OrderRejected:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            with pytest.raises(OrderRejected) as info:
+                await c.place_market_order("AAPL", "BUY", 500)
+            return info.value
+
+    err = run(body())
+    assert err.code == "risk.max_order_quantity" and err.reason == "500 > 100"
+    assert err.order is not None and err.order.status == "RiskRejected"
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.place_market_order("AAPL", "BUY", -1),
+    lambda c: c.place_market_order("AAPL", "BUY", 0),
+    lambda c: c.place_limit_order("AAPL", "BUY", 1, math.nan),
+    lambda c: c.place_limit_order("AAPL", "BUY", math.inf, 10.0),
+    lambda c: c.place_market_order("AAPL", "HOLD", 1),
+    lambda c: c.place_market_order("", "BUY", 1),
+    lambda c: c.place_market_order("AAPL", "BUY", 1, client_order_id="has space"),
+    lambda c: c.place_market_order("AAPL", "BUY", 1, tif="FOREVER"),
+    lambda c: c.place_order(OrderSpec(strategy_id="other", client_order_id="x", instrument=Instrument(symbol="A"),
+                                      side="BUY", quantity=1)),
+    lambda c: c.modify_order("x"),
+    lambda c: c.wait_for_order("x", timeout=0),
+    lambda c: c.wait_for_order("x", timeout=301),
+], ids=["negative_qty", "zero_qty", "nan_price", "inf_qty", "bad_side", "blank_symbol", "bad_coid", "bad_tif",
+        "other_strategy", "empty_modify", "zero_wait", "long_wait"])
+def test_bad_arguments_raise_value_error_before_sending(cfg, mem_proxy, fakes, call) -> None:
+    om = fakes("orders", OrderManagerDouble())
+
+    async def body() -> None:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            with pytest.raises(ValueError):
+                await call(c)
+
+    run(body())
+    assert om.requests == []
+
+
+def test_invalid_strategy_id_raises_value_error(cfg) -> None:
+    with pytest.raises(ValueError):
+        AsyncKhazadClient("no spaces allowed", config=cfg)
+
+
+def test_order_manager_down_raises_request_timeout_within_bound(cfg, mem_proxy) -> None:
+    async def body() -> float:
+        async with AsyncKhazadClient(SID, config=cfg, timeout_s=0.2, retries=1) as c:
+            start = time.monotonic()
+            with pytest.raises(RequestTimeout):
+                await c.place_market_order("AAPL", "BUY", 1)
+            return time.monotonic() - start
+
+    elapsed = run(body())
+    assert 0.4 <= elapsed < 3.0
+
+
+def test_wait_for_order_returns_view_with_full_history(cfg, mem_proxy, fakes) -> None:
+    om = fakes("orders", OrderManagerDouble())
+
+    async def body() -> OrderView:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            placed = await c.place_limit_order("AAPL", "BUY", 10, 100.0)
+            return await c.wait_for_order(placed.spec.client_order_id, "done", timeout=3.0)
+
+    v = run(body())
+    assert [h.status for h in v.history] == ["Received", "PendingSubmit", "PreSubmitted", "Submitted", "Filled"]
+    assert format_history(v) == "Received -> PendingSubmit -> PreSubmitted -> Submitted -> Filled"
+    (wait,) = om.of_type(WaitOrder)
+    assert wait.until == "done" and wait.timeout_s == 3.0 and wait.strategy_id == SID
+
+
+def test_wait_for_order_not_reached_raises_wait_timeout_with_last_view(cfg, mem_proxy, fakes) -> None:
+    book = OrderManagerDouble()
+    book.wait_statuses = ("Received", "PendingSubmit")
+    fakes("orders", book)
+
+    async def body() -> OrderWaitTimeout:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            placed = await c.place_market_order("AAPL", "BUY", 1)
+            with pytest.raises(OrderWaitTimeout) as info:
+                await c.wait_for_order(placed.spec.client_order_id, "live", timeout=1.0)
+            return info.value
+
+    err = run(body())
+    assert err.order is not None and err.order.status == "PendingSubmit" and err.until == "live"
+    assert isinstance(err, TimeoutError)
+
+
+def test_wait_for_unknown_order_raises_not_found(cfg, mem_proxy, fakes) -> None:
+    fakes("orders", OrderManagerDouble())
+
+    async def body() -> OrderRejected:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            with pytest.raises(OrderRejected) as info:
+                await c.wait_for_order("nope", timeout=1.0)
+            return info.value
+
+    assert run(body()).code == "not_found"
+
+
+def test_queries_and_cancels_send_strategy_scoped_requests(cfg, mem_proxy, fakes) -> None:
+    om = fakes("orders", OrderManagerDouble())
+    pos = Position(account="DU1", instrument=Instrument(symbol="AAPL"), quantity=10, avg_cost=100.0)
+    pf = fakes("portfolio", lambda body: PositionsReply(positions=[pos]) if isinstance(body, GetPositions)
+               else AccountReply(snapshot=PortfolioSnapshot(account="DU1", net_liquidation=1e6)))
+
+    async def body() -> None:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            v = await c.place_limit_order("AAPL", "BUY", 10, 100.0)
+            coid = v.spec.client_order_id
+            assert (await c.get_order(coid)).spec.client_order_id == coid
+            assert [o.spec.client_order_id for o in await c.get_orders("today", "AAPL")] == [coid]
+            await c.modify_order(coid, limit_price=100.5)
+            await c.cancel_order(coid, reason="test")
+            assert len(await c.cancel_all_orders("AAPL", reason="flat")) == 1
+            assert await c.get_positions() == [pos]
+            assert await c.get_positions(SID) == [pos]
+            assert (await c.get_account()).net_liquidation == 1e6
+
+    run(body())
+    (lst,) = om.of_type(ListOrders)
+    assert (lst.strategy_id, lst.filter, lst.symbol) == (SID, "today", "AAPL")
+    (mod,) = om.of_type(ModifyOrder)
+    assert (mod.strategy_id, mod.limit_price, mod.quantity) == (SID, 100.5, None)
+    (cancel,) = om.of_type(CancelOrder)
+    assert (cancel.strategy_id, cancel.reason) == (SID, "test")
+    (call,) = om.of_type(CancelAllOrders)
+    assert (call.strategy_id, call.symbol) == (SID, "AAPL")
+    assert [r.strategy_id for r in pf.of_type(GetPositions)] == [None, SID]
+    assert len(pf.of_type(GetAccount)) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# events: order updates, ticks, trading state
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _update(coid: str, status: str, strategy: str = SID) -> OrderUpdate:
+    spec = OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=Instrument(symbol="AAPL"), side="BUY",
+                     quantity=1)
+    return OrderUpdate(order=view_of(spec, status))
+
+
+def test_order_updates_reach_iterator_and_callbacks_in_order_own_strategy_only(cfg, test_pub) -> None:
+    statuses = ["PendingSubmit", "PreSubmitted", "Submitted", "Filled"]
+
+    async def body() -> tuple[list[str], list[str], list[str], list[str]]:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            seen_sync: list[str] = []
+            seen_async: list[str] = []
+            c.on_order_update(lambda u: seen_sync.append(u.order.status))
+
+            async def acb(u: OrderUpdate) -> None:
+                seen_async.append(u.order.status)
+
+            c.on_order_update(acb)
+            c.on_order_update(lambda u: 1 / 0)  # a broken callback must not stop delivery
+            stream = c.order_updates()
+            only_b = c.order_updates("b")
+            test_pub.publish(order_topic(SID + "x"), _update("x", "Filled", SID + "x"))  # prefix trap
+            for st in statuses:
+                test_pub.publish(order_topic(SID), _update("a", st))
+            test_pub.publish(order_topic(SID), _update("b", "Cancelled"))
+            got = []
+            async for u in stream:
+                got.append(u.order.status)
+                if len(got) == len(statuses) + 1:
+                    break
+            b = await only_b.get(5)
+            assert b is not None and b.order.spec.client_order_id == "b"
+            await asyncio.wait_for(_until(lambda: len(seen_async) == len(got)), 5)
+            return got, seen_sync, seen_async, [b.order.status]
+
+    got, seen_sync, seen_async, _ = run(body())
+    assert got == statuses + ["Cancelled"]
+    assert seen_sync == got and seen_async == got
+
+
+async def _until(pred: Any) -> None:
+    """Yield to the loop until pred() holds (bounded by the caller's wait_for)."""
+    while not pred():
+        await asyncio.sleep(0.005)  # polling a condition inside a bounded wait_for, not a fixed delay
+
+
+def test_stream_ends_when_client_closes(cfg, mem_proxy) -> None:
+    async def body() -> list[Any]:
+        c = await AsyncKhazadClient(SID, config=cfg).start()
+        stream = c.order_updates()
+        consumer = asyncio.create_task(_collect(stream))
+        await c.close()
+        return await asyncio.wait_for(consumer, 5)
+
+    assert run(body()) == []
+
+
+async def _collect(stream: Any) -> list[Any]:
+    return [u async for u in stream]
+
+
+def test_order_topic_gap_is_detected_and_reported_on_the_bus(cfg, test_pub, zctx) -> None:
+    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["bus.gap."], name="gap-watch")
+    gaps.wait_ready(test_pub)
+
+    async def body() -> int:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            stream = c.order_updates()
+            test_pub.publish(order_topic(SID), _update("a", "PendingSubmit"))
+            test_pub.stamper.next_seq(order_topic(SID))  # one message "lost" between the two
+            test_pub.publish(order_topic(SID), _update("a", "Submitted"))
+            assert (await stream.get(5)) is not None and (await stream.get(5)) is not None
+            return c.gaps
+
+    try:
+        assert run(body()) == 1
+        msg = gaps.recv(5)
+        assert msg is not None and isinstance(msg[1].body, GapReport)
+        assert msg[1].body.missed == 1 and msg[1].body.topic == order_topic(SID)
+    finally:
+        gaps.close()
+
+
+def test_market_data_subscription_delivers_only_subscribed_symbols(cfg, test_pub, fakes) -> None:
+    gw = fakes("gateway", lambda body: MarketDataAck(symbol=getattr(body, "symbol", "") or body.instrument.symbol,
+                                                     subscribers=1))
+
+    async def body() -> tuple[list[str], dict[str, TickEvent]]:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            ack = await c.subscribe_market_data("AAPL")
+            assert ack.symbol == "AAPL"
+            await c.subscribe_market_data(Instrument(symbol="MSFT"))
+            ticks = c.ticks()
+            seen: list[str] = []
+            c.on_tick(lambda t: seen.append(t.symbol))
+            test_pub.publish(md_topic("AAPLX"), TickEvent(symbol="AAPLX", bid=1.0))  # prefix trap
+            test_pub.publish(md_topic("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            first = await ticks.get(5)
+            assert first is not None and first.symbol == "AAPL"
+            await c.unsubscribe_market_data("AAPL")
+            test_pub.publish(md_topic("AAPL"), TickEvent(symbol="AAPL", bid=99.0))  # after unsubscribe
+            test_pub.publish(md_topic("MSFT"), TickEvent(symbol="MSFT", bid=300.0))
+            second = await ticks.get(5)
+            assert second is not None and second.symbol == "MSFT"
+            return seen, dict(c.last_ticks)
+
+    seen, last = run(body())
+    assert seen == ["AAPL", "MSFT"]
+    assert last["AAPL"].bid == 100.0 and last["MSFT"].bid == 300.0
+    subs = gw.of_type(SubscribeMarketData)
+    assert [s.instrument.symbol for s in subs] == ["AAPL", "MSFT"]
+    assert subs[0].subscriber == f"strategy.{SID}"
+    assert [u.symbol for u in gw.of_type(UnsubscribeMarketData)] == ["AAPL", "MSFT"]  # explicit, then on close
+
+
+def test_trading_state_follows_halt_and_resume(cfg, test_pub) -> None:
+    async def body() -> list[str]:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            states = c.trading_states()
+            out = [c.trading_state()]
+            for ev in (TradingStateEvent(scope="all", state="HALTED", epoch=1, reason="kill"),
+                       TradingStateEvent(scope="symbol:MSFT", state="HALTED", epoch=2, reason="kill"),
+                       TradingStateEvent(scope="all", state="ACTIVE", epoch=3, reason="resume")):
+                test_pub.publish("state.trading", ev)
+                assert await states.get(5) is not None
+                out += [c.trading_state(), c.trading_state("MSFT")]
+            return out
+
+    assert run(body()) == ["UNKNOWN", "HALTED", "HALTED", "HALTED", "HALTED", "ACTIVE", "HALTED"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the blocking client
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_sync_client_places_waits_and_callbacks_may_call_the_client(cfg, test_pub, fakes) -> None:
+    fakes("orders", OrderManagerDouble())
+    with KhazadClient(SID, config=cfg) as c:
+        from_callback: list[str] = []
+        done = threading.Event()
+
+        def on_update(u: OrderUpdate) -> None:
+            # runs on the dispatcher thread: a blocking call here must work (no deadlock)
+            from_callback.append(c.get_order(u.order.spec.client_order_id).status)
+            done.set()
+
+        c.on_order_update(on_update)
+        stream = c.order_updates()
+        v = c.place_limit_order("AAPL", "BUY", 10, 100.0)
+        final = c.wait_for_order(v.spec.client_order_id, "done", timeout=2.0)
+        assert final.status == "Filled" and [h.status for h in final.history][-1] == "Filled"
+        test_pub.publish(order_topic(SID), OrderUpdate(order=final))
+        got = stream.get(5)
+        assert got is not None and got.order.status == "Filled"
+        assert done.wait(5) and from_callback == ["PendingSubmit"]
+        assert stream.get(0.01) is None  # nothing else arrived
+    assert stream.get(1) is None  # closed client: the stream has ended
+    assert list(stream) == []
+
+
+def test_sync_client_errors_match_async_ones(cfg, mem_proxy, fakes) -> None:
+    fakes("orders", lambda body: Rejected(code="disconnected", reason="IB not connected"))
+    with KhazadClient(SID, config=cfg, timeout_s=0.2, retries=0) as c:
+        with pytest.raises(OrderRejected) as info:
+            c.place_market_order("AAPL", "SELL", 1)
+        assert info.value.code == "disconnected"
+        with pytest.raises(ValueError):
+            c.place_market_order("AAPL", "SELL", -5)
+        with pytest.raises(RequestTimeout):
+            c.get_positions()  # no portfolio service
+
+
+def test_sync_client_without_proxy_fails_fast_and_cleans_up(cfg) -> None:
+    before = threading.active_count()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        KhazadClient(SID, config=cfg, ready_timeout_s=0.3)
+    assert time.monotonic() - start < 5
+    eventually(lambda: threading.active_count() <= before, 5, message="client threads did not stop")

@@ -1,0 +1,91 @@
+"""The SDK and the CLI on a CURVE bus: each uses its own key pair (a strategy's is named after its strategy id, the
+CLI's is ``operator``), so services see the authenticated identity, and the proxy lets their publishes through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.cli import main
+from bus.client import KhazadClient
+from bus.config import KhazadConfig, load_config
+from bus.messages import Ack, CancelReport, Kill, PlaceOrder
+from bus.pubsub import SyncSubscriber
+from bus.security import ACTOR_NAMES, Security, create_key, keys_dir
+from tests.helpers import ActorProcess, eventually, write_config
+from tests.sdk.doubles import FakeService
+from tests.sdk.test_sdk_client import OrderManagerDouble
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    """Overrides the root fixture: CURVE on, keys for the actors, one strategy (cs1) and the CLI's operator."""
+    path = write_config(tmp_path, extra="\n[bus.curve]\nenabled = true\n")
+    cfg = load_config(path, env={})
+    for name in ACTOR_NAMES:
+        create_key(keys_dir(cfg), name, "actor")
+    create_key(keys_dir(cfg), "cs1", "strategy")
+    create_key(keys_dir(cfg), "operator", "operator")
+    return path
+
+
+@pytest.fixture
+def curve_proxy(config_path: Path, cfg: KhazadConfig, processes: list[ActorProcess], zctx: Any) -> ActorProcess:
+    """The real proxy with CURVE, ready once the operator key receives its heartbeat."""
+    p = ActorProcess("bus.proxy", config_path, name="proxy").start()
+    processes.append(p)
+    sec = Security.for_process(cfg, "operator")
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb.proxy"], name="curve-proxy-ready", security=sec,
+                         server_key=sec.server_key("proxy"))
+    try:
+        eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{p.log()}")
+    finally:
+        sub.close()
+    return p
+
+
+@pytest.fixture
+def curve_fakes(cfg: KhazadConfig) -> Any:
+    started: list[FakeService] = []
+
+    def make(service: str, handler: Any) -> FakeService:
+        svc = FakeService(cfg.bus.service_endpoint(service), service, handler,
+                          security=Security.for_process(cfg, service)).start()
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        svc.stop()
+
+
+def test_sdk_on_curve_bus_is_identified_by_its_strategy_key(cfg, curve_proxy: ActorProcess, curve_fakes) -> None:
+    om = curve_fakes("orders", OrderManagerDouble())
+    with KhazadClient("cs1", config=cfg) as c:
+        v = c.place_limit_order("AAPL", "BUY", 1, 100.0)
+        assert c.wait_for_order(v.spec.client_order_id, "done", timeout=2).status == "Filled"
+    assert len(om.of_type(PlaceOrder)) == 1
+    assert set(om.user_ids) == {"strategy:cs1"}
+
+
+def test_cli_kill_on_curve_bus_uses_the_operator_key(config_path, cfg, curve_proxy: ActorProcess, curve_fakes,
+                                                     capsys) -> None:
+    gw = curve_fakes("gateway", lambda body: CancelReport(command_id=body.kill_id, scope=body.scope,
+                                                         trading_state="HALTED", epoch=1, cancelled=0, remaining=0,
+                                                         confirmed=True))
+    risk = curve_fakes("risk", lambda body: Ack())
+    assert main(["--config", str(config_path), "kill", "--reason", "curve test", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["bus"]["status"] == "broadcast"  # the proxy let the operator publish control.kill
+    eventually(lambda: gw.of_type(Kill) and risk.of_type(Kill), 5, message="kill at gateway and risk")
+    assert gw.user_ids == ["operator:operator"] and risk.user_ids == ["operator:operator"]
+
+
+def test_cli_without_its_operator_key_exits_78_before_sending(tmp_path: Path, capsys) -> None:
+    path = write_config(tmp_path, extra="\n[bus.curve]\nenabled = true\n")  # no keys at all
+    assert main(["--config", str(path), "kill", "--reason", "x"]) == 78
+    err = capsys.readouterr().err
+    assert "operator" in err and "KILL NOT SENT" in err

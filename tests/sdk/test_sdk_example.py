@@ -1,0 +1,132 @@
+"""The example strategy (examples/simple_strategy.py) against scripted fake services and a real in-thread proxy:
+it trades small alternating orders, waits for each with wait_for_order, and does not spin while halted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from bus.client import AsyncKhazadClient
+from bus.config import StrategyConfig
+from bus.messages import (
+    CancelAllOrders, MarketDataAck, PlaceOrder, Rejected, SubscribeMarketData, TickEvent,
+    TradingStateEvent,
+)
+from examples.simple_strategy import MAX_BACKOFF_S, Backoff, Mode, SimpleStrategy, mid_of, round_price
+from tests.sdk.test_sdk_client import OrderManagerDouble, run
+
+#: Bound for one condition inside a test body.
+COND_TIMEOUT_S = 10.0
+
+
+async def until(pred: Callable[[], Any], what: str) -> None:
+    async def poll() -> None:
+        while not pred():
+            await asyncio.sleep(0.005)  # polling a condition inside a bounded wait_for, not a fixed delay
+
+    try:
+        await asyncio.wait_for(poll(), COND_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"not reached within {COND_TIMEOUT_S}s: {what}") from None
+
+
+@pytest.fixture
+def log_lines() -> Any:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+    yield lines
+    logger.remove(sink)
+
+
+def test_backoff_doubles_to_its_cap_and_reports_each_reason_once() -> None:
+    b = Backoff(base_s=1.0, max_s=8.0)
+    assert [b.failure("halted") for _ in range(6)] == [True, False, False, False, False, False]
+    assert b.wait_s == 8.0 and b.repeats == 5
+    assert b.failure("risk.max_quantity") is True
+    assert b.success() is True and b.wait_s == 1.0 and b.success() is False
+
+
+def test_price_helpers() -> None:
+    assert round_price(100.126) == 100.13
+    assert mid_of(TickEvent(symbol="A", bid=99.0, ask=101.0)) == 100.0
+    assert mid_of(TickEvent(symbol="A", last=5.0)) == 5.0
+    assert mid_of(TickEvent(symbol="A")) is None
+
+
+def _md(body: Any) -> Any:
+    if isinstance(body, SubscribeMarketData):
+        return MarketDataAck(symbol=body.instrument.symbol, con_id=265598, subscribers=1)
+    return MarketDataAck(symbol=getattr(body, "symbol", ""))
+
+
+def test_example_trades_alternating_small_orders_and_logs_history(cfg, test_pub, fakes, log_lines) -> None:
+    book = OrderManagerDouble()
+    om = fakes("orders", book)
+    gw = fakes("gateway", _md)
+    scfg = StrategyConfig(strategy_id="ex1", symbol="AAPL", quantity=10, interval_s=0.05)
+
+    async def body() -> SimpleStrategy:
+        async with AsyncKhazadClient(scfg.strategy_id, config=cfg) as client:
+            strategy = SimpleStrategy(client, scfg, max_orders=4)
+            task = asyncio.create_task(strategy.run())
+            await until(lambda: gw.of_type(SubscribeMarketData), "market data subscription")
+            test_pub.publish("md.AAPL", TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            assert await asyncio.wait_for(task, COND_TIMEOUT_S) == 0
+            return strategy
+
+    strategy = run(body())
+    specs = [r.order for r in om.of_type(PlaceOrder)]
+    assert [s.order_type for s in specs] == ["LMT", "LMT", "LMT", "MKT"]
+    assert [s.side for s in specs] == ["BUY", "SELL", "BUY", "SELL"]  # towards flat after every fill
+    assert specs[0].limit_price == 100.1 and specs[1].limit_price == 100.0  # marketable: the far touch
+    assert all(s.quantity == 10 and s.strategy_id == "ex1" for s in specs)
+    assert strategy.mode == Mode.STOPPED and strategy.orders_filled == 4
+    assert len(om.of_type(CancelAllOrders)) == 1  # cleans up on the way out
+    assert any("PendingSubmit -> PreSubmitted -> Submitted -> Filled" in line for line in log_lines)
+
+
+def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, test_pub, fakes, log_lines) -> None:
+    book = OrderManagerDouble()
+    halted = {"on": True}
+    om = fakes("orders", lambda body: Rejected(code="risk.halted", reason="trading is HALTED")
+               if halted["on"] and isinstance(body, PlaceOrder) else book(body))
+    gw = fakes("gateway", _md)
+    scfg = StrategyConfig(strategy_id="ex2", symbol="AAPL", quantity=1, interval_s=0.01)
+
+    async def body() -> SimpleStrategy:
+        async with AsyncKhazadClient(scfg.strategy_id, config=cfg) as client:
+            strategy = SimpleStrategy(client, scfg)
+            task = asyncio.create_task(strategy.run())
+            await until(lambda: gw.of_type(SubscribeMarketData), "market data subscription")
+            test_pub.publish("md.AAPL", TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            # 1) halted by rejection only: one rejected order, then backing off (each retry doubles the wait)
+            await until(lambda: strategy.rejections >= 3, "three rejections")
+            attempts = len(om.of_type(PlaceOrder))
+            assert strategy.mode == Mode.PAUSED and strategy.backoff.wait_s >= 0.04
+            # 2) the bus says HALTED: no order at all while the strategy keeps pausing
+            test_pub.publish("state.trading", TradingStateEvent(scope="all", state="HALTED", epoch=5, reason="kill"))
+            await until(lambda: client.trading_state() == "HALTED", "halt seen")
+            sent_at_halt = len(om.of_type(PlaceOrder))
+            repeats = strategy.backoff.repeats
+            await until(lambda: strategy.backoff.repeats >= repeats + 3, "three more pauses")
+            assert len(om.of_type(PlaceOrder)) == sent_at_halt
+            # 3) resume: the event wakes it up and orders flow again
+            halted["on"] = False
+            test_pub.publish("state.trading", TradingStateEvent(scope="all", state="ACTIVE", epoch=6,
+                                                                reason="resume"))
+            await until(lambda: strategy.orders_filled >= 1, "an order after the resume")
+            assert strategy.mode == Mode.TRADING
+            strategy.stop()
+            assert await asyncio.wait_for(task, COND_TIMEOUT_S) == 0
+            assert attempts >= 3
+            return strategy
+
+    strategy = run(body())
+    assert strategy.backoff.max_s == MAX_BACKOFF_S
+    pauses = [line for line in log_lines if line.startswith("strategy ex2: pausing: rejected risk.halted")]
+    assert len(pauses) == 1, pauses  # logged once per state, not once per attempt
+    assert sum("pausing: trading is HALTED" in line for line in log_lines) == 1

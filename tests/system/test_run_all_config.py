@@ -1,0 +1,86 @@
+"""run_all.py before anything starts: the rendered supervisord.conf carries the restart policy for every program,
+modes pick the right programs, and configuration errors stop it with exit 78 before supervisord is launched."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+ACTORS = ("proxy", "gateway", "risk", "orders", "portfolio", "monitor")
+
+
+def run_all(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KHAZAD")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(REPO / "run_all.py"), "--run-dir", str(tmp_path / "run"),
+                           "--free-ports", *args], capture_output=True, text=True, timeout=60, env=full_env,
+                          cwd=tmp_path)
+
+
+def rendered(tmp_path: Path) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read(tmp_path / "run" / "supervisord.conf")
+    return parser
+
+
+def programs(conf: configparser.RawConfigParser) -> set[str]:
+    return {s.split(":", 1)[1] for s in conf.sections() if s.startswith("program:")}
+
+
+def test_sim_mode_renders_every_program_with_the_restart_policy(tmp_path):
+    proc = run_all(tmp_path, "--render-only")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    conf = rendered(tmp_path)
+    assert programs(conf) == {*ACTORS, "sim", "strategy"}
+    for name in programs(conf):
+        p = conf[f"program:{name}"]
+        assert p["command"].startswith(sys.executable)
+        assert (p["autorestart"], p["exitcodes"], p["startretries"]) == ("unexpected", "0", "3")
+        assert int(p["startsecs"]) >= 2 and int(p["stopwaitsecs"]) >= 5  # graceful stop is < 2 s
+        assert p["stopasgroup"] == p["killasgroup"] == "true"
+        assert p["stdout_logfile"].endswith("/%(program_name)s.log")
+    for name in (*ACTORS, "strategy"):
+        assert str(tmp_path / "run" / "khazad.toml") in conf[f"program:{name}"]["command"]
+    listener = conf["eventlistener:fatal_listener"]
+    assert listener["events"] == "PROCESS_STATE_FATAL" and listener["stdout_logfile"] == "NONE"
+    assert conf["supervisord"]["nodaemon"] == "true"
+    priorities = {n: int(conf[f"program:{n}"]["priority"]) for n in programs(conf)}
+    assert priorities["proxy"] < priorities["sim"] < priorities["gateway"] < priorities["monitor"] < priorities["strategy"]
+    assert (tmp_path / "run" / "secrets" / "approval.key").stat().st_mode & 0o077 == 0
+
+
+def test_paper_mode_leaves_out_the_simulator_and_the_example_strategy(tmp_path):
+    proc = run_all(tmp_path, "--render-only", "--mode", "paper", "--account", "DU7654321", "--ib-port", "4002")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert programs(rendered(tmp_path)) == set(ACTORS)
+    toml = (tmp_path / "run" / "khazad.toml").read_text()
+    assert 'mode = "paper"' in toml and 'account = "DU7654321"' in toml and "port = 4002" in toml
+    proc = run_all(tmp_path, "--render-only", "--mode", "paper", "--account", "DU7654321", "--with-strategy")
+    assert "strategy" in programs(rendered(tmp_path))
+
+
+def test_live_mode_never_starts_the_example_strategy(tmp_path):
+    proc = run_all(tmp_path, "--render-only", "--mode", "live", "--account", "U7654321", "--with-strategy",
+                   env={"KHAZAD_LIVE_CONFIRM": "U7654321"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert programs(rendered(tmp_path)) == set(ACTORS)
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (("--mode", "paper"), {}, "gateway.account is required in paper mode"),
+    (("--mode", "live", "--account", "U7654321"), {}, "KHAZAD_LIVE_CONFIRM"),
+    (("--mode", "paper", "--account", "DU7654321", "--ib-port", "4001"), {}, "live TWS/IB Gateway port"),
+])
+def test_configuration_errors_exit_78_before_anything_starts(tmp_path, args, env, message):
+    proc = run_all(tmp_path, *args, env=env)
+    assert proc.returncode == 78, proc.stdout + proc.stderr
+    assert message in proc.stdout
+    assert not (tmp_path / "run" / "supervisord.conf").exists()
+    assert not (tmp_path / "run" / "supervisor.sock").exists()
