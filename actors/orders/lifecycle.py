@@ -1,0 +1,292 @@
+"""The order lifecycle: an explicit transition table over IB's statuses plus Khazad's own, and one order's state.
+
+Pure logic, no I/O: :class:`OrderRecord` applies status events and fills and says what happened
+(:class:`StatusOutcome`, :class:`FillOutcome`); the book journals and publishes that.
+
+Rules (see ``docs/orders.md``):
+
+* a status event whose transition is in :data:`TRANSITIONS` is applied; a repeated status only updates quantities;
+* an impossible transition is never silently dropped: the outcome says ``impossible`` (the book logs and journals
+  it with a flag) and the order keeps its best-known state. The best-known state is the current one, except when
+  the current state is our own rejection (RiskRejected/GatewayRejected) and IB reports the order: IB is the
+  authority on what is at IB, so its status is adopted;
+* the filled quantity never goes backwards (status events can arrive repeated or out of order);
+* fills are keyed by ``exec_key`` (execId without its correction suffix): a replay is a duplicate, a correction
+  (newer execId, same key) replaces the earlier fill; a fill after Cancelled is applied and noted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bus.messages import (
+    DONE_STATUSES, IB_STATUSES, KHAZAD_STATUSES, LIVE_STATUSES, FillEvent, OrderSpec, OrderView, StatusChange,
+)
+
+RECEIVED = "Received"
+RISK_REJECTED = "RiskRejected"
+GATEWAY_REJECTED = "GatewayRejected"
+PENDING_SUBMIT = "PendingSubmit"
+PRE_SUBMITTED = "PreSubmitted"
+SUBMITTED = "Submitted"
+API_PENDING = "ApiPending"
+PENDING_CANCEL = "PendingCancel"
+API_CANCELLED = "ApiCancelled"
+CANCELLED = "Cancelled"
+FILLED = "Filled"
+INACTIVE = "Inactive"
+
+ALL_STATUSES = frozenset(IB_STATUSES) | frozenset(KHAZAD_STATUSES)
+OUR_REJECTIONS = frozenset({RISK_REJECTED, GATEWAY_REJECTED})
+CANCELLED_STATUSES = frozenset({CANCELLED, API_CANCELLED})
+
+#: Every legal transition ``from -> {to}``. Anything else is impossible (logged, journalled with a flag, kept).
+#: Nothing ever transitions *into* Received. Received may go to any IB status: the gateway's events can overtake
+#: its reply to SubmitOrder. Cancelled -> Filled is the cancel race lost (IB filled the rest before the cancel).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RECEIVED: frozenset(IB_STATUSES) | OUR_REJECTIONS,
+    RISK_REJECTED: frozenset(),
+    GATEWAY_REJECTED: frozenset(),
+    # our rejections from PendingSubmit: a submission whose outcome was unknown (no reply, not found at IB) that
+    # is refused when resumed, or never resumed (orphan timeout); IB's own report wins if it comes after all
+    PENDING_SUBMIT: frozenset({API_PENDING, PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED,
+                               FILLED, INACTIVE, RISK_REJECTED, GATEWAY_REJECTED}),
+    API_PENDING: frozenset({PENDING_SUBMIT, PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED,
+                            FILLED, INACTIVE}),
+    PRE_SUBMITTED: frozenset({SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED, INACTIVE}),
+    SUBMITTED: frozenset({PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED, INACTIVE}),
+    # a cancel IB refused leaves the order working again
+    PENDING_CANCEL: frozenset({PRE_SUBMITTED, SUBMITTED, API_CANCELLED, CANCELLED, FILLED, INACTIVE}),
+    API_CANCELLED: frozenset({CANCELLED, FILLED}),
+    CANCELLED: frozenset({FILLED}),
+    FILLED: frozenset(),
+    # IB may reactivate an inactive order (e.g. after a margin or permission problem is fixed)
+    INACTIVE: frozenset({PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED}),
+}
+
+#: History is capped so a long-lived order with thousands of partial fills stays small; the journal keeps all.
+MAX_HISTORY = 256
+HISTORY_HEAD = 16
+
+
+def is_legal(current: str, new: str) -> bool:
+    """True when ``current -> new`` is in the transition table."""
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+class Stage:
+    """Where the order is in *our* pipeline (journalled with the order; not an IB status).
+
+    ``received`` journalled, risk not answered; ``approved`` risk approved, not yet sent; ``submitting`` SubmitOrder
+    sent, no reply; ``unknown`` the gateway did not answer (the order may or may not be at IB); ``acked`` IB knows
+    the order (SubmitAck or any event from IB); ``interrupted`` found after a restart, never acknowledged and not at
+    IB: waits for the strategy to retry the same client_order_id or for the orphan timeout; ``closed`` finished
+    before reaching IB (rejected or cancelled locally)."""
+
+    RECEIVED = "received"
+    APPROVED = "approved"
+    SUBMITTING = "submitting"
+    UNKNOWN = "unknown"
+    ACKED = "acked"
+    INTERRUPTED = "interrupted"
+    CLOSED = "closed"
+
+    #: not known to be at IB yet, but may be: resolved by events or the gateway's snapshot
+    UNRESOLVED = frozenset({RECEIVED, APPROVED, SUBMITTING, UNKNOWN, INTERRUPTED})
+
+
+@dataclass(slots=True)
+class FillRecord:
+    """One execution of an order (the latest version of it, after corrections)."""
+
+    exec_id: str
+    quantity: float
+    price: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusOutcome:
+    """What applying one status report did. ``kind``: transition | repeat | impossible."""
+
+    kind: str
+    changed: bool
+    previous: str
+    implied: bool = False
+    adopted: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FillOutcome:
+    """What applying one fill did. ``kind``: new | correction | duplicate | stale."""
+
+    kind: str
+    changed: bool
+    late_after_cancel: bool = False
+    note: str = ""
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """One order as the order manager tracks it (mutable; the journal row mirrors it after every change)."""
+
+    spec: OrderSpec
+    status: str = RECEIVED
+    stage: str = Stage.RECEIVED
+    #: SubmitOrder was sent at least once (so the order may be at IB even if no reply came)
+    sent: bool = False
+    cancel_requested: bool = False
+    status_filled: float = 0.0
+    status_avg: float = 0.0
+    ib_order_id: int = 0
+    perm_id: int = 0
+    reason: str = ""
+    error_code: int | None = None
+    history: list[StatusChange] = field(default_factory=list)
+    created_wall_ns: int = 0
+    updated_wall_ns: int = 0
+    fills: dict[str, FillRecord] = field(default_factory=dict)
+
+    # -- derived -------------------------------------------------------------------------------------------------
+
+    @property
+    def order_ref(self) -> str:
+        return self.spec.order_ref
+
+    @property
+    def strategy_id(self) -> str:
+        return self.spec.strategy_id
+
+    @property
+    def client_order_id(self) -> str:
+        return self.spec.client_order_id
+
+    @property
+    def fills_quantity(self) -> float:
+        return sum(f.quantity for f in self.fills.values())
+
+    @property
+    def filled(self) -> float:
+        return max(self.status_filled, self.fills_quantity)
+
+    @property
+    def avg_fill_price(self) -> float:
+        qty = self.fills_quantity
+        if qty > 0 and qty >= self.status_filled:
+            return sum(f.quantity * f.price for f in self.fills.values()) / qty
+        return self.status_avg
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.spec.quantity - self.filled)
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+    @property
+    def is_working(self) -> bool:
+        return not self.is_done
+
+    def view(self, *, with_history: bool = True) -> OrderView:
+        return OrderView(spec=self.spec, status=self.status, filled=self.filled, remaining=self.remaining,
+                         avg_fill_price=self.avg_fill_price, ib_order_id=self.ib_order_id, perm_id=self.perm_id,
+                         is_live=self.is_live, is_done=self.is_done, reason=self.reason, error_code=self.error_code,
+                         history=list(self.history) if with_history else [], created_wall_ns=self.created_wall_ns,
+                         updated_wall_ns=self.updated_wall_ns)
+
+    # -- changes -------------------------------------------------------------------------------------------------
+
+    def add_history(self, status: str, now_ns: int, reason: str = "", error_code: int | None = None) -> None:
+        """Record one step (status with the quantities as they are now) in the order's history."""
+        self.history.append(StatusChange(status=status, wall_ns=now_ns, filled=self.filled, remaining=self.remaining,
+                                         reason=reason, error_code=error_code))
+        if len(self.history) > MAX_HISTORY:
+            # keep how it started and how it is going; the journal has every step
+            del self.history[HISTORY_HEAD:len(self.history) - (MAX_HISTORY - HISTORY_HEAD)]
+        self.updated_wall_ns = now_ns
+
+    def set_status(self, status: str, now_ns: int, *, reason: str = "", error_code: int | None = None) -> StatusOutcome:
+        """A transition decided by the order manager itself (risk decision, gateway reply, local cancel, orphan)."""
+        return self.apply_status(status, now_ns, reason=reason, error_code=error_code, local=True)
+
+    def apply_status(self, status: str, now_ns: int, *, filled: float | None = None, avg_fill_price: float = 0.0,
+                     ib_order_id: int = 0, perm_id: int = 0, reason: str = "",
+                     error_code: int | None = None, local: bool = False) -> StatusOutcome:
+        """Apply one status report (from IB through the gateway or a snapshot; ``local`` for our own pipeline's
+        decisions, which never imply an IB PendingSubmit)."""
+        previous = self.status
+        ids_changed = False
+        if ib_order_id and ib_order_id != self.ib_order_id:
+            self.ib_order_id, ids_changed = ib_order_id, True
+        if perm_id and perm_id != self.perm_id:
+            self.perm_id, ids_changed = perm_id, True
+        progressed = False
+        if filled is not None and filled > self.status_filled:  # filled never goes backwards
+            self.status_filled = filled
+            if avg_fill_price > 0:
+                self.status_avg = avg_fill_price
+            progressed = True
+        if status == previous:
+            # same status again: quantities may have moved, or IB attached an error/warning to the live order
+            noted = bool(reason or error_code) and (reason, error_code) != (self.reason, self.error_code)
+            if noted:
+                self.reason, self.error_code = reason, error_code
+            if progressed or noted:
+                self.add_history(status, now_ns, reason or "fill progress", error_code)
+            elif ids_changed:
+                self.updated_wall_ns = now_ns
+            return StatusOutcome("repeat", progressed or ids_changed or noted, previous)
+        if status in ALL_STATUSES and is_legal(previous, status):
+            implied = False
+            if not local and previous == RECEIVED and status in IB_STATUSES and status != PENDING_SUBMIT:
+                # every order IB reports went through PendingSubmit; its own event was overtaken or never sent
+                self.add_history(PENDING_SUBMIT, now_ns, f"implied: IB reported {status} first")
+                implied = True
+            self.status = status
+            self.reason = reason
+            self.error_code = error_code
+            self.add_history(status, now_ns, reason, error_code)
+            return StatusOutcome("transition", True, previous, implied=implied)
+        if previous in OUR_REJECTIONS and status in IB_STATUSES:
+            note = f"IB reports {status} for an order we marked {previous}: adopting IB's status"
+            self.status = status
+            self.reason = note
+            self.error_code = error_code
+            self.add_history(status, now_ns, note, error_code)
+            return StatusOutcome("impossible", True, previous, adopted=True, note=note)
+        note = f"impossible transition {previous} -> {status}: keeping {previous}"
+        if progressed:
+            self.add_history(previous, now_ns, f"{note} (fill progress applied)")
+        elif ids_changed:
+            self.updated_wall_ns = now_ns
+        return StatusOutcome("impossible", progressed or ids_changed, previous, note=note)
+
+    def apply_fill(self, fill: FillEvent, now_ns: int) -> FillOutcome:
+        """Apply one execution; idempotent by ``exec_key`` (see module docstring)."""
+        old = self.fills.get(fill.exec_key)
+        if old is not None and old.exec_id == fill.exec_id:
+            return FillOutcome("duplicate", False)
+        if old is not None and fill.exec_id < old.exec_id:
+            return FillOutcome("stale", False, note=f"older version {fill.exec_id} of {old.exec_id} ignored")
+        kind = "new" if old is None else "correction"
+        self.fills[fill.exec_key] = FillRecord(fill.exec_id, fill.quantity, fill.price)
+        if fill.ib_order_id and not self.ib_order_id:
+            self.ib_order_id = fill.ib_order_id
+        if fill.perm_id and not self.perm_id:
+            self.perm_id = fill.perm_id
+        late = self.status in CANCELLED_STATUSES
+        if late:
+            note = f"late fill after cancel: {fill.quantity:g} @ {fill.price:g}"
+        elif self.status in OUR_REJECTIONS:
+            note = f"fill for an order marked {self.status}: {fill.quantity:g} @ {fill.price:g}"
+        elif kind == "correction":
+            note = f"fill corrected: {fill.exec_id} {fill.quantity:g} @ {fill.price:g}"
+        else:
+            note = f"fill {fill.quantity:g} @ {fill.price:g}"
+        self.add_history(self.status, now_ns, note)
+        return FillOutcome(kind, True, late_after_cancel=late, note=note)

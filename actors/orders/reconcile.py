@@ -1,0 +1,122 @@
+"""Reconciliation of the order book against the gateway's snapshot of IB (after a start and every reconnect).
+
+Procedure (``docs/orders.md``, "Recovery"):
+
+1. executions in the snapshot are applied as fills (the journal's UNIQUE ``exec_key`` makes replays harmless);
+2. every open order at IB whose orderRef we know is applied as a status report (ids adopted, filled quantity
+   caught up; the transition table decides, so a stale snapshot never moves an order backwards);
+3. every working order of ours that IB does not show, and that nobody is working on right now:
+   * it reached IB (acknowledged, or has fills): it finished while we were not looking: Filled if the fills cover
+     the quantity, else Cancelled ("no longer open at IB"), reported as missing;
+   * it never reached IB (crash between journalling and the gateway's answer): it becomes ``interrupted``. It is
+     NOT re-sent behind the strategy's back: the strategy's retry of the same client_order_id resumes it (risk
+     check + submit; the gateway's orderRef de-duplication guarantees at most one IB order), or the orphan
+     timeout rejects it;
+4. open orders at IB with an orderRef we do not know are reported as unknown (external ones too).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+from loguru import logger
+
+from actors.orders.book import OrderBook
+from actors.orders.lifecycle import CANCELLED, FILLED, Stage
+from bus.messages import GatewaySnapshot, OrderStatusEvent, ReconciliationReport, parse_order_ref
+
+#: Quantities within this of each other are equal (IB reports floats).
+QTY_EPSILON = 1e-9
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    """What one reconciliation pass found (the report to publish) and which orders it left interrupted."""
+
+    report: ReconciliationReport
+    #: orderRefs that became interrupted in this pass (the caller starts their orphan timers)
+    interrupted: list[str] = field(default_factory=list)
+
+
+def reconcile(book: OrderBook, snapshot: GatewaySnapshot, *, since_ns: int,
+              busy: set[str] | frozenset[str] = frozenset()) -> ReconcileResult:
+    """Bring ``book`` in line with ``snapshot``. Orders changed at or after ``since_ns`` (when the snapshot was
+    requested) or in ``busy`` (a request is working on them) are not judged missing: the snapshot may predate
+    them."""
+    # judged on when each order last changed *before* this pass (replayed fills below touch them too)
+    changed_before = {ref: rec.updated_wall_ns for ref, rec in book.records.items()}
+    replayed = 0
+    new_fill_keys: set[str] = set()
+    for fill in snapshot.executions:
+        result = book.apply_fill(msgspec.structs.replace(fill, replayed=True), kind="recon_fill")
+        if result in ("new", "correction"):
+            replayed += 1
+            new_fill_keys.add(fill.exec_key)
+    for comm in snapshot.commissions:
+        if comm.exec_key in new_fill_keys:
+            book.apply_commission(comm)
+
+    matched: set[str] = set()
+    unknown: list[str] = []
+    unknown_ours = 0
+    spec_notes: list[str] = []
+    for o in snapshot.open_orders:
+        rec = book.find(o.order_ref) if o.order_ref else None
+        if rec is None:
+            label = o.order_ref or f"perm:{o.perm_id}"
+            unknown.append(label)
+            if parse_order_ref(o.order_ref) is not None:
+                unknown_ours += 1
+                logger.error("orders: IB has order {} (ib {} perm {}) with our orderRef but no journal entry",
+                             o.order_ref, o.ib_order_id, o.perm_id)
+            continue
+        matched.add(o.order_ref)
+        book.apply_status_event(OrderStatusEvent(
+            order_ref=o.order_ref, strategy_id=rec.strategy_id, client_order_id=rec.client_order_id,
+            ib_order_id=o.ib_order_id, perm_id=o.perm_id, status=o.status, filled=o.filled, remaining=o.remaining,
+            avg_fill_price=o.avg_fill_price, symbol=o.instrument.symbol), kind="recon_status")
+        if abs(o.quantity - rec.spec.quantity) > QTY_EPSILON:
+            spec_notes.append(f"{o.order_ref}: IB quantity {o.quantity:g} != journal {rec.spec.quantity:g}")
+
+    missing: list[str] = []
+    interrupted: list[str] = []
+    now = time.time_ns()
+    for rec in list(book.records.values()):
+        ref = rec.order_ref
+        if rec.is_done or ref in matched or ref in busy or changed_before.get(ref, since_ns) >= since_ns:
+            continue
+        if rec.stage == Stage.ACKED or rec.filled > 0:
+            status = FILLED if rec.filled >= rec.spec.quantity - QTY_EPSILON else CANCELLED
+            reason = ("reconciled: filled while not observed" if status == FILLED
+                      else "reconciled: no longer open at IB")
+            outcome = rec.apply_status(status, now, reason=reason)
+            book.set_stage(rec, Stage.ACKED)
+            book.commit(rec, "recon_missing", flag="missing" if outcome.kind != "impossible" else "impossible",
+                        detail=reason if outcome.kind != "impossible" else outcome.note, change="reconciled",
+                        publish=outcome.changed)
+            missing.append(ref)
+            logger.warning("orders: {} not open at IB (stage {}, filled {:g}/{:g}): now {}", ref, rec.stage,
+                           rec.filled, rec.spec.quantity, rec.status)
+        elif rec.stage in Stage.UNRESOLVED:
+            if rec.stage != Stage.INTERRUPTED:
+                rec.stage = Stage.INTERRUPTED
+                rec.reason = ("interrupted before submission: not at IB; retry the same client_order_id to resume "
+                              "or it expires")
+                rec.updated_wall_ns = now
+                book.commit(rec, "interrupted", detail=rec.reason, change="interrupted")
+                logger.warning("orders: {} was never acknowledged and is not at IB: interrupted (sent before: {})",
+                               ref, rec.sent)
+            interrupted.append(ref)
+
+    for note in spec_notes:
+        logger.warning("orders: reconciliation: {}", note)
+    detail = (f"{len(matched)} open at IB, {replayed} fills replayed, {len(missing)} missing, "
+              f"{len(interrupted)} interrupted, {len(unknown)} unknown")
+    if spec_notes:
+        detail += "; " + "; ".join(spec_notes)
+    report = ReconciliationReport(actor="orders", open_orders=len(matched), replayed_fills=replayed,
+                                  unknown_orders=unknown, missing_orders=missing,
+                                  ok=not missing and unknown_ours == 0 and not spec_notes, detail=detail)
+    return ReconcileResult(report=report, interrupted=interrupted)

@@ -1,0 +1,82 @@
+"""Fixtures for the order manager tests: a config with short order timeouts, the chain doubles, a strategy's
+client and order-update subscriber, and the order manager process itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from bus.codec import Stamper
+from bus.config import KhazadConfig
+from bus.pubsub import Publisher, SyncSubscriber
+from bus.reqrep import SyncClient
+from tests.helpers import ActorProcess, eventually, wait_serving, write_config
+from tests.orders.doubles import ChainDoubles
+
+ORDERS_EXTRA = """
+[orders]
+risk_timeout_s = 0.5
+gateway_timeout_s = 1.0
+orphan_timeout_s = 30.0
+snapshot_timeout_s = 1.0
+"""
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path, extra=ORDERS_EXTRA)
+
+
+@pytest.fixture
+def doubles(cfg: KhazadConfig, proxy: ActorProcess) -> Iterator[ChainDoubles]:
+    d = ChainDoubles(cfg).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def start_orders(config_path: Path, processes: list[ActorProcess], zctx: zmq.Context,
+                 cfg: KhazadConfig) -> Callable[..., ActorProcess]:
+    """Start (or restart) the real order manager process; returns once it answers Ping."""
+
+    def start(env: dict[str, str] | None = None) -> ActorProcess:
+        p = ActorProcess("actors.orders", config_path, name="orders", env=env).start()
+        processes.append(p)
+        wait_serving(zctx, cfg.bus.orders, p)
+        return p
+
+    return start
+
+
+@pytest.fixture
+def strategy(zctx: zmq.Context, cfg: KhazadConfig) -> Iterator[SyncClient]:
+    """A strategy's request client to the order manager (generous timeout, no retries unless a test asks)."""
+    cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1"), timeout_s=10.0,
+                    retries=0)
+    yield cl
+    cl.close()
+
+
+@pytest.fixture
+def updates(zctx: zmq.Context, cfg: KhazadConfig, proxy: ActorProcess) -> Iterator[SyncSubscriber]:
+    """A ready subscriber to ``order.s1`` (what the strategy sees)."""
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["order.s1"], name="test-strategy")
+    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-probe"))
+    try:
+        pub.wait_ready_sync(cfg.bus.proxy_backend)
+        sub.wait_ready(pub)
+    finally:
+        pub.close()
+    yield sub
+    sub.close()
+
+
+def wait_ready(client: SyncClient) -> None:
+    """Until the order manager has reconciled with the gateway (GetStatus detail ``ready``)."""
+    from bus.messages import GetStatus
+
+    eventually(lambda: client.call(GetStatus()).detail.get("ready") == "true", 15,
+               message="order manager ready")

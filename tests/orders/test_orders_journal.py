@@ -1,0 +1,173 @@
+"""Unit tests of the order journal and the book on top of it: durability, rebuild, fill de-duplication."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from actors.orders.book import OrderBook
+from actors.orders.journal import Journal
+from actors.orders.lifecycle import CANCELLED, FILLED, SUBMITTED, Stage
+from bus.messages import FillEvent, Instrument, OrderSpec, OrderStatusEvent, OrderUpdate, PlaceOrder
+
+
+def spec(coid: str = "c1", qty: float = 100.0, symbol: str = "AAPL", strategy: str = "s1") -> OrderSpec:
+    return OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=Instrument(symbol=symbol), side="BUY",
+                     quantity=qty, order_type="LMT", limit_price=10.0)
+
+
+def fill(exec_id: str, qty: float, price: float, ref: str = "s1/c1") -> FillEvent:
+    return FillEvent(exec_id=exec_id, exec_key=exec_id.rsplit(".", 1)[0], order_ref=ref,
+                     instrument=Instrument(symbol="AAPL"), side="BUY", quantity=qty, price=price)
+
+
+def status(st: str, ref: str = "s1/c1", filled: float = 0.0, **kw: object) -> OrderStatusEvent:
+    return OrderStatusEvent(order_ref=ref, status=st, filled=filled, ib_order_id=11, perm_id=1100, **kw)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "orders.sqlite"
+
+
+@pytest.fixture
+def published() -> list[tuple[str, object]]:
+    return []
+
+
+@pytest.fixture
+def book(path: Path, published: list[tuple[str, object]]):
+    j = Journal(path)
+    yield OrderBook(j, lambda topic, body: published.append((topic, body)))
+    j.close()
+
+
+def test_journal_uses_wal_and_creates_schema(path: Path) -> None:
+    j = Journal(path)
+    try:
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"orders", "events", "fills"} <= tables
+        db.close()
+    finally:
+        j.close()
+
+
+def test_request_is_durable_before_create_returns_visible_to_another_connection(book: OrderBook,
+                                                                                path: Path) -> None:
+    s = spec()
+    before = book.journal.durable_commits
+    book.create(s, PlaceOrder(order=s))
+    assert book.journal.durable_commits == before + 1
+    other = sqlite3.connect(path)  # another reader, as after a crash: the row and its request event are there
+    try:
+        assert other.execute("SELECT status, stage FROM orders WHERE order_ref = 's1/c1'").fetchone() == (
+            "Received", "received")
+        assert other.execute("SELECT kind, msg_type FROM events WHERE order_ref = 's1/c1'").fetchall() == [
+            ("request", "place_order")]
+    finally:
+        other.close()
+
+
+def test_failed_transaction_writes_nothing(book: OrderBook) -> None:
+    with pytest.raises(RuntimeError):
+        with book.journal.transaction(durable=True):
+            book.journal.append_event("s1/x", "request")
+            raise RuntimeError("boom")
+    assert book.journal.events("s1/x") == []
+
+
+def test_rebuild_after_reopen_restores_every_order_exactly(book: OrderBook, path: Path) -> None:
+    a = book.create(spec("a"), PlaceOrder(order=spec("a")))
+    book.set_stage(a, Stage.ACKED)
+    book.apply_status_event(status(SUBMITTED, "s1/a"))
+    book.apply_fill(fill("e1.01", 40, 10.0, "s1/a"))
+    book.apply_status_event(status(SUBMITTED, "s1/a", filled=40, avg_fill_price=10.0))
+    b = book.create(spec("b"), PlaceOrder(order=spec("b")))
+    b.set_status(CANCELLED, b.updated_wall_ns + 1, reason="cancelled before submission")
+    b.stage = Stage.CLOSED
+    book.commit(b, "cancelled_locally", durable=True)
+    before = {ref: (r.view(), r.stage, r.sent, dict(r.fills)) for ref, r in book.records.items()}
+    book.journal.close()
+
+    j2 = Journal(path)
+    try:
+        book2 = OrderBook(j2, lambda *_: None)
+        assert book2.rebuild() == 2
+        after = {ref: (r.view(), r.stage, r.sent, dict(r.fills)) for ref, r in book2.records.items()}
+        assert after == before
+        assert book2.records["s1/a"].filled == 40 and book2.records["s1/a"].status == SUBMITTED
+        # a replayed fill after the restart is still a duplicate
+        assert book2.apply_fill(fill("e1.01", 40, 10.0, "s1/a")) == "duplicate"
+    finally:
+        j2.close()
+
+
+def test_exec_key_is_unique_in_the_journal(book: OrderBook, path: Path) -> None:
+    book.create(spec(), PlaceOrder(order=spec()))
+    assert book.apply_fill(fill("e1.01", 10, 10.0)) == "new"
+    assert book.apply_fill(fill("e1.01", 10, 10.0)) == "duplicate"
+    assert book.apply_fill(fill("e1.02", 10, 10.5)) == "correction"
+    rows = book.journal.fill_rows("s1/c1")
+    assert len(rows) == 1 and rows[0]["exec_id"] == "e1.02" and rows[0]["price"] == 10.5
+    db = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute("INSERT INTO fills (exec_key, exec_id, order_ref, symbol, side, quantity, price, wall_ns) "
+                       "VALUES ('e1', 'e1.03', 's1/c1', 'AAPL', 'BUY', 1, 1, 0)")
+    finally:
+        db.close()
+    assert book.records["s1/c1"].filled == 10
+
+
+def test_status_events_are_journalled_then_published_in_order(book: OrderBook,
+                                                              published: list[tuple[str, object]]) -> None:
+    book.create(spec(), PlaceOrder(order=spec()))
+    for st in ("PendingSubmit", "PreSubmitted", "Submitted"):
+        book.apply_status_event(status(st))
+    book.apply_fill(fill("e1.01", 100, 10.0))
+    book.apply_status_event(status(FILLED, filled=100, avg_fill_price=10.0))
+    statuses = [b.order.status for t, b in published if isinstance(b, OrderUpdate)]
+    assert all(t == "order.s1" for t, _ in published)
+    assert statuses == ["Received", "PendingSubmit", "PreSubmitted", "Submitted", "Submitted", "Filled"]
+    kinds = [e.kind for e in book.journal.events("s1/c1")]
+    assert kinds == ["request", "status", "status", "status", "fill", "status"]
+    assert book.journal.load_order("s1/c1").status == FILLED
+
+
+def test_impossible_transition_is_journalled_with_a_flag(book: OrderBook) -> None:
+    book.create(spec(), PlaceOrder(order=spec()))
+    book.apply_status_event(status(FILLED, filled=100, avg_fill_price=10.0))
+    book.apply_status_event(status(SUBMITTED, filled=100))
+    last = book.journal.events("s1/c1")[-1]
+    assert last.flag == "impossible" and "Filled -> Submitted" in last.detail
+    assert book.records["s1/c1"].status == FILLED and book.impossible == 1
+
+
+def test_events_for_unknown_order_refs_are_journalled_as_external(book: OrderBook) -> None:
+    assert book.apply_status_event(status(SUBMITTED, ref="manual-order")) is None
+    assert book.apply_fill(fill("x1.01", 5, 1.0, ref="")) == "new"
+    kinds = [(e.kind, e.flag) for e in book.journal.events()]
+    assert ("external_status", "external") in kinds and ("external_fill", "") in kinds
+    assert book.external_events == 2
+
+
+def test_query_orders_filters_by_strategy_symbol_and_day(book: OrderBook) -> None:
+    for coid, sym, strat in (("a", "AAPL", "s1"), ("b", "MSFT", "s1"), ("c", "AAPL", "s2")):
+        book.create(spec(coid, symbol=sym, strategy=strat), PlaceOrder(order=spec(coid, symbol=sym, strategy=strat)))
+    refs = lambda recs: sorted(r.order_ref for r in recs)  # noqa: E731
+    assert refs(book.journal.query_orders(strategy_id="s1")) == ["s1/a", "s1/b"]
+    assert refs(book.journal.query_orders(symbol="AAPL")) == ["s1/a", "s2/c"]
+    assert refs(book.journal.query_orders(created_since_ns=2**62)) == ["s1/a", "s1/b", "s2/c"]  # still working
+    assert refs(book.working(strategy_id="s2")) == ["s2/c"]
+
+
+def test_prune_forgets_old_finished_orders_but_find_reads_them_back(book: OrderBook) -> None:
+    rec = book.create(spec(), PlaceOrder(order=spec()))
+    book.apply_status_event(status(FILLED, filled=100, avg_fill_price=10.0))
+    assert book.prune(now_ns=rec.updated_wall_ns + 10**15) == 1 and "s1/c1" not in book.records
+    again = book.find("s1/c1")
+    assert again is not None and again.status == FILLED and again.filled == 100
