@@ -53,11 +53,13 @@ from loguru import logger
 from bus.codec import Stamper
 from bus.config import BusConfig, KhazadConfig, load_config
 from bus.messages import (
+    Heartbeat,
     AccountReply, Ack, CancelAllOrders, CancelOrder, CancelReport, GapReport, GetAccount, GetOrder, GetPositions,
     Instrument, ListOrders, MarketDataAck, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderUpdate, OrderView,
     Ping, PlaceOrder, Pong, PortfolioSnapshot, Position, PositionsReply, Rejected, SubscribeMarketData, TickEvent,
     TradingStateEvent, UnsubscribeMarketData, WaitOrder, tag_of,
 )
+from bus.heartbeat import heartbeat_topic
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
 from bus.reqrep import AsyncClient, RequestTimeout
 
@@ -366,6 +368,7 @@ class AsyncKhazadClient:
         self._gateway: AsyncClient | None = None
         self._security: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._hb_task: asyncio.Task[None] | None = None
         self._sub_lock: asyncio.Lock | None = None
         self._callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": []}
         self._streams: dict[str, set[Any]] = {"order": set(), "tick": set(), "state": set()}
@@ -407,6 +410,7 @@ class AsyncKhazadClient:
             self._close_sockets()
             raise
         self._start_reader()
+        self._hb_task = asyncio.create_task(self._heartbeat(), name=f"{self.name}.heartbeat")
         self.started = True
         logger.info("sdk: {} connected (orders {}, proxy {})", self.name, ep.orders, ep.proxy_backend)
         return self
@@ -424,6 +428,9 @@ class AsyncKhazadClient:
                 except (RequestTimeout, Exception) as exc:  # best effort on shutdown; the gateway times it out
                     logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, symbol, exc)
         await self._stop_reader()
+        if self._hb_task is not None:
+            self._hb_task.cancel()
+            await asyncio.gather(self._hb_task, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -462,6 +469,16 @@ class AsyncKhazadClient:
         if not self.started or self.closed or cl is None:
             raise KhazadClientError("client is not started (use `async with` or await start())")
         return cl
+
+    async def _heartbeat(self) -> None:
+        """Publish ``hb.<name>`` like every actor, so the monitor, ``khazad status`` and ``top`` see the strategy."""
+        interval = self.cfg.bus.heartbeat_interval_s
+        topic = heartbeat_topic(self.name)
+        pid = os.getpid()
+        while self.publisher is not None and not self.closed:
+            self.publisher.publish(topic, Heartbeat(actor=self.name, state="RUNNING", pid=pid, interval_s=interval,
+                                                    detail={"role": "strategy", "strategy_id": self.strategy_id}))
+            await asyncio.sleep(interval)  # periodic timer, not synchronisation
 
     # -- events --------------------------------------------------------------------------------------------------
 
