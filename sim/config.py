@@ -1,0 +1,63 @@
+"""Simulator configuration."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+
+from .clock import DEFAULT_MANUAL_START
+
+CLOCK_MODES = ("realtime", "manual")
+MARKET_HOURS = ("always", "exchange", "closed", "overnight")
+ACCOUNT_PATTERN = re.compile(r"^DU\d+$")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that shapes one simulator instance.
+
+    ``control_port``: None disables the HTTP control API, 0 binds an
+    ephemeral port (see ``SimServer.control_port``), any other value that
+    port.  ``port=0`` likewise binds an ephemeral API port.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 4002
+    control_host: str = "127.0.0.1"
+    control_port: int | None = None
+    seed: int = 1
+    account: str = "DU1234567"
+    base_currency: str = "USD"
+    starting_cash: float = 1_000_000.0
+    clock: str = "realtime"
+    #: manual clock start (ISO-8601); a Monday 10:00 in New York by default
+    start_time: str = DEFAULT_MANUAL_START
+    market_hours: str = "always"
+    tick_interval: float = 0.25
+    pacing_limit: int = 50
+    trace: str | None = None
+    instruments: str | None = None
+    #: highest server version announced (clients get min(their max, this))
+    max_server_version: int = 176
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCK_MODES:
+            raise ValueError(f"clock must be one of {CLOCK_MODES}, not {self.clock!r}")
+        if self.market_hours not in MARKET_HOURS:
+            raise ValueError(f"market_hours must be one of {MARKET_HOURS}, not {self.market_hours!r}")
+        if not ACCOUNT_PATTERN.match(self.account):
+            raise ValueError(f"account must look like DU1234567, not {self.account!r}")
+        if self.tick_interval <= 0:
+            raise ValueError("tick_interval must be positive")
+        if self.pacing_limit < 0:
+            raise ValueError("pacing_limit must be >= 0 (0 disables pacing)")
+        if not 100 <= self.max_server_version <= 176:
+            raise ValueError("max_server_version must be within 100..176")
+        object.__setattr__(self, "base_currency", self.base_currency.upper())
+
+    def with_overrides(self, **overrides: object) -> "SimConfig":
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown SimConfig fields: {sorted(unknown)}")
+        return replace(self, **overrides)

@@ -1,0 +1,572 @@
+"""Handlers of client requests: one function per message id.
+
+Each handler gets the server, the session and a ``FieldReader`` positioned
+after the message id.  Parsing errors raise ``ProtocolError`` and make the
+server drop the client; everything a real Gateway answers with an error
+code (unknown contract, bad bar size, ...) is answered the same way here.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
+
+from loguru import logger
+
+from . import outgoing as out
+from .market import (
+    HistoryError, history_span, history_window_strings, parse_bar_size, parse_end_time,
+)
+from .messages import ErrorCode, In, in_name
+from .protocol import FieldReader, ProtocolError
+from .requests import (
+    read_cancel_order, read_contract, read_contract_details, read_exec_filter,
+    read_historical_data, read_mkt_data, read_place_order,
+)
+from .session import (
+    REALTIME_BAR_SECONDS, ClientSession, HistorySub, MarketDataSub, RealTimeBarSub,
+)
+
+if TYPE_CHECKING:
+    from .server import SimServer
+
+Handler = Callable[["SimServer", ClientSession, FieldReader], None]
+NO_SECURITY_MSG = "No security definition has been found for the request"
+#: Where the request id sits (after the message id) in requests we do not
+#: implement, so we can answer them with an error instead of silence.
+UNSUPPORTED_REQ_ID_POSITION = {
+    In.REQ_MKT_DEPTH: 1, In.REQ_SCANNER_SUBSCRIPTION: 0, In.REQ_FUNDAMENTAL_DATA: 1,
+    In.REQ_CALC_IMPLIED_VOLAT: 1, In.REQ_CALC_OPTION_PRICE: 1, In.REQ_SEC_DEF_OPT_PARAMS: 0,
+    In.REQ_SMART_COMPONENTS: 0, In.REQ_NEWS_ARTICLE: 0, In.REQ_HISTORICAL_NEWS: 0,
+    In.REQ_HISTOGRAM_DATA: 0, In.REQ_HISTORICAL_TICKS: 0, In.REQ_TICK_BY_TICK_DATA: 0,
+    In.REQ_WSH_META_DATA: 0, In.REQ_WSH_EVENT_DATA: 0, In.EXERCISE_OPTIONS: 1,
+}
+HANDLERS: dict[int, Handler] = {}
+
+
+def handles(msg_id: In) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[int(msg_id)] = fn
+        return fn
+    return register
+
+
+def _error(session: ClientSession, req_id: int, code: int, message: str) -> None:
+    session.send(out.error(req_id, code, message, session.version))
+
+
+def handle_unsupported(server: "SimServer", session: ClientSession, msg_id: int,
+                       r: FieldReader) -> None:
+    name = in_name(msg_id)
+    pos = UNSUPPORTED_REQ_ID_POSITION.get(msg_id)
+    logger.info("sim {} sent {} which the simulator does not support", session.label, name)
+    if pos is None:
+        return
+    try:
+        r.skip(pos)
+        req_id = r.int()
+    except ProtocolError:
+        req_id = -1
+    _error(session, req_id, ErrorCode.ERROR_VALIDATING_REQUEST,
+           f"Error validating request.-'{name}' : cause - not supported by the Khazad simulator")
+
+
+def _instrument(server: "SimServer", session: ClientSession, req_id: int, contract):
+    found = server.universe.find(contract)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        _error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION, NO_SECURITY_MSG)
+    else:
+        _error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION,
+               f"The contract description specified for {contract.symbol} is ambiguous.")
+    return None
+
+
+# -- contracts -------------------------------------------------------------------
+
+
+@handles(In.REQ_CONTRACT_DETAILS)
+def req_contract_details(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req_id, contract, _ = read_contract_details(r, session.version)
+    found = server.universe.find(contract)
+    if not found:
+        _error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION, NO_SECURITY_MSG)
+        return
+    now = server.clock.now()
+    for inst in found:
+        exchange = contract.exchange.upper() if contract.exchange else inst.exchange
+        session.send(out.contract_details(req_id, inst, exchange, now, session.version))
+    session.send(out.contract_details_end(req_id))
+
+
+@handles(In.REQ_MATCHING_SYMBOLS)
+def req_matching_symbols(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req_id = r.int()
+    pattern = r.str().upper()
+    found = [i for i in server.universe.instruments
+             if i.symbol.startswith(pattern) or pattern in i.long_name.upper()]
+    fields: list = [79, req_id, len(found)]
+    for i in found:
+        fields += [i.con_id, i.symbol, i.sec_type, i.primary_exchange or i.exchange, i.currency, 0]
+        if session.version >= 176:
+            fields += [i.long_name, ""]
+    session.send(fields)
+
+
+# -- market data -------------------------------------------------------------------
+
+
+@handles(In.REQ_MARKET_DATA_TYPE)
+def req_market_data_type(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    data_type = r.int()
+    if data_type not in (1, 2, 3, 4):
+        _error(session, -1, ErrorCode.ERROR_VALIDATING_REQUEST,
+               f"Error validating request.-'reqMarketDataType' : cause - invalid type {data_type}")
+        return
+    session.market_data_type = data_type
+
+
+@handles(In.REQ_MKT_DATA)
+def req_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req = read_mkt_data(r)
+    inst = _instrument(server, session, req.req_id, req.contract)
+    if inst is None:
+        return
+    if req.req_id in session.mkt_data:
+        _error(session, req.req_id, ErrorCode.ERROR_PROCESSING_REQUEST,
+               "Error processing request.-'bc' : cause - Duplicate ticker id")
+        return
+    data_type = session.market_data_type
+    session.send(out.tick_req_params(req.req_id, inst.min_tick))
+    if data_type != 1:
+        session.send(out.market_data_type(req.req_id, data_type))
+    if not server.broker.faults.connectivity_lost:
+        server.send_ticks(session, req.req_id, data_type,
+                          server.broker.market.snapshot_ticks(inst))
+    if req.snapshot or req.regulatory_snapshot:
+        session.send(out.tick_snapshot_end(req.req_id))
+        return
+    session.mkt_data[req.req_id] = MarketDataSub(inst, data_type)
+    server.index_mkt_data(session, req.req_id, inst)
+
+
+@handles(In.CANCEL_MKT_DATA)
+def cancel_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    req_id = r.int()
+    server.unindex_mkt_data(session, req_id)
+    session.mkt_data.pop(req_id, None)
+
+
+@handles(In.REQ_HISTORICAL_DATA)
+def req_historical_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req = read_historical_data(r)
+    inst = _instrument(server, session, req.req_id, req.contract)
+    if inst is None:
+        return
+    now = server.clock.now()
+    try:
+        bar_s = parse_bar_size(req.bar_size)
+        end = parse_end_time(req.end_date_time, now)
+        if req.keep_up_to_date and req.end_date_time.strip():
+            raise HistoryError("keepUpToDate needs an empty endDateTime")
+        end = min(end, now)
+        duration = history_span(inst, end, req.duration, bar_s)
+        bars = server.broker.market.bars(inst, end, duration, bar_s, req.use_rth)
+    except HistoryError as exc:
+        _error(session, req.req_id, ErrorCode.HISTORICAL_DATA_ERROR,
+               f"Historical Market Data Service error message:{exc}")
+        return
+    tz = inst.schedule.time_zone
+    start_s, end_s = history_window_strings(end, duration, tz)
+    session.send(out.historical_data(req.req_id, start_s, end_s, bars, bar_s, req.format_date, tz))
+    if req.keep_up_to_date:
+        session.history_subs[req.req_id] = HistorySub(inst, bar_s, req.format_date)
+
+
+@handles(In.CANCEL_HISTORICAL_DATA)
+def cancel_historical_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    session.history_subs.pop(r.int(), None)
+
+
+@handles(In.REQ_REAL_TIME_BARS)
+def req_real_time_bars(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    req_id = r.int()
+    contract = read_contract(r)
+    inst = _instrument(server, session, req_id, contract)
+    if inst is None:
+        return
+    start = math.floor(server.clock.now() / REALTIME_BAR_SECONDS) * REALTIME_BAR_SECONDS
+    session.rtb_subs[req_id] = RealTimeBarSub(inst, start)
+
+
+@handles(In.CANCEL_REAL_TIME_BARS)
+def cancel_real_time_bars(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    session.rtb_subs.pop(r.int(), None)
+
+
+@handles(In.REQ_HEAD_TIMESTAMP)
+def req_head_timestamp(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req_id = r.int()
+    contract = read_contract(r)
+    inst = _instrument(server, session, req_id, contract)
+    if inst is None:
+        return
+    r.skip(3)  # includeExpired, useRTH, whatToShow
+    format_date = r.int(1)
+    first = server.broker.market.t0 - 5 * 365 * 86400
+    text = str(int(first)) if format_date == 2 else \
+        datetime.fromtimestamp(first, timezone.utc).strftime("%Y%m%d-%H:%M:%S")
+    session.send([88, req_id, text])
+
+
+# -- orders ------------------------------------------------------------------------
+
+
+@handles(In.PLACE_ORDER)
+def place_order(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req = read_place_order(r, session.version)
+    server.broker.place_order(session.client_id, req)
+
+
+@handles(In.CANCEL_ORDER)
+def cancel_order(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    order_id = read_cancel_order(r, session.version)
+    server.broker.cancel_order(session.client_id, order_id)
+
+
+@handles(In.REQ_GLOBAL_CANCEL)
+def req_global_cancel(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    n = server.broker.global_cancel()
+    logger.info("sim {} global cancel: {} order(s) cancelled", session.label, n)
+
+
+def _send_open_orders(server: "SimServer", session: ClientSession, client_id: int | None) -> None:
+    for order in server.broker.orders_of(client_id):
+        session.send(out.open_order(order, session.version))
+        session.send(out.order_status(order))
+    session.send(out.open_order_end())
+
+
+@handles(In.REQ_OPEN_ORDERS)
+def req_open_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    _send_open_orders(server, session, session.client_id)
+
+
+@handles(In.REQ_ALL_OPEN_ORDERS)
+def req_all_open_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    _send_open_orders(server, session, None)
+
+
+@handles(In.REQ_AUTO_OPEN_ORDERS)
+def req_auto_open_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    session.auto_open_orders = r.bool()
+
+
+@handles(In.REQ_COMPLETED_ORDERS)
+def req_completed_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.opt_str()  # apiOnly: every order here is an API order
+    broker = server.broker
+    for order in broker.completed_orders():
+        parent_perm = 0
+        if order.parent_id:
+            parent = broker.by_key.get((order.client_id, order.parent_id))
+            parent_perm = parent or 0
+        session.send(out.completed_order(order, session.version, parent_perm))
+    session.send(out.completed_orders_end())
+
+
+@handles(In.REQ_EXECUTIONS)
+def req_executions(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req_id, f = read_exec_filter(r)
+    since = None
+    if f.time:
+        try:
+            since = datetime.strptime(f.time.replace("-", " ")[:17], "%Y%m%d %H:%M:%S") \
+                .replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            since = None
+    for e in server.broker.executions:
+        if e.superseded_by is not None:
+            continue
+        if f.client_id and e.client_id != f.client_id:
+            continue
+        if f.account and e.account != f.account:
+            continue
+        if f.symbol and e.instrument.symbol != f.symbol.upper():
+            continue
+        if f.sec_type and e.instrument.sec_type != f.sec_type:
+            continue
+        if f.exchange and f.exchange.upper() not in (e.instrument.listing_exchange, e.instrument.exchange):
+            continue
+        if f.side and {"BUY": "BOT", "SELL": "SLD"}.get(f.side, f.side) != e.side:
+            continue
+        if since is not None and e.time < since:
+            continue
+        session.send(out.exec_details(req_id, e))
+        session.send(out.commission_report(e))
+    session.send(out.exec_details_end(req_id))
+
+
+@handles(In.REQ_IDS)
+def req_ids(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send(out.next_valid_id(server.broker.next_valid_id(session.client_id)))
+
+
+# -- account -------------------------------------------------------------------------
+
+
+def _send_account_values(server: "SimServer", session: ClientSession, full: bool) -> None:
+    account = server.broker.account
+    rows = account.account_values()
+    for key, value, ccy in rows:
+        if not full and session.account_cache.get((key, ccy)) == value:
+            continue
+        session.account_cache[(key, ccy)] = value
+        session.send(out.account_value(key, value, ccy, account.account_id))
+
+
+def _send_portfolio(server: "SimServer", session: ClientSession, con_ids) -> None:
+    account = server.broker.account
+    for con_id in sorted(con_ids):
+        pos = account.positions.get(con_id)
+        if pos is None:
+            continue
+        price, value, unrealized = account.position_value(pos)
+        session.send(out.portfolio_value(pos, price, value, unrealized, account.account_id))
+
+
+@handles(In.REQ_ACCOUNT_UPDATES)
+def req_account_updates(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    subscribe = r.bool()
+    account_code = r.opt_str()
+    account = server.broker.account
+    if not subscribe:
+        session.account_updates = False
+        return
+    if account_code and account_code != account.account_id:
+        _error(session, -1, ErrorCode.ERROR_VALIDATING_REQUEST,
+               f"Error validating request.-'reqAccountUpdates' : cause - unknown account {account_code}")
+        return
+    session.account_updates = True
+    session.account_cache.clear()
+    _send_account_values(server, session, full=True)
+    _send_portfolio(server, session, [c for c, p in account.positions.items() if p.quantity])
+    session.send(out.account_update_time(server.clock.now()))
+    session.send(out.account_download_end(account.account_id))
+
+
+@handles(In.REQ_ACCOUNT_UPDATES_MULTI)
+def req_account_updates_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    req_id = r.int()
+    account_code = r.str()
+    model_code = r.str()
+    account = server.broker.account
+    if account_code and account_code not in (account.account_id, "All"):
+        _error(session, req_id, ErrorCode.ERROR_VALIDATING_REQUEST,
+               f"Error validating request.-'reqAccountUpdatesMulti' : cause - unknown account {account_code}")
+        return
+    session.multi_subs[req_id] = model_code
+    for key, value, ccy in account.account_values():
+        session.send(out.account_update_multi(req_id, account.account_id, model_code, key, value, ccy))
+    session.send(out.account_update_multi_end(req_id))
+
+
+@handles(In.CANCEL_ACCOUNT_UPDATES_MULTI)
+def cancel_account_updates_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    session.multi_subs.pop(r.int(), None)
+
+
+@handles(In.REQ_POSITIONS)
+def req_positions(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    account = server.broker.account
+    for con_id in sorted(account.positions):
+        session.send(out.position(account.account_id, account.positions[con_id]))
+    session.send(out.position_end())
+    session.positions_sub = True
+
+
+@handles(In.CANCEL_POSITIONS)
+def cancel_positions(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.positions_sub = False
+
+
+@handles(In.REQ_POSITIONS_MULTI)
+def req_positions_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    req_id = r.int()
+    r.opt_str()
+    model_code = r.opt_str()
+    account = server.broker.account
+    for con_id in sorted(account.positions):
+        session.send(out.position_multi(req_id, account.account_id, account.positions[con_id], model_code))
+    session.send(out.position_multi_end(req_id))
+    session.position_multi_subs[req_id] = model_code
+
+
+@handles(In.CANCEL_POSITIONS_MULTI)
+def cancel_positions_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    session.position_multi_subs.pop(r.int(), None)
+
+
+def _send_summary(server: "SimServer", session: ClientSession, req_id: int, tags: str) -> None:
+    account = server.broker.account
+    for tag, value, ccy in account.summary(tags):
+        session.send(out.account_summary(req_id, account.account_id, tag, value, ccy))
+
+
+@handles(In.REQ_ACCOUNT_SUMMARY)
+def req_account_summary(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    req_id = r.int()
+    r.str()  # group ("All")
+    tags = r.str()
+    _send_summary(server, session, req_id, tags)
+    session.send(out.account_summary_end(req_id))
+    session.summary_subs[req_id] = tags
+
+
+@handles(In.CANCEL_ACCOUNT_SUMMARY)
+def cancel_account_summary(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    r.skip(1)
+    session.summary_subs.pop(r.int(), None)
+
+
+def _pnl_values(server: "SimServer") -> tuple[float, float, float]:
+    t = server.broker.account.totals()
+    return t["RealizedPnL"] + t["UnrealizedPnL"], t["UnrealizedPnL"], t["RealizedPnL"]
+
+
+def _send_pnl_single(server: "SimServer", session: ClientSession, req_id: int, con_id: int) -> None:
+    account = server.broker.account
+    pos = account.positions.get(con_id)
+    if pos is None:
+        session.send(out.pnl_single(req_id, 0.0, 0.0, 0.0, 0.0, 0.0))
+        return
+    _, value, unrealized = account.position_value(pos)
+    session.send(out.pnl_single(req_id, pos.quantity, unrealized + pos.realized_pnl,
+                                unrealized, pos.realized_pnl, value))
+
+
+@handles(In.REQ_PNL)
+def req_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req_id = r.int()
+    session.pnl_subs.add(req_id)
+    session.send(out.pnl(req_id, *_pnl_values(server)))
+
+
+@handles(In.CANCEL_PNL)
+def cancel_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.pnl_subs.discard(r.int())
+
+
+@handles(In.REQ_PNL_SINGLE)
+def req_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    req_id = r.int()
+    r.str()
+    r.str()
+    con_id = r.int()
+    session.pnl_single_subs[req_id] = con_id
+    _send_pnl_single(server, session, req_id, con_id)
+
+
+@handles(In.CANCEL_PNL_SINGLE)
+def cancel_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.pnl_single_subs.pop(r.int(), None)
+
+
+def push_account_updates(server: "SimServer", con_ids: set[int] | None) -> None:
+    """After fills (con_ids) or periodically (None): push what subscribers follow."""
+    account = server.broker.account
+    periodic = con_ids is None
+    changed = sorted(account.positions) if periodic else sorted(con_ids or ())
+    for session in list(server.sessions.values()):
+        if not session.ready:
+            continue
+        if session.positions_sub and not periodic:
+            for con_id in changed:
+                pos = account.positions.get(con_id)
+                if pos is not None:
+                    session.send(out.position(account.account_id, pos))
+        if session.account_updates:
+            _send_portfolio(server, session, changed)
+            _send_account_values(server, session, full=False)
+            session.send(out.account_update_time(server.clock.now()))
+        for req_id, model in session.multi_subs.items():
+            for key, value, ccy in account.account_values():
+                session.send(out.account_update_multi(req_id, account.account_id, model, key, value, ccy))
+        if not periodic:
+            for req_id, model in session.position_multi_subs.items():
+                for con_id in changed:
+                    pos = account.positions.get(con_id)
+                    if pos is not None:
+                        session.send(out.position_multi(req_id, account.account_id, pos, model))
+        for req_id in sorted(session.pnl_subs):
+            session.send(out.pnl(req_id, *_pnl_values(server)))
+        for req_id, con_id in sorted(session.pnl_single_subs.items()):
+            if periodic or con_id in changed:
+                _send_pnl_single(server, session, req_id, con_id)
+        if periodic:
+            for req_id, tags in session.summary_subs.items():
+                _send_summary(server, session, req_id, tags)
+
+
+# -- misc ------------------------------------------------------------------------------
+
+
+@handles(In.REQ_CURRENT_TIME)
+def req_current_time(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send(out.current_time(server.clock.now()))
+
+
+@handles(In.REQ_MANAGED_ACCTS)
+def req_managed_accts(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send(out.managed_accounts(server.config.account))
+
+
+@handles(In.REQ_FAMILY_CODES)
+def req_family_codes(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send([78, 1, server.config.account, ""])
+
+
+@handles(In.REQ_MKT_DEPTH_EXCHANGES)
+def req_mkt_depth_exchanges(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send([80, 0])
+
+
+@handles(In.REQ_NEWS_PROVIDERS)
+def req_news_providers(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send([85, 0])
+
+
+@handles(In.REQ_SOFT_DOLLAR_TIERS)
+def req_soft_dollar_tiers(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send([77, r.int(), 0])
+
+
+@handles(In.REQ_USER_INFO)
+def req_user_info(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    session.send([107, r.int(), ""])
+
+
+def _ignore(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+    """Requests that need no answer from a paper Gateway."""
+
+
+for _msg in (In.SET_SERVER_LOG_LEVEL, In.REQ_NEWS_BULLETINS, In.CANCEL_NEWS_BULLETINS,
+             In.CANCEL_MKT_DEPTH, In.CANCEL_SCANNER_SUBSCRIPTION, In.CANCEL_FUNDAMENTAL_DATA,
+             In.CANCEL_CALC_IMPLIED_VOLAT, In.CANCEL_CALC_OPTION_PRICE, In.CANCEL_HISTOGRAM_DATA,
+             In.CANCEL_HEAD_TIMESTAMP, In.CANCEL_TICK_BY_TICK_DATA, In.CANCEL_WSH_META_DATA,
+             In.CANCEL_WSH_EVENT_DATA):
+    HANDLERS[int(_msg)] = _ignore
