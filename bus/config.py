@@ -163,12 +163,28 @@ class RiskConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     reject_rate_min_orders: Annotated[int, Meta(ge=1)] = 20
     reject_rate_max: Annotated[float, Meta(gt=0, le=1)] = 0.5
     state_file: str = "state/risk.json"
+    #: gateway lost IB (or its process went silent): the global trading state the governor moves to
+    on_disconnect: Literal["none", "reducing", "halted"] = "reducing"
+    #: cancel every working order (EmergencyCancel all) as soon as the gateway is READY again after a disconnect
+    cancel_on_disconnect: bool = True
+    #: lift the disconnect breaker's own REDUCING/HALTED once the gateway is READY again (never an operator halt)
+    resume_after_reconnect: bool = True
+    #: how long a check waits for the first tick of a symbol it has no market data for
+    market_data_wait_s: Annotated[float, Meta(gt=0, le=10)] = 1.0
+    #: an approved order counts as working until the gateway reports it; forgotten after this if it never shows up
+    pending_order_ttl_s: Positive = 30.0
 
 
 class OrdersConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     journal: str = "state/orders.sqlite"
-    risk_timeout_s: Positive = 0.5
+    #: fail closed after this; above risk.market_data_wait_s (the first order on a symbol waits for a price)
+    risk_timeout_s: Positive = 1.5
     gateway_timeout_s: Positive = 2.0
+    #: an order journalled but interrupted before reaching IB (crash) waits this long for the strategy to retry
+    #: the same client_order_id, then becomes GatewayRejected ("interrupted before submission")
+    orphan_timeout_s: Positive = 60.0
+    #: per-attempt bound for the gateway's GetSnapshot during reconciliation (retried in the background)
+    snapshot_timeout_s: Positive = 5.0
 
 
 class PortfolioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -240,7 +256,9 @@ def _explain(err: msgspec.ValidationError) -> str:
     text = re.sub(r"\s*-\s*at\s*$", "", _PATH_RE.sub("", msg))
     if "unknown field" in text.lower():
         field = re.search(r"Object contains unknown field `?([^`\s]+)", msg)
-        return f"{key}: unknown key{(' ' + repr(field.group(1))) if field else ''} (check its spelling)"
+        if field:
+            return f"{key}.{field.group(1)}: unknown key (check its spelling)"
+        return f"{key}: unknown key (check its spelling)"
     return f"{key or '<root>'}: {text}"
 
 
@@ -251,7 +269,9 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply ``KHAZAD__<SECTION>__<KEY>`` overrides; returns {dotted key: variable name} for error messages."""
+    applied: dict[str, str] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -265,6 +285,14 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
             node = child
         node[path[-1]] = _parse_env_value(raw)
+        applied[".".join(path)] = name
+    return applied
+
+
+def _blame(message: str, from_env: dict[str, str]) -> str:
+    """Point at the environment variable when the bad key came from one (the file is not where to look)."""
+    key = message.split(":", 1)[0]
+    return f"{message} (set by environment variable {from_env[key]})" if key in from_env else message
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -289,7 +317,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             raise ConfigError(f"config file {cfg_path} not found (set {CONFIG_ENV} or pass --config)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from None
-    _apply_env(data, env)
+    from_env = _apply_env(data, env)
     data["base_dir"] = str(Path(cfg_path).resolve().parent) if cfg_path else str(Path.cwd())
     where = f"{cfg_path}: " if cfg_path else ""
     # msgspec reports dict entries as `[...]`; validate named sub-tables first so the error names the entry.
@@ -298,11 +326,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         try:
             msgspec.convert(table, StrategyLimits)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"{where}risk.strategies.{sid}.{_explain(exc).removeprefix('<root>: ')}") from None
+            message = f"risk.strategies.{sid}.{_explain(exc).removeprefix('<root>: ')}"
+            raise ConfigError(f"{where}{_blame(message, from_env)}") from None
     try:
         cfg = msgspec.convert(data, KhazadConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}{_explain(exc)}") from None
+        raise ConfigError(f"{where}{_blame(_explain(exc), from_env)}") from None
     check_endpoints(cfg.bus)
     return cfg
 

@@ -11,6 +11,8 @@ payload; answer ``RESULT 2\\nOK``. stdout belongs to that protocol: logs go to s
 
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
 import signal
 import sys
@@ -60,13 +62,20 @@ class FatalReporter:
         self.hooks = AlertHooks(cfg.monitor.alert_command, cfg.monitor.alert_webhook) if cfg else AlertHooks()
         self._ctx: zmq.Context | None = None
         self._pub: Publisher | None = None
+        self._security: Any = None
         self._ready = False
 
-    def alert_for(self, payload: dict[str, str]) -> Alert:
+    def alert_for(self, payload: dict[str, str], event: str = "PROCESS_STATE_FATAL") -> Alert:
         program = payload.get("processname", "?")
         tail = log_tail(self.log_dir, program)
-        message = (f"{program} is FATAL: supervisord gave up restarting it (was {payload.get('from_state', '?')}); "
-                   f"fix the cause, then `supervisorctl start {program}`")
+        if event == "PROCESS_STATE_EXITED":
+            # exitcodes = 0,78: an actor that stops on its own after startsecs with 0 or 78 (a configuration
+            # problem found late, e.g. the gateway's account check after connecting) is not restarted
+            message = (f"{program} exited on its own with an expected code (configuration error or clean exit) "
+                       f"and will not be restarted; see its log, fix the cause, then `supervisorctl start {program}`")
+        else:
+            message = (f"{program} is FATAL: supervisord gave up restarting it (was {payload.get('from_state', '?')}); "
+                       f"fix the cause, then `supervisorctl start {program}`")
         detail = {"program": program, "group": payload.get("groupname", ""), "from_state": payload.get("from_state", ""),
                   "hooked": "yes", "audited": "yes"}
         if tail:
@@ -74,8 +83,8 @@ class FatalReporter:
         return Alert(kind="process_fatal", severity="critical", message=message, source="supervisor", detail=detail,
                      wall_ns=time.time_ns())
 
-    def report(self, payload: dict[str, str]) -> Alert:
-        alert = self.alert_for(payload)
+    def report(self, payload: dict[str, str], event: str = "PROCESS_STATE_FATAL") -> Alert:
+        alert = self.alert_for(payload, event)
         logger.critical("ALERT [critical] process_fatal: {}", alert.message)
         if self.cfg is not None:
             try:
@@ -97,10 +106,19 @@ class FatalReporter:
         bus = self.cfg.bus
         if self._pub is None:
             self._ctx = zmq.Context()
-            self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper(PROCESS), sndhwm=bus.send_hwm)
+            self._security = None
+            if bus.curve.enabled:  # the listener speaks for the monitor on an authenticated bus
+                from bus.security import Security
+
+                self._security = Security.for_process(self.cfg, "monitor")
+            key = self._security.server_key("proxy") if self._security else None
+            self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper(PROCESS), sndhwm=bus.send_hwm,
+                                  security=self._security, server_key=key)
         if not self._ready:
             try:
-                self._pub.wait_ready_sync(bus.proxy_backend, timeout=PUBLISH_READY_TIMEOUT_S)
+                key = self._security.server_key("proxy") if self._security else None
+                self._pub.wait_ready_sync(bus.proxy_backend, timeout=PUBLISH_READY_TIMEOUT_S,
+                                          security=self._security, server_key=key)
                 self._ready = True
             except TimeoutError:
                 logger.error("fatal_listener: bus proxy not answering; alert only logged, audited and hooked")
@@ -126,8 +144,10 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, reporter: FatalReporter) -> None:
         header = parse_header(line)
         body = stdin.read(int(header.get("len", "0")))
         try:
-            if header.get("eventname") == "PROCESS_STATE_FATAL":
-                reporter.report(parse_header(body.split(b"\n", 1)[0]))
+            event = header.get("eventname")
+            payload = parse_header(body.split(b"\n", 1)[0])
+            if event == "PROCESS_STATE_FATAL" or (event == "PROCESS_STATE_EXITED" and payload.get("expected") == "1"):
+                reporter.report(payload, event)
         except Exception as exc:  # never fail the protocol: supervisord would stall the event pool
             logger.opt(exception=exc).error("fatal_listener: could not report {}: {}", body[:200], exc)
         stdout.write(b"RESULT 2\nOK")

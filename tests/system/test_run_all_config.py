@@ -42,14 +42,14 @@ def test_sim_mode_renders_every_program_with_the_restart_policy(tmp_path):
     for name in programs(conf):
         p = conf[f"program:{name}"]
         assert p["command"].startswith(sys.executable)
-        assert (p["autorestart"], p["exitcodes"], p["startretries"]) == ("unexpected", "0", "3")
+        assert (p["autorestart"], p["exitcodes"], p["startretries"]) == ("unexpected", "0,78", "3")
         assert int(p["startsecs"]) >= 2 and int(p["stopwaitsecs"]) >= 5  # graceful stop is < 2 s
         assert p["stopasgroup"] == p["killasgroup"] == "true"
         assert p["stdout_logfile"].endswith("/%(program_name)s.log")
     for name in (*ACTORS, "strategy"):
         assert str(tmp_path / "run" / "khazad.toml") in conf[f"program:{name}"]["command"]
     listener = conf["eventlistener:fatal_listener"]
-    assert listener["events"] == "PROCESS_STATE_FATAL" and listener["stdout_logfile"] == "NONE"
+    assert listener["events"] == "PROCESS_STATE_FATAL,PROCESS_STATE_EXITED" and listener["stdout_logfile"] == "NONE"
     assert conf["supervisord"]["nodaemon"] == "true"
     priorities = {n: int(conf[f"program:{n}"]["priority"]) for n in programs(conf)}
     assert priorities["proxy"] < priorities["sim"] < priorities["gateway"] < priorities["monitor"] < priorities["strategy"]

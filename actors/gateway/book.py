@@ -1,0 +1,231 @@
+"""The gateway's order book: one record per order IB told us about, and the interpretation of its statuses.
+
+A record is found by orderRef (``<strategy>/<client_order_id>`` for Khazad's orders), by permId, or by
+(clientId, orderId). The library's Trade objects are replaced on every reconnect; the records survive and are
+re-attached, so the gateway can tell a status change that happened during a gap from one it already published.
+
+Interpretation (:func:`interpret`): ``PreSubmitted`` and ``Submitted`` are LIVE (an order waiting for the open
+or a trigger is working, not failed); ``Filled``/``Cancelled``/``ApiCancelled`` are done. A done order stays
+done: a later report that contradicts it (a library's local guess after an error) is logged, not published,
+except ``Filled`` (a fill that raced a cancel wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.gateway.convert import attribution
+from actors.gateway.halts import scope_matches
+from bus.messages import OrderSpec, OrderStatusEvent, is_done_status, is_live_status
+
+#: Statuses in which an order can no longer trade (as IB reports them).
+TERMINAL = frozenset({"Filled", "Cancelled", "ApiCancelled"})
+CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
+#: ib_async reports IB's order warnings as this pseudo status; the order is still live at IB.
+VALIDATION_ERROR = "ValidationError"
+#: Errors that arrive without a status change are attached to the next status event if it comes this soon.
+ERROR_ATTACH_WINDOW_S = 2.0
+
+
+def interpret(status: str) -> tuple[bool, bool]:
+    """(is_live, is_done) of an IB status."""
+    return is_live_status(status), is_done_status(status)
+
+
+@dataclass
+class OrderRecord:
+    """What the gateway knows about one order at IB."""
+
+    order_ref: str
+    strategy_id: str
+    client_order_id: str
+    symbol: str
+    ib_order_id: int = 0
+    client_id: int = 0
+    perm_id: int = 0
+    spec: OrderSpec | None = None
+    trade: Any = None
+    status: str = "PendingSubmit"
+    filled: float = 0.0
+    remaining: float = 0.0
+    avg_fill_price: float = 0.0
+    last_fill_price: float = 0.0
+    published: tuple[Any, ...] | None = None
+    modify_pending: bool = False
+    transmitted: bool = False
+    cancel_sent_mono: float = 0.0
+    done_mono: float | None = None
+    pending_error: tuple[int, str, float] | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        if self.order_ref:
+            return self.order_ref
+        if self.perm_id:
+            return f"perm:{self.perm_id}"
+        return f"id:{self.client_id}:{self.ib_order_id}"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def is_working(self) -> bool:
+        return not self.is_done
+
+    @property
+    def is_khazad(self) -> bool:
+        return bool(self.client_order_id)
+
+    def in_scope(self, scope: str) -> bool:
+        return scope_matches(scope, self.strategy_id, self.symbol)
+
+    def label(self) -> str:
+        return f"{self.key} (orderId {self.ib_order_id}, permId {self.perm_id})"
+
+
+class ChangeSignal:
+    """Wakes every waiter when the book changes (event-driven waits for the kill sweep)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        self.version += 1
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for the next change; False on timeout."""
+        if timeout <= 0:
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiters.discard(fut)
+
+
+class OrderBook:
+    """Records by orderRef, permId and (clientId, orderId)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, OrderRecord] = {}
+        self.by_perm: dict[int, OrderRecord] = {}
+        self.by_id: dict[tuple[int, int], OrderRecord] = {}
+        self.changed = ChangeSignal()
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def records(self) -> list[OrderRecord]:
+        return list(self.by_key.values())
+
+    def working(self, scope: str = "all") -> list[OrderRecord]:
+        return [r for r in self.by_key.values() if r.is_working and r.in_scope(scope)]
+
+    def get(self, order_ref: str) -> OrderRecord | None:
+        return self.by_key.get(order_ref)
+
+    def _index(self, rec: OrderRecord) -> None:
+        old_keys = [k for k, v in self.by_key.items() if v is rec and k != rec.key]
+        for k in old_keys:
+            del self.by_key[k]
+        self.by_key[rec.key] = rec
+        if rec.perm_id:
+            self.by_perm[rec.perm_id] = rec
+        if rec.ib_order_id:
+            self.by_id[(rec.client_id, rec.ib_order_id)] = rec
+
+    def add_placed(self, spec: OrderSpec, trade: Any, client_id: int) -> OrderRecord:
+        rec = OrderRecord(order_ref=spec.order_ref, strategy_id=spec.strategy_id,
+                          client_order_id=spec.client_order_id, symbol=spec.instrument.symbol,
+                          ib_order_id=int(trade.order.orderId), client_id=client_id, spec=spec, trade=trade,
+                          remaining=float(spec.quantity))
+        self._index(rec)
+        return rec
+
+    def find(self, trade: Any) -> OrderRecord | None:
+        order = trade.order
+        perm = int(getattr(order, "permId", 0) or 0)
+        if perm and perm in self.by_perm:
+            return self.by_perm[perm]
+        oid = int(getattr(order, "orderId", 0) or 0)
+        if oid:
+            rec = self.by_id.get((int(getattr(order, "clientId", 0) or 0), oid))
+            if rec is not None:
+                return rec
+        ref = getattr(order, "orderRef", "") or ""
+        return self.by_key.get(ref) if ref else None
+
+    def find_by_order_id(self, client_id: int, order_id: int) -> OrderRecord | None:
+        return self.by_id.get((client_id, order_id))
+
+    def attach(self, trade: Any) -> tuple[OrderRecord, bool]:
+        """The record for ``trade`` (created if new), with ids and the live Trade object refreshed."""
+        rec = self.find(trade)
+        created = rec is None
+        order = trade.order
+        if rec is None:
+            ref = getattr(order, "orderRef", "") or ""
+            strategy, coid = attribution(ref)
+            rec = OrderRecord(order_ref=ref, strategy_id=strategy, client_order_id=coid,
+                              symbol=getattr(trade.contract, "symbol", "") or "",
+                              remaining=float(getattr(order, "totalQuantity", 0.0) or 0.0),
+                              status="")
+        rec.trade = trade
+        rec.ib_order_id = int(getattr(order, "orderId", 0) or 0) or rec.ib_order_id
+        rec.client_id = int(getattr(order, "clientId", 0) or 0) or rec.client_id
+        rec.perm_id = int(getattr(order, "permId", 0) or 0) or rec.perm_id
+        if not rec.symbol:
+            rec.symbol = getattr(trade.contract, "symbol", "") or ""
+        self._index(rec)
+        return rec, created
+
+    def observe(self, rec: OrderRecord, *, status: str, filled: float, remaining: float, avg_fill_price: float,
+                last_fill_price: float = 0.0, error_code: int | None = None, reason: str = "",
+                replayed: bool = False, force: bool = False) -> OrderStatusEvent | None:
+        """Apply one report; the event to publish, or None when nothing changed (or a done order is contradicted).
+        """
+        now = time.monotonic()
+        if status == VALIDATION_ERROR:  # ib_async: a warning on a live order; keep IB's last real status
+            status = rec.status or "Submitted"
+        if error_code is None and rec.pending_error is not None:
+            code, why, at = rec.pending_error
+            if now - at <= ERROR_ATTACH_WINDOW_S:
+                error_code, reason = code, reason or why
+        if rec.is_done and status != rec.status and not (status == "Filled" and rec.status in CANCELLED):
+            return None
+        key = (status, round(filled, 9), round(remaining, 9), error_code)
+        if key == rec.published and not force:
+            return None
+        rec.pending_error = None
+        was_done = rec.is_done
+        rec.status = status
+        rec.filled = filled
+        rec.remaining = remaining
+        rec.avg_fill_price = avg_fill_price
+        rec.last_fill_price = last_fill_price
+        rec.published = key
+        rec.history.append(status)
+        if rec.is_done and not was_done:
+            rec.done_mono = now
+        self.changed.notify()
+        is_live, is_done = interpret(status)
+        return OrderStatusEvent(
+            order_ref=rec.order_ref, strategy_id=rec.strategy_id, client_order_id=rec.client_order_id,
+            ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=status, filled=filled, remaining=remaining,
+            avg_fill_price=avg_fill_price, last_fill_price=last_fill_price, is_live=is_live, is_done=is_done,
+            error_code=error_code, reason=reason, symbol=rec.symbol, replayed=replayed,
+        )

@@ -1,0 +1,273 @@
+"""The seam to the IB client library: the only module in Khazad that imports ib_insync (or ib_async).
+
+``gateway.client_library`` picks ``ib_insync`` (default) or ``ib_async`` (its maintained fork with the same
+API); everything else in the gateway works with the objects this module hands out (an ``IB`` instance, its
+events, ``Trade``/``Fill``/``Ticker`` objects) by attribute, never by importing the library.
+
+What this module adds on top of the library, and why:
+
+* **Pacing.** The library's FIFO throttle is switched off (``Client.MaxRequests = 0``) and ``Client.sendMsg``
+  is replaced by :class:`~actors.gateway.pacing.PacedSender`, so every outgoing message shares one prioritised
+  budget under IB's 50 msg/s (a kill's cancels overtake queued market-data requests).
+* **Every execution, not only the ones the library emits.** ib_insync emits ``execDetailsEvent`` only for
+  live executions of trades it knows, and ``commissionReportEvent`` only when it finds the trade. Executions
+  that arrive as answers to reqExecutions (the fills that happened during a disconnect) or belong to orders the
+  library has not seen yet would be silent. The session therefore hooks the wrapper's ``execDetails`` and
+  ``commissionReport`` (after the library has processed them) and hands every one to the gateway, which
+  de-duplicates by execId.
+* **IB's own status of listed orders.** ``reqAllOpenOrders`` answers with openOrder messages whose
+  ``orderState.status`` the library does not copy onto known trades; the kill switch needs IB's view, so the
+  session records it per permId.
+* **Logging.** The library's stdlib logging goes to loguru at WARNING and above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import math
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from loguru import logger
+
+from actors.gateway.pacing import PacedSender, Priority
+from bus.config import ConfigError
+from bus.messages import Instrument, OrderSpec
+
+LIBRARIES = ("ib_insync", "ib_async")
+#: The library's own log records at or above this level are forwarded to loguru.
+LIBRARY_LOG_LEVEL = logging.WARNING
+
+
+def load_library(name: str) -> ModuleType:
+    """Import the configured client library; a missing one is a configuration error (exit 78)."""
+    if name not in LIBRARIES:
+        raise ConfigError(f"gateway.client_library {name!r} is not one of {', '.join(LIBRARIES)}")
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigError(f"gateway.client_library = {name!r} but it cannot be imported ({exc}): "
+                          f"pip install {name}") from None
+
+
+class _ToLoguru(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.log(level, "{}: {}", record.name, record.getMessage())
+
+
+def bridge_library_logging(name: str) -> None:
+    lib_logger = logging.getLogger(name)
+    if not any(isinstance(h, _ToLoguru) for h in lib_logger.handlers):
+        lib_logger.addHandler(_ToLoguru())
+    lib_logger.setLevel(LIBRARY_LOG_LEVEL)
+    lib_logger.propagate = False
+
+
+def is_set(value: Any) -> bool:
+    """False for the library's "no value" markers (NaN, IB's UNSET_DOUBLE, None)."""
+    if value is None:
+        return False
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(f) and f < 1.7e308
+
+
+def num(value: Any) -> float | None:
+    return float(value) if is_set(value) else None
+
+
+ExecutionHook = Callable[[Any, Any, bool], None]
+CommissionHook = Callable[[Any], None]
+
+
+class IbSession:
+    """One IB client (``self.ib``) with Khazad's pacing and hooks installed. See the module docstring."""
+
+    def __init__(self, library: str, *, pacing_per_s: int,
+                 on_execution: ExecutionHook | None = None,
+                 on_commission: CommissionHook | None = None,
+                 on_sent: Callable[[str, Priority], None] | None = None) -> None:
+        self.library = library
+        self.lib = load_library(library)
+        bridge_library_logging(library)
+        self.ib = self.lib.IB()
+        self.unset_double = self.lib.util.UNSET_DOUBLE
+        self.on_execution = on_execution
+        self.on_commission = on_commission
+        #: permId -> IB's orderState.status from the last openOrder message (what IB says, not the library).
+        self.open_order_status: dict[int, str] = {}
+        self.sender = PacedSender(self._transmit, pacing_per_s, on_sent=on_sent)
+        # ib_insync keeps one pending open-order list under a fixed key ('openOrders'): two concurrent requests
+        # (a kill sweep and an emergency-cancel sweep) would overwrite each other and one would time out.
+        self._open_orders_lock = asyncio.Lock()
+        client = self.ib.client
+        client.MaxRequests = 0  # the library's FIFO throttle is replaced by the prioritised sender
+        client.sendMsg = self.sender.submit
+        self._hook("execDetails", self._exec_details)
+        self._hook("commissionReport", self._commission_report)
+        self._hook("openOrder", self._open_order)
+
+    # -- hooks -----------------------------------------------------------------------------------------------
+
+    def _hook(self, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        wrapper = self.ib.wrapper
+        original = getattr(wrapper, name)
+        setattr(wrapper, name, make(original))
+
+    def _exec_details(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(reqId: int, contract: Any, execution: Any) -> None:
+            is_live = reqId not in self.ib.wrapper._futures
+            original(reqId, contract, execution)
+            if self.on_execution is not None:
+                try:
+                    self.on_execution(contract, execution, is_live)
+                except Exception:  # never break the library's decoder; the gateway logs and counts
+                    logger.exception("gateway: execution handler failed for {}", getattr(execution, "execId", "?"))
+        return hooked
+
+    def _commission_report(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(report: Any) -> None:
+            original(report)
+            if self.on_commission is not None:
+                try:
+                    self.on_commission(report)
+                except Exception:
+                    logger.exception("gateway: commission handler failed for {}", getattr(report, "execId", "?"))
+        return hooked
+
+    def _open_order(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(orderId: int, contract: Any, order: Any, orderState: Any) -> None:
+            if getattr(order, "permId", 0):
+                self.open_order_status[order.permId] = getattr(orderState, "status", "") or ""
+            original(orderId, contract, order, orderState)
+        return hooked
+
+    def _transmit(self, msg: str) -> None:
+        client = self.ib.client
+        client.conn.sendMsg(client._prefix(msg.encode()))
+
+    # -- connection ------------------------------------------------------------------------------------------
+
+    async def connect(self, host: str, port: int, client_id: int, *, timeout: float, account: str = "",
+                      check_accounts: Callable[[list[str]], Any] | None = None) -> None:
+        """Connect and synchronise (positions, open and completed orders, account, executions).
+
+        ``check_accounts`` runs on the managed-accounts list as soon as the API session starts, before the library
+        sends a single synchronisation request; if it raises, the socket is closed and the error re-raised (a
+        paper configuration pointed at a live login never subscribes to that login's account)."""
+        self.sender.clear()
+        self.open_order_status.clear()
+        client = self.ib.client
+        refused: list[BaseException] = []
+
+        def on_api_start() -> None:
+            if check_accounts is None:
+                return
+            try:
+                check_accounts(list(client.getAccounts()))
+            except Exception as exc:
+                refused.append(exc)
+                client.disconnect()
+
+        client.apiStart += on_api_start
+        try:
+            await self.ib.connectAsync(host, port, clientId=client_id, timeout=timeout, account=account)
+        except BaseException:
+            if refused:
+                raise refused[0] from None
+            raise
+        finally:
+            client.apiStart -= on_api_start
+        if refused:
+            self.ib.disconnect()
+            raise refused[0]
+
+    def disconnect(self) -> None:
+        self.sender.clear()
+        self.ib.disconnect()
+
+    def is_connected(self) -> bool:
+        return bool(self.ib.isConnected())
+
+    def managed_accounts(self) -> list[str]:
+        return list(self.ib.managedAccounts())
+
+    def server_version(self) -> int:
+        try:
+            return int(self.ib.client.serverVersion())
+        except Exception:  # not connected
+            return 0
+
+    @property
+    def client_id(self) -> int:
+        return int(self.ib.client.clientId)
+
+    # -- objects ---------------------------------------------------------------------------------------------
+
+    def make_contract(self, inst: Instrument) -> Any:
+        return self.lib.Contract(
+            conId=inst.con_id, symbol=inst.symbol, secType=inst.sec_type, exchange=inst.exchange,
+            currency=inst.currency, lastTradeDateOrContractMonth=inst.last_trade_date,
+            multiplier=inst.multiplier)
+
+    def make_order(self, spec: OrderSpec, account: str) -> Any:
+        order = self.lib.Order(action=spec.side, orderRef=spec.order_ref, account=account, transmit=True)
+        self.apply_spec(order, spec)
+        return order
+
+    def apply_spec(self, order: Any, spec: OrderSpec) -> None:
+        """Copy the modifiable fields of ``spec`` onto a library Order (new order or amendment)."""
+        order.totalQuantity = float(spec.quantity)
+        order.orderType = spec.order_type
+        order.lmtPrice = spec.limit_price if spec.limit_price is not None else self.unset_double
+        order.auxPrice = spec.stop_price if spec.stop_price is not None else self.unset_double
+        order.tif = spec.tif
+        order.outsideRth = bool(spec.outside_rth)
+
+    def execution_filter(self, *, time: str = "", client_id: int = 0) -> Any:
+        return self.lib.ExecutionFilter(clientId=client_id, time=time)
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    async def qualify(self, contract: Any, timeout: float) -> Any | None:
+        """The contract with its conId, or None when IB does not know it (error 200)."""
+        result = await asyncio.wait_for(self.ib.qualifyContractsAsync(contract), timeout)
+        found = [c for c in result if isinstance(c, self.lib.Contract)]
+        return found[0] if found else None
+
+    def place(self, contract: Any, order: Any) -> Any:
+        return self.ib.placeOrder(contract, order)
+
+    def cancel(self, order: Any) -> Any:
+        return self.ib.cancelOrder(order)
+
+    def global_cancel(self) -> None:
+        self.ib.reqGlobalCancel()
+
+    async def all_open_orders(self, timeout: float) -> list[Any]:
+        """IB's list of every working order (all clients): the truth a kill verifies against. Serialised: see
+        ``_open_orders_lock``; each caller gets a list requested after its own call began."""
+        async def locked() -> list[Any]:
+            async with self._open_orders_lock:
+                return list(await self.ib.reqAllOpenOrdersAsync())
+
+        return await asyncio.wait_for(locked(), timeout)
+
+    async def executions(self, timeout: float, *, since: str = "") -> list[Any]:
+        return list(await asyncio.wait_for(self.ib.reqExecutionsAsync(self.execution_filter(time=since)),
+                                           timeout))
+
+    def req_mkt_data(self, contract: Any) -> Any:
+        return self.ib.reqMktData(contract, "", False, False)
+
+    def cancel_mkt_data(self, contract: Any) -> None:
+        self.ib.cancelMktData(contract)

@@ -1,0 +1,62 @@
+"""Fixtures for the gateway tests: a simulator (in a thread, real socket), a config pointing the gateway at it,
+the gateway as a real process, a request client and an event recorder on the bus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from tests.gateway.support import EventRecorder, GatewayHarness, gateway_extra
+from tests.helpers import ActorProcess, cfg_of, write_config
+
+
+@pytest.fixture
+def sim_overrides() -> dict:
+    """SimConfig overrides for ``sim`` (override the fixture, or parametrize it, per test)."""
+    return {}
+
+
+@pytest.fixture
+def gateway_overrides() -> dict:
+    """``[gateway]`` overrides for the test config (override or parametrize per test)."""
+    return {}
+
+
+@pytest.fixture
+def sim(sim_overrides: dict) -> Iterator:
+    from sim.testing import running_sim
+
+    with running_sim(**{"seed": 7, **sim_overrides}) as handle:
+        yield handle
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, sim, gateway_overrides: dict) -> Path:
+    """Overrides the root fixture: the gateway talks to this test's simulator."""
+    return write_config(tmp_path, extra=gateway_extra(sim.port, **gateway_overrides))
+
+
+@pytest.fixture
+def recorder(proxy, config_path: Path, zctx: zmq.Context) -> Iterator[EventRecorder]:
+    rec = EventRecorder(zctx, cfg_of(config_path), ["gw.order.", "fill.", "commission.", "state.", "recon.",
+                                                    "alert.", "position.", "account.", "md."])
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture
+def gateway(proxy, recorder: EventRecorder, config_path: Path, processes: list[ActorProcess],
+            zctx: zmq.Context, sim) -> Iterator[GatewayHarness]:
+    """A READY gateway process connected to ``sim``."""
+    harness = GatewayHarness(zctx, config_path, processes, sim, recorder)
+    harness.start()
+    harness.wait_ready()
+    try:
+        yield harness
+    finally:
+        harness.close()

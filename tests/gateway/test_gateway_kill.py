@@ -1,0 +1,125 @@
+"""Kill switch, halt latch and emergency cancel through the gateway process against the simulator."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+
+import pytest
+
+from bus.codec import Stamper
+from bus.messages import (
+    CancelReport, CancelScope, EmergencyCancel, Kill, Rejected, SubmitAck, TradingStateEvent,
+)
+from bus.pubsub import Publisher
+from tests.gateway.support import (
+    FAR_BELOW, GatewayHarness, order, place_working, requests_named, working_at_sim,
+)
+
+FAST = {"pacing_per_s": 2000}
+NO_SIM_PACING = {"pacing_limit": 0}
+
+
+@pytest.mark.parametrize("gateway_overrides,sim_overrides", [(FAST, NO_SIM_PACING)])
+def test_kill_200_orders_with_sticky_presubmitted_leaves_zero_working(gateway, recorder, sim):
+    sim.sticky_presubmitted(n=25)
+    refs = place_working(gateway, sim, 200)
+    sticky = [o for o in sim.state()["orders"].values() if o["sticky"]]
+    assert len(sticky) == 25 and all(o["status"] == "PreSubmitted" for o in sticky)
+    report = gateway.kill(kill_id="kill-200")
+    assert isinstance(report, CancelReport), report
+    assert report.confirmed and report.remaining == 0 and report.remaining_order_refs == []
+    assert report.cancelled == 200 and report.trading_state == "HALTED" and report.scope == "all"
+    state = sim.state()
+    assert working_at_sim(state) == []
+    assert len(requests_named(state, "reqGlobalCancel")) >= 1
+    assert len(requests_named(state, "cancelOrder")) >= 25  # the sticky ones, one by one
+    for ref in refs[:3]:
+        recorder.wait_status(ref, "Cancelled")
+    halted = recorder.wait_for(lambda r: [e for e in r.bodies("state.trading", TradingStateEvent)
+                                          if e.state == "HALTED"])
+    assert halted[0].epoch == report.epoch and halted[0].scope == "all"
+    refused = gateway.submit(order("after-kill"))
+    assert isinstance(refused, Rejected) and refused.code == "halted"
+
+
+def test_halted_survives_sigkill_and_restart(gateway, recorder, sim, zctx, config_path, processes):
+    refs = place_working(gateway, sim, 3)
+    report = gateway.kill(kill_id="kill-restart")
+    assert report.confirmed and report.cancelled == 3 and report.epoch == 1
+    gateway.proc.signal(signal.SIGKILL)
+    gateway.proc.wait(10)
+    again = GatewayHarness(zctx, config_path, processes, sim, recorder)
+    try:
+        again.start()
+        status = again.wait_ready()
+        assert status.trading_state == "HALTED" and status.epoch == 1 and status.halted_scopes == ["all"]
+        refused = again.submit(order("after-restart"))
+        assert isinstance(refused, Rejected) and refused.code == "halted"
+        resumed = again.resume()
+        assert isinstance(resumed, CancelReport) and resumed.trading_state == "ACTIVE" and resumed.epoch == 2
+        ack = again.submit(order("after-resume", order_type="LMT", limit=FAR_BELOW))
+        assert isinstance(ack, SubmitAck)
+        assert again.status().trading_state == "ACTIVE"
+    finally:
+        again.close()
+    assert refs
+
+
+def test_kill_by_request_and_bus_copy_runs_once(gateway, recorder, sim, zctx):
+    place_working(gateway, sim, 2)
+    kill = Kill(kill_id="kill-dual", scope="all", reason="operator", origin="test")
+    pub = Publisher(zctx, gateway.cfg.bus.proxy_frontend, Stamper("test-operator"))
+    try:
+        pub.wait_ready_sync(gateway.cfg.bus.proxy_backend)
+        pub.publish("control.kill", kill)
+        report = gateway.call(kill)
+        report2 = gateway.call(kill)
+    finally:
+        pub.close()
+    assert report == report2 and report.confirmed and report.epoch == 1
+    assert gateway.status().epoch == 1
+    halts = [e for e in recorder.bodies("state.trading", TradingStateEvent) if e.state == "HALTED"]
+    assert len(halts) == 1
+
+
+def test_cancels_pass_while_halted_and_resume_is_explicit(gateway, recorder, sim):
+    # a strategy-scoped kill: only that strategy is halted and cancelled
+    refs_a = place_working(gateway, sim, 3, strategy="alpha", prefix="a")
+    refs_b = place_working(gateway, sim, 2, strategy="beta", prefix="b")
+    report = gateway.kill(scope="strategy:alpha", kill_id="kill-alpha")
+    assert report.confirmed and report.cancelled == 3 and report.scope == "strategy:alpha"
+    state = sim.state()
+    assert sorted(o["orderRef"] for o in working_at_sim(state)) == sorted(refs_b)
+    assert requests_named(state, "reqGlobalCancel") == []  # a scoped kill never cancels other strategies
+    refused = gateway.submit(order("a-new", strategy="alpha"))
+    assert isinstance(refused, Rejected) and refused.code == "halted"
+    assert isinstance(gateway.submit(order("b-new", strategy="beta", order_type="LMT", limit=FAR_BELOW)),
+                      SubmitAck)
+    status = gateway.status()
+    assert status.trading_state == "ACTIVE" and status.halted_scopes == ["strategy:alpha"]
+    # cancels pass while halted
+    gateway.kill(scope="all", kill_id="kill-all")
+    assert working_at_sim(sim.state()) == []
+    assert gateway.resume(scope="strategy:alpha").trading_state == "HALTED"  # "all" still latched
+    after = gateway.resume(scope="all")
+    assert after.trading_state == "ACTIVE" and gateway.status().halted_scopes == []
+    assert isinstance(gateway.submit(order("a-after", strategy="alpha", order_type="LMT", limit=FAR_BELOW)),
+                      SubmitAck)
+    assert refs_a
+
+
+def test_emergency_cancel_scope_does_not_halt(gateway, recorder, sim):
+    refs_aapl = place_working(gateway, sim, 2, symbol="AAPL", prefix="x")
+    refs_msft = place_working(gateway, sim, 2, symbol="MSFT", limit=50.0, prefix="y")
+    cmd = EmergencyCancel(command_id=f"ec-{uuid.uuid4().hex[:8]}", scope="symbol:MSFT", reason="breaker",
+                          origin="risk")
+    report = gateway.call(cmd)
+    assert isinstance(report, CancelReport) and report.confirmed and report.cancelled == 2
+    assert report.trading_state == "ACTIVE" and gateway.status().epoch == 0
+    assert gateway.call(cmd) == report  # idempotent by command id
+    assert sorted(o["orderRef"] for o in working_at_sim(sim.state())) == sorted(refs_aapl)
+    scoped = gateway.call(CancelScope(scope="strategy:s1", reason="order manager"))
+    assert isinstance(scoped, CancelReport) and scoped.confirmed and scoped.cancelled == 2
+    assert working_at_sim(sim.state()) == []
+    assert refs_msft

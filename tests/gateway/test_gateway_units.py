@@ -1,0 +1,154 @@
+"""Unit tests of the gateway's small modules: halt latch, durable state, exec journal, status interpretation,
+exec ids, backoff and the connection transition table."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from actors.gateway import connection as cs
+from actors.gateway.book import OrderBook, interpret
+from actors.gateway.convert import attribution, exec_key, exec_revision, parse_since, reject_reason
+from actors.gateway.halts import HaltLatch, scope_matches
+from actors.gateway.persist import FILL, ExecJournal, GatewayState, StateCorrupt, StateStore
+from tests.gateway.support import order
+
+
+def test_interpretation_presubmitted_is_live_never_failed():
+    assert interpret("PreSubmitted") == (True, False)
+    assert interpret("Submitted") == (True, False)
+    assert interpret("PendingCancel") == (True, False)
+    assert interpret("Filled") == (False, True)
+    assert interpret("Cancelled") == (False, True)
+    assert interpret("Inactive") == (False, False)  # may still work at IB: neither live nor done
+    assert interpret("PendingSubmit") == (False, False)
+
+
+def _trade(order_id: int = 1, perm: int = 0, ref: str = "s1/a", client: int = 7, symbol: str = "AAPL"):
+    return SimpleNamespace(order=SimpleNamespace(orderId=order_id, permId=perm, clientId=client, orderRef=ref,
+                                                 totalQuantity=10.0, action="BUY"),
+                           contract=SimpleNamespace(symbol=symbol), orderStatus=SimpleNamespace(status="Submitted"))
+
+
+def test_book_publishes_changes_once_and_done_stays_done():
+    book = OrderBook()
+    spec = order("a")
+    rec = book.add_placed(spec, _trade(), 7)
+    kw = dict(filled=0.0, remaining=10.0, avg_fill_price=0.0)
+    assert book.observe(rec, status="PendingSubmit", **kw).status == "PendingSubmit"
+    assert book.observe(rec, status="PendingSubmit", **kw) is None  # no change, no event
+    assert book.observe(rec, status="Submitted", **kw).is_live
+    done = book.observe(rec, status="Cancelled", **kw)
+    assert done.is_done and rec.done_mono is not None
+    assert book.observe(rec, status="Submitted", **kw) is None  # a done order stays done
+    fill = book.observe(rec, status="Filled", filled=10.0, remaining=0.0, avg_fill_price=1.0)
+    assert fill is not None and fill.status == "Filled"  # a fill that raced the cancel wins
+    assert book.observe(rec, status="Cancelled", **kw) is None
+
+
+def test_book_finds_orders_by_perm_id_order_id_and_ref_and_attributes_external():
+    book = OrderBook()
+    rec = book.add_placed(order("a"), _trade(order_id=4), 7)
+    same, created = book.attach(_trade(order_id=4, perm=99))
+    assert same is rec and not created and rec.perm_id == 99
+    assert book.attach(_trade(order_id=0, perm=99, ref=""))[0] is rec
+    ext, created = book.attach(_trade(order_id=5, perm=100, ref="", client=0))
+    assert created and ext.strategy_id == "external" and ext.key == "perm:100"
+    assert attribution("s1/abc") == ("s1", "abc") and attribution("manual") == ("external", "")
+    assert {r.key for r in book.working("strategy:s1")} == {"s1/a"}
+
+
+def test_ib_async_validation_error_keeps_the_live_status():
+    book = OrderBook()
+    rec = book.add_placed(order("a"), _trade(), 7)
+    book.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0)
+    ev = book.observe(rec, status="ValidationError", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                      error_code=399, reason="warning")
+    assert ev.status == "Submitted" and ev.is_live and ev.error_code == 399
+
+
+def test_exec_ids_and_times():
+    assert exec_key("0001.0000002a.01.01") == "0001.0000002a.01"
+    assert exec_revision("0001.0000002a.01.02") == 2 and exec_revision("plain") == 1
+    assert exec_key("plain") == "plain"
+    assert parse_since("20250602 14:00:00").hour == 14 and parse_since("20250602-14:00:00").minute == 0
+    assert parse_since("") is None
+    with pytest.raises(ValueError):
+        parse_since("yesterday")
+    assert reject_reason("Order rejected - reason:x", '{"reason": "no margin"}') == "no margin"
+    assert reject_reason("plain text", "") == "plain text"
+
+
+def test_halt_latch_scopes_and_epochs():
+    latch = HaltLatch()
+    assert latch.blocking_scope("s1", "AAPL") is None and latch.global_state == "ACTIVE"
+    latch.latch("strategy:s1", reason="r")
+    latch.latch("symbol:msft", reason="r")
+    assert latch.epoch == 2
+    assert latch.blocking_scope("s1", "AAPL") == "strategy:s1"
+    assert latch.blocking_scope("s2", "MSFT") == "symbol:msft"
+    assert latch.blocking_scope("s2", "AAPL") is None
+    assert latch.release("strategy:s1") == ["strategy:s1"] and latch.epoch == 3
+    assert latch.release("strategy:s1") == [] and latch.epoch == 3  # nothing released: no new epoch
+    latch.latch("all", reason="kill")
+    assert latch.blocking_scope("s9", "X") == "all" and latch.global_state == "HALTED"
+    assert latch.release("all") == ["all", "symbol:msft"] and latch.halted_scopes() == []
+    assert scope_matches("all", "a", "b") and not scope_matches("strategy:x", "y", "b")
+
+
+def test_state_store_roundtrip_atomic_and_corrupt(tmp_path):
+    store = StateStore(tmp_path / "state" / "gateway.json")
+    assert store.load() == GatewayState()
+    latch = HaltLatch()
+    latch.latch("all", reason="kill", kill_id="k1")
+    store.save(latch.to_state())
+    again = HaltLatch.from_state(store.load())
+    assert again.globally_halted and again.epoch == 1 and again.scopes["all"].kill_id == "k1"
+    assert not list((tmp_path / "state").glob(".*tmp"))  # no temp file left behind
+    store.path.write_text('{"epoch": "not a number"')
+    with pytest.raises(StateCorrupt):
+        store.load()
+
+
+def test_exec_journal_survives_reload_and_torn_lines(tmp_path):
+    path = tmp_path / "gateway.execs.jsonl"
+    j = ExecJournal(path)
+    j.load()
+    j.record(FILL, "a.01")
+    j.record(FILL, "b.01")
+    j.flush()
+    with open(path, "ab") as fh:
+        fh.write(b'{"k":"f","id":"torn')  # a crash in the middle of a line
+    k = ExecJournal(path)
+    k.load()
+    assert set(k.fills) == {"a.01", "b.01"}
+    k.record(FILL, "c.01")
+    k.close()
+    m = ExecJournal(path)
+    m.load()
+    assert set(m.fills) == {"a.01", "b.01", "c.01"}
+    old = ExecJournal(path, retention_s=-1)
+    old.load()
+    assert old.fills == {}
+
+
+def test_backoff_grows_with_jitter_and_caps():
+    rng = random.Random(1)
+    delays = [cs.backoff_delay(a, 0.5, 30.0, rng) for a in range(12)]
+    assert all(0.25 <= d <= 30.0 for d in delays)
+    assert delays[0] <= 0.5 and max(delays[8:]) <= 30.0 and min(delays[8:]) >= 15.0
+    assert len({round(d, 6) for d in delays}) == len(delays)
+
+
+def test_connection_transition_table():
+    t = cs.ConnectionTracker()
+    for s in (cs.CONNECTING, cs.CONNECTED, cs.RECONCILING, cs.READY, cs.DISCONNECTED, cs.RECONCILING, cs.READY):
+        assert t.move(s)
+    assert not t.move(cs.READY, ib_code=2104) and t.ib_code == 2104
+    with pytest.raises(cs.IllegalTransition):
+        t.move(cs.CONNECTED)
+    t.move(cs.STOPPED)
+    with pytest.raises(cs.IllegalTransition):
+        t.move(cs.CONNECTING)
