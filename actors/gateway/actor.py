@@ -40,7 +40,7 @@ from actors.gateway.halts import GLOBAL_SCOPE, HaltLatch
 from actors.gateway.ib import IbSession
 from actors.gateway.killswitch import KillSwitchMixin
 from actors.gateway.marketdata import MarketDataBook, MarketDataMixin
-from actors.gateway.persist import ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
+from actors.gateway.persist import PLACED, ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
 from actors.gateway.settings import GatewaySettings, check_accounts, resolve_settings
 from bus.actor import Actor
 from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key
@@ -466,6 +466,10 @@ class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
                            existing.label())
             return SubmitAck(order_ref=ref, ib_order_id=existing.ib_order_id, perm_id=existing.perm_id,
                              status=DUPLICATE_STATUS)
+        if self.journal.has_placed(ref):
+            # placed before a gateway restart and no longer listed by IB (e.g. cancelled): never place it twice
+            logger.warning("gateway: duplicate SubmitOrder for {}: placed before a restart, not placing again", ref)
+            return SubmitAck(order_ref=ref, ib_order_id=0, perm_id=0, status=DUPLICATE_STATUS)
         refused = self._order_gate(spec.strategy_id, spec.instrument.symbol, rtype)
         if refused is not None:
             logger.info("gateway: order {} refused: {} ({})", ref, refused.code, refused.reason)
@@ -490,6 +494,7 @@ class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
             refused = self._order_gate(spec.strategy_id, spec.instrument.symbol, rtype)  # state may have changed
             if refused is not None:
                 return refused
+            self.journal.record(PLACED, ref)  # before IB sees it: at most one IB order per orderRef, restarts too
             try:
                 trade = self.session.place(contract, self.session.make_order(spec, self.account))
             except ConnectionError as exc:

@@ -6,7 +6,7 @@ Two files next to each other (``gateway.state_file``, e.g. ``run/state/gateway.j
   confirmed yet. Written atomically (temp file, fsync, rename, fsync of the directory) *before* the gateway acts
   on a kill, so a gateway killed mid-sweep comes back HALTED and finishes the sweep.
 * ``gateway.execs.jsonl`` - :class:`ExecJournal`: one line per execution (and per commission report) the
-  gateway has published. After a restart the gateway asks IB for the day's executions and publishes only those
+  gateway has published, and per orderRef it placed (written before the order goes to IB: at most once). After a restart the gateway asks IB for the day's executions and publishes only those
   not in the journal, so a fill is never lost and, barring a crash in the microseconds between publishing and
   journalling, never published twice (consumers de-duplicate by ``exec_key`` as well).
 
@@ -31,6 +31,9 @@ COMPACT_MIN_PRUNED = 1000
 
 FILL = "f"
 COMMISSION = "c"
+#: an orderRef the gateway handed to IB: a retried SubmitOrder after a gateway restart must not place it again,
+#: even when IB no longer lists it (cancelled orders leave the open-order list)
+PLACED = "o"
 
 
 class HaltRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,12 +140,14 @@ class ExecJournal:
         self._unsynced = 0
         self.fills: dict[str, int] = {}
         self.commissions: dict[str, int] = {}
+        self.placed: dict[str, int] = {}
+        self._by_kind = {FILL: self.fills, COMMISSION: self.commissions, PLACED: self.placed}
 
     def load(self) -> None:
         """Read the journal, dropping entries past retention (and a torn last line after a crash)."""
         self.close()
-        self.fills.clear()
-        self.commissions.clear()
+        for entries in self._by_kind.values():
+            entries.clear()
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -161,7 +166,9 @@ class ExecJournal:
             if entry.t < cutoff:
                 pruned += 1
                 continue
-            (self.fills if entry.k == FILL else self.commissions)[entry.id] = entry.t
+            kind = self._by_kind.get(entry.k)
+            if kind is not None:
+                kind[entry.id] = entry.t
         if bad:
             logger.warning("gateway: exec journal {} had {} unreadable line(s) (a torn write); ignored", self.path,
                            bad)
@@ -186,8 +193,8 @@ class ExecJournal:
 
     def compact(self) -> None:
         self.close()
-        lines = [self._encoder.encode(_JournalLine(k=FILL, id=i, t=t)) for i, t in self.fills.items()]
-        lines += [self._encoder.encode(_JournalLine(k=COMMISSION, id=i, t=t)) for i, t in self.commissions.items()]
+        lines = [self._encoder.encode(_JournalLine(k=k, id=i, t=t))
+                 for k, entries in self._by_kind.items() for i, t in entries.items()]
         atomic_write(self.path, b"".join(line + b"\n" for line in lines))
 
     def has_fill(self, exec_id: str) -> bool:
@@ -196,10 +203,13 @@ class ExecJournal:
     def has_commission(self, exec_id: str) -> bool:
         return exec_id in self.commissions
 
+    def has_placed(self, order_ref: str) -> bool:
+        return order_ref in self.placed
+
     def record(self, kind: str, exec_id: str) -> None:
         """Remember an id and write it to the file now; :meth:`flush` makes it durable."""
         now = time.time_ns()
-        (self.fills if kind == FILL else self.commissions)[exec_id] = now
+        self._by_kind[kind][exec_id] = now
         os.write(self._open(), self._encoder.encode(_JournalLine(k=kind, id=exec_id, t=now)) + b"\n")
         self._unsynced += 1
 

@@ -3,6 +3,8 @@ amendments, rejects, corrections and typed rejections of bad input."""
 
 from __future__ import annotations
 
+import signal
+
 import msgspec
 import zmq
 
@@ -12,7 +14,7 @@ from bus.messages import (
     Ack, AmendOrder, CancelIbOrder, CommissionEvent, FillEvent, GatewaySnapshot, GetAccount, GetSnapshot, Ping,
     Pong, Rejected, SubmitAck, SubmitOrder,
 )
-from tests.gateway.support import FAR_BELOW, order, requests_named, sim_order, working_at_sim
+from tests.gateway.support import FAR_BELOW, GatewayHarness, order, requests_named, sim_order, working_at_sim
 from tests.helpers import eventually
 
 
@@ -134,6 +136,28 @@ def test_duplicate_order_ref_returns_existing_ack_without_second_ib_order(gatewa
     state = sim.state()
     assert len(requests_named(state, "placeOrder")) == 1
     assert len([o for o in state["orders"].values() if o["orderRef"] == spec.order_ref]) == 1
+
+
+def test_duplicate_order_ref_after_gateway_restart_never_places_twice(gateway, recorder, sim, zctx, config_path,
+                                                                     processes):
+    spec = order("dup-restart", order_type="LMT", limit=FAR_BELOW)
+    assert isinstance(gateway.submit(spec), SubmitAck)
+    recorder.wait_status(spec.order_ref, "Submitted")
+    assert isinstance(gateway.call(CancelIbOrder(order_ref=spec.order_ref)), Ack)
+    recorder.wait_status(spec.order_ref, "Cancelled")  # no longer in IB's open-order list
+    gateway.proc.signal(signal.SIGKILL)
+    gateway.proc.wait(10)
+    again = GatewayHarness(zctx, config_path, processes, sim, recorder)
+    try:
+        again.start()
+        again.wait_ready()
+        retry = again.submit(spec)  # e.g. an order manager retrying after its own crash: fresh approval
+        assert isinstance(retry, SubmitAck) and retry.status == "Duplicate", retry
+    finally:
+        again.close()
+    state = sim.state()
+    assert len([o for o in state["orders"].values() if o["orderRef"] == spec.order_ref]) == 1
+    assert len(requests_named(state, "placeOrder")) == 1
 
 
 def test_unknown_symbol_rejected(gateway, sim):

@@ -12,7 +12,7 @@ from actors.gateway import connection as cs
 from actors.gateway.book import OrderBook, interpret
 from actors.gateway.convert import attribution, exec_key, exec_revision, parse_since, reject_reason
 from actors.gateway.halts import HaltLatch, scope_matches
-from actors.gateway.persist import FILL, ExecJournal, GatewayState, StateCorrupt, StateStore
+from actors.gateway.persist import FILL, PLACED, ExecJournal, GatewayState, StateCorrupt, StateStore
 from tests.gateway.support import order
 
 
@@ -132,6 +132,22 @@ def test_exec_journal_survives_reload_and_torn_lines(tmp_path):
     old = ExecJournal(path, retention_s=-1)
     old.load()
     assert old.fills == {}
+
+
+def test_exec_journal_remembers_placed_order_refs_across_reload_and_compaction(tmp_path):
+    path = tmp_path / "gateway.execs.jsonl"
+    j = ExecJournal(path)
+    j.load()
+    j.record(PLACED, "s1/a")
+    j.record(FILL, "a.01")
+    j.close()
+    k = ExecJournal(path)
+    k.load()
+    assert k.has_placed("s1/a") and not k.has_placed("s1/b") and not k.has_fill("s1/a")
+    k.compact()
+    m = ExecJournal(path)
+    m.load()
+    assert m.has_placed("s1/a") and m.has_fill("a.01")
 
 
 def test_backoff_grows_with_jitter_and_caps():
