@@ -33,18 +33,25 @@ from loguru import logger
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.heartbeat import heartbeat_topic
-from bus.messages import GapReport, GetStatus, Heartbeat, Ping, Pong, Rejected, ServiceStatus, tag_of
+from bus.messages import GapReport, GetStatus, Heartbeat, Kill, Ping, Pong, Rejected, ServiceStatus, tag_of
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
 
 INBOX_SIZE = 10_000
+#: Every actor with a subscription also listens to the kill broadcast and records when it first saw each kill
+#: (broadcast or direct request), so "has every actor seen the halt?" can be answered (and benchmarked).
+KILL_TOPIC = "control.kill"
+#: Heartbeat ``detail`` keys: ``kill_seen`` = ``<kill_id>@<CLOCK_MONOTONIC ns when this actor first saw it>``,
+#: ``kill_sent`` = the sender's ``mono_ns`` stamp on the envelope that carried it (same clock on one host).
+KILL_SEEN_DETAIL = "kill_seen"
+KILL_SENT_DETAIL = "kill_sent"
 MAX_ERRORS = 20
 ERROR_WINDOW_S = 60.0
 #: Exit codes: 0 clean stop, 70 (EX_SOFTWARE) faulted -> supervisord restarts, 78 (EX_CONFIG) -> FATAL.
 EXIT_OK = 0
 EXIT_FAULTED = 70
 #: Upper bound for a graceful stop (supervisord's stopwaitsecs is set above this).
-STOP_TIMEOUT_S = 1.5
+STOP_TIMEOUT_S = 1.0
 
 
 class ActorState(str, Enum):
@@ -65,6 +72,10 @@ LIFECYCLE: dict[ActorState, frozenset[ActorState]] = {
     ActorState.FAULTED: frozenset({ActorState.STOPPING, ActorState.STOPPED}),
     ActorState.STOPPED: frozenset(),
 }
+
+
+class _StoppedWhileStarting(Exception):
+    """stop() arrived before the actor was RUNNING."""
 
 
 class Actor:
@@ -95,7 +106,11 @@ class Actor:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errors: deque[float] = deque()
+        self._stop_requested = False
         self.security: Any = None
+        #: (kill_id, seen mono_ns, sender's mono_ns) of the latest kill this actor saw (see KILL_SEEN_DETAIL)
+        self.kill_seen: tuple[str, int, int] | None = None
+        self._kill_extra = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -109,8 +124,25 @@ class Actor:
         """Ask the actor to stop (safe from signal handlers and other threads)."""
         if exit_code is not None:
             self.exit_code = exit_code
+        self._stop_requested = True  # seen by run() if it has not started its loop yet
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def _starting(self, step: Any) -> Any:
+        """Await one start-up step unless stop() comes first: a SIGTERM while waiting for the proxy (or in
+        on_start) must stop the actor within the shutdown bound, not after the step's own timeout."""
+        assert self._stop is not None
+        task = asyncio.ensure_future(step)
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise _StoppedWhileStarting
+        return task.result()
 
     def record_error(self, exc: BaseException) -> None:
         """Count an unexpected error; too many in the window faults the actor (see module docstring)."""
@@ -186,12 +218,25 @@ class Actor:
                 subscriber=self.name, publisher=sender, topic=topic, expected=expected, received=received,
                 missed=received - expected))
 
+    def note_kill(self, kill_id: str, sent_mono_ns: int = 0) -> None:
+        """Record the first sighting of kill ``kill_id`` (CLOCK_MONOTONIC); a second path for the same kill (the
+        request and the broadcast both arrive) keeps the first time."""
+        if self.kill_seen is None or self.kill_seen[0] != kill_id:
+            self.kill_seen = (kill_id, time.monotonic_ns(), sent_mono_ns)
+
+    async def _handle_request(self, ctx: CallContext, body: Any) -> Any:
+        if isinstance(body, Kill):
+            self.note_kill(body.kill_id, ctx.envelope.mono_ns)
+        return await self.on_request(ctx, body)
+
     # -- run loop ------------------------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
         self._transition(ActorState.STARTING)
         bus = self.cfg.bus
         self.ctx = zmq.asyncio.Context()
@@ -204,17 +249,21 @@ class Actor:
         try:
             self.publisher = Publisher(self.ctx, bus.proxy_frontend, self.stamper, sndhwm=bus.send_hwm,
                                        security=self.security, server_key=self._server_key("proxy"))
-            await self.publisher.wait_ready(bus.proxy_backend, security=self.security,
-                                            server_key=self._server_key("proxy"))
+            await self._starting(self.publisher.wait_ready(bus.proxy_backend, security=self.security,
+                                                           server_key=self._server_key("proxy")))
             if self.topics:
                 self.inbox = asyncio.Queue(maxsize=INBOX_SIZE)
-                self.subscriber = Subscriber(self.ctx, bus.proxy_backend, list(self.topics), name=self.name,
+                topics = list(self.topics)
+                self._kill_extra = not any(KILL_TOPIC.startswith(t) for t in topics)
+                if self._kill_extra:  # only for note_kill(); on_event never sees these
+                    topics.append(KILL_TOPIC)
+                self.subscriber = Subscriber(self.ctx, bus.proxy_backend, topics, name=self.name,
                                              rcvhwm=bus.recv_hwm, on_gap=self._on_gap, security=self.security,
                                              server_key=self._server_key("proxy"))
-                await self.subscriber.wait_ready(self.publisher)
-            await self.on_start()
+                await self._starting(self.subscriber.wait_ready(self.publisher))
+            await self._starting(self.on_start())
             if self.service:
-                self.server = Service(self.ctx, bus.service_endpoint(self.service), self.name, self.on_request,
+                self.server = Service(self.ctx, bus.service_endpoint(self.service), self.name, self._handle_request,
                                       stamper=self.stamper, allow_non_loopback=bus.allow_non_loopback,
                                       security=self.security, on_error=self.record_error)
                 tasks.append(asyncio.create_task(self.server.run(), name=f"{self.name}.service"))
@@ -227,7 +276,7 @@ class Actor:
             self._transition(ActorState.RUNNING)
             logger.info("{}: running (pid {}){}", self.name, os.getpid(),
                         f", serving {self.server.endpoint}" if self.server else "")
-            await self.on_started()
+            await self._starting(self.on_started())
             stop_wait = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -238,6 +287,8 @@ class Actor:
                     if self.state == ActorState.RUNNING:
                         self._transition(ActorState.FAULTED)
             stop_wait.cancel()
+        except _StoppedWhileStarting:
+            logger.info("{}: stop requested while starting", self.name)
         finally:
             if self.state in (ActorState.RUNNING, ActorState.FAULTED, ActorState.STARTING):
                 self._transition(ActorState.STOPPING)
@@ -275,6 +326,10 @@ class Actor:
         assert self.inbox is not None
         while True:
             topic, env = await self.inbox.get()
+            if topic == KILL_TOPIC and isinstance(env.body, Kill):
+                self.note_kill(env.body.kill_id, env.mono_ns)
+                if self._kill_extra:
+                    continue
             try:
                 await self.on_event(topic, env)
             except asyncio.CancelledError:
@@ -290,6 +345,9 @@ class Actor:
         pid = os.getpid()
         while True:
             detail = self.health_detail()
+            if self.kill_seen is not None:
+                kill_id, seen_ns, sent_ns = self.kill_seen
+                detail = {**detail, KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns)}
             self.publish(topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval,
                                           detail=detail))
             await asyncio.sleep(interval)  # periodic timer, not synchronisation

@@ -31,10 +31,13 @@ APPROVAL_KEY_BYTES = 32
 USED_APPROVALS_CAPACITY = 200_000
 
 _digest_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_order_decoder = msgspec.msgpack.Decoder(OrderSpec)
 
 
 def order_digest(order: OrderSpec, *, is_modify: bool = False) -> str:
-    """Canonical digest of an order: every field, deterministic encoding."""
+    """Canonical digest of an order: every field, deterministic encoding. The order is normalised through one
+    decode first, so ``quantity=10`` built in-process and ``10.0`` decoded from the wire digest the same."""
+    order = _order_decoder.decode(_digest_encoder.encode(order))
     payload = _digest_encoder.encode((order, is_modify))
     return hashlib.sha256(payload).hexdigest()
 

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 import msgspec
 
-from bus.messages import SCHEMA_VERSION, Envelope, Event, Reply, Request
+from bus.messages import SCHEMA_VERSION, Envelope, Event, Reply, Request, tag_of
 
 B = TypeVar("B")
+T = TypeVar("T")
+
+#: What msgspec raises for bad input. RecursionError: a frame nested deeper than the decoder's stack (an attacker's
+#: or a fuzzer's ``[[[[...]]]]``) must be a rejected frame, not a crash of the receiving actor.
+_BAD_FRAME = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
 class DecodeError(Exception):
-    """A frame that is not a valid message. ``reason`` is safe to send back to the sender."""
+    """A frame that is not a valid message. ``reason`` is safe to send back to the sender. ``code`` is the
+    :class:`~bus.messages.Rejected` code a service answers with: ``unknown_command`` when the body's type tag is
+    not a message of this channel (e.g. a newer client), ``bad_request`` for everything else."""
 
-    def __init__(self, reason: str, *, sender: str = "", request_id: str = "", body_type: str = "") -> None:
+    def __init__(self, reason: str, *, sender: str = "", request_id: str = "", body_type: str = "",
+                 code: str = "bad_request") -> None:
         super().__init__(reason)
         self.reason = reason
         self.sender = sender
         self.request_id = request_id
         self.body_type = body_type
+        self.code = code
 
 
 class _Header(msgspec.Struct, kw_only=True):
@@ -48,6 +57,7 @@ class Codec(Generic[B]):
         self._decoder = msgspec.msgpack.Decoder(Envelope[body_type])
         self._header = msgspec.msgpack.Decoder(_Header)
         self._body_type = msgspec.msgpack.Decoder(_BodyType)
+        self._tags = frozenset(tag_of(t) for t in (get_args(body_type) or (body_type,)))
 
     def encode(self, envelope: Envelope[Any]) -> bytes:
         return self._encoder.encode(envelope)
@@ -55,7 +65,7 @@ class Codec(Generic[B]):
     def decode(self, frame: bytes) -> Envelope[B]:
         try:
             env = self._decoder.decode(frame)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except _BAD_FRAME as exc:
             raise self._explain(frame, exc) from None
         if env.v != SCHEMA_VERSION:
             raise DecodeError(f"schema version {env.v} not supported (this process speaks {SCHEMA_VERSION})",
@@ -63,16 +73,22 @@ class Codec(Generic[B]):
         return env
 
     def _explain(self, frame: bytes, exc: Exception) -> DecodeError:
-        reason = str(exc).replace("`$.body.", "`").replace("`$.body`", "`message`")
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        else:
+            reason = str(exc).replace("`$.body.", "`").replace("`$.body`", "`message`")
         try:
             head = self._header.decode(frame)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _BAD_FRAME:
             return DecodeError(f"malformed frame: {reason}")
         body_type = ""
         try:
             body_type = self._body_type.decode(head.body).type if head.body else ""
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _BAD_FRAME:
             pass
+        if body_type and body_type not in self._tags:
+            return DecodeError(f"unknown message type {body_type!r}", sender=head.sender,
+                               request_id=head.request_id, body_type=body_type, code="unknown_command")
         return DecodeError(f"invalid {body_type or 'message'}: {reason}", sender=head.sender,
                            request_id=head.request_id, body_type=body_type)
 
@@ -94,6 +110,17 @@ class Stamper:
     def stamp(self, body: Any, *, key: str = "", request_id: str = "") -> Envelope[Any]:
         return Envelope(sender=self.sender, incarnation=self.incarnation, seq=self.next_seq(key),
                         mono_ns=time.monotonic_ns(), wall_ns=time.time_ns(), request_id=request_id, body=body)
+
+
+def validate(msg: T) -> T:
+    """Check a locally built message exactly as a receiver will (types, ``Meta`` constraints, ``__post_init__``)
+    and return it; raises :class:`DecodeError` naming the field. Construction alone only runs ``__post_init__``,
+    so an SDK can call this before sending to fail fast with the receiver's reason."""
+    try:
+        return msgspec.msgpack.decode(msgspec.msgpack.encode(msg), type=type(msg))
+    except _BAD_FRAME as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).replace("`$.", "`")
+        raise DecodeError(f"invalid {type(msg).__name__}: {reason}", body_type=tag_of(type(msg)) or "") from None
 
 
 def event_codec() -> Codec[Event]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ class LivenessTracker:
     def beat(self, name: str, *, interval_s: float, state: str = "", pid: int = 0, incarnation: int = 0,
              detail: dict[str, str] | None = None) -> PeerLiveness | None:
         """Record a beat; returns the peer if it just came (back) to life."""
+        if not (math.isfinite(interval_s) and interval_s > 0):
+            interval_s = HEARTBEAT_INTERVAL_S  # a NaN/0 interval would make the peer immortal (never > NaN * n)
         now = self.clock()
         peer = self.peers.get(name)
         revived = None

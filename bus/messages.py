@@ -39,12 +39,18 @@ MAX_PRICE = 1e9
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 StrategyId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_\-]+$")]
 ClientOrderId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-Symbol = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.\-/ ]+$")]
+#: Letters, digits, ``_ . - /`` and inner spaces (IB's ``BRK B``); never blank, never leading/trailing whitespace
+#: (`` AAPL`` must not pass a restricted-symbol check as a different string than ``AAPL``).
+SYMBOL_PATTERN = r"^[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]*[A-Za-z0-9_.\-/])?$"
+SYMBOL_MAX_LENGTH = 32
+Symbol = Annotated[str, Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)]
 Quantity = Annotated[float, Meta(gt=0, le=MAX_QUANTITY)]
 Price = Annotated[float, Meta(gt=0, le=MAX_PRICE)]
 NonNegative = Annotated[float, Meta(ge=0)]
 #: ``all`` | ``strategy:<id>`` | ``symbol:<symbol>``
-Scope = Annotated[str, Meta(pattern=r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]{1,32})$")]
+#: the symbol part follows SYMBOL_PATTERN (inner spaces allowed: ``symbol:BRK B``)
+SCOPE_PATTERN = r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]{0,30}[A-Za-z0-9_.\-/])?)$"
+Scope = Annotated[str, Meta(pattern=SCOPE_PATTERN)]
 
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["MKT", "LMT", "STP", "STP LMT"]
@@ -77,9 +83,36 @@ def is_done_status(status: str) -> bool:
     return status in DONE_STATUSES
 
 
+# Construction-time checks (``__post_init__``): msgspec validates types and ``Meta`` constraints only when decoding,
+# so the checks a local caller must not get past are repeated here, each naming its field.
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+_SCOPE_RE = re.compile(SCOPE_PATTERN)
+
+
 def _check_finite(name: str, value: float | None) -> None:
-    if value is not None and not math.isfinite(value):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_symbol(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} must not be blank")
+    if len(value) > SYMBOL_MAX_LENGTH or not _SYMBOL_RE.match(value):
+        raise ValueError(f"{name} {value!r} is not a symbol (letters, digits, _ . - / and inner spaces, "
+                         f"at most {SYMBOL_MAX_LENGTH} characters)")
+
+
+def _check_scope(value: str) -> None:
+    if not isinstance(value, str) or not _SCOPE_RE.match(value):
+        raise ValueError(f"scope {value!r} is not 'all', 'strategy:<id>' or 'symbol:<symbol>'")
 
 
 def _check_positive(name: str, value: float | None, limit: float) -> None:
@@ -114,8 +147,7 @@ class Instrument(Plain, frozen=True, kw_only=True):
     con_id: Annotated[int, Meta(ge=0)] = 0
 
     def __post_init__(self) -> None:
-        if not self.symbol.strip():
-            raise ValueError("symbol must not be blank")
+        _check_symbol("symbol", self.symbol)
 
 
 class OrderSpec(Plain, frozen=True, kw_only=True):
@@ -291,6 +323,8 @@ class OrderStatusEvent(Base, frozen=True, kw_only=True):
     error_code: int | None = None
     reason: str = ""
     symbol: str = ""
+    #: True when the gateway learned this status while re-synchronising (after a reconnect or a restart)
+    replayed: bool = False
 
 
 class FillEvent(Base, frozen=True, kw_only=True):
@@ -382,6 +416,9 @@ class TradingStateEvent(Base, frozen=True, kw_only=True):
     reason: str = ""
     origin: str = ""
 
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
+
 
 class Kill(Base, frozen=True, kw_only=True):
     """Kill switch: halt (scope ``all``) or halt one scope, then cancel every working order in it. Also a request."""
@@ -391,6 +428,9 @@ class Kill(Base, frozen=True, kw_only=True):
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
     origin: str = ""
 
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
+
 
 class Resume(Base, frozen=True, kw_only=True):
     """Explicit return to ACTIVE after a kill or a breaker. Also a request."""
@@ -398,6 +438,9 @@ class Resume(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
     origin: str = ""
+
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
 
 
 class EmergencyCancel(Base, frozen=True, kw_only=True):
@@ -407,6 +450,9 @@ class EmergencyCancel(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
     origin: str = ""
+
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
 
 
 class RiskDecisionEvent(Base, frozen=True, kw_only=True):
@@ -427,6 +473,8 @@ class Alert(Base, frozen=True, kw_only=True):
     message: str
     source: str = ""
     detail: dict[str, str] = {}
+    #: when it was raised (UTC ns); 0 = unknown (the monitor fills it from the envelope)
+    wall_ns: int = 0
 
 
 class ReconciliationReport(Base, frozen=True, kw_only=True):
@@ -455,6 +503,9 @@ class PortfolioSnapshot(Base, frozen=True, kw_only=True):
     positions: list[Position] = []
     strategy_pnl: dict[str, float] = {}
     strategy_realized: dict[str, float] = {}
+    #: True once the portfolio has applied a gateway snapshot (before that it only knows what it heard)
+    reconciled: bool = False
+    as_of_wall_ns: int = 0
 
 
 class GapReport(Base, frozen=True, kw_only=True):
@@ -516,6 +567,9 @@ class CancelAllOrders(Base, frozen=True, kw_only=True):
     symbol: Symbol | None = None
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        _check_symbol("symbol", self.symbol)
+
 
 class GetOrder(Base, frozen=True, kw_only=True):
     strategy_id: StrategyId
@@ -526,6 +580,9 @@ class ListOrders(Base, frozen=True, kw_only=True):
     strategy_id: StrategyId | None = None
     symbol: Symbol | None = None
     filter: Literal["open", "today", "all"] = "open"
+
+    def __post_init__(self) -> None:
+        _check_symbol("symbol", self.symbol)
 
 
 class WaitOrder(Base, frozen=True, kw_only=True):
@@ -552,6 +609,9 @@ class SetTradingState(Base, frozen=True, kw_only=True):
     state: TradingState
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
     origin: str = ""
+
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
 
 
 class EnableStrategy(Base, frozen=True, kw_only=True):
@@ -596,6 +656,9 @@ class CancelScope(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
+
 
 class GetSnapshot(Base, frozen=True, kw_only=True):
     """Gateway: open orders, executions (since ``exec_since`` if given, IB time ``YYYYMMDD HH:MM:SS``), positions,
@@ -612,6 +675,9 @@ class SubscribeMarketData(Base, frozen=True, kw_only=True):
 class UnsubscribeMarketData(Base, frozen=True, kw_only=True):
     symbol: Symbol
     subscriber: Name
+
+    def __post_init__(self) -> None:
+        _check_symbol("symbol", self.symbol)
 
 
 # -- portfolio / monitor ----------------------------------------------------------------------------------------
@@ -677,6 +743,10 @@ class RiskStateReply(Base, frozen=True, kw_only=True):
     disabled_strategies: list[str] = []
     limits: dict[str, str] = {}
     breakers: dict[str, str] = {}
+    #: every scope that is not ACTIVE (``all``, ``strategy:<id>``, ``symbol:<symbol>``) with its state
+    scope_states: dict[str, TradingState] = {}
+    #: False until the governor has its first gateway snapshot (it rejects with ``risk.not_ready`` until then)
+    ready: bool = False
 
 
 class SubmitAck(Base, frozen=True, kw_only=True):
@@ -700,6 +770,9 @@ class CancelReport(Base, frozen=True, kw_only=True):
     confirmed: bool = False
     detail: str = ""
 
+    def __post_init__(self) -> None:
+        _check_scope(self.scope)
+
 
 class GatewayStatus(Base, frozen=True, kw_only=True):
     mode: str
@@ -714,6 +787,8 @@ class GatewayStatus(Base, frozen=True, kw_only=True):
     reconnects: int = 0
     pacing_queue: int = 0
     market_data: dict[str, int] = {}
+    #: every latched scope (``all``, ``strategy:<id>``, ``symbol:<sym>``); ``trading_state`` is the global one
+    halted_scopes: list[str] = []
 
 
 class GatewaySnapshot(Base, frozen=True, kw_only=True):
@@ -749,6 +824,12 @@ class SystemStatusReply(Base, frozen=True, kw_only=True):
     alerts: list[Alert] = []
     gaps: int = 0
     rejects: int = 0
+    #: latest executions seen on the bus, newest first (dashboards)
+    recent_fills: list[FillEvent] = []
+    #: trading state per ``<origin>:<scope>`` (gateway kill latch, risk policy, per-strategy scopes)
+    trading_states: dict[str, str] = {}
+    #: counters the monitor keeps (orders, fills, rejects by source, gaps, missed messages, deaths, ...)
+    counters: dict[str, float] = {}
 
 
 class ServiceStatus(Base, frozen=True, kw_only=True):

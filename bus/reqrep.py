@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import zmq
 import zmq.asyncio
@@ -36,9 +36,13 @@ DEFAULT_RETRIES = 2
 #: Backoff between attempts: base * 2**attempt, capped. Small: the timeout already spaced the attempts.
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 0.5
-#: How many finished replies a service remembers for de-duplication, and for how long.
+#: How many finished replies a service remembers for de-duplication, for how long, and how many bytes at most (a
+#: few large replies, e.g. snapshots, must not pin gigabytes).
 DEDUP_CAPACITY = 50_000
 DEDUP_TTL_S = 600.0
+DEDUP_MAX_BYTES = 64 * 1024 * 1024
+#: Every message a handler may answer with (anything else is a handler bug: answered ``Rejected(internal)``).
+REPLY_TYPES = get_args(Reply)
 
 
 class RequestTimeout(Exception):
@@ -77,9 +81,12 @@ Handler = Callable[[CallContext, Any], Awaitable[Any]]
 class _Dedup:
     """Finished replies by key (bounded, TTL) and in-flight calls by key."""
 
-    def __init__(self, capacity: int = DEDUP_CAPACITY, ttl_s: float = DEDUP_TTL_S) -> None:
+    def __init__(self, capacity: int = DEDUP_CAPACITY, ttl_s: float = DEDUP_TTL_S,
+                 max_bytes: int = DEDUP_MAX_BYTES) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.done: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
         self.inflight: dict[tuple[str, str], list[bytes]] = {}
 
@@ -89,13 +96,25 @@ class _Dedup:
             return None
         if time.monotonic() - hit[0] > self.ttl_s:
             del self.done[key]
+            self.bytes -= len(hit[1])
             return None
         return hit[1]
 
     def remember(self, key: tuple[str, str], reply: bytes) -> None:
-        self.done[key] = (time.monotonic(), reply)
-        while len(self.done) > self.capacity:
+        now = time.monotonic()
+        old = self.done.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[1])
+        self.done[key] = (now, reply)
+        self.bytes += len(reply)
+        # oldest first: drop what expired, then whatever exceeds the count or byte budget (keeping the newest)
+        while self.done:
+            first_at, first_reply = next(iter(self.done.values()))
+            if (now - first_at <= self.ttl_s and len(self.done) <= self.capacity
+                    and (self.bytes <= self.max_bytes or len(self.done) == 1)):
+                break
             self.done.popitem(last=False)
+            self.bytes -= len(first_reply)
 
 
 class Service:
@@ -132,23 +151,47 @@ class Service:
         except zmq.Again:
             logger.warning("{}: reply dropped, caller's queue is full", self.name)
 
-    def _reject(self, identity: bytes, exc: DecodeError) -> None:
+    def _reject(self, identity: bytes, exc: DecodeError, route: list[bytes] | None = None) -> None:
+        """Answer an undecodable request with a typed rejection; ``route`` echoes extra routing frames (a REQ
+        caller's empty delimiter) so even a wrongly framed caller gets its answer instead of hanging."""
         self.rejected_frames += 1
         logger.warning("{}: rejected a bad request from {!r} (request {}): {}", self.name, exc.sender or "?",
                        exc.request_id or "?", exc.reason)
-        body = Rejected(code="bad_request", reason=exc.reason, request_type=exc.body_type)
-        self._send(identity, self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id)))
+        body = Rejected(code=exc.code, reason=exc.reason, request_type=exc.body_type)
+        payload = self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id))
+        if route:
+            try:
+                self.sock.send_multipart([identity, *route, payload], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                logger.warning("{}: reply dropped, caller's queue is full", self.name)
+        else:
+            self._send(identity, payload)
+
+    def _reject_framing(self, identity: bytes, frames: list[Any]) -> None:
+        """A request that is not [identity, envelope]: reject it, naming the request when its last frame decodes."""
+        count = len(frames) - 1
+        sender = request_id = body_type = ""
+        if count:
+            try:
+                env = self._req.decode(frames[-1].bytes)
+            except DecodeError as exc:
+                sender, request_id, body_type = exc.sender, exc.request_id, exc.body_type
+            else:
+                sender, request_id, body_type = env.sender, env.request_id, tag_of(type(env.body))
+        self._reject(identity, DecodeError(
+            f"expected exactly one frame after the routing id, got {count} (use a DEALER socket, not REQ)",
+            sender=sender, request_id=request_id, body_type=body_type),
+            route=[f.bytes for f in frames[1:-1]])
 
     async def run(self) -> None:
         """Serve until cancelled."""
         try:
             while True:
                 msg = await self.sock.recv_multipart(copy=False)
-                if len(msg) != 2:
-                    self.rejected_frames += 1
-                    logger.warning("{}: dropped a request with {} frame(s)", self.name, len(msg))
-                    continue
                 identity = msg[0].bytes
+                if len(msg) != 2:
+                    self._reject_framing(identity, msg)
+                    continue
                 frame = msg[1]
                 user_id = ""
                 if self._security is not None and self._security.enabled:
@@ -171,7 +214,8 @@ class Service:
                     waiting = self._dedup.inflight.get(key)
                     if waiting is not None:
                         self.duplicates += 1
-                        waiting.append(identity)
+                        if identity not in waiting:  # the same caller retrying gets one answer, not one per try
+                            waiting.append(identity)
                         continue
                     self._dedup.inflight[key] = [identity]
                 await self._slots.acquire()
@@ -194,6 +238,9 @@ class Service:
                     reply = denied
                 else:
                     reply = await self.handler(ctx, body)
+                if not isinstance(reply, REPLY_TYPES):
+                    raise TypeError(f"handler returned {type(reply).__name__}, which is not a reply message")
+                payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # error policy: typed reply + count; see class docstring
@@ -201,9 +248,9 @@ class Service:
                                                 tag_of(type(body)), ctx.request_id, exc)
                 reply = Rejected(code="internal", reason=f"{type(exc).__name__}: {exc}",
                                  request_type=tag_of(type(body)))
+                payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
                 if self.on_error is not None:
                     self.on_error(exc)
-            payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
             self.handled += 1
             if ctx.request_id:
                 self._dedup.remember(key, payload)
@@ -216,6 +263,25 @@ class Service:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+#: Result of a wait that ran out of time (never a valid reply body).
+_TIMED_OUT: Any = object()
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
+
+
+def _client_socket(ctx: zmq.Context, endpoint: str, security: Any, server_key: str | None) -> zmq.Socket:
+    """A DEALER for one service. IMMEDIATE: requests queue only on a live connection, so while the service is down
+    a send waits (bounded by the attempt's timeout) instead of piling up stale requests that a restarted service
+    would execute long after their caller gave up."""
+    sock = sockets.configure(ctx.socket(zmq.DEALER))
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sockets.connect(sock, endpoint, security=security, server_key=server_key)
+    return sock
 
 
 class _ClientBase:
@@ -236,8 +302,7 @@ class AsyncClient(_ClientBase):
                  timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES, security: Any = None,
                  server_key: str | None = None) -> None:
         super().__init__(endpoint, service, stamper, timeout_s, retries)
-        self.sock = sockets.configure(ctx.socket(zmq.DEALER))
-        sockets.connect(self.sock, endpoint, security=security, server_key=server_key)
+        self.sock = _client_socket(ctx, endpoint, security, server_key)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -253,30 +318,59 @@ class AsyncClient(_ClientBase):
             if fut is not None and not fut.done():
                 fut.set_result(env.body)
 
+    async def _send(self, payload: bytes, seconds: float) -> bool:
+        """Queue one attempt; False when the socket stayed unwritable for ``seconds`` (no connection to the service
+        or its queue full): the attempt then counts as timed out instead of blocking the caller forever."""
+        sent = self.sock.send(payload)
+        if not sent.done():  # fast path above: writable and nothing queued before us
+            try:
+                # cancelling an unsent zmq.asyncio send withdraws it (NOBLOCK is not honoured while other sends
+                # wait, so the bound must come from here)
+                await asyncio.wait_for(sent, seconds)
+            except asyncio.TimeoutError:
+                return False
+        sent.result()
+        return True
+
+    @staticmethod
+    async def _until(waiter: asyncio.Future[Any], seconds: float) -> Any:
+        """The waiter's reply, or ``_TIMED_OUT`` after ``seconds`` (one timer, no extra task per call)."""
+        timer = waiter.get_loop().call_later(max(0.0, seconds), _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
     async def call(self, body: Any, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
-        """Send ``body`` and return the reply body (which may be ``Rejected``). Raises :class:`RequestTimeout`."""
+        """Send ``body`` and return the reply body (which may be ``Rejected``). Raises :class:`RequestTimeout`
+        within ``timeout_s * (retries + 1)`` plus the backoff."""
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read())
         timeout = self.timeout_s if timeout_s is None else timeout_s
         attempts = 1 + (self.retries if retries is None else retries)
         rid = new_request_id()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = fut
-        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # a waiter is registered for ``rid`` across every await below, so a late reply to an earlier attempt is never
+        # dropped: whichever attempt it answers, the call returns it
+        waiter = self._waiting[rid] = loop.create_future()
         try:
             for attempt in range(attempts):
+                deadline = loop.time() + timeout
                 payload = self._req.encode(self.stamper.stamp(body, request_id=rid))
-                await self.sock.send(payload)
-                try:
-                    return await asyncio.wait_for(asyncio.shield(fut), timeout)
-                except asyncio.TimeoutError:
-                    if attempt + 1 < attempts:
-                        logger.debug("client of {}: {} timed out (attempt {}), retrying", self.service,
-                                     tag_of(type(body)), attempt + 1)
-                        await asyncio.sleep(backoff_s(attempt))  # backoff, not synchronisation
-                        if fut.done():
-                            return fut.result()
-            raise RequestTimeout(self.service, tag_of(type(body)), attempts, time.monotonic() - start)
+                if await self._send(payload, timeout) or waiter.done():
+                    reply = await self._until(waiter, deadline - loop.time())
+                    if reply is not _TIMED_OUT:
+                        return reply
+                if attempt + 1 < attempts:
+                    logger.debug("client of {}: {} timed out (attempt {}), retrying", self.service,
+                                 tag_of(type(body)), attempt + 1)
+                    waiter = self._waiting[rid] = loop.create_future()
+                    reply = await self._until(waiter, backoff_s(attempt))  # backoff between attempts
+                    if reply is not _TIMED_OUT:
+                        return reply
+                    waiter = self._waiting[rid] = loop.create_future()
+            raise RequestTimeout(self.service, tag_of(type(body)), attempts, loop.time() - start)
         finally:
             self._waiting.pop(rid, None)
 
@@ -296,8 +390,22 @@ class SyncClient(_ClientBase):
                  timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES, security: Any = None,
                  server_key: str | None = None) -> None:
         super().__init__(endpoint, service, stamper or Stamper(f"cli-{uuid.uuid4().hex[:6]}"), timeout_s, retries)
-        self.sock = sockets.configure(ctx.socket(zmq.DEALER))
-        sockets.connect(self.sock, endpoint, security=security, server_key=server_key)
+        self.sock = _client_socket(ctx, endpoint, security, server_key)
+
+    def _send(self, payload: bytes, seconds: float) -> bool:
+        """Queue one attempt, waiting at most ``seconds`` for the socket to accept it (see AsyncClient._send)."""
+        try:
+            self.sock.send(payload, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            pass
+        if not self.sock.poll(max(1, int(seconds * 1000)), zmq.POLLOUT):
+            return False
+        try:
+            self.sock.send(payload, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
 
     def call(self, body: Any, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -305,8 +413,9 @@ class SyncClient(_ClientBase):
         rid = new_request_id()
         start = time.monotonic()
         for attempt in range(attempts):
-            self.sock.send(self._req.encode(self.stamper.stamp(body, request_id=rid)))
             deadline = time.monotonic() + timeout
+            if not self._send(self._req.encode(self.stamper.stamp(body, request_id=rid)), timeout):
+                deadline = 0.0  # could not even queue it: this attempt timed out
             while (left := deadline - time.monotonic()) > 0:
                 if not self.sock.poll(max(1, int(left * 1000))):
                     break

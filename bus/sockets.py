@@ -3,8 +3,14 @@
 Every Khazad socket is made here so the reliability settings cannot be forgotten:
 
 * ``LINGER`` 0: closing never blocks on undelivered messages (a stuck peer must not hang a shutdown);
-* ``ZMQ_HEARTBEAT_*`` on connecting sockets: a peer that vanished without a FIN (host died, SIGSTOP) is detected
-  and the connection re-established, instead of queueing into a dead TCP stream for minutes;
+* ``ZMQ_HEARTBEAT_*`` on request/reply sockets (DEALER/ROUTER): a peer that vanished without a FIN (host died,
+  SIGSTOP) is detected and the connection re-established, instead of queueing into a dead TCP stream for minutes;
+* no ZMTP heartbeats on pub/sub sockets (PUB/SUB/XPUB/XSUB), TCP keepalive instead: a subscriber that stalls on
+  purpose (the actor's bounded inbox stops reading, so the HWM drops and the sequence check reports the gap) cannot
+  see PINGs while its input is stopped, so the heartbeat timeout drops a healthy connection after a few seconds,
+  and with libzmq <= 4.3.5 the reconnect can abort the subscriber process (``Assertion failed: _input_stopped``,
+  zeromq/libzmq#3937 and #4767; reproduced here with a stalled SUB at a tiny HWM). Liveness on the event bus is
+  the application heartbeat (``hb.<name>``, :mod:`bus.heartbeat`); TCP keepalive finds dead hosts without reading;
 * binding a non-loopback address is refused unless the configuration allows it explicitly (and has CURVE).
 """
 
@@ -27,17 +33,33 @@ ZMQ_HEARTBEAT_TTL_MS = 3000
 #: Reconnect quickly after a peer restarts, backing off to at most a second.
 ZMQ_RECONNECT_IVL_MS = 50
 ZMQ_RECONNECT_IVL_MAX_MS = 1000
+#: Kernel TCP keepalive on every tcp connection: a dead host is found after IDLE + CNT * INTVL seconds, without the
+#: application (or libzmq) having to read anything, so backpressure never looks like death.
+TCP_KEEPALIVE_IDLE_S = 10
+TCP_KEEPALIVE_INTVL_S = 2
+TCP_KEEPALIVE_CNT = 3
+#: Socket types whose input may stall by design (pub/sub): no ZMTP heartbeats on them (see module docstring).
+NO_ZMTP_HEARTBEAT_TYPES = frozenset({zmq.PUB, zmq.SUB, zmq.XPUB, zmq.XSUB})
 
 
-def configure(sock: zmq.Socket, *, sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket:
+def configure(sock: zmq.Socket, *, sndhwm: int | None = None, rcvhwm: int | None = None,
+              zmtp_heartbeat: bool | None = None) -> zmq.Socket:
+    """Apply the bus socket policy. ``zmtp_heartbeat`` None means: on for request/reply, off for pub/sub."""
     sock.setsockopt(zmq.LINGER, 0)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, ZMQ_HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMQ_HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, ZMQ_HEARTBEAT_TTL_MS)
+    if zmtp_heartbeat is None:
+        zmtp_heartbeat = sock.getsockopt(zmq.TYPE) not in NO_ZMTP_HEARTBEAT_TYPES
+    if zmtp_heartbeat:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ZMQ_HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMQ_HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, ZMQ_HEARTBEAT_TTL_MS)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, TCP_KEEPALIVE_INTVL_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, TCP_KEEPALIVE_CNT)
     sock.setsockopt(zmq.RECONNECT_IVL, ZMQ_RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, ZMQ_RECONNECT_IVL_MAX_MS)
     return sock
