@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,18 @@ import pytest
 import zmq
 
 from tests.helpers import ActorProcess, cfg_of, eventually, write_config
+
+
+@pytest.fixture(autouse=True)
+def main_thread_event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh current event loop for every test. Libraries with a sync API (ib_insync's ``IB.connect``) use
+    ``get_event_loop()``, which fails after an earlier test's ``asyncio.run()`` cleared the current loop."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    if not loop.is_closed():
+        loop.close()
 
 
 @pytest.fixture
