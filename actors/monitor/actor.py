@@ -222,7 +222,7 @@ class MonitorActor(Actor):
         elif isinstance(body, RiskDecisionEvent):
             self._on_risk_decision(body)
         elif isinstance(body, GapReport):
-            self._on_gap(body)
+            self._on_gap_report(body)
         elif isinstance(body, ReconciliationReport):
             self._on_reconciliation(body)
         elif isinstance(body, OrderStatusEvent):
@@ -346,7 +346,7 @@ class MonitorActor(Actor):
         self._audit(A.RISK_REJECT, source="risk", scope=strategy_of(ev.order_ref), summary=f"{ev.code}: {ev.reason}",
                     detail={"order_ref": ev.order_ref, "code": ev.code})
 
-    def _on_gap(self, gap: GapReport) -> None:
+    def _on_gap_report(self, gap: GapReport) -> None:
         self.count("gaps")
         self.count("missed", gap.missed)
         self.metrics.gaps.inc()

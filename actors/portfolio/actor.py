@@ -205,6 +205,14 @@ class PortfolioActor(Actor):
         if self._dirty is not None:
             self._dirty.set()
 
+    def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
+        super()._on_gap(sender, topic, expected, received)
+        if sender == "gateway":
+            # lost fills/positions/account values (e.g. the proxy restarted): don't wait for the periodic
+            # reconciliation, the gateway's snapshot has what was missed
+            logger.info("portfolio: {} gateway message(s) lost on {}: reconciling now", received - expected, topic)
+            self._trigger_reconcile()
+
     def _trigger_reconcile(self) -> None:
         if self._reconcile_now is not None:
             self._reconcile_now.set()

@@ -32,7 +32,7 @@ from loguru import logger
 from actors.risk import codes
 from actors.risk.account import AccountState
 from actors.risk.breakers import (
-    ORIGIN_DAILY_LOSS, ORIGIN_FILL_THROTTLE, ORIGIN_GATEWAY, ORIGIN_REJECT_RATE, Action, Cancel,
+    ORIGIN_DAILY_LOSS, ORIGIN_DISCONNECT, ORIGIN_FILL_THROTTLE, ORIGIN_GATEWAY, ORIGIN_REJECT_RATE, Action, Cancel,
     DailyLossBreaker, Disable, DisconnectBreaker, Escalate, Lift, StaleDataBreaker, fill_throttle_actions,
     reject_rate_actions,
 )
@@ -50,7 +50,7 @@ from bus.approval import load_approval_key, sign
 from bus.config import KhazadConfig
 from bus.messages import (
     Ack, AccountValuesEvent, Alert, CancelReport, CheckOrder, CommissionEvent, ConnectionStateEvent, EnableStrategy,
-    FillEvent, GatewaySnapshot, GetRiskState, GetSnapshot, Heartbeat, Instrument, Kill, MarketDataAck,
+    FillEvent, GatewaySnapshot, GatewayStatus, GetRiskState, GetSnapshot, GetStatus, Heartbeat, Instrument, Kill, MarketDataAck,
     OrderStatusEvent, PositionEvent, Rejected, Resume, RiskDecision, RiskDecisionEvent, RiskStateReply,
     SetTradingState, SubscribeMarketData, TickEvent, TradingStateEvent, tag_of,
 )
@@ -62,6 +62,8 @@ MD_SUBSCRIBER = "risk"
 #: periodic sweep: pending approvals, stale data, daily loss, gateway liveness, day roll (a timer)
 SWEEP_INTERVAL_S = 0.25
 SNAPSHOT_TIMEOUT_S = 5.0
+#: bound for the direct probe of a gateway whose heartbeats went silent
+GATEWAY_PROBE_TIMEOUT_S = 1.0
 #: retry interval while the gateway cannot give a snapshot (not up yet, or not READY)
 SNAPSHOT_RETRY_S = 1.0
 #: how long a direct Kill waits for the gateway's acknowledgement of the forwarded cancel before answering
@@ -104,6 +106,13 @@ class RiskGovernor(Actor):
         self.stale = StaleDataBreaker()
         self.disconnect = DisconnectBreaker(cfg.risk.on_disconnect, cfg.risk.cancel_on_disconnect,
                                             cfg.risk.resume_after_reconnect)
+        if self.states.get(GLOBAL).origin == ORIGIN_DISCONNECT:
+            # restarted while the disconnect breaker held the global state: re-arm it, so the next READY
+            # snapshot cancels what was left working and lifts it (nothing else ever would)
+            self.disconnect.down = self.disconnect.seen_ready = True
+            self.disconnect.down_reason = "restored from the persisted state at start"
+        #: a probe of the gateway in flight (heartbeats went silent: is it the gateway, or the bus, or us?)
+        self._probing: asyncio.Task[None] | None = None
         self.ready = False
         self.snapshots = 0
         self.gateway_incarnation = 0
@@ -151,6 +160,8 @@ class RiskGovernor(Actor):
             self.canceller.cancel_all_tasks()
         for t in list(self._bg):
             t.cancel()
+        if self._probing is not None:
+            self._probing.cancel()
 
     def background_tasks(self) -> list[Any]:
         return [self._snapshot_loop(), self._sweep_loop()]
@@ -352,6 +363,10 @@ class RiskGovernor(Actor):
             if body.actor == GATEWAY:
                 self.gateway_last_beat = now
                 self.gateway_beat_interval = body.interval_s or self.gateway_beat_interval
+                if self.disconnect.down:
+                    # the breaker tripped on silence (or was restored at start): a gateway that never lost IB
+                    # sends no new READY, so ask for its snapshot; a READY one lifts the breaker
+                    self._request_resync("gateway heartbeats while the disconnect breaker is tripped")
         elif isinstance(body, Kill):
             await self._kill(body, direct=False, sender=env.sender)
         elif isinstance(body, Resume):
@@ -502,12 +517,31 @@ class RiskGovernor(Actor):
         actions: list[Action] = [] if quiet_ok else self.stale.evaluate(ages, self.risk.stale_data_s)
         # gateway process silent (its heartbeats stopped)
         if (self.gateway_last_beat is not None and not self.disconnect.down
-                and now - self.gateway_last_beat > self.cfg.bus.heartbeat_liveness * self.gateway_beat_interval):
-            actions += self.disconnect.went_down(
-                f"gateway heartbeats stopped {now - self.gateway_last_beat:.1f}s ago")
+                and now - self.gateway_last_beat > self.cfg.bus.heartbeat_liveness * self.gateway_beat_interval
+                and (self._probing is None or self._probing.done())):
+            # silence may be the bus (proxy restarting) or this process (stopped, starved), not the gateway:
+            # ask the gateway directly before tripping
+            self._probing = asyncio.create_task(self._probe_gateway(now - self.gateway_last_beat))
         if self.ready:
             actions += self._daily_loss_actions()
         self._execute(actions)
+
+    async def _probe_gateway(self, silent_s: float) -> None:
+        client = self._oneshot_gateway_client()
+        try:
+            reply = await client.call(GetStatus(), timeout_s=GATEWAY_PROBE_TIMEOUT_S, retries=0)
+        except RequestTimeout:
+            reply = None
+        finally:
+            client.close()
+        if isinstance(reply, GatewayStatus) and reply.connection == "READY":
+            logger.info("risk: no gateway heartbeat for {:.1f}s but it answers READY: the bus or this process "
+                        "stalled, not the gateway", silent_s)
+            self.gateway_last_beat = time.monotonic()
+            return
+        state = reply.connection if isinstance(reply, GatewayStatus) else "no answer"
+        self._execute(self.disconnect.went_down(
+            f"gateway heartbeats stopped {silent_s:.1f}s ago and a direct probe found it {state}"))
 
     def _daily_loss_actions(self) -> list[Action]:
         price_of = self.market.reference

@@ -231,3 +231,11 @@ def _with_monitor(tmp_path: Path, line: str) -> Path:
     text = path.read_text().replace("[monitor]\n", f"[monitor]\n{line}\n")
     path.write_text(text)
     return path
+
+
+def test_own_sequence_gap_is_reported_not_a_crash(monitor) -> None:
+    # the monitor's subscriber calls the base Actor._on_gap(sender, topic, expected, received) when the monitor
+    # itself misses messages (e.g. the proxy restarted): it must publish a GapReport, not die on a signature clash
+    monitor._on_gap("gateway", "hb.gateway", 3, 7)
+    gaps = [b for t, b in monitor.publisher.sent if isinstance(b, GapReport)]
+    assert len(gaps) == 1 and gaps[0].missed == 4 and gaps[0].publisher == "gateway"

@@ -145,3 +145,13 @@ def test_events_newer_than_an_in_flight_snapshot_are_kept(actor):
     s = actor.snapshot()
     assert {p.instrument.symbol: p.quantity for p in s.positions} == {"AAPL": 10, "MSFT": 50}
     assert s.net_liquidation == 2e6
+
+
+def test_lost_gateway_messages_trigger_an_immediate_reconciliation(actor):
+    import asyncio
+
+    actor._reconcile_now = asyncio.Event()
+    actor._on_gap("proxy", "hb.proxy", 1, 3)  # not the gateway: nothing of the books was lost
+    assert not actor._reconcile_now.is_set()
+    actor._on_gap("gateway", "fill.AAPL", 4, 9)  # fills lost (e.g. the proxy restarted): don't wait 30 s
+    assert actor._reconcile_now.is_set()

@@ -16,7 +16,7 @@ import zmq
 from bus import sockets
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import (
-    AccountValue, CancelReport, EmergencyCancel, GatewaySnapshot, GetSnapshot, Kill, MarketDataAck, Ping, Pong,
+    AccountValue, CancelReport, EmergencyCancel, GatewaySnapshot, GatewayStatus, GetSnapshot, GetStatus, Kill, MarketDataAck, Ping, Pong,
     Rejected, SubscribeMarketData,
 )
 from bus.pubsub import Publisher
@@ -117,6 +117,8 @@ class FakeGateway:
                                 remaining=0, confirmed=True, detail="fake gateway")
         if isinstance(body, Ping):
             return Pong(actor="gateway")
+        if isinstance(body, GetStatus):
+            return GatewayStatus(mode="sim", connection=self.snapshot.connection, trading_state="ACTIVE", epoch=0)
         return Rejected(code="unknown_command", reason="fake gateway")
 
     def count(self, kind: type) -> int:

@@ -16,7 +16,7 @@ from bus.codec import Stamper, request_codec
 from bus.config import EXIT_CONFIG
 from bus.messages import (
     Ack, AccountValue, Alert, AccountValuesEvent, CancelReport, CheckOrder, ConnectionStateEvent, EmergencyCancel,
-    EnableStrategy, FillEvent, GetRiskState, GetSnapshot, Heartbeat, Instrument, Kill,
+    EnableStrategy, FillEvent, GetRiskState, GetSnapshot, GetStatus, Heartbeat, Instrument, Kill,
     OrderStatusEvent,
     Ping, Pong, Position, Rejected, Resume, RiskDecision, RiskDecisionEvent, RiskStateReply, SetTradingState,
     TradingStateEvent,
@@ -323,14 +323,54 @@ def test_gateway_disconnect_moves_to_reducing_then_cancels_and_lifts_when_ready(
 
 def test_gateway_process_going_silent_trips_the_disconnect_breaker(risk, gateway, client, events):
     wait_ready(client)
+    gateway.answer.clear()  # the gateway process is gone: its heartbeats stop and it answers nothing
     gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
     # no more beats: after heartbeat_liveness x 0.1 s the governor treats the gateway as gone
     eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"],
                message="REDUCING after the gateway's heartbeats stopped")
     assert "heartbeats stopped" in client.call(GetRiskState()).breakers["disconnect"]
+    gateway.answer.set()
     gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
     eventually(lambda: gateway.cancels_for("all"))
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
+
+
+def test_silent_heartbeats_from_a_gateway_that_answers_ready_do_not_trip(risk, gateway, client, events):
+    # the bus (a proxy restart) or the governor itself (stopped) went quiet, not the gateway: a direct probe
+    # finds it READY, so no REDUCING and no cancel of the working orders
+    wait_ready(client)
+    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    # a second probe only happens if the first found the gateway READY and re-armed the silence timer
+    eventually(lambda: gateway.count(GetStatus) >= 2, message="the governor probes the silent gateway twice")
+    assert [e for e in state_events(events) if e.origin == "risk.disconnect"] == []
+    st = client.call(GetRiskState())
+    assert st.global_state == "ACTIVE" and st.breakers["disconnect"] == "ok"
+    assert gateway.cancels_for("all") == []
+
+
+def test_heartbeats_back_after_silence_lift_the_breaker_without_a_new_ready(risk, gateway, client, events):
+    wait_ready(client)
+    gateway.answer.clear()
+    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"],
+               message="REDUCING after the gateway went silent")
+    gateway.answer.set()  # it was a stall, IB never went away: no READY event will come, only heartbeats
+    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE", message="lifted from the snapshot")
+    assert gateway.cancels_for("all"), "what was working while nobody watched is cancelled"
+
+
+def test_restart_while_the_disconnect_breaker_holds_rearms_it_and_ready_lifts(config_path, processes, zctx, gateway,
+                                                                                events, client, risk):
+    wait_ready(client)
+    gateway.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED", ib_code=1100))
+    eventually(lambda: client.call(GetRiskState()).global_state == "REDUCING")
+    risk.signal(signal.SIGKILL)
+    risk.wait(5)
+    start_risk(config_path, processes, zctx)  # its first snapshot says READY
+    eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE",
+               message="the restarted governor lifts its own disconnect state on a READY snapshot")
+    eventually(lambda: gateway.cancels_for("all"))
 
 
 def test_gateway_disconnect_never_lifts_an_operator_halt(risk, gateway, client, events):
