@@ -10,133 +10,31 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
-from bus.config import KhazadConfig
 from bus.messages import (
-    AccountReply, GatewayStatus, GetAccount, GetPositions, GetRiskState, GetStatus, GetSystemStatus, ListOrders,
-    OrderListReply, PositionsReply, RiskStateReply, SystemStatusReply,
+    AccountReply, GatewayStatus, GetAccount, GetPositions, GetRiskState, GetStatus, ListOrders, OrderListReply,
+    PositionsReply, RiskStateReply,
 )
-from bus.reqrep import SyncClient
-from run_all import process_infos, sections, supervisor_rpc
-from sim.control import control_request
-from tests.helpers import REPO, cfg_of, eventually, write_config
+from run_all import process_infos, sections
+from tests.helpers import REPO, eventually
+from tests.system.support import SIM_WORKING, System, running_system
 
 #: Bounds (generous: up to seven engineers share this 2-core machine). A passing wait returns at once.
-START_TIMEOUT_S = 90.0
 CONVERGE_TIMEOUT_S = 45.0
 FATAL_TIMEOUT_S = 45.0
-SHUTDOWN_TIMEOUT_S = 60.0
-#: Order statuses at the simulator that mean "still working" (IB's meaning; Inactive is a rejection there).
-SIM_WORKING = frozenset({"PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel"})
 PROGRAMS = ("proxy", "sim", "gateway", "risk", "orders", "portfolio", "monitor", "strategy")
 pytestmark = pytest.mark.timeout(150)
-
-
-@dataclass
-class System:
-    cfg: KhazadConfig
-    config_path: Path
-    proc: subprocess.Popen[bytes]
-    out: Path
-    ctx: zmq.Context
-    started_s: float
-
-    @property
-    def rpc(self) -> Any:
-        return supervisor_rpc(self.cfg.run_path / "supervisor.sock")
-
-    def call(self, service: str, body: Any, timeout_s: float = 3.0) -> Any:
-        client = SyncClient(self.ctx, self.cfg.bus.service_endpoint(service), service=service, timeout_s=timeout_s,
-                            retries=1)
-        try:
-            return client.call(body)
-        finally:
-            client.close()
-
-    def status(self) -> SystemStatusReply:
-        reply = self.call("monitor", GetSystemStatus())
-        assert isinstance(reply, SystemStatusReply), reply
-        return reply
-
-    def sim(self) -> dict[str, Any]:
-        return control_request(self.cfg.sim.control_port, "state")
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def log(self, program: str) -> str:
-        try:
-            return (self.cfg.run_path / "logs" / f"{program}.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("system")
-    path = write_config(tmp, extra="[strategy]\ninterval_s = 1.0\n\n[portfolio]\nreconcile_interval_s = 2.0\n")
-    cfg = cfg_of(path)
-    out = tmp / "run_all.out"
-    env = dict(os.environ)
-    env.pop("KHAZAD_CONFIG", None)
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, str(REPO / "run_all.py"), "--config", str(path), "--timeout",
-                                 str(START_TIMEOUT_S), "--exit-on-timeout"], stdout=fh, stderr=subprocess.STDOUT,
-                                cwd=tmp, env=env, start_new_session=True)
-    ctx = zmq.Context()
-    s = System(cfg=cfg, config_path=path, proc=proc, out=out, ctx=ctx, started_s=time.monotonic())
-    pids: list[int] = []
-    try:
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"run_all.py exited {proc.returncode}:\n{s.output()[-4000:]}")
-            return "Khazad is up" in s.output()
-        eventually(up, START_TIMEOUT_S + 10, message=lambda: f"run_all.py healthy; output:\n{s.output()[-3000:]}")
-        pids = [int(i["pid"]) for i in process_infos(s.rpc).values() if i["pid"]]
+    with running_system(tmp, extra="[strategy]\ninterval_s = 1.0\n\n[portfolio]\nreconcile_interval_s = 2.0\n") as s:
         yield s
-    finally:
-        pids += [int(i["pid"]) for i in _infos_or_empty(s).values() if i["pid"]]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-            try:
-                proc.wait(SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        ctx.destroy(linger=0)
-        leftovers = [p for p in set(pids) if _alive(p)]
-        for p in leftovers:
-            os.kill(p, signal.SIGKILL)
-        assert proc.returncode == 0, f"run_all.py exited {proc.returncode}:\n{s.output()[-3000:]}"
-        assert not leftovers, f"processes left running after Ctrl-C: {leftovers}"
-        assert "stopped cleanly" in s.output()
-
-
-def _infos_or_empty(s: System) -> dict[str, Any]:
-    try:
-        return process_infos(s.rpc)
-    except OSError:
-        return {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _filled_by_ref(sim_state: dict[str, Any]) -> dict[str, float]:
