@@ -77,19 +77,6 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -101,7 +88,9 @@ def generate_config(run_dir: Path, args: argparse.Namespace) -> str:
              f"run_dir = {_toml_str(str(run_dir))}", ""]
     ports: dict[str, int] = {}
     if args.free_ports:
-        ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+        from bus.sockets import free_tcp_ports
+
+        ports = dict(zip(PORT_NAMES, free_tcp_ports(len(PORT_NAMES))))
     elif args.ports_from:
         ports = {name: args.ports_from + i for i, name in enumerate(PORT_NAMES)}
     bus_lines = [f'{n} = "tcp://127.0.0.1:{ports[n]}"' for n in PORT_NAMES[:7] if n in ports]

@@ -91,3 +91,20 @@ def connect(sock: zmq.Socket, endpoint: str, *, security: Security | None = None
     if security is not None and security.enabled:
         security.make_client(sock, server_key)
     sock.connect(endpoint)
+
+
+def free_tcp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct free TCP ports on ``host`` (held open together so the OS cannot hand out one twice).
+    Used by run_all.py --free-ports, the tests and the benchmarks."""
+    import socket
+
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

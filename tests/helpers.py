@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import zmq
 
 from bus.codec import Stamper
+from bus.sockets import free_tcp_ports
 from bus.config import KhazadConfig, load_config
 from bus.approval import write_approval_key
 
@@ -34,23 +34,12 @@ PROCESS_STOP_TIMEOUT_S = 5.0
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_tcp_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
     """n distinct free ports (held open together so they cannot repeat)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return free_tcp_ports(n)
 
 
 def eventually(predicate: Callable[[], T], timeout: float = EVENTUALLY_TIMEOUT_S, interval: float = 0.005,
