@@ -172,6 +172,14 @@ class _SubscriberBase:
         self.tracker = SequenceTracker(on_gap)
         self.received = 0
         self.invalid = 0
+        self._pending: deque[list[bytes]] = deque()
+
+    def _open(self, ctx: Any, backend: str, rcvhwm: int, security: Any, server_key: str | None) -> Any:
+        sock = sockets.configure(ctx.socket(zmq.SUB), rcvhwm=rcvhwm)
+        for t in self.topics:
+            sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        sockets.connect(sock, backend, security=security, server_key=server_key)
+        return sock
 
     def _decode(self, frames: list[bytes]) -> tuple[str, Envelope[Event]] | None:
         if len(frames) != 2:
@@ -200,11 +208,7 @@ class Subscriber(_SubscriberBase):
                  rcvhwm: int = 100_000, on_gap: GapCallback | None = None, security: Any = None,
                  server_key: str | None = None) -> None:
         super().__init__(name, topics, on_gap)
-        self._pending: deque[list[bytes]] = deque()
-        self.sock = sockets.configure(ctx.socket(zmq.SUB), rcvhwm=rcvhwm)
-        for t in topics:
-            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        sockets.connect(self.sock, backend, security=security, server_key=server_key)
+        self.sock = self._open(ctx, backend, rcvhwm, security, server_key)
         # A plain view of the same socket: a backlog is drained without a future per event. Safe with zmq.asyncio
         # because recv() only awaits (through the asyncio socket, which re-checks readiness) when nothing is queued.
         self._raw = zmq.Socket.shadow(self.sock.underlying)
@@ -262,11 +266,7 @@ class SyncSubscriber(_SubscriberBase):
                  rcvhwm: int = 100_000, on_gap: GapCallback | None = None, security: Any = None,
                  server_key: str | None = None) -> None:
         super().__init__(name, topics, on_gap)
-        self._pending: deque[list[bytes]] = deque()
-        self.sock = sockets.configure(ctx.socket(zmq.SUB), rcvhwm=rcvhwm)
-        for t in topics:
-            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        sockets.connect(self.sock, backend, security=security, server_key=server_key)
+        self.sock = self._open(ctx, backend, rcvhwm, security, server_key)
 
     def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
         topic = _probe_topic(self.name)

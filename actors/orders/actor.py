@@ -34,7 +34,7 @@ from bus.messages import (
     IB_STATUSES, Ack, AmendOrder, Approval, CancelAllOrders, CancelIbOrder, CancelOrder, CheckOrder,
     CommissionEvent, ConnectionStateEvent, FillEvent, GatewaySnapshot, GetOrder, GetSnapshot, Kill, ListOrders,
     ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderStatusEvent, OrderView, PlaceOrder,
-    ReconciliationReport, Rejected, RiskDecision, SubmitAck, SubmitOrder, WaitOrder, tag_of,
+    ReconciliationReport, Rejected, RiskDecision, SubmitAck, SubmitOrder, WaitOrder, order_ref_for, tag_of,
 )
 from bus.reqrep import CallContext, RequestTimeout
 
@@ -165,6 +165,15 @@ class OrderManager(Actor):
 
     def _not_found(self, strategy_id: str, client_order_id: str, request_type: str) -> Rejected:
         return Rejected(code="not_found", reason=f"no order {strategy_id}/{client_order_id}", request_type=request_type)
+
+    def _owned(self, ctx: CallContext, req: Any) -> OrderRecord | Rejected:
+        """The caller's order named by ``req`` (strategy_id, client_order_id), or the typed rejection to return."""
+        rtype = tag_of(type(req))
+        denied = check_strategy(ctx, req.strategy_id, rtype)
+        if denied is not None:
+            return denied
+        rec = self._book.find(order_ref_for(req.strategy_id, req.client_order_id))
+        return rec if rec is not None else self._not_found(req.strategy_id, req.client_order_id, rtype)
 
     async def _place(self, ctx: CallContext, req: PlaceOrder) -> Any:
         spec = req.order
@@ -338,13 +347,9 @@ class OrderManager(Actor):
         return lock
 
     async def _cancel(self, ctx: CallContext, req: CancelOrder) -> Any:
-        rtype = tag_of(CancelOrder)
-        denied = check_strategy(ctx, req.strategy_id, rtype)
-        if denied is not None:
-            return denied
-        rec = self._book.find(f"{req.strategy_id}/{req.client_order_id}")
-        if rec is None:
-            return self._not_found(req.strategy_id, req.client_order_id, rtype)
+        rec = self._owned(ctx, req)
+        if isinstance(rec, Rejected):
+            return rec
         return await self._cancel_one(rec, req.reason, req)
 
     async def _cancel_one(self, rec: OrderRecord, reason: str, req: Any) -> Any:
@@ -399,14 +404,11 @@ class OrderManager(Actor):
 
     async def _modify(self, ctx: CallContext, req: ModifyOrder) -> Any:
         rtype = tag_of(ModifyOrder)
-        denied = check_strategy(ctx, req.strategy_id, rtype)
-        if denied is not None:
-            return denied
+        rec = self._owned(ctx, req)
+        if isinstance(rec, Rejected):
+            return rec
         book = self._book
-        ref = f"{req.strategy_id}/{req.client_order_id}"
-        rec = book.find(ref)
-        if rec is None:
-            return self._not_found(req.strategy_id, req.client_order_id, rtype)
+        ref = rec.order_ref
         async with self._lock(ref):
             if rec.is_done:
                 return Rejected(code="not_working", request_type=rtype, reason=f"order {ref} is {rec.status}")
@@ -454,13 +456,9 @@ class OrderManager(Actor):
             return OrderReply(order=rec.view())
 
     def _get(self, ctx: CallContext, req: GetOrder) -> Any:
-        rtype = tag_of(GetOrder)
-        denied = check_strategy(ctx, req.strategy_id, rtype)
-        if denied is not None:
-            return denied
-        rec = self._book.find(f"{req.strategy_id}/{req.client_order_id}")
-        if rec is None:
-            return self._not_found(req.strategy_id, req.client_order_id, rtype)
+        rec = self._owned(ctx, req)
+        if isinstance(rec, Rejected):
+            return rec
         return OrderReply(order=rec.view())
 
     def _list(self, ctx: CallContext, req: ListOrders) -> Any:
@@ -479,13 +477,9 @@ class OrderManager(Actor):
         return OrderListReply(orders=[r.view(with_history=False) for r in recs])
 
     async def _wait(self, ctx: CallContext, req: WaitOrder) -> Any:
-        rtype = tag_of(WaitOrder)
-        denied = check_strategy(ctx, req.strategy_id, rtype)
-        if denied is not None:
-            return denied
-        rec = self._book.find(f"{req.strategy_id}/{req.client_order_id}")
-        if rec is None:
-            return self._not_found(req.strategy_id, req.client_order_id, rtype)
+        rec = self._owned(ctx, req)
+        if isinstance(rec, Rejected):
+            return rec
         await self._book.wait_for(rec, settled_live if req.until == "live" else settled_done, req.timeout_s)
         return OrderReply(order=rec.view())
 
