@@ -23,7 +23,7 @@ T = TypeVar("T")
 _BAD_FRAME = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
-class DecodeError(Exception):
+class DecodeError(ValueError):
     """A frame that is not a valid message. ``reason`` is safe to send back to the sender. ``code`` is the
     :class:`~bus.messages.Rejected` code a service answers with: ``unknown_command`` when the body's type tag is
     not a message of this channel (e.g. a newer client), ``bad_request`` for everything else."""

@@ -38,7 +38,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from bus.codec import Stamper
+from bus.codec import Stamper, validate
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import (
     AccountReply, ActorHealth, CancelReport, GatewayStatus, GetAccount, GetPositions, GetStatus, GetSystemStatus,
@@ -303,7 +303,7 @@ def send_kill(cfg: KhazadConfig, *, scope: str = "all", reason: str, timeout_s: 
     returns within ``timeout_s * (retries + 1)`` plus backoff (the bus leg is bounded by the same budget, at
     most :data:`BROADCAST_TIMEOUT_S`, at least 1 s)."""
     kill = Kill(kill_id=uuid.uuid4().hex, scope=scope, reason=reason, origin=kill_origin or origin())
-    kill = msgspec.msgpack.decode(msgspec.msgpack.encode(kill), type=Kill)  # schema check: bad scope -> ValueError
+    kill = validate(kill)  # schema check as the gateway will do it: a bad scope -> DecodeError (a ValueError)
     per_attempt = timeout_s if timeout_s is not None else cfg.gateway.kill_verify_timeout_s + cfg.bus.request_timeout_s
     if broadcast_timeout_s is None:
         broadcast_timeout_s = min(BROADCAST_TIMEOUT_S, max(1.0, per_attempt * (retries + 1)))
@@ -395,7 +395,7 @@ def send_resume(cfg: KhazadConfig, *, scope: str = "all", reason: str, timeout_s
     """Send one resume to the gateway and the risk governor (both must acknowledge: either alone keeps refusing
     orders) and broadcast it on ``control.resume``."""
     cmd = Resume(scope=scope, reason=reason, origin=resume_origin or origin())
-    cmd = msgspec.msgpack.decode(msgspec.msgpack.encode(cmd), type=Resume)
+    cmd = validate(cmd)
     per_attempt = timeout_s if timeout_s is not None else cfg.bus.request_timeout_s
     tries = cfg.bus.request_retries if retries is None else retries
     async def job(session: _Session) -> ResumeOutcome:
@@ -651,8 +651,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
 def _cmd_orders(args: argparse.Namespace) -> int:
     flt = "all" if args.all else ("today" if args.today else "open")
     try:
-        body = msgspec.msgpack.decode(msgspec.msgpack.encode(ListOrders(strategy_id=args.strategy, symbol=args.symbol,
-                                                                        filter=flt)), type=ListOrders)
+        body = validate(ListOrders(strategy_id=args.strategy, symbol=args.symbol, filter=flt))
     except ValueError as exc:
         _err(f"khazad orders: invalid filter: {exc}")
         return EXIT_REFUSED
@@ -684,8 +683,7 @@ def positions_table(positions: list[Any], title: str) -> Any:
 
 def _cmd_positions(args: argparse.Namespace) -> int:
     try:
-        body = msgspec.msgpack.decode(msgspec.msgpack.encode(GetPositions(strategy_id=args.strategy)),
-                                      type=GetPositions)
+        body = validate(GetPositions(strategy_id=args.strategy))
     except ValueError as exc:
         _err(f"khazad positions: invalid strategy: {exc}")
         return EXIT_REFUSED
