@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,9 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+
+from bench.harness import free_ports as _free_ports
+from bench.harness import percentile
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -49,19 +51,6 @@ ORDER_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 STRATEGY = "bench"
 SYMBOL = "AAPL"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _write_config(tmp: Path, sim_port: int, log_level: str) -> Path:
@@ -122,16 +111,9 @@ class _Proc:
                 self.proc.wait(STOP_TIMEOUT_S)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    idx = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
-    return sorted_values[idx]
-
-
 def _stats_ms(samples_ns: list[int]) -> dict[str, float]:
     v = sorted(x / 1e6 for x in samples_ns)
-    return {"n": len(v), "p50_ms": _percentile(v, 50), "p90_ms": _percentile(v, 90), "p99_ms": _percentile(v, 99),
+    return {"n": len(v), "p50_ms": percentile(v, 0.50), "p90_ms": percentile(v, 0.90), "p99_ms": percentile(v, 0.99),
             "max_ms": v[-1] if v else float("nan"), "mean_ms": sum(v) / len(v) if v else float("nan")}
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import zmq
 
+from bench.harness import percentile
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -58,8 +60,7 @@ max_order_notional = 1000000000
 
 
 def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return percentile(values, p / 100)
 
 
 def summary(values_us: list[float]) -> dict[str, float]:
