@@ -80,6 +80,21 @@ class CancelSweeper:
             if not await self.book.changed.wait(min(QUIET_S, left)):
                 return
 
+    def _recancel(self, working: list[OrderRecord], result: SweepResult, use_global: bool) -> None:
+        """Cancel again what is still working: ours by id (not more often than CANCEL_RESEND_S), other
+        clients' through one more global cancel when the scope allows it."""
+        need_global = False
+        for rec in working:
+            if rec.client_id == self._client_id() and rec.trade is not None:
+                if time.monotonic() - rec.cancel_sent_mono >= CANCEL_RESEND_S:
+                    self.cancel_one(rec)
+                    result.individual_cancels += 1
+            else:
+                need_global = True
+        if need_global and use_global:
+            self.session.global_cancel()
+            result.global_cancels += 1
+
     async def sweep(self, scope: str, *, use_global: bool, timeout_s: float) -> SweepResult:
         start = time.monotonic()
         deadline = start + timeout_s
@@ -100,7 +115,16 @@ class CancelSweeper:
             round_start = time.monotonic()
             try:
                 listed = await self.session.all_open_orders(max(0.1, min(LIST_TIMEOUT_S, deadline - round_start)))
-            except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+            except asyncio.TimeoutError:
+                # a slow list (a thousand open orders on a loaded host) is not a reason to give up while the
+                # deadline allows: re-cancel what we know is working and ask again
+                result.detail = f"open-order list timed out after {LIST_TIMEOUT_S:g}s (round {result.rounds})"
+                result.remaining = sorted(r.key for r in targets.values() if r.is_working)
+                if time.monotonic() >= deadline:
+                    break
+                self._recancel([r for r in targets.values() if r.is_working], result, use_global)
+                continue
+            except (ConnectionError, OSError) as exc:
                 result.detail = f"could not list open orders: {exc!r}"
                 result.remaining = sorted(r.key for r in targets.values() if r.is_working)
                 break
@@ -123,17 +147,7 @@ class CancelSweeper:
                 break
             if time.monotonic() >= deadline:
                 break
-            need_global = False
-            for rec in working:
-                if rec.client_id == self._client_id() and rec.trade is not None:
-                    if time.monotonic() - rec.cancel_sent_mono >= CANCEL_RESEND_S:
-                        self.cancel_one(rec)
-                        result.individual_cancels += 1
-                else:
-                    need_global = True
-            if need_global and use_global:
-                self.session.global_cancel()
-                result.global_cancels += 1
+            self._recancel(working, result, use_global)
             await self._settle(working, round_start, deadline)
         result.cancelled = sum(1 for r in targets.values()
                                if r.status in CANCELLED and (r.done_mono or 0.0) >= start) + len(vanished_external)

@@ -47,10 +47,35 @@ def load_library(name: str) -> ModuleType:
     if name not in LIBRARIES:
         raise ConfigError(f"gateway.client_library {name!r} is not one of {', '.join(LIBRARIES)}")
     try:
-        return importlib.import_module(name)
+        lib = importlib.import_module(name)
     except ImportError as exc:
         raise ConfigError(f"gateway.client_library = {name!r} but it cannot be imported ({exc}): "
                           f"pip install {name}") from None
+    _compact_reprs(lib)
+    return lib
+
+
+def _compact_reprs(lib: ModuleType) -> None:
+    """Give the library's hot objects short reprs. Both libraries log every placeOrder/openOrder/orderStatus with
+    an f-string (``f'orderStatus: {trade}'``) that is formatted even when the log level drops the line; the
+    dataclass repr of a Trade walks ~150 fields (about 0.1 ms each time, several times per order)."""
+    if getattr(lib, "_khazad_compact_reprs", False):
+        return
+
+    def order_repr(o: Any) -> str:
+        return (f"{type(o).__name__}(orderId={o.orderId}, permId={o.permId}, orderRef={o.orderRef!r}, "
+                f"{o.action} {o.totalQuantity} {o.orderType})")
+
+    def contract_repr(c: Any) -> str:
+        return f"{type(c).__name__}({c.symbol!r}, conId={c.conId}, {c.secType} {c.exchange} {c.currency})"
+
+    def trade_repr(t: Any) -> str:
+        return f"Trade({contract_repr(t.contract)}, {order_repr(t.order)}, status={t.orderStatus.status!r})"
+
+    lib.Order.__repr__ = order_repr
+    lib.Contract.__repr__ = contract_repr
+    lib.Trade.__repr__ = trade_repr
+    lib._khazad_compact_reprs = True
 
 
 class _ToLoguru(logging.Handler):

@@ -107,6 +107,9 @@ class KillSwitchMixin:
         self._persist()  # HALTED is durable before anything is cancelled
         self.publish("state.trading", TradingStateEvent(scope=scope, state="HALTED", epoch=record.epoch,
                                                         reason=kill.reason, origin=kill.origin))
+        # relay the kill itself at once: the sender's own broadcast may come later (a CLI connects and handshakes
+        # first) or never; every actor de-duplicates by kill_id
+        self.publish("control.kill", kill)
         logger.critical("gateway: KILL {} scope {} epoch {} from {}: {}", kill.kill_id, scope, record.epoch,
                         kill.origin or "?", kill.reason)
         purged = self._purge_unsent(scope)

@@ -198,7 +198,7 @@ class OrderManager(Actor):
             return OrderReply(order=await asyncio.shield(task), duplicate=True)
         if rec is None:
             rec = book.create(spec, req)
-            logger.info("orders: {} received {} {:g} {} {} {} (lmt {} stp {})", ref, spec.side, spec.quantity,
+            logger.debug("orders: {} received {} {:g} {} {} {} (lmt {} stp {})", ref, spec.side, spec.quantity,
                         spec.instrument.symbol, spec.order_type, spec.tif, spec.limit_price, spec.stop_price)
             return OrderReply(order=await self._start_pipeline(rec, resume=False), duplicate=False)
         if rec.stage == Stage.INTERRUPTED:
@@ -238,11 +238,13 @@ class OrderManager(Actor):
                         detail=risk.code, change="rejected")
             return rec.view()
         assert risk.approval is not None
-        book.commit(rec, "risk_decision", msg=risk.msg, detail=risk.code, publish=False)
+        decision = {"status": rec.status, "msg": risk.msg, "detail": risk.code}
         if rec.cancel_requested:
+            book.commit(rec, "risk_decision", msg=risk.msg, detail=risk.code, publish=False)
             return self._cancel_locally(rec, "cancelled before submission").view()
         book.set_stage(rec, Stage.SUBMITTING)
-        book.commit(rec, "submitting", durable=True, publish=False)
+        # the decision and "submitting" in one durable commit, before the order can exist at IB
+        book.commit(rec, "submitting", durable=True, publish=False, before=(("risk_decision", decision),))
         t_sent = time.perf_counter()
         try:
             reply = await self._call("gateway", SubmitOrder(order=rec.spec, approval=risk.approval),

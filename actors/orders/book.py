@@ -83,13 +83,15 @@ class OrderBook:
     # -- changes -------------------------------------------------------------------------------------------------
 
     def create(self, spec: OrderSpec, request: Any, now_ns: int | None = None) -> OrderRecord:
-        """Journal a new order as Received (durably: this precedes everything else, the acknowledgement included)."""
+        """Journal a new order as Received, before anything else. Not fsynced here: the commit survives a process
+        crash, and the fsync that matters comes with ``submitting`` (before the order can exist at IB) or with the
+        rejection (before the strategy hears of it): an OS crash before either loses an unacknowledged request."""
         now = now_ns or time.time_ns()
         rec = OrderRecord(spec=spec, created_wall_ns=now, updated_wall_ns=now)
         rec.add_history(rec.status, now, "request journalled")
         self.records[rec.order_ref] = rec
         try:
-            self.commit(rec, "request", durable=True, msg=request, change="received")
+            self.commit(rec, "request", msg=request, change="received")
         except Exception:
             del self.records[rec.order_ref]
             raise
@@ -97,9 +99,13 @@ class OrderBook:
 
     def commit(self, rec: OrderRecord, kind: str, *, durable: bool = False, flag: str = "", detail: str = "",
                msg: Any = None, change: str = "status", publish: bool = True,
-               implied: bool = False) -> None:
-        """Journal one change of ``rec`` (event + order row, atomically), then publish it and wake waiters."""
+               implied: bool = False, before: tuple[tuple[str, dict[str, Any]], ...] = ()) -> None:
+        """Journal one change of ``rec`` (event + order row, atomically), then publish it and wake waiters.
+        ``before``: earlier events of the same order, (kind, append_event keyword arguments), written in the same
+        transaction (one commit, and one fsync when durable, instead of several)."""
         with self.journal.transaction(durable=durable):
+            for prior_kind, prior in before:
+                self.journal.append_event(rec.order_ref, prior_kind, **prior)
             self.journal.append_event(rec.order_ref, kind, status=rec.status, flag=flag, detail=detail, msg=msg)
             self.journal.save_order(rec)
         if publish:

@@ -168,3 +168,30 @@ def test_connection_transition_table():
     t.move(cs.STOPPED)
     with pytest.raises(cs.IllegalTransition):
         t.move(cs.CONNECTING)
+
+
+def test_sweep_retries_a_slow_open_order_list_instead_of_giving_up():
+    import asyncio
+
+    from actors.gateway.cancels import CancelSweeper
+
+    class SlowListSession:
+        """IB's open-order list times out once (a thousand orders on a loaded host), then answers."""
+
+        def __init__(self) -> None:
+            self.lists = 0
+            self.global_cancels = 0
+
+        def global_cancel(self) -> None:
+            self.global_cancels += 1
+
+        async def all_open_orders(self, timeout: float) -> list:
+            self.lists += 1
+            if self.lists == 1:
+                raise asyncio.TimeoutError
+            return []
+
+    session = SlowListSession()
+    sweeper = CancelSweeper(session, OrderBook(), client_id=lambda: 1, ib_status=lambda t: "")
+    result = asyncio.run(sweeper.sweep("all", use_global=True, timeout_s=5.0))
+    assert result.confirmed and result.remaining == [] and session.lists == 2 and result.rounds == 2

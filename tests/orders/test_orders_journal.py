@@ -56,18 +56,36 @@ def test_journal_uses_wal_and_creates_schema(path: Path) -> None:
         j.close()
 
 
-def test_request_is_durable_before_create_returns_visible_to_another_connection(book: OrderBook,
-                                                                                path: Path) -> None:
+def test_request_is_committed_before_create_returns_visible_to_another_connection(book: OrderBook,
+                                                                                  path: Path) -> None:
+    # committed (survives a process crash); the fsync comes with "submitting" or the rejection, see book.create
     s = spec()
-    before = book.journal.durable_commits
+    before = book.journal.commits
     book.create(s, PlaceOrder(order=s))
-    assert book.journal.durable_commits == before + 1
+    assert book.journal.commits == before + 1
     other = sqlite3.connect(path)  # another reader, as after a crash: the row and its request event are there
     try:
         assert other.execute("SELECT status, stage FROM orders WHERE order_ref = 's1/c1'").fetchone() == (
             "Received", "received")
         assert other.execute("SELECT kind, msg_type FROM events WHERE order_ref = 's1/c1'").fetchall() == [
             ("request", "place_order")]
+    finally:
+        other.close()
+
+
+def test_decision_and_submitting_are_one_durable_commit_in_order(book: OrderBook, path: Path) -> None:
+    s = spec()
+    rec = book.create(s, PlaceOrder(order=s))
+    commits, durable = book.journal.commits, book.journal.durable_commits
+    book.set_stage(rec, Stage.SUBMITTING)
+    book.commit(rec, "submitting", durable=True, publish=False,
+                before=(("risk_decision", {"status": rec.status, "detail": "ok"}),))
+    assert (book.journal.commits, book.journal.durable_commits) == (commits + 1, durable + 1)
+    other = sqlite3.connect(path)
+    try:
+        assert [k for (k,) in other.execute("SELECT kind FROM events WHERE order_ref = 's1/c1' ORDER BY id")] == [
+            "request", "risk_decision", "submitting"]
+        assert other.execute("SELECT stage FROM orders WHERE order_ref = 's1/c1'").fetchone() == ("submitting",)
     finally:
         other.close()
 
