@@ -100,6 +100,9 @@ class SimBroker:
         #: steps do not rescan a day's worth of finished orders
         self.live: dict[int, SimOrder] = {}
         self.by_key: dict[tuple[int, int], int] = {}
+        #: (client id, parent order id) -> child permIds: cancels and fills find children without a scan of
+        #: every order ever placed (a kill of thousands of orders was quadratic)
+        self.children_of: dict[tuple[int, int], list[int]] = {}
         self.executions: list[Execution] = []
         self.max_order_id: dict[int, int] = {}
         self._next_perm_id = PERM_ID_START
@@ -252,6 +255,8 @@ class SimBroker:
         self.orders[order.perm_id] = order
         self.live[order.perm_id] = order
         self.by_key[key] = order.perm_id
+        if order.parent_id:
+            self.children_of.setdefault((client_id, order.parent_id), []).append(order.perm_id)
         logger.info("sim order new perm={} client={} id={} {} {} {} {} ref={!r}{}",
                     order.perm_id, client_id, order.order_id, order.action,
                     order.total_quantity, inst.local_symbol, order.order_type,
@@ -400,9 +405,8 @@ class SimBroker:
                 self._cancel(child, "parent order cancelled")
 
     def _children(self, order: SimOrder) -> list[SimOrder]:
-        return [o for _, o in sorted(self.orders.items())
-                if o.client_id == order.client_id and o.parent_id == order.order_id
-                and o.perm_id != order.perm_id]
+        perms = self.children_of.get((order.client_id, order.order_id), ())
+        return [self.orders[p] for p in sorted(perms) if p != order.perm_id]
 
     def global_cancel(self) -> int:
         """reqGlobalCancel: every working order of every client (not sticky ones)."""

@@ -374,3 +374,34 @@ def test_secondary_requests_decode_cleanly(name, make_client, sim):
     ib.cancelPnL(ACCOUNT)
     ib.cancelPnLSingle(ACCOUNT, "", AAPL)
     ib.cancelRealTimeBars(bars)
+
+
+def test_bracket_children_follow_their_parent_into_cancellation(sim, clientlog):
+    # children are indexed by (client, parent id): cancelling a parent reaches exactly its children
+    from ib_insync import IB, Stock
+
+    ib = IB()
+    ib.connect(sim.host, sim.port, clientId=17, timeout=10)
+    try:
+        contract = Stock("AAPL", "SMART", "USD")
+        ib.qualifyContracts(contract)
+        first = ib.bracketOrder("BUY", 1, limitPrice=1.0, takeProfitPrice=2.0, stopLossPrice=0.5)
+        second = ib.bracketOrder("BUY", 1, limitPrice=1.1, takeProfitPrice=2.1, stopLossPrice=0.6)
+        for order in [*first, *second]:
+            ib.placeOrder(contract, order)
+        sim.wait_for(lambda st: len(st["orders"]) == 6, 10, "six orders at the simulator")
+        ib.cancelOrder(first[0])
+
+        def by_status(st: dict) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for o in st["orders"].values():
+                out.setdefault(o["status"], []).append(o["orderId"])
+            return out
+
+        st = sim.wait_for(lambda s: len(by_status(s).get("Cancelled", [])) == 3, 10, "the first bracket cancelled")
+        cancelled = sorted(by_status(st)["Cancelled"])
+        assert cancelled == sorted(o.orderId for o in first)
+        assert all(o["status"] != "Cancelled" for o in st["orders"].values() if o["orderId"] in
+                   {o.orderId for o in second})
+    finally:
+        ib.disconnect()
