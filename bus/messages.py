@@ -369,10 +369,15 @@ class OrderUpdate(Base, frozen=True, kw_only=True):
     change: str = "status"
 
 
+#: Symbol as it travels in high-rate events the gateway alone publishes (the proxy's ACL keeps others off
+#: ``md.*``): a length check only; the full pattern costs ~0.8 us per tick at every subscriber.
+EventSymbol = Annotated[str, Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH)]
+
+
 class TickEvent(Base, frozen=True, kw_only=True):
     """``md.<symbol>``: top of book and last trade."""
 
-    symbol: Symbol
+    symbol: EventSymbol
     con_id: int = 0
     bid: float | None = None
     ask: float | None = None

@@ -50,7 +50,8 @@ class SequenceTracker:
     """Per (sender, topic) sequence check. A gap is reported through ``on_gap`` and counted in ``gaps``."""
 
     def __init__(self, on_gap: GapCallback | None = None) -> None:
-        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        #: (sender, topic) -> [incarnation, highest seq]; a mutable pair so the in-order path allocates nothing
+        self._last: dict[tuple[str, str], list[int]] = {}
         self.gaps = 0
         self.missed = 0
         self.on_gap = on_gap
@@ -59,21 +60,25 @@ class SequenceTracker:
         """Record ``env``; returns how many messages were missed before it (0 when in order)."""
         key = (env.sender, topic)
         prev = self._last.get(key)
+        seq = env.seq
         if prev is None or prev[0] != env.incarnation:
-            self._last[key] = (env.incarnation, env.seq)
+            self._last[key] = [env.incarnation, seq]
             return 0  # first message from this sender incarnation on this topic
-        expected = prev[1] + 1
-        if env.seq <= prev[1]:
+        last = prev[1]
+        if seq == last + 1:  # the common case
+            prev[1] = seq
+            return 0
+        if seq <= last:
             return 0  # duplicate or reordered: not a loss, and the high mark stays where it was
-        self._last[key] = (env.incarnation, env.seq)
-        missed = env.seq - expected
-        if missed > 0:
-            self.gaps += 1
-            self.missed += missed
-            logger.warning("bus gap: {} missed {} message(s) on {} (expected seq {}, got {})",
-                           env.sender, missed, topic, expected, env.seq)
-            if self.on_gap is not None:
-                self.on_gap(env.sender, topic, expected, env.seq)
+        prev[1] = seq
+        expected = last + 1
+        missed = seq - expected
+        self.gaps += 1
+        self.missed += missed
+        logger.warning("bus gap: {} missed {} message(s) on {} (expected seq {}, got {})",
+                       env.sender, missed, topic, expected, seq)
+        if self.on_gap is not None:
+            self.on_gap(env.sender, topic, expected, seq)
         return missed
 
 

@@ -104,12 +104,12 @@ class KillSwitchMixin:
         record = self.latch.latch(scope, reason=kill.reason, origin=kill.origin, kill_id=kill.kill_id)
         self.latch.add_pending(PendingSweep(command_id=kill.kill_id, scope=scope, kind="kill", reason=kill.reason,
                                             wall_ns=time.time_ns()))
+        # relay the kill itself at once (before the fsync below): the sender's own broadcast may come later (a CLI
+        # connects and handshakes first) or never; every actor halts on it and de-duplicates by kill_id
+        self.publish("control.kill", kill)
         self._persist()  # HALTED is durable before anything is cancelled
         self.publish("state.trading", TradingStateEvent(scope=scope, state="HALTED", epoch=record.epoch,
                                                         reason=kill.reason, origin=kill.origin))
-        # relay the kill itself at once: the sender's own broadcast may come later (a CLI connects and handshakes
-        # first) or never; every actor de-duplicates by kill_id
-        self.publish("control.kill", kill)
         logger.critical("gateway: KILL {} scope {} epoch {} from {}: {}", kill.kill_id, scope, record.epoch,
                         kill.origin or "?", kill.reason)
         purged = self._purge_unsent(scope)
