@@ -752,6 +752,11 @@ class RiskStateReply(Base, frozen=True, kw_only=True):
     scope_states: dict[str, TradingState] = {}
     #: False until the governor has its first gateway snapshot (it rejects with ``risk.not_ready`` until then)
     ready: bool = False
+    #: the account exposure the checks use, per symbol: position, and quantity still working on each side
+    #: (approved orders count from their approval on)
+    positions: dict[str, float] = {}
+    working_buy: dict[str, float] = {}
+    working_sell: dict[str, float] = {}
 
 
 class SubmitAck(Base, frozen=True, kw_only=True):

@@ -711,7 +711,12 @@ class RiskGovernor(Actor):
             breakers[f"cancel.{rec.command.command_id}"] = rec.describe()
         strategy_states = {k.split(":", 1)[1]: v.state for k, v in self.states.non_active().items()
                            if k.startswith("strategy:")}
+        symbols = sorted(set(self.book.account) | self.book.working_symbols())
+        sides = {sym: self.book.working_qty(sym) for sym in symbols}
         return RiskStateReply(global_state=glob.state, epoch=self.states.epoch,  # type: ignore[arg-type]
+                              positions={sym: self.book.position(sym) for sym in symbols},
+                              working_buy={sym: b for sym, (b, _) in sides.items() if b},
+                              working_sell={sym: s for sym, (_, s) in sides.items() if s},
                               strategy_states=strategy_states,  # type: ignore[arg-type]
                               disabled_strategies=sorted(self.states.disabled), limits=self.limits.describe(),
                               breakers=breakers, ready=self.ready,

@@ -166,6 +166,9 @@ def test_e2e_reducing_admits_a_reducing_order_and_refuses_a_flip(desk: Desk, sim
     assert sell[1].trading_state == "REDUCING"
     assert isinstance(desk.submit(sell[0], sell[1].approval), SubmitAck)
     eventually(lambda: sim_position(sim) == 40, E2E_WAIT_S, message="sold 60")
+    # the governor learns of the fill through the gateway's events, after the simulator: wait until it counts it
+    eventually(lambda: (st := desk.risk.call(GetRiskState())).positions.get("AAPL") == 40
+               and not st.working_sell.get("AAPL"), E2E_WAIT_S, message="risk sees position 40, no sell working")
     flip = desk.check(spec("SELL", 50))
     assert flip.code == "risk.reducing", flip
     assert desk.check(spec("BUY", 1)).code == "risk.reducing"
