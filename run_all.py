@@ -342,6 +342,8 @@ def check_health(plan: Plan, rpc: Any, zctx: Any) -> Health:
         missing += [f"{n} heartbeat" for n in plan.cfg.monitor.expected_actors if n not in alive]
         if status.connection != "READY":
             missing.append(f"gateway connection ({status.connection or 'unknown'})")
+        if not status.trading_state:
+            missing.append("trading state (not reported yet)")
     return Health(ok=not missing and not fatal, missing=missing, fatal=fatal)
 
 

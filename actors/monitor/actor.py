@@ -53,6 +53,8 @@ NOT_READY_ALERT_S = 20.0
 #: Periodic self-heal of connection/trading state from the gateway's and the governor's status.
 STATE_REFRESH_S = 5.0
 STATE_REFRESH_TIMEOUT_S = 1.0
+#: retry interval of the state refresh while the trading state is unknown
+STATE_RETRY_S = 0.5
 #: A gap alert per (publisher, topic) at most this often (the counters count every one).
 GAP_ALERT_INTERVAL_S = 60.0
 RECENT_ALERTS = 50
@@ -271,6 +273,8 @@ class MonitorActor(Actor):
         if ev.state == "READY":
             self._not_ready_since = None
             self._not_ready_alerted = False
+            if not self.global_trading_state():
+                self._request_refresh()  # a READY gateway answers its status: learn the trading state now
         elif self._not_ready_since is None:
             self._not_ready_since = time.monotonic()
         if ev.state == "DISCONNECTED" and previous in ("READY", "RECONCILING", "CONNECTED"):
@@ -452,9 +456,11 @@ class MonitorActor(Actor):
         assert self._refresh_now is not None
         while True:
             await self.refresh_states()
+            # periodic self-heal, cut short when the gateway or the governor (re)appears; sooner while the trading
+            # state is still unknown (the gateway was busy or not up yet at the last attempt)
+            wait_s = STATE_REFRESH_S if self.global_trading_state() else STATE_RETRY_S
             try:
-                # periodic self-heal, cut short when the gateway or the governor (re)appears
-                await asyncio.wait_for(self._refresh_now.wait(), timeout=STATE_REFRESH_S)
+                await asyncio.wait_for(self._refresh_now.wait(), timeout=wait_s)
             except asyncio.TimeoutError:
                 pass
             self._refresh_now.clear()
