@@ -559,6 +559,12 @@ class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
             return Ack(detail=f"already {rec.status}")
         if not rec.transmitted and self._purge_unsent(rec_only=rec):
             return Ack(detail="cancelled before transmission")
+        # an amendment still queued behind the pacer would reach IB after this cancel (cancels go first) and be
+        # refused there after the strategy was told it was sent: the cancel supersedes it, drop it
+        dropped = self._purge_unsent(rec_only=rec) if rec.modify_pending else 0
+        if dropped:
+            rec.modify_pending = False
+            logger.info("gateway: queued amendment of {} dropped: the cancel supersedes it", rec.label())
         if not self.session.is_connected():
             return Rejected(code="disconnected", reason="gateway is not connected to IB: cancel not sent",
                             request_type=rtype)
@@ -566,9 +572,7 @@ class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
             return Rejected(code="bad_request", reason=f"order {rec.label()} belongs to client id {rec.client_id}; "
                             f"only a global cancel (kill) reaches it", request_type=rtype)
         logger.info("gateway: cancel sent for {}{}", rec.label(), f" ({req.reason})" if req.reason else "")
-        return Ack(detail="cancel sent")
-
-
+        return Ack(detail="cancel sent" + (" (a queued amendment was dropped)" if dropped else ""))
 
 
 

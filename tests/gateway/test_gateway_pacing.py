@@ -164,3 +164,27 @@ def test_market_data_is_reference_counted_and_ticks_flow(gateway, recorder, sim)
     assert isinstance(missing, Rejected) and missing.code == "not_found"
     unknown = gateway.call(SubscribeMarketData(instrument=Instrument(symbol="NOSUCH"), subscriber="x"))
     assert isinstance(unknown, Rejected) and unknown.code == "unknown_symbol"
+
+
+def test_cancel_drops_amendments_still_queued_behind_the_pacer(gateway, recorder, sim):
+    # amendments are ORDER priority, cancels go first: without the purge, queued amendments would reach IB after
+    # the cancel and be refused there (error 103) after the strategy was told they were sent
+    from bus.messages import Ack, AmendOrder, CancelIbOrder, SubmitAck
+    from msgspec.structs import replace
+    from tests.gateway.support import FAR_BELOW, order
+
+    spec = order("amend-burst", order_type="LMT", limit=FAR_BELOW)
+    assert isinstance(gateway.submit(spec), SubmitAck)
+    recorder.wait_status(spec.order_ref, "Submitted")
+    for i in range(30):  # more than the pacer's burst allowance: the tail of these waits in its queue
+        new = replace(spec, limit_price=round(FAR_BELOW - 0.01 * (i + 1), 2))
+        assert isinstance(gateway.call(AmendOrder(order=new, approval=gateway.approve(new, is_modify=True))),
+                          SubmitAck)
+    reply = gateway.call(CancelIbOrder(order_ref=spec.order_ref))
+    assert isinstance(reply, Ack) and "queued amendment was dropped" in reply.detail, reply
+    recorder.wait_status(spec.order_ref, "Cancelled")
+    log = sim.state()["request_log"]
+    oid = next(r["orderId"] for r in log if r["name"] == "placeOrder")
+    cancel_seq = next(r["seq"] for r in log if r["name"] == "cancelOrder" and r["orderId"] == oid)
+    assert not [r for r in log if r["name"] == "placeOrder" and r["orderId"] == oid and r["seq"] > cancel_seq]
+    assert "Duplicate order id" not in gateway.log()
