@@ -107,9 +107,10 @@ class Stamper:
         self._seq[key] = n
         return n
 
-    def stamp(self, body: Any, *, key: str = "", request_id: str = "") -> Envelope[Any]:
+    def stamp(self, body: Any, *, key: str = "", request_id: str = "", deadline_wall_ns: int = 0) -> Envelope[Any]:
         return Envelope(sender=self.sender, incarnation=self.incarnation, seq=self.next_seq(key),
-                        mono_ns=time.monotonic_ns(), wall_ns=time.time_ns(), request_id=request_id, body=body)
+                        mono_ns=time.monotonic_ns(), wall_ns=time.time_ns(), request_id=request_id,
+                        deadline_wall_ns=deadline_wall_ns, body=body)
 
 
 def validate(msg: T) -> T:

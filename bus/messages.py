@@ -879,7 +879,9 @@ class Envelope(msgspec.Struct, Generic[B], frozen=True, kw_only=True):
     """What travels on every socket. ``seq`` is per sender and per topic on the event bus (so a subscriber to a
     topic prefix can detect gaps exactly) and per sender on request sockets. ``incarnation`` changes when the sender
     restarts, so a reset sequence is a restart, not a gap. ``mono_ns`` is CLOCK_MONOTONIC (comparable between
-    processes on one host: used for latency), ``wall_ns`` is UTC wall time."""
+    processes on one host: used for latency), ``wall_ns`` is UTC wall time. ``deadline_wall_ns`` (requests only,
+    0 = none) is when the caller stops waiting: a service does not start an order-creating request after it (a
+    strategy that timed out must not find its order placed later behind its back); see ``bus/reqrep.py``."""
 
     v: int = SCHEMA_VERSION
     sender: str
@@ -888,6 +890,7 @@ class Envelope(msgspec.Struct, Generic[B], frozen=True, kw_only=True):
     mono_ns: int
     wall_ns: int
     request_id: str = ""
+    deadline_wall_ns: int = 0
     body: B
 
 

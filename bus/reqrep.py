@@ -28,7 +28,10 @@ from loguru import logger
 from bus import sockets
 from bus.authz import authorize
 from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
-from bus.messages import Envelope, Rejected, Reply, Request, tag_of
+from bus.messages import (
+    CancelAllOrders, CancelIbOrder, CancelOrder, CancelScope, EmergencyCancel, Envelope, Kill, Rejected, Reply, Request,
+    tag_of,
+)
 
 #: Default per-attempt timeout and retries (config: bus.request_timeout_s / bus.request_retries).
 DEFAULT_TIMEOUT_S = 2.0
@@ -36,6 +39,12 @@ DEFAULT_RETRIES = 2
 #: Backoff between attempts: base * 2**attempt, capped. Small: the timeout already spaced the attempts.
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 0.5
+#: Clock allowance for request deadlines (wall clocks of two hosts differ by a little even with NTP).
+DEADLINE_ALLOWANCE_S = 0.25
+#: Requests a service runs even after their deadline: they only ever make things safer (a kill that arrives after
+#: the operator's CLI gave up is still a kill).
+RUN_WHEN_LATE: frozenset[type] = frozenset({Kill, EmergencyCancel, CancelOrder, CancelAllOrders, CancelIbOrder,
+                                            CancelScope})
 #: How many finished replies a service remembers for de-duplication, for how long, and how many bytes at most (a
 #: few large replies, e.g. snapshots, must not pin gigabytes).
 DEDUP_CAPACITY = 50_000
@@ -62,6 +71,12 @@ def new_request_id() -> str:
 
 def backoff_s(attempt: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt))
+
+
+def call_deadline_ns(timeout_s: float, attempts: int) -> int:
+    """Wall-clock time after which the caller has given up (every attempt and backoff included)."""
+    bound = timeout_s * attempts + sum(backoff_s(a) for a in range(attempts - 1))
+    return time.time_ns() + int(bound * 1e9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +159,7 @@ class Service:
         self.handled = 0
         self.rejected_frames = 0
         self.duplicates = 0
+        self.expired = 0
 
     def _send(self, identity: bytes, payload: bytes) -> None:
         try:
@@ -227,12 +243,26 @@ class Service:
             for t in list(self._tasks):
                 t.cancel()
 
+    @staticmethod
+    def _late_s(env: Envelope[Any]) -> float:
+        """Seconds past the request's deadline (<= 0: in time or no deadline)."""
+        if not env.deadline_wall_ns:
+            return 0.0
+        return (time.time_ns() - env.deadline_wall_ns) / 1e9 - DEADLINE_ALLOWANCE_S
+
     async def _serve(self, ctx: CallContext, identity: bytes, key: tuple[str, str]) -> None:
         body = ctx.envelope.body
         try:
             try:
                 denied = authorize(ctx.user_id, body) if self._security is not None and self._security.enabled else None
-                if denied is not None:
+                late = self._late_s(ctx.envelope)
+                if late > 0 and type(body) not in RUN_WHEN_LATE:
+                    self.expired += 1
+                    logger.warning("{}: {} (request {}) from {} not executed: it arrived {:.3f}s after its caller's "
+                                   "deadline", self.name, tag_of(type(body)), ctx.request_id, ctx.sender, late)
+                    reply = Rejected(code="expired", reason=f"arrived {late:.3f}s after the caller's deadline; "
+                                     f"not executed", request_type=tag_of(type(body)))
+                elif denied is not None:
                     logger.warning("{}: refused {} from {} ({})", self.name, tag_of(type(body)), ctx.user_id or "?",
                                    denied.reason)
                     reply = denied
@@ -354,10 +384,11 @@ class AsyncClient(_ClientBase):
         # a waiter is registered for ``rid`` across every await below, so a late reply to an earlier attempt is never
         # dropped: whichever attempt it answers, the call returns it
         waiter = self._waiting[rid] = loop.create_future()
+        call_deadline = call_deadline_ns(timeout, attempts)
         try:
             for attempt in range(attempts):
                 deadline = loop.time() + timeout
-                payload = self._req.encode(self.stamper.stamp(body, request_id=rid))
+                payload = self._req.encode(self.stamper.stamp(body, request_id=rid, deadline_wall_ns=call_deadline))
                 if await self._send(payload, timeout) or waiter.done():
                     reply = await self._until(waiter, deadline - loop.time())
                     if reply is not _TIMED_OUT:
@@ -412,9 +443,11 @@ class SyncClient(_ClientBase):
         attempts = 1 + (self.retries if retries is None else retries)
         rid = new_request_id()
         start = time.monotonic()
+        call_deadline = call_deadline_ns(timeout, attempts)
         for attempt in range(attempts):
             deadline = time.monotonic() + timeout
-            if not self._send(self._req.encode(self.stamper.stamp(body, request_id=rid)), timeout):
+            stamped = self.stamper.stamp(body, request_id=rid, deadline_wall_ns=call_deadline)
+            if not self._send(self._req.encode(stamped), timeout):
                 deadline = 0.0  # could not even queue it: this attempt timed out
             while (left := deadline - time.monotonic()) > 0:
                 if not self.sock.poll(max(1, int(left * 1000))):
