@@ -263,7 +263,9 @@ class OrderManager(Actor):
                 outcome = rec.apply_status(rec.status, time.time_ns(), ib_order_id=reply.ib_order_id,
                                            perm_id=reply.perm_id)
             book.set_stage(rec, Stage.ACKED)
-            book.commit(rec, "gateway_reply", durable=True, msg=reply, change="status",
+            # not fsynced: "submitting" already is, and a reply lost to an OS crash is recovered from IB by
+            # orderRef at the next reconciliation (the commit itself survives a process crash)
+            book.commit(rec, "gateway_reply", msg=reply, change="status",
                         flag="duplicate" if duplicate else "", publish=outcome.changed)
             t_end = time.perf_counter()
             logger.info("orders: {} submitted: ib {} perm {} ({}) in {:.1f} ms (risk {:.1f} ms, gateway {:.1f} ms){}",

@@ -42,18 +42,26 @@ def journal_rows(cfg: KhazadConfig, sql: str, args: tuple[Any, ...] = ()) -> lis
 
 def assert_journal_consistent(cfg: KhazadConfig) -> None:
     """Every order row agrees with its own event log: one original request, the last status journalled is the
-    row's status, and the fills recorded add up to no more than the row's filled quantity."""
-    orders = journal_rows(cfg, "SELECT order_ref, status, filled FROM orders")
-    assert orders, "empty journal"
-    for ref, status, filled in orders:
-        requests = journal_rows(cfg, "SELECT COUNT(*) FROM events WHERE order_ref = ? AND kind = 'request' "
-                                     "AND flag = ''", (ref,))
-        assert requests == [(1,)], (ref, requests)
-        last = journal_rows(cfg, "SELECT status FROM events WHERE order_ref = ? AND status != '' "
-                                 "ORDER BY id DESC LIMIT 1", (ref,))
-        assert last == [(status,)], (ref, status, last)
-        ((fills,),) = journal_rows(cfg, "SELECT COALESCE(SUM(quantity), 0) FROM fills WHERE order_ref = ?", (ref,))
-        assert fills <= filled + 1e-9, (ref, fills, filled)
+    row's status, and the fills recorded add up to no more than the row's filled quantity. Read in one
+    transaction: the order manager keeps writing (a late Filled), and WAL gives a reader one consistent snapshot."""
+    db = sqlite3.connect(Path(cfg.path(cfg.orders.journal)), isolation_level=None)
+    try:
+        db.execute("BEGIN")
+        orders = db.execute("SELECT order_ref, status, filled FROM orders").fetchall()
+        assert orders, "empty journal"
+        for ref, status, filled in orders:
+            requests = db.execute("SELECT COUNT(*) FROM events WHERE order_ref = ? AND kind = 'request' "
+                                  "AND flag = ''", (ref,)).fetchall()
+            assert requests == [(1,)], (ref, requests)
+            last = db.execute("SELECT status FROM events WHERE order_ref = ? AND status != '' "
+                              "ORDER BY id DESC LIMIT 1", (ref,)).fetchall()
+            assert last == [(status,)], (ref, status, last)
+            ((fills,),) = db.execute("SELECT COALESCE(SUM(quantity), 0) FROM fills WHERE order_ref = ?",
+                                     (ref,)).fetchall()
+            assert fills <= filled + 1e-9, (ref, fills, filled)
+        db.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def statuses_seen(sub: SyncSubscriber, until: str, timeout: float = 10.0,
