@@ -60,6 +60,8 @@ class OrderRecord:
     done_mono: float | None = None
     pending_error: tuple[int, str, float] | None = None
     history: list[str] = field(default_factory=list)
+    #: the key this record is filed under in ``OrderBook.by_key`` (a key changes when a permId arrives)
+    indexed_key: str = ""
 
     @property
     def key(self) -> str:
@@ -139,10 +141,11 @@ class OrderBook:
         return self.by_key.get(order_ref)
 
     def _index(self, rec: OrderRecord) -> None:
-        old_keys = [k for k, v in self.by_key.items() if v is rec and k != rec.key]
-        for k in old_keys:
-            del self.by_key[k]
-        self.by_key[rec.key] = rec
+        key = rec.key
+        if rec.indexed_key and rec.indexed_key != key and self.by_key.get(rec.indexed_key) is rec:
+            del self.by_key[rec.indexed_key]  # O(1): a scan of every record here made each order O(book size)
+        self.by_key[key] = rec
+        rec.indexed_key = key
         if rec.perm_id:
             self.by_perm[rec.perm_id] = rec
         if rec.ib_order_id:
