@@ -168,6 +168,10 @@ def wait_until_sync(check: Callable[[], Any], what: str, timeout: float = READY_
 # ---------------------------------------------------------------------------------------------------------------
 
 
+#: Roles that never read stdin (they sit in libzmq loops): stopped with SIGTERM straight away.
+SIGTERM_ROLES = frozenset({"raw-proxy", "bare-echo", "bare-orders"})
+
+
 class Child:
     """A helper process that says words (``ready``, ``done``, a JSON result) on stdout and listens on stdin."""
 
@@ -215,6 +219,11 @@ class Child:
                 self.proc.stdin.close()
             except BrokenPipeError:
                 pass
+            if not (self.args and self.args[0] in SIGTERM_ROLES):
+                try:
+                    self.proc.wait(STOP_TIMEOUT_S)  # a closed stdin ends a role cleanly (its sockets, its client)
+                except subprocess.TimeoutExpired:
+                    pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -359,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-bytes", type=int, default=0)
     ap.add_argument("--submit-bytes", type=int, default=0)
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM comes only to a role that did not end by itself when the harness closed its stdin: leave at once.
+    # sys.exit here raised SystemExit wherever the interpreter was, e.g. inside a socket's __del__
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     from bus.log import setup_logging
 
     # the flood re-subscribes all the time: the SDK reports the ticks published while it was unsubscribed as

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -239,14 +239,7 @@ class SimBroker:
                         rejection.reject_json)
             return
         now = self.clock.now()
-        order = SimOrder(
-            perm_id=self._new_perm_id(), client_id=client_id, order_id=req.order_id,
-            instrument=inst, contract=req.contract, action=req.action,
-            total_quantity=req.total_quantity, order_type=req.order_type,
-            lmt_price=req.lmt_price, aux_price=req.aux_price, tif=req.tif,
-            outside_rth=req.outside_rth, order_ref=req.order_ref,
-            account=req.account or self.account_id, parent_id=req.parent_id,
-            oca_group=req.oca_group, oca_type=req.oca_type, created_at=now)
+        order = self._new_order(client_id, req, inst, created_at=now)
         order.sticky = self.faults.take_sticky()
         order.drop_acks = self.faults.take_drop_ack()
         if self.faults.ack_delay > 0:
@@ -299,18 +292,23 @@ class SimBroker:
                                  "for this contract.")
         return None
 
-    def _record_rejected(self, client_id: int, req: PlaceOrder, inst: Instrument,
-                         why: str) -> None:
-        """Rejected orders are part of the ground truth (status Inactive)."""
-        now = self.clock.now()
-        order = SimOrder(
+    def _new_order(self, client_id: int, req: PlaceOrder, inst: Instrument, **state: Any) -> SimOrder:
+        """A new order with a fresh permId, its terms taken from the placeOrder request."""
+        return SimOrder(
             perm_id=self._new_perm_id(), client_id=client_id, order_id=req.order_id,
             instrument=inst, contract=req.contract, action=req.action,
             total_quantity=req.total_quantity, order_type=req.order_type,
             lmt_price=req.lmt_price, aux_price=req.aux_price, tif=req.tif,
             outside_rth=req.outside_rth, order_ref=req.order_ref,
-            account=req.account or self.account_id, status="Inactive", why_held=why,
-            created_at=now, completed_at=now, completed_status="Rejected")
+            account=req.account or self.account_id, parent_id=req.parent_id,
+            oca_group=req.oca_group, oca_type=req.oca_type, **state)
+
+    def _record_rejected(self, client_id: int, req: PlaceOrder, inst: Instrument,
+                         why: str) -> None:
+        """Rejected orders are part of the ground truth (status Inactive)."""
+        now = self.clock.now()
+        order = self._new_order(client_id, req, inst, status="Inactive", why_held=why, created_at=now,
+                                completed_at=now, completed_status="Rejected")
         self.orders[order.perm_id] = order
         self.by_key[(client_id, req.order_id)] = order.perm_id
 
