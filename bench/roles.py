@@ -365,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     from bus.log import setup_logging
 
-    # the flood re-subscribes all the time: the SDK reports the ticks published while it was unsubscribed as
-    # gaps (see docs/benchmarks.md); keep its output to errors
+    # the flood subscribes and unsubscribes hundreds of times a second: keep its log to errors
     setup_logging(f"bench-{args.role}", "ERROR" if args.role == "md-flood" else "WARNING")
     return ROLES[args.role](args)
 

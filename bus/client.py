@@ -773,10 +773,7 @@ class AsyncKhazadClient:
 
     async def _drop_md(self, symbol: str) -> None:
         if self._md.pop(symbol, None) is not None and self.subscriber is not None:
-            topic = md_topic(symbol)
-            if topic in self.subscriber.topics:
-                self.subscriber.topics.remove(topic)
-            self.subscriber.sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+            self.subscriber.unsubscribe(md_topic(symbol))
 
 
 def _raise_if_rejected(view: OrderView) -> None:

@@ -82,6 +82,20 @@ class SequenceTracker:
         return missed
 
 
+    def forget(self, prefix: str, keep: tuple[str, ...] = ()) -> int:
+        """Drop the sequence state of every topic under ``prefix`` that no prefix in ``keep`` still covers (after
+        an unsubscribe: what is published while nobody listens is not a loss, so a re-subscribe starts afresh)."""
+        keys = [k for k in self._last if _dropped(k[1], prefix, keep)]
+        for k in keys:
+            del self._last[k]
+        return len(keys)
+
+
+def _dropped(topic: str, prefix: str, keep: tuple[str, ...]) -> bool:
+    """Is ``topic`` no longer received once ``prefix`` is unsubscribed and the ``keep`` prefixes remain?"""
+    return topic.startswith(prefix) and not any(topic.startswith(k) for k in keep)
+
+
 def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
     """One whole multipart message from a plain socket (recv + RCVMORE: much cheaper per event than pyzmq's
     ``recv_multipart`` on this hot path). Raises ``zmq.Again`` with ``NOBLOCK`` when nothing is queued."""
@@ -170,6 +184,8 @@ class Publisher:
 
 
 class _SubscriberBase:
+    sock: Any  # the SUB socket (asyncio or plain), opened by the subclass
+
     def __init__(self, name: str, topics: list[str], on_gap: GapCallback | None) -> None:
         self.name = name
         self.topics = list(topics)
@@ -185,6 +201,23 @@ class _SubscriberBase:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         sockets.connect(sock, backend, security=security, server_key=server_key)
         return sock
+
+    def subscribe(self, topic: str) -> None:
+        self.topics.append(topic)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic`` (a prefix, as subscribed) and forget its sequence state: what is published
+        while nobody listens is not a loss, so a later re-subscribe starts afresh instead of reporting a gap."""
+        if topic in self.topics:
+            self.topics.remove(topic)
+        self.sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+        # libzmq filters on the SUB side when it delivers, so nothing of ``topic`` arrives after this unless another
+        # subscription covers it; drop what was held back and the sequence state of the topics no longer received
+        keep = tuple(self.topics)
+        self._pending = deque(f for f in self._pending if not _dropped(bytes(f[0]).decode(errors="replace"),
+                                                                      topic, keep))
+        self.tracker.forget(topic, keep=keep)
 
     def _decode(self, frames: list[bytes]) -> tuple[str, Envelope[Event]] | None:
         if len(frames) != 2:
@@ -218,10 +251,6 @@ class Subscriber(_SubscriberBase):
         # because recv() only awaits (through the asyncio socket, which re-checks readiness) when nothing is queued.
         self._raw = zmq.Socket.shadow(self.sock.underlying)
         self._burst = 0
-
-    def subscribe(self, topic: str) -> None:
-        self.topics.append(topic)
-        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
 
     async def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
         """Return once the proxy has this subscriber's subscriptions (probe through ``publisher``)."""
