@@ -47,6 +47,9 @@ RUN_WHEN_LATE: frozenset[type] = frozenset({Kill, EmergencyCancel, CancelOrder, 
                                             CancelScope})
 #: How many finished replies a service remembers for de-duplication, for how long, and how many bytes at most (a
 #: few large replies, e.g. snapshots, must not pin gigabytes).
+#: A closing service keeps its socket this long for replies still queued (the answer to the request that made
+#: the actor fault, or ones sent just before a SIGTERM); a reply to a vanished caller is dropped at once anyway.
+REPLY_FLUSH_LINGER_MS = 250
 DEDUP_CAPACITY = 50_000
 DEDUP_TTL_S = 600.0
 DEDUP_MAX_BYTES = 64 * 1024 * 1024
@@ -292,7 +295,7 @@ class Service:
             self._slots.release()
 
     def close(self) -> None:
-        self.sock.close(0)
+        self.sock.close(linger=REPLY_FLUSH_LINGER_MS)
 
 
 #: Result of a wait that ran out of time (never a valid reply body).

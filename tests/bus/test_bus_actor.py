@@ -167,10 +167,17 @@ def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         gaps.wait_ready(pub)
         pub.publish("test.flood", Alert(kind="test", message="stall"))  # the consumer blocks on this one
-        for _ in range(FLOOD_COUNT):
-            pub.publish("test.flood", Alert(kind="flood", message=FLOOD_PAYLOAD))
-        status = eventually(lambda: (s := probe_status(zctx, cfg.bus.monitor))["inbox"] == str(INBOX) and s,
-                            message="the inbox never filled")
+        flooded = [0]
+
+        def filled() -> dict[str, str] | None:
+            # the tiny HWMs drop most of a burst, how much depends on timing: flood until the inbox is full
+            for _ in range(FLOOD_COUNT):
+                pub.publish("test.flood", Alert(kind="flood", message=FLOOD_PAYLOAD))
+            flooded[0] += FLOOD_COUNT
+            s = probe_status(zctx, cfg.bus.monitor)
+            return s if s["inbox"] == str(INBOX) else None
+
+        status = eventually(filled, message=lambda: f"the inbox never filled: {probe_status(zctx, cfg.bus.monitor)}")
         assert status["inbox_max"] == str(INBOX) and status["events"] == "1"  # bounded: full, never more
         assert isinstance(cl.call(Ping()), Pong)  # requests are served while events are stuck
         assert cl.call(Resume(reason="unstall")) is not None
@@ -189,5 +196,5 @@ def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a
         gaps.close()
     assert report.subscriber == "probe" and report.publisher == "inbox-flooder" and report.topic == "test.flood"
     assert report.missed == report.received - report.expected > 0
-    assert int(probe_status(zctx, cfg.bus.monitor)["events"]) < FLOOD_COUNT + 1
+    assert int(probe_status(zctx, cfg.bus.monitor)["events"]) < flooded[0] + 1
 
