@@ -40,6 +40,7 @@ from actors.gateway.halts import GLOBAL_SCOPE, HaltLatch
 from actors.gateway.ib import IbSession
 from actors.gateway.killswitch import KillSwitchMixin
 from actors.gateway.marketdata import MarketDataBook, MarketDataMixin
+from actors.gateway.pacing import place_order_id
 from actors.gateway.persist import PLACED, ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
 from actors.gateway.settings import GatewaySettings, check_accounts, resolve_settings
 from bus.actor import Actor
@@ -57,6 +58,9 @@ from bus.reqrep import CallContext
 DUPLICATE_STATUS = "Duplicate"
 #: Bound for IB round trips the gateway awaits (contract lookup, executions, open orders).
 IB_REQUEST_TIMEOUT_S = 5.0
+#: An amendment is acknowledged once it has left for IB. Queued behind IB's message budget it normally goes within
+#: a second or two (the order manager gives up sooner and treats the outcome as unknown); this only bounds the wait.
+AMEND_TRANSMIT_TIMEOUT_S = 30.0
 
 
 class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
@@ -545,6 +549,24 @@ class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
         except ConnectionError as exc:
             return Rejected(code="disconnected", reason=f"IB connection lost while amending: {exc}",
                             request_type=rtype)
+        # acknowledge only what has left for IB: an amendment still queued behind the pacer would be lost with this
+        # process (a crash, a disconnect) after the strategy had been told it was sent
+        sent = self.session.sender.watch_last(lambda msg: place_order_id(msg) == rec.ib_order_id)
+        if sent is not None:
+            try:
+                transmitted = await asyncio.wait_for(asyncio.shield(sent), AMEND_TRANSMIT_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return Rejected(code="timeout", request_type=rtype, reason=f"amendment of {ref} still queued "
+                                f"behind IB's message budget after {AMEND_TRANSMIT_TIMEOUT_S:g}s; it goes out later")
+            if not transmitted:
+                if old is not None and rec.spec is spec:  # never reached IB: the order keeps its previous terms
+                    rec.spec = old
+                    self.session.apply_spec(trade.order, old)
+                rec.modify_pending = False
+                logger.info("gateway: amendment of {} not transmitted (superseded or disconnected)", rec.label())
+                return Rejected(code="not_sent", request_type=rtype, reason=f"amendment of {ref} was not "
+                                f"transmitted to IB (a cancel or kill superseded it, or the connection dropped); "
+                                f"the order keeps its previous terms")
         logger.info("gateway: amend {} -> qty {:g} lmt {} stp {}", rec.label(), spec.quantity, spec.limit_price,
                     spec.stop_price)
         return SubmitAck(order_ref=ref, ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=rec.status)
@@ -561,7 +583,8 @@ class GatewayActor(IbEventsMixin, KillSwitchMixin, MarketDataMixin, Actor):
             return Ack(detail="cancelled before transmission")
         # an amendment still queued behind the pacer would reach IB after this cancel (cancels go first) and be
         # refused there after the strategy was told it was sent: the cancel supersedes it, drop it
-        dropped = self._purge_unsent(rec_only=rec) if rec.modify_pending else 0
+        # (whether or not IB has confirmed an earlier amendment: modify_pending only tracks the latest confirmation)
+        dropped = self._purge_unsent(rec_only=rec)
         if dropped:
             rec.modify_pending = False
             logger.info("gateway: queued amendment of {} dropped: the cancel supersedes it", rec.label())

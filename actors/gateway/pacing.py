@@ -140,6 +140,8 @@ class PacedSender:
         self.sent = [0 for _ in Priority]
         self.max_in_window = 0
         self.dropped = 0
+        #: id(queued message) -> futures told whether it went out (True) or was dropped (False)
+        self._watchers: dict[int, list[asyncio.Future[bool]]] = {}
 
     # -- clock ---------------------------------------------------------------------------------------------------
 
@@ -173,6 +175,23 @@ class PacedSender:
     def queued_by_priority(self) -> dict[str, int]:
         return {p.name.lower(): len(self._queues[p]) for p in Priority}
 
+    def watch_last(self, predicate: Callable[[str], bool]) -> asyncio.Future[bool] | None:
+        """The fate of the last queued message matching ``predicate``: a future set to True once it is transmitted,
+        False if it is dropped (purged or cleared) or its transmission fails; None when no queued message matches
+        (it went out already)."""
+        for q in self._queues:
+            for msg in reversed(q):
+                if predicate(msg):
+                    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                    self._watchers.setdefault(id(msg), []).append(fut)
+                    return fut
+        return None
+
+    def _settle(self, msg: str, sent: bool) -> None:
+        for fut in self._watchers.pop(id(msg), ()):
+            if not fut.done():
+                fut.set_result(sent)
+
     def submit(self, msg: str) -> None:
         """Queue one outgoing message (this replaces ``Client.sendMsg``) and send what the budget allows."""
         if msg:
@@ -183,6 +202,8 @@ class PacedSender:
         """Drop everything queued (the connection is gone: nothing queued may go out on the next one)."""
         n = self.queued
         for q in self._queues:
+            for msg in q:
+                self._settle(msg, False)
             q.clear()
         self.dropped += n
         if self._timer is not None:
@@ -203,6 +224,8 @@ class PacedSender:
                 removed.extend(m for m in q if predicate(m))
                 q.clear()
                 q.extend(keep)
+        for msg in removed:
+            self._settle(msg, False)
         return removed
 
     # -- budget --------------------------------------------------------------------------------------------------
@@ -249,5 +272,10 @@ class PacedSender:
                 self._transmit(msg)
             except Exception as exc:  # a dead transport must not wedge the queue; the connection handler reacts
                 logger.warning("gateway: sending a message (id {}) failed: {!r}", message_id(msg), exc)
+                if self._watchers:
+                    self._settle(msg, False)
+            else:
+                if self._watchers:
+                    self._settle(msg, True)
             if self._on_sent is not None:
                 self._on_sent(msg, pending)

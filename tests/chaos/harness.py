@@ -370,7 +370,7 @@ def risk_sigstop(run: FaultRun) -> None:
     through, and (``kill_during``) a kill is confirmed by the gateway; then SIGCONT."""
     system = run.system
     # placed while the governor still answers, cancelled while it is stopped (nothing rests while HALTED)
-    resting = None if run.halted_before else _rest_probe(system)
+    resting = None if run.halted_before else _rest_probe(system, run.notes)
     pid = system.infos()["risk"]["pid"]
     run.t_inject = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
@@ -417,14 +417,16 @@ def risk_sigstop(run: FaultRun) -> None:
         run.t_clear = time.monotonic()
 
 
-def _rest_probe(system: System) -> str | None:
+def _rest_probe(system: System, notes: list[str]) -> str | None:
+    """A working probe order (its client order id), or None with the reason added to ``notes``."""
     try:
         with KhazadClient(PROBE_STRATEGY, config=system.cfg, timeout_s=2.0, retries=1) as c:
             price = round(system.sim()["quotes"][PROBE_SYMBOL]["bid"] * (1 - PROBE_DISCOUNT), 2)
             view = c.place_limit_order(PROBE_SYMBOL, "BUY", 2, price)
             c.wait_for_order(view.spec.client_order_id, "live", timeout=PROBE_TIMEOUT_S)
             return view.spec.client_order_id
-    except (OrderRejected, RequestTimeout, OrderWaitTimeout, KhazadClientError, TimeoutError):
+    except (OrderRejected, RequestTimeout, OrderWaitTimeout, KhazadClientError, TimeoutError) as exc:
+        notes.append(f"probe order not rested: {type(exc).__name__}: {exc}")
         return None
 
 

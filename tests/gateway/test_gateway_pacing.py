@@ -3,7 +3,10 @@ burst of 300 market-data requests followed by a kill, against the simulator's 50
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+
+import zmq
 
 from actors.gateway.pacing import RECEIVER_JITTER_S, PacedSender, Priority, classify, place_order_id
 from bus.messages import CancelReport, Instrument, MarketDataAck, Rejected, SubscribeMarketData, TickEvent, \
@@ -116,6 +119,30 @@ def test_purge_and_clear():
     assert [m.split("\x00")[0] for _, m in sent] == ["71"]
 
 
+def test_watch_last_tells_whether_a_queued_message_went_out_or_was_dropped():
+    async def scenario() -> None:
+        loop, sender, sent = _sender(1)
+        sender.submit("71\x002\x007\x00\x00")  # uses the only token: what follows waits in the queue
+        for oid in (10, 11, 12):
+            sender.submit(f"3\x00{oid}\x00x")
+        watch = {oid: sender.watch_last(lambda m, oid=oid: place_order_id(m) == oid) for oid in (10, 11, 12)}
+        assert sender.watch_last(lambda m: place_order_id(m) == 99) is None  # nothing queued: nothing to wait for
+        sender.purge(lambda m: place_order_id(m) == 12, Priority.ORDER)
+        assert watch[12].done() and watch[12].result() is False
+        assert not watch[10].done() and not watch[11].done()
+        loop.run_until(60.0)
+        assert watch[10].result() is True and watch[11].result() is True
+        assert [place_order_id(m) for _, m in sent[1:]] == [10, 11]
+        sender.submit("71\x002\x007\x00\x00")
+        sender.submit("3\x0013\x00x")
+        w13 = sender.watch_last(lambda m: place_order_id(m) == 13)
+        assert w13 is not None and not w13.done()
+        sender.clear()  # the connection is gone
+        assert w13.result() is False
+
+    asyncio.run(scenario())
+
+
 def test_md_burst_then_kill_cancels_go_first_without_pacing_violation(gateway, recorder, sim):
     place_working(gateway, sim, 5)
     aapl = Instrument(symbol="AAPL")
@@ -166,9 +193,11 @@ def test_market_data_is_reference_counted_and_ticks_flow(gateway, recorder, sim)
     assert isinstance(unknown, Rejected) and unknown.code == "unknown_symbol"
 
 
-def test_cancel_drops_amendments_still_queued_behind_the_pacer(gateway, recorder, sim):
+def test_amendments_are_acked_only_once_sent_and_a_cancel_drops_the_queued_ones(gateway, recorder, sim, zctx):
     # amendments are ORDER priority, cancels go first: without the purge, queued amendments would reach IB after
-    # the cancel and be refused there (error 103) after the strategy was told they were sent
+    # the cancel and be refused there (error 103). An amendment is acknowledged only once it has left for IB (a
+    # queued one would be lost with the process), so the queued ones are answered "not_sent" by the cancel.
+    from bus.codec import Stamper, reply_codec, request_codec
     from bus.messages import Ack, AmendOrder, CancelIbOrder, SubmitAck
     from msgspec.structs import replace
     from tests.gateway.support import FAR_BELOW, order
@@ -176,15 +205,41 @@ def test_cancel_drops_amendments_still_queued_behind_the_pacer(gateway, recorder
     spec = order("amend-burst", order_type="LMT", limit=FAR_BELOW)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
-    for i in range(30):  # more than the pacer's burst allowance: the tail of these waits in its queue
-        new = replace(spec, limit_price=round(FAR_BELOW - 0.01 * (i + 1), 2))
-        assert isinstance(gateway.call(AmendOrder(order=new, approval=gateway.approve(new, is_modify=True))),
-                          SubmitAck)
-    reply = gateway.call(CancelIbOrder(order_ref=spec.order_ref))
-    assert isinstance(reply, Ack) and "queued amendment was dropped" in reply.detail, reply
+    raw = zctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(gateway.cfg.bus.gateway)
+    stamper, req_codec, rep_codec = Stamper("amend-burst"), request_codec(), reply_codec()
+    n = 120  # far more than the pacer's burst allowance: the tail waits in its queue for a second or two
+    try:
+        for i in range(n):  # all at once, as concurrent strategies would
+            new = replace(spec, limit_price=round(FAR_BELOW - 0.01 * (i + 1), 2))
+            amend = AmendOrder(order=new, approval=gateway.approve(new, is_modify=True))
+            raw.send(req_codec.encode(stamper.stamp(amend, request_id=f"amend-{i}")))
+        replies: dict[str, object] = {}
+
+        def read_replies() -> int:
+            while raw.poll(0):
+                env = rep_codec.decode(raw.recv_multipart()[-1])
+                replies[env.request_id] = env.body
+            return len(replies)
+
+        # every amendment has reached the gateway: each one has either gone out (and is acknowledged) or is queued
+        eventually(lambda: read_replies() + gateway.status().pacing_queue >= n and replies,
+                   message=lambda: f"{len(replies)} acknowledged, {gateway.status().pacing_queue} queued of {n}")
+        cancel = gateway.call(CancelIbOrder(order_ref=spec.order_ref))
+        assert isinstance(cancel, Ack) and "queued amendment was dropped" in cancel.detail, cancel
+        eventually(lambda: read_replies() == n, message=lambda: f"{len(replies)} of {n} replies")
+    finally:
+        raw.close(0)
+    acked = [r for r in replies.values() if isinstance(r, SubmitAck)]
+    not_sent = [r for r in replies.values() if isinstance(r, Rejected)]
+    assert len(acked) + len(not_sent) == n and acked and not_sent
+    assert {r.code for r in not_sent} == {"not_sent"}
     recorder.wait_status(spec.order_ref, "Cancelled")
     log = sim.state()["request_log"]
     oid = next(r["orderId"] for r in log if r["name"] == "placeOrder")
     cancel_seq = next(r["seq"] for r in log if r["name"] == "cancelOrder" and r["orderId"] == oid)
-    assert not [r for r in log if r["name"] == "placeOrder" and r["orderId"] == oid and r["seq"] > cancel_seq]
+    placed = [r for r in log if r["name"] == "placeOrder" and r["orderId"] == oid]
+    assert not [r for r in placed if r["seq"] > cancel_seq]  # nothing after the cancel
+    assert len(placed) == 1 + len(acked)  # every acknowledged amendment reached IB, and only those
     assert "Duplicate order id" not in gateway.log()
