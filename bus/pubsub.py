@@ -81,7 +81,6 @@ class SequenceTracker:
             self.on_gap(env.sender, topic, expected, seq)
         return missed
 
-
     def forget(self, prefix: str, keep: tuple[str, ...] = ()) -> int:
         """Drop the sequence state of every topic under ``prefix`` that no prefix in ``keep`` still covers (after
         an unsubscribe: what is published while nobody listens is not a loss, so a re-subscribe starts afresh)."""

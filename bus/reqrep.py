@@ -45,11 +45,11 @@ DEADLINE_ALLOWANCE_S = 0.25
 #: the operator's CLI gave up is still a kill).
 RUN_WHEN_LATE: frozenset[type] = frozenset({Kill, EmergencyCancel, CancelOrder, CancelAllOrders, CancelIbOrder,
                                             CancelScope})
-#: How many finished replies a service remembers for de-duplication, for how long, and how many bytes at most (a
-#: few large replies, e.g. snapshots, must not pin gigabytes).
 #: A closing service keeps its socket this long for replies still queued (the answer to the request that made
 #: the actor fault, or ones sent just before a SIGTERM); a reply to a vanished caller is dropped at once anyway.
 REPLY_FLUSH_LINGER_MS = 250
+#: How many finished replies a service remembers for de-duplication, for how long, and how many bytes at most (a
+#: few large replies, e.g. snapshots, must not pin gigabytes).
 DEDUP_CAPACITY = 50_000
 DEDUP_TTL_S = 600.0
 DEDUP_MAX_BYTES = 64 * 1024 * 1024

@@ -268,14 +268,13 @@ class PacedSender:
             self._window.append(now)
             self.max_in_window = max(self.max_in_window, len(self._window))
             self.sent[pending] += 1
+            sent = True
             try:
                 self._transmit(msg)
             except Exception as exc:  # a dead transport must not wedge the queue; the connection handler reacts
                 logger.warning("gateway: sending a message (id {}) failed: {!r}", message_id(msg), exc)
-                if self._watchers:
-                    self._settle(msg, False)
-            else:
-                if self._watchers:
-                    self._settle(msg, True)
+                sent = False
+            if self._watchers:
+                self._settle(msg, sent)
             if self._on_sent is not None:
                 self._on_sent(msg, pending)
