@@ -23,8 +23,9 @@ import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, get_args
 
 import zmq
 import zmq.asyncio
@@ -33,7 +34,9 @@ from loguru import logger
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.heartbeat import heartbeat_topic
-from bus.messages import GapReport, GetStatus, Heartbeat, Kill, Ping, Pong, Rejected, ServiceStatus, tag_of
+from bus.messages import (
+    GapReport, GetStatus, Heartbeat, Kill, Ping, Pong, Rejected, Request, ServiceStatus, tag_of,
+)
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
 
@@ -74,6 +77,12 @@ LIFECYCLE: dict[ActorState, frozenset[ActorState]] = {
 }
 
 
+#: every request type of the schema (the members of :data:`bus.messages.Request`)
+REQUEST_TYPES: frozenset[type] = frozenset(get_args(Request))
+#: a request handler: the call's context and the decoded body in, a reply struct out
+Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+
 class _StoppedWhileStarting(Exception):
     """stop() arrived before the actor was RUNNING."""
 
@@ -88,6 +97,9 @@ class Actor:
     topics: tuple[str, ...] = ()
     #: name of the bus endpoint this actor serves (``bus.<service>`` in the config), or None
     service: str | None = None
+    #: request types this service refuses on purpose (answered ``unknown_command``). Together with the keys of
+    #: :meth:`request_handlers` they must cover :data:`REQUEST_TYPES` exactly: see :func:`unhandled_requests`.
+    refused_requests: ClassVar[frozenset[type]] = frozenset()
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         if name:
@@ -111,6 +123,7 @@ class Actor:
         #: (kill_id, seen mono_ns, sender's mono_ns) of the latest kill this actor saw (see KILL_SEEN_DETAIL)
         self.kill_seen: tuple[str, int, int] | None = None
         self._kill_extra = False
+        self._handlers: Mapping[type, Handler] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -170,14 +183,26 @@ class Actor:
     async def on_event(self, topic: str, env: Any) -> None:
         """Handle one event from the inbox."""
 
+    def request_handlers(self) -> Mapping[type, Handler]:
+        """The requests this actor serves: request type -> handler. Subclasses extend the base table
+        (``{**super().request_handlers(), PlaceOrder: self._place, ...}``); the base answers Ping and GetStatus."""
+        return {Ping: self._on_ping, GetStatus: self._on_get_status}
+
     async def on_request(self, ctx: CallContext, body: Any) -> Any:
-        """Handle one request; the default answers Ping/GetStatus and rejects everything else."""
-        if isinstance(body, Ping):
-            return Pong(actor=self.name, state=self.state.value)
-        if isinstance(body, GetStatus):
-            return ServiceStatus(actor=self.name, state=self.state.value, detail=self.health_detail())
-        return Rejected(code="unknown_command", reason=f"{self.name} does not handle {tag_of(type(body))}",
-                        request_type=tag_of(type(body)))
+        """Handle one request by its type (:meth:`request_handlers`); anything else is ``unknown_command``."""
+        if self._handlers is None:
+            self._handlers = dict(self.request_handlers())
+        handler = self._handlers.get(type(body))
+        if handler is None:
+            return Rejected(code="unknown_command", reason=f"{self.name} does not handle {tag_of(type(body))}",
+                            request_type=tag_of(type(body)))
+        return await handler(ctx, body)
+
+    async def _on_ping(self, ctx: CallContext, body: Ping) -> Pong:
+        return Pong(actor=self.name, state=self.state.value)
+
+    async def _on_get_status(self, ctx: CallContext, body: GetStatus) -> ServiceStatus:
+        return ServiceStatus(actor=self.name, state=self.state.value, detail=self.health_detail())
 
     def health_detail(self) -> dict[str, str]:
         """Small facts for the heartbeat and status (strings)."""
@@ -351,3 +376,11 @@ class Actor:
             self.publish(topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval,
                                           detail=detail))
             await asyncio.sleep(interval)  # periodic timer, not synchronisation
+
+
+def unhandled_requests(actor: Actor) -> tuple[set[type], set[type]]:
+    """Exhaustiveness of a service's dispatch: (request types neither handled nor refused, types both handled and
+    refused). Both are empty for a correct actor; tests call this for every service in the registry."""
+    handled = set(actor.request_handlers())
+    refused = set(type(actor).refused_requests)
+    return REQUEST_TYPES - handled - refused, handled & refused
