@@ -82,7 +82,7 @@ class KhazadPath:
         self._done: dict[str, int] = {}
 
     async def start(self) -> None:
-        from bus.client import AsyncKhazadClient
+        from sdk import AsyncKhazadClient
 
         self.client = await AsyncKhazadClient(STRATEGY, config=self.system.cfg, name="strategy.bench").start()
         self.client.on_order_update(self._on_update)

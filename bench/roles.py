@@ -226,7 +226,7 @@ def role_bare_orders(args: argparse.Namespace) -> int:
 def role_md_flood(args: argparse.Namespace) -> int:
     """A strategy flooding market-data subscribe/unsubscribe requests (SDK -> gateway -> reqMktData/cancelMktData)
     as fast as the replies come, until ``stop``; prints how many requests it made and how many failed."""
-    from bus.client import AsyncKhazadClient
+    from sdk import AsyncKhazadClient
 
     say, _hear = role_io()
 
@@ -264,7 +264,7 @@ def role_md_flood(args: argparse.Namespace) -> int:
 
 def role_md_strategy(args: argparse.Namespace) -> int:
     """A strategy subscribed (through the gateway) to TICK_SYMBOLS, counting ticks; ``report`` prints the count."""
-    from bus.client import AsyncKhazadClient
+    from sdk import AsyncKhazadClient
 
     say, _hear = role_io()
 

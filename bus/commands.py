@@ -121,7 +121,7 @@ def _load(args: argparse.Namespace) -> KhazadConfig:
 
 
 def _security(cfg: KhazadConfig) -> Any:
-    from bus.client import client_security
+    from bus.security import client_security
 
     return client_security(cfg, CLI_KEY_NAME)
 

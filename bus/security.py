@@ -179,3 +179,12 @@ class Security:
             raise ConfigError(f"bus.curve: no public key for {service!r} in {self.directory}")
         public, _ = zmq.auth.load_certificate(str(path))
         return public
+
+
+def client_security(cfg: KhazadConfig, key_name: str) -> Security | None:
+    """CURVE identity of a client process (a strategy, the CLI, the dashboard) when the bus requires it: the key
+    pair ``bus.curve.key_name`` or ``key_name`` (a strategy's key is named after its strategy id); None on a plain
+    loopback bus."""
+    if not cfg.bus.curve.enabled:
+        return None
+    return Security.for_process(cfg, key_name)

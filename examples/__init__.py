@@ -1,1 +1,1 @@
-"""Example strategies built on the Khazad SDK (``bus/client.py``); see ``docs/sdk.md``."""
+"""Example strategies built on the Khazad SDK (:mod:`sdk`); see ``docs/sdk.md``."""

@@ -30,7 +30,7 @@ from enum import Enum
 
 from loguru import logger
 
-from bus.client import AsyncKhazadClient, OrderRejected, OrderWaitTimeout, RequestTimeout, format_history
+from sdk import AsyncKhazadClient, OrderRejected, OrderWaitTimeout, RequestTimeout, format_history
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, StrategyConfig
 from bus.messages import OrderView, TickEvent, TradingStateEvent
 

@@ -74,13 +74,9 @@ class Fetcher:
 
         self.cfg = cfg
         self.ctx = zmq.Context()
-        security = None
-        try:
-            from bus.client import client_security
+        from bus.security import client_security
 
-            security = client_security(cfg, "operator")
-        except ImportError:
-            security = None
+        security = client_security(cfg, "operator")
         stamper = Stamper(f"top-{os.getpid()}")
 
         def client(service: str) -> SyncClient:

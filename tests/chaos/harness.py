@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus.client import KhazadClient, KhazadClientError, OrderRejected, OrderWaitTimeout
+from sdk import KhazadClient, KhazadClientError, OrderRejected, OrderWaitTimeout
 from bus.commands import EXIT_OK, send_kill, send_resume
 from bus.messages import GatewayStatus, GetRiskState, GetStatus, GetSystemStatus, RiskStateReply
 from bus.reqrep import RequestTimeout

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from bus.client import AsyncKhazadClient, OrderRejected, RequestTimeout, new_client_order_id
+from sdk import AsyncKhazadClient, OrderRejected, RequestTimeout, new_client_order_id
 from bus.messages import OrderUpdate, OrderView, TickEvent
 
 #: Concurrent workers per process (each has at most one request in flight).

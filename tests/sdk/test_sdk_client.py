@@ -1,4 +1,4 @@
-"""Unit tests of the strategy SDK (bus/client.py) against scripted fake services and a real in-thread proxy:
+"""Unit tests of the strategy SDK (sdk/) against scripted fake services and a real in-thread proxy:
 request shapes, error mapping, idempotent client order ids, update iterators and callbacks, timeouts."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bus.client import (
-    AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, md_topic,
-    new_client_order_id, order_topic,
+from bus import topics
+from sdk import (
+    AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, new_client_order_id,
 )
 from bus.messages import (
     AccountReply, CancelAllOrders, CancelOrder, GapReport, GetAccount, GetOrder, GetPositions, Instrument,
@@ -319,10 +319,10 @@ def test_order_updates_reach_iterator_and_callbacks_in_order_own_strategy_only(c
             c.on_order_update(lambda u: 1 / 0)  # a broken callback must not stop delivery
             stream = c.order_updates()
             only_b = c.order_updates("b")
-            test_pub.publish(order_topic(SID + "x"), _update("x", "Filled", SID + "x"))  # prefix trap
+            test_pub.publish(topics.order(SID + "x"), _update("x", "Filled", SID + "x"))  # prefix trap
             for st in statuses:
-                test_pub.publish(order_topic(SID), _update("a", st))
-            test_pub.publish(order_topic(SID), _update("b", "Cancelled"))
+                test_pub.publish(topics.order(SID), _update("a", st))
+            test_pub.publish(topics.order(SID), _update("b", "Cancelled"))
             got = []
             async for u in stream:
                 got.append(u.order.status)
@@ -366,9 +366,9 @@ def test_order_topic_gap_is_detected_and_reported_on_the_bus(cfg, test_pub, zctx
     async def body() -> int:
         async with AsyncKhazadClient(SID, config=cfg) as c:
             stream = c.order_updates()
-            test_pub.publish(order_topic(SID), _update("a", "PendingSubmit"))
-            test_pub.stamper.next_seq(order_topic(SID))  # one message "lost" between the two
-            test_pub.publish(order_topic(SID), _update("a", "Submitted"))
+            test_pub.publish(topics.order(SID), _update("a", "PendingSubmit"))
+            test_pub.stamper.next_seq(topics.order(SID))  # one message "lost" between the two
+            test_pub.publish(topics.order(SID), _update("a", "Submitted"))
             assert (await stream.get(5)) is not None and (await stream.get(5)) is not None
             return c.gaps
 
@@ -376,7 +376,7 @@ def test_order_topic_gap_is_detected_and_reported_on_the_bus(cfg, test_pub, zctx
         assert run(body()) == 1
         msg = gaps.recv(5)
         assert msg is not None and isinstance(msg[1].body, GapReport)
-        assert msg[1].body.missed == 1 and msg[1].body.topic == order_topic(SID)
+        assert msg[1].body.missed == 1 and msg[1].body.topic == topics.order(SID)
     finally:
         gaps.close()
 
@@ -393,13 +393,13 @@ def test_market_data_subscription_delivers_only_subscribed_symbols(cfg, test_pub
             ticks = c.ticks()
             seen: list[str] = []
             c.on_tick(lambda t: seen.append(t.symbol))
-            test_pub.publish(md_topic("AAPLX"), TickEvent(symbol="AAPLX", bid=1.0))  # prefix trap
-            test_pub.publish(md_topic("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            test_pub.publish(topics.market_data("AAPLX"), TickEvent(symbol="AAPLX", bid=1.0))  # prefix trap
+            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
             first = await ticks.get(5)
             assert first is not None and first.symbol == "AAPL"
             await c.unsubscribe_market_data("AAPL")
-            test_pub.publish(md_topic("AAPL"), TickEvent(symbol="AAPL", bid=99.0))  # after unsubscribe
-            test_pub.publish(md_topic("MSFT"), TickEvent(symbol="MSFT", bid=300.0))
+            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=99.0))  # after unsubscribe
+            test_pub.publish(topics.market_data("MSFT"), TickEvent(symbol="MSFT", bid=300.0))
             second = await ticks.get(5)
             assert second is not None and second.symbol == "MSFT"
             return seen, dict(c.last_ticks)
@@ -450,7 +450,7 @@ def test_sync_client_places_waits_and_callbacks_may_call_the_client(cfg, test_pu
         v = c.place_limit_order("AAPL", "BUY", 10, 100.0)
         final = c.wait_for_order(v.spec.client_order_id, "done", timeout=2.0)
         assert final.status == "Filled" and [h.status for h in final.history][-1] == "Filled"
-        test_pub.publish(order_topic(SID), OrderUpdate(order=final))
+        test_pub.publish(topics.order(SID), OrderUpdate(order=final))
         got = stream.get(5)
         assert got is not None and got.order.status == "Filled"
         assert done.wait(5) and from_callback == ["PendingSubmit"]

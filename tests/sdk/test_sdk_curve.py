@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bus.cli import main
-from bus.client import KhazadClient
+from sdk import KhazadClient
 from bus.config import KhazadConfig, load_config
 from bus.messages import Ack, CancelReport, Kill, PlaceOrder
 from bus.pubsub import SyncSubscriber

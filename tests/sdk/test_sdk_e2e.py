@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zmq
 
-from bus.client import KhazadClient, OrderRejected
+from sdk import KhazadClient, OrderRejected
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetRiskState, GetStatus, is_done_status

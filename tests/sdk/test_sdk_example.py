@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from bus.client import AsyncKhazadClient
+from sdk import AsyncKhazadClient
 from bus.config import StrategyConfig
 from bus.messages import (
     CancelAllOrders, MarketDataAck, PlaceOrder, Rejected, SubscribeMarketData, TickEvent,

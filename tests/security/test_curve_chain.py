@@ -18,7 +18,7 @@ import zmq
 
 from bus import messages as m
 from bus.approval import load_approval_key, sign
-from bus.client import KhazadClient
+from sdk import KhazadClient
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.reqrep import SyncClient

@@ -1,0 +1,492 @@
+"""The asyncio strategy client, :class:`AsyncKhazadClient` (the SDK's core; :mod:`sdk.sync_client` wraps it).
+
+What it talks to (see ``docs/architecture.md``): the order manager (``bus.orders``) for orders, the portfolio
+(``bus.portfolio``) for account and positions, the gateway (``bus.gateway``) for market-data subscriptions, and the
+event proxy for ``order.<strategy>`` updates, ``md.<symbol>`` ticks and ``state.trading`` changes (topics from
+:mod:`bus.topics`).
+
+Ordering: order updates, ticks and trading-state changes are delivered in arrival order by one reader task.
+The event subscription is ready (proxy handshake) before :meth:`AsyncKhazadClient.start` returns, so no update
+for an order placed afterwards can be missed; a lost update on the bus is detected by sequence numbers and
+reported (``bus.gap.<name>``), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from bus import topics
+from bus.codec import Stamper
+from bus.config import KhazadConfig
+from bus.messages import (
+    AccountReply, Ack, CancelAllOrders, CancelOrder, CancelReport, GapReport, GetAccount, GetOrder, GetPositions,
+    Heartbeat, Instrument, ListOrders, MarketDataAck, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderUpdate,
+    OrderView, Ping, PlaceOrder, Pong, PortfolioSnapshot, Position, PositionsReply, Rejected, SubscribeMarketData,
+    TickEvent, TradingStateEvent, UnsubscribeMarketData, WaitOrder, tag_of,
+)
+from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
+from bus.reqrep import AsyncClient, RequestTimeout
+from bus.security import client_security
+from sdk.endpoints import Endpoints, resolve_config, validated
+from sdk.endpoints import instrument as as_instrument
+from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, UnexpectedReply
+from sdk.ids import new_client_order_id
+from sdk.streams import CLOSED, AsyncStream
+from sdk.views import raise_if_rejected
+
+#: Extra time a WaitOrder call gets on top of the wait itself (the order manager answers at its own deadline).
+WAIT_REPLY_MARGIN_S = 2.0
+#: Longest wait the order manager accepts (WaitOrder.timeout_s is bounded by the schema).
+MAX_WAIT_S = 300.0
+
+Filter = Literal["open", "today", "all"]
+Until = Literal["live", "done"]
+T = TypeVar("T")
+
+Callback = Callable[[Any], Any]
+
+
+class AsyncKhazadClient:
+    """Asyncio strategy client. Use as ``async with AsyncKhazadClient("my_strat", config="khazad.toml") as c:``
+    or call :meth:`start` / :meth:`close` yourself.
+
+    ``config`` is a :class:`~bus.config.KhazadConfig`, a path to ``khazad.toml``, or None (``$KHAZAD_CONFIG``,
+    ``./khazad.toml``, else defaults). ``endpoints`` overrides the config's endpoints. ``timeout_s``/``retries``
+    default to ``bus.request_timeout_s``/``bus.request_retries``. Callbacks registered with ``on_*`` may be plain
+    functions (called on the event loop, keep them short) or coroutine functions (scheduled as tasks).
+    """
+
+    def __init__(self, strategy_id: str, *, config: KhazadConfig | str | os.PathLike[str] | None = None,
+                 endpoints: Endpoints | None = None, name: str | None = None, timeout_s: float | None = None,
+                 retries: int | None = None, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        probe = validated(GetOrder(strategy_id=strategy_id, client_order_id="x"))  # validates the strategy id
+        self.strategy_id = probe.strategy_id
+        self.cfg = resolve_config(config)
+        self.endpoints = endpoints or Endpoints.from_bus(self.cfg.bus)
+        self.name = name or f"strategy.{strategy_id}"
+        self.timeout_s = self.cfg.bus.request_timeout_s if timeout_s is None else timeout_s
+        self.retries = self.cfg.bus.request_retries if retries is None else retries
+        self.ready_timeout_s = ready_timeout_s
+        self.stamper = Stamper(self.name)
+        self.ctx: zmq.asyncio.Context | None = None
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        self._orders: AsyncClient | None = None
+        self._portfolio: AsyncClient | None = None
+        self._gateway: AsyncClient | None = None
+        self._security: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._hb_task: asyncio.Task[None] | None = None
+        self._sub_lock: asyncio.Lock | None = None
+        self._callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": []}
+        self._streams: dict[str, set[Any]] = {"order": set(), "tick": set(), "state": set()}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._md: dict[str, Instrument] = {}
+        self.last_ticks: dict[str, TickEvent] = {}
+        #: (sender, scope) -> last trading state seen from that sender for that scope
+        self._trading: dict[tuple[str, str], TradingStateEvent] = {}
+        self.gaps = 0
+        self.started = False
+        self.closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> "AsyncKhazadClient":
+        """Connect everything and make the event subscription ready (idempotent)."""
+        if self.started:
+            return self
+        if self.closed:
+            raise KhazadClientError("client is closed")
+        ep = self.endpoints
+        self.ctx = zmq.asyncio.Context()
+        self._sub_lock = asyncio.Lock()
+        try:
+            self._security = client_security(self.cfg, self.strategy_id)
+            self.publisher = Publisher(self.ctx, ep.proxy_frontend, self.stamper, security=self._security,
+                                       server_key=self._server_key("proxy"))
+            await self.publisher.wait_ready(ep.proxy_backend, timeout=self.ready_timeout_s,
+                                            security=self._security, server_key=self._server_key("proxy"))
+            self.subscriber = Subscriber(self.ctx, ep.proxy_backend, [topics.order(self.strategy_id),
+                                                                     topics.TRADING_STATE],
+                                         name=self.name, on_gap=self._on_gap, security=self._security,
+                                         server_key=self._server_key("proxy"))
+            await self.subscriber.wait_ready(self.publisher, timeout=self.ready_timeout_s)
+            self._orders = self._client(ep.orders, "orders")
+            self._portfolio = self._client(ep.portfolio, "portfolio")
+            self._gateway = self._client(ep.gateway, "gateway")
+        except BaseException:
+            self._close_sockets()
+            raise
+        self._start_reader()
+        self._hb_task = asyncio.create_task(self._heartbeat(), name=f"{self.name}.heartbeat")
+        self.started = True
+        logger.info("sdk: {} connected (orders {}, proxy {})", self.name, ep.orders, ep.proxy_backend)
+        return self
+
+    async def close(self) -> None:
+        """Unsubscribe market data (best effort), stop the reader, close every socket; streams end."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.started and self._md and self._gateway is not None:
+            for symbol in list(self._md):
+                try:
+                    await self._gateway.call(UnsubscribeMarketData(symbol=symbol, subscriber=self.name),
+                                             timeout_s=min(self.timeout_s, 1.0), retries=0)
+                except (RequestTimeout, Exception) as exc:  # best effort on shutdown; the gateway times it out
+                    logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, symbol, exc)
+        await self._stop_reader()
+        if self._hb_task is not None:
+            self._hb_task.cancel()
+            await asyncio.gather(self._hb_task, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for streams in self._streams.values():
+            for stream in list(streams):
+                stream.close()
+        self._close_sockets()
+        logger.info("sdk: {} closed", self.name)
+
+    async def __aenter__(self) -> "AsyncKhazadClient":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _server_key(self, service: str) -> str | None:
+        if self._security is None or not self._security.enabled:
+            return None
+        return self._security.server_key(service)
+
+    def _client(self, endpoint: str, service: str) -> AsyncClient:
+        assert self.ctx is not None
+        return AsyncClient(self.ctx, endpoint, service=service, stamper=self.stamper, timeout_s=self.timeout_s,
+                           retries=self.retries, security=self._security, server_key=self._server_key(service))
+
+    def _close_sockets(self) -> None:
+        for part in (self._orders, self._portfolio, self._gateway, self.subscriber, self.publisher):
+            if part is not None:
+                part.close()
+        if self.ctx is not None:
+            self.ctx.destroy(linger=0)
+            self.ctx = None
+
+    def _require(self, cl: AsyncClient | None) -> AsyncClient:
+        if not self.started or self.closed or cl is None:
+            raise KhazadClientError("client is not started (use `async with` or await start())")
+        return cl
+
+    async def _heartbeat(self) -> None:
+        """Publish ``hb.<name>`` like every actor, so the monitor, ``khazad status`` and ``top`` see the strategy."""
+        interval = self.cfg.bus.heartbeat_interval_s
+        topic = topics.heartbeat(self.name)
+        pid = os.getpid()
+        while self.publisher is not None and not self.closed:
+            self.publisher.publish(topic, Heartbeat(actor=self.name, state="RUNNING", pid=pid, interval_s=interval,
+                                                    detail={"role": "strategy", "strategy_id": self.strategy_id}))
+            await asyncio.sleep(interval)  # periodic timer, not synchronisation
+
+    # -- events --------------------------------------------------------------------------------------------------
+
+    def _start_reader(self) -> None:
+        self._reader = asyncio.create_task(self._read(), name=f"{self.name}.reader")
+
+    async def _stop_reader(self) -> None:
+        # Cancelling a pending recv is lossless in pyzmq (a cancelled future never consumes a message), and the
+        # reader has no other await point, so pausing it for a subscription change cannot drop an event.
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+
+    async def _read(self) -> None:
+        assert self.subscriber is not None
+        own_orders = topics.order(self.strategy_id)
+        while True:
+            topic, env = await self.subscriber.recv()
+            body = env.body
+            if isinstance(body, OrderUpdate):
+                if topic == own_orders:  # prefix subscription: order.foo also matches order.foobar
+                    self._emit("order", body)
+            elif isinstance(body, TickEvent):
+                if topic[len(topics.MARKET_DATA_PREFIX):] in self._md:
+                    self.last_ticks[body.symbol] = body
+                    self._emit("tick", body)
+            elif isinstance(body, TradingStateEvent):
+                self._trading[(env.sender, body.scope)] = body
+                self._emit("state", body)
+
+    def _emit(self, kind: str, item: Any) -> None:
+        for stream in list(self._streams[kind]):
+            stream.push(item)
+        for cb in list(self._callbacks[kind]):
+            try:
+                result = cb(item)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(self._guard(cb, result))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception as exc:  # a strategy bug must not stop the reader (that would lose every update)
+                logger.opt(exception=exc).error("sdk: {} callback {!r} failed on {}: {}", kind, cb,
+                                                tag_of(type(item)), exc)
+
+    async def _guard(self, cb: Callback, awaitable: Awaitable[Any]) -> None:
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # see _emit
+            logger.opt(exception=exc).error("sdk: async callback {!r} failed: {}", cb, exc)
+
+    def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
+        self.gaps += 1
+        if self.publisher is not None:
+            self.publisher.publish(topics.gap(self.name), GapReport(
+                subscriber=self.name, publisher=sender, topic=topic, expected=expected, received=received,
+                missed=received - expected))
+
+    def on_order_update(self, callback: Callable[[OrderUpdate], Any]) -> Callable[[], None]:
+        """Call ``callback(update)`` for every :class:`~bus.messages.OrderUpdate` of this strategy.
+        Returns a function that unregisters it."""
+        return self._register("order", callback)
+
+    def on_tick(self, callback: Callable[[TickEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(tick)`` for every tick of a subscribed symbol. Returns an unregister function."""
+        return self._register("tick", callback)
+
+    def on_trading_state(self, callback: Callable[[TradingStateEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` on every ``state.trading`` change (halts, resumes). Returns an unregister
+        function."""
+        return self._register("state", callback)
+
+    def _register(self, kind: str, callback: Callback) -> Callable[[], None]:
+        self._callbacks[kind].append(callback)
+
+        def unregister() -> None:
+            if callback in self._callbacks[kind]:
+                self._callbacks[kind].remove(callback)
+
+        return unregister
+
+    def order_updates(self, client_order_id: str | None = None) -> AsyncStream[OrderUpdate]:
+        """``async for update in client.order_updates():`` every update received from now on (optionally only
+        one order's). Create it *before* placing the orders you want to follow."""
+        pred = None if client_order_id is None else (lambda u: u.order.spec.client_order_id == client_order_id)
+        return self._stream("order", pred)
+
+    def ticks(self, symbol: str | None = None) -> AsyncStream[TickEvent]:
+        """``async for tick in client.ticks():`` ticks of subscribed symbols (optionally one) from now on."""
+        return self._stream("tick", None if symbol is None else (lambda t: t.symbol == symbol))
+
+    def trading_states(self) -> AsyncStream[TradingStateEvent]:
+        """``async for event in client.trading_states():`` trading-state changes from now on."""
+        return self._stream("state", None)
+
+    def _stream(self, kind: str, pred: Callable[[Any], bool] | None) -> AsyncStream[Any]:
+        stream: AsyncStream[Any] = AsyncStream(self._streams[kind].discard, kind, pred)
+        if self.closed:
+            stream.push(CLOSED)
+        else:
+            self._streams[kind].add(stream)
+        return stream
+
+    def trading_state(self, symbol: str | None = None) -> str:
+        """The most restrictive trading state seen on the bus for this strategy (global scope, its
+        ``strategy:`` scope and, given ``symbol``, that ``symbol:`` scope): ``HALTED`` > ``REDUCING`` >
+        ``ACTIVE``; ``UNKNOWN`` before any ``state.trading`` event was seen (they are published on changes)."""
+        scopes = {"all", f"strategy:{self.strategy_id}"} | ({f"symbol:{symbol}"} if symbol else set())
+        # list(): a snapshot, since the blocking client calls this from another thread than the reader's
+        states = {ev.state for (_, scope), ev in list(self._trading.items()) if scope in scopes}
+        for state in ("HALTED", "REDUCING", "ACTIVE"):
+            if state in states:
+                return state
+        return "UNKNOWN"
+
+    # -- requests ------------------------------------------------------------------------------------------------
+
+    async def _call(self, cl: AsyncClient | None, body: Any, expect: type[T] | tuple[type, ...], *,
+                    timeout_s: float | None = None) -> T:
+        reply = await self._require(cl).call(body, timeout_s=timeout_s)
+        if isinstance(reply, Rejected):
+            raise OrderRejected(reply.code, reply.reason, request_type=reply.request_type or tag_of(type(body)))
+        if not isinstance(reply, expect):
+            raise UnexpectedReply(f"{tag_of(type(body))}: unexpected reply {tag_of(type(reply))}")
+        return reply  # type: ignore[return-value]
+
+    async def ping(self, service: Literal["orders", "portfolio", "gateway"] = "orders") -> str:
+        """Round trip to a service; returns its lifecycle state (raises RequestTimeout when it is down)."""
+        cl = {"orders": self._orders, "portfolio": self._portfolio, "gateway": self._gateway}[service]
+        reply = await self._call(cl, Ping(), Pong)
+        return reply.state
+
+    async def place_order(self, order: OrderSpec) -> OrderView:
+        """Send one fully specified order (its ``strategy_id`` must be this client's). Returns the order
+        manager's view; raises :class:`OrderRejected` when refused (risk, halted, disconnected, bad input)."""
+        if order.strategy_id != self.strategy_id:
+            raise ValueError(f"order is for strategy {order.strategy_id!r}, this client is {self.strategy_id!r}")
+        order = validated(order)
+        reply = await self._call(self._orders, PlaceOrder(order=order), OrderReply)
+        view = reply.order
+        if reply.duplicate:
+            logger.info("sdk: order {} already known (idempotent resend), status {}", order.order_ref, view.status)
+        else:
+            logger.debug("sdk: placed {} {} {:g} {} ({}): {}", order.order_ref, order.side, order.quantity,
+                         order.instrument.symbol, order.order_type, view.status)
+        raise_if_rejected(view)
+        return view
+
+    def _spec(self, symbol: str | Instrument, side: str, quantity: float, order_type: str, *,
+              client_order_id: str | None, tif: str, limit_price: float | None = None,
+              stop_price: float | None = None, outside_rth: bool = False) -> OrderSpec:
+        return OrderSpec(strategy_id=self.strategy_id,
+                         client_order_id=client_order_id or new_client_order_id(self.strategy_id),
+                         instrument=as_instrument(symbol), side=side.upper(),  # type: ignore[arg-type]
+                         quantity=quantity, order_type=order_type,  # type: ignore[arg-type]
+                         limit_price=limit_price, stop_price=stop_price, tif=tif,  # type: ignore[arg-type]
+                         outside_rth=outside_rth)
+
+    async def place_market_order(self, symbol: str | Instrument, side: str, quantity: float, *,
+                                 client_order_id: str | None = None, tif: str = "DAY",
+                                 outside_rth: bool = False) -> OrderView:
+        """Market order. ``side`` is ``BUY`` or ``SELL``; ``symbol`` a ticker (US stock, SMART) or an
+        :class:`~bus.messages.Instrument`."""
+        return await self.place_order(self._spec(symbol, side, quantity, "MKT", client_order_id=client_order_id,
+                                                 tif=tif, outside_rth=outside_rth))
+
+    async def place_limit_order(self, symbol: str | Instrument, side: str, quantity: float, limit_price: float, *,
+                                client_order_id: str | None = None, tif: str = "DAY",
+                                outside_rth: bool = False) -> OrderView:
+        """Limit order at ``limit_price``."""
+        return await self.place_order(self._spec(symbol, side, quantity, "LMT", client_order_id=client_order_id,
+                                                 tif=tif, limit_price=limit_price, outside_rth=outside_rth))
+
+    async def place_stop_order(self, symbol: str | Instrument, side: str, quantity: float, stop_price: float, *,
+                               limit_price: float | None = None, client_order_id: str | None = None,
+                               tif: str = "DAY", outside_rth: bool = False) -> OrderView:
+        """Stop order triggered at ``stop_price``; a stop-limit when ``limit_price`` is given. A waiting stop
+        order is live as ``PreSubmitted``."""
+        order_type = "STP" if limit_price is None else "STP LMT"
+        return await self.place_order(self._spec(symbol, side, quantity, order_type, client_order_id=client_order_id,
+                                                 tif=tif, limit_price=limit_price, stop_price=stop_price,
+                                                 outside_rth=outside_rth))
+
+    async def modify_order(self, client_order_id: str, *, quantity: float | None = None,
+                           limit_price: float | None = None, stop_price: float | None = None) -> OrderView:
+        """Change quantity and/or prices of a working order (risk-checked again)."""
+        body = validated(ModifyOrder(strategy_id=self.strategy_id, client_order_id=client_order_id,
+                                      quantity=quantity, limit_price=limit_price, stop_price=stop_price))
+        reply = await self._call(self._orders, body, OrderReply)
+        return reply.order
+
+    async def cancel_order(self, client_order_id: str, *, reason: str = "") -> OrderView:
+        """Request the cancellation of one order (always allowed, even when halted). Returns the view at the time
+        of the request; follow it with :meth:`wait_for_order` (``until="done"``) to see it cancelled."""
+        body = validated(CancelOrder(strategy_id=self.strategy_id, client_order_id=client_order_id, reason=reason))
+        reply = await self._call(self._orders, body, OrderReply)
+        return reply.order
+
+    async def cancel_all_orders(self, symbol: str | None = None, *, reason: str = "") -> list[OrderView]:
+        """Cancel every working order of this strategy (optionally one symbol). Returns the orders the cancel was
+        sent for (empty when the order manager only acknowledges)."""
+        body = validated(CancelAllOrders(strategy_id=self.strategy_id, symbol=symbol, reason=reason))
+        reply = await self._call(self._orders, body, (OrderListReply, Ack, CancelReport))
+        return list(reply.orders) if isinstance(reply, OrderListReply) else []
+
+    async def get_order(self, client_order_id: str) -> OrderView:
+        """The order manager's current view of one order (raises OrderRejected ``not_found`` if unknown)."""
+        body = validated(GetOrder(strategy_id=self.strategy_id, client_order_id=client_order_id))
+        reply = await self._call(self._orders, body, OrderReply)
+        return reply.order
+
+    async def get_orders(self, filter: Filter = "open", symbol: str | None = None) -> list[OrderView]:
+        """This strategy's orders: ``open`` (working), ``today`` or ``all``; optionally one symbol."""
+        body = validated(ListOrders(strategy_id=self.strategy_id, symbol=symbol, filter=filter))
+        reply = await self._call(self._orders, body, OrderListReply)
+        return list(reply.orders)
+
+    async def wait_for_order(self, client_order_id: str, until: Until = "live", *,
+                             timeout: float = 10.0) -> OrderView:
+        """Wait until the order is live at IB (``until="live"``: PreSubmitted/Submitted, or already done) or
+        finished (``until="done"``: Filled/Cancelled/rejected) and return its view; ``view.history`` is the whole
+        status sequence (PendingSubmit -> PreSubmitted -> Submitted -> Filled ...), what the old system called the
+        monitoring result. The order manager does the waiting (``WaitOrder``): no polling.
+
+        Raises :class:`OrderWaitTimeout` (with the last view) if the stage is not reached within ``timeout``
+        seconds, :class:`OrderRejected` (``not_found``) for an unknown id, ``RequestTimeout`` if the order manager
+        does not answer at all. A rejected or ``Inactive`` order is *returned* (it settled); check
+        ``view.status``.
+        """
+        if not 0 < timeout <= MAX_WAIT_S:
+            raise ValueError(f"timeout must be > 0 and <= {MAX_WAIT_S:g}s, got {timeout!r}")
+        body = validated(WaitOrder(strategy_id=self.strategy_id, client_order_id=client_order_id, until=until,
+                                    timeout_s=timeout))
+        try:
+            reply = await self._call(self._orders, body, OrderReply, timeout_s=timeout + max(self.timeout_s,
+                                                                                             WAIT_REPLY_MARGIN_S))
+        except OrderRejected as exc:
+            if exc.code in ("timeout", "wait_timeout"):
+                raise OrderWaitTimeout(client_order_id, until, timeout, None) from None
+            raise
+        view = reply.order
+        # same rule as the order manager: "live" is settled once IB works it or never will (done, Inactive)
+        reached = view.is_done or (until == "live" and (view.is_live or view.status == "Inactive"))
+        if not reached:
+            raise OrderWaitTimeout(client_order_id, until, timeout, view)
+        return view
+
+    async def get_positions(self, strategy_id: str | None = None) -> list[Position]:
+        """Positions from the portfolio: the whole account (None) or one strategy's (pass
+        ``client.strategy_id`` for your own)."""
+        body = validated(GetPositions(strategy_id=strategy_id))
+        reply = await self._call(self._portfolio, body, PositionsReply)
+        return list(reply.positions)
+
+    async def get_account(self) -> PortfolioSnapshot:
+        """Account summary, positions and per-strategy P&L from the portfolio."""
+        reply = await self._call(self._portfolio, GetAccount(), AccountReply)
+        return reply.snapshot
+
+    async def subscribe_market_data(self, symbol: str | Instrument) -> MarketDataAck:
+        """Start receiving ``md.<symbol>`` ticks (via :meth:`on_tick` / :meth:`ticks` / ``last_ticks``).
+
+        The bus subscription is made ready *before* the gateway is asked, so the first ticks are not lost."""
+        self._require(self._gateway)
+        instrument = as_instrument(symbol)
+        topic = topics.market_data(instrument.symbol)
+        assert self._sub_lock is not None and self.subscriber is not None
+        if instrument.symbol not in self._md:
+            async with self._sub_lock:
+                await self._stop_reader()
+                try:
+                    self.subscriber.subscribe(topic)
+                    await self.subscriber.wait_ready(self.publisher, timeout=self.ready_timeout_s)
+                finally:
+                    self._start_reader()
+            self._md[instrument.symbol] = instrument
+        try:
+            return await self._call(self._gateway, validated(SubscribeMarketData(instrument=instrument,
+                                                                                  subscriber=self.name)),
+                                    MarketDataAck)
+        except BaseException:
+            await self._drop_md(instrument.symbol)
+            raise
+
+    async def unsubscribe_market_data(self, symbol: str) -> MarketDataAck:
+        """Stop receiving ticks for ``symbol`` (and tell the gateway this subscriber is gone)."""
+        await self._drop_md(symbol)
+        return await self._call(self._gateway, validated(UnsubscribeMarketData(symbol=symbol, subscriber=self.name)),
+                                MarketDataAck)
+
+    async def _drop_md(self, symbol: str) -> None:
+        if self._md.pop(symbol, None) is not None and self.subscriber is not None:
+            self.subscriber.unsubscribe(topics.market_data(symbol))
