@@ -3,7 +3,7 @@
 market-data subscribe/unsubscribe requests; and the time until every actor has seen the halt.
 
 * Orders are placed through the real chain (SDK -> order manager -> risk -> gateway -> simulator) as resting
-  limit orders far below the market, then ``python -m bus.cli kill --json`` runs as a separate process.
+  limit orders far below the market, then ``python -m cli kill --json`` runs as a separate process.
 * **kill -> last Cancelled**: from the kill command's send time (the earliest ``mono_ns`` stamp of the CLI's
   envelopes that reached an actor) to the latest ``completedAt`` of the batch in the simulator's ground truth
   (its realtime clock is the wall clock, converted to CLOCK_MONOTONIC). The CLI's own wall time (process start,
@@ -111,7 +111,8 @@ async def _working_is(direct: DirectPath, prefix: str, n: int) -> bool:
 
 async def _khazad_kill(system: System, khazad: KhazadPath, direct: DirectPath, hb: HeartbeatWatch,
                        n: int) -> dict[str, Any]:
-    from bus.commands import send_kill, send_resume
+    from cli.kill import send_kill
+    from cli.resume import send_resume
 
     run = uuid.uuid4().hex[:8]
     sticky = _sticky(n)
@@ -128,7 +129,7 @@ async def _khazad_kill(system: System, khazad: KhazadPath, direct: DirectPath, h
                      interval=SIM_POLL_S)
     t_spawn = time.monotonic_ns()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bus.cli", "--config", str(system.config_path), "kill", "--reason", "bench", "--json",
+        sys.executable, "-m", "cli", "--config", str(system.config_path), "kill", "--reason", "bench", "--json",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
     t_exit = time.monotonic_ns()

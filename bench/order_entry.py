@@ -131,7 +131,7 @@ class KhazadPath:
         """The governor's global state after a step. An overload can trip its disconnect breaker (the gateway's
         heartbeat late by more than ``heartbeat_liveness`` beats): that is reported with the step, and the state is
         set back to ACTIVE (an operator resume) so the next step measures the path again, not the breaker."""
-        from bus.commands import send_resume
+        from cli.resume import send_resume
         from bus.messages import GetRiskState
 
         def ask() -> str:
@@ -278,7 +278,8 @@ async def cleanup_wait(system: System, direct: DirectPath) -> None:
     import zmq.asyncio
 
     from bus.codec import Stamper
-    from bus.commands import send_kill, send_resume
+    from cli.kill import send_kill
+    from cli.resume import send_resume
     from bus.messages import GetStatus
     from bus.reqrep import AsyncClient, RequestTimeout
 

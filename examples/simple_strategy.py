@@ -30,9 +30,9 @@ from enum import Enum
 
 from loguru import logger
 
-from sdk import AsyncKhazadClient, OrderRejected, OrderWaitTimeout, RequestTimeout, format_history
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, StrategyConfig
 from bus.messages import OrderView, TickEvent, TradingStateEvent
+from sdk import AsyncKhazadClient, OrderRejected, OrderWaitTimeout, RequestTimeout, format_history
 
 #: Smoothing of the moving average of the mid (per tick).
 EMA_ALPHA = 0.05

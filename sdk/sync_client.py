@@ -1,4 +1,4 @@
-"""The blocking strategy client, :class:`KhazadClient`: the same methods as :class:`~sdk.async_client.AsyncKhazadClient`,
+"""The blocking strategy client, :class:`KhazadClient`: the methods of :class:`~sdk.async_client.AsyncKhazadClient`,
 which it runs on a private I/O thread; callbacks run on one dispatcher thread in arrival order."""
 
 from __future__ import annotations

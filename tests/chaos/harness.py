@@ -7,7 +7,7 @@ A scenario (:func:`run_scenario`):
    resumed and reported as a failure, a system that cannot be made healthy is restarted);
 2. the load starts (two strategy processes, ``tests/chaos/load.py``) and runs until each strategy has had a few
    orders acknowledged;
-3. halt variant: ``khazad kill`` (``bus.commands.send_kill``), confirmed by the gateway, before the fault;
+3. halt variant: ``khazad kill`` (``cli.kill.send_kill``), confirmed by the gateway, before the fault;
 4. the fault (one of :data:`SCENARIOS`); ``t_clear`` is when it is over (the SIGKILL itself, the SIGCONT, the end
    of the simulator's refusal or of the connectivity loss, the last dropped acknowledgement);
 5. **ready**: every program RUNNING (a killed one with a new pid), every actor alive at the monitor with the pid
@@ -36,10 +36,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdk import KhazadClient, KhazadClientError, OrderRejected, OrderWaitTimeout
-from bus.commands import EXIT_OK, send_kill, send_resume
 from bus.messages import GatewayStatus, GetRiskState, GetStatus, GetSystemStatus, RiskStateReply
 from bus.reqrep import RequestTimeout
+from cli.exit_codes import EXIT_OK
+from cli.kill import send_kill
+from cli.resume import send_resume
+from sdk import KhazadClient, KhazadClientError, OrderRejected, OrderWaitTimeout
 from sim.control import ControlError
 from tests.chaos import invariants
 from tests.helpers import ActorProcess, eventually

@@ -35,8 +35,8 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from sdk import AsyncKhazadClient, OrderRejected, RequestTimeout, new_client_order_id
 from bus.messages import OrderUpdate, OrderView, TickEvent
+from sdk import AsyncKhazadClient, OrderRejected, RequestTimeout, new_client_order_id
 
 #: Concurrent workers per process (each has at most one request in flight).
 WORKERS = 2

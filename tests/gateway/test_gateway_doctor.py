@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bus.cli import main
+from cli.main import main
 from tests.gateway.support import squat
 
 
@@ -81,7 +81,7 @@ def test_doctor_mode_and_account_mismatch(sim, capsys):
 
 
 def test_doctor_farm_notices_are_classified():
-    from actors.gateway.doctor import _farms
+    from cli.doctor import _farms
 
     assert _farms([(2104, "Market data farm connection is OK:usfarm")]).status == "OK"
     broken = _farms([(2104, "ok"), (2103, "Market data farm connection is broken:usfarm")])
@@ -146,3 +146,24 @@ def test_doctor_port_of_another_program(capsys):
     finally:
         server.close()
     assert code == 1 and lines["handshake"].startswith("FAIL"), out
+
+
+def test_doctor_wire_speaks_the_framing_the_simulator_parses():
+    # the doctor's client side (actors/gateway/tws_wire.py) and the simulator's server side (sim/protocol.py) are
+    # two implementations of one format that never import each other: each side decodes what the other encodes
+    from actors.gateway import tws_wire
+    from sim import protocol
+
+    server = protocol.FrameDecoder(expect_prefix=True)
+    (hello,) = server.feed(tws_wire.build_client_handshake(157, 176))
+    assert protocol.parse_client_handshake(hello) == (157, 176, "")
+    (start,) = server.feed(tws_wire.build_start_api(11))
+    assert protocol.split_fields(start) == ["71", "2", "11", ""]
+    client = tws_wire.FrameDecoder()
+    payloads = client.feed(protocol.build_server_handshake(176, "20260101 09:30:00 UTC")
+                           + protocol.encode_frame([9, 1, 42]) + protocol.encode_frame([15, 1, "DU1,DU2"])[:-3])
+    assert tws_wire.parse_server_handshake(payloads[0]) == (176, "20260101 09:30:00 UTC")
+    assert [tws_wire.split_fields(p) for p in payloads[1:]] == [["9", "1", "42"]]  # the third frame is not whole
+    assert [tws_wire.split_fields(p) for p in client.feed(b"U2\0")] == [["15", "1", "DU1,DU2"]]
+    with pytest.raises(tws_wire.ProtocolError):
+        tws_wire.split_fields(b"no terminator")

@@ -27,7 +27,7 @@ def test_only_the_seam_imports_the_client_library():
     assert offenders == []
     assert "importlib.import_module(name)" in SEAM.read_text()
     # importing the gateway (and running the doctor) does not load the library; building a session does
-    probe = ("import sys, actors.gateway.actor, actors.gateway.doctor; "
+    probe = ("import sys, actors.gateway.actor, cli.doctor; "
              "assert 'ib_insync' not in sys.modules and 'ib_async' not in sys.modules; "
              "from actors.gateway.ib import IbSession; IbSession('ib_async', pacing_per_s=45); "
              "assert 'ib_async' in sys.modules and 'ib_insync' not in sys.modules; print('ok')")

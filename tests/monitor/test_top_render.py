@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.monitor.top import Dashboard, render_text
 from bus.messages import (
     ActorHealth, Alert, FillEvent, Instrument, OrderSpec, OrderView, PortfolioSnapshot, Position, SystemStatusReply,
 )
+from cli.top import Dashboard, render_text
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "top_once.txt"
 NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC

@@ -1,6 +1,6 @@
 """The operator CLI (``khazad kill|resume|status|orders|positions|account``) against scripted fake services.
 
-The kill tests run the real entry point in a separate process (``python -m bus.cli``), as an operator would."""
+The kill tests run the real entry point in a separate process (``python -m cli``), as an operator would."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from bus.cli import build_parser, main
 from bus.messages import (
     AccountReply, Ack, ActorHealth, Alert, CancelReport, GatewayStatus, GetPositions, GetStatus, GetSystemStatus,
     Instrument, Kill, ListOrders, OrderListReply, OrderSpec, OrderView, PortfolioSnapshot, Position, PositionsReply,
     Rejected, Resume, ServiceStatus, StatusChange, SystemStatusReply,
 )
 from bus.pubsub import SyncSubscriber
+from cli.main import build_parser, main
 from tests.helpers import REPO
 
 COMMANDS = ["kill", "resume", "status", "orders", "positions", "account"]
@@ -29,7 +29,7 @@ CLI_TIMEOUT_S = 30.0
 
 def khazad(config: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "bus.cli", "--config", str(config), *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cli", "--config", str(config), *args], capture_output=True,
                           text=True, timeout=CLI_TIMEOUT_S, cwd=REPO)
     return proc, time.monotonic() - start
 

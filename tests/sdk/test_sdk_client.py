@@ -14,9 +14,6 @@ from typing import Any
 import pytest
 
 from bus import topics
-from sdk import (
-    AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, new_client_order_id,
-)
 from bus.messages import (
     AccountReply, CancelAllOrders, CancelOrder, GapReport, GetAccount, GetOrder, GetPositions, Instrument,
     ListOrders, MarketDataAck, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderUpdate, OrderView,
@@ -25,6 +22,9 @@ from bus.messages import (
 )
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import RequestTimeout
+from sdk import (
+    AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, new_client_order_id,
+)
 from tests.helpers import eventually
 
 SID = "s1"

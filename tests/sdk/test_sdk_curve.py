@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from bus.cli import main
-from sdk import KhazadClient
 from bus.config import KhazadConfig, load_config
 from bus.messages import Ack, CancelReport, Kill, PlaceOrder
 from bus.pubsub import SyncSubscriber
 from bus.security import ACTOR_NAMES, Security, create_key, keys_dir
+from cli.main import main
+from sdk import KhazadClient
 from tests.helpers import ActorProcess, eventually, write_config
 from tests.sdk.doubles import FakeService
 from tests.sdk.test_sdk_client import OrderManagerDouble

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import zmq
 
-from sdk import KhazadClient, OrderRejected
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetRiskState, GetStatus, is_done_status
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
+from sdk import KhazadClient, OrderRejected
 from tests.helpers import REPO, ActorProcess, cfg_of, eventually, wait_serving, write_config
 
 #: Starting the whole chain on a loaded 2-core machine.
@@ -139,7 +139,7 @@ def quote(ticks: Any) -> Any:
 
 
 def khazad(system: System, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bus.cli", "--config", str(system.config_path), *args],
+    return subprocess.run([sys.executable, "-m", "cli", "--config", str(system.config_path), *args],
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=REPO)
 
 

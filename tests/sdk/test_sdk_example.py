@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from sdk import AsyncKhazadClient
 from bus.config import StrategyConfig
 from bus.messages import (
     CancelAllOrders, MarketDataAck, PlaceOrder, Rejected, SubscribeMarketData, TickEvent,
     TradingStateEvent,
 )
 from examples.simple_strategy import MAX_BACKOFF_S, Backoff, Mode, SimpleStrategy, mid_of, round_price
+from sdk import AsyncKhazadClient
 from tests.sdk.test_sdk_client import OrderManagerDouble, run
 
 #: Bound for one condition inside a test body.

@@ -18,11 +18,11 @@ import zmq
 
 from bus import messages as m
 from bus.approval import load_approval_key, sign
-from sdk import KhazadClient
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.reqrep import SyncClient
 from bus.security import ACTOR_NAMES, Security, create_key, keys_dir
+from sdk import KhazadClient
 from tests.helpers import REPO, ActorProcess, cfg_of, eventually, write_config
 
 READY_TIMEOUT_S = 45.0
@@ -130,13 +130,13 @@ def test_strategy_key_cannot_kill_or_reach_gateway_order_commands(chain: Chain) 
 
 
 def test_operator_key_from_another_process_kills(chain: Chain) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bus.cli", "--config", str(chain.path), "kill", "--reason",
+    proc = subprocess.run([sys.executable, "-m", "cli", "--config", str(chain.path), "kill", "--reason",
                            "curve operator kill", "--json"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     doc = json.loads(proc.stdout)
     assert doc["confirmed"] and doc["gateway"]["reply"]["trading_state"] == "HALTED"
     status = chain.client("gateway", "operator").call(m.GetStatus())
     assert status.trading_state == "HALTED"
-    resume = subprocess.run([sys.executable, "-m", "bus.cli", "--config", str(chain.path), "resume", "--reason",
+    resume = subprocess.run([sys.executable, "-m", "cli", "--config", str(chain.path), "resume", "--reason",
                              "curve test done"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert resume.returncode == 0, f"{resume.stdout}\n{resume.stderr}"

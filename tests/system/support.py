@@ -23,7 +23,7 @@ import zmq
 from bus.config import KhazadConfig
 from bus.messages import GetSystemStatus, SystemStatusReply
 from bus.reqrep import SyncClient
-from run_all import process_infos, supervisor_rpc
+from launch.xmlrpc import process_infos, supervisor_rpc
 from sim.control import control_request
 from tests.helpers import REPO, cfg_of, eventually, write_config
 

@@ -19,7 +19,8 @@ from bus.messages import (
     AccountReply, GatewayStatus, GetAccount, GetPositions, GetRiskState, GetStatus, ListOrders, OrderListReply,
     PositionsReply, RiskStateReply,
 )
-from run_all import process_infos, sections
+from launch.supervisord import sections
+from launch.xmlrpc import process_infos
 from tests.helpers import REPO, eventually
 from tests.system.support import SIM_WORKING, System, running_system
 
@@ -170,7 +171,7 @@ def test_fatal_config_error_ends_fatal_without_a_restart_loop(system):
 
 
 def test_dashboard_renders_the_live_system(system):
-    proc = subprocess.run([sys.executable, "-m", "bus.cli", "--config", str(system.config_path), "top", "--once",
+    proc = subprocess.run([sys.executable, "-m", "cli", "--config", str(system.config_path), "top", "--once",
                            "--width", "120"], capture_output=True, timeout=60, cwd=REPO)
     text = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr.decode()[-2000:] + text
@@ -184,7 +185,7 @@ def test_dashboard_renders_the_live_system(system):
 
 
 def test_kill_from_another_process_leaves_nothing_working_and_halts_everywhere(system):
-    proc = subprocess.run([sys.executable, "-m", "bus.cli", "--config", str(system.config_path), "kill", "--reason",
+    proc = subprocess.run([sys.executable, "-m", "cli", "--config", str(system.config_path), "kill", "--reason",
                            "system test kill"], capture_output=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     sim = system.sim()

@@ -10,8 +10,8 @@ Checks, in order (a failed check skips the ones that depend on it):
 6. ``paper/live`` - do the port, the accounts, ``--mode`` and ``--account`` agree?
 7. ``farms``      - IB's data-farm notices (2104/2106/2158 OK, 2103/2105/2157 broken, 1100 lost).
 
-It speaks the socket protocol itself (framing helpers from :mod:`sim.protocol`), so it needs neither ib_insync
-nor a running bus; defaults come from the config (``gateway.host``/``port``/``client_id``) when one is found.
+It speaks the socket protocol itself (the client side of it, :mod:`actors.gateway.tws_wire`), so it needs neither
+ib_insync nor a running bus; defaults come from the config (``gateway.host``/``port``/``client_id``) when one is found.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from sim.protocol import (
+from actors.gateway.settings import DEFAULT_PORTS, LIVE_PORTS, PAPER_PORTS, is_paper_account
+from actors.gateway.tws_wire import (
     FrameDecoder, ProtocolError, build_client_handshake, build_start_api, parse_server_handshake, split_fields,
 )
-
-from actors.gateway.settings import DEFAULT_PORTS, LIVE_PORTS, PAPER_PORTS, is_paper_account
 
 MIN_VERSION = 157
 MAX_VERSION = 176
@@ -84,7 +83,7 @@ class _Conn:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.decoder = FrameDecoder(expect_prefix=False)
+        self.decoder = FrameDecoder()
         self.payloads: list[bytes] = []
         self.consumed = 1  # payloads[0] is the handshake answer
         self.closed = False

@@ -355,8 +355,9 @@ def render_text(data: Dashboard, width: int = DEFAULT_WIDTH) -> str:
 
 def send_kill(cfg: KhazadConfig) -> str:
     """The kill, exactly as ``khazad kill --scope all`` sends and judges it; returns a one-line result."""
-    from bus.commands import EXIT_OK, origin
-    from bus.commands import send_kill as cli_send_kill
+    from cli.exit_codes import EXIT_OK
+    from cli.kill import send_kill as cli_send_kill
+    from cli.session import origin
 
     outcome = cli_send_kill(cfg, scope="all", reason=KILL_REASON, kill_origin=f"{origin()}/top")
     if outcome.exit_code == EXIT_OK:

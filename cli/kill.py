@@ -1,0 +1,160 @@
+"""``khazad kill``: the kill switch, built to be trusted.
+
+The ``Kill`` goes straight to the gateway as an acknowledged request (the reply is a ``CancelReport``), to the risk
+governor (so the policy side halts even if the bus copy is lost) and on the bus (``control.kill``, confirmed by
+seeing it come back through the proxy). All three legs run at the same time, each bounded. The exit code says what
+the gateway confirmed (:mod:`cli.exit_codes`): 0 confirmed, 2 unreachable, 3 not confirmed, 4 refused, 78 config.
+(argparse also exits 2 on a usage error; it prints the usage, the kill prints ``KILL NOT CONFIRMED``.)
+
+:func:`send_kill` is the same kill for scripts, the dashboard (``khazad top``), the chaos tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from bus import topics
+from bus.codec import validate
+from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
+from bus.messages import CancelReport, Kill, tag_of
+from cli.args import SCOPE_HELP, add_common, non_negative_int
+from cli.exit_codes import EXIT_NOT_CONFIRMED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
+from cli.output import new_console, err, print_json, print_legs
+from cli.session import BROADCAST_TIMEOUT_S, Leg, Session, broadcast_leg, load, origin, request_leg, run_session
+
+#: Retries of the kill request to the gateway (same request id: the gateway runs the kill once).
+KILL_RETRIES = 1
+
+
+@dataclass
+class KillOutcome:
+    """What ``khazad kill`` achieved, leg by leg, and the exit code that follows from the gateway leg."""
+
+    command: Kill
+    gateway: Leg
+    risk: Leg
+    bus: Leg
+    exit_code: int = EXIT_UNREACHABLE
+    elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": msgspec.to_builtins(self.command), "confirmed": self.exit_code == EXIT_OK,
+                "exit_code": self.exit_code, "elapsed_s": round(self.elapsed_s, 3), "gateway": self.gateway.to_dict(),
+                "risk": self.risk.to_dict(), "bus": self.bus.to_dict(), "warnings": self.warnings}
+
+
+def _judge_kill(gateway: Leg) -> int:
+    """Exit code from the gateway's answer; marks the leg confirmed/unconfirmed."""
+    if gateway.status in ("unreachable", "error", "not_sent"):
+        return EXIT_UNREACHABLE
+    if gateway.status == "rejected":
+        return EXIT_REFUSED
+    report = gateway.reply
+    if not isinstance(report, CancelReport):
+        gateway.ok, gateway.status = False, "unconfirmed"
+        gateway.detail = f"unexpected reply {tag_of(type(report))} (expected cancel_report)"
+        return EXIT_NOT_CONFIRMED
+    if report.confirmed and report.remaining == 0:
+        gateway.status = "confirmed"
+        gateway.detail = (f"{report.trading_state} (epoch {report.epoch}), cancelled {report.cancelled}, "
+                          f"remaining 0, in {report.elapsed_ms:.0f} ms")
+        return EXIT_OK
+    gateway.ok, gateway.status = False, "unconfirmed"
+    refs = ", ".join(report.remaining_order_refs[:20]) + (" ..." if len(report.remaining_order_refs) > 20 else "")
+    gateway.detail = (f"{report.trading_state} (epoch {report.epoch}), cancelled {report.cancelled}, "
+                      f"REMAINING {report.remaining}{': ' + refs if refs else ''}"
+                      f"{' - ' + report.detail if report.detail else ''}")
+    return EXIT_NOT_CONFIRMED
+
+
+def send_kill(cfg: KhazadConfig, *, scope: str = "all", reason: str, timeout_s: float | None = None,
+              retries: int = KILL_RETRIES, broadcast_timeout_s: float | None = None,
+              kill_origin: str | None = None) -> KillOutcome:
+    """Send one kill (gateway + risk + bus, concurrently) and judge it. Used by ``khazad kill``; usable from
+    scripts. ``timeout_s`` is per attempt (default: the gateway's kill verification bound plus the request
+    timeout, since the gateway answers only after it has verified that nothing is working). The whole call
+    returns within ``timeout_s * (retries + 1)`` plus backoff (the bus leg is bounded by the same budget, at
+    most :data:`BROADCAST_TIMEOUT_S`, at least 1 s)."""
+    kill = Kill(kill_id=uuid.uuid4().hex, scope=scope, reason=reason, origin=kill_origin or origin())
+    kill = validate(kill)  # schema check as the gateway will do it: a bad scope -> DecodeError (a ValueError)
+    per_attempt = timeout_s if timeout_s is not None else cfg.gateway.kill_verify_timeout_s + cfg.bus.request_timeout_s
+    if broadcast_timeout_s is None:
+        broadcast_timeout_s = min(BROADCAST_TIMEOUT_S, max(1.0, per_attempt * (retries + 1)))
+    start = time.monotonic()
+
+    async def job(session: Session) -> KillOutcome:
+        gateway, risk, bus = await asyncio.gather(
+            request_leg("gateway", session.client("gateway").call(kill)),
+            # the governor halts, then forwards an emergency cancel to the gateway and reports on it: same budget
+            request_leg("risk", session.client("risk").call(kill)),
+            broadcast_leg(session, topics.KILL, kill,
+                          lambda b: isinstance(b, Kill) and b.kill_id == kill.kill_id, broadcast_timeout_s),
+        )
+        return KillOutcome(command=kill, gateway=gateway, risk=risk, bus=bus)
+
+    outcome: KillOutcome = run_session(cfg, per_attempt, retries, job)
+    outcome.elapsed_s = time.monotonic() - start
+    outcome.exit_code = _judge_kill(outcome.gateway)
+    if not outcome.risk.ok:
+        outcome.warnings.append(f"risk governor did not acknowledge ({outcome.risk.status}: {outcome.risk.detail})")
+    if not outcome.bus.ok:
+        outcome.warnings.append(f"bus broadcast not confirmed ({outcome.bus.detail})")
+    return outcome
+
+
+def _cmd_kill(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args)
+    except ConfigError as exc:
+        err(f"khazad kill: configuration error: {exc}\nKILL NOT SENT.")
+        return EXIT_CONFIG
+    try:
+        outcome = send_kill(cfg, scope=args.scope, reason=args.reason, timeout_s=args.timeout, retries=args.retries)
+    except ValueError as exc:
+        err(f"khazad kill: invalid command: {exc}\nKILL NOT SENT.")
+        return EXIT_REFUSED
+    if args.json:
+        print_json(outcome.to_dict())
+    else:
+        k = outcome.command
+        print_legs(f"KILL scope={k.scope} kill_id={k.kill_id} ({outcome.elapsed_s:.2f}s)",
+                   [outcome.gateway, outcome.risk, outcome.bus])
+    for w in outcome.warnings:
+        err(f"warning: {w}")
+    if outcome.exit_code == EXIT_OK:
+        if not args.json:
+            new_console().print("[bold green]KILL CONFIRMED[/]: trading halted, no working orders in scope "
+                                f"{outcome.command.scope}. Resume with `khazad resume --scope {outcome.command.scope} "
+                                "--reason ...`.")
+    else:
+        why = {EXIT_UNREACHABLE: "the gateway did not answer (unreachable or down)",
+               EXIT_NOT_CONFIRMED: "the gateway could not confirm that nothing is working",
+               EXIT_REFUSED: "the gateway refused the command"}[outcome.exit_code]
+        err(f"KILL NOT CONFIRMED: {why}: {outcome.gateway.detail}\n"
+            "Orders may still be working at IB. Re-run `khazad kill`, check `khazad orders` and `khazad status`, "
+            "and if the gateway stays unreachable cancel in TWS / IB Gateway directly (Global Cancel).")
+    return outcome.exit_code
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kill", help="KILL SWITCH: halt trading and cancel every working order (gateway-confirmed)",
+        description="Halt trading in SCOPE and cancel every working order in it. Sent straight to the gateway "
+                    "(acknowledged with a cancel report), to the risk governor, and broadcast on control.kill. "
+                    "Exit codes: 0 confirmed (halted, nothing working), 2 gateway unreachable, 3 orders remain / "
+                    "not verified, 4 refused, 78 config error.")
+    p.add_argument("--scope", default="all", help=SCOPE_HELP)
+    p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    p.add_argument("--retries", type=non_negative_int, default=KILL_RETRIES,
+                   help=f"gateway retries, same request id (default {KILL_RETRIES})")
+    add_common(p, "per-attempt wait for the gateway's confirmation (default: gateway.kill_verify_timeout_s + "
+                  "bus.request_timeout_s)")
+    p.set_defaults(handler=_cmd_kill)

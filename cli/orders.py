@@ -1,0 +1,70 @@
+"""``khazad orders``: the orders the order manager knows (open by default; ``--all``, ``--today``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bus.codec import validate
+from bus.messages import ListOrders, OrderListReply, OrderView
+from cli.args import add_common
+from cli.exit_codes import EXIT_OK, EXIT_REFUSED
+from cli.output import clock_time, new_console, err, num, print_json, qty
+from cli.session import query_cmd
+
+
+def _price(o: OrderView) -> str:
+    spec = o.spec
+    parts = []
+    if spec.limit_price is not None:
+        parts.append(f"L {spec.limit_price:g}")
+    if spec.stop_price is not None:
+        parts.append(f"S {spec.stop_price:g}")
+    return " ".join(parts)
+
+
+def orders_table(orders: list[OrderView], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    for col in ("strategy", "client_order_id", "symbol", "side", "qty", "type", "price", "tif", "status", "filled",
+                "avg", "ib id", "perm id", "updated", "reason"):
+        table.add_column(col, overflow="fold")
+    for o in orders:
+        s = o.spec
+        style = "green" if o.is_live else ("dim" if o.is_done else "yellow")
+        table.add_row(s.strategy_id, s.client_order_id, s.instrument.symbol, s.side, qty(s.quantity), s.order_type,
+                      _price(o), s.tif, f"[{style}]{o.status}[/]", qty(o.filled),
+                      num(o.avg_fill_price, "{:,.4g}") if o.filled else "", str(o.ib_order_id or ""),
+                      str(o.perm_id or ""), clock_time(o.updated_wall_ns or o.created_wall_ns), o.reason)
+    return table
+
+
+def _cmd_orders(args: argparse.Namespace) -> int:
+    flt = "all" if args.all else ("today" if args.today else "open")
+    try:
+        body = validate(ListOrders(strategy_id=args.strategy, symbol=args.symbol, filter=flt))
+    except ValueError as exc:
+        err(f"khazad orders: invalid filter: {exc}")
+        return EXIT_REFUSED
+    code, reply = query_cmd(args, "orders", body, OrderListReply)
+    if code != EXIT_OK:
+        return code
+    if args.json:
+        print_json({"filter": flt, "strategy": args.strategy, "symbol": args.symbol, "orders": reply.orders})
+    else:
+        what = [flt] + ([f"strategy {args.strategy}"] if args.strategy else []) + \
+               ([f"symbol {args.symbol}"] if args.symbol else [])
+        new_console().print(orders_table(reply.orders, f"orders ({', '.join(what)}): {len(reply.orders)}"))
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("orders", help="orders known to the order manager (open by default)")
+    p.add_argument("--strategy", help="only this strategy")
+    p.add_argument("--symbol", help="only this symbol")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every order, not only working ones")
+    which.add_argument("--today", action="store_true", help="orders created today")
+    add_common(p, "request timeout (default bus.request_timeout_s)")
+    p.set_defaults(handler=_cmd_orders)
