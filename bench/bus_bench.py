@@ -41,6 +41,7 @@ import zmq.asyncio
 
 from bench.harness import free_ports as _free_ports
 from bench.harness import percentile as _percentile
+from bus import registry
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ def _tick() -> Any:
 
 
 def _write_config(tmp: Path) -> Path:
-    names = ["proxy_frontend", "proxy_backend", "gateway", "risk", "orders", "portfolio", "monitor"]
+    names = list(registry.ENDPOINT_FIELDS)
     ports = _free_ports(len(names))
     lines = [f'{n} = "tcp://127.0.0.1:{p}"' for n, p in zip(names, ports)]
     path = tmp / "khazad.toml"

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import free_ports, percentile
+from bus import registry
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,7 +69,7 @@ class Stack:
 
         self.tmp = tmp
         self.sim = SimProcess(sim_args(seed=1, clock="manual")).wait_ready()
-        names = ["proxy_frontend", "proxy_backend", "gateway", "risk", "orders", "portfolio", "monitor"]
+        names = list(registry.ENDPOINT_FIELDS)
         ports = free_ports(len(names) + 1)
         bus = "\n".join(f'{n} = "tcp://127.0.0.1:{p}"' for n, p in zip(names, ports))
         self.config = tmp / "khazad.toml"
@@ -91,7 +92,7 @@ kill_verify_timeout_s = 30.0
         env = dict(os.environ)
         env.pop("KHAZAD_CONFIG", None)
         self.procs = []
-        for module in ("bus.proxy", "actors.gateway"):
+        for module in (registry.PROXY.module, registry.GATEWAY.module):
             log = open(tmp / f"{module}.log", "ab")
             self.procs.append(subprocess.Popen([sys.executable, "-m", module, "--config", str(self.config)],
                                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO))

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from bus import registry
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -278,7 +280,8 @@ min_buying_power_ratio = 0
 
 #: The production heartbeat interval (bus.heartbeat_interval_s default).
 HEARTBEAT_S = 0.5
-ACTORS = ("gateway", "risk", "orders", "portfolio", "monitor")
+#: the actors a benchmark system starts after the proxy (every other actor of the registry)
+ACTORS = tuple(a.name for a in registry.ACTORS if a is not registry.PROXY)
 WORKING_AT_SIM = ("PreSubmitted", "Submitted", "PendingCancel", "PendingSubmit", "ApiPending")
 
 
@@ -362,7 +365,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
         # production heartbeat (tests.helpers.write_config sets 0.2 s for fast tests): a busy gateway must not look
         # dead to the governor's disconnect breaker sooner than it would in production
         env = {"KHAZAD__LOGGING__LEVEL": log_level, "KHAZAD__BUS__HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)}
-        system.procs["proxy"] = ActorProcess("bus.proxy", path, name="proxy", env=env).start()
+        system.procs["proxy"] = ActorProcess(registry.PROXY.module, path, name="proxy", env=env).start()
         sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, ["hb.proxy"], name="bench-proxy-ready")
         try:
             if sub.recv(READY_TIMEOUT_S) is None:
@@ -370,7 +373,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
         finally:
             sub.close()
         for name in actors:
-            system.procs[name] = ActorProcess(f"actors.{name}", path, name=name, env=env).start()
+            system.procs[name] = ActorProcess(registry.spec(name).module, path, name=name, env=env).start()
         for name in actors:
             wait_serving(ctx, cfg.bus.service_endpoint(name), system.procs[name], READY_TIMEOUT_S)
 

@@ -38,6 +38,7 @@ import zmq.asyncio
 
 from bench.harness import free_ports as _free_ports
 from bench.harness import percentile
+from bus import registry
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ SYMBOL = "AAPL"
 
 
 def _write_config(tmp: Path, sim_port: int, log_level: str) -> Path:
-    names = ["proxy_frontend", "proxy_backend", "gateway", "risk", "orders", "portfolio", "monitor"]
+    names = list(registry.ENDPOINT_FIELDS)
     ports = dict(zip(names + ["metrics"], _free_ports(len(names) + 1)))
     bus = "\n".join(f'{n} = "tcp://127.0.0.1:{ports[n]}"' for n in names)
     path = tmp / "khazad.toml"
@@ -223,9 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         config = _write_config(tmp, sim.port, args.log_level)
         try:
-            for module, name in (("bus.proxy", "proxy"), ("actors.gateway", "gateway"), ("actors.risk", "risk"),
-                                 ("actors.orders", "orders")):
-                procs.append(_Proc(module, config, name))
+            for spec in (registry.PROXY, registry.GATEWAY, registry.RISK, registry.ORDERS):
+                procs.append(_Proc(spec.module, config, spec.name))
             result = asyncio.run(_measure(config, n, args.warmup))
         except BaseException:
             for p in procs:

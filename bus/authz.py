@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from bus import messages as m
+from bus import registry
 
-ANY = frozenset({"actor", "strategy", "operator"})
+ANY = frozenset(registry.ROLES)
 _OPERATOR = frozenset({"operator"})
 
 #: request type -> allowed (role) or (role:name) principals

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, Mapping
 import msgspec
 from msgspec import Meta
 
+from bus import registry
+
 CONFIG_ENV = "KHAZAD_CONFIG"
 ENV_PREFIX = "KHAZAD__"
 DEFAULT_CONFIG_NAME = "khazad.toml"
@@ -83,7 +85,7 @@ class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class SimConfigSection(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The embedded TWS simulator started by run_all.py in sim mode."""
+    """The embedded TWS simulator started by ``khazad run`` (``run_all.py``) in sim mode."""
 
     host: str = "127.0.0.1"
     port: Port = 4002
@@ -200,8 +202,8 @@ class MonitorConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     #: shell command run on every critical alert (alert JSON on stdin); empty = none
     alert_command: str = ""
     alert_webhook: str = ""
-    expected_actors: list[str] = msgspec.field(
-        default_factory=lambda: ["proxy", "gateway", "risk", "orders", "portfolio", "monitor"])
+    #: default: every actor of the registry (bus/registry.py)
+    expected_actors: list[str] = msgspec.field(default_factory=lambda: list(registry.ACTOR_NAMES))
 
 
 class StrategyConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -356,7 +358,7 @@ def is_loopback_host(host: str) -> bool:
 
 def check_endpoints(bus: BusConfig) -> None:
     """Refuse non-loopback tcp endpoints unless explicitly allowed and encrypted with CURVE."""
-    for field in ("proxy_frontend", "proxy_backend", "gateway", "risk", "orders", "portfolio", "monitor"):
+    for field in registry.ENDPOINT_FIELDS:
         ep = getattr(bus, field)
         if not re.match(r"^(tcp://[^\s]+:\d+|ipc://\S+|inproc://\S+)$", ep):
             raise ConfigError(f"bus.{field}: {ep!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5560")

@@ -5,7 +5,7 @@ Keys live in ``<run_dir>/<bus.curve.keys_dir>`` as ZeroMQ certificate files made
 Every ``*.key`` in the directory is an allowed client; copy a remote operator's ``.key`` (public only) in to
 allow it. Roles:
 
-* ``actor``: Khazad's own processes (proxy, gateway, risk, orders, portfolio, monitor);
+* ``actor``: Khazad's own processes (every actor of :data:`bus.registry.ACTORS`);
 * ``strategy``: a strategy process; its key's ``name`` *is* its strategy id;
 * ``operator``: a human or tool allowed to kill, resume and change limits.
 
@@ -25,9 +25,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from bus.config import ConfigError, KhazadConfig
+from bus.registry import ROLES
 
-ROLES = ("actor", "strategy", "operator")
-ACTOR_NAMES = ("proxy", "gateway", "risk", "orders", "portfolio", "monitor")
 #: ZAP domain of every Khazad server socket
 ZAP_DOMAIN = "khazad"
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bus import registry
 from bus.approval import write_approval_key
 from bus.config import ConfigError, load_config
-from bus.security import ACTOR_NAMES, ROLES, create_key, keys_dir, load_allowed
+from bus.registry import ACTOR_ROLE, OPERATOR_ROLE, ROLES, STRATEGY_ROLE
+from bus.security import create_key, keys_dir, load_allowed
 
 
 def _cfg(args: argparse.Namespace):
@@ -22,8 +24,8 @@ def _init(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     directory = keys_dir(cfg)
     made = []
-    wanted = [(n, "actor") for n in ACTOR_NAMES] + [(args.operator, "operator")]
-    wanted += [(s, "strategy") for s in args.strategy]
+    wanted = [(n, ACTOR_ROLE) for n in registry.ACTOR_NAMES] + [(args.operator, OPERATOR_ROLE)]
+    wanted += [(s, STRATEGY_ROLE) for s in args.strategy]
     for name, role in wanted:
         if (directory / f"{name}.key_secret").exists():
             continue

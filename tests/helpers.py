@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 import zmq
 
-from bus.codec import Stamper
-from bus.sockets import free_tcp_ports
-from bus.config import KhazadConfig, load_config
+from bus import registry
 from bus.approval import write_approval_key
+from bus.codec import Stamper
+from bus.config import KhazadConfig, load_config
+from bus.sockets import free_tcp_ports
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -64,7 +65,7 @@ def eventually(predicate: Callable[[], T], timeout: float = EVENTUALLY_TIMEOUT_S
 
 def write_config(tmp: Path, *, extra: str = "", ports: dict[str, int] | None = None) -> Path:
     """Write a khazad.toml for a test: free ports everywhere, run_dir under ``tmp``, an approval key."""
-    names = ["proxy_frontend", "proxy_backend", "gateway", "risk", "orders", "portfolio", "monitor"]
+    names = list(registry.ENDPOINT_FIELDS)
     ports = dict(ports or {})
     fresh = iter(free_ports(len(names) + 3))
     for n in names + ["sim", "sim_control", "metrics"]:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bus import registry
 from bus.messages import GatewayStatus, GetRiskState, GetStatus, GetSystemStatus, RiskStateReply
 from bus.reqrep import RequestTimeout
 from cli.exit_codes import EXIT_OK
@@ -599,7 +600,7 @@ def _load_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 #: Programs whose warnings and errors a failed scenario reports, and how many lines of each.
-LOG_PROGRAMS = ("gateway", "risk", "orders", "portfolio", "monitor", "proxy")
+LOG_PROGRAMS = registry.ACTOR_NAMES
 LOG_LINES_MAX = 15
 LOG_LEVELS = (" WARNING ", " ERROR ", " CRITICAL ")
 

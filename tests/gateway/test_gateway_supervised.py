@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from bus import registry
 from bus.messages import Rejected, SubmitAck
 from supervisor.xmlrpc import SupervisorTransport
 from tests.gateway.support import GatewayHarness, gateway_extra, order
@@ -61,7 +62,8 @@ childlogdir = {tmp}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-""" + _program("proxy", "bus.proxy", config, tmp) + _program("gateway", "actors.gateway", config, tmp, gateway_env))
+""" + _program("proxy", registry.PROXY.module, config, tmp)
+                         + _program("gateway", registry.GATEWAY.module, config, tmp, gateway_env))
         self.proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         self.rpc = xmlrpc.client.ServerProxy(

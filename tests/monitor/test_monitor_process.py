@@ -12,6 +12,7 @@ from pathlib import Path
 
 
 from actors.monitor.audit import read_audit
+from bus import registry
 from bus.messages import Alert, GetSystemStatus, SystemStatusReply
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
@@ -36,8 +37,8 @@ def status(client: SyncClient) -> SystemStatusReply:
 def test_monitor_reports_health_and_catches_a_killed_actor(tmp_path, zctx, processes):
     path = config_with_hook(tmp_path)
     cfg = cfg_of(path)
-    for module, name in (("bus.proxy", "proxy"), ("actors.monitor", "monitor"), ("actors.portfolio", "portfolio")):
-        processes.append(ActorProcess(module, path, name=name).start())
+    for spec in (registry.PROXY, registry.MONITOR, registry.PORTFOLIO):
+        processes.append(ActorProcess(spec.module, path, name=spec.name).start())
     proxy, monitor, portfolio = processes
     wait_serving(zctx, cfg.bus.monitor, monitor)
     client = SyncClient(zctx, cfg.bus.monitor, service="monitor", timeout_s=2.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bus import registry
 from bus.messages import (
     ActorHealth, Alert, FillEvent, Instrument, OrderSpec, OrderView, PortfolioSnapshot, Position, SystemStatusReply,
 )
@@ -35,7 +36,7 @@ def utc(monkeypatch):
 def sample() -> Dashboard:
     actors = [ActorHealth(name=n, alive=True, state="RUNNING", pid=4100 + i, last_beat_age_s=0.1 * i,
                           detail={"rss_mb": f"{31 + i}.5"})
-              for i, n in enumerate(["proxy", "gateway", "risk", "orders", "portfolio", "monitor"])]
+              for i, n in enumerate(registry.ACTOR_NAMES)]
     actors.append(ActorHealth(name="strategy.example", alive=False, state="DEAD", pid=4200, last_beat_age_s=4.2))
     fills = [FillEvent(exec_id=f"e{i}", exec_key=f"e{i}", order_ref=f"example/c{i}", instrument=AAPL,
                        side="BUY" if i % 2 else "SELL", quantity=10, price=190.0 + i / 100,

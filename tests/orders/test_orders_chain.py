@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import zmq
 
+from bus import registry
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetOrder, GetStatus, Instrument, OrderReply, OrderSpec, PlaceOrder, WaitOrder
@@ -61,7 +62,7 @@ def chain(proxy: ActorProcess, config_path: Path, processes: list[ActorProcess],
                    message=lambda: f"gateway READY; log:\n{gw.log()[-3000:]}")
     finally:
         gw_client.close()
-    for name, module in (("risk", "actors.risk"), ("orders", "actors.orders")):
+    for name, module in ((spec.name, spec.module) for spec in (registry.RISK, registry.ORDERS)):
         # the governor tolerates a gateway frozen for a moment (SIGSTOP below) without tripping its breaker
         env = {"KHAZAD__BUS__HEARTBEAT_LIVENESS": str(RISK_GATEWAY_LIVENESS)} if name == "risk" else None
         p = procs[name] = ActorProcess(module, config_path, name=name, env=env).start()

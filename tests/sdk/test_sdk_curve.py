@@ -12,7 +12,8 @@ import pytest
 from bus.config import KhazadConfig, load_config
 from bus.messages import Ack, CancelReport, Kill, PlaceOrder
 from bus.pubsub import SyncSubscriber
-from bus.security import ACTOR_NAMES, Security, create_key, keys_dir
+from bus.registry import ACTOR_NAMES
+from bus.security import Security, create_key, keys_dir
 from cli.main import main
 from sdk import KhazadClient
 from tests.helpers import ActorProcess, eventually, write_config

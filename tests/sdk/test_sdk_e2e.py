@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import zmq
 
+from bus import registry
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetRiskState, GetStatus, is_done_status
@@ -93,10 +94,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         procs: dict[str, ActorProcess] = {}
         clients: list[SyncClient] = []
         try:
-            procs["proxy"] = ActorProcess("bus.proxy", path, name="proxy").start()
+            procs["proxy"] = ActorProcess(registry.PROXY.module, path, name="proxy").start()
             _wait_proxy(ctx, cfg, procs["proxy"])
             for name in ("gateway", "risk", "orders", "portfolio"):
-                procs[name] = ActorProcess(f"actors.{name}", path, name=name).start()
+                procs[name] = ActorProcess(registry.spec(name).module, path, name=name).start()
             for name in ("gateway", "risk", "orders", "portfolio"):
                 wait_serving(ctx, cfg.bus.service_endpoint(name), procs[name], SYSTEM_READY_TIMEOUT_S)
 

@@ -12,8 +12,9 @@ from bus import messages as m
 from bus.codec import Stamper
 from bus.config import ConfigError, load_config
 from bus.pubsub import Publisher, SyncSubscriber
+from bus.registry import ACTOR_NAMES
 from bus.reqrep import RequestTimeout, SyncClient
-from bus.security import ACTOR_NAMES, Security, create_key, keys_dir
+from bus.security import Security, create_key, keys_dir
 from tests.helpers import ActorProcess, eventually, write_config
 
 #: A refused CURVE handshake means no reply at all: the bound for "cannot connect".

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import zmq
 
+from bus import registry
 from bus import messages as m
 from bus.approval import load_approval_key, sign
 from bus.codec import Stamper
 from bus.config import KhazadConfig
+from bus.registry import ACTOR_NAMES
 from bus.reqrep import SyncClient
-from bus.security import ACTOR_NAMES, Security, create_key, keys_dir
+from bus.security import Security, create_key, keys_dir
 from sdk import KhazadClient
 from tests.helpers import REPO, ActorProcess, cfg_of, eventually, write_config
 
@@ -67,9 +69,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         ctx = zmq.Context()
         procs: dict[str, ActorProcess] = {}
         try:
-            for name, module in (("proxy", "bus.proxy"), ("gateway", "actors.gateway"), ("risk", "actors.risk"),
-                                 ("orders", "actors.orders")):
-                procs[name] = ActorProcess(module, path, name=name).start()
+            for spec in (registry.PROXY, registry.GATEWAY, registry.RISK, registry.ORDERS):
+                procs[spec.name] = ActorProcess(spec.module, path, name=spec.name).start()
             c = Chain(path, cfg, sim, procs, ctx)
             ops = {s: c.client(s, "operator") for s in ("gateway", "risk", "orders")}
 

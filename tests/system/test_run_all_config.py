@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bus import registry
 from tests.helpers import REPO
 
-ACTORS = ("proxy", "gateway", "risk", "orders", "portfolio", "monitor")
+ACTORS = registry.ACTOR_NAMES
 
 
 def run_all(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

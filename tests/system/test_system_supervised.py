@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bus import registry
 from bus.messages import (
     AccountReply, GatewayStatus, GetAccount, GetPositions, GetRiskState, GetStatus, ListOrders, OrderListReply,
     PositionsReply, RiskStateReply,
@@ -27,7 +28,7 @@ from tests.system.support import SIM_WORKING, System, running_system
 #: Bounds (generous: up to seven engineers share this 2-core machine). A passing wait returns at once.
 CONVERGE_TIMEOUT_S = 45.0
 FATAL_TIMEOUT_S = 45.0
-PROGRAMS = ("proxy", "sim", "gateway", "risk", "orders", "portfolio", "monitor", "strategy")
+PROGRAMS = (*registry.ACTOR_NAMES, "sim", "strategy")
 pytestmark = pytest.mark.timeout(150)
 
 
