@@ -41,7 +41,7 @@ import zmq.asyncio
 
 from bench.harness import free_ports as _free_ports
 from bench.harness import percentile as _percentile
-from bus import registry
+from bus import registry, topics
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def _role_publish(config: str, name: str, count: int, raw: bool) -> int:
     ctx = zmq.Context()
     pub = Publisher(ctx, cfg.bus.proxy_frontend, Stamper(name), sndhwm=cfg.bus.send_hwm)
     pub.wait_ready_sync(cfg.bus.proxy_backend)
-    topic = f"md.{name}"
+    topic = topics.market_data(name)
     body = _tick()
     payload = event_codec().encode(Stamper(name).stamp(body, key=topic))
     print("ready", flush=True)
@@ -310,7 +310,8 @@ def _subscribe_sync(ctx: zmq.Context, cfg: Any, expected: int, go: Any, raw: boo
     from bus.codec import Stamper
     from bus.pubsub import Publisher, SyncSubscriber
 
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, ["md."], name="bench-sub", rcvhwm=cfg.bus.recv_hwm)
+    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.MARKET_DATA_PREFIX], name="bench-sub",
+                         rcvhwm=cfg.bus.recv_hwm)
     helper = Publisher(ctx, cfg.bus.proxy_frontend, Stamper("bench-sub-probe"))
     try:
         sub.wait_ready(helper)
@@ -357,7 +358,8 @@ def _subscribe_async(cfg: Any, expected: int, go: Any) -> dict[str, Any]:
 
     async def run() -> dict[str, Any]:
         ctx = zmq.asyncio.Context()
-        sub = Subscriber(ctx, cfg.bus.proxy_backend, ["md."], name="bench-asub", rcvhwm=cfg.bus.recv_hwm)
+        sub = Subscriber(ctx, cfg.bus.proxy_backend, [topics.MARKET_DATA_PREFIX], name="bench-asub",
+                         rcvhwm=cfg.bus.recv_hwm)
         helper = Publisher(ctx, cfg.bus.proxy_frontend, Stamper("bench-asub-probe"))
         try:
             await sub.wait_ready(helper)
@@ -435,7 +437,7 @@ def bench_pubsub(events: int, publishers: int, *, raw: bool = False, asyncio_sub
 def _wait_proxy(ctx: zmq.Context, cfg: Any) -> None:
     from bus.pubsub import SyncSubscriber
 
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, ["hb.proxy"], name="bench-proxy-ready")
+    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="bench-proxy-ready")
     try:
         if sub.recv(CHILD_READY_TIMEOUT_S) is None:
             raise TimeoutError("bus proxy did not come up")
@@ -446,7 +448,7 @@ def _wait_proxy(ctx: zmq.Context, cfg: Any) -> None:
 def _event_payload_size() -> int:
     from bus.codec import Stamper, event_codec
 
-    return len(event_codec().encode(Stamper("p0").stamp(_tick(), key="md.p0")))
+    return len(event_codec().encode(Stamper("p0").stamp(_tick(), key=topics.market_data("p0"))))
 
 
 def _best(results: list[dict[str, Any]], key: str, lower_is_better: bool) -> dict[str, Any]:

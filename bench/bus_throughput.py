@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import READY_TIMEOUT_S, Child, free_ports
+from bus import topics
 
 #: (label, publishers, subscribers)
 CASES = (("1 pub -> 1 sub", 1, 1), ("4 pub -> 1 sub", 4, 1), ("md fan-out -> 4 strategies", 1, 4),
@@ -52,7 +53,7 @@ class _Proxy:
             self.proc = ActorProcess("bus.proxy", path, name="proxy", env={"KHAZAD__LOGGING__LEVEL": "WARNING"})
             self.proc.start()
             ctx = zmq.Context()
-            sub = SyncSubscriber(ctx, self.backend, ["hb.proxy"], name="bench-proxy-ready")
+            sub = SyncSubscriber(ctx, self.backend, [topics.heartbeat("proxy")], name="bench-proxy-ready")
             try:
                 if sub.recv(READY_TIMEOUT_S) is None:
                     raise TimeoutError(f"bus proxy did not come up:\n{self.proc.log()}")
@@ -110,7 +111,7 @@ def run_bus(tmp: Path, *, quick: bool, log: Any = print) -> dict[str, Any]:
 
     events = 50_000 if quick else 200_000
     repeat = 1 if quick else 2
-    payload = len(event_codec().encode(Stamper("p0").stamp(bench_tick(), key="md.AAPL")))
+    payload = len(event_codec().encode(Stamper("p0").stamp(bench_tick(), key=topics.market_data("AAPL"))))
     out: dict[str, Any] = {"events_per_case": events, "payload_bytes": payload, "repeat": repeat, "cases": {}}
     for label, pubs, subs in CASES:
         row: dict[str, Any] = {}

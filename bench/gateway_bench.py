@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import free_ports, percentile
-from bus import registry
+from bus import registry, topics
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -168,7 +168,7 @@ class GatewayClient:
         cfg = stack.cfg
         self.client = SyncClient(self.ctx, cfg.bus.gateway, service="gateway", stamper=Stamper("bench"),
                                  timeout_s=60.0, retries=0)
-        self.sub = SyncSubscriber(self.ctx, cfg.bus.proxy_backend, ["gw.order.bench"], name="bench")
+        self.sub = SyncSubscriber(self.ctx, cfg.bus.proxy_backend, [topics.gw_order("bench")], name="bench")
         probe = Publisher(self.ctx, cfg.bus.proxy_frontend, Stamper("bench-probe"))
         try:
             probe.wait_ready_sync(cfg.bus.proxy_backend)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from bus import registry
+from bus import registry, topics
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -366,7 +366,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
         # dead to the governor's disconnect breaker sooner than it would in production
         env = {"KHAZAD__LOGGING__LEVEL": log_level, "KHAZAD__BUS__HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)}
         system.procs["proxy"] = ActorProcess(registry.PROXY.module, path, name="proxy", env=env).start()
-        sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, ["hb.proxy"], name="bench-proxy-ready")
+        sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="bench-proxy-ready")
         try:
             if sub.recv(READY_TIMEOUT_S) is None:
                 raise TimeoutError(f"bus proxy did not come up:\n{system.logs()}")

@@ -27,6 +27,7 @@ from typing import Any
 from bench.harness import (ACTORS, FAR_LIMIT, REPO, SIM_POLL_S, Child, System, percentile, summary_ms,
                            wait_until)
 from bench.order_entry import CLEANUP_ISSUES, DirectPath, KhazadPath, cleanup_wait
+from bus import topics
 
 STICKY_FRACTION = 0.1
 PLACE_CONCURRENCY = 64
@@ -62,7 +63,7 @@ class HeartbeatWatch:
         self._ctx = zmq.asyncio.Context()
         self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper("bench-hb"))
         await self._pub.wait_ready(bus.proxy_backend)
-        self._sub = Subscriber(self._ctx, bus.proxy_backend, ["hb."], name="bench-hb")
+        self._sub = Subscriber(self._ctx, bus.proxy_backend, [topics.HEARTBEAT_PREFIX], name="bench-hb")
         await self._sub.wait_ready(self._pub)
 
         async def read() -> None:

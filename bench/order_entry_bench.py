@@ -38,7 +38,7 @@ import zmq.asyncio
 
 from bench.harness import free_ports as _free_ports
 from bench.harness import percentile
-from bus import registry
+from bus import registry, topics
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ async def _measure(config: Path, orders: int, warmup: int) -> dict[str, Any]:
     risk = AsyncClient(ctx, cfg.bus.risk, service="risk", stamper=stamper, timeout_s=1.0, retries=0)
     om = AsyncClient(ctx, cfg.bus.orders, service="orders", stamper=stamper, timeout_s=ORDER_TIMEOUT_S, retries=0)
     pub = Publisher(ctx, cfg.bus.proxy_frontend, stamper)
-    sub = Subscriber(ctx, cfg.bus.proxy_backend, [f"order.{STRATEGY}"], name="bench-strategy")
+    sub = Subscriber(ctx, cfg.bus.proxy_backend, [topics.order(STRATEGY)], name="bench-strategy")
     try:
         async def ready(client: AsyncClient, test: Any) -> bool:
             try:

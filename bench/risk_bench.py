@@ -33,6 +33,7 @@ from typing import Any
 import zmq
 
 from bench.harness import percentile
+from bus import topics
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
         procs.append(proxy)
         gw = FakeGateway(ctx, cfg, snapshot=snapshot).start()
         gw.wait_bus_ready()
-        sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, ["risk.decision."], name="bench")
+        sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.RISK_DECISION_PREFIX], name="bench")
         sub.wait_ready(gw.publisher)
         risk = ActorProcess("actors.risk", path, name="risk", env={"KHAZAD__LOGGING__LEVEL": log_level}).start()
         procs.append(risk)
@@ -114,7 +115,7 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
         client = SyncClient(ctx, cfg.bus.risk, service="risk", stamper=Stamper("orders"), timeout_s=5, retries=0)
         eventually(lambda: client.call(GetRiskState()).ready, 20, message="risk ready")
         for s in syms:
-            gw.publish(f"md.{s}", TickEvent(symbol=s, bid=49.99, ask=50.01, last=50.0))
+            gw.publish(topics.market_data(s), TickEvent(symbol=s, bid=49.99, ask=50.01, last=50.0))
 
         check_ns: list[int] = []
         done = threading.Event()

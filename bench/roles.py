@@ -21,6 +21,7 @@ import zmq
 import zmq.asyncio
 
 from bench.harness import FLOOD_SYMBOLS, role_io
+from bus import topics
 
 #: A subscriber that saw nothing for this long after its first event has everything it will get.
 IDLE_END_S = 2.0
@@ -80,7 +81,7 @@ def role_publisher(args: argparse.Namespace) -> int:
     ctx = zmq.Context()
     pub = Publisher(ctx, args.frontend, Stamper(args.name), sndhwm=args.hwm)
     pub.wait_ready_sync(args.backend)
-    topic = f"md.{args.symbol}"
+    topic = topics.market_data(args.symbol)
     body = bench_tick(args.symbol)
     payload = event_codec().encode(Stamper(args.name).stamp(body, key=topic))
     say("ready")
@@ -112,7 +113,7 @@ def role_subscriber(args: argparse.Namespace) -> int:
     say, _hear = role_io()
     if args.raw:
         ctx = zmq.Context()
-        sub = SyncSubscriber(ctx, args.backend, ["md."], name=args.name, rcvhwm=args.hwm)
+        sub = SyncSubscriber(ctx, args.backend, [topics.MARKET_DATA_PREFIX], name=args.name, rcvhwm=args.hwm)
         helper = Publisher(ctx, args.frontend, Stamper(f"{args.name}-probe"))
         sub.wait_ready(helper)
         helper.close()
@@ -138,7 +139,7 @@ def role_subscriber(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         ctx = zmq.asyncio.Context()
-        sub = Subscriber(ctx, args.backend, ["md."], name=args.name, rcvhwm=args.hwm)
+        sub = Subscriber(ctx, args.backend, [topics.MARKET_DATA_PREFIX], name=args.name, rcvhwm=args.hwm)
         helper = Publisher(ctx, args.frontend, Stamper(f"{args.name}-probe"))
         try:
             await sub.wait_ready(helper)
@@ -301,7 +302,7 @@ def role_tick_pump(args: argparse.Namespace) -> int:
     ctx = zmq.Context()
     pub = Publisher(ctx, args.frontend, Stamper("bench-md"), sndhwm=args.hwm)
     pub.wait_ready_sync(args.backend)
-    bodies = [(f"md.{s}", bench_tick(s)) for s in TICK_SYMBOLS]
+    bodies = [(topics.market_data(s), bench_tick(s)) for s in TICK_SYMBOLS]
     say("ready")
     hear()
     per_ms = max(1, int(args.rate / 1000))

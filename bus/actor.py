@@ -31,9 +31,9 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
+from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.heartbeat import heartbeat_topic
 from bus.messages import (
     GapReport, GetStatus, Heartbeat, Kill, Ping, Pong, Rejected, Request, ServiceStatus, tag_of,
 )
@@ -41,9 +41,9 @@ from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
 
 INBOX_SIZE = 10_000
-#: Every actor with a subscription also listens to the kill broadcast and records when it first saw each kill
-#: (broadcast or direct request), so "has every actor seen the halt?" can be answered (and benchmarked).
-KILL_TOPIC = "control.kill"
+#: Every actor with a subscription also listens to the kill broadcast (:data:`bus.topics.KILL`) and records when
+#: it first saw each kill (broadcast or direct request), so "has every actor seen the halt?" can be answered (and
+#: benchmarked).
 #: Heartbeat ``detail`` keys: ``kill_seen`` = ``<kill_id>@<CLOCK_MONOTONIC ns when this actor first saw it>``,
 #: ``kill_sent`` = the sender's ``mono_ns`` stamp on the envelope that carried it (same clock on one host).
 KILL_SEEN_DETAIL = "kill_seen"
@@ -239,7 +239,7 @@ class Actor:
 
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
         if self.publisher is not None:
-            self.publisher.publish(f"bus.gap.{self.name}", GapReport(
+            self.publisher.publish(topics.gap(self.name), GapReport(
                 subscriber=self.name, publisher=sender, topic=topic, expected=expected, received=received,
                 missed=received - expected))
 
@@ -278,11 +278,11 @@ class Actor:
                                                            server_key=self._server_key("proxy")))
             if self.topics:
                 self.inbox = asyncio.Queue(maxsize=INBOX_SIZE)
-                topics = list(self.topics)
-                self._kill_extra = not any(KILL_TOPIC.startswith(t) for t in topics)
+                wanted = list(self.topics)
+                self._kill_extra = not any(topics.KILL.startswith(t) for t in wanted)
                 if self._kill_extra:  # only for note_kill(); on_event never sees these
-                    topics.append(KILL_TOPIC)
-                self.subscriber = Subscriber(self.ctx, bus.proxy_backend, topics, name=self.name,
+                    wanted.append(topics.KILL)
+                self.subscriber = Subscriber(self.ctx, bus.proxy_backend, wanted, name=self.name,
                                              rcvhwm=bus.recv_hwm, on_gap=self._on_gap, security=self.security,
                                              server_key=self._server_key("proxy"))
                 await self._starting(self.subscriber.wait_ready(self.publisher))
@@ -351,7 +351,7 @@ class Actor:
         assert self.inbox is not None
         while True:
             topic, env = await self.inbox.get()
-            if topic == KILL_TOPIC and isinstance(env.body, Kill):
+            if topic == topics.KILL and isinstance(env.body, Kill):
                 self.note_kill(env.body.kill_id, env.mono_ns)
                 if self._kill_extra:
                     continue
@@ -366,7 +366,7 @@ class Actor:
 
     async def _heartbeat(self) -> None:
         interval = self.cfg.bus.heartbeat_interval_s
-        topic = heartbeat_topic(self.name)
+        topic = topics.heartbeat(self.name)
         pid = os.getpid()
         while True:
             detail = self.health_detail()

@@ -11,13 +11,6 @@ from dataclasses import dataclass, field
 HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_LIVENESS = 3
 
-HEARTBEAT_TOPIC_PREFIX = "hb."
-
-
-def heartbeat_topic(actor: str) -> str:
-    return f"{HEARTBEAT_TOPIC_PREFIX}{actor}"
-
-
 @dataclass
 class PeerLiveness:
     name: str

@@ -25,6 +25,8 @@ from typing import Annotated, Generic, Literal, TypeVar, Union
 import msgspec
 from msgspec import Meta
 
+from bus.registry import EXTERNAL_STRATEGY
+
 SCHEMA_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,6 +204,15 @@ def parse_order_ref(order_ref: str) -> tuple[str, str] | None:
     if not sep or not strategy or not coid:
         return None
     return strategy, coid
+
+
+def strategy_of(order_ref: str, strategy_id: str = "") -> str:
+    """The strategy an order or execution belongs to: ``strategy_id`` when given, else the one named in its
+    orderRef, else :data:`bus.registry.EXTERNAL_STRATEGY` (an order Khazad did not place)."""
+    if strategy_id:
+        return strategy_id
+    parsed = parse_order_ref(order_ref)
+    return parsed[0] if parsed else EXTERNAL_STRATEGY
 
 
 class Approval(Plain, frozen=True, kw_only=True):

@@ -17,29 +17,30 @@ import threading
 import zmq
 from loguru import logger
 
-from bus import sockets
+from bus import registry, sockets, topics
 from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError
-from bus.heartbeat import heartbeat_topic
 from bus.messages import Heartbeat
 from bus.pubsub import Publisher
 from bus.runtime import load_or_exit
 
-PROCESS = "proxy"
+PROCESS = registry.PROXY.name
 CONTROL_ENDPOINT = "inproc://proxy-control"
 SELF_ENDPOINT = "inproc://proxy-self"
 
 #: With CURVE, what each role may publish (topic prefixes). Actors publish anything. A strategy or operator key
 #: cannot inject fills, order updates or trading states: identity comes from the key, not from the message.
 PUBLISH_ACL: dict[str, tuple[str, ...]] = {
-    "strategy": ("_probe.", "hb.", "bus.gap.", "alert.strategy"),
-    "operator": ("_probe.", "hb.", "bus.gap.", "control.kill", "control.resume", "alert.operator"),
+    registry.STRATEGY_ROLE: (topics.PROBE_PREFIX, topics.HEARTBEAT_PREFIX, topics.GAP_PREFIX,
+                             topics.alert(registry.STRATEGY_ROLE)),
+    registry.OPERATOR_ROLE: (topics.PROBE_PREFIX, topics.HEARTBEAT_PREFIX, topics.GAP_PREFIX, topics.KILL,
+                             topics.RESUME, topics.alert(registry.OPERATOR_ROLE)),
 }
 
 
 def may_publish(user_id: str, topic: bytes) -> bool:
     role, _, _name = user_id.partition(":")
-    if role == "actor":
+    if role == registry.ACTOR_ROLE:
         return True
     prefixes = PUBLISH_ACL.get(role)
     if not prefixes:
@@ -129,7 +130,7 @@ def serve(cfg, stop: threading.Event, ready: threading.Event | None = None) -> i
                     os.getpid())
         if ready is not None:
             ready.set()
-        topic = heartbeat_topic(PROCESS)
+        topic = topics.heartbeat(PROCESS)
         while not stop.is_set():
             hb.publish(topic, Heartbeat(actor=PROCESS, pid=os.getpid(), interval_s=bus.heartbeat_interval_s))
             stop.wait(bus.heartbeat_interval_s)  # periodic timer; wakes at once on stop

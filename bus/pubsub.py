@@ -30,7 +30,7 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
-from bus import sockets
+from bus import sockets, topics
 from bus.codec import Codec, DecodeError, Stamper, event_codec
 from bus.messages import Envelope, Event
 
@@ -38,7 +38,6 @@ from bus.messages import Envelope, Event
 READY_TIMEOUT_S = 10.0
 #: Interval between handshake probes.
 PROBE_INTERVAL_S = 0.01
-PROBE_PREFIX = "_probe."
 #: An asyncio subscriber draining a backlog yields to the event loop after this many events, so a flood cannot
 #: starve the actor's heartbeat, requests and consumer (a fairness yield, not a wait).
 FAIRNESS_BURST = 64
@@ -109,7 +108,7 @@ def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
 
 
 def _probe_topic(name: str) -> str:
-    return f"{PROBE_PREFIX}{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    return f"{topics.PROBE_PREFIX}{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 class Publisher:

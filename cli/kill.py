@@ -148,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "kill", help="KILL SWITCH: halt trading and cancel every working order (gateway-confirmed)",
         description="Halt trading in SCOPE and cancel every working order in it. Sent straight to the gateway "
-                    "(acknowledged with a cancel report), to the risk governor, and broadcast on control.kill. "
+                    f"(acknowledged with a cancel report), to the risk governor, and broadcast on {topics.KILL}. "
                     "Exit codes: 0 confirmed (halted, nothing working), 2 gateway unreachable, 3 orders remain / "
                     "not verified, 4 refused, 78 config error.")
     p.add_argument("--scope", default="all", help=SCOPE_HELP)

@@ -94,7 +94,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("resume", help="resume trading after a kill (gateway and risk governor)",
                        description="Return SCOPE to ACTIVE at the gateway and the risk governor and broadcast "
-                                   "control.resume. Exit 0 only if both acknowledged.")
+                                   f"{topics.RESUME}. Exit 0 only if both acknowledged.")
     p.add_argument("--scope", default="all", help=SCOPE_HELP)
     p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     add_common(p, "per-attempt request timeout (default bus.request_timeout_s)")

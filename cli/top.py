@@ -271,7 +271,7 @@ def fills_table(data: Dashboard) -> Any:
     from rich import box
     from rich.table import Table
 
-    from actors.portfolio.books import strategy_of
+    from bus.messages import strategy_of
 
     t = Table(title="last fills", box=box.SIMPLE_HEAD, title_justify="left", expand=True, pad_edge=False)
     for col in ("time", "strategy", "side", "qty", "symbol", "price"):

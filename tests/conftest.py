@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from bus import topics
 from tests.helpers import ActorProcess, cfg_of, eventually, write_config
 
 
@@ -60,7 +61,7 @@ def proxy(config_path: Path, processes: list[ActorProcess], zctx: zmq.Context) -
     p = ActorProcess("bus.proxy", config_path, name="proxy").start()
     processes.append(p)
     cfg = cfg_of(config_path)
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb.proxy"], name="test-proxy-ready")
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="test-proxy-ready")
     try:
         eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{p.log()}")
     finally:

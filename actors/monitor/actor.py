@@ -22,6 +22,7 @@ import asyncio
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -31,14 +32,15 @@ from actors.monitor import audit as A
 from actors.monitor.audit import AuditLog
 from actors.monitor.hooks import AlertHooks
 from actors.monitor.metrics import MonitorMetrics
-from actors.portfolio.books import strategy_of
-from bus.actor import Actor
+from bus import registry, topics
+from bus.actor import Actor, Handler
 from bus.config import KhazadConfig
-from bus.heartbeat import HEARTBEAT_TOPIC_PREFIX, LivenessTracker
+from bus.heartbeat import LivenessTracker
+from bus import messages as m
 from bus.messages import (
     ActorHealth, Alert, ConnectionStateEvent, EmergencyCancel, FillEvent, GapReport, GatewayStatus, GetRiskState,
     GetStatus, GetSystemStatus, Heartbeat, Kill, OrderStatusEvent, ReconciliationReport, Resume, RiskDecisionEvent,
-    RiskStateReply, SystemStatusReply, TradingStateEvent,
+    RiskStateReply, SystemStatusReply, TradingStateEvent, strategy_of,
 )
 from bus.reqrep import CallContext, RequestTimeout
 
@@ -65,6 +67,8 @@ TRADING_SEVERITY = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
 #: Gateway order statuses/IB codes that mean "rejected" (201: order rejected by IB).
 GATEWAY_REJECT_STATUSES = frozenset({"GatewayRejected", "Inactive"})
 IB_ORDER_REJECTED = 201
+#: The actors whose status carries the trading state: their (re)appearance triggers a state refresh.
+STATE_OWNERS = (registry.GATEWAY.name, registry.RISK.name)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -101,7 +105,16 @@ class MonitorActor(Actor):
 
     name = "monitor"
     service = "monitor"
-    topics = ("hb.", "state.", "control.", "alert.", "risk.decision.", "bus.gap.", "recon.", "gw.order.", "fill.")
+    topics = (topics.HEARTBEAT_PREFIX, topics.STATE_PREFIX, topics.CONTROL_PREFIX, topics.ALERT_PREFIX,
+              topics.RISK_DECISION_PREFIX, topics.GAP_PREFIX, topics.RECON_PREFIX, topics.GW_ORDER_PREFIX,
+              topics.FILL_PREFIX)
+    #: The monitor answers status requests only; everything else is another actor's job (``unknown_command``).
+    refused_requests = frozenset({
+        m.PlaceOrder, m.ModifyOrder, m.CancelOrder, m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder,
+        m.CheckOrder, m.SetTradingState, m.EnableStrategy, m.GetRiskState, m.SubmitOrder, m.AmendOrder,
+        m.CancelIbOrder, m.CancelScope, m.Kill, m.Resume, m.EmergencyCancel, m.GetSnapshot, m.SubscribeMarketData,
+        m.UnsubscribeMarketData, m.GetAccount, m.GetPositions,
+    })
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
@@ -181,7 +194,7 @@ class MonitorActor(Actor):
         alert = Alert(kind=kind, severity=severity, message=message, source=self.name,  # type: ignore[arg-type]
                       detail={k: str(v) for k, v in detail.items()}, wall_ns=time.time_ns())
         if self.publisher is not None:
-            self.publish(f"alert.{kind}", alert)
+            self.publish(topics.alert(kind), alert)
         self._keep_alert(alert, hook=True)
         return alert
 
@@ -233,7 +246,7 @@ class MonitorActor(Actor):
             self._on_fill(body)
 
     def _on_heartbeat(self, topic: str, env: Any, hb: Heartbeat) -> None:
-        name = hb.actor or topic[len(HEARTBEAT_TOPIC_PREFIX):]
+        name = hb.actor or topic[len(topics.HEARTBEAT_PREFIX):]
         before = self.tracker.peers.get(name)
         restarted = before is not None and before.alive and before.incarnation != env.incarnation
         old_pid = before.pid if before is not None else 0
@@ -248,14 +261,14 @@ class MonitorActor(Actor):
                 logger.info("monitor: {} reporting (pid {})", name, hb.pid)
                 if name in self._never_seen_alerted:
                     self.raise_alert("actor_back", "info", f"{name} is reporting now (pid {hb.pid})", actor=name)
-            if name in ("gateway", "risk"):
+            if name in STATE_OWNERS:
                 self._request_refresh()
         elif restarted:
             self._audit(A.ACTOR_BACK, source=name, summary=f"{name} restarted (pid {old_pid} -> {hb.pid})",
                         detail={"old_pid": old_pid, "pid": hb.pid})
             self.raise_alert("actor_restarted", "warning", f"{name} restarted (pid {old_pid} -> {hb.pid})",
                              actor=name, pid=str(hb.pid))
-            if name in ("gateway", "risk"):
+            if name in STATE_OWNERS:
                 self._request_refresh()
 
     def _on_connection(self, ev: ConnectionStateEvent) -> None:
@@ -515,7 +528,8 @@ class MonitorActor(Actor):
             recent_fills=list(self.recent_fills), trading_states={k: v[0] for k, v in sorted(self.trading.items())},
             counters=dict(sorted(self.counters.items())))
 
-    async def on_request(self, ctx: CallContext, body: Any) -> Any:
-        if isinstance(body, GetSystemStatus):
-            return self.status()
-        return await super().on_request(ctx, body)
+    def request_handlers(self) -> Mapping[type, Handler]:
+        return {**super().request_handlers(), GetSystemStatus: self._on_system_status}
+
+    async def _on_system_status(self, ctx: CallContext, body: GetSystemStatus) -> SystemStatusReply:
+        return self.status()

@@ -25,6 +25,7 @@ from loguru import logger
 
 from actors.monitor.audit import ALERT, AuditLog
 from actors.monitor.hooks import AlertHooks
+from bus import topics
 from bus.codec import Stamper
 from bus.config import ConfigError, KhazadConfig, load_config
 from bus.log import setup_logging
@@ -123,7 +124,7 @@ class FatalReporter:
             except TimeoutError:
                 logger.error("fatal_listener: bus proxy not answering; alert only logged, audited and hooked")
                 return False
-        self._pub.publish("alert.process_fatal", alert)
+        self._pub.publish(topics.alert("process_fatal"), alert)
         return True
 
     def close(self) -> None:

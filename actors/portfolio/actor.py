@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from loguru import logger
@@ -33,7 +34,9 @@ from loguru import logger
 from actors.portfolio.books import (
     EXTERNAL, QTY_EPSILON, Ledger, display_name, instrument_key, multiplier, usable,
 )
-from bus.actor import Actor
+from bus import messages as m
+from bus import registry, topics
+from bus.actor import Actor, Handler
 from bus.config import KhazadConfig
 from bus.messages import (
     AccountReply, AccountValue, AccountValuesEvent, Alert, CommissionEvent, ConnectionStateEvent, FillEvent,
@@ -57,9 +60,10 @@ MD_TIMEOUT_S = 2.0
 NET_LIQ_KEY = "NetLiquidation"
 CASH_KEY = "TotalCashValue"
 BUYING_POWER_KEY = "BuyingPower"
-SNAPSHOT_TOPIC = "portfolio.snapshot"
-RECON_TOPIC = "recon.portfolio"
-ALERT_TOPIC = "alert.portfolio"
+#: What the portfolio publishes besides its heartbeat (every topic from bus/topics.py).
+SNAPSHOT_TOPIC = topics.PORTFOLIO_SNAPSHOT
+RECON_TOPIC = topics.recon(registry.PORTFOLIO.name)
+ALERT_TOPIC = topics.alert(registry.PORTFOLIO.name)
 
 
 def _to_float(raw: str) -> float | None:
@@ -74,7 +78,16 @@ class PortfolioActor(Actor):
 
     name = "portfolio"
     service = "portfolio"
-    topics = ("fill.", "commission.", "position.", "account.values", "md.", "state.connection")
+    topics = (topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.POSITION_PREFIX, topics.ACCOUNT_VALUES,
+              topics.MARKET_DATA_PREFIX, topics.CONNECTION_STATE)
+    #: The portfolio answers account and position queries only; orders, risk, control and market data are other
+    #: actors' requests (``unknown_command``).
+    refused_requests = frozenset({
+        m.PlaceOrder, m.ModifyOrder, m.CancelOrder, m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder,
+        m.CheckOrder, m.SetTradingState, m.EnableStrategy, m.GetRiskState, m.SubmitOrder, m.AmendOrder,
+        m.CancelIbOrder, m.CancelScope, m.Kill, m.Resume, m.EmergencyCancel, m.GetSnapshot, m.SubscribeMarketData,
+        m.UnsubscribeMarketData, m.GetSystemStatus,
+    })
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
@@ -207,7 +220,7 @@ class PortfolioActor(Actor):
 
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
         super()._on_gap(sender, topic, expected, received)
-        if sender == "gateway":
+        if sender == registry.GATEWAY.name:
             # lost fills/positions/account values (e.g. the proxy restarted): don't wait for the periodic
             # reconciliation, the gateway's snapshot has what was missed
             logger.info("portfolio: {} gateway message(s) lost on {}: reconciling now", received - expected, topic)
@@ -288,14 +301,16 @@ class PortfolioActor(Actor):
 
     # -- requests ---------------------------------------------------------------------------------------------
 
-    async def on_request(self, ctx: CallContext, body: Any) -> Any:
-        if isinstance(body, GetAccount):
-            return AccountReply(snapshot=self.snapshot())
-        if isinstance(body, GetPositions):
-            if body.strategy_id is None:
-                return PositionsReply(positions=self.snapshot().positions)
-            return PositionsReply(positions=self.strategy_positions(body.strategy_id))
-        return await super().on_request(ctx, body)
+    def request_handlers(self) -> Mapping[type, Handler]:
+        return {**super().request_handlers(), GetAccount: self._on_get_account, GetPositions: self._on_get_positions}
+
+    async def _on_get_account(self, ctx: CallContext, body: GetAccount) -> AccountReply:
+        return AccountReply(snapshot=self.snapshot())
+
+    async def _on_get_positions(self, ctx: CallContext, body: GetPositions) -> PositionsReply:
+        if body.strategy_id is None:
+            return PositionsReply(positions=self.snapshot().positions)
+        return PositionsReply(positions=self.strategy_positions(body.strategy_id))
 
     # -- reconciliation ---------------------------------------------------------------------------------------
 

@@ -26,10 +26,12 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from bus.messages import CommissionEvent, FillEvent, Instrument, parse_order_ref
+from bus.messages import CommissionEvent, FillEvent, Instrument, strategy_of
+from bus.registry import EXTERNAL_STRATEGY
 
-#: Strategy name for executions of orders Khazad did not place (TWS, another client id).
-EXTERNAL = "external"
+#: Strategy name for executions of orders Khazad did not place (TWS, another client id); :func:`strategy_of`
+#: (from bus.messages) attributes them.
+EXTERNAL = EXTERNAL_STRATEGY
 #: Quantities closer to zero than this are flat (fractional FX/crypto sizes).
 QTY_EPSILON = 1e-9
 #: IB's "unset" double (Double.MAX_VALUE) and anything near it is not a number we book.
@@ -54,14 +56,6 @@ def multiplier(inst: Instrument) -> float:
     except ValueError:
         return 1.0
     return mult if math.isfinite(mult) and mult > 0 else 1.0
-
-
-def strategy_of(order_ref: str, strategy_id: str = "") -> str:
-    """The strategy an execution belongs to (see module docstring)."""
-    if strategy_id:
-        return strategy_id
-    parsed = parse_order_ref(order_ref)
-    return parsed[0] if parsed else EXTERNAL
 
 
 def usable(value: float | None) -> float | None:

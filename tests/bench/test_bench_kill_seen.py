@@ -13,6 +13,7 @@ from typing import Any
 
 import zmq
 
+from bus import topics
 from bus.actor import KILL_SEEN_DETAIL, KILL_SENT_DETAIL
 from bus.codec import Stamper
 from bus.config import KhazadConfig
@@ -51,14 +52,14 @@ def test_kill_broadcast_recorded_in_heartbeat_without_reaching_on_event(
         proxy: ActorProcess, config_path: Path, processes: list[ActorProcess], zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
     _start_probe(config_path, processes, zctx, cfg, topics="test.")  # control.kill is not one of its topics
-    hb = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb.probe"], name="test-hb")
+    hb = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("probe")], name="test-hb")
     pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-operator"))
     status = SyncClient(zctx, cfg.bus.monitor, service="monitor", stamper=Stamper("test"), timeout_s=2.0)
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         hb.wait_ready(pub)
         before = time.monotonic_ns()
-        env = pub.publish("control.kill", _kill("k-broadcast"))
+        env = pub.publish(topics.KILL, _kill("k-broadcast"))
         detail = _heartbeat_with(hb, lambda d: d.get(KILL_SEEN_DETAIL, "").startswith("k-broadcast@"))
         seen_ns = int(detail[KILL_SEEN_DETAIL].rsplit("@", 1)[1])
         assert before <= seen_ns <= time.monotonic_ns()
@@ -74,7 +75,7 @@ def test_kill_request_recorded_first_sighting_kept_and_handler_still_runs(
         proxy: ActorProcess, config_path: Path, processes: list[ActorProcess], zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
     _start_probe(config_path, processes, zctx, cfg, topics="test.,control.")  # its own control.* subscription
-    hb = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb.probe"], name="test-hb")
+    hb = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("probe")], name="test-hb")
     pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-operator"))
     client = SyncClient(zctx, cfg.bus.monitor, service="monitor", stamper=Stamper("test-cli"), timeout_s=2.0)
     try:
@@ -88,7 +89,7 @@ def test_kill_request_recorded_first_sighting_kept_and_handler_still_runs(
         seen_ns = int(first[KILL_SEEN_DETAIL].rsplit("@", 1)[1])
         assert before <= seen_ns <= after
         assert before <= int(first[KILL_SENT_DETAIL]) <= after  # the caller's envelope stamp
-        pub.publish("control.kill", _kill("k-direct"))  # the same kill arriving the other way
+        pub.publish(topics.KILL, _kill("k-direct"))  # the same kill arriving the other way
         eventually(lambda: client.call(GetStatus()).detail["events"] == "1", 10,
                    message="the broadcast reaching on_event (control.* is the probe's own topic)")
         later = _heartbeat_with(hb, lambda d: KILL_SEEN_DETAIL in d)

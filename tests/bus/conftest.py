@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import zmq
 
+from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetStatus, ServiceStatus
@@ -27,7 +28,7 @@ def start_proxy(config_path: Path, processes: list[ActorProcess], zctx: zmq.Cont
     proc = ActorProcess("bus.proxy", config_path, name=name, env=env).start()
     processes.append(proc)
     cfg = cfg_of(config_path)
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb.proxy"], name="test-proxy-ready")
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="test-proxy-ready")
     try:
         eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{proc.log()}")
     finally:

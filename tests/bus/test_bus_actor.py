@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import zmq
 
+from bus import topics
 from bus.actor import EXIT_FAULTED, EXIT_OK, LIFECYCLE, MAX_ERRORS, Actor, ActorState
 from bus.codec import Stamper
 from bus.config import KhazadConfig
@@ -160,7 +161,7 @@ def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a
 
     start_proxy(config_path, processes, zctx, env=HWM_ENV)
     probe_factory(env={"PROBE_INBOX_SIZE": str(INBOX), **HWM_ENV})
-    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["bus.gap."], name="test-gaps")
+    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.GAP_PREFIX], name="test-gaps")
     pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("inbox-flooder"), sndhwm=10)
     cl = SyncClient(zctx, cfg.bus.monitor, service="probe", stamper=Stamper("inbox"), timeout_s=2.0)
     try:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import zmq
 
+from bus import topics
 from bus.config import KhazadConfig
-from bus.heartbeat import LivenessTracker, PeerLiveness, heartbeat_topic
+from bus.heartbeat import LivenessTracker, PeerLiveness
 from bus.messages import Heartbeat
 from bus.pubsub import SyncSubscriber
 from tests.helpers import ActorProcess, eventually
@@ -25,7 +26,7 @@ class Watcher:
     """A LivenessTracker fed by a real subscriber on ``hb.``, as the monitor does it."""
 
     def __init__(self, zctx: zmq.Context, cfg: KhazadConfig) -> None:
-        self.sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb."], name="test-liveness")
+        self.sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.HEARTBEAT_PREFIX], name="test-liveness")
         self.tracker = LivenessTracker(liveness=cfg.bus.heartbeat_liveness)
         self.died: list[tuple[float, PeerLiveness]] = []
         self.revived: list[tuple[float, PeerLiveness]] = []
@@ -81,7 +82,7 @@ def test_sigstopped_process_declared_dead_within_bound_and_alive_after_sigcont(
 def test_heartbeat_topic_and_liveness_tracker_transitions() -> None:
     now = [100.0]
     t = LivenessTracker(liveness=3, clock=lambda: now[0])
-    assert heartbeat_topic("gateway") == "hb.gateway"
+    assert topics.heartbeat("gateway") == "hb.gateway"
     assert t.beat("gateway", interval_s=0.5) is not None  # first sight: alive
     assert t.beat("gateway", interval_s=0.5) is None
     now[0] += 1.5  # exactly 3 intervals: not yet dead

@@ -11,7 +11,7 @@ import pytest
 import zmq
 from loguru import logger
 
-from bus import sockets
+from bus import sockets, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Alert, Envelope, Heartbeat
@@ -169,41 +169,43 @@ def test_sequence_tracker_restart_is_not_a_gap_and_topics_are_separate() -> None
 
 def test_sequence_tracker_forget_drops_only_topics_no_longer_covered() -> None:
     t = SequenceTracker()
-    for topic in ("md.AAPL", "md.MSFT", "fill.AAPL"):
+    for topic in (topics.market_data("AAPL"), topics.market_data("MSFT"), topics.fill("AAPL")):
         t.check(topic, _env(3))
-    assert t.forget("md.", keep=("md.MSFT",)) == 1  # md.MSFT is still subscribed on its own
-    assert t.check("md.AAPL", _env(9)) == 0  # starts afresh: no gap
-    assert t.check("md.MSFT", _env(9)) == 5  # still tracked: a real gap
-    assert t.check("fill.AAPL", _env(4)) == 0
+    # md.MSFT is still subscribed on its own
+    assert t.forget(topics.MARKET_DATA_PREFIX, keep=(topics.market_data("MSFT"),)) == 1
+    assert t.check(topics.market_data("AAPL"), _env(9)) == 0  # starts afresh: no gap
+    assert t.check(topics.market_data("MSFT"), _env(9)) == 5  # still tracked: a real gap
+    assert t.check(topics.fill("AAPL"), _env(4)) == 0
     assert t.gaps == 1
 
 
 def test_resubscribe_after_unsubscribe_reports_no_false_gap_through_the_proxy(
         proxy: ActorProcess, zctx: zmq.Context, cfg: KhazadConfig) -> None:
-    sub = _ready_subscriber(zctx, cfg, ["md.X", "ctl."])
+    sub = _ready_subscriber(zctx, cfg, [topics.market_data("X"), "ctl."])
     pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("md-pub"))
     got: list[tuple[str, Envelope[Any]]] = []
 
     def tick(i: int) -> None:
-        pub.publish("md.X", Alert(kind="t", severity="info", message=str(i)))
+        pub.publish(topics.market_data("X"), Alert(kind="t", severity="info", message=str(i)))
 
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         for i in range(5):
             tick(i)
         eventually(lambda: _drain(sub, got) >= 5, message="first five events")
-        sub.unsubscribe("md.X")
+        sub.unsubscribe(topics.market_data("X"))
         for i in range(5, 10):  # published while nobody listens: dropped by the SUB, and not a loss
             tick(i)
         # one pipe from this publisher to the subscriber, in order: once the marker is here, 5..9 were filtered
         pub.publish("ctl.marker", Alert(kind="t", severity="info", message="-1"))
         eventually(lambda: _drain(sub, got) and got[-1][0] == "ctl.marker", message="the marker")
-        sub.subscribe("md.X")
+        sub.subscribe(topics.market_data("X"))
         sub.wait_ready(pub)
         for i in range(10, 15):
             tick(i)
         eventually(lambda: _drain(sub, got) >= 11, message="events after the re-subscribe")
-        assert [int(env.body.message) for topic, env in got if topic == "md.X"] == [*range(5), *range(10, 15)]
+        mine = [int(env.body.message) for topic, env in got if topic == topics.market_data("X")]
+        assert mine == [*range(5), *range(10, 15)]
         assert (sub.tracker.gaps, sub.tracker.missed) == (0, 0)
     finally:
         pub.close()

@@ -38,6 +38,7 @@ from typing import Any
 
 import msgspec
 
+from bus import registry
 from bus.messages import (
     GatewaySnapshot, GatewayStatus, GetPositions, GetRiskState, GetSnapshot, GetStatus, OrderSpec, PositionsReply,
     RiskStateReply, parse_order_ref,
@@ -284,7 +285,7 @@ def expected_books(t: Truth) -> dict[str, dict[str, float]]:
     books: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for e in t.sim_executions:
         parsed = parse_order_ref(e["orderRef"])
-        sid = parsed[0] if parsed else "external"
+        sid = parsed[0] if parsed else registry.EXTERNAL_STRATEGY
         books[sid][e["symbol"]] += e["shares"] if e["side"] == "BOT" else -e["shares"]
     return {sid: {s: q for s, q in b.items() if abs(q) > EPS} for sid, b in books.items()}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from bus import topics
 from tests.gateway.support import EventRecorder, GatewayHarness, gateway_extra
 from tests.helpers import ActorProcess, cfg_of, write_config
 
@@ -41,8 +42,9 @@ def config_path(tmp_path: Path, sim, gateway_overrides: dict) -> Path:
 
 @pytest.fixture
 def recorder(proxy, config_path: Path, zctx: zmq.Context) -> Iterator[EventRecorder]:
-    rec = EventRecorder(zctx, cfg_of(config_path), ["gw.order.", "fill.", "commission.", "state.", "recon.",
-                                                    "alert.", "position.", "account.", "md."])
+    rec = EventRecorder(zctx, cfg_of(config_path), [
+        topics.GW_ORDER_PREFIX, topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.STATE_PREFIX, topics.RECON_PREFIX,
+        topics.ALERT_PREFIX, topics.POSITION_PREFIX, topics.ACCOUNT_VALUES, topics.MARKET_DATA_PREFIX])
     try:
         yield rec
     finally:

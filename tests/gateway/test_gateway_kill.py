@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from bus import topics
 from bus.codec import Stamper
 from bus.messages import (
     CancelReport, CancelScope, EmergencyCancel, Kill, Rejected, SubmitAck, TradingStateEvent,
@@ -36,7 +37,7 @@ def test_kill_200_orders_with_sticky_presubmitted_leaves_zero_working(gateway, r
     assert len(requests_named(state, "cancelOrder")) >= 25  # the sticky ones, one by one
     for ref in refs[:3]:
         recorder.wait_status(ref, "Cancelled")
-    halted = recorder.wait_for(lambda r: [e for e in r.bodies("state.trading", TradingStateEvent)
+    halted = recorder.wait_for(lambda r: [e for e in r.bodies(topics.TRADING_STATE, TradingStateEvent)
                                           if e.state == "HALTED"])
     assert halted[0].epoch == report.epoch and halted[0].scope == "all"
     refused = gateway.submit(order("after-kill"))
@@ -72,14 +73,14 @@ def test_kill_by_request_and_bus_copy_runs_once(gateway, recorder, sim, zctx):
     pub = Publisher(zctx, gateway.cfg.bus.proxy_frontend, Stamper("test-operator"))
     try:
         pub.wait_ready_sync(gateway.cfg.bus.proxy_backend)
-        pub.publish("control.kill", kill)
+        pub.publish(topics.KILL, kill)
         report = gateway.call(kill)
         report2 = gateway.call(kill)
     finally:
         pub.close()
     assert report == report2 and report.confirmed and report.epoch == 1
     assert gateway.status().epoch == 1
-    halts = [e for e in recorder.bodies("state.trading", TradingStateEvent) if e.state == "HALTED"]
+    halts = [e for e in recorder.bodies(topics.TRADING_STATE, TradingStateEvent) if e.state == "HALTED"]
     assert len(halts) == 1
 
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bus import topics
 from bus.messages import CancelIbOrder, CancelReport, FillEvent, Rejected, SubmitAck
 from tests.gateway.support import FAR_BELOW, order, place_working, sim_order, working_at_sim
 from tests.helpers import REPO
@@ -45,7 +46,7 @@ def test_ib_async_drop_in_smoke(gateway, recorder, sim):
     sim.advance(1.0)
     recorder.wait_status(spec.order_ref, "Filled")
     assert recorder.status_names(spec.order_ref) == ["PendingSubmit", "PreSubmitted", "Submitted", "Filled"]
-    assert len([f for f in recorder.bodies("fill.", FillEvent) if f.order_ref == spec.order_ref]) == 1
+    assert len([f for f in recorder.bodies(topics.FILL_PREFIX, FillEvent) if f.order_ref == spec.order_ref]) == 1
     # a 201 rejection with its reason
     sim.reject_next_orders(1, reason="async reject")
     rej = order("async-rej")
@@ -73,10 +74,10 @@ def test_ib_async_drop_in_smoke(gateway, recorder, sim):
     perm = sim_order(sim.state(), refs[0])["permId"]
     sim.refuse_connections()
     sim.drop_connections("daily restart")
-    recorder.wait_for(lambda r: any(e.state == "DISCONNECTED" for e in r.bodies("state.connection")),
+    recorder.wait_for(lambda r: any(e.state == "DISCONNECTED" for e in r.bodies(topics.CONNECTION_STATE)),
                       what="DISCONNECTED")
     sim.fill(perm)
     sim.accept_connections()
     gateway.wait_ready()
-    gap = recorder.wait_for(lambda r: [f for f in r.bodies("fill.", FillEvent) if f.order_ref == refs[0]])
+    gap = recorder.wait_for(lambda r: [f for f in r.bodies(topics.FILL_PREFIX, FillEvent) if f.order_ref == refs[0]])
     assert len(gap) == 1 and gap[0].replayed

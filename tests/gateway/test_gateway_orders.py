@@ -8,6 +8,7 @@ import signal
 import msgspec
 import zmq
 
+from bus import topics
 from bus.approval import sign
 from bus.codec import Stamper, reply_codec
 from bus.messages import (
@@ -31,13 +32,13 @@ def test_market_order_fill_sequence_exact(gateway, recorder, sim):
     live = [e for e in recorder.statuses(spec.order_ref) if e.status in ("PreSubmitted", "Submitted")]
     assert all(e.is_live and not e.is_done for e in live)
     assert all(e.strategy_id == "s1" and e.client_order_id == "fill1" for e in recorder.statuses(spec.order_ref))
-    recorder.wait_for(lambda r: r.bodies("commission.AAPL", CommissionEvent), what="commission")
-    fills = [f for f in recorder.bodies("fill.AAPL", FillEvent) if f.order_ref == spec.order_ref]
+    recorder.wait_for(lambda r: r.bodies(topics.commission("AAPL"), CommissionEvent), what="commission")
+    fills = [f for f in recorder.bodies(topics.fill("AAPL"), FillEvent) if f.order_ref == spec.order_ref]
     assert len(fills) == 1
     f = fills[0]
     assert (f.quantity, f.side, f.strategy_id, f.client_order_id) == (10, "BUY", "s1", "fill1")
     assert f.exec_key == f.exec_id.rsplit(".", 1)[0] and not f.is_correction and not f.replayed
-    comm = recorder.bodies("commission.AAPL", CommissionEvent)[0]
+    comm = recorder.bodies(topics.commission("AAPL"), CommissionEvent)[0]
     assert comm.exec_id == f.exec_id and comm.commission > 0 and comm.order_ref == spec.order_ref
 
 
@@ -54,8 +55,9 @@ def test_partial_fills_sequence_exact(gateway, recorder, sim):
     assert seq == [("PendingSubmit", 0, 100), ("PreSubmitted", 0, 100), ("Submitted", 0, 100),
                    ("Submitted", 40, 60), ("Filled", 100, 0)], seq
     assert recorder.statuses(spec.order_ref)[3].is_live
-    fills = recorder.wait_for(lambda r: len([f for f in r.bodies("fill.", FillEvent)
-                                             if f.order_ref == spec.order_ref]) == 2 and r.bodies("fill.", FillEvent))
+    fills = recorder.wait_for(lambda r: len([f for f in r.bodies(topics.FILL_PREFIX, FillEvent)
+                                             if f.order_ref == spec.order_ref]) == 2
+                              and r.bodies(topics.FILL_PREFIX, FillEvent))
     assert sorted(f.quantity for f in fills) == [40, 60]
 
 
@@ -188,9 +190,10 @@ def test_execution_correction_published_once_as_correction(gateway, recorder, si
     gateway.submit(spec)
     recorder.wait_status(spec.order_ref, "Submitted")
     sim.advance(1.0)
-    first = recorder.wait_for(lambda r: r.bodies("fill.", FillEvent))[0]
+    first = recorder.wait_for(lambda r: r.bodies(topics.FILL_PREFIX, FillEvent))[0]
     sim.correct_execution(first.exec_id, price=first.price + 0.05)
-    fills = recorder.wait_for(lambda r: len(r.bodies("fill.", FillEvent)) >= 2 and r.bodies("fill.", FillEvent))
+    fills = recorder.wait_for(lambda r: len(r.bodies(topics.FILL_PREFIX, FillEvent)) >= 2
+                              and r.bodies(topics.FILL_PREFIX, FillEvent))
     corr = fills[1]
     assert corr.exec_key == first.exec_key and corr.exec_id != first.exec_id
     assert corr.is_correction and not first.is_correction
@@ -198,7 +201,7 @@ def test_execution_correction_published_once_as_correction(gateway, recorder, si
     snap = gateway.call(GetSnapshot())
     snap_fill = next(e for e in snap.executions if e.exec_key == first.exec_key)  # IB lists the latest revision
     assert snap_fill.exec_id == corr.exec_id and snap_fill.is_correction
-    assert len(recorder.bodies("fill.", FillEvent)) == 2
+    assert len(recorder.bodies(topics.FILL_PREFIX, FillEvent)) == 2
 
 
 def test_bad_input_gets_typed_rejections_and_gateway_keeps_serving(gateway, zctx):

@@ -9,6 +9,7 @@ from collections import deque
 import zmq
 
 from actors.gateway.pacing import RECEIVER_JITTER_S, PacedSender, Priority, classify, place_order_id
+from bus import topics
 from bus.messages import CancelReport, Instrument, MarketDataAck, Rejected, SubscribeMarketData, TickEvent, \
     UnsubscribeMarketData
 from tests.gateway.support import place_working, requests_named, working_at_sim
@@ -168,7 +169,7 @@ def test_md_burst_then_kill_cancels_go_first_without_pacing_violation(gateway, r
     assert state["closed_clients"] == [] and len(state["clients"]) == 1
     status = gateway.status()
     assert status.last_ib_code != 100 and status.connection == "READY" and status.reconnects == 0
-    assert not [a for a in recorder.bodies("alert.") if "pacing" in a.message]
+    assert not [a for a in recorder.bodies(topics.ALERT_PREFIX) if "pacing" in a.message]
 
 
 def test_market_data_is_reference_counted_and_ticks_flow(gateway, recorder, sim):
@@ -178,7 +179,7 @@ def test_market_data_is_reference_counted_and_ticks_flow(gateway, recorder, sim)
     again = gateway.call(SubscribeMarketData(instrument=aapl, subscriber="two"))
     assert (a.subscribers, b.subscribers, again.subscribers) == (1, 2, 2) and a.con_id > 0
     sim.advance(1.0)
-    tick = recorder.wait_for(lambda r: r.bodies("md.AAPL", TickEvent))[0]
+    tick = recorder.wait_for(lambda r: r.bodies(topics.market_data("AAPL"), TickEvent))[0]
     assert tick.symbol == "AAPL" and (tick.bid or tick.last)
     assert gateway.status().market_data == {"AAPL": 2}
     gateway.call(UnsubscribeMarketData(symbol="AAPL", subscriber="one"))

@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from bus import topics
 from bus.messages import (
     CommissionEvent, ConnectionStateEvent, FillEvent, ReconciliationReport, Rejected, SubmitAck,
 )
@@ -17,11 +18,11 @@ from tests.helpers import eventually
 
 
 def conn_events(recorder) -> list[ConnectionStateEvent]:
-    return recorder.bodies("state.connection", ConnectionStateEvent)
+    return recorder.bodies(topics.CONNECTION_STATE, ConnectionStateEvent)
 
 
 def fills_for(recorder, refs) -> list[FillEvent]:
-    return [f for f in recorder.bodies("fill.", FillEvent) if f.order_ref in set(refs)]
+    return [f for f in recorder.bodies(topics.FILL_PREFIX, FillEvent) if f.order_ref in set(refs)]
 
 
 def test_daily_restart_fills_during_gap_published_exactly_once(gateway, recorder, sim):
@@ -38,8 +39,8 @@ def test_daily_restart_fills_during_gap_published_exactly_once(gateway, recorder
     sim.fill(perms[1])
     sim.accept_connections()
     gateway.wait_ready()
-    report = recorder.wait_for(lambda r: len(r.bodies("recon.gateway", ReconciliationReport)) >= 2
-                               and r.bodies("recon.gateway", ReconciliationReport))[-1]
+    report = recorder.wait_for(lambda r: len(r.bodies(topics.recon("gateway"), ReconciliationReport)) >= 2
+                               and r.bodies(topics.recon("gateway"), ReconciliationReport))[-1]
     assert report.detail.startswith("reconnect") and report.replayed_fills == 2
     assert report.ok and report.missing_orders == []
     gap_fills = fills_for(recorder, refs)
@@ -99,7 +100,7 @@ def test_gateway_restart_replays_missed_fills_once(gateway, recorder, sim, zctx,
     recorder.wait_for(lambda r: len(fills_for(r, refs)) == 1, what="live fill")
     # the commission report is published after the fill was journalled: the crash comes after that point
     # (a crash in the microseconds between publishing and journalling re-publishes; consumers drop it by exec_key)
-    recorder.wait_for(lambda r: r.bodies("commission.", CommissionEvent), what="commission")
+    recorder.wait_for(lambda r: r.bodies(topics.COMMISSION_PREFIX, CommissionEvent), what="commission")
     gateway.proc.signal(signal.SIGKILL)
     gateway.proc.wait(10)
     eventually(lambda: not sim.state()["clients"], message="simulator sees the gateway gone")
@@ -108,8 +109,8 @@ def test_gateway_restart_replays_missed_fills_once(gateway, recorder, sim, zctx,
     try:
         again.start()
         again.wait_ready()
-        report = recorder.wait_for(lambda r: len(r.bodies("recon.gateway", ReconciliationReport)) >= 2
-                                   and r.bodies("recon.gateway", ReconciliationReport))[-1]
+        report = recorder.wait_for(lambda r: len(r.bodies(topics.recon("gateway"), ReconciliationReport)) >= 2
+                                   and r.bodies(topics.recon("gateway"), ReconciliationReport))[-1]
         assert report.replayed_fills == 1, report
         fills = fills_for(recorder, refs)
         assert len(fills) == 2 and len({f.exec_id for f in fills}) == 2

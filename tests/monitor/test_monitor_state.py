@@ -13,6 +13,7 @@ import pytest
 from actors.monitor import actor as monitor_mod
 from actors.monitor.actor import MonitorActor
 from actors.monitor.audit import read_audit
+from bus import topics
 from bus.heartbeat import LivenessTracker
 from bus.messages import (
     Alert, ConnectionStateEvent, EmergencyCancel, FillEvent, GapReport, Heartbeat, Instrument, Kill,
@@ -72,7 +73,8 @@ def feed(m: MonitorActor, body: Any, sender: str = "test", topic: str = "x", inc
 
 
 def beat(m: MonitorActor, name: str, pid: int = 100, incarnation: int = 1) -> None:
-    feed(m, Heartbeat(actor=name, pid=pid, interval_s=0.5), sender=name, topic=f"hb.{name}", incarnation=incarnation)
+    feed(m, Heartbeat(actor=name, pid=pid, interval_s=0.5), sender=name, topic=topics.heartbeat(name),
+         incarnation=incarnation)
 
 
 def kinds(m: MonitorActor) -> list[str]:
@@ -176,7 +178,7 @@ def test_rejects_gaps_and_fills_are_counted(monitor):
     feed(monitor, rejected)  # same order again: one reject
     feed(monitor, OrderStatusEvent(order_ref="alpha/4", status="Cancelled", error_code=202, is_done=True))
     for _ in range(3):
-        feed(monitor, GapReport(subscriber="orders", publisher="gateway", topic="fill.AAPL", expected=5,
+        feed(monitor, GapReport(subscriber="orders", publisher="gateway", topic=topics.fill("AAPL"), expected=5,
                                 received=8, missed=3))
     f = fill(1, "BUY", 10, 100.0)
     feed(monitor, f)
@@ -236,6 +238,6 @@ def _with_monitor(tmp_path: Path, line: str) -> Path:
 def test_own_sequence_gap_is_reported_not_a_crash(monitor) -> None:
     # the monitor's subscriber calls the base Actor._on_gap(sender, topic, expected, received) when the monitor
     # itself misses messages (e.g. the proxy restarted): it must publish a GapReport, not die on a signature clash
-    monitor._on_gap("gateway", "hb.gateway", 3, 7)
+    monitor._on_gap("gateway", topics.heartbeat("gateway"), 3, 7)
     gaps = [b for t, b in monitor.publisher.sent if isinstance(b, GapReport)]
     assert len(gaps) == 1 and gaps[0].missed == 4 and gaps[0].publisher == "gateway"

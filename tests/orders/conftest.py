@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.pubsub import Publisher, SyncSubscriber
@@ -63,7 +64,7 @@ def strategy(zctx: zmq.Context, cfg: KhazadConfig) -> Iterator[SyncClient]:
 @pytest.fixture
 def updates(zctx: zmq.Context, cfg: KhazadConfig, proxy: ActorProcess) -> Iterator[SyncSubscriber]:
     """A ready subscriber to ``order.s1`` (what the strategy sees)."""
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["order.s1"], name="test-strategy")
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.order("s1")], name="test-strategy")
     pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-probe"))
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)

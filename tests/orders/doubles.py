@@ -19,6 +19,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from bus import registry, topics
 from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key, sign
 from bus.codec import Stamper
 from bus.config import KhazadConfig
@@ -243,7 +244,7 @@ class ChainDoubles:
         self.placed[order_ref] = msgspec.structs.replace(o, filled=filled, remaining=o.quantity - filled,
                                                          avg_fill_price=self.fill_price)
         assert self.pub is not None
-        self.pub.publish(f"fill.{o.instrument.symbol}", fill)
+        self.pub.publish(topics.fill(o.instrument.symbol), fill)
 
     def _set_status(self, order_ref: str, status: str, **kw: Any) -> None:
         o = self.placed.get(order_ref)
@@ -256,4 +257,4 @@ class ChainDoubles:
                               filled=o.filled if o else 0.0, remaining=o.remaining if o else 0.0,
                               avg_fill_price=o.avg_fill_price if o else 0.0, is_live=is_live_status(status),
                               is_done=is_done_status(status), **kw)
-        self.pub.publish(f"gw.order.{strategy or 'external'}", ev)
+        self.pub.publish(topics.gw_order(strategy or registry.EXTERNAL_STRATEGY), ev)

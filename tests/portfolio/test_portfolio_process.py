@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
+from bus import topics
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import (
     AccountReply, AccountValuesEvent, Alert, ConnectionStateEvent, GatewaySnapshot, GetAccount, GetPositions,
@@ -102,14 +103,15 @@ def test_portfolio_seeds_from_the_gateway_and_follows_its_events(system, zctx):
     assert [(p.instrument.symbol, p.quantity) for p in s.positions] == [("AAPL", 100)]
     assert "SubscribeMarketData" in gw.calls  # marks for what is held
 
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["portfolio.snapshot"], name="test-snap")
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.PORTFOLIO_SNAPSHOT], name="test-snap")
     sub.wait_ready(pub)
-    pub.publish("fill.AAPL", fill(2, "SELL", 40, 12.0))
-    pub.publish("fill.AAPL", fill(2, "SELL", 40, 12.0, replayed=True))  # duplicate: ignored
-    pub.publish("commission.AAPL", commission(2, 1.0, realized=79.0))
-    pub.publish("position.AAPL", PositionEvent(position=position(60, 10.0)))
-    pub.publish("md.AAPL", TickEvent(symbol="AAPL", con_id=AAPL.con_id, bid=12.9, ask=13.1))
-    pub.publish("account.values", AccountValuesEvent(account="DU1234567", values=account_values(1.1e6, 9.5e5, 4.4e6)))
+    pub.publish(topics.fill("AAPL"), fill(2, "SELL", 40, 12.0))
+    pub.publish(topics.fill("AAPL"), fill(2, "SELL", 40, 12.0, replayed=True))  # duplicate: ignored
+    pub.publish(topics.commission("AAPL"), commission(2, 1.0, realized=79.0))
+    pub.publish(topics.position("AAPL"), PositionEvent(position=position(60, 10.0)))
+    pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", con_id=AAPL.con_id, bid=12.9, ask=13.1))
+    pub.publish(topics.ACCOUNT_VALUES,
+                AccountValuesEvent(account="DU1234567", values=account_values(1.1e6, 9.5e5, 4.4e6)))
 
     def settled():
         got = sub.recv(0.2)
@@ -128,7 +130,8 @@ def test_portfolio_seeds_from_the_gateway_and_follows_its_events(system, zctx):
 
 def test_drift_against_ib_is_alerted_on_the_bus(system, zctx):
     cfg, gw, pub, client, proc = system
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["alert.portfolio", "recon.portfolio"], name="test-drift")
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.alert("portfolio"), topics.recon("portfolio")],
+                         name="test-drift")
     sub.wait_ready(pub)
 
     def baseline_fixed():
@@ -139,8 +142,8 @@ def test_drift_against_ib_is_alerted_on_the_bus(system, zctx):
     gw.snapshot = GatewaySnapshot(open_orders=[], executions=[fill(1, "BUY", 100, 10.0)],
                                   positions=[position(107, 10.0)], account_values=account_values(1e6, 9e5, 4e6),
                                   account="DU1234567")
-    pub.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED"))
-    pub.publish("state.connection", ConnectionStateEvent(state="READY"))  # reconnect: reconcile at once
+    pub.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="DISCONNECTED"))
+    pub.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="READY"))  # reconnect: reconcile at once
 
     def drift_alert():
         got = sub.recv(0.2)

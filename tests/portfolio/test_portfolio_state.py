@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from actors.portfolio.actor import PortfolioActor
+from bus import topics
 from bus.messages import (
     AccountValuesEvent, Alert, GatewaySnapshot, PortfolioSnapshot, PositionEvent, ReconciliationReport, TickEvent,
 )
@@ -124,9 +125,9 @@ def test_events_update_state_and_mark_a_snapshot_due(actor, cfg):
         await actor.on_start()
         env = type("Env", (), {})()
         env.body = PositionEvent(position=position(10, 100.0))
-        await actor.on_event("position.AAPL", env)
+        await actor.on_event(topics.position("AAPL"), env)
         env.body = AccountValuesEvent(account="DU1234567", values=account_values(2e6, 1e6, 8e6))
-        await actor.on_event("account.values", env)
+        await actor.on_event(topics.ACCOUNT_VALUES, env)
         assert actor._dirty.is_set()
         return actor.snapshot()
 
@@ -151,7 +152,7 @@ def test_lost_gateway_messages_trigger_an_immediate_reconciliation(actor):
     import asyncio
 
     actor._reconcile_now = asyncio.Event()
-    actor._on_gap("proxy", "hb.proxy", 1, 3)  # not the gateway: nothing of the books was lost
+    actor._on_gap("proxy", topics.heartbeat("proxy"), 1, 3)  # not the gateway: nothing of the books was lost
     assert not actor._reconcile_now.is_set()
-    actor._on_gap("gateway", "fill.AAPL", 4, 9)  # fills lost (e.g. the proxy restarted): don't wait 30 s
+    actor._on_gap("gateway", topics.fill("AAPL"), 4, 9)  # fills lost (e.g. the proxy restarted): don't wait 30 s
     assert actor._reconcile_now.is_set()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import zmq
 
+from bus import topics
 from bus.codec import Stamper
 from bus.messages import TickEvent
 from bus.pubsub import SyncSubscriber
@@ -77,8 +78,8 @@ def gateway(config_path: Path, zctx: zmq.Context, proxy: ActorProcess) -> Iterat
 @pytest.fixture
 def events(config_path: Path, zctx: zmq.Context, gateway: FakeGateway) -> Iterator[EventLog]:
     cfg = cfg_of(config_path)
-    log = EventLog(zctx, cfg.bus.proxy_backend, ["risk.decision.", "state.trading", "control.emergency_cancel",
-                                                  "alert."]).start(gateway.publisher)
+    wanted = [topics.RISK_DECISION_PREFIX, topics.TRADING_STATE, topics.EMERGENCY_CANCEL, topics.ALERT_PREFIX]
+    log = EventLog(zctx, cfg.bus.proxy_backend, wanted).start(gateway.publisher)
     yield log
     log.stop()
 

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 import zmq
 
+from bus import topics
 from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key
 from bus.codec import Stamper, request_codec
 from bus.config import EXIT_CONFIG
@@ -34,12 +35,12 @@ def check(client, o, is_modify=False) -> RiskDecision:
 
 
 def state_events(events, scope="all"):
-    return [e for e in events.of(TradingStateEvent, "state.trading") if e.scope == scope]
+    return [e for e in events.of(TradingStateEvent, topics.TRADING_STATE) if e.scope == scope]
 
 
 def test_check_order_approved_with_approval_bound_to_that_order(risk, gateway, client, events, config_path):
     wait_ready(client)
-    gateway.publish("md.AAPL", tick("AAPL", 100.0))
+    gateway.publish(topics.market_data("AAPL"), tick("AAPL", 100.0))
     o = order("BUY", 10, limit=100.0)
     d = eventually(lambda: (r := check(client, o)).approved and r, message="approval")
     assert d.code == "ok" and d.trading_state == "ACTIVE" and d.approval is not None
@@ -48,7 +49,7 @@ def test_check_order_approved_with_approval_bound_to_that_order(risk, gateway, c
         verifier.verify(d.approval, order("BUY", 11, limit=100.0, coid=o.client_order_id))
     assert exc.value.code == "approval.wrong_order"
     verifier.verify(d.approval, o)
-    ev = eventually(lambda: [e for e in events.of(RiskDecisionEvent, "risk.decision.alpha")
+    ev = eventually(lambda: [e for e in events.of(RiskDecisionEvent, topics.risk_decision("alpha"))
                              if e.order_ref == o.order_ref and e.approved])
     assert ev[0].check_ns > 0
 
@@ -65,7 +66,7 @@ def test_orders_rejected_not_ready_until_the_gateway_snapshot_arrives(config_pat
     assert check(client, order("BUY", 1)).code == "risk.not_ready"
     gateway.on_request = None
     wait_ready(client)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     eventually(lambda: check(client, order("BUY", 1)).approved, message="approved once ready")
 
 
@@ -88,7 +89,7 @@ def test_pre_trade_checks_reject_with_their_codes_over_the_socket(risk, gateway,
     gateway.unknown_symbols = frozenset({"NOPE"})
     wait_ready(client)
     for sym, px in (("AAPL", 100.0), ("MSFT", 100.0), ("IBM", 100.0), ("SPY", 400.0)):
-        gateway.publish(f"md.{sym}", tick(sym, px))
+        gateway.publish(topics.market_data(sym), tick(sym, px))
     eventually(lambda: check(client, order("BUY", 1, symbol="IBM")).approved)
     eventually(lambda: check(client, order("BUY", 1, symbol="SPY", coid="spy-warm")).approved)
     cases = [
@@ -136,16 +137,16 @@ def test_no_and_stale_market_data_reject_and_stale_symbol_with_working_orders_is
     d = check(client, order("BUY", 1, symbol="QUIET"))
     assert d.code == "risk.no_market_data"
     assert "QUIET" in gateway.md_requests  # it asked the gateway for the data before rejecting
-    gateway.publish("md.AAPL", tick("AAPL"))
+    gateway.publish(topics.market_data("AAPL"), tick("AAPL"))
     o = eventually(lambda: (r := check(client, order("BUY", 1, limit=100.0))).approved and r)
     assert o.approved
     # no tick for longer than stale_data_s while an order works: cancel the symbol, reject new orders
     cancel = eventually(lambda: gateway.cancels_for("symbol:AAPL"), message="stale-data emergency cancel")
     assert cancel[0].origin == "risk"
-    assert eventually(lambda: [c for c in events.of(EmergencyCancel, "control.emergency_cancel")
+    assert eventually(lambda: [c for c in events.of(EmergencyCancel, topics.EMERGENCY_CANCEL)
                                if c.scope == "symbol:AAPL"])
     assert check(client, order("BUY", 2, limit=100.0)).code == "risk.stale_market_data"
-    gateway.publish("md.AAPL", tick("AAPL"))
+    gateway.publish(topics.market_data("AAPL"), tick("AAPL"))
     eventually(lambda: check(client, order("BUY", 3, limit=100.0)).approved)
 
 
@@ -154,7 +155,7 @@ def test_market_data_is_requested_and_awaited_for_a_symbol_without_ticks(risk, g
     with ThreadPoolExecutor(1) as pool:
         fut = pool.submit(check, client, order("BUY", 1, symbol="NEWSYM"))
         eventually(lambda: "NEWSYM" in gateway.md_requests, message="SubscribeMarketData(NEWSYM)")
-        gateway.publish("md.NEWSYM", tick("NEWSYM", 50.0))
+        gateway.publish(topics.market_data("NEWSYM"), tick("NEWSYM", 50.0))
         d = fut.result(5)
     assert d.approved, d
 
@@ -196,7 +197,7 @@ def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, conf
     ack = client.call(SetTradingState(scope="all", state="HALTED", reason="test halt", origin="tester"))
     assert isinstance(ack, Ack) and "HALTED" in ack.detail
     assert eventually(lambda: [e for e in state_events(events) if e.state == "HALTED"])
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     assert check(client, order("BUY", 1)).code == "risk.halted"
     risk.signal(signal.SIGKILL)
     risk.wait(5)
@@ -205,11 +206,11 @@ def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, conf
     assert st.global_state == "HALTED" and st.epoch >= 1
     # the restarted governor announces its persisted state
     eventually(lambda: len([e for e in state_events(events) if e.state == "HALTED"]) >= 2)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     d = check(client, order("BUY", 1))
     assert d.code == "risk.halted" and d.trading_state == "HALTED"
     assert isinstance(client.call(Resume(scope="all", reason="all clear", origin="tester")), Ack)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     assert check(client, order("BUY", 1)).approved
 
 
@@ -218,7 +219,7 @@ def test_reducing_admits_a_reducing_order_and_refuses_a_flip(config_path, proces
         Position(account="DU1234567", instrument=Instrument(symbol="AAPL"), quantity=100, avg_cost=99.0)])
     start_risk(config_path, processes, zctx)
     wait_ready(client)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     assert isinstance(client.call(SetTradingState(scope="all", state="REDUCING", reason="reduce only")), Ack)
     eventually(lambda: check(client, order("SELL", 1, coid="warm")).approved)  # market data in
     d = check(client, order("SELL", 60, limit=100.0))
@@ -235,14 +236,14 @@ daily_loss_limit = 1000
 """)
 def test_daily_loss_breach_halts_trading_and_orders_an_emergency_cancel(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     eventually(lambda: check(client, order("BUY", 1)).approved)
-    gateway.publish("account.values", AccountValuesEvent(account="DU1234567", values=[
+    gateway.publish(topics.ACCOUNT_VALUES, AccountValuesEvent(account="DU1234567", values=[
         AccountValue(key="RealizedPnL", value="-700", currency="BASE"),
         AccountValue(key="UnrealizedPnL", value="-350", currency="BASE")]))
     cancel = eventually(lambda: gateway.cancels_for("all"), message="EmergencyCancel(all) at the gateway")
     assert "daily loss" in cancel[0].reason and cancel[0].origin == "risk"
-    assert eventually(lambda: [c for c in events.of(EmergencyCancel, "control.emergency_cancel")
+    assert eventually(lambda: [c for c in events.of(EmergencyCancel, topics.EMERGENCY_CANCEL)
                                if c.command_id == cancel[0].command_id])  # and the bus copy
     assert eventually(lambda: [e for e in state_events(events) if e.state == "HALTED" and e.origin == "risk.daily_loss"])
     assert check(client, order("BUY", 1)).code == "risk.halted"
@@ -260,12 +261,12 @@ max_order_quantity = 100
 """)
 def test_reject_rate_spike_halts_the_strategy_and_cancels_its_orders(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     eventually(lambda: check(client, order("BUY", 1, strategy="other")).approved)
     first = order("BUY", 1, strategy="wild")
     assert check(client, first).approved
     # IB rejects the approved order (1 order, 1 reject), then three orders over the quantity limit (4 of 4)
-    gateway.publish("gw.order.wild", OrderStatusEvent(order_ref=first.order_ref, status="Cancelled",
+    gateway.publish(topics.gw_order("wild"), OrderStatusEvent(order_ref=first.order_ref, status="Cancelled",
                                                       error_code=201, reason="Order rejected", symbol="AAPL"))
     eventually(lambda: client.call(GetRiskState()).breakers["working_orders"] == "1",
                message="the rejected order is no longer working")
@@ -290,10 +291,10 @@ fill_window_s = 60
 """)
 def test_repeated_executions_disable_the_strategy_until_re_enabled(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     eventually(lambda: check(client, order("BUY", 1, strategy="busy")).approved)
     for i in range(3):
-        gateway.publish("fill.AAPL", FillEvent(exec_id=f"x{i}.01", exec_key=f"x{i}", order_ref="busy/c1",
+        gateway.publish(topics.fill("AAPL"), FillEvent(exec_id=f"x{i}.01", exec_key=f"x{i}", order_ref="busy/c1",
                                                strategy_id="busy", instrument=Instrument(symbol="AAPL"),
                                                side="BUY", quantity=1, price=100.0))
     eventually(lambda: check(client, order("BUY", 1, strategy="busy")).code == "risk.strategy_disabled",
@@ -307,15 +308,15 @@ def test_repeated_executions_disable_the_strategy_until_re_enabled(risk, gateway
 
 def test_gateway_disconnect_moves_to_reducing_then_cancels_and_lifts_when_ready(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     eventually(lambda: check(client, order("BUY", 1)).approved)
-    gateway.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED", ib_code=1100,
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="DISCONNECTED", ib_code=1100,
                                                               message="Connectivity between IB and TWS lost"))
     eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"])
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     assert check(client, order("BUY", 1)).code == "risk.reducing"
     assert gateway.cancels_for("all") == []  # nothing can be cancelled while IB is unreachable
-    gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="READY"))
     cancel = eventually(lambda: gateway.cancels_for("all"), message="cancel-on-disconnect when READY")
     assert "disconnect" in cancel[0].reason
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE", message="lifted after READY")
@@ -324,13 +325,13 @@ def test_gateway_disconnect_moves_to_reducing_then_cancels_and_lifts_when_ready(
 def test_gateway_process_going_silent_trips_the_disconnect_breaker(risk, gateway, client, events):
     wait_ready(client)
     gateway.answer.clear()  # the gateway process is gone: its heartbeats stop and it answers nothing
-    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    gateway.publish(topics.heartbeat("gateway"), Heartbeat(actor="gateway", interval_s=0.1))
     # no more beats: after heartbeat_liveness x 0.1 s the governor treats the gateway as gone
     eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"],
                message="REDUCING after the gateway's heartbeats stopped")
     assert "heartbeats stopped" in client.call(GetRiskState()).breakers["disconnect"]
     gateway.answer.set()
-    gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="READY"))
     eventually(lambda: gateway.cancels_for("all"))
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
 
@@ -339,7 +340,7 @@ def test_silent_heartbeats_from_a_gateway_that_answers_ready_do_not_trip(risk, g
     # the bus (a proxy restart) or the governor itself (stopped) went quiet, not the gateway: a direct probe
     # finds it READY, so no REDUCING and no cancel of the working orders
     wait_ready(client)
-    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    gateway.publish(topics.heartbeat("gateway"), Heartbeat(actor="gateway", interval_s=0.1))
     # a second probe only happens if the first found the gateway READY and re-armed the silence timer
     eventually(lambda: gateway.count(GetStatus) >= 2, message="the governor probes the silent gateway twice")
     assert [e for e in state_events(events) if e.origin == "risk.disconnect"] == []
@@ -351,11 +352,11 @@ def test_silent_heartbeats_from_a_gateway_that_answers_ready_do_not_trip(risk, g
 def test_heartbeats_back_after_silence_lift_the_breaker_without_a_new_ready(risk, gateway, client, events):
     wait_ready(client)
     gateway.answer.clear()
-    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    gateway.publish(topics.heartbeat("gateway"), Heartbeat(actor="gateway", interval_s=0.1))
     eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"],
                message="REDUCING after the gateway went silent")
     gateway.answer.set()  # it was a stall, IB never went away: no READY event will come, only heartbeats
-    gateway.publish("hb.gateway", Heartbeat(actor="gateway", interval_s=0.1))
+    gateway.publish(topics.heartbeat("gateway"), Heartbeat(actor="gateway", interval_s=0.1))
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE", message="lifted from the snapshot")
     assert gateway.cancels_for("all"), "what was working while nobody watched is cancelled"
 
@@ -363,7 +364,7 @@ def test_heartbeats_back_after_silence_lift_the_breaker_without_a_new_ready(risk
 def test_restart_while_the_disconnect_breaker_holds_rearms_it_and_ready_lifts(config_path, processes, zctx, gateway,
                                                                                 events, client, risk):
     wait_ready(client)
-    gateway.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED", ib_code=1100))
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="DISCONNECTED", ib_code=1100))
     eventually(lambda: client.call(GetRiskState()).global_state == "REDUCING")
     risk.signal(signal.SIGKILL)
     risk.wait(5)
@@ -376,8 +377,8 @@ def test_restart_while_the_disconnect_breaker_holds_rearms_it_and_ready_lifts(co
 def test_gateway_disconnect_never_lifts_an_operator_halt(risk, gateway, client, events):
     wait_ready(client)
     assert isinstance(client.call(SetTradingState(scope="all", state="HALTED", reason="operator")), Ack)
-    gateway.publish("state.connection", ConnectionStateEvent(state="DISCONNECTED"))
-    gateway.publish("state.connection", ConnectionStateEvent(state="READY"))
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="DISCONNECTED"))
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="READY"))
     eventually(lambda: gateway.cancels_for("all"))
     st = client.call(GetRiskState())
     assert st.global_state == "HALTED"
@@ -388,7 +389,7 @@ def test_kill_request_halts_and_forwards_an_emergency_cancel(risk, gateway, clie
     report = client.call(Kill(kill_id="k-42", scope="strategy:alpha", reason="runaway", origin="ops"))
     assert isinstance(report, CancelReport) and report.confirmed and report.trading_state == "HALTED"
     assert [c.command_id for c in gateway.cancels_for("strategy:alpha")] == ["kill-k-42"]
-    gateway.publish("md.AAPL", tick())
+    gateway.publish(topics.market_data("AAPL"), tick())
     assert check(client, order("BUY", 1)).code == "risk.halted"
     assert check(client, order("BUY", 1, strategy="beta")).code != "risk.halted"
     assert isinstance(client.call(Resume(scope="strategy:alpha", reason="ok", origin="ops")), Ack)
@@ -401,10 +402,10 @@ def test_kill_on_the_bus_halts_and_resume_on_the_bus_resumes(risk, gateway, clie
     cli = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("cli-test"))
     try:
         cli.wait_ready_sync(cfg.bus.proxy_backend)
-        cli.publish("control.kill", Kill(kill_id="k-bus", reason="panic", origin="ops"))
+        cli.publish(topics.KILL, Kill(kill_id="k-bus", reason="panic", origin="ops"))
         eventually(lambda: client.call(GetRiskState()).global_state == "HALTED")
         assert gateway.cancels_for("all") == []  # the bus copy: the CLI sent the Kill to the gateway itself
-        cli.publish("control.resume", Resume(reason="calm", origin="ops"))
+        cli.publish(topics.RESUME, Resume(reason="calm", origin="ops"))
         eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
     finally:
         cli.close()
@@ -412,10 +413,10 @@ def test_kill_on_the_bus_halts_and_resume_on_the_bus_resumes(risk, gateway, clie
 
 def test_gateway_kill_latch_is_mirrored_and_lifted_only_by_the_gateway(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish("state.trading", TradingStateEvent(scope="all", state="HALTED", epoch=7, reason="kill k9",
+    gateway.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="HALTED", epoch=7, reason="kill k9",
                                                        origin="cli"))
     eventually(lambda: client.call(GetRiskState()).global_state == "HALTED")
-    gateway.publish("state.trading", TradingStateEvent(scope="all", state="ACTIVE", epoch=8, reason="resume"))
+    gateway.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="ACTIVE", epoch=8, reason="resume"))
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
 
 
@@ -428,7 +429,8 @@ def test_emergency_cancel_is_retried_until_the_gateway_acknowledges(risk, gatewa
     gateway.answer.clear()
     report = client.call(Kill(kill_id="k-retry", reason="x", origin="ops"))
     assert isinstance(report, CancelReport) and not report.confirmed  # answered in time anyway, honestly
-    alert = eventually(lambda: [a for a in events.of(Alert, "alert.emergency_cancel") if a.severity == "critical"])
+    alert = eventually(lambda: [a for a in events.of(Alert, topics.alert("emergency_cancel"))
+                                if a.severity == "critical"])
     assert "k-retry" in alert[0].message
     gateway.answer.set()
     eventually(lambda: gateway.cancels_for("all"), timeout=15, message="the retried cancel is acknowledged")

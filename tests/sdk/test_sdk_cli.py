@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bus import topics
 from bus.messages import (
     AccountReply, Ack, ActorHealth, Alert, CancelReport, GatewayStatus, GetPositions, GetStatus, GetSystemStatus,
     Instrument, Kill, ListOrders, OrderListReply, OrderSpec, OrderView, PortfolioSnapshot, Position, PositionsReply,
@@ -114,7 +115,7 @@ def test_kill_with_everything_down_still_exits_in_bounded_time(config_path) -> N
 def test_kill_confirmed_by_gateway_exits_0_reaches_risk_and_the_bus(config_path, cfg, fakes, proxy, zctx) -> None:
     gw = fakes("gateway", lambda body: cancel_report(body) if isinstance(body, Kill) else None)
     risk = fakes("risk", lambda body: Ack(detail="halted"))
-    watcher = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["control.kill"], name="kill-watch")
+    watcher = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.KILL], name="kill-watch")
     try:
         from bus.codec import Stamper
         from bus.pubsub import Publisher

@@ -360,7 +360,7 @@ async def _collect(stream: Any) -> list[Any]:
 
 
 def test_order_topic_gap_is_detected_and_reported_on_the_bus(cfg, test_pub, zctx) -> None:
-    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["bus.gap."], name="gap-watch")
+    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.GAP_PREFIX], name="gap-watch")
     gaps.wait_ready(test_pub)
 
     async def body() -> int:
@@ -421,7 +421,7 @@ def test_trading_state_follows_halt_and_resume(cfg, test_pub) -> None:
             for ev in (TradingStateEvent(scope="all", state="HALTED", epoch=1, reason="kill"),
                        TradingStateEvent(scope="symbol:MSFT", state="HALTED", epoch=2, reason="kill"),
                        TradingStateEvent(scope="all", state="ACTIVE", epoch=3, reason="resume")):
-                test_pub.publish("state.trading", ev)
+                test_pub.publish(topics.TRADING_STATE, ev)
                 assert await states.get(5) is not None
                 out += [c.trading_state(), c.trading_state("MSFT")]
             return out

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bus import topics
 from bus.config import KhazadConfig, load_config
 from bus.messages import Ack, CancelReport, Kill, PlaceOrder
 from bus.pubsub import SyncSubscriber
@@ -39,8 +40,8 @@ def curve_proxy(config_path: Path, cfg: KhazadConfig, processes: list[ActorProce
     p = ActorProcess("bus.proxy", config_path, name="proxy").start()
     processes.append(p)
     sec = Security.for_process(cfg, "operator")
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["hb.proxy"], name="curve-proxy-ready", security=sec,
-                         server_key=sec.server_key("proxy"))
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="curve-proxy-ready",
+                         security=sec, server_key=sec.server_key("proxy"))
     try:
         eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{p.log()}")
     finally:

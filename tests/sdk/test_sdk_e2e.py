@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zmq
 
-from bus import registry
+from bus import registry, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetRiskState, GetStatus, is_done_status
@@ -75,7 +75,7 @@ class System:
 
 
 def _wait_proxy(ctx: zmq.Context, cfg: KhazadConfig, proc: ActorProcess) -> None:
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, ["hb.proxy"], name="e2e-proxy-ready")
+    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="e2e-proxy-ready")
     try:
         eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{proc.log()}")
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from bus import topics
 from bus.config import StrategyConfig
 from bus.messages import (
     CancelAllOrders, MarketDataAck, PlaceOrder, Rejected, SubscribeMarketData, TickEvent,
@@ -74,7 +75,7 @@ def test_example_trades_alternating_small_orders_and_logs_history(cfg, test_pub,
             strategy = SimpleStrategy(client, scfg, max_orders=4)
             task = asyncio.create_task(strategy.run())
             await until(lambda: gw.of_type(SubscribeMarketData), "market data subscription")
-            test_pub.publish("md.AAPL", TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
             assert await asyncio.wait_for(task, COND_TIMEOUT_S) == 0
             return strategy
 
@@ -102,13 +103,14 @@ def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, 
             strategy = SimpleStrategy(client, scfg)
             task = asyncio.create_task(strategy.run())
             await until(lambda: gw.of_type(SubscribeMarketData), "market data subscription")
-            test_pub.publish("md.AAPL", TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
             # 1) halted by rejection only: one rejected order, then backing off (each retry doubles the wait)
             await until(lambda: strategy.rejections >= 3, "three rejections")
             attempts = len(om.of_type(PlaceOrder))
             assert strategy.mode == Mode.PAUSED and strategy.backoff.wait_s >= 0.04
             # 2) the bus says HALTED: no order at all while the strategy keeps pausing
-            test_pub.publish("state.trading", TradingStateEvent(scope="all", state="HALTED", epoch=5, reason="kill"))
+            test_pub.publish(topics.TRADING_STATE,
+                             TradingStateEvent(scope="all", state="HALTED", epoch=5, reason="kill"))
             await until(lambda: client.trading_state() == "HALTED", "halt seen")
             sent_at_halt = len(om.of_type(PlaceOrder))
             repeats = strategy.backoff.repeats
@@ -116,7 +118,7 @@ def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, 
             assert len(om.of_type(PlaceOrder)) == sent_at_halt
             # 3) resume: the event wakes it up and orders flow again
             halted["on"] = False
-            test_pub.publish("state.trading", TradingStateEvent(scope="all", state="ACTIVE", epoch=6,
+            test_pub.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="ACTIVE", epoch=6,
                                                                 reason="resume"))
             await until(lambda: strategy.orders_filled >= 1, "an order after the resume")
             assert strategy.mode == Mode.TRADING

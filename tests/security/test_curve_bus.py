@@ -8,6 +8,7 @@ import pytest
 import zmq
 import zmq.auth
 
+from bus import topics
 from bus import messages as m
 from bus.codec import Stamper
 from bus.config import ConfigError, load_config
@@ -113,7 +114,7 @@ def test_no_key_cannot_connect(curve_system, zctx: zmq.Context) -> None:
 def test_strategy_cannot_publish_fills_but_actor_can(curve_system, zctx: zmq.Context) -> None:
     cfg = curve_system
     watcher = Security.for_process(cfg, "portfolio")
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["fill."], name="watcher", security=watcher,
+    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.FILL_PREFIX], name="watcher", security=watcher,
                          server_key=watcher.server_key("proxy"))
     helper = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("portfolio"), security=watcher,
                        server_key=watcher.server_key("proxy"))
@@ -124,12 +125,12 @@ def test_strategy_cannot_publish_fills_but_actor_can(curve_system, zctx: zmq.Con
     spoofer = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("gateway"), security=strat,
                         server_key=strat.server_key("proxy"))
     spoofer.wait_ready_sync(cfg.bus.proxy_backend, security=strat, server_key=strat.server_key("proxy"))
-    spoofer.publish("fill.AAPL", fill)
+    spoofer.publish(topics.fill("AAPL"), fill)
     actor = Security.for_process(cfg, "gateway")
     real = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("gateway-real"), security=actor,
                      server_key=actor.server_key("proxy"))
     real.wait_ready_sync(cfg.bus.proxy_backend, security=actor, server_key=actor.server_key("proxy"))
-    real.publish("fill.AAPL", fill)
+    real.publish(topics.fill("AAPL"), fill)
     got = sub.recv(5.0)
     assert got is not None and got[1].sender == "gateway-real"
     assert sub.recv(0.3) is None  # the spoofed fill never arrives
