@@ -115,11 +115,12 @@ def _infos_or_empty(s: System) -> dict[str, Any]:
 
 @contextmanager
 def running_system(tmp: Path, *, extra: str = "", edit_config: Callable[[str], str] | None = None,
-                   start_timeout_s: float = START_TIMEOUT_S) -> Iterator[System]:
+                   start_timeout_s: float = START_TIMEOUT_S, command: list[str] | None = None) -> Iterator[System]:
     """Start ``run_all.py --config <tmp>/khazad.toml`` (free ports, run dir under ``tmp``; ``extra`` TOML is
     appended to the test config, then ``edit_config(text)`` may rewrite it), wait until it reports every
     actor healthy, yield the :class:`System`; on exit send SIGINT (what Ctrl-C does) and check that it stopped
-    cleanly with nothing left running."""
+    cleanly with nothing left running. ``command`` replaces ``python run_all.py`` (e.g. an installed
+    ``khazad run``); it runs in ``tmp``, outside the checkout, without the caller's PYTHONPATH."""
     path = write_config(tmp, extra=extra)
     if edit_config is not None:
         path.write_text(edit_config(path.read_text()))
@@ -127,10 +128,12 @@ def running_system(tmp: Path, *, extra: str = "", edit_config: Callable[[str], s
     out = tmp / "run_all.out"
     env = dict(os.environ)
     env.pop("KHAZAD_CONFIG", None)
+    env.pop("PYTHONPATH", None)
+    command = command or [sys.executable, str(REPO / "run_all.py")]
     with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, str(REPO / "run_all.py"), "--config", str(path), "--timeout",
-                                 str(start_timeout_s), "--exit-on-timeout"], stdout=fh, stderr=subprocess.STDOUT,
-                                cwd=tmp, env=env, start_new_session=True)
+        proc = subprocess.Popen([*command, "--config", str(path), "--timeout", str(start_timeout_s),
+                                 "--exit-on-timeout"], stdout=fh, stderr=subprocess.STDOUT, cwd=tmp, env=env,
+                                start_new_session=True)
     ctx = zmq.Context()
     s = System(cfg=cfg, config_path=path, proc=proc, out=out, ctx=ctx, started_s=time.monotonic())
     pids: dict[int, int | None] = {}  # pid -> start ticks: never signal a recycled pid that is not ours

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bus import registry
-from tests.helpers import REPO
+from tests.helpers import REPO, write_config
 
 ACTORS = registry.ACTOR_NAMES
 
@@ -85,3 +85,38 @@ def test_configuration_errors_exit_78_before_anything_starts(tmp_path, args, env
     assert message in proc.stdout
     assert not (tmp_path / "run" / "supervisord.conf").exists()
     assert not (tmp_path / "run" / "supervisor.sock").exists()
+
+
+def khazad_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KHAZAD")}
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=tmp_path)
+
+
+def test_khazad_run_renders_what_run_all_renders(tmp_path):
+    flags = ("--render-only", "--mode", "paper", "--account", "DU7654321", "--ports-from", "31000", "--with-strategy")
+    old = subprocess.run([sys.executable, str(REPO / "run_all.py"), "--run-dir", str(tmp_path / "a"), *flags],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    new = khazad_run(tmp_path, "run", "--run-dir", str(tmp_path / "b"), *flags)
+    assert old.returncode == new.returncode == 0, old.stdout + old.stderr + new.stdout + new.stderr
+    assert old.stdout.startswith("[run_all] wrote") and new.stdout.startswith("[khazad run] wrote")
+    a, b = (tmp_path / "a" / "supervisord.conf").read_text(), (tmp_path / "b" / "supervisord.conf").read_text()
+    assert a.replace(str(tmp_path / "a"), "RUN") == b.replace(str(tmp_path / "b"), "RUN")
+    ta, tb = (tmp_path / "a" / "khazad.toml").read_text(), (tmp_path / "b" / "khazad.toml").read_text()
+    assert ta.replace(str(tmp_path / "a"), "RUN").replace("run_all.py", "?") == \
+        tb.replace(str(tmp_path / "b"), "RUN").replace("khazad run", "?")
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_khazad_run_takes_config_before_or_after_the_subcommand(tmp_path, before):
+    path = write_config(tmp_path)
+    args = ["--config", str(path), "run", "--render-only"] if before else ["run", "--config", str(path), "--render-only"]
+    proc = khazad_run(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert str(path) in rendered_at(tmp_path / "run")["program:gateway"]["command"]
+
+
+def rendered_at(run_dir: Path) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read(run_dir / "supervisord.conf")
+    return parser
