@@ -22,6 +22,9 @@ from cli.session import BROADCAST_TIMEOUT_S, Leg, Session, broadcast_leg, load, 
 
 @dataclass
 class ResumeOutcome:
+    """What ``khazad resume`` achieved, leg by leg; exit 0 only when the gateway and the risk governor both
+    acknowledged."""
+
     command: Resume
     gateway: Leg
     risk: Leg

@@ -29,6 +29,8 @@ STATUS_SERVICES = registry.SERVICE_NAMES
 
 @dataclass
 class StatusOutcome:
+    """The system's status as ``khazad status`` shows it: the monitor's view, or each service's own answer."""
+
     source: str  # "monitor" | "direct"
     actors: list[ActorHealth]
     connection: str = ""
