@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from bus import registry
+
 #: Run directory when the configuration is generated (relative to the current directory).
 DEFAULT_RUN_DIR = "run"
 #: Bound for "every actor healthy" after supervisord started (sim mode on a loaded 2-core machine fits easily).
 HEALTH_TIMEOUT_S = 90.0
-#: How many ports --ports-from / --free-ports hand out (see :data:`launch.plan.PORT_NAMES`).
-PORT_COUNT = 10
+#: The ports --ports-from / --free-ports hand out, in order: the ``[bus]`` endpoints, then the simulator's two and
+#: the metrics port.
+PORT_NAMES = (*registry.ENDPOINT_FIELDS, "sim", "sim_control", "metrics")
 
 
 def add_arguments(p: argparse.ArgumentParser, *, config_default: str | None = None) -> None:
@@ -31,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser, *, config_default: str | None = No
     p.add_argument("--client-id", type=int, default=None, help="IB API client id of the gateway (default 1)")
     ports = p.add_mutually_exclusive_group()
     ports.add_argument("--ports-from", type=int, default=0, metavar="N",
-                       help=f"use ports N..N+{PORT_COUNT - 1} for the bus, simulator and metrics")
+                       help=f"use ports N..N+{len(PORT_NAMES) - 1} for the bus, simulator and metrics")
     ports.add_argument("--free-ports", action="store_true", help="pick free ports for everything")
     p.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_S,
                    help=f"seconds to wait for every actor to be healthy (default {HEALTH_TIMEOUT_S:g})")

@@ -9,16 +9,12 @@ from pathlib import Path
 from bus import registry
 from bus.config import KhazadConfig
 from launch.console import prog, say
-from launch.options import PORT_COUNT
+from launch.options import PORT_NAMES
 
 #: Generated configuration: the simulator listens away from IB Gateway's own ports (4001/4002) so that a real
 #: gateway running on this machine is never mistaken for the simulator, or the reverse.
 SIM_PORT = 14002
 SIM_CONTROL_PORT = 14003
-#: Order of the ports handed out by --ports-from / --free-ports: the ``[bus]`` endpoints, then the simulator's
-#: two and the metrics port.
-PORT_NAMES = (*registry.ENDPOINT_FIELDS, "sim", "sim_control", "metrics")
-assert len(PORT_NAMES) == PORT_COUNT, "launch.options.PORT_COUNT must match PORT_NAMES"
 #: The code root: the directory holding Khazad's packages (a checkout, or site-packages for a wheel install).
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +35,6 @@ class Program:
 SIM = Program(name="sim", module="sim", priority=20, summary="TWS API simulator (sim mode only)", config_env=False)
 STRATEGY = Program(name="strategy", module="examples.simple_strategy", priority=90,
                    summary="the example strategy (examples/simple_strategy.py)")
-assert all(SIM.priority != a.priority != STRATEGY.priority for a in registry.ACTORS)
 
 
 def actor_programs() -> list[Program]:

@@ -120,3 +120,13 @@ def rendered_at(run_dir: Path) -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser()
     parser.read(run_dir / "supervisord.conf")
     return parser
+
+
+def test_every_program_has_its_own_start_priority():
+    # supervisord starts by priority and stops in reverse: two programs with one priority have no defined order
+    from launch.plan import SIM, STRATEGY, actor_programs
+
+    programs = [*actor_programs(), SIM, STRATEGY]
+    priorities = [p.priority for p in programs]
+    assert len(set(priorities)) == len(priorities), priorities
+    assert min(programs, key=lambda p: p.priority).name == registry.PROXY.name
