@@ -126,9 +126,9 @@ class OrderPipeline:
     async def _steps(self, order: ManagedOrder, *, resume: bool) -> OrderView:
         if resume:
             self.resume(order)
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         risk = await self.peers.check_risk(order.spec, is_modify=False)
-        t_risk = time.perf_counter()
+        checked = time.perf_counter()
         if order.stage == Stage.ACKED:
             self.reported_during_check(order, risk)
         elif not risk.approved:
@@ -139,21 +139,7 @@ class OrderPipeline:
             self.cancel_locally(order, "cancelled before submission")
         else:
             self.record_approval_and_submitting(order, risk)
-            assert risk.approval is not None
-            t_sent = time.perf_counter()
-            try:
-                reply = await self.peers.submit(order.spec, risk.approval)
-            except RequestTimeout as exc:
-                self.submission_unknown(order, f"gateway did not answer SubmitOrder: {exc}")
-            else:
-                self.gateway_replied(order, reply)
-                if isinstance(reply, SubmitAck):
-                    t_end = time.perf_counter()
-                    duplicate = reply.status == GATEWAY_DUPLICATE_STATUS
-                    logger.info("orders: {} submitted: ib {} perm {} ({}) in {:.1f} ms (risk {:.1f} ms, gateway "
-                                "{:.1f} ms){}", order.order_ref, order.ib_order_id, order.perm_id, order.status,
-                                (t_end - t0) * 1e3, (t_risk - t0) * 1e3, (t_end - t_sent) * 1e3,
-                                ": the gateway had already placed it, no second IB order" if duplicate else "")
+            await self.submit(order, risk, started=started, checked=checked)
         return order.view()
 
     def resume(self, order: ManagedOrder) -> None:
@@ -188,10 +174,25 @@ class OrderPipeline:
             order.move_to(Stage.SUBMITTING)
             write.event("submitting")
 
-    def gateway_replied(self, order: ManagedOrder, reply: Any) -> None:
-        """The gateway's answer to SubmitOrder: acknowledged, refused, or something we cannot read (unknown)."""
+    async def submit(self, order: ManagedOrder, risk: RiskAnswer, *, started: float, checked: float) -> None:
+        """SubmitOrder with the approval (the order is journalled as submitting), then the gateway's answer:
+        acknowledged, refused, none in time, or something we cannot read (the last two: unknown). ``started`` and
+        ``checked``: when the risk check started and ended (``time.perf_counter``), for the log line."""
+        assert risk.approval is not None
+        sent = time.perf_counter()
+        try:
+            reply = await self.peers.submit(order.spec, risk.approval)
+        except RequestTimeout as exc:
+            self.submission_unknown(order, f"gateway did not answer SubmitOrder: {exc}")
+            return
         if isinstance(reply, SubmitAck):
             self.acked(order, reply)
+            end = time.perf_counter()
+            logger.info("orders: {} submitted: ib {} perm {} ({}) in {:.1f} ms (risk {:.1f} ms, gateway {:.1f} ms){}",
+                        order.order_ref, order.ib_order_id, order.perm_id, order.status, (end - started) * 1e3,
+                        (checked - started) * 1e3, (end - sent) * 1e3,
+                        ": the gateway had already placed it, no second IB order"
+                        if reply.status == GATEWAY_DUPLICATE_STATUS else "")
         elif isinstance(reply, Rejected):
             self.gateway_rejected(order, reply)
         else:

@@ -7,18 +7,17 @@ journalled with the order and with every event that changes the order. Every sta
 
 The placement pipeline (:mod:`~actors.orders.pipeline`)::
 
-    received ──► approved ──► submitting ──► acked        (SubmitAck, or any report from IB)
-       │            │             ├────────► unknown ──► acked / interrupted
-       │            │             └────────► closed       (the gateway refused it)
-       │            └───────────────────────► closed     (cancelled before submission)
-       └─────────────────────────────────────► closed     (risk refused it, or it was cancelled before the check)
+    received ──► approved ──► submitting ──► acked      (SubmitAck, or any report from IB)
+       │            │             ├────────► unknown    (no answer) ──► acked | interrupted
+       │            │             └────────► closed     (the gateway refused it)
+       │            └──────────────────────► closed     (a cancel came during the risk check)
+       └───────────────────────────────────► closed     (risk refused it, or a cancel before the check)
 
-    after a restart, an order never acknowledged and not at IB:  received / approved / submitting / unknown
-                                                                 ──► interrupted
-    interrupted ──► received (the strategy retried: resumed)  |  closed (orphan timeout, or cancelled)
+    after a restart, never acknowledged and not at IB:  received | approved | submitting | unknown ──► interrupted
+    interrupted ──► received (the strategy retried: resumed) | closed (orphan timeout, or cancelled)
 
-IB's word wins over ours: an order IB reports (a status or a fill) is ``acked`` from whatever stage it was in that
-can be at IB. ``acked`` is final for the pipeline: from then on only IB's statuses move the order.
+IB's word wins over ours: an order IB reports (a status or a fill) is ``acked``, whatever stage it was in.
+``acked`` is final for the pipeline: from then on only IB's statuses move the order.
 """
 
 from __future__ import annotations

@@ -192,3 +192,35 @@ def test_prune_forgets_old_finished_orders_but_find_reads_them_back(book: OrderL
     assert book.prune(now_ns=rec.updated_wall_ns + 10**15) == 1 and "s1/c1" not in book.records
     again = book.find("s1/c1")
     assert again is not None and again.status == FILLED and again.filled == 100
+
+
+def test_version_1_journal_is_migrated_keeping_its_events(path: Path) -> None:
+    j = Journal(path)
+    j.append_event("s1/old", "request", status="Received")
+    j.close()
+    db = sqlite3.connect(path)  # as the previous version wrote it: no events.stage, user_version 1
+    db.execute("ALTER TABLE events DROP COLUMN stage")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    try:
+        (old,) = j.events("s1/old")
+        assert (old.kind, old.status, old.stage) == ("request", "Received", "")
+        j.append_event("s1/new", "request", status="Received", stage="received")
+        assert j.events("s1/new")[0].stage == "received"
+    finally:
+        j.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    finally:
+        db.close()
+
+
+def test_events_that_change_an_order_carry_its_stage_and_others_do_not(book: OrderLedger) -> None:
+    rec = book.create(spec(), PlaceOrder(order=spec()))
+    book.journal_only(rec.order_ref, "request", flag="duplicate", msg=PlaceOrder(order=spec()))
+    book.apply_status_event(status(SUBMITTED))
+    assert [(e.kind, e.stage) for e in book.journal.events("s1/c1")] == [
+        ("request", "received"), ("request", ""), ("status", "acked")]
