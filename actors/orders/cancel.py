@@ -79,7 +79,7 @@ class OrderCanceller:
         logger.info("orders: cancel all for {}{}: {} working order(s)", strategy_id, f" {symbol}" if symbol else "",
                     len(orders))
         results = await asyncio.gather(*(self.cancel(o, reason, req) for o in orders), return_exceptions=True)
-        for order, res in zip(orders, results):
+        for order, res in zip(orders, results, strict=True):
             if isinstance(res, BaseException):
                 logger.opt(exception=res).error("orders: {} cancel failed: {}", order.order_ref, res)
             elif isinstance(res, Rejected):

@@ -8,6 +8,7 @@ orders alone: the snapshot may predate what the request is doing.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Container, Coroutine
 from typing import Any
 
@@ -29,11 +30,11 @@ class InFlight:
         """Run ``steps`` as the placement of ``order_ref``; it leaves the registry when it finishes."""
         task = asyncio.create_task(steps, name=f"orders.place.{order_ref}")
         self._tasks[order_ref] = task
-        task.add_done_callback(lambda t, r=order_ref: self._finished(r, t))
+        task.add_done_callback(functools.partial(self._finished, order_ref))
         return task
 
     def _finished(self, order_ref: str, task: asyncio.Task[OrderView]) -> None:
-        if self._tasks.get(order_ref) is task:
+        if self._tasks.get(order_ref) is task:  # a later placement of the same order may have replaced it
             del self._tasks[order_ref]
 
     def placement(self, order_ref: str) -> asyncio.Task[OrderView] | None:

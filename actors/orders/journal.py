@@ -289,7 +289,8 @@ class Journal:
 
     def query_orders(self, *, strategy_id: str | None = None, symbol: str | None = None, created_since_ns: int = 0,
                      working_only: bool = False, limit: int = 10_000) -> list[ManagedOrder]:
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
         if strategy_id is not None:
             clauses.append("strategy_id = ?")
             args.append(strategy_id)

@@ -132,7 +132,7 @@ def reconcile(ledger: OrderLedger, snapshot: GatewaySnapshot, *, since_ns: int,
               f"{len(interrupted)} interrupted, {len(unknown)} unknown")
     if spec_notes:
         detail += "; " + "; ".join(spec_notes)
-    report = ReconciliationReport(actor="orders", open_orders=len(matched), replayed_fills=replayed,
+    report = ReconciliationReport(actor=ORDERS.name, open_orders=len(matched), replayed_fills=replayed,
                                   unknown_orders=unknown, missing_orders=missing,
                                   ok=not missing and unknown_ours == 0 and not spec_notes, detail=detail)
     return ReconcileResult(report=report, interrupted=interrupted)

@@ -146,7 +146,8 @@ def test_approval_path_passes_through_approved_in_the_journal(ledger: OrderLedge
     assert isinstance(reply, OrderReply) and reply.order.status == "PendingSubmit" and reply.order.ib_order_id == 7
     assert stages(ledger) == [("request", "received"), ("risk_decision", "approved"), ("submitting", "submitting"),
                               ("gateway_reply", "acked")]
-    assert ledger.journal.load_order(REF).stage == "acked"
+    stored = ledger.journal.load_order(REF)
+    assert stored is not None and stored.stage == "acked"
 
 
 @pytest.mark.parametrize("risk,gateway,expected,status", [
@@ -170,18 +171,19 @@ def test_refused_or_unanswered_paths_journal_their_stages(ledger: OrderLedger, r
 
 def test_cancel_during_the_risk_check_is_approved_then_closed_and_never_sent(ledger: OrderLedger) -> None:
     peers = FakePeers()
-    peers.hold_risk = asyncio.Event()
+    hold = peers.hold_risk = asyncio.Event()
 
     async def scenario() -> Any:
         pipeline = pipeline_for(ledger, peers)
         canceller = OrderCanceller(ledger, peers, pipeline.inflight, pipeline)  # type: ignore[arg-type]
         placing = asyncio.create_task(pipeline.place(PlaceOrder(order=spec())))
         await peers.checking.wait()
-        cancelling = asyncio.create_task(canceller.cancel(ledger.find(REF), "test", CancelOrder(
-            strategy_id="s1", client_order_id="c1")))
-        while not ledger.find(REF).cancel_requested:  # the cancel is journalled at once, then waits for the placement
+        order = ledger.records[REF]
+        cancelling = asyncio.create_task(canceller.cancel(order, "test", CancelOrder(strategy_id="s1",
+                                                                                     client_order_id="c1")))
+        while not order.cancel_requested:  # the cancel is journalled at once, then waits for the placement
             await asyncio.sleep(0)
-        peers.hold_risk.set()
+        hold.set()
         return await placing, await cancelling
 
     placed, cancelled = run(scenario())
@@ -272,31 +274,30 @@ def ib_reports(ledger: OrderLedger, status: str) -> None:
 @pytest.mark.parametrize("risk", ["approve", "reject"])
 def test_resumed_order_ib_reports_during_its_risk_check_is_not_submitted_again_nor_closed(
         ledger: OrderLedger, risk: str) -> None:
-    interrupted_order(ledger)
+    order = interrupted_order(ledger)
     peers = FakePeers()
     peers.risk = risk
-    peers.hold_risk = asyncio.Event()
+    hold = peers.hold_risk = asyncio.Event()
 
     async def scenario() -> Any:
         placing = asyncio.create_task(pipeline_for(ledger, peers).place(PlaceOrder(order=spec())))
         await peers.checking.wait()
         ib_reports(ledger, "PendingSubmit")  # the earlier attempt did reach IB after all
-        peers.hold_risk.set()
+        hold.set()
         return await placing
 
     reply = run(scenario())
     assert reply.order.status == "PendingSubmit" and reply.order.ib_order_id == 7
     assert peers.submits == []
-    order = ledger.find(REF)
     assert order.stage == "acked" and order.sent
     last = ledger.journal.events(REF)[-1]
     assert (last.kind, last.flag) == ("risk_decision", "at_ib")
 
 
 def test_cancel_of_an_order_ib_reports_during_its_risk_check_goes_to_ib(ledger: OrderLedger) -> None:
-    interrupted_order(ledger)
+    order = interrupted_order(ledger)
     peers = FakePeers()
-    peers.hold_risk = asyncio.Event()
+    hold = peers.hold_risk = asyncio.Event()
 
     async def scenario() -> Any:
         pipeline = pipeline_for(ledger, peers)
@@ -304,11 +305,11 @@ def test_cancel_of_an_order_ib_reports_during_its_risk_check_goes_to_ib(ledger: 
         placing = asyncio.create_task(pipeline.place(PlaceOrder(order=spec())))
         await peers.checking.wait()
         ib_reports(ledger, "Submitted")
-        cancelling = asyncio.create_task(canceller.cancel(ledger.find(REF), "test", CancelOrder(
-            strategy_id="s1", client_order_id="c1")))
-        while not ledger.find(REF).cancel_requested:
+        cancelling = asyncio.create_task(canceller.cancel(order, "test", CancelOrder(strategy_id="s1",
+                                                                                     client_order_id="c1")))
+        while not order.cancel_requested:
             await asyncio.sleep(0)
-        peers.hold_risk.set()
+        hold.set()
         return await placing, await cancelling
 
     placed, cancelled = run(scenario())
