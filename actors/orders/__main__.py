@@ -3,7 +3,8 @@
 import sys
 
 from actors.orders.actor import OrderManager
+from bus.registry import ORDERS
 from bus.runtime import main
 
 if __name__ == "__main__":
-    sys.exit(main(OrderManager, "orders"))
+    sys.exit(main(OrderManager, ORDERS.name))

@@ -5,7 +5,8 @@ Three tables (schema in ``docs/orders.md``):
 * ``orders``  - the current view of every order, one row per (strategy_id, client_order_id), rewritten in the same
   transaction as the event that changed it, so the row and the event log never disagree;
 * ``events``  - append-only: every request, risk decision, gateway reply, status report, fill, impossible
-  transition, reconciliation action, with the message itself (msgpack) as payload;
+  transition, reconciliation action, with the message itself (msgpack) as payload; an event that changed the
+  order carries the order's status and pipeline stage after it;
 * ``fills``   - one row per execution, ``exec_key`` UNIQUE: a replayed fill cannot be counted twice, a correction
   replaces the row it corrects.
 
@@ -27,10 +28,15 @@ from typing import Any
 
 import msgspec
 
-from actors.orders.lifecycle import FillRecord, OrderRecord
+from actors.orders.lifecycle import FillRecord, ManagedOrder
 from bus.messages import FillEvent, OrderSpec, StatusChange
 
-SCHEMA_VERSION = 1
+#: 2: ``events.stage`` (the order's pipeline stage after an event that changed it; '' for the others)
+SCHEMA_VERSION = 2
+#: journals written by an older version, and the statements that bring them to :data:`SCHEMA_VERSION`
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE events ADD COLUMN stage TEXT NOT NULL DEFAULT ''",),
+}
 #: How long SQLite waits for a lock held by another connection (only tools reading the journal hold one).
 BUSY_TIMEOUT_MS = 5000
 
@@ -67,6 +73,7 @@ CREATE TABLE IF NOT EXISTS events (
     order_ref  TEXT NOT NULL,
     kind       TEXT NOT NULL,
     status     TEXT NOT NULL DEFAULT '',
+    stage      TEXT NOT NULL DEFAULT '',
     flag       TEXT NOT NULL DEFAULT '',
     detail     TEXT NOT NULL DEFAULT '',
     msg_type   TEXT NOT NULL DEFAULT '',
@@ -116,6 +123,7 @@ class EventRow:
     order_ref: str
     kind: str
     status: str
+    stage: str
     flag: str
     detail: str
     msg_type: str
@@ -148,6 +156,8 @@ class Journal:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version in _MIGRATIONS:
+                self._migrate(version)
             elif version != SCHEMA_VERSION:
                 raise JournalError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -155,6 +165,20 @@ class Journal:
         self._in_tx = False
         self.commits = 0
         self.durable_commits = 0
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older journal to :data:`SCHEMA_VERSION` in one transaction (all or nothing)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            while version != SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    self._db.execute(statement)
+                version += 1
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # -- transactions --------------------------------------------------------------------------------------------
 
@@ -186,8 +210,8 @@ class Journal:
 
     # -- writes --------------------------------------------------------------------------------------------------
 
-    def append_event(self, order_ref: str, kind: str, *, status: str = "", flag: str = "", detail: str = "",
-                     msg: Any = None, wall_ns: int | None = None) -> int:
+    def append_event(self, order_ref: str, kind: str, *, status: str = "", stage: str = "", flag: str = "",
+                     detail: str = "", msg: Any = None, wall_ns: int | None = None) -> int:
         msg_type = ""
         payload = None
         if msg is not None:
@@ -196,12 +220,12 @@ class Journal:
             msg_type = tag if isinstance(tag, str) else type(msg).__name__
             payload = encode_message(msg)
         cur = self._db.execute(
-            "INSERT INTO events (wall_ns, order_ref, kind, status, flag, detail, msg_type, payload) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (wall_ns or time.time_ns(), order_ref, kind, status, flag, detail, msg_type, payload))
+            "INSERT INTO events (wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (wall_ns or time.time_ns(), order_ref, kind, status, stage, flag, detail, msg_type, payload))
         return int(cur.lastrowid or 0)
 
-    def save_order(self, rec: OrderRecord) -> None:
+    def save_order(self, rec: ManagedOrder) -> None:
         s = rec.spec
         self._db.execute(_UPSERT, (
             rec.order_ref, s.strategy_id, s.client_order_id, s.instrument.symbol, _encoder.encode(s), rec.status,
@@ -238,9 +262,9 @@ class Journal:
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
-    def _record(self, row: sqlite3.Row | tuple[Any, ...]) -> OrderRecord:
+    def _record(self, row: sqlite3.Row | tuple[Any, ...]) -> ManagedOrder:
         d = dict(zip(_ORDER_COLUMNS, row))
-        rec = OrderRecord(spec=_spec_decoder.decode(d["spec"]), status=d["status"], stage=d["stage"],
+        rec = ManagedOrder(spec=_spec_decoder.decode(d["spec"]), status=d["status"], stage=d["stage"],
                           sent=bool(d["sent"]), cancel_requested=bool(d["cancel_requested"]),
                           status_filled=d["status_filled"], status_avg=d["status_avg"],
                           ib_order_id=d["ib_order_id"], perm_id=d["perm_id"], reason=d["reason"],
@@ -251,21 +275,22 @@ class Journal:
             rec.fills[exec_key] = FillRecord(exec_id, qty, price)
         return rec
 
-    def _select(self, where: str = "", args: tuple[Any, ...] = (), tail: str = "") -> list[OrderRecord]:
+    def _select(self, where: str = "", args: tuple[Any, ...] = (), tail: str = "") -> list[ManagedOrder]:
         sql = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders {('WHERE ' + where) if where else ''} {tail}"
         return [self._record(r) for r in self._db.execute(sql, args).fetchall()]
 
-    def load_order(self, order_ref: str) -> OrderRecord | None:
+    def load_order(self, order_ref: str) -> ManagedOrder | None:
         recs = self._select("order_ref = ?", (order_ref,))
         return recs[0] if recs else None
 
-    def load_active(self, updated_since_ns: int) -> list[OrderRecord]:
+    def load_active(self, updated_since_ns: int) -> list[ManagedOrder]:
         """Every working order, plus finished ones updated since ``updated_since_ns`` (the rebuild after a start)."""
         return self._select("done = 0 OR updated_wall_ns >= ?", (updated_since_ns,), "ORDER BY created_wall_ns")
 
     def query_orders(self, *, strategy_id: str | None = None, symbol: str | None = None, created_since_ns: int = 0,
-                     working_only: bool = False, limit: int = 10_000) -> list[OrderRecord]:
-        clauses, args = [], []
+                     working_only: bool = False, limit: int = 10_000) -> list[ManagedOrder]:
+        clauses: list[str] = []
+        args: list[Any] = []
         if strategy_id is not None:
             clauses.append("strategy_id = ?")
             args.append(strategy_id)
@@ -280,7 +305,7 @@ class Journal:
         return self._select(" AND ".join(clauses), tuple(args), f"ORDER BY created_wall_ns DESC LIMIT {int(limit)}")
 
     def events(self, order_ref: str | None = None) -> list[EventRow]:
-        sql = "SELECT id, wall_ns, order_ref, kind, status, flag, detail, msg_type, payload FROM events"
+        sql = "SELECT id, wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload FROM events"
         rows = (self._db.execute(sql + " WHERE order_ref = ? ORDER BY id", (order_ref,)) if order_ref is not None
                 else self._db.execute(sql + " ORDER BY id"))
         return [EventRow(*r) for r in rows.fetchall()]

@@ -1,12 +1,13 @@
 """The order lifecycle: an explicit transition table over IB's statuses plus Khazad's own, and one order's state.
 
-Pure logic, no I/O: :class:`OrderRecord` applies status events and fills and says what happened
-(:class:`StatusOutcome`, :class:`FillOutcome`); the book journals and publishes that.
+Pure logic, no I/O: :class:`ManagedOrder` applies status events and fills and says what happened
+(:class:`StatusOutcome`, :class:`FillOutcome`); the ledger journals and publishes that. The order's stage in our own
+pipeline has its own table (:mod:`~actors.orders.stages`): :meth:`ManagedOrder.move_to` is the only way to change it.
 
 Rules (see ``docs/orders.md``):
 
 * a status event whose transition is in :data:`TRANSITIONS` is applied; a repeated status only updates quantities;
-* an impossible transition is never silently dropped: the outcome says ``impossible`` (the book logs and journals
+* an impossible transition is never silently dropped: the outcome says ``impossible`` (the ledger logs and journals
   it with a flag) and the order keeps its best-known state. The best-known state is the current one, except when
   the current state is our own rejection (RiskRejected/GatewayRejected) and IB reports the order: IB is the
   authority on what is at IB, so its status is adopted;
@@ -18,7 +19,9 @@ Rules (see ``docs/orders.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from actors.orders.stages import IllegalStageChange, Stage, check_stage_change
 from bus.messages import (
     DONE_STATUSES, IB_STATUSES, KHAZAD_STATUSES, LIVE_STATUSES, FillEvent, OrderSpec, OrderView, StatusChange,
 )
@@ -74,27 +77,6 @@ def is_legal(current: str, new: str) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
 
 
-class Stage:
-    """Where the order is in *our* pipeline (journalled with the order; not an IB status).
-
-    ``received`` journalled, risk not answered; ``approved`` risk approved, not yet sent; ``submitting`` SubmitOrder
-    sent, no reply; ``unknown`` the gateway did not answer (the order may or may not be at IB); ``acked`` IB knows
-    the order (SubmitAck or any event from IB); ``interrupted`` found after a restart, never acknowledged and not at
-    IB: waits for the strategy to retry the same client_order_id or for the orphan timeout; ``closed`` finished
-    before reaching IB (rejected or cancelled locally)."""
-
-    RECEIVED = "received"
-    APPROVED = "approved"
-    SUBMITTING = "submitting"
-    UNKNOWN = "unknown"
-    ACKED = "acked"
-    INTERRUPTED = "interrupted"
-    CLOSED = "closed"
-
-    #: not known to be at IB yet, but may be: resolved by events or the gateway's snapshot
-    UNRESOLVED = frozenset({RECEIVED, APPROVED, SUBMITTING, UNKNOWN, INTERRUPTED})
-
-
 @dataclass(slots=True)
 class FillRecord:
     """One execution of an order (the latest version of it, after corrections)."""
@@ -127,8 +109,9 @@ class FillOutcome:
 
 
 @dataclass(slots=True)
-class OrderRecord:
-    """One order as the order manager tracks it (mutable; the journal row mirrors it after every change)."""
+class ManagedOrder:
+    """One order as the order manager manages it: its spec, IB's status, our pipeline stage, fills and history
+    (mutable; the journal row mirrors it after every change). The stage changes only through :meth:`move_to`."""
 
     spec: OrderSpec
     status: str = RECEIVED
@@ -146,6 +129,13 @@ class OrderRecord:
     created_wall_ns: int = 0
     updated_wall_ns: int = 0
     fills: dict[str, FillRecord] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # the stage is set once by __init__ (a new order, or one read back from the journal); after that only
+        # move_to() changes it, through the stage table: a direct write is refused so no bypass can creep back
+        if name == "stage" and hasattr(self, "stage"):
+            raise IllegalStageChange(f"{self.spec.order_ref}: the stage changes only through move_to()")
+        object.__setattr__(self, name, value)
 
     # -- derived -------------------------------------------------------------------------------------------------
 
@@ -200,6 +190,19 @@ class OrderRecord:
                          updated_wall_ns=self.updated_wall_ns)
 
     # -- changes -------------------------------------------------------------------------------------------------
+
+    def move_to(self, stage: str) -> bool:
+        """Move to pipeline stage ``stage`` through the stage table (:data:`~actors.orders.stages.STAGE_TRANSITIONS`;
+        an illegal change raises :class:`~actors.orders.stages.IllegalStageChange` and changes nothing). Staying in
+        the same stage is no change (False). Entering a stage at which SubmitOrder has been sent marks the order
+        ``sent``: it may be at IB from then on."""
+        if stage == self.stage:
+            return False
+        check_stage_change(self.order_ref, self.stage, stage)
+        object.__setattr__(self, "stage", stage)
+        if stage in Stage.SENT:
+            self.sent = True
+        return True
 
     def add_history(self, status: str, now_ns: int, reason: str = "", error_code: int | None = None) -> None:
         """Record one step (status with the quantities as they are now) in the order's history."""
@@ -290,3 +293,8 @@ class OrderRecord:
             note = f"fill {fill.quantity:g} @ {fill.price:g}"
         self.add_history(self.status, now_ns, note)
         return FillOutcome(kind, True, late_after_cancel=late, note=note)
+
+
+#: The former name, kept while tests/chaos/test_chaos_invariants.py still imports it (the gateway's own record
+#: class had the same name); new code says ManagedOrder.
+OrderRecord = ManagedOrder

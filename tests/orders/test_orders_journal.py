@@ -1,4 +1,4 @@
-"""Unit tests of the order journal and the book on top of it: durability, rebuild, fill de-duplication."""
+"""Unit tests of the order journal and the ledger on top of it: durability, rebuild, fill de-duplication."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.orders.book import OrderBook
 from actors.orders.journal import Journal
-from actors.orders.lifecycle import CANCELLED, FILLED, SUBMITTED, Stage
+from actors.orders.ledger import OrderLedger
+from actors.orders.lifecycle import CANCELLED, FILLED, SUBMITTED
+from actors.orders.stages import Stage
 from bus.messages import FillEvent, Instrument, OrderSpec, OrderStatusEvent, OrderUpdate, PlaceOrder
 
 
@@ -40,7 +41,7 @@ def published() -> list[tuple[str, object]]:
 @pytest.fixture
 def book(path: Path, published: list[tuple[str, object]]):
     j = Journal(path)
-    yield OrderBook(j, lambda topic, body: published.append((topic, body)))
+    yield OrderLedger(j, lambda topic, body: published.append((topic, body)))
     j.close()
 
 
@@ -56,7 +57,7 @@ def test_journal_uses_wal_and_creates_schema(path: Path) -> None:
         j.close()
 
 
-def test_request_is_committed_before_create_returns_visible_to_another_connection(book: OrderBook,
+def test_request_is_committed_before_create_returns_visible_to_another_connection(book: OrderLedger,
                                                                                   path: Path) -> None:
     # committed (survives a process crash); the fsync comes with "submitting" or the rejection, see book.create
     s = spec()
@@ -73,13 +74,15 @@ def test_request_is_committed_before_create_returns_visible_to_another_connectio
         other.close()
 
 
-def test_decision_and_submitting_are_one_durable_commit_in_order(book: OrderBook, path: Path) -> None:
+def test_decision_and_submitting_are_one_durable_commit_in_order(book: OrderLedger, path: Path) -> None:
     s = spec()
     rec = book.create(s, PlaceOrder(order=s))
     commits, durable = book.journal.commits, book.journal.durable_commits
-    book.set_stage(rec, Stage.SUBMITTING)
-    book.commit(rec, "submitting", durable=True, publish=False,
-                before=(("risk_decision", {"status": rec.status, "detail": "ok"}),))
+    with book.writing(rec, durable=True) as write:
+        rec.move_to(Stage.APPROVED)
+        write.event("risk_decision", detail="ok")
+        rec.move_to(Stage.SUBMITTING)
+        write.event("submitting")
     assert (book.journal.commits, book.journal.durable_commits) == (commits + 1, durable + 1)
     other = sqlite3.connect(path)
     try:
@@ -90,7 +93,7 @@ def test_decision_and_submitting_are_one_durable_commit_in_order(book: OrderBook
         other.close()
 
 
-def test_failed_transaction_writes_nothing(book: OrderBook) -> None:
+def test_failed_transaction_writes_nothing(book: OrderLedger) -> None:
     with pytest.raises(RuntimeError):
         with book.journal.transaction(durable=True):
             book.journal.append_event("s1/x", "request")
@@ -98,22 +101,22 @@ def test_failed_transaction_writes_nothing(book: OrderBook) -> None:
     assert book.journal.events("s1/x") == []
 
 
-def test_rebuild_after_reopen_restores_every_order_exactly(book: OrderBook, path: Path) -> None:
+def test_rebuild_after_reopen_restores_every_order_exactly(book: OrderLedger, path: Path) -> None:
     a = book.create(spec("a"), PlaceOrder(order=spec("a")))
-    book.set_stage(a, Stage.ACKED)
+    a.move_to(Stage.ACKED)
     book.apply_status_event(status(SUBMITTED, "s1/a"))
     book.apply_fill(fill("e1.01", 40, 10.0, "s1/a"))
     book.apply_status_event(status(SUBMITTED, "s1/a", filled=40, avg_fill_price=10.0))
     b = book.create(spec("b"), PlaceOrder(order=spec("b")))
     b.set_status(CANCELLED, b.updated_wall_ns + 1, reason="cancelled before submission")
-    b.stage = Stage.CLOSED
+    b.move_to(Stage.CLOSED)
     book.commit(b, "cancelled_locally", durable=True)
     before = {ref: (r.view(), r.stage, r.sent, dict(r.fills)) for ref, r in book.records.items()}
     book.journal.close()
 
     j2 = Journal(path)
     try:
-        book2 = OrderBook(j2, lambda *_: None)
+        book2 = OrderLedger(j2, lambda *_: None)
         assert book2.rebuild() == 2
         after = {ref: (r.view(), r.stage, r.sent, dict(r.fills)) for ref, r in book2.records.items()}
         assert after == before
@@ -124,7 +127,7 @@ def test_rebuild_after_reopen_restores_every_order_exactly(book: OrderBook, path
         j2.close()
 
 
-def test_exec_key_is_unique_in_the_journal(book: OrderBook, path: Path) -> None:
+def test_exec_key_is_unique_in_the_journal(book: OrderLedger, path: Path) -> None:
     book.create(spec(), PlaceOrder(order=spec()))
     assert book.apply_fill(fill("e1.01", 10, 10.0)) == "new"
     assert book.apply_fill(fill("e1.01", 10, 10.0)) == "duplicate"
@@ -141,7 +144,7 @@ def test_exec_key_is_unique_in_the_journal(book: OrderBook, path: Path) -> None:
     assert book.records["s1/c1"].filled == 10
 
 
-def test_status_events_are_journalled_then_published_in_order(book: OrderBook,
+def test_status_events_are_journalled_then_published_in_order(book: OrderLedger,
                                                               published: list[tuple[str, object]]) -> None:
     book.create(spec(), PlaceOrder(order=spec()))
     for st in ("PendingSubmit", "PreSubmitted", "Submitted"):
@@ -156,7 +159,7 @@ def test_status_events_are_journalled_then_published_in_order(book: OrderBook,
     assert book.journal.load_order("s1/c1").status == FILLED
 
 
-def test_impossible_transition_is_journalled_with_a_flag(book: OrderBook) -> None:
+def test_impossible_transition_is_journalled_with_a_flag(book: OrderLedger) -> None:
     book.create(spec(), PlaceOrder(order=spec()))
     book.apply_status_event(status(FILLED, filled=100, avg_fill_price=10.0))
     book.apply_status_event(status(SUBMITTED, filled=100))
@@ -165,7 +168,7 @@ def test_impossible_transition_is_journalled_with_a_flag(book: OrderBook) -> Non
     assert book.records["s1/c1"].status == FILLED and book.impossible == 1
 
 
-def test_events_for_unknown_order_refs_are_journalled_as_external(book: OrderBook) -> None:
+def test_events_for_unknown_order_refs_are_journalled_as_external(book: OrderLedger) -> None:
     assert book.apply_status_event(status(SUBMITTED, ref="manual-order")) is None
     assert book.apply_fill(fill("x1.01", 5, 1.0, ref="")) == "new"
     kinds = [(e.kind, e.flag) for e in book.journal.events()]
@@ -173,7 +176,7 @@ def test_events_for_unknown_order_refs_are_journalled_as_external(book: OrderBoo
     assert book.external_events == 2
 
 
-def test_query_orders_filters_by_strategy_symbol_and_day(book: OrderBook) -> None:
+def test_query_orders_filters_by_strategy_symbol_and_day(book: OrderLedger) -> None:
     for coid, sym, strat in (("a", "AAPL", "s1"), ("b", "MSFT", "s1"), ("c", "AAPL", "s2")):
         book.create(spec(coid, symbol=sym, strategy=strat), PlaceOrder(order=spec(coid, symbol=sym, strategy=strat)))
     refs = lambda recs: sorted(r.order_ref for r in recs)  # noqa: E731
@@ -183,9 +186,41 @@ def test_query_orders_filters_by_strategy_symbol_and_day(book: OrderBook) -> Non
     assert refs(book.working(strategy_id="s2")) == ["s2/c"]
 
 
-def test_prune_forgets_old_finished_orders_but_find_reads_them_back(book: OrderBook) -> None:
+def test_prune_forgets_old_finished_orders_but_find_reads_them_back(book: OrderLedger) -> None:
     rec = book.create(spec(), PlaceOrder(order=spec()))
     book.apply_status_event(status(FILLED, filled=100, avg_fill_price=10.0))
     assert book.prune(now_ns=rec.updated_wall_ns + 10**15) == 1 and "s1/c1" not in book.records
     again = book.find("s1/c1")
     assert again is not None and again.status == FILLED and again.filled == 100
+
+
+def test_version_1_journal_is_migrated_keeping_its_events(path: Path) -> None:
+    j = Journal(path)
+    j.append_event("s1/old", "request", status="Received")
+    j.close()
+    db = sqlite3.connect(path)  # as the previous version wrote it: no events.stage, user_version 1
+    db.execute("ALTER TABLE events DROP COLUMN stage")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    try:
+        (old,) = j.events("s1/old")
+        assert (old.kind, old.status, old.stage) == ("request", "Received", "")
+        j.append_event("s1/new", "request", status="Received", stage="received")
+        assert j.events("s1/new")[0].stage == "received"
+    finally:
+        j.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    finally:
+        db.close()
+
+
+def test_events_that_change_an_order_carry_its_stage_and_others_do_not(book: OrderLedger) -> None:
+    rec = book.create(spec(), PlaceOrder(order=spec()))
+    book.journal_only(rec.order_ref, "request", flag="duplicate", msg=PlaceOrder(order=spec()))
+    book.apply_status_event(status(SUBMITTED))
+    assert [(e.kind, e.stage) for e in book.journal.events("s1/c1")] == [
+        ("request", "received"), ("request", ""), ("status", "acked")]

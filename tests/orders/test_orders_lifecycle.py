@@ -8,7 +8,7 @@ import pytest
 
 from actors.orders.lifecycle import (
     ALL_STATUSES, CANCELLED, FILLED, GATEWAY_REJECTED, MAX_HISTORY, OUR_REJECTIONS, PENDING_SUBMIT, RECEIVED,
-    SUBMITTED, TRANSITIONS, OrderRecord, is_legal,
+    SUBMITTED, TRANSITIONS, ManagedOrder, is_legal,
 )
 from bus.messages import DONE_STATUSES, IB_STATUSES, FillEvent, Instrument, OrderSpec
 
@@ -38,7 +38,7 @@ def test_transition_table_covers_every_status_and_only_known_ones() -> None:
 @pytest.mark.parametrize("current,new", [p for p in itertools.product(sorted(ALL_STATUSES), repeat=2)
                                          if p[0] != p[1]])
 def test_every_status_pair_applies_or_is_flagged(current: str, new: str) -> None:
-    rec = OrderRecord(spec=spec(), status=current)
+    rec = ManagedOrder(spec=spec(), status=current)
     out = rec.apply_status(new, NOW)
     if is_legal(current, new):
         assert out.kind == "transition" and rec.status == new
@@ -53,7 +53,7 @@ def test_every_status_pair_applies_or_is_flagged(current: str, new: str) -> None
 
 
 def test_received_to_ib_status_implies_pending_submit_first() -> None:
-    rec = OrderRecord(spec=spec())
+    rec = ManagedOrder(spec=spec())
     out = rec.apply_status(SUBMITTED, NOW, ib_order_id=7, perm_id=70)
     assert out.implied
     assert [h.status for h in rec.history] == [PENDING_SUBMIT, SUBMITTED]
@@ -61,13 +61,13 @@ def test_received_to_ib_status_implies_pending_submit_first() -> None:
 
 
 def test_local_cancel_of_received_does_not_imply_pending_submit() -> None:
-    rec = OrderRecord(spec=spec())
+    rec = ManagedOrder(spec=spec())
     out = rec.set_status(CANCELLED, NOW, reason="cancelled before submission")
     assert not out.implied and [h.status for h in rec.history] == [CANCELLED]
 
 
 def test_filled_then_submitted_is_impossible_and_keeps_filled() -> None:
-    rec = OrderRecord(spec=spec(), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(), status=SUBMITTED)
     rec.apply_status(FILLED, NOW, filled=100, avg_fill_price=10.0)
     out = rec.apply_status(SUBMITTED, NOW + 1, filled=40)
     assert out.kind == "impossible" and rec.status == FILLED and rec.filled == 100
@@ -75,7 +75,7 @@ def test_filled_then_submitted_is_impossible_and_keeps_filled() -> None:
 
 
 def test_repeated_and_out_of_order_status_never_moves_filled_backwards() -> None:
-    rec = OrderRecord(spec=spec(), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(), status=SUBMITTED)
     assert rec.apply_status(SUBMITTED, NOW, filled=50, avg_fill_price=10.0).changed
     out = rec.apply_status(SUBMITTED, NOW + 1, filled=30, avg_fill_price=9.0)  # an older report, late
     assert out.kind == "repeat" and not out.changed
@@ -84,7 +84,7 @@ def test_repeated_and_out_of_order_status_never_moves_filled_backwards() -> None
 
 
 def test_late_fill_after_cancel_is_applied_and_noted() -> None:
-    rec = OrderRecord(spec=spec(), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(), status=SUBMITTED)
     rec.apply_status(CANCELLED, NOW)
     out = rec.apply_fill(fill("e1.01", 30, 10.0), NOW + 1)
     assert out.kind == "new" and out.late_after_cancel
@@ -93,7 +93,7 @@ def test_late_fill_after_cancel_is_applied_and_noted() -> None:
 
 
 def test_duplicate_fill_is_ignored_and_correction_replaces() -> None:
-    rec = OrderRecord(spec=spec(), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(), status=SUBMITTED)
     assert rec.apply_fill(fill("e1.01", 40, 10.0), NOW).kind == "new"
     assert rec.apply_fill(fill("e1.01", 40, 10.0), NOW).kind == "duplicate"
     assert rec.apply_fill(fill("e2.01", 60, 11.0), NOW).kind == "new"
@@ -105,26 +105,26 @@ def test_duplicate_fill_is_ignored_and_correction_replaces() -> None:
 
 
 def test_fills_before_status_events_count_and_status_filled_does_not_double() -> None:
-    rec = OrderRecord(spec=spec(), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(), status=SUBMITTED)
     rec.apply_fill(fill("e1.01", 100, 10.0), NOW)
     rec.apply_status(FILLED, NOW + 1, filled=100, avg_fill_price=10.0)
     assert rec.filled == 100 and rec.remaining == 0 and rec.status == FILLED
 
 
 def test_unknown_status_string_is_impossible_and_kept() -> None:
-    rec = OrderRecord(spec=spec(), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(), status=SUBMITTED)
     out = rec.apply_status("Bogus", NOW)
     assert out.kind == "impossible" and rec.status == SUBMITTED
 
 
 def test_gateway_rejected_then_ib_reports_order_adopts_ib_status() -> None:
-    rec = OrderRecord(spec=spec(), status=GATEWAY_REJECTED)
+    rec = ManagedOrder(spec=spec(), status=GATEWAY_REJECTED)
     out = rec.apply_status(SUBMITTED, NOW, ib_order_id=3)
     assert out.kind == "impossible" and out.adopted and rec.status == SUBMITTED and rec.is_live
 
 
 def test_history_is_capped_keeping_start_and_latest() -> None:
-    rec = OrderRecord(spec=spec(qty=10_000), status=SUBMITTED)
+    rec = ManagedOrder(spec=spec(qty=10_000), status=SUBMITTED)
     for i in range(1, MAX_HISTORY * 2):
         rec.apply_status(SUBMITTED, NOW + i, filled=float(i))
     assert len(rec.history) == MAX_HISTORY
@@ -132,6 +132,6 @@ def test_history_is_capped_keeping_start_and_latest() -> None:
 
 
 def test_resumed_unknown_submission_can_still_be_rejected_by_us() -> None:
-    rec = OrderRecord(spec=spec(), status=PENDING_SUBMIT)  # sent, no reply, not found at IB, then resumed
+    rec = ManagedOrder(spec=spec(), status=PENDING_SUBMIT)  # sent, no reply, not found at IB, then resumed
     assert rec.set_status("RiskRejected", NOW, reason="risk.max_position: too big").kind == "transition"
     assert rec.is_done

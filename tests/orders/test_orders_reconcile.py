@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.orders.book import OrderBook
 from actors.orders.journal import Journal
-from actors.orders.lifecycle import CANCELLED, FILLED, PENDING_SUBMIT, RECEIVED, SUBMITTED, Stage
+from actors.orders.ledger import OrderLedger
+from actors.orders.lifecycle import CANCELLED, FILLED, PENDING_SUBMIT, RECEIVED, SUBMITTED
 from actors.orders.reconcile import reconcile
+from actors.orders.stages import Stage
 from bus.messages import (
     FillEvent, GatewaySnapshot, IbOrder, Instrument, OrderSpec, OrderStatusEvent, PlaceOrder,
 )
@@ -40,13 +41,19 @@ def snapshot(open_orders: list[IbOrder] = (), executions: list[FillEvent] = ()) 
 @pytest.fixture
 def book(tmp_path: Path):
     j = Journal(tmp_path / "orders.sqlite")
-    yield OrderBook(j, lambda *_: None)
+    yield OrderLedger(j, lambda *_: None)
     j.close()
 
 
-def place(book: OrderBook, coid: str, stage: str, status: str = RECEIVED) -> None:
+#: the pipeline's way from received to each stage a test starts from (every stage change goes through the table)
+PATHS = {Stage.RECEIVED: (), Stage.SUBMITTING: (Stage.APPROVED, Stage.SUBMITTING),
+         Stage.UNKNOWN: (Stage.APPROVED, Stage.SUBMITTING, Stage.UNKNOWN), Stage.ACKED: (Stage.ACKED,)}
+
+
+def place(book: OrderLedger, coid: str, stage: str, status: str = RECEIVED) -> None:
     rec = book.create(spec(coid), PlaceOrder(order=spec(coid)))
-    book.set_stage(rec, stage)
+    for step in PATHS[stage]:
+        rec.move_to(step)
     if status != RECEIVED:
         rec.apply_status(status, time.time_ns(), local=True)
     book.commit(rec, "test")
@@ -56,7 +63,7 @@ def later() -> int:
     return time.time_ns() + 1
 
 
-def test_submitting_order_found_by_order_ref_is_adopted(book: OrderBook) -> None:
+def test_submitting_order_found_by_order_ref_is_adopted(book: OrderLedger) -> None:
     place(book, "a", Stage.SUBMITTING)
     res = reconcile(book, snapshot([ib_order("s1/a", "Submitted", ib_id=42)]), since_ns=later())
     rec = book.records["s1/a"]
@@ -64,7 +71,7 @@ def test_submitting_order_found_by_order_ref_is_adopted(book: OrderBook) -> None
     assert res.report.ok and res.report.open_orders == 1 and res.interrupted == []
 
 
-def test_never_acknowledged_order_not_at_ib_is_interrupted_not_resent(book: OrderBook) -> None:
+def test_never_acknowledged_order_not_at_ib_is_interrupted_not_resent(book: OrderLedger) -> None:
     place(book, "a", Stage.RECEIVED)
     place(book, "b", Stage.UNKNOWN, PENDING_SUBMIT)
     res = reconcile(book, snapshot(), since_ns=later())
@@ -74,7 +81,7 @@ def test_never_acknowledged_order_not_at_ib_is_interrupted_not_resent(book: Orde
     assert [e.kind for e in book.journal.events("s1/a")][-1] == "interrupted"
 
 
-def test_acknowledged_order_gone_from_ib_is_closed_with_its_replayed_fills(book: OrderBook) -> None:
+def test_acknowledged_order_gone_from_ib_is_closed_with_its_replayed_fills(book: OrderLedger) -> None:
     place(book, "full", Stage.ACKED, SUBMITTED)
     place(book, "part", Stage.ACKED, SUBMITTED)
     snap = snapshot(executions=[execution("f1.01", "s1/full", 60), execution("f2.01", "s1/full", 40),
@@ -90,7 +97,7 @@ def test_acknowledged_order_gone_from_ib_is_closed_with_its_replayed_fills(book:
     assert res2.report.replayed_fills == 0 and res2.report.missing_orders == []
 
 
-def test_orders_being_worked_on_or_newer_than_the_snapshot_are_not_judged(book: OrderBook) -> None:
+def test_orders_being_worked_on_or_newer_than_the_snapshot_are_not_judged(book: OrderLedger) -> None:
     since = time.time_ns()
     place(book, "busy", Stage.SUBMITTING)
     place(book, "new", Stage.ACKED, SUBMITTED)  # changed after the snapshot was requested
@@ -99,7 +106,7 @@ def test_orders_being_worked_on_or_newer_than_the_snapshot_are_not_judged(book: 
     assert book.records["s1/new"].status == SUBMITTED
 
 
-def test_stale_snapshot_never_moves_an_order_backwards(book: OrderBook) -> None:
+def test_stale_snapshot_never_moves_an_order_backwards(book: OrderLedger) -> None:
     place(book, "a", Stage.ACKED, SUBMITTED)
     book.apply_status_event(OrderStatusEvent(order_ref="s1/a", status=FILLED, filled=100, avg_fill_price=10.0))
     reconcile(book, snapshot([ib_order("s1/a", "Submitted", filled=50)]), since_ns=later())
@@ -108,7 +115,7 @@ def test_stale_snapshot_never_moves_an_order_backwards(book: OrderBook) -> None:
     assert book.journal.events("s1/a")[-1].flag == "impossible"
 
 
-def test_unknown_khazad_order_at_ib_is_reported_and_external_ones_listed(book: OrderBook) -> None:
+def test_unknown_khazad_order_at_ib_is_reported_and_external_ones_listed(book: OrderLedger) -> None:
     res = reconcile(book, snapshot([ib_order("s9/ghost", "Submitted"), ib_order("", "Submitted", ib_id=9)]),
                     since_ns=later())
     assert res.report.unknown_orders == ["s9/ghost", "perm:900"]

@@ -142,6 +142,16 @@ def test_strategy_sees_pending_presubmitted_submitted_filled_in_order(
     assert "fill" in kinds and journal_rows(cfg, "SELECT COUNT(*) FROM fills") == [(1,)]
 
 
+def test_approval_path_reaches_approved_in_the_journal(doubles: ChainDoubles, orders: ActorProcess,
+                                                       strategy: SyncClient, cfg: KhazadConfig) -> None:
+    reply = strategy.call(PlaceOrder(order=spec("appr-1")))
+    assert isinstance(reply, OrderReply) and reply.order.ib_order_id > 0
+    stages = journal_rows(cfg, "SELECT kind, stage FROM events WHERE order_ref = 's1/appr-1' AND stage != '' "
+                               "ORDER BY id")
+    assert stages[:3] == [("request", "received"), ("risk_decision", "approved"), ("submitting", "submitting")]
+    assert ("gateway_reply", "acked") in stages and {stage for _, stage in stages[3:]} == {"acked"}
+
+
 def test_sigkill_during_risk_check_then_retry_places_exactly_one_order(
         doubles: ChainDoubles, orders: ActorProcess, start_orders: Any, zctx: zmq.Context, cfg: KhazadConfig) -> None:
     doubles.risk_mode = "hold"

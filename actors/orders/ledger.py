@@ -1,25 +1,29 @@
-"""The order book of the order manager: every order it tracks, journalled and published at every change.
+"""The order manager's ledger: every order it manages, journalled and published at every change.
 
-:class:`OrderBook` owns the in-memory records (working orders plus recently finished ones; older ones are read
+:class:`OrderLedger` holds the orders in memory (working orders plus recently finished ones; older ones are read
 back from the journal on demand), applies the gateway's status events and fills through the lifecycle rules, and
-for every change writes the journal (event row + order row in one transaction) *before* publishing
-``order.<strategy>`` and waking the requests waiting on that order (``WaitOrder``).
+for every change writes the journal (event rows + order row in one transaction, :meth:`OrderLedger.writing`)
+*before* publishing ``order.<strategy>`` and waking the requests waiting on that order (``WaitOrder``).
+
+An order reported by IB (a status or a fill) moves to stage ``acked`` here: IB has it, whatever our pipeline
+thought. Every other stage change is the pipeline's (:mod:`~actors.orders.pipeline`) or reconciliation's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 from loguru import logger
 
 from actors.orders.journal import Journal
-from actors.orders.lifecycle import (
-    INACTIVE, PENDING_SUBMIT, OrderRecord, Stage, StatusOutcome,
-)
+from actors.orders.lifecycle import INACTIVE, OUR_REJECTIONS, PENDING_SUBMIT, ManagedOrder, StatusOutcome
+from actors.orders.stages import Stage
+from bus import topics
 from bus.messages import (
     CommissionEvent, FillEvent, OrderSpec, OrderStatusEvent, OrderUpdate, parse_order_ref,
 )
@@ -30,20 +34,36 @@ RETAIN_DONE_S = 3600.0
 EXTERNAL_REF = "<external>"
 
 Publish = Callable[[str, Any], None]
-Predicate = Callable[[OrderRecord], bool]
+Predicate = Callable[[ManagedOrder], bool]
 
 
-def order_topic(strategy_id: str) -> str:
-    return f"order.{strategy_id}"
+class OrderWrite:
+    """The journal events of one atomic change of one order (see :meth:`OrderLedger.writing`), and the update to
+    publish once it is committed. Each event carries the order's status and stage as they are when it is added."""
+
+    def __init__(self, journal: Journal, order: ManagedOrder) -> None:
+        self._journal = journal
+        self.order = order
+        #: (change, implied) to publish after the commit; None publishes nothing
+        self.update: tuple[str, bool] | None = None
+
+    def event(self, kind: str, *, flag: str = "", detail: str = "", msg: Any = None) -> None:
+        o = self.order
+        self._journal.append_event(o.order_ref, kind, status=o.status, stage=o.stage, flag=flag, detail=detail,
+                                   msg=msg)
+
+    def publish(self, change: str, *, implied: bool = False) -> None:
+        """Publish ``OrderUpdate(change)`` after the commit (``implied``: a PendingSubmit step first)."""
+        self.update = (change, implied)
 
 
-class OrderBook:
+class OrderLedger:
     """Orders by orderRef, the journal behind them, and the waiters on them (one owner: the actor's loop)."""
 
     def __init__(self, journal: Journal, publish: Publish) -> None:
         self.journal = journal
         self._publish = publish
-        self.records: dict[str, OrderRecord] = {}
+        self.records: dict[str, ManagedOrder] = {}
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[None]]]] = {}
         self.impossible = 0
         self.external_events = 0
@@ -58,7 +78,7 @@ class OrderBook:
             self.records[rec.order_ref] = rec
         return len(self.records)
 
-    def find(self, order_ref: str) -> OrderRecord | None:
+    def find(self, order_ref: str) -> ManagedOrder | None:
         rec = self.records.get(order_ref)
         if rec is None:
             rec = self.journal.load_order(order_ref)
@@ -66,7 +86,7 @@ class OrderBook:
                 self.records[order_ref] = rec
         return rec
 
-    def working(self, *, strategy_id: str | None = None, symbol: str | None = None) -> list[OrderRecord]:
+    def working(self, *, strategy_id: str | None = None, symbol: str | None = None) -> list[ManagedOrder]:
         return [r for r in self.records.values() if r.is_working
                 and (strategy_id is None or r.strategy_id == strategy_id)
                 and (symbol is None or r.spec.instrument.symbol == symbol)]
@@ -82,12 +102,12 @@ class OrderBook:
 
     # -- changes -------------------------------------------------------------------------------------------------
 
-    def create(self, spec: OrderSpec, request: Any, now_ns: int | None = None) -> OrderRecord:
+    def create(self, spec: OrderSpec, request: Any, now_ns: int | None = None) -> ManagedOrder:
         """Journal a new order as Received, before anything else. Not fsynced here: the commit survives a process
         crash, and the fsync that matters comes with ``submitting`` (before the order can exist at IB) or with the
         rejection (before the strategy hears of it): an OS crash before either loses an unacknowledged request."""
         now = now_ns or time.time_ns()
-        rec = OrderRecord(spec=spec, created_wall_ns=now, updated_wall_ns=now)
+        rec = ManagedOrder(spec=spec, created_wall_ns=now, updated_wall_ns=now)
         rec.add_history(rec.status, now, "request journalled")
         self.records[rec.order_ref] = rec
         try:
@@ -97,36 +117,38 @@ class OrderBook:
             raise
         return rec
 
-    def commit(self, rec: OrderRecord, kind: str, *, durable: bool = False, flag: str = "", detail: str = "",
-               msg: Any = None, change: str = "status", publish: bool = True,
-               implied: bool = False, before: tuple[tuple[str, dict[str, Any]], ...] = ()) -> None:
-        """Journal one change of ``rec`` (event + order row, atomically), then publish it and wake waiters.
-        ``before``: earlier events of the same order, (kind, append_event keyword arguments), written in the same
-        transaction (one commit, and one fsync when durable, instead of several)."""
+    @contextmanager
+    def writing(self, order: ManagedOrder, *, durable: bool = False) -> Iterator[OrderWrite]:
+        """One atomic change of ``order``: the events added inside the block, then the order row, in one
+        transaction (one commit, and one fsync when ``durable``); after the commit, the update is published (if
+        asked) and waiters are woken. Nothing is published when the block or the commit fails."""
+        write = OrderWrite(self.journal, order)
         with self.journal.transaction(durable=durable):
-            for prior_kind, prior in before:
-                self.journal.append_event(rec.order_ref, prior_kind, **prior)
-            self.journal.append_event(rec.order_ref, kind, status=rec.status, flag=flag, detail=detail, msg=msg)
-            self.journal.save_order(rec)
-        if publish:
-            topic = order_topic(rec.strategy_id)
-            view = rec.view(with_history=False)
+            yield write
+            self.journal.save_order(order)
+        if write.update is not None:
+            change, implied = write.update
+            topic = topics.order(order.strategy_id)
+            view = order.view(with_history=False)
             if implied:
                 self._publish(topic, OrderUpdate(order=msgspec.structs.replace(
                     view, status=PENDING_SUBMIT, is_live=False, is_done=False, reason="implied"), change=change))
             self._publish(topic, OrderUpdate(order=view, change=change))
-        self._notify(rec)
+        self._notify(order)
+
+    def commit(self, rec: ManagedOrder, kind: str, *, durable: bool = False, flag: str = "", detail: str = "",
+               msg: Any = None, change: str = "status", publish: bool = True, implied: bool = False) -> None:
+        """Journal one change of ``rec`` (one event + order row, atomically), then publish it and wake waiters."""
+        with self.writing(rec, durable=durable) as write:
+            write.event(kind, flag=flag, detail=detail, msg=msg)
+            if publish:
+                write.publish(change, implied=implied)
 
     def journal_only(self, order_ref: str, kind: str, *, durable: bool = False, flag: str = "", detail: str = "",
                      msg: Any = None, status: str = "") -> None:
         """Journal a request or reply that did not change the order (duplicates, refused modifications...)."""
         with self.journal.transaction(durable=durable):
             self.journal.append_event(order_ref, kind, status=status, flag=flag, detail=detail, msg=msg)
-
-    def set_stage(self, rec: OrderRecord, stage: str) -> None:
-        rec.stage = stage
-        if stage in (Stage.SUBMITTING, Stage.UNKNOWN, Stage.ACKED):
-            rec.sent = True
 
     def apply_status_event(self, ev: OrderStatusEvent, *, kind: str = "status") -> StatusOutcome | None:
         """Apply one ``OrderStatusEvent`` (from ``gw.order.*`` or a snapshot); None when the order is not ours."""
@@ -138,9 +160,7 @@ class OrderBook:
         outcome = rec.apply_status(ev.status, now, filled=ev.filled, avg_fill_price=ev.avg_fill_price,
                                    ib_order_id=ev.ib_order_id, perm_id=ev.perm_id, reason=ev.reason,
                                    error_code=ev.error_code)
-        stage_changed = rec.stage != Stage.ACKED
-        if stage_changed:
-            self.set_stage(rec, Stage.ACKED)  # IB has it: whatever our pipeline thought, it reached IB
+        stage_changed = rec.move_to(Stage.ACKED)  # IB has it: whatever our pipeline thought, it reached IB
         flag = ""
         if outcome.kind == "impossible":
             self.impossible += 1
@@ -177,14 +197,14 @@ class OrderBook:
             result = self.journal.record_fill(fill, wall_ns=now)
             if result in ("new", "correction"):
                 outcome = rec.apply_fill(fill, now)
-                if rec.stage != Stage.ACKED:
-                    self.set_stage(rec, Stage.ACKED)
+                rec.move_to(Stage.ACKED)  # a fill: IB has it
                 flag = "late_fill" if outcome.late_after_cancel else ""
-                if rec.status in ("RiskRejected", "GatewayRejected"):
+                if rec.status in OUR_REJECTIONS:
                     flag = "fill_on_rejected"
                     logger.critical("orders: {} {}", rec.order_ref, outcome.note)
                 self.journal.append_event(rec.order_ref, kind if result == "new" else "fill_correction",
-                                          status=rec.status, flag=flag, detail=outcome.note, msg=fill, wall_ns=now)
+                                          status=rec.status, stage=rec.stage, flag=flag, detail=outcome.note,
+                                          msg=fill, wall_ns=now)
                 self.journal.save_order(rec)
             else:
                 self.journal.append_event(rec.order_ref, kind, status=rec.status, flag=result, msg=fill,
@@ -193,8 +213,8 @@ class OrderBook:
             logger.info("orders: {} fill {} {} {:g} @ {:g} -> filled {:g}/{:g} avg {:g} ({}{})", rec.order_ref,
                         fill.exec_id, fill.side, fill.quantity, fill.price, rec.filled, rec.spec.quantity,
                         rec.avg_fill_price, result, ", replayed" if fill.replayed else "")
-            self._publish(order_topic(rec.strategy_id), OrderUpdate(order=rec.view(with_history=False),
-                                                                    change="fill"))
+            self._publish(topics.order(rec.strategy_id), OrderUpdate(order=rec.view(with_history=False),
+                                                                     change="fill"))
             self._notify(rec)
         else:
             self.duplicate_fills += 1
@@ -218,7 +238,7 @@ class OrderBook:
 
     # -- waiting -------------------------------------------------------------------------------------------------
 
-    async def wait_for(self, rec: OrderRecord, predicate: Predicate, timeout_s: float) -> bool:
+    async def wait_for(self, rec: ManagedOrder, predicate: Predicate, timeout_s: float) -> bool:
         """Wait (event-driven) until ``predicate(rec)`` holds or ``timeout_s`` passes; True if it holds."""
         if predicate(rec):
             return True
@@ -238,16 +258,16 @@ class OrderBook:
                 if not waiting:
                     del self._waiters[rec.order_ref]
 
-    def _notify(self, rec: OrderRecord) -> None:
+    def _notify(self, rec: ManagedOrder) -> None:
         for predicate, fut in self._waiters.get(rec.order_ref, ()):
             if not fut.done() and predicate(rec):
                 fut.set_result(None)
 
 
-def settled_live(rec: OrderRecord) -> bool:
+def settled_live(rec: ManagedOrder) -> bool:
     """``WaitOrder(until="live")``: IB has it working, or it never will (done or Inactive)."""
     return rec.is_live or rec.is_done or rec.status == INACTIVE
 
 
-def settled_done(rec: OrderRecord) -> bool:
+def settled_done(rec: ManagedOrder) -> bool:
     return rec.is_done

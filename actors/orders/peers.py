@@ -1,0 +1,97 @@
+"""The order manager's calls to the two services it depends on: the risk governor and the gateway.
+
+Every call is bounded by the configured timeout in total (one retry with the same request id inside the bound,
+which the service de-duplicates, in case the first frame was lost to a restart). A risk governor that does not
+answer is a rejection (fail closed); the gateway's silence is left to the caller (:class:`RequestTimeout`): for a
+submission it means "outcome unknown", never "rejected".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bus.config import KhazadConfig
+from bus.messages import (
+    AmendOrder, Approval, CancelIbOrder, CheckOrder, GetSnapshot, OrderSpec, Rejected, RiskDecision, SubmitOrder,
+    tag_of,
+)
+from bus.registry import GATEWAY, RISK, ActorSpec
+from bus.reqrep import AsyncClient, RequestTimeout
+
+#: Extra time the risk governor gets on top of its own first-tick wait (``risk.market_data_wait_s``).
+RISK_REPLY_MARGIN_S = 0.5
+
+#: ``client(endpoint, timeout_s=..., retries=...)``: the actor's cached request clients (``Actor.client``)
+ClientFactory = Callable[..., AsyncClient]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskAnswer:
+    """The risk governor's answer reduced to what the pipeline needs (a timeout is a rejection)."""
+
+    approved: bool
+    code: str
+    reason: str
+    approval: Approval | None
+    #: the reply as received (journalled), None when there was none
+    msg: Any
+
+
+def _endpoint(actor: ActorSpec) -> str:
+    assert actor.endpoint is not None, f"{actor.name} serves no requests"
+    return actor.endpoint
+
+
+def risk_timeout_s(cfg: KhazadConfig) -> float:
+    """The bound for the governor's answer: ``orders.risk_timeout_s``, raised to ``risk.market_data_wait_s`` plus
+    a margin when smaller (the governor may itself wait that long for a symbol's first tick)."""
+    return max(cfg.orders.risk_timeout_s, getattr(cfg.risk, "market_data_wait_s", 0.0) + RISK_REPLY_MARGIN_S)
+
+
+class Peers:
+    """Bounded calls to the risk governor and the gateway (typed answers; see the module docstring)."""
+
+    def __init__(self, cfg: KhazadConfig, client: ClientFactory) -> None:
+        self._client = client
+        self.risk_timeout_s = risk_timeout_s(cfg)
+        self.gateway_timeout_s = cfg.orders.gateway_timeout_s
+        self.snapshot_timeout_s = cfg.orders.snapshot_timeout_s
+
+    async def _call(self, actor: ActorSpec, body: Any, timeout_s: float) -> Any:
+        return await self._client(_endpoint(actor), timeout_s=timeout_s / 2, retries=1).call(body)
+
+    async def check_risk(self, spec: OrderSpec, *, is_modify: bool) -> RiskAnswer:
+        """``CheckOrder``; no answer in time, a refusal or a malformed answer is a rejection with its code."""
+        try:
+            reply = await self._call(RISK, CheckOrder(order=spec, is_modify=is_modify), self.risk_timeout_s)
+        except RequestTimeout:
+            return RiskAnswer(False, "risk.unavailable",
+                              f"risk governor did not answer within {self.risk_timeout_s:g}s (fail closed)",
+                              None, None)
+        if isinstance(reply, RiskDecision):
+            if reply.approved and reply.approval is None:
+                return RiskAnswer(False, "risk.no_approval", "approved without an approval signature", None, reply)
+            return RiskAnswer(reply.approved, reply.code, reply.reason, reply.approval, reply)
+        if isinstance(reply, Rejected):
+            code = reply.code if reply.code.startswith("risk.") else f"risk.{reply.code}"
+            return RiskAnswer(False, code, reply.reason, None, reply)
+        return RiskAnswer(False, "risk.bad_reply", f"unexpected reply {tag_of(type(reply))}", None, reply)
+
+    async def submit(self, spec: OrderSpec, approval: Approval) -> Any:
+        """``SubmitOrder`` to the gateway; raises :class:`RequestTimeout` without an answer."""
+        return await self._call(GATEWAY, SubmitOrder(order=spec, approval=approval), self.gateway_timeout_s)
+
+    async def amend(self, spec: OrderSpec, approval: Approval) -> Any:
+        """``AmendOrder`` to the gateway; raises :class:`RequestTimeout` without an answer."""
+        return await self._call(GATEWAY, AmendOrder(order=spec, approval=approval), self.gateway_timeout_s)
+
+    async def cancel(self, order_ref: str, reason: str) -> Any:
+        """``CancelIbOrder`` to the gateway; raises :class:`RequestTimeout` without an answer."""
+        return await self._call(GATEWAY, CancelIbOrder(order_ref=order_ref, reason=reason), self.gateway_timeout_s)
+
+    async def snapshot(self) -> Any:
+        """``GetSnapshot`` (one attempt, bounded by ``orders.snapshot_timeout_s``); raises on timeout."""
+        return await self._client(_endpoint(GATEWAY), timeout_s=self.snapshot_timeout_s, retries=0).call(
+            GetSnapshot())
