@@ -73,6 +73,9 @@ LIVE_STATUSES = frozenset({"PreSubmitted", "Submitted", "PendingCancel"})
 WORKING_STATUSES = frozenset({"Received", "PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel",
                               "Inactive"})
 DONE_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "RiskRejected", "GatewayRejected"})
+#: ``SubmitAck.status`` of the gateway's answer to a second SubmitOrder for an orderRef it already placed (no
+#: second IB order was created).
+DUPLICATE_STATUS = "Duplicate"
 
 
 def is_live_status(status: str) -> bool:

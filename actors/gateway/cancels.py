@@ -14,31 +14,58 @@ cancel alone:
 
 It stops when IB lists nothing working in the scope (``confirmed``) or at the deadline (``remaining`` lists what
 is still working).
+
+:class:`SweepRegistry` runs at most one sweep per command id and scope: a kill, the risk governor's emergency cancel
+sent in reaction to it (it carries the kill's id), the bus copies of both and a restart's unfinished sweep all share
+it. A confirmation that predates a caller's ``not_before`` (a kill joining a sweep that began before its latch) is
+extended by one more verification, never replaced by a second global cancel. :class:`UnsentOrders` drops placeOrders
+still queued behind the pacer (a kill must not let them out after its cancels).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from loguru import logger
 
-from actors.gateway.book import CANCELLED, TERMINAL, OrderBook, OrderRecord
+from actors.gateway import libtypes as lib
+from actors.gateway.halts import GLOBAL_SCOPE
+from actors.gateway.ordertable import CANCELLED, TERMINAL, IbOrderRecord, IbOrderTable
+from actors.gateway.outbox import Outbox
+from actors.gateway.pacing import PacedSender, Priority, place_order_id
 
-#: A round ends when the book saw no status change for this long (orders IB will not report on, e.g. another
+#: A round ends when the table saw no status change for this long (orders IB will not report on, e.g. another
 #: client's, must not hold the sweep until the deadline).
 QUIET_S = 0.25
 #: Re-send a cancel for an order still listed as working only after this long (IB may be slow to confirm).
 CANCEL_RESEND_S = 1.0
 #: Bound for one reqAllOpenOrders round trip.
 LIST_TIMEOUT_S = 5.0
+#: How many sweeps (command id, scope) are remembered: a late copy of a command joins its finished sweep.
+SWEEP_MEMORY = 10_000
+
+
+class CancelSession(Protocol):
+    """What a sweep needs of the IB session (:class:`~actors.gateway.ib.IbSession`)."""
+
+    def cancel(self, order: lib.Order) -> None: ...
+
+    def global_cancel(self) -> None: ...
+
+    async def all_open_orders(self, timeout: float) -> list[lib.Trade]: ...
+
+    def ib_status(self, trade: lib.Trade) -> str: ...
 
 
 @dataclass
 class SweepResult:
+    """The outcome of one sweep (counts, what still works, and when IB's list last confirmed it)."""
+
     scope: str
     cancelled: int = 0
     remaining: list[str] = field(default_factory=list)
@@ -48,28 +75,28 @@ class SweepResult:
     individual_cancels: int = 0
     global_cancels: int = 0
     detail: str = ""
+    #: monotonic time at which the confirming open-order list was requested (0.0 while unconfirmed)
+    verified_mono: float = 0.0
 
 
 class CancelSweeper:
-    """Runs sweeps against a session (``global_cancel``, ``cancel``, ``all_open_orders``) and the order book."""
+    """Runs sweeps against a session (``global_cancel``, ``cancel``, ``all_open_orders``) and the order table."""
 
-    def __init__(self, session: Any, book: OrderBook, *, client_id: Callable[[], int],
-                 ib_status: Callable[[Any], str]) -> None:
+    def __init__(self, session: CancelSession, table: IbOrderTable, *, client_id: int) -> None:
         self.session = session
-        self.book = book
-        self._client_id = client_id
-        self._ib_status = ib_status
+        self.table = table
+        self.client_id = client_id
 
-    def cancel_one(self, rec: OrderRecord) -> bool:
+    def cancel_one(self, rec: IbOrderRecord) -> bool:
         """Send a cancel for one of this client's orders; False if it is not ours to cancel by id."""
-        if rec.trade is None or rec.client_id != self._client_id():
+        if rec.trade is None or rec.client_id != self.client_id:
             return False
         rec.cancel_sent_mono = time.monotonic()
         self.session.cancel(rec.trade.order)
         return True
 
-    async def _settle(self, pending: list[OrderRecord], round_start: float, deadline: float) -> None:
-        """Wait for every pending order to be done (a change seen this round), a quiet book, or the deadline."""
+    async def _settle(self, pending: list[IbOrderRecord], round_start: float, deadline: float) -> None:
+        """Wait for every pending order to be done (a change seen this round), a quiet table, or the deadline."""
         def settled() -> bool:
             return all(r.is_done and (r.done_mono or 0.0) >= round_start for r in pending)
 
@@ -77,15 +104,15 @@ class CancelSweeper:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if not await self.book.changed.wait(min(QUIET_S, left)):
+            if not await self.table.changed.wait(min(QUIET_S, left)):
                 return
 
-    def _recancel(self, working: list[OrderRecord], result: SweepResult, use_global: bool) -> None:
+    def _recancel(self, working: list[IbOrderRecord], result: SweepResult, use_global: bool) -> None:
         """Cancel again what is still working: ours by id (not more often than CANCEL_RESEND_S), other
         clients' through one more global cancel when the scope allows it."""
         need_global = False
         for rec in working:
-            if rec.client_id == self._client_id() and rec.trade is not None:
+            if rec.client_id == self.client_id and rec.trade is not None:
                 if time.monotonic() - rec.cancel_sent_mono >= CANCEL_RESEND_S:
                     self.cancel_one(rec)
                     result.individual_cancels += 1
@@ -96,10 +123,11 @@ class CancelSweeper:
             result.global_cancels += 1
 
     async def sweep(self, scope: str, *, use_global: bool, timeout_s: float) -> SweepResult:
+        """Cancel (globally or one by one), then verify against IB's list until nothing works or the deadline."""
         start = time.monotonic()
         deadline = start + timeout_s
         result = SweepResult(scope=scope)
-        targets: dict[str, OrderRecord] = {r.key: r for r in self.book.working(scope)}
+        targets: dict[str, IbOrderRecord] = {r.key: r for r in self.table.working(scope)}
         if use_global:
             self.session.global_cancel()
             result.global_cancels += 1
@@ -108,8 +136,25 @@ class CancelSweeper:
                 if self.cancel_one(rec):
                     result.individual_cancels += 1
             await self._settle(list(targets.values()), start, deadline)
+        return await self._verify(result, targets, start, deadline, use_global)
+
+    async def reverify(self, previous: SweepResult, *, use_global: bool, timeout_s: float) -> SweepResult:
+        """One more verification of a finished sweep (no new global cancel unless IB still lists other clients'
+        orders as working): its counts carry on from ``previous``."""
+        start = time.monotonic()
+        result = SweepResult(scope=previous.scope, cancelled=previous.cancelled, rounds=previous.rounds,
+                             individual_cancels=previous.individual_cancels, global_cancels=previous.global_cancels)
+        targets = {r.key: r for r in self.table.working(previous.scope)}
+        result = await self._verify(result, targets, start, start + timeout_s, use_global)
+        result.elapsed_ms += previous.elapsed_ms
+        return result
+
+    async def _verify(self, result: SweepResult, targets: dict[str, IbOrderRecord], start: float, deadline: float,
+                      use_global: bool) -> SweepResult:
+        scope = result.scope
+        already_cancelled = result.cancelled
         vanished_external: set[str] = set()
-        listed_before: dict[str, OrderRecord] = {}
+        listed_before: dict[str, IbOrderRecord] = {}
         while True:
             result.rounds += 1
             round_start = time.monotonic()
@@ -128,32 +173,129 @@ class CancelSweeper:
                 result.detail = f"could not list open orders: {exc!r}"
                 result.remaining = sorted(r.key for r in targets.values() if r.is_working)
                 break
-            working: list[OrderRecord] = []
-            listed_now: dict[str, OrderRecord] = {}
+            working: list[IbOrderRecord] = []
+            listed_now: dict[str, IbOrderRecord] = {}
             for trade in listed:
-                rec, _ = self.book.attach(trade)
+                rec, _ = self.table.attach(trade)
                 listed_now[rec.key] = rec
-                if self._ib_status(trade) in TERMINAL or not rec.in_scope(scope):
+                if self.session.ib_status(trade) in TERMINAL or not rec.in_scope(scope):
                     continue
                 working.append(rec)
                 targets.setdefault(rec.key, rec)
             for key, rec in listed_before.items():
-                if key not in listed_now and rec.client_id != self._client_id() and not rec.is_done:
+                if key not in listed_now and rec.client_id != self.client_id and not rec.is_done:
                     vanished_external.add(key)  # another client's order: IB sends us no status, it left the list
             listed_before = {r.key: r for r in working}
             result.remaining = sorted(r.key for r in working)
             if not working:
                 result.confirmed = True
+                result.verified_mono = round_start
                 break
             if time.monotonic() >= deadline:
                 break
             self._recancel(working, result, use_global)
             await self._settle(working, round_start, deadline)
-        result.cancelled = sum(1 for r in targets.values()
-                               if r.status in CANCELLED and (r.done_mono or 0.0) >= start) + len(vanished_external)
+        result.cancelled = already_cancelled + len(vanished_external) + sum(
+            1 for r in targets.values() if r.status in CANCELLED and (r.done_mono or 0.0) >= start)
         result.elapsed_ms = (time.monotonic() - start) * 1000.0
         logger.info("gateway: cancel sweep {} done in {:.0f} ms: cancelled {}, remaining {}, confirmed {} "
                     "({} rounds, {} individual cancels, {} global){}", scope, result.elapsed_ms, result.cancelled,
                     len(result.remaining), result.confirmed, result.rounds, result.individual_cancels,
                     result.global_cancels, f" [{result.detail}]" if result.detail else "")
         return result
+
+
+@dataclass
+class _Run:
+    """One registered sweep: the task producing its (latest) result."""
+
+    task: asyncio.Task[SweepResult]
+
+
+class SweepRegistry:
+    """At most one sweep per (command id, scope): see the module docstring. ``sweeps_started`` counts the sweeps
+    begun (each with its own first cancel), ``sweeps_joined`` the commands that shared one already registered."""
+
+    def __init__(self, sweeper: CancelSweeper, *, timeout_s: float) -> None:
+        self.sweeper = sweeper
+        self.timeout_s = timeout_s
+        self._runs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
+        self.sweeps_started = 0
+        self.sweeps_joined = 0
+
+    def _task(self, command_id: str, work: Awaitable[SweepResult]) -> asyncio.Task[SweepResult]:
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)  # retrieved by the waiters
+        return task
+
+    async def run(self, command_id: str, scope: str, *, not_before: float = 0.0) -> SweepResult:
+        """The sweep of ``command_id`` in ``scope``: started now, or shared with the one already registered. Its
+        confirmation must come from an open-order list requested at or after ``not_before`` (monotonic)."""
+        key = (command_id, scope)
+        use_global = scope == GLOBAL_SCOPE
+        entry = self._runs.get(key)
+        if entry is None:
+            self.sweeps_started += 1
+            entry = _Run(self._task(command_id, self.sweeper.sweep(scope, use_global=use_global,
+                                                                   timeout_s=self.timeout_s)))
+            self._runs[key] = entry
+            while len(self._runs) > SWEEP_MEMORY:
+                self._runs.popitem(last=False)
+        else:
+            self.sweeps_joined += 1
+            logger.info("gateway: {} joins the cancel sweep already registered for it (scope {})", command_id, scope)
+        while True:
+            task = entry.task
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._runs.get(key) is entry and entry.task is task:
+                    del self._runs[key]  # a failed sweep is not a result: the next command starts afresh
+                raise
+            if not (result.confirmed and result.verified_mono < not_before):
+                return result
+            if entry.task is task:  # confirmed before this caller's latch: verify once more, shared
+                logger.info("gateway: sweep {} was confirmed before {}'s latch: verifying again", command_id,
+                            command_id)
+                entry.task = self._task(command_id, self.sweeper.reverify(result, use_global=use_global,
+                                                                          timeout_s=self.timeout_s))
+
+
+class UnsentOrders:
+    """Drops placeOrders still queued behind the pacer and reports the orders that never reached IB as
+    cancelled (an amendment of a live order is dropped silently: the order itself is cancelled by the sweep)."""
+
+    def __init__(self, sender: PacedSender, table: IbOrderTable, outbox: Outbox, *, client_id: int) -> None:
+        self.sender = sender
+        self.table = table
+        self.outbox = outbox
+        self.client_id = client_id
+
+    def drop(self, scope: str | None = None, *, only: IbOrderRecord | None = None) -> int:
+        """Drop the queued placeOrders of ``only``, or of every order in ``scope`` (None: every order); returns how
+        many messages were dropped."""
+        cid = self.client_id
+
+        def matches(msg: str) -> bool:
+            oid = place_order_id(msg)
+            if oid is None:
+                return False
+            rec = self.table.find_by_order_id(cid, oid)
+            if only is not None:
+                return rec is only
+            return rec is None or scope is None or rec.in_scope(scope)
+
+        purged = self.sender.purge(matches, Priority.ORDER)
+        for msg in purged:
+            oid = place_order_id(msg)
+            rec = self.table.find_by_order_id(cid, oid) if oid is not None else None
+            if rec is None or rec.transmitted:
+                continue  # an amendment of a live order: the order itself is cancelled by the sweep
+            if rec.trade is not None:
+                rec.trade.orderStatus.status = "Cancelled"
+            self.outbox.maybe_order_status(self.table.observe(
+                rec, status="Cancelled", filled=0.0, remaining=rec.remaining, avg_fill_price=0.0,
+                reason="cancelled before it was transmitted to IB"))
+        return len(purged)

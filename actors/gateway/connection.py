@@ -60,9 +60,12 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Rand
 
 @dataclass
 class ConnectionTracker:
-    """Current connection state, last IB code and counters."""
+    """Current connection state, last IB code and counters, and the account this connection trades (the
+    configured one, confirmed or filled in from the server's managed accounts once connected)."""
 
     state: str = DISCONNECTED
+    account: str = ""
+    accounts: list[str] = field(default_factory=list)
     ib_code: int | None = None
     message: str = ""
     reconnects: int = 0

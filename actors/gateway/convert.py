@@ -14,9 +14,7 @@ from actors.gateway.ib import is_set, num
 from bus.messages import (
     AccountValue, CommissionEvent, FillEvent, IbOrder, Instrument, Position, TickEvent, parse_order_ref,
 )
-
-#: Strategy id for orders Khazad did not place (no or foreign orderRef).
-EXTERNAL_STRATEGY = "external"
+from bus.registry import EXTERNAL_STRATEGY
 #: IB UTC time format (reqExecutions filters accept ``yyyymmdd-hh:mm:ss`` as UTC).
 IB_UTC_FORMAT = "%Y%m%d-%H:%M:%S"
 SEC_TYPES = ("STK", "FUT", "CASH", "IND", "OPT")

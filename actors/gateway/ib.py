@@ -33,11 +33,14 @@ from typing import Any
 
 from loguru import logger
 
+from actors.gateway import libtypes as lib
 from actors.gateway.pacing import PacedSender, Priority
 from bus.config import ConfigError
 from bus.messages import Instrument, OrderSpec
 
 LIBRARIES = ("ib_insync", "ib_async")
+#: Bound for IB round trips the gateway awaits (contract lookup, executions, open orders).
+IB_REQUEST_TIMEOUT_S = 5.0
 #: The library's own log records at or above this level are forwarded to loguru.
 LIBRARY_LOG_LEVEL = logging.WARNING
 
@@ -75,11 +78,12 @@ def _compact_reprs(lib: ModuleType) -> None:
     lib.Order.__repr__ = order_repr
     lib.Contract.__repr__ = contract_repr
     lib.Trade.__repr__ = trade_repr
-    lib._khazad_compact_reprs = True
+    setattr(lib, "_khazad_compact_reprs", True)
 
 
 class _ToLoguru(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
+        level: str | int
         try:
             level = logger.level(record.levelname).name
         except ValueError:
@@ -110,8 +114,9 @@ def num(value: Any) -> float | None:
     return float(value) if is_set(value) else None
 
 
-ExecutionHook = Callable[[Any, Any, bool], None]
-CommissionHook = Callable[[Any], None]
+ExecutionHook = Callable[[lib.Contract, lib.Execution, bool], None]
+CommissionHook = Callable[[lib.CommissionReport], None]
+SentHook = Callable[[str, Priority], None]
 
 
 class IbSession:
@@ -120,7 +125,7 @@ class IbSession:
     def __init__(self, library: str, *, pacing_per_s: int,
                  on_execution: ExecutionHook | None = None,
                  on_commission: CommissionHook | None = None,
-                 on_sent: Callable[[str, Priority], None] | None = None) -> None:
+                 on_sent: SentHook | None = None) -> None:
         self.library = library
         self.lib = load_library(library)
         bridge_library_logging(library)
@@ -236,20 +241,56 @@ class IbSession:
     def client_id(self) -> int:
         return int(self.ib.client.clientId)
 
+    def subscribe(self, *, order_status: Callable[[lib.Trade], None], open_order: Callable[[lib.Trade], None],
+                  error: Callable[[int, int, str, lib.Contract | None], None], disconnected: Callable[[], None],
+                  position: Callable[[lib.Position], None], portfolio: Callable[[lib.PortfolioItem], None],
+                  account_value: Callable[[lib.AccountValue], None],
+                  tickers: Callable[[set[lib.Ticker]], None]) -> None:
+        """Connect handlers to the library's events (each runs inside the library's message decoding)."""
+        ib = self.ib
+        ib.orderStatusEvent += order_status
+        ib.openOrderEvent += open_order
+        ib.errorEvent += error
+        ib.disconnectedEvent += disconnected
+        ib.positionEvent += position
+        ib.updatePortfolioEvent += portfolio
+        ib.accountValueEvent += account_value
+        ib.pendingTickersEvent += tickers
+
+    # -- the library's state -----------------------------------------------------------------------------------
+
+    def trades(self) -> list[lib.Trade]:
+        """Every trade of this session the library knows (open and completed)."""
+        return list(self.ib.trades())
+
+    def open_trades(self) -> list[lib.Trade]:
+        return list(self.ib.openTrades())
+
+    def positions(self) -> list[lib.Position]:
+        return list(self.ib.positions())
+
+    def account_values(self, account: str) -> list[lib.AccountValue]:
+        return list(self.ib.accountValues(account))
+
+    def ib_status(self, trade: lib.Trade) -> str:
+        """IB's status of a listed order (openOrder's orderState), else the library's."""
+        perm = int(getattr(trade.order, "permId", 0) or 0)
+        return self.open_order_status.get(perm) or trade.orderStatus.status
+
     # -- objects ---------------------------------------------------------------------------------------------
 
-    def make_contract(self, inst: Instrument) -> Any:
+    def make_contract(self, inst: Instrument) -> lib.Contract:
         return self.lib.Contract(
             conId=inst.con_id, symbol=inst.symbol, secType=inst.sec_type, exchange=inst.exchange,
             currency=inst.currency, lastTradeDateOrContractMonth=inst.last_trade_date,
             multiplier=inst.multiplier)
 
-    def make_order(self, spec: OrderSpec, account: str) -> Any:
+    def make_order(self, spec: OrderSpec, account: str) -> lib.Order:
         order = self.lib.Order(action=spec.side, orderRef=spec.order_ref, account=account, transmit=True)
         self.apply_spec(order, spec)
         return order
 
-    def apply_spec(self, order: Any, spec: OrderSpec) -> None:
+    def apply_spec(self, order: lib.Order, spec: OrderSpec) -> None:
         """Copy the modifiable fields of ``spec`` onto a library Order (new order or amendment)."""
         order.totalQuantity = float(spec.quantity)
         order.orderType = spec.order_type
@@ -263,36 +304,36 @@ class IbSession:
 
     # -- requests --------------------------------------------------------------------------------------------
 
-    async def qualify(self, contract: Any, timeout: float) -> Any | None:
+    async def qualify(self, contract: lib.Contract, timeout: float) -> lib.Contract | None:
         """The contract with its conId, or None when IB does not know it (error 200)."""
         result = await asyncio.wait_for(self.ib.qualifyContractsAsync(contract), timeout)
         found = [c for c in result if isinstance(c, self.lib.Contract)]
         return found[0] if found else None
 
-    def place(self, contract: Any, order: Any) -> Any:
+    def place(self, contract: lib.Contract, order: lib.Order) -> lib.Trade:
         return self.ib.placeOrder(contract, order)
 
-    def cancel(self, order: Any) -> Any:
-        return self.ib.cancelOrder(order)
+    def cancel(self, order: lib.Order) -> None:
+        self.ib.cancelOrder(order)
 
     def global_cancel(self) -> None:
         self.ib.reqGlobalCancel()
 
-    async def all_open_orders(self, timeout: float) -> list[Any]:
+    async def all_open_orders(self, timeout: float) -> list[lib.Trade]:
         """IB's list of every working order (all clients): the truth a kill verifies against. Serialised: see
         ``_open_orders_lock``; each caller gets a list requested after its own call began."""
-        async def locked() -> list[Any]:
+        async def locked() -> list[lib.Trade]:
             async with self._open_orders_lock:
                 return list(await self.ib.reqAllOpenOrdersAsync())
 
         return await asyncio.wait_for(locked(), timeout)
 
-    async def executions(self, timeout: float, *, since: str = "") -> list[Any]:
+    async def executions(self, timeout: float, *, since: str = "") -> list[lib.Fill]:
         return list(await asyncio.wait_for(self.ib.reqExecutionsAsync(self.execution_filter(time=since)),
                                            timeout))
 
-    def req_mkt_data(self, contract: Any) -> Any:
+    def req_mkt_data(self, contract: lib.Contract) -> lib.Ticker:
         return self.ib.reqMktData(contract, "", False, False)
 
-    def cancel_mkt_data(self, contract: Any) -> None:
+    def cancel_mkt_data(self, contract: lib.Contract) -> None:
         self.ib.cancelMktData(contract)

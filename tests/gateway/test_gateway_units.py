@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from actors.gateway import connection as cs
-from actors.gateway.book import OrderBook, interpret
+from actors.gateway.ordertable import IbOrderTable, interpret
 from actors.gateway.convert import attribution, exec_key, exec_revision, parse_since, reject_reason
 from actors.gateway.halts import HaltLatch, scope_matches
 from actors.gateway.persist import FILL, PLACED, ExecJournal, GatewayState, StateCorrupt, StateStore
@@ -32,40 +32,40 @@ def _trade(order_id: int = 1, perm: int = 0, ref: str = "s1/a", client: int = 7,
                            contract=SimpleNamespace(symbol=symbol), orderStatus=SimpleNamespace(status="Submitted"))
 
 
-def test_book_publishes_changes_once_and_done_stays_done():
-    book = OrderBook()
+def test_order_table_publishes_changes_once_and_done_stays_done():
+    table = IbOrderTable()
     spec = order("a")
-    rec = book.add_placed(spec, _trade(), 7)
+    rec = table.add_placed(spec, _trade(), 7)
     kw = dict(filled=0.0, remaining=10.0, avg_fill_price=0.0)
-    assert book.observe(rec, status="PendingSubmit", **kw).status == "PendingSubmit"
-    assert book.observe(rec, status="PendingSubmit", **kw) is None  # no change, no event
-    assert book.observe(rec, status="Submitted", **kw).is_live
-    done = book.observe(rec, status="Cancelled", **kw)
+    assert table.observe(rec, status="PendingSubmit", **kw).status == "PendingSubmit"
+    assert table.observe(rec, status="PendingSubmit", **kw) is None  # no change, no event
+    assert table.observe(rec, status="Submitted", **kw).is_live
+    done = table.observe(rec, status="Cancelled", **kw)
     assert done.is_done and rec.done_mono is not None
-    assert book.observe(rec, status="Submitted", **kw) is None  # a done order stays done
-    fill = book.observe(rec, status="Filled", filled=10.0, remaining=0.0, avg_fill_price=1.0)
+    assert table.observe(rec, status="Submitted", **kw) is None  # a done order stays done
+    fill = table.observe(rec, status="Filled", filled=10.0, remaining=0.0, avg_fill_price=1.0)
     assert fill is not None and fill.status == "Filled"  # a fill that raced the cancel wins
-    assert book.observe(rec, status="Cancelled", **kw) is None
+    assert table.observe(rec, status="Cancelled", **kw) is None
 
 
-def test_book_finds_orders_by_perm_id_order_id_and_ref_and_attributes_external():
-    book = OrderBook()
-    rec = book.add_placed(order("a"), _trade(order_id=4), 7)
-    same, created = book.attach(_trade(order_id=4, perm=99))
+def test_order_table_finds_orders_by_perm_id_order_id_and_ref_and_attributes_external():
+    table = IbOrderTable()
+    rec = table.add_placed(order("a"), _trade(order_id=4), 7)
+    same, created = table.attach(_trade(order_id=4, perm=99))
     assert same is rec and not created and rec.perm_id == 99
-    assert book.attach(_trade(order_id=0, perm=99, ref=""))[0] is rec
-    ext, created = book.attach(_trade(order_id=5, perm=100, ref="", client=0))
+    assert table.attach(_trade(order_id=0, perm=99, ref=""))[0] is rec
+    ext, created = table.attach(_trade(order_id=5, perm=100, ref="", client=0))
     assert created and ext.strategy_id == "external" and ext.key == "perm:100"
     assert attribution("s1/abc") == ("s1", "abc") and attribution("manual") == ("external", "")
-    assert {r.key for r in book.working("strategy:s1")} == {"s1/a"}
+    assert {r.key for r in table.working("strategy:s1")} == {"s1/a"}
 
 
 def test_ib_async_validation_error_keeps_the_live_status():
-    book = OrderBook()
-    rec = book.add_placed(order("a"), _trade(), 7)
-    book.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0)
-    ev = book.observe(rec, status="ValidationError", filled=0.0, remaining=10.0, avg_fill_price=0.0,
-                      error_code=399, reason="warning")
+    table = IbOrderTable()
+    rec = table.add_placed(order("a"), _trade(), 7)
+    table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0)
+    ev = table.observe(rec, status="ValidationError", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                       error_code=399, reason="warning")
     assert ev.status == "Submitted" and ev.is_live and ev.error_code == 399
 
 
@@ -192,6 +192,6 @@ def test_sweep_retries_a_slow_open_order_list_instead_of_giving_up():
             return []
 
     session = SlowListSession()
-    sweeper = CancelSweeper(session, OrderBook(), client_id=lambda: 1, ib_status=lambda t: "")
+    sweeper = CancelSweeper(session, IbOrderTable(), client_id=1)
     result = asyncio.run(sweeper.sweep("all", use_global=True, timeout_s=5.0))
     assert result.confirmed and result.remaining == [] and session.lists == 2 and result.rounds == 2

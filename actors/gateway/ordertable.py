@@ -1,4 +1,4 @@
-"""The gateway's order book: one record per order IB told us about, and the interpretation of its statuses.
+"""The gateway's table of IB orders: one record per order IB told us about, and the interpretation of its statuses.
 
 A record is found by orderRef (``<strategy>/<client_order_id>`` for Khazad's orders), by permId, or by
 (clientId, orderId). The library's Trade objects are replaced on every reconnect; the records survive and are
@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from actors.gateway.convert import attribution
 from actors.gateway.halts import scope_matches
+from actors.gateway.libtypes import Trade
 from bus.messages import OrderSpec, OrderStatusEvent, is_done_status, is_live_status
 
 #: Statuses in which an order can no longer trade (as IB reports them).
@@ -36,8 +36,9 @@ def interpret(status: str) -> tuple[bool, bool]:
 
 
 @dataclass
-class OrderRecord:
-    """What the gateway knows about one order at IB."""
+class IbOrderRecord:
+    """What the gateway knows about one order at IB (the library's live Trade, IB's last status, what was
+    published)."""
 
     order_ref: str
     strategy_id: str
@@ -47,20 +48,21 @@ class OrderRecord:
     client_id: int = 0
     perm_id: int = 0
     spec: OrderSpec | None = None
-    trade: Any = None
+    trade: Trade | None = None
     status: str = "PendingSubmit"
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
     last_fill_price: float = 0.0
-    published: tuple[Any, ...] | None = None
+    #: (status, filled, remaining, error code) of the last published event: a repeat is not published again
+    published: tuple[str, float, float, int | None] | None = None
     modify_pending: bool = False
     transmitted: bool = False
     cancel_sent_mono: float = 0.0
     done_mono: float | None = None
     pending_error: tuple[int, str, float] | None = None
     history: list[str] = field(default_factory=list)
-    #: the key this record is filed under in ``OrderBook.by_key`` (a key changes when a permId arrives)
+    #: the key this record is filed under in ``IbOrderTable.by_key`` (a key changes when a permId arrives)
     indexed_key: str = ""
 
     @property
@@ -91,7 +93,7 @@ class OrderRecord:
 
 
 class ChangeSignal:
-    """Wakes every waiter when the book changes (event-driven waits for the kill sweep)."""
+    """Wakes every waiter when the table changes (event-driven waits for the kill sweep)."""
 
     def __init__(self) -> None:
         self.version = 0
@@ -119,31 +121,31 @@ class ChangeSignal:
             self._waiters.discard(fut)
 
 
-class OrderBook:
-    """Records by orderRef, permId and (clientId, orderId)."""
+class IbOrderTable:
+    """The gateway's records of IB orders, by orderRef, permId and (clientId, orderId)."""
 
     def __init__(self) -> None:
-        self.by_key: dict[str, OrderRecord] = {}
-        self.by_perm: dict[int, OrderRecord] = {}
-        self.by_id: dict[tuple[int, int], OrderRecord] = {}
+        self.by_key: dict[str, IbOrderRecord] = {}
+        self.by_perm: dict[int, IbOrderRecord] = {}
+        self.by_id: dict[tuple[int, int], IbOrderRecord] = {}
         self.changed = ChangeSignal()
 
     def __len__(self) -> int:
         return len(self.by_key)
 
-    def records(self) -> list[OrderRecord]:
+    def records(self) -> list[IbOrderRecord]:
         return list(self.by_key.values())
 
-    def working(self, scope: str = "all") -> list[OrderRecord]:
+    def working(self, scope: str = "all") -> list[IbOrderRecord]:
         return [r for r in self.by_key.values() if r.is_working and r.in_scope(scope)]
 
-    def get(self, order_ref: str) -> OrderRecord | None:
+    def get(self, order_ref: str) -> IbOrderRecord | None:
         return self.by_key.get(order_ref)
 
-    def _index(self, rec: OrderRecord) -> None:
+    def _index(self, rec: IbOrderRecord) -> None:
         key = rec.key
         if rec.indexed_key and rec.indexed_key != key and self.by_key.get(rec.indexed_key) is rec:
-            del self.by_key[rec.indexed_key]  # O(1): a scan of every record here made each order O(book size)
+            del self.by_key[rec.indexed_key]  # O(1): a scan of every record here made each order O(table size)
         self.by_key[key] = rec
         rec.indexed_key = key
         if rec.perm_id:
@@ -151,15 +153,15 @@ class OrderBook:
         if rec.ib_order_id:
             self.by_id[(rec.client_id, rec.ib_order_id)] = rec
 
-    def add_placed(self, spec: OrderSpec, trade: Any, client_id: int) -> OrderRecord:
-        rec = OrderRecord(order_ref=spec.order_ref, strategy_id=spec.strategy_id,
+    def add_placed(self, spec: OrderSpec, trade: Trade, client_id: int) -> IbOrderRecord:
+        rec = IbOrderRecord(order_ref=spec.order_ref, strategy_id=spec.strategy_id,
                           client_order_id=spec.client_order_id, symbol=spec.instrument.symbol,
                           ib_order_id=int(trade.order.orderId), client_id=client_id, spec=spec, trade=trade,
                           remaining=float(spec.quantity))
         self._index(rec)
         return rec
 
-    def find(self, trade: Any) -> OrderRecord | None:
+    def find(self, trade: Trade) -> IbOrderRecord | None:
         order = trade.order
         perm = int(getattr(order, "permId", 0) or 0)
         if perm and perm in self.by_perm:
@@ -172,10 +174,16 @@ class OrderBook:
         ref = getattr(order, "orderRef", "") or ""
         return self.by_key.get(ref) if ref else None
 
-    def find_by_order_id(self, client_id: int, order_id: int) -> OrderRecord | None:
+    def find_by_order_id(self, client_id: int, order_id: int) -> IbOrderRecord | None:
         return self.by_id.get((client_id, order_id))
 
-    def attach(self, trade: Any) -> tuple[OrderRecord, bool]:
+    def mark_transmitted(self, client_id: int, order_id: int) -> None:
+        """A placeOrder for this order left for IB (the pacer's ``on_sent``)."""
+        rec = self.by_id.get((client_id, order_id))
+        if rec is not None:
+            rec.transmitted = True
+
+    def attach(self, trade: Trade) -> tuple[IbOrderRecord, bool]:
         """The record for ``trade`` (created if new), with ids and the live Trade object refreshed."""
         rec = self.find(trade)
         created = rec is None
@@ -183,7 +191,7 @@ class OrderBook:
         if rec is None:
             ref = getattr(order, "orderRef", "") or ""
             strategy, coid = attribution(ref)
-            rec = OrderRecord(order_ref=ref, strategy_id=strategy, client_order_id=coid,
+            rec = IbOrderRecord(order_ref=ref, strategy_id=strategy, client_order_id=coid,
                               symbol=getattr(trade.contract, "symbol", "") or "",
                               remaining=float(getattr(order, "totalQuantity", 0.0) or 0.0),
                               status="")
@@ -196,7 +204,7 @@ class OrderBook:
         self._index(rec)
         return rec, created
 
-    def observe(self, rec: OrderRecord, *, status: str, filled: float, remaining: float, avg_fill_price: float,
+    def observe(self, rec: IbOrderRecord, *, status: str, filled: float, remaining: float, avg_fill_price: float,
                 last_fill_price: float = 0.0, error_code: int | None = None, reason: str = "",
                 replayed: bool = False, force: bool = False) -> OrderStatusEvent | None:
         """Apply one report; the event to publish, or None when nothing changed (or a done order is contradicted).

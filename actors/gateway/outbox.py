@@ -1,0 +1,81 @@
+"""What the gateway publishes, spelt once: each kind of event with its topic (from :mod:`bus.topics`) and its log
+line. The collaborators get an :class:`Outbox` instead of the actor, so none of them can reach the actor's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from loguru import logger
+
+from bus import topics
+from bus.messages import (
+    AccountValuesEvent, Alert, CommissionEvent, ConnectionStateEvent, FillEvent, Kill, OrderStatusEvent,
+    PositionEvent, ReconciliationReport, TickEvent, TradingStateEvent,
+)
+from bus.registry import EXTERNAL_STRATEGY
+
+#: What the gateway puts on the bus (the actor's ``publish``).
+Event = (AccountValuesEvent | Alert | CommissionEvent | ConnectionStateEvent | FillEvent | Kill | OrderStatusEvent
+         | PositionEvent | ReconciliationReport | TickEvent | TradingStateEvent)
+Publish = Callable[[str, Event], None]
+Severity = Literal["info", "warning", "critical"]
+
+
+class Outbox:
+    """Typed publishing for the gateway's collaborators. ``publish`` is the actor's publisher; ``is_open`` says
+    whether it exists yet (alerts and connection states raised before the bus is up are only logged)."""
+
+    def __init__(self, publish: Publish, *, is_open: Callable[[], bool], source: str) -> None:
+        self._publish = publish
+        self._is_open = is_open
+        self.source = source
+
+    def order_status(self, ev: OrderStatusEvent) -> None:
+        self._publish(topics.gw_order(ev.strategy_id or EXTERNAL_STRATEGY), ev)
+        logger.info("gateway: order {} (orderId {}, permId {}) {}{}{}", ev.order_ref or f"perm:{ev.perm_id}",
+                    ev.ib_order_id, ev.perm_id, ev.status,
+                    f" filled {ev.filled:g}/{ev.filled + ev.remaining:g}" if ev.filled else "",
+                    f" [IB {ev.error_code}: {ev.reason}]" if ev.error_code
+                    else (f" [{ev.reason}]" if ev.reason else ""))
+
+    def maybe_order_status(self, ev: OrderStatusEvent | None) -> None:
+        """Publish ``ev`` unless the table found nothing new (``None``)."""
+        if ev is not None:
+            self.order_status(ev)
+
+    def fill(self, symbol: str, ev: FillEvent) -> None:
+        self._publish(topics.fill(symbol), ev)
+
+    def commission(self, symbol: str, ev: CommissionEvent) -> None:
+        self._publish(topics.commission(symbol or "unknown"), ev)
+
+    def position(self, symbol: str, ev: PositionEvent) -> None:
+        self._publish(topics.position(symbol), ev)
+
+    def account_values(self, ev: AccountValuesEvent) -> None:
+        self._publish(topics.ACCOUNT_VALUES, ev)
+
+    def tick(self, symbol: str, ev: TickEvent) -> None:
+        self._publish(topics.market_data(symbol), ev)
+
+    def trading_state(self, ev: TradingStateEvent) -> None:
+        self._publish(topics.TRADING_STATE, ev)
+
+    def kill(self, kill: Kill) -> None:
+        """Relay a kill on the bus (every actor halts on it and de-duplicates by kill_id)."""
+        self._publish(topics.KILL, kill)
+
+    def reconciliation(self, report: ReconciliationReport) -> None:
+        self._publish(topics.recon(self.source), report)
+
+    def connection(self, ev: ConnectionStateEvent) -> None:
+        if self._is_open():
+            self._publish(topics.CONNECTION_STATE, ev)
+
+    def alert(self, severity: Severity, message: str, **detail: str) -> None:
+        if not self._is_open():
+            return
+        self._publish(topics.alert("gateway"), Alert(kind="gateway", severity=severity, message=message,
+                                                     source=self.source, detail=detail))
