@@ -649,7 +649,7 @@ class RiskGovernor(Actor):
             return None  # the bus copy: the operator's tooling sent the Kill to the gateway itself
         assert self.canceller is not None
         task = self.canceller.send(kill.scope, f"kill {kill.kill_id}: {kill.reason}",
-                                   command_id=f"kill-{kill.kill_id}"[:64])
+                                   command_id=kill.kill_id)  # the kill's id: the gateway runs one sweep for both
         done, _ = await asyncio.wait({task}, timeout=KILL_REPLY_WAIT_S)
         state = self.states.get(kill.scope).state
         report = (task.result().report if done and not task.cancelled() and task.exception() is None

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from bus import topics
 from bus.codec import Stamper
 from bus.messages import (
-    CancelReport, CancelScope, EmergencyCancel, Kill, Rejected, SubmitAck, TradingStateEvent,
+    CancelReport, CancelScope, EmergencyCancel, GetRiskState, Kill, Rejected, SubmitAck, TradingStateEvent,
 )
 from bus.pubsub import Publisher
+from bus.reqrep import SyncClient
 from tests.gateway.support import (
     FAR_BELOW, GatewayHarness, order, place_working, requests_named, working_at_sim,
 )
+from tests.helpers import REPO, ActorProcess, eventually, wait_serving
+
+#: `khazad kill` waits for the gateway's verified sweep and the risk governor's forwarded cancel
+CLI_TIMEOUT_S = 60.0
 
 FAST = {"pacing_per_s": 2000}
 NO_SIM_PACING = {"pacing_limit": 0}
@@ -124,3 +133,62 @@ def test_emergency_cancel_scope_does_not_halt(gateway, recorder, sim):
     assert isinstance(scoped, CancelReport) and scoped.confirmed and scoped.cancelled == 2
     assert working_at_sim(sim.state()) == []
     assert refs_msft
+
+
+def test_emergency_cancel_before_its_kill_shares_the_sweep_and_the_kill_still_latches(gateway, recorder, sim):
+    # the risk governor's emergency cancel for a kill carries the kill's id and may reach the gateway first
+    place_working(gateway, sim, 2, prefix="e")
+    ec = gateway.call(EmergencyCancel(command_id="kill-shared", scope="all", reason="kill kill-shared: x",
+                                      origin="risk"))
+    assert isinstance(ec, CancelReport) and ec.confirmed and ec.cancelled == 2 and ec.trading_state == "ACTIVE"
+    assert len(requests_named(sim.state(), "reqGlobalCancel")) == 1
+    # an order placed after that sweep was confirmed, before the kill's latch: the kill must still cancel it
+    late = place_working(gateway, sim, 1, prefix="late")
+    report = gateway.kill(kill_id="kill-shared")
+    assert isinstance(report, CancelReport), report
+    assert report.trading_state == "HALTED" and report.epoch == 1 and report.confirmed and report.remaining == 0
+    state = sim.state()
+    assert working_at_sim(state) == []
+    assert len(requests_named(state, "reqGlobalCancel")) == 1  # one sweep, verified again after the latch
+    recorder.wait_status(late[0], "Cancelled")
+    status = gateway.status()
+    assert status.trading_state == "HALTED" and status.halted_scopes == ["all"]
+    refused = gateway.submit(order("after-shared-kill"))
+    assert isinstance(refused, Rejected) and refused.code == "halted"
+
+
+def khazad_kill(config: Path, reason: str) -> dict:
+    """`khazad kill --json` as an operator runs it (the installed console script)."""
+    exe = Path(sys.executable).with_name("khazad")
+    proc = subprocess.run([str(exe), "--config", str(config), "kill", "--reason", reason, "--json"],
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_one_khazad_kill_runs_exactly_one_sweep_at_the_gateway(gateway, recorder, sim, config_path, processes,
+                                                               zctx):
+    # the real risk governor: it halts on the kill and forwards an emergency cancel to the gateway
+    risk = ActorProcess("actors.risk", config_path, name="risk").start()
+    processes.append(risk)
+    wait_serving(zctx, gateway.cfg.bus.risk, risk)
+    client = SyncClient(zctx, gateway.cfg.bus.risk, service="risk", stamper=Stamper("test-risk-client"),
+                        timeout_s=10.0, retries=0)
+    try:
+        eventually(lambda: client.call(GetRiskState()).ready, 30.0, message="risk governor ready")
+        refs = place_working(gateway, sim, 3, prefix="one")
+        doc = khazad_kill(config_path, "test: one kill, one sweep")
+        kill_id = doc["command"]["kill_id"]
+        assert doc["confirmed"] and doc["gateway"]["status"] == "confirmed", doc
+        # risk's emergency cancel for this kill reached the gateway and was answered
+        eventually(lambda: any("acknowledged" in v for k, v in client.call(GetRiskState()).breakers.items()
+                               if k.startswith("cancel.") and kill_id in k), 30.0,
+                   message="risk's emergency cancel acknowledged")
+    finally:
+        client.close()
+    state = sim.state()
+    assert working_at_sim(state) == []
+    assert len(requests_named(state, "reqGlobalCancel")) == 1, requests_named(state, "reqGlobalCancel")
+    for ref in refs:
+        recorder.wait_status(ref, "Cancelled")
+    assert gateway.status().trading_state == "HALTED"
