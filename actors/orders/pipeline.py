@@ -40,12 +40,11 @@ from actors.orders.lifecycle import (
 from actors.orders.peers import Peers, RiskAnswer
 from actors.orders.stages import Stage
 from bus.messages import IB_STATUSES, OrderReply, OrderView, PlaceOrder, Rejected, SubmitAck, tag_of
+from bus.messages import DUPLICATE_STATUS as GATEWAY_DUPLICATE_STATUS
 from bus.reqrep import RequestTimeout
 
 #: How long a PlaceOrder waits for the first reconciliation after a start before answering ``not_ready``.
 READY_WAIT_S = 3.0
-#: ``SubmitAck.status`` of the gateway's answer to a SubmitOrder for an orderRef it already placed.
-GATEWAY_DUPLICATE_STATUS = "Duplicate"
 
 
 class OrderPipeline:
