@@ -49,8 +49,8 @@ from bus.actor import Actor, Handler
 from bus.approval import ApprovalVerifier, load_approval_key
 from bus.config import KhazadConfig
 from bus.messages import (
-    Ack, AmendOrder, CancelAllOrders, CancelIbOrder, CancelOrder, CancelReport, CancelScope,
-    CheckOrder, EmergencyCancel, EnableStrategy, Envelope, GatewaySnapshot, GatewayStatus, GetAccount, GetOrder, GetPositions,
+    Ack, AmendOrder, CancelAllOrders, CancelIbOrder, CancelOrder, CancelReport, CancelScope, CheckOrder,
+    EmergencyCancel, EnableStrategy, Envelope, GatewaySnapshot, GatewayStatus, GetAccount, GetOrder, GetPositions,
     GetRiskState, GetSnapshot, GetStatus, GetSystemStatus, Kill, ListOrders, MarketDataAck, ModifyOrder, PlaceOrder,
     Rejected, Resume, SetTradingState, SubmitAck, SubmitOrder, SubscribeMarketData, UnsubscribeMarketData, WaitOrder,
 )

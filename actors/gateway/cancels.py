@@ -18,7 +18,8 @@ is still working).
 :class:`SweepRegistry` runs at most one sweep per command id and scope: a kill, the risk governor's emergency cancel
 sent in reaction to it (it carries the kill's id), the bus copies of both and a restart's unfinished sweep all share
 it. A confirmation that predates a caller's ``not_before`` (a kill joining a sweep that began before its latch) is
-extended by one more verification, never replaced by a second global cancel. :class:`UnsentOrders` drops placeOrders
+extended by one more verification, never replaced by a second global cancel; a sweep that ended unconfirmed is not
+shared (the next command for its id sweeps again). :class:`UnsentOrders` drops placeOrders
 still queued behind the pacer (a kill must not let them out after its cancels).
 """
 
@@ -213,8 +214,9 @@ class _Run:
 
 
 class SweepRegistry:
-    """At most one sweep per (command id, scope): see the module docstring. ``sweeps_started`` counts the sweeps
-    begun (each with its own first cancel), ``sweeps_joined`` the commands that shared one already registered."""
+    """At most one sweep per (command id, scope) at a time, and none again once one has confirmed: see the module
+    docstring. ``sweeps_started`` counts the sweeps begun (each with its own first cancel), ``sweeps_joined`` the
+    commands that shared one already registered."""
 
     def __init__(self, sweeper: CancelSweeper, *, timeout_s: float) -> None:
         self.sweeper = sweeper
@@ -223,22 +225,18 @@ class SweepRegistry:
         self.sweeps_started = 0
         self.sweeps_joined = 0
 
-    def _task(self, command_id: str, work: Awaitable[SweepResult]) -> asyncio.Task[SweepResult]:
-        task = asyncio.ensure_future(work)
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)  # retrieved by the waiters
-        return task
-
     async def run(self, command_id: str, scope: str, *, not_before: float = 0.0) -> SweepResult:
-        """The sweep of ``command_id`` in ``scope``: started now, or shared with the one already registered. Its
-        confirmation must come from an open-order list requested at or after ``not_before`` (monotonic)."""
+        """The sweep of ``command_id`` in ``scope``: shared with the one registered for it, or started now (also
+        when the registered one ended unconfirmed or failed: a retry cancels again). Its confirmation must come
+        from an open-order list requested at or after ``not_before`` (monotonic)."""
         key = (command_id, scope)
         use_global = scope == GLOBAL_SCOPE
         entry = self._runs.get(key)
-        if entry is None:
+        if entry is None or _ended_unconfirmed(entry.task):
             self.sweeps_started += 1
-            entry = _Run(self._task(command_id, self.sweeper.sweep(scope, use_global=use_global,
-                                                                   timeout_s=self.timeout_s)))
+            entry = _Run(self._task(self.sweeper.sweep(scope, use_global=use_global, timeout_s=self.timeout_s)))
             self._runs[key] = entry
+            self._runs.move_to_end(key)
             while len(self._runs) > SWEEP_MEMORY:
                 self._runs.popitem(last=False)
         else:
@@ -246,21 +244,28 @@ class SweepRegistry:
             logger.info("gateway: {} joins the cancel sweep already registered for it (scope {})", command_id, scope)
         while True:
             task = entry.task
-            try:
-                result = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self._runs.get(key) is entry and entry.task is task:
-                    del self._runs[key]  # a failed sweep is not a result: the next command starts afresh
-                raise
+            result = await asyncio.shield(task)
             if not (result.confirmed and result.verified_mono < not_before):
                 return result
             if entry.task is task:  # confirmed before this caller's latch: verify once more, shared
-                logger.info("gateway: sweep {} was confirmed before {}'s latch: verifying again", command_id,
-                            command_id)
-                entry.task = self._task(command_id, self.sweeper.reverify(result, use_global=use_global,
-                                                                          timeout_s=self.timeout_s))
+                logger.info("gateway: the sweep for {} was confirmed before its latch: verifying again", command_id)
+                entry.task = self._task(self.sweeper.reverify(result, use_global=use_global,
+                                                              timeout_s=self.timeout_s))
+
+    @staticmethod
+    def _task(work: Awaitable[SweepResult]) -> asyncio.Task[SweepResult]:
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)  # retrieved by the waiters
+        return task
+
+
+def _ended_unconfirmed(task: asyncio.Task[SweepResult]) -> bool:
+    """A finished sweep that did not confirm (or failed): nothing to share, the next command sweeps again."""
+    if not task.done():
+        return False
+    if task.cancelled() or task.exception() is not None:
+        return True
+    return not task.result().confirmed
 
 
 class UnsentOrders:

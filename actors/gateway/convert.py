@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any
-
+from actors.gateway import libtypes as lib
 from actors.gateway.ib import is_set, num
 from bus.messages import (
     AccountValue, CommissionEvent, FillEvent, IbOrder, Instrument, Position, TickEvent, parse_order_ref,
@@ -44,7 +43,7 @@ def attribution(order_ref: str) -> tuple[str, str]:
     return parsed if parsed is not None else (EXTERNAL_STRATEGY, "")
 
 
-def format_ib_time(t: Any) -> str:
+def format_ib_time(t: datetime | str | None) -> str:
     if isinstance(t, datetime):
         if t.tzinfo is None:
             t = t.replace(tzinfo=timezone.utc)
@@ -66,13 +65,13 @@ def parse_since(text: str) -> datetime | None:
     return dt.replace(tzinfo=timezone.utc)
 
 
-def instrument_of(contract: Any) -> Instrument:
+def instrument_of(contract: lib.Contract) -> Instrument:
     sec_type = getattr(contract, "secType", "") or "STK"
     return Instrument(
         symbol=getattr(contract, "symbol", "") or getattr(contract, "localSymbol", "") or "?",
         # sec types outside SEC_TYPES (CFD, BAG, ...) are passed through and fail validation at the receiver:
         # Khazad does not trade them, and a loud drop beats a silent relabel (see docs/gateway.md)
-        sec_type=sec_type,
+        sec_type=sec_type,  # type: ignore[arg-type]
         exchange=(getattr(contract, "exchange", "") or "SMART")[:16],
         currency=(getattr(contract, "currency", "") or "USD")[:3],
         last_trade_date=(getattr(contract, "lastTradeDateOrContractMonth", "") or "")[:16],
@@ -81,7 +80,7 @@ def instrument_of(contract: Any) -> Instrument:
     )
 
 
-def fill_event(contract: Any, execution: Any, *, is_correction: bool, replayed: bool) -> FillEvent:
+def fill_event(contract: lib.Contract, execution: lib.Execution, *, is_correction: bool, replayed: bool) -> FillEvent:
     strategy, coid = attribution(execution.orderRef)
     return FillEvent(
         exec_id=execution.execId, exec_key=exec_key(execution.execId), order_ref=execution.orderRef or "",
@@ -94,7 +93,7 @@ def fill_event(contract: Any, execution: Any, *, is_correction: bool, replayed: 
     )
 
 
-def commission_event(report: Any, *, order_ref: str = "", symbol: str = "") -> CommissionEvent:
+def commission_event(report: lib.CommissionReport, *, order_ref: str = "", symbol: str = "") -> CommissionEvent:
     return CommissionEvent(
         exec_id=report.execId, exec_key=exec_key(report.execId), order_ref=order_ref, symbol=symbol,
         commission=float(report.commission) if is_set(report.commission) else 0.0,
@@ -117,7 +116,7 @@ def reject_reason(error_string: str, advanced_json: str) -> str:
     return (error_string or "")[:500]
 
 
-def ib_order(trade: Any, status: str | None = None) -> IbOrder:
+def ib_order(trade: lib.Trade, status: str | None = None) -> IbOrder:
     order = trade.order
     st = trade.orderStatus
     return IbOrder(
@@ -130,7 +129,7 @@ def ib_order(trade: Any, status: str | None = None) -> IbOrder:
     )
 
 
-def position_of(pos: Any, portfolio_item: Any | None = None) -> Position:
+def position_of(pos: lib.Position, portfolio_item: lib.PortfolioItem | None = None) -> Position:
     item = portfolio_item
     return Position(
         account=pos.account, instrument=instrument_of(pos.contract), quantity=float(pos.position),
@@ -142,7 +141,7 @@ def position_of(pos: Any, portfolio_item: Any | None = None) -> Position:
     )
 
 
-def position_of_portfolio(item: Any) -> Position:
+def position_of_portfolio(item: lib.PortfolioItem) -> Position:
     return Position(
         account=item.account, instrument=instrument_of(item.contract), quantity=float(item.position),
         avg_cost=float(item.averageCost) if is_set(item.averageCost) else 0.0,
@@ -151,17 +150,17 @@ def position_of_portfolio(item: Any) -> Position:
     )
 
 
-def account_value(v: Any) -> AccountValue:
+def account_value(v: lib.AccountValue) -> AccountValue:
     return AccountValue(key=v.tag, value=str(v.value), currency=v.currency or "")
 
 
-def _price(value: Any) -> float | None:
+def _price(value: float) -> float | None:
     """IB sends -1 for "no bid/ask"; the library NaN for "not yet"."""
     v = num(value)
     return None if v is None or v == -1 else v
 
 
-def tick_event(symbol: str, ticker: Any) -> TickEvent:
+def tick_event(symbol: str, ticker: lib.Ticker) -> TickEvent:
     t = getattr(ticker, "time", None)
     return TickEvent(
         symbol=symbol, con_id=int(getattr(ticker.contract, "conId", 0) or 0),

@@ -280,13 +280,14 @@ class IbSession:
     # -- objects ---------------------------------------------------------------------------------------------
 
     def make_contract(self, inst: Instrument) -> lib.Contract:
-        return self.lib.Contract(
+        contract: lib.Contract = self.lib.Contract(
             conId=inst.con_id, symbol=inst.symbol, secType=inst.sec_type, exchange=inst.exchange,
             currency=inst.currency, lastTradeDateOrContractMonth=inst.last_trade_date,
             multiplier=inst.multiplier)
+        return contract
 
     def make_order(self, spec: OrderSpec, account: str) -> lib.Order:
-        order = self.lib.Order(action=spec.side, orderRef=spec.order_ref, account=account, transmit=True)
+        order: lib.Order = self.lib.Order(action=spec.side, orderRef=spec.order_ref, account=account, transmit=True)
         self.apply_spec(order, spec)
         return order
 
@@ -311,7 +312,8 @@ class IbSession:
         return found[0] if found else None
 
     def place(self, contract: lib.Contract, order: lib.Order) -> lib.Trade:
-        return self.ib.placeOrder(contract, order)
+        trade: lib.Trade = self.ib.placeOrder(contract, order)
+        return trade
 
     def cancel(self, order: lib.Order) -> None:
         self.ib.cancelOrder(order)
@@ -333,7 +335,8 @@ class IbSession:
                                            timeout))
 
     def req_mkt_data(self, contract: lib.Contract) -> lib.Ticker:
-        return self.ib.reqMktData(contract, "", False, False)
+        ticker: lib.Ticker = self.ib.reqMktData(contract, "", False, False)
+        return ticker
 
     def cancel_mkt_data(self, contract: lib.Contract) -> None:
         self.ib.cancelMktData(contract)

@@ -210,7 +210,8 @@ class KillSwitch:
         for sweep in list((self.latch.pending or {}).values()):
             logger.warning("gateway: finishing the unconfirmed {} sweep {} (scope {}) after {}", sweep.kind,
                            sweep.command_id, sweep.scope, reason)
-            result = await self.sweeps.run(sweep.command_id, sweep.scope)
+            # a confirmation from before this connection does not count: the gap may have hidden anything
+            result = await self.sweeps.run(sweep.command_id, sweep.scope, not_before=time.monotonic())
             if result.confirmed:
                 self.latch.clear_pending(sweep.command_id)
                 self.halts.persist()

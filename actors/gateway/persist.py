@@ -6,9 +6,10 @@ Two files next to each other (``gateway.state_file``, e.g. ``run/state/gateway.j
   confirmed yet. Written atomically (temp file, fsync, rename, fsync of the directory) *before* the gateway acts
   on a kill, so a gateway killed mid-sweep comes back HALTED and finishes the sweep.
 * ``gateway.execs.jsonl`` - :class:`ExecJournal`: one line per execution (and per commission report) the
-  gateway has published, and per orderRef it placed (written before the order goes to IB: at most once). After a restart the gateway asks IB for the day's executions and publishes only those
-  not in the journal, so a fill is never lost and, barring a crash in the microseconds between publishing and
-  journalling, never published twice (consumers de-duplicate by ``exec_key`` as well).
+  gateway has published, and per orderRef it placed (written before the order goes to IB: at most once). After a
+  restart the gateway asks IB for the day's executions and publishes only those not in the journal, so a fill is
+  never lost and, barring a crash in the microseconds between publishing and journalling, never published twice
+  (consumers de-duplicate by ``exec_key`` as well).
 
 A state file that cannot be read is not guessed around: :meth:`StateStore.load` raises :class:`StateCorrupt`
 and the gateway starts HALTED with a critical alert (an operator resumes explicitly).

@@ -195,3 +195,76 @@ def test_sweep_retries_a_slow_open_order_list_instead_of_giving_up():
     sweeper = CancelSweeper(session, IbOrderTable(), client_id=1)
     result = asyncio.run(sweeper.sweep("all", use_global=True, timeout_s=5.0))
     assert result.confirmed and result.remaining == [] and session.lists == 2 and result.rounds == 2
+
+
+class _CountingSweeper:
+    """A CancelSweeper double: counts sweeps and re-verifications; each sweep confirms (or not) when released."""
+
+    def __init__(self, *, confirm: bool = True) -> None:
+        import asyncio
+
+        self.confirm = confirm
+        self.sweeps = 0
+        self.reverifies = 0
+        self.release = asyncio.Event()
+
+    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float):
+        import time
+
+        from actors.gateway.cancels import SweepResult
+
+        self.sweeps += 1
+        start = time.monotonic()
+        await self.release.wait()
+        return SweepResult(scope=scope, confirmed=self.confirm, global_cancels=1,
+                           verified_mono=start if self.confirm else 0.0)
+
+    async def reverify(self, previous, *, use_global: bool, timeout_s: float):
+        import time
+
+        from actors.gateway.cancels import SweepResult
+
+        self.reverifies += 1
+        return SweepResult(scope=previous.scope, confirmed=True, global_cancels=previous.global_cancels,
+                           verified_mono=time.monotonic())
+
+
+def test_sweep_registry_runs_one_sweep_per_command_id_and_verifies_again_after_a_later_latch():
+    import asyncio
+    import time
+
+    from actors.gateway.cancels import SweepRegistry
+
+    async def scenario() -> tuple[_CountingSweeper, list]:
+        sweeper = _CountingSweeper()
+        registry = SweepRegistry(sweeper, timeout_s=5.0)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(registry.run("k1", "all"))  # e.g. the risk governor's emergency cancel
+        second = asyncio.ensure_future(registry.run("k1", "all"))  # its bus copy, while the sweep runs
+        sweeper.release.set()  # both register before the sweep task first runs (the loop is FIFO)
+        results = list(await asyncio.gather(first, second))
+        latched = time.monotonic()  # the kill with the same id latches after that sweep confirmed
+        results.append(await registry.run("k1", "all", not_before=latched))
+        results.append(await registry.run("k1", "all", not_before=latched))  # verified after the latch now
+        results.append(await registry.run("k1", "symbol:MSFT"))  # another scope is another sweep
+        return sweeper, results
+
+    sweeper, results = asyncio.run(scenario())
+    assert sweeper.sweeps == 2 and sweeper.reverifies == 1
+    assert results[0] is results[1] and all(r.confirmed for r in results)
+    assert results[2] is results[3] and results[2].verified_mono >= results[0].verified_mono
+
+
+def test_sweep_registry_sweeps_again_after_an_unconfirmed_sweep():
+    import asyncio
+
+    from actors.gateway.cancels import SweepRegistry
+
+    async def scenario() -> _CountingSweeper:
+        sweeper = _CountingSweeper(confirm=False)
+        sweeper.release.set()
+        registry = SweepRegistry(sweeper, timeout_s=5.0)  # type: ignore[arg-type]
+        assert not (await registry.run("k2", "all")).confirmed
+        assert not (await registry.run("k2", "all")).confirmed  # orders remained: a retry cancels again
+        return sweeper
+
+    assert asyncio.run(scenario()).sweeps == 2
