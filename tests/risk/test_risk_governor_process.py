@@ -387,7 +387,7 @@ def test_kill_request_halts_and_forwards_an_emergency_cancel(risk, gateway, clie
     wait_ready(client)
     report = client.call(Kill(kill_id="k-42", scope="strategy:alpha", reason="runaway", origin="ops"))
     assert isinstance(report, CancelReport) and report.confirmed and report.trading_state == "HALTED"
-    assert [c.command_id for c in gateway.cancels_for("strategy:alpha")] == ["kill-k-42"]
+    assert [c.command_id for c in gateway.cancels_for("strategy:alpha")] == ["k-42"]
     gateway.publish("md.AAPL", tick())
     assert check(client, order("BUY", 1)).code == "risk.halted"
     assert check(client, order("BUY", 1, strategy="beta")).code != "risk.halted"
@@ -433,7 +433,7 @@ def test_emergency_cancel_is_retried_until_the_gateway_acknowledges(risk, gatewa
     gateway.answer.set()
     eventually(lambda: gateway.cancels_for("all"), timeout=15, message="the retried cancel is acknowledged")
     st = eventually(lambda: (s := client.call(GetRiskState())) and any(
-        "acknowledged" in v for k, v in s.breakers.items() if k == "cancel.kill-k-retry") and s, timeout=15)
+        "acknowledged" in v for k, v in s.breakers.items() if k == "cancel.k-retry") and s, timeout=15)
     assert st.global_state == "HALTED"
 
 
