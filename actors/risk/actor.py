@@ -45,7 +45,7 @@ from actors.risk.ports import AlertSender, BusGatewayLink
 from actors.risk.pretrade import ApprovalSigner, PreTradeChecker
 from actors.risk.quotes import MarketDataFeed
 from actors.risk.state_keeper import TradingStateKeeper
-from actors.risk.trading_state import ACTIVE, GLOBAL, TradingStates
+from actors.risk.trading_state import ACTIVE, GLOBAL
 from bus import messages as m
 from bus import topics
 from bus.actor import Actor, Handler
@@ -87,9 +87,9 @@ class RiskGovernor(Actor):
         risk = cfg.risk
         signer = ApprovalSigner(load_approval_key(cfg), ttl_s=risk.approval_ttl_s)  # ConfigError -> exit 78
         self.limits = LimitTable(risk)
-        alerts = AlertSender(self.publish, self.name)
+        self._alerts = alerts = AlertSender(self.publish, self.name)
         gateway = BusGatewayLink(self._fresh_gateway_client, self._shared_gateway_client)
-        self.states = TradingStateKeeper(TradingStates.load(cfg.path(risk.state_file)), self.publish)
+        self.states = TradingStateKeeper.load(cfg.path(risk.state_file), self.publish)
         self.quotes = MarketDataFeed(gateway, subscriber=MD_SUBSCRIBER, wait_s=risk.market_data_wait_s,
                                      stale_s=risk.stale_data_s)
         self.mirror = GatewayMirror(gateway, beat_interval_s=cfg.bus.heartbeat_interval_s,
@@ -102,7 +102,6 @@ class RiskGovernor(Actor):
                                        self.publish, self.breakers.count_decision)
         self.kill_switch = KillSwitch(self.states, self.canceller, self.mirror.working_in_scope)
         self.mirror.on_snapshot(self._on_snapshot)
-        self._alerts = alerts
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -121,10 +120,10 @@ class RiskGovernor(Actor):
         return [self.mirror.run_snapshots(), self._sweep_loop()]
 
     def health_detail(self) -> dict[str, str]:
-        stats = self.checker.stats.detail()
+        stats = self.checker.stats
         return {"ready": str(self.mirror.ready).lower(), "state": self.states.state_of(GLOBAL).state,
-                "epoch": str(self.states.epoch), "approved": stats.pop("approved"),
-                "rejected": stats.pop("rejected"), "working": str(len(self.mirror.book.working)), **stats}
+                "epoch": str(self.states.epoch), "approved": str(stats.approved), "rejected": str(stats.rejected),
+                "working": str(len(self.mirror.book.working)), **stats.latency()}
 
     def _fresh_gateway_client(self, timeout_s: float) -> AsyncClient:
         """A new gateway client whose socket the caller closes after one attempt (no stale backlog)."""

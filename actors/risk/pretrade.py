@@ -65,8 +65,9 @@ class DecisionStats:
         else:
             self.rejected += 1
 
-    def detail(self) -> dict[str, str]:
-        detail = {"approved": str(self.approved), "rejected": str(self.rejected)}
+    def latency(self) -> dict[str, str]:
+        """p50 and p99 of the recent checks in microseconds (nothing before the first check)."""
+        detail: dict[str, str] = {}
         recent = sorted(list(self.check_ns)[-HEALTH_LATENCY_SAMPLES:])
         if recent:
             detail["check_p50_us"] = f"{recent[len(recent) // 2] / 1e3:.0f}"

@@ -8,6 +8,8 @@ for the whole system) is a change of this class alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from loguru import logger
 
 from actors.risk.breakers import ORIGIN_GATEWAY
@@ -28,6 +30,11 @@ class TradingStateKeeper:
     def __init__(self, states: TradingStates, publish: Publish) -> None:
         self._states = states
         self._publish = publish
+
+    @classmethod
+    def load(cls, path: Path, publish: Publish) -> "TradingStateKeeper":
+        """The persisted table at ``path`` (an unreadable one starts HALTED: see :attr:`load_error`)."""
+        return cls(TradingStates.load(path), publish)
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
