@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from actors.risk.governor import RiskGovernor
+from actors.risk.actor import RiskGovernor
 from bus.runtime import main
 
 if __name__ == "__main__":

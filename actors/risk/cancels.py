@@ -14,15 +14,16 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from loguru import logger
 
-from bus.messages import Alert, CancelReport, EmergencyCancel, Rejected
-from bus.reqrep import AsyncClient, RequestTimeout
+from actors.risk.ports import AlertSender, GatewayLink, Publish
+from bus import topics
+from bus.messages import CancelReport, EmergencyCancel, Rejected
 
-TOPIC = "control.emergency_cancel"
+#: the alert kind (``alert.emergency_cancel``) of an emergency cancel the gateway has not acknowledged
+ALERT_KIND = "emergency_cancel"
 #: beyond the gateway's own kill verification bound (gateway.kill_verify_timeout_s), per attempt
 ATTEMPT_MARGIN_S = 2.0
 #: stop retrying after this long (the command would be too old to act on blindly)
@@ -49,23 +50,26 @@ class CancelRecord:
 
 
 class EmergencyCanceller:
-    """Sends emergency cancels (see module docstring). ``publish(topic, body)`` is the actor's publisher;
-    ``new_client()`` makes a fresh gateway client."""
+    """Sends emergency cancels (see module docstring): published with ``publish``, delivered over ``gateway``
+    (one fresh socket per attempt), failures raised through ``alerts``."""
 
-    def __init__(self, publish: Callable[[str, object], None], new_client: Callable[[], AsyncClient], *,
+    def __init__(self, publish: Publish, gateway: GatewayLink, alerts: AlertSender, *,
                  attempt_timeout_s: float) -> None:
         self._publish = publish
-        self._new_client = new_client
+        self._gateway = gateway
+        self._alerts = alerts
         self.attempt_timeout_s = attempt_timeout_s
         self.history: deque[CancelRecord] = deque(maxlen=HISTORY)
         self._tasks: set[asyncio.Task[CancelRecord]] = set()
 
     def send(self, scope: str, reason: str, *, command_id: str | None = None) -> asyncio.Task[CancelRecord]:
+        """Publish and deliver one emergency cancel. ``command_id`` is the gateway's de-duplication key: a kill
+        passes its own kill id, so the kill and its cancel run one sweep; breakers get a fresh id."""
         cmd = EmergencyCancel(command_id=command_id or f"risk-{uuid.uuid4().hex[:16]}", scope=scope,
                               reason=reason[:500] or "risk breaker", origin="risk")
         rec = CancelRecord(cmd, time.monotonic())
         self.history.append(rec)
-        self._publish(TOPIC, cmd)
+        self._publish(topics.EMERGENCY_CANCEL, cmd)
         logger.warning("risk: emergency cancel {} scope={} reason={}", cmd.command_id, scope, cmd.reason)
         task = asyncio.create_task(self._deliver(rec), name=f"risk.cancel.{cmd.command_id}")
         self._tasks.add(task)
@@ -77,14 +81,7 @@ class EmergencyCanceller:
         alerted = False
         while True:
             rec.attempts += 1
-            client = self._new_client()
-            reply: object = None
-            try:
-                reply = await client.call(cmd, timeout_s=self.attempt_timeout_s, retries=0)
-            except RequestTimeout:
-                reply = None
-            finally:
-                client.close()
+            reply = await self._gateway.call_once(cmd, self.attempt_timeout_s)
             if isinstance(reply, CancelReport):
                 rec.report = reply
                 logger.info("risk: emergency cancel {} acknowledged: scope={} cancelled={} remaining={} confirmed={}",
@@ -96,19 +93,17 @@ class EmergencyCanceller:
                          rec.attempts, why)
             if not alerted:
                 alerted = True
-                self._publish("alert.emergency_cancel", Alert(
-                    kind="emergency_cancel", severity="critical", source="risk",
-                    message=f"gateway has not acknowledged emergency cancel {cmd.command_id} ({cmd.scope}): {why}; "
-                            f"retrying", detail={"command_id": cmd.command_id, "scope": cmd.scope}))
+                self._alerts.send(ALERT_KIND, "critical",
+                                  f"gateway has not acknowledged emergency cancel {cmd.command_id} ({cmd.scope}): "
+                                  f"{why}; retrying", command_id=cmd.command_id, scope=cmd.scope)
             if elapsed > GIVE_UP_AFTER_S:
                 rec.gave_up = True
                 logger.critical("risk: gave up delivering emergency cancel {} (scope {}) after {} attempts",
                                 cmd.command_id, cmd.scope, rec.attempts)
-                self._publish("alert.emergency_cancel", Alert(
-                    kind="emergency_cancel", severity="critical", source="risk",
-                    message=f"emergency cancel {cmd.command_id} ({cmd.scope}) NOT delivered to the gateway after "
-                            f"{elapsed:.0f}s: cancel working orders by hand (khazad kill)",
-                    detail={"command_id": cmd.command_id, "scope": cmd.scope}))
+                self._alerts.send(ALERT_KIND, "critical",
+                                  f"emergency cancel {cmd.command_id} ({cmd.scope}) NOT delivered to the gateway "
+                                  f"after {elapsed:.0f}s: cancel working orders by hand (khazad kill)",
+                                  command_id=cmd.command_id, scope=cmd.scope)
                 return rec
             backoff = RETRY_BACKOFF_S[min(rec.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
             await asyncio.sleep(backoff)  # retry timer between delivery attempts, not synchronisation

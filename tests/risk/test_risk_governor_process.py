@@ -396,6 +396,16 @@ def test_kill_request_halts_and_forwards_an_emergency_cancel(risk, gateway, clie
     assert check(client, order("BUY", 1)).code != "risk.halted"
 
 
+def test_kill_request_publishes_and_sends_its_emergency_cancel_under_the_kill_id(risk, gateway, client, events):
+    # the gateway de-duplicates kills and emergency cancels by id: one kill id must give one sweep
+    wait_ready(client)
+    report = client.call(Kill(kill_id="k-one", reason="panic", origin="ops"))
+    assert isinstance(report, CancelReport) and report.command_id == "k-one"
+    published = eventually(lambda: events.of(EmergencyCancel, "control.emergency_cancel"))
+    assert [(c.command_id, c.scope) for c in published] == [("k-one", "all")]
+    assert [c.command_id for c in gateway.cancels_for("all")] == ["k-one"]
+
+
 def test_kill_on_the_bus_halts_and_resume_on_the_bus_resumes(risk, gateway, client, events, config_path, zctx):
     wait_ready(client)
     cfg = cfg_of(config_path)
