@@ -35,7 +35,16 @@ from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    GapReport, GetStatus, Heartbeat, Kill, Ping, Pong, Rejected, Request, ServiceStatus, tag_of,
+    GapReport,
+    GetStatus,
+    Heartbeat,
+    Kill,
+    Ping,
+    Pong,
+    Rejected,
+    Request,
+    ServiceStatus,
+    tag_of,
 )
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
@@ -164,8 +173,12 @@ class Actor:
         while self._errors and now - self._errors[0] > ERROR_WINDOW_S:
             self._errors.popleft()
         if len(self._errors) > MAX_ERRORS and self.state == ActorState.RUNNING:
-            logger.critical("{}: {} errors in {:.0f}s, faulting so supervisord restarts me", self.name,
-                            len(self._errors), ERROR_WINDOW_S)
+            logger.critical(
+                "{}: {} errors in {:.0f}s, faulting so supervisord restarts me",
+                self.name,
+                len(self._errors),
+                ERROR_WINDOW_S,
+            )
             self._transition(ActorState.FAULTED)
             self.stop(EXIT_FAULTED)
 
@@ -194,8 +207,11 @@ class Actor:
             self._handlers = dict(self.request_handlers())
         handler = self._handlers.get(type(body))
         if handler is None:
-            return Rejected(code="unknown_command", reason=f"{self.name} does not handle {tag_of(type(body))}",
-                            request_type=tag_of(type(body)))
+            return Rejected(
+                code="unknown_command",
+                reason=f"{self.name} does not handle {tag_of(type(body))}",
+                request_type=tag_of(type(body)),
+            )
         return await handler(ctx, body)
 
     async def _on_ping(self, ctx: CallContext, body: Ping) -> Pong:
@@ -225,10 +241,16 @@ class Actor:
         if cl is None:
             assert self.ctx is not None
             bus = self.cfg.bus
-            cl = AsyncClient(self.ctx, bus.service_endpoint(service), service=service, stamper=self.stamper,
-                             timeout_s=bus.request_timeout_s if timeout_s is None else timeout_s,
-                             retries=bus.request_retries if retries is None else retries,
-                             security=self.security, server_key=self._server_key(service))
+            cl = AsyncClient(
+                self.ctx,
+                bus.service_endpoint(service),
+                service=service,
+                stamper=self.stamper,
+                timeout_s=bus.request_timeout_s if timeout_s is None else timeout_s,
+                retries=bus.request_retries if retries is None else retries,
+                security=self.security,
+                server_key=self._server_key(service),
+            )
             self._clients[key] = cl
         return cl
 
@@ -239,9 +261,17 @@ class Actor:
 
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
         if self.publisher is not None:
-            self.publisher.publish(topics.gap(self.name), GapReport(
-                subscriber=self.name, publisher=sender, topic=topic, expected=expected, received=received,
-                missed=received - expected))
+            self.publisher.publish(
+                topics.gap(self.name),
+                GapReport(
+                    subscriber=self.name,
+                    publisher=sender,
+                    topic=topic,
+                    expected=expected,
+                    received=received,
+                    missed=received - expected,
+                ),
+            )
 
     def note_kill(self, kill_id: str, sent_mono_ns: int = 0) -> None:
         """Record the first sighting of kill ``kill_id`` (CLOCK_MONOTONIC); a second path for the same kill (the
@@ -272,25 +302,48 @@ class Actor:
             self.security.start_authenticator(self.ctx)
         tasks: list[asyncio.Task[Any]] = []
         try:
-            self.publisher = Publisher(self.ctx, bus.proxy_frontend, self.stamper, sndhwm=bus.send_hwm,
-                                       security=self.security, server_key=self._server_key("proxy"))
-            await self._starting(self.publisher.wait_ready(bus.proxy_backend, security=self.security,
-                                                           server_key=self._server_key("proxy")))
+            self.publisher = Publisher(
+                self.ctx,
+                bus.proxy_frontend,
+                self.stamper,
+                sndhwm=bus.send_hwm,
+                security=self.security,
+                server_key=self._server_key("proxy"),
+            )
+            await self._starting(
+                self.publisher.wait_ready(
+                    bus.proxy_backend, security=self.security, server_key=self._server_key("proxy")
+                )
+            )
             if self.topics:
                 self.inbox = asyncio.Queue(maxsize=INBOX_SIZE)
                 wanted = list(self.topics)
                 self._kill_extra = not any(topics.KILL.startswith(t) for t in wanted)
                 if self._kill_extra:  # only for note_kill(); on_event never sees these
                     wanted.append(topics.KILL)
-                self.subscriber = Subscriber(self.ctx, bus.proxy_backend, wanted, name=self.name,
-                                             rcvhwm=bus.recv_hwm, on_gap=self._on_gap, security=self.security,
-                                             server_key=self._server_key("proxy"))
+                self.subscriber = Subscriber(
+                    self.ctx,
+                    bus.proxy_backend,
+                    wanted,
+                    name=self.name,
+                    rcvhwm=bus.recv_hwm,
+                    on_gap=self._on_gap,
+                    security=self.security,
+                    server_key=self._server_key("proxy"),
+                )
                 await self._starting(self.subscriber.wait_ready(self.publisher))
             await self._starting(self.on_start())
             if self.service:
-                self.server = Service(self.ctx, bus.service_endpoint(self.service), self.name, self._handle_request,
-                                      stamper=self.stamper, allow_non_loopback=bus.allow_non_loopback,
-                                      security=self.security, on_error=self.record_error)
+                self.server = Service(
+                    self.ctx,
+                    bus.service_endpoint(self.service),
+                    self.name,
+                    self._handle_request,
+                    stamper=self.stamper,
+                    allow_non_loopback=bus.allow_non_loopback,
+                    security=self.security,
+                    on_error=self.record_error,
+                )
                 tasks.append(asyncio.create_task(self.server.run(), name=f"{self.name}.service"))
             if self.subscriber is not None:
                 tasks.append(asyncio.create_task(self._pump(), name=f"{self.name}.pump"))
@@ -299,15 +352,20 @@ class Actor:
             for coro in self.background_tasks():
                 tasks.append(asyncio.create_task(coro))
             self._transition(ActorState.RUNNING)
-            logger.info("{}: running (pid {}){}", self.name, os.getpid(),
-                        f", serving {self.server.endpoint}" if self.server else "")
+            logger.info(
+                "{}: running (pid {}){}",
+                self.name,
+                os.getpid(),
+                f", serving {self.server.endpoint}" if self.server else "",
+            )
             await self._starting(self.on_started())
             stop_wait = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not stop_wait and not t.cancelled() and t.exception() is not None:
-                    logger.opt(exception=t.exception()).critical("{}: task {} died: {}", self.name, t.get_name(),
-                                                                 t.exception())
+                    logger.opt(exception=t.exception()).critical(
+                        "{}: task {} died: {}", self.name, t.get_name(), t.exception()
+                    )
                     self.exit_code = EXIT_FAULTED
                     if self.state == ActorState.RUNNING:
                         self._transition(ActorState.FAULTED)
@@ -322,7 +380,7 @@ class Actor:
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 await asyncio.wait_for(self.on_stop(), STOP_TIMEOUT_S)
-            except (asyncio.TimeoutError, Exception) as exc:  # shutdown must finish; log and go on
+            except (TimeoutError, Exception) as exc:  # shutdown must finish; log and go on
                 logger.warning("{}: on_stop did not finish cleanly: {!r}", self.name, exc)
             self._close_sockets()
             if self.state != ActorState.STOPPED:
@@ -360,8 +418,15 @@ class Actor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # error policy: log with context, count, keep going
-                logger.opt(exception=exc).error("{}: on_event failed for {} ({} from {} seq {}): {}", self.name,
-                                                topic, tag_of(type(env.body)), env.sender, env.seq, exc)
+                logger.opt(exception=exc).error(
+                    "{}: on_event failed for {} ({} from {} seq {}): {}",
+                    self.name,
+                    topic,
+                    tag_of(type(env.body)),
+                    env.sender,
+                    env.seq,
+                    exc,
+                )
                 self.record_error(exc)
 
     async def _heartbeat(self) -> None:
@@ -373,8 +438,9 @@ class Actor:
             if self.kill_seen is not None:
                 kill_id, seen_ns, sent_ns = self.kill_seen
                 detail = {**detail, KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns)}
-            self.publish(topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval,
-                                          detail=detail))
+            self.publish(
+                topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval, detail=detail)
+            )
             await asyncio.sleep(interval)  # periodic timer, not synchronisation
 
 

@@ -47,14 +47,18 @@ def _mac(key: bytes, approval_id: str, digest: str, issued: int, expires: int) -
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
-def sign(key: bytes, order: OrderSpec, *, ttl_s: float, is_modify: bool = False,
-         now_ns: int | None = None) -> Approval:
+def sign(key: bytes, order: OrderSpec, *, ttl_s: float, is_modify: bool = False, now_ns: int | None = None) -> Approval:
     issued = time.time_ns() if now_ns is None else now_ns
     expires = issued + int(ttl_s * 1e9)
     approval_id = secrets.token_hex(12)
     digest = order_digest(order, is_modify=is_modify)
-    return Approval(approval_id=approval_id, order_digest=digest, issued_wall_ns=issued, expires_wall_ns=expires,
-                    signature=_mac(key, approval_id, digest, issued, expires))
+    return Approval(
+        approval_id=approval_id,
+        order_digest=digest,
+        issued_wall_ns=issued,
+        expires_wall_ns=expires,
+        signature=_mac(key, approval_id, digest, issued, expires),
+    )
 
 
 class ApprovalError(Exception):
@@ -73,18 +77,21 @@ class ApprovalVerifier:
         self._key = key
         self._used: OrderedDict[str, None] = OrderedDict()
 
-    def verify(self, approval: Approval, order: OrderSpec, *, is_modify: bool = False,
-               now_ns: int | None = None) -> None:
-        expected = _mac(self._key, approval.approval_id, approval.order_digest, approval.issued_wall_ns,
-                        approval.expires_wall_ns)
+    def verify(
+        self, approval: Approval, order: OrderSpec, *, is_modify: bool = False, now_ns: int | None = None
+    ) -> None:
+        expected = _mac(
+            self._key, approval.approval_id, approval.order_digest, approval.issued_wall_ns, approval.expires_wall_ns
+        )
         if not hmac.compare_digest(expected, approval.signature):
             raise ApprovalError("approval.bad_signature", "approval signature is not the risk governor's")
         if not hmac.compare_digest(approval.order_digest, order_digest(order, is_modify=is_modify)):
             raise ApprovalError("approval.wrong_order", "approval was issued for a different order")
         now = time.time_ns() if now_ns is None else now_ns
         if now > approval.expires_wall_ns:
-            raise ApprovalError("approval.expired",
-                                f"approval expired {(now - approval.expires_wall_ns) / 1e9:.3f}s ago")
+            raise ApprovalError(
+                "approval.expired", f"approval expired {(now - approval.expires_wall_ns) / 1e9:.3f}s ago"
+            )
         if approval.approval_id in self._used:
             raise ApprovalError("approval.reused", "approval was already used for an order")
         self._used[approval.approval_id] = None
@@ -106,8 +113,9 @@ def load_approval_key(cfg: KhazadConfig, env: dict[str, str] | None = None) -> b
         try:
             key = bytes.fromhex(path.read_text().strip())
         except FileNotFoundError:
-            raise ConfigError(f"risk.approval_key_file: {path} does not exist; run `khazad keys approval` or "
-                              f"set {APPROVAL_KEY_ENV}") from None
+            raise ConfigError(
+                f"risk.approval_key_file: {path} does not exist; run `khazad keys approval` or set {APPROVAL_KEY_ENV}"
+            ) from None
         except ValueError:
             raise ConfigError(f"risk.approval_key_file: {path} does not hold a hex key") from None
     if len(key) < 16:

@@ -16,8 +16,14 @@ _OPERATOR = frozenset({"operator"})
 
 #: request type -> allowed (role) or (role:name) principals
 POLICY: dict[type, frozenset[str]] = {
-    m.Ping: ANY, m.GetStatus: ANY, m.GetOrder: ANY, m.ListOrders: ANY, m.GetAccount: ANY, m.GetPositions: ANY,
-    m.GetSystemStatus: ANY, m.GetRiskState: ANY,
+    m.Ping: ANY,
+    m.GetStatus: ANY,
+    m.GetOrder: ANY,
+    m.ListOrders: ANY,
+    m.GetAccount: ANY,
+    m.GetPositions: ANY,
+    m.GetSystemStatus: ANY,
+    m.GetRiskState: ANY,
     m.GetSnapshot: frozenset({"actor", "operator"}),
     m.PlaceOrder: frozenset({"strategy", "operator"}),
     m.ModifyOrder: frozenset({"strategy", "operator"}),
@@ -58,11 +64,11 @@ def authorize(user_id: str, body: Any) -> m.Rejected | None:
     role, name = split_user(user_id)
     allowed = POLICY.get(type(body))
     if not user_id or allowed is None or not (role in allowed or user_id in allowed):
-        return m.Rejected(code="unauthorized", reason=f"{user_id or 'anonymous'} may not send {req}",
-                          request_type=req)
+        return m.Rejected(code="unauthorized", reason=f"{user_id or 'anonymous'} may not send {req}", request_type=req)
     if role == "strategy":
         sid = claimed_strategy(body)
         if sid is not None and sid != name:
-            return m.Rejected(code="unauthorized",
-                              reason=f"strategy key {name!r} cannot act for strategy {sid!r}", request_type=req)
+            return m.Rejected(
+                code="unauthorized", reason=f"strategy key {name!r} cannot act for strategy {sid!r}", request_type=req
+            )
     return None

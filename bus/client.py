@@ -11,13 +11,39 @@ from bus.topics import TRADING_STATE as TRADING_STATE_TOPIC
 from bus.topics import market_data as md_topic
 from bus.topics import order as order_topic
 from sdk import (
-    REJECTED_STATUSES, AsyncKhazadClient, AsyncStream, Endpoints, KhazadClient, KhazadClientError, OrderRejected,
-    OrderWaitTimeout, RequestTimeout, SyncStream, UnexpectedReply, format_history, new_client_order_id,
+    REJECTED_STATUSES,
+    AsyncKhazadClient,
+    AsyncStream,
+    Endpoints,
+    KhazadClient,
+    KhazadClientError,
+    OrderRejected,
+    OrderWaitTimeout,
+    RequestTimeout,
+    SyncStream,
+    UnexpectedReply,
+    format_history,
+    new_client_order_id,
 )
 from sdk.endpoints import resolve_config
 
 __all__ = [
-    "AsyncKhazadClient", "KhazadClient", "Endpoints", "OrderRejected", "OrderWaitTimeout", "KhazadClientError",
-    "UnexpectedReply", "RequestTimeout", "new_client_order_id", "order_topic", "md_topic", "TRADING_STATE_TOPIC",
-    "REJECTED_STATUSES", "format_history", "client_security", "resolve_config", "AsyncStream", "SyncStream",
+    "AsyncKhazadClient",
+    "KhazadClient",
+    "Endpoints",
+    "OrderRejected",
+    "OrderWaitTimeout",
+    "KhazadClientError",
+    "UnexpectedReply",
+    "RequestTimeout",
+    "new_client_order_id",
+    "order_topic",
+    "md_topic",
+    "TRADING_STATE_TOPIC",
+    "REJECTED_STATUSES",
+    "format_history",
+    "client_security",
+    "resolve_config",
+    "AsyncStream",
+    "SyncStream",
 ]

@@ -28,8 +28,9 @@ class DecodeError(ValueError):
     :class:`~bus.messages.Rejected` code a service answers with: ``unknown_command`` when the body's type tag is
     not a message of this channel (e.g. a newer client), ``bad_request`` for everything else."""
 
-    def __init__(self, reason: str, *, sender: str = "", request_id: str = "", body_type: str = "",
-                 code: str = "bad_request") -> None:
+    def __init__(
+        self, reason: str, *, sender: str = "", request_id: str = "", body_type: str = "", code: str = "bad_request"
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sender = sender
@@ -68,8 +69,11 @@ class Codec(Generic[B]):
         except _BAD_FRAME as exc:
             raise self._explain(frame, exc) from None
         if env.v != SCHEMA_VERSION:
-            raise DecodeError(f"schema version {env.v} not supported (this process speaks {SCHEMA_VERSION})",
-                              sender=env.sender, request_id=env.request_id)
+            raise DecodeError(
+                f"schema version {env.v} not supported (this process speaks {SCHEMA_VERSION})",
+                sender=env.sender,
+                request_id=env.request_id,
+            )
         return env
 
     def _explain(self, frame: bytes, exc: Exception) -> DecodeError:
@@ -87,10 +91,19 @@ class Codec(Generic[B]):
         except _BAD_FRAME:
             pass
         if body_type and body_type not in self._tags:
-            return DecodeError(f"unknown message type {body_type!r}", sender=head.sender,
-                               request_id=head.request_id, body_type=body_type, code="unknown_command")
-        return DecodeError(f"invalid {body_type or 'message'}: {reason}", sender=head.sender,
-                           request_id=head.request_id, body_type=body_type)
+            return DecodeError(
+                f"unknown message type {body_type!r}",
+                sender=head.sender,
+                request_id=head.request_id,
+                body_type=body_type,
+                code="unknown_command",
+            )
+        return DecodeError(
+            f"invalid {body_type or 'message'}: {reason}",
+            sender=head.sender,
+            request_id=head.request_id,
+            body_type=body_type,
+        )
 
 
 class Stamper:
@@ -108,9 +121,16 @@ class Stamper:
         return n
 
     def stamp(self, body: Any, *, key: str = "", request_id: str = "", deadline_wall_ns: int = 0) -> Envelope[Any]:
-        return Envelope(sender=self.sender, incarnation=self.incarnation, seq=self.next_seq(key),
-                        mono_ns=time.monotonic_ns(), wall_ns=time.time_ns(), request_id=request_id,
-                        deadline_wall_ns=deadline_wall_ns, body=body)
+        return Envelope(
+            sender=self.sender,
+            incarnation=self.incarnation,
+            seq=self.next_seq(key),
+            mono_ns=time.monotonic_ns(),
+            wall_ns=time.time_ns(),
+            request_id=request_id,
+            deadline_wall_ns=deadline_wall_ns,
+            body=body,
+        )
 
 
 def validate(msg: T) -> T:

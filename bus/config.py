@@ -13,8 +13,9 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -277,7 +278,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not path:
             continue
         node = data
@@ -297,7 +298,9 @@ def _blame(message: str, from_env: dict[str, str]) -> str:
     return f"{message} (set by environment variable {from_env[key]})" if key in from_env else message
 
 
-def find_config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+def find_config_path(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path | None:
     env = os.environ if env is None else env
     if explicit:
         return Path(explicit)
@@ -324,7 +327,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     where = f"{cfg_path}: " if cfg_path else ""
     # msgspec reports dict entries as `[...]`; validate named sub-tables first so the error names the entry.
     strategies = data.get("risk", {}).get("strategies", {}) if isinstance(data.get("risk"), dict) else {}
-    for sid, table in (strategies.items() if isinstance(strategies, dict) else ()):
+    for sid, table in strategies.items() if isinstance(strategies, dict) else ():
         try:
             msgspec.convert(table, StrategyLimits)
         except msgspec.ValidationError as exc:
@@ -342,7 +345,7 @@ def endpoint_host(endpoint: str) -> str | None:
     """The host part of a ``tcp://host:port`` endpoint (None for ipc/inproc)."""
     if not endpoint.startswith("tcp://"):
         return None
-    hostport = endpoint[len("tcp://"):]
+    hostport = endpoint[len("tcp://") :]
     host, _, _ = hostport.rpartition(":")
     return host.strip("[]")
 

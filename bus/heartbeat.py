@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_LIVENESS = 3
 
+
 @dataclass
 class PeerLiveness:
     name: str
@@ -37,8 +38,16 @@ class LivenessTracker:
         self.clock = clock
         self.peers: dict[str, PeerLiveness] = {}
 
-    def beat(self, name: str, *, interval_s: float, state: str = "", pid: int = 0, incarnation: int = 0,
-             detail: dict[str, str] | None = None) -> PeerLiveness | None:
+    def beat(
+        self,
+        name: str,
+        *,
+        interval_s: float,
+        state: str = "",
+        pid: int = 0,
+        incarnation: int = 0,
+        detail: dict[str, str] | None = None,
+    ) -> PeerLiveness | None:
         """Record a beat; returns the peer if it just came (back) to life."""
         if not (math.isfinite(interval_s) and interval_s > 0):
             interval_s = HEARTBEAT_INTERVAL_S  # a NaN/0 interval would make the peer immortal (never > NaN * n)

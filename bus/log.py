@@ -14,8 +14,7 @@ from loguru import logger
 _configured: str | None = None
 
 HUMAN_FORMAT = (
-    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
-    "<cyan>{extra[proc]}</cyan> {message}"
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{extra[proc]}</cyan> {message}"
 )
 
 
@@ -30,6 +29,13 @@ def setup_logging(process: str, level: str = "INFO", json_dir: str | Path | None
     if json_dir:
         path = Path(json_dir)
         path.mkdir(parents=True, exist_ok=True)
-        logger.add(path / f"{process}.jsonl", level=level, serialize=True, rotation="50 MB", retention=5,
-                   backtrace=False, diagnose=False)
+        logger.add(
+            path / f"{process}.jsonl",
+            level=level,
+            serialize=True,
+            rotation="50 MB",
+            retention=5,
+            backtrace=False,
+            diagnose=False,
+        )
     _configured = process

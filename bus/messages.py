@@ -51,7 +51,9 @@ Price = Annotated[float, Meta(gt=0, le=MAX_PRICE)]
 NonNegative = Annotated[float, Meta(ge=0)]
 #: ``all`` | ``strategy:<id>`` | ``symbol:<symbol>``
 #: the symbol part follows SYMBOL_PATTERN (inner spaces allowed: ``symbol:BRK B``)
-SCOPE_PATTERN = r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]{0,30}[A-Za-z0-9_.\-/])?)$"
+SCOPE_PATTERN = (
+    r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]{0,30}[A-Za-z0-9_.\-/])?)$"
+)
 Scope = Annotated[str, Meta(pattern=SCOPE_PATTERN)]
 
 Side = Literal["BUY", "SELL"]
@@ -63,15 +65,23 @@ ConnectionStateName = Literal["CONNECTING", "CONNECTED", "RECONCILING", "READY",
 
 #: IB order statuses (as ib_insync reports them) plus Khazad's own pre-IB states.
 IB_STATUSES = (
-    "PendingSubmit", "PreSubmitted", "Submitted", "ApiPending", "PendingCancel",
-    "ApiCancelled", "Cancelled", "Filled", "Inactive",
+    "PendingSubmit",
+    "PreSubmitted",
+    "Submitted",
+    "ApiPending",
+    "PendingCancel",
+    "ApiCancelled",
+    "Cancelled",
+    "Filled",
+    "Inactive",
 )
 KHAZAD_STATUSES = ("Received", "RiskRejected", "GatewayRejected")
 #: PreSubmitted is a LIVE order (waiting for a trigger or the open), never a failure.
 LIVE_STATUSES = frozenset({"PreSubmitted", "Submitted", "PendingCancel"})
 #: PendingSubmit/ApiPending/Received: sent or about to be sent, not yet confirmed live; they count as working.
-WORKING_STATUSES = frozenset({"Received", "PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel",
-                              "Inactive"})
+WORKING_STATUSES = frozenset(
+    {"Received", "PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel", "Inactive"}
+)
 DONE_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "RiskRejected", "GatewayRejected"})
 #: ``SubmitAck.status`` of the gateway's answer to a second SubmitOrder for an orderRef it already placed (no
 #: second IB order was created).
@@ -111,8 +121,10 @@ def _check_symbol(name: str, value: str | None) -> None:
     if not value.strip():
         raise ValueError(f"{name} must not be blank")
     if len(value) > SYMBOL_MAX_LENGTH or not _SYMBOL_RE.match(value):
-        raise ValueError(f"{name} {value!r} is not a symbol (letters, digits, _ . - / and inner spaces, "
-                         f"at most {SYMBOL_MAX_LENGTH} characters)")
+        raise ValueError(
+            f"{name} {value!r} is not a symbol (letters, digits, _ . - / and inner spaces, "
+            f"at most {SYMBOL_MAX_LENGTH} characters)"
+        )
 
 
 def _check_scope(value: str) -> None:
@@ -126,8 +138,13 @@ def _check_positive(name: str, value: float | None, limit: float) -> None:
         raise ValueError(f"{name} must be > 0 and <= {limit:g}, got {value!r}")
 
 
-class Base(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
-           tag=lambda name: re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()):
+class Base(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag_field="type",
+    tag=lambda name: re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(),
+):
     """Base of every bus message: frozen, keyword-only, tagged by its snake_case class name."""
 
 
@@ -869,21 +886,72 @@ class ServiceStatus(Base, frozen=True, kw_only=True):
 # ---------------------------------------------------------------------------------------------------------------
 
 Event = Union[
-    Heartbeat, OrderStatusEvent, FillEvent, CommissionEvent, OrderUpdate, TickEvent, PositionEvent,
-    AccountValuesEvent, ConnectionStateEvent, TradingStateEvent, Kill, Resume, EmergencyCancel, RiskDecisionEvent,
-    Alert, ReconciliationReport, PortfolioSnapshot, GapReport,
+    Heartbeat,
+    OrderStatusEvent,
+    FillEvent,
+    CommissionEvent,
+    OrderUpdate,
+    TickEvent,
+    PositionEvent,
+    AccountValuesEvent,
+    ConnectionStateEvent,
+    TradingStateEvent,
+    Kill,
+    Resume,
+    EmergencyCancel,
+    RiskDecisionEvent,
+    Alert,
+    ReconciliationReport,
+    PortfolioSnapshot,
+    GapReport,
 ]
 
 Request = Union[
-    Ping, GetStatus, PlaceOrder, ModifyOrder, CancelOrder, CancelAllOrders, GetOrder, ListOrders, WaitOrder,
-    CheckOrder, SetTradingState, EnableStrategy, GetRiskState, SubmitOrder, AmendOrder, CancelIbOrder, CancelScope,
-    Kill, Resume, EmergencyCancel, GetSnapshot, SubscribeMarketData, UnsubscribeMarketData, GetAccount,
-    GetPositions, GetSystemStatus,
+    Ping,
+    GetStatus,
+    PlaceOrder,
+    ModifyOrder,
+    CancelOrder,
+    CancelAllOrders,
+    GetOrder,
+    ListOrders,
+    WaitOrder,
+    CheckOrder,
+    SetTradingState,
+    EnableStrategy,
+    GetRiskState,
+    SubmitOrder,
+    AmendOrder,
+    CancelIbOrder,
+    CancelScope,
+    Kill,
+    Resume,
+    EmergencyCancel,
+    GetSnapshot,
+    SubscribeMarketData,
+    UnsubscribeMarketData,
+    GetAccount,
+    GetPositions,
+    GetSystemStatus,
 ]
 
 Reply = Union[
-    Pong, Ack, Rejected, OrderReply, OrderListReply, RiskDecision, RiskStateReply, SubmitAck, CancelReport,
-    GatewayStatus, GatewaySnapshot, MarketDataAck, AccountReply, PositionsReply, SystemStatusReply, ServiceStatus,
+    Pong,
+    Ack,
+    Rejected,
+    OrderReply,
+    OrderListReply,
+    RiskDecision,
+    RiskStateReply,
+    SubmitAck,
+    CancelReport,
+    GatewayStatus,
+    GatewaySnapshot,
+    MarketDataAck,
+    AccountReply,
+    PositionsReply,
+    SystemStatusReply,
+    ServiceStatus,
 ]
 
 B = TypeVar("B")

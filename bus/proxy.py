@@ -31,10 +31,20 @@ SELF_ENDPOINT = "inproc://proxy-self"
 #: With CURVE, what each role may publish (topic prefixes). Actors publish anything. A strategy or operator key
 #: cannot inject fills, order updates or trading states: identity comes from the key, not from the message.
 PUBLISH_ACL: dict[str, tuple[str, ...]] = {
-    registry.STRATEGY_ROLE: (topics.PROBE_PREFIX, topics.HEARTBEAT_PREFIX, topics.GAP_PREFIX,
-                             topics.alert(registry.STRATEGY_ROLE)),
-    registry.OPERATOR_ROLE: (topics.PROBE_PREFIX, topics.HEARTBEAT_PREFIX, topics.GAP_PREFIX, topics.KILL,
-                             topics.RESUME, topics.alert(registry.OPERATOR_ROLE)),
+    registry.STRATEGY_ROLE: (
+        topics.PROBE_PREFIX,
+        topics.HEARTBEAT_PREFIX,
+        topics.GAP_PREFIX,
+        topics.alert(registry.STRATEGY_ROLE),
+    ),
+    registry.OPERATOR_ROLE: (
+        topics.PROBE_PREFIX,
+        topics.HEARTBEAT_PREFIX,
+        topics.GAP_PREFIX,
+        topics.KILL,
+        topics.RESUME,
+        topics.alert(registry.OPERATOR_ROLE),
+    ),
 }
 
 
@@ -75,8 +85,12 @@ def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Soc
                 else:
                     refused += 1
                     if refused == 1 or refused % 1000 == 0:
-                        logger.warning("proxy: refused {} message(s) on a topic {} may not publish (latest {!r})",
-                                       refused, user or "an unauthenticated peer", frames[0].bytes[:64])
+                        logger.warning(
+                            "proxy: refused {} message(s) on a topic {} may not publish (latest {!r})",
+                            refused,
+                            user or "an unauthenticated peer",
+                            frames[0].bytes[:64],
+                        )
         if backend in events:
             while True:
                 try:
@@ -126,8 +140,9 @@ def serve(cfg, stop: threading.Event, ready: threading.Event | None = None) -> i
         else:
             hb = Publisher(ctx, SELF_ENDPOINT, stamper)
         sockets_to_close.append(hb.sock)
-        logger.info("proxy: publishers -> {}  subscribers -> {} (pid {})", bus.proxy_frontend, bus.proxy_backend,
-                    os.getpid())
+        logger.info(
+            "proxy: publishers -> {}  subscribers -> {} (pid {})", bus.proxy_frontend, bus.proxy_backend, os.getpid()
+        )
         if ready is not None:
             ready.set()
         topic = topics.heartbeat(PROCESS)

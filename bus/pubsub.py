@@ -74,8 +74,9 @@ class SequenceTracker:
         missed = seq - expected
         self.gaps += 1
         self.missed += missed
-        logger.warning("bus gap: {} missed {} message(s) on {} (expected seq {}, got {})",
-                       env.sender, missed, topic, expected, seq)
+        logger.warning(
+            "bus gap: {} missed {} message(s) on {} (expected seq {}, got {})", env.sender, missed, topic, expected, seq
+        )
         if self.on_gap is not None:
             self.on_gap(env.sender, topic, expected, seq)
         return missed
@@ -118,8 +119,16 @@ class Publisher:
     event loop directly.
     """
 
-    def __init__(self, ctx: zmq.Context, frontend: str, stamper: Stamper, *, sndhwm: int = 100_000,
-                 security: Any = None, server_key: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        frontend: str,
+        stamper: Stamper,
+        *,
+        sndhwm: int = 100_000,
+        security: Any = None,
+        server_key: str | None = None,
+    ) -> None:
         self._ctx = zmq.Context.shadow(ctx.underlying) if isinstance(ctx, zmq.asyncio.Context) else ctx
         self._codec = event_codec()
         self.stamper = stamper
@@ -150,8 +159,9 @@ class Publisher:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"event bus proxy did not answer the ready handshake within {timeout:.1f}s")
 
-    def wait_ready_sync(self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None,
-                        server_key: str | None = None) -> None:
+    def wait_ready_sync(
+        self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None, server_key: str | None = None
+    ) -> None:
         """Blocking ready handshake (see module docstring)."""
         topic = _probe_topic(self.stamper.sender)
         probe = sockets.configure(self._ctx.socket(zmq.SUB))
@@ -162,8 +172,9 @@ class Publisher:
         finally:
             probe.close(0)
 
-    async def wait_ready(self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None,
-                         server_key: str | None = None) -> None:
+    async def wait_ready(
+        self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None, server_key: str | None = None
+    ) -> None:
         """Asyncio ready handshake: as :meth:`wait_ready_sync` without blocking the loop."""
         topic = _probe_topic(self.stamper.sender)
         actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
@@ -217,8 +228,9 @@ class _SubscriberBase:
         # libzmq filters on the SUB side when it delivers, so nothing of ``topic`` arrives after this unless another
         # subscription covers it; drop what was held back and the sequence state of the topics no longer received
         keep = tuple(self.topics)
-        self._pending = deque(f for f in self._pending if not _dropped(bytes(f[0]).decode(errors="replace"),
-                                                                      topic, keep))
+        self._pending = deque(
+            f for f in self._pending if not _dropped(bytes(f[0]).decode(errors="replace"), topic, keep)
+        )
         self.tracker.forget(topic, keep=keep)
 
     def _decode(self, frames: list[bytes]) -> tuple[str, Envelope[Event]] | None:
@@ -233,8 +245,9 @@ class _SubscriberBase:
             env = self._codec.decode(frames[1])
         except DecodeError as exc:
             self.invalid += 1
-            logger.warning("bus: {} dropped an invalid event on {} from {!r}: {}", self.name, topic,
-                           exc.sender, exc.reason)
+            logger.warning(
+                "bus: {} dropped an invalid event on {} from {!r}: {}", self.name, topic, exc.sender, exc.reason
+            )
             return None
         self.tracker.check(topic, env)
         self.received += 1
@@ -244,9 +257,18 @@ class _SubscriberBase:
 class Subscriber(_SubscriberBase):
     """Asyncio subscriber with gap detection. ``await recv()`` returns (topic, envelope)."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, backend: str, topics: list[str], *, name: str = "sub",
-                 rcvhwm: int = 100_000, on_gap: GapCallback | None = None, security: Any = None,
-                 server_key: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        backend: str,
+        topics: list[str],
+        *,
+        name: str = "sub",
+        rcvhwm: int = 100_000,
+        on_gap: GapCallback | None = None,
+        security: Any = None,
+        server_key: str | None = None,
+    ) -> None:
         super().__init__(name, topics, on_gap)
         self.sock = self._open(ctx, backend, rcvhwm, security, server_key)
         # A plain view of the same socket: a backlog is drained without a future per event. Safe with zmq.asyncio
@@ -298,9 +320,18 @@ class Subscriber(_SubscriberBase):
 class SyncSubscriber(_SubscriberBase):
     """Blocking subscriber for scripts, tools and tests. ``recv(timeout)`` returns None on timeout."""
 
-    def __init__(self, ctx: zmq.Context, backend: str, topics: list[str], *, name: str = "sub",
-                 rcvhwm: int = 100_000, on_gap: GapCallback | None = None, security: Any = None,
-                 server_key: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        backend: str,
+        topics: list[str],
+        *,
+        name: str = "sub",
+        rcvhwm: int = 100_000,
+        on_gap: GapCallback | None = None,
+        security: Any = None,
+        server_key: str | None = None,
+    ) -> None:
         super().__init__(name, topics, on_gap)
         self.sock = self._open(ctx, backend, rcvhwm, security, server_key)
 

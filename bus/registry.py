@@ -33,18 +33,42 @@ class ActorSpec:
     summary: str = ""
 
 
-PROXY = ActorSpec(name="proxy", module="bus.proxy", endpoint=None, priority=10,
-                  summary="ZeroMQ event bus (XSUB/XPUB)")
-GATEWAY = ActorSpec(name="gateway", module="actors.gateway", endpoint="gateway", priority=30,
-                    summary="the only IB connection (ib_insync)")
-RISK = ActorSpec(name="risk", module="actors.risk", endpoint="risk", priority=40,
-                 summary="pre-trade checks, approvals, breakers, trading states")
-ORDERS = ActorSpec(name="orders", module="actors.orders", endpoint="orders", priority=50,
-                   summary="order journal (SQLite, WAL) and lifecycle")
-PORTFOLIO = ActorSpec(name="portfolio", module="actors.portfolio", endpoint="portfolio", priority=60,
-                      summary="account, positions, per-strategy P&L, reconciliation")
-MONITOR = ActorSpec(name="monitor", module="actors.monitor", endpoint="monitor", priority=70,
-                    summary="heartbeats, alerts, audit trail, metrics")
+PROXY = ActorSpec(name="proxy", module="bus.proxy", endpoint=None, priority=10, summary="ZeroMQ event bus (XSUB/XPUB)")
+GATEWAY = ActorSpec(
+    name="gateway",
+    module="actors.gateway",
+    endpoint="gateway",
+    priority=30,
+    summary="the only IB connection (ib_insync)",
+)
+RISK = ActorSpec(
+    name="risk",
+    module="actors.risk",
+    endpoint="risk",
+    priority=40,
+    summary="pre-trade checks, approvals, breakers, trading states",
+)
+ORDERS = ActorSpec(
+    name="orders",
+    module="actors.orders",
+    endpoint="orders",
+    priority=50,
+    summary="order journal (SQLite, WAL) and lifecycle",
+)
+PORTFOLIO = ActorSpec(
+    name="portfolio",
+    module="actors.portfolio",
+    endpoint="portfolio",
+    priority=60,
+    summary="account, positions, per-strategy P&L, reconciliation",
+)
+MONITOR = ActorSpec(
+    name="monitor",
+    module="actors.monitor",
+    endpoint="monitor",
+    priority=70,
+    summary="heartbeats, alerts, audit trail, metrics",
+)
 
 #: every actor, in start-up order
 ACTORS: tuple[ActorSpec, ...] = (PROXY, GATEWAY, RISK, ORDERS, PORTFOLIO, MONITOR)

@@ -29,7 +29,16 @@ from bus import sockets
 from bus.authz import authorize
 from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
 from bus.messages import (
-    CancelAllOrders, CancelIbOrder, CancelOrder, CancelScope, EmergencyCancel, Envelope, Kill, Rejected, Reply, Request,
+    CancelAllOrders,
+    CancelIbOrder,
+    CancelOrder,
+    CancelScope,
+    EmergencyCancel,
+    Envelope,
+    Kill,
+    Rejected,
+    Reply,
+    Request,
     tag_of,
 )
 
@@ -43,8 +52,9 @@ BACKOFF_MAX_S = 0.5
 DEADLINE_ALLOWANCE_S = 0.25
 #: Requests a service runs even after their deadline: they only ever make things safer (a kill that arrives after
 #: the operator's CLI gave up is still a kill).
-RUN_WHEN_LATE: frozenset[type] = frozenset({Kill, EmergencyCancel, CancelOrder, CancelAllOrders, CancelIbOrder,
-                                            CancelScope})
+RUN_WHEN_LATE: frozenset[type] = frozenset(
+    {Kill, EmergencyCancel, CancelOrder, CancelAllOrders, CancelIbOrder, CancelScope}
+)
 #: A closing service keeps its socket this long for replies still queued (the answer to the request that made
 #: the actor fault, or ones sent just before a SIGTERM); a reply to a vanished caller is dropped at once anyway.
 REPLY_FLUSH_LINGER_MS = 250
@@ -73,7 +83,7 @@ def new_request_id() -> str:
 
 
 def backoff_s(attempt: int) -> float:
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt))
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
 
 
 def call_deadline_ns(timeout_s: float, attempts: int) -> int:
@@ -99,8 +109,9 @@ Handler = Callable[[CallContext, Any], Awaitable[Any]]
 class _Dedup:
     """Finished replies by key (bounded, TTL) and in-flight calls by key."""
 
-    def __init__(self, capacity: int = DEDUP_CAPACITY, ttl_s: float = DEDUP_TTL_S,
-                 max_bytes: int = DEDUP_MAX_BYTES) -> None:
+    def __init__(
+        self, capacity: int = DEDUP_CAPACITY, ttl_s: float = DEDUP_TTL_S, max_bytes: int = DEDUP_MAX_BYTES
+    ) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
@@ -128,8 +139,11 @@ class _Dedup:
         # oldest first: drop what expired, then whatever exceeds the count or byte budget (keeping the newest)
         while self.done:
             first_at, first_reply = next(iter(self.done.values()))
-            if (now - first_at <= self.ttl_s and len(self.done) <= self.capacity
-                    and (self.bytes <= self.max_bytes or len(self.done) == 1)):
+            if (
+                now - first_at <= self.ttl_s
+                and len(self.done) <= self.capacity
+                and (self.bytes <= self.max_bytes or len(self.done) == 1)
+            ):
                 break
             self.done.popitem(last=False)
             self.bytes -= len(first_reply)
@@ -143,9 +157,19 @@ class Service:
     supervisord restarts a process that keeps failing instead of serving garbage).
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, name: str, handler: Handler, *,
-                 stamper: Stamper | None = None, allow_non_loopback: bool = False, security: Any = None,
-                 on_error: Callable[[BaseException], None] | None = None, max_inflight: int = 1000) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        name: str,
+        handler: Handler,
+        *,
+        stamper: Stamper | None = None,
+        allow_non_loopback: bool = False,
+        security: Any = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        max_inflight: int = 1000,
+    ) -> None:
         self.name = name
         self.handler = handler
         self.on_error = on_error
@@ -174,8 +198,13 @@ class Service:
         """Answer an undecodable request with a typed rejection; ``route`` echoes extra routing frames (a REQ
         caller's empty delimiter) so even a wrongly framed caller gets its answer instead of hanging."""
         self.rejected_frames += 1
-        logger.warning("{}: rejected a bad request from {!r} (request {}): {}", self.name, exc.sender or "?",
-                       exc.request_id or "?", exc.reason)
+        logger.warning(
+            "{}: rejected a bad request from {!r} (request {}): {}",
+            self.name,
+            exc.sender or "?",
+            exc.request_id or "?",
+            exc.reason,
+        )
         body = Rejected(code=exc.code, reason=exc.reason, request_type=exc.body_type)
         payload = self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id))
         if route:
@@ -197,10 +226,16 @@ class Service:
                 sender, request_id, body_type = exc.sender, exc.request_id, exc.body_type
             else:
                 sender, request_id, body_type = env.sender, env.request_id, tag_of(type(env.body))
-        self._reject(identity, DecodeError(
-            f"expected exactly one frame after the routing id, got {count} (use a DEALER socket, not REQ)",
-            sender=sender, request_id=request_id, body_type=body_type),
-            route=[f.bytes for f in frames[1:-1]])
+        self._reject(
+            identity,
+            DecodeError(
+                f"expected exactly one frame after the routing id, got {count} (use a DEALER socket, not REQ)",
+                sender=sender,
+                request_id=request_id,
+                body_type=body_type,
+            ),
+            route=[f.bytes for f in frames[1:-1]],
+        )
 
     async def run(self) -> None:
         """Serve until cancelled."""
@@ -261,13 +296,23 @@ class Service:
                 late = self._late_s(ctx.envelope)
                 if late > 0 and type(body) not in RUN_WHEN_LATE:
                     self.expired += 1
-                    logger.warning("{}: {} (request {}) from {} not executed: it arrived {:.3f}s after its caller's "
-                                   "deadline", self.name, tag_of(type(body)), ctx.request_id, ctx.sender, late)
-                    reply = Rejected(code="expired", reason=f"arrived {late:.3f}s after the caller's deadline; "
-                                     f"not executed", request_type=tag_of(type(body)))
+                    logger.warning(
+                        "{}: {} (request {}) from {} not executed: it arrived {:.3f}s after its caller's deadline",
+                        self.name,
+                        tag_of(type(body)),
+                        ctx.request_id,
+                        ctx.sender,
+                        late,
+                    )
+                    reply = Rejected(
+                        code="expired",
+                        reason=f"arrived {late:.3f}s after the caller's deadline; not executed",
+                        request_type=tag_of(type(body)),
+                    )
                 elif denied is not None:
-                    logger.warning("{}: refused {} from {} ({})", self.name, tag_of(type(body)), ctx.user_id or "?",
-                                   denied.reason)
+                    logger.warning(
+                        "{}: refused {} from {} ({})", self.name, tag_of(type(body)), ctx.user_id or "?", denied.reason
+                    )
                     reply = denied
                 else:
                     reply = await self.handler(ctx, body)
@@ -277,10 +322,12 @@ class Service:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # error policy: typed reply + count; see class docstring
-                logger.opt(exception=exc).error("{}: handler failed on {} (request {}): {}", self.name,
-                                                tag_of(type(body)), ctx.request_id, exc)
-                reply = Rejected(code="internal", reason=f"{type(exc).__name__}: {exc}",
-                                 request_type=tag_of(type(body)))
+                logger.opt(exception=exc).error(
+                    "{}: handler failed on {} (request {}): {}", self.name, tag_of(type(body)), ctx.request_id, exc
+                )
+                reply = Rejected(
+                    code="internal", reason=f"{type(exc).__name__}: {exc}", request_type=tag_of(type(body))
+                )
                 payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
                 if self.on_error is not None:
                     self.on_error(exc)
@@ -331,9 +378,18 @@ class _ClientBase:
 class AsyncClient(_ClientBase):
     """Asyncio DEALER client; many concurrent calls share one socket."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, *, service: str, stamper: Stamper,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES, security: Any = None,
-                 server_key: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        *,
+        service: str,
+        stamper: Stamper,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        security: Any = None,
+        server_key: str | None = None,
+    ) -> None:
         super().__init__(endpoint, service, stamper, timeout_s, retries)
         self.sock = _client_socket(ctx, endpoint, security, server_key)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
@@ -360,7 +416,7 @@ class AsyncClient(_ClientBase):
                 # cancelling an unsent zmq.asyncio send withdraws it (NOBLOCK is not honoured while other sends
                 # wait, so the bound must come from here)
                 await asyncio.wait_for(sent, seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         sent.result()
         return True
@@ -397,8 +453,12 @@ class AsyncClient(_ClientBase):
                     if reply is not _TIMED_OUT:
                         return reply
                 if attempt + 1 < attempts:
-                    logger.debug("client of {}: {} timed out (attempt {}), retrying", self.service,
-                                 tag_of(type(body)), attempt + 1)
+                    logger.debug(
+                        "client of {}: {} timed out (attempt {}), retrying",
+                        self.service,
+                        tag_of(type(body)),
+                        attempt + 1,
+                    )
                     waiter = self._waiting[rid] = loop.create_future()
                     reply = await self._until(waiter, backoff_s(attempt))  # backoff between attempts
                     if reply is not _TIMED_OUT:
@@ -420,9 +480,18 @@ class AsyncClient(_ClientBase):
 class SyncClient(_ClientBase):
     """Blocking DEALER client for scripts, the CLI and tests (one call at a time)."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, service: str, stamper: Stamper | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES, security: Any = None,
-                 server_key: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        *,
+        service: str,
+        stamper: Stamper | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        security: Any = None,
+        server_key: str | None = None,
+    ) -> None:
         super().__init__(endpoint, service, stamper or Stamper(f"cli-{uuid.uuid4().hex[:6]}"), timeout_s, retries)
         self.sock = _client_socket(ctx, endpoint, security, server_key)
 

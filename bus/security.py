@@ -46,7 +46,7 @@ def create_key(directory: Path, name: str, role: str) -> tuple[Path, Path]:
     """Create a key pair ``<name>.key``/``<name>.key_secret`` (refuses to overwrite an existing pair)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-    if not name or any(c in name for c in "/\\:. ") :
+    if not name or any(c in name for c in "/\\:. "):
         raise ValueError(f"key name {name!r} must be a plain identifier")
     directory.mkdir(parents=True, exist_ok=True)
     public_path, secret_path = directory / f"{name}.key", directory / f"{name}.key_secret"
@@ -54,12 +54,15 @@ def create_key(directory: Path, name: str, role: str) -> tuple[Path, Path]:
         raise FileExistsError(f"{public_path} already exists; remove it first to rotate the key")
     public, secret = zmq.curve_keypair()
     meta = f'metadata\n    role = "{role}"\n    name = "{name}"\n'
-    public_path.write_text(f"#   Khazad CURVE public key ({role} {name})\n{meta}curve\n"
-                           f'    public-key = "{public.decode()}"\n')
+    public_path.write_text(
+        f'#   Khazad CURVE public key ({role} {name})\n{meta}curve\n    public-key = "{public.decode()}"\n'
+    )
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"#   Khazad CURVE SECRET key ({role} {name}): never share this file\n{meta}curve\n"
-                 f'    public-key = "{public.decode()}"\n    secret-key = "{secret.decode()}"\n')
+        fh.write(
+            f"#   Khazad CURVE SECRET key ({role} {name}): never share this file\n{meta}curve\n"
+            f'    public-key = "{public.decode()}"\n    secret-key = "{secret.decode()}"\n'
+        )
     return public_path, secret_path
 
 
@@ -124,11 +127,11 @@ class Security:
     _auth: _KhazadAuthenticator | None = None
 
     @classmethod
-    def disabled(cls) -> "Security":
+    def disabled(cls) -> Security:
         return cls(enabled=False)
 
     @classmethod
-    def for_process(cls, cfg: KhazadConfig, name: str) -> "Security":
+    def for_process(cls, cfg: KhazadConfig, name: str) -> Security:
         """Load ``<keys_dir>/<key_name or name>.key_secret`` and the allow-list; ConfigError if missing."""
         if not cfg.bus.curve.enabled:
             return cls.disabled()
@@ -136,19 +139,27 @@ class Security:
         key_name = cfg.bus.curve.key_name or name
         secret_path = directory / f"{key_name}.key_secret"
         if not secret_path.exists():
-            raise ConfigError(f"bus.curve: no key pair for {key_name!r} in {directory} "
-                              f"(create it with `khazad keys create {key_name} --role ...`)")
+            raise ConfigError(
+                f"bus.curve: no key pair for {key_name!r} in {directory} "
+                f"(create it with `khazad keys create {key_name} --role ...`)"
+            )
         public, secret = zmq.auth.load_certificate(str(secret_path))
         if secret is None:
             raise ConfigError(f"bus.curve: {secret_path} holds no secret key")
-        return cls(enabled=True, name=key_name, public=public, secret=secret, directory=directory,
-                   allowed=load_allowed(directory))
+        return cls(
+            enabled=True,
+            name=key_name,
+            public=public,
+            secret=secret,
+            directory=directory,
+            allowed=load_allowed(directory),
+        )
 
     def start_authenticator(self, ctx: zmq.Context) -> None:
         """Start the ZAP handler on ``ctx`` (needed by any process that binds a CURVE server socket)."""
         if not self.enabled or self._auth is not None:
             return
-        base = zmq.Context.shadow(ctx.underlying) if not type(ctx) is zmq.Context else ctx
+        base = zmq.Context.shadow(ctx.underlying) if type(ctx) is not zmq.Context else ctx
         self._auth = _KhazadAuthenticator(base, self.allowed)
         self._auth.start()
 

@@ -42,8 +42,9 @@ TCP_KEEPALIVE_CNT = 3
 NO_ZMTP_HEARTBEAT_TYPES = frozenset({zmq.PUB, zmq.SUB, zmq.XPUB, zmq.XSUB})
 
 
-def configure(sock: zmq.Socket, *, sndhwm: int | None = None, rcvhwm: int | None = None,
-              zmtp_heartbeat: bool | None = None) -> zmq.Socket:
+def configure(
+    sock: zmq.Socket, *, sndhwm: int | None = None, rcvhwm: int | None = None, zmtp_heartbeat: bool | None = None
+) -> zmq.Socket:
     """Apply the bus socket policy. ``zmtp_heartbeat`` None means: on for request/reply, off for pub/sub."""
     sock.setsockopt(zmq.LINGER, 0)
     if sndhwm is not None:
@@ -75,8 +76,7 @@ def check_bind_allowed(endpoint: str, allow_non_loopback: bool, curve: bool) -> 
         raise ConfigError(f"refusing to bind {endpoint} without CURVE: set bus.curve.enabled = true")
 
 
-def bind(sock: zmq.Socket, endpoint: str, *, allow_non_loopback: bool = False,
-         security: Security | None = None) -> str:
+def bind(sock: zmq.Socket, endpoint: str, *, allow_non_loopback: bool = False, security: Security | None = None) -> str:
     """Bind (as a CURVE server when security is on); returns the bound endpoint (resolves port 0)."""
     check_bind_allowed(endpoint, allow_non_loopback, bool(security and security.enabled))
     if security is not None and security.enabled:
@@ -85,8 +85,9 @@ def bind(sock: zmq.Socket, endpoint: str, *, allow_non_loopback: bool = False,
     return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
 
-def connect(sock: zmq.Socket, endpoint: str, *, security: Security | None = None,
-            server_key: str | None = None) -> None:
+def connect(
+    sock: zmq.Socket, endpoint: str, *, security: Security | None = None, server_key: str | None = None
+) -> None:
     """Connect (as a CURVE client of ``server_key`` when security is on)."""
     if security is not None and security.enabled:
         security.make_client(sock, server_key)

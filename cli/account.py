@@ -26,9 +26,13 @@ def _cmd_account(args: argparse.Namespace) -> int:
     summary = Table(title=f"account {snap.account or '?'} ({snap.currency or '?'})", show_header=False)
     summary.add_column("key", style="bold")
     summary.add_column("value", justify="right")
-    for key, value in (("net liquidation", snap.net_liquidation), ("total cash", snap.total_cash),
-                       ("buying power", snap.buying_power), ("realized P&L", snap.realized_pnl),
-                       ("unrealized P&L", snap.unrealized_pnl)):
+    for key, value in (
+        ("net liquidation", snap.net_liquidation),
+        ("total cash", snap.total_cash),
+        ("buying power", snap.buying_power),
+        ("realized P&L", snap.realized_pnl),
+        ("unrealized P&L", snap.unrealized_pnl),
+    ):
         summary.add_row(key, num(value))
     console.print(summary)
     if snap.strategy_pnl or snap.strategy_realized:

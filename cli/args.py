@@ -25,4 +25,3 @@ def non_negative_int(text: str) -> int:
 def add_common(p: argparse.ArgumentParser, timeout_help: str) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document (stable keys) instead of tables")
     p.add_argument("--timeout", type=positive, default=None, metavar="SECONDS", help=timeout_help)
-

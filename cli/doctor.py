@@ -25,7 +25,12 @@ from typing import TextIO
 
 from actors.gateway.settings import DEFAULT_PORTS, LIVE_PORTS, PAPER_PORTS, is_paper_account
 from actors.gateway.tws_wire import (
-    FrameDecoder, ProtocolError, build_client_handshake, build_start_api, parse_server_handshake, split_fields,
+    FrameDecoder,
+    ProtocolError,
+    build_client_handshake,
+    build_start_api,
+    parse_server_handshake,
+    split_fields,
 )
 
 MIN_VERSION = 157
@@ -34,22 +39,33 @@ DEFAULT_TIMEOUT_S = 5.0
 #: After nextValidId, how long to collect farm notices (they follow within milliseconds on a healthy login).
 FARM_WAIT_S = 1.0
 FARM_QUIET_S = 0.3
-FARM_OK = {2104: "market data", 2106: "historical data", 2158: "sec-def", 2107: "historical data (inactive)",
-           2108: "market data (inactive)"}
+FARM_OK = {
+    2104: "market data",
+    2106: "historical data",
+    2158: "sec-def",
+    2107: "historical data (inactive)",
+    2108: "market data (inactive)",
+}
 FARM_BROKEN = {2103: "market data", 2105: "historical data", 2157: "sec-def", 2110: "TWS-server link"}
 MSG_ERROR = "4"
 MSG_NEXT_VALID_ID = "9"
 MSG_MANAGED_ACCOUNTS = "15"
 
-FIX_NOT_LISTENING = ("start TWS or IB Gateway, enable the API (Configure > API > Settings > 'Enable ActiveX and "
-                     "Socket Clients') and check its socket port (TWS 7497 paper / 7496 live, IB Gateway 4002 paper "
-                     "/ 4001 live); from WSL connect to the Windows host's address (the default route's gateway), "
-                     "not 127.0.0.1")
-FIX_REJECTED = ("TWS refuses this machine: in API > Settings add this machine's address to 'Trusted IPs' and untick "
-                "'Allow connections from localhost only'; from WSL connect to the Windows host's address, not "
-                "127.0.0.1")
-FIX_SILENT = ("TWS may be waiting for you to accept the incoming connection (a dialog on its screen): accept it or "
-              "add this address to 'Trusted IPs'; otherwise the port belongs to another program")
+FIX_NOT_LISTENING = (
+    "start TWS or IB Gateway, enable the API (Configure > API > Settings > 'Enable ActiveX and "
+    "Socket Clients') and check its socket port (TWS 7497 paper / 7496 live, IB Gateway 4002 paper "
+    "/ 4001 live); from WSL connect to the Windows host's address (the default route's gateway), "
+    "not 127.0.0.1"
+)
+FIX_REJECTED = (
+    "TWS refuses this machine: in API > Settings add this machine's address to 'Trusted IPs' and untick "
+    "'Allow connections from localhost only'; from WSL connect to the Windows host's address, not "
+    "127.0.0.1"
+)
+FIX_SILENT = (
+    "TWS may be waiting for you to accept the incoming connection (a dialog on its screen): accept it or "
+    "add this address to 'Trusted IPs'; otherwise the port belongs to another program"
+)
 
 
 @dataclass
@@ -96,7 +112,7 @@ class _Conn:
         self.sock.settimeout(left)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return False
         if not data:
             self.closed = True
@@ -109,8 +125,15 @@ def _kind_of_port(port: int) -> str:
     return "paper" if port in PAPER_PORTS else "live" if port in LIVE_PORTS else ""
 
 
-def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None, account: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT_S) -> list[Check]:
+def run_checks(
+    host: str,
+    port: int,
+    client_id: int,
+    *,
+    mode: str | None = None,
+    account: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> list[Check]:
     checks: list[Check] = []
     names = ["tcp", "handshake", "server", "client id", "accounts", "paper/live", "farms"]
 
@@ -127,9 +150,15 @@ def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None,
     except socket.gaierror as exc:
         checks.append(Check("tcp", "FAIL", f"cannot resolve {host!r}: {exc}", "check --host / gateway.host"))
         return skip_rest("no connection")
-    except (socket.timeout, TimeoutError):
-        checks.append(Check("tcp", "FAIL", f"no answer from {host}:{port} within {timeout:g}s",
-                            "a firewall drops the connection or the host is wrong; " + FIX_NOT_LISTENING))
+    except TimeoutError:
+        checks.append(
+            Check(
+                "tcp",
+                "FAIL",
+                f"no answer from {host}:{port} within {timeout:g}s",
+                "a firewall drops the connection or the host is wrong; " + FIX_NOT_LISTENING,
+            )
+        )
         return skip_rest("no connection")
     except OSError as exc:
         checks.append(Check("tcp", "FAIL", f"cannot connect to {host}:{port}: {exc}", FIX_NOT_LISTENING))
@@ -145,12 +174,24 @@ def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None,
             while not conn.payloads and conn.read(deadline):
                 pass
         except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
-            checks.append(Check("handshake", "FAIL", f"the socket was reset before the API handshake completed "
-                                f"({exc.__class__.__name__})", FIX_REJECTED))
+            checks.append(
+                Check(
+                    "handshake",
+                    "FAIL",
+                    f"the socket was reset before the API handshake completed ({exc.__class__.__name__})",
+                    FIX_REJECTED,
+                )
+            )
             return skip_rest("no API session")
         except ProtocolError as exc:
-            checks.append(Check("handshake", "FAIL", f"{host}:{port} does not speak the TWS API ({exc})",
-                                "point --port at TWS/IB Gateway's API port"))
+            checks.append(
+                Check(
+                    "handshake",
+                    "FAIL",
+                    f"{host}:{port} does not speak the TWS API ({exc})",
+                    "point --port at TWS/IB Gateway's API port",
+                )
+            )
             return skip_rest("no API session")
         if not conn.payloads:
             checks.append(Check("handshake", "FAIL", f"no handshake answer within {timeout:g}s", FIX_SILENT))
@@ -158,17 +199,30 @@ def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None,
         try:
             probe.server_version, probe.connection_time = parse_server_handshake(conn.payloads[0])
         except ProtocolError as exc:
-            checks.append(Check("handshake", "FAIL", f"unexpected first message ({exc})",
-                                "point --port at TWS/IB Gateway's API port"))
+            checks.append(
+                Check(
+                    "handshake",
+                    "FAIL",
+                    f"unexpected first message ({exc})",
+                    "point --port at TWS/IB Gateway's API port",
+                )
+            )
             return skip_rest("no API session")
         checks.append(Check("handshake", "OK", "API handshake completed"))
         # 3. server version
         if probe.server_version < MIN_VERSION:
-            checks.append(Check("server", "FAIL", f"server version {probe.server_version} is too old",
-                                f"upgrade TWS/IB Gateway (Khazad needs server version >= {MIN_VERSION})"))
+            checks.append(
+                Check(
+                    "server",
+                    "FAIL",
+                    f"server version {probe.server_version} is too old",
+                    f"upgrade TWS/IB Gateway (Khazad needs server version >= {MIN_VERSION})",
+                )
+            )
             return skip_rest("server too old")
-        checks.append(Check("server", "OK", f"server version {probe.server_version} (connected at "
-                                            f"{probe.connection_time})"))
+        checks.append(
+            Check("server", "OK", f"server version {probe.server_version} (connected at {probe.connection_time})")
+        )
         # 4. client id
         try:
             sock.sendall(build_start_api(client_id))
@@ -184,18 +238,29 @@ def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None,
             _absorb(conn, probe)
         in_use = [m for code, m in probe.errors if code == 326]
         if in_use:
-            checks.append(Check("client id", "FAIL", f"client id {client_id} is already in use (IB 326: {in_use[0]})",
-                                "another program (the Khazad gateway itself, or a session from before TWS's daily "
-                                "restart that has not timed out yet) uses it: stop it, wait a minute, or pick "
-                                "another --client-id / gateway.client_id"))
+            checks.append(
+                Check(
+                    "client id",
+                    "FAIL",
+                    f"client id {client_id} is already in use (IB 326: {in_use[0]})",
+                    "another program (the Khazad gateway itself, or a session from before TWS's daily "
+                    "restart that has not timed out yet) uses it: stop it, wait a minute, or pick "
+                    "another --client-id / gateway.client_id",
+                )
+            )
             return skip_rest("no API session")
         if probe.next_valid_id is None:
             why = "the server closed the connection" if probe.closed else f"no answer within {timeout:g}s"
-            checks.append(Check("client id", "FAIL", f"startApi with client id {client_id} failed: {why}",
-                                FIX_REJECTED if probe.closed else FIX_SILENT))
+            checks.append(
+                Check(
+                    "client id",
+                    "FAIL",
+                    f"startApi with client id {client_id} failed: {why}",
+                    FIX_REJECTED if probe.closed else FIX_SILENT,
+                )
+            )
             return skip_rest("no API session")
-        checks.append(Check("client id", "OK", f"client id {client_id} accepted (next order id "
-                                               f"{probe.next_valid_id})"))
+        checks.append(Check("client id", "OK", f"client id {client_id} accepted (next order id {probe.next_valid_id})"))
         # farm notices follow the start; collect them briefly (bounded, quiet-terminated)
         end = time.monotonic() + FARM_WAIT_S
         while time.monotonic() < end:
@@ -214,8 +279,14 @@ def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None,
             pass
     # 5. accounts
     if not probe.accounts:
-        checks.append(Check("accounts", "FAIL", "the login manages no accounts",
-                            "log in to TWS/IB Gateway with a user that has trading permissions"))
+        checks.append(
+            Check(
+                "accounts",
+                "FAIL",
+                "the login manages no accounts",
+                "log in to TWS/IB Gateway with a user that has trading permissions",
+            )
+        )
     else:
         kinds = ", ".join(f"{a} ({'paper' if is_paper_account(a) else 'live'})" for a in probe.accounts)
         checks.append(Check("accounts", "OK", kinds))
@@ -227,7 +298,7 @@ def run_checks(host: str, port: int, client_id: int, *, mode: str | None = None,
 
 
 def _absorb(conn: _Conn, probe: Probe) -> None:
-    new, conn.consumed = conn.payloads[conn.consumed:], len(conn.payloads)
+    new, conn.consumed = conn.payloads[conn.consumed :], len(conn.payloads)
     for payload in new:
         try:
             fields = split_fields(payload)
@@ -255,22 +326,43 @@ def _paper_live(port: int, accounts: list[str], mode: str | None, account: str |
     kind = "paper" if paper else "live" if live else "mixed"
     port_kind = _kind_of_port(port)
     if account and account not in accounts:
-        return Check("paper/live", "FAIL", f"account {account} is not among {', '.join(accounts)}",
-                     "set gateway.account to one of the managed accounts, or log in with the right user")
+        return Check(
+            "paper/live",
+            "FAIL",
+            f"account {account} is not among {', '.join(accounts)}",
+            "set gateway.account to one of the managed accounts, or log in with the right user",
+        )
     if mode in ("sim", "paper") and not paper:
-        return Check("paper/live", "FAIL", f"mode {mode} but this login manages live account(s)",
-                     f"connect to the paper login (IB Gateway port {DEFAULT_PORTS['paper']}, TWS 7497) or set "
-                     f"gateway.mode = \"live\" with KHAZAD_LIVE_CONFIRM")
+        return Check(
+            "paper/live",
+            "FAIL",
+            f"mode {mode} but this login manages live account(s)",
+            f"connect to the paper login (IB Gateway port {DEFAULT_PORTS['paper']}, TWS 7497) or set "
+            f'gateway.mode = "live" with KHAZAD_LIVE_CONFIRM',
+        )
     if mode == "live" and not live:
-        return Check("paper/live", "FAIL", "mode live but this login manages paper account(s) (DU...)",
-                     f"connect to the live login (IB Gateway port {DEFAULT_PORTS['live']}, TWS 7496) or set "
-                     f"gateway.mode = \"paper\"")
+        return Check(
+            "paper/live",
+            "FAIL",
+            "mode live but this login manages paper account(s) (DU...)",
+            f"connect to the live login (IB Gateway port {DEFAULT_PORTS['live']}, TWS 7496) or set "
+            f'gateway.mode = "paper"',
+        )
     if port_kind and kind in ("paper", "live") and port_kind != kind:
-        return Check("paper/live", "FAIL", f"port {port} is the usual {port_kind} port but the accounts are {kind}",
-                     "the paper and live logins are swapped or TWS's API port was changed: check 'Socket port' "
-                     "in TWS API settings and which login runs there")
-    return Check("paper/live", "OK", f"{kind} accounts" + (f" on the usual {port_kind} port" if port_kind else "")
-                 + (f", mode {mode}" if mode else ""))
+        return Check(
+            "paper/live",
+            "FAIL",
+            f"port {port} is the usual {port_kind} port but the accounts are {kind}",
+            "the paper and live logins are swapped or TWS's API port was changed: check 'Socket port' "
+            "in TWS API settings and which login runs there",
+        )
+    return Check(
+        "paper/live",
+        "OK",
+        f"{kind} accounts"
+        + (f" on the usual {port_kind} port" if port_kind else "")
+        + (f", mode {mode}" if mode else ""),
+    )
 
 
 def _farms(errors: list[tuple[int, str]]) -> Check:
@@ -278,16 +370,28 @@ def _farms(errors: list[tuple[int, str]]) -> Check:
     broken = [m for c, m in errors if c in FARM_BROKEN]
     lost = [m for c, m in errors if c == 1100]
     if lost:
-        return Check("farms", "FAIL", f"TWS has lost IB's servers (1100: {lost[0]})",
-                     "check TWS's own internet connection and IB's system status page; orders will be refused")
+        return Check(
+            "farms",
+            "FAIL",
+            f"TWS has lost IB's servers (1100: {lost[0]})",
+            "check TWS's own internet connection and IB's system status page; orders will be refused",
+        )
     if broken:
-        return Check("farms", "FAIL", "; ".join(broken),
-                     "TWS cannot reach IB's data farms: check its internet connection and IB's system status; "
-                     "market data will be missing")
+        return Check(
+            "farms",
+            "FAIL",
+            "; ".join(broken),
+            "TWS cannot reach IB's data farms: check its internet connection and IB's system status; "
+            "market data will be missing",
+        )
     if ok:
         return Check("farms", "OK", "; ".join(ok))
-    return Check("farms", "WARN", "no farm status notices received",
-                 "usually harmless right after a TWS start; run doctor again in a minute")
+    return Check(
+        "farms",
+        "WARN",
+        "no farm status notices received",
+        "usually harmless right after a TWS start; run doctor again in a minute",
+    )
 
 
 def _defaults(args: argparse.Namespace) -> tuple[str, int, int, str | None, str | None]:

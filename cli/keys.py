@@ -46,8 +46,10 @@ def _create(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"created {args.role}:{args.name}\n  public (share, copy to the servers' keys dir): {public}\n"
-          f"  secret (keep on this host only, mode 0600): {secret}")
+    print(
+        f"created {args.role}:{args.name}\n  public (share, copy to the servers' keys dir): {public}\n"
+        f"  secret (keep on this host only, mode 0600): {secret}"
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.messages import CancelReport, Kill, tag_of
 from cli.args import SCOPE_HELP, add_common, non_negative_int
 from cli.exit_codes import EXIT_NOT_CONFIRMED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
-from cli.output import new_console, err, print_json, print_legs
+from cli.output import err, new_console, print_json, print_legs
 from cli.session import BROADCAST_TIMEOUT_S, Leg, Session, broadcast_leg, load, origin, request_leg, run_session
 
 #: Retries of the kill request to the gateway (same request id: the gateway runs the kill once).
@@ -46,9 +46,16 @@ class KillOutcome:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"command": msgspec.to_builtins(self.command), "confirmed": self.exit_code == EXIT_OK,
-                "exit_code": self.exit_code, "elapsed_s": round(self.elapsed_s, 3), "gateway": self.gateway.to_dict(),
-                "risk": self.risk.to_dict(), "bus": self.bus.to_dict(), "warnings": self.warnings}
+        return {
+            "command": msgspec.to_builtins(self.command),
+            "confirmed": self.exit_code == EXIT_OK,
+            "exit_code": self.exit_code,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "gateway": self.gateway.to_dict(),
+            "risk": self.risk.to_dict(),
+            "bus": self.bus.to_dict(),
+            "warnings": self.warnings,
+        }
 
 
 def _judge_kill(gateway: Leg) -> int:
@@ -64,20 +71,31 @@ def _judge_kill(gateway: Leg) -> int:
         return EXIT_NOT_CONFIRMED
     if report.confirmed and report.remaining == 0:
         gateway.status = "confirmed"
-        gateway.detail = (f"{report.trading_state} (epoch {report.epoch}), cancelled {report.cancelled}, "
-                          f"remaining 0, in {report.elapsed_ms:.0f} ms")
+        gateway.detail = (
+            f"{report.trading_state} (epoch {report.epoch}), cancelled {report.cancelled}, "
+            f"remaining 0, in {report.elapsed_ms:.0f} ms"
+        )
         return EXIT_OK
     gateway.ok, gateway.status = False, "unconfirmed"
     refs = ", ".join(report.remaining_order_refs[:20]) + (" ..." if len(report.remaining_order_refs) > 20 else "")
-    gateway.detail = (f"{report.trading_state} (epoch {report.epoch}), cancelled {report.cancelled}, "
-                      f"REMAINING {report.remaining}{': ' + refs if refs else ''}"
-                      f"{' - ' + report.detail if report.detail else ''}")
+    gateway.detail = (
+        f"{report.trading_state} (epoch {report.epoch}), cancelled {report.cancelled}, "
+        f"REMAINING {report.remaining}{': ' + refs if refs else ''}"
+        f"{' - ' + report.detail if report.detail else ''}"
+    )
     return EXIT_NOT_CONFIRMED
 
 
-def send_kill(cfg: KhazadConfig, *, scope: str = "all", reason: str, timeout_s: float | None = None,
-              retries: int = KILL_RETRIES, broadcast_timeout_s: float | None = None,
-              kill_origin: str | None = None) -> KillOutcome:
+def send_kill(
+    cfg: KhazadConfig,
+    *,
+    scope: str = "all",
+    reason: str,
+    timeout_s: float | None = None,
+    retries: int = KILL_RETRIES,
+    broadcast_timeout_s: float | None = None,
+    kill_origin: str | None = None,
+) -> KillOutcome:
     """Send one kill (gateway + risk + bus, concurrently) and judge it. Used by ``khazad kill``; usable from
     scripts. ``timeout_s`` is per attempt (default: the gateway's kill verification bound plus the request
     timeout, since the gateway answers only after it has verified that nothing is working). The whole call
@@ -95,8 +113,13 @@ def send_kill(cfg: KhazadConfig, *, scope: str = "all", reason: str, timeout_s: 
             request_leg("gateway", session.client("gateway").call(kill)),
             # the governor halts, then forwards an emergency cancel to the gateway and reports on it: same budget
             request_leg("risk", session.client("risk").call(kill)),
-            broadcast_leg(session, topics.KILL, kill,
-                          lambda b: isinstance(b, Kill) and b.kill_id == kill.kill_id, broadcast_timeout_s),
+            broadcast_leg(
+                session,
+                topics.KILL,
+                kill,
+                lambda b: isinstance(b, Kill) and b.kill_id == kill.kill_id,
+                broadcast_timeout_s,
+            ),
         )
         return KillOutcome(command=kill, gateway=gateway, risk=risk, bus=bus)
 
@@ -125,36 +148,53 @@ def _cmd_kill(args: argparse.Namespace) -> int:
         print_json(outcome.to_dict())
     else:
         k = outcome.command
-        print_legs(f"KILL scope={k.scope} kill_id={k.kill_id} ({outcome.elapsed_s:.2f}s)",
-                   [outcome.gateway, outcome.risk, outcome.bus])
+        print_legs(
+            f"KILL scope={k.scope} kill_id={k.kill_id} ({outcome.elapsed_s:.2f}s)",
+            [outcome.gateway, outcome.risk, outcome.bus],
+        )
     for w in outcome.warnings:
         err(f"warning: {w}")
     if outcome.exit_code == EXIT_OK:
         if not args.json:
-            new_console().print("[bold green]KILL CONFIRMED[/]: trading halted, no working orders in scope "
-                                f"{outcome.command.scope}. Resume with `khazad resume --scope {outcome.command.scope} "
-                                "--reason ...`.")
+            new_console().print(
+                "[bold green]KILL CONFIRMED[/]: trading halted, no working orders in scope "
+                f"{outcome.command.scope}. Resume with `khazad resume --scope {outcome.command.scope} "
+                "--reason ...`."
+            )
     else:
-        why = {EXIT_UNREACHABLE: "the gateway did not answer (unreachable or down)",
-               EXIT_NOT_CONFIRMED: "the gateway could not confirm that nothing is working",
-               EXIT_REFUSED: "the gateway refused the command"}[outcome.exit_code]
-        err(f"KILL NOT CONFIRMED: {why}: {outcome.gateway.detail}\n"
+        why = {
+            EXIT_UNREACHABLE: "the gateway did not answer (unreachable or down)",
+            EXIT_NOT_CONFIRMED: "the gateway could not confirm that nothing is working",
+            EXIT_REFUSED: "the gateway refused the command",
+        }[outcome.exit_code]
+        err(
+            f"KILL NOT CONFIRMED: {why}: {outcome.gateway.detail}\n"
             "Orders may still be working at IB. Re-run `khazad kill`, check `khazad orders` and `khazad status`, "
-            "and if the gateway stays unreachable cancel in TWS / IB Gateway directly (Global Cancel).")
+            "and if the gateway stays unreachable cancel in TWS / IB Gateway directly (Global Cancel)."
+        )
     return outcome.exit_code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "kill", help="KILL SWITCH: halt trading and cancel every working order (gateway-confirmed)",
+        "kill",
+        help="KILL SWITCH: halt trading and cancel every working order (gateway-confirmed)",
         description="Halt trading in SCOPE and cancel every working order in it. Sent straight to the gateway "
-                    f"(acknowledged with a cancel report), to the risk governor, and broadcast on {topics.KILL}. "
-                    "Exit codes: 0 confirmed (halted, nothing working), 2 gateway unreachable, 3 orders remain / "
-                    "not verified, 4 refused, 78 config error.")
+        f"(acknowledged with a cancel report), to the risk governor, and broadcast on {topics.KILL}. "
+        "Exit codes: 0 confirmed (halted, nothing working), 2 gateway unreachable, 3 orders remain / "
+        "not verified, 4 refused, 78 config error.",
+    )
     p.add_argument("--scope", default="all", help=SCOPE_HELP)
     p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
-    p.add_argument("--retries", type=non_negative_int, default=KILL_RETRIES,
-                   help=f"gateway retries, same request id (default {KILL_RETRIES})")
-    add_common(p, "per-attempt wait for the gateway's confirmation (default: gateway.kill_verify_timeout_s + "
-                  "bus.request_timeout_s)")
+    p.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=KILL_RETRIES,
+        help=f"gateway retries, same request id (default {KILL_RETRIES})",
+    )
+    add_common(
+        p,
+        "per-attempt wait for the gateway's confirmation (default: gateway.kill_verify_timeout_s + "
+        "bus.request_timeout_s)",
+    )
     p.set_defaults(handler=_cmd_kill)

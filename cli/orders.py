@@ -9,7 +9,7 @@ from bus.codec import validate
 from bus.messages import ListOrders, OrderListReply, OrderView
 from cli.args import add_common
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED
-from cli.output import clock_time, new_console, err, num, print_json, qty
+from cli.output import clock_time, err, new_console, num, print_json, qty
 from cli.session import query_cmd
 
 
@@ -27,16 +27,44 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, show_header=True, header_style="bold")
-    for col in ("strategy", "client_order_id", "symbol", "side", "qty", "type", "price", "tif", "status", "filled",
-                "avg", "ib id", "perm id", "updated", "reason"):
+    for col in (
+        "strategy",
+        "client_order_id",
+        "symbol",
+        "side",
+        "qty",
+        "type",
+        "price",
+        "tif",
+        "status",
+        "filled",
+        "avg",
+        "ib id",
+        "perm id",
+        "updated",
+        "reason",
+    ):
         table.add_column(col, overflow="fold")
     for o in orders:
         s = o.spec
         style = "green" if o.is_live else ("dim" if o.is_done else "yellow")
-        table.add_row(s.strategy_id, s.client_order_id, s.instrument.symbol, s.side, qty(s.quantity), s.order_type,
-                      _price(o), s.tif, f"[{style}]{o.status}[/]", qty(o.filled),
-                      num(o.avg_fill_price, "{:,.4g}") if o.filled else "", str(o.ib_order_id or ""),
-                      str(o.perm_id or ""), clock_time(o.updated_wall_ns or o.created_wall_ns), o.reason)
+        table.add_row(
+            s.strategy_id,
+            s.client_order_id,
+            s.instrument.symbol,
+            s.side,
+            qty(s.quantity),
+            s.order_type,
+            _price(o),
+            s.tif,
+            f"[{style}]{o.status}[/]",
+            qty(o.filled),
+            num(o.avg_fill_price, "{:,.4g}") if o.filled else "",
+            str(o.ib_order_id or ""),
+            str(o.perm_id or ""),
+            clock_time(o.updated_wall_ns or o.created_wall_ns),
+            o.reason,
+        )
     return table
 
 
@@ -53,8 +81,11 @@ def _cmd_orders(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"filter": flt, "strategy": args.strategy, "symbol": args.symbol, "orders": reply.orders})
     else:
-        what = [flt] + ([f"strategy {args.strategy}"] if args.strategy else []) + \
-               ([f"symbol {args.symbol}"] if args.symbol else [])
+        what = (
+            [flt]
+            + ([f"strategy {args.strategy}"] if args.strategy else [])
+            + ([f"symbol {args.symbol}"] if args.symbol else [])
+        )
         new_console().print(orders_table(reply.orders, f"orders ({', '.join(what)}): {len(reply.orders)}"))
     return EXIT_OK
 

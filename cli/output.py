@@ -44,7 +44,7 @@ def clock_time(wall_ns: int) -> str:
     return datetime.fromtimestamp(wall_ns / 1e9).strftime("%H:%M:%S") if wall_ns else ""
 
 
-def print_legs(title: str, legs: list["Leg"], ok_style: str = "green") -> None:
+def print_legs(title: str, legs: list[Leg], ok_style: str = "green") -> None:
     from rich.table import Table
 
     table = Table(title=title, show_header=True, header_style="bold")
@@ -55,4 +55,3 @@ def print_legs(title: str, legs: list["Leg"], ok_style: str = "green") -> None:
         style = ok_style if leg.ok else "bold red"
         table.add_row(leg.target, f"[{style}]{leg.status.upper()}[/]", leg.detail)
     new_console().print(table)
-

@@ -9,7 +9,7 @@ from bus.codec import validate
 from bus.messages import GetPositions, PositionsReply
 from cli.args import add_common
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED
-from cli.output import new_console, err, num, print_json, qty
+from cli.output import err, new_console, num, print_json, qty
 from cli.session import query_cmd
 
 
@@ -17,13 +17,32 @@ def positions_table(positions: list[Any], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, show_header=True, header_style="bold")
-    for col in ("account", "symbol", "type", "currency", "quantity", "avg cost", "mkt price", "mkt value",
-                "unrealized", "realized"):
+    for col in (
+        "account",
+        "symbol",
+        "type",
+        "currency",
+        "quantity",
+        "avg cost",
+        "mkt price",
+        "mkt value",
+        "unrealized",
+        "realized",
+    ):
         table.add_column(col, justify="right" if col not in ("account", "symbol", "type", "currency") else "left")
     for p in positions:
-        table.add_row(p.account, p.instrument.symbol, p.instrument.sec_type, p.instrument.currency, qty(p.quantity),
-                      num(p.avg_cost, "{:,.4f}"), num(p.market_price, "{:,.4f}"), num(p.market_value),
-                      num(p.unrealized_pnl), num(p.realized_pnl))
+        table.add_row(
+            p.account,
+            p.instrument.symbol,
+            p.instrument.sec_type,
+            p.instrument.currency,
+            qty(p.quantity),
+            num(p.avg_cost, "{:,.4f}"),
+            num(p.market_price, "{:,.4f}"),
+            num(p.market_value),
+            num(p.unrealized_pnl),
+            num(p.realized_pnl),
+        )
     return table
 
 

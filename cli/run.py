@@ -18,8 +18,11 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from launch.options import add_arguments
 
-    p = sub.add_parser("run", help="start the whole system under supervisord (what `python run_all.py` does)",
-                       description="Run the whole Khazad system under supervisord, in the foreground (Ctrl-C stops "
-                                   "everything). --config may be given before or after `run`.")
+    p = sub.add_parser(
+        "run",
+        help="start the whole system under supervisord (what `python run_all.py` does)",
+        description="Run the whole Khazad system under supervisord, in the foreground (Ctrl-C stops "
+        "everything). --config may be given before or after `run`.",
+    )
     add_arguments(p, config_default=argparse.SUPPRESS)
     p.set_defaults(handler=_run)

@@ -75,23 +75,36 @@ class Session:
         self._clients: list[AsyncClient] = []
 
     def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> AsyncClient:
-        cl = AsyncClient(self.ctx, self.cfg.bus.service_endpoint(service), service=service, stamper=self.stamper,
-                         timeout_s=self.timeout_s if timeout_s is None else timeout_s,
-                         retries=self.retries if retries is None else retries, security=self.security,
-                         server_key=server_key(self.security, service))
+        cl = AsyncClient(
+            self.ctx,
+            self.cfg.bus.service_endpoint(service),
+            service=service,
+            stamper=self.stamper,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+            retries=self.retries if retries is None else retries,
+            security=self.security,
+            server_key=server_key(self.security, service),
+        )
         self._clients.append(cl)
         return cl
 
-    async def broadcast(self, topic: str | None, body: Any = None, match: Any = None,
-                        timeout_s: float = BROADCAST_TIMEOUT_S) -> None:
+    async def broadcast(
+        self, topic: str | None, body: Any = None, match: Any = None, timeout_s: float = BROADCAST_TIMEOUT_S
+    ) -> None:
         """Publish ``body`` on ``topic`` and return once it came back through the proxy (proof the proxy has it
         and forwards it); raises TimeoutError otherwise. ``topic=None`` only does the ready handshake (a proxy
         liveness probe)."""
         bus = self.cfg.bus
         key = server_key(self.security, "proxy")
         pub = Publisher(self.ctx, bus.proxy_frontend, self.stamper, security=self.security, server_key=key)
-        sub = Subscriber(self.ctx, bus.proxy_backend, [topic] if topic else [], name=self.stamper.sender,
-                         security=self.security, server_key=key)
+        sub = Subscriber(
+            self.ctx,
+            bus.proxy_backend,
+            [topic] if topic else [],
+            name=self.stamper.sender,
+            security=self.security,
+            server_key=key,
+        )
         try:
             deadline = time.monotonic() + timeout_s
             await pub.wait_ready(bus.proxy_backend, timeout=timeout_s, security=self.security, server_key=key)
@@ -104,8 +117,11 @@ class Session:
                 if match(env.body):
                     return
         except TimeoutError:  # asyncio's is the builtin since 3.11: the handshake's and wait_for's
-            what = "the proxy did not answer the ready handshake" if topic is None else \
-                f"{topic} was not seen back through the proxy"
+            what = (
+                "the proxy did not answer the ready handshake"
+                if topic is None
+                else f"{topic} was not seen back through the proxy"
+            )
             raise TimeoutError(f"{what} within {timeout_s:g}s") from None
         finally:
             sub.close()
@@ -159,15 +175,18 @@ async def request_leg(target: str, call: Any) -> Leg:
     else:
         leg.ok, leg.status = True, "acknowledged"
         if isinstance(reply, CancelReport):
-            leg.detail = (f"{reply.trading_state} (epoch {reply.epoch}), cancelled {reply.cancelled}, "
-                          f"remaining {reply.remaining}{' - ' + reply.detail if reply.detail else ''}")
+            leg.detail = (
+                f"{reply.trading_state} (epoch {reply.epoch}), cancelled {reply.cancelled}, "
+                f"remaining {reply.remaining}{' - ' + reply.detail if reply.detail else ''}"
+            )
         else:
             leg.detail = getattr(reply, "detail", "") if isinstance(getattr(reply, "detail", ""), str) else ""
     return leg
 
 
-async def broadcast_leg(session: Session, topic: str, body: Any, match: Any,
-                        timeout_s: float = BROADCAST_TIMEOUT_S) -> Leg:
+async def broadcast_leg(
+    session: Session, topic: str, body: Any, match: Any, timeout_s: float = BROADCAST_TIMEOUT_S
+) -> Leg:
     leg = Leg(f"bus:{topic}")
     try:
         await session.broadcast(topic, body, match, timeout_s)
@@ -208,4 +227,3 @@ def query_cmd(args: argparse.Namespace, service: str, body: Any, expect: type) -
         err(f"khazad {name}: unexpected reply {tag_of(type(reply))} from {service}")
         return EXIT_REFUSED, reply
     return EXIT_OK, reply
-

@@ -14,7 +14,8 @@ def _sim(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     # prefix_chars that never occur: every argument after `sim` (options included) goes to the simulator as is
-    p = sub.add_parser("sim", help="run the TWS API simulator (same options as `python -m sim`)", add_help=False,
-                       prefix_chars="\x00")
+    p = sub.add_parser(
+        "sim", help="run the TWS API simulator (same options as `python -m sim`)", add_help=False, prefix_chars="\x00"
+    )
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     p.set_defaults(handler=_sim)

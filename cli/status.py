@@ -14,13 +14,21 @@ import msgspec
 from bus import registry
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.messages import (
-    ActorHealth, GatewayStatus, GetStatus, GetSystemStatus, Ping, Pong, Rejected, RiskStateReply, ServiceStatus,
+    ActorHealth,
+    GatewayStatus,
+    GetStatus,
+    GetSystemStatus,
+    Ping,
+    Pong,
+    Rejected,
+    RiskStateReply,
+    ServiceStatus,
     SystemStatusReply,
 )
 from bus.reqrep import RequestTimeout
 from cli.args import add_common
 from cli.exit_codes import EXIT_DEGRADED, EXIT_OK
-from cli.output import new_console, err, print_json
+from cli.output import err, new_console, print_json
 from cli.session import Session, load, run_session
 
 #: Services ``status`` asks directly when the monitor does not answer (every actor that serves requests).
@@ -47,11 +55,19 @@ class StatusOutcome:
         return not self.unreachable and all(a.alive for a in self.actors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "healthy": self.healthy, "connection": self.connection,
-                "trading_state": self.trading_state, "epoch": self.epoch,
-                "actors": msgspec.to_builtins(self.actors), "alerts": msgspec.to_builtins(self.alerts),
-                "gaps": self.gaps, "rejects": self.rejects, "unreachable": self.unreachable,
-                "services": msgspec.to_builtins(self.services)}
+        return {
+            "source": self.source,
+            "healthy": self.healthy,
+            "connection": self.connection,
+            "trading_state": self.trading_state,
+            "epoch": self.epoch,
+            "actors": msgspec.to_builtins(self.actors),
+            "alerts": msgspec.to_builtins(self.alerts),
+            "gaps": self.gaps,
+            "rejects": self.rejects,
+            "unreachable": self.unreachable,
+            "services": msgspec.to_builtins(self.services),
+        }
 
 
 async def _direct_status(session: Session) -> StatusOutcome:
@@ -87,8 +103,12 @@ async def _direct_status(session: Session) -> StatusOutcome:
         state = getattr(reply, "state", "") or "RUNNING"
         if isinstance(reply, GatewayStatus):
             out.connection, out.trading_state, out.epoch = reply.connection, reply.trading_state, reply.epoch
-            detail = {"mode": reply.mode, "connection": reply.connection, "open_orders": str(reply.open_orders),
-                      "account": reply.account}
+            detail = {
+                "mode": reply.mode,
+                "connection": reply.connection,
+                "open_orders": str(reply.open_orders),
+                "account": reply.account,
+            }
             state = "RUNNING"
         elif isinstance(reply, ServiceStatus):
             detail = dict(reply.detail)
@@ -115,9 +135,16 @@ def get_status(cfg: KhazadConfig, *, timeout_s: float | None = None, retries: in
         if isinstance(reply, SystemStatusReply):
             direct.cancel()
             await asyncio.gather(direct, return_exceptions=True)
-            return StatusOutcome(source="monitor", actors=list(reply.actors), connection=reply.connection,
-                                 trading_state=reply.trading_state, epoch=reply.epoch, alerts=list(reply.alerts),
-                                 gaps=reply.gaps, rejects=reply.rejects)
+            return StatusOutcome(
+                source="monitor",
+                actors=list(reply.actors),
+                connection=reply.connection,
+                trading_state=reply.trading_state,
+                epoch=reply.epoch,
+                alerts=list(reply.alerts),
+                gaps=reply.gaps,
+                rejects=reply.rejects,
+            )
         return await direct
 
     return run_session(cfg, per_attempt, tries, job)
@@ -140,17 +167,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         err("monitor unreachable: status below comes from each service directly")
     state_style = {"ACTIVE": "green", "REDUCING": "yellow", "HALTED": "bold red"}.get(st.trading_state, "")
     conn_style = "green" if st.connection == "READY" else "bold red"
-    console.print(f"trading: [{state_style or 'bold'}]{st.trading_state or '?'}[/] (epoch {st.epoch})   "
-                  f"connection: [{conn_style}]{st.connection or '?'}[/]   source: {st.source}"
-                  + (f"   gaps: {st.gaps}   rejects: {st.rejects}" if st.source == "monitor" else ""))
+    console.print(
+        f"trading: [{state_style or 'bold'}]{st.trading_state or '?'}[/] (epoch {st.epoch})   "
+        f"connection: [{conn_style}]{st.connection or '?'}[/]   source: {st.source}"
+        + (f"   gaps: {st.gaps}   rejects: {st.rejects}" if st.source == "monitor" else "")
+    )
     table = Table(show_header=True, header_style="bold")
     for col in ("actor", "alive", "state", "pid", "last beat", "detail"):
         table.add_column(col, overflow="fold")
     for a in st.actors:
         alive = "[green]yes[/]" if a.alive else "[bold red]NO[/]"
         beat = "" if a.last_beat_age_s is None else f"{a.last_beat_age_s:.1f}s ago"
-        table.add_row(a.name, alive, a.state, str(a.pid or ""), beat,
-                      ", ".join(f"{k}={v}" for k, v in sorted(a.detail.items())))
+        table.add_row(
+            a.name, alive, a.state, str(a.pid or ""), beat, ", ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))
+        )
     console.print(table)
     if st.alerts:
         alerts = Table(title="recent alerts", show_header=True, header_style="bold")
@@ -163,8 +193,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="actors, IB connection and trading state",
-                       description="Ask the monitor for the system status; when it is down, ask every service "
-                                   "directly and mark what could not be reached. Exit 1 when something is down.")
+    p = sub.add_parser(
+        "status",
+        help="actors, IB connection and trading state",
+        description="Ask the monitor for the system status; when it is down, ask every service "
+        "directly and mark what could not be reached. Exit 1 when something is down.",
+    )
     add_common(p, "per-service request timeout (default bus.request_timeout_s)")
     p.set_defaults(handler=_cmd_status)

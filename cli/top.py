@@ -23,8 +23,16 @@ from typing import Any
 
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import (
-    AccountReply, Alert, FillEvent, GetAccount, GetSystemStatus, ListOrders, OrderListReply, OrderView,
-    PortfolioSnapshot, SystemStatusReply,
+    AccountReply,
+    Alert,
+    FillEvent,
+    GetAccount,
+    GetSystemStatus,
+    ListOrders,
+    OrderListReply,
+    OrderView,
+    PortfolioSnapshot,
+    SystemStatusReply,
 )
 
 #: Live refresh period (periodic redraw, not synchronisation).
@@ -39,8 +47,16 @@ MAX_POSITIONS = 12
 DEFAULT_WIDTH = 120
 KILL_REASON = "kill key in khazad top"
 
-STATE_STYLE = {"READY": "bold green", "ACTIVE": "bold green", "REDUCING": "bold yellow", "HALTED": "bold red",
-               "DISCONNECTED": "bold red", "CONNECTING": "yellow", "CONNECTED": "yellow", "RECONCILING": "yellow"}
+STATE_STYLE = {
+    "READY": "bold green",
+    "ACTIVE": "bold green",
+    "REDUCING": "bold yellow",
+    "HALTED": "bold red",
+    "DISCONNECTED": "bold red",
+    "CONNECTING": "yellow",
+    "CONNECTED": "yellow",
+    "RECONCILING": "yellow",
+}
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 
@@ -81,8 +97,16 @@ class Fetcher:
 
         def client(service: str) -> SyncClient:
             key = security.server_key(service) if security is not None and security.enabled else None
-            return SyncClient(self.ctx, cfg.bus.service_endpoint(service), service=service, stamper=stamper,
-                              timeout_s=timeout_s, retries=0, security=security, server_key=key)
+            return SyncClient(
+                self.ctx,
+                cfg.bus.service_endpoint(service),
+                service=service,
+                stamper=stamper,
+                timeout_s=timeout_s,
+                retries=0,
+                security=security,
+                server_key=key,
+            )
 
         self.clients = {name: client(name) for name in ("monitor", "portfolio", "orders")}
 
@@ -163,7 +187,8 @@ def header(data: Dashboard) -> Any:
         f"{datetime.fromtimestamp(data.now_wall).strftime('%Y-%m-%d %H:%M:%S')}   "
         f"IB {_state(conn)}   trading {_state(trading)}"
         + (f" (epoch {s.epoch})" if s and s.epoch else "")
-        + (f"   gaps {s.gaps}  rejects {s.rejects}" if s else ""))
+        + (f"   gaps {s.gaps}  rejects {s.rejects}" if s else "")
+    )
     return line
 
 
@@ -191,8 +216,14 @@ def account_table(data: Dashboard) -> Any:
     from rich.table import Table
 
     snap = data.account
-    t = Table(title=f"account {snap.currency if snap else ''}".strip(), box=box.SIMPLE_HEAD, title_justify="left",
-              expand=True, show_header=False, pad_edge=False)
+    t = Table(
+        title=f"account {snap.currency if snap else ''}".strip(),
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        expand=True,
+        show_header=False,
+        pad_edge=False,
+    )
     t.add_column("key", style="bold", no_wrap=True)
     t.add_column("value", justify="right", no_wrap=True)
     if snap is None:
@@ -235,8 +266,16 @@ def positions_table(data: Dashboard) -> Any:
     positions = data.account.positions if data.account else []
     for p in positions[:MAX_POSITIONS]:
         inst = p.instrument
-        t.add_row(inst.symbol, inst.sec_type, inst.currency, f"{p.quantity:,g}", _num(p.avg_cost, "{:,.4f}"),
-                  _num(p.market_price), _num(p.market_value), _pnl(p.unrealized_pnl))
+        t.add_row(
+            inst.symbol,
+            inst.sec_type,
+            inst.currency,
+            f"{p.quantity:,g}",
+            _num(p.avg_cost, "{:,.4f}"),
+            _num(p.market_price),
+            _num(p.market_value),
+            _pnl(p.unrealized_pnl),
+        )
     if not positions:
         t.add_row("[dim]flat[/]", *[""] * 7)
     _more(t, MAX_POSITIONS, len(positions), 8)
@@ -248,19 +287,37 @@ def orders_table(data: Dashboard) -> Any:
     from rich.table import Table
 
     orders = data.orders
-    t = Table(title=f"working orders ({len(orders) if orders is not None else '?'})", box=box.SIMPLE_HEAD,
-              title_justify="left", expand=True, pad_edge=False)
+    t = Table(
+        title=f"working orders ({len(orders) if orders is not None else '?'})",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        expand=True,
+        pad_edge=False,
+    )
     for col in ("strategy", "order", "side", "qty", "symbol", "type", "price", "status", "filled"):
-        t.add_column(col, justify="right" if col in ("qty", "price", "filled") else "left", no_wrap=True,
-                     max_width=28 if col == "order" else None)
+        t.add_column(
+            col,
+            justify="right" if col in ("qty", "price", "filled") else "left",
+            no_wrap=True,
+            max_width=28 if col == "order" else None,
+        )
     if orders is None:
         t.add_row("[red]order manager not answering[/]", *[""] * 8)
         return t
     for o in orders[:MAX_ORDERS]:
         s = o.spec
         price = s.limit_price if s.limit_price is not None else s.stop_price
-        t.add_row(s.strategy_id, s.client_order_id, s.side, f"{s.quantity:g}", s.instrument.symbol, s.order_type,
-                  _num(price, "{:,.2f}") if price is not None else "", o.status, f"{o.filled:g}")
+        t.add_row(
+            s.strategy_id,
+            s.client_order_id,
+            s.side,
+            f"{s.quantity:g}",
+            s.instrument.symbol,
+            s.order_type,
+            _num(price, "{:,.2f}") if price is not None else "",
+            o.status,
+            f"{o.filled:g}",
+        )
     if not orders:
         t.add_row("[dim]none[/]", *[""] * 8)
     _more(t, MAX_ORDERS, len(orders), 9)
@@ -278,8 +335,14 @@ def fills_table(data: Dashboard) -> Any:
         t.add_column(col, justify="right" if col in ("qty", "price") else "left", no_wrap=True)
     fills = data.status.recent_fills if data.status else []
     for f in fills[:MAX_FILLS]:
-        t.add_row(_fill_time(f), strategy_of(f.order_ref, f.strategy_id), f.side, f"{f.quantity:g}",
-                  f.instrument.symbol, f"{f.price:,.2f}")
+        t.add_row(
+            _fill_time(f),
+            strategy_of(f.order_ref, f.strategy_id),
+            f.side,
+            f"{f.quantity:g}",
+            f.instrument.symbol,
+            f"{f.price:,.2f}",
+        )
     if not fills:
         t.add_row("[dim]none yet[/]", "", "", "", "", "")
     return t
@@ -331,8 +394,9 @@ def render(data: Dashboard, *, live: bool = False) -> Any:
     middle.add_column(ratio=1)
     middle.add_column(ratio=1)
     middle.add_row(fills_table(data), strategies_table(data))
-    return Group(header(data), top, positions_table(data), orders_table(data), middle, alerts_table(data),
-                 footer(data, live))
+    return Group(
+        header(data), top, positions_table(data), orders_table(data), middle, alerts_table(data), footer(data, live)
+    )
 
 
 def render_text(data: Dashboard, width: int = DEFAULT_WIDTH) -> str:
@@ -342,8 +406,15 @@ def render_text(data: Dashboard, width: int = DEFAULT_WIDTH) -> str:
     from rich.console import Console
 
     buf = io.StringIO()
-    console = Console(file=buf, width=width, color_system=None, force_terminal=False, legacy_windows=False,
-                      highlight=False, emoji=False)
+    console = Console(
+        file=buf,
+        width=width,
+        color_system=None,
+        force_terminal=False,
+        legacy_windows=False,
+        highlight=False,
+        emoji=False,
+    )
     console.print(render(data))
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
@@ -372,7 +443,7 @@ class _Keys:
         self.tty = sys.stdin.isatty()
         self._saved: Any = None
 
-    def __enter__(self) -> "_Keys":
+    def __enter__(self) -> _Keys:
         if self.tty:
             import termios
             import tty
@@ -453,11 +524,15 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("top", help="live dashboard: actors, connection, positions, P&L, orders, fills, alerts",
-                       description="A live terminal dashboard of the whole system. Keys: k = kill switch (asks "
-                                   "for confirmation, then does exactly what `khazad kill` does), q = quit.")
-    p.add_argument("--once", action="store_true", help="print one frame as plain text and exit (1 if a service "
-                                                       "did not answer)")
+    p = sub.add_parser(
+        "top",
+        help="live dashboard: actors, connection, positions, P&L, orders, fills, alerts",
+        description="A live terminal dashboard of the whole system. Keys: k = kill switch (asks "
+        "for confirmation, then does exactly what `khazad kill` does), q = quit.",
+    )
+    p.add_argument(
+        "--once", action="store_true", help="print one frame as plain text and exit (1 if a service did not answer)"
+    )
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"--once: text width (default {DEFAULT_WIDTH})")
     p.add_argument("--refresh", type=float, default=REFRESH_S, help=f"live refresh period (default {REFRESH_S:g}s)")
     p.set_defaults(handler=_cmd_top)

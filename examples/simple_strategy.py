@@ -139,13 +139,20 @@ class SimpleStrategy:
             return
         if new not in TRANSITIONS[self.mode]:
             raise RuntimeError(f"strategy: illegal transition {self.mode.value} -> {new.value}")
-        logger.info("strategy {}: {} -> {}{}", self.client.strategy_id, self.mode.value, new.value,
-                    f" ({why})" if why else "")
+        logger.info(
+            "strategy {}: {} -> {}{}", self.client.strategy_id, self.mode.value, new.value, f" ({why})" if why else ""
+        )
         self.mode = new
 
     def _on_trading_state(self, ev: TradingStateEvent) -> None:
-        logger.info("strategy {}: trading state {} for {} (epoch {}): {}", self.client.strategy_id, ev.state,
-                    ev.scope, ev.epoch, ev.reason)
+        logger.info(
+            "strategy {}: trading state {} for {} (epoch {}): {}",
+            self.client.strategy_id,
+            ev.state,
+            ev.scope,
+            ev.epoch,
+            ev.reason,
+        )
         self._wake.set()  # re-evaluate at once (a resume ends the pause without waiting out the backoff)
 
     def _on_tick(self, tick: TickEvent) -> None:
@@ -158,7 +165,7 @@ class SimpleStrategy:
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # periodic timer elapsed
 
     # -- main loop -----------------------------------------------------------------------------------------------
@@ -172,8 +179,9 @@ class SimpleStrategy:
         if not self._stop.is_set() and await first_tick.get(max(MIN_DONE_TIMEOUT_S, self.scfg.interval_s)) is None:
             logger.warning("strategy {}: no tick for {} yet; will retry", c.strategy_id, self.symbol)
         first_tick.close()
-        logger.info("strategy {}: trading {} {:g} every {:g}s", c.strategy_id, self.symbol, self.quantity,
-                    self.scfg.interval_s)
+        logger.info(
+            "strategy {}: trading {} {:g} every {:g}s", c.strategy_id, self.symbol, self.quantity, self.scfg.interval_s
+        )
         if not self._stop.is_set():
             self._set_mode(Mode.TRADING)
         while not self._stop.is_set():
@@ -193,13 +201,18 @@ class SimpleStrategy:
         while not self._stop.is_set():
             try:
                 ack = await self.client.subscribe_market_data(self.symbol)
-                logger.info("strategy {}: market data for {} (conId {})", self.client.strategy_id, ack.symbol,
-                            ack.con_id)
+                logger.info(
+                    "strategy {}: market data for {} (conId {})", self.client.strategy_id, ack.symbol, ack.con_id
+                )
                 return
             except (OrderRejected, RequestTimeout) as exc:
                 if self.backoff.failure(f"subscribe: {exc}"):
-                    logger.warning("strategy {}: cannot subscribe to {} yet: {} (retrying with backoff)",
-                                   self.client.strategy_id, self.symbol, exc)
+                    logger.warning(
+                        "strategy {}: cannot subscribe to {} yet: {} (retrying with backoff)",
+                        self.client.strategy_id,
+                        self.symbol,
+                        exc,
+                    )
                 await self._sleep(self.backoff.wait_s)
         self.backoff.success()
 
@@ -225,8 +238,16 @@ class SimpleStrategy:
                 view = await c.place_limit_order(self.symbol, side, self.quantity, round_price(far))
             self.orders_sent += 1
             coid = view.spec.client_order_id
-            logger.info("strategy {}: order {} {} {:g} {} {} sent ({})", c.strategy_id, coid, side, self.quantity,
-                        self.symbol, view.spec.order_type, view.status)
+            logger.info(
+                "strategy {}: order {} {} {:g} {} {} sent ({})",
+                c.strategy_id,
+                coid,
+                side,
+                self.quantity,
+                self.symbol,
+                view.spec.order_type,
+                view.status,
+            )
             final = await self._finish(coid)
         except OrderRejected as exc:
             self.rejections += 1
@@ -257,14 +278,23 @@ class SimpleStrategy:
         try:
             return await c.wait_for_order(coid, "done", timeout=timeout)
         except OrderWaitTimeout as exc:
-            logger.info("strategy {}: order {} not done after {:g}s ({}), cancelling", c.strategy_id, coid, timeout,
-                        exc.order.status if exc.order else "?")
+            logger.info(
+                "strategy {}: order {} not done after {:g}s ({}), cancelling",
+                c.strategy_id,
+                coid,
+                timeout,
+                exc.order.status if exc.order else "?",
+            )
         await c.cancel_order(coid, reason="example: not filled in time")
         try:
             return await c.wait_for_order(coid, "done", timeout=timeout)
         except OrderWaitTimeout as exc:
-            logger.warning("strategy {}: order {} still not done after cancel ({})", c.strategy_id, coid,
-                           exc.order.status if exc.order else "?")
+            logger.warning(
+                "strategy {}: order {} still not done after cancel ({})",
+                c.strategy_id,
+                coid,
+                exc.order.status if exc.order else "?",
+            )
             return exc.order
 
     def _record(self, view: OrderView) -> None:
@@ -272,35 +302,57 @@ class SimpleStrategy:
         self.position += signed
         if view.status == "Filled":
             self.orders_filled += 1
-        logger.info("strategy {}: order {} {}: {} (filled {:g} @ {:.4f}, position {:g})", self.client.strategy_id,
-                    view.spec.client_order_id, view.status, format_history(view), view.filled, view.avg_fill_price,
-                    self.position)
+        logger.info(
+            "strategy {}: order {} {}: {} (filled {:g} @ {:.4f}, position {:g})",
+            self.client.strategy_id,
+            view.spec.client_order_id,
+            view.status,
+            format_history(view),
+            view.filled,
+            view.avg_fill_price,
+            self.position,
+        )
 
     def _pause(self, reason: str, *, halted: bool = False) -> None:
         if self.backoff.failure(reason):
-            logger.warning("strategy {}: pausing: {}{}; retrying in {:g}s (backing off, logged once)",
-                           self.client.strategy_id, reason, " - waiting for `khazad resume`" if halted else "",
-                           self.backoff.wait_s)
+            logger.warning(
+                "strategy {}: pausing: {}{}; retrying in {:g}s (backing off, logged once)",
+                self.client.strategy_id,
+                reason,
+                " - waiting for `khazad resume`" if halted else "",
+                self.backoff.wait_s,
+            )
         else:
-            logger.debug("strategy {}: still paused ({}), next try in {:g}s", self.client.strategy_id, reason,
-                         self.backoff.wait_s)
+            logger.debug(
+                "strategy {}: still paused ({}), next try in {:g}s",
+                self.client.strategy_id,
+                reason,
+                self.backoff.wait_s,
+            )
         if self.mode == Mode.TRADING:
             self._set_mode(Mode.PAUSED, reason)
 
     async def _shutdown(self) -> None:
         self._set_mode(Mode.STOPPING)
         try:
-            cancelled = await asyncio.wait_for(self.client.cancel_all_orders(reason="example strategy stopping"),
-                                               SHUTDOWN_CANCEL_TIMEOUT_S)
+            cancelled = await asyncio.wait_for(
+                self.client.cancel_all_orders(reason="example strategy stopping"), SHUTDOWN_CANCEL_TIMEOUT_S
+            )
             if cancelled:
-                logger.info("strategy {}: cancelled {} working order(s) on stop", self.client.strategy_id,
-                            len(cancelled))
-        except (asyncio.TimeoutError, OrderRejected, RequestTimeout) as exc:
-            logger.warning("strategy {}: could not cancel working orders on stop: {!r}", self.client.strategy_id,
-                           exc)
+                logger.info(
+                    "strategy {}: cancelled {} working order(s) on stop", self.client.strategy_id, len(cancelled)
+                )
+        except (TimeoutError, OrderRejected, RequestTimeout) as exc:
+            logger.warning("strategy {}: could not cancel working orders on stop: {!r}", self.client.strategy_id, exc)
         self._set_mode(Mode.STOPPED)
-        logger.info("strategy {}: stopped: {} order(s) sent, {} filled, {} rejection(s), position {:g}",
-                    self.client.strategy_id, self.orders_sent, self.orders_filled, self.rejections, self.position)
+        logger.info(
+            "strategy {}: stopped: {} order(s) sent, {} filled, {} rejection(s), position {:g}",
+            self.client.strategy_id,
+            self.orders_sent,
+            self.orders_filled,
+            self.rejections,
+            self.position,
+        )
 
 
 async def run_strategy(cfg: KhazadConfig, *, max_orders: int | None = None) -> int:

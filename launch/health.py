@@ -31,8 +31,11 @@ def check_health(cfg: KhazadConfig, programs: Iterable[str], rpc: Any, zctx: Any
     (``monitor.expected_actors`` alive) and the gateway's connection (READY, with a trading state)."""
     infos = process_infos(rpc)
     fatal = [n for n, i in infos.items() if i["statename"] == "FATAL"]
-    missing = [f"{n} ({infos[n]['statename'] if n in infos else 'not configured'})" for n in programs
-               if n not in infos or infos[n]["statename"] != "RUNNING"]
+    missing = [
+        f"{n} ({infos[n]['statename'] if n in infos else 'not configured'})"
+        for n in programs
+        if n not in infos or infos[n]["statename"] != "RUNNING"
+    ]
     client = SyncClient(zctx, cfg.bus.monitor, service="monitor", timeout_s=STATUS_TIMEOUT_S, retries=0)
     try:
         status = client.call(GetSystemStatus())

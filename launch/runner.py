@@ -84,22 +84,30 @@ class Runner:
     def launch(self) -> None:
         out = open(self.plan.log_dir / "supervisord.out", "ab")
         env = dict(os.environ, KHAZAD_CONFIG=str(self.plan.config_path), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c",
-                                      str(self.plan.conf_path)], stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.plan.workdir, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.plan.conf_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.plan.workdir,
+            env=env,
+            start_new_session=True,
+        )
         out.close()
         deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"supervisord exited with {self.proc.returncode}:\n"
-                                   f"{log_tail(self.plan.log_dir / 'supervisord.out', 15)}")
+                raise RuntimeError(
+                    f"supervisord exited with {self.proc.returncode}:\n"
+                    f"{log_tail(self.plan.log_dir / 'supervisord.out', 15)}"
+                )
             if supervisor_running(self.plan.sock_path):
                 self.rpc = supervisor_rpc(self.plan.sock_path)
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"supervisord did not open {self.plan.sock_path} within "
-                                   f"{SUPERVISOR_START_TIMEOUT_S:g}s")
+                raise RuntimeError(
+                    f"supervisord did not open {self.plan.sock_path} within {SUPERVISOR_START_TIMEOUT_S:g}s"
+                )
             self.stop_requested.wait(0.05)  # bounded wait for the socket file (polled, not assumed)
 
     def note_states(self) -> dict[str, dict[str, Any]]:
@@ -155,21 +163,26 @@ class Runner:
         print(f"  logs         {rel(plan.log_dir)}/<program>.log")
         print(f"  dashboard    {khazad} top")
         print(f"  status       {khazad} status")
-        print(f"  KILL SWITCH  {khazad} kill --reason \"...\"     (or press k in `khazad top`)")
-        print(f"  resume       {khazad} resume --reason \"...\"")
+        print(f'  KILL SWITCH  {khazad} kill --reason "..."     (or press k in `khazad top`)')
+        print(f'  resume       {khazad} resume --reason "..."')
         if cfg.monitor.metrics_port:
             print(f"  metrics      http://{cfg.monitor.metrics_host}:{cfg.monitor.metrics_port}/metrics")
         print(f"  supervisor   supervisorctl -c {rel(plan.conf_path)} status")
-        print("  processes    " + "  ".join(
-            f"{n}:{i['pid']}({rss:.0f}MB)" if (rss := rss_mb(i["pid"])) else f"{n}:{i['statename']}"
-            for n, i in infos.items()))
+        print(
+            "  processes    "
+            + "  ".join(
+                f"{n}:{i['pid']}({rss:.0f}MB)" if (rss := rss_mb(i["pid"])) else f"{n}:{i['statename']}"
+                for n, i in infos.items()
+            )
+        )
         print("Ctrl-C stops everything.", flush=True)
 
     def supervise(self) -> int:
         while not self.stop_requested.is_set():
             if self.proc is not None and self.proc.poll() is not None:
-                say(f"supervisord exited unexpectedly ({self.proc.returncode}); "
-                    f"see {self.plan.log_dir}/supervisord.log")
+                say(
+                    f"supervisord exited unexpectedly ({self.proc.returncode}); see {self.plan.log_dir}/supervisord.log"
+                )
                 return EXIT_STARTUP_FAILED
             try:
                 self.note_states()
@@ -237,9 +250,11 @@ def run(args: argparse.Namespace) -> int:
         run_dir = load_config(Path(args.config)).run_path if args.config else Path(args.run_dir).expanduser()
         pid = supervisor_running(run_dir.resolve() / "supervisor.sock")
         if pid:
-            say(f"Khazad is already running from {run_dir} (supervisord pid {pid}). Watch it with "
+            say(
+                f"Khazad is already running from {run_dir} (supervisord pid {pid}). Watch it with "
                 f"`khazad --config {_rel(run_dir.resolve() / 'khazad.toml') if not args.config else args.config} top`, "
-                f"or stop it with `supervisorctl -c {_rel(run_dir.resolve() / 'supervisord.conf')} shutdown`.")
+                f"or stop it with `supervisorctl -c {_rel(run_dir.resolve() / 'supervisord.conf')} shutdown`."
+            )
             return EXIT_STARTUP_FAILED
         plan = make_plan(args)
         settings = preflight(plan)
@@ -269,8 +284,10 @@ def run(args: argparse.Namespace) -> int:
         elif not health.ok:
             say(f"not healthy after {args.timeout:g}s; still missing: {', '.join(health.missing)}")
             if plan.mode != "sim":
-                say(f"is TWS / IB Gateway running on {plan.cfg.gateway.host} with the API enabled? "
-                    f"see {plan.log_dir}/gateway.log")
+                say(
+                    f"is TWS / IB Gateway running on {plan.cfg.gateway.host} with the API enabled? "
+                    f"see {plan.log_dir}/gateway.log"
+                )
             if args.exit_on_timeout:
                 code = EXIT_STARTUP_FAILED
             else:

@@ -45,10 +45,30 @@ def sections(text: str) -> dict[str, str]:
 
 def sim_args(cfg: Any) -> str:
     s = cfg.sim
-    argv = ["--host", s.host, "--port", str(s.port), "--control-port", str(s.control_port), "--seed", str(s.seed),
-            "--account", s.account, "--currency", s.base_currency, "--starting-cash", repr(s.starting_cash),
-            "--clock", "realtime", "--market-hours", s.market_hours, "--tick-interval", repr(s.tick_interval_s),
-            "--pacing-limit", str(s.pacing_limit)]
+    argv = [
+        "--host",
+        s.host,
+        "--port",
+        str(s.port),
+        "--control-port",
+        str(s.control_port),
+        "--seed",
+        str(s.seed),
+        "--account",
+        s.account,
+        "--currency",
+        s.base_currency,
+        "--starting-cash",
+        repr(s.starting_cash),
+        "--clock",
+        "realtime",
+        "--market-hours",
+        s.market_hours,
+        "--tick-interval",
+        repr(s.tick_interval_s),
+        "--pacing-limit",
+        str(s.pacing_limit),
+    ]
     if s.trace:
         argv += ["--trace", str(cfg.path(s.trace))]
     return " ".join(shlex.quote(a) for a in argv)
@@ -72,8 +92,14 @@ def program_section(plan: Plan, program: Program, template: str) -> str:
         command = f"{python} -m {program.module} {_pct(sim_args(plan.cfg))}"
         environment = 'PYTHONUNBUFFERED="1"'
     return string.Template(template).substitute(
-        name=program.name, summary=program.summary, command=command, priority=program.priority,
-        workdir=_pct(str(plan.workdir)), environment=environment, log_dir=_pct(str(plan.log_dir)))
+        name=program.name,
+        summary=program.summary,
+        command=command,
+        priority=program.priority,
+        workdir=_pct(str(plan.workdir)),
+        environment=environment,
+        log_dir=_pct(str(plan.log_dir)),
+    )
 
 
 def render(plan: Plan, template: str | None = None, program_template: str | None = None) -> str:
@@ -81,5 +107,10 @@ def render(plan: Plan, template: str | None = None, program_template: str | None
     program_template = program_template if program_template is not None else read_template(PROGRAM_TEMPLATE)
     programs = "".join(program_section(plan, p, program_template) for p in plan.program_specs)
     return string.Template(template if template is not None else read_template()).substitute(
-        run_dir=_pct(str(plan.run_dir)), log_dir=_pct(str(plan.log_dir)), workdir=_pct(str(plan.workdir)),
-        python=_q(sys.executable), config=_q(str(plan.config_path)), programs=programs.rstrip("\n") + "\n")
+        run_dir=_pct(str(plan.run_dir)),
+        log_dir=_pct(str(plan.log_dir)),
+        workdir=_pct(str(plan.workdir)),
+        python=_q(sys.executable),
+        config=_q(str(plan.config_path)),
+        programs=programs.rstrip("\n") + "\n",
+    )

@@ -35,7 +35,17 @@ from sdk.sync_client import KhazadClient
 from sdk.views import REJECTED_STATUSES, format_history
 
 __all__ = [
-    "AsyncKhazadClient", "KhazadClient", "Endpoints", "OrderRejected", "OrderWaitTimeout", "KhazadClientError",
-    "UnexpectedReply", "RequestTimeout", "new_client_order_id", "format_history", "REJECTED_STATUSES",
-    "AsyncStream", "SyncStream",
+    "AsyncKhazadClient",
+    "KhazadClient",
+    "Endpoints",
+    "OrderRejected",
+    "OrderWaitTimeout",
+    "KhazadClientError",
+    "UnexpectedReply",
+    "RequestTimeout",
+    "new_client_order_id",
+    "format_history",
+    "REJECTED_STATUSES",
+    "AsyncStream",
+    "SyncStream",
 ]

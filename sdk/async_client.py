@@ -27,10 +27,38 @@ from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    AccountReply, Ack, CancelAllOrders, CancelOrder, CancelReport, GapReport, GetAccount, GetOrder, GetPositions,
-    Heartbeat, Instrument, ListOrders, MarketDataAck, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderUpdate,
-    OrderView, Ping, PlaceOrder, Pong, PortfolioSnapshot, Position, PositionsReply, Rejected, SubscribeMarketData,
-    TickEvent, TradingStateEvent, UnsubscribeMarketData, WaitOrder, tag_of,
+    AccountReply,
+    Ack,
+    CancelAllOrders,
+    CancelOrder,
+    CancelReport,
+    GapReport,
+    GetAccount,
+    GetOrder,
+    GetPositions,
+    Heartbeat,
+    Instrument,
+    ListOrders,
+    MarketDataAck,
+    ModifyOrder,
+    OrderListReply,
+    OrderReply,
+    OrderSpec,
+    OrderUpdate,
+    OrderView,
+    Ping,
+    PlaceOrder,
+    Pong,
+    PortfolioSnapshot,
+    Position,
+    PositionsReply,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
+    TradingStateEvent,
+    UnsubscribeMarketData,
+    WaitOrder,
+    tag_of,
 )
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
 from bus.reqrep import AsyncClient, RequestTimeout
@@ -64,9 +92,17 @@ class AsyncKhazadClient:
     functions (called on the event loop, keep them short) or coroutine functions (scheduled as tasks).
     """
 
-    def __init__(self, strategy_id: str, *, config: KhazadConfig | str | os.PathLike[str] | None = None,
-                 endpoints: Endpoints | None = None, name: str | None = None, timeout_s: float | None = None,
-                 retries: int | None = None, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        strategy_id: str,
+        *,
+        config: KhazadConfig | str | os.PathLike[str] | None = None,
+        endpoints: Endpoints | None = None,
+        name: str | None = None,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+    ) -> None:
         probe = validated(GetOrder(strategy_id=strategy_id, client_order_id="x"))  # validates the strategy id
         self.strategy_id = probe.strategy_id
         self.cfg = resolve_config(config)
@@ -99,7 +135,7 @@ class AsyncKhazadClient:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    async def start(self) -> "AsyncKhazadClient":
+    async def start(self) -> AsyncKhazadClient:
         """Connect everything and make the event subscription ready (idempotent)."""
         if self.started:
             return self
@@ -110,14 +146,24 @@ class AsyncKhazadClient:
         self._sub_lock = asyncio.Lock()
         try:
             self._security = client_security(self.cfg, self.strategy_id)
-            self.publisher = Publisher(self.ctx, ep.proxy_frontend, self.stamper, security=self._security,
-                                       server_key=self._server_key("proxy"))
-            await self.publisher.wait_ready(ep.proxy_backend, timeout=self.ready_timeout_s,
-                                            security=self._security, server_key=self._server_key("proxy"))
-            self.subscriber = Subscriber(self.ctx, ep.proxy_backend, [topics.order(self.strategy_id),
-                                                                     topics.TRADING_STATE],
-                                         name=self.name, on_gap=self._on_gap, security=self._security,
-                                         server_key=self._server_key("proxy"))
+            self.publisher = Publisher(
+                self.ctx, ep.proxy_frontend, self.stamper, security=self._security, server_key=self._server_key("proxy")
+            )
+            await self.publisher.wait_ready(
+                ep.proxy_backend,
+                timeout=self.ready_timeout_s,
+                security=self._security,
+                server_key=self._server_key("proxy"),
+            )
+            self.subscriber = Subscriber(
+                self.ctx,
+                ep.proxy_backend,
+                [topics.order(self.strategy_id), topics.TRADING_STATE],
+                name=self.name,
+                on_gap=self._on_gap,
+                security=self._security,
+                server_key=self._server_key("proxy"),
+            )
             await self.subscriber.wait_ready(self.publisher, timeout=self.ready_timeout_s)
             self._orders = self._client(ep.orders, "orders")
             self._portfolio = self._client(ep.portfolio, "portfolio")
@@ -139,8 +185,11 @@ class AsyncKhazadClient:
         if self.started and self._md and self._gateway is not None:
             for symbol in list(self._md):
                 try:
-                    await self._gateway.call(UnsubscribeMarketData(symbol=symbol, subscriber=self.name),
-                                             timeout_s=min(self.timeout_s, 1.0), retries=0)
+                    await self._gateway.call(
+                        UnsubscribeMarketData(symbol=symbol, subscriber=self.name),
+                        timeout_s=min(self.timeout_s, 1.0),
+                        retries=0,
+                    )
                 except (RequestTimeout, Exception) as exc:  # best effort on shutdown; the gateway times it out
                     logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, symbol, exc)
         await self._stop_reader()
@@ -157,7 +206,7 @@ class AsyncKhazadClient:
         self._close_sockets()
         logger.info("sdk: {} closed", self.name)
 
-    async def __aenter__(self) -> "AsyncKhazadClient":
+    async def __aenter__(self) -> AsyncKhazadClient:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -170,8 +219,16 @@ class AsyncKhazadClient:
 
     def _client(self, endpoint: str, service: str) -> AsyncClient:
         assert self.ctx is not None
-        return AsyncClient(self.ctx, endpoint, service=service, stamper=self.stamper, timeout_s=self.timeout_s,
-                           retries=self.retries, security=self._security, server_key=self._server_key(service))
+        return AsyncClient(
+            self.ctx,
+            endpoint,
+            service=service,
+            stamper=self.stamper,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            security=self._security,
+            server_key=self._server_key(service),
+        )
 
     def _close_sockets(self) -> None:
         for part in (self._orders, self._portfolio, self._gateway, self.subscriber, self.publisher):
@@ -192,8 +249,16 @@ class AsyncKhazadClient:
         topic = topics.heartbeat(self.name)
         pid = os.getpid()
         while self.publisher is not None and not self.closed:
-            self.publisher.publish(topic, Heartbeat(actor=self.name, state="RUNNING", pid=pid, interval_s=interval,
-                                                    detail={"role": "strategy", "strategy_id": self.strategy_id}))
+            self.publisher.publish(
+                topic,
+                Heartbeat(
+                    actor=self.name,
+                    state="RUNNING",
+                    pid=pid,
+                    interval_s=interval,
+                    detail={"role": "strategy", "strategy_id": self.strategy_id},
+                ),
+            )
             await asyncio.sleep(interval)  # periodic timer, not synchronisation
 
     # -- events --------------------------------------------------------------------------------------------------
@@ -219,7 +284,7 @@ class AsyncKhazadClient:
                 if topic == own_orders:  # prefix subscription: order.foo also matches order.foobar
                     self._emit("order", body)
             elif isinstance(body, TickEvent):
-                if topic[len(topics.MARKET_DATA_PREFIX):] in self._md:
+                if topic[len(topics.MARKET_DATA_PREFIX) :] in self._md:
                     self.last_ticks[body.symbol] = body
                     self._emit("tick", body)
             elif isinstance(body, TradingStateEvent):
@@ -237,8 +302,9 @@ class AsyncKhazadClient:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
             except Exception as exc:  # a strategy bug must not stop the reader (that would lose every update)
-                logger.opt(exception=exc).error("sdk: {} callback {!r} failed on {}: {}", kind, cb,
-                                                tag_of(type(item)), exc)
+                logger.opt(exception=exc).error(
+                    "sdk: {} callback {!r} failed on {}: {}", kind, cb, tag_of(type(item)), exc
+                )
 
     async def _guard(self, cb: Callback, awaitable: Awaitable[Any]) -> None:
         try:
@@ -251,9 +317,17 @@ class AsyncKhazadClient:
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
         self.gaps += 1
         if self.publisher is not None:
-            self.publisher.publish(topics.gap(self.name), GapReport(
-                subscriber=self.name, publisher=sender, topic=topic, expected=expected, received=received,
-                missed=received - expected))
+            self.publisher.publish(
+                topics.gap(self.name),
+                GapReport(
+                    subscriber=self.name,
+                    publisher=sender,
+                    topic=topic,
+                    expected=expected,
+                    received=received,
+                    missed=received - expected,
+                ),
+            )
 
     def on_order_update(self, callback: Callable[[OrderUpdate], Any]) -> Callable[[], None]:
         """Call ``callback(update)`` for every :class:`~bus.messages.OrderUpdate` of this strategy.
@@ -314,8 +388,9 @@ class AsyncKhazadClient:
 
     # -- requests ------------------------------------------------------------------------------------------------
 
-    async def _call(self, cl: AsyncClient | None, body: Any, expect: type[T] | tuple[type, ...], *,
-                    timeout_s: float | None = None) -> T:
+    async def _call(
+        self, cl: AsyncClient | None, body: Any, expect: type[T] | tuple[type, ...], *, timeout_s: float | None = None
+    ) -> T:
         reply = await self._require(cl).call(body, timeout_s=timeout_s)
         if isinstance(reply, Rejected):
             raise OrderRejected(reply.code, reply.reason, request_type=reply.request_type or tag_of(type(body)))
@@ -340,51 +415,132 @@ class AsyncKhazadClient:
         if reply.duplicate:
             logger.info("sdk: order {} already known (idempotent resend), status {}", order.order_ref, view.status)
         else:
-            logger.debug("sdk: placed {} {} {:g} {} ({}): {}", order.order_ref, order.side, order.quantity,
-                         order.instrument.symbol, order.order_type, view.status)
+            logger.debug(
+                "sdk: placed {} {} {:g} {} ({}): {}",
+                order.order_ref,
+                order.side,
+                order.quantity,
+                order.instrument.symbol,
+                order.order_type,
+                view.status,
+            )
         raise_if_rejected(view)
         return view
 
-    def _spec(self, symbol: str | Instrument, side: str, quantity: float, order_type: str, *,
-              client_order_id: str | None, tif: str, limit_price: float | None = None,
-              stop_price: float | None = None, outside_rth: bool = False) -> OrderSpec:
-        return OrderSpec(strategy_id=self.strategy_id,
-                         client_order_id=client_order_id or new_client_order_id(self.strategy_id),
-                         instrument=as_instrument(symbol), side=side.upper(),  # type: ignore[arg-type]
-                         quantity=quantity, order_type=order_type,  # type: ignore[arg-type]
-                         limit_price=limit_price, stop_price=stop_price, tif=tif,  # type: ignore[arg-type]
-                         outside_rth=outside_rth)
+    def _spec(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        order_type: str,
+        *,
+        client_order_id: str | None,
+        tif: str,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        outside_rth: bool = False,
+    ) -> OrderSpec:
+        return OrderSpec(
+            strategy_id=self.strategy_id,
+            client_order_id=client_order_id or new_client_order_id(self.strategy_id),
+            instrument=as_instrument(symbol),
+            side=side.upper(),  # type: ignore[arg-type]
+            quantity=quantity,
+            order_type=order_type,  # type: ignore[arg-type]
+            limit_price=limit_price,
+            stop_price=stop_price,
+            tif=tif,  # type: ignore[arg-type]
+            outside_rth=outside_rth,
+        )
 
-    async def place_market_order(self, symbol: str | Instrument, side: str, quantity: float, *,
-                                 client_order_id: str | None = None, tif: str = "DAY",
-                                 outside_rth: bool = False) -> OrderView:
+    async def place_market_order(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        *,
+        client_order_id: str | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+    ) -> OrderView:
         """Market order. ``side`` is ``BUY`` or ``SELL``; ``symbol`` a ticker (US stock, SMART) or an
         :class:`~bus.messages.Instrument`."""
-        return await self.place_order(self._spec(symbol, side, quantity, "MKT", client_order_id=client_order_id,
-                                                 tif=tif, outside_rth=outside_rth))
+        return await self.place_order(
+            self._spec(symbol, side, quantity, "MKT", client_order_id=client_order_id, tif=tif, outside_rth=outside_rth)
+        )
 
-    async def place_limit_order(self, symbol: str | Instrument, side: str, quantity: float, limit_price: float, *,
-                                client_order_id: str | None = None, tif: str = "DAY",
-                                outside_rth: bool = False) -> OrderView:
+    async def place_limit_order(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        limit_price: float,
+        *,
+        client_order_id: str | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+    ) -> OrderView:
         """Limit order at ``limit_price``."""
-        return await self.place_order(self._spec(symbol, side, quantity, "LMT", client_order_id=client_order_id,
-                                                 tif=tif, limit_price=limit_price, outside_rth=outside_rth))
+        return await self.place_order(
+            self._spec(
+                symbol,
+                side,
+                quantity,
+                "LMT",
+                client_order_id=client_order_id,
+                tif=tif,
+                limit_price=limit_price,
+                outside_rth=outside_rth,
+            )
+        )
 
-    async def place_stop_order(self, symbol: str | Instrument, side: str, quantity: float, stop_price: float, *,
-                               limit_price: float | None = None, client_order_id: str | None = None,
-                               tif: str = "DAY", outside_rth: bool = False) -> OrderView:
+    async def place_stop_order(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        stop_price: float,
+        *,
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+    ) -> OrderView:
         """Stop order triggered at ``stop_price``; a stop-limit when ``limit_price`` is given. A waiting stop
         order is live as ``PreSubmitted``."""
         order_type = "STP" if limit_price is None else "STP LMT"
-        return await self.place_order(self._spec(symbol, side, quantity, order_type, client_order_id=client_order_id,
-                                                 tif=tif, limit_price=limit_price, stop_price=stop_price,
-                                                 outside_rth=outside_rth))
+        return await self.place_order(
+            self._spec(
+                symbol,
+                side,
+                quantity,
+                order_type,
+                client_order_id=client_order_id,
+                tif=tif,
+                limit_price=limit_price,
+                stop_price=stop_price,
+                outside_rth=outside_rth,
+            )
+        )
 
-    async def modify_order(self, client_order_id: str, *, quantity: float | None = None,
-                           limit_price: float | None = None, stop_price: float | None = None) -> OrderView:
+    async def modify_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> OrderView:
         """Change quantity and/or prices of a working order (risk-checked again)."""
-        body = validated(ModifyOrder(strategy_id=self.strategy_id, client_order_id=client_order_id,
-                                      quantity=quantity, limit_price=limit_price, stop_price=stop_price))
+        body = validated(
+            ModifyOrder(
+                strategy_id=self.strategy_id,
+                client_order_id=client_order_id,
+                quantity=quantity,
+                limit_price=limit_price,
+                stop_price=stop_price,
+            )
+        )
         reply = await self._call(self._orders, body, OrderReply)
         return reply.order
 
@@ -414,8 +570,7 @@ class AsyncKhazadClient:
         reply = await self._call(self._orders, body, OrderListReply)
         return list(reply.orders)
 
-    async def wait_for_order(self, client_order_id: str, until: Until = "live", *,
-                             timeout: float = 10.0) -> OrderView:
+    async def wait_for_order(self, client_order_id: str, until: Until = "live", *, timeout: float = 10.0) -> OrderView:
         """Wait until the order is live at IB (``until="live"``: PreSubmitted/Submitted, or already done) or
         finished (``until="done"``: Filled/Cancelled/rejected) and return its view; ``view.history`` is the whole
         status sequence (PendingSubmit -> PreSubmitted -> Submitted -> Filled ...), what the old system called the
@@ -428,11 +583,13 @@ class AsyncKhazadClient:
         """
         if not 0 < timeout <= MAX_WAIT_S:
             raise ValueError(f"timeout must be > 0 and <= {MAX_WAIT_S:g}s, got {timeout!r}")
-        body = validated(WaitOrder(strategy_id=self.strategy_id, client_order_id=client_order_id, until=until,
-                                    timeout_s=timeout))
+        body = validated(
+            WaitOrder(strategy_id=self.strategy_id, client_order_id=client_order_id, until=until, timeout_s=timeout)
+        )
         try:
-            reply = await self._call(self._orders, body, OrderReply, timeout_s=timeout + max(self.timeout_s,
-                                                                                             WAIT_REPLY_MARGIN_S))
+            reply = await self._call(
+                self._orders, body, OrderReply, timeout_s=timeout + max(self.timeout_s, WAIT_REPLY_MARGIN_S)
+            )
         except OrderRejected as exc:
             if exc.code in ("timeout", "wait_timeout"):
                 raise OrderWaitTimeout(client_order_id, until, timeout, None) from None
@@ -474,9 +631,11 @@ class AsyncKhazadClient:
                     self._start_reader()
             self._md[instrument.symbol] = instrument
         try:
-            return await self._call(self._gateway, validated(SubscribeMarketData(instrument=instrument,
-                                                                                  subscriber=self.name)),
-                                    MarketDataAck)
+            return await self._call(
+                self._gateway,
+                validated(SubscribeMarketData(instrument=instrument, subscriber=self.name)),
+                MarketDataAck,
+            )
         except BaseException:
             await self._drop_md(instrument.symbol)
             raise
@@ -484,8 +643,9 @@ class AsyncKhazadClient:
     async def unsubscribe_market_data(self, symbol: str) -> MarketDataAck:
         """Stop receiving ticks for ``symbol`` (and tell the gateway this subscriber is gone)."""
         await self._drop_md(symbol)
-        return await self._call(self._gateway, validated(UnsubscribeMarketData(symbol=symbol, subscriber=self.name)),
-                                MarketDataAck)
+        return await self._call(
+            self._gateway, validated(UnsubscribeMarketData(symbol=symbol, subscriber=self.name)), MarketDataAck
+        )
 
     async def _drop_md(self, symbol: str) -> None:
         if self._md.pop(symbol, None) is not None and self.subscriber is not None:

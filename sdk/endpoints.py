@@ -26,9 +26,14 @@ class Endpoints:
     gateway: str
 
     @classmethod
-    def from_bus(cls, bus: BusConfig) -> "Endpoints":
-        return cls(proxy_frontend=bus.proxy_frontend, proxy_backend=bus.proxy_backend, orders=bus.orders,
-                   portfolio=bus.portfolio, gateway=bus.gateway)
+    def from_bus(cls, bus: BusConfig) -> Endpoints:
+        return cls(
+            proxy_frontend=bus.proxy_frontend,
+            proxy_backend=bus.proxy_backend,
+            orders=bus.orders,
+            portfolio=bus.portfolio,
+            gateway=bus.gateway,
+        )
 
 
 def resolve_config(config: KhazadConfig | str | os.PathLike[str] | None) -> KhazadConfig:

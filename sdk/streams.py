@@ -36,8 +36,13 @@ class _StreamBase(Generic[T]):
 class AsyncStream(_StreamBase[T]):
     """An async iterator over updates received after it was created (bounded; ends when the client closes)."""
 
-    def __init__(self, unregister: Callable[["AsyncStream[T]"], None], kind: str,
-                 predicate: Callable[[T], bool] | None = None, maxsize: int = STREAM_MAXSIZE) -> None:
+    def __init__(
+        self,
+        unregister: Callable[[AsyncStream[T]], None],
+        kind: str,
+        predicate: Callable[[T], bool] | None = None,
+        maxsize: int = STREAM_MAXSIZE,
+    ) -> None:
         super().__init__(kind, predicate)
         self._unregister = unregister
         self._items: deque[Any] = deque()
@@ -54,7 +59,7 @@ class AsyncStream(_StreamBase[T]):
         self._items.append(item)
         self._ready.set()
 
-    def __aiter__(self) -> "AsyncStream[T]":
+    def __aiter__(self) -> AsyncStream[T]:
         return self
 
     async def __anext__(self) -> T:
@@ -67,7 +72,7 @@ class AsyncStream(_StreamBase[T]):
         """Next item, or None after ``timeout`` seconds (None: wait) or once the stream/client is closed."""
         try:
             item = await self._next(timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         return None if item is CLOSED else item
 
@@ -91,8 +96,13 @@ class AsyncStream(_StreamBase[T]):
 class SyncStream(_StreamBase[T]):
     """A blocking iterator over updates received after it was created (bounded; ends when the client closes)."""
 
-    def __init__(self, unregister: Callable[["SyncStream[T]"], None], kind: str,
-                 predicate: Callable[[T], bool] | None = None, maxsize: int = STREAM_MAXSIZE) -> None:
+    def __init__(
+        self,
+        unregister: Callable[[SyncStream[T]], None],
+        kind: str,
+        predicate: Callable[[T], bool] | None = None,
+        maxsize: int = STREAM_MAXSIZE,
+    ) -> None:
         super().__init__(kind, predicate)
         self._unregister = unregister
         self._q: queue.Queue[Any] = queue.Queue(maxsize)
@@ -138,5 +148,3 @@ class SyncStream(_StreamBase[T]):
             self.closed = True
             self._unregister(self)
             self.push(CLOSED)
-
-

@@ -14,7 +14,14 @@ from loguru import logger
 
 from bus.config import KhazadConfig
 from bus.messages import (
-    Instrument, MarketDataAck, OrderSpec, OrderUpdate, OrderView, PortfolioSnapshot, Position, TickEvent,
+    Instrument,
+    MarketDataAck,
+    OrderSpec,
+    OrderUpdate,
+    OrderView,
+    PortfolioSnapshot,
+    Position,
+    TickEvent,
     TradingStateEvent,
 )
 from bus.pubsub import READY_TIMEOUT_S
@@ -37,11 +44,26 @@ class KhazadClient:
     Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, strategy_id: str, *, config: KhazadConfig | str | os.PathLike[str] | None = None,
-                 endpoints: Endpoints | None = None, name: str | None = None, timeout_s: float | None = None,
-                 retries: int | None = None, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
-        self._aclient = AsyncKhazadClient(strategy_id, config=config, endpoints=endpoints, name=name,
-                                          timeout_s=timeout_s, retries=retries, ready_timeout_s=ready_timeout_s)
+    def __init__(
+        self,
+        strategy_id: str,
+        *,
+        config: KhazadConfig | str | os.PathLike[str] | None = None,
+        endpoints: Endpoints | None = None,
+        name: str | None = None,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+    ) -> None:
+        self._aclient = AsyncKhazadClient(
+            strategy_id,
+            config=config,
+            endpoints=endpoints,
+            name=name,
+            timeout_s=timeout_s,
+            retries=retries,
+            ready_timeout_s=ready_timeout_s,
+        )
         self.strategy_id = self._aclient.strategy_id
         self.name = self._aclient.name
         self._loop = asyncio.new_event_loop()
@@ -122,7 +144,7 @@ class KhazadClient:
             if threading.current_thread() is not self._dispatcher:
                 self._dispatcher.join(CLOSE_TIMEOUT_S)
 
-    def __enter__(self) -> "KhazadClient":
+    def __enter__(self) -> KhazadClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -198,30 +220,77 @@ class KhazadClient:
     def place_order(self, order: OrderSpec) -> OrderView:
         return self._run(self._aclient.place_order(order))
 
-    def place_market_order(self, symbol: str | Instrument, side: str, quantity: float, *,
-                           client_order_id: str | None = None, tif: str = "DAY",
-                           outside_rth: bool = False) -> OrderView:
-        return self._run(self._aclient.place_market_order(symbol, side, quantity, client_order_id=client_order_id,
-                                                          tif=tif, outside_rth=outside_rth))
+    def place_market_order(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        *,
+        client_order_id: str | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+    ) -> OrderView:
+        return self._run(
+            self._aclient.place_market_order(
+                symbol, side, quantity, client_order_id=client_order_id, tif=tif, outside_rth=outside_rth
+            )
+        )
 
-    def place_limit_order(self, symbol: str | Instrument, side: str, quantity: float, limit_price: float, *,
-                          client_order_id: str | None = None, tif: str = "DAY",
-                          outside_rth: bool = False) -> OrderView:
-        return self._run(self._aclient.place_limit_order(symbol, side, quantity, limit_price,
-                                                         client_order_id=client_order_id, tif=tif,
-                                                         outside_rth=outside_rth))
+    def place_limit_order(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        limit_price: float,
+        *,
+        client_order_id: str | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+    ) -> OrderView:
+        return self._run(
+            self._aclient.place_limit_order(
+                symbol, side, quantity, limit_price, client_order_id=client_order_id, tif=tif, outside_rth=outside_rth
+            )
+        )
 
-    def place_stop_order(self, symbol: str | Instrument, side: str, quantity: float, stop_price: float, *,
-                         limit_price: float | None = None, client_order_id: str | None = None, tif: str = "DAY",
-                         outside_rth: bool = False) -> OrderView:
-        return self._run(self._aclient.place_stop_order(symbol, side, quantity, stop_price, limit_price=limit_price,
-                                                        client_order_id=client_order_id, tif=tif,
-                                                        outside_rth=outside_rth))
+    def place_stop_order(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        stop_price: float,
+        *,
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+    ) -> OrderView:
+        return self._run(
+            self._aclient.place_stop_order(
+                symbol,
+                side,
+                quantity,
+                stop_price,
+                limit_price=limit_price,
+                client_order_id=client_order_id,
+                tif=tif,
+                outside_rth=outside_rth,
+            )
+        )
 
-    def modify_order(self, client_order_id: str, *, quantity: float | None = None,
-                     limit_price: float | None = None, stop_price: float | None = None) -> OrderView:
-        return self._run(self._aclient.modify_order(client_order_id, quantity=quantity, limit_price=limit_price,
-                                                    stop_price=stop_price))
+    def modify_order(
+        self,
+        client_order_id: str,
+        *,
+        quantity: float | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+    ) -> OrderView:
+        return self._run(
+            self._aclient.modify_order(
+                client_order_id, quantity=quantity, limit_price=limit_price, stop_price=stop_price
+            )
+        )
 
     def cancel_order(self, client_order_id: str, *, reason: str = "") -> OrderView:
         return self._run(self._aclient.cancel_order(client_order_id, reason=reason))

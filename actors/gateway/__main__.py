@@ -11,10 +11,9 @@ import sys
 def _preflight(argv: list[str]) -> int | None:
     import argparse
 
+    from actors.gateway.settings import resolve_settings
     from bus.approval import load_approval_key
     from bus.config import EXIT_CONFIG, ConfigError, load_config
-
-    from actors.gateway.settings import resolve_settings
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--config")

@@ -68,8 +68,11 @@ class AccountFeed:
 
     def positions(self) -> list[Position]:
         """IB's positions now, with the portfolio's market values where known (for a snapshot)."""
-        return [position_of(p, self._portfolio.get(int(p.contract.conId))) for p in self.session.positions()
-                if self._ours(p.account)]
+        return [
+            position_of(p, self._portfolio.get(int(p.contract.conId)))
+            for p in self.session.positions()
+            if self._ours(p.account)
+        ]
 
     def resync_positions(self) -> dict[str, float]:
         """Republish IB's positions (the library requested them while connecting); the drift per symbol since

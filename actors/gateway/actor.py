@@ -49,10 +49,39 @@ from bus.actor import Actor, Handler
 from bus.approval import ApprovalVerifier, load_approval_key
 from bus.config import KhazadConfig
 from bus.messages import (
-    Ack, AmendOrder, CancelAllOrders, CancelIbOrder, CancelOrder, CancelReport, CancelScope, CheckOrder,
-    EmergencyCancel, EnableStrategy, Envelope, GatewaySnapshot, GatewayStatus, GetAccount, GetOrder, GetPositions,
-    GetRiskState, GetSnapshot, GetStatus, GetSystemStatus, Kill, ListOrders, MarketDataAck, ModifyOrder, PlaceOrder,
-    Rejected, Resume, SetTradingState, SubmitAck, SubmitOrder, SubscribeMarketData, UnsubscribeMarketData, WaitOrder,
+    Ack,
+    AmendOrder,
+    CancelAllOrders,
+    CancelIbOrder,
+    CancelOrder,
+    CancelReport,
+    CancelScope,
+    CheckOrder,
+    EmergencyCancel,
+    EnableStrategy,
+    Envelope,
+    GatewaySnapshot,
+    GatewayStatus,
+    GetAccount,
+    GetOrder,
+    GetPositions,
+    GetRiskState,
+    GetSnapshot,
+    GetStatus,
+    GetSystemStatus,
+    Kill,
+    ListOrders,
+    MarketDataAck,
+    ModifyOrder,
+    PlaceOrder,
+    Rejected,
+    Resume,
+    SetTradingState,
+    SubmitAck,
+    SubmitOrder,
+    SubscribeMarketData,
+    UnsubscribeMarketData,
+    WaitOrder,
 )
 from bus.reqrep import CallContext
 
@@ -64,10 +93,24 @@ class GatewayActor(Actor):
     service = "gateway"
     topics = (topics.KILL, topics.RESUME, topics.EMERGENCY_CANCEL)
     #: the order manager's, the risk governor's and the portfolio's requests: never the gateway's business
-    refused_requests = frozenset({
-        PlaceOrder, ModifyOrder, CancelOrder, CancelAllOrders, GetOrder, ListOrders, WaitOrder, CheckOrder,
-        SetTradingState, EnableStrategy, GetRiskState, GetAccount, GetPositions, GetSystemStatus,
-    })
+    refused_requests = frozenset(
+        {
+            PlaceOrder,
+            ModifyOrder,
+            CancelOrder,
+            CancelAllOrders,
+            GetOrder,
+            ListOrders,
+            WaitOrder,
+            CheckOrder,
+            SetTradingState,
+            EnableStrategy,
+            GetRiskState,
+            GetAccount,
+            GetPositions,
+            GetSystemStatus,
+        }
+    )
 
     def __init__(self, cfg: KhazadConfig, *, env: Mapping[str, str] | None = None) -> None:
         super().__init__(cfg)
@@ -92,29 +135,69 @@ class GatewayActor(Actor):
         self.table = IbOrderTable()
         self.conn = cs.ConnectionTracker(account=settings.account)
         self.executions = ExecutionFeed(journal, outbox)
-        self.session = IbSession(settings.client_library, pacing_per_s=settings.pacing_per_s,
-                                 on_execution=self.executions.on_execution,
-                                 on_commission=self.executions.on_commission, on_sent=self._on_sent)
+        self.session = IbSession(
+            settings.client_library,
+            pacing_per_s=settings.pacing_per_s,
+            on_execution=self.executions.on_execution,
+            on_commission=self.executions.on_commission,
+            on_sent=self._on_sent,
+        )
         contracts = ContractCache(self.session)
         self.market_data = MarketDataFeed(self.session, contracts, outbox)
         self.account = AccountFeed(self.session, self.conn, outbox)
         self.sweeper = CancelSweeper(self.session, self.table, client_id=client_id)
         self.sweeps = SweepRegistry(self.sweeper, timeout_s=settings.kill_verify_timeout_s)
         unsent = UnsentOrders(self.session.sender, self.table, outbox, client_id=client_id)
-        self.killswitch = KillSwitch(HaltKeeper(self.latch, store, outbox), self.sweeps, unsent, self.table, outbox,
-                                     is_connected=self.session.is_connected)
-        self.entry = OrderEntry(session=self.session, table=self.table, contracts=contracts, latch=self.latch,
-                                conn=self.conn, verifier=verifier, journal=journal, sweeper=self.sweeper,
-                                unsent=unsent, outbox=outbox, client_id=client_id)
-        reconciler = Reconciler(session=self.session, table=self.table, conn=self.conn, account=self.account,
-                                executions=self.executions, market_data=self.market_data, killswitch=self.killswitch,
-                                outbox=outbox, client_id=client_id, source=self.name)
-        self.supervisor = ConnectionSupervisor(settings=settings, session=self.session, conn=self.conn,
-                                               reconciler=reconciler, market_data=self.market_data, outbox=outbox,
-                                               stop=self.stop)
-        self.router = IbEventRouter(orders=OrderEventTranslator(self.table, outbox, self.conn, client_id=client_id),
-                                    system=self.supervisor, account=self.account, market_data=self.market_data,
-                                    outbox=outbox, on_handler_error=self.record_error)
+        self.killswitch = KillSwitch(
+            HaltKeeper(self.latch, store, outbox),
+            self.sweeps,
+            unsent,
+            self.table,
+            outbox,
+            is_connected=self.session.is_connected,
+        )
+        self.entry = OrderEntry(
+            session=self.session,
+            table=self.table,
+            contracts=contracts,
+            latch=self.latch,
+            conn=self.conn,
+            verifier=verifier,
+            journal=journal,
+            sweeper=self.sweeper,
+            unsent=unsent,
+            outbox=outbox,
+            client_id=client_id,
+        )
+        reconciler = Reconciler(
+            session=self.session,
+            table=self.table,
+            conn=self.conn,
+            account=self.account,
+            executions=self.executions,
+            market_data=self.market_data,
+            killswitch=self.killswitch,
+            outbox=outbox,
+            client_id=client_id,
+            source=self.name,
+        )
+        self.supervisor = ConnectionSupervisor(
+            settings=settings,
+            session=self.session,
+            conn=self.conn,
+            reconciler=reconciler,
+            market_data=self.market_data,
+            outbox=outbox,
+            stop=self.stop,
+        )
+        self.router = IbEventRouter(
+            orders=OrderEventTranslator(self.table, outbox, self.conn, client_id=client_id),
+            system=self.supervisor,
+            account=self.account,
+            market_data=self.market_data,
+            outbox=outbox,
+            on_handler_error=self.record_error,
+        )
         self.snapshots = SnapshotBuilder(self.session, self.account, self.conn)
         logger.info("gateway: {}", settings.describe())
 
@@ -145,8 +228,12 @@ class GatewayActor(Actor):
         self.supervisor.shutdown("gateway stopping")
 
     def health_detail(self) -> dict[str, str]:
-        return {"connection": self.conn.state, "trading": self.latch.global_state, "epoch": str(self.latch.epoch),
-                "mode": self.settings.mode}
+        return {
+            "connection": self.conn.state,
+            "trading": self.latch.global_state,
+            "epoch": str(self.latch.epoch),
+            "mode": self.settings.mode,
+        }
 
     # -- requests and commands -------------------------------------------------------------------------------
 
@@ -211,12 +298,20 @@ class GatewayActor(Actor):
 
     def status(self) -> GatewayStatus:
         return GatewayStatus(
-            mode=self.settings.mode, connection=self.conn.state, trading_state=self.latch.global_state,  # type: ignore
-            epoch=self.latch.epoch, account=self.conn.account, server_version=self.session.server_version(),
-            client_id=self.settings.client_id, open_orders=len(self.table.working()),
-            last_ib_code=self.router.last_ib_code, reconnects=self.conn.reconnects,
-            pacing_queue=self.session.sender.queued, market_data=self.market_data.counts(),
-            halted_scopes=self.latch.halted_scopes())
+            mode=self.settings.mode,
+            connection=self.conn.state,
+            trading_state=self.latch.global_state,  # type: ignore
+            epoch=self.latch.epoch,
+            account=self.conn.account,
+            server_version=self.session.server_version(),
+            client_id=self.settings.client_id,
+            open_orders=len(self.table.working()),
+            last_ib_code=self.router.last_ib_code,
+            reconnects=self.conn.reconnects,
+            pacing_queue=self.session.sender.queued,
+            market_data=self.market_data.counts(),
+            halted_scopes=self.latch.halted_scopes(),
+        )
 
 
 def build_gateway(cfg: KhazadConfig) -> GatewayActor:

@@ -98,6 +98,7 @@ class CancelSweeper:
 
     async def _settle(self, pending: list[IbOrderRecord], round_start: float, deadline: float) -> None:
         """Wait for every pending order to be done (a change seen this round), a quiet table, or the deadline."""
+
         def settled() -> bool:
             return all(r.is_done and (r.done_mono or 0.0) >= round_start for r in pending)
 
@@ -143,15 +144,21 @@ class CancelSweeper:
         """One more verification of a finished sweep (no new global cancel unless IB still lists other clients'
         orders as working): its counts carry on from ``previous``."""
         start = time.monotonic()
-        result = SweepResult(scope=previous.scope, cancelled=previous.cancelled, rounds=previous.rounds,
-                             individual_cancels=previous.individual_cancels, global_cancels=previous.global_cancels)
+        result = SweepResult(
+            scope=previous.scope,
+            cancelled=previous.cancelled,
+            rounds=previous.rounds,
+            individual_cancels=previous.individual_cancels,
+            global_cancels=previous.global_cancels,
+        )
         targets = {r.key: r for r in self.table.working(previous.scope)}
         result = await self._verify(result, targets, start, start + timeout_s, use_global)
         result.elapsed_ms += previous.elapsed_ms
         return result
 
-    async def _verify(self, result: SweepResult, targets: dict[str, IbOrderRecord], start: float, deadline: float,
-                      use_global: bool) -> SweepResult:
+    async def _verify(
+        self, result: SweepResult, targets: dict[str, IbOrderRecord], start: float, deadline: float, use_global: bool
+    ) -> SweepResult:
         scope = result.scope
         already_cancelled = result.cancelled
         vanished_external: set[str] = set()
@@ -161,7 +168,7 @@ class CancelSweeper:
             round_start = time.monotonic()
             try:
                 listed = await self.session.all_open_orders(max(0.1, min(LIST_TIMEOUT_S, deadline - round_start)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # a slow list (a thousand open orders on a loaded host) is not a reason to give up while the
                 # deadline allows: re-cancel what we know is working and ask again
                 result.detail = f"open-order list timed out after {LIST_TIMEOUT_S:g}s (round {result.rounds})"
@@ -196,13 +203,25 @@ class CancelSweeper:
                 break
             self._recancel(working, result, use_global)
             await self._settle(working, round_start, deadline)
-        result.cancelled = already_cancelled + len(vanished_external) + sum(
-            1 for r in targets.values() if r.status in CANCELLED and (r.done_mono or 0.0) >= start)
+        result.cancelled = (
+            already_cancelled
+            + len(vanished_external)
+            + sum(1 for r in targets.values() if r.status in CANCELLED and (r.done_mono or 0.0) >= start)
+        )
         result.elapsed_ms = (time.monotonic() - start) * 1000.0
-        logger.info("gateway: cancel sweep {} done in {:.0f} ms: cancelled {}, remaining {}, confirmed {} "
-                    "({} rounds, {} individual cancels, {} global){}", scope, result.elapsed_ms, result.cancelled,
-                    len(result.remaining), result.confirmed, result.rounds, result.individual_cancels,
-                    result.global_cancels, f" [{result.detail}]" if result.detail else "")
+        logger.info(
+            "gateway: cancel sweep {} done in {:.0f} ms: cancelled {}, remaining {}, confirmed {} "
+            "({} rounds, {} individual cancels, {} global){}",
+            scope,
+            result.elapsed_ms,
+            result.cancelled,
+            len(result.remaining),
+            result.confirmed,
+            result.rounds,
+            result.individual_cancels,
+            result.global_cancels,
+            f" [{result.detail}]" if result.detail else "",
+        )
         return result
 
 
@@ -249,8 +268,7 @@ class SweepRegistry:
                 return result
             if entry.task is task:  # confirmed before this caller's latch: verify once more, shared
                 logger.info("gateway: the sweep for {} was confirmed before its latch: verifying again", command_id)
-                entry.task = self._task(self.sweeper.reverify(result, use_global=use_global,
-                                                              timeout_s=self.timeout_s))
+                entry.task = self._task(self.sweeper.reverify(result, use_global=use_global, timeout_s=self.timeout_s))
 
     @staticmethod
     def _task(work: Awaitable[SweepResult]) -> asyncio.Task[SweepResult]:
@@ -300,7 +318,14 @@ class UnsentOrders:
                 continue  # an amendment of a live order: the order itself is cancelled by the sweep
             if rec.trade is not None:
                 rec.trade.orderStatus.status = "Cancelled"
-            self.outbox.maybe_order_status(self.table.observe(
-                rec, status="Cancelled", filled=0.0, remaining=rec.remaining, avg_fill_price=0.0,
-                reason="cancelled before it was transmitted to IB"))
+            self.outbox.maybe_order_status(
+                self.table.observe(
+                    rec,
+                    status="Cancelled",
+                    filled=0.0,
+                    remaining=rec.remaining,
+                    avg_fill_price=0.0,
+                    reason="cancelled before it was transmitted to IB",
+                )
+            )
         return len(purged)

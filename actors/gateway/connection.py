@@ -41,8 +41,10 @@ RESTORED_DATA_KEPT = 1102
 CLIENT_ID_IN_USE = 326
 #: Farm status notices: published on ``state.connection`` with the current state, no transition.
 FARM_CODES = frozenset({2103, 2104, 2105, 2106, 2107, 2108, 2110, 2157, 2158})
-SYSTEM_CODES = frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT, CLIENT_ID_IN_USE, 502, 504,
-                          1300}) | FARM_CODES
+SYSTEM_CODES = (
+    frozenset({CONNECTIVITY_LOST, RESTORED_DATA_LOST, RESTORED_DATA_KEPT, CLIENT_ID_IN_USE, 502, 504, 1300})
+    | FARM_CODES
+)
 #: Jitter: the delay is drawn from [JITTER_LOW, 1] x the exponential backoff (spreads reconnect storms).
 JITTER_LOW = 0.5
 

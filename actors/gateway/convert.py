@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 from actors.gateway import libtypes as lib
 from actors.gateway.ib import is_set, num
 from bus.messages import (
-    AccountValue, CommissionEvent, FillEvent, IbOrder, Instrument, Position, TickEvent, parse_order_ref,
+    AccountValue,
+    CommissionEvent,
+    FillEvent,
+    IbOrder,
+    Instrument,
+    Position,
+    TickEvent,
+    parse_order_ref,
 )
 from bus.registry import EXTERNAL_STRATEGY
+
 #: IB UTC time format (reqExecutions filters accept ``yyyymmdd-hh:mm:ss`` as UTC).
 IB_UTC_FORMAT = "%Y%m%d-%H:%M:%S"
 SEC_TYPES = ("STK", "FUT", "CASH", "IND", "OPT")
@@ -46,8 +55,8 @@ def attribution(order_ref: str) -> tuple[str, str]:
 def format_ib_time(t: datetime | str | None) -> str:
     if isinstance(t, datetime):
         if t.tzinfo is None:
-            t = t.replace(tzinfo=timezone.utc)
-        return t.astimezone(timezone.utc).strftime(IB_UTC_FORMAT)
+            t = t.replace(tzinfo=UTC)
+        return t.astimezone(UTC).strftime(IB_UTC_FORMAT)
     return str(t or "")
 
 
@@ -62,7 +71,7 @@ def parse_since(text: str) -> datetime | None:
         dt = datetime.strptime(" ".join(parts[:2]), "%Y%m%d %H:%M:%S")
     except ValueError:
         raise ValueError(f"exec_since {text!r} is not YYYYMMDD HH:MM:SS (UTC)") from None
-    return dt.replace(tzinfo=timezone.utc)
+    return dt.replace(tzinfo=UTC)
 
 
 def instrument_of(contract: lib.Contract) -> Instrument:
@@ -83,21 +92,35 @@ def instrument_of(contract: lib.Contract) -> Instrument:
 def fill_event(contract: lib.Contract, execution: lib.Execution, *, is_correction: bool, replayed: bool) -> FillEvent:
     strategy, coid = attribution(execution.orderRef)
     return FillEvent(
-        exec_id=execution.execId, exec_key=exec_key(execution.execId), order_ref=execution.orderRef or "",
-        strategy_id=strategy, client_order_id=coid, ib_order_id=int(execution.orderId or 0),
-        perm_id=int(execution.permId or 0), instrument=instrument_of(contract),
-        side="BUY" if execution.side in ("BOT", "BUY") else "SELL", quantity=float(execution.shares),
-        price=float(execution.price), cum_quantity=float(execution.cumQty or 0.0),
-        avg_price=float(execution.avgPrice or 0.0), exec_time=format_ib_time(execution.time),
-        account=execution.acctNumber or "", is_correction=is_correction, replayed=replayed,
+        exec_id=execution.execId,
+        exec_key=exec_key(execution.execId),
+        order_ref=execution.orderRef or "",
+        strategy_id=strategy,
+        client_order_id=coid,
+        ib_order_id=int(execution.orderId or 0),
+        perm_id=int(execution.permId or 0),
+        instrument=instrument_of(contract),
+        side="BUY" if execution.side in ("BOT", "BUY") else "SELL",
+        quantity=float(execution.shares),
+        price=float(execution.price),
+        cum_quantity=float(execution.cumQty or 0.0),
+        avg_price=float(execution.avgPrice or 0.0),
+        exec_time=format_ib_time(execution.time),
+        account=execution.acctNumber or "",
+        is_correction=is_correction,
+        replayed=replayed,
     )
 
 
 def commission_event(report: lib.CommissionReport, *, order_ref: str = "", symbol: str = "") -> CommissionEvent:
     return CommissionEvent(
-        exec_id=report.execId, exec_key=exec_key(report.execId), order_ref=order_ref, symbol=symbol,
+        exec_id=report.execId,
+        exec_key=exec_key(report.execId),
+        order_ref=order_ref,
+        symbol=symbol,
         commission=float(report.commission) if is_set(report.commission) else 0.0,
-        currency=report.currency or "", realized_pnl=num(getattr(report, "realizedPNL", None)),
+        currency=report.currency or "",
+        realized_pnl=num(getattr(report, "realizedPNL", None)),
     )
 
 
@@ -120,19 +143,30 @@ def ib_order(trade: lib.Trade, status: str | None = None) -> IbOrder:
     order = trade.order
     st = trade.orderStatus
     return IbOrder(
-        ib_order_id=int(order.orderId or 0), perm_id=int(order.permId or 0), client_id=int(order.clientId or 0),
-        order_ref=order.orderRef or "", instrument=instrument_of(trade.contract),
-        side="BUY" if order.action == "BUY" else "SELL", quantity=float(order.totalQuantity or 0.0),
-        order_type=order.orderType or "", limit_price=num(order.lmtPrice), stop_price=num(order.auxPrice),
-        tif=order.tif or "", status=status or st.status, filled=float(st.filled or 0.0),
-        remaining=float(st.remaining or 0.0), avg_fill_price=float(st.avgFillPrice or 0.0),
+        ib_order_id=int(order.orderId or 0),
+        perm_id=int(order.permId or 0),
+        client_id=int(order.clientId or 0),
+        order_ref=order.orderRef or "",
+        instrument=instrument_of(trade.contract),
+        side="BUY" if order.action == "BUY" else "SELL",
+        quantity=float(order.totalQuantity or 0.0),
+        order_type=order.orderType or "",
+        limit_price=num(order.lmtPrice),
+        stop_price=num(order.auxPrice),
+        tif=order.tif or "",
+        status=status or st.status,
+        filled=float(st.filled or 0.0),
+        remaining=float(st.remaining or 0.0),
+        avg_fill_price=float(st.avgFillPrice or 0.0),
     )
 
 
 def position_of(pos: lib.Position, portfolio_item: lib.PortfolioItem | None = None) -> Position:
     item = portfolio_item
     return Position(
-        account=pos.account, instrument=instrument_of(pos.contract), quantity=float(pos.position),
+        account=pos.account,
+        instrument=instrument_of(pos.contract),
+        quantity=float(pos.position),
         avg_cost=float(pos.avgCost) if is_set(pos.avgCost) else 0.0,
         market_price=num(item.marketPrice) if item is not None else None,
         market_value=num(item.marketValue) if item is not None else None,
@@ -143,10 +177,14 @@ def position_of(pos: lib.Position, portfolio_item: lib.PortfolioItem | None = No
 
 def position_of_portfolio(item: lib.PortfolioItem) -> Position:
     return Position(
-        account=item.account, instrument=instrument_of(item.contract), quantity=float(item.position),
+        account=item.account,
+        instrument=instrument_of(item.contract),
+        quantity=float(item.position),
         avg_cost=float(item.averageCost) if is_set(item.averageCost) else 0.0,
-        market_price=num(item.marketPrice), market_value=num(item.marketValue),
-        unrealized_pnl=num(item.unrealizedPNL), realized_pnl=num(item.realizedPNL),
+        market_price=num(item.marketPrice),
+        market_value=num(item.marketValue),
+        unrealized_pnl=num(item.unrealizedPNL),
+        realized_pnl=num(item.realizedPNL),
     )
 
 
@@ -163,7 +201,13 @@ def _price(value: float) -> float | None:
 def tick_event(symbol: str, ticker: lib.Ticker) -> TickEvent:
     t = getattr(ticker, "time", None)
     return TickEvent(
-        symbol=symbol, con_id=int(getattr(ticker.contract, "conId", 0) or 0),
-        bid=_price(ticker.bid), ask=_price(ticker.ask), last=_price(ticker.last), bid_size=num(ticker.bidSize),
-        ask_size=num(ticker.askSize), last_size=num(ticker.lastSize), ib_time=format_ib_time(t) if t else "",
+        symbol=symbol,
+        con_id=int(getattr(ticker.contract, "conId", 0) or 0),
+        bid=_price(ticker.bid),
+        ask=_price(ticker.ask),
+        last=_price(ticker.last),
+        bid_size=num(ticker.bidSize),
+        ask_size=num(ticker.askSize),
+        last_size=num(ticker.lastSize),
+        ib_time=format_ib_time(t) if t else "",
     )

@@ -29,7 +29,14 @@ from actors.gateway.pacing import place_order_id
 from actors.gateway.persist import PLACED, ExecJournal
 from bus.approval import ApprovalError, ApprovalVerifier
 from bus.messages import (
-    DUPLICATE_STATUS, Ack, AmendOrder, CancelIbOrder, Rejected, SubmitAck, SubmitOrder, tag_of,
+    DUPLICATE_STATUS,
+    Ack,
+    AmendOrder,
+    CancelIbOrder,
+    Rejected,
+    SubmitAck,
+    SubmitOrder,
+    tag_of,
 )
 
 #: An amendment is acknowledged once it has left for IB. Queued behind IB's message budget it normally goes within
@@ -40,9 +47,21 @@ AMEND_TRANSMIT_TIMEOUT_S = 30.0
 class OrderEntry:
     """SubmitOrder, AmendOrder and CancelIbOrder (see module docstring)."""
 
-    def __init__(self, *, session: IbSession, table: IbOrderTable, contracts: ContractCache, latch: HaltLatch,
-                 conn: cs.ConnectionTracker, verifier: ApprovalVerifier, journal: ExecJournal, sweeper: CancelSweeper,
-                 unsent: UnsentOrders, outbox: Outbox, client_id: int) -> None:
+    def __init__(
+        self,
+        *,
+        session: IbSession,
+        table: IbOrderTable,
+        contracts: ContractCache,
+        latch: HaltLatch,
+        conn: cs.ConnectionTracker,
+        verifier: ApprovalVerifier,
+        journal: ExecJournal,
+        sweeper: CancelSweeper,
+        unsent: UnsentOrders,
+        outbox: Outbox,
+        client_id: int,
+    ) -> None:
         self.session = session
         self.table = table
         self.contracts = contracts
@@ -62,16 +81,26 @@ class OrderEntry:
         conn = self.conn
         if not conn.ready:
             if conn.state in (cs.DISCONNECTED, cs.CONNECTING, cs.STOPPED):
-                return Rejected(code="disconnected", reason=f"gateway is not connected to IB ({conn.state}"
-                                f"{', IB ' + str(conn.ib_code) if conn.ib_code else ''}): order refused",
-                                request_type=request_type)
-            return Rejected(code="not_ready", reason=f"gateway is {conn.state} (reconciling with IB): order "
-                            f"refused until READY", request_type=request_type)
+                return Rejected(
+                    code="disconnected",
+                    reason=f"gateway is not connected to IB ({conn.state}"
+                    f"{', IB ' + str(conn.ib_code) if conn.ib_code else ''}): order refused",
+                    request_type=request_type,
+                )
+            return Rejected(
+                code="not_ready",
+                reason=f"gateway is {conn.state} (reconciling with IB): order refused until READY",
+                request_type=request_type,
+            )
         scope = self.latch.blocking_scope(strategy_id, symbol)
         if scope is not None:
             rec = self.latch.scopes[scope]  # type: ignore[index]
-            return Rejected(code="halted", reason=f"trading is HALTED for {scope} (epoch {rec.epoch}: {rec.reason}); "
-                            f"resume is an explicit command", request_type=request_type)
+            return Rejected(
+                code="halted",
+                reason=f"trading is HALTED for {scope} (epoch {rec.epoch}: {rec.reason}); "
+                f"resume is an explicit command",
+                request_type=request_type,
+            )
         return None
 
     async def submit(self, req: SubmitOrder) -> SubmitAck | Rejected:
@@ -83,10 +112,12 @@ class OrderEntry:
             await asyncio.shield(inflight)
         existing = self.table.get(ref)
         if existing is not None:
-            logger.warning("gateway: duplicate SubmitOrder for {}: returning the existing order, no new IB order",
-                           existing.label())
-            return SubmitAck(order_ref=ref, ib_order_id=existing.ib_order_id, perm_id=existing.perm_id,
-                             status=DUPLICATE_STATUS)
+            logger.warning(
+                "gateway: duplicate SubmitOrder for {}: returning the existing order, no new IB order", existing.label()
+            )
+            return SubmitAck(
+                order_ref=ref, ib_order_id=existing.ib_order_id, perm_id=existing.perm_id, status=DUPLICATE_STATUS
+            )
         if self.journal.has_placed(ref):
             # placed before a gateway restart and no longer listed by IB (e.g. cancelled): never place it twice
             logger.warning("gateway: duplicate SubmitOrder for {}: placed before a restart, not placing again", ref)
@@ -114,13 +145,18 @@ class OrderEntry:
         rtype = tag_of(SubmitOrder)
         try:
             contract = await self.contracts.get(spec.instrument)
-        except (asyncio.TimeoutError, ConnectionError) as exc:
-            return Rejected(code="disconnected", reason=f"contract lookup failed: {error_text(exc)}",
-                            request_type=rtype)
+        except (TimeoutError, ConnectionError) as exc:
+            return Rejected(
+                code="disconnected", reason=f"contract lookup failed: {error_text(exc)}", request_type=rtype
+            )
         if contract is None:
-            return Rejected(code="unknown_symbol", reason=f"IB has no security definition for "
-                            f"{spec.instrument.symbol} {spec.instrument.sec_type} {spec.instrument.exchange} "
-                            f"{spec.instrument.currency} (IB 200)", request_type=rtype)
+            return Rejected(
+                code="unknown_symbol",
+                reason=f"IB has no security definition for "
+                f"{spec.instrument.symbol} {spec.instrument.sec_type} {spec.instrument.exchange} "
+                f"{spec.instrument.currency} (IB 200)",
+                request_type=rtype,
+            )
         refused = self.gate(spec.strategy_id, spec.instrument.symbol, rtype)  # state may have changed
         if refused is not None:
             return refused
@@ -128,11 +164,13 @@ class OrderEntry:
         try:
             trade = self.session.place(contract, self.session.make_order(spec, self.conn.account))
         except ConnectionError as exc:
-            return Rejected(code="disconnected", reason=f"IB connection lost while placing: {exc}",
-                            request_type=rtype)
+            return Rejected(code="disconnected", reason=f"IB connection lost while placing: {exc}", request_type=rtype)
         rec = self.table.add_placed(spec, trade, self.client_id)
-        self.outbox.maybe_order_status(self.table.observe(rec, status="PendingSubmit", filled=0.0,
-                                                          remaining=float(spec.quantity), avg_fill_price=0.0))
+        self.outbox.maybe_order_status(
+            self.table.observe(
+                rec, status="PendingSubmit", filled=0.0, remaining=float(spec.quantity), avg_fill_price=0.0
+            )
+        )
         return SubmitAck(order_ref=ref, ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=rec.status)
 
     async def amend(self, req: AmendOrder) -> SubmitAck | Rejected:
@@ -143,15 +181,18 @@ class OrderEntry:
         if rec is None or rec.trade is None:
             return Rejected(code="not_found", reason=f"no order {ref} at this gateway", request_type=rtype)
         if rec.is_done:
-            return Rejected(code="bad_request", reason=f"order {ref} is {rec.status}: nothing to amend",
-                            request_type=rtype)
+            return Rejected(
+                code="bad_request", reason=f"order {ref} is {rec.status}: nothing to amend", request_type=rtype
+            )
         old = rec.spec
         if old is not None and (old.instrument != spec.instrument or old.side != spec.side):
-            return Rejected(code="bad_request", reason="an amendment cannot change the instrument or the side",
-                            request_type=rtype)
+            return Rejected(
+                code="bad_request", reason="an amendment cannot change the instrument or the side", request_type=rtype
+            )
         if old is None and (spec.instrument.symbol != rec.symbol or spec.side != rec.trade.order.action):
-            return Rejected(code="bad_request", reason="an amendment cannot change the instrument or the side",
-                            request_type=rtype)
+            return Rejected(
+                code="bad_request", reason="an amendment cannot change the instrument or the side", request_type=rtype
+            )
         refused = self.gate(spec.strategy_id, spec.instrument.symbol, rtype)
         if refused is not None:
             return refused
@@ -168,28 +209,36 @@ class OrderEntry:
         try:
             self.session.place(trade.contract, trade.order)
         except ConnectionError as exc:
-            return Rejected(code="disconnected", reason=f"IB connection lost while amending: {exc}",
-                            request_type=rtype)
+            return Rejected(code="disconnected", reason=f"IB connection lost while amending: {exc}", request_type=rtype)
         # acknowledge only what has left for IB: an amendment still queued behind the pacer would be lost with this
         # process (a crash, a disconnect) after the strategy had been told it was sent
         sent = self.session.sender.watch_last(lambda msg: place_order_id(msg) == rec.ib_order_id)
         if sent is not None:
             try:
                 transmitted = await asyncio.wait_for(asyncio.shield(sent), AMEND_TRANSMIT_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                return Rejected(code="timeout", request_type=rtype, reason=f"amendment of {ref} still queued "
-                                f"behind IB's message budget after {AMEND_TRANSMIT_TIMEOUT_S:g}s; it goes out later")
+            except TimeoutError:
+                return Rejected(
+                    code="timeout",
+                    request_type=rtype,
+                    reason=f"amendment of {ref} still queued "
+                    f"behind IB's message budget after {AMEND_TRANSMIT_TIMEOUT_S:g}s; it goes out later",
+                )
             if not transmitted:
                 if old is not None and rec.spec is spec:  # never reached IB: the order keeps its previous terms
                     rec.spec = old
                     self.session.apply_spec(trade.order, old)
                 rec.modify_pending = False
                 logger.info("gateway: amendment of {} not transmitted (superseded or disconnected)", rec.label())
-                return Rejected(code="not_sent", request_type=rtype, reason=f"amendment of {ref} was not "
-                                f"transmitted to IB (a cancel or kill superseded it, or the connection dropped); "
-                                f"the order keeps its previous terms")
-        logger.info("gateway: amend {} -> qty {:g} lmt {} stp {}", rec.label(), spec.quantity, spec.limit_price,
-                    spec.stop_price)
+                return Rejected(
+                    code="not_sent",
+                    request_type=rtype,
+                    reason=f"amendment of {ref} was not "
+                    f"transmitted to IB (a cancel or kill superseded it, or the connection dropped); "
+                    f"the order keeps its previous terms",
+                )
+        logger.info(
+            "gateway: amend {} -> qty {:g} lmt {} stp {}", rec.label(), spec.quantity, spec.limit_price, spec.stop_price
+        )
         return SubmitAck(order_ref=ref, ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=rec.status)
 
     def cancel(self, req: CancelIbOrder) -> Ack | Rejected:
@@ -209,10 +258,15 @@ class OrderEntry:
             rec.modify_pending = False
             logger.info("gateway: queued amendment of {} dropped: the cancel supersedes it", rec.label())
         if not self.session.is_connected():
-            return Rejected(code="disconnected", reason="gateway is not connected to IB: cancel not sent",
-                            request_type=rtype)
+            return Rejected(
+                code="disconnected", reason="gateway is not connected to IB: cancel not sent", request_type=rtype
+            )
         if not self.sweeper.cancel_one(rec):
-            return Rejected(code="bad_request", reason=f"order {rec.label()} belongs to client id {rec.client_id}; "
-                            f"only a global cancel (kill) reaches it", request_type=rtype)
+            return Rejected(
+                code="bad_request",
+                reason=f"order {rec.label()} belongs to client id {rec.client_id}; "
+                f"only a global cancel (kill) reaches it",
+                request_type=rtype,
+            )
         logger.info("gateway: cancel sent for {}{}", rec.label(), f" ({req.reason})" if req.reason else "")
         return Ack(detail="cancel sent" + (" (a queued amendment was dropped)" if dropped else ""))

@@ -67,19 +67,34 @@ class OrderEventTranslator:
             rec.modify_pending = False
             reason = "Modified"
             force = True
-        self.outbox.maybe_order_status(self.table.observe(
-            rec, status=status, filled=float(st.filled or 0.0), remaining=float(st.remaining or 0.0),
-            avg_fill_price=float(st.avgFillPrice or 0.0), last_fill_price=float(st.lastFillPrice or 0.0),
-            error_code=error_code, reason=reason, force=force, replayed=self.conn.state in REPLAY_STATES))
+        self.outbox.maybe_order_status(
+            self.table.observe(
+                rec,
+                status=status,
+                filled=float(st.filled or 0.0),
+                remaining=float(st.remaining or 0.0),
+                avg_fill_price=float(st.avgFillPrice or 0.0),
+                last_fill_price=float(st.lastFillPrice or 0.0),
+                error_code=error_code,
+                reason=reason,
+                force=force,
+                replayed=self.conn.state in REPLAY_STATES,
+            )
+        )
 
     def on_open_order(self, trade: lib.Trade) -> None:
         rec, created = self.table.attach(trade)
         if created:
             st = trade.orderStatus
-            self.outbox.maybe_order_status(self.table.observe(
-                rec, status=st.status, filled=float(st.filled or 0.0),
-                remaining=float(st.remaining or trade.order.totalQuantity or 0.0),
-                avg_fill_price=float(st.avgFillPrice or 0.0)))
+            self.outbox.maybe_order_status(
+                self.table.observe(
+                    rec,
+                    status=st.status,
+                    filled=float(st.filled or 0.0),
+                    remaining=float(st.remaining or trade.order.totalQuantity or 0.0),
+                    avg_fill_price=float(st.avgFillPrice or 0.0),
+                )
+            )
 
     def on_order_error(self, order_id: int, code: int, message: str) -> None:
         """An IB error about one of this client's orders (reqId = orderId)."""
@@ -95,10 +110,18 @@ class OrderEventTranslator:
             logger.info("gateway: order {} IB {}: {}", rec.label(), code, message)
             return
         advanced = getattr(rec.trade, "advancedError", "") if rec.trade is not None else ""
-        self.outbox.maybe_order_status(self.table.observe(
-            rec, status=rec.status or "PendingSubmit", filled=rec.filled, remaining=rec.remaining,
-            avg_fill_price=rec.avg_fill_price, error_code=code, reason=reject_reason(message, advanced or ""),
-            force=True))
+        self.outbox.maybe_order_status(
+            self.table.observe(
+                rec,
+                status=rec.status or "PendingSubmit",
+                filled=rec.filled,
+                remaining=rec.remaining,
+                avg_fill_price=rec.avg_fill_price,
+                error_code=code,
+                reason=reject_reason(message, advanced or ""),
+                force=True,
+            )
+        )
 
 
 class SystemCodeHandler(Protocol):
@@ -113,9 +136,16 @@ class IbEventRouter:
     """Connects the library's events to their collaborators (see module docstring). ``last_ib_code`` and
     ``pacing_violations`` are reported in the gateway's status."""
 
-    def __init__(self, *, orders: OrderEventTranslator, system: SystemCodeHandler, account: AccountFeed,
-                 market_data: MarketDataFeed, outbox: Outbox, on_handler_error: Callable[[BaseException], None]
-                 ) -> None:
+    def __init__(
+        self,
+        *,
+        orders: OrderEventTranslator,
+        system: SystemCodeHandler,
+        account: AccountFeed,
+        market_data: MarketDataFeed,
+        outbox: Outbox,
+        on_handler_error: Callable[[BaseException], None],
+    ) -> None:
         self.orders = orders
         self.system = system
         self.account = account
@@ -127,21 +157,27 @@ class IbEventRouter:
 
     def connect(self, session: IbSession) -> None:
         session.subscribe(
-            order_status=self._guard(self.orders.on_order_status), open_order=self._guard(self.orders.on_open_order),
-            error=self._guard(self.on_error), disconnected=self._guard(self.system.on_disconnected),
-            position=self._guard(self.account.on_position), portfolio=self._guard(self.account.on_portfolio),
+            order_status=self._guard(self.orders.on_order_status),
+            open_order=self._guard(self.orders.on_open_order),
+            error=self._guard(self.on_error),
+            disconnected=self._guard(self.system.on_disconnected),
+            position=self._guard(self.account.on_position),
+            portfolio=self._guard(self.account.on_portfolio),
             account_value=self._guard(self.account.on_account_value),
-            tickers=self._guard(self.market_data.on_tickers))
+            tickers=self._guard(self.market_data.on_tickers),
+        )
 
     def _guard(self, fn: F) -> F:
         """Library event handlers: an exception is logged with context and counted, never raised into the
         library's decoder."""
+
         def handler(*args: object) -> None:
             try:
                 fn(*args)
             except Exception as exc:
                 logger.opt(exception=exc).error("gateway: handler {} failed: {}", fn.__name__, exc)
                 self._on_handler_error(exc)
+
         handler.__name__ = fn.__name__
         return handler  # type: ignore[return-value]
 

@@ -52,9 +52,18 @@ class ExecutionFeed:
         self._schedule_flush()
         if not is_live:
             self.replayed += 1
-        logger.info("gateway: fill {} {} {} {:g} @ {:g} order {} (permId {}){}{}", exec_id, ev.side, symbol,
-                    ev.quantity, ev.price, ev.order_ref or "-", ev.perm_id,
-                    " CORRECTION" if is_correction else "", " replayed" if not is_live else "")
+        logger.info(
+            "gateway: fill {} {} {} {:g} @ {:g} order {} (permId {}){}{}",
+            exec_id,
+            ev.side,
+            symbol,
+            ev.quantity,
+            ev.price,
+            ev.order_ref or "-",
+            ev.perm_id,
+            " CORRECTION" if is_correction else "",
+            " replayed" if not is_live else "",
+        )
 
     def on_commission(self, report: lib.CommissionReport) -> None:
         exec_id = report.execId

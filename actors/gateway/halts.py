@@ -40,14 +40,20 @@ class HaltLatch:
         self.pending = dict(self.pending or {})
 
     @classmethod
-    def from_state(cls, state: GatewayState) -> "HaltLatch":
-        return cls(epoch=state.epoch, scopes={h.scope: h for h in state.halted},
-                   pending={p.command_id: p for p in state.pending})
+    def from_state(cls, state: GatewayState) -> HaltLatch:
+        return cls(
+            epoch=state.epoch,
+            scopes={h.scope: h for h in state.halted},
+            pending={p.command_id: p for p in state.pending},
+        )
 
     def to_state(self) -> GatewayState:
         assert self.scopes is not None and self.pending is not None
-        return GatewayState(epoch=self.epoch, halted=sorted(self.scopes.values(), key=lambda h: h.epoch),
-                            pending=list(self.pending.values()))
+        return GatewayState(
+            epoch=self.epoch,
+            halted=sorted(self.scopes.values(), key=lambda h: h.epoch),
+            pending=list(self.pending.values()),
+        )
 
     # -- queries -------------------------------------------------------------------------------------------------
 
@@ -85,8 +91,9 @@ class HaltLatch:
         """Halt ``scope`` (a new epoch even when it was already halted: every kill is a new fact)."""
         assert self.scopes is not None
         self.epoch += 1
-        record = HaltRecord(scope=scope, epoch=self.epoch, reason=reason, origin=origin, kill_id=kill_id,
-                            wall_ns=time.time_ns())
+        record = HaltRecord(
+            scope=scope, epoch=self.epoch, reason=reason, origin=origin, kill_id=kill_id, wall_ns=time.time_ns()
+        )
         self.scopes[scope] = record
         return record
 

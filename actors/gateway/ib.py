@@ -52,8 +52,9 @@ def load_library(name: str) -> ModuleType:
     try:
         lib = importlib.import_module(name)
     except ImportError as exc:
-        raise ConfigError(f"gateway.client_library = {name!r} but it cannot be imported ({exc}): "
-                          f"pip install {name}") from None
+        raise ConfigError(
+            f"gateway.client_library = {name!r} but it cannot be imported ({exc}): pip install {name}"
+        ) from None
     _compact_reprs(lib)
     return lib
 
@@ -66,8 +67,10 @@ def _compact_reprs(lib: ModuleType) -> None:
         return
 
     def order_repr(o: Any) -> str:
-        return (f"{type(o).__name__}(orderId={o.orderId}, permId={o.permId}, orderRef={o.orderRef!r}, "
-                f"{o.action} {o.totalQuantity} {o.orderType})")
+        return (
+            f"{type(o).__name__}(orderId={o.orderId}, permId={o.permId}, orderRef={o.orderRef!r}, "
+            f"{o.action} {o.totalQuantity} {o.orderType})"
+        )
 
     def contract_repr(c: Any) -> str:
         return f"{type(c).__name__}({c.symbol!r}, conId={c.conId}, {c.secType} {c.exchange} {c.currency})"
@@ -78,7 +81,7 @@ def _compact_reprs(lib: ModuleType) -> None:
     lib.Order.__repr__ = order_repr
     lib.Contract.__repr__ = contract_repr
     lib.Trade.__repr__ = trade_repr
-    setattr(lib, "_khazad_compact_reprs", True)
+    lib._khazad_compact_reprs = True
 
 
 class _ToLoguru(logging.Handler):
@@ -122,10 +125,15 @@ SentHook = Callable[[str, Priority], None]
 class IbSession:
     """One IB client (``self.ib``) with Khazad's pacing and hooks installed. See the module docstring."""
 
-    def __init__(self, library: str, *, pacing_per_s: int,
-                 on_execution: ExecutionHook | None = None,
-                 on_commission: CommissionHook | None = None,
-                 on_sent: SentHook | None = None) -> None:
+    def __init__(
+        self,
+        library: str,
+        *,
+        pacing_per_s: int,
+        on_execution: ExecutionHook | None = None,
+        on_commission: CommissionHook | None = None,
+        on_sent: SentHook | None = None,
+    ) -> None:
         self.library = library
         self.lib = load_library(library)
         bridge_library_logging(library)
@@ -162,6 +170,7 @@ class IbSession:
                     self.on_execution(contract, execution, is_live)
                 except Exception:  # never break the library's decoder; the gateway logs and counts
                     logger.exception("gateway: execution handler failed for {}", getattr(execution, "execId", "?"))
+
         return hooked
 
     def _commission_report(self, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -172,6 +181,7 @@ class IbSession:
                     self.on_commission(report)
                 except Exception:
                     logger.exception("gateway: commission handler failed for {}", getattr(report, "execId", "?"))
+
         return hooked
 
     def _open_order(self, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -179,6 +189,7 @@ class IbSession:
             if getattr(order, "permId", 0):
                 self.open_order_status[order.permId] = getattr(orderState, "status", "") or ""
             original(orderId, contract, order, orderState)
+
         return hooked
 
     def _transmit(self, msg: str) -> None:
@@ -187,8 +198,16 @@ class IbSession:
 
     # -- connection ------------------------------------------------------------------------------------------
 
-    async def connect(self, host: str, port: int, client_id: int, *, timeout: float, account: str = "",
-                      check_accounts: Callable[[list[str]], Any] | None = None) -> None:
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        client_id: int,
+        *,
+        timeout: float,
+        account: str = "",
+        check_accounts: Callable[[list[str]], Any] | None = None,
+    ) -> None:
         """Connect and synchronise (positions, open and completed orders, account, executions).
 
         ``check_accounts`` runs on the managed-accounts list as soon as the API session starts, before the library
@@ -241,11 +260,18 @@ class IbSession:
     def client_id(self) -> int:
         return int(self.ib.client.clientId)
 
-    def subscribe(self, *, order_status: Callable[[lib.Trade], None], open_order: Callable[[lib.Trade], None],
-                  error: Callable[[int, int, str, lib.Contract | None], None], disconnected: Callable[[], None],
-                  position: Callable[[lib.Position], None], portfolio: Callable[[lib.PortfolioItem], None],
-                  account_value: Callable[[lib.AccountValue], None],
-                  tickers: Callable[[set[lib.Ticker]], None]) -> None:
+    def subscribe(
+        self,
+        *,
+        order_status: Callable[[lib.Trade], None],
+        open_order: Callable[[lib.Trade], None],
+        error: Callable[[int, int, str, lib.Contract | None], None],
+        disconnected: Callable[[], None],
+        position: Callable[[lib.Position], None],
+        portfolio: Callable[[lib.PortfolioItem], None],
+        account_value: Callable[[lib.AccountValue], None],
+        tickers: Callable[[set[lib.Ticker]], None],
+    ) -> None:
         """Connect handlers to the library's events (each runs inside the library's message decoding)."""
         ib = self.ib
         ib.orderStatusEvent += order_status
@@ -281,9 +307,14 @@ class IbSession:
 
     def make_contract(self, inst: Instrument) -> lib.Contract:
         contract: lib.Contract = self.lib.Contract(
-            conId=inst.con_id, symbol=inst.symbol, secType=inst.sec_type, exchange=inst.exchange,
-            currency=inst.currency, lastTradeDateOrContractMonth=inst.last_trade_date,
-            multiplier=inst.multiplier)
+            conId=inst.con_id,
+            symbol=inst.symbol,
+            secType=inst.sec_type,
+            exchange=inst.exchange,
+            currency=inst.currency,
+            lastTradeDateOrContractMonth=inst.last_trade_date,
+            multiplier=inst.multiplier,
+        )
         return contract
 
     def make_order(self, spec: OrderSpec, account: str) -> lib.Order:
@@ -324,6 +355,7 @@ class IbSession:
     async def all_open_orders(self, timeout: float) -> list[lib.Trade]:
         """IB's list of every working order (all clients): the truth a kill verifies against. Serialised: see
         ``_open_orders_lock``; each caller gets a list requested after its own call began."""
+
         async def locked() -> list[lib.Trade]:
             async with self._open_orders_lock:
                 return list(await self.ib.reqAllOpenOrdersAsync())
@@ -331,8 +363,7 @@ class IbSession:
         return await asyncio.wait_for(locked(), timeout)
 
     async def executions(self, timeout: float, *, since: str = "") -> list[lib.Fill]:
-        return list(await asyncio.wait_for(self.ib.reqExecutionsAsync(self.execution_filter(time=since)),
-                                           timeout))
+        return list(await asyncio.wait_for(self.ib.reqExecutionsAsync(self.execution_filter(time=since)), timeout))
 
     def req_mkt_data(self, contract: lib.Contract) -> lib.Ticker:
         ticker: lib.Ticker = self.ib.reqMktData(contract, "", False, False)

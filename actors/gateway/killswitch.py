@@ -80,8 +80,9 @@ class HaltKeeper:
             return True
         except OSError as exc:
             logger.critical("gateway: could not persist the halt latch to {}: {}", self.store.path, exc)
-            self.outbox.alert("critical", f"could not persist the gateway state ({exc}); the latch holds in memory "
-                                          f"only")
+            self.outbox.alert(
+                "critical", f"could not persist the gateway state ({exc}); the latch holds in memory only"
+            )
             return False
 
     def quarantine_state_file(self) -> None:
@@ -98,8 +99,16 @@ class HaltKeeper:
 class KillSwitch:
     """Kill / EmergencyCancel / CancelScope / Resume, and the sweeps a restart left unconfirmed."""
 
-    def __init__(self, halts: HaltKeeper, sweeps: SweepRegistry, unsent: UnsentOrders, table: IbOrderTable,
-                 outbox: Outbox, *, is_connected: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        halts: HaltKeeper,
+        sweeps: SweepRegistry,
+        unsent: UnsentOrders,
+        table: IbOrderTable,
+        outbox: Outbox,
+        *,
+        is_connected: Callable[[], bool],
+    ) -> None:
         self.halts = halts
         self.latch = halts.latch
         self.sweeps = sweeps
@@ -121,10 +130,12 @@ class KillSwitch:
             self.outbox.alert("critical", f"gateway state file unreadable; starting HALTED: {state_problem}")
         for scope in self.latch.halted_scopes():
             rec = self.latch.scopes[scope]  # type: ignore[index]
-            self.outbox.trading_state(TradingStateEvent(scope=scope, state="HALTED", epoch=rec.epoch,
-                                                        reason=rec.reason, origin=rec.origin))
-            logger.warning("gateway: {} is HALTED since epoch {} ({}); resume is an explicit command", scope,
-                           rec.epoch, rec.reason)
+            self.outbox.trading_state(
+                TradingStateEvent(scope=scope, state="HALTED", epoch=rec.epoch, reason=rec.reason, origin=rec.origin)
+            )
+            logger.warning(
+                "gateway: {} is HALTED since epoch {} ({}); resume is an explicit command", scope, rec.epoch, rec.reason
+            )
 
     # -- commands --------------------------------------------------------------------------------------------
 
@@ -132,27 +143,37 @@ class KillSwitch:
         return await self._kills.once(kill.kill_id, lambda: self._do_kill(kill))
 
     async def emergency(self, cmd: EmergencyCancel) -> CancelReport:
-        return await self._emergencies.once(cmd.command_id, lambda: self._do_sweep(
-            cmd.command_id, cmd.scope, cmd.reason, kind="emergency cancel"))
+        return await self._emergencies.once(
+            cmd.command_id, lambda: self._do_sweep(cmd.command_id, cmd.scope, cmd.reason, kind="emergency cancel")
+        )
 
     async def cancel_scope(self, req: CancelScope, request_id: str) -> CancelReport:
-        return await self._do_sweep(f"cancel-scope:{request_id or time.time_ns()}", req.scope, req.reason,
-                                    kind="cancel scope")
+        return await self._do_sweep(
+            f"cancel-scope:{request_id or time.time_ns()}", req.scope, req.reason, kind="cancel scope"
+        )
 
     async def _do_kill(self, kill: Kill) -> CancelReport:
         scope = kill.scope
         record = self.latch.latch(scope, reason=kill.reason, origin=kill.origin, kill_id=kill.kill_id)
         latched_mono = time.monotonic()
-        self.latch.add_pending(PendingSweep(command_id=kill.kill_id, scope=scope, kind="kill", reason=kill.reason,
-                                            wall_ns=time.time_ns()))
+        self.latch.add_pending(
+            PendingSweep(command_id=kill.kill_id, scope=scope, kind="kill", reason=kill.reason, wall_ns=time.time_ns())
+        )
         # relay the kill itself at once (before the fsync below): the sender's own broadcast may come later (a CLI
         # connects and handshakes first) or never; every actor halts on it and de-duplicates by kill_id
         self.outbox.kill(kill)
         self.halts.persist()  # HALTED is durable before anything is cancelled
-        self.outbox.trading_state(TradingStateEvent(scope=scope, state="HALTED", epoch=record.epoch,
-                                                    reason=kill.reason, origin=kill.origin))
-        logger.critical("gateway: KILL {} scope {} epoch {} from {}: {}", kill.kill_id, scope, record.epoch,
-                        kill.origin or "?", kill.reason)
+        self.outbox.trading_state(
+            TradingStateEvent(scope=scope, state="HALTED", epoch=record.epoch, reason=kill.reason, origin=kill.origin)
+        )
+        logger.critical(
+            "gateway: KILL {} scope {} epoch {} from {}: {}",
+            kill.kill_id,
+            scope,
+            record.epoch,
+            kill.origin or "?",
+            kill.reason,
+        )
         purged = self.unsent.drop(scope)
         if not self._is_connected():
             detail = "disconnected from IB: HALTED is latched; the cancel sweep runs when the connection is back"
@@ -165,8 +186,11 @@ class KillSwitch:
             self.latch.clear_pending(kill.kill_id)
             self.halts.persist()
         else:
-            self.outbox.alert("critical", f"kill {kill.kill_id}: {len(result.remaining)} order(s) still working "
-                              f"after {result.elapsed_ms:.0f} ms", remaining=",".join(result.remaining[:50]))
+            self.outbox.alert(
+                "critical",
+                f"kill {kill.kill_id}: {len(result.remaining)} order(s) still working after {result.elapsed_ms:.0f} ms",
+                remaining=",".join(result.remaining[:50]),
+            )
         detail = result.detail or (f"{purged} unsent order message(s) dropped" if purged else "")
         return self._report(kill.kill_id, scope, result, state="HALTED", epoch=record.epoch, detail=detail)
 
@@ -174,15 +198,23 @@ class KillSwitch:
         logger.warning("gateway: {} {} scope {}: {}", kind, command_id, scope, reason or "-")
         purged = self.unsent.drop(scope)
         if not self._is_connected():
-            return self._report(command_id, scope, None, state=self._state(scope), epoch=self.latch.epoch,
-                                detail="disconnected from IB: nothing could be cancelled")
+            return self._report(
+                command_id,
+                scope,
+                None,
+                state=self._state(scope),
+                epoch=self.latch.epoch,
+                detail="disconnected from IB: nothing could be cancelled",
+            )
         result = await self.sweeps.run(command_id, scope)
         if not result.confirmed:
-            self.outbox.alert("critical", f"{kind} {command_id}: {len(result.remaining)} order(s) still working",
-                              remaining=",".join(result.remaining[:50]))
+            self.outbox.alert(
+                "critical",
+                f"{kind} {command_id}: {len(result.remaining)} order(s) still working",
+                remaining=",".join(result.remaining[:50]),
+            )
         detail = result.detail or (f"{purged} unsent order message(s) dropped" if purged else "")
-        return self._report(command_id, scope, result, state=self._state(scope), epoch=self.latch.epoch,
-                            detail=detail)
+        return self._report(command_id, scope, result, state=self._state(scope), epoch=self.latch.epoch, detail=detail)
 
     def resume(self, req: Resume) -> CancelReport:
         released = self.latch.release(req.scope)
@@ -192,47 +224,94 @@ class KillSwitch:
                     self.latch.clear_pending(sweep.command_id)
             self.halts.persist()
             for scope in released:
-                self.outbox.trading_state(TradingStateEvent(scope=scope, state="ACTIVE", epoch=self.latch.epoch,
-                                                            reason=req.reason, origin=req.origin))
-            logger.warning("gateway: RESUME {} (released {}) epoch {} from {}: {}", req.scope, ", ".join(released),
-                           self.latch.epoch, req.origin or "?", req.reason)
+                self.outbox.trading_state(
+                    TradingStateEvent(
+                        scope=scope, state="ACTIVE", epoch=self.latch.epoch, reason=req.reason, origin=req.origin
+                    )
+                )
+            logger.warning(
+                "gateway: RESUME {} (released {}) epoch {} from {}: {}",
+                req.scope,
+                ", ".join(released),
+                self.latch.epoch,
+                req.origin or "?",
+                req.reason,
+            )
             detail = f"released {', '.join(released)}"
         else:
             detail = f"{req.scope} was not halted"
-        return CancelReport(command_id=f"resume:{self.latch.epoch}", scope=req.scope,
-                            trading_state=self._state(req.scope), epoch=self.latch.epoch, cancelled=0, remaining=0,
-                            confirmed=True, detail=detail)
+        return CancelReport(
+            command_id=f"resume:{self.latch.epoch}",
+            scope=req.scope,
+            trading_state=self._state(req.scope),
+            epoch=self.latch.epoch,
+            cancelled=0,
+            remaining=0,
+            confirmed=True,
+            detail=detail,
+        )
 
     # -- after a (re)connect ---------------------------------------------------------------------------------
 
     async def finish_pending(self, reason: str) -> None:
         """Finish every kill whose sweep was never confirmed (disconnected at the time, or a crash mid-sweep)."""
         for sweep in list((self.latch.pending or {}).values()):
-            logger.warning("gateway: finishing the unconfirmed {} sweep {} (scope {}) after {}", sweep.kind,
-                           sweep.command_id, sweep.scope, reason)
+            logger.warning(
+                "gateway: finishing the unconfirmed {} sweep {} (scope {}) after {}",
+                sweep.kind,
+                sweep.command_id,
+                sweep.scope,
+                reason,
+            )
             # a confirmation from before this connection does not count: the gap may have hidden anything
             result = await self.sweeps.run(sweep.command_id, sweep.scope, not_before=time.monotonic())
             if result.confirmed:
                 self.latch.clear_pending(sweep.command_id)
                 self.halts.persist()
             else:
-                self.outbox.alert("critical", f"kill {sweep.command_id}: {len(result.remaining)} order(s) still "
-                                  f"working after reconnect", remaining=",".join(result.remaining[:50]))
+                self.outbox.alert(
+                    "critical",
+                    f"kill {sweep.command_id}: {len(result.remaining)} order(s) still working after reconnect",
+                    remaining=",".join(result.remaining[:50]),
+                )
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
     def _state(self, scope: str) -> TradingState:
         return "HALTED" if self.latch.is_halted(scope) else "ACTIVE"
 
-    def _report(self, command_id: str, scope: str, result: SweepResult | None, *, state: TradingState, epoch: int,
-                detail: str = "") -> CancelReport:
+    def _report(
+        self,
+        command_id: str,
+        scope: str,
+        result: SweepResult | None,
+        *,
+        state: TradingState,
+        epoch: int,
+        detail: str = "",
+    ) -> CancelReport:
         if result is None:
             working = self.table.working(scope)
-            return CancelReport(command_id=command_id, scope=scope, trading_state=state, epoch=epoch, cancelled=0,
-                                remaining=len(working),
-                                remaining_order_refs=[r.key for r in working][:REPORT_REFS], confirmed=False,
-                                detail=detail)
-        return CancelReport(command_id=command_id, scope=scope, trading_state=state, epoch=epoch,
-                            cancelled=result.cancelled, remaining=len(result.remaining),
-                            remaining_order_refs=result.remaining[:REPORT_REFS], elapsed_ms=result.elapsed_ms,
-                            confirmed=result.confirmed, detail=detail or result.detail)
+            return CancelReport(
+                command_id=command_id,
+                scope=scope,
+                trading_state=state,
+                epoch=epoch,
+                cancelled=0,
+                remaining=len(working),
+                remaining_order_refs=[r.key for r in working][:REPORT_REFS],
+                confirmed=False,
+                detail=detail,
+            )
+        return CancelReport(
+            command_id=command_id,
+            scope=scope,
+            trading_state=state,
+            epoch=epoch,
+            cancelled=result.cancelled,
+            remaining=len(result.remaining),
+            remaining_order_refs=result.remaining[:REPORT_REFS],
+            elapsed_ms=result.elapsed_ms,
+            confirmed=result.confirmed,
+            detail=detail or result.detail,
+        )

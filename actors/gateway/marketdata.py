@@ -7,7 +7,6 @@ a reconnect (the library forgets its tickers) every symbol with subscribers is r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,7 +18,12 @@ from actors.gateway.convert import error_text, tick_event
 from actors.gateway.ib import IbSession
 from actors.gateway.outbox import Outbox
 from bus.messages import (
-    Instrument, MarketDataAck, Rejected, SubscribeMarketData, UnsubscribeMarketData, tag_of,
+    Instrument,
+    MarketDataAck,
+    Rejected,
+    SubscribeMarketData,
+    UnsubscribeMarketData,
+    tag_of,
 )
 
 
@@ -145,7 +149,7 @@ class MarketDataFeed:
                 continue
             try:
                 ok = await self._start_stream(sub)
-            except (asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, ConnectionError) as exc:
                 logger.warning("gateway: market data {} not restarted: {}", sub.symbol, error_text(exc))
                 continue
             if not ok:
@@ -166,20 +170,26 @@ class MarketDataFeed:
         if self.session.is_connected() and not sub.active:
             try:
                 ok = await self._start_stream(sub)
-            except (asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, ConnectionError) as exc:
                 ok = True  # stays registered; started when the connection is back
                 logger.warning("gateway: market data {} deferred: {}", sub.symbol, error_text(exc))
             if not ok:
                 self.subs.remove(req.instrument.symbol, req.subscriber)
-                return Rejected(code="unknown_symbol", reason=f"IB has no security definition for "
-                                f"{req.instrument.symbol} (IB 200)", request_type=tag_of(SubscribeMarketData))
+                return Rejected(
+                    code="unknown_symbol",
+                    reason=f"IB has no security definition for {req.instrument.symbol} (IB 200)",
+                    request_type=tag_of(SubscribeMarketData),
+                )
         return self._ack(sub)
 
     def unsubscribe(self, req: UnsubscribeMarketData) -> MarketDataAck | Rejected:
         sub, last = self.subs.remove(req.symbol, req.subscriber)
         if sub is None:
-            return Rejected(code="not_found", reason=f"{req.subscriber} is not subscribed to {req.symbol}",
-                            request_type=tag_of(UnsubscribeMarketData))
+            return Rejected(
+                code="not_found",
+                reason=f"{req.subscriber} is not subscribed to {req.symbol}",
+                request_type=tag_of(UnsubscribeMarketData),
+            )
         if last:
             self._cancel_stream(sub)
             self.subs.detach(sub)

@@ -115,7 +115,7 @@ class ChangeSignal:
         try:
             await asyncio.wait_for(fut, timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             self._waiters.discard(fut)
@@ -154,10 +154,17 @@ class IbOrderTable:
             self.by_id[(rec.client_id, rec.ib_order_id)] = rec
 
     def add_placed(self, spec: OrderSpec, trade: Trade, client_id: int) -> IbOrderRecord:
-        rec = IbOrderRecord(order_ref=spec.order_ref, strategy_id=spec.strategy_id,
-                          client_order_id=spec.client_order_id, symbol=spec.instrument.symbol,
-                          ib_order_id=int(trade.order.orderId), client_id=client_id, spec=spec, trade=trade,
-                          remaining=float(spec.quantity))
+        rec = IbOrderRecord(
+            order_ref=spec.order_ref,
+            strategy_id=spec.strategy_id,
+            client_order_id=spec.client_order_id,
+            symbol=spec.instrument.symbol,
+            ib_order_id=int(trade.order.orderId),
+            client_id=client_id,
+            spec=spec,
+            trade=trade,
+            remaining=float(spec.quantity),
+        )
         self._index(rec)
         return rec
 
@@ -191,10 +198,14 @@ class IbOrderTable:
         if rec is None:
             ref = getattr(order, "orderRef", "") or ""
             strategy, coid = attribution(ref)
-            rec = IbOrderRecord(order_ref=ref, strategy_id=strategy, client_order_id=coid,
-                              symbol=getattr(trade.contract, "symbol", "") or "",
-                              remaining=float(getattr(order, "totalQuantity", 0.0) or 0.0),
-                              status="")
+            rec = IbOrderRecord(
+                order_ref=ref,
+                strategy_id=strategy,
+                client_order_id=coid,
+                symbol=getattr(trade.contract, "symbol", "") or "",
+                remaining=float(getattr(order, "totalQuantity", 0.0) or 0.0),
+                status="",
+            )
         rec.trade = trade
         rec.ib_order_id = int(getattr(order, "orderId", 0) or 0) or rec.ib_order_id
         rec.client_id = int(getattr(order, "clientId", 0) or 0) or rec.client_id
@@ -204,11 +215,21 @@ class IbOrderTable:
         self._index(rec)
         return rec, created
 
-    def observe(self, rec: IbOrderRecord, *, status: str, filled: float, remaining: float, avg_fill_price: float,
-                last_fill_price: float = 0.0, error_code: int | None = None, reason: str = "",
-                replayed: bool = False, force: bool = False) -> OrderStatusEvent | None:
-        """Apply one report; the event to publish, or None when nothing changed (or a done order is contradicted).
-        """
+    def observe(
+        self,
+        rec: IbOrderRecord,
+        *,
+        status: str,
+        filled: float,
+        remaining: float,
+        avg_fill_price: float,
+        last_fill_price: float = 0.0,
+        error_code: int | None = None,
+        reason: str = "",
+        replayed: bool = False,
+        force: bool = False,
+    ) -> OrderStatusEvent | None:
+        """Apply one report; the event to publish, or None when nothing changed (or a done order is contradicted)."""
         now = time.monotonic()
         if status == VALIDATION_ERROR:  # ib_async: a warning on a live order; keep IB's last real status
             status = rec.status or "Submitted"
@@ -235,8 +256,20 @@ class IbOrderTable:
         self.changed.notify()
         is_live, is_done = interpret(status)
         return OrderStatusEvent(
-            order_ref=rec.order_ref, strategy_id=rec.strategy_id, client_order_id=rec.client_order_id,
-            ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=status, filled=filled, remaining=remaining,
-            avg_fill_price=avg_fill_price, last_fill_price=last_fill_price, is_live=is_live, is_done=is_done,
-            error_code=error_code, reason=reason, symbol=rec.symbol, replayed=replayed,
+            order_ref=rec.order_ref,
+            strategy_id=rec.strategy_id,
+            client_order_id=rec.client_order_id,
+            ib_order_id=rec.ib_order_id,
+            perm_id=rec.perm_id,
+            status=status,
+            filled=filled,
+            remaining=remaining,
+            avg_fill_price=avg_fill_price,
+            last_fill_price=last_fill_price,
+            is_live=is_live,
+            is_done=is_done,
+            error_code=error_code,
+            reason=reason,
+            symbol=rec.symbol,
+            replayed=replayed,
         )

@@ -11,14 +11,34 @@ from loguru import logger
 
 from bus import topics
 from bus.messages import (
-    AccountValuesEvent, Alert, CommissionEvent, ConnectionStateEvent, FillEvent, Kill, OrderStatusEvent,
-    PositionEvent, ReconciliationReport, TickEvent, TradingStateEvent,
+    AccountValuesEvent,
+    Alert,
+    CommissionEvent,
+    ConnectionStateEvent,
+    FillEvent,
+    Kill,
+    OrderStatusEvent,
+    PositionEvent,
+    ReconciliationReport,
+    TickEvent,
+    TradingStateEvent,
 )
 from bus.registry import EXTERNAL_STRATEGY
 
 #: What the gateway puts on the bus (the actor's ``publish``).
-Event = (AccountValuesEvent | Alert | CommissionEvent | ConnectionStateEvent | FillEvent | Kill | OrderStatusEvent
-         | PositionEvent | ReconciliationReport | TickEvent | TradingStateEvent)
+Event = (
+    AccountValuesEvent
+    | Alert
+    | CommissionEvent
+    | ConnectionStateEvent
+    | FillEvent
+    | Kill
+    | OrderStatusEvent
+    | PositionEvent
+    | ReconciliationReport
+    | TickEvent
+    | TradingStateEvent
+)
 Publish = Callable[[str, Event], None]
 Severity = Literal["info", "warning", "critical"]
 
@@ -34,11 +54,15 @@ class Outbox:
 
     def order_status(self, ev: OrderStatusEvent) -> None:
         self._publish(topics.gw_order(ev.strategy_id or EXTERNAL_STRATEGY), ev)
-        logger.info("gateway: order {} (orderId {}, permId {}) {}{}{}", ev.order_ref or f"perm:{ev.perm_id}",
-                    ev.ib_order_id, ev.perm_id, ev.status,
-                    f" filled {ev.filled:g}/{ev.filled + ev.remaining:g}" if ev.filled else "",
-                    f" [IB {ev.error_code}: {ev.reason}]" if ev.error_code
-                    else (f" [{ev.reason}]" if ev.reason else ""))
+        logger.info(
+            "gateway: order {} (orderId {}, permId {}) {}{}{}",
+            ev.order_ref or f"perm:{ev.perm_id}",
+            ev.ib_order_id,
+            ev.perm_id,
+            ev.status,
+            f" filled {ev.filled:g}/{ev.filled + ev.remaining:g}" if ev.filled else "",
+            f" [IB {ev.error_code}: {ev.reason}]" if ev.error_code else (f" [{ev.reason}]" if ev.reason else ""),
+        )
 
     def maybe_order_status(self, ev: OrderStatusEvent | None) -> None:
         """Publish ``ev`` unless the table found nothing new (``None``)."""
@@ -77,5 +101,7 @@ class Outbox:
     def alert(self, severity: Severity, message: str, **detail: str) -> None:
         if not self._is_open():
             return
-        self._publish(topics.alert("gateway"), Alert(kind="gateway", severity=severity, message=message,
-                                                     source=self.source, detail=detail))
+        self._publish(
+            topics.alert("gateway"),
+            Alert(kind="gateway", severity=severity, message=message, source=self.source, detail=detail),
+        )

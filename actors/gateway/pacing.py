@@ -72,11 +72,21 @@ class Priority(IntEnum):
 
 CANCEL_IDS = frozenset({MSG_CANCEL_ORDER, MSG_REQ_GLOBAL_CANCEL})
 ORDER_IDS = frozenset({MSG_PLACE_ORDER})
-MARKET_DATA_IDS = frozenset({
-    MSG_REQ_MKT_DATA, MSG_CANCEL_MKT_DATA, MSG_REQ_MKT_DEPTH, MSG_CANCEL_MKT_DEPTH, MSG_REQ_HISTORICAL_DATA,
-    MSG_CANCEL_HISTORICAL_DATA, MSG_REQ_REAL_TIME_BARS, MSG_CANCEL_REAL_TIME_BARS, MSG_REQ_MARKET_DATA_TYPE,
-    MSG_REQ_TICK_BY_TICK, MSG_CANCEL_TICK_BY_TICK,
-})
+MARKET_DATA_IDS = frozenset(
+    {
+        MSG_REQ_MKT_DATA,
+        MSG_CANCEL_MKT_DATA,
+        MSG_REQ_MKT_DEPTH,
+        MSG_CANCEL_MKT_DEPTH,
+        MSG_REQ_HISTORICAL_DATA,
+        MSG_CANCEL_HISTORICAL_DATA,
+        MSG_REQ_REAL_TIME_BARS,
+        MSG_CANCEL_REAL_TIME_BARS,
+        MSG_REQ_MARKET_DATA_TYPE,
+        MSG_REQ_TICK_BY_TICK,
+        MSG_CANCEL_TICK_BY_TICK,
+    }
+)
 
 
 def message_id(msg: str) -> int:
@@ -117,10 +127,15 @@ def place_order_id(msg: str) -> int | None:
 class PacedSender:
     """Priority queue in front of the socket, drained within IB's message budget (see module docstring)."""
 
-    def __init__(self, transmit: Callable[[str], None], rate_per_s: int, *,
-                 clock: Callable[[], float] | None = None,
-                 call_at: Callable[[float, Callable[[], None]], Any] | None = None,
-                 on_sent: Callable[[str, Priority], None] | None = None) -> None:
+    def __init__(
+        self,
+        transmit: Callable[[str], None],
+        rate_per_s: int,
+        *,
+        clock: Callable[[], float] | None = None,
+        call_at: Callable[[float, Callable[[], None]], Any] | None = None,
+        on_sent: Callable[[str, Priority], None] | None = None,
+    ) -> None:
         if rate_per_s < 1:
             raise ValueError("rate_per_s must be >= 1")
         self._transmit = transmit

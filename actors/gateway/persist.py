@@ -171,8 +171,7 @@ class ExecJournal:
             if kind is not None:
                 kind[entry.id] = entry.t
         if bad:
-            logger.warning("gateway: exec journal {} had {} unreadable line(s) (a torn write); ignored", self.path,
-                           bad)
+            logger.warning("gateway: exec journal {} had {} unreadable line(s) (a torn write); ignored", self.path, bad)
         if pruned >= COMPACT_MIN_PRUNED or bad:
             self.compact()
 
@@ -194,8 +193,11 @@ class ExecJournal:
 
     def compact(self) -> None:
         self.close()
-        lines = [self._encoder.encode(_JournalLine(k=k, id=i, t=t))
-                 for k, entries in self._by_kind.items() for i, t in entries.items()]
+        lines = [
+            self._encoder.encode(_JournalLine(k=k, id=i, t=t))
+            for k, entries in self._by_kind.items()
+            for i, t in entries.items()
+        ]
         atomic_write(self.path, b"".join(line + b"\n" for line in lines))
 
     def has_fill(self, exec_id: str) -> bool:

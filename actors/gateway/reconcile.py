@@ -23,9 +23,20 @@ from bus.messages import ReconciliationReport
 class Reconciler:
     """Builds the reconciliation (see module docstring); the connection supervisor decides when it runs."""
 
-    def __init__(self, *, session: IbSession, table: IbOrderTable, conn: ConnectionTracker, account: AccountFeed,
-                 executions: ExecutionFeed, market_data: MarketDataFeed, killswitch: KillSwitch, outbox: Outbox,
-                 client_id: int, source: str) -> None:
+    def __init__(
+        self,
+        *,
+        session: IbSession,
+        table: IbOrderTable,
+        conn: ConnectionTracker,
+        account: AccountFeed,
+        executions: ExecutionFeed,
+        market_data: MarketDataFeed,
+        killswitch: KillSwitch,
+        outbox: Outbox,
+        client_id: int,
+        source: str,
+    ) -> None:
         self.session = session
         self.table = table
         self.conn = conn
@@ -50,10 +61,17 @@ class Reconciler:
             rec, _ = self.table.attach(trade)
             seen.add(rec.key)
             st = trade.orderStatus
-            self.outbox.maybe_order_status(self.table.observe(
-                rec, status=st.status, filled=float(st.filled or 0.0), remaining=float(st.remaining or 0.0),
-                avg_fill_price=float(st.avgFillPrice or 0.0), last_fill_price=float(st.lastFillPrice or 0.0),
-                replayed=True))
+            self.outbox.maybe_order_status(
+                self.table.observe(
+                    rec,
+                    status=st.status,
+                    filled=float(st.filled or 0.0),
+                    remaining=float(st.remaining or 0.0),
+                    avg_fill_price=float(st.avgFillPrice or 0.0),
+                    last_fill_price=float(st.lastFillPrice or 0.0),
+                    replayed=True,
+                )
+            )
             if rec.is_working and rec.key not in working_before and not first_sync:
                 unknown.append(rec.key)
         missing: list[str] = []
@@ -61,19 +79,36 @@ class Reconciler:
             # IB lists this client's open orders after a reconnect; another client's orders are not in that list
             if rec.key in working_before and rec.key not in seen and rec.client_id == self.client_id:
                 missing.append(rec.key)
-                self.outbox.maybe_order_status(self.table.observe(
-                    rec, status="Cancelled", filled=rec.filled, remaining=rec.remaining,
-                    avg_fill_price=rec.avg_fill_price, reason="not known to IB after reconnect (never reached IB)",
-                    replayed=True))
+                self.outbox.maybe_order_status(
+                    self.table.observe(
+                        rec,
+                        status="Cancelled",
+                        filled=rec.filled,
+                        remaining=rec.remaining,
+                        avg_fill_price=rec.avg_fill_price,
+                        reason="not known to IB after reconnect (never reached IB)",
+                        replayed=True,
+                    )
+                )
         drift = self.account.resync_positions()
         self.account.flush_account_values()
         await self.market_data.restart()
         await self.killswitch.finish_pending(reason)
         open_orders = len(self.table.working())
         replayed = self.executions.replayed
-        detail = (f"{reason}: {open_orders} open, {replayed} replayed fill(s)"
-                  + (f", missing {len(missing)}" if missing else "") + (f", unknown {len(unknown)}" if unknown else "")
-                  + (f", position drift {drift}" if drift else ""))
-        return ReconciliationReport(actor=self.source, open_orders=open_orders, replayed_fills=replayed,
-                                    unknown_orders=unknown, missing_orders=missing, position_drift=drift,
-                                    ok=not missing, detail=detail)
+        detail = (
+            f"{reason}: {open_orders} open, {replayed} replayed fill(s)"
+            + (f", missing {len(missing)}" if missing else "")
+            + (f", unknown {len(unknown)}" if unknown else "")
+            + (f", position drift {drift}" if drift else "")
+        )
+        return ReconciliationReport(
+            actor=self.source,
+            open_orders=open_orders,
+            replayed_fills=replayed,
+            unknown_orders=unknown,
+            missing_orders=missing,
+            position_drift=drift,
+            ok=not missing,
+            detail=detail,
+        )

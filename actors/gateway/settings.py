@@ -52,8 +52,10 @@ class GatewaySettings:
     kill_verify_timeout_s: float
 
     def describe(self) -> str:
-        return (f"mode={self.mode} {self.host}:{self.port} client_id={self.client_id} "
-                f"account={self.account or '(from server)'} library={self.client_library}")
+        return (
+            f"mode={self.mode} {self.host}:{self.port} client_id={self.client_id} "
+            f"account={self.account or '(from server)'} library={self.client_library}"
+        )
 
 
 def resolve_settings(cfg: KhazadConfig, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -66,58 +68,84 @@ def resolve_settings(cfg: KhazadConfig, env: Mapping[str, str] | None = None) ->
     if not g.host.strip():
         raise ConfigError("gateway.host is empty: set it to the TWS/IB Gateway host (127.0.0.1 when local)")
     if g.reconnect_initial_s > g.reconnect_max_s:
-        raise ConfigError(f"gateway.reconnect_initial_s ({g.reconnect_initial_s}) is larger than "
-                          f"gateway.reconnect_max_s ({g.reconnect_max_s})")
+        raise ConfigError(
+            f"gateway.reconnect_initial_s ({g.reconnect_initial_s}) is larger than "
+            f"gateway.reconnect_max_s ({g.reconnect_max_s})"
+        )
     if account and not ACCOUNT_RE.match(account):
-        raise ConfigError(f"gateway.account {account!r} does not look like an IB account id (e.g. DU1234567 or "
-                          f"U1234567)")
+        raise ConfigError(
+            f"gateway.account {account!r} does not look like an IB account id (e.g. DU1234567 or U1234567)"
+        )
     if mode == "sim":
         port = g.port or cfg.sim.port
         if confirm:
-            raise ConfigError(f"{LIVE_CONFIRM_ENV} is set but gateway.mode is 'sim': unset {LIVE_CONFIRM_ENV}, or "
-                              f"set gateway.mode = \"live\" to trade live")
+            raise ConfigError(
+                f"{LIVE_CONFIRM_ENV} is set but gateway.mode is 'sim': unset {LIVE_CONFIRM_ENV}, or "
+                f'set gateway.mode = "live" to trade live'
+            )
         if port in LIVE_PORTS:
-            raise ConfigError(f"gateway.port {port} is a live TWS/IB Gateway port but gateway.mode is 'sim': "
-                              f"use [sim].port (set gateway.port = 0) or set gateway.mode")
+            raise ConfigError(
+                f"gateway.port {port} is a live TWS/IB Gateway port but gateway.mode is 'sim': "
+                f"use [sim].port (set gateway.port = 0) or set gateway.mode"
+            )
         if account and account != cfg.sim.account:
-            raise ConfigError(f"gateway.account {account} is not the simulator's account ({cfg.sim.account}): "
-                              f"set gateway.account = \"{cfg.sim.account}\" or leave it empty in sim mode")
+            raise ConfigError(
+                f"gateway.account {account} is not the simulator's account ({cfg.sim.account}): "
+                f'set gateway.account = "{cfg.sim.account}" or leave it empty in sim mode'
+            )
     elif mode == "paper":
         port = g.port or DEFAULT_PORTS["paper"]
         if not account:
             raise ConfigError("gateway.account is required in paper mode: set it to your paper account (DU...)")
         if not is_paper_account(account):
-            raise ConfigError(f"gateway.account {account} is not a paper account (paper accounts start with DU); "
-                              f"paper mode refuses it. Set gateway.mode = \"live\" (with {LIVE_CONFIRM_ENV}) to "
-                              f"trade it live")
+            raise ConfigError(
+                f"gateway.account {account} is not a paper account (paper accounts start with DU); "
+                f'paper mode refuses it. Set gateway.mode = "live" (with {LIVE_CONFIRM_ENV}) to '
+                f"trade it live"
+            )
         if confirm:
-            raise ConfigError(f"{LIVE_CONFIRM_ENV} is set but gateway.mode is 'paper': unset it, or set "
-                              f"gateway.mode = \"live\"")
+            raise ConfigError(
+                f"{LIVE_CONFIRM_ENV} is set but gateway.mode is 'paper': unset it, or set gateway.mode = \"live\""
+            )
         if port in LIVE_PORTS:
-            raise ConfigError(f"gateway.port {port} is a live TWS/IB Gateway port but gateway.mode is 'paper': "
-                              f"set gateway.port to the paper port (IB Gateway 4002, TWS 7497)")
+            raise ConfigError(
+                f"gateway.port {port} is a live TWS/IB Gateway port but gateway.mode is 'paper': "
+                f"set gateway.port to the paper port (IB Gateway 4002, TWS 7497)"
+            )
     elif mode == "live":
         port = g.port or DEFAULT_PORTS["live"]
         if not account:
             raise ConfigError("gateway.account is required in live mode: set it to your live account (U...)")
         if is_paper_account(account):
-            raise ConfigError(f"gateway.account {account} is a paper account but gateway.mode is 'live': set "
-                              f"gateway.mode = \"paper\"")
+            raise ConfigError(
+                f"gateway.account {account} is a paper account but gateway.mode is 'live': set gateway.mode = \"paper\""
+            )
         if not confirm:
             raise ConfigError(f"live trading needs an explicit confirmation: set {LIVE_CONFIRM_ENV}={account}")
         if confirm != account:
-            raise ConfigError(f"{LIVE_CONFIRM_ENV} names {confirm!r}, not the live account gateway.account "
-                              f"({account}): set {LIVE_CONFIRM_ENV}={account}")
+            raise ConfigError(
+                f"{LIVE_CONFIRM_ENV} names {confirm!r}, not the live account gateway.account "
+                f"({account}): set {LIVE_CONFIRM_ENV}={account}"
+            )
         if port in PAPER_PORTS:
-            raise ConfigError(f"gateway.port {port} is a paper TWS/IB Gateway port but gateway.mode is 'live': "
-                              f"set gateway.port to the live port (IB Gateway 4001, TWS 7496)")
+            raise ConfigError(
+                f"gateway.port {port} is a paper TWS/IB Gateway port but gateway.mode is 'live': "
+                f"set gateway.port to the live port (IB Gateway 4001, TWS 7496)"
+            )
     else:  # the config decoder already restricts the literal; keep the guard for direct construction
         raise ConfigError(f"gateway.mode {mode!r} is not one of sim, paper, live")
     return GatewaySettings(
-        mode=mode, host=g.host.strip(), port=port, client_id=g.client_id, account=account,
-        client_library=g.client_library, connect_timeout_s=g.connect_timeout_s,
-        reconnect_initial_s=g.reconnect_initial_s, reconnect_max_s=g.reconnect_max_s,
-        pacing_per_s=g.pacing_per_s, kill_verify_timeout_s=g.kill_verify_timeout_s,
+        mode=mode,
+        host=g.host.strip(),
+        port=port,
+        client_id=g.client_id,
+        account=account,
+        client_library=g.client_library,
+        connect_timeout_s=g.connect_timeout_s,
+        reconnect_initial_s=g.reconnect_initial_s,
+        reconnect_max_s=g.reconnect_max_s,
+        pacing_per_s=g.pacing_per_s,
+        kill_verify_timeout_s=g.kill_verify_timeout_s,
     )
 
 
@@ -125,23 +153,31 @@ def check_accounts(settings: GatewaySettings, managed: list[str]) -> str:
     """After connecting: the account to trade, or :class:`ConfigError` if the server contradicts the mode."""
     managed = [a for a in managed if a]
     if not managed:
-        raise ConfigError(f"{settings.host}:{settings.port} reported no managed accounts: is this an IB login "
-                          f"with trading permissions?")
+        raise ConfigError(
+            f"{settings.host}:{settings.port} reported no managed accounts: is this an IB login "
+            f"with trading permissions?"
+        )
     where = f"{settings.host}:{settings.port}"
     live = [a for a in managed if not is_paper_account(a)]
     paper = [a for a in managed if is_paper_account(a)]
     if settings.mode in ("sim", "paper") and live:
-        raise ConfigError(f"gateway.mode is '{settings.mode}' but {where} manages live account(s) "
-                          f"{', '.join(live)}: point gateway.host/port at a paper gateway (IB Gateway paper "
-                          f"port 4002, TWS 7497) or set gateway.mode = \"live\"")
+        raise ConfigError(
+            f"gateway.mode is '{settings.mode}' but {where} manages live account(s) "
+            f"{', '.join(live)}: point gateway.host/port at a paper gateway (IB Gateway paper "
+            f'port 4002, TWS 7497) or set gateway.mode = "live"'
+        )
     if settings.mode == "live" and paper:
-        raise ConfigError(f"gateway.mode is 'live' but {where} manages paper account(s) {', '.join(paper)}: "
-                          f"point gateway.host/port at the live gateway (IB Gateway 4001, TWS 7496) or set "
-                          f"gateway.mode = \"paper\"")
+        raise ConfigError(
+            f"gateway.mode is 'live' but {where} manages paper account(s) {', '.join(paper)}: "
+            f"point gateway.host/port at the live gateway (IB Gateway 4001, TWS 7496) or set "
+            f'gateway.mode = "paper"'
+        )
     if settings.account:
         if settings.account not in managed:
-            raise ConfigError(f"gateway.account {settings.account} is not among the accounts {where} manages "
-                              f"({', '.join(managed)}): set gateway.account to one of them")
+            raise ConfigError(
+                f"gateway.account {settings.account} is not among the accounts {where} manages "
+                f"({', '.join(managed)}): set gateway.account to one of them"
+            )
         return settings.account
     if len(managed) == 1:
         return managed[0]

@@ -3,7 +3,6 @@ executions since a time, commissions, positions with market values, account valu
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from actors.gateway.account import AccountFeed
@@ -30,23 +29,33 @@ class SnapshotBuilder:
         if not self.session.is_connected():
             return Rejected(code="disconnected", reason="gateway is not connected to IB", request_type=rtype)
         try:
-            fills = await self.session.executions(IB_REQUEST_TIMEOUT_S,
-                                                  since=since.strftime("%Y%m%d-%H:%M:%S") if since else "")
-        except (asyncio.TimeoutError, ConnectionError) as exc:
-            return Rejected(code="disconnected", reason=f"executions request failed: {error_text(exc)}",
-                            request_type=rtype)
+            fills = await self.session.executions(
+                IB_REQUEST_TIMEOUT_S, since=since.strftime("%Y%m%d-%H:%M:%S") if since else ""
+            )
+        except (TimeoutError, ConnectionError) as exc:
+            return Rejected(
+                code="disconnected", reason=f"executions request failed: {error_text(exc)}", request_type=rtype
+            )
         executions: list[FillEvent] = []
         commissions: list[CommissionEvent] = []
         for f in fills:
             t = f.execution.time
             if since is not None and hasattr(t, "timestamp") and t.timestamp() < since.timestamp():
                 continue
-            executions.append(fill_event(f.contract, f.execution, is_correction=exec_revision(f.execution.execId) > 1,
-                                         replayed=False))
+            executions.append(
+                fill_event(f.contract, f.execution, is_correction=exec_revision(f.execution.execId) > 1, replayed=False)
+            )
             if getattr(f.commissionReport, "execId", ""):
-                commissions.append(commission_event(f.commissionReport, order_ref=f.execution.orderRef or "",
-                                                    symbol=f.contract.symbol))
-        return GatewaySnapshot(open_orders=[ib_order(t, self.session.ib_status(t)) for t in self.session.open_trades()],
-                               executions=executions, commissions=commissions, positions=self.account.positions(),
-                               account_values=self.account.account_values(), account=self.conn.account,
-                               connection=self.conn.state, as_of_wall_ns=time.time_ns())  # type: ignore[arg-type]
+                commissions.append(
+                    commission_event(f.commissionReport, order_ref=f.execution.orderRef or "", symbol=f.contract.symbol)
+                )
+        return GatewaySnapshot(
+            open_orders=[ib_order(t, self.session.ib_status(t)) for t in self.session.open_trades()],
+            executions=executions,
+            commissions=commissions,
+            positions=self.account.positions(),
+            account_values=self.account.account_values(),
+            account=self.conn.account,
+            connection=self.conn.state,
+            as_of_wall_ns=time.time_ns(),
+        )  # type: ignore[arg-type]

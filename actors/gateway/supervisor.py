@@ -28,9 +28,17 @@ from bus.messages import ConnectionStateEvent
 class ConnectionSupervisor:
     """Runs the connection loop and answers IB's system codes; ``stop(exit_code)`` ends the actor."""
 
-    def __init__(self, *, settings: GatewaySettings, session: IbSession, conn: cs.ConnectionTracker,
-                 reconciler: Reconciler, market_data: MarketDataFeed, outbox: Outbox,
-                 stop: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        session: IbSession,
+        conn: cs.ConnectionTracker,
+        reconciler: Reconciler,
+        market_data: MarketDataFeed,
+        outbox: Outbox,
+        stop: Callable[[int], None],
+    ) -> None:
         self.settings = settings
         self.session = session
         self.conn = conn
@@ -46,16 +54,27 @@ class ConnectionSupervisor:
 
     def publish_state(self) -> None:
         c = self.conn
-        self.outbox.connection(ConnectionStateEvent(
-            state=c.state, ib_code=c.ib_code, message=c.message, mode=self.settings.mode,  # type: ignore[arg-type]
-            server_version=self.session.server_version(), accounts=list(c.accounts)))
+        self.outbox.connection(
+            ConnectionStateEvent(
+                state=c.state,
+                ib_code=c.ib_code,
+                message=c.message,
+                mode=self.settings.mode,  # type: ignore[arg-type]
+                server_version=self.session.server_version(),
+                accounts=list(c.accounts),
+            )
+        )
 
     def _set(self, state: str, *, ib_code: int | None = None, message: str = "") -> None:
         changed = self.conn.move(state, ib_code=ib_code, message=message)
         if changed or ib_code is not None:
             log = logger.warning if state in (cs.DISCONNECTED, cs.STOPPED) else logger.info
-            log("gateway: connection {}{}{}", state, f" (IB {ib_code})" if ib_code else "",
-                f": {message}" if message else "")
+            log(
+                "gateway: connection {}{}{}",
+                state,
+                f" (IB {ib_code})" if ib_code else "",
+                f": {message}" if message else "",
+            )
             self.publish_state()
 
     def _fatal(self, message: str) -> None:
@@ -85,8 +104,14 @@ class ConnectionSupervisor:
             self._set(cs.CONNECTING, message=f"{s.host}:{s.port} client id {s.client_id}")
             self.reconciler.connecting()
             try:
-                await self.session.connect(s.host, s.port, s.client_id, timeout=s.connect_timeout_s,
-                                           account=s.account, check_accounts=lambda a: check_accounts(s, a))
+                await self.session.connect(
+                    s.host,
+                    s.port,
+                    s.client_id,
+                    timeout=s.connect_timeout_s,
+                    account=s.account,
+                    check_accounts=lambda a: check_accounts(s, a),
+                )
                 if not self.session.is_connected():
                     raise ConnectionError("socket closed while synchronising")
             except asyncio.CancelledError:
@@ -99,10 +124,14 @@ class ConnectionSupervisor:
                 code = self._connect_errors[-1][0] if self._connect_errors else None
                 delay = cs.backoff_delay(attempt, s.reconnect_initial_s, s.reconnect_max_s)
                 attempt += 1
-                why = (f"client id {s.client_id} still in use (IB 326)" if code == cs.CLIENT_ID_IN_USE
-                       else error_text(exc))
-                self._set(cs.DISCONNECTED, ib_code=code,
-                          message=f"connect to {s.host}:{s.port} failed: {why}; retry {attempt} in {delay:.2f}s")
+                why = (
+                    f"client id {s.client_id} still in use (IB 326)" if code == cs.CLIENT_ID_IN_USE else error_text(exc)
+                )
+                self._set(
+                    cs.DISCONNECTED,
+                    ib_code=code,
+                    message=f"connect to {s.host}:{s.port} failed: {why}; retry {attempt} in {delay:.2f}s",
+                )
                 await asyncio.sleep(delay)  # backoff timer between attempts, not synchronisation
                 continue
             try:
@@ -115,8 +144,9 @@ class ConnectionSupervisor:
             self.conn.connects += 1
             if self.conn.connects > 1:
                 self.conn.reconnects += 1
-            self._set(cs.CONNECTED, message=f"server version {self.session.server_version()}, "
-                                            f"account {self.conn.account}")
+            self._set(
+                cs.CONNECTED, message=f"server version {self.session.server_version()}, account {self.conn.account}"
+            )
             await self.reconcile("connect" if self.conn.connects == 1 else "reconnect")
             await self._disconnected.wait()
             if self._reconcile_task is not None:
@@ -131,15 +161,23 @@ class ConnectionSupervisor:
         t0 = time.monotonic()
         try:
             report = await self.reconciler.reconcile(reason)
-        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionError, OSError) as exc:
             logger.warning("gateway: reconciliation interrupted: {}", error_text(exc))
             return
         if not self.session.is_connected() or self.conn.state != cs.RECONCILING:
             return
         self.outbox.reconciliation(report)
-        logger.info("gateway: reconciled in {:.0f} ms after {}: {} open order(s), {} replayed fill(s), missing {}, "
-                    "unknown {}, drift {}", (time.monotonic() - t0) * 1000, reason, report.open_orders,
-                    report.replayed_fills, report.missing_orders, report.unknown_orders, report.position_drift)
+        logger.info(
+            "gateway: reconciled in {:.0f} ms after {}: {} open order(s), {} replayed fill(s), missing {}, "
+            "unknown {}, drift {}",
+            (time.monotonic() - t0) * 1000,
+            reason,
+            report.open_orders,
+            report.replayed_fills,
+            report.missing_orders,
+            report.unknown_orders,
+            report.position_drift,
+        )
         if not report.ok:
             self.outbox.alert("warning", f"reconciliation after {reason} found differences: {report.detail}")
         self._set(cs.READY, message=f"reconciled after {reason}")
@@ -159,8 +197,9 @@ class ConnectionSupervisor:
         if self.conn.state in (cs.CONNECTING, cs.DISCONNECTED) and code not in cs.FARM_CODES:
             self._connect_errors.append((code, message))
         if code == cs.CLIENT_ID_IN_USE:
-            logger.warning("gateway: IB 326: client id {} already in use ({}); will retry", self.settings.client_id,
-                           message)
+            logger.warning(
+                "gateway: IB 326: client id {} already in use ({}); will retry", self.settings.client_id, message
+            )
         elif code == cs.CONNECTIVITY_LOST:
             if self.conn.state in (cs.READY, cs.RECONCILING, cs.CONNECTED):
                 self._set(cs.DISCONNECTED, ib_code=code, message=f"TWS lost IB's servers: {message}")
@@ -170,7 +209,8 @@ class ConnectionSupervisor:
                     self.market_data.drop_streams()
                 self.conn.ib_code = code
                 self._reconcile_task = asyncio.get_running_loop().create_task(
-                    self.reconcile(f"IB {code}"), name="gateway.reconcile")
+                    self.reconcile(f"IB {code}"), name="gateway.reconcile"
+                )
         elif code in cs.FARM_CODES:
             self.conn.move(self.conn.state, ib_code=code, message=message)
             self.publish_state()

@@ -73,7 +73,7 @@ class FrameDecoder:
             end = LENGTH_PREFIX.size + size
             if len(self._buffer) < end:
                 break
-            out.append(bytes(self._buffer[LENGTH_PREFIX.size:end]))
+            out.append(bytes(self._buffer[LENGTH_PREFIX.size : end]))
             del self._buffer[:end]
         return out
 

@@ -32,15 +32,32 @@ from actors.monitor import audit as A
 from actors.monitor.audit import AuditLog
 from actors.monitor.hooks import AlertHooks
 from actors.monitor.metrics import MonitorMetrics
+from bus import messages as m
 from bus import registry, topics
 from bus.actor import Actor, Handler
 from bus.config import KhazadConfig
 from bus.heartbeat import LivenessTracker
-from bus import messages as m
 from bus.messages import (
-    ActorHealth, Alert, ConnectionStateEvent, EmergencyCancel, FillEvent, GapReport, GatewayStatus, GetRiskState,
-    GetStatus, GetSystemStatus, Heartbeat, Kill, OrderStatusEvent, ReconciliationReport, Resume, RiskDecisionEvent,
-    RiskStateReply, SystemStatusReply, TradingStateEvent, strategy_of,
+    ActorHealth,
+    Alert,
+    ConnectionStateEvent,
+    EmergencyCancel,
+    FillEvent,
+    GapReport,
+    GatewayStatus,
+    GetRiskState,
+    GetStatus,
+    GetSystemStatus,
+    Heartbeat,
+    Kill,
+    OrderStatusEvent,
+    ReconciliationReport,
+    Resume,
+    RiskDecisionEvent,
+    RiskStateReply,
+    SystemStatusReply,
+    TradingStateEvent,
+    strategy_of,
 )
 from bus.reqrep import CallContext, RequestTimeout
 
@@ -105,16 +122,45 @@ class MonitorActor(Actor):
 
     name = "monitor"
     service = "monitor"
-    topics = (topics.HEARTBEAT_PREFIX, topics.STATE_PREFIX, topics.CONTROL_PREFIX, topics.ALERT_PREFIX,
-              topics.RISK_DECISION_PREFIX, topics.GAP_PREFIX, topics.RECON_PREFIX, topics.GW_ORDER_PREFIX,
-              topics.FILL_PREFIX)
+    topics = (
+        topics.HEARTBEAT_PREFIX,
+        topics.STATE_PREFIX,
+        topics.CONTROL_PREFIX,
+        topics.ALERT_PREFIX,
+        topics.RISK_DECISION_PREFIX,
+        topics.GAP_PREFIX,
+        topics.RECON_PREFIX,
+        topics.GW_ORDER_PREFIX,
+        topics.FILL_PREFIX,
+    )
     #: The monitor answers status requests only; everything else is another actor's job (``unknown_command``).
-    refused_requests = frozenset({
-        m.PlaceOrder, m.ModifyOrder, m.CancelOrder, m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder,
-        m.CheckOrder, m.SetTradingState, m.EnableStrategy, m.GetRiskState, m.SubmitOrder, m.AmendOrder,
-        m.CancelIbOrder, m.CancelScope, m.Kill, m.Resume, m.EmergencyCancel, m.GetSnapshot, m.SubscribeMarketData,
-        m.UnsubscribeMarketData, m.GetAccount, m.GetPositions,
-    })
+    refused_requests = frozenset(
+        {
+            m.PlaceOrder,
+            m.ModifyOrder,
+            m.CancelOrder,
+            m.CancelAllOrders,
+            m.GetOrder,
+            m.ListOrders,
+            m.WaitOrder,
+            m.CheckOrder,
+            m.SetTradingState,
+            m.EnableStrategy,
+            m.GetRiskState,
+            m.SubmitOrder,
+            m.AmendOrder,
+            m.CancelIbOrder,
+            m.CancelScope,
+            m.Kill,
+            m.Resume,
+            m.EmergencyCancel,
+            m.GetSnapshot,
+            m.SubscribeMarketData,
+            m.UnsubscribeMarketData,
+            m.GetAccount,
+            m.GetPositions,
+        }
+    )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
@@ -177,8 +223,11 @@ class MonitorActor(Actor):
 
     def health_detail(self) -> dict[str, str]:
         alive = sum(1 for n in self._names() if self.tracker.is_alive(n))
-        return {"alive": f"{alive}/{len(self._names())}", "connection": self.connection or "?",
-                "trading": self.global_trading_state() or "?"}
+        return {
+            "alive": f"{alive}/{len(self._names())}",
+            "connection": self.connection or "?",
+            "trading": self.global_trading_state() or "?",
+        }
 
     # -- counters and alerts ----------------------------------------------------------------------------------
 
@@ -191,8 +240,14 @@ class MonitorActor(Actor):
 
     def raise_alert(self, kind: str, severity: str, message: str, **detail: str) -> Alert:
         """Raise an alert: log, publish on ``alert.<kind>``, keep it, and hook it when critical."""
-        alert = Alert(kind=kind, severity=severity, message=message, source=self.name,  # type: ignore[arg-type]
-                      detail={k: str(v) for k, v in detail.items()}, wall_ns=time.time_ns())
+        alert = Alert(
+            kind=kind,
+            severity=severity,
+            message=message,
+            source=self.name,  # type: ignore[arg-type]
+            detail={k: str(v) for k, v in detail.items()},
+            wall_ns=time.time_ns(),
+        )
         if self.publisher is not None:
             self.publish(topics.alert(kind), alert)
         self._keep_alert(alert, hook=True)
@@ -206,8 +261,9 @@ class MonitorActor(Actor):
         self.metrics.alerts.labels(severity=alert.severity, kind=alert.kind).inc()
         if alert.severity == "critical":
             if alert.detail.get("audited") != "yes":  # the FATAL listener writes its own row
-                self._audit(A.ALERT, source=alert.source, summary=alert.message,
-                            detail={"kind": alert.kind, **alert.detail})
+                self._audit(
+                    A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail}
+                )
             if hook and self.hooks.enabled:
                 task = asyncio.get_running_loop().create_task(self.hooks.fire(alert))
                 self._hook_tasks.add(task)
@@ -246,16 +302,21 @@ class MonitorActor(Actor):
             self._on_fill(body)
 
     def _on_heartbeat(self, topic: str, env: Any, hb: Heartbeat) -> None:
-        name = hb.actor or topic[len(topics.HEARTBEAT_PREFIX):]
+        name = hb.actor or topic[len(topics.HEARTBEAT_PREFIX) :]
         before = self.tracker.peers.get(name)
         restarted = before is not None and before.alive and before.incarnation != env.incarnation
         old_pid = before.pid if before is not None else 0
-        revived = self.tracker.beat(name, interval_s=hb.interval_s, state=hb.state, pid=hb.pid,
-                                    incarnation=env.incarnation, detail=hb.detail)
+        revived = self.tracker.beat(
+            name, interval_s=hb.interval_s, state=hb.state, pid=hb.pid, incarnation=env.incarnation, detail=hb.detail
+        )
         if revived is not None:
             if revived.deaths:
-                self._audit(A.ACTOR_BACK, source=name, summary=f"{name} is back (pid {hb.pid})",
-                            detail={"pid": hb.pid, "deaths": revived.deaths})
+                self._audit(
+                    A.ACTOR_BACK,
+                    source=name,
+                    summary=f"{name} is back (pid {hb.pid})",
+                    detail={"pid": hb.pid, "deaths": revived.deaths},
+                )
                 self.raise_alert("actor_back", "info", f"{name} is back (pid {hb.pid})", actor=name, pid=str(hb.pid))
             else:
                 logger.info("monitor: {} reporting (pid {})", name, hb.pid)
@@ -264,10 +325,19 @@ class MonitorActor(Actor):
             if name in STATE_OWNERS:
                 self._request_refresh()
         elif restarted:
-            self._audit(A.ACTOR_BACK, source=name, summary=f"{name} restarted (pid {old_pid} -> {hb.pid})",
-                        detail={"old_pid": old_pid, "pid": hb.pid})
-            self.raise_alert("actor_restarted", "warning", f"{name} restarted (pid {old_pid} -> {hb.pid})",
-                             actor=name, pid=str(hb.pid))
+            self._audit(
+                A.ACTOR_BACK,
+                source=name,
+                summary=f"{name} restarted (pid {old_pid} -> {hb.pid})",
+                detail={"old_pid": old_pid, "pid": hb.pid},
+            )
+            self.raise_alert(
+                "actor_restarted",
+                "warning",
+                f"{name} restarted (pid {old_pid} -> {hb.pid})",
+                actor=name,
+                pid=str(hb.pid),
+            )
             if name in STATE_OWNERS:
                 self._request_refresh()
 
@@ -281,8 +351,12 @@ class MonitorActor(Actor):
         previous, self.connection = self.connection, ev.state
         self.connection_message = ev.message
         self.metrics.set_connection(ev.state)
-        self._audit(A.CONNECTION, source="gateway", summary=f"{previous or '?'} -> {ev.state}",
-                    detail={"ib_code": ev.ib_code, "message": ev.message, "mode": ev.mode})
+        self._audit(
+            A.CONNECTION,
+            source="gateway",
+            summary=f"{previous or '?'} -> {ev.state}",
+            detail={"ib_code": ev.ib_code, "message": ev.message, "mode": ev.mode},
+        )
         if ev.state == "READY":
             self._not_ready_since = None
             self._not_ready_alerted = False
@@ -293,8 +367,11 @@ class MonitorActor(Actor):
         if ev.state == "DISCONNECTED" and previous in ("READY", "RECONCILING", "CONNECTED"):
             self._was_disconnected = True
             self.count("disconnects")
-            self.raise_alert("gateway_disconnected", "warning",
-                             f"gateway lost IB{f' ({ev.ib_code})' if ev.ib_code else ''}: {ev.message or 'no detail'}")
+            self.raise_alert(
+                "gateway_disconnected",
+                "warning",
+                f"gateway lost IB{f' ({ev.ib_code})' if ev.ib_code else ''}: {ev.message or 'no detail'}",
+            )
         elif ev.state == "READY" and self._was_disconnected:
             self._was_disconnected = False
             self.count("reconnects")
@@ -303,8 +380,9 @@ class MonitorActor(Actor):
     def _on_trading(self, source: str, ev: TradingStateEvent) -> None:
         self._apply_trading(source, ev.scope, ev.state, ev.epoch, reason=ev.reason, origin=ev.origin)
 
-    def _apply_trading(self, source: str, scope: str, state: str, epoch: int, *, reason: str = "",
-                       origin: str = "") -> None:
+    def _apply_trading(
+        self, source: str, scope: str, state: str, epoch: int, *, reason: str = "", origin: str = ""
+    ) -> None:
         key = f"{source}:{scope}"
         held = self.trading.get(key)
         if held is not None and epoch < held[1]:
@@ -315,44 +393,80 @@ class MonitorActor(Actor):
         self.metrics.epoch.set(self.epoch)
         if held is not None and held[0] == state:
             return
-        self._audit(A.TRADING_STATE, source=source, scope=scope,
-                    summary=f"{held[0] if held else '?'} -> {state}{f': {reason}' if reason else ''}",
-                    detail={"epoch": epoch, "origin": origin, "reason": reason})
+        self._audit(
+            A.TRADING_STATE,
+            source=source,
+            scope=scope,
+            summary=f"{held[0] if held else '?'} -> {state}{f': {reason}' if reason else ''}",
+            detail={"epoch": epoch, "origin": origin, "reason": reason},
+        )
         if held is None and state == "ACTIVE":
             return
         if state == "ACTIVE":
             self.raise_alert("trading_active", "info", f"{source}: trading ACTIVE again for {scope}", scope=scope)
         else:
-            self.raise_alert("trading_" + state.lower(), "warning",
-                             f"{source}: trading {state} for {scope}{f' ({reason})' if reason else ''}", scope=scope)
+            self.raise_alert(
+                "trading_" + state.lower(),
+                "warning",
+                f"{source}: trading {state} for {scope}{f' ({reason})' if reason else ''}",
+                scope=scope,
+            )
 
     def _on_kill(self, sender: str, kill: Kill) -> None:
         if not self._seen_controls.add(f"kill:{kill.kill_id}"):
             return
         self.metrics.control.labels(kind="kill").inc()
         self.count("kills")
-        self._audit(A.KILL, source=kill.origin or sender, scope=kill.scope, summary=kill.reason,
-                    detail={"kill_id": kill.kill_id, "sender": sender})
-        self.raise_alert("kill", "warning", f"kill switch ({kill.scope}) by {kill.origin or sender}: {kill.reason}",
-                         kill_id=kill.kill_id, scope=kill.scope)
+        self._audit(
+            A.KILL,
+            source=kill.origin or sender,
+            scope=kill.scope,
+            summary=kill.reason,
+            detail={"kill_id": kill.kill_id, "sender": sender},
+        )
+        self.raise_alert(
+            "kill",
+            "warning",
+            f"kill switch ({kill.scope}) by {kill.origin or sender}: {kill.reason}",
+            kill_id=kill.kill_id,
+            scope=kill.scope,
+        )
 
     def _on_resume(self, sender: str, resume: Resume) -> None:
         self.metrics.control.labels(kind="resume").inc()
         self.count("resumes")
-        self._audit(A.RESUME, source=resume.origin or sender, scope=resume.scope, summary=resume.reason,
-                    detail={"sender": sender})
-        self.raise_alert("resume", "info", f"resume ({resume.scope}) by {resume.origin or sender}: {resume.reason}",
-                         scope=resume.scope)
+        self._audit(
+            A.RESUME,
+            source=resume.origin or sender,
+            scope=resume.scope,
+            summary=resume.reason,
+            detail={"sender": sender},
+        )
+        self.raise_alert(
+            "resume",
+            "info",
+            f"resume ({resume.scope}) by {resume.origin or sender}: {resume.reason}",
+            scope=resume.scope,
+        )
 
     def _on_emergency_cancel(self, sender: str, cmd: EmergencyCancel) -> None:
         if not self._seen_controls.add(f"ec:{cmd.command_id}"):
             return
         self.metrics.control.labels(kind="emergency_cancel").inc()
         self.count("emergency_cancels")
-        self._audit(A.EMERGENCY_CANCEL, source=cmd.origin or sender, scope=cmd.scope, summary=cmd.reason,
-                    detail={"command_id": cmd.command_id, "sender": sender})
-        self.raise_alert("emergency_cancel", "warning",
-                         f"emergency cancel ({cmd.scope}) by {cmd.origin or sender}: {cmd.reason}", scope=cmd.scope)
+        self._audit(
+            A.EMERGENCY_CANCEL,
+            source=cmd.origin or sender,
+            scope=cmd.scope,
+            summary=cmd.reason,
+            detail={"command_id": cmd.command_id, "sender": sender},
+        )
+        self.raise_alert(
+            "emergency_cancel",
+            "warning",
+            f"emergency cancel ({cmd.scope}) by {cmd.origin or sender}: {cmd.reason}",
+            scope=cmd.scope,
+        )
 
     def _on_risk_decision(self, ev: RiskDecisionEvent) -> None:
         if ev.approved:
@@ -360,8 +474,13 @@ class MonitorActor(Actor):
             return
         self.count("rejects_risk")
         self.metrics.rejects.labels(source="risk").inc()
-        self._audit(A.RISK_REJECT, source="risk", scope=strategy_of(ev.order_ref), summary=f"{ev.code}: {ev.reason}",
-                    detail={"order_ref": ev.order_ref, "code": ev.code})
+        self._audit(
+            A.RISK_REJECT,
+            source="risk",
+            scope=strategy_of(ev.order_ref),
+            summary=f"{ev.code}: {ev.reason}",
+            detail={"order_ref": ev.order_ref, "code": ev.code},
+        )
 
     def _on_gap_report(self, gap: GapReport) -> None:
         self.count("gaps")
@@ -372,8 +491,13 @@ class MonitorActor(Actor):
         now = time.monotonic()
         if now - self._gap_alerted.get(key, -GAP_ALERT_INTERVAL_S) >= GAP_ALERT_INTERVAL_S:
             self._gap_alerted[key] = now
-            self.raise_alert("bus_gap", "warning", f"{gap.subscriber} missed {gap.missed} message(s) from "
-                             f"{gap.publisher} on {gap.topic}", publisher=gap.publisher, topic=gap.topic)
+            self.raise_alert(
+                "bus_gap",
+                "warning",
+                f"{gap.subscriber} missed {gap.missed} message(s) from {gap.publisher} on {gap.topic}",
+                publisher=gap.publisher,
+                topic=gap.topic,
+            )
 
     def _on_reconciliation(self, rep: ReconciliationReport) -> None:
         self.metrics.reconciliations.labels(actor=rep.actor, ok="yes" if rep.ok else "no").inc()
@@ -382,9 +506,12 @@ class MonitorActor(Actor):
             self.count("replayed_fills", rep.replayed_fills)
         if not rep.ok:
             self.count("reconciliations_failed")
-            self._audit(A.RECONCILIATION, source=rep.actor, summary=rep.detail,
-                        detail={"drift": rep.position_drift, "unknown": rep.unknown_orders,
-                                "missing": rep.missing_orders})
+            self._audit(
+                A.RECONCILIATION,
+                source=rep.actor,
+                summary=rep.detail,
+                detail={"drift": rep.position_drift, "unknown": rep.unknown_orders, "missing": rep.missing_orders},
+            )
 
     def _on_order_status(self, ev: OrderStatusEvent) -> None:
         self.metrics.order_events.labels(status=ev.status).inc()
@@ -393,8 +520,12 @@ class MonitorActor(Actor):
         if rejected and self._seen_rejects.add(ev.order_ref or f"{ev.ib_order_id}"):
             self.count("rejects_gateway")
             self.metrics.rejects.labels(source="gateway").inc()
-            logger.info("monitor: order {} rejected at the gateway/IB ({}{})", ev.order_ref, ev.status,
-                        f" {ev.error_code}" if ev.error_code else "")
+            logger.info(
+                "monitor: order {} rejected at the gateway/IB ({}{})",
+                ev.order_ref,
+                ev.status,
+                f" {ev.error_code}" if ev.error_code else "",
+            )
 
     def _on_fill(self, fill: FillEvent) -> None:
         if not self._seen_execs.add(fill.exec_id):
@@ -416,27 +547,45 @@ class MonitorActor(Actor):
         for peer in self.tracker.sweep():
             self.count("deaths")
             self.metrics.deaths.labels(actor=peer.name).inc()
-            self._audit(A.ACTOR_DEAD, source=peer.name,
-                        summary=f"{peer.name} missed {self.tracker.liveness} heartbeats (pid {peer.pid})",
-                        detail={"pid": peer.pid, "deaths": peer.deaths})
-            self.raise_alert("actor_dead", "critical", f"{peer.name} is not responding (pid {peer.pid}, no heartbeat "
-                             f"for {self.tracker.age(peer.name) or 0:.1f}s)", actor=peer.name, pid=str(peer.pid))
+            self._audit(
+                A.ACTOR_DEAD,
+                source=peer.name,
+                summary=f"{peer.name} missed {self.tracker.liveness} heartbeats (pid {peer.pid})",
+                detail={"pid": peer.pid, "deaths": peer.deaths},
+            )
+            self.raise_alert(
+                "actor_dead",
+                "critical",
+                f"{peer.name} is not responding (pid {peer.pid}, no heartbeat "
+                f"for {self.tracker.age(peer.name) or 0:.1f}s)",
+                actor=peer.name,
+                pid=str(peer.pid),
+            )
         now = time.monotonic() if now_mono is None else now_mono
         if now - self.started_mono > STARTUP_GRACE_S:
             for name in self.expected:
                 if name not in self.tracker.peers and name not in self._never_seen_alerted:
                     self._never_seen_alerted.add(name)
                     self._audit(A.ACTOR_DEAD, source=name, summary=f"{name} never reported")
-                    self.raise_alert("actor_missing", "critical",
-                                     f"{name} has not reported since the monitor started {STARTUP_GRACE_S:.0f}s ago",
-                                     actor=name)
-        if (self._not_ready_since is not None and not self._not_ready_alerted
-                and now - self._not_ready_since > NOT_READY_ALERT_S):
+                    self.raise_alert(
+                        "actor_missing",
+                        "critical",
+                        f"{name} has not reported since the monitor started {STARTUP_GRACE_S:.0f}s ago",
+                        actor=name,
+                    )
+        if (
+            self._not_ready_since is not None
+            and not self._not_ready_alerted
+            and now - self._not_ready_since > NOT_READY_ALERT_S
+        ):
             self._not_ready_alerted = True
             detail = f": {self.connection_message}" if self.connection_message else ""
-            self.raise_alert("gateway_not_ready", "warning",
-                             f"gateway connection not READY for {now - self._not_ready_since:.0f}s "
-                             f"(state {self.connection or 'unknown'}{detail})")
+            self.raise_alert(
+                "gateway_not_ready",
+                "warning",
+                f"gateway connection not READY for {now - self._not_ready_since:.0f}s "
+                f"(state {self.connection or 'unknown'}{detail})",
+            )
         for name in self._names():
             peer = self.tracker.peers.get(name)
             self.metrics.actor_up.labels(actor=name).set(1 if peer is not None and peer.alive else 0)
@@ -474,7 +623,7 @@ class MonitorActor(Actor):
             wait_s = STATE_REFRESH_S if self.global_trading_state() else STATE_RETRY_S
             try:
                 await asyncio.wait_for(self._refresh_now.wait(), timeout=wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._refresh_now.clear()
 
@@ -487,8 +636,9 @@ class MonitorActor(Actor):
             gw = None
         if isinstance(gw, GatewayStatus):
             if self._connection_events == events_before and gw.connection != self.connection:
-                self._set_connection(ConnectionStateEvent(state=gw.connection, mode=gw.mode,
-                                                          message="from the gateway's status"))
+                self._set_connection(
+                    ConnectionStateEvent(state=gw.connection, mode=gw.mode, message="from the gateway's status")
+                )
             self._apply_trading("gateway", "all", gw.trading_state, gw.epoch)
         try:
             risk = await self.client("risk", timeout_s=STATE_REFRESH_TIMEOUT_S, retries=0).call(GetRiskState())
@@ -518,15 +668,29 @@ class MonitorActor(Actor):
             detail = dict(peer.detail)
             if name in self.rss:
                 detail["rss_mb"] = f"{self.rss[name] / 1e6:.1f}"
-            actors.append(ActorHealth(name=name, alive=peer.alive, state=peer.state if peer.alive else "DEAD",
-                                      pid=peer.pid, last_beat_age_s=round(self.tracker.age(name) or 0.0, 3),
-                                      detail=detail))
+            actors.append(
+                ActorHealth(
+                    name=name,
+                    alive=peer.alive,
+                    state=peer.state if peer.alive else "DEAD",
+                    pid=peer.pid,
+                    last_beat_age_s=round(self.tracker.age(name) or 0.0, 3),
+                    detail=detail,
+                )
+            )
         rejects = int(self.counters.get("rejects_risk", 0) + self.counters.get("rejects_gateway", 0))
         return SystemStatusReply(
-            actors=actors, connection=self.connection, trading_state=self.global_trading_state(), epoch=self.epoch,
-            alerts=list(reversed(self.alerts))[:20], gaps=int(self.counters.get("gaps", 0)), rejects=rejects,
-            recent_fills=list(self.recent_fills), trading_states={k: v[0] for k, v in sorted(self.trading.items())},
-            counters=dict(sorted(self.counters.items())))
+            actors=actors,
+            connection=self.connection,
+            trading_state=self.global_trading_state(),
+            epoch=self.epoch,
+            alerts=list(reversed(self.alerts))[:20],
+            gaps=int(self.counters.get("gaps", 0)),
+            rejects=rejects,
+            recent_fills=list(self.recent_fills),
+            trading_states={k: v[0] for k, v in sorted(self.trading.items())},
+            counters=dict(sorted(self.counters.items())),
+        )
 
     def request_handlers(self) -> Mapping[type, Handler]:
         return {**super().request_handlers(), GetSystemStatus: self._on_system_status}

@@ -60,12 +60,27 @@ class AuditLog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
-    def record(self, kind: str, *, source: str = "", scope: str = "", summary: str = "",
-               detail: dict[str, Any] | None = None, wall_ns: int | None = None) -> int:
+    def record(
+        self,
+        kind: str,
+        *,
+        source: str = "",
+        scope: str = "",
+        summary: str = "",
+        detail: dict[str, Any] | None = None,
+        wall_ns: int | None = None,
+    ) -> int:
         cur = self._db.execute(
             "INSERT INTO audit (wall_ns, kind, source, scope, summary, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (wall_ns or time.time_ns(), kind, source, scope, summary,
-             json.dumps(detail or {}, sort_keys=True, default=str)))
+            (
+                wall_ns or time.time_ns(),
+                kind,
+                source,
+                scope,
+                summary,
+                json.dumps(detail or {}, sort_keys=True, default=str),
+            ),
+        )
         return int(cur.lastrowid)
 
     def recent(self, limit: int = 50, kind: str | None = None) -> list[AuditRow]:
@@ -73,8 +88,9 @@ class AuditLog:
         if kind is None:
             rows = self._db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         else:
-            rows = self._db.execute("SELECT * FROM audit WHERE kind = ? ORDER BY id DESC LIMIT ?",
-                                    (kind, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM audit WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+            ).fetchall()
         return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
     def count(self, kind: str | None = None) -> int:

@@ -11,14 +11,12 @@ payload; answer ``RESULT 2\\nOK``. stdout belongs to that protocol: logs go to s
 
 from __future__ import annotations
 
-from typing import Any
-
 import argparse
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zmq
 from loguru import logger
@@ -72,17 +70,32 @@ class FatalReporter:
         if event == "PROCESS_STATE_EXITED":
             # exitcodes = 0,78: an actor that stops on its own after startsecs with 0 or 78 (a configuration
             # problem found late, e.g. the gateway's account check after connecting) is not restarted
-            message = (f"{program} exited on its own with an expected code (configuration error or clean exit) "
-                       f"and will not be restarted; see its log, fix the cause, then `supervisorctl start {program}`")
+            message = (
+                f"{program} exited on its own with an expected code (configuration error or clean exit) "
+                f"and will not be restarted; see its log, fix the cause, then `supervisorctl start {program}`"
+            )
         else:
-            message = (f"{program} is FATAL: supervisord gave up restarting it (was {payload.get('from_state', '?')}); "
-                       f"fix the cause, then `supervisorctl start {program}`")
-        detail = {"program": program, "group": payload.get("groupname", ""), "from_state": payload.get("from_state", ""),
-                  "hooked": "yes", "audited": "yes"}
+            message = (
+                f"{program} is FATAL: supervisord gave up restarting it (was {payload.get('from_state', '?')}); "
+                f"fix the cause, then `supervisorctl start {program}`"
+            )
+        detail = {
+            "program": program,
+            "group": payload.get("groupname", ""),
+            "from_state": payload.get("from_state", ""),
+            "hooked": "yes",
+            "audited": "yes",
+        }
         if tail:
             detail["log_tail"] = tail
-        return Alert(kind="process_fatal", severity="critical", message=message, source="supervisor", detail=detail,
-                     wall_ns=time.time_ns())
+        return Alert(
+            kind="process_fatal",
+            severity="critical",
+            message=message,
+            source="supervisor",
+            detail=detail,
+            wall_ns=time.time_ns(),
+        )
 
     def report(self, payload: dict[str, str], event: str = "PROCESS_STATE_FATAL") -> Alert:
         alert = self.alert_for(payload, event)
@@ -91,8 +104,13 @@ class FatalReporter:
             try:
                 audit = AuditLog(self.cfg.path(self.cfg.monitor.audit_db))
                 try:
-                    audit.record(ALERT, source="supervisor", scope=alert.detail["program"], summary=alert.message,
-                                 detail=dict(alert.detail))
+                    audit.record(
+                        ALERT,
+                        source="supervisor",
+                        scope=alert.detail["program"],
+                        summary=alert.message,
+                        detail=dict(alert.detail),
+                    )
                 finally:
                     audit.close()
             except Exception as exc:  # reporting must go on: the bus and the hooks may still work
@@ -113,13 +131,20 @@ class FatalReporter:
 
                 self._security = Security.for_process(self.cfg, "monitor")
             key = self._security.server_key("proxy") if self._security else None
-            self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper(PROCESS), sndhwm=bus.send_hwm,
-                                  security=self._security, server_key=key)
+            self._pub = Publisher(
+                self._ctx,
+                bus.proxy_frontend,
+                Stamper(PROCESS),
+                sndhwm=bus.send_hwm,
+                security=self._security,
+                server_key=key,
+            )
         if not self._ready:
             try:
                 key = self._security.server_key("proxy") if self._security else None
-                self._pub.wait_ready_sync(bus.proxy_backend, timeout=PUBLISH_READY_TIMEOUT_S,
-                                          security=self._security, server_key=key)
+                self._pub.wait_ready_sync(
+                    bus.proxy_backend, timeout=PUBLISH_READY_TIMEOUT_S, security=self._security, server_key=key
+                )
                 self._ready = True
             except TimeoutError:
                 logger.error("fatal_listener: bus proxy not answering; alert only logged, audited and hooked")

@@ -58,8 +58,14 @@ class AlertHooks:
 
     def run_command(self, payload: bytes) -> bool:
         try:
-            proc = subprocess.run(self.command, shell=True, input=payload, capture_output=True,
-                                  timeout=ALERT_COMMAND_TIMEOUT_S, check=False)
+            proc = subprocess.run(
+                self.command,
+                shell=True,
+                input=payload,
+                capture_output=True,
+                timeout=ALERT_COMMAND_TIMEOUT_S,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             logger.error("alert command did not finish within {:.0f}s", ALERT_COMMAND_TIMEOUT_S)
             return False
@@ -67,14 +73,19 @@ class AlertHooks:
             logger.error("alert command could not run: {}", exc)
             return False
         if proc.returncode != 0:
-            logger.error("alert command exited {}: {}", proc.returncode,
-                         proc.stderr.decode(errors="replace").strip()[-300:])
+            logger.error(
+                "alert command exited {}: {}", proc.returncode, proc.stderr.decode(errors="replace").strip()[-300:]
+            )
             return False
         return True
 
     def post_webhook(self, payload: bytes) -> bool:
-        req = urllib.request.Request(self.webhook, data=payload, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "khazad-monitor"})
+        req = urllib.request.Request(
+            self.webhook,
+            data=payload,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "khazad-monitor"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=WEBHOOK_TIMEOUT_S) as resp:  # noqa: S310 (operator's URL)
                 ok = 200 <= resp.status < 300

@@ -26,27 +26,34 @@ class MonitorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.actor_up = Gauge("khazad_actor_up", "1 if the actor's heartbeat is current", ["actor"], registry=r)
-        self.heartbeat_age = Gauge("khazad_actor_heartbeat_age_seconds", "Seconds since the actor's last heartbeat",
-                                   ["actor"], registry=r)
+        self.heartbeat_age = Gauge(
+            "khazad_actor_heartbeat_age_seconds", "Seconds since the actor's last heartbeat", ["actor"], registry=r
+        )
         self.rss = Gauge("khazad_actor_rss_bytes", "Resident memory of the actor's process", ["actor"], registry=r)
         self.deaths = Counter("khazad_actor_deaths", "Times an actor was declared dead", ["actor"], registry=r)
-        self.connection = Enum("khazad_gateway_connection_state", "The gateway's connection to IB",
-                               states=CONNECTION_STATES, registry=r)
+        self.connection = Enum(
+            "khazad_gateway_connection_state", "The gateway's connection to IB", states=CONNECTION_STATES, registry=r
+        )
         self.connection.state("UNKNOWN")
-        self.trading = Gauge("khazad_trading_state", "1 for the current trading state of a source and scope",
-                             ["source", "scope", "state"], registry=r)
+        self.trading = Gauge(
+            "khazad_trading_state",
+            "1 for the current trading state of a source and scope",
+            ["source", "scope", "state"],
+            registry=r,
+        )
         self.epoch = Gauge("khazad_trading_epoch", "Latest trading-state epoch seen", registry=r)
-        self.order_events = Counter("khazad_order_events", "Order status events from the gateway", ["status"],
-                                    registry=r)
+        self.order_events = Counter(
+            "khazad_order_events", "Order status events from the gateway", ["status"], registry=r
+        )
         self.rejects = Counter("khazad_rejects", "Orders rejected, by who rejected them", ["source"], registry=r)
         self.fills = Counter("khazad_fills", "Executions", ["strategy"], registry=r)
         self.gaps = Counter("khazad_bus_gaps", "Sequence gaps reported by subscribers", registry=r)
         self.missed = Counter("khazad_bus_missed_messages", "Messages lost in reported gaps", registry=r)
         self.alerts = Counter("khazad_alerts", "Alerts raised", ["severity", "kind"], registry=r)
-        self.control = Counter("khazad_control_events", "Control events (kill, resume, emergency cancel, ...)",
-                               ["kind"], registry=r)
-        self.reconciliations = Counter("khazad_reconciliations", "Reconciliation reports", ["actor", "ok"],
-                                       registry=r)
+        self.control = Counter(
+            "khazad_control_events", "Control events (kill, resume, emergency cancel, ...)", ["kind"], registry=r
+        )
+        self.reconciliations = Counter("khazad_reconciliations", "Reconciliation reports", ["actor", "ok"], registry=r)
         self._server: Any = None
         self._thread: Any = None
 

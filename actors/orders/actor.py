@@ -23,7 +23,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from loguru import logger
@@ -43,11 +43,40 @@ from bus import topics
 from bus.actor import Actor, Handler
 from bus.config import KhazadConfig
 from bus.messages import (
-    AmendOrder, CancelAllOrders, CancelIbOrder, CancelOrder, CancelScope, CheckOrder, CommissionEvent,
-    ConnectionStateEvent, EmergencyCancel, EnableStrategy, FillEvent, GetAccount, GetOrder, GetPositions,
-    GetRiskState, GetSnapshot, GetSystemStatus, Kill, ListOrders, ModifyOrder, OrderListReply, OrderReply,
-    OrderStatusEvent, PlaceOrder, ReconciliationReport, Rejected, Resume, SetTradingState, SubmitOrder,
-    SubscribeMarketData, UnsubscribeMarketData, WaitOrder, order_ref_for, tag_of,
+    AmendOrder,
+    CancelAllOrders,
+    CancelIbOrder,
+    CancelOrder,
+    CancelScope,
+    CheckOrder,
+    CommissionEvent,
+    ConnectionStateEvent,
+    EmergencyCancel,
+    EnableStrategy,
+    FillEvent,
+    GetAccount,
+    GetOrder,
+    GetPositions,
+    GetRiskState,
+    GetSnapshot,
+    GetSystemStatus,
+    Kill,
+    ListOrders,
+    ModifyOrder,
+    OrderListReply,
+    OrderReply,
+    OrderStatusEvent,
+    PlaceOrder,
+    ReconciliationReport,
+    Rejected,
+    Resume,
+    SetTradingState,
+    SubmitOrder,
+    SubscribeMarketData,
+    UnsubscribeMarketData,
+    WaitOrder,
+    order_ref_for,
+    tag_of,
 )
 from bus.registry import GATEWAY, ORDERS
 from bus.reqrep import CallContext
@@ -57,14 +86,20 @@ HOUSEKEEPING_INTERVAL_S = 60.0
 #: The gateway's reconciliation report (after it reconnected to IB): ours follows.
 GATEWAY_RECON_TOPIC = topics.recon(GATEWAY.name)
 #: Topics the order manager consumes.
-TOPICS = (topics.GW_ORDER_PREFIX, topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.CONNECTION_STATE,
-          topics.KILL, GATEWAY_RECON_TOPIC)
+TOPICS = (
+    topics.GW_ORDER_PREFIX,
+    topics.FILL_PREFIX,
+    topics.COMMISSION_PREFIX,
+    topics.CONNECTION_STATE,
+    topics.KILL,
+    GATEWAY_RECON_TOPIC,
+)
 #: Topics whose lost events the gateway's snapshot has (fills de-duplicate by exec_key).
 RECOVERABLE_PREFIXES = (topics.GW_ORDER_PREFIX, topics.FILL_PREFIX, topics.COMMISSION_PREFIX)
 
 
 def utc_midnight_ns(now_ns: int | None = None) -> int:
-    now = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, tz=timezone.utc)
+    now = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, tz=UTC)
     return int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1e9)
 
 
@@ -86,11 +121,27 @@ class OrderManager(Actor):
     service = ORDERS.endpoint
     topics = TOPICS
     #: requests for the other services: answered ``unknown_command``
-    refused_requests: ClassVar[frozenset[type]] = frozenset({
-        CheckOrder, SetTradingState, EnableStrategy, GetRiskState,
-        SubmitOrder, AmendOrder, CancelIbOrder, CancelScope, Kill, Resume, EmergencyCancel, GetSnapshot,
-        SubscribeMarketData, UnsubscribeMarketData, GetAccount, GetPositions, GetSystemStatus,
-    })
+    refused_requests: ClassVar[frozenset[type]] = frozenset(
+        {
+            CheckOrder,
+            SetTradingState,
+            EnableStrategy,
+            GetRiskState,
+            SubmitOrder,
+            AmendOrder,
+            CancelIbOrder,
+            CancelScope,
+            Kill,
+            Resume,
+            EmergencyCancel,
+            GetSnapshot,
+            SubscribeMarketData,
+            UnsubscribeMarketData,
+            GetAccount,
+            GetPositions,
+            GetSystemStatus,
+        }
+    )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
@@ -110,21 +161,45 @@ class OrderManager(Actor):
     async def on_start(self) -> None:
         path = self.cfg.path(self.ocfg.journal)
         ledger = OrderLedger(Journal(path), self.publish)
-        pipeline = OrderPipeline(ledger, self.peers, self.inflight, ready=self._ready,
-                                 orphan_timeout_s=self.ocfg.orphan_timeout_s,
-                                 request_reconcile=self._request_reconcile, on_error=self.record_error)
+        pipeline = OrderPipeline(
+            ledger,
+            self.peers,
+            self.inflight,
+            ready=self._ready,
+            orphan_timeout_s=self.ocfg.orphan_timeout_s,
+            request_reconcile=self._request_reconcile,
+            on_error=self.record_error,
+        )
         self._parts = _Parts(
-            ledger=ledger, pipeline=pipeline,
+            ledger=ledger,
+            pipeline=pipeline,
             canceller=OrderCanceller(ledger, self.peers, self.inflight, pipeline),
             amender=OrderAmender(ledger, self.peers, self.inflight, request_reconcile=self._request_reconcile),
-            reconciler=Reconciler(ledger, self.peers, self.inflight, ready=self._ready, publish=self.publish,
-                                  on_interrupted=pipeline.await_retry, on_error=self.record_error))
+            reconciler=Reconciler(
+                ledger,
+                self.peers,
+                self.inflight,
+                ready=self._ready,
+                publish=self.publish,
+                on_interrupted=pipeline.await_retry,
+                on_error=self.record_error,
+            ),
+        )
         n = ledger.rebuild()
         unresolved = sum(1 for o in ledger.records.values() if o.stage in Stage.UNRESOLVED and o.is_working)
-        logger.info("orders: risk timeout {:g}s, gateway timeout {:g}s, orphan timeout {:g}s",
-                    self.peers.risk_timeout_s, self.ocfg.gateway_timeout_s, self.ocfg.orphan_timeout_s)
-        logger.info("orders: journal {} rebuilt: {} order(s) in memory, {} working, {} to resolve with the gateway",
-                    path, n, len(ledger.working()), unresolved)
+        logger.info(
+            "orders: risk timeout {:g}s, gateway timeout {:g}s, orphan timeout {:g}s",
+            self.peers.risk_timeout_s,
+            self.ocfg.gateway_timeout_s,
+            self.ocfg.orphan_timeout_s,
+        )
+        logger.info(
+            "orders: journal {} rebuilt: {} order(s) in memory, {} working, {} to resolve with the gateway",
+            path,
+            n,
+            len(ledger.working()),
+            unresolved,
+        )
 
     def background_tasks(self) -> list[Any]:
         return [self.parts.reconciler.run(), self._housekeeping()]
@@ -150,9 +225,16 @@ class OrderManager(Actor):
     # -- requests ------------------------------------------------------------------------------------------------
 
     def request_handlers(self) -> Mapping[type, Handler]:
-        return {**super().request_handlers(), PlaceOrder: self._place, CancelOrder: self._cancel,
-                ModifyOrder: self._modify, CancelAllOrders: self._cancel_all, GetOrder: self._get,
-                ListOrders: self._list, WaitOrder: self._wait}
+        return {
+            **super().request_handlers(),
+            PlaceOrder: self._place,
+            CancelOrder: self._cancel,
+            ModifyOrder: self._modify,
+            CancelAllOrders: self._cancel_all,
+            GetOrder: self._get,
+            ListOrders: self._list,
+            WaitOrder: self._wait,
+        }
 
     def _owned(self, ctx: CallContext, req: Any) -> ManagedOrder | Rejected:
         """The caller's order named by ``req`` (strategy_id, client_order_id), or the typed rejection to return."""
@@ -162,8 +244,9 @@ class OrderManager(Actor):
             return denied
         order = self.parts.ledger.find(order_ref_for(req.strategy_id, req.client_order_id))
         if order is None:
-            return Rejected(code="not_found", reason=f"no order {req.strategy_id}/{req.client_order_id}",
-                            request_type=rtype)
+            return Rejected(
+                code="not_found", reason=f"no order {req.strategy_id}/{req.client_order_id}", request_type=rtype
+            )
         return order
 
     async def _place(self, ctx: CallContext, req: PlaceOrder) -> OrderReply | Rejected:
@@ -231,8 +314,11 @@ class OrderManager(Actor):
         elif isinstance(body, ReconciliationReport) and topic.startswith(GATEWAY_RECON_TOPIC):
             self._request_reconcile("gateway reconciled")
         elif isinstance(body, Kill):
-            logger.warning("orders: kill {} ({}) seen on the bus: the gateway cancels working orders, their "
-                           "statuses follow", body.kill_id, body.scope)
+            logger.warning(
+                "orders: kill {} ({}) seen on the bus: the gateway cancels working orders, their statuses follow",
+                body.kill_id,
+                body.scope,
+            )
 
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
         super()._on_gap(sender, topic, expected, received)

@@ -26,8 +26,9 @@ from bus.reqrep import RequestTimeout
 class OrderAmender:
     """Modifies working orders (see the module docstring), one at a time per order (the order's lock)."""
 
-    def __init__(self, ledger: OrderLedger, peers: Peers, inflight: InFlight, *,
-                 request_reconcile: Callable[[str], None]) -> None:
+    def __init__(
+        self, ledger: OrderLedger, peers: Peers, inflight: InFlight, *, request_reconcile: Callable[[str], None]
+    ) -> None:
         self.ledger = ledger
         self.peers = peers
         self.inflight = inflight
@@ -39,23 +40,46 @@ class OrderAmender:
         async with self.inflight.lock(ref):
             if order.is_done:
                 return Rejected(code="not_working", request_type=rtype, reason=f"order {ref} is {order.status}")
-            if (self.inflight.placement(ref) is not None or order.stage != Stage.ACKED
-                    or order.status in (RECEIVED, PENDING_SUBMIT)):
-                return Rejected(code="not_acknowledged", request_type=rtype,
-                                reason=f"order {ref} is not acknowledged by IB yet ({order.status}); retry")
-            changes = {k: v for k, v in (("quantity", req.quantity), ("limit_price", req.limit_price),
-                                          ("stop_price", req.stop_price)) if v is not None}
+            if (
+                self.inflight.placement(ref) is not None
+                or order.stage != Stage.ACKED
+                or order.status in (RECEIVED, PENDING_SUBMIT)
+            ):
+                return Rejected(
+                    code="not_acknowledged",
+                    request_type=rtype,
+                    reason=f"order {ref} is not acknowledged by IB yet ({order.status}); retry",
+                )
+            changes = {
+                k: v
+                for k, v in (
+                    ("quantity", req.quantity),
+                    ("limit_price", req.limit_price),
+                    ("stop_price", req.stop_price),
+                )
+                if v is not None
+            }
             try:
                 new_spec = msgspec.structs.replace(order.spec, **changes)
             except ValueError as exc:
                 return Rejected(code="bad_request", reason=str(exc), request_type=rtype)
             if new_spec.quantity <= order.filled:
-                return Rejected(code="bad_request", request_type=rtype,
-                                reason=f"quantity {new_spec.quantity:g} must exceed the filled {order.filled:g}")
+                return Rejected(
+                    code="bad_request",
+                    request_type=rtype,
+                    reason=f"quantity {new_spec.quantity:g} must exceed the filled {order.filled:g}",
+                )
             self.ledger.journal_only(ref, "modify_request", durable=True, msg=req, status=order.status)
             risk = await self.peers.check_risk(new_spec, is_modify=True)
-            self.ledger.journal_only(ref, "risk_decision", durable=True, msg=risk.msg, detail=risk.code,
-                                     status=order.status, flag="" if risk.approved else "rejected")
+            self.ledger.journal_only(
+                ref,
+                "risk_decision",
+                durable=True,
+                msg=risk.msg,
+                detail=risk.code,
+                status=order.status,
+                flag="" if risk.approved else "rejected",
+            )
             if not risk.approved:
                 logger.info("orders: {} modification rejected by risk {}: {}", ref, risk.code, risk.reason)
                 return Rejected(code=risk.code, reason=risk.reason, request_type=rtype)
@@ -65,18 +89,24 @@ class OrderAmender:
             except RequestTimeout:
                 self.ledger.journal_only(ref, "modify_reply", durable=True, flag="timeout", status=order.status)
                 self._request_reconcile(f"unknown modification outcome for {ref}")
-                return Rejected(code="gateway.unavailable", request_type=rtype,
-                                reason="the gateway did not answer; the modification may or may not be in effect")
+                return Rejected(
+                    code="gateway.unavailable",
+                    request_type=rtype,
+                    reason="the gateway did not answer; the modification may or may not be in effect",
+                )
             if isinstance(reply, Rejected):
-                self.ledger.journal_only(ref, "modify_reply", durable=True, msg=reply, status=order.status,
-                                         flag="rejected")
+                self.ledger.journal_only(
+                    ref, "modify_reply", durable=True, msg=reply, status=order.status, flag="rejected"
+                )
                 logger.info("orders: {} modification refused by the gateway {}: {}", ref, reply.code, reply.reason)
                 return Rejected(code=reply.code, reason=reply.reason, request_type=rtype)
             if not isinstance(reply, (SubmitAck, Ack)):
-                self.ledger.journal_only(ref, "modify_reply", durable=True, msg=reply, status=order.status,
-                                         flag="unexpected")
-                return Rejected(code="internal", request_type=rtype,
-                                reason=f"unexpected gateway reply {tag_of(type(reply))}")
+                self.ledger.journal_only(
+                    ref, "modify_reply", durable=True, msg=reply, status=order.status, flag="unexpected"
+                )
+                return Rejected(
+                    code="internal", request_type=rtype, reason=f"unexpected gateway reply {tag_of(type(reply))}"
+                )
             order.spec = new_spec
             terms = ", ".join(f"{k}={v:g}" for k, v in changes.items())
             order.add_history(order.status, time.time_ns(), f"modified: {terms}")

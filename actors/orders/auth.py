@@ -41,8 +41,11 @@ def check_strategy(ctx: CallContext, strategy_id: str, request_type: str) -> Rej
         return None
     if caller.strategy is not None and caller.strategy == strategy_id:
         return None
-    return Rejected(code="unauthorized", reason=f"{caller.user_id} may not act for strategy {strategy_id!r}",
-                    request_type=request_type)
+    return Rejected(
+        code="unauthorized",
+        reason=f"{caller.user_id} may not act for strategy {strategy_id!r}",
+        request_type=request_type,
+    )
 
 
 def visible_strategy(ctx: CallContext, requested: str | None, request_type: str) -> tuple[str | None, Rejected | None]:
@@ -50,10 +53,14 @@ def visible_strategy(ctx: CallContext, requested: str | None, request_type: str)
     caller = caller_of(ctx)
     if caller.strategy is not None:
         if requested is not None and requested != caller.strategy:
-            return None, Rejected(code="unauthorized", request_type=request_type,
-                                  reason=f"{caller.user_id} may not list orders of strategy {requested!r}")
+            return None, Rejected(
+                code="unauthorized",
+                request_type=request_type,
+                reason=f"{caller.user_id} may not list orders of strategy {requested!r}",
+            )
         return caller.strategy, None
     if caller.anonymous or caller.role in PRIVILEGED_ROLES:
         return requested, None
-    return None, Rejected(code="unauthorized", reason=f"{caller.user_id} may not list orders",
-                          request_type=request_type)
+    return None, Rejected(
+        code="unauthorized", reason=f"{caller.user_id} may not list orders", request_type=request_type
+    )

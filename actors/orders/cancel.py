@@ -61,8 +61,11 @@ class OrderCanceller:
         except RequestTimeout:
             self.ledger.journal_only(ref, "cancel_reply", durable=True, flag="timeout", status=order.status)
             logger.warning("orders: {} cancel not confirmed by the gateway (timeout)", ref)
-            return Rejected(code="gateway.unavailable", request_type=rtype,
-                            reason="the gateway did not confirm the cancel; retry (cancels are idempotent)")
+            return Rejected(
+                code="gateway.unavailable",
+                request_type=rtype,
+                reason="the gateway did not confirm the cancel; retry (cancels are idempotent)",
+            )
         self.ledger.journal_only(ref, "cancel_reply", durable=True, msg=reply, status=order.status)
         if isinstance(reply, Rejected):
             if reply.code == NOT_FOUND_CODE and order.stage == Stage.INTERRUPTED:
@@ -76,8 +79,9 @@ class OrderCanceller:
     async def cancel_all(self, strategy_id: str, symbol: str | None, reason: str, req: Any) -> OrderListReply:
         """Every working order of ``strategy_id`` (optionally one symbol), cancelled concurrently."""
         orders = self.ledger.working(strategy_id=strategy_id, symbol=symbol)
-        logger.info("orders: cancel all for {}{}: {} working order(s)", strategy_id, f" {symbol}" if symbol else "",
-                    len(orders))
+        logger.info(
+            "orders: cancel all for {}{}: {} working order(s)", strategy_id, f" {symbol}" if symbol else "", len(orders)
+        )
         results = await asyncio.gather(*(self.cancel(o, reason, req) for o in orders), return_exceptions=True)
         for order, res in zip(orders, results, strict=True):
             if isinstance(res, BaseException):

@@ -98,12 +98,34 @@ CREATE TABLE IF NOT EXISTS fills (
 CREATE INDEX IF NOT EXISTS fills_order ON fills (order_ref);
 """
 
-_ORDER_COLUMNS = ("order_ref", "strategy_id", "client_order_id", "symbol", "spec", "status", "stage", "sent",
-                  "cancel_requested", "done", "status_filled", "status_avg", "filled", "avg_fill_price",
-                  "ib_order_id", "perm_id", "reason", "error_code", "history", "created_wall_ns", "updated_wall_ns")
-_UPSERT = (f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' * len(_ORDER_COLUMNS))}) "
-           f"ON CONFLICT(order_ref) DO UPDATE SET "
-           + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS if c != "order_ref"))
+_ORDER_COLUMNS = (
+    "order_ref",
+    "strategy_id",
+    "client_order_id",
+    "symbol",
+    "spec",
+    "status",
+    "stage",
+    "sent",
+    "cancel_requested",
+    "done",
+    "status_filled",
+    "status_avg",
+    "filled",
+    "avg_fill_price",
+    "ib_order_id",
+    "perm_id",
+    "reason",
+    "error_code",
+    "history",
+    "created_wall_ns",
+    "updated_wall_ns",
+)
+_UPSERT = (
+    f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({', '.join('?' * len(_ORDER_COLUMNS))}) "
+    f"ON CONFLICT(order_ref) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS if c != "order_ref")
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _spec_decoder = msgspec.msgpack.Decoder(OrderSpec)
@@ -210,8 +232,18 @@ class Journal:
 
     # -- writes --------------------------------------------------------------------------------------------------
 
-    def append_event(self, order_ref: str, kind: str, *, status: str = "", stage: str = "", flag: str = "",
-                     detail: str = "", msg: Any = None, wall_ns: int | None = None) -> int:
+    def append_event(
+        self,
+        order_ref: str,
+        kind: str,
+        *,
+        status: str = "",
+        stage: str = "",
+        flag: str = "",
+        detail: str = "",
+        msg: Any = None,
+        wall_ns: int | None = None,
+    ) -> int:
         msg_type = ""
         payload = None
         if msg is not None:
@@ -222,16 +254,38 @@ class Journal:
         cur = self._db.execute(
             "INSERT INTO events (wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (wall_ns or time.time_ns(), order_ref, kind, status, stage, flag, detail, msg_type, payload))
+            (wall_ns or time.time_ns(), order_ref, kind, status, stage, flag, detail, msg_type, payload),
+        )
         return int(cur.lastrowid or 0)
 
     def save_order(self, rec: ManagedOrder) -> None:
         s = rec.spec
-        self._db.execute(_UPSERT, (
-            rec.order_ref, s.strategy_id, s.client_order_id, s.instrument.symbol, _encoder.encode(s), rec.status,
-            rec.stage, int(rec.sent), int(rec.cancel_requested), int(rec.is_done), rec.status_filled, rec.status_avg,
-            rec.filled, rec.avg_fill_price, rec.ib_order_id, rec.perm_id, rec.reason, rec.error_code,
-            _encoder.encode(rec.history), rec.created_wall_ns, rec.updated_wall_ns))
+        self._db.execute(
+            _UPSERT,
+            (
+                rec.order_ref,
+                s.strategy_id,
+                s.client_order_id,
+                s.instrument.symbol,
+                _encoder.encode(s),
+                rec.status,
+                rec.stage,
+                int(rec.sent),
+                int(rec.cancel_requested),
+                int(rec.is_done),
+                rec.status_filled,
+                rec.status_avg,
+                rec.filled,
+                rec.avg_fill_price,
+                rec.ib_order_id,
+                rec.perm_id,
+                rec.reason,
+                rec.error_code,
+                _encoder.encode(rec.history),
+                rec.created_wall_ns,
+                rec.updated_wall_ns,
+            ),
+        )
 
     def record_fill(self, fill: FillEvent, *, wall_ns: int | None = None) -> str:
         """Insert one execution, de-duplicated by ``exec_key``: returns new | duplicate | correction | stale."""
@@ -240,8 +294,20 @@ class Journal:
         cur = self._db.execute(
             "INSERT INTO fills (exec_key, exec_id, order_ref, symbol, side, quantity, price, exec_time, replayed, "
             "wall_ns, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(exec_key) DO NOTHING",
-            (fill.exec_key, fill.exec_id, fill.order_ref, symbol, fill.side, fill.quantity, fill.price,
-             fill.exec_time, int(fill.replayed), now, encode_message(fill)))
+            (
+                fill.exec_key,
+                fill.exec_id,
+                fill.order_ref,
+                symbol,
+                fill.side,
+                fill.quantity,
+                fill.price,
+                fill.exec_time,
+                int(fill.replayed),
+                now,
+                encode_message(fill),
+            ),
+        )
         if cur.rowcount == 1:
             return "new"
         (old_id,) = self._db.execute("SELECT exec_id FROM fills WHERE exec_key = ?", (fill.exec_key,)).fetchone()
@@ -249,29 +315,42 @@ class Journal:
             return "duplicate"
         if fill.exec_id < old_id:
             return "stale"
-        self._db.execute("UPDATE fills SET exec_id = ?, quantity = ?, price = ?, exec_time = ?, wall_ns = ?, "
-                         "payload = ? WHERE exec_key = ?",
-                         (fill.exec_id, fill.quantity, fill.price, fill.exec_time, now, encode_message(fill),
-                          fill.exec_key))
+        self._db.execute(
+            "UPDATE fills SET exec_id = ?, quantity = ?, price = ?, exec_time = ?, wall_ns = ?, "
+            "payload = ? WHERE exec_key = ?",
+            (fill.exec_id, fill.quantity, fill.price, fill.exec_time, now, encode_message(fill), fill.exec_key),
+        )
         return "correction"
 
     def record_commission(self, exec_key: str, commission: float, currency: str) -> bool:
-        cur = self._db.execute("UPDATE fills SET commission = ?, currency = ? WHERE exec_key = ?",
-                               (commission, currency, exec_key))
+        cur = self._db.execute(
+            "UPDATE fills SET commission = ?, currency = ? WHERE exec_key = ?", (commission, currency, exec_key)
+        )
         return cur.rowcount == 1
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
     def _record(self, row: sqlite3.Row | tuple[Any, ...]) -> ManagedOrder:
         d = dict(zip(_ORDER_COLUMNS, row))
-        rec = ManagedOrder(spec=_spec_decoder.decode(d["spec"]), status=d["status"], stage=d["stage"],
-                          sent=bool(d["sent"]), cancel_requested=bool(d["cancel_requested"]),
-                          status_filled=d["status_filled"], status_avg=d["status_avg"],
-                          ib_order_id=d["ib_order_id"], perm_id=d["perm_id"], reason=d["reason"],
-                          error_code=d["error_code"], history=_history_decoder.decode(d["history"]),
-                          created_wall_ns=d["created_wall_ns"], updated_wall_ns=d["updated_wall_ns"])
+        rec = ManagedOrder(
+            spec=_spec_decoder.decode(d["spec"]),
+            status=d["status"],
+            stage=d["stage"],
+            sent=bool(d["sent"]),
+            cancel_requested=bool(d["cancel_requested"]),
+            status_filled=d["status_filled"],
+            status_avg=d["status_avg"],
+            ib_order_id=d["ib_order_id"],
+            perm_id=d["perm_id"],
+            reason=d["reason"],
+            error_code=d["error_code"],
+            history=_history_decoder.decode(d["history"]),
+            created_wall_ns=d["created_wall_ns"],
+            updated_wall_ns=d["updated_wall_ns"],
+        )
         for exec_key, exec_id, qty, price in self._db.execute(
-                "SELECT exec_key, exec_id, quantity, price FROM fills WHERE order_ref = ?", (rec.order_ref,)):
+            "SELECT exec_key, exec_id, quantity, price FROM fills WHERE order_ref = ?", (rec.order_ref,)
+        ):
             rec.fills[exec_key] = FillRecord(exec_id, qty, price)
         return rec
 
@@ -287,8 +366,15 @@ class Journal:
         """Every working order, plus finished ones updated since ``updated_since_ns`` (the rebuild after a start)."""
         return self._select("done = 0 OR updated_wall_ns >= ?", (updated_since_ns,), "ORDER BY created_wall_ns")
 
-    def query_orders(self, *, strategy_id: str | None = None, symbol: str | None = None, created_since_ns: int = 0,
-                     working_only: bool = False, limit: int = 10_000) -> list[ManagedOrder]:
+    def query_orders(
+        self,
+        *,
+        strategy_id: str | None = None,
+        symbol: str | None = None,
+        created_since_ns: int = 0,
+        working_only: bool = False,
+        limit: int = 10_000,
+    ) -> list[ManagedOrder]:
         clauses: list[str] = []
         args: list[Any] = []
         if strategy_id is not None:
@@ -306,15 +392,21 @@ class Journal:
 
     def events(self, order_ref: str | None = None) -> list[EventRow]:
         sql = "SELECT id, wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload FROM events"
-        rows = (self._db.execute(sql + " WHERE order_ref = ? ORDER BY id", (order_ref,)) if order_ref is not None
-                else self._db.execute(sql + " ORDER BY id"))
+        rows = (
+            self._db.execute(sql + " WHERE order_ref = ? ORDER BY id", (order_ref,))
+            if order_ref is not None
+            else self._db.execute(sql + " ORDER BY id")
+        )
         return [EventRow(*r) for r in rows.fetchall()]
 
     def fill_rows(self, order_ref: str | None = None) -> list[dict[str, Any]]:
         cols = ("exec_key", "exec_id", "order_ref", "symbol", "side", "quantity", "price", "replayed", "commission")
         sql = f"SELECT {', '.join(cols)} FROM fills"
-        rows = (self._db.execute(sql + " WHERE order_ref = ?", (order_ref,)) if order_ref is not None
-                else self._db.execute(sql))
+        rows = (
+            self._db.execute(sql + " WHERE order_ref = ?", (order_ref,))
+            if order_ref is not None
+            else self._db.execute(sql)
+        )
         return [dict(zip(cols, r)) for r in rows.fetchall()]
 
     def count_orders(self) -> int:

@@ -25,7 +25,12 @@ from actors.orders.lifecycle import INACTIVE, OUR_REJECTIONS, PENDING_SUBMIT, Ma
 from actors.orders.stages import Stage
 from bus import topics
 from bus.messages import (
-    CommissionEvent, FillEvent, OrderSpec, OrderStatusEvent, OrderUpdate, parse_order_ref,
+    CommissionEvent,
+    FillEvent,
+    OrderSpec,
+    OrderStatusEvent,
+    OrderUpdate,
+    parse_order_ref,
 )
 
 #: Finished orders stay in memory this long after their last change (then the journal answers for them).
@@ -49,8 +54,7 @@ class OrderWrite:
 
     def event(self, kind: str, *, flag: str = "", detail: str = "", msg: Any = None) -> None:
         o = self.order
-        self._journal.append_event(o.order_ref, kind, status=o.status, stage=o.stage, flag=flag, detail=detail,
-                                   msg=msg)
+        self._journal.append_event(o.order_ref, kind, status=o.status, stage=o.stage, flag=flag, detail=detail, msg=msg)
 
     def publish(self, change: str, *, implied: bool = False) -> None:
         """Publish ``OrderUpdate(change)`` after the commit (``implied``: a PendingSubmit step first)."""
@@ -87,15 +91,22 @@ class OrderLedger:
         return rec
 
     def working(self, *, strategy_id: str | None = None, symbol: str | None = None) -> list[ManagedOrder]:
-        return [r for r in self.records.values() if r.is_working
-                and (strategy_id is None or r.strategy_id == strategy_id)
-                and (symbol is None or r.spec.instrument.symbol == symbol)]
+        return [
+            r
+            for r in self.records.values()
+            if r.is_working
+            and (strategy_id is None or r.strategy_id == strategy_id)
+            and (symbol is None or r.spec.instrument.symbol == symbol)
+        ]
 
     def prune(self, now_ns: int | None = None, keep: set[str] | frozenset[str] = frozenset()) -> int:
         """Forget finished orders not touched for :data:`RETAIN_DONE_S` (the journal still has them)."""
         cutoff = (now_ns or time.time_ns()) - int(RETAIN_DONE_S * 1e9)
-        old = [ref for ref, r in self.records.items()
-               if r.is_done and r.updated_wall_ns < cutoff and ref not in keep and ref not in self._waiters]
+        old = [
+            ref
+            for ref, r in self.records.items()
+            if r.is_done and r.updated_wall_ns < cutoff and ref not in keep and ref not in self._waiters
+        ]
         for ref in old:
             del self.records[ref]
         return len(old)
@@ -131,21 +142,48 @@ class OrderLedger:
             topic = topics.order(order.strategy_id)
             view = order.view(with_history=False)
             if implied:
-                self._publish(topic, OrderUpdate(order=msgspec.structs.replace(
-                    view, status=PENDING_SUBMIT, is_live=False, is_done=False, reason="implied"), change=change))
+                self._publish(
+                    topic,
+                    OrderUpdate(
+                        order=msgspec.structs.replace(
+                            view, status=PENDING_SUBMIT, is_live=False, is_done=False, reason="implied"
+                        ),
+                        change=change,
+                    ),
+                )
             self._publish(topic, OrderUpdate(order=view, change=change))
         self._notify(order)
 
-    def commit(self, rec: ManagedOrder, kind: str, *, durable: bool = False, flag: str = "", detail: str = "",
-               msg: Any = None, change: str = "status", publish: bool = True, implied: bool = False) -> None:
+    def commit(
+        self,
+        rec: ManagedOrder,
+        kind: str,
+        *,
+        durable: bool = False,
+        flag: str = "",
+        detail: str = "",
+        msg: Any = None,
+        change: str = "status",
+        publish: bool = True,
+        implied: bool = False,
+    ) -> None:
         """Journal one change of ``rec`` (one event + order row, atomically), then publish it and wake waiters."""
         with self.writing(rec, durable=durable) as write:
             write.event(kind, flag=flag, detail=detail, msg=msg)
             if publish:
                 write.publish(change, implied=implied)
 
-    def journal_only(self, order_ref: str, kind: str, *, durable: bool = False, flag: str = "", detail: str = "",
-                     msg: Any = None, status: str = "") -> None:
+    def journal_only(
+        self,
+        order_ref: str,
+        kind: str,
+        *,
+        durable: bool = False,
+        flag: str = "",
+        detail: str = "",
+        msg: Any = None,
+        status: str = "",
+    ) -> None:
         """Journal a request or reply that did not change the order (duplicates, refused modifications...)."""
         with self.journal.transaction(durable=durable):
             self.journal.append_event(order_ref, kind, status=status, flag=flag, detail=detail, msg=msg)
@@ -157,9 +195,16 @@ class OrderLedger:
             self._external(ev, kind)
             return None
         now = time.time_ns()
-        outcome = rec.apply_status(ev.status, now, filled=ev.filled, avg_fill_price=ev.avg_fill_price,
-                                   ib_order_id=ev.ib_order_id, perm_id=ev.perm_id, reason=ev.reason,
-                                   error_code=ev.error_code)
+        outcome = rec.apply_status(
+            ev.status,
+            now,
+            filled=ev.filled,
+            avg_fill_price=ev.avg_fill_price,
+            ib_order_id=ev.ib_order_id,
+            perm_id=ev.perm_id,
+            reason=ev.reason,
+            error_code=ev.error_code,
+        )
         stage_changed = rec.move_to(Stage.ACKED)  # IB has it: whatever our pipeline thought, it reached IB
         flag = ""
         if outcome.kind == "impossible":
@@ -168,12 +213,28 @@ class OrderLedger:
             log = logger.critical if outcome.previous == "RiskRejected" else logger.error
             log("orders: {} (ib {} perm {}): {}", rec.order_ref, rec.ib_order_id, rec.perm_id, outcome.note)
         elif outcome.kind == "transition":
-            logger.info("orders: {} {} -> {} filled {:g}/{:g} (ib {} perm {}){}", rec.order_ref, outcome.previous,
-                        rec.status, rec.filled, rec.spec.quantity, rec.ib_order_id, rec.perm_id,
-                        f" [{ev.error_code}] {ev.reason}" if ev.reason or ev.error_code else "")
+            logger.info(
+                "orders: {} {} -> {} filled {:g}/{:g} (ib {} perm {}){}",
+                rec.order_ref,
+                outcome.previous,
+                rec.status,
+                rec.filled,
+                rec.spec.quantity,
+                rec.ib_order_id,
+                rec.perm_id,
+                f" [{ev.error_code}] {ev.reason}" if ev.reason or ev.error_code else "",
+            )
         if outcome.changed or stage_changed or flag:
-            self.commit(rec, kind, flag=flag, detail=outcome.note, msg=ev, publish=outcome.changed,
-                        change="impossible" if flag else "status", implied=outcome.implied)
+            self.commit(
+                rec,
+                kind,
+                flag=flag,
+                detail=outcome.note,
+                msg=ev,
+                publish=outcome.changed,
+                change="impossible" if flag else "status",
+                implied=outcome.implied,
+            )
         else:
             self.journal_only(rec.order_ref, kind, status=ev.status, flag="repeat", msg=ev)
         return outcome
@@ -189,9 +250,15 @@ class OrderLedger:
                     self.journal.append_event(fill.order_ref or EXTERNAL_REF, "external_fill", msg=fill)
             if result in ("new", "correction"):
                 self.external_events += 1
-                logger.warning("orders: fill {} for unknown orderRef {!r} ({} {:g} {} @ {:g}) journalled as external",
-                               fill.exec_id, fill.order_ref, fill.side, fill.quantity, fill.instrument.symbol,
-                               fill.price)
+                logger.warning(
+                    "orders: fill {} for unknown orderRef {!r} ({} {:g} {} @ {:g}) journalled as external",
+                    fill.exec_id,
+                    fill.order_ref,
+                    fill.side,
+                    fill.quantity,
+                    fill.instrument.symbol,
+                    fill.price,
+                )
             return result
         with self.journal.transaction(durable=False):
             result = self.journal.record_fill(fill, wall_ns=now)
@@ -202,19 +269,34 @@ class OrderLedger:
                 if rec.status in OUR_REJECTIONS:
                     flag = "fill_on_rejected"
                     logger.critical("orders: {} {}", rec.order_ref, outcome.note)
-                self.journal.append_event(rec.order_ref, kind if result == "new" else "fill_correction",
-                                          status=rec.status, stage=rec.stage, flag=flag, detail=outcome.note,
-                                          msg=fill, wall_ns=now)
+                self.journal.append_event(
+                    rec.order_ref,
+                    kind if result == "new" else "fill_correction",
+                    status=rec.status,
+                    stage=rec.stage,
+                    flag=flag,
+                    detail=outcome.note,
+                    msg=fill,
+                    wall_ns=now,
+                )
                 self.journal.save_order(rec)
             else:
-                self.journal.append_event(rec.order_ref, kind, status=rec.status, flag=result, msg=fill,
-                                          wall_ns=now)
+                self.journal.append_event(rec.order_ref, kind, status=rec.status, flag=result, msg=fill, wall_ns=now)
         if result in ("new", "correction"):
-            logger.info("orders: {} fill {} {} {:g} @ {:g} -> filled {:g}/{:g} avg {:g} ({}{})", rec.order_ref,
-                        fill.exec_id, fill.side, fill.quantity, fill.price, rec.filled, rec.spec.quantity,
-                        rec.avg_fill_price, result, ", replayed" if fill.replayed else "")
-            self._publish(topics.order(rec.strategy_id), OrderUpdate(order=rec.view(with_history=False),
-                                                                     change="fill"))
+            logger.info(
+                "orders: {} fill {} {} {:g} @ {:g} -> filled {:g}/{:g} avg {:g} ({}{})",
+                rec.order_ref,
+                fill.exec_id,
+                fill.side,
+                fill.quantity,
+                fill.price,
+                rec.filled,
+                rec.spec.quantity,
+                rec.avg_fill_price,
+                result,
+                ", replayed" if fill.replayed else "",
+            )
+            self._publish(topics.order(rec.strategy_id), OrderUpdate(order=rec.view(with_history=False), change="fill"))
             self._notify(rec)
         else:
             self.duplicate_fills += 1
@@ -224,17 +306,28 @@ class OrderLedger:
     def apply_commission(self, ev: CommissionEvent) -> None:
         with self.journal.transaction(durable=False):
             known = self.journal.record_commission(ev.exec_key, ev.commission, ev.currency)
-            self.journal.append_event(ev.order_ref or EXTERNAL_REF, "commission",
-                                      flag="" if known else "unknown_exec", msg=ev)
+            self.journal.append_event(
+                ev.order_ref or EXTERNAL_REF, "commission", flag="" if known else "unknown_exec", msg=ev
+            )
 
     def _external(self, ev: OrderStatusEvent, kind: str) -> None:
         self.external_events += 1
         ours = parse_order_ref(ev.order_ref) is not None
         (logger.warning if ours else logger.info)(
-            "orders: status {} for {} orderRef {!r} (ib {} perm {}) journalled as external", ev.status,
-            "unknown Khazad" if ours else "non-Khazad", ev.order_ref, ev.ib_order_id, ev.perm_id)
-        self.journal_only(ev.order_ref or EXTERNAL_REF, f"external_{kind}", status=ev.status,
-                          flag="unknown_khazad_order" if ours else "external", msg=ev)
+            "orders: status {} for {} orderRef {!r} (ib {} perm {}) journalled as external",
+            ev.status,
+            "unknown Khazad" if ours else "non-Khazad",
+            ev.order_ref,
+            ev.ib_order_id,
+            ev.perm_id,
+        )
+        self.journal_only(
+            ev.order_ref or EXTERNAL_REF,
+            f"external_{kind}",
+            status=ev.status,
+            flag="unknown_khazad_order" if ours else "external",
+            msg=ev,
+        )
 
     # -- waiting -------------------------------------------------------------------------------------------------
 
@@ -248,7 +341,7 @@ class OrderLedger:
         try:
             await asyncio.wait_for(fut, timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return predicate(rec)
         finally:
             waiting = self._waiters.get(rec.order_ref)

@@ -23,7 +23,14 @@ from typing import Any
 
 from actors.orders.stages import IllegalStageChange, Stage, check_stage_change
 from bus.messages import (
-    DONE_STATUSES, IB_STATUSES, KHAZAD_STATUSES, LIVE_STATUSES, FillEvent, OrderSpec, OrderView, StatusChange,
+    DONE_STATUSES,
+    IB_STATUSES,
+    KHAZAD_STATUSES,
+    LIVE_STATUSES,
+    FillEvent,
+    OrderSpec,
+    OrderView,
+    StatusChange,
 )
 
 RECEIVED = "Received"
@@ -52,10 +59,23 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     GATEWAY_REJECTED: frozenset(),
     # our rejections from PendingSubmit: a submission whose outcome was unknown (no reply, not found at IB) that
     # is refused when resumed, or never resumed (orphan timeout); IB's own report wins if it comes after all
-    PENDING_SUBMIT: frozenset({API_PENDING, PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED,
-                               FILLED, INACTIVE, RISK_REJECTED, GATEWAY_REJECTED}),
-    API_PENDING: frozenset({PENDING_SUBMIT, PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED,
-                            FILLED, INACTIVE}),
+    PENDING_SUBMIT: frozenset(
+        {
+            API_PENDING,
+            PRE_SUBMITTED,
+            SUBMITTED,
+            PENDING_CANCEL,
+            API_CANCELLED,
+            CANCELLED,
+            FILLED,
+            INACTIVE,
+            RISK_REJECTED,
+            GATEWAY_REJECTED,
+        }
+    ),
+    API_PENDING: frozenset(
+        {PENDING_SUBMIT, PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED, INACTIVE}
+    ),
     PRE_SUBMITTED: frozenset({SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED, INACTIVE}),
     SUBMITTED: frozenset({PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED, INACTIVE}),
     # a cancel IB refused leaves the order working again
@@ -183,11 +203,22 @@ class ManagedOrder:
         return not self.is_done
 
     def view(self, *, with_history: bool = True) -> OrderView:
-        return OrderView(spec=self.spec, status=self.status, filled=self.filled, remaining=self.remaining,
-                         avg_fill_price=self.avg_fill_price, ib_order_id=self.ib_order_id, perm_id=self.perm_id,
-                         is_live=self.is_live, is_done=self.is_done, reason=self.reason, error_code=self.error_code,
-                         history=list(self.history) if with_history else [], created_wall_ns=self.created_wall_ns,
-                         updated_wall_ns=self.updated_wall_ns)
+        return OrderView(
+            spec=self.spec,
+            status=self.status,
+            filled=self.filled,
+            remaining=self.remaining,
+            avg_fill_price=self.avg_fill_price,
+            ib_order_id=self.ib_order_id,
+            perm_id=self.perm_id,
+            is_live=self.is_live,
+            is_done=self.is_done,
+            reason=self.reason,
+            error_code=self.error_code,
+            history=list(self.history) if with_history else [],
+            created_wall_ns=self.created_wall_ns,
+            updated_wall_ns=self.updated_wall_ns,
+        )
 
     # -- changes -------------------------------------------------------------------------------------------------
 
@@ -206,20 +237,38 @@ class ManagedOrder:
 
     def add_history(self, status: str, now_ns: int, reason: str = "", error_code: int | None = None) -> None:
         """Record one step (status with the quantities as they are now) in the order's history."""
-        self.history.append(StatusChange(status=status, wall_ns=now_ns, filled=self.filled, remaining=self.remaining,
-                                         reason=reason, error_code=error_code))
+        self.history.append(
+            StatusChange(
+                status=status,
+                wall_ns=now_ns,
+                filled=self.filled,
+                remaining=self.remaining,
+                reason=reason,
+                error_code=error_code,
+            )
+        )
         if len(self.history) > MAX_HISTORY:
             # keep how it started and how it is going; the journal has every step
-            del self.history[HISTORY_HEAD:len(self.history) - (MAX_HISTORY - HISTORY_HEAD)]
+            del self.history[HISTORY_HEAD : len(self.history) - (MAX_HISTORY - HISTORY_HEAD)]
         self.updated_wall_ns = now_ns
 
     def set_status(self, status: str, now_ns: int, *, reason: str = "", error_code: int | None = None) -> StatusOutcome:
         """A transition decided by the order manager itself (risk decision, gateway reply, local cancel, orphan)."""
         return self.apply_status(status, now_ns, reason=reason, error_code=error_code, local=True)
 
-    def apply_status(self, status: str, now_ns: int, *, filled: float | None = None, avg_fill_price: float = 0.0,
-                     ib_order_id: int = 0, perm_id: int = 0, reason: str = "",
-                     error_code: int | None = None, local: bool = False) -> StatusOutcome:
+    def apply_status(
+        self,
+        status: str,
+        now_ns: int,
+        *,
+        filled: float | None = None,
+        avg_fill_price: float = 0.0,
+        ib_order_id: int = 0,
+        perm_id: int = 0,
+        reason: str = "",
+        error_code: int | None = None,
+        local: bool = False,
+    ) -> StatusOutcome:
         """Apply one status report (from IB through the gateway or a snapshot; ``local`` for our own pipeline's
         decisions, which never imply an IB PendingSubmit)."""
         previous = self.status

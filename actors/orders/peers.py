@@ -14,7 +14,15 @@ from typing import Any
 
 from bus.config import KhazadConfig
 from bus.messages import (
-    AmendOrder, Approval, CancelIbOrder, CheckOrder, GetSnapshot, OrderSpec, Rejected, RiskDecision, SubmitOrder,
+    AmendOrder,
+    Approval,
+    CancelIbOrder,
+    CheckOrder,
+    GetSnapshot,
+    OrderSpec,
+    Rejected,
+    RiskDecision,
+    SubmitOrder,
     tag_of,
 )
 from bus.registry import GATEWAY, RISK, ActorSpec
@@ -67,9 +75,13 @@ class Peers:
         try:
             reply = await self._call(RISK, CheckOrder(order=spec, is_modify=is_modify), self.risk_timeout_s)
         except RequestTimeout:
-            return RiskAnswer(False, "risk.unavailable",
-                              f"risk governor did not answer within {self.risk_timeout_s:g}s (fail closed)",
-                              None, None)
+            return RiskAnswer(
+                False,
+                "risk.unavailable",
+                f"risk governor did not answer within {self.risk_timeout_s:g}s (fail closed)",
+                None,
+                None,
+            )
         if isinstance(reply, RiskDecision):
             if reply.approved and reply.approval is None:
                 return RiskAnswer(False, "risk.no_approval", "approved without an approval signature", None, reply)
@@ -93,5 +105,4 @@ class Peers:
 
     async def snapshot(self) -> Any:
         """``GetSnapshot`` (one attempt, bounded by ``orders.snapshot_timeout_s``); raises on timeout."""
-        return await self._client(_endpoint(GATEWAY), timeout_s=self.snapshot_timeout_s, retries=0).call(
-            GetSnapshot())
+        return await self._client(_endpoint(GATEWAY), timeout_s=self.snapshot_timeout_s, retries=0).call(GetSnapshot())

@@ -35,12 +35,17 @@ from loguru import logger
 from actors.orders.inflight import InFlight
 from actors.orders.ledger import OrderLedger
 from actors.orders.lifecycle import (
-    CANCELLED, GATEWAY_REJECTED, PENDING_SUBMIT, RECEIVED, RISK_REJECTED, ManagedOrder,
+    CANCELLED,
+    GATEWAY_REJECTED,
+    PENDING_SUBMIT,
+    RECEIVED,
+    RISK_REJECTED,
+    ManagedOrder,
 )
 from actors.orders.peers import Peers, RiskAnswer
 from actors.orders.stages import Stage
-from bus.messages import IB_STATUSES, OrderReply, OrderView, PlaceOrder, Rejected, SubmitAck, tag_of
 from bus.messages import DUPLICATE_STATUS as GATEWAY_DUPLICATE_STATUS
+from bus.messages import IB_STATUSES, OrderReply, OrderView, PlaceOrder, Rejected, SubmitAck, tag_of
 from bus.reqrep import RequestTimeout
 
 #: How long a PlaceOrder waits for the first reconciliation after a start before answering ``not_ready``.
@@ -51,9 +56,17 @@ class OrderPipeline:
     """Places orders (see the module docstring): identity, the steps from received to acked or closed, the
     resumption of interrupted orders and their orphan timers. One owner: the actor's loop."""
 
-    def __init__(self, ledger: OrderLedger, peers: Peers, inflight: InFlight, *, ready: asyncio.Event,
-                 orphan_timeout_s: float, request_reconcile: Callable[[str], None],
-                 on_error: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        ledger: OrderLedger,
+        peers: Peers,
+        inflight: InFlight,
+        *,
+        ready: asyncio.Event,
+        orphan_timeout_s: float,
+        request_reconcile: Callable[[str], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
         self.ledger = ledger
         self.peers = peers
         self.inflight = inflight
@@ -71,13 +84,19 @@ class OrderPipeline:
         spec = req.order
         ref = spec.order_ref
         order = self.ledger.find(ref)
-        if (not self.ready.is_set() and self.inflight.placement(ref) is None
-                and (order is None or order.stage in Stage.UNRESOLVED)):
+        if (
+            not self.ready.is_set()
+            and self.inflight.placement(ref) is None
+            and (order is None or order.stage in Stage.UNRESOLVED)
+        ):
             # new orders, and orders a crash left unresolved, wait for the first reconciliation with IB
             if not await self._wait_ready():
                 logger.warning("orders: {} refused: not reconciled with the gateway yet", ref)
-                return Rejected(code="not_ready", request_type=tag_of(PlaceOrder),
-                                reason="order manager has not reconciled with the gateway yet; retry shortly")
+                return Rejected(
+                    code="not_ready",
+                    request_type=tag_of(PlaceOrder),
+                    reason="order manager has not reconciled with the gateway yet; retry shortly",
+                )
             order = self.ledger.find(ref)
         task = self.inflight.placement(ref)
         if task is not None:
@@ -94,8 +113,7 @@ class OrderPipeline:
         mismatch = spec != order.spec
         self.ledger.journal_only(ref, "request", flag="duplicate_mismatch" if mismatch else "duplicate", msg=req)
         if mismatch:
-            logger.warning("orders: {} duplicate client_order_id with a different order; returning the original",
-                           ref)
+            logger.warning("orders: {} duplicate client_order_id with a different order; returning the original", ref)
         else:
             logger.info("orders: {} duplicate request: returning the existing order ({})", ref, order.status)
         return OrderReply(order=order.view(), duplicate=True)
@@ -104,7 +122,7 @@ class OrderPipeline:
         try:
             await asyncio.wait_for(self.ready.wait(), READY_WAIT_S)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def _run(self, order: ManagedOrder, *, resume: bool) -> OrderView:
@@ -117,9 +135,17 @@ class OrderPipeline:
         """Step 1: journal the new order as received, before anything else (see ``OrderLedger.create``)."""
         spec = req.order
         order = self.ledger.create(spec, req)
-        logger.debug("orders: {} received {} {:g} {} {} {} (lmt {} stp {})", order.order_ref, spec.side,
-                     spec.quantity, spec.instrument.symbol, spec.order_type, spec.tif, spec.limit_price,
-                     spec.stop_price)
+        logger.debug(
+            "orders: {} received {} {:g} {} {} {} (lmt {} stp {})",
+            order.order_ref,
+            spec.side,
+            spec.quantity,
+            spec.instrument.symbol,
+            spec.order_type,
+            spec.tif,
+            spec.limit_price,
+            spec.stop_price,
+        )
         return order
 
     async def _steps(self, order: ManagedOrder, *, resume: bool) -> OrderView:
@@ -131,8 +157,15 @@ class OrderPipeline:
         if order.stage == Stage.ACKED:
             self.reported_during_check(order, risk)
         elif not risk.approved:
-            self.close(order, RISK_REJECTED, f"{risk.code}: {risk.reason}", "risk_decision", msg=risk.msg,
-                       detail=risk.code, change="rejected")
+            self.close(
+                order,
+                RISK_REJECTED,
+                f"{risk.code}: {risk.reason}",
+                "risk_decision",
+                msg=risk.msg,
+                detail=risk.code,
+                change="rejected",
+            )
         elif order.cancel_requested:
             self.record_approval(order, risk)
             self.cancel_locally(order, "cancelled before submission")
@@ -153,10 +186,15 @@ class OrderPipeline:
         """IB reported the order while risk was checking it (only a resumed order, whose earlier attempt did reach
         IB, can be reported then): it is at IB already, so it is neither submitted again nor closed by us; the
         decision is kept on record."""
-        self.ledger.journal_only(order.order_ref, "risk_decision", msg=risk.msg, detail=risk.code,
-                                 status=order.status, flag="at_ib")
-        logger.warning("orders: {} IB reported it ({}) during its risk check ({}): at IB already, not submitted "
-                       "again", order.order_ref, order.status, risk.code)
+        self.ledger.journal_only(
+            order.order_ref, "risk_decision", msg=risk.msg, detail=risk.code, status=order.status, flag="at_ib"
+        )
+        logger.warning(
+            "orders: {} IB reported it ({}) during its risk check ({}): at IB already, not submitted again",
+            order.order_ref,
+            order.status,
+            risk.code,
+        )
 
     def record_approval(self, order: ManagedOrder, risk: RiskAnswer) -> None:
         """Approved, but a cancel arrived during the check: the decision is journalled, nothing is sent."""
@@ -187,11 +225,19 @@ class OrderPipeline:
         if isinstance(reply, SubmitAck):
             self.acked(order, reply)
             end = time.perf_counter()
-            logger.info("orders: {} submitted: ib {} perm {} ({}) in {:.1f} ms (risk {:.1f} ms, gateway {:.1f} ms){}",
-                        order.order_ref, order.ib_order_id, order.perm_id, order.status, (end - started) * 1e3,
-                        (checked - started) * 1e3, (end - sent) * 1e3,
-                        ": the gateway had already placed it, no second IB order"
-                        if reply.status == GATEWAY_DUPLICATE_STATUS else "")
+            logger.info(
+                "orders: {} submitted: ib {} perm {} ({}) in {:.1f} ms (risk {:.1f} ms, gateway {:.1f} ms){}",
+                order.order_ref,
+                order.ib_order_id,
+                order.perm_id,
+                order.status,
+                (end - started) * 1e3,
+                (checked - started) * 1e3,
+                (end - sent) * 1e3,
+                ": the gateway had already placed it, no second IB order"
+                if reply.status == GATEWAY_DUPLICATE_STATUS
+                else "",
+            )
         elif isinstance(reply, Rejected):
             self.gateway_rejected(order, reply)
         else:
@@ -205,13 +251,18 @@ class OrderPipeline:
         if order.status == RECEIVED:
             # "Duplicate": an earlier attempt (before a crash) already placed it; its real status follows
             status = reply.status if reply.status in IB_STATUSES else PENDING_SUBMIT
-            outcome = order.apply_status(status, now, ib_order_id=reply.ib_order_id, perm_id=reply.perm_id,
-                                         local=True)
+            outcome = order.apply_status(status, now, ib_order_id=reply.ib_order_id, perm_id=reply.perm_id, local=True)
         else:  # the gateway's events overtook its reply: keep the newer status, adopt the ids
             outcome = order.apply_status(order.status, now, ib_order_id=reply.ib_order_id, perm_id=reply.perm_id)
         order.move_to(Stage.ACKED)
-        self.ledger.commit(order, "gateway_reply", msg=reply, change="status", flag="duplicate" if duplicate else "",
-                           publish=outcome.changed)
+        self.ledger.commit(
+            order,
+            "gateway_reply",
+            msg=reply,
+            change="status",
+            flag="duplicate" if duplicate else "",
+            publish=outcome.changed,
+        )
         if duplicate:
             self._request_reconcile(f"{order.order_ref} was already at IB")
 
@@ -219,13 +270,26 @@ class OrderPipeline:
         """The gateway refused the order -> closed, GatewayRejected; unless IB already reported it: IB wins."""
         if order.stage == Stage.ACKED:
             # the refusal contradicts IB; the reply is kept on record
-            self.ledger.journal_only(order.order_ref, "gateway_reply", durable=True, flag="contradicts_ib", msg=reply,
-                                     status=order.status)
-            logger.error("orders: {} gateway refused ({}: {}) an order IB already reports as {}", order.order_ref,
-                         reply.code, reply.reason, order.status)
+            self.ledger.journal_only(
+                order.order_ref, "gateway_reply", durable=True, flag="contradicts_ib", msg=reply, status=order.status
+            )
+            logger.error(
+                "orders: {} gateway refused ({}: {}) an order IB already reports as {}",
+                order.order_ref,
+                reply.code,
+                reply.reason,
+                order.status,
+            )
             return
-        self.close(order, GATEWAY_REJECTED, f"{reply.code}: {reply.reason}", "gateway_reply", msg=reply,
-                   detail=reply.code, change="rejected")
+        self.close(
+            order,
+            GATEWAY_REJECTED,
+            f"{reply.code}: {reply.reason}",
+            "gateway_reply",
+            msg=reply,
+            detail=reply.code,
+            change="rejected",
+        )
 
     def submission_unknown(self, order: ManagedOrder, why: str) -> None:
         """The gateway may or may not have placed the order: unknown, PendingSubmit, resolved by orderRef."""
@@ -241,16 +305,31 @@ class OrderPipeline:
         logger.warning("orders: {} {}", order.order_ref, reason)
         self._request_reconcile(f"unknown outcome for {order.order_ref}")
 
-    def close(self, order: ManagedOrder, status: str, reason: str, kind: str, *, msg: Any = None, detail: str = "",
-              change: str = "rejected") -> None:
+    def close(
+        self,
+        order: ManagedOrder,
+        status: str,
+        reason: str,
+        kind: str,
+        *,
+        msg: Any = None,
+        detail: str = "",
+        change: str = "rejected",
+    ) -> None:
         """Finish an order that is not (known to be) at IB with one of our own decisions, journalled durably."""
         outcome = order.set_status(status, time.time_ns(), reason=reason)
         flag = ""
         if outcome.kind == "impossible":  # IB reported the order meanwhile: it keeps IB's status
             flag = "impossible"
             self.ledger.impossible += 1
-            logger.error("orders: {} (ib {} perm {}): {} not applied: {}", order.order_ref, order.ib_order_id,
-                         order.perm_id, status, outcome.note)
+            logger.error(
+                "orders: {} (ib {} perm {}): {} not applied: {}",
+                order.order_ref,
+                order.ib_order_id,
+                order.perm_id,
+                status,
+                outcome.note,
+            )
         else:
             order.move_to(Stage.CLOSED)
             self._disarm_orphan(order.order_ref)
@@ -271,8 +350,7 @@ class OrderPipeline:
         if order is None:
             return
         delay = max(0.0, (order.updated_wall_ns - time.time_ns()) / 1e9 + self.orphan_timeout_s)
-        self._orphan_timers[order_ref] = asyncio.get_running_loop().call_later(delay, self._orphan_expired,
-                                                                                order_ref)
+        self._orphan_timers[order_ref] = asyncio.get_running_loop().call_later(delay, self._orphan_expired, order_ref)
 
     def awaiting_retry(self) -> set[str]:
         """The interrupted orders whose orphan timer runs (housekeeping keeps them in memory)."""
@@ -286,11 +364,14 @@ class OrderPipeline:
     def _orphan_expired(self, order_ref: str) -> None:
         self._orphan_timers.pop(order_ref, None)
         order = self.ledger.find(order_ref)
-        if (order is None or order.stage != Stage.INTERRUPTED or self.inflight.placement(order_ref) is not None
-                or order.is_done):
+        if (
+            order is None
+            or order.stage != Stage.INTERRUPTED
+            or self.inflight.placement(order_ref) is not None
+            or order.is_done
+        ):
             return
-        reason = (f"interrupted: order interrupted before submission, not retried within "
-                  f"{self.orphan_timeout_s:g}s")
+        reason = f"interrupted: order interrupted before submission, not retried within {self.orphan_timeout_s:g}s"
         logger.warning("orders: {} was not retried after its interruption: rejecting it", order_ref)
         try:
             self.close(order, GATEWAY_REJECTED, reason, "orphaned")

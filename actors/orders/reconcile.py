@@ -57,8 +57,9 @@ class ReconcileResult:
     interrupted: list[str] = field(default_factory=list)
 
 
-def reconcile(ledger: OrderLedger, snapshot: GatewaySnapshot, *, since_ns: int,
-              busy: set[str] | frozenset[str] = frozenset()) -> ReconcileResult:
+def reconcile(
+    ledger: OrderLedger, snapshot: GatewaySnapshot, *, since_ns: int, busy: set[str] | frozenset[str] = frozenset()
+) -> ReconcileResult:
     """Bring ``ledger`` in line with ``snapshot``. Orders changed at or after ``since_ns`` (when the snapshot was
     requested) or in ``busy`` (a request is working on them) are not judged missing: the snapshot may predate
     them."""
@@ -86,14 +87,29 @@ def reconcile(ledger: OrderLedger, snapshot: GatewaySnapshot, *, since_ns: int,
             unknown.append(label)
             if parse_order_ref(o.order_ref) is not None:
                 unknown_ours += 1
-                logger.error("orders: IB has order {} (ib {} perm {}) with our orderRef but no journal entry",
-                             o.order_ref, o.ib_order_id, o.perm_id)
+                logger.error(
+                    "orders: IB has order {} (ib {} perm {}) with our orderRef but no journal entry",
+                    o.order_ref,
+                    o.ib_order_id,
+                    o.perm_id,
+                )
             continue
         matched.add(o.order_ref)
-        ledger.apply_status_event(OrderStatusEvent(
-            order_ref=o.order_ref, strategy_id=rec.strategy_id, client_order_id=rec.client_order_id,
-            ib_order_id=o.ib_order_id, perm_id=o.perm_id, status=o.status, filled=o.filled, remaining=o.remaining,
-            avg_fill_price=o.avg_fill_price, symbol=o.instrument.symbol), kind="recon_status")
+        ledger.apply_status_event(
+            OrderStatusEvent(
+                order_ref=o.order_ref,
+                strategy_id=rec.strategy_id,
+                client_order_id=rec.client_order_id,
+                ib_order_id=o.ib_order_id,
+                perm_id=o.perm_id,
+                status=o.status,
+                filled=o.filled,
+                remaining=o.remaining,
+                avg_fill_price=o.avg_fill_price,
+                symbol=o.instrument.symbol,
+            ),
+            kind="recon_status",
+        )
         if abs(o.quantity - rec.spec.quantity) > QTY_EPSILON:
             spec_notes.append(f"{o.order_ref}: IB quantity {o.quantity:g} != journal {rec.spec.quantity:g}")
 
@@ -106,35 +122,55 @@ def reconcile(ledger: OrderLedger, snapshot: GatewaySnapshot, *, since_ns: int,
             continue
         if rec.stage == Stage.ACKED or rec.filled > 0:
             status = FILLED if rec.filled >= rec.spec.quantity - QTY_EPSILON else CANCELLED
-            reason = ("reconciled: filled while not observed" if status == FILLED
-                      else "reconciled: no longer open at IB")
+            reason = "reconciled: filled while not observed" if status == FILLED else "reconciled: no longer open at IB"
             outcome = rec.apply_status(status, now, reason=reason)
             rec.move_to(Stage.ACKED)  # it reached IB (it has fills): a no-op for an acknowledged one
-            ledger.commit(rec, "recon_missing", flag="missing" if outcome.kind != "impossible" else "impossible",
-                        detail=reason if outcome.kind != "impossible" else outcome.note, change="reconciled",
-                        publish=outcome.changed)
+            ledger.commit(
+                rec,
+                "recon_missing",
+                flag="missing" if outcome.kind != "impossible" else "impossible",
+                detail=reason if outcome.kind != "impossible" else outcome.note,
+                change="reconciled",
+                publish=outcome.changed,
+            )
             missing.append(ref)
-            logger.warning("orders: {} not open at IB (stage {}, filled {:g}/{:g}): now {}", ref, rec.stage,
-                           rec.filled, rec.spec.quantity, rec.status)
+            logger.warning(
+                "orders: {} not open at IB (stage {}, filled {:g}/{:g}): now {}",
+                ref,
+                rec.stage,
+                rec.filled,
+                rec.spec.quantity,
+                rec.status,
+            )
         elif rec.stage in Stage.UNRESOLVED:
             if rec.move_to(Stage.INTERRUPTED):
-                rec.reason = ("interrupted before submission: not at IB; retry the same client_order_id to resume "
-                              "or it expires")
+                rec.reason = (
+                    "interrupted before submission: not at IB; retry the same client_order_id to resume or it expires"
+                )
                 rec.updated_wall_ns = now
                 ledger.commit(rec, "interrupted", detail=rec.reason, change="interrupted")
-                logger.warning("orders: {} was never acknowledged and is not at IB: interrupted (sent before: {})",
-                               ref, rec.sent)
+                logger.warning(
+                    "orders: {} was never acknowledged and is not at IB: interrupted (sent before: {})", ref, rec.sent
+                )
             interrupted.append(ref)
 
     for note in spec_notes:
         logger.warning("orders: reconciliation: {}", note)
-    detail = (f"{len(matched)} open at IB, {replayed} fills replayed, {len(missing)} missing, "
-              f"{len(interrupted)} interrupted, {len(unknown)} unknown")
+    detail = (
+        f"{len(matched)} open at IB, {replayed} fills replayed, {len(missing)} missing, "
+        f"{len(interrupted)} interrupted, {len(unknown)} unknown"
+    )
     if spec_notes:
         detail += "; " + "; ".join(spec_notes)
-    report = ReconciliationReport(actor=ORDERS.name, open_orders=len(matched), replayed_fills=replayed,
-                                  unknown_orders=unknown, missing_orders=missing,
-                                  ok=not missing and unknown_ours == 0 and not spec_notes, detail=detail)
+    report = ReconciliationReport(
+        actor=ORDERS.name,
+        open_orders=len(matched),
+        replayed_fills=replayed,
+        unknown_orders=unknown,
+        missing_orders=missing,
+        ok=not missing and unknown_ours == 0 and not spec_notes,
+        detail=detail,
+    )
     return ReconcileResult(report=report, interrupted=interrupted)
 
 
@@ -143,9 +179,17 @@ class Reconciler:
     gateway answers and is READY; sets ``ready`` after the first pass and hands the orders it found interrupted
     to ``on_interrupted`` (the pipeline's orphan timers)."""
 
-    def __init__(self, ledger: OrderLedger, peers: Peers, inflight: InFlight, *, ready: asyncio.Event,
-                 publish: Publish, on_interrupted: Callable[[str], None],
-                 on_error: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        ledger: OrderLedger,
+        peers: Peers,
+        inflight: InFlight,
+        *,
+        ready: asyncio.Event,
+        publish: Publish,
+        on_interrupted: Callable[[str], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
         self.ledger = ledger
         self.peers = peers
         self.inflight = inflight
@@ -180,7 +224,7 @@ class Reconciler:
                 self._on_error(exc)
             try:  # retry timer (not synchronisation): a new request (e.g. gateway READY) retries at once
                 await asyncio.wait_for(self._wanted.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wanted.set()
             delay = min(delay * 2, RECON_RETRY_MAX_S)
@@ -204,8 +248,9 @@ class Reconciler:
             self._on_interrupted(ref)
         self.passes += 1
         report = self.last_report = result.report
-        self.ledger.journal_only(RECONCILIATION_REF, "reconciliation", msg=report,
-                                 flag="" if report.ok else "discrepancy")
+        self.ledger.journal_only(
+            RECONCILIATION_REF, "reconciliation", msg=report, flag="" if report.ok else "discrepancy"
+        )
         self._publish(topics.recon(ORDERS.name), report)
         (logger.info if report.ok else logger.warning)("orders: reconciliation #{}: {}", self.passes, report.detail)
         if not self.ready.is_set():

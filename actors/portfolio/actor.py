@@ -32,16 +32,40 @@ from typing import Any
 from loguru import logger
 
 from actors.portfolio.books import (
-    EXTERNAL, QTY_EPSILON, Ledger, display_name, instrument_key, multiplier, usable,
+    EXTERNAL,
+    QTY_EPSILON,
+    Ledger,
+    display_name,
+    instrument_key,
+    multiplier,
+    usable,
 )
 from bus import messages as m
 from bus import registry, topics
 from bus.actor import Actor, Handler
 from bus.config import KhazadConfig
 from bus.messages import (
-    AccountReply, AccountValue, AccountValuesEvent, Alert, CommissionEvent, ConnectionStateEvent, FillEvent,
-    GatewaySnapshot, GetAccount, GetPositions, GetSnapshot, Instrument, MarketDataAck, PortfolioSnapshot,
-    Position, PositionEvent, PositionsReply, ReconciliationReport, Rejected, SubscribeMarketData, TickEvent,
+    AccountReply,
+    AccountValue,
+    AccountValuesEvent,
+    Alert,
+    CommissionEvent,
+    ConnectionStateEvent,
+    FillEvent,
+    GatewaySnapshot,
+    GetAccount,
+    GetPositions,
+    GetSnapshot,
+    Instrument,
+    MarketDataAck,
+    PortfolioSnapshot,
+    Position,
+    PositionEvent,
+    PositionsReply,
+    ReconciliationReport,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
 )
 from bus.reqrep import CallContext, RequestTimeout
 
@@ -78,16 +102,42 @@ class PortfolioActor(Actor):
 
     name = "portfolio"
     service = "portfolio"
-    topics = (topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.POSITION_PREFIX, topics.ACCOUNT_VALUES,
-              topics.MARKET_DATA_PREFIX, topics.CONNECTION_STATE)
+    topics = (
+        topics.FILL_PREFIX,
+        topics.COMMISSION_PREFIX,
+        topics.POSITION_PREFIX,
+        topics.ACCOUNT_VALUES,
+        topics.MARKET_DATA_PREFIX,
+        topics.CONNECTION_STATE,
+    )
     #: The portfolio answers account and position queries only; orders, risk, control and market data are other
     #: actors' requests (``unknown_command``).
-    refused_requests = frozenset({
-        m.PlaceOrder, m.ModifyOrder, m.CancelOrder, m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder,
-        m.CheckOrder, m.SetTradingState, m.EnableStrategy, m.GetRiskState, m.SubmitOrder, m.AmendOrder,
-        m.CancelIbOrder, m.CancelScope, m.Kill, m.Resume, m.EmergencyCancel, m.GetSnapshot, m.SubscribeMarketData,
-        m.UnsubscribeMarketData, m.GetSystemStatus,
-    })
+    refused_requests = frozenset(
+        {
+            m.PlaceOrder,
+            m.ModifyOrder,
+            m.CancelOrder,
+            m.CancelAllOrders,
+            m.GetOrder,
+            m.ListOrders,
+            m.WaitOrder,
+            m.CheckOrder,
+            m.SetTradingState,
+            m.EnableStrategy,
+            m.GetRiskState,
+            m.SubmitOrder,
+            m.AmendOrder,
+            m.CancelIbOrder,
+            m.CancelScope,
+            m.Kill,
+            m.Resume,
+            m.EmergencyCancel,
+            m.GetSnapshot,
+            m.SubscribeMarketData,
+            m.UnsubscribeMarketData,
+            m.GetSystemStatus,
+        }
+    )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
@@ -160,9 +210,18 @@ class PortfolioActor(Actor):
         if outcome.kind == "duplicate" or outcome.kind == "stale":
             logger.debug("portfolio: {} execution {} ({}) ignored", outcome.kind, fill.exec_id, fill.order_ref)
             return
-        logger.info("portfolio: {} fill {} {} {:g} {} @ {:g} orderRef={} permId={} strategy={}", outcome.kind,
-                    fill.exec_id, fill.side, fill.quantity, fill.instrument.symbol, fill.price, fill.order_ref,
-                    fill.perm_id, outcome.strategy)
+        logger.info(
+            "portfolio: {} fill {} {} {:g} {} @ {:g} orderRef={} permId={} strategy={}",
+            outcome.kind,
+            fill.exec_id,
+            fill.side,
+            fill.quantity,
+            fill.instrument.symbol,
+            fill.price,
+            fill.order_ref,
+            fill.perm_id,
+            outcome.strategy,
+        )
         self._changed()
 
     def _on_position(self, pos: Position) -> None:
@@ -209,7 +268,9 @@ class PortfolioActor(Actor):
                 return True
         for books in self.ledger.books.values():
             for book in books.values():
-                if book.quantity and (book.instrument.symbol == symbol or (con_id and book.instrument.con_id == con_id)):
+                if book.quantity and (
+                    book.instrument.symbol == symbol or (con_id and book.instrument.con_id == con_id)
+                ):
                     return True
         return False
 
@@ -246,9 +307,16 @@ class PortfolioActor(Actor):
         if price is None:
             return pos
         value = pos.quantity * price * mult
-        return Position(account=pos.account or self.account, instrument=pos.instrument, quantity=pos.quantity,
-                        avg_cost=pos.avg_cost, market_price=price, market_value=value,
-                        unrealized_pnl=value - pos.quantity * pos.avg_cost, realized_pnl=pos.realized_pnl)
+        return Position(
+            account=pos.account or self.account,
+            instrument=pos.instrument,
+            quantity=pos.quantity,
+            avg_cost=pos.avg_cost,
+            market_price=price,
+            market_value=value,
+            unrealized_pnl=value - pos.quantity * pos.avg_cost,
+            realized_pnl=pos.realized_pnl,
+        )
 
     def _value(self, key: str) -> tuple[float | None, str]:
         """An account value in the base currency (the currency NetLiquidation is reported in)."""
@@ -260,7 +328,7 @@ class PortfolioActor(Actor):
         return None, base
 
     def base_currency(self) -> str:
-        for (key, ccy) in self.values:
+        for key, ccy in self.values:
             if key == NET_LIQ_KEY and ccy and ccy != "BASE":
                 return ccy
         return ""
@@ -273,14 +341,24 @@ class PortfolioActor(Actor):
             mult = multiplier(book.instrument)
             price = self.mark(book.instrument)
             value = None if price is None else book.quantity * price * mult
-            out.append(Position(account=self.account, instrument=book.instrument, quantity=book.quantity,
-                                avg_cost=book.avg_price * mult, market_price=price, market_value=value,
-                                unrealized_pnl=book.unrealized(price), realized_pnl=book.realized))
+            out.append(
+                Position(
+                    account=self.account,
+                    instrument=book.instrument,
+                    quantity=book.quantity,
+                    avg_cost=book.avg_price * mult,
+                    market_price=price,
+                    market_value=value,
+                    unrealized_pnl=book.unrealized(price),
+                    realized_pnl=book.realized,
+                )
+            )
         return sorted(out, key=lambda p: display_name(p.instrument))
 
     def snapshot(self) -> PortfolioSnapshot:
-        positions = sorted((self._enrich(p) for p in self.ib_positions.values()),
-                           key=lambda p: display_name(p.instrument))
+        positions = sorted(
+            (self._enrich(p) for p in self.ib_positions.values()), key=lambda p: display_name(p.instrument)
+        )
         unrealized = sum(p.unrealized_pnl or 0.0 for p in positions)
         strategy_pnl: dict[str, float] = {}
         strategy_realized: dict[str, float] = {}
@@ -293,11 +371,19 @@ class PortfolioActor(Actor):
         cash, _ = self._value(CASH_KEY)
         buying_power, _ = self._value(BUYING_POWER_KEY)
         return PortfolioSnapshot(
-            account=self.account, currency=ccy, net_liquidation=net_liq, total_cash=cash,
-            buying_power=buying_power, realized_pnl=self.ledger.realized_commission_pnl(),
-            unrealized_pnl=unrealized, positions=positions, strategy_pnl=strategy_pnl,
-            strategy_realized=strategy_realized, reconciled=self.reconciled,
-            as_of_wall_ns=self.last_change_wall_ns or time.time_ns())
+            account=self.account,
+            currency=ccy,
+            net_liquidation=net_liq,
+            total_cash=cash,
+            buying_power=buying_power,
+            realized_pnl=self.ledger.realized_commission_pnl(),
+            unrealized_pnl=unrealized,
+            positions=positions,
+            strategy_pnl=strategy_pnl,
+            strategy_realized=strategy_realized,
+            reconciled=self.reconciled,
+            as_of_wall_ns=self.last_change_wall_ns or time.time_ns(),
+        )
 
     # -- requests ---------------------------------------------------------------------------------------------
 
@@ -341,7 +427,7 @@ class PortfolioActor(Actor):
             try:
                 # periodic timer, cut short by a READY event
                 await asyncio.wait_for(self._reconcile_now.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._reconcile_now.clear()
 
@@ -351,7 +437,8 @@ class PortfolioActor(Actor):
         asked_at = self._updates
         try:
             reply = await self.client("gateway", timeout_s=SNAPSHOT_TIMEOUT_S, retries=SNAPSHOT_RETRIES).call(
-                GetSnapshot())
+                GetSnapshot()
+            )
         except RequestTimeout as exc:
             logger.warning("portfolio: gateway snapshot unavailable: {}", exc)
             return False
@@ -366,8 +453,9 @@ class PortfolioActor(Actor):
         await self._subscribe_market_data()
         return True
 
-    def apply_snapshot(self, snap: GatewaySnapshot, known_before: set[str] | None = None,
-                       asked_at: int | None = None) -> ReconciliationReport:
+    def apply_snapshot(
+        self, snap: GatewaySnapshot, known_before: set[str] | None = None, asked_at: int | None = None
+    ) -> ReconciliationReport:
         """Apply a gateway snapshot and compare positions (see module docstring); returns the report.
         ``known_before``: the executions held when the snapshot was asked for; ``asked_at``: the event counter
         then (positions and account values changed by events since are newer than the snapshot and kept)."""
@@ -383,12 +471,23 @@ class PortfolioActor(Actor):
             if outcome.kind in ("new", "correction"):
                 replayed += 1
                 if self.reconciled:  # after the first seeding, every recovered execution is news worth a line
-                    logger.info("portfolio: recovered execution {} {} {:g} {} @ {:g} orderRef={} permId={} from the "
-                                "snapshot", fill.exec_id, fill.side, fill.quantity, fill.instrument.symbol,
-                                fill.price, fill.order_ref, fill.perm_id)
+                    logger.info(
+                        "portfolio: recovered execution {} {} {:g} {} @ {:g} orderRef={} permId={} from the snapshot",
+                        fill.exec_id,
+                        fill.side,
+                        fill.quantity,
+                        fill.instrument.symbol,
+                        fill.price,
+                        fill.order_ref,
+                        fill.perm_id,
+                    )
         if not self.reconciled:
-            logger.info("portfolio: seeded from the gateway: {} execution(s), {} position(s), account {}",
-                        len(snap.executions), len(snap.positions), snap.account or "?")
+            logger.info(
+                "portfolio: seeded from the gateway: {} execution(s), {} position(s), account {}",
+                len(snap.executions),
+                len(snap.positions),
+                snap.account or "?",
+            )
         for report in snap.commissions:
             self.ledger.add_commission(report)
         positions = {instrument_key(p.instrument): p for p in snap.positions if abs(p.quantity) >= QTY_EPSILON}
@@ -421,12 +520,17 @@ class PortfolioActor(Actor):
             candidate = {k: v for k, v in candidate.items() if abs(v) > tol}
             if self._baseline_candidate is not None and _same(candidate, self._baseline_candidate, tol):
                 self.baseline = candidate
-                logger.info("portfolio: baseline fixed ({} instrument(s) held before today's executions)",
-                            len(candidate))
+                logger.info(
+                    "portfolio: baseline fixed ({} instrument(s) held before today's executions)", len(candidate)
+                )
             else:
                 self._baseline_candidate = candidate
-            return ReconciliationReport(actor=self.name, replayed_fills=replayed, ok=True,
-                                        detail="baseline " + ("fixed" if self.baseline is not None else "pending"))
+            return ReconciliationReport(
+                actor=self.name,
+                replayed_fills=replayed,
+                ok=True,
+                detail="baseline " + ("fixed" if self.baseline is not None else "pending"),
+            )
         drift: dict[str, float] = {}
         for key in set(ib) | set(own) | set(self.baseline):
             diff = ib.get(key, 0.0) - (self.baseline.get(key, 0.0) + own.get(key, 0.0))
@@ -441,10 +545,15 @@ class PortfolioActor(Actor):
             self._drift_candidate = drift  # new: confirm with a second comparison before telling anyone
             logger.info("portfolio: positions against IB changed to {}, confirming", drift or "no drift")
         ok = not self.confirmed_drift
-        detail = "positions match IB" if ok else "positions differ from IB: " + ", ".join(
-            f"{k} {v:+g}" for k, v in sorted(self.confirmed_drift.items()))
-        return ReconciliationReport(actor=self.name, replayed_fills=replayed, position_drift=dict(self.confirmed_drift),
-                                    ok=ok, detail=detail)
+        detail = (
+            "positions match IB"
+            if ok
+            else "positions differ from IB: "
+            + ", ".join(f"{k} {v:+g}" for k, v in sorted(self.confirmed_drift.items()))
+        )
+        return ReconciliationReport(
+            actor=self.name, replayed_fills=replayed, position_drift=dict(self.confirmed_drift), ok=ok, detail=detail
+        )
 
     def _set_confirmed_drift(self, drift: dict[str, float]) -> None:
         tol = self.cfg.portfolio.drift_tolerance
@@ -454,13 +563,27 @@ class PortfolioActor(Actor):
         if drift:
             text = ", ".join(f"{k} {v:+g}" for k, v in sorted(drift.items()))
             logger.error("portfolio: position drift against IB: {}", text)
-            self.publish(ALERT_TOPIC, Alert(kind="portfolio_drift", severity="critical", source=self.name,
-                                            message=f"positions differ from IB (IB minus fills): {text}",
-                                            detail={k: f"{v:g}" for k, v in drift.items()}))
+            self.publish(
+                ALERT_TOPIC,
+                Alert(
+                    kind="portfolio_drift",
+                    severity="critical",
+                    source=self.name,
+                    message=f"positions differ from IB (IB minus fills): {text}",
+                    detail={k: f"{v:g}" for k, v in drift.items()},
+                ),
+            )
         else:
             logger.info("portfolio: position drift resolved")
-            self.publish(ALERT_TOPIC, Alert(kind="portfolio_drift_resolved", severity="info", source=self.name,
-                                            message="positions match IB again"))
+            self.publish(
+                ALERT_TOPIC,
+                Alert(
+                    kind="portfolio_drift_resolved",
+                    severity="info",
+                    source=self.name,
+                    message="positions match IB again",
+                ),
+            )
 
     async def _subscribe_market_data(self) -> None:
         """Ask the gateway for marks of everything held (idempotent; repeated after a gateway restart)."""
@@ -475,12 +598,19 @@ class PortfolioActor(Actor):
             if symbol in self._md_subscribed:
                 continue
             if inst.sec_type in ("STK", "OPT") and not inst.exchange:
-                inst = Instrument(symbol=inst.symbol, sec_type=inst.sec_type, exchange="SMART",
-                                  currency=inst.currency, last_trade_date=inst.last_trade_date,
-                                  multiplier=inst.multiplier, con_id=inst.con_id)
+                inst = Instrument(
+                    symbol=inst.symbol,
+                    sec_type=inst.sec_type,
+                    exchange="SMART",
+                    currency=inst.currency,
+                    last_trade_date=inst.last_trade_date,
+                    multiplier=inst.multiplier,
+                    con_id=inst.con_id,
+                )
             try:
                 reply = await self.client("gateway", timeout_s=MD_TIMEOUT_S, retries=0).call(
-                    SubscribeMarketData(instrument=inst, subscriber=self.name))
+                    SubscribeMarketData(instrument=inst, subscriber=self.name)
+                )
             except RequestTimeout:
                 return
             # a refusal is logged once and retried only after the next READY (no retry storm)

@@ -177,7 +177,8 @@ class Ledger:
         self._charged = {}
         for fill in self.fills.values():
             self._book(strategy_of(fill.order_ref, fill.strategy_id), fill.instrument).apply(
-                fill.side, fill.quantity, fill.price)
+                fill.side, fill.quantity, fill.price
+            )
         for report in self.commissions.values():
             if report.exec_key in self.fills:
                 self._charge(report)
@@ -193,8 +194,11 @@ class Ledger:
         return out
 
     def signed_fill_total(self, key: str) -> float:
-        return sum((f.quantity if f.side == "BUY" else -f.quantity) for f in self.fills.values()
-                   if instrument_key(f.instrument) == key)
+        return sum(
+            (f.quantity if f.side == "BUY" else -f.quantity)
+            for f in self.fills.values()
+            if instrument_key(f.instrument) == key
+        )
 
     def realized_commission_pnl(self) -> float:
         """Account realized P&L as IB reports it on commission reports (closing executions only)."""

@@ -52,9 +52,31 @@ from bus.actor import Actor, Handler
 from bus.approval import load_approval_key
 from bus.config import KhazadConfig
 from bus.messages import (
-    Ack, AccountValuesEvent, CancelReport, CheckOrder, CommissionEvent, ConnectionStateEvent, EnableStrategy, Envelope,
-    Event, FillEvent, GatewaySnapshot, GetRiskState, Heartbeat, Instrument, Kill, OrderStatusEvent, PositionEvent,
-    Rejected, Resume, RiskDecision, RiskStateReply, SetTradingState, TickEvent, TradingState, TradingStateEvent,
+    AccountValuesEvent,
+    Ack,
+    CancelReport,
+    CheckOrder,
+    CommissionEvent,
+    ConnectionStateEvent,
+    EnableStrategy,
+    Envelope,
+    Event,
+    FillEvent,
+    GatewaySnapshot,
+    GetRiskState,
+    Heartbeat,
+    Instrument,
+    Kill,
+    OrderStatusEvent,
+    PositionEvent,
+    Rejected,
+    Resume,
+    RiskDecision,
+    RiskStateReply,
+    SetTradingState,
+    TickEvent,
+    TradingState,
+    TradingStateEvent,
 )
 from bus.registry import GATEWAY as GATEWAY_SPEC
 from bus.registry import RISK as RISK_SPEC
@@ -72,15 +94,42 @@ class RiskGovernor(Actor):
 
     name = RISK_SPEC.name
     service = RISK_SPEC.endpoint
-    topics = (topics.MARKET_DATA_PREFIX, topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.POSITION_PREFIX,
-              topics.ACCOUNT_VALUES, topics.GW_ORDER_PREFIX, topics.CONNECTION_STATE, topics.TRADING_STATE,
-              topics.KILL, topics.RESUME, topics.heartbeat(GATEWAY))
+    topics = (
+        topics.MARKET_DATA_PREFIX,
+        topics.FILL_PREFIX,
+        topics.COMMISSION_PREFIX,
+        topics.POSITION_PREFIX,
+        topics.ACCOUNT_VALUES,
+        topics.GW_ORDER_PREFIX,
+        topics.CONNECTION_STATE,
+        topics.TRADING_STATE,
+        topics.KILL,
+        topics.RESUME,
+        topics.heartbeat(GATEWAY),
+    )
     #: requests for the order manager, the gateway, the portfolio and the monitor: never answered here
-    refused_requests = frozenset({
-        m.PlaceOrder, m.ModifyOrder, m.CancelOrder, m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder,
-        m.SubmitOrder, m.AmendOrder, m.CancelIbOrder, m.CancelScope, m.EmergencyCancel, m.GetSnapshot,
-        m.SubscribeMarketData, m.UnsubscribeMarketData, m.GetAccount, m.GetPositions, m.GetSystemStatus,
-    })
+    refused_requests = frozenset(
+        {
+            m.PlaceOrder,
+            m.ModifyOrder,
+            m.CancelOrder,
+            m.CancelAllOrders,
+            m.GetOrder,
+            m.ListOrders,
+            m.WaitOrder,
+            m.SubmitOrder,
+            m.AmendOrder,
+            m.CancelIbOrder,
+            m.CancelScope,
+            m.EmergencyCancel,
+            m.GetSnapshot,
+            m.SubscribeMarketData,
+            m.UnsubscribeMarketData,
+            m.GetAccount,
+            m.GetPositions,
+            m.GetSystemStatus,
+        }
+    )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
@@ -90,16 +139,19 @@ class RiskGovernor(Actor):
         self._alerts = alerts = AlertSender(self.publish, self.name)
         gateway = BusGatewayLink(self._fresh_gateway_client, self._shared_gateway_client)
         self.states = TradingStateKeeper.load(cfg.path(risk.state_file), self.publish)
-        self.quotes = MarketDataFeed(gateway, subscriber=MD_SUBSCRIBER, wait_s=risk.market_data_wait_s,
-                                     stale_s=risk.stale_data_s)
-        self.mirror = GatewayMirror(gateway, beat_interval_s=cfg.bus.heartbeat_interval_s,
-                                    liveness=cfg.bus.heartbeat_liveness)
-        self.canceller = EmergencyCanceller(self.publish, gateway, alerts,
-                                            attempt_timeout_s=cfg.gateway.kill_verify_timeout_s + ATTEMPT_MARGIN_S)
-        self.breakers = BreakerPanel(risk, self.limits, self.states, self.canceller, alerts, self.quotes,
-                                     self.mirror)
-        self.checker = PreTradeChecker(risk, self.limits, self.states, self.quotes, self.mirror, signer,
-                                       self.publish, self.breakers.count_decision)
+        self.quotes = MarketDataFeed(
+            gateway, subscriber=MD_SUBSCRIBER, wait_s=risk.market_data_wait_s, stale_s=risk.stale_data_s
+        )
+        self.mirror = GatewayMirror(
+            gateway, beat_interval_s=cfg.bus.heartbeat_interval_s, liveness=cfg.bus.heartbeat_liveness
+        )
+        self.canceller = EmergencyCanceller(
+            self.publish, gateway, alerts, attempt_timeout_s=cfg.gateway.kill_verify_timeout_s + ATTEMPT_MARGIN_S
+        )
+        self.breakers = BreakerPanel(risk, self.limits, self.states, self.canceller, alerts, self.quotes, self.mirror)
+        self.checker = PreTradeChecker(
+            risk, self.limits, self.states, self.quotes, self.mirror, signer, self.publish, self.breakers.count_decision
+        )
         self.kill_switch = KillSwitch(self.states, self.canceller, self.mirror.working_in_scope)
         self.mirror.on_snapshot(self._on_snapshot)
 
@@ -108,8 +160,7 @@ class RiskGovernor(Actor):
     async def on_started(self) -> None:
         self.states.announce_restored()
         if self.states.load_error:
-            self._alerts.send("risk_state", "critical",
-                              f"risk governor started HALTED: {self.states.load_error}")
+            self._alerts.send("risk_state", "critical", f"risk governor started HALTED: {self.states.load_error}")
 
     async def on_stop(self) -> None:
         self.canceller.cancel_all_tasks()
@@ -121,16 +172,29 @@ class RiskGovernor(Actor):
 
     def health_detail(self) -> dict[str, str]:
         stats = self.checker.stats
-        return {"ready": str(self.mirror.ready).lower(), "state": self.states.state_of(GLOBAL).state,
-                "epoch": str(self.states.epoch), "approved": str(stats.approved), "rejected": str(stats.rejected),
-                "working": str(len(self.mirror.book.working)), **stats.latency()}
+        return {
+            "ready": str(self.mirror.ready).lower(),
+            "state": self.states.state_of(GLOBAL).state,
+            "epoch": str(self.states.epoch),
+            "approved": str(stats.approved),
+            "rejected": str(stats.rejected),
+            "working": str(len(self.mirror.book.working)),
+            **stats.latency(),
+        }
 
     def _fresh_gateway_client(self, timeout_s: float) -> AsyncClient:
         """A new gateway client whose socket the caller closes after one attempt (no stale backlog)."""
         assert self.ctx is not None
-        return AsyncClient(self.ctx, self.cfg.bus.gateway, service=GATEWAY, stamper=self.stamper,
-                           timeout_s=timeout_s, retries=0, security=self.security,
-                           server_key=self._server_key(GATEWAY))
+        return AsyncClient(
+            self.ctx,
+            self.cfg.bus.gateway,
+            service=GATEWAY,
+            stamper=self.stamper,
+            timeout_s=timeout_s,
+            retries=0,
+            security=self.security,
+            server_key=self._server_key(GATEWAY),
+        )
 
     def _shared_gateway_client(self, timeout_s: float) -> AsyncClient:
         return self.client(GATEWAY, timeout_s=timeout_s, retries=0)
@@ -138,9 +202,15 @@ class RiskGovernor(Actor):
     # -- requests ------------------------------------------------------------------------------------------------
 
     def request_handlers(self) -> Mapping[type, Handler]:
-        return {**super().request_handlers(), CheckOrder: self._check_order, SetTradingState: self._set_state,
-                Kill: self._kill, Resume: self._resume, EnableStrategy: self._enable_strategy,
-                GetRiskState: self._risk_state}
+        return {
+            **super().request_handlers(),
+            CheckOrder: self._check_order,
+            SetTradingState: self._set_state,
+            Kill: self._kill,
+            Resume: self._resume,
+            EnableStrategy: self._enable_strategy,
+            GetRiskState: self._risk_state,
+        }
 
     async def _check_order(self, ctx: CallContext, req: CheckOrder) -> RiskDecision:
         return await self.checker.check(req)
@@ -159,24 +229,35 @@ class RiskGovernor(Actor):
 
     async def _risk_state(self, ctx: CallContext, req: GetRiskState) -> RiskStateReply:
         book = self.mirror.book
-        breakers = {**self.breakers.describe(), "snapshots": str(self.mirror.snapshots),
-                    "working_orders": str(len(book.working)), **self.breakers.describe_pnl()}
+        breakers = {
+            **self.breakers.describe(),
+            "snapshots": str(self.mirror.snapshots),
+            "working_orders": str(len(book.working)),
+            **self.breakers.describe_pnl(),
+        }
         for rec in list(self.canceller.history)[-10:]:
             breakers[f"cancel.{rec.command.command_id}"] = rec.describe()
         non_active = self.states.non_active()
         strategy_states: dict[str, TradingState] = {
-            k.split(":", 1)[1]: v.state for k, v in non_active.items() if k.startswith("strategy:")}  # type: ignore[misc]
+            k.split(":", 1)[1]: v.state for k, v in non_active.items() if k.startswith("strategy:")
+        }  # type: ignore[misc]
         scope_states: dict[str, TradingState] = {k: v.state for k, v in non_active.items()}  # type: ignore[misc]
         global_state: TradingState = self.states.state_of(GLOBAL).state  # type: ignore[assignment]
         symbols = sorted(set(book.account) | book.working_symbols())
         sides = {sym: book.working_qty(sym) for sym in symbols}
-        return RiskStateReply(global_state=global_state, epoch=self.states.epoch,
-                              positions={sym: book.position(sym) for sym in symbols},
-                              working_buy={sym: b for sym, (b, _) in sides.items() if b},
-                              working_sell={sym: s for sym, (_, s) in sides.items() if s},
-                              strategy_states=strategy_states, disabled_strategies=self.states.disabled_strategies(),
-                              limits=self.limits.describe(), breakers=breakers, ready=self.mirror.ready,
-                              scope_states=scope_states)
+        return RiskStateReply(
+            global_state=global_state,
+            epoch=self.states.epoch,
+            positions={sym: book.position(sym) for sym in symbols},
+            working_buy={sym: b for sym, (b, _) in sides.items() if b},
+            working_sell={sym: s for sym, (_, s) in sides.items() if s},
+            strategy_states=strategy_states,
+            disabled_strategies=self.states.disabled_strategies(),
+            limits=self.limits.describe(),
+            breakers=breakers,
+            ready=self.mirror.ready,
+            scope_states=scope_states,
+        )
 
     # -- events --------------------------------------------------------------------------------------------------
 
@@ -223,12 +304,19 @@ class RiskGovernor(Actor):
     def _on_order_status(self, ev: OrderStatusEvent) -> None:
         res = self.mirror.on_order_status(ev)
         if res.rejected and res.strategy:
-            logger.info("risk: {} rejected downstream ({} {}): counts towards the reject rate", ev.order_ref,
-                        ev.status, ev.error_code)
+            logger.info(
+                "risk: {} rejected downstream ({} {}): counts towards the reject rate",
+                ev.order_ref,
+                ev.status,
+                ev.error_code,
+            )
             self.breakers.record_reject_rate(res.strategy, order=False, rejected=True)
         if res.outcome is StatusOutcome.UNKNOWN_WORKING:
-            logger.warning("risk: working order {} ({}) was not known here: counted on both sides, resynchronising",
-                           ev.order_ref, ev.symbol)
+            logger.warning(
+                "risk: working order {} ({}) was not known here: counted on both sides, resynchronising",
+                ev.order_ref,
+                ev.symbol,
+            )
             self.mirror.request_resync(f"unknown working order {ev.order_ref}")
             try:
                 self.quotes.request(Instrument(symbol=ev.symbol))

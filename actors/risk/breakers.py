@@ -89,7 +89,7 @@ def reject_rate_actions(strategy_id: str, rr: RejectRate, *, min_orders: int, ma
     if rr.orders < min_orders or rr.rate < max_rate:
         return []
     scope = f"strategy:{strategy_id}"
-    reason = (f"reject rate {rr.rate:.0%} ({rr.rejects}/{rr.orders} orders) >= reject_rate_max {max_rate:.0%}")
+    reason = f"reject rate {rr.rate:.0%} ({rr.rejects}/{rr.orders} orders) >= reject_rate_max {max_rate:.0%}"
     return [Escalate(scope, "HALTED", reason, ORIGIN_REJECT_RATE), Cancel(scope, reason)]
 
 
@@ -117,8 +117,12 @@ class StaleDataBreaker:
             if age is None or age <= stale_s or symbol in self.tripped:
                 continue
             self.tripped.add(symbol)
-            out.append(Cancel(f"symbol:{symbol}", f"no market data for {symbol} for {age:.1f}s "
-                                                  f"(stale_data_s {stale_s:g}) with working orders"))
+            out.append(
+                Cancel(
+                    f"symbol:{symbol}",
+                    f"no market data for {symbol} for {age:.1f}s (stale_data_s {stale_s:g}) with working orders",
+                )
+            )
         return out
 
 

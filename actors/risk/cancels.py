@@ -44,8 +44,7 @@ class CancelRecord:
         c = self.command
         if self.report is not None:
             r = self.report
-            return (f"{c.scope} acknowledged: cancelled {r.cancelled}, remaining {r.remaining}, "
-                    f"confirmed {r.confirmed}")
+            return f"{c.scope} acknowledged: cancelled {r.cancelled}, remaining {r.remaining}, confirmed {r.confirmed}"
         return f"{c.scope} {'GAVE UP' if self.gave_up else 'pending'} after {self.attempts} attempt(s)"
 
 
@@ -53,8 +52,9 @@ class EmergencyCanceller:
     """Sends emergency cancels (see module docstring): published with ``publish``, delivered over ``gateway``
     (one fresh socket per attempt), failures raised through ``alerts``."""
 
-    def __init__(self, publish: Publish, gateway: GatewayLink, alerts: AlertSender, *,
-                 attempt_timeout_s: float) -> None:
+    def __init__(
+        self, publish: Publish, gateway: GatewayLink, alerts: AlertSender, *, attempt_timeout_s: float
+    ) -> None:
         self._publish = publish
         self._gateway = gateway
         self._alerts = alerts
@@ -65,8 +65,12 @@ class EmergencyCanceller:
     def send(self, scope: str, reason: str, *, command_id: str | None = None) -> asyncio.Task[CancelRecord]:
         """Publish and deliver one emergency cancel. ``command_id`` is the gateway's de-duplication key: a kill
         passes its own kill id, so the kill and its cancel run one sweep; breakers get a fresh id."""
-        cmd = EmergencyCancel(command_id=command_id or f"risk-{uuid.uuid4().hex[:16]}", scope=scope,
-                              reason=reason[:500] or "risk breaker", origin="risk")
+        cmd = EmergencyCancel(
+            command_id=command_id or f"risk-{uuid.uuid4().hex[:16]}",
+            scope=scope,
+            reason=reason[:500] or "risk breaker",
+            origin="risk",
+        )
         rec = CancelRecord(cmd, time.monotonic())
         self.history.append(rec)
         self._publish(topics.EMERGENCY_CANCEL, cmd)
@@ -84,26 +88,49 @@ class EmergencyCanceller:
             reply = await self._gateway.call_once(cmd, self.attempt_timeout_s)
             if isinstance(reply, CancelReport):
                 rec.report = reply
-                logger.info("risk: emergency cancel {} acknowledged: scope={} cancelled={} remaining={} confirmed={}",
-                            cmd.command_id, cmd.scope, reply.cancelled, reply.remaining, reply.confirmed)
+                logger.info(
+                    "risk: emergency cancel {} acknowledged: scope={} cancelled={} remaining={} confirmed={}",
+                    cmd.command_id,
+                    cmd.scope,
+                    reply.cancelled,
+                    reply.remaining,
+                    reply.confirmed,
+                )
                 return rec
             why = f"rejected {reply.code}: {reply.reason}" if isinstance(reply, Rejected) else "no answer"
             elapsed = time.monotonic() - rec.started_mono
-            logger.error("risk: emergency cancel {} (scope {}) attempt {}: gateway {}", cmd.command_id, cmd.scope,
-                         rec.attempts, why)
+            logger.error(
+                "risk: emergency cancel {} (scope {}) attempt {}: gateway {}",
+                cmd.command_id,
+                cmd.scope,
+                rec.attempts,
+                why,
+            )
             if not alerted:
                 alerted = True
-                self._alerts.send(ALERT_KIND, "critical",
-                                  f"gateway has not acknowledged emergency cancel {cmd.command_id} ({cmd.scope}): "
-                                  f"{why}; retrying", command_id=cmd.command_id, scope=cmd.scope)
+                self._alerts.send(
+                    ALERT_KIND,
+                    "critical",
+                    f"gateway has not acknowledged emergency cancel {cmd.command_id} ({cmd.scope}): {why}; retrying",
+                    command_id=cmd.command_id,
+                    scope=cmd.scope,
+                )
             if elapsed > GIVE_UP_AFTER_S:
                 rec.gave_up = True
-                logger.critical("risk: gave up delivering emergency cancel {} (scope {}) after {} attempts",
-                                cmd.command_id, cmd.scope, rec.attempts)
-                self._alerts.send(ALERT_KIND, "critical",
-                                  f"emergency cancel {cmd.command_id} ({cmd.scope}) NOT delivered to the gateway "
-                                  f"after {elapsed:.0f}s: cancel working orders by hand (khazad kill)",
-                                  command_id=cmd.command_id, scope=cmd.scope)
+                logger.critical(
+                    "risk: gave up delivering emergency cancel {} (scope {}) after {} attempts",
+                    cmd.command_id,
+                    cmd.scope,
+                    rec.attempts,
+                )
+                self._alerts.send(
+                    ALERT_KIND,
+                    "critical",
+                    f"emergency cancel {cmd.command_id} ({cmd.scope}) NOT delivered to the gateway "
+                    f"after {elapsed:.0f}s: cancel working orders by hand (khazad kill)",
+                    command_id=cmd.command_id,
+                    scope=cmd.scope,
+                )
                 return rec
             backoff = RETRY_BACKOFF_S[min(rec.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
             await asyncio.sleep(backoff)  # retry timer between delivery attempts, not synchronisation

@@ -122,8 +122,10 @@ def check_state(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: Risk
 
 def check_disabled(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
     if view.disabled_reason is not None:
-        return Verdict(codes.STRATEGY_DISABLED,
-                       f"strategy {order.strategy_id} is disabled ({view.disabled_reason}); EnableStrategy to re-enable")
+        return Verdict(
+            codes.STRATEGY_DISABLED,
+            f"strategy {order.strategy_id} is disabled ({view.disabled_reason}); EnableStrategy to re-enable",
+        )
     return None
 
 
@@ -140,23 +142,27 @@ def check_market_data(order: OrderSpec, view: RiskView, limits: RiskLimits, acct
     if view.ref_price is None or view.tick_age_s is None:
         return Verdict(codes.NO_MARKET_DATA, f"no market data for {sym}: cannot collar or value the order")
     if view.tick_age_s > view.stale_data_s:
-        return Verdict(codes.STALE_MARKET_DATA,
-                       f"market data for {sym} is {view.tick_age_s:.1f}s old (risk.stale_data_s = {view.stale_data_s:g})")
+        return Verdict(
+            codes.STALE_MARKET_DATA,
+            f"market data for {sym} is {view.tick_age_s:.1f}s old (risk.stale_data_s = {view.stale_data_s:g})",
+        )
     return None
 
 
 def check_quantity(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
     if order.quantity > limits.max_order_quantity + EPSILON:
-        return Verdict(codes.MAX_QUANTITY,
-                       f"quantity {order.quantity:g} > max_order_quantity {limits.max_order_quantity:g}")
+        return Verdict(
+            codes.MAX_QUANTITY, f"quantity {order.quantity:g} > max_order_quantity {limits.max_order_quantity:g}"
+        )
     return None
 
 
 def check_notional(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
     notional = order_notional(order, view.ref_price)
     if notional is not None and notional > limits.max_order_notional + EPSILON:
-        return Verdict(codes.MAX_NOTIONAL,
-                       f"notional {notional:,.2f} > max_order_notional {limits.max_order_notional:,.2f}")
+        return Verdict(
+            codes.MAX_NOTIONAL, f"notional {notional:,.2f} > max_order_notional {limits.max_order_notional:,.2f}"
+        )
     return None
 
 
@@ -169,9 +175,11 @@ def check_collar(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: Ris
             continue
         off_pct = abs(price - ref) / ref * 100.0
         if off_pct > limits.price_collar_pct + EPSILON:
-            return Verdict(codes.PRICE_COLLAR,
-                           f"{name} price {price:g} is {off_pct:.2f}% from the market {ref:g} "
-                           f"(price_collar_pct {limits.price_collar_pct:g})")
+            return Verdict(
+                codes.PRICE_COLLAR,
+                f"{name} price {price:g} is {off_pct:.2f}% from the market {ref:g} "
+                f"(price_collar_pct {limits.price_collar_pct:g})",
+            )
     return None
 
 
@@ -180,9 +188,11 @@ def check_reducing(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: R
         book = view.strategy if scope == f"strategy:{order.strategy_id}" else view.account
         if not reduces(book, order):
             whose = "strategy" if book is view.strategy else "account"
-            return Verdict(codes.REDUCING,
-                           f"{scope} is REDUCING and this order does not reduce the {whose} exposure "
-                           f"(position {book.position:g}, working buy {book.working_buy:g} / sell {book.working_sell:g})")
+            return Verdict(
+                codes.REDUCING,
+                f"{scope} is REDUCING and this order does not reduce the {whose} exposure "
+                f"(position {book.position:g}, working buy {book.working_buy:g} / sell {book.working_sell:g})",
+            )
     return None
 
 
@@ -194,8 +204,10 @@ def check_duplicate(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: 
 
 def check_rate(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
     if view.rate_tokens < 1.0:
-        return Verdict(codes.ORDER_RATE, f"strategy {order.strategy_id} exceeds max_orders_per_second "
-                                         f"{limits.max_orders_per_second:g}")
+        return Verdict(
+            codes.ORDER_RATE,
+            f"strategy {order.strategy_id} exceeds max_orders_per_second {limits.max_orders_per_second:g}",
+        )
     return None
 
 
@@ -205,9 +217,11 @@ def check_position(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: R
             continue
         projected = _side_projection(book, order)
         if abs(projected) > lim.max_position + EPSILON and abs(projected) > abs(book.position) - EPSILON:
-            return Verdict(codes.MAX_POSITION,
-                           f"{whose} position in {order.instrument.symbol} could reach {projected:g} "
-                           f"(position {book.position:g} + working + this order) > max_position {lim.max_position:g}")
+            return Verdict(
+                codes.MAX_POSITION,
+                f"{whose} position in {order.instrument.symbol} could reach {projected:g} "
+                f"(position {book.position:g} + working + this order) > max_position {lim.max_position:g}",
+            )
     return None
 
 
@@ -218,9 +232,11 @@ def check_gross(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: Risk
             continue
         projected = book.gross_exposure + notional
         if projected > lim.max_gross_exposure + EPSILON:
-            return Verdict(codes.MAX_GROSS_EXPOSURE,
-                           f"{whose} gross exposure would be {projected:,.2f} (positions + working orders + this "
-                           f"order) > max_gross_exposure {lim.max_gross_exposure:,.2f}")
+            return Verdict(
+                codes.MAX_GROSS_EXPOSURE,
+                f"{whose} gross exposure would be {projected:,.2f} (positions + working orders + this "
+                f"order) > max_gross_exposure {lim.max_gross_exposure:,.2f}",
+            )
     return None
 
 
@@ -233,23 +249,38 @@ def check_buying_power(order: OrderSpec, view: RiskView, limits: RiskLimits, acc
     required = (order_notional(order, view.ref_price) or 0.0) * ratio
     available = view.buying_power - view.working_notional * ratio
     if required > available + EPSILON:
-        return Verdict(codes.BUYING_POWER,
-                       f"needs {required:,.2f} of buying power (notional x min_buying_power_ratio {ratio:g}), "
-                       f"{available:,.2f} available after working orders")
+        return Verdict(
+            codes.BUYING_POWER,
+            f"needs {required:,.2f} of buying power (notional x min_buying_power_ratio {ratio:g}), "
+            f"{available:,.2f} available after working orders",
+        )
     return None
 
 
 CHECKS = (
-    check_ready, check_state, check_disabled, check_restricted, check_market_data, check_quantity, check_notional,
-    check_collar, check_reducing, check_duplicate, check_rate, check_position, check_gross, check_buying_power,
+    check_ready,
+    check_state,
+    check_disabled,
+    check_restricted,
+    check_market_data,
+    check_quantity,
+    check_notional,
+    check_collar,
+    check_reducing,
+    check_duplicate,
+    check_rate,
+    check_position,
+    check_gross,
+    check_buying_power,
 )
 
 #: The checks that do not need market data or exposure: run before the governor waits for a first tick.
 EARLY_CHECKS = (check_ready, check_state, check_disabled, check_restricted, check_quantity)
 
 
-def evaluate(order: OrderSpec, view: RiskView, limits: RiskLimits, account_limits: RiskLimits,
-             checks: tuple = CHECKS) -> Verdict:
+def evaluate(
+    order: OrderSpec, view: RiskView, limits: RiskLimits, account_limits: RiskLimits, checks: tuple = CHECKS
+) -> Verdict:
     """Run the checks in order; the first rejection is the verdict."""
     for check in checks:
         verdict = check(order, view, limits, account_limits)

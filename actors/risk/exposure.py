@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bus.messages import (
-    CommissionEvent, FillEvent, IbOrder, Instrument, OrderSpec, OrderStatusEvent, Position, is_done_status,
+    CommissionEvent,
+    FillEvent,
+    IbOrder,
+    Instrument,
+    OrderSpec,
+    OrderStatusEvent,
+    Position,
+    is_done_status,
     parse_order_ref,
 )
 
@@ -143,8 +150,11 @@ class StatusResult:
 def is_rejection(ev: OrderStatusEvent) -> bool:
     if ev.status == "GatewayRejected":
         return True
-    return (ev.status in ("Cancelled", "ApiCancelled", "Inactive") and ev.error_code is not None
-            and ev.error_code not in CANCEL_CONFIRM_CODES)
+    return (
+        ev.status in ("Cancelled", "ApiCancelled", "Inactive")
+        and ev.error_code is not None
+        and ev.error_code not in CANCEL_CONFIRM_CODES
+    )
 
 
 class ExposureBook:
@@ -211,11 +221,20 @@ class ExposureBook:
         ref = order.order_ref
         prev = self.working.get(ref)
         filled = prev.filled if prev is not None else 0.0
-        self._put(WorkingOrder(
-            order_ref=ref, strategy=order.strategy_id, symbol=order.instrument.symbol, side=order.side,
-            quantity=max(order.quantity, filled), filled=filled, price=order_price(order),
-            multiplier=multiplier_of(order.instrument), pending=prev is None or prev.pending,
-            expires_mono=expires_mono if prev is None or prev.pending else math.inf))
+        self._put(
+            WorkingOrder(
+                order_ref=ref,
+                strategy=order.strategy_id,
+                symbol=order.instrument.symbol,
+                side=order.side,
+                quantity=max(order.quantity, filled),
+                filled=filled,
+                price=order_price(order),
+                multiplier=multiplier_of(order.instrument),
+                pending=prev is None or prev.pending,
+                expires_mono=expires_mono if prev is None or prev.pending else math.inf,
+            )
+        )
 
     def expire_pending(self, now: float) -> list[str]:
         """Forget approvals that never showed up at the gateway; returns their order refs."""
@@ -238,8 +257,17 @@ class ExposureBook:
         if w is None:
             if not ev.symbol:
                 return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.symbol)
-            w = WorkingOrder(order_ref=ev.order_ref, strategy=strategy_of(ev.order_ref), symbol=ev.symbol, side=None,
-                             quantity=0.0, filled=0.0, price=None, multiplier=1.0, pending=False)
+            w = WorkingOrder(
+                order_ref=ev.order_ref,
+                strategy=strategy_of(ev.order_ref),
+                symbol=ev.symbol,
+                side=None,
+                quantity=0.0,
+                filled=0.0,
+                price=None,
+                multiplier=1.0,
+                pending=False,
+            )
             outcome = StatusOutcome.UNKNOWN_WORKING
         else:
             self._contribute(w, -1.0)
@@ -261,10 +289,16 @@ class ExposureBook:
             if is_done_status(o.status):
                 continue
             self.working[o.order_ref] = WorkingOrder(
-                order_ref=o.order_ref, strategy=strategy_of(o.order_ref), symbol=o.instrument.symbol, side=o.side,
-                quantity=o.filled + o.remaining if (o.filled or o.remaining) else o.quantity, filled=o.filled,
+                order_ref=o.order_ref,
+                strategy=strategy_of(o.order_ref),
+                symbol=o.instrument.symbol,
+                side=o.side,
+                quantity=o.filled + o.remaining if (o.filled or o.remaining) else o.quantity,
+                filled=o.filled,
                 price=o.limit_price if o.limit_price is not None else o.stop_price,
-                multiplier=multiplier_of(o.instrument), pending=False)
+                multiplier=multiplier_of(o.instrument),
+                pending=False,
+            )
         self._rebuild_aggregates()
 
     # -- fills, commissions, positions ---------------------------------------------------------------------------
@@ -287,8 +321,7 @@ class ExposureBook:
         self._apply(strategy, symbol, signed, ev.price, mult, account_too)
         return True
 
-    def _apply(self, strategy: str, symbol: str, signed: float, price: float, mult: float,
-               account_too: bool) -> None:
+    def _apply(self, strategy: str, symbol: str, signed: float, price: float, mult: float, account_too: bool) -> None:
         if strategy:
             lot = self.lots.get((strategy, symbol))
             if lot is None:
@@ -319,8 +352,8 @@ class ExposureBook:
     def on_position(self, p: Position) -> None:
         """IB's position is the truth for the account book (it replaces what our fills moved)."""
         self.account[p.instrument.symbol] = AccountPosition(
-            qty=p.quantity, multiplier=multiplier_of(p.instrument), market_price=p.market_price,
-            avg_cost=p.avg_cost)
+            qty=p.quantity, multiplier=multiplier_of(p.instrument), market_price=p.market_price, avg_cost=p.avg_cost
+        )
 
     def load_positions(self, positions: Iterable[Position]) -> None:
         self.account = {}

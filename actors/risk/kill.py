@@ -35,8 +35,9 @@ WorkingInScope = Callable[[str], list[str]]
 class KillSwitch:
     """Kill requests and broadcasts (see module docstring)."""
 
-    def __init__(self, states: TradingStateKeeper, canceller: EmergencyCanceller,
-                 working_in_scope: WorkingInScope) -> None:
+    def __init__(
+        self, states: TradingStateKeeper, canceller: EmergencyCanceller, working_in_scope: WorkingInScope
+    ) -> None:
         self._states = states
         self._canceller = canceller
         self._working_in_scope = working_in_scope
@@ -53,20 +54,34 @@ class KillSwitch:
         task = self._canceller.send(kill.scope, f"kill {kill.kill_id}: {kill.reason}", command_id=kill.kill_id)
         done, _ = await asyncio.wait({task}, timeout=KILL_REPLY_WAIT_S)
         scope_state: TradingState = self._states.state_of(kill.scope).state  # type: ignore[assignment]
-        report = (task.result().report if done and not task.cancelled() and task.exception() is None
-                  else None)
+        report = task.result().report if done and not task.cancelled() and task.exception() is None else None
         elapsed_ms = (time.monotonic() - t0) * 1000
         if report is not None:
-            return CancelReport(command_id=kill.kill_id, scope=kill.scope, trading_state=scope_state,
-                                epoch=self._states.epoch, cancelled=report.cancelled, remaining=report.remaining,
-                                remaining_order_refs=report.remaining_order_refs, elapsed_ms=elapsed_ms,
-                                confirmed=report.confirmed, detail=f"halted by risk; gateway: {report.detail}")
+            return CancelReport(
+                command_id=kill.kill_id,
+                scope=kill.scope,
+                trading_state=scope_state,
+                epoch=self._states.epoch,
+                cancelled=report.cancelled,
+                remaining=report.remaining,
+                remaining_order_refs=report.remaining_order_refs,
+                elapsed_ms=elapsed_ms,
+                confirmed=report.confirmed,
+                detail=f"halted by risk; gateway: {report.detail}",
+            )
         working = self._working_in_scope(kill.scope)
-        return CancelReport(command_id=kill.kill_id, scope=kill.scope, trading_state=scope_state,
-                            epoch=self._states.epoch, cancelled=0, remaining=len(working),
-                            remaining_order_refs=working[:REPORT_REFS], elapsed_ms=elapsed_ms, confirmed=False,
-                            detail="halted by risk; the gateway has not acknowledged the emergency cancel yet "
-                                   "(still retrying)")
+        return CancelReport(
+            command_id=kill.kill_id,
+            scope=kill.scope,
+            trading_state=scope_state,
+            epoch=self._states.epoch,
+            cancelled=0,
+            remaining=len(working),
+            remaining_order_refs=working[:REPORT_REFS],
+            elapsed_ms=elapsed_ms,
+            confirmed=False,
+            detail="halted by risk; the gateway has not acknowledged the emergency cancel yet (still retrying)",
+        )
 
     def _halt(self, kill: Kill, sender: str) -> None:
         if kill.kill_id in self.seen:
@@ -74,7 +89,9 @@ class KillSwitch:
         self.seen[kill.kill_id] = None
         while len(self.seen) > KILL_MEMORY:
             self.seen.popitem(last=False)
-        logger.critical("risk: KILL {} scope={} from {}: {}", kill.kill_id, kill.scope, kill.origin or sender,
-                        kill.reason)
-        self._states.apply(kill.scope, HALTED, f"kill {kill.kill_id}: {kill.reason}", kill.origin or sender,
-                           Authority.OPERATOR)
+        logger.critical(
+            "risk: KILL {} scope={} from {}: {}", kill.kill_id, kill.scope, kill.origin or sender, kill.reason
+        )
+        self._states.apply(
+            kill.scope, HALTED, f"kill {kill.kill_id}: {kill.reason}", kill.origin or sender, Authority.OPERATOR
+        )

@@ -86,6 +86,6 @@ class MarketBook:
             ev = self._first_tick[symbol] = asyncio.Event()
         try:
             await asyncio.wait_for(ev.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self.reference(symbol) is not None

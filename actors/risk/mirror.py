@@ -66,8 +66,9 @@ class GatewayMirror:
             return False
         restarted = self.incarnation != 0
         if restarted:
-            logger.warning("risk: gateway restarted (incarnation {} -> {}): resynchronising", self.incarnation,
-                           incarnation)
+            logger.warning(
+                "risk: gateway restarted (incarnation {} -> {}): resynchronising", self.incarnation, incarnation
+            )
             self.request_resync("gateway restarted")
         self.incarnation = incarnation
         return restarted
@@ -157,9 +158,14 @@ class GatewayMirror:
         first = not self.ready
         self.ready = True
         self.snapshots += 1
-        logger.info("risk: gateway snapshot applied: {} open order(s), {} position(s), {} new execution(s), "
-                    "connection {}{}", len(snap.open_orders), len(snap.positions), new_fills, snap.connection,
-                    "; accepting orders" if first else "")
+        logger.info(
+            "risk: gateway snapshot applied: {} open order(s), {} position(s), {} new execution(s), connection {}{}",
+            len(snap.open_orders),
+            len(snap.positions),
+            new_fills,
+            snap.connection,
+            "; accepting orders" if first else "",
+        )
         if self._listener is not None:
             self._listener(snap)
 

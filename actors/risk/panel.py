@@ -18,8 +18,20 @@ import time
 from loguru import logger
 
 from actors.risk.breakers import (
-    ORIGIN_DAILY_LOSS, ORIGIN_DISCONNECT, ORIGIN_FILL_THROTTLE, ORIGIN_REJECT_RATE, UP_STATE, Action, Cancel,
-    DailyLossBreaker, Disable, DisconnectBreaker, Escalate, Lift, StaleDataBreaker, fill_throttle_actions,
+    ORIGIN_DAILY_LOSS,
+    ORIGIN_DISCONNECT,
+    ORIGIN_FILL_THROTTLE,
+    ORIGIN_REJECT_RATE,
+    UP_STATE,
+    Action,
+    Cancel,
+    DailyLossBreaker,
+    Disable,
+    DisconnectBreaker,
+    Escalate,
+    Lift,
+    StaleDataBreaker,
+    fill_throttle_actions,
     reject_rate_actions,
 )
 from actors.risk.cancels import CancelRecord, EmergencyCanceller
@@ -40,9 +52,16 @@ STRATEGY_BREAKER_ORIGINS = frozenset({ORIGIN_DAILY_LOSS, ORIGIN_REJECT_RATE, ORI
 class BreakerPanel:
     """The circuit breakers and their actions (see module docstring)."""
 
-    def __init__(self, risk: RiskConfig, limits: LimitTable, states: TradingStateKeeper,
-                 canceller: EmergencyCanceller, alerts: AlertSender, quotes: MarketDataFeed,
-                 gateway: GatewayMirror) -> None:
+    def __init__(
+        self,
+        risk: RiskConfig,
+        limits: LimitTable,
+        states: TradingStateKeeper,
+        canceller: EmergencyCanceller,
+        alerts: AlertSender,
+        quotes: MarketDataFeed,
+        gateway: GatewayMirror,
+    ) -> None:
         self._risk = risk
         self._limits = limits
         self._states = states
@@ -52,8 +71,7 @@ class BreakerPanel:
         self._gateway = gateway
         self.daily_loss = DailyLossBreaker()
         self.stale = StaleDataBreaker()
-        self.disconnect = DisconnectBreaker(risk.on_disconnect, risk.cancel_on_disconnect,
-                                            risk.resume_after_reconnect)
+        self.disconnect = DisconnectBreaker(risk.on_disconnect, risk.cancel_on_disconnect, risk.resume_after_reconnect)
         self.fill_counts = SlidingCount()
         self.reject_rates = RejectRateTracker()
         self.day = dt.date.today()
@@ -95,8 +113,9 @@ class BreakerPanel:
         """One live fill of ``strategy``: the repeated-execution throttle."""
         limits = self._limits.for_strategy(strategy)
         count = self.fill_counts.add(strategy, now, limits.fill_window_s)
-        actions = fill_throttle_actions(strategy, count, max_fills=limits.max_fills_per_window,
-                                        window_s=limits.fill_window_s)
+        actions = fill_throttle_actions(
+            strategy, count, max_fills=limits.max_fills_per_window, window_s=limits.fill_window_s
+        )
         if actions:
             self.fill_counts.reset(strategy)
             self.execute(actions)
@@ -108,8 +127,9 @@ class BreakerPanel:
     def record_reject_rate(self, strategy: str, *, order: bool, rejected: bool) -> None:
         now = time.monotonic()
         rr = self.reject_rates.record(strategy, now, self._risk.reject_rate_window_s, order=order, rejected=rejected)
-        actions = reject_rate_actions(strategy, rr, min_orders=self._risk.reject_rate_min_orders,
-                                      max_rate=self._risk.reject_rate_max)
+        actions = reject_rate_actions(
+            strategy, rr, min_orders=self._risk.reject_rate_min_orders, max_rate=self._risk.reject_rate_max
+        )
         if actions:
             self.reject_rates.reset(strategy)
             self.execute(actions)
@@ -138,11 +158,17 @@ class BreakerPanel:
     async def _probe(self, silent_s: float) -> None:
         state = await self._gateway.probe()
         if state == UP_STATE:
-            logger.info("risk: no gateway heartbeat for {:.1f}s but it answers READY: the bus or this process "
-                        "stalled, not the gateway", silent_s)
+            logger.info(
+                "risk: no gateway heartbeat for {:.1f}s but it answers READY: the bus or this process "
+                "stalled, not the gateway",
+                silent_s,
+            )
             return
-        self.execute(self.disconnect.went_down(
-            f"gateway heartbeats stopped {silent_s:.1f}s ago and a direct probe found it {state}"))
+        self.execute(
+            self.disconnect.went_down(
+                f"gateway heartbeats stopped {silent_s:.1f}s ago and a direct probe found it {state}"
+            )
+        )
 
     def _daily_loss_actions(self) -> list[Action]:
         price_of = self._quotes.reference
@@ -152,8 +178,9 @@ class BreakerPanel:
             pnl = book.total_pnl(price_of)
         actions = self.daily_loss.evaluate(GLOBAL, pnl, self._limits.account.daily_loss_limit)
         for sid in sorted(book.strategies()):
-            actions += self.daily_loss.evaluate(strategy_scope(sid), book.strategy_pnl(sid, price_of),
-                                                self._limits.for_strategy(sid).daily_loss_limit)
+            actions += self.daily_loss.evaluate(
+                strategy_scope(sid), book.strategy_pnl(sid, price_of), self._limits.for_strategy(sid).daily_loss_limit
+            )
         return actions
 
     # -- operator ------------------------------------------------------------------------------------------------
@@ -165,8 +192,11 @@ class BreakerPanel:
         try:
             was_disabled = self._states.enable(sid)
         except PersistError as exc:
-            return Rejected(code="persist_failed", reason=f"strategy {sid} stays disabled: {exc}",
-                            request_type=tag_of(EnableStrategy))
+            return Rejected(
+                code="persist_failed",
+                reason=f"strategy {sid} stays disabled: {exc}",
+                request_type=tag_of(EnableStrategy),
+            )
         self.fill_counts.reset(sid)
         self.reject_rates.reset(sid)
         scope = strategy_scope(sid)
@@ -174,13 +204,26 @@ class BreakerPanel:
         lifted = False
         if current.state != ACTIVE and current.origin in STRATEGY_BREAKER_ORIGINS:
             try:
-                lifted = self._states.apply(scope, ACTIVE, f"re-enabled: {req.reason}", req.origin or sender,
-                                            Authority.OPERATOR) is not None
+                lifted = (
+                    self._states.apply(
+                        scope, ACTIVE, f"re-enabled: {req.reason}", req.origin or sender, Authority.OPERATOR
+                    )
+                    is not None
+                )
             except PersistError as exc:
-                return Rejected(code="persist_failed", reason=f"{scope} stays {current.state}: {exc}",
-                                request_type=tag_of(EnableStrategy))
-        logger.warning("risk: strategy {} re-enabled by {} ({}): was disabled={}, breaker state lifted={}", sid,
-                       req.origin or sender, req.reason, was_disabled, lifted)
+                return Rejected(
+                    code="persist_failed",
+                    reason=f"{scope} stays {current.state}: {exc}",
+                    request_type=tag_of(EnableStrategy),
+                )
+        logger.warning(
+            "risk: strategy {} re-enabled by {} ({}): was disabled={}, breaker state lifted={}",
+            sid,
+            req.origin or sender,
+            req.reason,
+            was_disabled,
+            lifted,
+        )
         remaining = self._states.state_of(scope)
         detail = f"strategy {sid} enabled" if (was_disabled or lifted) else f"strategy {sid} was not disabled"
         if remaining.state != ACTIVE:
@@ -200,8 +243,13 @@ class BreakerPanel:
                 except PersistError:  # escalations are applied even unpersisted; cannot happen, but never crash
                     change = None
                 if change is not None:
-                    self._alerts.send(a.origin.replace("risk.", "breaker_"), "critical",
-                                      f"{a.scope} -> {a.state}: {a.reason}", scope=a.scope, origin=a.origin)
+                    self._alerts.send(
+                        a.origin.replace("risk.", "breaker_"),
+                        "critical",
+                        f"{a.scope} -> {a.state}: {a.reason}",
+                        scope=a.scope,
+                        origin=a.origin,
+                    )
             elif isinstance(a, Lift):
                 pending = cancels.get(a.scope)
                 if pending is None:
@@ -213,15 +261,23 @@ class BreakerPanel:
             elif isinstance(a, Disable):
                 if self._states.disable(a.strategy_id, a.reason):
                     logger.critical("risk: strategy {} DISABLED: {}", a.strategy_id, a.reason)
-                    self._alerts.send("breaker_fill_throttle", "critical",
-                                      f"strategy {a.strategy_id} disabled: {a.reason}", strategy=a.strategy_id)
+                    self._alerts.send(
+                        "breaker_fill_throttle",
+                        "critical",
+                        f"strategy {a.strategy_id} disabled: {a.reason}",
+                        strategy=a.strategy_id,
+                    )
 
     def _lift_after_cancel(self, task: asyncio.Task[CancelRecord], *, lift: Lift) -> None:
         if task.cancelled() or task.exception() is not None or task.result().report is None:
             logger.critical("risk: {} stays restricted: its emergency cancel was not acknowledged", lift.scope)
-            self._alerts.send("breaker_lift", "critical", f"{lift.scope} not lifted ({lift.origin}): the emergency "
-                              f"cancel was not acknowledged by the gateway; Resume by hand once working orders are "
-                              f"checked")
+            self._alerts.send(
+                "breaker_lift",
+                "critical",
+                f"{lift.scope} not lifted ({lift.origin}): the emergency "
+                f"cancel was not acknowledged by the gateway; Resume by hand once working orders are "
+                f"checked",
+            )
             return
         self._states.lift(lift.scope, lift.reason, lift.origin)
 

@@ -61,5 +61,7 @@ class AlertSender:
         self.source = source
 
     def send(self, kind: str, severity: Severity, message: str, **detail: str) -> None:
-        self._publish(topics.alert(kind), Alert(kind=kind, severity=severity, message=message[:2000],
-                                                source=self.source, detail=detail))
+        self._publish(
+            topics.alert(kind),
+            Alert(kind=kind, severity=severity, message=message[:2000], source=self.source, detail=detail),
+        )

@@ -79,8 +79,17 @@ class PreTradeChecker:
     """Answers ``CheckOrder`` (see module docstring). Reads the trading states, the quotes and the gateway mirror;
     writes only the pending reservation, its own throttles and its decisions."""
 
-    def __init__(self, risk: RiskConfig, limits: LimitTable, states: TradingStateKeeper, quotes: MarketDataFeed,
-                 gateway: GatewayMirror, signer: ApprovalSigner, publish: Publish, count: CountDecision) -> None:
+    def __init__(
+        self,
+        risk: RiskConfig,
+        limits: LimitTable,
+        states: TradingStateKeeper,
+        quotes: MarketDataFeed,
+        gateway: GatewayMirror,
+        signer: ApprovalSigner,
+        publish: Publish,
+        count: CountDecision,
+    ) -> None:
         self._risk = risk
         self._limits = limits
         self._states = states
@@ -117,30 +126,60 @@ class PreTradeChecker:
         elapsed = time.perf_counter_ns() - t0
         self._after_decision(order, verdict, elapsed, req.is_modify)
         trading_state: TradingState = state  # type: ignore[assignment]  # effective() gives one of STATES
-        return RiskDecision(approved=verdict.approved, code=verdict.code, reason=verdict.reason, approval=approval,
-                            trading_state=trading_state)
+        return RiskDecision(
+            approved=verdict.approved,
+            code=verdict.code,
+            reason=verdict.reason,
+            approval=approval,
+            trading_state=trading_state,
+        )
 
     def _after_decision(self, order: OrderSpec, verdict: Verdict, elapsed_ns: int, is_modify: bool) -> None:
         what = "modify" if is_modify else "order"
         self.stats.record(verdict.approved, elapsed_ns)
         if verdict.approved:
-            logger.info("risk: APPROVED {} {} {} {:g} {} {}{} ({:.0f}us)", what, order.order_ref, order.side,
-                        order.quantity, order.instrument.symbol, order.order_type,
-                        f" @{order.limit_price:g}" if order.limit_price is not None else "", elapsed_ns / 1e3)
+            logger.info(
+                "risk: APPROVED {} {} {} {:g} {} {}{} ({:.0f}us)",
+                what,
+                order.order_ref,
+                order.side,
+                order.quantity,
+                order.instrument.symbol,
+                order.order_type,
+                f" @{order.limit_price:g}" if order.limit_price is not None else "",
+                elapsed_ns / 1e3,
+            )
         else:
-            logger.info("risk: REJECTED {} {} {}: {} ({:.0f}us)", what, order.order_ref, verdict.code,
-                        verdict.reason, elapsed_ns / 1e3)
-        self._publish(topics.risk_decision(order.strategy_id),
-                      RiskDecisionEvent(order_ref=order.order_ref, approved=verdict.approved, code=verdict.code,
-                                        reason=verdict.reason, check_ns=elapsed_ns))
+            logger.info(
+                "risk: REJECTED {} {} {}: {} ({:.0f}us)",
+                what,
+                order.order_ref,
+                verdict.code,
+                verdict.reason,
+                elapsed_ns / 1e3,
+            )
+        self._publish(
+            topics.risk_decision(order.strategy_id),
+            RiskDecisionEvent(
+                order_ref=order.order_ref,
+                approved=verdict.approved,
+                code=verdict.code,
+                reason=verdict.reason,
+                check_ns=elapsed_ns,
+            ),
+        )
         if verdict.code not in codes.NOT_COUNTED_FOR_REJECT_RATE:
             self._count(order.strategy_id, not verdict.approved)
 
     def _early_view(self, order: OrderSpec) -> RiskView:
         state, scopes = self._states.effective(order.strategy_id, order.instrument.symbol)
-        return RiskView(ready=self._gateway.ready, state=state, state_scopes=tuple(scopes),
-                        disabled_reason=self._states.disabled_reason(order.strategy_id),
-                        restricted=self._limits.restricted(order.strategy_id))
+        return RiskView(
+            ready=self._gateway.ready,
+            state=state,
+            state_scopes=tuple(scopes),
+            disabled_reason=self._states.disabled_reason(order.strategy_id),
+            restricted=self._limits.restricted(order.strategy_id),
+        )
 
     def _view(self, order: OrderSpec, now: float) -> RiskView:
         sid, sym, ref = order.strategy_id, order.instrument.symbol, order.order_ref
@@ -151,16 +190,28 @@ class PreTradeChecker:
         s_buy, s_sell = book.working_qty(sym, sid, exclude=ref)
         a_buy, a_sell = book.working_qty(sym, None, exclude=ref)
         return RiskView(
-            ready=self._gateway.ready, state=state, state_scopes=tuple(scopes),
+            ready=self._gateway.ready,
+            state=state,
+            state_scopes=tuple(scopes),
             reducing_scopes=self._states.reducing(scopes),
-            disabled_reason=self._states.disabled_reason(sid), restricted=self._limits.restricted(sid),
-            ref_price=self._quotes.reference(sym), tick_age_s=self._quotes.age(sym, now),
+            disabled_reason=self._states.disabled_reason(sid),
+            restricted=self._limits.restricted(sid),
+            ref_price=self._quotes.reference(sym),
+            tick_age_s=self._quotes.age(sym, now),
             unknown_symbol_reason=self._quotes.unknown_reason(sym),
             stale_data_s=self._risk.stale_data_s,
-            strategy=BookView(position=book.position(sym, sid), working_buy=s_buy, working_sell=s_sell,
-                              gross_exposure=book.gross(price_of, sid, exclude=ref)),
-            account=BookView(position=book.position(sym), working_buy=a_buy, working_sell=a_sell,
-                             gross_exposure=book.gross(price_of, None, exclude=ref)),
+            strategy=BookView(
+                position=book.position(sym, sid),
+                working_buy=s_buy,
+                working_sell=s_sell,
+                gross_exposure=book.gross(price_of, sid, exclude=ref),
+            ),
+            account=BookView(
+                position=book.position(sym),
+                working_buy=a_buy,
+                working_sell=a_sell,
+                gross_exposure=book.gross(price_of, None, exclude=ref),
+            ),
             buying_power=self._gateway.account.buying_power,
             working_notional=book.working_notional(price_of, None, exclude=ref),
             rate_tokens=self.rate.tokens(sid, limits.max_orders_per_second, now),

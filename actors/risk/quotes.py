@@ -22,8 +22,17 @@ from bus.messages import Instrument, MarketDataAck, Rejected, SubscribeMarketDat
 #: do not ask the gateway again for a symbol's market data more often than this
 MD_RETRY_S = 5.0
 #: gateway rejections of SubscribeMarketData that mean "no such instrument"
-UNKNOWN_SYMBOL_REPLY_CODES = frozenset({"unknown_symbol", "unknown_contract", "not_found", "bad_request",
-                                        "ambiguous_contract", "no_contract", "contract_not_found"})
+UNKNOWN_SYMBOL_REPLY_CODES = frozenset(
+    {
+        "unknown_symbol",
+        "unknown_contract",
+        "not_found",
+        "bad_request",
+        "ambiguous_contract",
+        "no_contract",
+        "contract_not_found",
+    }
+)
 
 
 class MarketDataFeed:
@@ -111,8 +120,9 @@ class MarketDataFeed:
 
     async def _subscribe(self, instrument: Instrument) -> None:
         sym = instrument.symbol
-        reply = await self._gateway.call(SubscribeMarketData(instrument=instrument, subscriber=self.subscriber),
-                                         max(self.wait_s, 1.0))
+        reply = await self._gateway.call(
+            SubscribeMarketData(instrument=instrument, subscriber=self.subscriber), max(self.wait_s, 1.0)
+        )
         if reply is None:
             logger.warning("risk: gateway did not answer SubscribeMarketData({})", sym)
             self.requested.pop(sym, None)

@@ -13,10 +13,18 @@ from pathlib import Path
 from loguru import logger
 
 from actors.risk.breakers import ORIGIN_GATEWAY
-from actors.risk.trading_state import (
-    ACTIVE, GLOBAL, REDUCING, Authority, Change, PersistError, ScopeState, TradingStates, TransitionRefused,
-)
 from actors.risk.ports import Publish
+from actors.risk.trading_state import (
+    ACTIVE,
+    GLOBAL,
+    REDUCING,
+    Authority,
+    Change,
+    PersistError,
+    ScopeState,
+    TradingStates,
+    TransitionRefused,
+)
 from bus import topics
 from bus.messages import Ack, Rejected, TradingState, TradingStateEvent
 
@@ -32,7 +40,7 @@ class TradingStateKeeper:
         self._publish = publish
 
     @classmethod
-    def load(cls, path: Path, publish: Publish) -> "TradingStateKeeper":
+    def load(cls, path: Path, publish: Publish) -> TradingStateKeeper:
         """The persisted table at ``path`` (an unreadable one starts HALTED: see :attr:`load_error`)."""
         return cls(TradingStates.load(path), publish)
 
@@ -81,8 +89,15 @@ class TradingStateKeeper:
             return None
         new = change.new
         log = logger.warning if new.state != ACTIVE else logger.info
-        log("risk: trading state {} {} -> {} (epoch {}, by {}): {}", scope, change.old.state, new.state, new.epoch,
-            origin, new.reason or reason)
+        log(
+            "risk: trading state {} {} -> {} (epoch {}, by {}): {}",
+            scope,
+            change.old.state,
+            new.state,
+            new.epoch,
+            origin,
+            new.reason or reason,
+        )
         self._announce(scope, new, (new.reason or reason)[:500], origin)
         return change
 
@@ -91,8 +106,11 @@ class TradingStateKeeper:
         try:
             change = self.apply(scope, state, reason, origin, Authority.OPERATOR)
         except PersistError as exc:
-            return Rejected(code="persist_failed", reason=f"{scope} stays {self._states.get(scope).state}: {exc}",
-                            request_type="set_trading_state")
+            return Rejected(
+                code="persist_failed",
+                reason=f"{scope} stays {self._states.get(scope).state}: {exc}",
+                request_type="set_trading_state",
+            )
         current = self._states.get(scope)
         if change is not None and not change.persisted:
             return Ack(detail=f"{scope} {current.state} (epoch {self._states.epoch}) NOT persisted")
@@ -129,11 +147,17 @@ class TradingStateKeeper:
         be halted)."""
         for scope, st in self._states.non_active().items():
             self._announce(scope, st, st.reason or "risk governor restarted", st.origin or RESTART_ORIGIN)
-        logger.info("risk: started; global {} (epoch {}), {} scope(s) not ACTIVE, {} strategy(ies) disabled",
-                    self._states.get(GLOBAL).state, self._states.epoch, len(self._states.non_active()),
-                    len(self._states.disabled))
+        logger.info(
+            "risk: started; global {} (epoch {}), {} scope(s) not ACTIVE, {} strategy(ies) disabled",
+            self._states.get(GLOBAL).state,
+            self._states.epoch,
+            len(self._states.non_active()),
+            len(self._states.disabled),
+        )
 
     def _announce(self, scope: str, st: ScopeState, reason: str, origin: str) -> None:
         state: TradingState = st.state  # type: ignore[assignment]  # the table holds only STATES
-        self._publish(topics.TRADING_STATE, TradingStateEvent(scope=scope, state=state, epoch=st.epoch,
-                                                              reason=reason, origin=origin))
+        self._publish(
+            topics.TRADING_STATE,
+            TradingStateEvent(scope=scope, state=state, epoch=st.epoch, reason=reason, origin=origin),
+        )

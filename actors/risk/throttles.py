@@ -56,8 +56,22 @@ class SlidingCount:
 def duplicate_key(order: OrderSpec) -> tuple[object, ...]:
     """What makes two orders "the same order": everything but the client order id."""
     i = order.instrument
-    return (i.symbol, i.sec_type, i.exchange, i.currency, i.last_trade_date, i.multiplier, i.con_id, order.side,
-            order.quantity, order.order_type, order.limit_price, order.stop_price, order.tif, order.outside_rth)
+    return (
+        i.symbol,
+        i.sec_type,
+        i.exchange,
+        i.currency,
+        i.last_trade_date,
+        i.multiplier,
+        i.con_id,
+        order.side,
+        order.quantity,
+        order.order_type,
+        order.limit_price,
+        order.stop_price,
+        order.tif,
+        order.outside_rth,
+    )
 
 
 class DuplicateDetector:

@@ -68,20 +68,31 @@ class ScopeState:
     epoch: int = 0
     wall_ns: int = 0
     #: what a breaker's state covered: restored when that breaker lifts its own state
-    prior: "ScopeState | None" = None
+    prior: ScopeState | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"state": self.state, "reason": self.reason, "origin": self.origin, "epoch": self.epoch,
-                "wall_ns": self.wall_ns, "prior": None if self.prior is None else self.prior.to_json()}
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "origin": self.origin,
+            "epoch": self.epoch,
+            "wall_ns": self.wall_ns,
+            "prior": None if self.prior is None else self.prior.to_json(),
+        }
 
     @classmethod
-    def from_json(cls, entry: dict[str, object]) -> "ScopeState":
+    def from_json(cls, entry: dict[str, object]) -> ScopeState:
         if entry["state"] not in STATES:
             raise ValueError(f"unknown state {entry['state']!r}")
         prior = entry.get("prior")
-        return cls(state=str(entry["state"]), reason=str(entry.get("reason", "")), origin=str(entry.get("origin", "")),
-                   epoch=int(entry["epoch"]), wall_ns=int(entry.get("wall_ns", 0)),  # type: ignore[arg-type]
-                   prior=cls.from_json(prior) if isinstance(prior, dict) else None)
+        return cls(
+            state=str(entry["state"]),
+            reason=str(entry.get("reason", "")),
+            origin=str(entry.get("origin", "")),
+            epoch=int(entry["epoch"]),
+            wall_ns=int(entry.get("wall_ns", 0)),  # type: ignore[arg-type]
+            prior=cls.from_json(prior) if isinstance(prior, dict) else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +143,7 @@ class TradingStates:
     # -- persistence ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path) -> "TradingStates":
+    def load(cls, path: Path) -> TradingStates:
         ts = cls(path)
         try:
             raw = path.read_text()
@@ -165,16 +176,25 @@ class TradingStates:
         logger.critical("risk: {}; starting HALTED", why)
         self.load_error = why
         self.epoch += 1
-        self.scopes[GLOBAL] = ScopeState(state=HALTED, reason=f"recovery: {why}"[:500], origin=RECOVERY_ORIGIN,
-                                         epoch=self.epoch, wall_ns=time.time_ns())
+        self.scopes[GLOBAL] = ScopeState(
+            state=HALTED,
+            reason=f"recovery: {why}"[:500],
+            origin=RECOVERY_ORIGIN,
+            epoch=self.epoch,
+            wall_ns=time.time_ns(),
+        )
         try:
             self.persist()
         except PersistError:
             pass
 
     def to_json(self) -> dict[str, object]:
-        return {"version": FILE_VERSION, "epoch": self.epoch,
-                "scopes": {k: v.to_json() for k, v in self.scopes.items()}, "disabled": dict(self.disabled)}
+        return {
+            "version": FILE_VERSION,
+            "epoch": self.epoch,
+            "scopes": {k: v.to_json() for k, v in self.scopes.items()},
+            "disabled": dict(self.disabled),
+        }
 
     def persist(self) -> None:
         if self.path is None:
@@ -219,13 +239,20 @@ class TradingStates:
             if old.state == ACTIVE:
                 return None
             if old.origin != origin:
-                raise TransitionRefused(f"{scope} {old.state} was set by {old.origin or 'an operator'}, "
-                                        f"not by {origin}")
+                raise TransitionRefused(
+                    f"{scope} {old.state} was set by {old.origin or 'an operator'}, not by {origin}"
+                )
             target = old.prior or ScopeState(state=ACTIVE)
             if target.state not in TRANSITIONS[authority][old.state]:
                 raise TransitionRefused(f"{origin} may not lift {scope} from {old.state} to {target.state}")
-            new = ScopeState(state=target.state, reason=target.reason, origin=target.origin, epoch=self.epoch + 1,
-                             wall_ns=time.time_ns(), prior=target.prior)
+            new = ScopeState(
+                state=target.state,
+                reason=target.reason,
+                origin=target.origin,
+                epoch=self.epoch + 1,
+                wall_ns=time.time_ns(),
+                prior=target.prior,
+            )
         else:
             if state not in STATES:
                 raise TransitionRefused(f"unknown trading state {state!r}")
@@ -234,8 +261,14 @@ class TradingStates:
             if state != old.state and state not in TRANSITIONS[authority][old.state]:
                 raise TransitionRefused(f"{authority.value} may not move {scope} from {old.state} to {state}")
             prior = old if authority is Authority.BREAKER and old.state != ACTIVE else None
-            new = ScopeState(state=state, reason=reason[:500], origin=origin, epoch=self.epoch + 1,
-                             wall_ns=time.time_ns(), prior=prior)
+            new = ScopeState(
+                state=state,
+                reason=reason[:500],
+                origin=origin,
+                epoch=self.epoch + 1,
+                wall_ns=time.time_ns(),
+                prior=prior,
+            )
         return self._commit(scope, old, new)
 
     def _commit(self, scope: str, old: ScopeState, new: ScopeState) -> Change:
