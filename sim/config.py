@@ -39,6 +39,11 @@ class SimConfig:
     instruments: str | None = None
     #: highest server version announced (clients get min(their max, this))
     max_server_version: int = 176
+    #: IB's historical-data pacing: all (every bar size), small (bars <= 30 s, like IB), off
+    history_pacing: str = "all"
+    #: the account's real-time market-data subscriptions: realtime, 10089, 354, 10090, none
+    #: (see sim.entitlements); per instrument with the ``market_data`` control command
+    market_data: str = "realtime"
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCK_MODES:
@@ -53,6 +58,11 @@ class SimConfig:
             raise ValueError("pacing_limit must be >= 0 (0 disables pacing)")
         if not 100 <= self.max_server_version <= 176:
             raise ValueError("max_server_version must be within 100..176")
+        from .entitlements import check_state
+        from .pacing import PACING_MODES
+        if self.history_pacing not in PACING_MODES:
+            raise ValueError(f"history_pacing must be one of {PACING_MODES}, not {self.history_pacing!r}")
+        check_state(self.market_data)
         object.__setattr__(self, "base_currency", self.base_currency.upper())
 
     def with_overrides(self, **overrides: object) -> "SimConfig":

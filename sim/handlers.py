@@ -8,25 +8,18 @@ code (unknown contract, bad bar size, ...) is answered the same way here.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from loguru import logger
 
 from . import outgoing as out
-from .market import (
-    HistoryError, history_span, history_window_strings, parse_bar_size, parse_end_time,
-)
 from .messages import ErrorCode, In, in_name
 from .protocol import FieldReader, ProtocolError
 from .requests import (
-    read_cancel_order, read_contract, read_contract_details, read_exec_filter,
-    read_historical_data, read_mkt_data, read_place_order,
+    read_cancel_order, read_exec_filter, read_place_order,
 )
-from .session import (
-    REALTIME_BAR_SECONDS, ClientSession, HistorySub, MarketDataSub, RealTimeBarSub,
-)
+from .session import ClientSession
 
 if TYPE_CHECKING:
     from .server import SimServer
@@ -35,13 +28,9 @@ Handler = Callable[["SimServer", ClientSession, FieldReader], None]
 NO_SECURITY_MSG = "No security definition has been found for the request"
 #: Where the request id sits (after the message id) in requests we do not
 #: implement, so we can answer them with an error instead of silence.
-UNSUPPORTED_REQ_ID_POSITION = {
-    In.REQ_MKT_DEPTH: 1, In.REQ_SCANNER_SUBSCRIPTION: 0, In.REQ_FUNDAMENTAL_DATA: 1,
-    In.REQ_CALC_IMPLIED_VOLAT: 1, In.REQ_CALC_OPTION_PRICE: 1, In.REQ_SEC_DEF_OPT_PARAMS: 0,
-    In.REQ_SMART_COMPONENTS: 0, In.REQ_NEWS_ARTICLE: 0, In.REQ_HISTORICAL_NEWS: 0,
-    In.REQ_HISTOGRAM_DATA: 0, In.REQ_HISTORICAL_TICKS: 0, In.REQ_TICK_BY_TICK_DATA: 0,
-    In.REQ_WSH_META_DATA: 0, In.REQ_WSH_EVENT_DATA: 0, In.EXERCISE_OPTIONS: 1,
-}
+#: Every request id of ``In`` has a handler now (see ``misc_handlers``); this
+#: stays for request ids a future client version may add.
+UNSUPPORTED_REQ_ID_POSITION: dict[int, int] = {}
 HANDLERS: dict[int, Handler] = {}
 
 
@@ -70,160 +59,6 @@ def handle_unsupported(server: "SimServer", session: ClientSession, msg_id: int,
         req_id = -1
     _error(session, req_id, ErrorCode.ERROR_VALIDATING_REQUEST,
            f"Error validating request.-'{name}' : cause - not supported by the Khazad simulator")
-
-
-def _instrument(server: "SimServer", session: ClientSession, req_id: int, contract):
-    found = server.universe.find(contract)
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        _error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION, NO_SECURITY_MSG)
-    else:
-        _error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION,
-               f"The contract description specified for {contract.symbol} is ambiguous.")
-    return None
-
-
-# -- contracts -------------------------------------------------------------------
-
-
-@handles(In.REQ_CONTRACT_DETAILS)
-def req_contract_details(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req_id, contract, _ = read_contract_details(r, session.version)
-    found = server.universe.find(contract)
-    if not found:
-        _error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION, NO_SECURITY_MSG)
-        return
-    now = server.clock.now()
-    for inst in found:
-        exchange = contract.exchange.upper() if contract.exchange else inst.exchange
-        session.send(out.contract_details(req_id, inst, exchange, now, session.version))
-    session.send(out.contract_details_end(req_id))
-
-
-@handles(In.REQ_MATCHING_SYMBOLS)
-def req_matching_symbols(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req_id = r.int()
-    pattern = r.str().upper()
-    found = [i for i in server.universe.instruments
-             if i.symbol.startswith(pattern) or pattern in i.long_name.upper()]
-    fields: list = [79, req_id, len(found)]
-    for i in found:
-        fields += [i.con_id, i.symbol, i.sec_type, i.primary_exchange or i.exchange, i.currency, 0]
-        if session.version >= 176:
-            fields += [i.long_name, ""]
-    session.send(fields)
-
-
-# -- market data -------------------------------------------------------------------
-
-
-@handles(In.REQ_MARKET_DATA_TYPE)
-def req_market_data_type(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    r.skip(1)
-    data_type = r.int()
-    if data_type not in (1, 2, 3, 4):
-        _error(session, -1, ErrorCode.ERROR_VALIDATING_REQUEST,
-               f"Error validating request.-'reqMarketDataType' : cause - invalid type {data_type}")
-        return
-    session.market_data_type = data_type
-
-
-@handles(In.REQ_MKT_DATA)
-def req_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req = read_mkt_data(r)
-    inst = _instrument(server, session, req.req_id, req.contract)
-    if inst is None:
-        return
-    if req.req_id in session.mkt_data:
-        _error(session, req.req_id, ErrorCode.ERROR_PROCESSING_REQUEST,
-               "Error processing request.-'bc' : cause - Duplicate ticker id")
-        return
-    data_type = session.market_data_type
-    session.send(out.tick_req_params(req.req_id, inst.min_tick))
-    if data_type != 1:
-        session.send(out.market_data_type(req.req_id, data_type))
-    if not server.broker.faults.connectivity_lost:
-        server.send_ticks(session, req.req_id, data_type,
-                          server.broker.market.snapshot_ticks(inst))
-    if req.snapshot or req.regulatory_snapshot:
-        session.send(out.tick_snapshot_end(req.req_id))
-        return
-    session.mkt_data[req.req_id] = MarketDataSub(inst, data_type)
-    server.index_mkt_data(session, req.req_id, inst)
-
-
-@handles(In.CANCEL_MKT_DATA)
-def cancel_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    r.skip(1)
-    req_id = r.int()
-    server.unindex_mkt_data(session, req_id)
-    session.mkt_data.pop(req_id, None)
-
-
-@handles(In.REQ_HISTORICAL_DATA)
-def req_historical_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req = read_historical_data(r)
-    inst = _instrument(server, session, req.req_id, req.contract)
-    if inst is None:
-        return
-    now = server.clock.now()
-    try:
-        bar_s = parse_bar_size(req.bar_size)
-        end = parse_end_time(req.end_date_time, now)
-        if req.keep_up_to_date and req.end_date_time.strip():
-            raise HistoryError("keepUpToDate needs an empty endDateTime")
-        end = min(end, now)
-        duration = history_span(inst, end, req.duration, bar_s)
-        bars = server.broker.market.bars(inst, end, duration, bar_s, req.use_rth)
-    except HistoryError as exc:
-        _error(session, req.req_id, ErrorCode.HISTORICAL_DATA_ERROR,
-               f"Historical Market Data Service error message:{exc}")
-        return
-    tz = inst.schedule.time_zone
-    start_s, end_s = history_window_strings(end, duration, tz)
-    session.send(out.historical_data(req.req_id, start_s, end_s, bars, bar_s, req.format_date, tz))
-    if req.keep_up_to_date:
-        session.history_subs[req.req_id] = HistorySub(inst, bar_s, req.format_date)
-
-
-@handles(In.CANCEL_HISTORICAL_DATA)
-def cancel_historical_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    r.skip(1)
-    session.history_subs.pop(r.int(), None)
-
-
-@handles(In.REQ_REAL_TIME_BARS)
-def req_real_time_bars(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    r.skip(1)
-    req_id = r.int()
-    contract = read_contract(r)
-    inst = _instrument(server, session, req_id, contract)
-    if inst is None:
-        return
-    start = math.floor(server.clock.now() / REALTIME_BAR_SECONDS) * REALTIME_BAR_SECONDS
-    session.rtb_subs[req_id] = RealTimeBarSub(inst, start)
-
-
-@handles(In.CANCEL_REAL_TIME_BARS)
-def cancel_real_time_bars(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    r.skip(1)
-    session.rtb_subs.pop(r.int(), None)
-
-
-@handles(In.REQ_HEAD_TIMESTAMP)
-def req_head_timestamp(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req_id = r.int()
-    contract = read_contract(r)
-    inst = _instrument(server, session, req_id, contract)
-    if inst is None:
-        return
-    r.skip(3)  # includeExpired, useRTH, whatToShow
-    format_date = r.int(1)
-    first = server.broker.market.t0 - 5 * 365 * 86400
-    text = str(int(first)) if format_date == 2 else \
-        datetime.fromtimestamp(first, timezone.utc).strftime("%Y%m%d-%H:%M:%S")
-    session.send([88, req_id, text])
 
 
 # -- orders ------------------------------------------------------------------------
@@ -565,8 +400,7 @@ def _ignore(server: "SimServer", session: ClientSession, r: FieldReader) -> None
 
 
 for _msg in (In.SET_SERVER_LOG_LEVEL, In.REQ_NEWS_BULLETINS, In.CANCEL_NEWS_BULLETINS,
-             In.CANCEL_MKT_DEPTH, In.CANCEL_SCANNER_SUBSCRIPTION, In.CANCEL_FUNDAMENTAL_DATA,
+             In.CANCEL_MKT_DEPTH, In.CANCEL_FUNDAMENTAL_DATA,
              In.CANCEL_CALC_IMPLIED_VOLAT, In.CANCEL_CALC_OPTION_PRICE, In.CANCEL_HISTOGRAM_DATA,
-             In.CANCEL_HEAD_TIMESTAMP, In.CANCEL_TICK_BY_TICK_DATA, In.CANCEL_WSH_META_DATA,
-             In.CANCEL_WSH_EVENT_DATA):
+             In.CANCEL_HEAD_TIMESTAMP, In.CANCEL_WSH_META_DATA, In.CANCEL_WSH_EVENT_DATA):
     HANDLERS[int(_msg)] = _ignore

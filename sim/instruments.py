@@ -10,22 +10,47 @@ market-hours mode.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta, timezone
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .requests import ContractSpec
 
+if TYPE_CHECKING:
+    from .options import OptionChainSpec
+
 DEFAULT_INSTRUMENTS_FILE = "instruments.toml"
+#: Option chains are dated from the manual clock's default start unless the
+#: server passes its own start time (Monday 2025-06-02 10:00 New York).
+DEFAULT_AS_OF = datetime(2025, 6, 2, 14, 0, tzinfo=timezone.utc).timestamp()
 #: Days of trading hours listed in contractDetails (IB lists about a week).
 TRADING_HOURS_DAYS = 7
 #: Exchanges IB lists as valid for US stocks routed through SMART.
 US_STOCK_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,ISLAND,DRCTEDGE,BEX,BATS,EDGEA,BYX,IEX,LTSE,NASDAQ,PEARL,MEMX,IBKRATS,OVERNIGHT"
+#: Exchanges IB lists for US equity options routed through SMART.
+US_OPTION_EXCHANGES = "SMART,AMEX,CBOE,PHLX,PSE,ISE,BOX,BATS,NASDAQOM,CBOE2,NASDAQBX,MIAX,GEMINI,EDGX,MERCURY,PEARL,EMERALD,MEMX,IBUSOPT"
+#: Option rights as clients may spell them.
+RIGHTS = {"C": "C", "CALL": "C", "P": "P", "PUT": "P"}
+#: Strikes closer than this are the same strike.
+STRIKE_EPSILON = 1e-6
+#: suggestedSizeIncrement by security type (round lots of stocks; FX lots).
+SUGGESTED_SIZE_INCREMENT = {"STK": 100.0, "CASH": 25000.0}
+#: IB market rules the universe uses (id -> [(lowEdge, increment)]), answered
+#: by reqMarketRule; contract details list the rule of each contract's tick.
+MARKET_RULES: dict[int, list[tuple[float, float]]] = {
+    26: [(0.0, 0.01)],
+    32: [(0.0, 0.25)],
+    239: [(0.0, 0.00005)],
+    1108: [(0.0, 0.02)],
+}
+DEFAULT_MARKET_RULE = 26
 ORDER_TYPES = {
     "STK": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,MIT,MKT,MTL,NONALGO,OCA,PAON,POSTONLY,RELSTK,SCALE,SCALERST,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
     "FUT": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,ICE,IOC,LIT,LMT,MIT,MKT,MTL,NONALGO,OCA,SCALE,SCALERST,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
+    "OPT": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,MIT,MKT,MTL,NONALGO,OCA,PAON,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
     "CASH": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,IOC,LIT,LMT,MIT,MKT,NONALGO,OCA,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
 }
 
@@ -165,6 +190,15 @@ class Instrument:
     margin: float = 0.25
     margin_per_contract: bool = False
     isin: str = ""
+    #: options: strike and right ("C" or "P")
+    strike: float = 0.0
+    right: str = ""
+    #: options: annual risk-free rate used to price them from the underlying
+    rate: float = 0.0
+    #: contract details size rules (None: the default of the security type)
+    min_size: float | None = None
+    size_increment: float | None = None
+    suggested_size_increment: float | None = None
 
     @property
     def mult(self) -> float:
@@ -179,6 +213,8 @@ class Instrument:
     def valid_exchanges(self) -> str:
         if self.sec_type == "STK" and self.currency == "USD":
             return US_STOCK_EXCHANGES
+        if self.sec_type == "OPT":
+            return US_OPTION_EXCHANGES
         if self.sec_type == "STK":
             return f"SMART,{self.primary_exchange}"
         return self.exchange
@@ -187,6 +223,25 @@ class Instrument:
     def listing_exchange(self) -> str:
         """Where positions and executions say the contract trades."""
         return self.primary_exchange or self.exchange
+
+    @property
+    def strike_text(self) -> str:
+        """The strike as contract messages carry it ("0" for non-options)."""
+        return format_strike(self.strike)
+
+    @property
+    def size_rules(self) -> tuple[float, float, float]:
+        """(minSize, sizeIncrement, suggestedSizeIncrement) of contract details."""
+        default_suggested = SUGGESTED_SIZE_INCREMENT.get(self.sec_type, 1.0)
+        return (1.0 if self.min_size is None else self.min_size,
+                1.0 if self.size_increment is None else self.size_increment,
+                default_suggested if self.suggested_size_increment is None
+                else self.suggested_size_increment)
+
+    @property
+    def market_rule_id(self) -> int:
+        """IB's market rule id for this contract's price increments."""
+        return market_rule_for(self.min_tick)
 
     @property
     def price_decimals(self) -> int:
@@ -200,6 +255,13 @@ class Instrument:
     def round_price(self, price: float) -> float:
         """Nearest price on the tick grid (as a clean decimal float)."""
         return round(round(price / self.min_tick) * self.min_tick, self.price_decimals)
+
+    def expired(self, now: float) -> bool:
+        """Has this dated contract passed its last trading day (exchange time)?"""
+        if not self.last_trade_date:
+            return False
+        today = datetime.fromtimestamp(now, self.schedule.tz).strftime("%Y%m%d")
+        return self.last_trade_date[:8] < today
 
     def matches(self, q: ContractSpec) -> bool:
         """IB-style matching: every non-empty query field must agree."""
@@ -228,6 +290,11 @@ class Instrument:
             return False
         if q.trading_class and q.trading_class != self.trading_class:
             return False
+        if q.strike and abs(q.strike - self.strike) > STRIKE_EPSILON:
+            return False
+        if q.right and q.right.upper() not in ("", "?") and \
+                RIGHTS.get(q.right.upper(), "?") != self.right:
+            return False
         if q.multiplier:
             try:
                 if float(q.multiplier) != self.mult:
@@ -235,6 +302,21 @@ class Instrument:
             except ValueError:
                 return False
         return True
+
+
+def format_strike(strike: float) -> str:
+    """Strike as IB writes it in contract messages: ``190`` or ``187.5``; ``0`` if none."""
+    if not strike:
+        return "0"
+    return f"{strike:.4f}".rstrip("0").rstrip(".")
+
+
+def market_rule_for(min_tick: float) -> int:
+    """Market rule id of a constant tick size (see MARKET_RULES)."""
+    for rule_id, increments in MARKET_RULES.items():
+        if len(increments) == 1 and abs(increments[0][1] - min_tick) < 1e-12:
+            return rule_id
+    return DEFAULT_MARKET_RULE
 
 
 def _norm_local(s: str) -> str:
@@ -249,24 +331,33 @@ class InstrumentUniverse:
     commissions: dict[str, CommissionModel]
     fx_rates: dict[str, float]
     source: str = ""
+    #: option chains: underlying conId -> the chain's definition
+    chains: dict[int, "OptionChainSpec"] = field(default_factory=dict)
     by_con_id: dict[int, Instrument] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by_con_id = {i.con_id: i for i in self.instruments}
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "InstrumentUniverse":
-        """Load ``path``, or the packaged ``sim/data/instruments.toml``."""
+    def load(cls, path: str | Path | None = None, as_of: float | None = None) -> "InstrumentUniverse":
+        """Load ``path``, or the packaged ``sim/data/instruments.toml``.
+
+        ``as_of`` (epoch seconds, default: the manual clock's default start)
+        dates the option chains: their expiries are the next monthly
+        expiries after that day.
+        """
         if path is None:
             text = resources.files("sim").joinpath("data", DEFAULT_INSTRUMENTS_FILE).read_text()
             source = "package:sim/data/instruments.toml"
         else:
             text = Path(path).read_text()
             source = str(path)
-        return cls.from_toml(text, source)
+        return cls.from_toml(text, source, as_of)
 
     @classmethod
-    def from_toml(cls, text: str, source: str = "<string>") -> "InstrumentUniverse":
+    def from_toml(cls, text: str, source: str = "<string>",
+                  as_of: float | None = None) -> "InstrumentUniverse":
+        from .options import OptionChainSpec, build_chain
         data = tomllib.loads(text)
         schedules = {
             name: Schedule(
@@ -279,8 +370,28 @@ class InstrumentUniverse:
         for raw in data.get("instrument", []):
             raw = dict(raw)
             schedule_name = raw.pop("schedule")
+            if schedule_name not in schedules:
+                raise ValueError(f"instrument {raw.get('symbol')}: unknown schedule "
+                                 f"{schedule_name!r} in {source}")
             raw["sec_type"] = raw["sec_type"].upper()
-            instruments.append(Instrument(schedule=schedules[schedule_name], **raw))
+            try:
+                instruments.append(Instrument(schedule=schedules[schedule_name], **raw))
+            except TypeError as exc:
+                raise ValueError(f"instrument {raw.get('symbol')} in {source}: {exc}") from None
+        chains: dict[int, OptionChainSpec] = {}
+        when = as_of if as_of is not None else DEFAULT_AS_OF
+        for raw in data.get("option_chain", []):
+            spec = OptionChainSpec.from_toml(raw, source)
+            underlying = [i for i in instruments if i.symbol == spec.underlying
+                          and i.sec_type == "STK"]
+            if len(underlying) != 1:
+                raise ValueError(f"option chain of {spec.underlying!r}: no single stock "
+                                 f"of that symbol in {source}")
+            if spec.schedule not in schedules:
+                raise ValueError(f"option chain of {spec.underlying!r}: unknown schedule "
+                                 f"{spec.schedule!r} in {source}")
+            chains[underlying[0].con_id] = spec
+            instruments.extend(build_chain(spec, underlying[0], schedules[spec.schedule], when))
         commissions = {k: CommissionModel(**v) for k, v in data.get("commission", {}).items()}
         fx = {k.upper(): float(v) for k, v in data.get("fx_rates", {"USD": 1.0}).items()}
         seen: set[int] = set()
@@ -290,11 +401,33 @@ class InstrumentUniverse:
             seen.add(inst.con_id)
             if inst.currency not in fx:
                 raise ValueError(f"no fx rate for {inst.currency} ({inst.symbol}) in {source}")
-        return cls(instruments, commissions, fx, source)
+        return cls(instruments, commissions, fx, source, chains)
 
     def find(self, query: ContractSpec) -> list[Instrument]:
         """Every instrument matching ``query`` (IB returns all of them)."""
         return [i for i in self.instruments if i.matches(query)]
+
+    def resolve(self, query: ContractSpec, now: float) -> list[Instrument]:
+        """``find`` plus IB's continuous futures: a CONTFUT query means the
+        front month (the nearest future of that symbol not yet expired)."""
+        if query.sec_type != "CONTFUT":
+            return self.find(query)
+        if query.con_id:
+            inst = self.by_con_id.get(query.con_id)
+            return [inst] if inst is not None and inst.sec_type == "FUT" else []
+        fut = replace(query, sec_type="FUT", last_trade_date="", local_symbol="")
+        live = [i for i in self.find(fut) if not i.expired(now)]
+        if not live:
+            return []
+        groups: dict[tuple[str, str, str], list[Instrument]] = {}
+        for inst in live:
+            groups.setdefault((inst.symbol, inst.exchange, inst.currency), []).append(inst)
+        return [min(group, key=lambda i: i.last_trade_date) for _, group in sorted(groups.items())]
+
+    def options_of(self, underlying: Instrument) -> list[Instrument]:
+        """Every option on ``underlying`` (in universe order)."""
+        return [i for i in self.instruments
+                if i.sec_type == "OPT" and i.under_con_id == underlying.con_id]
 
     def by_symbol(self, symbol: str) -> Instrument:
         """Look up by symbol or local symbol (control API convenience)."""

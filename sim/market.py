@@ -16,19 +16,31 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass
+from datetime import datetime
 
+from .bars import (
+    BAR_SIZES, DURATION_UNITS, MONTH, QUOTE_TYPES, TRADE_TYPES, WEEK, Bar, HistoryError,
+    LiveBuckets, bar_from_bucket, derive_bar, format_bar_time, history_window_strings,
+    parse_bar_size, parse_duration, parse_end_time,
+)
 from .instruments import Instrument, InstrumentUniverse
 from .messages import TickType
+from .options import theoretical_price
+from .ticks import TickHistory
+
+__all__ = [  # bar helpers historically imported from here
+    "BAR_SIZES", "DURATION_UNITS", "Bar", "HistoryError", "Market", "Quote", "format_bar_time",
+    "history_span", "history_window_strings", "parse_bar_size", "parse_duration",
+    "parse_end_time",
+]
 
 #: Seconds in a trading year, to scale annualised volatility to one step.
 TRADING_YEAR_SECONDS = 252 * 6.5 * 3600
-#: Chance that a step also prints a trade (stocks and futures; FX has none).
+#: A daily bar carries one trading day of volatility (252 a year).
+TRADING_DAY_SECONDS = 6.5 * 3600
+#: Chance that a step also prints a trade (stocks and futures; FX and options have none).
 TRADE_PROBABILITY = 0.5
-#: Width of the live buckets that post-start bars are aggregated from.
-LIVE_BUCKET_SECONDS = 5
 #: Quoted size is 1..MAX_QUOTE_LOTS lots.
 MAX_QUOTE_LOTS = 10
 #: Trades print 1..MAX_TRADE_LOTS lots (stocks print in round lots of 100).
@@ -39,19 +51,11 @@ HISTORY_SUBSTEPS = 4
 HISTORY_BLOCK = 256
 #: Longest history served in bars (IB caps requests similarly).
 MAX_HISTORY_BARS = 100_000
-
-BAR_SIZES = {
-    "1 secs": 1, "1 sec": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 30,
-    "1 min": 60, "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600,
-    "15 mins": 900, "20 mins": 1200, "30 mins": 1800, "1 hour": 3600, "1 hours": 3600,
-    "2 hours": 7200, "3 hours": 10800, "4 hours": 14400, "8 hours": 28800,
-    "1 day": 86400, "1 days": 86400,
-}
-DURATION_UNITS = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
-
-
-class HistoryError(ValueError):
-    """A reqHistoricalData request the simulator cannot answer."""
+#: Options quote a spread of this fraction of their value (at least one tick).
+OPTION_SPREAD_FRACTION = 0.01
+#: Options are repriced from their underlying at most this often (sim seconds):
+#: a step moves an option by less than a tick, and a chain has many of them.
+OPTION_REPRICE_SECONDS = 1.0
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Quote:
     low: float | None = None
     open: float | None = None
     close: float = 0.0
+    trades: int = 0
 
     @property
     def mid(self) -> float:
@@ -82,31 +87,6 @@ class Quote:
                 "open": self.open, "close": self.close}
 
 
-@dataclass(frozen=True)
-class Bar:
-    """One OHLCV bar; ``time`` is the bar's start as epoch seconds."""
-
-    time: float
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    wap: float
-    count: int
-
-
-@dataclass
-class _Bucket:
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float = 0.0
-    notional: float = 0.0
-    count: int = 0
-
-
 @dataclass
 class _Walk:
     """Walk state of one instrument."""
@@ -114,7 +94,7 @@ class _Walk:
     rng: random.Random
     mid: float
     quote: Quote
-    buckets: dict[int, _Bucket] = field(default_factory=dict)
+    next_reprice: float = 0.0
 
 
 class Market:
@@ -128,11 +108,22 @@ class Market:
         self.t0 = start_time
         self._walks: dict[int, _Walk] = {}
         self._history_cache: dict[tuple, list[float]] = {}
+        #: recorded market per instrument (options: derived from the underlying)
+        self.live: dict[int, LiveBuckets] = {}
+        self.ticks: dict[int, TickHistory] = {}
         for inst in universe.instruments:
             rng = random.Random(f"{seed}:{inst.con_id}")
-            quote = self._make_quote(inst, inst.price, rng)
-            quote.close = inst.round_price(inst.price)
-            self._walks[inst.con_id] = _Walk(rng=rng, mid=inst.price, quote=quote)
+            if inst.sec_type == "OPT":
+                under = universe.by_con_id[inst.under_con_id]
+                mid = theoretical_price(inst, under.price, start_time)
+                quote = self._make_option_quote(inst, mid, rng)
+            else:
+                mid = inst.price
+                quote = self._make_quote(inst, mid, rng)
+                self.live[inst.con_id] = LiveBuckets()
+                self.ticks[inst.con_id] = TickHistory()
+            quote.close = inst.round_price(mid)
+            self._walks[inst.con_id] = _Walk(rng=rng, mid=mid, quote=quote)
 
     # -- quotes ------------------------------------------------------------
 
@@ -149,6 +140,20 @@ class Market:
         old.bid, old.ask, old.bid_size, old.ask_size = bid, ask, bid_size, ask_size
         return old
 
+    @staticmethod
+    def _make_option_quote(inst: Instrument, value: float, rng: random.Random,
+                           old: Quote | None = None) -> Quote:
+        """Bid/ask around the theoretical value: 1 % wide, at least a tick, bid >= 0."""
+        spread = max(inst.min_tick, inst.round_price(value * OPTION_SPREAD_FRACTION))
+        bid = max(0.0, inst.round_price(value - spread / 2))
+        ask = inst.round_price(max(bid + inst.min_tick, value + spread / 2))
+        bid_size = float(rng.randint(1, MAX_QUOTE_LOTS) * inst.lot)
+        ask_size = float(rng.randint(1, MAX_QUOTE_LOTS) * inst.lot)
+        if old is None:
+            return Quote(bid=bid, ask=ask, bid_size=bid_size, ask_size=ask_size)
+        old.bid, old.ask, old.bid_size, old.ask_size = bid, ask, bid_size, ask_size
+        return old
+
     def quote(self, con_id: int) -> Quote:
         return self._walks[con_id].quote
 
@@ -156,6 +161,14 @@ class Market:
         """Price used to value positions: the midpoint."""
         return inst.round_price(self._walks[inst.con_id].quote.mid) if inst.sec_type != "CASH" \
             else self._walks[inst.con_id].quote.mid
+
+    def trade_count(self, inst: Instrument) -> int:
+        """Trades printed since the start (the scanner's TOP_TRADE_COUNT)."""
+        return self._walks[inst.con_id].quote.trades
+
+    def underlying_mid(self, inst: Instrument) -> float:
+        """The current midpoint of an option's underlying."""
+        return self._walks[inst.under_con_id].mid
 
     def step(self, inst: Instrument, now: float) -> list[tuple[int, float | None, float | None]]:
         """Advance one tick; return the changes as (tickType, price, size).
@@ -165,10 +178,28 @@ class Market:
         walk = self._walks[inst.con_id]
         q = walk.quote
         rng = walk.rng
-        sigma = inst.volatility * math.sqrt(self.tick_interval / TRADING_YEAR_SECONDS)
-        walk.mid *= math.exp(sigma * rng.gauss(0.0, 1.0) - 0.5 * sigma * sigma)
         old = (q.bid, q.ask, q.bid_size, q.ask_size)
-        self._make_quote(inst, walk.mid, rng, q)
+        if inst.sec_type == "OPT":
+            # options follow their underlying (stepped before them: universe order)
+            if now < walk.next_reprice:
+                return []
+            walk.next_reprice = now + OPTION_REPRICE_SECONDS
+            walk.mid = theoretical_price(inst, self.underlying_mid(inst), now)
+            self._make_option_quote(inst, walk.mid, rng, q)
+        else:
+            sigma = inst.volatility * math.sqrt(self.tick_interval / TRADING_YEAR_SECONDS)
+            walk.mid *= math.exp(sigma * rng.gauss(0.0, 1.0) - 0.5 * sigma * sigma)
+            self._make_quote(inst, walk.mid, rng, q)
+        changes = self._quote_changes(q, old)
+        if inst.sec_type in ("STK", "FUT") and rng.random() < TRADE_PROBABILITY:
+            price = q.ask if rng.random() < 0.5 else q.bid
+            size = float(rng.randint(1, MAX_TRADE_LOTS) * (100 if inst.sec_type == "STK" else 1))
+            changes.extend(self._print_trade(inst, price, size, now))
+        self.record_quote(inst, now)
+        return changes
+
+    @staticmethod
+    def _quote_changes(q: Quote, old: tuple) -> list[tuple[int, float | None, float | None]]:
         changes: list[tuple[int, float | None, float | None]] = []
         if q.bid != old[0]:
             changes.append((TickType.BID, q.bid, q.bid_size))
@@ -178,14 +209,16 @@ class Market:
             changes.append((TickType.ASK, q.ask, q.ask_size))
         elif q.ask_size != old[3]:
             changes.append((TickType.ASK_SIZE, None, q.ask_size))
-        if inst.sec_type != "CASH" and rng.random() < TRADE_PROBABILITY:
-            price = q.ask if rng.random() < 0.5 else q.bid
-            size = float(rng.randint(1, MAX_TRADE_LOTS) * (100 if inst.sec_type == "STK" else 1))
-            changes.extend(self._print_trade(inst, price, size, now))
-        elif inst.sec_type == "CASH":
-            # FX has no trades: its bars are built from midpoints
-            self._record(inst, q.mid, 0.0, now)
         return changes
+
+    def record_quote(self, inst: Instrument, now: float) -> None:
+        """Keep the current quote in the live buckets and the tick history."""
+        live = self.live.get(inst.con_id)
+        if live is None:
+            return
+        q = self._walks[inst.con_id].quote
+        live.record_quote(now, q.bid, q.ask)
+        self.ticks[inst.con_id].quote(now, q.bid, q.ask, q.bid_size, q.ask_size)
 
     def _print_trade(self, inst: Instrument, price: float, size: float,
                      now: float) -> list[tuple[int, float | None, float | None]]:
@@ -193,6 +226,7 @@ class Market:
         changes: list[tuple[int, float | None, float | None]] = []
         q.last, q.last_size, q.last_time = price, size, now
         q.volume += size
+        q.trades += 1
         changes.append((TickType.LAST, price, size))
         if q.open is None:
             q.open = price
@@ -204,13 +238,17 @@ class Market:
             q.low = price
             changes.append((TickType.LOW, price, 0.0))
         changes.append((TickType.VOLUME, None, q.volume))
-        self._record(inst, price, size, now)
+        live = self.live.get(inst.con_id)
+        if live is not None:
+            live.record_trade(now, price, size)
+            self.ticks[inst.con_id].trade(now, price, size)
         return changes
 
     def set_price(self, inst: Instrument, now: float, bid: float | None = None,
-                  ask: float | None = None, last: float | None = None
-                  ) -> list[tuple[int, float | None, float | None]]:
-        """Override the quote (control API); the walk continues from it."""
+                  ask: float | None = None, last: float | None = None,
+                  size: float | None = None, bid_size: float | None = None,
+                  ask_size: float | None = None) -> list[tuple[int, float | None, float | None]]:
+        """Override the quote (control API, replay); the walk continues from it."""
         walk = self._walks[inst.con_id]
         q = walk.quote
         changes: list[tuple[int, float | None, float | None]] = []
@@ -225,12 +263,18 @@ class Market:
             if bid > ask:
                 raise ValueError("bid above ask")
             q.bid, q.ask = inst.round_price(bid), inst.round_price(ask)
+            if bid_size is not None:
+                q.bid_size = float(bid_size)
+            if ask_size is not None:
+                q.ask_size = float(ask_size)
             walk.mid = (q.bid + q.ask) / 2
             changes.append((TickType.BID, q.bid, q.bid_size))
             changes.append((TickType.ASK, q.ask, q.ask_size))
+            self.record_quote(inst, now)
         if last is not None:
+            default = float(100 if inst.sec_type == "STK" else 1)
             changes.extend(self._print_trade(inst, inst.round_price(last),
-                                             float(100 if inst.sec_type == "STK" else 1), now))
+                                             default if size is None else float(size), now))
         return changes
 
     def snapshot_ticks(self, inst: Instrument) -> list[tuple[int, float | None, float | None]]:
@@ -246,30 +290,14 @@ class Market:
             ticks.append((TickType.HIGH, q.high, 0.0))
         if q.low is not None:
             ticks.append((TickType.LOW, q.low, 0.0))
-        if inst.sec_type != "CASH":
+        if inst.sec_type not in ("CASH", "OPT"):
             ticks.append((TickType.VOLUME, None, q.volume))
         ticks.append((TickType.CLOSE, q.close, 0.0))
         if q.open is not None:
             ticks.append((TickType.OPEN, q.open, 0.0))
         return ticks
 
-    # -- bars ------------------------------------------------------------------
-
-    def _record(self, inst: Instrument, price: float, size: float, now: float) -> None:
-        walk = self._walks[inst.con_id]
-        key = int(now // LIVE_BUCKET_SECONDS) * LIVE_BUCKET_SECONDS
-        b = walk.buckets.get(key)
-        if b is None:
-            walk.buckets[key] = _Bucket(price, price, price, price, size, price * size,
-                                        1 if size else 0)
-            return
-        b.high = max(b.high, price)
-        b.low = min(b.low, price)
-        b.close = price
-        if size:
-            b.volume += size
-            b.notional += price * size
-            b.count += 1
+    # -- history before the start (synthetic walk) -----------------------------
 
     def _history_closes(self, inst: Instrument, bar_s: int, n: int) -> list[float]:
         """closes[k] = close of the k-th bar before t0 (closes[0] = start price).
@@ -282,7 +310,7 @@ class Market:
         if closes is None:
             closes = [inst.price]
             self._history_cache[key] = closes
-        sigma = min(inst.volatility * math.sqrt(bar_s / TRADING_YEAR_SECONDS), 0.2)
+        sigma = min(inst.volatility * math.sqrt(_walk_seconds(bar_s) / TRADING_YEAR_SECONDS), 0.2)
         while len(closes) <= n:
             block = (len(closes) - 1) // HISTORY_BLOCK
             rng = random.Random(f"{self.seed}:{inst.con_id}:history:{bar_s}:{block}")
@@ -297,7 +325,8 @@ class Market:
         closes = self._history_closes(inst, bar_s, k)
         open_, close = closes[k], closes[k - 1]
         rng = random.Random(f"{self.seed}:{inst.con_id}:bar:{bar_s}:{k}")
-        sigma = inst.volatility * math.sqrt(bar_s / TRADING_YEAR_SECONDS / HISTORY_SUBSTEPS)
+        sigma = inst.volatility * math.sqrt(_walk_seconds(bar_s) / TRADING_YEAR_SECONDS
+                                            / HISTORY_SUBSTEPS)
         hi = max(open_, close) * (1 + abs(rng.gauss(0.0, sigma)))
         lo = min(open_, close) * (1 - abs(rng.gauss(0.0, sigma)))
         o, h, low, c = (inst.round_price(x) for x in (open_, hi, lo, close))
@@ -320,49 +349,50 @@ class Market:
             return datetime(local.year, local.month, local.day, tzinfo=tz).timestamp()
         return math.floor(self.t0 / bar_s) * bar_s
 
-    def _bar_open(self, inst: Instrument, start: float, bar_s: int, use_rth: bool) -> bool:
-        """Did the exchange trade during a historical bar?"""
-        sched = inst.schedule
-        if bar_s >= 86400:
-            local = datetime.fromtimestamp(start + 3600, sched.tz)
-            return local.weekday() in sched.days
-        kind = "rth" if use_rth else "extended"
-        return sched.is_open(start, kind) or sched.is_open(start + bar_s - 1e-3, kind)
+    def _window(self, inst: Instrument, start: float, bar_s: int,
+                sessions: list[tuple[float, float]], kind: str) -> tuple[float, float] | None:
+        """The traded part of the bar slot [start, start + bar_s) (None: closed).
 
-    def _live_bar(self, inst: Instrument, start: float, bar_s: int) -> Bar | None:
-        walk = self._walks[inst.con_id]
-        first = int(start // LIVE_BUCKET_SECONDS) * LIVE_BUCKET_SECONDS
-        buckets = [walk.buckets[t] for t in range(first, int(start + bar_s), LIVE_BUCKET_SECONDS)
-                   if t in walk.buckets and t >= start - 1e-9]
-        if not buckets:
-            return None
-        o, c = buckets[0].open, buckets[-1].close
-        h = max(b.high for b in buckets)
-        low = min(b.low for b in buckets)
-        vol = sum(b.volume for b in buckets)
-        notional = sum(b.notional for b in buckets)
-        count = sum(b.count for b in buckets)
-        wap = inst.round_price(notional / vol) if vol else inst.round_price((o + h + low + c) / 4)
-        return Bar(start, o, h, low, c, vol, wap, count)
+        Daily bars: the exchange session of that trading day (which may start
+        the evening before).  Intraday bars: the part inside the sessions (a
+        bar that starts before the open is labelled at the open, as IB does).
+        """
+        if bar_s >= 86400:
+            day = datetime.fromtimestamp(start + 3600, inst.schedule.tz).date()
+            s = inst.schedule.session(day, kind)
+            return None if s is None else (s[0].timestamp(), s[1].timestamp())
+        return _overlap(sessions, start, start + bar_s)
+
+    # -- bars ------------------------------------------------------------------
 
     def bars(self, inst: Instrument, end: float, duration_s: float, bar_s: int,
-             use_rth: bool) -> list[Bar]:
-        """Bars whose start lies in [end - duration, end), oldest first."""
+             use_rth: bool, what: str = "TRADES") -> list[Bar]:
+        """Bars of type ``what`` whose start lies in [end - duration, end), oldest first.
+
+        ``use_rth``: only the regular session (else the extended one).
+        Options are valued from their underlying's bars (Black-Scholes).
+        """
+        if bar_s in (WEEK, MONTH):
+            return self._calendar_bars(inst, end, duration_s, bar_s, use_rth, what)
         if duration_s / bar_s > MAX_HISTORY_BARS:
             raise HistoryError("too many bars requested")
-        anchor = self._anchor(inst, bar_s)
+        if inst.sec_type == "OPT":
+            return self._option_bars(inst, end, duration_s, bar_s, use_rth, what)
+        kind = "rth" if use_rth else "extended"
         begin = end - duration_s
-        out: list[Bar] = []
-        # live part: bars from the anchor up to `end`
-        start = anchor
+        sessions = session_list(inst, begin - bar_s - 86400, end + 86400, kind)
+        anchor = self._anchor(inst, bar_s)
         live: list[Bar] = []
+        start = anchor
         while start < end:
             if start + bar_s > begin:
-                bar = self._live_bar(inst, start, bar_s)
-                if bar is not None:
+                bar = self._live_bar(inst, start, bar_s, sessions, kind, what)
+                if bar is not None and bar.time < end:
                     live.append(bar)
             start += bar_s
         # history part: walk back from the anchor over bars the market was open
+        hist_sessions = sessions if not use_rth else \
+            session_list(inst, begin - bar_s - 86400, anchor + 86400, "extended")
         k = 0
         start = anchor
         hist: list[Bar] = []
@@ -370,38 +400,141 @@ class Market:
             start -= bar_s
             if start + bar_s <= begin:
                 break
-            if not self._bar_open(inst, start, bar_s, use_rth):
+            window = self._window(inst, start, bar_s, sessions, kind)
+            counted = window if not use_rth else \
+                self._window(inst, start, bar_s, hist_sessions, "extended")
+            if counted is None:
                 continue
+            # bar k is the same bar whichever session filter asks for it
             k += 1
-            if start < end:
-                hist.append(self._history_bar(inst, bar_s, k, start))
-        out.extend(reversed(hist))
-        out.extend(live)
+            if window is None or start >= end:
+                continue
+            trades = self._history_bar(inst, bar_s, k, window[0] if bar_s < 86400 else start)
+            hist.append(derive_bar(inst, trades, what))
+        hist.reverse()
+        return hist + live
+
+    def _live_bar(self, inst: Instrument, start: float, bar_s: int,
+                  sessions: list[tuple[float, float]], kind: str, what: str) -> Bar | None:
+        window = self._window(inst, start, bar_s, sessions, kind)
+        if window is None:
+            return None
+        if bar_s < 5:
+            return self._tick_bar(inst, window, what)
+        stats = self.live[inst.con_id].stats(*window)
+        if stats is None:
+            return None
+        return bar_from_bucket(inst, window[0] if bar_s < 86400 else start, stats, what)
+
+    def _tick_bar(self, inst: Instrument, window: tuple[float, float], what: str) -> Bar | None:
+        """Sub-5-second bars from the tick history (buckets are 5 s wide)."""
+        from .bars import Bucket
+        lo, hi = window
+        b = Bucket()
+        ticks = self.ticks[inst.con_id]
+        if what in TRADE_TYPES:
+            for t in ticks.trades:
+                if lo <= t.time < hi:
+                    b.trade(t.price, t.size)
+        else:
+            # the quote standing at the bar's start counts too
+            prior = [t for t in ticks.quotes if t.time < lo]
+            if prior:
+                b.quote(prior[-1].bid, prior[-1].ask)
+            for t in ticks.quotes:
+                if lo <= t.time < hi:
+                    b.quote(t.bid, t.ask)
+        return bar_from_bucket(inst, lo, b, what)
+
+    def _option_bars(self, inst: Instrument, end: float, duration_s: float, bar_s: int,
+                     use_rth: bool, what: str) -> list[Bar]:
+        """Option bars: the underlying's midpoint bars priced with Black-Scholes."""
+        under = self.universe.by_con_id[inst.under_con_id]
+        out: list[Bar] = []
+        for ub in self.bars(under, end, duration_s, bar_s, use_rth, "MIDPOINT"):
+            t_end = ub.time + bar_s
+            o = theoretical_price(inst, ub.open, ub.time)
+            c = theoretical_price(inst, ub.close, min(t_end, end))
+            v1 = theoretical_price(inst, ub.high, ub.time)
+            v2 = theoretical_price(inst, ub.low, ub.time)
+            path = Bar(ub.time, inst.round_price(o), inst.round_price(max(o, c, v1, v2)),
+                       inst.round_price(min(o, c, v1, v2)), inst.round_price(c), 0.0,
+                       inst.round_price((o + c) / 2), 0)
+            out.append(derive_bar(inst, path, what) if what not in TRADE_TYPES else path)
         return out
 
-    def current_bar(self, inst: Instrument, now: float, bar_s: int) -> Bar | None:
-        """The still-forming bar containing ``now`` (keepUpToDate updates)."""
+    def _calendar_bars(self, inst: Instrument, end: float, duration_s: float, bar_s: int,
+                       use_rth: bool, what: str) -> list[Bar]:
+        """Weekly or monthly bars: calendar groups of daily bars."""
+        daily = self.bars(inst, end, duration_s, 86400, use_rth, what)
+        groups: dict[tuple[int, int], list[Bar]] = {}
+        tz = inst.schedule.tz
+        for b in daily:
+            d = datetime.fromtimestamp(b.time + 3600, tz).date()
+            key = tuple(d.isocalendar())[:2] if bar_s == WEEK else (d.year, d.month)
+            groups.setdefault(key, []).append(b)
+        out = []
+        for _, g in sorted(groups.items()):
+            vol = sum(b.volume for b in g) if what in TRADE_TYPES else g[0].volume
+            count = sum(b.count for b in g) if what in TRADE_TYPES else g[0].count
+            if what in TRADE_TYPES and vol:
+                wap = inst.round_price(sum(b.wap * b.volume for b in g) / vol)
+            else:
+                wap = g[0].wap
+            open_ = g[0].open
+            close = g[-1].close
+            if what == "BID_ASK":  # time averages over the period
+                open_ = round(sum(b.open for b in g) / len(g), 8)
+                close = round(sum(b.close for b in g) / len(g), 8)
+            out.append(Bar(g[0].time, open_, max(b.high for b in g), min(b.low for b in g),
+                           close, vol, wap, count))
+        return out
+
+    def current_bar(self, inst: Instrument, now: float, bar_s: int, what: str = "TRADES",
+                    use_rth: bool = False) -> Bar | None:
+        """The still-forming bar containing ``now`` (keepUpToDate, real-time bars)."""
+        if inst.sec_type == "OPT":
+            found = self.bars(inst, now + bar_s, bar_s, bar_s, use_rth, what)
+            return found[-1] if found else None
         if bar_s >= 86400:
-            start = self._anchor(inst, bar_s)
-            while start + bar_s <= now:
-                start += bar_s
+            start = self._anchor(inst, min(bar_s, 86400))
+            while start + 86400 <= now:
+                start += 86400
+            bar_s = 86400
         else:
             start = math.floor(now / bar_s) * bar_s
-        return self._live_bar(inst, start, bar_s)
+        kind = "rth" if use_rth else "extended"
+        sessions = session_list(inst, start - 86400, start + bar_s + 86400, kind)
+        return self._live_bar(inst, start, bar_s, sessions, kind, what)
 
 
-def parse_duration(text: str) -> int:
-    """``"2 D"`` -> seconds (IB units S, D, W, M, Y)."""
-    parts = text.strip().split()
-    if len(parts) != 2 or parts[1].upper() not in DURATION_UNITS:
-        raise HistoryError(f"invalid duration {text!r}")
-    try:
-        n = int(parts[0])
-    except ValueError:
-        raise HistoryError(f"invalid duration {text!r}") from None
-    if n <= 0:
-        raise HistoryError(f"invalid duration {text!r}")
-    return n * DURATION_UNITS[parts[1].upper()]
+def _walk_seconds(bar_s: int) -> float:
+    """Trading seconds a history bar spans (a day is one trading day)."""
+    return TRADING_DAY_SECONDS if bar_s >= 86400 else float(bar_s)
+
+
+def session_list(inst: Instrument, lo: float, hi: float, kind: str) -> list[tuple[float, float]]:
+    """Every ``kind`` session of the instrument overlapping [lo, hi), in order."""
+    from datetime import timedelta
+    sched = inst.schedule
+    tz = sched.tz
+    day = datetime.fromtimestamp(lo, tz).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(hi, tz).date() + timedelta(days=1)
+    out = []
+    while day <= last:
+        s = sched.session(day, kind)
+        if s is not None:
+            out.append((s[0].timestamp(), s[1].timestamp()))
+        day += timedelta(days=1)
+    return out
+
+
+def _overlap(sessions: list[tuple[float, float]], lo: float, hi: float) -> tuple[float, float] | None:
+    a, b = math.inf, -math.inf
+    for s0, s1 in sessions:
+        if s0 < hi and s1 > lo:
+            a, b = min(a, max(lo, s0)), max(b, min(hi, s1))
+    return (a, b) if a < b else None
 
 
 def history_span(inst: Instrument, end: float, duration_text: str, bar_s: int) -> float:
@@ -437,48 +570,4 @@ def history_span(inst: Instrument, end: float, duration_text: str, bar_s: int) -
         start = datetime.fromtimestamp(start.timestamp() - 86400, sched.tz)
     return max(end - start.timestamp(), float(bar_s))
 
-
-def parse_bar_size(text: str) -> int:
-    key = " ".join(text.strip().lower().split())
-    if key not in BAR_SIZES:
-        raise HistoryError(f"unsupported bar size {text!r}")
-    return BAR_SIZES[key]
-
-
-def parse_end_time(text: str, now: float) -> float:
-    """IB endDateTime: empty (now), ``YYYYMMDD HH:MM:SS [tz]`` or ``YYYYMMDD-HH:MM:SS`` (UTC)."""
-    text = text.strip()
-    if not text:
-        return now
-    try:
-        if "-" in text[:9] and len(text) >= 17:
-            dt = datetime.strptime(text[:17], "%Y%m%d-%H:%M:%S").replace(tzinfo=timezone.utc)
-            return dt.timestamp()
-        parts = text.split(" ")
-        if len(parts) == 1 and len(text) == 8:
-            return datetime.strptime(text, "%Y%m%d").replace(tzinfo=timezone.utc).timestamp() + 86400
-        dt = datetime.strptime(parts[0] + " " + parts[1], "%Y%m%d %H:%M:%S")
-        tz = ZoneInfo(parts[2]) if len(parts) > 2 else timezone.utc
-        return dt.replace(tzinfo=tz).timestamp()
-    except (ValueError, KeyError, IndexError) as exc:
-        raise HistoryError(f"invalid endDateTime {text!r}: {exc}") from None
-
-
-def format_bar_time(start: float, bar_s: int, format_date: int, tz_name: str) -> str:
-    """Bar date as IB sends it: daily ``YYYYMMDD``; intraday with time zone or epoch."""
-    if bar_s >= 86400:
-        local = datetime.fromtimestamp(start + 3600, ZoneInfo(tz_name))
-        return f"{local:%Y%m%d}"
-    if format_date == 2:
-        return str(int(start))
-    local = datetime.fromtimestamp(start, ZoneInfo(tz_name))
-    return f"{local:%Y%m%d %H:%M:%S} {tz_name}"
-
-
-def history_window_strings(end: float, duration_s: float, tz_name: str) -> tuple[str, str]:
-    """startDateStr/endDateStr of the historicalData message."""
-    tz = ZoneInfo(tz_name)
-    s = datetime.fromtimestamp(end - duration_s, tz)
-    e = datetime.fromtimestamp(end, tz)
-    return f"{s:%Y%m%d %H:%M:%S} {tz_name}", f"{e:%Y%m%d %H:%M:%S} {tz_name}"
 

@@ -71,7 +71,8 @@ def current_time(epoch: float) -> Fields:
 
 
 def contract_details(req_id: int, inst: Instrument, exchange: str, now: float,
-                     version: int) -> Fields:
+                     version: int, sec_type: str | None = None) -> Fields:
+    """contractDetails; ``sec_type`` overrides the type (CONTFUT answers)."""
     last = inst.last_trade_date
     if last and inst.last_trade_time:
         last = f"{last} {inst.last_trade_time.replace(':', '')[:4]}"
@@ -79,9 +80,9 @@ def contract_details(req_id: int, inst: Instrument, exchange: str, now: float,
     if version < V_SIZE_RULES:
         fields.append(8)
     fields += [
-        req_id, inst.symbol, inst.sec_type, last, "0", "", exchange, inst.currency,
-        inst.local_symbol, inst.trading_class, inst.trading_class, inst.con_id,
-        format_float(inst.min_tick),
+        req_id, inst.symbol, sec_type or inst.sec_type, last, inst.strike_text, inst.right,
+        exchange, inst.currency, inst.local_symbol, inst.trading_class, inst.trading_class,
+        inst.con_id, format_float(inst.min_tick),
     ]
     if version < V_SIZE_RULES:
         fields.append(1)  # mdSizeMultiplier
@@ -97,18 +98,19 @@ def contract_details(req_id: int, inst: Instrument, exchange: str, now: float,
         fields += [1, "ISIN", inst.isin]
     else:
         fields.append(0)
+    market_rules = ",".join([str(inst.market_rule_id)] * len(inst.valid_exchanges.split(",")))
     fields += [
         1,  # aggGroup
         inst.under_symbol, inst.under_sec_type,
-        "26" if inst.sec_type == "STK" else "32",  # marketRuleIds
+        market_rules,  # one rule per valid exchange
         inst.last_trade_date,  # realExpirationDate
         inst.stock_type if inst.sec_type == "STK" else "",
     ]
+    min_size, increment, suggested = inst.size_rules
     if version == V_FRACTIONAL_SIZE:
-        fields.append("0.0001")
+        fields.append(format_quantity(suggested))
     elif version >= V_SIZE_RULES:
-        # minSize, sizeIncrement, suggestedSizeIncrement
-        fields += ["1", "1", "100" if inst.sec_type == "STK" else "1"]
+        fields += [format_quantity(min_size), format_quantity(increment), format_quantity(suggested)]
     return fields
 
 
@@ -200,7 +202,7 @@ def portfolio_value(pos: Position, price: float, value: float, unrealized: float
                     account: str) -> Fields:
     inst = pos.instrument
     return [Out.PORTFOLIO_VALUE, 8, inst.con_id, inst.symbol, inst.sec_type,
-            inst.last_trade_date, "0", "", inst.multiplier, inst.primary_exchange or inst.exchange,
+            inst.last_trade_date, inst.strike_text, inst.right, inst.multiplier, inst.primary_exchange or inst.exchange,
             inst.currency, inst.local_symbol, inst.trading_class,
             format_quantity(pos.quantity), format_float(price), money(value),
             format_float(round(pos.avg_cost, 8)), money(unrealized), money(pos.realized_pnl),
@@ -210,7 +212,7 @@ def portfolio_value(pos: Position, price: float, value: float, unrealized: float
 def position(account: str, pos: Position) -> Fields:
     inst = pos.instrument
     return [Out.POSITION, 3, account, inst.con_id, inst.symbol, inst.sec_type,
-            inst.last_trade_date, "0", "", inst.multiplier, inst.listing_exchange,
+            inst.last_trade_date, inst.strike_text, inst.right, inst.multiplier, inst.listing_exchange,
             inst.currency, inst.local_symbol, inst.trading_class,
             format_quantity(pos.quantity), format_float(round(pos.avg_cost, 8))]
 
@@ -222,7 +224,7 @@ def position_end() -> Fields:
 def position_multi(req_id: int, account: str, pos: Position, model_code: str = "") -> Fields:
     inst = pos.instrument
     return [Out.POSITION_MULTI, 1, req_id, account, inst.con_id, inst.symbol, inst.sec_type,
-            inst.last_trade_date, "0", "", inst.multiplier, inst.listing_exchange,
+            inst.last_trade_date, inst.strike_text, inst.right, inst.multiplier, inst.listing_exchange,
             inst.currency, inst.local_symbol, inst.trading_class,
             format_quantity(pos.quantity), format_float(round(pos.avg_cost, 8)), model_code]
 
@@ -262,8 +264,8 @@ def order_status(o: SimOrder) -> Fields:
 def _order_contract(o: SimOrder) -> Fields:
     inst = o.instrument
     exchange = o.contract.exchange or inst.exchange
-    return [inst.con_id, inst.symbol, inst.sec_type, inst.last_trade_date, "0", "",
-            inst.multiplier, exchange, inst.currency, inst.local_symbol, inst.trading_class]
+    return [inst.con_id, inst.symbol, inst.sec_type, inst.last_trade_date, inst.strike_text,
+            inst.right, inst.multiplier, exchange, inst.currency, inst.local_symbol, inst.trading_class]
 
 
 def _what_if_block(preview: MarginPreview | None) -> Fields:
@@ -396,7 +398,7 @@ def exec_details(req_id: int, e: Execution) -> Fields:
     inst = e.instrument
     venue = inst.listing_exchange
     return [Out.EXECUTION_DATA, req_id, e.order_id, inst.con_id, inst.symbol, inst.sec_type,
-            inst.last_trade_date, "0", "", inst.multiplier, venue, inst.currency,
+            inst.last_trade_date, inst.strike_text, inst.right, inst.multiplier, venue, inst.currency,
             inst.local_symbol, inst.trading_class, e.exec_id, exec_time(e.time), e.account,
             venue, e.side, format_quantity(e.shares), format_float(e.price), e.perm_id,
             e.client_id, 0, format_quantity(e.cum_qty), format_float(e.avg_price), e.order_ref,

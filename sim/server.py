@@ -25,10 +25,14 @@ from .account import MarginPreview
 from .broker import SimBroker
 from .clock import Scheduler, SimClock, Timer, parse_start
 from .config import SimConfig
+from . import data_handlers, misc_handlers, reference_handlers  # noqa: F401  (register handlers)
+from .data_handlers import filter_ticks, send_extra_ticks, send_tick_by_tick
+from .entitlements import Entitlements
 from .handlers import HANDLERS, UNSUPPORTED_REQ_ID_POSITION, handle_unsupported
 from .instruments import Instrument, InstrumentUniverse
 from .messages import DELAYED_TICK, ErrorCode, In, in_name
 from .orders import Execution, SimOrder
+from .pacing import HistoricalPacing
 from .protocol import (
     FieldReader, ProtocolError, build_server_handshake, negotiate_version,
     parse_client_handshake, split_fields,
@@ -68,14 +72,16 @@ class SimServer:
 
     def __init__(self, config: SimConfig, *, trace: ProtocolTrace | None = None) -> None:
         self.config = config
-        self.universe = InstrumentUniverse.load(config.instruments)
         start = parse_start(config.start_time) if config.clock == "manual" else time.time()
+        self.universe = InstrumentUniverse.load(config.instruments, as_of=start)
         self.clock = SimClock(config.clock, start)
         self.scheduler = Scheduler(self.clock)
         self._own_trace = trace is None and bool(config.trace)
         self.trace = trace if trace is not None else (
             ProtocolTrace(config.trace) if config.trace else None)
         self.pacing_limit = config.pacing_limit
+        self.history_pacing = HistoricalPacing(config.history_pacing)
+        self.entitlements = Entitlements(config.market_data)
         self.broker = SimBroker(
             universe=self.universe, clock=self.clock, scheduler=self.scheduler,
             seed=config.seed, tick_interval=config.tick_interval, account_id=config.account,
@@ -442,13 +448,19 @@ class SimServer:
     def market_ticks(self, inst: Instrument, changes: list) -> None:
         if not changes or self.broker.faults.connectivity_lost:
             return
+        self._tick_by_tick(inst, changes)
         subs = self._mkt_index.get(inst.con_id)
         if not subs:
             return
         for (conn_id, req_id), session in list(subs.items()):
             sub = session.mkt_data.get(req_id)
             if sub is not None:
-                self.send_ticks(session, req_id, sub.data_type, changes)
+                self.send_ticks(session, req_id, sub.data_type, filter_ticks(sub, changes))
+                send_extra_ticks(self, session, req_id, sub, changes)
+
+    def _tick_by_tick(self, inst: Instrument, changes: list) -> None:
+        if changes and not self.broker.faults.connectivity_lost:
+            send_tick_by_tick(self, inst, changes)
 
     def market_step_done(self) -> None:
         if self.broker.faults.connectivity_lost:
@@ -458,7 +470,8 @@ class SimServer:
             if not session.ready:
                 continue
             for req_id, hs in list(session.history_subs.items()):
-                bar = self.broker.market.current_bar(hs.instrument, now, hs.bar_seconds)
+                bar = self.broker.market.current_bar(hs.instrument, now, hs.bar_seconds,
+                                                     hs.what_to_show, hs.use_rth)
                 if bar is None:
                     continue
                 key = (bar.time, bar.open, bar.high, bar.low, bar.close, bar.volume)
@@ -469,7 +482,8 @@ class SimServer:
             for req_id, rs in list(session.rtb_subs.items()):
                 while now >= rs.next_bar + REALTIME_BAR_SECONDS:
                     bar = self.broker.market.current_bar(rs.instrument, rs.next_bar,
-                                                         REALTIME_BAR_SECONDS)
+                                                         REALTIME_BAR_SECONDS, rs.what_to_show,
+                                                         rs.use_rth)
                     if bar is not None:
                         session.send(out.realtime_bar(req_id, bar))
                     rs.next_bar += REALTIME_BAR_SECONDS
@@ -560,6 +574,8 @@ class SimServer:
             "closed_clients": list(self.closed_sessions),
             "request_log": [e for e in self.request_log if e["seq"] > log_since],
             "pacing_limit": self.pacing_limit,
+            "history_pacing": self.history_pacing.snapshot(),
+            "market_data": self.entitlements.snapshot(),
         })
         positions = snap["account"]["positions"]
         snap["positions"] = positions

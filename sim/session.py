@@ -37,6 +37,10 @@ class MarketDataSub:
 
     instrument: Instrument
     data_type: int  # 1 live, 2 frozen, 3 delayed, 4 delayed-frozen
+    #: generic tick list asked for (233 RTVolume, 236 shortable, ...)
+    generic: frozenset = frozenset()
+    #: error 10090: only the subscription-independent ticks are sent
+    partial: bool = False
 
 
 @dataclass
@@ -47,6 +51,8 @@ class HistorySub:
     bar_seconds: int
     format_date: int
     last_sent: tuple | None = None
+    what_to_show: str = "TRADES"
+    use_rth: bool = False
 
 
 @dataclass
@@ -55,6 +61,16 @@ class RealTimeBarSub:
 
     instrument: Instrument
     next_bar: float
+    what_to_show: str = "TRADES"
+    use_rth: bool = False
+
+
+@dataclass
+class TickByTickSub:
+    """A reqTickByTickData subscription (Last, AllLast, BidAsk or MidPoint)."""
+
+    instrument: Instrument
+    tick_type: str
 
 
 @dataclass
@@ -87,6 +103,8 @@ class ClientSession:
         self.mkt_data: dict[int, MarketDataSub] = {}
         self.history_subs: dict[int, HistorySub] = {}
         self.rtb_subs: dict[int, RealTimeBarSub] = {}
+        self.tbt_subs: dict[int, TickByTickSub] = {}
+        self.scanner_subs: dict[int, object] = {}
         self.account_updates = False
         self.positions_sub = False
         self.multi_subs: dict[int, str] = {}
@@ -175,6 +193,8 @@ class ClientSession:
         self.mkt_data.clear()
         self.history_subs.clear()
         self.rtb_subs.clear()
+        self.tbt_subs.clear()
+        self.scanner_subs.clear()
 
     def snapshot(self) -> dict:
         return {

@@ -796,8 +796,11 @@ class RawClient:
             self.send_failed = True
 
     def _read(self) -> bool:
+        import socket
         try:
             data = self.sock.recv(65536)
+        except socket.timeout:
+            raise  # a timeout is not a close: recv_until reports it
         except (ConnectionError, OSError):
             data = b""
         if not data:

@@ -104,11 +104,11 @@ def test_unknown_message_id_gets_320_and_drop_but_others_keep_working(sim):
     good.close()
 
 
-def test_unsupported_request_gets_321_and_connection_stays(sim):
+def test_market_depth_without_subscription_gets_10092_and_connection_stays(sim):
     raw = RawClient(sim.host, sim.port)
     raw.handshake(1)
     raw.send(10, 5, 77, 0, "AAPL", "STK", "", 0.0, "", "", "SMART", "", "USD", "", "", 5, 0, "")
-    got = raw.recv_until(lambda m: m[0] == "4" and m[3] == "321")
+    got = raw.recv_until(lambda m: m[0] == "4" and m[3] == "10092")
     assert got[-1][2] == "77"
     raw.send(49, 1)
     assert raw.recv_until(lambda m: m[0] == "49")
