@@ -2,20 +2,26 @@
 
 Accounting follows IB's conventions:
 
-* stocks and FX pairs exchange their notional for cash; futures only move
-  cash by realized P&L and commissions (their open P&L is unrealized);
+* stocks and options exchange their notional for cash; an FX trade moves
+  both currencies' cash (buying EUR.USD adds EUR and spends USD: IB's
+  per-currency ledger), the pair stays a portfolio position whose value is
+  that cash, so it is not counted again in NetLiquidation; futures only
+  move cash by realized P&L and commissions (their open P&L is unrealized);
 * a position's average cost includes commissions, as IB's does, so the
   realized P&L of a round trip is net of both commissions;
-* monetary totals are in the account's base currency, converted with the
-  instrument file's static rates.
+* monetary totals are in the account's base currency, converted at the FX
+  market's rates (``sim.fx``), as IB's ExchangeRate values move with it;
+* daily P&L follows IB's formula and reset schedule (``sim.pnl``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .fx import FxRates
 from .instruments import Instrument, InstrumentUniverse
 from .market import Market
+from .pnl import ResetClock
 
 #: Margin accounts get 4x intraday buying power on their available funds.
 BUYING_POWER_MULTIPLIER = 4.0
@@ -51,6 +57,13 @@ class Position:
     realized_pnl: float = 0.0
     #: average trade price without commissions (futures cash settlement)
     avg_raw: float = 0.0
+    #: daily P&L state since the last reset: position and mark at the reset,
+    #: cash the day's trades moved (commissions included), realized today
+    day_quantity: float = 0.0
+    day_price: float = 0.0
+    day_traded: float = 0.0
+    day_realized: float = 0.0
+    next_reset: float = 0.0
 
     @property
     def avg_cost(self) -> float:
@@ -85,13 +98,17 @@ class Account:
     """One paper account (``DU...``) kept consistent as fills happen."""
 
     def __init__(self, account_id: str, base_currency: str, starting_cash: float,
-                 universe: InstrumentUniverse, market: Market) -> None:
+                 universe: InstrumentUniverse, market: Market,
+                 reset_clock: ResetClock | None = None, now: float | None = None) -> None:
         if base_currency not in universe.fx_rates:
             raise ValueError(f"no fx rate for base currency {base_currency}")
         self.account_id = account_id
         self.base = base_currency
         self.universe = universe
         self.market = market
+        self.rates = FxRates(universe, market)
+        self.reset_clock = reset_clock or ResetClock()
+        self.now = market.t0 if now is None else now
         self.cash: dict[str, float] = {base_currency: starting_cash}
         self.positions: dict[int, Position] = {}
         self.realized_by_ccy: dict[str, float] = {}
@@ -108,12 +125,19 @@ class Account:
         sign = 1.0 if side == "BUY" else -1.0
         mult = inst.mult
         ccy = inst.currency
-        pos = self.positions.setdefault(inst.con_id, Position(inst))
-        # cash: notional for stocks/FX, never for futures; commission always
+        pos = self.positions.get(inst.con_id)
+        if pos is None:
+            pos = self.positions[inst.con_id] = Position(
+                inst, next_reset=self.reset_clock.next_reset(inst, self.now))
+        # cash: notional for stocks/options/FX, never for futures; commission always
         if inst.sec_type != "FUT":
             self.cash[ccy] = self.cash.get(ccy, 0.0) - sign * quantity * price * mult
+        if inst.sec_type == "CASH":
+            # the pair's base currency is bought or sold too (IB's ledger)
+            self.cash[inst.symbol] = self.cash.get(inst.symbol, 0.0) + sign * quantity * mult
         self.cash[ccy] = self.cash.get(ccy, 0.0) - commission
-        self.commissions_paid += self.universe.convert(commission, ccy, self.base)
+        self.commissions_paid += self.rates.convert(commission, ccy, self.base)
+        pos.day_traded += -sign * quantity * price * mult - commission
 
         realized: float | None = None
         old = pos.quantity
@@ -137,6 +161,7 @@ class Account:
                 # already taken from cash when each fill was booked
                 self.cash[ccy] = self.cash.get(ccy, 0.0) + (price - pos.avg_raw) * closing * mult * direction
             self.realized_by_ccy[ccy] = self.realized_by_ccy.get(ccy, 0.0) + realized
+            pos.day_realized += realized
             remaining = old + sign * closing
             if opening > QTY_EPSILON:
                 pos.quantity = sign * opening
@@ -166,7 +191,47 @@ class Account:
     # -- valuation -----------------------------------------------------------
 
     def _base(self, amount: float, ccy: str) -> float:
-        return self.universe.convert(amount, ccy, self.base)
+        return self.rates.convert(amount, ccy, self.base)
+
+    # -- daily P&L -----------------------------------------------------------
+
+    def roll_days(self, now: float) -> list[int]:
+        """Start a new P&L day for every position whose reset time passed."""
+        self.now = now
+        rolled = []
+        for con_id, pos in self.positions.items():
+            if pos.next_reset and now >= pos.next_reset:
+                pos.day_quantity = pos.quantity
+                pos.day_price = self.market.mark_price(pos.instrument)
+                pos.day_traded = 0.0
+                pos.day_realized = 0.0
+                pos.next_reset = self.reset_clock.next_reset(pos.instrument, now)
+                rolled.append(con_id)
+        return rolled
+
+    def daily_pnl(self, pos: Position) -> float:
+        """IB's daily P&L of one position, in its currency."""
+        mult = pos.instrument.mult
+        mark = self.market.mark_price(pos.instrument)
+        return pos.quantity * mark * mult - pos.day_quantity * pos.day_price * mult + pos.day_traded
+
+    def pnl_single(self, con_id: int) -> tuple[float, float, float, float, float]:
+        """reqPnLSingle: (position, daily, unrealized, realized today, value) in base currency."""
+        pos = self.positions.get(con_id)
+        if pos is None:
+            return 0.0, 0.0, 0.0, 0.0, 0.0
+        _, value, unrealized = self.position_value(pos)
+        ccy = pos.instrument.currency
+        return (pos.quantity, self._base(self.daily_pnl(pos), ccy), self._base(unrealized, ccy),
+                self._base(pos.day_realized, ccy), self._base(value, ccy))
+
+    def pnl(self) -> tuple[float, float, float]:
+        """reqPnL: (daily, unrealized, realized today) in base currency."""
+        daily = unrealized = realized = 0.0
+        for con_id in self.positions:
+            _, d, u, r, _ = self.pnl_single(con_id)
+            daily, unrealized, realized = daily + d, unrealized + u, realized + r
+        return daily, unrealized, realized
 
     def position_value(self, pos: Position) -> tuple[float, float, float]:
         """(market price, market value, unrealized P&L) in the contract's currency."""
@@ -191,6 +256,7 @@ class Account:
         cash = sum(self._base(v, c) for c, v in self.cash.items()) + cash_delta
         gross = 0.0
         stock_value = 0.0
+        option_value = 0.0
         unrealized = 0.0
         futures_pnl = 0.0
         init = 0.0
@@ -202,6 +268,8 @@ class Account:
                 # buying moves cash into the position: value neutral
                 cash -= self._base(extra[1] * self.market.mark_price(inst) * inst.mult,
                                    inst.currency)
+            if inst.sec_type == "CASH":
+                cash += self._base(extra[1] * inst.mult, inst.symbol)
         holdings = {con_id: (pos.instrument, pos) for con_id, pos in self.positions.items()}
         for con_id in hypo:
             if con_id not in holdings:
@@ -218,11 +286,14 @@ class Account:
                     # raw trade price: the commissions are already out of cash
                     futures_pnl += self._base((price - pos.avg_raw) * pos.quantity * inst.mult,
                                               inst.currency)
-            if inst.sec_type != "FUT":
+            if inst.sec_type == "OPT":
+                option_value += value
+                gross += abs(value)
+            elif inst.sec_type not in ("FUT", "CASH"):  # FX positions are cash
                 stock_value += value
                 gross += abs(value)
             init += self._base(self._margin(inst, qty, price), inst.currency)
-        net_liq = cash + stock_value + futures_pnl
+        net_liq = cash + stock_value + option_value + futures_pnl
         maint = init * MAINT_MARGIN_RATIO
         available = net_liq - init
         excess = net_liq - maint
@@ -230,6 +301,7 @@ class Account:
         return {
             "NetLiquidation": net_liq, "TotalCashValue": cash,
             "GrossPositionValue": gross, "StockMarketValue": stock_value,
+            "OptionMarketValue": option_value,
             "FuturesPNL": futures_pnl, "UnrealizedPnL": unrealized, "RealizedPnL": realized,
             "EquityWithLoanValue": net_liq, "InitMarginReq": init, "MaintMarginReq": maint,
             "AvailableFunds": available, "ExcessLiquidity": excess,
@@ -262,8 +334,21 @@ class Account:
 
     # -- reporting -----------------------------------------------------------
 
+    def net_liquidation_by_currency(self) -> dict[str, float]:
+        """NetLiquidation per currency (cash + securities + open futures P&L), unconverted."""
+        out = {c: v for c, v in self.cash.items()}
+        for pos in self.positions.values():
+            inst = pos.instrument
+            if not pos.quantity or inst.sec_type == "CASH":
+                continue
+            price, value, _ = self.position_value(pos)
+            if inst.sec_type == "FUT":
+                value = (price - pos.avg_raw) * pos.quantity * inst.mult
+            out[inst.currency] = out.get(inst.currency, 0.0) + value
+        return out
+
     def currencies(self) -> list[str]:
-        ccys = set(self.cash) | set(self.realized_by_ccy)
+        ccys = set(self.cash) | set(self.realized_by_ccy) | {self.base}
         ccys |= {p.instrument.currency for p in self.positions.values()}
         return sorted(ccys)
 
@@ -277,7 +362,8 @@ class Account:
             ("AccountType", "INDIVIDUAL", ""),
         ]
         for key in ("NetLiquidation", "TotalCashValue", "GrossPositionValue",
-                    "StockMarketValue", "FuturesPNL", "UnrealizedPnL", "RealizedPnL",
+                    "StockMarketValue", "OptionMarketValue", "FuturesPNL", "UnrealizedPnL",
+                    "RealizedPnL",
                     "EquityWithLoanValue", "InitMarginReq", "MaintMarginReq",
                     "AvailableFunds", "ExcessLiquidity", "BuyingPower"):
             rows.append((key, money(t[key]), b))
@@ -289,15 +375,17 @@ class Account:
         rows.append(("DayTradesRemaining", "-1", ""))
         rows.append(("SettledCash", money(t["TotalCashValue"]), b))
         # per currency ledger, then the BASE aggregate (IB's $LEDGER:ALL shape)
+        nlv = self.net_liquidation_by_currency()
         for ccy in self.currencies():
             cash = self.cash.get(ccy, 0.0)
             rows.append(("CashBalance", money(cash), ccy))
             rows.append(("TotalCashBalance", money(cash), ccy))
-            rows.append(("ExchangeRate", f"{self.universe.convert(1.0, ccy, b):.6f}", ccy))
+            rows.append(("ExchangeRate", f"{self.rates.rate(ccy, b):.6f}", ccy))
             rows.append(("RealizedPnL", money(self.realized_by_ccy.get(ccy, 0.0)), ccy))
             upnl = sum(self.position_value(p)[2] for p in self.positions.values()
                        if p.instrument.currency == ccy)
             rows.append(("UnrealizedPnL", money(upnl), ccy))
+            rows.append(("NetLiquidationByCurrency", money(nlv.get(ccy, 0.0)), ccy))
             rows.append(("Currency", ccy, ccy))
         rows.append(("CashBalance", money(t["TotalCashValue"]), "BASE"))
         rows.append(("TotalCashBalance", money(t["TotalCashValue"]), "BASE"))
@@ -347,7 +435,7 @@ class Account:
                         cash, npl = t["TotalCashValue"], t["NetLiquidation"]
                     else:
                         cash = self.cash.get(ccy, 0.0)
-                        npl = cash
+                        npl = self.net_liquidation_by_currency().get(ccy, 0.0)
                     rows.append(("CashBalance", money(cash), ccy))
                     rows.append(("TotalCashBalance", money(cash), ccy))
                     rows.append(("NetLiquidationByCurrency", money(npl), ccy))

@@ -25,11 +25,14 @@ from .orders import (
     DONE_STATUSES, FILL_EPSILON, SUPPORTED_ORDER_TYPES, SUPPORTED_TIFS, Execution, SimOrder,
     executable_price, touch_for,
 )
+from .pnl import ResetClock
 from .requests import PlaceOrder
 
 MARKET_HOURS_MODES = ("always", "exchange", "closed", "overnight")
 #: First permId handed out (IB permIds are large positive integers).
 PERM_ID_START = 1_000_000_001
+#: IB's answer to an order (or what-if) whose contract names no exchange.
+MISSING_ORDER_EXCHANGE = "Error validating request.-'bO' : cause - Missing order exchange"
 #: IB pushes account and portfolio updates about every 3 minutes.
 ACCOUNT_PUSH_INTERVAL = 180.0
 
@@ -67,7 +70,8 @@ class SimBroker:
 
     def __init__(self, *, universe: InstrumentUniverse, clock: SimClock, scheduler: Scheduler,
                  seed: int, tick_interval: float, account_id: str, base_currency: str,
-                 starting_cash: float, market_hours: str, listener: BrokerListener) -> None:
+                 starting_cash: float, market_hours: str, listener: BrokerListener,
+                 reset_clock: ResetClock | None = None) -> None:
         if market_hours not in MARKET_HOURS_MODES:
             raise ValueError(f"market_hours must be one of {MARKET_HOURS_MODES}")
         if tick_interval <= 0:
@@ -82,6 +86,7 @@ class SimBroker:
         self.starting_cash = starting_cash
         self.market_hours = market_hours
         self.listener = listener
+        self.reset_clock = reset_clock or ResetClock()
         self.faults = Faults(seed)
         self._step_timer: Timer | None = None
         self._push_timer: Timer | None = None
@@ -94,7 +99,7 @@ class SimBroker:
         now = self.clock.now()
         self.market = Market(self.universe, self.seed, self.tick_interval, now)
         self.account = Account(self.account_id, self.base_currency, self.starting_cash,
-                               self.universe, self.market)
+                               self.universe, self.market, self.reset_clock, now)
         self.orders: dict[int, SimOrder] = {}
         #: working orders only (PreSubmitted/Submitted/PendingCancel), so market
         #: steps do not rescan a day's worth of finished orders
@@ -196,6 +201,11 @@ class SimBroker:
             self._error(client_id, req.order_id, 103, "Duplicate order id")
             return
         self.max_order_id[client_id] = max(req.order_id, self.max_order_id.get(client_id, 0))
+        if not req.contract.exchange:
+            # IB validates the order before it looks the contract up (what-if included)
+            self._error(client_id, req.order_id, ErrorCode.ERROR_VALIDATING_REQUEST,
+                        MISSING_ORDER_EXCHANGE)
+            return
         found = self.universe.find(req.contract)
         if not found:
             self._error(client_id, req.order_id, ErrorCode.NO_SECURITY_DEFINITION,

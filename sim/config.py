@@ -44,6 +44,8 @@ class SimConfig:
     #: the account's real-time market-data subscriptions: realtime, 10089, 354, 10090, none
     #: (see sim.entitlements); per instrument with the ``market_data`` control command
     market_data: str = "realtime"
+    #: when daily P&L restarts: "instrument" (IB's per-instrument schedule) or "HH:MM Zone"
+    pnl_reset: str = "instrument"
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCK_MODES:
@@ -63,6 +65,8 @@ class SimConfig:
         if self.history_pacing not in PACING_MODES:
             raise ValueError(f"history_pacing must be one of {PACING_MODES}, not {self.history_pacing!r}")
         check_state(self.market_data)
+        from .pnl import parse_reset
+        parse_reset(self.pnl_reset)
         object.__setattr__(self, "base_currency", self.base_currency.upper())
 
     def with_overrides(self, **overrides: object) -> "SimConfig":

@@ -278,50 +278,8 @@ def cancel_account_summary(server: "SimServer", session: ClientSession, r: Field
     session.summary_subs.pop(r.int(), None)
 
 
-def _pnl_values(server: "SimServer") -> tuple[float, float, float]:
-    t = server.broker.account.totals()
-    return t["RealizedPnL"] + t["UnrealizedPnL"], t["UnrealizedPnL"], t["RealizedPnL"]
-
-
-def _send_pnl_single(server: "SimServer", session: ClientSession, req_id: int, con_id: int) -> None:
-    account = server.broker.account
-    pos = account.positions.get(con_id)
-    if pos is None:
-        session.send(out.pnl_single(req_id, 0.0, 0.0, 0.0, 0.0, 0.0))
-        return
-    _, value, unrealized = account.position_value(pos)
-    session.send(out.pnl_single(req_id, pos.quantity, unrealized + pos.realized_pnl,
-                                unrealized, pos.realized_pnl, value))
-
-
-@handles(In.REQ_PNL)
-def req_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req_id = r.int()
-    session.pnl_subs.add(req_id)
-    session.send(out.pnl(req_id, *_pnl_values(server)))
-
-
-@handles(In.CANCEL_PNL)
-def cancel_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    session.pnl_subs.discard(r.int())
-
-
-@handles(In.REQ_PNL_SINGLE)
-def req_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    req_id = r.int()
-    r.str()
-    r.str()
-    con_id = r.int()
-    session.pnl_single_subs[req_id] = con_id
-    _send_pnl_single(server, session, req_id, con_id)
-
-
-@handles(In.CANCEL_PNL_SINGLE)
-def cancel_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
-    session.pnl_single_subs.pop(r.int(), None)
-
-
 def push_account_updates(server: "SimServer", con_ids: set[int] | None) -> None:
+    from .pnl_handlers import push_pnl
     """After fills (con_ids) or periodically (None): push what subscribers follow."""
     account = server.broker.account
     periodic = con_ids is None
@@ -347,11 +305,7 @@ def push_account_updates(server: "SimServer", con_ids: set[int] | None) -> None:
                     pos = account.positions.get(con_id)
                     if pos is not None:
                         session.send(out.position_multi(req_id, account.account_id, pos, model))
-        for req_id in sorted(session.pnl_subs):
-            session.send(out.pnl(req_id, *_pnl_values(server)))
-        for req_id, con_id in sorted(session.pnl_single_subs.items()):
-            if periodic or con_id in changed:
-                _send_pnl_single(server, session, req_id, con_id)
+        push_pnl(server, session)
         if periodic:
             for req_id, tags in session.summary_subs.items():
                 _send_summary(server, session, req_id, tags)

@@ -25,7 +25,7 @@ from .account import MarginPreview
 from .broker import SimBroker
 from .clock import Scheduler, SimClock, Timer, parse_start
 from .config import SimConfig
-from . import data_handlers, misc_handlers, reference_handlers  # noqa: F401  (register handlers)
+from . import data_handlers, misc_handlers, pnl_handlers, reference_handlers  # noqa: F401  (register handlers)
 from .data_handlers import filter_ticks, send_extra_ticks, send_tick_by_tick
 from .entitlements import Entitlements
 from .handlers import HANDLERS, UNSUPPORTED_REQ_ID_POSITION, handle_unsupported
@@ -33,6 +33,7 @@ from .instruments import Instrument, InstrumentUniverse
 from .messages import DELAYED_TICK, ErrorCode, In, in_name
 from .orders import Execution, SimOrder
 from .pacing import HistoricalPacing
+from .pnl import ResetClock
 from .protocol import (
     FieldReader, ProtocolError, build_server_handshake, negotiate_version,
     parse_client_handshake, split_fields,
@@ -82,11 +83,14 @@ class SimServer:
         self.pacing_limit = config.pacing_limit
         self.history_pacing = HistoricalPacing(config.history_pacing)
         self.entitlements = Entitlements(config.market_data)
+        #: sim time of the last P&L push (reqPnL updates at most once a second)
+        self.pnl_pushed_at = float("-inf")
         self.broker = SimBroker(
             universe=self.universe, clock=self.clock, scheduler=self.scheduler,
             seed=config.seed, tick_interval=config.tick_interval, account_id=config.account,
             base_currency=config.base_currency, starting_cash=config.starting_cash,
-            market_hours=config.market_hours, listener=self)
+            market_hours=config.market_hours, listener=self,
+            reset_clock=ResetClock(config.pnl_reset))
         self.sessions: dict[int, ClientSession] = {}
         self.by_client_id: dict[int, ClientSession] = {}
         self.closed_sessions: deque[dict] = deque(maxlen=CLOSED_SESSIONS_KEPT)
@@ -463,9 +467,10 @@ class SimServer:
             send_tick_by_tick(self, inst, changes)
 
     def market_step_done(self) -> None:
+        now = self.clock.now()
+        pnl_handlers.pnl_step(self, now)
         if self.broker.faults.connectivity_lost:
             return
-        now = self.clock.now()
         for session in list(self.sessions.values()):
             if not session.ready:
                 continue

@@ -112,6 +112,8 @@ class ClientSession:
         self.summary_subs: dict[int, str] = {}
         self.pnl_subs: set[int] = set()
         self.pnl_single_subs: dict[int, int] = {}
+        #: last pnl / pnlSingle values sent per request (updates only on change)
+        self.pnl_sent: dict[int, tuple] = {}
         self.auto_open_orders = False
         #: last account values sent, so updates carry only what changed
         self.account_cache: dict[tuple[str, str], str] = {}

@@ -77,14 +77,18 @@ def test_flip_through_zero_opens_at_the_fill_price(universe):
     assert pos.avg_price == pytest.approx(191.0 - 1.5 / 300)  # its share of the commission
 
 
-def test_fx_trades_move_quote_currency_cash(universe):
+def test_fx_trades_move_both_currencies_cash(universe):
+    # IB's ledger: buying EUR.USD adds EUR and spends USD; the pair's value is that cash
     acct, market = make_account(universe)
     eur = universe.by_symbol("EURUSD")
     acct.apply_fill(eur, "BUY", 100_000, 1.08, 2.16)
     assert acct.cash["USD"] == pytest.approx(1_000_000 - 108_000 - 2.16)
+    assert acct.cash["EUR"] == pytest.approx(100_000)
     t = acct.totals()
-    assert t["GrossPositionValue"] == pytest.approx(100_000 * market.mark_price(eur))
-    assert t["InitMarginReq"] == pytest.approx(0.03 * t["GrossPositionValue"])
+    mark = market.mark_price(eur)
+    assert t["GrossPositionValue"] == 0.0  # FX positions are cash, not securities
+    assert t["NetLiquidation"] == pytest.approx(1_000_000 - 2.16 + 100_000 * (mark - 1.08))
+    assert t["InitMarginReq"] == pytest.approx(0.03 * 100_000 * mark)
 
 
 def test_base_currency_conversion(universe):
@@ -96,10 +100,11 @@ def test_base_currency_conversion(universe):
     assert acct.cash["CHF"] == pytest.approx(100_000 - 4400 - 1.0)
     assert acct.cash["USD"] == pytest.approx(-1901.0)
     t = acct.totals()
-    assert t["TotalCashValue"] == pytest.approx(100_000 - 4401 - 1901.0 / 1.13)
+    usdchf = acct.market.quote(universe.by_symbol("USD.CHF").con_id).mid  # the FX market's rate
+    assert t["TotalCashValue"] == pytest.approx(100_000 - 4401 - 1901.0 * usdchf)
     rows = {(k, c): v for k, v, c in acct.account_values()}
     assert rows[("NetLiquidation", "CHF")] == f"{t['NetLiquidation']:.2f}"
-    assert rows[("ExchangeRate", "USD")] == f"{1 / 1.13:.6f}"  # CHF per USD
+    assert rows[("ExchangeRate", "USD")] == f"{usdchf:.6f}"  # CHF per USD
 
 
 def test_margin_check_rejects_what_equity_cannot_carry(universe):

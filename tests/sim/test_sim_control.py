@@ -103,7 +103,9 @@ def test_chf_account_reports_in_its_base_currency(make_client):
         price = client.fills(h)[0][2]
         assert state["account"]["cash"] == {"CHF": 500_000.0, "USD": pytest.approx(-100 * price - 1.0)}
         truth = state["account"]["values"]["TotalCashValue"]
-        assert truth == pytest.approx(500_000.0 + (-100 * price - 1.0) * 1.0 / 1.13)
+        usdchf = state["quotes"]["USD.CHF"]
+        rate = (usdchf["bid"] + usdchf["ask"]) / 2  # the FX market's rate, as IB's moves
+        assert truth == pytest.approx(500_000.0 + (-100 * price - 1.0) * rate)
         client.wait(lambda: client.account_values().get(("TotalCashValue", "CHF")) == f"{truth:.2f}",
                     what="converted cash")
         assert ("CashBalance", "USD") in client.account_values()
