@@ -21,6 +21,9 @@ from pathlib import Path
 from loguru import logger
 
 from .config import CLOCK_MODES, MARKET_HOURS, SimConfig
+from .entitlements import STATES
+from .pacing import PACING_MODES
+from .replay import ReplayError
 from .control import ControlError, control_request
 
 READY_PREFIX = "SIM READY"
@@ -50,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", default=None, help="write a protocol trace to this file")
     p.add_argument("--instruments", default=None, help="instrument TOML file (default: packaged)")
     p.add_argument("--max-server-version", type=int, default=d.max_server_version)
+    p.add_argument("--history-pacing", choices=PACING_MODES, default=d.history_pacing,
+                   help="IB's historical-data pacing: all bar sizes, small bars only (like IB), off")
+    p.add_argument("--market-data", choices=STATES, default=d.market_data,
+                   help="real-time market-data subscriptions of the account (see docs/simulator.md)")
+    p.add_argument("--pnl-reset", default=d.pnl_reset,
+                   help="daily P&L reset: 'instrument' (IB's schedule) or 'HH:MM Zone'")
+    p.add_argument("--replay", default=None,
+                   help="replay a recorded market (CSV, or Parquet with pyarrow)")
+    p.add_argument("--replay-speed", type=float, default=d.replay_speed,
+                   help="replay at N times the wall clock (realtime clock)")
     p.add_argument("--ready-file", default=None,
                    help="also write the readiness line to this file")
     p.add_argument("--log-level", default="INFO")
@@ -128,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             clock=args.clock, start_time=args.start_time, market_hours=args.market_hours,
             tick_interval=args.tick_interval, pacing_limit=args.pacing_limit,
             trace=args.trace, instruments=args.instruments,
-            max_server_version=args.max_server_version)
+            max_server_version=args.max_server_version, history_pacing=args.history_pacing,
+            market_data=args.market_data, pnl_reset=args.pnl_reset, replay=args.replay,
+            replay_speed=args.replay_speed)
     except ValueError as exc:
         print(f"python -m sim: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}")
     try:
         asyncio.run(serve(config, args.ready_file))
-    except OSError as exc:
+    except (OSError, ReplayError) as exc:
         logger.error("sim could not start: {}", exc)
         return 1
     return 0

@@ -6,8 +6,9 @@ Two modes share one interface:
   every callback due in that span runs in (time, insertion) order with the
   clock set to its due time.  Tests use this: no wall-clock waits, and the
   same inputs give the same outputs.
-* ``realtime``: the clock is the wall clock and a background task runs
-  callbacks when they fall due.
+* ``realtime``: the clock follows the wall clock from ``start`` (by default
+  now) at ``speed`` times its pace (``--replay-speed``), and a background
+  task runs callbacks when they fall due.
 """
 
 from __future__ import annotations
@@ -40,18 +41,27 @@ def parse_start(text: str) -> float:
 class SimClock:
     """The simulator's notion of now, as epoch seconds."""
 
-    def __init__(self, mode: str = "manual", start: float | None = None) -> None:
+    def __init__(self, mode: str = "manual", start: float | None = None,
+                 speed: float = 1.0) -> None:
         if mode not in ("manual", "realtime"):
             raise ValueError(f"clock must be 'manual' or 'realtime', not {mode!r}")
+        if speed <= 0:
+            raise ValueError("clock speed must be positive")
         self.mode = mode
-        self._now = start if start is not None else parse_start(DEFAULT_MANUAL_START)
+        self.speed = speed
+        self._wall0 = time.time()
+        if start is None:
+            start = self._wall0 if mode == "realtime" else parse_start(DEFAULT_MANUAL_START)
+        self._now = start
 
     @property
     def manual(self) -> bool:
         return self.mode == "manual"
 
     def now(self) -> float:
-        return self._now if self.manual else time.time()
+        if self.manual:
+            return self._now
+        return self._now + (time.time() - self._wall0) * self.speed
 
     def set(self, ts: float) -> None:
         """Manual mode only: jump to ``ts`` (never backwards)."""
@@ -176,7 +186,7 @@ class Scheduler:
                     await asyncio.sleep(0)
                     continue
                 try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await asyncio.wait_for(self._wake.wait(), delay / self.clock.speed)
                 except asyncio.TimeoutError:
                     pass
             else:

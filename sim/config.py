@@ -46,6 +46,10 @@ class SimConfig:
     market_data: str = "realtime"
     #: when daily P&L restarts: "instrument" (IB's per-instrument schedule) or "HH:MM Zone"
     pnl_reset: str = "instrument"
+    #: a recorded market to replay (CSV, or Parquet with pyarrow); see sim.replay
+    replay: str | None = None
+    #: replay pace: N x the wall clock (realtime clock only)
+    replay_speed: float = 1.0
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCK_MODES:
@@ -56,6 +60,8 @@ class SimConfig:
             raise ValueError(f"account must look like DU1234567, not {self.account!r}")
         if self.tick_interval <= 0:
             raise ValueError("tick_interval must be positive")
+        if self.replay_speed <= 0:
+            raise ValueError("replay_speed must be positive")
         if self.pacing_limit < 0:
             raise ValueError("pacing_limit must be >= 0 (0 disables pacing)")
         if not 100 <= self.max_server_version <= 176:

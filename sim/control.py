@@ -147,6 +147,19 @@ class ControlAPI:
         self.server.pacing_limit = int(n)
         return {"pacing_limit": int(n)}
 
+    async def cmd_market_data(self, state: str, symbols: list[str] | None = None) -> dict:
+        """Real-time market-data subscriptions: realtime | 10089 | 354 | 10090 | none,
+        for the whole account or for some (local) symbols (see sim.entitlements)."""
+        universe = self.server.universe
+        con_ids = None if symbols is None else [universe.by_symbol(s).con_id for s in symbols]
+        self.server.entitlements.set(state, con_ids)
+        return self.server.entitlements.snapshot()
+
+    async def cmd_history_pacing(self, mode: str) -> dict:
+        """IB's historical-data pacing: all | small (bars <= 30 s, like IB) | off."""
+        self.server.history_pacing.set_mode(mode)
+        return self.server.history_pacing.snapshot()
+
     async def cmd_set_price(self, symbol: str, bid: float | None = None,
                             ask: float | None = None, last: float | None = None) -> dict:
         """Move an instrument's quote now; ticks go out and orders match immediately."""
@@ -191,7 +204,11 @@ class ControlAPI:
         server.scheduler.clear()  # pending connectivity sequences, delayed acks, ...
         server.broker.reset_state()
         server.pacing_limit = server.config.pacing_limit
+        server.history_pacing.reset()
+        server.entitlements.set(server.config.market_data)
         server.broker.start()
+        if server.replayer is not None:
+            server.replayer.start()
         server.request_log.clear()
         if not server.listening:
             await server.accept_connections()

@@ -111,6 +111,10 @@ class Market:
         #: recorded market per instrument (options: derived from the underlying)
         self.live: dict[int, LiveBuckets] = {}
         self.ticks: dict[int, TickHistory] = {}
+        #: instruments driven by a recording (sim.replay): no walk steps
+        self.replayed: set[int] = set()
+        #: where their history before the start ends (the first recorded price)
+        self._anchor_price: dict[int, float] = {}
         for inst in universe.instruments:
             rng = random.Random(f"{seed}:{inst.con_id}")
             if inst.sec_type == "OPT":
@@ -178,6 +182,9 @@ class Market:
         walk = self._walks[inst.con_id]
         q = walk.quote
         rng = walk.rng
+        if inst.con_id in self.replayed:
+            self.record_quote(inst, now)  # the recording moves it; bars still sample it
+            return []
         old = (q.bid, q.ask, q.bid_size, q.ask_size)
         if inst.sec_type == "OPT":
             # options follow their underlying (stepped before them: universe order)
@@ -245,10 +252,9 @@ class Market:
         return changes
 
     def set_price(self, inst: Instrument, now: float, bid: float | None = None,
-                  ask: float | None = None, last: float | None = None,
-                  size: float | None = None, bid_size: float | None = None,
-                  ask_size: float | None = None) -> list[tuple[int, float | None, float | None]]:
-        """Override the quote (control API, replay); the walk continues from it."""
+                  ask: float | None = None, last: float | None = None
+                  ) -> list[tuple[int, float | None, float | None]]:
+        """Override the quote (control API); the walk continues from it."""
         walk = self._walks[inst.con_id]
         q = walk.quote
         changes: list[tuple[int, float | None, float | None]] = []
@@ -263,18 +269,55 @@ class Market:
             if bid > ask:
                 raise ValueError("bid above ask")
             q.bid, q.ask = inst.round_price(bid), inst.round_price(ask)
-            if bid_size is not None:
-                q.bid_size = float(bid_size)
-            if ask_size is not None:
-                q.ask_size = float(ask_size)
             walk.mid = (q.bid + q.ask) / 2
             changes.append((TickType.BID, q.bid, q.bid_size))
             changes.append((TickType.ASK, q.ask, q.ask_size))
             self.record_quote(inst, now)
         if last is not None:
+            changes.extend(self._print_trade(inst, inst.round_price(last),
+                                             float(100 if inst.sec_type == "STK" else 1), now))
+        return changes
+
+    def replay(self, inst: Instrument, price: float) -> None:
+        """From now on ``inst`` follows a recording that starts at ``price``.
+
+        The walk stops for it, and its synthetic history ends at ``price``
+        so history and the recording join.
+        """
+        walk = self._walks[inst.con_id]
+        self.replayed.add(inst.con_id)
+        self._anchor_price[inst.con_id] = price
+        for key in [k for k in self._history_cache if k[0] == inst.con_id]:
+            del self._history_cache[key]
+        walk.mid = price
+        self._make_quote(inst, price, walk.rng, walk.quote)
+        walk.quote.close = inst.round_price(price)
+
+    def replay_update(self, inst: Instrument, now: float, bid: float | None, ask: float | None,
+                      bid_size: float | None, ask_size: float | None, last: float | None,
+                      last_size: float | None) -> list[tuple[int, float | None, float | None]]:
+        """Apply one recorded record: the quote sides it has, then its trade."""
+        walk = self._walks[inst.con_id]
+        q = walk.quote
+        changes: list[tuple[int, float | None, float | None]] = []
+        if bid is not None or ask is not None:
+            old = (q.bid, q.ask, q.bid_size, q.ask_size)
+            new_bid = inst.round_price(bid) if bid is not None else q.bid
+            new_ask = inst.round_price(ask) if ask is not None else q.ask
+            if new_bid > new_ask:
+                raise ValueError(f"recorded bid {new_bid} above ask {new_ask} for {inst.local_symbol}")
+            q.bid, q.ask = new_bid, new_ask
+            if bid_size is not None:
+                q.bid_size = float(bid_size)
+            if ask_size is not None:
+                q.ask_size = float(ask_size)
+            walk.mid = (q.bid + q.ask) / 2
+            changes = self._quote_changes(q, old)
+            self.record_quote(inst, now)
+        if last is not None:
             default = float(100 if inst.sec_type == "STK" else 1)
             changes.extend(self._print_trade(inst, inst.round_price(last),
-                                             default if size is None else float(size), now))
+                                             default if not last_size else float(last_size), now))
         return changes
 
     def snapshot_ticks(self, inst: Instrument) -> list[tuple[int, float | None, float | None]]:
@@ -308,7 +351,7 @@ class Market:
         key = (inst.con_id, bar_s)
         closes = self._history_cache.get(key)
         if closes is None:
-            closes = [inst.price]
+            closes = [self._anchor_price.get(inst.con_id, inst.price)]
             self._history_cache[key] = closes
         sigma = min(inst.volatility * math.sqrt(_walk_seconds(bar_s) / TRADING_YEAR_SECONDS), 0.2)
         while len(closes) <= n:

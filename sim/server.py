@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Callable
 
 from loguru import logger
@@ -34,6 +35,8 @@ from .messages import DELAYED_TICK, ErrorCode, In, in_name
 from .orders import Execution, SimOrder
 from .pacing import HistoricalPacing
 from .pnl import ResetClock
+from .replay import Replayer
+from .replay import load as load_replay
 from .protocol import (
     FieldReader, ProtocolError, build_server_handshake, negotiate_version,
     parse_client_handshake, split_fields,
@@ -75,7 +78,15 @@ class SimServer:
         self.config = config
         start = parse_start(config.start_time) if config.clock == "manual" else time.time()
         self.universe = InstrumentUniverse.load(config.instruments, as_of=start)
-        self.clock = SimClock(config.clock, start)
+        self.replayer: Replayer | None = None
+        if config.replay:
+            # a recording sets the clock: it starts at the first record
+            records = load_replay(config.replay, self.universe)
+            start = records[0].time
+            self.universe = InstrumentUniverse.load(config.instruments, as_of=start)
+            records = [replace(r, inst=self.universe.by_con_id[r.inst.con_id]) for r in records]
+            self.replayer = Replayer(self, records)
+        self.clock = SimClock(config.clock, start, speed=config.replay_speed)
         self.scheduler = Scheduler(self.clock)
         self._own_trace = trace is None and bool(config.trace)
         self.trace = trace if trace is not None else (
@@ -113,6 +124,8 @@ class SimServer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.broker.start()
+        if self.replayer is not None:
+            self.replayer.start()
         self.scheduler.start()
         await self._listen()
         if self.config.control_port is not None:
@@ -581,6 +594,7 @@ class SimServer:
             "pacing_limit": self.pacing_limit,
             "history_pacing": self.history_pacing.snapshot(),
             "market_data": self.entitlements.snapshot(),
+            "replay": self.replayer.snapshot() if self.replayer is not None else None,
         })
         positions = snap["account"]["positions"]
         snap["positions"] = positions

@@ -177,6 +177,12 @@ class SimHandle:
     def pacing_limit(self, n: int) -> dict:
         return self.call("pacing_limit", n=n)
 
+    def market_data(self, state: str, symbols: list[str] | None = None) -> dict:
+        return self.call("market_data", state=state, symbols=symbols)
+
+    def history_pacing(self, mode: str) -> dict:
+        return self.call("history_pacing", mode=mode)
+
     def set_price(self, symbol: str, bid: float | None = None, ask: float | None = None,
                   last: float | None = None) -> dict:
         return self.call("set_price", symbol=symbol, bid=bid, ask=ask, last=last)
