@@ -27,6 +27,7 @@ SPECS = {
     "AAPL": dict(symbol="AAPL", secType="STK", exchange="SMART", currency="USD"),
     "MSFT": dict(symbol="MSFT", secType="STK", exchange="SMART", currency="USD"),
     "SPY": dict(symbol="SPY", secType="STK", exchange="SMART", currency="USD"),
+    "NVDA": dict(symbol="NVDA", secType="STK", exchange="SMART", currency="USD"),
     "ES": dict(symbol="ES", secType="FUT", exchange="CME", currency="USD",
                lastTradeDateOrContractMonth="202712"),
     "EURUSD": dict(symbol="EUR", secType="CASH", exchange="IDEALPRO", currency="USD"),
@@ -197,9 +198,11 @@ class InsyncDriver(Driver):
         key = id(ticker)
         self._ticks[key] = 0
         self._tickers[key] = ticker
+        types = self.__dict__.setdefault("tick_types", {}).setdefault(key, set())
 
         def on_update(t, key=key):
             self._ticks[key] += len(t.ticks)
+            types.update(tick.tickType for tick in t.ticks)
         ticker.updateEvent += on_update
         return key
 
@@ -351,6 +354,7 @@ class _IbapiApp(EWrapper, EClient):
     def tickPrice(self, reqId, tickType, price, attrib):
         def f():
             self.d.ticks[reqId] = self.d.ticks.get(reqId, 0) + 1
+            self.d.data.setdefault(("tick_types", reqId), []).append(tickType)
             q = self.d.quotes.setdefault(reqId, [float("nan"), float("nan")])
             if tickType in (1, 66):
                 q[0] = price
@@ -408,11 +412,92 @@ class _IbapiApp(EWrapper, EClient):
         self._note(lambda: self.d.ended.add(("completed", 0)))
 
     def historicalData(self, reqId, bar):
-        self._note(lambda: self.d.bars.setdefault(reqId, []).append(
-            (int(bar.date), bar.open, bar.high, bar.low, bar.close)))
+        def f():
+            self.d.bars.setdefault(reqId, []).append(
+                (int(bar.date), bar.open, bar.high, bar.low, bar.close))
+            self.d.data.setdefault(("bars", reqId), []).append(
+                (int(bar.date), bar.open, bar.high, bar.low, bar.close, float(bar.volume)))
+        self._note(f)
 
     def historicalDataEnd(self, reqId, start, end):
         self._note(lambda: self.d.ended.add(("history", reqId)))
+
+    # -- data callbacks used by the data tests (tests/sim/data_drivers.py) ---------------
+
+    def _got(self, key, value) -> None:
+        self._note(lambda: self.d.data.setdefault(key, []).append(value))
+
+    def _end(self, key) -> None:
+        self._note(lambda: self.d.ended.add(key))
+
+    def securityDefinitionOptionParameter(self, reqId, exchange, underlyingConId, tradingClass,
+                                          multiplier, expirations, strikes):
+        self._got(("chain", reqId), (exchange, underlyingConId, tradingClass, multiplier,
+                                     sorted(expirations), sorted(strikes)))
+
+    def securityDefinitionOptionParameterEnd(self, reqId):
+        self._end(("chain", reqId))
+
+    def historicalTicks(self, reqId, ticks, done):
+        self._got(("ticks", reqId), [(t.time, t.price, float(t.size)) for t in ticks])
+        self._end(("ticks", reqId))
+
+    def historicalTicksBidAsk(self, reqId, ticks, done):
+        self._got(("ticks", reqId), [(t.time, t.priceBid, t.priceAsk, float(t.sizeBid),
+                                      float(t.sizeAsk)) for t in ticks])
+        self._end(("ticks", reqId))
+
+    def historicalTicksLast(self, reqId, ticks, done):
+        self._got(("ticks", reqId), [(t.time, t.price, float(t.size)) for t in ticks])
+        self._end(("ticks", reqId))
+
+    def histogramData(self, reqId, items):
+        self._got(("histogram", reqId), [(h.price, float(h.size)) for h in items])
+        self._end(("histogram", reqId))
+
+    def scannerParameters(self, xml):
+        self._got(("scanner_params", 0), xml)
+        self._end(("scanner_params", 0))
+
+    def scannerData(self, reqId, rank, contractDetails, distance, benchmark, projection, legsStr):
+        self._got(("scan", reqId), (rank, contractDetails.contract.symbol))
+
+    def scannerDataEnd(self, reqId):
+        self._end(("scan", reqId))
+
+    def tickOptionComputation(self, reqId, tickType, tickAttrib, impliedVol, delta, optPrice,
+                              pvDividend, gamma, vega, theta, undPrice):
+        self._got(("greeks", reqId), (tickType, impliedVol, delta, optPrice, undPrice))
+
+    def marketRule(self, marketRuleId, priceIncrements):
+        self._got(("rule", marketRuleId), [(p.lowEdge, p.increment) for p in priceIncrements])
+        self._end(("rule", marketRuleId))
+
+    def headTimestamp(self, reqId, headTimestamp):
+        self._got(("head", reqId), headTimestamp)
+        self._end(("head", reqId))
+
+    def realtimeBar(self, reqId, time, open_, high, low, close, volume, wap, count):
+        self._got(("rtbar", reqId), (time, open_, high, low, close, float(volume)))
+
+    def pnl(self, reqId, dailyPnL, unrealizedPnL, realizedPnL):
+        self._got(("pnl", reqId), (dailyPnL, unrealizedPnL, realizedPnL))
+
+    def pnlSingle(self, reqId, pos, dailyPnL, unrealizedPnL, realizedPnL, value):
+        self._got(("pnl_single", reqId), (float(pos), dailyPnL, unrealizedPnL, realizedPnL, value))
+
+    def marketDataType(self, reqId, marketDataType):
+        self._got(("md_type", reqId), marketDataType)
+
+    def tickString(self, reqId, tickType, value):
+        self._got(("tick_string", reqId), (tickType, value))
+
+    def tickGeneric(self, reqId, tickType, value):
+        self._got(("tick_generic", reqId), (tickType, value))
+
+    def smartComponents(self, reqId, smartComponentMap):
+        self._got(("smart", reqId), [(c.bitNumber, c.exchange) for c in smartComponentMap])
+        self._end(("smart", reqId))
 
     def accountSummary(self, reqId, account, tag, value, currency):
         self._note(lambda: self.d.summary_rows.setdefault(reqId, {}).__setitem__((tag, currency), value))
@@ -456,6 +541,8 @@ class IbapiDriver(Driver):
         self.bars: dict[int, list] = {}
         self.summary_rows: dict[int, dict] = {}
         self.portfolio_items: dict[int, tuple] = {}
+        #: data callbacks by (kind, reqId): see _IbapiApp's data section
+        self.data: dict[tuple, list] = {}
         self.req_seq = 1000
         self.collecting_open = False
         self.connection_closed = False

@@ -291,7 +291,9 @@ def test_account_summary_and_portfolio_follow_fills(client, sim):
     assert ("CashBalance", "BASE") in summary  # $LEDGER rows
 
 
-def test_delayed_market_data_uses_delayed_tick_types(client, sim):
+def test_delayed_market_data_uses_delayed_tick_types(client, sim, clientlog):
+    # an account without real-time subscriptions (IB serves live data to one that has them)
+    sim.market_data("10089")
     client.market_data_type(3)
     req = client.subscribe("SPY")
     client.wait(lambda: client.tick_count(req) > 0, what="delayed ticks")
