@@ -26,6 +26,8 @@ from loguru import logger
 #: Default start of the manual clock: Monday 2025-06-02 10:00 New York, so
 #: ``exchange`` market hours are open unless a test moves the clock.
 DEFAULT_MANUAL_START = "2025-06-02T14:00:00+00:00"
+#: Callbacks the realtime driver runs before it lets other tasks in.
+MAX_CALLBACKS_PER_RUN = 200
 #: Upper bound on callbacks one advance() may run, to stop runaway loops.
 MAX_CALLBACKS_PER_ADVANCE = 50_000_000
 
@@ -122,11 +124,11 @@ class Scheduler:
         except Exception:
             logger.exception("sim timer callback {} failed", getattr(timer.callback, "__name__", timer.callback))
 
-    def run_due(self) -> int:
-        """Run every callback due now; returns how many ran."""
+    def run_due(self, limit: int | None = None) -> int:
+        """Run the callbacks due now (at most ``limit``); returns how many ran."""
         now = self.clock.now()
         ran = 0
-        while self._heap and self._heap[0].when <= now:
+        while self._heap and self._heap[0].when <= now and (limit is None or ran < limit):
             timer = heapq.heappop(self._heap)
             if not timer.cancelled:
                 self._run(timer)
@@ -175,7 +177,9 @@ class Scheduler:
     async def _drive(self) -> None:
         assert self._wake is not None
         while True:
-            self.run_due()
+            # bounded: a clock running faster than the work (a fast replay) must not
+            # starve socket I/O or a stop request
+            self.run_due(MAX_CALLBACKS_PER_RUN)
             while self._heap and self._heap[0].cancelled:
                 heapq.heappop(self._heap)
             self._wake.clear()
