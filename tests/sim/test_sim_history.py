@@ -220,6 +220,7 @@ def test_real_time_bars_honour_what_to_show(name, make_client, sim, clientlog):
         from tests.sim.data_drivers import _ibapi_contract
         req = client._req()
         client.app.reqRealTimeBars(req, _ibapi_contract("EURUSD"), 5, "MIDPOINT", False, [])
+        client.qualify("AAPL")  # a round trip: the subscription is in place before time moves
         sim.advance(11.0)
         client.wait(lambda: len(client.data.get(("rtbar", req), [])) >= 2, what="real-time bars")
         got = client.data[("rtbar", req)][:2]
@@ -230,6 +231,7 @@ def test_real_time_bars_honour_what_to_show(name, make_client, sim, clientlog):
     else:
         c = client.qualified("EURUSD")
         bars = client.ib.reqRealTimeBars(c, 5, "MIDPOINT", False)
+        client.qualify("AAPL")  # a round trip: the subscription is in place before time moves
         sim.advance(11.0)
         client.wait(lambda: len(bars) >= 2, what="real-time bars")
         got = [(int(b.time.timestamp()), b.open_, b.high, b.low, b.close, float(b.volume))

@@ -129,7 +129,7 @@ def test_scanner_subscription_refreshes_until_cancelled(make_client, sim):
     sim.advance(30.0)
     client.wait(lambda: len(updates) >= 2, what="the scan refreshed")
     client.ib.cancelScannerSubscription(data)
-    sim.wait_for(lambda s: True)
+    client.qualify("AAPL")  # a round trip: the cancel has arrived
     sim.advance(60.0)
     assert sim.run(lambda: [s.scanner_subs for s in sim.server.sessions.values()]) == [{}]
 
