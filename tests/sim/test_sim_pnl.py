@@ -44,9 +44,12 @@ def test_chf_account_values_carry_exchange_rates_and_a_ledger_per_currency(name,
         truth = state["account"]
         values = {}
 
-        def pushed():
+        def pushed():  # the whole push: the BASE rows come last
             values.update(client.account_values())
-            return values.get(("NetLiquidation", "CHF")) == f"{truth['values']['NetLiquidation']:.2f}"
+            net_liq = f"{truth['values']['NetLiquidation']:.2f}"
+            return values.get(("NetLiquidation", "CHF")) == net_liq and \
+                values.get(("NetLiquidationByCurrency", "BASE")) == net_liq and all(
+                    values.get(("TotalCashBalance", c)) == f"{v:.2f}" for c, v in truth["cash"].items())
         client.wait(pushed, what="account values pushed")
         # ExchangeRate per currency: the FX market's rates into CHF (EUR through EUR.CHF)
         assert float(values[("ExchangeRate", "USD")]) == pytest.approx(_mid(state, "USD.CHF"), abs=1e-6)
