@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -34,9 +33,8 @@ from .session import (
     REALTIME_BAR_SECONDS, ClientSession, HistorySub, MarketDataSub, RealTimeBarSub,
     TickByTickSub,
 )
+from .data_host import DataHost
 
-if TYPE_CHECKING:
-    from .server import SimServer
 
 MISSING_EXCHANGE = "Error validating request.-'bh' : cause - Please enter exchange"
 #: Generic ticks the simulator serves (others are accepted and ignored).
@@ -51,7 +49,7 @@ HISTOGRAM_UNITS = {"day": 86400, "days": 86400, "week": 7 * 86400, "weeks": 7 * 
 TICKS_BY_TYPE = {"Last": 1, "AllLast": 2, "BidAsk": 3, "MidPoint": 4}
 
 
-def lookup(server: "SimServer", session: ClientSession, req_id: int, contract: ContractSpec,
+def lookup(server: DataHost, session: ClientSession, req_id: int, contract: ContractSpec,
            need_exchange: bool = True) -> Instrument | None:
     """The one instrument a data request means, or IB's error (321/200)."""
     if need_exchange and not contract.exchange and not contract.con_id:
@@ -79,7 +77,7 @@ def _hist_error(session: ClientSession, req_id: int, exc: HistoryError) -> None:
 
 
 @handles(In.REQ_MARKET_DATA_TYPE)
-def req_market_data_type(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_market_data_type(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     data_type = r.int()
     if data_type not in (1, 2, 3, 4):
@@ -99,7 +97,7 @@ def _generic_ticks(text: str) -> frozenset:
 
 
 @handles(In.REQ_MKT_DATA)
-def req_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_mkt_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req = read_mkt_data(r)
     inst = lookup(server, session, req.req_id, req.contract)
     if inst is None:
@@ -142,7 +140,7 @@ def req_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) ->
 
 
 @handles(In.CANCEL_MKT_DATA)
-def cancel_mkt_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_mkt_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     server.unindex_mkt_data(session, req_id)
@@ -157,7 +155,7 @@ def filter_ticks(sub: MarketDataSub, changes: list) -> list:
     return [c for c in changes if c[0] in INDEPENDENT_TICKS]
 
 
-def send_extra_ticks(server: "SimServer", session: ClientSession, req_id: int,
+def send_extra_ticks(server: DataHost, session: ClientSession, req_id: int,
                      sub: MarketDataSub, changes: list | None, first: bool = False) -> None:
     """Generic ticks (RTVolume, shortable, volatilities) and option model greeks."""
     inst = sub.instrument
@@ -191,7 +189,7 @@ def send_extra_ticks(server: "SimServer", session: ClientSession, req_id: int,
 # -- historical bars -------------------------------------------------------------------
 
 
-def _pacing_check(server: "SimServer", inst: Instrument, req, bar_s: int) -> str | None:
+def _pacing_check(server: DataHost, inst: Instrument, req, bar_s: int) -> str | None:
     identical = (inst.con_id, req.contract.exchange, req.end_date_time, req.duration,
                  bar_s, req.use_rth, req.what_to_show, req.format_date, req.keep_up_to_date)
     contract = (inst.con_id, req.contract.exchange, req.what_to_show)
@@ -200,7 +198,7 @@ def _pacing_check(server: "SimServer", inst: Instrument, req, bar_s: int) -> str
 
 
 @handles(In.REQ_HISTORICAL_DATA)
-def req_historical_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_historical_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req = read_historical_data(r)
     inst = lookup(server, session, req.req_id, req.contract)
     if inst is None:
@@ -241,13 +239,13 @@ def req_historical_data(server: "SimServer", session: ClientSession, r: FieldRea
 
 
 @handles(In.CANCEL_HISTORICAL_DATA)
-def cancel_historical_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_historical_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.history_subs.pop(r.int(), None)
 
 
 @handles(In.REQ_REAL_TIME_BARS)
-def req_real_time_bars(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_real_time_bars(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     contract = read_contract(r)
@@ -269,13 +267,13 @@ def req_real_time_bars(server: "SimServer", session: ClientSession, r: FieldRead
 
 
 @handles(In.CANCEL_REAL_TIME_BARS)
-def cancel_real_time_bars(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_real_time_bars(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.rtb_subs.pop(r.int(), None)
 
 
 @handles(In.REQ_HEAD_TIMESTAMP)
-def req_head_timestamp(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_head_timestamp(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     contract = read_contract(r)
     r.skip(1)  # includeExpired
@@ -304,7 +302,7 @@ def _in_rth(inst: Instrument, t: float) -> bool:
 
 
 @handles(In.REQ_HISTORICAL_TICKS)
-def req_historical_ticks(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_historical_ticks(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     contract = read_contract(r)
     r.skip(1)  # includeExpired
@@ -354,7 +352,7 @@ def _histogram_period(text: str) -> int:
 
 
 @handles(In.REQ_HISTOGRAM_DATA)
-def req_histogram_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_histogram_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     contract = read_contract(r)
     r.skip(1)  # includeExpired
@@ -382,7 +380,7 @@ def req_histogram_data(server: "SimServer", session: ClientSession, r: FieldRead
 
 
 @handles(In.REQ_TICK_BY_TICK_DATA)
-def req_tick_by_tick(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_tick_by_tick(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     contract = read_contract(r)
     tick_type = r.str()
@@ -402,11 +400,11 @@ def req_tick_by_tick(server: "SimServer", session: ClientSession, r: FieldReader
 
 
 @handles(In.CANCEL_TICK_BY_TICK_DATA)
-def cancel_tick_by_tick(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_tick_by_tick(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     session.tbt_subs.pop(r.int(), None)
 
 
-def send_tick_by_tick(server: "SimServer", inst: Instrument, changes: list) -> None:
+def send_tick_by_tick(server: DataHost, inst: Instrument, changes: list) -> None:
     """Stream one market step to the tick-by-tick subscribers of ``inst``."""
     listeners = [s for s in server.sessions.values() if s.tbt_subs and s.ready]
     if not listeners:

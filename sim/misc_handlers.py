@@ -9,7 +9,6 @@ request id, never silence.  The codes are listed in docs/simulator.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -22,9 +21,8 @@ from .protocol import FieldReader
 from .requests import ContractSpec, read_contract
 from .scanner import LOCATIONS, REFRESH_SECONDS, SCAN_CODES, ScanRequest, parameters_xml, scan
 from .session import ClientSession
+from .data_host import DataHost
 
-if TYPE_CHECKING:
-    from .server import SimServer
 
 FUNDAMENTALS_TEXT = "The fundamentals data for the security specified is not available.Not allowed"
 NEWS_TEXT = "News feed is not allowed."
@@ -43,12 +41,12 @@ NOT_AN_OPTION = "Error validating request.-'bC' : cause - The contract is not an
 
 
 @handles(In.REQ_SCANNER_PARAMETERS)
-def req_scanner_parameters(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_scanner_parameters(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     session.send(od.scanner_parameters(parameters_xml()))
 
 
 @handles(In.REQ_SCANNER_SUBSCRIPTION)
-def req_scanner_subscription(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_scanner_subscription(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     rows = r.int(-1)
     instrument = r.str().upper()
@@ -66,7 +64,7 @@ def req_scanner_subscription(server: "SimServer", session: ClientSession, r: Fie
     _send_scan(server, session, req_id)
 
 
-def _send_scan(server: "SimServer", session: ClientSession, req_id: int) -> None:
+def _send_scan(server: DataHost, session: ClientSession, req_id: int) -> None:
     req = session.scanner_subs.get(req_id)
     if req is None or session.state == "closed":
         return
@@ -76,7 +74,7 @@ def _send_scan(server: "SimServer", session: ClientSession, req_id: int) -> None
 
 
 @handles(In.CANCEL_SCANNER_SUBSCRIPTION)
-def cancel_scanner_subscription(server: "SimServer", session: ClientSession,
+def cancel_scanner_subscription(server: DataHost, session: ClientSession,
                                 r: FieldReader) -> None:
     r.skip(1)
     session.scanner_subs.pop(r.int(), None)
@@ -86,7 +84,7 @@ def cancel_scanner_subscription(server: "SimServer", session: ClientSession,
 
 
 @handles(In.REQ_FUNDAMENTAL_DATA)
-def req_fundamental_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_fundamental_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     contract = ContractSpec(con_id=r.int(), symbol=r.str(), sec_type=r.str().upper(),
@@ -99,32 +97,32 @@ def req_fundamental_data(server: "SimServer", session: ClientSession, r: FieldRe
 
 
 @handles(In.REQ_NEWS_ARTICLE)
-def req_news_article(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_news_article(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     _error(session, r.int(), ErrorCode.NEWS_FEED_NOT_ALLOWED, NEWS_TEXT)
 
 
 @handles(In.REQ_HISTORICAL_NEWS)
-def req_historical_news(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_historical_news(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     _error(session, r.int(), ErrorCode.NEWS_FEED_NOT_ALLOWED, NEWS_TEXT)
 
 
 @handles(In.REQ_WSH_META_DATA)
-def req_wsh_meta_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_wsh_meta_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     _error(session, r.int(), WSH_META_CODE, WSH_TEXT)
 
 
 @handles(In.REQ_WSH_EVENT_DATA)
-def req_wsh_event_data(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_wsh_event_data(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     _error(session, r.int(), WSH_EVENT_CODE, WSH_TEXT)
 
 
 @handles(In.REQ_FA)
-def request_fa(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def request_fa(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     _error(session, -1, ErrorCode.ERROR_VALIDATING_REQUEST, FA_TEXT)
 
 
 @handles(In.REPLACE_FA)
-def replace_fa(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def replace_fa(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(3)
     _error(session, r.int(-1) if r.remaining() else -1, ErrorCode.ERROR_VALIDATING_REQUEST,
            FA_TEXT)
@@ -133,7 +131,7 @@ def replace_fa(server: "SimServer", session: ClientSession, r: FieldReader) -> N
 # -- options -----------------------------------------------------------------------------------
 
 
-def _option(server: "SimServer", session: ClientSession, req_id: int, contract: ContractSpec):
+def _option(server: DataHost, session: ClientSession, req_id: int, contract: ContractSpec):
     inst = lookup(server, session, req_id, contract)
     if inst is None:
         return None
@@ -144,7 +142,7 @@ def _option(server: "SimServer", session: ClientSession, req_id: int, contract: 
 
 
 @handles(In.REQ_CALC_IMPLIED_VOLAT)
-def calculate_implied_volatility(server: "SimServer", session: ClientSession,
+def calculate_implied_volatility(server: DataHost, session: ClientSession,
                                  r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
@@ -167,7 +165,7 @@ def calculate_implied_volatility(server: "SimServer", session: ClientSession,
 
 
 @handles(In.REQ_CALC_OPTION_PRICE)
-def calculate_option_price(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def calculate_option_price(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     contract = read_contract(r)
@@ -188,7 +186,7 @@ def calculate_option_price(server: "SimServer", session: ClientSession, r: Field
 
 
 @handles(In.EXERCISE_OPTIONS)
-def exercise_options(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def exercise_options(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     _error(session, r.int(), ErrorCode.ERROR_VALIDATING_REQUEST, EXERCISE_TEXT)
 
@@ -197,7 +195,7 @@ def exercise_options(server: "SimServer", session: ClientSession, r: FieldReader
 
 
 @handles(In.REQ_MKT_DEPTH)
-def req_mkt_depth(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_mkt_depth(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     contract = read_contract(r)
@@ -207,12 +205,12 @@ def req_mkt_depth(server: "SimServer", session: ClientSession, r: FieldReader) -
 
 
 @handles(In.QUERY_DISPLAY_GROUPS)
-def query_display_groups(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def query_display_groups(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.send(od.display_group_list(r.int(), ""))  # a Gateway has no display groups
 
 
-def _no_answer(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def _no_answer(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     """Subscriptions to events that never happen in a Gateway."""
     logger.debug("sim {} display group request ignored", session.label)
 
@@ -222,7 +220,7 @@ for _msg in (In.SUBSCRIBE_TO_GROUP_EVENTS, In.UPDATE_DISPLAY_GROUP,
     handles(_msg)(_no_answer)
 
 
-def _verify(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def _verify(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     _error(session, -1, ErrorCode.ERROR_VALIDATING_REQUEST, VERIFY_TEXT)
 
 

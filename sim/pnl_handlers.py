@@ -8,16 +8,14 @@ and only when a value changed) and every fill.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from . import outgoing as out
 from .handlers import handles
 from .messages import In
 from .protocol import FieldReader
 from .session import ClientSession
+from .data_host import DataHost
 
-if TYPE_CHECKING:
-    from .server import SimServer
 
 #: IB sends P&L updates about once a second.
 PNL_PUSH_SECONDS = 1.0
@@ -31,7 +29,7 @@ def _send(session: ClientSession, req_id: int, values: tuple, single: bool) -> N
     session.send(out.pnl_single(req_id, *rounded) if single else out.pnl(req_id, *rounded))
 
 
-def push_pnl(server: "SimServer", session: ClientSession) -> None:
+def push_pnl(server: DataHost, session: ClientSession) -> None:
     """Send one session what changed in its P&L subscriptions."""
     account = server.broker.account
     if session.pnl_subs:
@@ -42,7 +40,7 @@ def push_pnl(server: "SimServer", session: ClientSession) -> None:
         _send(session, req_id, account.pnl_single(con_id), single=True)
 
 
-def pnl_step(server: "SimServer", now: float) -> None:
+def pnl_step(server: DataHost, now: float) -> None:
     """Each market step: roll P&L days that ended, push P&L once a second."""
     account = server.broker.account
     account.roll_days(now)
@@ -55,7 +53,7 @@ def pnl_step(server: "SimServer", now: float) -> None:
 
 
 @handles(In.REQ_PNL)
-def req_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_pnl(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     session.pnl_subs.add(req_id)
     session.pnl_sent.pop(req_id, None)
@@ -64,14 +62,14 @@ def req_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None
 
 
 @handles(In.CANCEL_PNL)
-def cancel_pnl(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_pnl(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     session.pnl_subs.discard(req_id)
     session.pnl_sent.pop(req_id, None)
 
 
 @handles(In.REQ_PNL_SINGLE)
-def req_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_pnl_single(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     r.str()  # account
     r.str()  # modelCode
@@ -83,7 +81,7 @@ def req_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) 
 
 
 @handles(In.CANCEL_PNL_SINGLE)
-def cancel_pnl_single(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_pnl_single(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     session.pnl_single_subs.pop(req_id, None)
     session.pnl_sent.pop(req_id, None)

@@ -4,7 +4,6 @@ and SMART components."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from . import outgoing as out
 from . import outgoing_data as od
@@ -14,9 +13,8 @@ from .messages import ErrorCode, In
 from .protocol import FieldReader
 from .requests import read_contract_details
 from .session import ClientSession
+from .data_host import DataHost
 
-if TYPE_CHECKING:
-    from .server import SimServer
 
 #: SMART's component exchanges for US stocks (bit number, exchange, letter).
 SMART_COMPONENTS = [(1, "NYSE", "N"), (2, "ARCA", "P"), (3, "NASDAQ", "Q"), (4, "BATS", "Z"),
@@ -24,7 +22,7 @@ SMART_COMPONENTS = [(1, "NYSE", "N"), (2, "ARCA", "P"), (3, "NASDAQ", "Q"), (4, 
 
 
 @handles(In.REQ_CONTRACT_DETAILS)
-def req_contract_details(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_contract_details(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id, contract, _ = read_contract_details(r, session.version)
     found = server.universe.resolve(contract, server.clock.now())
     if not found:
@@ -45,7 +43,7 @@ def _matches_pattern(inst: Instrument, pattern: str) -> bool:
 
 
 @handles(In.REQ_MATCHING_SYMBOLS)
-def req_matching_symbols(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_matching_symbols(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     pattern = r.str().upper()
     universe = server.universe
@@ -62,7 +60,7 @@ def req_matching_symbols(server: "SimServer", session: ClientSession, r: FieldRe
 
 
 @handles(In.REQ_SEC_DEF_OPT_PARAMS)
-def req_sec_def_opt_params(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_sec_def_opt_params(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     """Option chains: one row per exchange, then the end (an empty chain is just the end)."""
     req_id = r.int()
     symbol = r.str().upper()
@@ -88,7 +86,7 @@ def req_sec_def_opt_params(server: "SimServer", session: ClientSession, r: Field
 
 
 @handles(In.REQ_MARKET_RULE)
-def req_market_rule(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_market_rule(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     rule_id = r.int()
     increments = MARKET_RULES.get(rule_id)
     if increments is None:
@@ -99,7 +97,7 @@ def req_market_rule(server: "SimServer", session: ClientSession, r: FieldReader)
 
 
 @handles(In.REQ_SMART_COMPONENTS)
-def req_smart_components(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_smart_components(server: DataHost, session: ClientSession, r: FieldReader) -> None:
     req_id = r.int()
     r.str()  # bboExchange (tickReqParams gives "9c0001" for every contract)
     session.send(od.smart_components(req_id, SMART_COMPONENTS))

@@ -29,14 +29,13 @@ import csv
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from loguru import logger
 
 from .instruments import Instrument, InstrumentUniverse
+from .data_host import DataHost
 
-if TYPE_CHECKING:
-    from .server import SimServer
 
 TICK_COLUMNS = {"time", "symbol", "bid", "ask"}
 TRADE_COLUMNS = {"time", "symbol", "last"}
@@ -155,7 +154,7 @@ def _expand_bars(bars: list[tuple[float, Instrument, dict]]) -> list[Record]:
 class Replayer:
     """Plays the records on the server's clock (see module docstring)."""
 
-    def __init__(self, server: "SimServer", records: list[Record]) -> None:
+    def __init__(self, server: DataHost, records: list[Record]) -> None:
         self.server = server
         self.records = records
         self.position = 0
