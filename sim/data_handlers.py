@@ -39,8 +39,9 @@ from .data_host import DataHost
 MISSING_EXCHANGE = "Error validating request.-'bh' : cause - Please enter exchange"
 #: Generic ticks the simulator serves (others are accepted and ignored).
 RT_VOLUME, SHORTABLE, HIST_VOL, IMPLIED_VOL = 233, 236, 104, 106
-#: IB's "shortable" value for easy-to-borrow stocks.
+#: IB's "shortable" value for easy-to-borrow stocks, and the shares available.
 EASY_TO_BORROW = 3.0
+SHORTABLE_SHARES = 50_000_000.0
 #: keepUpToDate needs bars of at least this many seconds (IB's rule).
 KEEP_UP_TO_DATE_MIN_BAR = 5
 HISTOGRAM_UNITS = {"day": 86400, "days": 86400, "week": 7 * 86400, "weeks": 7 * 86400,
@@ -166,6 +167,7 @@ def send_extra_ticks(server: DataHost, session: ClientSession, req_id: int,
     if first:
         if SHORTABLE in sub.generic and inst.sec_type == "STK":
             session.send(od.tick_generic(req_id, TickType.SHORTABLE, EASY_TO_BORROW))
+            session.send(out.tick_size(req_id, TickType.SHORTABLE_SHARES, SHORTABLE_SHARES))
         if HIST_VOL in sub.generic and inst.sec_type == "STK":
             session.send(od.tick_generic(req_id, TickType.HISTORICAL_VOLATILITY, inst.volatility))
         if IMPLIED_VOL in sub.generic and inst.sec_type == "STK":
@@ -175,7 +177,7 @@ def send_extra_ticks(server: DataHost, session: ClientSession, req_id: int,
         for tick_type, price, size in changes:
             if tick_type == TickType.LAST and price is not None:
                 ms = int(server.clock.now() * 1000)
-                vwap = price
+                vwap = round(q.notional / q.volume, 8) if q.volume else price
                 session.send(od.tick_string(req_id, TickType.RT_VOLUME,
                                             f"{price};{size:g};{ms};{q.volume:g};{vwap};true"))
     if inst.sec_type == "OPT" and (first or changes):

@@ -65,6 +65,8 @@ class Quote:
     open: float | None = None
     close: float = 0.0
     trades: int = 0
+    #: traded value since the start (VWAP = notional / volume)
+    notional: float = 0.0
 
     @property
     def mid(self) -> float:
@@ -224,6 +226,7 @@ class Market:
         q.last, q.last_size, q.last_time = price, size, now
         q.volume += size
         q.trades += 1
+        q.notional += price * size
         changes.append((TickType.LAST, price, size))
         if q.open is None:
             q.open = price

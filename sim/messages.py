@@ -244,6 +244,7 @@ class TickType(IntEnum):
     DELAYED_OPEN = 76
     DELAYED_MODEL_OPTION = 83
     DELAYED_LAST_TIMESTAMP = 88
+    SHORTABLE_SHARES = 89
 
 
 #: Real-time tick type -> its delayed counterpart.

@@ -262,3 +262,27 @@ def test_matching_symbols_lists_stocks_with_their_derivatives(name, make_client,
     assert [(d.contract.symbol, d.contract.secType, d.derivativeSecTypes) for d in found] == \
         [("AAPL", "STK", ["OPT"])]
     assert [d.contract.symbol for d in client.ib.reqMatchingSymbols("MS")] == ["MSFT"]
+
+
+@pytest.mark.parametrize("name", ["ib_insync", "ibapi"])
+def test_generic_ticks_233_and_236_are_served(name, make_client, sim):
+    client = make_client(name)
+    client.connect(sim.host, sim.port, 1)
+    if name == "ibapi":
+        req = client._req()
+        client.app.reqMktData(req, dd._ibapi_contract("AAPL"), "233,236", False, False, [])
+        client.qualify("MSFT")  # a round trip: subscribed before time moves
+        sim.advance(5.0)
+        client.wait(lambda: client.data.get(("tick_string", req)), what="RTVolume")
+        assert (46, 3.0) in client.data[("tick_generic", req)]  # easy to borrow
+        tick_type, value = client.data[("tick_string", req)][-1]
+        price, size, ms, volume, vwap, single = value.split(";")
+        assert tick_type == 48 and float(volume) > 0 and single == "true"
+        return
+    ticker = client.ib.reqMktData(client.qualified("AAPL"), "233,236")
+    client.qualify("MSFT")
+    sim.advance(5.0)
+    quote = sim.state()["quotes"]["AAPL"]
+    client.wait(lambda: ticker.rtVolume == quote["volume"] and ticker.shortableShares > 0,
+                what="RTVolume and shortable shares")
+    assert quote["low"] <= ticker.vwap <= quote["high"]
