@@ -429,3 +429,28 @@ def send_tick_by_tick(server: DataHost, inst: Instrument, changes: list) -> None
                                                      q.ask_size))
             elif quote_moved and sub.tick_type == "MidPoint":
                 session.send(od.tick_by_tick_mid(req_id, now, q.mid))
+
+
+def push_bars(server: DataHost, now: float) -> None:
+    """After a market step: keepUpToDate bar updates and finished real-time bars."""
+    market = server.broker.market
+    for session in list(server.sessions.values()):
+        if not session.ready:
+            continue
+        for req_id, hs in list(session.history_subs.items()):
+            bar = market.current_bar(hs.instrument, now, hs.bar_seconds, hs.what_to_show,
+                                     hs.use_rth)
+            if bar is None:
+                continue
+            key = (bar.time, bar.open, bar.high, bar.low, bar.close, bar.volume)
+            if key != hs.last_sent:
+                hs.last_sent = key
+                session.send(out.historical_data_update(
+                    req_id, bar, hs.bar_seconds, hs.format_date, hs.instrument.schedule.time_zone))
+        for req_id, rs in list(session.rtb_subs.items()):
+            while now >= rs.next_bar + REALTIME_BAR_SECONDS:
+                bar = market.current_bar(rs.instrument, rs.next_bar, REALTIME_BAR_SECONDS,
+                                         rs.what_to_show, rs.use_rth)
+                if bar is not None:
+                    session.send(out.realtime_bar(req_id, bar))
+                rs.next_bar += REALTIME_BAR_SECONDS

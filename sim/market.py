@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime
 
 from .bar_series import TRADING_DAY_SECONDS, TRADING_YEAR_SECONDS, BarSeries
 from .bars import (

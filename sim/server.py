@@ -42,7 +42,7 @@ from .protocol import (
     parse_client_handshake, split_fields,
 )
 from .requests import PlaceOrder
-from .session import LINGER_SECONDS, READ_CHUNK, REALTIME_BAR_SECONDS, ClientSession
+from .session import LINGER_SECONDS, READ_CHUNK, ClientSession
 from .trace import ProtocolTrace
 
 #: The request log keeps this many most recent entries (seq keeps counting).
@@ -465,7 +465,7 @@ class SimServer:
     def market_ticks(self, inst: Instrument, changes: list) -> None:
         if not changes or self.broker.faults.connectivity_lost:
             return
-        self._tick_by_tick(inst, changes)
+        send_tick_by_tick(self, inst, changes)
         subs = self._mkt_index.get(inst.con_id)
         if not subs:
             return
@@ -475,36 +475,13 @@ class SimServer:
                 self.send_ticks(session, req_id, sub.data_type, filter_ticks(sub, changes))
                 send_extra_ticks(self, session, req_id, sub, changes)
 
-    def _tick_by_tick(self, inst: Instrument, changes: list) -> None:
-        if changes and not self.broker.faults.connectivity_lost:
-            send_tick_by_tick(self, inst, changes)
 
     def market_step_done(self) -> None:
         now = self.clock.now()
         pnl_handlers.pnl_step(self, now)
         if self.broker.faults.connectivity_lost:
             return
-        for session in list(self.sessions.values()):
-            if not session.ready:
-                continue
-            for req_id, hs in list(session.history_subs.items()):
-                bar = self.broker.market.current_bar(hs.instrument, now, hs.bar_seconds,
-                                                     hs.what_to_show, hs.use_rth)
-                if bar is None:
-                    continue
-                key = (bar.time, bar.open, bar.high, bar.low, bar.close, bar.volume)
-                if key != hs.last_sent:
-                    hs.last_sent = key
-                    session.send(out.historical_data_update(
-                        req_id, bar, hs.bar_seconds, hs.format_date, hs.instrument.schedule.time_zone))
-            for req_id, rs in list(session.rtb_subs.items()):
-                while now >= rs.next_bar + REALTIME_BAR_SECONDS:
-                    bar = self.broker.market.current_bar(rs.instrument, rs.next_bar,
-                                                         REALTIME_BAR_SECONDS, rs.what_to_show,
-                                                         rs.use_rth)
-                    if bar is not None:
-                        session.send(out.realtime_bar(req_id, bar))
-                    rs.next_bar += REALTIME_BAR_SECONDS
+        data_handlers.push_bars(self, now)
 
     def account_changed(self, con_ids: set[int] | None) -> None:
         from .handlers import push_account_updates
