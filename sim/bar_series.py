@@ -14,17 +14,15 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Mapping, Protocol
 
 from .bars import (
-    MONTH, TRADE_TYPES, WEEK, Bar, Bucket, HistoryError, bar_from_bucket, derive_bar,
+    MONTH, TRADE_TYPES, WEEK, Bar, Bucket, HistoryError, LiveBuckets, bar_from_bucket, derive_bar,
     parse_duration,
 )
-from .instruments import Instrument
+from .instruments import Instrument, InstrumentUniverse
 from .options import theoretical_price
-
-if TYPE_CHECKING:
-    from .market import Market
+from .ticks import TickHistory
 
 #: Seconds in a trading year, to scale annualised volatility to one step.
 TRADING_YEAR_SECONDS = 252 * 6.5 * 3600
@@ -40,10 +38,27 @@ MAX_HISTORY_BARS = 100_000
 MAX_TRADE_LOTS = 5
 
 
+class BarSource(Protocol):
+    """What the bars read of the market (``sim.market.Market``; no import of it: market imports us)."""
+
+    universe: InstrumentUniverse
+    seed: int
+    t0: float
+    anchor_price: dict[int, float]
+
+    @property
+    def live(self) -> Mapping[int, LiveBuckets]:
+        """Live bar buckets by conId."""
+
+    @property
+    def ticks(self) -> Mapping[int, TickHistory]:
+        """Recorded ticks by conId."""
+
+
 class BarSeries:
     """Bars of every instrument of one ``Market`` (see module docstring)."""
 
-    def __init__(self, market: "Market") -> None:
+    def __init__(self, market: BarSource) -> None:
         self.market = market
         self._history_cache: dict[tuple, list[float]] = {}
 

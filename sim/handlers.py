@@ -9,7 +9,7 @@ code (unknown contract, bad bar size, ...) is answered the same way here.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from loguru import logger
 
@@ -19,12 +19,10 @@ from .protocol import FieldReader, ProtocolError
 from .requests import (
     read_cancel_order, read_exec_filter, read_place_order,
 )
+from .host import SimHost
 from .session import ClientSession
 
-if TYPE_CHECKING:
-    from .server import SimServer
-
-Handler = Callable[["SimServer", ClientSession, FieldReader], None]
+Handler = Callable[[SimHost, ClientSession, FieldReader], None]
 NO_SECURITY_MSG = "No security definition has been found for the request"
 #: Where the request id sits (after the message id) in requests we do not
 #: implement, so we can answer them with an error instead of silence.
@@ -45,7 +43,7 @@ def _error(session: ClientSession, req_id: int, code: int, message: str) -> None
     session.send(out.error(req_id, code, message, session.version))
 
 
-def handle_unsupported(server: "SimServer", session: ClientSession, msg_id: int,
+def handle_unsupported(server: SimHost, session: ClientSession, msg_id: int,
                        r: FieldReader) -> None:
     name = in_name(msg_id)
     pos = UNSUPPORTED_REQ_ID_POSITION.get(msg_id)
@@ -65,24 +63,24 @@ def handle_unsupported(server: "SimServer", session: ClientSession, msg_id: int,
 
 
 @handles(In.PLACE_ORDER)
-def place_order(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def place_order(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     req = read_place_order(r, session.version)
     server.broker.place_order(session.client_id, req)
 
 
 @handles(In.CANCEL_ORDER)
-def cancel_order(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_order(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     order_id = read_cancel_order(r, session.version)
     server.broker.cancel_order(session.client_id, order_id)
 
 
 @handles(In.REQ_GLOBAL_CANCEL)
-def req_global_cancel(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_global_cancel(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     n = server.broker.global_cancel()
     logger.info("sim {} global cancel: {} order(s) cancelled", session.label, n)
 
 
-def _send_open_orders(server: "SimServer", session: ClientSession, client_id: int | None) -> None:
+def _send_open_orders(server: SimHost, session: ClientSession, client_id: int | None) -> None:
     for order in server.broker.orders_of(client_id):
         session.send(out.open_order(order, session.version))
         session.send(out.order_status(order))
@@ -90,23 +88,23 @@ def _send_open_orders(server: "SimServer", session: ClientSession, client_id: in
 
 
 @handles(In.REQ_OPEN_ORDERS)
-def req_open_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_open_orders(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     _send_open_orders(server, session, session.client_id)
 
 
 @handles(In.REQ_ALL_OPEN_ORDERS)
-def req_all_open_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_all_open_orders(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     _send_open_orders(server, session, None)
 
 
 @handles(In.REQ_AUTO_OPEN_ORDERS)
-def req_auto_open_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_auto_open_orders(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.auto_open_orders = r.bool()
 
 
 @handles(In.REQ_COMPLETED_ORDERS)
-def req_completed_orders(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_completed_orders(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.opt_str()  # apiOnly: every order here is an API order
     broker = server.broker
     for order in broker.completed_orders():
@@ -119,7 +117,7 @@ def req_completed_orders(server: "SimServer", session: ClientSession, r: FieldRe
 
 
 @handles(In.REQ_EXECUTIONS)
-def req_executions(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_executions(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     req_id, f = read_exec_filter(r)
     since = None
     if f.time:
@@ -151,14 +149,14 @@ def req_executions(server: "SimServer", session: ClientSession, r: FieldReader) 
 
 
 @handles(In.REQ_IDS)
-def req_ids(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_ids(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send(out.next_valid_id(server.broker.next_valid_id(session.client_id)))
 
 
 # -- account -------------------------------------------------------------------------
 
 
-def _send_account_values(server: "SimServer", session: ClientSession, full: bool) -> None:
+def _send_account_values(server: SimHost, session: ClientSession, full: bool) -> None:
     account = server.broker.account
     rows = account.account_values()
     for key, value, ccy in rows:
@@ -168,7 +166,7 @@ def _send_account_values(server: "SimServer", session: ClientSession, full: bool
         session.send(out.account_value(key, value, ccy, account.account_id))
 
 
-def _send_portfolio(server: "SimServer", session: ClientSession, con_ids) -> None:
+def _send_portfolio(server: SimHost, session: ClientSession, con_ids) -> None:
     account = server.broker.account
     for con_id in sorted(con_ids):
         pos = account.positions.get(con_id)
@@ -179,7 +177,7 @@ def _send_portfolio(server: "SimServer", session: ClientSession, con_ids) -> Non
 
 
 @handles(In.REQ_ACCOUNT_UPDATES)
-def req_account_updates(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_account_updates(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     subscribe = r.bool()
     account_code = r.opt_str()
@@ -200,7 +198,7 @@ def req_account_updates(server: "SimServer", session: ClientSession, r: FieldRea
 
 
 @handles(In.REQ_ACCOUNT_UPDATES_MULTI)
-def req_account_updates_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_account_updates_multi(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     account_code = r.str()
@@ -217,13 +215,13 @@ def req_account_updates_multi(server: "SimServer", session: ClientSession, r: Fi
 
 
 @handles(In.CANCEL_ACCOUNT_UPDATES_MULTI)
-def cancel_account_updates_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_account_updates_multi(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.multi_subs.pop(r.int(), None)
 
 
 @handles(In.REQ_POSITIONS)
-def req_positions(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_positions(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     account = server.broker.account
     for con_id in sorted(account.positions):
         session.send(out.position(account.account_id, account.positions[con_id]))
@@ -232,12 +230,12 @@ def req_positions(server: "SimServer", session: ClientSession, r: FieldReader) -
 
 
 @handles(In.CANCEL_POSITIONS)
-def cancel_positions(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_positions(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.positions_sub = False
 
 
 @handles(In.REQ_POSITIONS_MULTI)
-def req_positions_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_positions_multi(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     r.opt_str()
@@ -250,19 +248,19 @@ def req_positions_multi(server: "SimServer", session: ClientSession, r: FieldRea
 
 
 @handles(In.CANCEL_POSITIONS_MULTI)
-def cancel_positions_multi(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_positions_multi(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.position_multi_subs.pop(r.int(), None)
 
 
-def _send_summary(server: "SimServer", session: ClientSession, req_id: int, tags: str) -> None:
+def _send_summary(server: SimHost, session: ClientSession, req_id: int, tags: str) -> None:
     account = server.broker.account
     for tag, value, ccy in account.summary(tags):
         session.send(out.account_summary(req_id, account.account_id, tag, value, ccy))
 
 
 @handles(In.REQ_ACCOUNT_SUMMARY)
-def req_account_summary(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_account_summary(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     req_id = r.int()
     r.str()  # group ("All")
@@ -273,14 +271,13 @@ def req_account_summary(server: "SimServer", session: ClientSession, r: FieldRea
 
 
 @handles(In.CANCEL_ACCOUNT_SUMMARY)
-def cancel_account_summary(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def cancel_account_summary(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
     session.summary_subs.pop(r.int(), None)
 
 
-def push_account_updates(server: "SimServer", con_ids: set[int] | None) -> None:
-    from .pnl_handlers import push_pnl
-    """After fills (con_ids) or periodically (None): push what subscribers follow."""
+def push_account_updates(server: SimHost, con_ids: set[int] | None) -> None:
+    """After fills (con_ids) or periodically (None): push what subscribers follow (P&L: ``pnl_handlers``)."""
     account = server.broker.account
     periodic = con_ids is None
     changed = sorted(account.positions) if periodic else sorted(con_ids or ())
@@ -305,7 +302,6 @@ def push_account_updates(server: "SimServer", con_ids: set[int] | None) -> None:
                     pos = account.positions.get(con_id)
                     if pos is not None:
                         session.send(out.position_multi(req_id, account.account_id, pos, model))
-        push_pnl(server, session)
         if periodic:
             for req_id, tags in session.summary_subs.items():
                 _send_summary(server, session, req_id, tags)
@@ -315,41 +311,41 @@ def push_account_updates(server: "SimServer", con_ids: set[int] | None) -> None:
 
 
 @handles(In.REQ_CURRENT_TIME)
-def req_current_time(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_current_time(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send(out.current_time(server.clock.now()))
 
 
 @handles(In.REQ_MANAGED_ACCTS)
-def req_managed_accts(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_managed_accts(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send(out.managed_accounts(server.config.account))
 
 
 @handles(In.REQ_FAMILY_CODES)
-def req_family_codes(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_family_codes(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send([78, 1, server.config.account, ""])
 
 
 @handles(In.REQ_MKT_DEPTH_EXCHANGES)
-def req_mkt_depth_exchanges(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_mkt_depth_exchanges(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send([80, 0])
 
 
 @handles(In.REQ_NEWS_PROVIDERS)
-def req_news_providers(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_news_providers(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send([85, 0])
 
 
 @handles(In.REQ_SOFT_DOLLAR_TIERS)
-def req_soft_dollar_tiers(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_soft_dollar_tiers(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send([77, r.int(), 0])
 
 
 @handles(In.REQ_USER_INFO)
-def req_user_info(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def req_user_info(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     session.send([107, r.int(), ""])
 
 
-def _ignore(server: "SimServer", session: ClientSession, r: FieldReader) -> None:
+def _ignore(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     """Requests that need no answer from a paper Gateway."""
 
 

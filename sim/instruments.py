@@ -14,13 +14,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from .options import OptionChainSpec, build_chain
 from .requests import ContractSpec
-
-if TYPE_CHECKING:
-    from .options import OptionChainSpec
 
 DEFAULT_INSTRUMENTS_FILE = "instruments.toml"
 #: Option chains are dated from the manual clock's default start unless the
@@ -332,7 +329,7 @@ class InstrumentUniverse:
     fx_rates: dict[str, float]
     source: str = ""
     #: option chains: underlying conId -> the chain's definition
-    chains: dict[int, "OptionChainSpec"] = field(default_factory=dict)
+    chains: dict[int, OptionChainSpec] = field(default_factory=dict)
     by_con_id: dict[int, Instrument] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -357,7 +354,6 @@ class InstrumentUniverse:
     @classmethod
     def from_toml(cls, text: str, source: str = "<string>",
                   as_of: float | None = None) -> "InstrumentUniverse":
-        from .options import OptionChainSpec, build_chain
         data = tomllib.loads(text)
         schedules = {
             name: Schedule(
@@ -391,7 +387,7 @@ class InstrumentUniverse:
                 raise ValueError(f"option chain of {spec.underlying!r}: unknown schedule "
                                  f"{spec.schedule!r} in {source}")
             chains[underlying[0].con_id] = spec
-            instruments.extend(build_chain(spec, underlying[0], schedules[spec.schedule], when))
+            instruments.extend(build_chain(spec, underlying[0], schedules[spec.schedule], when, Instrument))
         commissions = {k: CommissionModel(**v) for k, v in data.get("commission", {}).items()}
         fx = {k.upper(): float(v) for k, v in data.get("fx_rates", {"USD": 1.0}).items()}
         seen: set[int] = set()

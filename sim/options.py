@@ -18,11 +18,8 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .instruments import Instrument, Schedule
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any, Callable, Protocol, TypeVar
 
 #: Seconds in a (calendar) year, for time to expiry.
 YEAR_SECONDS = 365.0 * 86400
@@ -33,6 +30,52 @@ OPTION_CON_ID_SPAN = 100_000_000
 EXPIRY_TIME = time(16, 0)
 #: Implied volatility search bounds and tolerance.
 IV_LOW, IV_HIGH, IV_TOLERANCE = 1e-4, 5.0, 1e-7
+
+
+class Zoned(Protocol):
+    """A schedule's time zone (``sim.instruments.Schedule``)."""
+
+    @property
+    def time_zone(self) -> str: ...
+
+    @property
+    def tz(self) -> tzinfo: ...
+
+
+class OptionTerms(Protocol):
+    """What the option maths reads of a contract (``sim.instruments.Instrument``).
+
+    A protocol, not the class: ``instruments`` imports this module to build
+    its chains, so this module never imports ``instruments``.
+    """
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def con_id(self) -> int: ...
+    @property
+    def sec_type(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def long_name(self) -> str: ...
+    @property
+    def price(self) -> float: ...
+    @property
+    def volatility(self) -> float: ...
+    @property
+    def strike(self) -> float: ...
+    @property
+    def right(self) -> str: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def last_trade_date(self) -> str: ...
+    @property
+    def schedule(self) -> Zoned: ...
+
+
+Contract = TypeVar("Contract", bound=OptionTerms)
 
 
 @dataclass(frozen=True)
@@ -98,17 +141,16 @@ def option_con_id(under_con_id: int, expiry: str, strike: float, right: str) -> 
     return OPTION_CON_ID_BASE + zlib.crc32(key) % OPTION_CON_ID_SPAN
 
 
-def build_chain(spec: OptionChainSpec, underlying: "Instrument", schedule: "Schedule",
-                as_of: float) -> list["Instrument"]:
-    """The OPT instruments of one chain, expiries dated from ``as_of``."""
-    from .instruments import Instrument
+def build_chain(spec: OptionChainSpec, underlying: OptionTerms, schedule: Zoned, as_of: float,
+                make: Callable[..., Contract]) -> list[Contract]:
+    """The OPT contracts of one chain, expiries dated from ``as_of``; ``make`` builds one (the Instrument class)."""
     today = datetime.fromtimestamp(as_of, schedule.tz).date()
-    out: list[Instrument] = []
+    out: list[Any] = []
     for expiry in monthly_expiries(today, spec.expiries):
         exp = f"{expiry:%Y%m%d}"
         for strike in spec.strikes:
             for right in ("C", "P"):
-                out.append(Instrument(
+                out.append(make(
                     symbol=underlying.symbol, sec_type="OPT",
                     con_id=option_con_id(underlying.con_id, exp, strike, right),
                     exchange="SMART", primary_exchange="", currency=underlying.currency,
@@ -139,7 +181,7 @@ def _norm_pdf(x: float) -> float:
 _EXPIRY_CACHE: dict[tuple[str, str], float] = {}
 
 
-def expiry_epoch(inst: "Instrument") -> float:
+def expiry_epoch(inst: OptionTerms) -> float:
     key = (inst.last_trade_date[:8], inst.schedule.time_zone)
     found = _EXPIRY_CACHE.get(key)
     if found is None:
@@ -149,7 +191,7 @@ def expiry_epoch(inst: "Instrument") -> float:
     return found
 
 
-def years_to_expiry(inst: "Instrument", now: float) -> float:
+def years_to_expiry(inst: OptionTerms, now: float) -> float:
     return max(0.0, (expiry_epoch(inst) - now) / YEAR_SECONDS)
 
 
@@ -188,16 +230,16 @@ def black_scholes(right: str, spot: float, strike: float, t: float, rate: float,
     return Greeks(max(price, intrinsic if right == "C" else 0.0), delta, gamma, vega, theta / 365.0)
 
 
-def theoretical(inst: "Instrument", spot: float, now: float, vol: float | None = None) -> Greeks:
+def theoretical(inst: OptionTerms, spot: float, now: float, vol: float | None = None) -> Greeks:
     return black_scholes(inst.right, spot, inst.strike, years_to_expiry(inst, now), inst.rate,
                          inst.volatility if vol is None else vol)
 
 
-def theoretical_price(inst: "Instrument", spot: float, now: float) -> float:
+def theoretical_price(inst: OptionTerms, spot: float, now: float) -> float:
     return theoretical(inst, spot, now).price
 
 
-def implied_volatility(inst: "Instrument", option_price: float, spot: float,
+def implied_volatility(inst: OptionTerms, option_price: float, spot: float,
                        now: float) -> float | None:
     """The volatility at which Black-Scholes gives ``option_price`` (bisection)."""
     t = years_to_expiry(inst, now)

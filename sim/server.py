@@ -29,7 +29,7 @@ from .config import SimConfig
 from . import data_handlers, misc_handlers, pnl_handlers, reference_handlers  # noqa: F401  (register handlers)
 from .data_handlers import filter_ticks, send_extra_ticks, send_tick_by_tick
 from .entitlements import Entitlements
-from .handlers import HANDLERS, UNSUPPORTED_REQ_ID_POSITION, handle_unsupported
+from .handlers import HANDLERS, UNSUPPORTED_REQ_ID_POSITION, handle_unsupported, push_account_updates
 from .instruments import Instrument, InstrumentUniverse
 from .messages import DELAYED_TICK, ErrorCode, In, in_name
 from .orders import Execution, SimOrder
@@ -484,8 +484,10 @@ class SimServer:
         data_handlers.push_bars(self, now)
 
     def account_changed(self, con_ids: set[int] | None) -> None:
-        from .handlers import push_account_updates
         push_account_updates(self, con_ids)
+        for session in list(self.sessions.values()):
+            if session.ready:
+                pnl_handlers.push_pnl(self, session)
 
     # -- fault actions ---------------------------------------------------------------
 

@@ -6,16 +6,15 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from loguru import logger
 
+from .clock import SimClock
 from .instruments import Instrument
 from .messages import out_name
 from .protocol import FrameDecoder, encode_frame
-
-if TYPE_CHECKING:
-    from .server import SimServer
+from .trace import ProtocolTrace
 
 #: Bytes read from the socket per call.
 READ_CHUNK = 65536
@@ -84,10 +83,20 @@ class Counters:
     by_name_in: dict[str, int] = field(default_factory=dict)
 
 
+class SessionHost(Protocol):
+    """What a connection needs from the server (keeps session.py free of server.py)."""
+
+    clock: SimClock
+    trace: ProtocolTrace | None
+
+    def session_closed(self, session: "ClientSession", reason: str) -> None:
+        """Forget a closed connection."""
+
+
 class ClientSession:
     """State of one API connection (see ``SimServer`` for the protocol flow)."""
 
-    def __init__(self, server: "SimServer", conn_id: int, reader: asyncio.StreamReader,
+    def __init__(self, server: SessionHost, conn_id: int, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.conn_id = conn_id
