@@ -25,6 +25,7 @@ from .entitlements import STATES
 from .pacing import PACING_MODES
 from .replay import ReplayError
 from .control import ControlError, control_request
+from .latency import LATENCY_PROFILES
 
 READY_PREFIX = "SIM READY"
 
@@ -63,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay a recorded market (CSV, or Parquet with pyarrow)")
     p.add_argument("--replay-speed", type=float, default=d.replay_speed,
                    help="replay at N times the wall clock (realtime clock)")
+    p.add_argument("--latency", choices=LATENCY_PROFILES, default=d.latency,
+                   help="order latency profile: fast (at once) or ib (tens of ms, seeded tail)")
+    p.add_argument("--price-cap-pct", type=float, default=d.price_cap_pct,
+                   help="IBKR price check: limit %% through the market that gets cancelled (0 = off)")
+    p.add_argument("--precaution-pct", type=float, default=d.precaution_pct,
+                   help="TWS preset Percentage (error 163; 0 = off)")
+    p.add_argument("--size-limit", type=float, default=d.size_limit,
+                   help="TWS preset Size Limit (error 383; 0 = off)")
+    p.add_argument("--value-limit", type=float, default=d.value_limit,
+                   help="TWS preset Total Value Limit in USD (error 451; 0 = off)")
+    p.add_argument("--tif-preset", default=d.tif_preset,
+                   help="TIF given to orders sent without one, with notice 10349 (default: none)")
     p.add_argument("--ready-file", default=None,
                    help="also write the readiness line to this file")
     p.add_argument("--log-level", default="INFO")
@@ -114,7 +127,8 @@ async def serve(config: SimConfig, ready_file: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    line = f"{READY_PREFIX} port={server.port} control_port={server.control_port or 0}"
+    line = (f"{READY_PREFIX} port={server.port} control_port={server.control_port or 0} "
+            f"latency={server.broker.latency.profile} market_hours={server.broker.market_hours}")
     print(line, flush=True)
     if ready_file:
         Path(ready_file).write_text(line + "\n")
@@ -143,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             trace=args.trace, instruments=args.instruments,
             max_server_version=args.max_server_version, history_pacing=args.history_pacing,
             market_data=args.market_data, pnl_reset=args.pnl_reset, replay=args.replay,
-            replay_speed=args.replay_speed)
+            replay_speed=args.replay_speed, latency=args.latency,
+            price_cap_pct=args.price_cap_pct, precaution_pct=args.precaution_pct,
+            size_limit=args.size_limit, value_limit=args.value_limit, tif_preset=args.tif_preset)
     except ValueError as exc:
         print(f"python -m sim: {exc}", file=sys.stderr)
         return 2

@@ -3,66 +3,40 @@
 ``SimBroker`` holds all trading state (global, keyed by permId) and knows
 nothing about sockets: it reports what happened to a ``BrokerListener``
 (the server), which turns events into TWS messages for the right client.
-Market steps and order matching run on the simulated clock.
+Market steps and order matching run on the simulated clock.  Placement,
+modification and transmission are in ``sim.order_entry``; the rules are in
+``sim.validation`` (what is accepted), ``sim.matching`` (how each order type
+trades) and ``sim.groups`` (brackets and OCA).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from datetime import datetime, timedelta
-from typing import Any, Protocol
-
 from loguru import logger
 
-from .account import Account, MarginPreview
+from .account import Account
 from .clock import Scheduler, SimClock, Timer
-from .faults import Faults, Rejection
+from .corrections import correct_execution
+from .faults import Faults
+from .groups import REDUCE_WITHOUT_BLOCK, OcaEffect, OrderGroups
 from .instruments import Instrument, InstrumentUniverse
+from .latency import Latency
+from .listener import BrokerListener
 from .market import Market
+from .matching import auction_price, executable_price, is_auction_order, touch_for
 from .messages import ErrorCode
-from .orders import (
-    DONE_STATUSES, FILL_EPSILON, SUPPORTED_ORDER_TYPES, SUPPORTED_TIFS, Execution, SimOrder,
-    executable_price, touch_for,
-)
+from .notices import cancel_done, not_cancellable, notice_text
+from .order_entry import OrderEntry
+from .order_requests import PlaceOrder
+from .orders import DONE_STATUSES, FILL_EPSILON, Execution, SimOrder
 from .pnl import ResetClock
-from .requests import PlaceOrder
+from .validation import Precautions
 
 MARKET_HOURS_MODES = ("always", "exchange", "closed", "overnight")
 #: First permId handed out (IB permIds are large positive integers).
 PERM_ID_START = 1_000_000_001
-#: IB's answer to an order (or what-if) whose contract names no exchange.
-MISSING_ORDER_EXCHANGE = "Error validating request.-'bO' : cause - Missing order exchange"
 #: IB pushes account and portfolio updates about every 3 minutes.
 ACCOUNT_PUSH_INTERVAL = 180.0
-
-
-class BrokerListener(Protocol):
-    """How the broker reports events (implemented by the server)."""
-
-    def order_update(self, order: SimOrder, kind: str) -> None:
-        """Send openOrder + orderStatus for ``order`` (kind: ack/modify/fill/cancel)."""
-
-    def order_error(self, client_id: int, order_id: int, code: int, message: str,
-                    reject_json: str = "", order: SimOrder | None = None) -> None:
-        """Send an error bound to an order id."""
-
-    def execution_report(self, order: SimOrder, execution: Execution,
-                         correction: bool = False) -> None:
-        """Send execDetails (+ order status) + commissionReport for a fill."""
-
-    def what_if_result(self, client_id: int, req: PlaceOrder, inst: Instrument,
-                       preview: MarginPreview) -> None:
-        """Answer a what-if placeOrder."""
-
-    def market_ticks(self, inst: Instrument, changes: list) -> None:
-        """Stream quote/trade changes of one instrument to its subscribers."""
-
-    def account_changed(self, con_ids: set[int] | None) -> None:
-        """Push positions/portfolio/account values (None: periodic refresh)."""
-
-    def market_step_done(self) -> None:
-        """Called once after every market step (bar updates etc.)."""
 
 
 class SimBroker:
@@ -71,7 +45,8 @@ class SimBroker:
     def __init__(self, *, universe: InstrumentUniverse, clock: SimClock, scheduler: Scheduler,
                  seed: int, tick_interval: float, account_id: str, base_currency: str,
                  starting_cash: float, market_hours: str, listener: BrokerListener,
-                 reset_clock: ResetClock | None = None) -> None:
+                 precautions: Precautions | None = None, latency: str = "fast",
+                 tif_preset: str = "", reset_clock: ResetClock | None = None) -> None:
         if market_hours not in MARKET_HOURS_MODES:
             raise ValueError(f"market_hours must be one of {MARKET_HOURS_MODES}")
         if tick_interval <= 0:
@@ -87,9 +62,14 @@ class SimBroker:
         self.market_hours = market_hours
         self.listener = listener
         self.reset_clock = reset_clock or ResetClock()
+        self.precautions = precautions or Precautions()
+        self.latency = Latency(latency, seed)
+        #: the TIF TWS's preset gives orders sent without one (announced with 10349); "" = no notice
+        self.tif_preset = tif_preset
         self.faults = Faults(seed)
         self._step_timer: Timer | None = None
         self._push_timer: Timer | None = None
+        self.entry = OrderEntry(self)
         self.reset_state()
 
     # -- lifecycle -----------------------------------------------------------
@@ -101,19 +81,21 @@ class SimBroker:
         self.account = Account(self.account_id, self.base_currency, self.starting_cash,
                                self.universe, self.market, self.reset_clock, now)
         self.orders: dict[int, SimOrder] = {}
-        #: working orders only (PreSubmitted/Submitted/PendingCancel), so market
-        #: steps do not rescan a day's worth of finished orders
+        #: open orders only (working or held), so market steps do not rescan a day of finished orders
         self.live: dict[int, SimOrder] = {}
         self.by_key: dict[tuple[int, int], int] = {}
-        #: (client id, parent order id) -> child permIds: cancels and fills find children without a scan of
-        #: every order ever placed (a kill of thousands of orders was quadratic)
-        self.children_of: dict[tuple[int, int], list[int]] = {}
+        self.groups = OrderGroups(self.orders, self.by_key)
         self.executions: list[Execution] = []
         self.max_order_id: dict[int, int] = {}
+        #: new orders on their way to the exchange (latency profile): a resend is a modification
+        self._in_flight: set[tuple[int, int]] = set()
         self._next_perm_id = PERM_ID_START
         self._exec_seq = 0
+        #: type-3 OCA reductions wait for the end of the market step (no block)
+        self._deferred_oca: list[tuple[SimOrder, float]] | None = None
         self.steps = 0
         self.faults.reset()
+        self.latency.reset()
 
     def start(self) -> None:
         """Start the market clock (steps every tick_interval of sim time)."""
@@ -139,7 +121,13 @@ class SimBroker:
         """reqIds: the next id (ids are not consumed until used)."""
         return self.next_valid_id(client_id)
 
-    def _new_perm_id(self) -> int:
+    def take_order_id(self, client_id: int) -> int:
+        """Consume the next order id of a client (binding a manual order to client 0)."""
+        order_id = self.next_valid_id(client_id)
+        self.max_order_id[client_id] = order_id
+        return order_id
+
+    def new_perm_id(self) -> int:
         perm = self._next_perm_id
         self._next_perm_id += 1
         return perm
@@ -155,7 +143,7 @@ class SimBroker:
             raise ValueError(f"market_hours must be one of {MARKET_HOURS_MODES}")
         self.market_hours = mode
         logger.info("sim market hours now {}", mode)
-        self._activate_waiting()
+        self.activate_waiting()
 
     def session_open(self, inst: Instrument, outside_rth: bool) -> bool:
         """Can an order (with this outsideRth flag) trade now?"""
@@ -171,9 +159,8 @@ class SimBroker:
             return True
         return outside_rth and inst.schedule.is_open(now, "extended")
 
-    def _expiry(self, inst: Instrument, tif: str, outside_rth: bool) -> float | None:
-        if tif != "DAY":
-            return None
+    def day_end(self, inst: Instrument, outside_rth: bool) -> float | None:
+        """When a DAY order expires: the session close (exchange hours) or local midnight (always)."""
         now = self.clock.now()
         if self.market_hours == "exchange":
             return inst.schedule.session_end_after(now, "extended" if outside_rth else "rth")
@@ -183,250 +170,139 @@ class SimBroker:
             return (midnight + timedelta(days=1)).timestamp()
         return None
 
-    # -- order entry ---------------------------------------------------------------
+    def next_open(self, inst: Instrument, kind: str = "rth") -> float | None:
+        """Start of the next ``kind`` session after now (the opening auction)."""
+        now = self.clock.now()
+        local = datetime.fromtimestamp(now, inst.schedule.tz)
+        for offset in range(0, 9):
+            s = inst.schedule.session(local.date() + timedelta(days=offset), kind)
+            if s and s[0].timestamp() > now:
+                return s[0].timestamp()
+        return None
 
-    def _error(self, client_id: int, order_id: int, code: int, message: str,
-               reject_json: str = "", order: SimOrder | None = None) -> None:
+    def next_close(self, inst: Instrument) -> float | None:
+        """End of the current or next regular session (the closing auction)."""
+        return inst.schedule.session_end_after(self.clock.now(), "rth")
+
+    # -- requests (through the latency profile) -------------------------------------
+
+    def _at_exchange(self, key: tuple[int, int], action, *args) -> None:
+        """Run an order request now, or when the latency profile says it reaches the exchange."""
+        if not self.latency.enabled:
+            action(*args)
+            return
+        self.scheduler.call_at(self.latency.inbound_at(key, self.clock.now()), action, *args)
+
+    def place_order(self, client_id: int, req: PlaceOrder) -> None:
+        """placeOrder: new order, modification or what-if.
+
+        TWS checks the order id on arrival (ids must grow per client in the order TWS reads
+        them); the rest happens when the order reaches the exchange (latency profile).
+        """
+        key = (client_id, req.order_id)
+        if not req.what_if and key not in self.by_key and key not in self._in_flight:
+            if req.order_id <= self.max_order_id.get(client_id, 0):
+                self.error(client_id, req.order_id, ErrorCode.DUPLICATE_ORDER_ID, notice_text(103))
+                return
+            self.max_order_id[client_id] = req.order_id
+            self._in_flight.add(key)
+        self._at_exchange(key, self._place_at_exchange, client_id, req)
+
+    def _place_at_exchange(self, client_id: int, req: PlaceOrder) -> None:
+        self._in_flight.discard((client_id, req.order_id))
+        self.entry.place(client_id, req)
+
+    def cancel_order(self, client_id: int, order_id: int) -> None:
+        perm = self.by_key.get((client_id, order_id))
+        order = self.orders.get(perm) if perm is not None else None
+        if order is not None and order.is_open and self.latency.enabled:
+            if order.cancel_requested:
+                self.error(client_id, order_id, 161, not_cancellable(order.perm_id))
+                return
+            order.cancel_requested = True
+        self._at_exchange((client_id, order_id), self._cancel_request, client_id, order_id)
+
+    def global_cancel(self, client_id: int = 0) -> None:
+        """reqGlobalCancel: every open order of every client (not sticky ones)."""
+        self._at_exchange((client_id, 0), self._global_cancel)
+
+    def error(self, client_id: int, order_id: int, code: int, message: str,
+              reject_json: str = "", order: SimOrder | None = None) -> None:
         logger.info("sim order error client={} order={} code={} {}", client_id, order_id, code, message)
         self.listener.order_error(client_id, order_id, code, message, reject_json, order)
 
-    def place_order(self, client_id: int, req: PlaceOrder) -> None:
-        """placeOrder: new order, modification or what-if."""
-        key = (client_id, req.order_id)
-        perm = self.by_key.get(key)
-        if perm is not None and not req.what_if:
-            self._modify(self.orders[perm], req)
-            return
-        if req.order_id <= self.max_order_id.get(client_id, 0) and not req.what_if:
-            self._error(client_id, req.order_id, 103, "Duplicate order id")
-            return
-        self.max_order_id[client_id] = max(req.order_id, self.max_order_id.get(client_id, 0))
-        if not req.contract.exchange:
-            # IB validates the order before it looks the contract up (what-if included)
-            self._error(client_id, req.order_id, ErrorCode.ERROR_VALIDATING_REQUEST,
-                        MISSING_ORDER_EXCHANGE)
-            return
-        found = self.universe.find(req.contract)
-        if not found:
-            self._error(client_id, req.order_id, ErrorCode.NO_SECURITY_DEFINITION,
-                        "No security definition has been found for the request")
-            return
-        if len(found) > 1:
-            self._error(client_id, req.order_id, ErrorCode.NO_SECURITY_DEFINITION,
-                        f"The contract description specified for {req.contract.symbol} is ambiguous.")
-            return
-        inst = found[0]
-        if req.what_if:
-            price = self._reference_price(inst, req)
-            preview = self.account.margin_preview(inst, "BUY" if req.action == "BUY" else "SELL",
-                                                  req.total_quantity, price)
-            self.listener.what_if_result(client_id, req, inst, preview)
-            return
-        problem = self._validate(req, inst)
-        if problem is not None:
-            code, text = problem
-            self._record_rejected(client_id, req, inst, text)
-            if code == 110:
-                # IB cancels an order whose price is off the tick grid
-                order = self.orders[self.by_key[key]]
-                self._error(client_id, req.order_id, code, text, order=order)
-                order.status = "Cancelled"
-                self.listener.order_update(order, "cancel")
-            else:
-                self._error(client_id, req.order_id, code, text)
-            return
-        rejection = self.faults.take_rejection()
-        if rejection is None:
-            margin_text = self.account.check_margin(
-                inst, "BUY" if req.action == "BUY" else "SELL", req.total_quantity,
-                self._reference_price(inst, req))
-            if margin_text is not None:
-                rejection = Rejection(201, f"Order rejected - reason:{margin_text}",
-                                      json.dumps({"reason": margin_text, "source": "margin"}))
-        if rejection is not None:
-            self._record_rejected(client_id, req, inst, rejection.message)
-            self._error(client_id, req.order_id, rejection.code, rejection.message,
-                        rejection.reject_json)
-            return
-        now = self.clock.now()
-        order = self._new_order(client_id, req, inst, created_at=now)
-        order.sticky = self.faults.take_sticky()
-        order.drop_acks = self.faults.take_drop_ack()
-        if self.faults.ack_delay > 0:
-            order.release_at = now + self.faults.ack_delay
-        order.expires_at = self._expiry(inst, order.tif, order.outside_rth)
-        self.orders[order.perm_id] = order
-        self.live[order.perm_id] = order
-        self.by_key[key] = order.perm_id
-        if order.parent_id:
-            self.children_of.setdefault((client_id, order.parent_id), []).append(order.perm_id)
-        logger.info("sim order new perm={} client={} id={} {} {} {} {} ref={!r}{}",
-                    order.perm_id, client_id, order.order_id, order.action,
-                    order.total_quantity, inst.local_symbol, order.order_type,
-                    order.order_ref, " sticky" if order.sticky else "")
-        self.listener.order_update(order, "ack")
-        self._maybe_submit(order)
+    # -- activation ----------------------------------------------------------------
 
-    def _reference_price(self, inst: Instrument, req: PlaceOrder) -> float:
-        q = self.market.quote(inst.con_id)
-        if req.order_type in ("LMT", "STP LMT") and req.lmt_price:
-            return req.lmt_price
-        if req.order_type == "STP" and req.aux_price:
-            return req.aux_price
-        return q.ask if req.action == "BUY" else q.bid
-
-    def _validate(self, req: PlaceOrder, inst: Instrument) -> tuple[int, str] | None:
-        if req.order_type not in SUPPORTED_ORDER_TYPES:
-            return (ErrorCode.UNSUPPORTED_ORDER_TYPE,
-                    f"Unsupported order type for this exchange and security type. "
-                    f"(simulator supports {', '.join(SUPPORTED_ORDER_TYPES)})")
-        if req.action not in ("BUY", "SELL", "SSHORT"):
-            return 201, f"Order rejected - reason:Invalid action {req.action[:10]!r}"
-        if not math.isfinite(req.total_quantity) or any(
-                p is not None and not math.isfinite(p) for p in (req.lmt_price, req.aux_price)):
-            return 201, "Order rejected - reason:Quantity and prices must be finite numbers"
-        if req.tif not in SUPPORTED_TIFS:
-            return 201, f"Order rejected - reason:Time in force {req.tif} is not supported by the simulator"
-        if req.total_quantity <= 0:
-            return 201, "Order rejected - reason:The order size must be positive"
-        if req.account and req.account != self.account_id:
-            return 201, f"Order rejected - reason:Invalid account code {req.account}"
-        if req.order_type in ("LMT", "STP LMT") and req.lmt_price is None:
-            return 201, "Order rejected - reason:Limit price is missing"
-        if req.order_type in ("STP", "STP LMT") and req.aux_price is None:
-            return 201, "Order rejected - reason:Stop price is missing"
-        for price in (req.lmt_price, req.aux_price):
-            if price is not None and req.order_type != "MKT":
-                if abs(price / inst.min_tick - round(price / inst.min_tick)) > 1e-6:
-                    return 110, ("The price does not conform to the minimum price variation "
-                                 "for this contract.")
-        return None
-
-    def _new_order(self, client_id: int, req: PlaceOrder, inst: Instrument, **state: Any) -> SimOrder:
-        """A new order with a fresh permId, its terms taken from the placeOrder request."""
-        return SimOrder(
-            perm_id=self._new_perm_id(), client_id=client_id, order_id=req.order_id,
-            instrument=inst, contract=req.contract, action=req.action,
-            total_quantity=req.total_quantity, order_type=req.order_type,
-            lmt_price=req.lmt_price, aux_price=req.aux_price, tif=req.tif,
-            outside_rth=req.outside_rth, order_ref=req.order_ref,
-            account=req.account or self.account_id, parent_id=req.parent_id,
-            oca_group=req.oca_group, oca_type=req.oca_type, **state)
-
-    def _record_rejected(self, client_id: int, req: PlaceOrder, inst: Instrument,
-                         why: str) -> None:
-        """Rejected orders are part of the ground truth (status Inactive)."""
-        now = self.clock.now()
-        order = self._new_order(client_id, req, inst, status="Inactive", why_held=why, created_at=now,
-                                completed_at=now, completed_status="Rejected")
-        self.orders[order.perm_id] = order
-        self.by_key[(client_id, req.order_id)] = order.perm_id
-
-    def _parent(self, order: SimOrder) -> SimOrder | None:
-        if not order.parent_id:
-            return None
-        perm = self.by_key.get((order.client_id, order.parent_id))
-        return self.orders.get(perm) if perm is not None else None
-
-    def _maybe_submit(self, order: SimOrder) -> None:
+    def maybe_submit(self, order: SimOrder) -> None:
         """PreSubmitted -> Submitted once the order may work at the exchange."""
         if order.status != "PreSubmitted" or order.sticky:
             return
-        parent = self._parent(order)
-        if parent is not None and parent.status != "Filled":
+        parent = self.groups.parent(order)
+        if parent is not None and parent.filled <= FILL_EPSILON:
             return
         if not self.session_open(order.instrument, order.outside_rth):
             return
         order.status = "Submitted"
         self.listener.order_update(order, "ack")
 
-    def _activate_waiting(self) -> None:
+    def activate_waiting(self) -> None:
         for perm in sorted(self.live):
             order = self.live.get(perm)
             if order is not None and order.status == "PreSubmitted":
-                self._maybe_submit(order)
-
-    def _modify(self, order: SimOrder, req: PlaceOrder) -> None:
-        if order.status == "Filled":
-            self._error(order.client_id, order.order_id, ErrorCode.CANT_MODIFY_FILLED,
-                        "Can't modify a filled order.")
-            return
-        if not order.is_working:
-            self._error(order.client_id, order.order_id, 103, "Duplicate order id")
-            return
-        found = self.universe.find(req.contract)
-        if (found != [order.instrument]) or req.action != order.action:
-            self._error(order.client_id, order.order_id, 105,
-                        "Order being modified does not match original order.")
-            return
-        problem = self._validate(req, order.instrument)
-        if problem is not None:
-            self._error(order.client_id, order.order_id, problem[0], problem[1])
-            return
-        if req.total_quantity < order.filled - FILL_EPSILON:
-            self._error(order.client_id, order.order_id, 201,
-                        "Order rejected - reason:Quantity is below the filled quantity")
-            return
-        order.total_quantity = req.total_quantity
-        order.order_type = req.order_type
-        order.lmt_price = req.lmt_price
-        order.aux_price = req.aux_price
-        if order.tif != req.tif or order.outside_rth != req.outside_rth:
-            order.tif = req.tif
-            order.outside_rth = req.outside_rth
-            order.expires_at = self._expiry(order.instrument, order.tif, order.outside_rth)
-        order.order_ref = req.order_ref
-        if order.order_type in ("MKT", "LMT"):
-            order.triggered = False
-        logger.info("sim order modify perm={} qty={} type={} lmt={} aux={}", order.perm_id,
-                    order.total_quantity, order.order_type, order.lmt_price, order.aux_price)
-        if order.remaining <= 0:
-            self._complete(order, "Filled")
-        self.listener.order_update(order, "modify")
+                self.maybe_submit(order)
 
     # -- cancels -------------------------------------------------------------------
 
-    def cancel_order(self, client_id: int, order_id: int) -> None:
+    def _cancel_request(self, client_id: int, order_id: int) -> None:
         perm = self.by_key.get((client_id, order_id))
         if perm is None:
-            self._error(client_id, order_id, ErrorCode.CANCEL_UNKNOWN_ORDER,
-                        f"OrderId {order_id} that needs to be cancelled is not found.")
+            self.error(client_id, order_id, ErrorCode.CANCEL_UNKNOWN_ORDER,
+                       f"OrderId {order_id} that needs to be cancelled is not found.")
             return
         order = self.orders[perm]
-        if not order.is_working:
-            self._error(client_id, order_id, ErrorCode.CANCEL_DONE_ORDER,
-                        f"OrderId {order_id} that needs to be cancelled cannot be cancelled, "
-                        f"state: {order.status}.")
+        order.cancel_requested = False
+        if not order.accepted:
+            self.error(client_id, order_id, 161, not_cancellable(order.perm_id))
             return
-        self._cancel(order)
+        if not order.is_open:
+            self.error(client_id, order_id, ErrorCode.CANCEL_DONE_ORDER, cancel_done(order_id, order.status))
+            return
+        self.cancel(order)
 
-    def _cancel(self, order: SimOrder, reason: str = "") -> None:
-        self._complete(order, "Cancelled")
+    def cancel(self, order: SimOrder, reason: str = "") -> None:
+        """Cancel an open order (IB: orderStatus Cancelled + error 202).
+
+        Its bracket children go with it, unless part of it filled: then they keep protecting that
+        part, cut down to it.
+        """
+        self.complete(order, "Cancelled")
         logger.info("sim order cancelled perm={} client={} id={} {}", order.perm_id,
                     order.client_id, order.order_id, reason)
         self.listener.order_update(order, "cancel")
         self.listener.order_error(order.client_id, order.order_id, ErrorCode.ORDER_CANCELLED,
                                   f"Order Canceled - reason:{reason}", "", order)
-        # children of a cancelled parent go with it
-        for child in self._children(order):
-            if child.is_working:
-                self._cancel(child, "parent order cancelled")
+        for child in self.groups.children(order):
+            if not child.is_open:
+                continue
+            if order.filled <= FILL_EPSILON:
+                self.cancel(child, "parent order cancelled")
+            elif child.total_quantity > order.filled + FILL_EPSILON:
+                child.total_quantity = max(order.filled, child.filled)
+                child.original_quantity = child.total_quantity
+                if child.remaining <= 0:
+                    self.complete(child, "Filled")
+                self.listener.order_update(child, "modify")
 
-    def _children(self, order: SimOrder) -> list[SimOrder]:
-        perms = self.children_of.get((order.client_id, order.order_id), ())
-        return [self.orders[p] for p in sorted(perms) if p != order.perm_id]
-
-    def global_cancel(self) -> int:
-        """reqGlobalCancel: every working order of every client (not sticky ones)."""
+    def _global_cancel(self) -> None:
         n = 0
         for perm in sorted(self.live):
             order = self.live.get(perm)
-            if order is not None and order.is_working and not order.sticky:
-                self._cancel(order, "global cancel")
+            if order is not None and order.is_open and not order.sticky:
+                self.cancel(order, "global cancel")
                 n += 1
-        return n
+        logger.info("sim global cancel: {} order(s) cancelled", n)
 
-    def _complete(self, order: SimOrder, status: str) -> None:
+    def complete(self, order: SimOrder, status: str) -> None:
         self.live.pop(order.perm_id, None)
         order.status = status
         order.completed_at = self.clock.now()
@@ -442,7 +318,7 @@ class SimBroker:
             changes = self.market.step(inst, now)
             self.listener.market_ticks(inst, changes)
         if not self.faults.connectivity_lost:
-            self._activate_waiting()
+            self.activate_waiting()
             for inst in self.universe.instruments:
                 self.match(inst)
         self._expire(now)
@@ -461,28 +337,48 @@ class SimBroker:
         available = {"BUY": quote.ask_size, "SELL": quote.bid_size}
         working = [o for _, o in sorted(self.live.items())
                    if o.instrument is inst and o.status == "Submitted"]
+        self._deferred_oca = []
         for order in working:
             if order.status != "Submitted":
-                continue  # cancelled by an OCA sibling in this loop
+                continue  # cancelled or completed by a group member in this loop
+            if order.auction_at is not None:
+                if self.clock.now() >= order.auction_at:
+                    self._auction(order, quote)
+                continue
             if not self.session_open(inst, order.outside_rth):
                 continue
             price = executable_price(order, quote)
+            order.worked_steps += 1
             qty = 0.0
             if price is not None:
                 qty = min(order.remaining, available[order.side])
+                cap = self.groups.child_cap(order)
+                if cap is not None:
+                    qty = min(qty, cap)
                 if order.tif == "FOK" and qty < order.remaining - FILL_EPSILON:
                     qty = 0.0
-            if qty > 0:
+            if qty > FILL_EPSILON:
                 available[order.side] -= qty
-                self._fill(order, qty, price, liquidity=2)
+                self.fill(order, qty, price, liquidity=2)
             if order.tif in ("IOC", "FOK") and order.is_working:
-                self._cancel(order, "IOC/FOK not filled")
+                self.cancel(order, "IOC/FOK not filled")
+        deferred, self._deferred_oca = self._deferred_oca, None
+        for order, qty in deferred:
+            self._apply_oca(order, qty, now_or_never=True)
+
+    def _auction(self, order: SimOrder, quote) -> None:
+        """The opening (OPG) or closing (MOC/LOC) auction: all or nothing at the touch, the rest cancelled."""
+        price = auction_price(order, quote)
+        if price is not None:
+            self.fill(order, order.remaining, price, liquidity=2)
+        if order.is_working:
+            self.cancel(order, "not filled in the auction")
 
     def _expire(self, now: float) -> None:
         for perm in sorted(self.live):
             order = self.live.get(perm)
-            if order is not None and order.is_working and order.expires_at is not None and now >= order.expires_at:
-                self._cancel(order, "DAY order expired")
+            if order is not None and order.is_open and order.expires_at is not None and now >= order.expires_at:
+                self.cancel(order, f"{order.tif} order expired")
 
     def force_fill(self, perm_id: int, quantity: float | None = None,
                    price: float | None = None) -> Execution:
@@ -492,16 +388,22 @@ class SimBroker:
             raise KeyError(f"no order with permId {perm_id}")
         if not order.is_working:
             raise ValueError(f"order {perm_id} is {order.status}")
-        qty = order.remaining if quantity is None else min(float(quantity), order.remaining)
+        room = order.remaining
+        cap = self.groups.child_cap(order)
+        if cap is not None:
+            room = min(room, cap)
+            if room <= FILL_EPSILON:
+                raise ValueError(f"order {perm_id} waits for its parent to fill")
+        qty = room if quantity is None else min(float(quantity), room)
         if qty <= 0:
             raise ValueError("quantity must be positive")
         if price is None:
             price = touch_for(order, self.market.quote(order.instrument.con_id))[0]
         if order.status == "PreSubmitted":
             order.status = "Submitted"
-        return self._fill(order, qty, float(price), liquidity=1)
+        return self.fill(order, qty, float(price), liquidity=1)
 
-    def _fill(self, order: SimOrder, qty: float, price: float, liquidity: int) -> Execution:
+    def fill(self, order: SimOrder, qty: float, price: float, liquidity: int) -> Execution:
         inst = order.instrument
         now = self.clock.now()
         model = self.universe.commission_model(inst.sec_type)
@@ -516,7 +418,7 @@ class SimBroker:
         order.avg_fill_price = new_avg
         order.last_fill_price = price
         if order.remaining <= 0:
-            self._complete(order, "Filled")
+            self.complete(order, "Filled")
         execution = Execution(
             exec_id=self._new_exec_id(), perm_id=order.perm_id, order_id=order.order_id,
             client_id=order.client_id, instrument=inst,
@@ -530,94 +432,71 @@ class SimBroker:
                     order.perm_id, execution.exec_id, execution.side, qty, price,
                     order.filled, order.total_quantity, commission)
         self.listener.execution_report(order, execution)
-        if order.status == "Filled":
-            self._after_filled(order)
-        self.listener.account_changed({inst.con_id})
+        self._after_fill(order, qty)
+        self.listener.account_changed_after(order, {inst.con_id})
         return execution
 
-    def _after_filled(self, order: SimOrder) -> None:
-        for child in self._children(order):
-            self._maybe_submit(child)
-        if order.oca_group:
-            for perm in sorted(self.live):
-                other = self.live.get(perm)
-                if (other is not None and other is not order and other.is_working and other.client_id == order.client_id
-                        and other.oca_group == order.oca_group):
-                    self._cancel(other, "OCA group")
+    def _after_fill(self, order: SimOrder, qty: float) -> None:
+        """A fill activates the order's bracket children and acts on its OCA group."""
+        for child in self.groups.children(order):
+            self.maybe_submit(child)
+        self._apply_oca(order, qty)
+
+    def _apply_oca(self, order: SimOrder, qty: float, now_or_never: bool = False) -> None:
+        oca_type, effects = self.groups.on_fill(order, qty)
+        if oca_type == REDUCE_WITHOUT_BLOCK and self._deferred_oca is not None and not now_or_never:
+            self._deferred_oca.append((order, qty))  # no block: the others may still trade this step
+            return
+        for effect in effects:
+            self._oca_effect(effect)
+
+    def _oca_effect(self, effect: OcaEffect) -> None:
+        member = effect.order
+        if not member.is_open:
+            return
+        if effect.action == "reduce":
+            member.total_quantity = effect.quantity
+            logger.info("sim OCA reduced perm={} to {}", member.perm_id, effect.quantity)
+            self.listener.order_update(member, "modify")
+        elif member.filled > FILL_EPSILON:
+            member.total_quantity = member.filled  # nothing left to work: done with what it has
+            self.complete(member, "Filled")
+            self.listener.order_update(member, "modify")
+            for child in self.groups.children(member):
+                self.maybe_submit(child)
+        else:
+            self.cancel(member, "OCA group")
 
     # -- corrections ---------------------------------------------------------------
 
     def correct_execution(self, exec_id: str = "last", price: float | None = None,
                           shares: float | None = None) -> Execution:
-        """Re-issue an execution with the next suffix (``.01`` -> ``.02``)."""
-        live = [e for e in self.executions if e.superseded_by is None]
-        if not live:
-            raise KeyError("no executions to correct")
-        if exec_id in ("", "last"):
-            old = live[-1]
-        else:
-            matches = [e for e in live if e.exec_id == exec_id or e.exec_id.rsplit(".", 1)[0] == exec_id]
-            if not matches:
-                raise KeyError(f"no live execution {exec_id!r}")
-            old = matches[-1]
-        base, suffix = old.exec_id.rsplit(".", 1)
-        new_id = f"{base}.{int(suffix) + 1:02d}"
-        order = self.orders[old.perm_id]
-        new_shares = float(shares) if shares is not None else old.shares
-        new_price = float(price) if price is not None else old.price
-        if new_shares <= 0:
-            raise ValueError("shares must be positive")
-        old.superseded_by = new_id
-        corrected = Execution(
-            exec_id=new_id, perm_id=old.perm_id, order_id=old.order_id,
-            client_id=old.client_id, instrument=old.instrument, side=old.side,
-            shares=new_shares, price=new_price, time=self.clock.now(), cum_qty=0.0,
-            avg_price=0.0, order_ref=old.order_ref, account=old.account,
-            commission=old.commission, commission_currency=old.commission_currency,
-            realized_pnl=None, liquidity=old.liquidity, corrects=old.exec_id)
-        self.executions.append(corrected)
-        # order totals from the live executions of this order
-        mine = [e for e in self.executions if e.perm_id == order.perm_id and e.superseded_by is None]
-        order.filled = sum(e.shares for e in mine)
-        order.avg_fill_price = (sum(e.shares * e.price for e in mine) / order.filled
-                                if order.filled else 0.0)
-        corrected.cum_qty = order.filled
-        corrected.avg_price = order.avg_fill_price
-        if order.filled >= order.total_quantity - FILL_EPSILON and order.is_working:
-            self._complete(order, "Filled")
-        self._rebuild_account(corrected)
-        logger.info("sim execution correction {} -> {} {}@{}", old.exec_id, new_id,
-                    new_shares, new_price)
-        self.listener.execution_report(order, corrected, correction=True)
-        self.listener.account_changed({old.instrument.con_id})
+        """Re-issue an execution with the next suffix (``.01`` -> ``.02``); see ``sim.corrections``."""
+        corrected = correct_execution(self, exec_id, price, shares)
+        self.listener.execution_report(self.orders[corrected.perm_id], corrected, correction=True)
+        self.listener.account_changed({corrected.instrument.con_id})
         return corrected
-
-    def _rebuild_account(self, track: Execution) -> None:
-        ledger = [e for e in self.executions if e.superseded_by is None]
-        self.account.rebuild(self.starting_cash, [])
-        for e in ledger:
-            res = self.account.apply_fill(e.instrument, "BUY" if e.side == "BOT" else "SELL",
-                                          e.shares, e.price, e.commission)
-            if e is track:
-                track.realized_pnl = res.realized_pnl
 
     # -- queries -------------------------------------------------------------------
 
     def orders_of(self, client_id: int | None, working_only: bool = True) -> list[SimOrder]:
+        """Open orders (working or held) of one client (None: every client and TWS)."""
         out = []
         source = self.live if working_only else self.orders
         for perm in sorted(source):
             o = source[perm]
-            if client_id is not None and o.client_id != client_id:
+            if client_id is not None and (o.client_id != client_id or o.manual and not o.order_id):
                 continue
-            if working_only and not o.is_working:
+            if working_only and not o.is_open:
                 continue
             out.append(o)
         return out
 
     def completed_orders(self) -> list[SimOrder]:
+        """Finished orders IB accepted (an order refused before acceptance is not one)."""
         return [self.orders[p] for p in sorted(self.orders)
-                if self.orders[p].status in DONE_STATUSES]
+                if self.orders[p].accepted and not self.orders[p].held
+                and self.orders[p].status in DONE_STATUSES]
 
     def snapshot(self) -> dict:
         return {
@@ -625,10 +504,12 @@ class SimBroker:
             "executions": [e.snapshot() for e in self.executions],
             "next_order_ids": {str(c): i + 1 for c, i in sorted(self.max_order_id.items())},
             "market_hours": self.market_hours,
+            "latency": self.latency.profile,
+            "precautions": dict(self.precautions.__dict__),
+            "tif_preset": self.tif_preset,
             "steps": self.steps,
             "quotes": {i.local_symbol: self.market.quote(i.con_id).as_dict()
                        for i in self.universe.instruments},
             "faults": self.faults.snapshot(),
             **{"account": self.account.snapshot()},
         }
-

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, fields, replace
 
 from .clock import DEFAULT_MANUAL_START
+from .latency import LATENCY_PROFILES
+from .validation import TIFS, Precautions
 
 CLOCK_MODES = ("realtime", "manual")
 MARKET_HOURS = ("always", "exchange", "closed", "overnight")
@@ -50,6 +52,18 @@ class SimConfig:
     replay: str | None = None
     #: replay pace: N x the wall clock (realtime clock only)
     replay_speed: float = 1.0
+    #: order acknowledgement/fill latency: "fast" (at once) or "ib" (tens of ms, seeded tail)
+    latency: str = "fast"
+    #: IBKR's price check: a limit this many % through the NBBO is cancelled (202); 0 = off
+    price_cap_pct: float = Precautions.price_cap_pct
+    #: TWS preset "Percentage" (error 163): a limit this many % off the market is refused; 0 = off
+    precaution_pct: float = Precautions.percentage
+    #: TWS preset "Size Limit" (error 383) in shares/contracts/units; 0 = off
+    size_limit: float = Precautions.size_limit
+    #: TWS preset "Total Value Limit" (error 451) in USD; 0 = off
+    value_limit: float = Precautions.value_limit
+    #: TIF TWS gives orders sent without one, announced with notice 10349; "" = no preset notice
+    tif_preset: str = ""
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCK_MODES:
@@ -73,6 +87,13 @@ class SimConfig:
         check_state(self.market_data)
         from .pnl import parse_reset
         parse_reset(self.pnl_reset)
+        if self.latency not in LATENCY_PROFILES:
+            raise ValueError(f"latency must be one of {LATENCY_PROFILES}, not {self.latency!r}")
+        Precautions(price_cap_pct=self.price_cap_pct, percentage=self.precaution_pct,
+                    size_limit=self.size_limit, value_limit=self.value_limit)  # raises on a bad value
+        object.__setattr__(self, "tif_preset", self.tif_preset.upper())
+        if self.tif_preset and self.tif_preset not in TIFS:
+            raise ValueError(f"tif_preset must be empty or one of {TIFS}, not {self.tif_preset!r}")
         object.__setattr__(self, "base_currency", self.base_currency.upper())
 
     def with_overrides(self, **overrides: object) -> "SimConfig":

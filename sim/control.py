@@ -16,11 +16,14 @@ import asyncio
 import http.client
 import inspect
 import json
+from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
 from loguru import logger
 
 from .broker import MARKET_HOURS_MODES
+from .notices import notice_text
+from .validation import TIFS
 
 #: Largest control request body accepted.
 MAX_BODY = 1 << 20
@@ -191,6 +194,67 @@ class ControlAPI:
         self.server.broker.set_market_hours(mode)
         return {"market_hours": mode}
 
+    async def cmd_order_notice(self, perm_id: int, code: int, message: str | None = None) -> dict:
+        """Send error ``code`` (default text from IB's list) for an order's id to its client; the order is unchanged."""
+        broker = self.server.broker
+        order = broker.orders.get(int(perm_id))
+        if order is None:
+            raise KeyError(f"no order with permId {perm_id}")
+        text = notice_text(int(code)) if message is None else str(message)
+        broker.error(order.client_id, order.order_id, int(code), text, "", order)
+        return {"permId": order.perm_id, "clientId": order.client_id, "orderId": order.order_id,
+                "code": int(code), "message": text}
+
+    async def cmd_manual_order(self, symbol: str, action: str, quantity: float, order_type: str = "LMT",
+                               lmt_price: float | None = None, aux_price: float | None = None,
+                               tif: str = "DAY", order_ref: str = "", outside_rth: bool = False) -> dict:
+        """An order typed into TWS by hand (orderId 0 until client 0 binds it)."""
+        broker = self.server.broker
+        inst = self.server.universe.by_symbol(symbol)
+        order = broker.entry.manual_order(
+            inst, action, float(quantity), order_type, None if lmt_price is None else float(lmt_price),
+            None if aux_price is None else float(aux_price), tif, order_ref, bool(outside_rth))
+        return order.snapshot()
+
+    async def cmd_cancel(self, perm_id: int) -> dict:
+        """Cancel an open order from TWS (any client's, or a manual one)."""
+        broker = self.server.broker
+        order = broker.orders.get(int(perm_id))
+        if order is None:
+            raise KeyError(f"no order with permId {perm_id}")
+        if not order.is_open:
+            raise ValueError(f"order {perm_id} is {order.status}")
+        broker.cancel(order, "cancelled in TWS")
+        return order.snapshot()
+
+    async def cmd_precautions(self, price_cap_pct: float | None = None, percentage: float | None = None,
+                              size_limit: float | None = None, value_limit: float | None = None) -> dict:
+        """Change the precautionary checks (None keeps a value; 0 switches a check off)."""
+        broker = self.server.broker
+        changes = {k: float(v) for k, v in dict(price_cap_pct=price_cap_pct, percentage=percentage,
+                                                size_limit=size_limit, value_limit=value_limit).items()
+                   if v is not None}
+        broker.precautions = replace(broker.precautions, **changes)
+        return dict(broker.precautions.__dict__)
+
+    async def cmd_tif_preset(self, tif: str = "") -> dict:
+        """TIF given to orders sent without one, announced with 10349 ("" = no preset notice)."""
+        tif = str(tif).upper()
+        if tif and tif not in TIFS:
+            raise ValueError(f"tif must be empty or one of {TIFS}")
+        self.server.broker.tif_preset = tif
+        return {"tif_preset": tif}
+
+    async def cmd_status(self) -> dict:
+        """How this simulator runs: latency profile, market hours, clock, seed, ports."""
+        server = self.server
+        return {"latency": server.broker.latency.profile, "market_hours": server.broker.market_hours,
+                "clock": server.clock.mode, "seed": server.config.seed, "port": server.port,
+                "control_port": server.control_port, "account": server.config.account,
+                "base_currency": server.config.base_currency,
+                "precautions": dict(server.broker.precautions.__dict__),
+                "tif_preset": server.broker.tif_preset}
+
     async def cmd_clear_faults(self) -> dict:
         """Forget pending order faults (rejections, ack delay/drops, sticky orders)."""
         self.server.broker.faults.clear_order_faults()
@@ -289,7 +353,7 @@ class ControlHTTPServer:
         if not path.startswith("/v1/"):
             return 404, {"ok": False, "error": f"unknown path {path}"}
         command = path[len("/v1/"):].strip("/")
-        if method == "GET" and command not in ("state", "commands"):
+        if method == "GET" and command not in ("state", "commands", "status"):
             return 405, {"ok": False, "error": "use POST for commands"}
         if method not in ("GET", "POST"):
             return 405, {"ok": False, "error": f"method {method} not allowed"}

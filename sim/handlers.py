@@ -15,11 +15,11 @@ from loguru import logger
 
 from . import outgoing as out
 from .messages import ErrorCode, In, in_name
-from .protocol import FieldReader, ProtocolError
-from .requests import (
-    read_cancel_order, read_exec_filter, read_place_order,
-)
 from .host import SimHost
+from .notices import AUTO_BIND_CLIENT_ZERO_ONLY
+from .order_requests import read_cancel_order, read_place_order
+from .protocol import FieldReader, ProtocolError
+from .requests import read_exec_filter
 from .session import ClientSession
 
 Handler = Callable[[SimHost, ClientSession, FieldReader], None]
@@ -76,8 +76,8 @@ def cancel_order(server: SimHost, session: ClientSession, r: FieldReader) -> Non
 
 @handles(In.REQ_GLOBAL_CANCEL)
 def req_global_cancel(server: SimHost, session: ClientSession, r: FieldReader) -> None:
-    n = server.broker.global_cancel()
-    logger.info("sim {} global cancel: {} order(s) cancelled", session.label, n)
+    logger.info("sim {} global cancel", session.label)
+    server.broker.global_cancel(session.client_id)
 
 
 def _send_open_orders(server: SimHost, session: ClientSession, client_id: int | None) -> None:
@@ -89,6 +89,9 @@ def _send_open_orders(server: SimHost, session: ClientSession, client_id: int | 
 
 @handles(In.REQ_OPEN_ORDERS)
 def req_open_orders(server: SimHost, session: ClientSession, r: FieldReader) -> None:
+    if session.client_id == 0:
+        # IB: client 0's reqOpenOrders binds the manual TWS orders (they get order ids of client 0)
+        server.broker.entry.bind_manual_orders()
     _send_open_orders(server, session, session.client_id)
 
 
@@ -100,7 +103,12 @@ def req_all_open_orders(server: SimHost, session: ClientSession, r: FieldReader)
 @handles(In.REQ_AUTO_OPEN_ORDERS)
 def req_auto_open_orders(server: SimHost, session: ClientSession, r: FieldReader) -> None:
     r.skip(1)
-    session.auto_open_orders = r.bool()
+    bind = r.bool()
+    if session.client_id != 0:
+        _error(session, -1, AUTO_BIND_CLIENT_ZERO_ONLY,
+               "Only API connections with clientId set to 0 can set the auto bind TWS orders property.")
+        return
+    session.auto_open_orders = bind
 
 
 @handles(In.REQ_COMPLETED_ORDERS)

@@ -33,6 +33,8 @@ US_OPTION_EXCHANGES = "SMART,AMEX,CBOE,PHLX,PSE,ISE,BOX,BATS,NASDAQOM,CBOE2,NASD
 RIGHTS = {"C": "C", "CALL": "C", "P": "P", "PUT": "P"}
 #: Strikes closer than this are the same strike.
 STRIKE_EPSILON = 1e-6
+#: minSize and sizeIncrement of instruments that trade fractional shares (IB: 0.0001).
+FRACTIONAL_SIZE_INCREMENT = 0.0001
 #: suggestedSizeIncrement by security type (round lots of stocks; FX lots).
 SUGGESTED_SIZE_INCREMENT = {"STK": 100.0, "CASH": 25000.0}
 #: IB market rules the universe uses (id -> [(lowEdge, increment)]), answered
@@ -45,7 +47,7 @@ MARKET_RULES: dict[int, list[tuple[float, float]]] = {
 }
 DEFAULT_MARKET_RULE = 26
 ORDER_TYPES = {
-    "STK": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,MIT,MKT,MTL,NONALGO,OCA,PAON,POSTONLY,RELSTK,SCALE,SCALERST,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
+    "STK": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,LOC,MIT,MKT,MOC,MTL,NONALGO,OCA,OPG,PAON,POSTONLY,RELSTK,SCALE,SCALERST,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
     "FUT": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,ICE,IOC,LIT,LMT,MIT,MKT,MTL,NONALGO,OCA,SCALE,SCALERST,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
     "OPT": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,IOC,LIT,LMT,MIT,MKT,MTL,NONALGO,OCA,PAON,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
     "CASH": "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,IOC,LIT,LMT,MIT,MKT,NONALGO,OCA,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF",
@@ -196,11 +198,20 @@ class Instrument:
     min_size: float | None = None
     size_increment: float | None = None
     suggested_size_increment: float | None = None
+    #: fractional quantities accepted (IB's fractional-share trading)
+    fractional: bool = False
+    #: contract details' orderTypes; empty: the default list of the security type
+    order_types: str = ""
 
     @property
     def mult(self) -> float:
         """Numeric contract multiplier (1 when none)."""
         return float(self.multiplier) if self.multiplier else 1.0
+
+    @property
+    def order_type_list(self) -> str:
+        """The orderTypes contract details list (order types, TIFs and attributes accepted)."""
+        return self.order_types or ORDER_TYPES.get(self.sec_type, "LMT,MKT,STP,STPLMT")
 
     @property
     def contract_month(self) -> str:
@@ -230,8 +241,9 @@ class Instrument:
     def size_rules(self) -> tuple[float, float, float]:
         """(minSize, sizeIncrement, suggestedSizeIncrement) of contract details."""
         default_suggested = SUGGESTED_SIZE_INCREMENT.get(self.sec_type, 1.0)
-        return (1.0 if self.min_size is None else self.min_size,
-                1.0 if self.size_increment is None else self.size_increment,
+        step = FRACTIONAL_SIZE_INCREMENT if self.fractional else 1.0
+        return (step if self.min_size is None else self.min_size,
+                step if self.size_increment is None else self.size_increment,
                 default_suggested if self.suggested_size_increment is None
                 else self.suggested_size_increment)
 

@@ -1,19 +1,10 @@
-"""Orders, executions and the matching rules.
+"""Orders and executions: the simulator's records of them.
 
 State is global and keyed by permId (like IB's): a client that reconnects
 with the same clientId finds its orders and fills again, and order ids keep
-increasing per clientId across sessions.
-
-Matching happens against the simulated top of book on every market step:
-
-* MKT takes the touch (ask for buys, bid for sells);
-* LMT fills when the touch is at or through the limit, at the touch;
-* STP triggers when the touch reaches the stop, then behaves as MKT;
-* STP LMT triggers likewise, then behaves as LMT at ``lmtPrice``;
-* a fill takes at most the size displayed at the touch, so orders larger
-  than the quote fill partially over several steps (the displayed size is
-  shared by all orders on the same side in permId order);
-* IOC orders get one matching opportunity, FOK one all-or-nothing attempt.
+increasing per clientId across sessions.  How orders trade is in
+``sim.matching``; parent/child and OCA groups in ``sim.groups``; what is
+accepted in ``sim.validation``.
 """
 
 from __future__ import annotations
@@ -21,11 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .instruments import Instrument
-from .market import Quote
 from .requests import ContractSpec
 
-SUPPORTED_ORDER_TYPES = ("MKT", "LMT", "STP", "STP LMT")
-SUPPORTED_TIFS = ("DAY", "GTC", "IOC", "FOK")
 #: IB statuses in which an order can still fill.
 WORKING_STATUSES = ("PreSubmitted", "Submitted", "PendingCancel")
 DONE_STATUSES = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
@@ -54,6 +42,29 @@ class SimOrder:
     parent_id: int = 0
     oca_group: str = ""
     oca_type: int = 0
+    #: False while held in TWS (placed with transmit=False): reported Inactive, never fills
+    transmitted: bool = True
+    #: False for an order refused before acceptance (ground truth only: never reported as an order)
+    accepted: bool = True
+    #: placed by hand in TWS (control ``manual_order``); orderId 0 until bound to client 0
+    manual: bool = False
+    trailing_percent: float | None = None
+    #: a trailing stop's current stop price
+    trail_stop: float | None = None
+    lmt_price_offset: float | None = None
+    algo_strategy: str = ""
+    algo_params: dict = field(default_factory=dict)
+    good_till_date: str = ""
+    #: quantity when placed (OCA reductions are proportional to it)
+    original_quantity: float = 0.0
+    #: an auction (MOC/LOC at the close, OPG at the open) runs at this sim time
+    auction_at: float | None = None
+    #: a cancel is on its way to the exchange (latency profile)
+    cancel_requested: bool = False
+    #: market steps an adaptive order has been worked
+    worked_steps: int = 0
+    #: notices (code, text) IB sends once the order is accepted (10349, 2109, 399)
+    pending_notices: list = field(default_factory=list)
     status: str = "PreSubmitted"
     filled: float = 0.0
     avg_fill_price: float = 0.0
@@ -84,6 +95,16 @@ class SimOrder:
         return self.status in WORKING_STATUSES
 
     @property
+    def held(self) -> bool:
+        """Kept in TWS, not transmitted (transmit=False): open but not working."""
+        return not self.transmitted and self.status == "Inactive"
+
+    @property
+    def is_open(self) -> bool:
+        """Listed by reqOpenOrders and cancellable: working or held."""
+        return self.is_working or self.held
+
+    @property
     def is_buy(self) -> bool:
         return self.action == "BUY"
 
@@ -104,7 +125,12 @@ class SimOrder:
             "totalQuantity": self.total_quantity, "orderType": self.order_type,
             "lmtPrice": self.lmt_price, "auxPrice": self.aux_price, "tif": self.tif,
             "outsideRth": self.outside_rth, "parentId": self.parent_id,
-            "ocaGroup": self.oca_group, "triggered": self.triggered,
+            "ocaGroup": self.oca_group, "ocaType": self.oca_type, "triggered": self.triggered,
+            "transmitted": self.transmitted, "held": self.held, "accepted": self.accepted,
+            "manual": self.manual, "trailStopPrice": self.trail_stop,
+            "trailingPercent": self.trailing_percent, "lmtPriceOffset": self.lmt_price_offset,
+            "algoStrategy": self.algo_strategy, "algoParams": dict(self.algo_params),
+            "goodTillDate": self.good_till_date, "whyHeld": self.why_held,
             "sticky": self.sticky, "createdAt": self.created_at,
             "completedAt": self.completed_at,
         }
@@ -145,36 +171,3 @@ class Execution:
             "realizedPnL": self.realized_pnl, "supersededBy": self.superseded_by,
             "corrects": self.corrects,
         }
-
-
-def touch_for(order: SimOrder, quote: Quote) -> tuple[float, float]:
-    """(price, displayed size) on the side this order trades against."""
-    return (quote.ask, quote.ask_size) if order.is_buy else (quote.bid, quote.bid_size)
-
-
-def stop_triggered(order: SimOrder, quote: Quote) -> bool:
-    """Buy stops trigger when the ask (or last) reaches the stop; sells on the bid."""
-    stop = order.aux_price
-    if stop is None:
-        return False
-    if order.is_buy:
-        return quote.ask >= stop or (quote.last is not None and quote.last >= stop)
-    return quote.bid <= stop or (quote.last is not None and quote.last <= stop)
-
-
-def executable_price(order: SimOrder, quote: Quote) -> float | None:
-    """The price this order would trade at now, or None if it cannot trade."""
-    price, _ = touch_for(order, quote)
-    kind = order.order_type
-    if kind in ("STP", "STP LMT") and not order.triggered:
-        if not stop_triggered(order, quote):
-            return None
-        order.triggered = True
-    if kind in ("MKT", "STP"):
-        return price
-    limit = order.lmt_price
-    if limit is None:
-        return None
-    if order.is_buy:
-        return price if price <= limit + 1e-12 else None
-    return price if price >= limit - 1e-12 else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from .account import MarginPreview, Position, money
-from .instruments import ORDER_TYPES, Instrument
+from .instruments import Instrument
 from .market import Bar, format_bar_time
 from .messages import Out
 from .orders import Execution, SimOrder
@@ -88,7 +88,7 @@ def contract_details(req_id: int, inst: Instrument, exchange: str, now: float,
         fields.append(1)  # mdSizeMultiplier
     sched = inst.schedule
     fields += [
-        inst.multiplier, ORDER_TYPES.get(inst.sec_type, "LMT,MKT,STP,STPLMT"),
+        inst.multiplier, inst.order_type_list,
         inst.valid_exchanges, 1, inst.under_con_id, inst.long_name, inst.primary_exchange,
         inst.contract_month, inst.industry, inst.category, inst.subcategory,
         sched.time_zone, sched.hours_string(now, "extended"), sched.hours_string(now, "rth"),
@@ -281,6 +281,16 @@ def _what_if_block(preview: MarginPreview | None) -> Fields:
             format_float(p.commission), p.currency]
 
 
+def _algo(o: SimOrder) -> Fields:
+    """algoStrategy, then (when set) its parameters as a count and tag/value pairs."""
+    if not o.algo_strategy:
+        return [""]
+    fields: Fields = [o.algo_strategy, len(o.algo_params)]
+    for tag, value in o.algo_params.items():
+        fields += [tag, value]
+    return fields
+
+
 def open_order(o: SimOrder, version: int, *, what_if: MarginPreview | None = None,
                status: str | None = None) -> Fields:
     """openOrder in the field order of the clients' decoders."""
@@ -296,7 +306,7 @@ def open_order(o: SimOrder, version: int, *, what_if: MarginPreview | None = Non
     if version < V_FA_PROFILE_DESUPPORT:
         fields.append("")  # faProfile
     fields += [
-        "", "", "", "", "",  # modelCode, goodTillDate, rule80A, percentOffset, settlingFirm
+        "", o.good_till_date, "", "", "",  # modelCode, goodTillDate, rule80A, percentOffset, settlingFirm
         0, "", -1,  # shortSaleSlot, designatedLocation, exemptCode
         0,  # auctionStrategy
         "", "", "",  # startingPrice, stockRefPrice, delta
@@ -306,7 +316,7 @@ def open_order(o: SimOrder, version: int, *, what_if: MarginPreview | None = Non
         o.parent_id, 0,  # parentId, triggerMethod
         "", 0, "", "",  # volatility, volatilityType, deltaNeutralOrderType (must stay empty), deltaNeutralAuxPrice
         0, 0,  # continuousUpdate, referencePriceType
-        "", "",  # trailStopPrice, trailingPercent
+        _price(o.trail_stop), _price(o.trailing_percent),  # trailStopPrice, trailingPercent
         "", "",  # basisPoints, basisPointsType
         "", 0, 0,  # comboLegsDescrip, comboLegs count, orderComboLegs count
         0,  # smartComboRoutingParams count
@@ -316,7 +326,9 @@ def open_order(o: SimOrder, version: int, *, what_if: MarginPreview | None = Non
         "", "",  # clearingAccount, clearingIntent
         0,  # notHeld
         0,  # deltaNeutralContract present
-        "",  # algoStrategy
+    ]
+    fields += _algo(o)
+    fields += [
         0,  # solicited
         int(what_if is not None), status or o.status,
     ]
@@ -325,7 +337,8 @@ def open_order(o: SimOrder, version: int, *, what_if: MarginPreview | None = Non
         "",  # warningText
         0, 0,  # randomizeSize, randomizePrice
         0,  # conditions count
-        "", "", "", "", "", "", "", 0,  # adjusted order block
+        "", "", _price(o.trail_stop), _price(o.lmt_price_offset),  # adjustedOrderType, triggerPrice, trailStopPrice, lmtPriceOffset
+        "", "", "", 0,  # adjustedStopPrice, adjustedStopLimitPrice, adjustedTrailingAmount, adjustableTrailingUnit
         "", "", "",  # softDollarTier name, value, displayName
         "",  # cashQty
         0, 0, 0, 0,  # dontUseAutoPriceForHedge, isOmsContainer, discretionaryUpToLimitPrice, usePriceMgmtAlgo
@@ -357,14 +370,14 @@ def completed_order(o: SimOrder, version: int, parent_perm_id: int = 0) -> Field
     if version < V_FA_PROFILE_DESUPPORT:
         fields.append("")
     fields += [
-        "", "", "", "", "",  # modelCode, goodTillDate, rule80A, percentOffset, settlingFirm
+        "", o.good_till_date, "", "", "",  # modelCode, goodTillDate, rule80A, percentOffset, settlingFirm
         0, "", -1,  # shortSaleSlot, designatedLocation, exemptCode
         "", "", "",  # startingPrice, stockRefPrice, delta
         "", "",  # stockRangeLower, stockRangeUpper
         "", 0, 0, "", o.oca_type, 0,  # displaySize, sweepToFill, allOrNone, minQty, ocaType, triggerMethod
         "", 0, "", "",  # volatility, volatilityType, deltaNeutralOrderType, deltaNeutralAuxPrice
         0, 0,  # continuousUpdate, referencePriceType
-        "", "",  # trailStopPrice, trailingPercent
+        _price(o.trail_stop), _price(o.trailing_percent),  # trailStopPrice, trailingPercent
         "", 0, 0,  # comboLegsDescrip, comboLegs, orderComboLegs
         0,  # smartComboRoutingParams
         "", "", "",  # scale
@@ -372,12 +385,14 @@ def completed_order(o: SimOrder, version: int, parent_perm_id: int = 0) -> Field
         "", "",  # clearingAccount, clearingIntent
         0,  # notHeld
         0,  # deltaNeutralContract present
-        "",  # algoStrategy
+    ]
+    fields += _algo(o)
+    fields += [
         0,  # solicited
         o.status,
         0, 0,  # randomizeSize, randomizePrice
         0,  # conditions
-        "", "",  # trailStopPrice, lmtPriceOffset
+        _price(o.trail_stop), _price(o.lmt_price_offset),  # trailStopPrice, lmtPriceOffset
         "",  # cashQty
         0, 0,  # dontUseAutoPriceForHedge, isOmsContainer
         "", format_quantity(o.filled), 0, 0,  # autoCancelDate, filledQuantity, refFuturesConId, autoCancelParent

@@ -12,10 +12,6 @@ from dataclasses import dataclass
 
 from .protocol import FieldReader
 
-#: placeOrder sends faProfile only before this version.
-FA_PROFILE_DESUPPORT = 177
-#: cancelOrder carries manualOrderCancelTime from this version.
-MANUAL_ORDER_TIME = 169
 #: reqContractDetails carries issuerId from this version.
 BOND_ISSUERID = 176
 
@@ -69,111 +65,10 @@ def read_contract(r: FieldReader) -> ContractSpec:
     )
 
 
-def _with_sec_id(c: ContractSpec, sec_id_type: str, sec_id: str) -> ContractSpec:
+def with_sec_id(c: ContractSpec, sec_id_type: str, sec_id: str) -> ContractSpec:
     if not sec_id_type and not sec_id:
         return c
     return ContractSpec(**{**c.__dict__, "sec_id_type": sec_id_type, "sec_id": sec_id})
-
-
-@dataclass(frozen=True)
-class PlaceOrder:
-    """The parts of placeOrder the simulator acts on."""
-
-    order_id: int
-    contract: ContractSpec
-    action: str
-    total_quantity: float
-    order_type: str
-    lmt_price: float | None
-    aux_price: float | None
-    tif: str
-    oca_group: str
-    account: str
-    order_ref: str
-    transmit: bool
-    parent_id: int
-    outside_rth: bool
-    good_after_time: str
-    good_till_date: str
-    oca_type: int
-    what_if: bool
-
-
-def read_place_order(r: FieldReader, version: int) -> PlaceOrder:
-    """Walk placeOrder up to ``whatIf``; later fields are not needed."""
-    order_id = r.int()
-    contract = read_contract(r)
-    contract = _with_sec_id(contract, r.str(), r.str())
-    action = r.str().upper()
-    total_quantity = r.float(0.0) or 0.0
-    order_type = r.str().upper()
-    lmt_price = r.float()
-    aux_price = r.float()
-    tif = r.str().upper()
-    oca_group = r.str()
-    account = r.str()
-    r.skip(2)  # openClose, origin
-    order_ref = r.str()
-    transmit = r.bool()
-    parent_id = r.int()
-    r.skip(4)  # blockOrder, sweepToFill, displaySize, triggerMethod
-    outside_rth = r.bool()
-    r.skip(1)  # hidden
-    if contract.sec_type == "BAG":
-        legs = r.int()
-        r.skip(8 * legs)
-        order_legs = r.int()
-        r.skip(order_legs)
-        params = r.int()
-        r.skip(2 * params)
-    r.skip(1)  # deprecated sharesAllocation
-    r.skip(1)  # discretionaryAmt
-    good_after_time = r.str()
-    good_till_date = r.str()
-    r.skip(3)  # faGroup, faMethod, faPercentage
-    if version < FA_PROFILE_DESUPPORT:
-        r.skip(1)  # faProfile
-    r.skip(1)  # modelCode
-    r.skip(3)  # shortSaleSlot, designatedLocation, exemptCode
-    oca_type = r.int()
-    r.skip(2)  # rule80A, settlingFirm
-    r.skip(3)  # allOrNone, minQty, percentOffset
-    r.skip(3)  # eTradeOnly, firmQuoteOnly, nbboPriceCap
-    r.skip(1)  # auctionStrategy
-    r.skip(5)  # startingPrice, stockRefPrice, delta, stockRangeLower/Upper
-    r.skip(1)  # overridePercentageConstraints
-    r.skip(2)  # volatility, volatilityType
-    delta_neutral_order_type = r.str()
-    r.skip(1)  # deltaNeutralAuxPrice
-    if delta_neutral_order_type:
-        r.skip(8)
-    r.skip(2)  # continuousUpdate, referencePriceType
-    r.skip(2)  # trailStopPrice, trailingPercent
-    r.skip(2)  # scaleInitLevelSize, scaleSubsLevelSize
-    increment = r.float()
-    if increment is not None and increment > 0:
-        r.skip(7)
-    r.skip(3)  # scaleTable, activeStartTime, activeStopTime
-    if r.str():  # hedgeType
-        r.skip(1)  # hedgeParam
-    r.skip(1)  # optOutSmartRouting
-    r.skip(2)  # clearingAccount, clearingIntent
-    r.skip(1)  # notHeld
-    if r.bool():  # deltaNeutralContract present
-        r.skip(3)
-    if r.str():  # algoStrategy
-        params = r.int()
-        r.skip(2 * params)
-    r.skip(1)  # algoId
-    what_if = r.bool()
-    return PlaceOrder(
-        order_id=order_id, contract=contract, action=action,
-        total_quantity=total_quantity, order_type=order_type,
-        lmt_price=lmt_price, aux_price=aux_price, tif=tif or "DAY",
-        oca_group=oca_group, account=account, order_ref=order_ref,
-        transmit=transmit, parent_id=parent_id, outside_rth=outside_rth,
-        good_after_time=good_after_time, good_till_date=good_till_date,
-        oca_type=oca_type, what_if=what_if)
 
 
 @dataclass(frozen=True)
@@ -229,7 +124,7 @@ def read_contract_details(r: FieldReader, version: int) -> tuple[int, ContractSp
     req_id = r.int()
     contract = read_contract(r)
     include_expired = r.bool()
-    contract = _with_sec_id(contract, r.str(), r.str())
+    contract = with_sec_id(contract, r.str(), r.str())
     if version >= BOND_ISSUERID:
         r.opt_str()  # issuerId
     return req_id, contract, include_expired
@@ -266,11 +161,3 @@ def read_historical_data(r: FieldReader) -> HistoricalRequest:
     keep = r.bool() if r.remaining() else False
     return HistoricalRequest(req_id, contract, end, bar_size, duration,
                              use_rth, what, format_date, keep)
-
-
-def read_cancel_order(r: FieldReader, version: int) -> int:
-    r.skip(1)  # version
-    order_id = r.int()
-    if version >= MANUAL_ORDER_TIME:
-        r.opt_str()
-    return order_id

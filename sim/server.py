@@ -29,9 +29,11 @@ from .config import SimConfig
 from . import data_handlers, misc_handlers, pnl_handlers, reference_handlers  # noqa: F401  (register handlers)
 from .data_handlers import filter_ticks, send_extra_ticks, send_tick_by_tick
 from .entitlements import Entitlements
+from .delivery import OrderDelivery
 from .handlers import HANDLERS, UNSUPPORTED_REQ_ID_POSITION, handle_unsupported, push_account_updates
 from .instruments import Instrument, InstrumentUniverse
 from .messages import DELAYED_TICK, ErrorCode, In, in_name
+from .order_requests import PlaceOrder
 from .orders import Execution, SimOrder
 from .pacing import HistoricalPacing
 from .pnl import ResetClock
@@ -41,9 +43,9 @@ from .protocol import (
     FieldReader, ProtocolError, build_server_handshake, negotiate_version,
     parse_client_handshake, split_fields,
 )
-from .requests import PlaceOrder
 from .session import LINGER_SECONDS, READ_CHUNK, ClientSession
 from .trace import ProtocolTrace
+from .validation import Precautions
 
 #: The request log keeps this many most recent entries (seq keeps counting).
 REQUEST_LOG_MAX = 100_000
@@ -101,7 +103,11 @@ class SimServer:
             seed=config.seed, tick_interval=config.tick_interval, account_id=config.account,
             base_currency=config.base_currency, starting_cash=config.starting_cash,
             market_hours=config.market_hours, listener=self,
-            reset_clock=ResetClock(config.pnl_reset))
+            reset_clock=ResetClock(config.pnl_reset),
+            precautions=Precautions(price_cap_pct=config.price_cap_pct, percentage=config.precaution_pct,
+                                    size_limit=config.size_limit, value_limit=config.value_limit),
+            latency=config.latency, tif_preset=config.tif_preset)
+        self.delivery = OrderDelivery(self, self.broker.latency)
         self.sessions: dict[int, ClientSession] = {}
         self.by_client_id: dict[int, ClientSession] = {}
         self.closed_sessions: deque[dict] = deque(maxlen=CLOSED_SESSIONS_KEPT)
@@ -134,11 +140,11 @@ class SimServer:
                                               self.config.control_port)
             self.control_port = await self._control.start()
         self.started = True
-        logger.info("sim listening on {}:{} (control {}) clock={} market_hours={} seed={} account={} {}",
+        logger.info("sim listening on {}:{} (control {}) clock={} market_hours={} latency={} seed={} account={} {}",
                     self.config.host, self.port,
                     f"{self.config.control_host}:{self.control_port}" if self.control_port else "off",
-                    self.config.clock, self.broker.market_hours, self.config.seed,
-                    self.config.account, self.config.base_currency)
+                    self.config.clock, self.broker.market_hours, self.broker.latency.profile,
+                    self.config.seed, self.config.account, self.config.base_currency)
 
     async def _listen(self) -> None:
         self._listener = await asyncio.start_server(
@@ -392,75 +398,23 @@ class SimServer:
 
     # -- BrokerListener ------------------------------------------------------------
 
-    def _session_for(self, client_id: int) -> ClientSession | None:
-        s = self.by_client_id.get(client_id)
-        return s if s is not None and s.ready else None
-
-    def _order_out(self, order: SimOrder, kind: str, build: Callable[[int], list[list]]) -> None:
-        """Deliver order-bound messages, applying the ack faults."""
-        if order.drop_acks and kind == "ack":
-            logger.info("sim swallowed ack of perm={} ({})", order.perm_id, order.status)
-            return
-        session = self._session_for(order.client_id)
-        now = self.clock.now()
-        if order.release_at > now or order.pending_messages:
-            version = session.version if session else self.config.max_server_version
-            order.pending_messages.extend(build(version))
-            if order.release_timer is None:
-                order.release_timer = self.scheduler.call_at(
-                    max(order.release_at, now), self._release_order_messages, order)
-            return
-        if session is None:
-            return  # the owner is not connected: it will learn via reqOpenOrders/reqExecutions
-        for fields in build(session.version):
-            session.send(fields)
-
-    def _release_order_messages(self, order: SimOrder) -> None:
-        pending, order.pending_messages = order.pending_messages, []
-        order.release_timer = None
-        order.release_at = 0.0
-        session = self._session_for(order.client_id)
-        if session is not None:
-            for fields in pending:
-                session.send(fields)
-        self.notify()
-
     def order_update(self, order: SimOrder, kind: str) -> None:
-        self._order_out(order, kind, lambda v: [out.open_order(order, v), out.order_status(order)])
+        self.delivery.order_update(order, kind)
 
     def order_error(self, client_id: int, order_id: int, code: int, message: str,
                     reject_json: str = "", order: SimOrder | None = None) -> None:
-        if order is not None:
-            self._order_out(order, "error",
-                            lambda v: [out.error(order_id, code, message, v, reject_json)])
-            return
-        session = self._session_for(client_id)
-        if session is not None:
-            session.send(out.error(order_id, code, message, session.version, reject_json))
+        self.delivery.order_error(client_id, order_id, code, message, reject_json, order)
 
     def execution_report(self, order: SimOrder, execution: Execution,
                          correction: bool = False) -> None:
-        def build(v: int) -> list[list]:
-            msgs = [out.exec_details(-1, execution)]
-            if order.status == "Filled" and not correction:
-                msgs.append(out.open_order(order, v))
-            msgs.append(out.order_status(order))
-            msgs.append(out.commission_report(execution))
-            return msgs
-        self._order_out(order, "fill", build)
+        self.delivery.execution_report(order, execution, correction)
 
     def what_if_result(self, client_id: int, req: PlaceOrder, inst: Instrument,
                        preview: MarginPreview) -> None:
-        session = self._session_for(client_id)
-        if session is None:
-            return
-        tmp = SimOrder(perm_id=0, client_id=client_id, order_id=req.order_id, instrument=inst,
-                       contract=req.contract, action=req.action,
-                       total_quantity=req.total_quantity, order_type=req.order_type,
-                       lmt_price=req.lmt_price, aux_price=req.aux_price, tif=req.tif,
-                       outside_rth=req.outside_rth, order_ref=req.order_ref,
-                       account=req.account or self.config.account)
-        session.send(out.open_order(tmp, session.version, what_if=preview, status="PreSubmitted"))
+        self.delivery.what_if_result(client_id, req, inst, preview)
+
+    def binds_manual_orders(self) -> bool:
+        return self.delivery.binds_manual_orders()
 
     def market_ticks(self, inst: Instrument, changes: list) -> None:
         if not changes or self.broker.faults.connectivity_lost:
@@ -488,6 +442,9 @@ class SimServer:
         for session in list(self.sessions.values()):
             if session.ready:
                 pnl_handlers.push_pnl(self, session)
+
+    def account_changed_after(self, order: SimOrder, con_ids: set[int]) -> None:
+        self.delivery.after_order_messages(order, lambda: self.account_changed(con_ids))
 
     # -- fault actions ---------------------------------------------------------------
 

@@ -196,6 +196,28 @@ class SimHandle:
     def market_hours(self, mode: str) -> dict:
         return self.call("market_hours", mode=mode)
 
+    def order_notice(self, perm_id: int, code: int, message: str | None = None) -> dict:
+        return self.call("order_notice", perm_id=perm_id, code=code, message=message)
+
+    def manual_order(self, symbol: str, action: str, quantity: float, order_type: str = "LMT",
+                     lmt_price: float | None = None, aux_price: float | None = None, tif: str = "DAY",
+                     order_ref: str = "", outside_rth: bool = False) -> dict:
+        return self.call("manual_order", symbol=symbol, action=action, quantity=quantity,
+                         order_type=order_type, lmt_price=lmt_price, aux_price=aux_price, tif=tif,
+                         order_ref=order_ref, outside_rth=outside_rth)
+
+    def cancel(self, perm_id: int) -> dict:
+        return self.call("cancel", perm_id=perm_id)
+
+    def precautions(self, **settings: float | None) -> dict:
+        return self.call("precautions", **settings)
+
+    def tif_preset(self, tif: str = "") -> dict:
+        return self.call("tif_preset", tif=tif)
+
+    def status(self) -> dict:
+        return self.call("status")
+
     def clear_faults(self) -> dict:
         return self.call("clear_faults")
 
@@ -252,6 +274,7 @@ class SimProcess:
         self.host = "127.0.0.1"
         self.port = 0
         self.control_port = 0
+        self.ready_info: dict[str, str] = {}
         self._stderr_lines: list[str] = []
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
@@ -284,6 +307,8 @@ class SimProcess:
             raise TimeoutError(f"python -m sim did not become ready; stderr:\n{self.stderr}")
         self.port = int(result["port"])
         self.control_port = int(result.get("control_port") or 0)
+        #: every key=value of the readiness line (port, control_port, latency, market_hours)
+        self.ready_info = dict(result)
         return self
 
     def call(self, command: str, **args: Any) -> Any:

@@ -84,8 +84,16 @@ class Driver:
     def quote(self, req: int) -> tuple[float, float]: ...
     def place(self, symbol: str, action: str, qty: float, order_type: str = "MKT",
               lmt: float | None = None, aux: float | None = None, tif: str = "DAY",
-              order_ref: str = "", outside_rth: bool = False) -> OrderHandle: ...
-    def modify(self, h: OrderHandle, qty: float | None = None, lmt: float | None = None) -> None: ...
+              order_ref: str = "", outside_rth: bool = False, **extra: Any) -> OrderHandle:
+        """Place an order; ``extra`` sets more Order attributes by their IB names
+        (transmit, parentId, ocaGroup, ocaType, trailingPercent, trailStopPrice,
+        lmtPriceOffset, goodTillDate, algoStrategy, algoParams=[(tag, value)])."""
+    def quantity(self, h: OrderHandle) -> float:
+        """The order's totalQuantity as the last openOrder said."""
+    def known_orders(self) -> dict[tuple[int, int], str]:
+        """Every order this client heard of: (clientId, orderId) -> last status."""
+    def modify(self, h: OrderHandle, qty: float | None = None, lmt: float | None = None,
+               **extra: Any) -> None: ...
     def cancel(self, h: OrderHandle) -> None: ...
     def global_cancel(self) -> None: ...
     def statuses(self, h: OrderHandle) -> list[str]: ...
@@ -112,6 +120,9 @@ class InsyncDriver(Driver):
 
     def __init__(self, module_name: str) -> None:
         self.name = module_name
+        if module_name == "ib_async":
+            # ib_async 2.1 marks an order "ValidationError" itself on a warning (399, 2109, 110...)
+            self.local_statuses = (*self.local_statuses, "ValidationError")
         self.mod = importlib.import_module(module_name)
         self.ib = self.mod.IB()
         self._errors: list[ErrorRecord] = []
@@ -217,26 +228,57 @@ class InsyncDriver(Driver):
         return t.bid, t.ask
 
     def place(self, symbol, action, qty, order_type="MKT", lmt=None, aux=None, tif="DAY",
-              order_ref="", outside_rth=False) -> OrderHandle:
+              order_ref="", outside_rth=False, **extra) -> OrderHandle:
         order = self.mod.Order(action=action, totalQuantity=qty, orderType=order_type, tif=tif,
                                orderRef=order_ref, outsideRth=outside_rth)
         if lmt is not None:
             order.lmtPrice = lmt
         if aux is not None:
             order.auxPrice = aux
+        for name, value in extra.items():
+            if name == "algoParams":
+                value = [self.mod.TagValue(tag, v) for tag, v in value]
+            setattr(order, name, value)
         trade = self.ib.placeOrder(self.qualified(symbol), order)
         return OrderHandle(trade.order.orderId, symbol, trade)
 
-    def modify(self, h: OrderHandle, qty=None, lmt=None) -> None:
+    def quantity(self, h: OrderHandle) -> float:
+        return float(h.native.order.totalQuantity)
+
+    def known_orders(self) -> dict[tuple[int, int], str]:
+        return {(t.order.clientId, t.order.orderId): t.orderStatus.status for t in self.ib.trades()}
+
+    def modify(self, h: OrderHandle, qty=None, lmt=None, **extra) -> None:
         order = h.native.order
         if qty is not None:
             order.totalQuantity = qty
         if lmt is not None:
             order.lmtPrice = lmt
+        for name, value in extra.items():
+            setattr(order, name, value)
         self.ib.placeOrder(h.native.contract, order)
+
+    def resend(self, h: OrderHandle, **extra) -> None:
+        """placeOrder again with the same id, at the protocol level: ib_async 2.1 counts
+        ``Inactive`` (a held order) as done and its ``IB.placeOrder`` refuses to modify it."""
+        order = h.native.order
+        for name, value in extra.items():
+            setattr(order, name, value)
+        self.ib.client.placeOrder(order.orderId, h.native.contract, order)
 
     def cancel(self, h: OrderHandle) -> None:
         self.ib.cancelOrder(h.native.order)
+
+    def cancel_order_id(self, order_id: int) -> None:
+        [trade] = [t for t in self.ib.trades() if t.order.orderId == order_id and t.order.clientId == self.ib.client.clientId]
+        self.ib.cancelOrder(trade.order)
+
+    def auto_open_orders(self, bind: bool = True) -> None:
+        self.ib.reqAutoOpenOrders(bind)
+
+    def all_open_orders(self) -> list[tuple[int, int, int, str, str]]:
+        return sorted((t.order.orderId, t.order.clientId, t.order.permId, t.order.orderRef, t.orderStatus.status)
+                      for t in self.ib.reqAllOpenOrders())
 
     def modification_acked(self, h: OrderHandle) -> bool:
         return any(e.message == "Modified" for e in h.native.log)
@@ -371,6 +413,9 @@ class _IbapiApp(EWrapper, EClient):
     def orderStatus(self, orderId, status, filled, remaining, avgFillPrice, permId,
                     parentId, lastFillPrice, clientId, whyHeld, mktCapPrice):
         def f():
+            self.d.known[(clientId, orderId)] = status
+            if clientId != self.d.client_id:
+                return  # another client's order (client 0 sees them all)
             self.d.status_log.setdefault(orderId, []).append(status)
             self.d.perm_ids[orderId] = permId
         self._note(f)
@@ -380,10 +425,16 @@ class _IbapiApp(EWrapper, EClient):
             if order.whatIf:
                 self.d.what_if_state[orderId] = orderState
                 return
-            self.d.perm_ids[orderId] = order.permId
-            self.d.open_order_lmt[orderId] = order.lmtPrice
+            self.d.known.setdefault((order.clientId, orderId), orderState.status)
+            if self.d.collecting_all:
+                self.d.all_list.append((orderId, order.clientId, order.permId, order.orderRef, orderState.status))
             if self.d.collecting_open:
                 self.d.open_list.append((orderId, order.permId, order.orderRef, orderState.status))
+            if order.clientId != self.d.client_id:
+                return
+            self.d.perm_ids[orderId] = order.permId
+            self.d.open_order_lmt[orderId] = order.lmtPrice
+            self.d.open_order_qty[orderId] = float(order.totalQuantity)
         self._note(f)
 
     def openOrderEnd(self):
@@ -528,6 +579,9 @@ class IbapiDriver(Driver):
         self.status_log: dict[int, list[str]] = {}
         self.perm_ids: dict[int, int] = {}
         self.open_order_lmt: dict[int, float] = {}
+        self.open_order_qty: dict[int, float] = {}
+        self.known: dict[tuple[int, int], str] = {}
+        self.client_id = -1
         self.fill_log: dict[int, list[tuple]] = {}
         self.comm: dict[str, float] = {}
         self.details: dict[int, list] = {}
@@ -545,6 +599,8 @@ class IbapiDriver(Driver):
         self.data: dict[tuple, list] = {}
         self.req_seq = 1000
         self.collecting_open = False
+        self.collecting_all = False
+        self.all_list: list[tuple] = []
         self.connection_closed = False
         self.disconnecting = False
         self.app = _IbapiApp(self)
@@ -573,6 +629,7 @@ class IbapiDriver(Driver):
             self.ended.discard(("account", 0))
             before = self.next_id
             self.next_id = 0
+        self.client_id = client_id
         self.app.connect(host, port, client_id)
         if not self.app.isConnected():
             raise ConnectionError("ibapi could not connect")
@@ -662,21 +719,39 @@ class IbapiDriver(Driver):
         return o
 
     def place(self, symbol, action, qty, order_type="MKT", lmt=None, aux=None, tif="DAY",
-              order_ref="", outside_rth=False) -> OrderHandle:
+              order_ref="", outside_rth=False, **extra) -> OrderHandle:
+        from ibapi.tag_value import TagValue
         order_id = self.next_id
         self.next_id += 1
         c = self.contract(symbol)
         o = self._order(action, qty, order_type, lmt, aux, tif, order_ref, outside_rth)
+        for name, value in extra.items():
+            if name == "algoParams":
+                value = [TagValue(tag, v) for tag, v in value]
+            setattr(o, name, value)
         self.app.placeOrder(order_id, c, o)
         return OrderHandle(order_id, symbol, (c, o))
 
-    def modify(self, h: OrderHandle, qty=None, lmt=None) -> None:
+    def quantity(self, h: OrderHandle) -> float:
+        with self.cond:
+            return self.open_order_qty.get(h.order_id, float("nan"))
+
+    def known_orders(self) -> dict[tuple[int, int], str]:
+        with self.cond:
+            return dict(self.known)
+
+    def modify(self, h: OrderHandle, qty=None, lmt=None, **extra) -> None:
         c, o = h.native
         if qty is not None:
             o.totalQuantity = qty
         if lmt is not None:
             o.lmtPrice = lmt
+        for name, value in extra.items():
+            setattr(o, name, value)
         self.app.placeOrder(h.order_id, c, o)
+
+    def resend(self, h: OrderHandle, **extra) -> None:
+        self.modify(h, **extra)
 
     def modification_acked(self, h: OrderHandle) -> bool:
         with self.cond:
@@ -685,6 +760,24 @@ class IbapiDriver(Driver):
     def cancel(self, h: OrderHandle) -> None:
         from ibapi.order_cancel import OrderCancel
         self.app.cancelOrder(h.order_id, OrderCancel())
+
+    def cancel_order_id(self, order_id: int) -> None:
+        from ibapi.order_cancel import OrderCancel
+        self.app.cancelOrder(order_id, OrderCancel())
+
+    def auto_open_orders(self, bind: bool = True) -> None:
+        self.app.reqAutoOpenOrders(bind)
+
+    def all_open_orders(self) -> list[tuple[int, int, int, str, str]]:
+        with self.cond:
+            self.all_list = []
+            self.ended.discard(("openOrders", 0))
+            self.collecting_all = True
+        self.app.reqAllOpenOrders()
+        self.wait(lambda: ("openOrders", 0) in self.ended, what="openOrderEnd")
+        with self.cond:
+            self.collecting_all = False
+            return sorted(self.all_list)
 
     def global_cancel(self) -> None:
         from ibapi.order_cancel import OrderCancel

@@ -387,8 +387,9 @@ def test_bracket_children_follow_their_parent_into_cancellation(sim, clientlog):
     try:
         contract = Stock("AAPL", "SMART", "USD")
         ib.qualifyContracts(contract)
-        first = ib.bracketOrder("BUY", 1, limitPrice=1.0, takeProfitPrice=2.0, stopLossPrice=0.5)
-        second = ib.bracketOrder("BUY", 1, limitPrice=1.1, takeProfitPrice=2.1, stopLossPrice=0.6)
+        # prices on the passive side of AAPL (~190): IB cancels a take-profit far through the market
+        first = ib.bracketOrder("BUY", 1, limitPrice=150.0, takeProfitPrice=250.0, stopLossPrice=100.0)
+        second = ib.bracketOrder("BUY", 1, limitPrice=151.0, takeProfitPrice=251.0, stopLossPrice=101.0)
         for order in [*first, *second]:
             ib.placeOrder(contract, order)
         sim.wait_for(lambda st: len(st["orders"]) == 6, 10, "six orders at the simulator")

@@ -306,7 +306,7 @@ def test_exchange_hours_open_at_0930_new_york(make_client):
         client = make_client("ib_insync")
         client.connect(sim.host, sim.port, 1)
         h = client.place("AAPL", "BUY", 100, order_ref="preopen")
-        ext = client.place("AAPL", "BUY", 100, "LMT", lmt=250.0, outside_rth=True, order_ref="ext")
+        ext = client.place("AAPL", "BUY", 100, "LMT", lmt=200.0, outside_rth=True, order_ref="ext")
         client.wait(lambda: last_status(client, h) == "PreSubmitted"
                     and last_status(client, ext) == "Submitted", what="pre-market")
         sim.advance(1)  # 09:29:01: extended hours trade, the regular order waits
@@ -338,8 +338,8 @@ def test_overnight_session_trades_only_outside_rth_orders(make_client):
     with running_sim(market_hours="overnight") as sim:
         client = make_client("ibapi")
         client.connect(sim.host, sim.port, 1)
-        regular = client.place("AAPL", "BUY", 100, "LMT", lmt=250.0, order_ref="rth-only")
-        night = client.place("AAPL", "BUY", 100, "LMT", lmt=250.0, outside_rth=True,
+        regular = client.place("AAPL", "BUY", 100, "LMT", lmt=200.0, order_ref="rth-only")
+        night = client.place("AAPL", "BUY", 100, "LMT", lmt=200.0, outside_rth=True,
                              order_ref="overnight")
         client.wait(lambda: last_status(client, night) == "Submitted")
         sim.advance(0.5)
@@ -397,21 +397,25 @@ def test_fill_command_forces_partial_then_full_fill(make_client, sim):
 
 
 def test_validation_errors_match_ib_codes(make_client, sim, clientlog):
-    clientlog.allow(r"Error 387", r"Error 110", r"Error 201", r"Canceled order")
+    clientlog.allow(r"Error 387", r"Error 201", r"Canceled order")
     client = make_client("ib_insync")
     client.connect(sim.host, sim.port, 1)
-    trail = client.place("AAPL", "BUY", 100, "TRAIL", aux=1.0, order_ref="trail")
+    rel = client.place("AAPL", "BUY", 100, "REL", aux=0.01, order_ref="rel")
     off_tick = client.place("AAPL", "BUY", 100, "LMT", lmt=150.003, order_ref="offtick")
-    too_big = client.place("AAPL", "BUY", 100_000, order_ref="margin")
-    client.wait(lambda: all(last_status(client, h) == "Cancelled" for h in (trail, off_tick, too_big)),
-                what="rejections")
+    too_big = client.place("AAPL", "BUY", 25_000, order_ref="margin")  # 4.75M: under the value limit, over margin
+    client.wait(lambda: all(last_status(client, h) == "Cancelled" for h in (rel, too_big))
+                and any(e.code == 110 for e in client.errors()), what="rejections")
     codes = {e.req_id: e.code for e in client.errors()}
-    assert codes[trail.order_id] == 387
+    assert codes[rel.order_id] == 387
     assert codes[off_tick.order_id] == 110
     assert codes[too_big.order_id] == 201
     assert "EQUITY WITH LOAN" in [e.message for e in client.errors() if e.code == 201][0]
+    barrier(client)
+    # IB answers an off-tick price with 110 alone, no order status: ib_insync (110 is a warning) keeps waiting
+    assert client.statuses(off_tick) == ["PendingSubmit"]
     state = sim.state()
     assert the_order(state, "margin")["status"] == "Inactive"
+    assert not the_order(state, "margin")["accepted"]
     assert state["executions"] == []
 
 
