@@ -254,7 +254,7 @@ class OrderEntry:
         quote = host.market.quote(inst.con_id)
         if order.order_type in TRAILING_TYPES and order.trail_stop is None:
             update_trail(order, quote)
-        breach = price_cap_breach(order.is_buy, order.lmt_price, quote, host.precautions) \
+        breach = price_cap_breach(order.is_buy, order.lmt_price, quote, host.precautions, inst.sec_type) \
             if order.order_type == "LMT" else None
         if breach is not None:
             logger.info("sim order perm={} limit too far through the market: cancelled", order.perm_id)

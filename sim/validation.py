@@ -40,6 +40,8 @@ LISTED_TIFS = frozenset({"OPG", "GTD"})
 OPG_TYPES = frozenset({"MKT", "LMT"})
 #: Order types whose outsideRth flag IB ignores for stocks (error 2109): they only trade in the regular session.
 RTH_ONLY_TYPES = frozenset({"MKT", "MOC", "LOC", "MIT", "TRAIL"})
+#: IB's price check allows options twice the stocks' distance through the market (20 % vs 10 %).
+OPTION_PRICE_CAP_FACTOR = 2
 PRESET_SUFFIX = "Restriction is specified in Precautionary Settings of Global Configuration/Presets."
 
 
@@ -225,12 +227,17 @@ def check_precautions(req: SimOrder, order_id: int, inst: Instrument, quote: Quo
     return None
 
 
-def price_cap_breach(is_buy: bool, lmt_price: float | None, quote: Quote, rules: Precautions) -> str | None:
-    """IBKR's price check (layer 3): the 202 text when a limit is too far through the market."""
+def price_cap_breach(is_buy: bool, lmt_price: float | None, quote: Quote, rules: Precautions,
+                     sec_type: str = "STK") -> str | None:
+    """IBKR's price check (layer 3): the 202 text when a limit is too far through the market.
+
+    IB documents 10 % for stocks and 20 % for options: options get ``OPTION_PRICE_CAP_FACTOR`` times the cap.
+    """
     if not rules.price_cap_pct or lmt_price is None:
         return None
+    pct = rules.price_cap_pct * (OPTION_PRICE_CAP_FACTOR if sec_type == "OPT" else 1)
     market = quote.ask if is_buy else quote.bid
-    cap = market * (1 + rules.price_cap_pct / 100) if is_buy else market * (1 - rules.price_cap_pct / 100)
+    cap = market * (1 + pct / 100) if is_buy else market * (1 - pct / 100)
     through = lmt_price > cap if is_buy else lmt_price < cap
     if not through:
         return None

@@ -142,3 +142,14 @@ def test_an_unknown_algo_or_priority_is_an_error(client, sim):
     state = sim.state()
     assert not the_order(state, "vwap")["accepted"] and not the_order(state, "fast")["accepted"]
     assert last_status(client, vwap) != "Submitted"
+
+
+def test_price_check_gives_options_twice_the_stocks_distance():
+    from sim.market import Quote
+    from sim.validation import Precautions, price_cap_breach
+    quote, rules = Quote(bid=10.0, ask=10.0, bid_size=1, ask_size=1), Precautions()
+    assert price_cap_breach(True, 11.5, quote, rules, "STK") is not None  # 15 % through: stocks cap at 10 %
+    assert price_cap_breach(True, 11.5, quote, rules, "OPT") is None      # options cap at 20 %
+    assert price_cap_breach(True, 12.5, quote, rules, "OPT") is not None
+    assert price_cap_breach(False, 8.5, quote, rules, "OPT") is None
+    assert price_cap_breach(True, 12.5, quote, Precautions(price_cap_pct=0), "OPT") is None

@@ -150,7 +150,7 @@ def test_option_market_data_carries_model_greeks(make_client, sim):
 
 def test_contract_details_carry_size_rules_hours_and_time_zones(client):
     cases = {
-        "AAPL": ("US/Eastern", 1, 1, 100, "NASDAQ"),
+        "AAPL": ("US/Eastern", 0.0001, 0.0001, 100, "NASDAQ"),  # trades fractional shares, as at IB
         "EURUSD": ("US/Eastern", 1, 1, 25000, ""),
         "ESZ7": ("US/Central", 1, 1, 1, ""),
         "NESN": ("Europe/Zurich", 1, 1, 100, "EBS"),
