@@ -24,7 +24,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar, get_args
 
 import zmq
@@ -66,7 +66,7 @@ EXIT_FAULTED = 70
 STOP_TIMEOUT_S = 1.0
 
 
-class ActorState(str, Enum):
+class ActorState(StrEnum):
     CREATED = "CREATED"
     STARTING = "STARTING"
     RUNNING = "RUNNING"

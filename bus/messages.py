@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Generic, Literal, TypeVar, Union
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -885,74 +885,74 @@ class ServiceStatus(Base, frozen=True, kw_only=True):
 # Channel unions and the envelope
 # ---------------------------------------------------------------------------------------------------------------
 
-Event = Union[
-    Heartbeat,
-    OrderStatusEvent,
-    FillEvent,
-    CommissionEvent,
-    OrderUpdate,
-    TickEvent,
-    PositionEvent,
-    AccountValuesEvent,
-    ConnectionStateEvent,
-    TradingStateEvent,
-    Kill,
-    Resume,
-    EmergencyCancel,
-    RiskDecisionEvent,
-    Alert,
-    ReconciliationReport,
-    PortfolioSnapshot,
-    GapReport,
-]
+Event = (
+    Heartbeat
+    | OrderStatusEvent
+    | FillEvent
+    | CommissionEvent
+    | OrderUpdate
+    | TickEvent
+    | PositionEvent
+    | AccountValuesEvent
+    | ConnectionStateEvent
+    | TradingStateEvent
+    | Kill
+    | Resume
+    | EmergencyCancel
+    | RiskDecisionEvent
+    | Alert
+    | ReconciliationReport
+    | PortfolioSnapshot
+    | GapReport
+)
 
-Request = Union[
-    Ping,
-    GetStatus,
-    PlaceOrder,
-    ModifyOrder,
-    CancelOrder,
-    CancelAllOrders,
-    GetOrder,
-    ListOrders,
-    WaitOrder,
-    CheckOrder,
-    SetTradingState,
-    EnableStrategy,
-    GetRiskState,
-    SubmitOrder,
-    AmendOrder,
-    CancelIbOrder,
-    CancelScope,
-    Kill,
-    Resume,
-    EmergencyCancel,
-    GetSnapshot,
-    SubscribeMarketData,
-    UnsubscribeMarketData,
-    GetAccount,
-    GetPositions,
-    GetSystemStatus,
-]
+Request = (
+    Ping
+    | GetStatus
+    | PlaceOrder
+    | ModifyOrder
+    | CancelOrder
+    | CancelAllOrders
+    | GetOrder
+    | ListOrders
+    | WaitOrder
+    | CheckOrder
+    | SetTradingState
+    | EnableStrategy
+    | GetRiskState
+    | SubmitOrder
+    | AmendOrder
+    | CancelIbOrder
+    | CancelScope
+    | Kill
+    | Resume
+    | EmergencyCancel
+    | GetSnapshot
+    | SubscribeMarketData
+    | UnsubscribeMarketData
+    | GetAccount
+    | GetPositions
+    | GetSystemStatus
+)
 
-Reply = Union[
-    Pong,
-    Ack,
-    Rejected,
-    OrderReply,
-    OrderListReply,
-    RiskDecision,
-    RiskStateReply,
-    SubmitAck,
-    CancelReport,
-    GatewayStatus,
-    GatewaySnapshot,
-    MarketDataAck,
-    AccountReply,
-    PositionsReply,
-    SystemStatusReply,
-    ServiceStatus,
-]
+Reply = (
+    Pong
+    | Ack
+    | Rejected
+    | OrderReply
+    | OrderListReply
+    | RiskDecision
+    | RiskStateReply
+    | SubmitAck
+    | CancelReport
+    | GatewayStatus
+    | GatewaySnapshot
+    | MarketDataAck
+    | AccountReply
+    | PositionsReply
+    | SystemStatusReply
+    | ServiceStatus
+)
 
 B = TypeVar("B")
 

@@ -26,7 +26,7 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from loguru import logger
 
@@ -50,7 +50,7 @@ PRICE_TICK = 0.01
 HALT_CODES = frozenset({"halted", "risk.halted", "risk.strategy_disabled", "risk.reducing"})
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """What the strategy is doing; changes only along :data:`TRANSITIONS`."""
 
     STARTING = "STARTING"

@@ -62,7 +62,7 @@ def generate_config(run_dir: Path, args: argparse.Namespace) -> str:
     if args.free_ports:
         from bus.sockets import free_tcp_ports
 
-        ports = dict(zip(PORT_NAMES, free_tcp_ports(len(PORT_NAMES))))
+        ports = dict(zip(PORT_NAMES, free_tcp_ports(len(PORT_NAMES)), strict=True))
     elif args.ports_from:
         ports = {name: args.ports_from + i for i, name in enumerate(PORT_NAMES)}
     bus_lines = [f'{n} = "tcp://127.0.0.1:{ports[n]}"' for n in registry.ENDPOINT_FIELDS if n in ports]

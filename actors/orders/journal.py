@@ -331,7 +331,7 @@ class Journal:
     # -- reads ---------------------------------------------------------------------------------------------------
 
     def _record(self, row: sqlite3.Row | tuple[Any, ...]) -> ManagedOrder:
-        d = dict(zip(_ORDER_COLUMNS, row))
+        d = dict(zip(_ORDER_COLUMNS, row, strict=True))
         rec = ManagedOrder(
             spec=_spec_decoder.decode(d["spec"]),
             status=d["status"],
@@ -407,7 +407,7 @@ class Journal:
             if order_ref is not None
             else self._db.execute(sql)
         )
-        return [dict(zip(cols, r)) for r in rows.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in rows.fetchall()]
 
     def count_orders(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM orders").fetchone()[0])

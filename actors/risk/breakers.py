@@ -5,14 +5,17 @@ Each breaker is pure (clock and inputs injected) and returns :data:`Action` valu
 disabled). Breakers are edge-triggered: one trip per episode, so a breached limit does not cancel again on every
 tick, and an operator's explicit Resume is not overridden while the same episode lasts.
 
-| breaker | trips when | action |
-|---|---|---|
-| daily loss (account) | realized + unrealized <= -``daily_loss_limit`` | HALTED ``all`` + cancel ``all`` |
-| daily loss (strategy) | the strategy's P&L <= -its ``daily_loss_limit`` | HALTED ``strategy:<id>`` + cancel it |
-| reject rate | >= ``reject_rate_min_orders`` orders and rejects/orders >= ``reject_rate_max`` in the window | HALTED ``strategy:<id>`` + cancel it |
-| repeated executions | ``max_fills_per_window`` fills within ``fill_window_s`` | strategy disabled + cancel it |
-| stale market data | a symbol with working orders had no tick for ``stale_data_s`` | cancel ``symbol:<sym>`` (checks reject it) |
-| gateway disconnected | ``state.connection`` DISCONNECTED/STOPPED, or gateway heartbeats stop | ``on_disconnect`` state on ``all``; on READY: cancel ``all`` (``cancel_on_disconnect``), lift (``resume_after_reconnect``) |
+Breaker (trips when) -> action:
+
+- daily loss, account (realized + unrealized <= -``daily_loss_limit``) -> HALTED ``all`` + cancel ``all``
+- daily loss, strategy (the strategy's P&L <= -its ``daily_loss_limit``) -> HALTED ``strategy:<id>`` + cancel it
+- reject rate (>= ``reject_rate_min_orders`` orders and rejects/orders >= ``reject_rate_max`` in the window)
+  -> HALTED ``strategy:<id>`` + cancel it
+- repeated executions (``max_fills_per_window`` fills within ``fill_window_s``) -> strategy disabled + cancel it
+- stale market data (a symbol with working orders had no tick for ``stale_data_s``) -> cancel ``symbol:<sym>``
+  (checks reject it)
+- gateway disconnected (``state.connection`` DISCONNECTED/STOPPED, or gateway heartbeats stop) -> ``on_disconnect``
+  state on ``all``; on READY: cancel ``all`` (``cancel_on_disconnect``), lift (``resume_after_reconnect``)
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from loguru import logger
@@ -38,7 +38,7 @@ FILE_VERSION = 1
 RECOVERY_ORIGIN = "risk.recovery"
 
 
-class Authority(str, Enum):
+class Authority(StrEnum):
     OPERATOR = "operator"
     BREAKER = "breaker"
     LIFT = "lift"
