@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import zmq
 import zmq.asyncio
@@ -48,6 +48,9 @@ from bus.messages import (
 )
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
+
+if TYPE_CHECKING:
+    from bus.security import Security
 
 INBOX_SIZE = 10_000
 #: Every actor with a subscription also listens to the kill broadcast (:data:`bus.topics.KILL`) and records when
@@ -128,7 +131,7 @@ class Actor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errors: deque[float] = deque()
         self._stop_requested = False
-        self.security: Any = None
+        self.security: Security | None = None
         #: (kill_id, seen mono_ns, sender's mono_ns) of the latest kill this actor saw (see KILL_SEEN_DETAIL)
         self.kill_seen: tuple[str, int, int] | None = None
         self._kill_extra = False
@@ -254,7 +257,7 @@ class Actor:
             self._clients[key] = cl
         return cl
 
-    def _server_key(self, service: str) -> str | None:
+    def _server_key(self, service: str) -> bytes | None:
         if self.security is None or not self.security.enabled:
             return None
         return self.security.server_key(service)
@@ -449,4 +452,4 @@ def unhandled_requests(actor: Actor) -> tuple[set[type], set[type]]:
     refused). Both are empty for a correct actor; tests call this for every service in the registry."""
     handled = set(actor.request_handlers())
     refused = set(type(actor).refused_requests)
-    return REQUEST_TYPES - handled - refused, handled & refused
+    return set(REQUEST_TYPES) - handled - refused, handled & refused

@@ -16,7 +16,7 @@ import msgspec
 from bus.messages import SCHEMA_VERSION, Envelope, Event, Reply, Request, tag_of
 
 B = TypeVar("B")
-T = TypeVar("T")
+T = TypeVar("T", bound=msgspec.Struct)
 
 #: What msgspec raises for bad input. RecursionError: a frame nested deeper than the decoder's stack (an attacker's
 #: or a fuzzer's ``[[[[...]]]]``) must be a rejected frame, not a crash of the receiving actor.

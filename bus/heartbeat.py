@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: Defaults (config: bus.heartbeat_interval_s, bus.heartbeat_liveness).
@@ -33,7 +34,7 @@ class LivenessTracker:
     alive/dead state changed, so the caller can raise an alert exactly once per transition.
     """
 
-    def __init__(self, liveness: int = HEARTBEAT_LIVENESS, clock=time.monotonic) -> None:
+    def __init__(self, liveness: int = HEARTBEAT_LIVENESS, clock: Callable[[], float] = time.monotonic) -> None:
         self.liveness = liveness
         self.clock = clock
         self.peers: dict[str, PeerLiveness] = {}

@@ -61,6 +61,7 @@ OrderType = Literal["MKT", "LMT", "STP", "STP LMT"]
 TimeInForce = Literal["DAY", "GTC", "IOC"]
 SecType = Literal["STK", "FUT", "CASH", "IND", "OPT"]
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
+AlertSeverity = Literal["info", "warning", "critical"]
 ConnectionStateName = Literal["CONNECTING", "CONNECTED", "RECONCILING", "READY", "DISCONNECTED", "STOPPED"]
 
 #: IB order statuses (as ib_insync reports them) plus Khazad's own pre-IB states.
@@ -505,7 +506,7 @@ class Alert(Base, frozen=True, kw_only=True):
     """``alert.<kind>``: something a human should look at."""
 
     kind: Name
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: AlertSeverity = "warning"
     message: str
     source: str = ""
     detail: dict[str, str] = {}
@@ -976,6 +977,7 @@ class Envelope(msgspec.Struct, Generic[B], frozen=True, kw_only=True):
     body: B
 
 
-def tag_of(msg_type: type) -> str:
-    """The wire tag of a message class (``PlaceOrder`` -> ``place_order``)."""
-    return msg_type.__struct_config__.tag  # type: ignore[attr-defined]
+def tag_of(msg_type: type[msgspec.Struct]) -> str:
+    """The wire tag of a message class (``PlaceOrder`` -> ``place_order``); "" for an untagged (Plain) struct."""
+    tag = msg_type.__struct_config__.tag
+    return tag if isinstance(tag, str) else ""

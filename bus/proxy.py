@@ -19,7 +19,7 @@ from loguru import logger
 
 from bus import registry, sockets, topics
 from bus.codec import Stamper
-from bus.config import EXIT_CONFIG, ConfigError
+from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.messages import Heartbeat
 from bus.pubsub import Publisher
 from bus.runtime import load_or_exit
@@ -77,7 +77,7 @@ def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Soc
                 except zmq.Again:
                     break
                 try:
-                    user = frames[0].get("User-Id") or ""
+                    user = str(frames[0].get("User-Id") or "")  # the stubs type every property int | str
                 except zmq.ZMQError:
                     user = ""
                 if may_publish(user, frames[0].bytes):
@@ -99,7 +99,7 @@ def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Soc
                     break
 
 
-def serve(cfg, stop: threading.Event, ready: threading.Event | None = None) -> int:
+def serve(cfg: KhazadConfig, stop: threading.Event, ready: threading.Event | None = None) -> int:
     bus = cfg.bus
     ctx = zmq.Context()
     security = None

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -33,6 +33,9 @@ from loguru import logger
 from bus import sockets, topics
 from bus.codec import Codec, DecodeError, Stamper, event_codec
 from bus.messages import Envelope, Event
+
+if TYPE_CHECKING:
+    from bus.security import Security
 
 #: How long a publisher/subscriber waits for the proxy handshake before giving up.
 READY_TIMEOUT_S = 10.0
@@ -126,8 +129,8 @@ class Publisher:
         stamper: Stamper,
         *,
         sndhwm: int = 100_000,
-        security: Any = None,
-        server_key: str | None = None,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         self._ctx = zmq.Context.shadow(ctx.underlying) if isinstance(ctx, zmq.asyncio.Context) else ctx
         self._codec = event_codec()
@@ -160,7 +163,12 @@ class Publisher:
                 raise TimeoutError(f"event bus proxy did not answer the ready handshake within {timeout:.1f}s")
 
     def wait_ready_sync(
-        self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None, server_key: str | None = None
+        self,
+        backend: str,
+        *,
+        timeout: float = READY_TIMEOUT_S,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         """Blocking ready handshake (see module docstring)."""
         topic = _probe_topic(self.stamper.sender)
@@ -173,7 +181,12 @@ class Publisher:
             probe.close(0)
 
     async def wait_ready(
-        self, backend: str, *, timeout: float = READY_TIMEOUT_S, security: Any = None, server_key: str | None = None
+        self,
+        backend: str,
+        *,
+        timeout: float = READY_TIMEOUT_S,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         """Asyncio ready handshake: as :meth:`wait_ready_sync` without blocking the loop."""
         topic = _probe_topic(self.stamper.sender)
@@ -197,7 +210,7 @@ class Publisher:
 
 
 class _SubscriberBase:
-    sock: Any  # the SUB socket (asyncio or plain), opened by the subclass
+    sock: zmq.Socket[Any]  # the SUB socket (asyncio or plain), opened by the subclass
 
     def __init__(self, name: str, topics: list[str], on_gap: GapCallback | None) -> None:
         self.name = name
@@ -208,7 +221,14 @@ class _SubscriberBase:
         self.invalid = 0
         self._pending: deque[list[bytes]] = deque()
 
-    def _open(self, ctx: Any, backend: str, rcvhwm: int, security: Any, server_key: str | None) -> Any:
+    def _open(
+        self,
+        ctx: zmq.Context[sockets.SocketT],
+        backend: str,
+        rcvhwm: int,
+        security: Security | None,
+        server_key: str | bytes | None,
+    ) -> sockets.SocketT:
         sock = sockets.configure(ctx.socket(zmq.SUB), rcvhwm=rcvhwm)
         for t in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
@@ -257,6 +277,8 @@ class _SubscriberBase:
 class Subscriber(_SubscriberBase):
     """Asyncio subscriber with gap detection. ``await recv()`` returns (topic, envelope)."""
 
+    sock: zmq.asyncio.Socket
+
     def __init__(
         self,
         ctx: zmq.asyncio.Context,
@@ -266,14 +288,14 @@ class Subscriber(_SubscriberBase):
         name: str = "sub",
         rcvhwm: int = 100_000,
         on_gap: GapCallback | None = None,
-        security: Any = None,
-        server_key: str | None = None,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         super().__init__(name, topics, on_gap)
         self.sock = self._open(ctx, backend, rcvhwm, security, server_key)
         # A plain view of the same socket: a backlog is drained without a future per event. Safe with zmq.asyncio
         # because recv() only awaits (through the asyncio socket, which re-checks readiness) when nothing is queued.
-        self._raw = zmq.Socket.shadow(self.sock.underlying)
+        self._raw: zmq.SyncSocket = zmq.Socket.shadow(self.sock.underlying)
         self._burst = 0
 
     async def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
@@ -320,6 +342,8 @@ class Subscriber(_SubscriberBase):
 class SyncSubscriber(_SubscriberBase):
     """Blocking subscriber for scripts, tools and tests. ``recv(timeout)`` returns None on timeout."""
 
+    sock: zmq.SyncSocket
+
     def __init__(
         self,
         ctx: zmq.Context,
@@ -329,8 +353,8 @@ class SyncSubscriber(_SubscriberBase):
         name: str = "sub",
         rcvhwm: int = 100_000,
         on_gap: GapCallback | None = None,
-        security: Any = None,
-        server_key: str | None = None,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         super().__init__(name, topics, on_gap)
         self.sock = self._open(ctx, backend, rcvhwm, security, server_key)

@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import zmq
 import zmq.asyncio
@@ -41,6 +41,9 @@ from bus.messages import (
     Request,
     tag_of,
 )
+
+if TYPE_CHECKING:
+    from bus.security import Security
 
 #: Default per-attempt timeout and retries (config: bus.request_timeout_s / bus.request_retries).
 DEFAULT_TIMEOUT_S = 2.0
@@ -166,7 +169,7 @@ class Service:
         *,
         stamper: Stamper | None = None,
         allow_non_loopback: bool = False,
-        security: Any = None,
+        security: Security | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         max_inflight: int = 1000,
     ) -> None:
@@ -250,7 +253,7 @@ class Service:
                 user_id = ""
                 if self._security is not None and self._security.enabled:
                     try:
-                        user_id = frame.get("User-Id") or ""
+                        user_id = str(frame.get("User-Id") or "")  # the stubs type every property int | str
                     except zmq.ZMQError:
                         user_id = ""
                 try:
@@ -354,7 +357,9 @@ def _expire(waiter: asyncio.Future[Any]) -> None:
         waiter.set_result(_TIMED_OUT)
 
 
-def _client_socket(ctx: zmq.Context, endpoint: str, security: Any, server_key: str | None) -> zmq.Socket:
+def _client_socket(
+    ctx: zmq.Context[sockets.SocketT], endpoint: str, security: Security | None, server_key: str | bytes | None
+) -> sockets.SocketT:
     """A DEALER for one service. IMMEDIATE: requests queue only on a live connection, so while the service is down
     a send waits (bounded by the attempt's timeout) instead of piling up stale requests that a restarted service
     would execute long after their caller gave up."""
@@ -387,8 +392,8 @@ class AsyncClient(_ClientBase):
         stamper: Stamper,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
-        security: Any = None,
-        server_key: str | None = None,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         super().__init__(endpoint, service, stamper, timeout_s, retries)
         self.sock = _client_socket(ctx, endpoint, security, server_key)
@@ -410,7 +415,8 @@ class AsyncClient(_ClientBase):
     async def _send(self, payload: bytes, seconds: float) -> bool:
         """Queue one attempt; False when the socket stayed unwritable for ``seconds`` (no connection to the service
         or its queue full): the attempt then counts as timed out instead of blocking the caller forever."""
-        sent = self.sock.send(payload)
+        # an asyncio socket's send() is a Future (the stubs say Awaitable): ensure_future hands that same Future back
+        sent = asyncio.ensure_future(self.sock.send(payload))
         if not sent.done():  # fast path above: writable and nothing queued before us
             try:
                 # cancelling an unsent zmq.asyncio send withdraws it (NOBLOCK is not honoured while other sends
@@ -489,8 +495,8 @@ class SyncClient(_ClientBase):
         stamper: Stamper | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
-        security: Any = None,
-        server_key: str | None = None,
+        security: Security | None = None,
+        server_key: str | bytes | None = None,
     ) -> None:
         super().__init__(endpoint, service, stamper or Stamper(f"cli-{uuid.uuid4().hex[:6]}"), timeout_s, retries)
         self.sock = _client_socket(ctx, endpoint, security, server_key)

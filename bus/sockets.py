@@ -16,7 +16,7 @@ Every Khazad socket is made here so the reliability settings cannot be forgotten
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 
@@ -41,10 +41,13 @@ TCP_KEEPALIVE_CNT = 3
 #: Socket types whose input may stall by design (pub/sub): no ZMTP heartbeats on them (see module docstring).
 NO_ZMTP_HEARTBEAT_TYPES = frozenset({zmq.PUB, zmq.SUB, zmq.XPUB, zmq.XSUB})
 
+#: A plain or an asyncio socket: configure() hands back the type it was given.
+SocketT = TypeVar("SocketT", bound="zmq.Socket[Any]")
+
 
 def configure(
-    sock: zmq.Socket, *, sndhwm: int | None = None, rcvhwm: int | None = None, zmtp_heartbeat: bool | None = None
-) -> zmq.Socket:
+    sock: SocketT, *, sndhwm: int | None = None, rcvhwm: int | None = None, zmtp_heartbeat: bool | None = None
+) -> SocketT:
     """Apply the bus socket policy. ``zmtp_heartbeat`` None means: on for request/reply, off for pub/sub."""
     sock.setsockopt(zmq.LINGER, 0)
     if sndhwm is not None:
@@ -82,11 +85,11 @@ def bind(sock: zmq.Socket, endpoint: str, *, allow_non_loopback: bool = False, s
     if security is not None and security.enabled:
         security.make_server(sock)
     sock.bind(endpoint)
-    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 def connect(
-    sock: zmq.Socket, endpoint: str, *, security: Security | None = None, server_key: str | None = None
+    sock: zmq.Socket, endpoint: str, *, security: Security | None = None, server_key: str | bytes | None = None
 ) -> None:
     """Connect (as a CURVE client of ``server_key`` when security is on)."""
     if security is not None and security.enabled:

@@ -7,12 +7,12 @@ import sys
 
 from bus import registry
 from bus.approval import write_approval_key
-from bus.config import ConfigError, load_config
+from bus.config import ConfigError, KhazadConfig, load_config
 from bus.registry import ACTOR_ROLE, OPERATOR_ROLE, ROLES, STRATEGY_ROLE
 from bus.security import create_key, keys_dir, load_allowed
 
 
-def _cfg(args: argparse.Namespace):
+def _cfg(args: argparse.Namespace) -> KhazadConfig:
     try:
         return load_config(args.config)
     except ConfigError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Literal
 
 from bus.codec import validate
 from bus.messages import ListOrders, OrderListReply, OrderView
@@ -69,7 +69,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
 
 
 def _cmd_orders(args: argparse.Namespace) -> int:
-    flt = "all" if args.all else ("today" if args.today else "open")
+    flt: Literal["open", "today", "all"] = "all" if args.all else ("today" if args.today else "open")
     try:
         body = validate(ListOrders(strategy_id=args.strategy, symbol=args.symbol, filter=flt))
     except ValueError as exc:

@@ -27,7 +27,7 @@ from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import CancelReport, Rejected, tag_of
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, RequestTimeout
-from bus.security import client_security
+from bus.security import Security, client_security
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from cli.output import err
 
@@ -54,11 +54,11 @@ def load(args: argparse.Namespace) -> KhazadConfig:
     return cfg
 
 
-def security_for(cfg: KhazadConfig) -> Any:
+def security_for(cfg: KhazadConfig) -> Security | None:
     return client_security(cfg, CLI_KEY_NAME)
 
 
-def server_key(security: Any, service: str) -> str | None:
+def server_key(security: Security | None, service: str) -> bytes | None:
     return security.server_key(service) if security is not None and security.enabled else None
 
 

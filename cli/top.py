@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import (
@@ -34,6 +34,9 @@ from bus.messages import (
     PortfolioSnapshot,
     SystemStatusReply,
 )
+
+if TYPE_CHECKING:  # rich itself is imported lazily, where it is used
+    from rich.console import JustifyMethod
 
 #: Live refresh period (periodic redraw, not synchronisation).
 REFRESH_S = 1.0
@@ -197,7 +200,14 @@ def actors_table(data: Dashboard) -> Any:
     from rich.table import Table
 
     t = Table(title="actors", box=box.SIMPLE_HEAD, title_justify="left", expand=True, pad_edge=False)
-    for col, just in (("actor", "left"), ("state", "left"), ("pid", "right"), ("beat", "right"), ("MB", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("actor", "left"),
+        ("state", "left"),
+        ("pid", "right"),
+        ("beat", "right"),
+        ("MB", "right"),
+    )
+    for col, just in columns:
         t.add_column(col, justify=just, no_wrap=True)
     if data.status is None:
         t.add_row("[red]monitor not answering[/]", "", "", "", "")
@@ -441,7 +451,7 @@ class _Keys:
 
     def __init__(self) -> None:
         self.tty = sys.stdin.isatty()
-        self._saved: Any = None
+        self._saved: list[Any] | None = None  # termios attributes to restore
 
     def __enter__(self) -> _Keys:
         if self.tty:

@@ -4,9 +4,11 @@ tests use the same check."""
 
 from __future__ import annotations
 
+import xmlrpc.client
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+import zmq
 
 from bus.config import KhazadConfig
 from bus.messages import GetSystemStatus, SystemStatusReply
@@ -26,7 +28,9 @@ class Health:
     fatal: list[str]
 
 
-def check_health(cfg: KhazadConfig, programs: Iterable[str], rpc: Any, zctx: Any) -> Health:
+def check_health(
+    cfg: KhazadConfig, programs: Iterable[str], rpc: xmlrpc.client.ServerProxy, zctx: zmq.SyncContext
+) -> Health:
     """One look: supervisord's ``programs`` (all RUNNING, none FATAL), then the monitor's view of the actors
     (``monitor.expected_actors`` alive) and the gateway's connection (READY, with a trading state)."""
     infos = process_infos(rpc)

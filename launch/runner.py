@@ -71,7 +71,7 @@ class Runner:
         self.started = started
         self.stop_requested = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.rpc: Any = None
+        self.rpc: xmlrpc.client.ServerProxy | None = None
         self.last_states: dict[str, str] = {}
         self.pids: set[int] = set()
 
@@ -111,6 +111,7 @@ class Runner:
             self.stop_requested.wait(0.05)  # bounded wait for the socket file (polled, not assumed)
 
     def note_states(self) -> dict[str, dict[str, Any]]:
+        assert self.rpc is not None  # set once supervisord answers, before anything asks it
         infos = process_infos(self.rpc)
         for name, info in infos.items():
             state = info["statename"]
@@ -129,6 +130,8 @@ class Runner:
     def wait_healthy(self, timeout: float) -> Health:
         import zmq
 
+        assert self.rpc is not None  # set by launch() once supervisord answers
+        rpc = self.rpc
         zctx = zmq.Context()
         deadline = time.monotonic() + timeout
         last_report = time.monotonic()
@@ -137,7 +140,7 @@ class Runner:
                 if self.proc is not None and self.proc.poll() is not None:
                     return Health(False, ["supervisord exited"], [])
                 self.note_states()
-                health = check_health(self.plan.cfg, self.plan.programs, self.rpc, zctx)
+                health = check_health(self.plan.cfg, self.plan.programs, rpc, zctx)
                 if health.ok or health.fatal or self.stop_requested.is_set():
                     return health
                 now = time.monotonic()
@@ -155,6 +158,7 @@ class Runner:
         cfg = plan.cfg
         rel = _rel
         khazad = f"khazad --config {rel(plan.config_path)}"
+        assert self.rpc is not None
         infos = process_infos(self.rpc)
         print(flush=True)
         say(f"Khazad is up: every actor healthy, gateway READY ({plan.mode} mode) in {elapsed:.1f}s")

@@ -31,7 +31,7 @@ class _UnixTransport(xmlrpc.client.Transport):
         return _UnixHTTPConnection(self._path, self._timeout)
 
 
-def supervisor_rpc(sock_path: Path, timeout: float = 5.0) -> Any:
+def supervisor_rpc(sock_path: Path, timeout: float = 5.0) -> xmlrpc.client.ServerProxy:
     """XML-RPC proxy to supervisord over its unix socket (``.supervisor.getAllProcessInfo()`` etc.)."""
     return xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(str(sock_path), timeout))
 
@@ -41,10 +41,14 @@ def supervisor_running(sock_path: Path) -> int | None:
     if not sock_path.exists():
         return None
     try:
-        return int(supervisor_rpc(sock_path, 2.0).supervisor.getPID())
+        pid = supervisor_rpc(sock_path, 2.0).supervisor.getPID()
     except (OSError, xmlrpc.client.Error):
         return None
+    assert isinstance(pid, int)  # supervisord's getPID() answers an int (the stubs allow any XML-RPC value)
+    return pid
 
 
-def process_infos(rpc: Any) -> dict[str, dict[str, Any]]:
-    return {i["name"]: i for i in rpc.supervisor.getAllProcessInfo()}
+def process_infos(rpc: xmlrpc.client.ServerProxy) -> dict[str, dict[str, Any]]:
+    infos = rpc.supervisor.getAllProcessInfo()
+    assert isinstance(infos, list)  # a list of structs (the stubs allow any XML-RPC value)
+    return {i["name"]: i for i in infos}

@@ -62,7 +62,7 @@ from bus.messages import (
 )
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
 from bus.reqrep import AsyncClient, RequestTimeout
-from bus.security import client_security
+from bus.security import Security, client_security
 from sdk.endpoints import Endpoints, resolve_config, validated
 from sdk.endpoints import instrument as as_instrument
 from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, UnexpectedReply
@@ -118,7 +118,7 @@ class AsyncKhazadClient:
         self._orders: AsyncClient | None = None
         self._portfolio: AsyncClient | None = None
         self._gateway: AsyncClient | None = None
-        self._security: Any = None
+        self._security: Security | None = None
         self._reader: asyncio.Task[None] | None = None
         self._hb_task: asyncio.Task[None] | None = None
         self._sub_lock: asyncio.Lock | None = None
@@ -212,7 +212,7 @@ class AsyncKhazadClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    def _server_key(self, service: str) -> str | None:
+    def _server_key(self, service: str) -> bytes | None:
         if self._security is None or not self._security.enabled:
             return None
         return self._security.server_key(service)
@@ -389,14 +389,19 @@ class AsyncKhazadClient:
     # -- requests ------------------------------------------------------------------------------------------------
 
     async def _call(
-        self, cl: AsyncClient | None, body: Any, expect: type[T] | tuple[type, ...], *, timeout_s: float | None = None
+        self,
+        cl: AsyncClient | None,
+        body: Any,
+        expect: type[T] | tuple[type[T], ...],
+        *,
+        timeout_s: float | None = None,
     ) -> T:
         reply = await self._require(cl).call(body, timeout_s=timeout_s)
         if isinstance(reply, Rejected):
             raise OrderRejected(reply.code, reply.reason, request_type=reply.request_type or tag_of(type(body)))
         if not isinstance(reply, expect):
             raise UnexpectedReply(f"{tag_of(type(body))}: unexpected reply {tag_of(type(reply))}")
-        return reply  # type: ignore[return-value]
+        return reply
 
     async def ping(self, service: Literal["orders", "portfolio", "gateway"] = "orders") -> str:
         """Round trip to a service; returns its lifecycle state (raises RequestTimeout when it is down)."""
@@ -440,6 +445,8 @@ class AsyncKhazadClient:
         stop_price: float | None = None,
         outside_rth: bool = False,
     ) -> OrderSpec:
+        # side, order_type and tif are the caller's strings (the ignores below): place_order() validates the spec
+        # against the Literal types before anything is sent, and a bad one raises there naming the field
         return OrderSpec(
             strategy_id=self.strategy_id,
             client_order_id=client_order_id or new_client_order_id(self.strategy_id),
@@ -620,7 +627,7 @@ class AsyncKhazadClient:
         self._require(self._gateway)
         instrument = as_instrument(symbol)
         topic = topics.market_data(instrument.symbol)
-        assert self._sub_lock is not None and self.subscriber is not None
+        assert self._sub_lock is not None and self.subscriber is not None and self.publisher is not None
         if instrument.symbol not in self._md:
             async with self._sub_lock:
                 await self._stop_reader()

@@ -66,7 +66,7 @@ class AsyncStream(_StreamBase[T]):
         item = await self._next(None)
         if item is CLOSED:
             raise StopAsyncIteration
-        return item  # type: ignore[return-value]
+        return item
 
     async def get(self, timeout: float | None = None) -> T | None:
         """Next item, or None after ``timeout`` seconds (None: wait) or once the stream/client is closed."""

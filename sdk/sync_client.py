@@ -4,6 +4,7 @@ which it runs on a private I/O thread; callbacks run on one dispatcher thread in
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import queue
 import threading
@@ -85,7 +86,7 @@ class KhazadClient:
     async def _start(self) -> None:
         await self._aclient.start()
         for kind in ("order", "tick", "state"):
-            self._aclient._register(kind, lambda item, k=kind: self._fanout(k, item))
+            self._aclient._register(kind, functools.partial(self._fanout, kind))
 
     def _fanout(self, kind: str, item: Any) -> None:
         # runs on the I/O thread: streams are thread-safe queues; callbacks go to the dispatcher thread

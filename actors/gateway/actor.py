@@ -300,7 +300,7 @@ class GatewayActor(Actor):
         return GatewayStatus(
             mode=self.settings.mode,
             connection=self.conn.state,
-            trading_state=self.latch.global_state,  # type: ignore
+            trading_state=self.latch.global_state,
             epoch=self.latch.epoch,
             account=self.conn.account,
             server_version=self.session.server_version(),

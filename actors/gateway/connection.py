@@ -17,15 +17,18 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
-DISCONNECTED = "DISCONNECTED"
-CONNECTING = "CONNECTING"
-CONNECTED = "CONNECTED"
-RECONCILING = "RECONCILING"
-READY = "READY"
-STOPPED = "STOPPED"
+from bus.messages import ConnectionStateName
 
-TRANSITIONS: dict[str, frozenset[str]] = {
+DISCONNECTED: Final = "DISCONNECTED"
+CONNECTING: Final = "CONNECTING"
+CONNECTED: Final = "CONNECTED"
+RECONCILING: Final = "RECONCILING"
+READY: Final = "READY"
+STOPPED: Final = "STOPPED"
+
+TRANSITIONS: dict[ConnectionStateName, frozenset[ConnectionStateName]] = {
     DISCONNECTED: frozenset({CONNECTING, RECONCILING, STOPPED}),
     CONNECTING: frozenset({CONNECTED, DISCONNECTED, STOPPED}),
     CONNECTED: frozenset({RECONCILING, DISCONNECTED, STOPPED}),
@@ -65,7 +68,7 @@ class ConnectionTracker:
     """Current connection state, last IB code and counters, and the account this connection trades (the
     configured one, confirmed or filled in from the server's managed accounts once connected)."""
 
-    state: str = DISCONNECTED
+    state: ConnectionStateName = DISCONNECTED
     account: str = ""
     accounts: list[str] = field(default_factory=list)
     ib_code: int | None = None
@@ -73,12 +76,12 @@ class ConnectionTracker:
     reconnects: int = 0
     connects: int = 0
     since_mono: float = field(default_factory=time.monotonic)
-    history: list[str] = field(default_factory=list)
+    history: list[ConnectionStateName] = field(default_factory=list)
 
-    def can(self, new: str) -> bool:
+    def can(self, new: ConnectionStateName) -> bool:
         return new in TRANSITIONS[self.state]
 
-    def move(self, new: str, *, ib_code: int | None = None, message: str = "") -> bool:
+    def move(self, new: ConnectionStateName, *, ib_code: int | None = None, message: str = "") -> bool:
         """Transition (False when already there: the caller may still publish the new code/message)."""
         if new == self.state:
             if ib_code is not None:

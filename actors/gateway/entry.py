@@ -94,7 +94,7 @@ class OrderEntry:
             )
         scope = self.latch.blocking_scope(strategy_id, symbol)
         if scope is not None:
-            rec = self.latch.scopes[scope]  # type: ignore[index]
+            rec = self.latch.scopes[scope]
             return Rejected(
                 code="halted",
                 reason=f"trading is HALTED for {scope} (epoch {rec.epoch}: {rec.reason}); "

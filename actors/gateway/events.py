@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import ParamSpec, Protocol
 
 from loguru import logger
 
@@ -33,7 +33,7 @@ PACING_VIOLATION = 100
 #: Statuses during which an order report is a replay of IB's state (synchronising), not news.
 REPLAY_STATES = frozenset({cs.CONNECTING, cs.CONNECTED})
 
-F = TypeVar("F", bound=Callable[..., None])
+P = ParamSpec("P")
 
 
 class OrderEventTranslator:
@@ -167,19 +167,19 @@ class IbEventRouter:
             tickers=self._guard(self.market_data.on_tickers),
         )
 
-    def _guard(self, fn: F) -> F:
+    def _guard(self, fn: Callable[P, None]) -> Callable[P, None]:
         """Library event handlers: an exception is logged with context and counted, never raised into the
         library's decoder."""
 
-        def handler(*args: object) -> None:
+        def handler(*args: P.args, **kwargs: P.kwargs) -> None:
             try:
-                fn(*args)
+                fn(*args, **kwargs)
             except Exception as exc:
                 logger.opt(exception=exc).error("gateway: handler {} failed: {}", fn.__name__, exc)
                 self._on_handler_error(exc)
 
         handler.__name__ = fn.__name__
-        return handler  # type: ignore[return-value]
+        return handler
 
     def on_error(self, req_id: int, code: int, message: str, contract: lib.Contract | None = None) -> None:
         self.last_ib_code = code

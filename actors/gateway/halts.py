@@ -8,9 +8,10 @@ latched scope covers it. Kill latches (epoch + 1), Resume releases (epoch + 1); 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from actors.gateway.persist import GatewayState, HaltRecord, PendingSweep
+from bus.messages import TradingState
 
 GLOBAL_SCOPE = "all"
 
@@ -32,12 +33,12 @@ class HaltLatch:
     """In-memory view of the latch; :meth:`to_state` gives what to persist."""
 
     epoch: int = 0
-    scopes: dict[str, HaltRecord] | None = None
-    pending: dict[str, PendingSweep] | None = None
+    scopes: dict[str, HaltRecord] = field(default_factory=dict)
+    pending: dict[str, PendingSweep] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.scopes = dict(self.scopes or {})
-        self.pending = dict(self.pending or {})
+        self.scopes = dict(self.scopes)  # a copy: the caller's dict is not the latch
+        self.pending = dict(self.pending)
 
     @classmethod
     def from_state(cls, state: GatewayState) -> HaltLatch:
@@ -63,7 +64,7 @@ class HaltLatch:
         return GLOBAL_SCOPE in self.scopes
 
     @property
-    def global_state(self) -> str:
+    def global_state(self) -> TradingState:
         return "HALTED" if self.globally_halted else "ACTIVE"
 
     def halted_scopes(self) -> list[str]:

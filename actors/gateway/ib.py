@@ -59,11 +59,15 @@ def load_library(name: str) -> ModuleType:
     return lib
 
 
+#: Names of the client libraries whose reprs were already replaced (once per process).
+_COMPACTED: set[str] = set()
+
+
 def _compact_reprs(lib: ModuleType) -> None:
     """Give the library's hot objects short reprs. Both libraries log every placeOrder/openOrder/orderStatus with
     an f-string (``f'orderStatus: {trade}'``) that is formatted even when the log level drops the line; the
     dataclass repr of a Trade walks ~150 fields (about 0.1 ms each time, several times per order)."""
-    if getattr(lib, "_khazad_compact_reprs", False):
+    if lib.__name__ in _COMPACTED:
         return
 
     def order_repr(o: Any) -> str:
@@ -81,7 +85,7 @@ def _compact_reprs(lib: ModuleType) -> None:
     lib.Order.__repr__ = order_repr
     lib.Contract.__repr__ = contract_repr
     lib.Trade.__repr__ = trade_repr
-    lib._khazad_compact_reprs = True
+    _COMPACTED.add(lib.__name__)
 
 
 class _ToLoguru(logging.Handler):

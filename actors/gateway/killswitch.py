@@ -129,7 +129,7 @@ class KillSwitch:
             self.halts.persist()
             self.outbox.alert("critical", f"gateway state file unreadable; starting HALTED: {state_problem}")
         for scope in self.latch.halted_scopes():
-            rec = self.latch.scopes[scope]  # type: ignore[index]
+            rec = self.latch.scopes[scope]
             self.outbox.trading_state(
                 TradingStateEvent(scope=scope, state="HALTED", epoch=rec.epoch, reason=rec.reason, origin=rec.origin)
             )

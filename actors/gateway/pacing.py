@@ -30,7 +30,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any
+from typing import Protocol
 
 from loguru import logger
 
@@ -124,6 +124,12 @@ def place_order_id(msg: str) -> int | None:
         return None
 
 
+class TimerHandle(Protocol):
+    """What ``call_at`` returns: an ``asyncio.TimerHandle`` or a test clock's handle."""
+
+    def cancel(self) -> None: ...
+
+
 class PacedSender:
     """Priority queue in front of the socket, drained within IB's message budget (see module docstring)."""
 
@@ -133,7 +139,7 @@ class PacedSender:
         rate_per_s: int,
         *,
         clock: Callable[[], float] | None = None,
-        call_at: Callable[[float, Callable[[], None]], Any] | None = None,
+        call_at: Callable[[float, Callable[[], None]], TimerHandle] | None = None,
         on_sent: Callable[[str, Priority], None] | None = None,
     ) -> None:
         if rate_per_s < 1:
@@ -150,7 +156,7 @@ class PacedSender:
         self._window: deque[float] = deque()
         self._tokens = self.capacity
         self._refilled_at: float | None = None
-        self._timer: Any = None
+        self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         self.sent = [0 for _ in Priority]
         self.max_in_window = 0

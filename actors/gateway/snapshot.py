@@ -58,4 +58,4 @@ class SnapshotBuilder:
             account=self.conn.account,
             connection=self.conn.state,
             as_of_wall_ns=time.time_ns(),
-        )  # type: ignore[arg-type]
+        )

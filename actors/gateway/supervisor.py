@@ -22,7 +22,7 @@ from actors.gateway.outbox import Outbox
 from actors.gateway.reconcile import Reconciler
 from actors.gateway.settings import GatewaySettings, check_accounts
 from bus.config import EXIT_CONFIG, ConfigError
-from bus.messages import ConnectionStateEvent
+from bus.messages import ConnectionStateEvent, ConnectionStateName
 
 
 class ConnectionSupervisor:
@@ -59,13 +59,13 @@ class ConnectionSupervisor:
                 state=c.state,
                 ib_code=c.ib_code,
                 message=c.message,
-                mode=self.settings.mode,  # type: ignore[arg-type]
+                mode=self.settings.mode,
                 server_version=self.session.server_version(),
                 accounts=list(c.accounts),
             )
         )
 
-    def _set(self, state: str, *, ib_code: int | None = None, message: str = "") -> None:
+    def _set(self, state: ConnectionStateName, *, ib_code: int | None = None, message: str = "") -> None:
         changed = self.conn.move(state, ib_code=ib_code, message=message)
         if changed or ib_code is not None:
             log = logger.warning if state in (cs.DISCONNECTED, cs.STOPPED) else logger.info

@@ -40,6 +40,7 @@ from bus.heartbeat import LivenessTracker
 from bus.messages import (
     ActorHealth,
     Alert,
+    AlertSeverity,
     ConnectionStateEvent,
     EmergencyCancel,
     FillEvent,
@@ -238,13 +239,13 @@ class MonitorActor(Actor):
         if self.audit is not None:
             self.audit.record(kind, **kw)
 
-    def raise_alert(self, kind: str, severity: str, message: str, **detail: str) -> Alert:
+    def raise_alert(self, kind: str, severity: AlertSeverity, message: str, **detail: str) -> Alert:
         """Raise an alert: log, publish on ``alert.<kind>``, keep it, and hook it when critical."""
         alert = Alert(
             kind=kind,
             severity=severity,
             message=message,
-            source=self.name,  # type: ignore[arg-type]
+            source=self.name,
             detail={k: str(v) for k, v in detail.items()},
             wall_ns=time.time_ns(),
         )
@@ -587,9 +588,9 @@ class MonitorActor(Actor):
                 f"(state {self.connection or 'unknown'}{detail})",
             )
         for name in self._names():
-            peer = self.tracker.peers.get(name)
-            self.metrics.actor_up.labels(actor=name).set(1 if peer is not None and peer.alive else 0)
-            if peer is not None:
+            seen = self.tracker.peers.get(name)
+            self.metrics.actor_up.labels(actor=name).set(1 if seen is not None and seen.alive else 0)
+            if seen is not None:
                 self.metrics.heartbeat_age.labels(actor=name).set(self.tracker.age(name) or 0.0)
 
     def refresh_rss(self) -> None:

@@ -81,7 +81,9 @@ class AuditLog:
                 json.dumps(detail or {}, sort_keys=True, default=str),
             ),
         )
-        return int(cur.lastrowid)
+        if cur.lastrowid is None:  # an INSERT always sets it
+            raise sqlite3.DatabaseError("audit: INSERT gave no row id")
+        return cur.lastrowid
 
     def recent(self, limit: int = 50, kind: str | None = None) -> list[AuditRow]:
         """Newest first."""

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import zmq
 from loguru import logger
@@ -29,6 +29,9 @@ from bus.config import ConfigError, KhazadConfig, load_config
 from bus.log import setup_logging
 from bus.messages import Alert
 from bus.pubsub import Publisher
+
+if TYPE_CHECKING:
+    from bus.security import Security
 
 PROCESS = "fatal_listener"
 #: Bound for the bus handshake when publishing an alert (the proxy may be the program that died).
@@ -61,7 +64,7 @@ class FatalReporter:
         self.hooks = AlertHooks(cfg.monitor.alert_command, cfg.monitor.alert_webhook) if cfg else AlertHooks()
         self._ctx: zmq.Context | None = None
         self._pub: Publisher | None = None
-        self._security: Any = None
+        self._security: Security | None = None
         self._ready = False
 
     def alert_for(self, payload: dict[str, str], event: str = "PROCESS_STATE_FATAL") -> Alert:

@@ -10,7 +10,8 @@ Names (all prefixed ``khazad_``): ``actor_up{actor}``, ``actor_heartbeat_age_sec
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from wsgiref.simple_server import WSGIServer
 
 from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, generate_latest, start_http_server
@@ -54,8 +55,8 @@ class MonitorMetrics:
             "khazad_control_events", "Control events (kill, resume, emergency cancel, ...)", ["kind"], registry=r
         )
         self.reconciliations = Counter("khazad_reconciliations", "Reconciliation reports", ["actor", "ok"], registry=r)
-        self._server: Any = None
-        self._thread: Any = None
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
     def set_trading(self, source: str, scope: str, state: str) -> None:
         for s in TRADING_STATES:

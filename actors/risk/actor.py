@@ -240,9 +240,9 @@ class RiskGovernor(Actor):
         non_active = self.states.non_active()
         strategy_states: dict[str, TradingState] = {
             k.split(":", 1)[1]: v.state for k, v in non_active.items() if k.startswith("strategy:")
-        }  # type: ignore[misc]
-        scope_states: dict[str, TradingState] = {k: v.state for k, v in non_active.items()}  # type: ignore[misc]
-        global_state: TradingState = self.states.state_of(GLOBAL).state  # type: ignore[assignment]
+        }
+        scope_states: dict[str, TradingState] = {k: v.state for k, v in non_active.items()}
+        global_state: TradingState = self.states.state_of(GLOBAL).state
         symbols = sorted(set(book.account) | book.working_symbols())
         sides = {sym: book.working_qty(sym) for sym in symbols}
         return RiskStateReply(

@@ -53,7 +53,7 @@ class KillSwitch:
         self._halt(kill, sender)
         task = self._canceller.send(kill.scope, f"kill {kill.kill_id}: {kill.reason}", command_id=kill.kill_id)
         done, _ = await asyncio.wait({task}, timeout=KILL_REPLY_WAIT_S)
-        scope_state: TradingState = self._states.state_of(kill.scope).state  # type: ignore[assignment]
+        scope_state: TradingState = self._states.state_of(kill.scope).state
         report = task.result().report if done and not task.cancelled() and task.exception() is None else None
         elapsed_ms = (time.monotonic() - t0) * 1000
         if report is not None:

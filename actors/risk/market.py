@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from bus.messages import TickEvent
 
 
-def _valid(x: float | None) -> bool:
+def _valid(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x) and x > 0
 
 
@@ -28,8 +29,8 @@ class Quote:
     def reference(self) -> float | None:
         """The mid when both sides are valid and not crossed (it moves with the market even when nothing
         trades), otherwise the last trade."""
-        if _valid(self.bid) and _valid(self.ask) and self.ask >= self.bid:  # type: ignore[operator]
-            return (self.bid + self.ask) / 2  # type: ignore[operator]
+        if _valid(self.bid) and _valid(self.ask) and self.ask >= self.bid:
+            return (self.bid + self.ask) / 2
         if _valid(self.last):
             return self.last
         return None

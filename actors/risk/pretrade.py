@@ -125,7 +125,7 @@ class PreTradeChecker:
         state, _ = self._states.effective(sid, sym)
         elapsed = time.perf_counter_ns() - t0
         self._after_decision(order, verdict, elapsed, req.is_modify)
-        trading_state: TradingState = state  # type: ignore[assignment]  # effective() gives one of STATES
+        trading_state: TradingState = state
         return RiskDecision(
             approved=verdict.approved,
             code=verdict.code,

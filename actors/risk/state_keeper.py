@@ -58,7 +58,7 @@ class TradingStateKeeper:
     def state_of(self, scope: str) -> ScopeState:
         return self._states.get(scope)
 
-    def effective(self, strategy_id: str, symbol: str) -> tuple[str, list[str]]:
+    def effective(self, strategy_id: str, symbol: str) -> tuple[TradingState, list[str]]:
         """The most severe state governing an order, and every scope that is not ACTIVE for it."""
         return self._states.effective(strategy_id, symbol)
 
@@ -156,7 +156,7 @@ class TradingStateKeeper:
         )
 
     def _announce(self, scope: str, st: ScopeState, reason: str, origin: str) -> None:
-        state: TradingState = st.state  # type: ignore[assignment]  # the table holds only STATES
+        state: TradingState = st.state
         self._publish(
             topics.TRADING_STATE,
             TradingStateEvent(scope=scope, state=state, epoch=st.epoch, reason=reason, origin=origin),

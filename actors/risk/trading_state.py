@@ -25,13 +25,16 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Final
 
 from loguru import logger
 
-ACTIVE = "ACTIVE"
-REDUCING = "REDUCING"
-HALTED = "HALTED"
-STATES = (ACTIVE, REDUCING, HALTED)
+from bus.messages import TradingState
+
+ACTIVE: Final = "ACTIVE"
+REDUCING: Final = "REDUCING"
+HALTED: Final = "HALTED"
+STATES: tuple[TradingState, ...] = (ACTIVE, REDUCING, HALTED)
 SEVERITY = {ACTIVE: 0, REDUCING: 1, HALTED: 2}
 GLOBAL = "all"
 FILE_VERSION = 1
@@ -52,6 +55,14 @@ TRANSITIONS: dict[Authority, dict[str, frozenset[str]]] = {
 }
 
 
+def state_named(value: object) -> TradingState | None:
+    """``value`` as a trading state, or None when it is not one of :data:`STATES`."""
+    for state in STATES:
+        if value == state:
+            return state
+    return None
+
+
 class TransitionRefused(Exception):
     """The change is not allowed for this authority (e.g. a breaker lowering a state)."""
 
@@ -62,7 +73,7 @@ class PersistError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ScopeState:
-    state: str
+    state: TradingState
     reason: str = ""
     origin: str = ""
     epoch: int = 0
@@ -81,16 +92,18 @@ class ScopeState:
         }
 
     @classmethod
-    def from_json(cls, entry: dict[str, object]) -> ScopeState:
-        if entry["state"] not in STATES:
+    def from_json(cls, entry: dict[str, Any]) -> ScopeState:
+        """``entry`` is parsed JSON: its values may be of any type."""
+        state = state_named(entry["state"])
+        if state is None:
             raise ValueError(f"unknown state {entry['state']!r}")
         prior = entry.get("prior")
         return cls(
-            state=str(entry["state"]),
+            state=state,
             reason=str(entry.get("reason", "")),
             origin=str(entry.get("origin", "")),
             epoch=int(entry["epoch"]),
-            wall_ns=int(entry.get("wall_ns", 0)),  # type: ignore[arg-type]
+            wall_ns=int(entry.get("wall_ns", 0)),
             prior=cls.from_json(prior) if isinstance(prior, dict) else None,
         )
 
@@ -209,9 +222,9 @@ class TradingStates:
     def get(self, scope: str) -> ScopeState:
         return self.scopes.get(scope) or ScopeState(state=ACTIVE)
 
-    def effective(self, strategy_id: str, symbol: str) -> tuple[str, list[str]]:
+    def effective(self, strategy_id: str, symbol: str) -> tuple[TradingState, list[str]]:
         """The most severe state governing an order, and every scope that is not ACTIVE for it."""
-        worst = ACTIVE
+        worst: TradingState = ACTIVE
         scopes: list[str] = []
         for scope in (GLOBAL, strategy_scope(strategy_id), symbol_scope(symbol)):
             s = self.scopes.get(scope)
@@ -254,7 +267,8 @@ class TradingStates:
                 prior=target.prior,
             )
         else:
-            if state not in STATES:
+            checked = state_named(state)
+            if checked is None:
                 raise TransitionRefused(f"unknown trading state {state!r}")
             if old.state == state and (authority is not Authority.OPERATOR or state == ACTIVE):
                 return None
@@ -262,7 +276,7 @@ class TradingStates:
                 raise TransitionRefused(f"{authority.value} may not move {scope} from {old.state} to {state}")
             prior = old if authority is Authority.BREAKER and old.state != ACTIVE else None
             new = ScopeState(
-                state=state,
+                state=checked,
                 reason=reason[:500],
                 origin=origin,
                 epoch=self.epoch + 1,
