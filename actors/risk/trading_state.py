@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from loguru import logger
 
@@ -63,6 +63,13 @@ def state_named(value: object) -> TradingState | None:
     return None
 
 
+def _json_int(value: object) -> int:
+    """``int()`` of a parsed JSON value: a number or a numeric string; anything else is a TypeError, as in int()."""
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
 class TransitionRefused(Exception):
     """The change is not allowed for this authority (e.g. a breaker lowering a state)."""
 
@@ -92,8 +99,7 @@ class ScopeState:
         }
 
     @classmethod
-    def from_json(cls, entry: dict[str, Any]) -> ScopeState:
-        """``entry`` is parsed JSON: its values may be of any type."""
+    def from_json(cls, entry: dict[str, object]) -> ScopeState:
         state = state_named(entry["state"])
         if state is None:
             raise ValueError(f"unknown state {entry['state']!r}")
@@ -102,8 +108,8 @@ class ScopeState:
             state=state,
             reason=str(entry.get("reason", "")),
             origin=str(entry.get("origin", "")),
-            epoch=int(entry["epoch"]),
-            wall_ns=int(entry.get("wall_ns", 0)),
+            epoch=_json_int(entry["epoch"]),
+            wall_ns=_json_int(entry.get("wall_ns", 0)),
             prior=cls.from_json(prior) if isinstance(prior, dict) else None,
         )
 
