@@ -44,7 +44,8 @@ class _Proxy:
             import zmq
 
             from bus.pubsub import SyncSubscriber
-            from tests.helpers import ActorProcess, cfg_of, write_config
+            from tests.support.config import cfg_of, write_config
+            from tests.support.processes import ActorProcess
 
             tmp.mkdir(parents=True, exist_ok=True)
             path = write_config(tmp)

@@ -350,7 +350,8 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
     from bus.pubsub import SyncSubscriber
     from bus.reqrep import RequestTimeout, SyncClient
     from sim.testing import SimProcess, sim_args
-    from tests.helpers import ActorProcess, cfg_of, wait_serving, write_config
+    from tests.support.config import cfg_of, write_config
+    from tests.support.processes import ActorProcess, wait_serving
 
     actors = tuple(actors)
     tmp.mkdir(parents=True, exist_ok=True)

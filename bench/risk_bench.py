@@ -82,8 +82,10 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
     )
     from bus.pubsub import SyncSubscriber
     from bus.reqrep import SyncClient
-    from tests.helpers import ActorProcess, cfg_of, eventually, wait_serving, write_config
-    from tests.risk.fake_gateway import DEFAULT_ACCOUNT, FakeGateway
+    from tests.support.config import cfg_of, write_config
+    from tests.support.processes import ActorProcess, wait_serving
+    from tests.support.waiting import eventually
+    from tests.support.doubles.risk_gateway import DEFAULT_ACCOUNT, FakeGateway
 
     tmp = Path(tempfile.mkdtemp(prefix="risk-bench-"))
     path = write_config(tmp, extra=CONFIG)

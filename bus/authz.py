@@ -24,6 +24,7 @@ POLICY: dict[type, frozenset[str]] = {
     m.GetPositions: ANY,
     m.GetSystemStatus: ANY,
     m.GetRiskState: ANY,
+    m.GetTradingState: ANY,
     m.GetSnapshot: frozenset({"actor", "operator"}),
     m.PlaceOrder: frozenset({"strategy", "operator"}),
     m.ModifyOrder: frozenset({"strategy", "operator"}),

@@ -62,6 +62,10 @@ TimeInForce = Literal["DAY", "GTC", "IOC"]
 SecType = Literal["STK", "FUT", "CASH", "IND", "OPT"]
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
 AlertSeverity = Literal["info", "warning", "critical"]
+#: What changed a trading state (``TradingStateEvent.cause``): an operator's kill, resume or SetTradingState, a
+#: risk breaker (tripping or lifting), the gateway's halt latch mirrored by the governor, or the governor's recovery
+#: at start (its state file was unreadable: it starts HALTED).
+TradingCause = Literal["kill", "resume", "operator", "breaker", "gateway_latch", "recovery"]
 ConnectionStateName = Literal["CONNECTING", "CONNECTED", "RECONCILING", "READY", "DISCONNECTED", "STOPPED"]
 
 #: IB order statuses (as ib_insync reports them) plus Khazad's own pre-IB states.
@@ -337,6 +341,25 @@ class Heartbeat(Base, frozen=True, kw_only=True):
     detail: dict[str, str] = {}
 
 
+#: ``detail`` key of the gateway's heartbeat holding its halt latch: the latched scopes, sorted, comma-separated
+#: ("" when nothing is latched). The gateway publishes no trading state (the risk governor is the one authority);
+#: the governor mirrors the latch from this, and the monitor shows it.
+GATEWAY_LATCH_DETAIL = "halted"
+
+
+def latch_detail(scopes: list[str]) -> str:
+    """The :data:`GATEWAY_LATCH_DETAIL` value for these latched scopes."""
+    return ",".join(sorted(scopes))
+
+
+def latched_scopes(detail: dict[str, str]) -> frozenset[str] | None:
+    """The gateway's latched scopes from its heartbeat ``detail``; None when the heartbeat does not say."""
+    value = detail.get(GATEWAY_LATCH_DETAIL)
+    if value is None:
+        return None
+    return frozenset(s for s in value.split(",") if s)
+
+
 class OrderStatusEvent(Base, frozen=True, kw_only=True):
     """``gw.order.<strategy>``: one order status transition exactly as ib_insync reported it, interpreted."""
 
@@ -445,13 +468,21 @@ class ConnectionStateEvent(Base, frozen=True, kw_only=True):
 
 
 class TradingStateEvent(Base, frozen=True, kw_only=True):
-    """``state.trading``: a trading-state change (global scope ``all`` or ``strategy:<id>``) with its epoch."""
+    """``state.trading``: one trading-state change of one scope (``all``, ``strategy:<id>``, ``symbol:<symbol>``).
+
+    Published by the risk governor only (the one authority for trading states), once per change, with the epoch of
+    that change (one sequence, persisted, so it keeps increasing across restarts; a restarted governor announces
+    the restrictions it holds again with their own epochs). ``cause`` says what made the change and ``origin`` who:
+    the operator's name for ``kill``/``resume``/``operator`` (``kill_id`` names the kill), the breaker's name for
+    ``breaker``, ``gateway`` for ``gateway_latch``, ``risk.recovery`` for ``recovery``."""
 
     scope: Scope
     state: TradingState
     epoch: int
     reason: str = ""
     origin: str = ""
+    cause: TradingCause | None = None
+    kill_id: str = ""
 
     def __post_init__(self) -> None:
         _check_scope(self.scope)
@@ -663,6 +694,11 @@ class GetRiskState(Base, frozen=True, kw_only=True):
     pass
 
 
+class GetTradingState(Base, frozen=True, kw_only=True):
+    """Ask the risk governor (the trading states' one authority) for every scope's state: what a strategy asks
+    when it connects, so that it knows about a halt before its first order. Any role may ask."""
+
+
 # -- gateway ----------------------------------------------------------------------------------------------------
 
 
@@ -789,6 +825,16 @@ class RiskStateReply(Base, frozen=True, kw_only=True):
     positions: dict[str, float] = {}
     working_buy: dict[str, float] = {}
     working_sell: dict[str, float] = {}
+
+
+class TradingStateReply(Base, frozen=True, kw_only=True):
+    """Reply to :class:`GetTradingState`. ``epoch`` is the governor's epoch when it answered (every change up to it
+    is reflected here); ``scopes`` holds every scope that is not ACTIVE, each as the change that set it (its state,
+    epoch, reason, cause and origin); a scope not listed is ACTIVE. ``global_state`` is the ``all`` scope's."""
+
+    epoch: int
+    global_state: TradingState
+    scopes: list[TradingStateEvent] = []
 
 
 class SubmitAck(Base, frozen=True, kw_only=True):
@@ -921,6 +967,7 @@ Request = (
     | SetTradingState
     | EnableStrategy
     | GetRiskState
+    | GetTradingState
     | SubmitOrder
     | AmendOrder
     | CancelIbOrder
@@ -944,6 +991,7 @@ Reply = (
     | OrderListReply
     | RiskDecision
     | RiskStateReply
+    | TradingStateReply
     | SubmitAck
     | CancelReport
     | GatewayStatus

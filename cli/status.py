@@ -102,7 +102,12 @@ async def _direct_status(session: Session) -> StatusOutcome:
         detail: dict[str, str] = {}
         state = getattr(reply, "state", "") or "RUNNING"
         if isinstance(reply, GatewayStatus):
-            out.connection, out.trading_state, out.epoch = reply.connection, reply.trading_state, reply.epoch
+            # the gateway's latch: shown when the risk governor (the trading states' authority) does not answer,
+            # and always when it is HALTED (it refuses orders whatever the governor says); its counter is not the
+            # trading epoch
+            out.connection = reply.connection
+            if not out.trading_state or reply.trading_state == "HALTED":
+                out.trading_state = reply.trading_state
             detail = {
                 "mode": reply.mode,
                 "connection": reply.connection,
@@ -112,6 +117,10 @@ async def _direct_status(session: Session) -> StatusOutcome:
             state = "RUNNING"
         elif isinstance(reply, ServiceStatus):
             detail = dict(reply.detail)
+            if name == registry.RISK.name and detail.get("state"):
+                if out.trading_state != "HALTED":
+                    out.trading_state = detail["state"]
+                out.epoch = int(detail.get("epoch", "0") or 0)
         elif isinstance(reply, RiskStateReply):
             detail = {"global_state": reply.global_state}
         elif isinstance(reply, Rejected):

@@ -1,9 +1,15 @@
 """The asyncio strategy client, :class:`AsyncKhazadClient` (the SDK's core; :mod:`sdk.sync_client` wraps it).
 
 What it talks to (see ``docs/architecture.md``): the order manager (``bus.orders``) for orders, the portfolio
-(``bus.portfolio``) for account and positions, the gateway (``bus.gateway``) for market-data subscriptions, and the
+(``bus.portfolio``) for account and positions, the gateway (``bus.gateway``) for market-data subscriptions, the risk
+governor (``bus.risk``: the trading states' one authority) for the current trading states when it connects, and the
 event proxy for ``order.<strategy>`` updates, ``md.<symbol>`` ticks and ``state.trading`` changes (topics from
 :mod:`bus.topics`).
+
+Trading state: :meth:`AsyncKhazadClient.start` subscribes to ``state.trading`` first, then asks the governor
+(``GetTradingState``), so a strategy that connects during a halt sees HALTED before its first order. An answer
+never overrides a change newer than itself (epochs); when the governor does not answer, ``trading_state()`` is
+``UNKNOWN`` until an event or a later answer (the client keeps asking every :data:`STATE_RETRY_S`).
 
 Ordering: order updates, ticks and trading-state changes are delivered in arrival order by one reader task.
 The event subscription is ready (proxy handshake) before :meth:`AsyncKhazadClient.start` returns, so no update
@@ -36,6 +42,7 @@ from bus.messages import (
     GetAccount,
     GetOrder,
     GetPositions,
+    GetTradingState,
     Heartbeat,
     Instrument,
     ListOrders,
@@ -56,6 +63,7 @@ from bus.messages import (
     SubscribeMarketData,
     TickEvent,
     TradingStateEvent,
+    TradingStateReply,
     UnsubscribeMarketData,
     WaitOrder,
     tag_of,
@@ -74,6 +82,10 @@ from sdk.views import raise_if_rejected
 WAIT_REPLY_MARGIN_S = 2.0
 #: Longest wait the order manager accepts (WaitOrder.timeout_s is bounded by the schema).
 MAX_WAIT_S = 300.0
+#: Interval between attempts to learn the trading states while the risk governor has not answered.
+STATE_RETRY_S = 2.0
+#: ``trading_state()`` before anything is known.
+UNKNOWN = "UNKNOWN"
 
 Filter = Literal["open", "today", "all"]
 Until = Literal["live", "done"]
@@ -118,17 +130,19 @@ class AsyncKhazadClient:
         self._orders: AsyncClient | None = None
         self._portfolio: AsyncClient | None = None
         self._gateway: AsyncClient | None = None
+        self._risk: AsyncClient | None = None
         self._security: Security | None = None
         self._reader: asyncio.Task[None] | None = None
         self._hb_task: asyncio.Task[None] | None = None
+        self._state_task: asyncio.Task[None] | None = None
         self._sub_lock: asyncio.Lock | None = None
         self._callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": []}
         self._streams: dict[str, set[Any]] = {"order": set(), "tick": set(), "state": set()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._md: dict[str, Instrument] = {}
         self.last_ticks: dict[str, TickEvent] = {}
-        #: (sender, scope) -> last trading state seen from that sender for that scope
-        self._trading: dict[tuple[str, str], TradingStateEvent] = {}
+        #: scope -> its trading state: the latest ``state.trading`` event, or the governor's answer when newer
+        self._trading: dict[str, TradingStateEvent] = {}
         self.gaps = 0
         self.started = False
         self.closed = False
@@ -168,12 +182,15 @@ class AsyncKhazadClient:
             self._orders = self._client(ep.orders, "orders")
             self._portfolio = self._client(ep.portfolio, "portfolio")
             self._gateway = self._client(ep.gateway, "gateway")
+            self._risk = self._client(ep.risk or self.cfg.bus.risk, "risk")
         except BaseException:
             self._close_sockets()
             raise
         self._start_reader()
         self._hb_task = asyncio.create_task(self._heartbeat(), name=f"{self.name}.heartbeat")
         self.started = True
+        if not await self._learn_trading_states(retries=0):
+            self._state_task = asyncio.create_task(self._keep_asking_states(), name=f"{self.name}.states")
         logger.info("sdk: {} connected (orders {}, proxy {})", self.name, ep.orders, ep.proxy_backend)
         return self
 
@@ -193,9 +210,10 @@ class AsyncKhazadClient:
                 except (RequestTimeout, Exception) as exc:  # best effort on shutdown; the gateway times it out
                     logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, symbol, exc)
         await self._stop_reader()
-        if self._hb_task is not None:
-            self._hb_task.cancel()
-            await asyncio.gather(self._hb_task, return_exceptions=True)
+        for task in (self._hb_task, self._state_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -231,7 +249,7 @@ class AsyncKhazadClient:
         )
 
     def _close_sockets(self) -> None:
-        for part in (self._orders, self._portfolio, self._gateway, self.subscriber, self.publisher):
+        for part in (self._orders, self._portfolio, self._gateway, self._risk, self.subscriber, self.publisher):
             if part is not None:
                 part.close()
         if self.ctx is not None:
@@ -288,7 +306,7 @@ class AsyncKhazadClient:
                     self.last_ticks[body.symbol] = body
                     self._emit("tick", body)
             elif isinstance(body, TradingStateEvent):
-                self._trading[(env.sender, body.scope)] = body
+                self._trading[body.scope] = body  # one publisher, in order: the latest change wins
                 self._emit("state", body)
 
     def _emit(self, kind: str, item: Any) -> None:
@@ -316,6 +334,11 @@ class AsyncKhazadClient:
 
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:
         self.gaps += 1
+        if topic == topics.TRADING_STATE and self.started and not self.closed:
+            # a trading-state change was lost: ask the governor for the whole picture again
+            task = asyncio.ensure_future(self._learn_trading_states(retries=self.retries))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self.publisher is not None:
             self.publisher.publish(
                 topics.gap(self.name),
@@ -375,16 +398,64 @@ class AsyncKhazadClient:
         return stream
 
     def trading_state(self, symbol: str | None = None) -> str:
-        """The most restrictive trading state seen on the bus for this strategy (global scope, its
-        ``strategy:`` scope and, given ``symbol``, that ``symbol:`` scope): ``HALTED`` > ``REDUCING`` >
-        ``ACTIVE``; ``UNKNOWN`` before any ``state.trading`` event was seen (they are published on changes)."""
+        """The most restrictive trading state for this strategy (global scope, its ``strategy:`` scope and, given
+        ``symbol``, that ``symbol:`` scope): ``HALTED`` > ``REDUCING`` > ``ACTIVE``. Known from the governor's
+        answer when the client connected, kept current by ``state.trading``; ``UNKNOWN`` while neither came."""
         scopes = {"all", f"strategy:{self.strategy_id}"} | ({f"symbol:{symbol}"} if symbol else set())
         # list(): a snapshot, since the blocking client calls this from another thread than the reader's
-        states = {ev.state for (_, scope), ev in list(self._trading.items()) if scope in scopes}
+        states = {ev.state for scope, ev in list(self._trading.items()) if scope in scopes}
         for state in ("HALTED", "REDUCING", "ACTIVE"):
             if state in states:
                 return state
-        return "UNKNOWN"
+        return UNKNOWN
+
+    def trading_state_of(self, scope: str) -> TradingStateEvent | None:
+        """The change that set ``scope``'s current state (its epoch, reason, cause and origin); None when not
+        known (a scope the governor did not list is ACTIVE once it answered)."""
+        return self._trading.get(scope)
+
+    async def refresh_trading_state(self) -> TradingStateReply:
+        """Ask the risk governor for every scope's trading state now (``start`` does it once by itself)."""
+        reply = await self._call(self._risk, GetTradingState(), TradingStateReply)
+        self._apply_states(reply)
+        return reply
+
+    async def _learn_trading_states(self, *, retries: int) -> bool:
+        try:
+            reply = await self._require(self._risk).call(GetTradingState(), retries=retries)
+        except RequestTimeout:
+            logger.warning(
+                "sdk: {}: the risk governor did not answer GetTradingState: trading state {} until it does",
+                self.name,
+                self.trading_state(),
+            )
+            return False
+        if not isinstance(reply, TradingStateReply):
+            logger.warning("sdk: {}: GetTradingState answered {}", self.name, reply)
+            return False
+        self._apply_states(reply)
+        logger.info(
+            "sdk: {}: trading {} (epoch {}{})",
+            self.name,
+            self.trading_state(),
+            reply.epoch,
+            "".join(f", {ev.scope} {ev.state} ({ev.cause or '?'} by {ev.origin or '?'})" for ev in reply.scopes),
+        )
+        return True
+
+    async def _keep_asking_states(self) -> None:
+        while not await self._learn_trading_states(retries=0):
+            await asyncio.sleep(STATE_RETRY_S)  # retry timer while the governor does not answer
+
+    def _apply_states(self, reply: TradingStateReply) -> None:
+        """The governor's answer, as of its epoch: a change seen on the bus with a newer epoch stays."""
+        listed = {ev.scope: ev for ev in reply.scopes}
+        for scope in set(listed) | set(self._trading) | {"all"}:
+            held = self._trading.get(scope)
+            if held is not None and held.epoch > reply.epoch:
+                continue  # an event newer than the answer (it was made after it)
+            ev = listed.get(scope) or TradingStateEvent(scope=scope, state="ACTIVE", epoch=reply.epoch)
+            self._trading[scope] = ev
 
     # -- requests ------------------------------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ class Endpoints:
     orders: str
     portfolio: str
     gateway: str
+    #: the risk governor (trading states); "" = the configuration's ``bus.risk``
+    risk: str = ""
 
     @classmethod
     def from_bus(cls, bus: BusConfig) -> Endpoints:
@@ -33,6 +35,7 @@ class Endpoints:
             orders=bus.orders,
             portfolio=bus.portfolio,
             gateway=bus.gateway,
+            risk=bus.risk,
         )
 
 

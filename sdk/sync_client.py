@@ -24,6 +24,7 @@ from bus.messages import (
     Position,
     TickEvent,
     TradingStateEvent,
+    TradingStateReply,
 )
 from bus.pubsub import READY_TIMEOUT_S
 from sdk.async_client import AsyncKhazadClient, Callback, Filter, Until
@@ -204,6 +205,14 @@ class KhazadClient:
     def trading_state(self, symbol: str | None = None) -> str:
         """See :meth:`AsyncKhazadClient.trading_state`."""
         return self._aclient.trading_state(symbol)
+
+    def trading_state_of(self, scope: str) -> TradingStateEvent | None:
+        """See :meth:`AsyncKhazadClient.trading_state_of`."""
+        return self._aclient.trading_state_of(scope)
+
+    def refresh_trading_state(self) -> TradingStateReply:
+        """See :meth:`AsyncKhazadClient.refresh_trading_state`."""
+        return self._run(self._aclient.refresh_trading_state())
 
     @property
     def last_ticks(self) -> dict[str, TickEvent]:

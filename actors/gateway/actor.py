@@ -2,8 +2,9 @@
 
 Serves ``bus.gateway`` (orders with approvals, cancels, kill/resume, status, snapshots, market data) and
 publishes everything IB reports (``gw.order.*``, ``fill.*``, ``commission.*``, ``position.*``,
-``account.values``, ``md.*``, ``state.connection``, ``state.trading``, ``recon.gateway``, ``alert.gateway``).
-See docs/gateway.md for the semantics. The actor is a shell: it builds its collaborators, each a small class with
+``account.values``, ``md.*``, ``state.connection``, ``recon.gateway``, ``alert.gateway``). Its halt latch is an
+interlock, not a trading-state authority: it is in every heartbeat (``detail["halted"]``) and the risk governor,
+which alone publishes ``state.trading``, mirrors it. See docs/gateway.md for the semantics. The actor is a shell: it builds its collaborators, each a small class with
 typed dependencies, and maps requests and bus commands to them.
 
 * :class:`~.ib.IbSession` - the only door to the client library, with pacing (:mod:`.pacing`) and hooks;
@@ -49,6 +50,7 @@ from bus.actor import Actor, Handler
 from bus.approval import ApprovalVerifier, load_approval_key
 from bus.config import KhazadConfig
 from bus.messages import (
+    GATEWAY_LATCH_DETAIL,
     Ack,
     AmendOrder,
     CancelAllOrders,
@@ -66,6 +68,7 @@ from bus.messages import (
     GetOrder,
     GetPositions,
     GetRiskState,
+    GetTradingState,
     GetSnapshot,
     GetStatus,
     GetSystemStatus,
@@ -82,6 +85,7 @@ from bus.messages import (
     SubscribeMarketData,
     UnsubscribeMarketData,
     WaitOrder,
+    latch_detail,
 )
 from bus.reqrep import CallContext
 
@@ -106,6 +110,7 @@ class GatewayActor(Actor):
             SetTradingState,
             EnableStrategy,
             GetRiskState,
+            GetTradingState,
             GetAccount,
             GetPositions,
             GetSystemStatus,
@@ -232,6 +237,7 @@ class GatewayActor(Actor):
             "connection": self.conn.state,
             "trading": self.latch.global_state,
             "epoch": str(self.latch.epoch),
+            GATEWAY_LATCH_DETAIL: latch_detail(self.latch.halted_scopes()),
             "mode": self.settings.mode,
         }
 

@@ -28,7 +28,7 @@ from actors.gateway.halts import GLOBAL_SCOPE, HaltLatch
 from actors.gateway.ordertable import IbOrderTable
 from actors.gateway.outbox import Outbox
 from actors.gateway.persist import PendingSweep, StateStore
-from bus.messages import CancelReport, CancelScope, EmergencyCancel, Kill, Resume, TradingState, TradingStateEvent
+from bus.messages import CancelReport, CancelScope, EmergencyCancel, Kill, Resume, TradingState
 
 #: How many kill/emergency command ids are remembered for de-duplication (direct request vs bus copy).
 COMMAND_MEMORY = 10_000
@@ -122,7 +122,8 @@ class KillSwitch:
     # -- start-up --------------------------------------------------------------------------------------------
 
     def announce(self, *, state_problem: str, origin: str) -> None:
-        """At start: latch everything if the state file was unreadable, and publish every HALTED scope."""
+        """At start: latch everything if the state file was unreadable, and log every HALTED scope (the latch is in
+        every heartbeat; the risk governor, the trading states' one authority, mirrors it)."""
         if state_problem:
             self.latch.latch(GLOBAL_SCOPE, reason=f"state file unreadable: {state_problem}", origin=origin)
             self.halts.quarantine_state_file()
@@ -130,9 +131,6 @@ class KillSwitch:
             self.outbox.alert("critical", f"gateway state file unreadable; starting HALTED: {state_problem}")
         for scope in self.latch.halted_scopes():
             rec = self.latch.scopes[scope]
-            self.outbox.trading_state(
-                TradingStateEvent(scope=scope, state="HALTED", epoch=rec.epoch, reason=rec.reason, origin=rec.origin)
-            )
             logger.warning(
                 "gateway: {} is HALTED since epoch {} ({}); resume is an explicit command", scope, rec.epoch, rec.reason
             )
@@ -163,9 +161,6 @@ class KillSwitch:
         # connects and handshakes first) or never; every actor halts on it and de-duplicates by kill_id
         self.outbox.kill(kill)
         self.halts.persist()  # HALTED is durable before anything is cancelled
-        self.outbox.trading_state(
-            TradingStateEvent(scope=scope, state="HALTED", epoch=record.epoch, reason=kill.reason, origin=kill.origin)
-        )
         logger.critical(
             "gateway: KILL {} scope {} epoch {} from {}: {}",
             kill.kill_id,
@@ -223,12 +218,6 @@ class KillSwitch:
                 if req.scope == GLOBAL_SCOPE or sweep.scope == req.scope:
                     self.latch.clear_pending(sweep.command_id)
             self.halts.persist()
-            for scope in released:
-                self.outbox.trading_state(
-                    TradingStateEvent(
-                        scope=scope, state="ACTIVE", epoch=self.latch.epoch, reason=req.reason, origin=req.origin
-                    )
-                )
             logger.warning(
                 "gateway: RESUME {} (released {}) epoch {} from {}: {}",
                 req.scope,

@@ -21,7 +21,6 @@ from bus.messages import (
     PositionEvent,
     ReconciliationReport,
     TickEvent,
-    TradingStateEvent,
 )
 from bus.registry import EXTERNAL_STRATEGY
 
@@ -37,7 +36,6 @@ Event = (
     | PositionEvent
     | ReconciliationReport
     | TickEvent
-    | TradingStateEvent
 )
 Publish = Callable[[str, Event], None]
 Severity = Literal["info", "warning", "critical"]
@@ -83,9 +81,6 @@ class Outbox:
 
     def tick(self, symbol: str, ev: TickEvent) -> None:
         self._publish(topics.market_data(symbol), ev)
-
-    def trading_state(self, ev: TradingStateEvent) -> None:
-        self._publish(topics.TRADING_STATE, ev)
 
     def kill(self, kill: Kill) -> None:
         """Relay a kill on the bus (every actor halts on it and de-duplicates by kill_id)."""

@@ -5,9 +5,11 @@
   an actor that restarts between two sweeps (new incarnation) is reported too. Alerts fire once per transition.
   An expected actor (``monitor.expected_actors``) that never reports within :data:`STARTUP_GRACE_S` is alerted
   once.
-* **State**: the gateway's connection (``state.connection``), trading states per publisher and scope
-  (``state.trading``), refreshed from the gateway's and the governor's status at start, when they come back and
-  every :data:`STATE_REFRESH_S` (epochs keep an older reply from overwriting a newer event).
+* **State**: the gateway's connection (``state.connection``); the trading states, per scope, of the risk governor
+  (``state.trading``: the one authority, whose epoch is the system's) and of the gateway's halt latch (its
+  heartbeats, ``detail["halted"]``), shown as ``risk:<scope>`` and ``gateway:<scope>``; refreshed from the
+  governor's ``GetTradingState`` and the gateway's status at start, when they come back and every
+  :data:`STATE_REFRESH_S` (epochs keep an older reply from overwriting a newer event).
 * **Counters**: order events, fills, rejects (risk and gateway), bus gaps and missed messages, reconciliations.
 * **Alerts**: raised on ``alert.<kind>`` (and logged); every alert from anyone is kept (the latest
   :data:`RECENT_ALERTS`) for ``khazad status``; critical ones run the optional command/webhook hooks.
@@ -46,18 +48,19 @@ from bus.messages import (
     FillEvent,
     GapReport,
     GatewayStatus,
-    GetRiskState,
     GetStatus,
     GetSystemStatus,
+    GetTradingState,
     Heartbeat,
     Kill,
     OrderStatusEvent,
     ReconciliationReport,
     Resume,
     RiskDecisionEvent,
-    RiskStateReply,
     SystemStatusReply,
     TradingStateEvent,
+    TradingStateReply,
+    latched_scopes,
     strategy_of,
 )
 from bus.reqrep import CallContext, RequestTimeout
@@ -87,6 +90,10 @@ GATEWAY_REJECT_STATUSES = frozenset({"GatewayRejected", "Inactive"})
 IB_ORDER_REJECTED = 201
 #: The actors whose status carries the trading state: their (re)appearance triggers a state refresh.
 STATE_OWNERS = (registry.GATEWAY.name, registry.RISK.name)
+#: The one authority for trading states (its epoch is the system's trading epoch).
+TRADING_AUTHORITY = registry.RISK.name
+#: The gateway's halt latch, shown next to the authority's states.
+LATCH_SOURCE = registry.GATEWAY.name
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -148,6 +155,7 @@ class MonitorActor(Actor):
             m.SetTradingState,
             m.EnableStrategy,
             m.GetRiskState,
+            m.GetTradingState,
             m.SubmitOrder,
             m.AmendOrder,
             m.CancelIbOrder,
@@ -310,6 +318,10 @@ class MonitorActor(Actor):
         revived = self.tracker.beat(
             name, interval_s=hb.interval_s, state=hb.state, pid=hb.pid, incarnation=env.incarnation, detail=hb.detail
         )
+        if name == LATCH_SOURCE:
+            latched = latched_scopes(hb.detail)
+            if latched is not None:
+                self._apply_latch(latched, _int(hb.detail.get("epoch", "")))
         if revived is not None:
             if revived.deaths:
                 self._audit(
@@ -389,7 +401,8 @@ class MonitorActor(Actor):
         if held is not None and epoch < held[1]:
             return  # an older view than the one we hold
         self.trading[key] = (state, epoch)
-        self.epoch = max(self.epoch, epoch)
+        if source == TRADING_AUTHORITY:
+            self.epoch = max(self.epoch, epoch)
         self.metrics.set_trading(source, scope, state)
         self.metrics.epoch.set(self.epoch)
         if held is not None and held[0] == state:
@@ -412,6 +425,13 @@ class MonitorActor(Actor):
                 f"{source}: trading {state} for {scope}{f' ({reason})' if reason else ''}",
                 scope=scope,
             )
+
+    def _apply_latch(self, latched: frozenset[str], seq: int) -> None:
+        """The gateway's halt latch (every latched scope HALTED, ``all`` ACTIVE when not latched, a scope it no
+        longer latches ACTIVE again); ``seq`` is the latch's own counter, not the trading epoch."""
+        held = {k.partition(":")[2] for k, (state, _) in self.trading.items() if k.startswith(f"{LATCH_SOURCE}:")}
+        for scope in sorted(latched | held | {"all"}):
+            self._apply_trading(LATCH_SOURCE, scope, "HALTED" if scope in latched else "ACTIVE", seq)
 
     def _on_kill(self, sender: str, kill: Kill) -> None:
         if not self._seen_controls.add(f"kill:{kill.kill_id}"):
@@ -640,16 +660,28 @@ class MonitorActor(Actor):
                 self._set_connection(
                     ConnectionStateEvent(state=gw.connection, mode=gw.mode, message="from the gateway's status")
                 )
-            self._apply_trading("gateway", "all", gw.trading_state, gw.epoch)
+            self._apply_latch(frozenset(gw.halted_scopes), gw.epoch)
         try:
-            risk = await self.client("risk", timeout_s=STATE_REFRESH_TIMEOUT_S, retries=0).call(GetRiskState())
+            risk = await self.client(TRADING_AUTHORITY, timeout_s=STATE_REFRESH_TIMEOUT_S, retries=0).call(
+                GetTradingState()
+            )
         except RequestTimeout:
             risk = None
-        if isinstance(risk, RiskStateReply):
-            self._apply_trading("risk", "all", risk.global_state, risk.epoch)
-            for scope, state in risk.strategy_states.items():
-                scope_name = scope if ":" in scope else f"strategy:{scope}"
-                self._apply_trading("risk", scope_name, state, risk.epoch)
+        if isinstance(risk, TradingStateReply):
+            self._apply_authority(risk)
+
+    def _apply_authority(self, reply: TradingStateReply) -> None:
+        """The governor's answer: every scope it lists, ``all`` ACTIVE unless listed, and ACTIVE for a scope held
+        here that it no longer lists (unless an event newer than the answer already said otherwise)."""
+        listed = {ev.scope: ev for ev in reply.scopes}
+        for ev in reply.scopes:
+            self._apply_trading(
+                TRADING_AUTHORITY, ev.scope, ev.state, max(ev.epoch, reply.epoch), reason=ev.reason, origin=ev.origin
+            )
+        prefix = f"{TRADING_AUTHORITY}:"
+        held = {k[len(prefix) :] for k in self.trading if k.startswith(prefix)}
+        for scope in sorted((held | {"all"}) - set(listed)):
+            self._apply_trading(TRADING_AUTHORITY, scope, "ACTIVE", reply.epoch)
 
     # -- status -----------------------------------------------------------------------------------------------
 
@@ -698,3 +730,10 @@ class MonitorActor(Actor):
 
     async def _on_system_status(self, ctx: CallContext, body: GetSystemStatus) -> SystemStatusReply:
         return self.status()
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0

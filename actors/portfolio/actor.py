@@ -125,6 +125,7 @@ class PortfolioActor(Actor):
             m.SetTradingState,
             m.EnableStrategy,
             m.GetRiskState,
+            m.GetTradingState,
             m.SubmitOrder,
             m.AmendOrder,
             m.CancelIbOrder,

@@ -1,14 +1,18 @@
 """The risk governor actor: pre-trade checks with signed approvals, trading states, circuit breakers.
 
 Requests (``bus.risk``): ``CheckOrder`` -> ``RiskDecision``; ``SetTradingState`` -> ``Ack``/``Rejected``;
-``EnableStrategy`` -> ``Ack``; ``GetRiskState`` -> ``RiskStateReply``; ``Kill`` -> ``CancelReport`` (halts the
+``EnableStrategy`` -> ``Ack``; ``GetRiskState`` -> ``RiskStateReply``; ``GetTradingState`` -> ``TradingStateReply``
+(any role: the SDK asks it when a strategy connects); ``Kill`` -> ``CancelReport`` (halts the
 scope here and forwards an ``EmergencyCancel`` carrying the kill's id to the gateway); ``Resume`` -> ``Ack``;
 ``Ping``/``GetStatus``; the request types in :attr:`RiskGovernor.refused_requests` -> ``Rejected(unknown_command)``.
 
 Events consumed: ``md.`` (reference prices, staleness), ``fill.``/``commission.`` (strategy books, P&L, the
 repeated-execution throttle), ``position.``/``account.values`` (IB's positions and account values),
-``gw.order.`` (working orders, rejections), ``state.connection`` and ``hb.gateway`` (disconnect breaker),
-``control.kill``/``control.resume`` (operators), ``state.trading`` (the gateway's kill latch, mirrored).
+``gw.order.`` (working orders, rejections), ``state.connection`` and ``hb.gateway`` (disconnect breaker; the
+gateway's halt latch, mirrored), ``control.kill``/``control.resume`` (operators).
+
+The governor is the one authority for trading states: it alone publishes ``state.trading``, once per change, with
+one persisted epoch sequence, each event naming its cause and origin (see :mod:`actors.risk.state_keeper`).
 
 Fail closed: until the first gateway snapshot (open orders, positions, account values) every order is rejected
 with ``risk.not_ready``; without a usable tick for the symbol an order is rejected; and an order manager that gets
@@ -39,7 +43,7 @@ from actors.risk.cancels import ATTEMPT_MARGIN_S, EmergencyCanceller
 from actors.risk.exposure import StatusOutcome
 from actors.risk.kill import KillSwitch
 from actors.risk.limits import LimitTable
-from actors.risk.mirror import GatewayMirror
+from actors.risk.mirror import GatewayMirror, LatchChange
 from actors.risk.panel import BreakerPanel
 from actors.risk.ports import AlertSender, BusGatewayLink
 from actors.risk.pretrade import ApprovalSigner, PreTradeChecker
@@ -64,6 +68,7 @@ from bus.messages import (
     FillEvent,
     GatewaySnapshot,
     GetRiskState,
+    GetTradingState,
     Heartbeat,
     Instrument,
     Kill,
@@ -76,7 +81,7 @@ from bus.messages import (
     SetTradingState,
     TickEvent,
     TradingState,
-    TradingStateEvent,
+    TradingStateReply,
 )
 from bus.registry import GATEWAY as GATEWAY_SPEC
 from bus.registry import RISK as RISK_SPEC
@@ -102,7 +107,6 @@ class RiskGovernor(Actor):
         topics.ACCOUNT_VALUES,
         topics.GW_ORDER_PREFIX,
         topics.CONNECTION_STATE,
-        topics.TRADING_STATE,
         topics.KILL,
         topics.RESUME,
         topics.heartbeat(GATEWAY),
@@ -210,6 +214,7 @@ class RiskGovernor(Actor):
             Resume: self._resume,
             EnableStrategy: self._enable_strategy,
             GetRiskState: self._risk_state,
+            GetTradingState: self._trading_state,
         }
 
     async def _check_order(self, ctx: CallContext, req: CheckOrder) -> RiskDecision:
@@ -222,7 +227,10 @@ class RiskGovernor(Actor):
         return await self.kill_switch.on_request(req, ctx.sender)
 
     async def _resume(self, ctx: CallContext, req: Resume) -> Ack | Rejected:
-        return self.states.operator_set(req.scope, ACTIVE, req.reason, req.origin or ctx.sender)
+        return self.states.operator_set(req.scope, ACTIVE, req.reason, req.origin or ctx.sender, cause="resume")
+
+    async def _trading_state(self, ctx: CallContext, req: GetTradingState) -> TradingStateReply:
+        return self.states.reply()
 
     async def _enable_strategy(self, ctx: CallContext, req: EnableStrategy) -> Ack | Rejected:
         return self.breakers.enable_strategy(req, ctx.sender)
@@ -286,7 +294,9 @@ class RiskGovernor(Actor):
                 if self.breakers.on_connection(body.state, body.message):
                     self.mirror.request_resync("gateway READY after a disconnect")
             case Heartbeat() if body.actor == GATEWAY:
-                self.mirror.on_heartbeat(body, now)
+                latch = self.mirror.on_heartbeat(body, now)
+                if latch is not None:
+                    self._mirror_latch(latch)
                 if self.breakers.gateway_down:
                     # the breaker tripped on silence (or was restored at start): a gateway that never lost IB
                     # sends no new READY, so ask for its snapshot; a READY one lifts the breaker
@@ -295,11 +305,25 @@ class RiskGovernor(Actor):
                 self.kill_switch.on_broadcast(body, env.sender)
             case Resume():
                 try:
-                    self.states.operator_set(body.scope, ACTIVE, body.reason, body.origin or env.sender)
+                    self.states.operator_set(
+                        body.scope, ACTIVE, body.reason, body.origin or env.sender, cause="resume"
+                    )
                 except Exception as exc:  # noqa: BLE001 - logged; a bus resume has no caller to answer
                     logger.error("risk: resume from the bus failed: {}", exc)
-            case TradingStateEvent() if env.sender == GATEWAY:
-                self.states.mirror_gateway(body)
+
+    def _mirror_latch(self, change: LatchChange) -> None:
+        """The gateway's halt latch changed: mirror it (at the first heartbeat, also lift what this mirror set in
+        scopes the gateway no longer latches: it was resumed while the governor was away)."""
+        released = change.released
+        if change.first:
+            released = self.states.held_by_gateway_mirror() - change.scopes
+        logger.info(
+            "risk: gateway latch {} (latched {}, released {})",
+            ",".join(sorted(change.scopes)) or "empty",
+            ",".join(sorted(change.latched)) or "-",
+            ",".join(sorted(released)) or "-",
+        )
+        self.states.mirror_gateway_latch(change.latched, released, "halt latch" if change.latched else "released")
 
     def _on_order_status(self, ev: OrderStatusEvent) -> None:
         res = self.mirror.on_order_status(ev)

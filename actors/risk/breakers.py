@@ -29,7 +29,8 @@ ORIGIN_REJECT_RATE = "risk.reject_rate"
 ORIGIN_FILL_THROTTLE = "risk.fill_throttle"
 ORIGIN_STALE_DATA = "risk.stale_data"
 ORIGIN_DISCONNECT = "risk.disconnect"
-#: the gateway's kill latch (``state.trading`` from the gateway), mirrored so orders are refused here first
+#: the gateway's halt latch (from its heartbeats), mirrored so that orders are refused here first and the one
+#: authority for trading states reports it
 ORIGIN_GATEWAY = "gateway"
 
 DOWN_STATES = frozenset({"DISCONNECTED", "STOPPED"})

@@ -18,7 +18,6 @@ from loguru import logger
 
 from actors.risk.cancels import EmergencyCanceller
 from actors.risk.state_keeper import TradingStateKeeper
-from actors.risk.trading_state import HALTED, Authority
 from bus.messages import CancelReport, Kill, TradingState
 
 #: how many kill ids are remembered (the request and the broadcast of one kill halt once)
@@ -92,6 +91,4 @@ class KillSwitch:
         logger.critical(
             "risk: KILL {} scope={} from {}: {}", kill.kill_id, kill.scope, kill.origin or sender, kill.reason
         )
-        self._states.apply(
-            kill.scope, HALTED, f"kill {kill.kill_id}: {kill.reason}", kill.origin or sender, Authority.OPERATOR
-        )
+        self._states.kill(kill.scope, kill.kill_id, kill.reason, kill.origin or sender)

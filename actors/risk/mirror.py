@@ -1,6 +1,7 @@
 """What the governor knows of the gateway: its working orders, positions and account values (the exposure book
-and the account), whether the first snapshot has arrived (``ready``), which incarnation of the gateway is running
-and when it last sent a heartbeat.
+and the account), whether the first snapshot has arrived (``ready``), which incarnation of the gateway is running,
+when it last sent a heartbeat and what its halt latch holds (from the heartbeat's
+:data:`~bus.messages.GATEWAY_LATCH_DETAIL`; :meth:`GatewayMirror.on_heartbeat` reports each change once).
 
 Reconciliation: the governor asks for a :class:`~bus.messages.GatewaySnapshot` at start and again whenever it may
 have missed something (the gateway restarted, a sequence gap on its topics, an unknown working order, a
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from loguru import logger
 
@@ -21,7 +23,16 @@ from actors.risk.account import AccountState
 from actors.risk.exposure import ExposureBook, StatusResult
 from actors.risk.ports import GatewayLink
 from actors.risk.trading_state import GLOBAL, strategy_scope, symbol_scope
-from bus.messages import FillEvent, GatewaySnapshot, GatewayStatus, GetSnapshot, GetStatus, Heartbeat, OrderStatusEvent
+from bus.messages import (
+    FillEvent,
+    GatewaySnapshot,
+    GatewayStatus,
+    GetSnapshot,
+    GetStatus,
+    Heartbeat,
+    OrderStatusEvent,
+    latched_scopes,
+)
 
 SNAPSHOT_TIMEOUT_S = 5.0
 #: retry interval while the gateway cannot give a snapshot (not up yet, or not READY)
@@ -32,6 +43,17 @@ GATEWAY_PROBE_TIMEOUT_S = 1.0
 NO_ANSWER = "no answer"
 
 SnapshotListener = Callable[[GatewaySnapshot], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LatchChange:
+    """The gateway's halt latch changed: scopes it latched and released since the last heartbeat that said. The
+    first heartbeat seen is ``first`` (what it released before is not known: the caller compares with its own)."""
+
+    latched: frozenset[str]
+    released: frozenset[str]
+    first: bool
+    scopes: frozenset[str]
 
 
 class GatewayMirror:
@@ -46,6 +68,8 @@ class GatewayMirror:
         self.snapshots = 0
         self.incarnation = 0
         self.last_beat: float | None = None
+        #: the gateway's latched scopes as its last heartbeat said (None: no heartbeat said yet)
+        self.latch: frozenset[str] | None = None
         self.beat_interval = beat_interval_s
         self._liveness = liveness
         # set: a snapshot is wanted (the first one from the start)
@@ -73,9 +97,19 @@ class GatewayMirror:
         self.incarnation = incarnation
         return restarted
 
-    def on_heartbeat(self, hb: Heartbeat, now: float) -> None:
+    def on_heartbeat(self, hb: Heartbeat, now: float) -> LatchChange | None:
+        """Note the beat; the change of the gateway's halt latch it shows, if any. Only changes count: a heartbeat
+        repeats the latch it had when it was sent, which may be older than a resume the governor has already
+        applied, so a latch that did not change is never acted on again."""
         self.last_beat = now
         self.beat_interval = hb.interval_s or self.beat_interval
+        seen = latched_scopes(hb.detail)
+        if seen is None or seen == self.latch:
+            return None
+        before, self.latch = self.latch, seen
+        if before is None:
+            return LatchChange(latched=seen, released=frozenset(), first=True, scopes=seen)
+        return LatchChange(latched=seen - before, released=before - seen, first=False, scopes=seen)
 
     def on_order_status(self, ev: OrderStatusEvent) -> StatusResult:
         return self.book.on_status(ev)

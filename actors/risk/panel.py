@@ -206,7 +206,12 @@ class BreakerPanel:
             try:
                 lifted = (
                     self._states.apply(
-                        scope, ACTIVE, f"re-enabled: {req.reason}", req.origin or sender, Authority.OPERATOR
+                        scope,
+                        ACTIVE,
+                        f"re-enabled: {req.reason}",
+                        req.origin or sender,
+                        Authority.OPERATOR,
+                        cause="operator",
                     )
                     is not None
                 )
@@ -239,7 +244,9 @@ class BreakerPanel:
         for a in actions:
             if isinstance(a, Escalate):
                 try:
-                    change = self._states.apply(a.scope, a.state, a.reason, a.origin, Authority.BREAKER)
+                    change = self._states.apply(
+                        a.scope, a.state, a.reason, a.origin, Authority.BREAKER, cause="breaker"
+                    )
                 except PersistError:  # escalations are applied even unpersisted; cannot happen, but never crash
                     change = None
                 if change is not None:

@@ -39,6 +39,7 @@ SEVERITY = {ACTIVE: 0, REDUCING: 1, HALTED: 2}
 GLOBAL = "all"
 FILE_VERSION = 1
 RECOVERY_ORIGIN = "risk.recovery"
+RECOVERY_CAUSE = "recovery"
 
 
 class Authority(StrEnum):
@@ -87,6 +88,10 @@ class ScopeState:
     wall_ns: int = 0
     #: what a breaker's state covered: restored when that breaker lifts its own state
     prior: ScopeState | None = None
+    #: what set it (a :data:`bus.messages.TradingCause`; "" in files written before causes were kept)
+    cause: str = ""
+    #: the kill that set it (cause ``kill``)
+    kill_id: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -96,6 +101,8 @@ class ScopeState:
             "epoch": self.epoch,
             "wall_ns": self.wall_ns,
             "prior": None if self.prior is None else self.prior.to_json(),
+            "cause": self.cause,
+            "kill_id": self.kill_id,
         }
 
     @classmethod
@@ -111,6 +118,8 @@ class ScopeState:
             epoch=_json_int(entry["epoch"]),
             wall_ns=_json_int(entry.get("wall_ns", 0)),
             prior=cls.from_json(prior) if isinstance(prior, dict) else None,
+            cause=str(entry.get("cause", "")),
+            kill_id=str(entry.get("kill_id", "")),
         )
 
 
@@ -201,6 +210,7 @@ class TradingStates:
             origin=RECOVERY_ORIGIN,
             epoch=self.epoch,
             wall_ns=time.time_ns(),
+            cause=RECOVERY_CAUSE,
         )
         try:
             self.persist()
@@ -246,9 +256,20 @@ class TradingStates:
 
     # -- changes -------------------------------------------------------------------------------------------------
 
-    def set(self, scope: str, state: str, *, reason: str, origin: str, authority: Authority) -> Change | None:
+    def set(
+        self,
+        scope: str,
+        state: str,
+        *,
+        reason: str,
+        origin: str,
+        authority: Authority,
+        cause: str = "",
+        kill_id: str = "",
+    ) -> Change | None:
         """Apply one change if ``authority`` may make it; None when nothing changes. For :attr:`Authority.LIFT`
-        ``state`` is ignored: the scope returns to what the lifting breaker's state covered.
+        ``state`` is ignored: the scope returns to what the lifting breaker's state covered (with that state's own
+        origin and cause). ``cause`` and ``kill_id`` are kept with the new state (see :class:`ScopeState`).
 
         Escalations are applied even when the file cannot be written (halting is always safe; the failure is
         reported in ``Change.persisted``). Anything less severe is applied only once it is durable, so a restart
@@ -271,6 +292,8 @@ class TradingStates:
                 epoch=self.epoch + 1,
                 wall_ns=time.time_ns(),
                 prior=target.prior,
+                cause=target.cause,
+                kill_id=target.kill_id,
             )
         else:
             checked = state_named(state)
@@ -288,6 +311,8 @@ class TradingStates:
                 epoch=self.epoch + 1,
                 wall_ns=time.time_ns(),
                 prior=prior,
+                cause=cause,
+                kill_id=kill_id,
             )
         return self._commit(scope, old, new)
 

@@ -1,7 +1,7 @@
 """The actor base records when each actor first saw a kill (the hook the kill benchmark reads): a ``control.kill``
 broadcast or a direct ``Kill`` request, published in the heartbeat detail as ``kill_seen``/``kill_sent``.
 
-Real processes over real sockets: the bus proxy and the bus tests' probe actor (tests/bus/probe_actor.py).
+Real processes over real sockets: the bus proxy and the bus tests' probe actor (tests/support/programs/probe_actor.py).
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from bus.config import KhazadConfig
 from bus.messages import Ack, GetStatus, Heartbeat, Kill
 from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, eventually, wait_serving
-
-PROBE_MODULE = "tests.bus.probe_actor"
-
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.programs import PROBE_ACTOR
+from tests.support.waiting import eventually
 
 def _start_probe(config_path: Path, processes: list[ActorProcess], zctx: zmq.Context, cfg: KhazadConfig,
                  topics: str) -> ActorProcess:
-    proc = ActorProcess(PROBE_MODULE, config_path, name="probe",
+    proc = ActorProcess(PROBE_ACTOR, config_path, name="probe",
                         env={"PROBE_NAME": "probe", "PROBE_SERVICE": "monitor", "PROBE_TOPICS": topics}).start()
     processes.append(proc)
     wait_serving(zctx, cfg.bus.monitor, proc)

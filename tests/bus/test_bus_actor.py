@@ -17,8 +17,9 @@ from bus.config import KhazadConfig
 from bus.messages import Alert, GapReport, GetSystemStatus, Ping, Pong, Rejected, Resume
 from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.bus.conftest import probe_status
-from tests.helpers import ActorProcess, eventually
+from tests.support.processes import ActorProcess
+from tests.support.programs import probe_status
+from tests.support.waiting import eventually
 
 #: Bound for an in-process actor run in these tests.
 RUN_TIMEOUT_S = 20.0
@@ -157,7 +158,7 @@ def test_handler_errors_get_internal_rejections_then_repeated_errors_exit_70(
 def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a_gap(
         zctx: zmq.Context, cfg: KhazadConfig, config_path: Any, processes: list[ActorProcess],
         probe_factory: Callable[..., ActorProcess]) -> None:
-    from tests.bus.conftest import start_proxy
+    from tests.support.processes import start_proxy
 
     start_proxy(config_path, processes, zctx, env=HWM_ENV)
     probe_factory(env={"PROBE_INBOX_SIZE": str(INBOX), **HWM_ENV})

@@ -10,7 +10,9 @@ import msgspec
 import pytest
 
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
-from tests.helpers import REPO, ActorProcess
+from tests.support.config import REPO
+from tests.support.processes import ActorProcess
+from tests.support.programs import PROBE_ACTOR
 
 DEFAULT_TOML = REPO / "khazad.toml"
 #: Keys the loader fills itself, and open tables (their entries are user-chosen names).
@@ -136,7 +138,7 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml", env={})
 
 
-@pytest.mark.parametrize("module", ["bus.proxy", "tests.bus.probe_actor"])
+@pytest.mark.parametrize("module", ["bus.proxy", PROBE_ACTOR])
 def test_process_with_bad_config_exits_78_naming_the_key(tmp_path: Path, module: str,
                                                           processes: list[ActorProcess]) -> None:
     path = _write(tmp_path, "[bus]\nheartbeat_liveness = 0\n")

@@ -14,7 +14,7 @@ from bus import sockets
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import Ack, Kill, Ping, Pong, Rejected, WaitOrder
 from bus.reqrep import DEADLINE_ALLOWANCE_S, RequestTimeout, SyncClient
-from tests.bus.conftest import PROBE_SERVICE, probe_status
+from tests.support.programs import PROBE_SERVICE, probe_status
 
 PAST_S = 5.0
 

@@ -14,7 +14,8 @@ from bus.config import KhazadConfig
 from bus.heartbeat import LivenessTracker, PeerLiveness
 from bus.messages import Heartbeat
 from bus.pubsub import SyncSubscriber
-from tests.helpers import ActorProcess, eventually
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 
 #: Scheduling slack on top of interval x liveness (the sweep runs every poll; the machine is shared).
 SLACK_S = 1.0

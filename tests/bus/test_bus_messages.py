@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bus import messages as m
 from bus.codec import Codec, DecodeError, Stamper, event_codec, reply_codec, request_codec, validate
-from tests.bus.samples import all_message_types, channel_members, sample
+from tests.support.message_samples import all_message_types, channel_members, sample
 
 CODECS = {"event": event_codec, "request": request_codec, "reply": reply_codec}
 UNIONS = {"event": m.Event, "request": m.Request, "reply": m.Reply}

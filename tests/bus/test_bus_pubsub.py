@@ -16,8 +16,9 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Alert, Envelope, Heartbeat
 from bus.pubsub import Publisher, SequenceTracker, SyncSubscriber
-from tests.bus.conftest import start_proxy
-from tests.helpers import ActorProcess, eventually
+from tests.support.processes import ActorProcess, start_proxy
+from tests.support.programs import BURST_PUBLISHER, STALLED_SUBSCRIBER
+from tests.support.waiting import eventually
 
 #: Events published at once by a brand-new publisher (enough that a slow-joiner loss would show).
 BURST = 3000
@@ -53,7 +54,7 @@ def test_new_publisher_process_burst_right_after_ready_arrives_complete_in_order
     sub = _ready_subscriber(zctx, cfg, ["burst."])
     got: list[tuple[str, Envelope[Any]]] = []
     for run in range(2):  # the second run is a restart: a new incarnation, seq from 1 again, not a gap
-        pub = ActorProcess("tests.bus.burst_publisher", config_path, name=f"burst{run}",
+        pub = ActorProcess(BURST_PUBLISHER, config_path, name=f"burst{run}",
                            args=["--count", str(BURST), "--topic", "burst.x"]).start()
         processes.append(pub)
         eventually(lambda: _drain(sub, got) >= BURST * (run + 1), timeout=30,
@@ -103,7 +104,7 @@ def test_subscriber_stalled_beyond_transport_heartbeat_survives_and_reports_gap(
     """Regression: with ZMTP heartbeats on pub/sub sockets, a subscriber stalled past the heartbeat timeout lost its
     connection and libzmq 4.3.5 aborted the process on reconnect (``Assertion failed: _input_stopped``)."""
     start_proxy(config_path, processes, zctx, env=TINY_HWM_ENV)
-    sub = ActorProcess("tests.bus.stalled_subscriber", config_path, name="stalled",
+    sub = ActorProcess(STALLED_SUBSCRIBER, config_path, name="stalled",
                        args=["--topic", "stall.", "--stall", str(LONG_STALL_S)]).start()
     processes.append(sub)
     eventually(lambda: "ready" in sub.log() or not sub.alive(), message=lambda: sub.log())

@@ -13,7 +13,7 @@ from bus.security import load_allowed
 from cli.main import main as khazad
 from launch.plan import Plan
 from launch.supervisord import render, sections
-from tests.helpers import write_config
+from tests.support.config import write_config
 
 #: an actor that serves no requests (no [bus] endpoint needed): adding it must take one registry entry
 RECORDER = registry.ActorSpec(name="recorder", module="actors.recorder", endpoint=None, priority=65,

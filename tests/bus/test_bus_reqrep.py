@@ -21,8 +21,10 @@ from bus import reqrep
 from bus.codec import DecodeError, Stamper, reply_codec, request_codec
 from bus.config import KhazadConfig
 from bus.reqrep import AsyncClient, RequestTimeout, SyncClient, backoff_s
-from tests.bus.conftest import probe_status
-from tests.helpers import ActorProcess, eventually, free_port
+from tests.support.config import free_port
+from tests.support.processes import ActorProcess
+from tests.support.programs import probe_status
+from tests.support.waiting import eventually
 
 #: Scheduling slack on top of a computed bound (a loaded 2-core machine runs other engineers' tests too).
 SLACK_S = 1.5

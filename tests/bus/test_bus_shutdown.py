@@ -16,8 +16,8 @@ from bus.codec import Stamper, request_codec
 from bus.config import KhazadConfig
 from bus.messages import Alert, WaitOrder
 from bus.pubsub import Publisher, SyncSubscriber
-from tests.bus.conftest import start_proxy
-from tests.helpers import ActorProcess, eventually
+from tests.support.processes import ActorProcess, start_proxy
+from tests.support.waiting import eventually
 
 #: The requirement: a bus process exits cleanly within 2 s of SIGTERM/SIGINT.
 SHUTDOWN_BOUND_S = 2.0

@@ -45,8 +45,10 @@ from cli.resume import send_resume
 from sdk import KhazadClient, KhazadClientError, OrderRejected, OrderWaitTimeout
 from sim.control import ControlError
 from tests.chaos import invariants
-from tests.helpers import ActorProcess, eventually
-from tests.system.support import SIM_WORKING, System, running_system
+from tests.support.processes import ActorProcess
+from tests.support.sim_state import SIM_WORKING
+from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 
 #: The load: (strategy id, symbols) per process.
 LOAD_STRATEGIES = (("chaos_a", "AAPL,MSFT"), ("chaos_b", "SPY,NVDA"))

@@ -43,7 +43,7 @@ from bus.messages import (
     GatewaySnapshot, GatewayStatus, GetPositions, GetRiskState, GetSnapshot, GetStatus, OrderSpec, PositionsReply,
     RiskStateReply, parse_order_ref,
 )
-from tests.system.support import System
+from tests.support.system import System
 
 #: Quantities and prices equal within this (IB reports floats).
 EPS = 1e-6

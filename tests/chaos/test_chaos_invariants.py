@@ -11,10 +11,11 @@ from typing import Any
 from actors.orders.journal import Journal
 from actors.orders.lifecycle import OrderRecord
 from bus.messages import (
-    Approval, FillEvent, Instrument, OrderSpec, RiskDecision, order_ref_for,
+    Approval, FillEvent, RiskDecision, order_ref_for,
 )
 from tests.chaos import invariants
 from tests.chaos.invariants import Truth
+from tests.support.builders import order
 
 A1 = "chaos_a/a-1"  # resting, modified once
 A2 = "chaos_a/a-2"  # filled
@@ -158,8 +159,7 @@ def test_risk_log_approvals_are_counted_per_order_ref():
 
 
 def test_read_journal_counts_approved_decisions_and_each_fill_once(tmp_path):
-    spec = OrderSpec(strategy_id="chaos_a", client_order_id="a-2", instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=5, order_type="LMT", limit_price=101.0)
+    spec = order("BUY", 5, strategy="chaos_a", coid="a-2", limit=101.0)
     ref = order_ref_for("chaos_a", "a-2")
     approval = Approval(approval_id="x", order_digest="d", issued_wall_ns=1, expires_wall_ns=2, signature="s")
     journal = Journal(tmp_path / "orders.sqlite")

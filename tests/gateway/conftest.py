@@ -10,8 +10,10 @@ import pytest
 import zmq
 
 from bus import topics
-from tests.gateway.support import EventRecorder, GatewayHarness, gateway_extra
-from tests.helpers import ActorProcess, cfg_of, write_config
+from tests.support.config import cfg_of, gateway_extra, write_config
+from tests.support.events import EventRecorder
+from tests.support.gateway_harness import GatewayHarness
+from tests.support.processes import ActorProcess
 
 
 @pytest.fixture
@@ -44,7 +46,8 @@ def config_path(tmp_path: Path, sim, gateway_overrides: dict) -> Path:
 def recorder(proxy, config_path: Path, zctx: zmq.Context) -> Iterator[EventRecorder]:
     rec = EventRecorder(zctx, cfg_of(config_path), [
         topics.GW_ORDER_PREFIX, topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.STATE_PREFIX, topics.RECON_PREFIX,
-        topics.ALERT_PREFIX, topics.POSITION_PREFIX, topics.ACCOUNT_VALUES, topics.MARKET_DATA_PREFIX])
+        topics.ALERT_PREFIX, topics.POSITION_PREFIX, topics.ACCOUNT_VALUES, topics.MARKET_DATA_PREFIX,
+        topics.heartbeat("gateway")])
     try:
         yield rec
     finally:

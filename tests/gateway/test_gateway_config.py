@@ -10,8 +10,11 @@ import pytest
 from actors.gateway.settings import check_accounts, resolve_settings
 from bus.config import EXIT_CONFIG, ConfigError
 from bus.messages import Rejected
-from tests.gateway.support import GatewayHarness, gateway_extra, order
-from tests.helpers import ActorProcess, cfg_of, eventually, free_port, write_config
+from tests.support.builders import order
+from tests.support.config import cfg_of, free_port, gateway_extra, write_config
+from tests.support.gateway_harness import GatewayHarness
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 
 LIVE = "U7654321"
 
@@ -139,12 +142,12 @@ def test_paper_config_never_falls_back_to_the_simulator(tmp_path, sim, processes
     harness = GatewayHarness(zctx, path, processes, sim, None)
     try:
         harness.start()
-        from tests.helpers import wait_serving
+        from tests.support.processes import wait_serving
         wait_serving(zctx, harness.cfg.bus.gateway, harness.proc)
         eventually(lambda: harness.log().count("failed") >= 3, 20, message="three failed connect attempts")
         status = harness.status()
         assert status.connection in ("DISCONNECTED", "CONNECTING") and status.mode == "paper"
-        refused = harness.submit(order("nofallback"))
+        refused = harness.submit(order(coid="nofallback"))
         assert isinstance(refused, Rejected) and refused.code == "disconnected"
         assert f":{dead_port}" in harness.log() and f":{sim.port} " not in harness.log()
         state = sim.state()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from cli.main import main
-from tests.gateway.support import squat
+from tests.support.sim_state import squat
 
 
 def run_doctor(capsys, *args: str) -> tuple[int, dict[str, str], str]:

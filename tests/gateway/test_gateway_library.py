@@ -11,8 +11,10 @@ import pytest
 
 from bus import topics
 from bus.messages import CancelIbOrder, CancelReport, FillEvent, Rejected, SubmitAck
-from tests.gateway.support import FAR_BELOW, order, place_working, sim_order, working_at_sim
-from tests.helpers import REPO
+from tests.support.builders import order
+from tests.support.config import REPO
+from tests.support.gateway_harness import FAR_BELOW, place_working
+from tests.support.sim_state import sim_order, working_at_sim
 
 IMPORT_RE = re.compile(r"^\s*(import|from)\s+(ib_insync|ib_async|ibapi)\b", re.M)
 SEAM = REPO / "actors" / "gateway" / "ib.py"
@@ -40,7 +42,7 @@ def test_only_the_seam_imports_the_client_library():
 def test_ib_async_drop_in_smoke(gateway, recorder, sim):
     assert "library=ib_async" in gateway.log()
     # a fill, with the exact status sequence
-    spec = order("async-fill", qty=10)
+    spec = order(coid="async-fill", qty=10)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
     sim.advance(1.0)
@@ -49,12 +51,12 @@ def test_ib_async_drop_in_smoke(gateway, recorder, sim):
     assert len([f for f in recorder.bodies(topics.FILL_PREFIX, FillEvent) if f.order_ref == spec.order_ref]) == 1
     # a 201 rejection with its reason
     sim.reject_next_orders(1, reason="async reject")
-    rej = order("async-rej")
+    rej = order(coid="async-rej")
     gateway.submit(rej)
     ev = recorder.wait_status(rej.order_ref, "Cancelled")
     assert ev.error_code == 201 and ev.reason == "async reject"
     # a cancel
-    can = order("async-can", order_type="LMT", limit=FAR_BELOW)
+    can = order(coid="async-can", order_type="LMT", limit=FAR_BELOW)
     gateway.submit(can)
     recorder.wait_status(can.order_ref, "Submitted")
     gateway.call(CancelIbOrder(order_ref=can.order_ref))
@@ -66,7 +68,7 @@ def test_ib_async_drop_in_smoke(gateway, recorder, sim):
     report = gateway.kill(kill_id="async-kill")
     assert isinstance(report, CancelReport) and report.confirmed and report.cancelled == 5
     assert working_at_sim(sim.state()) == []
-    refused = gateway.submit(order("async-halted"))
+    refused = gateway.submit(order(coid="async-halted"))
     assert isinstance(refused, Rejected) and refused.code == "halted"
     # a daily restart with a fill in the gap
     gateway.resume()

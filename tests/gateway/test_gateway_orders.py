@@ -15,13 +15,15 @@ from bus.messages import (
     Ack, AmendOrder, CancelIbOrder, CommissionEvent, FillEvent, GatewaySnapshot, GetAccount, GetSnapshot, Ping,
     Pong, Rejected, SubmitAck, SubmitOrder,
 )
-from tests.gateway.support import FAR_BELOW, GatewayHarness, order, requests_named, sim_order, working_at_sim
-from tests.helpers import eventually
+from tests.support.builders import order
+from tests.support.gateway_harness import FAR_BELOW, GatewayHarness
+from tests.support.sim_state import requests_named, sim_order, working_at_sim
+from tests.support.waiting import eventually
 
 
 
 def test_market_order_fill_sequence_exact(gateway, recorder, sim):
-    spec = order("fill1", qty=10)
+    spec = order(coid="fill1", qty=10)
     ack = gateway.submit(spec)
     assert isinstance(ack, SubmitAck) and ack.order_ref == "s1/fill1" and ack.ib_order_id > 0, ack
     recorder.wait_status(spec.order_ref, "Submitted")
@@ -43,7 +45,7 @@ def test_market_order_fill_sequence_exact(gateway, recorder, sim):
 
 
 def test_partial_fills_sequence_exact(gateway, recorder, sim):
-    spec = order("part1", qty=100, order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="part1", qty=100, order_type="LMT", limit=FAR_BELOW)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
     perm = sim_order(sim.state(), spec.order_ref)["permId"]
@@ -63,7 +65,7 @@ def test_partial_fills_sequence_exact(gateway, recorder, sim):
 
 def test_reject_201_reports_code_and_reason(gateway, recorder, sim):
     sim.reject_next_orders(1, code=201, reason="insufficient margin for this test")
-    spec = order("rej1")
+    spec = order(coid="rej1")
     assert isinstance(gateway.submit(spec), SubmitAck)
     ev = recorder.wait_status(spec.order_ref, "Cancelled")
     assert recorder.status_names(spec.order_ref) == ["PendingSubmit", "Cancelled"]
@@ -72,7 +74,7 @@ def test_reject_201_reports_code_and_reason(gateway, recorder, sim):
 
 
 def test_cancel_sequence_exact(gateway, recorder, sim):
-    spec = order("can1", order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="can1", order_type="LMT", limit=FAR_BELOW)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
     assert gateway.call(CancelIbOrder(order_ref=spec.order_ref, reason="test")) == Ack(detail="cancel sent")
@@ -89,7 +91,7 @@ def test_cancel_sequence_exact(gateway, recorder, sim):
 
 def test_presubmitted_outside_hours_is_live_and_never_cancelled(gateway, recorder, sim):
     sim.market_hours("closed")
-    spec = order("pre1", qty=5)
+    spec = order(coid="pre1", qty=5)
     assert isinstance(gateway.submit(spec), SubmitAck)
     ev = recorder.wait_status(spec.order_ref, "PreSubmitted")
     assert ev.is_live and not ev.is_done and ev.error_code is None
@@ -111,8 +113,8 @@ def test_presubmitted_outside_hours_is_live_and_never_cancelled(gateway, recorde
 
 
 def test_order_without_valid_approval_refused_and_never_reaches_ib(gateway, sim):
-    spec = order("noapp1")
-    other = order("noapp2", qty=999)
+    spec = order(coid="noapp1")
+    other = order(coid="noapp2", qty=999)
     forged_key = b"x" * 32
     cases = {
         "approval.bad_signature": SubmitOrder(order=spec, approval=sign(forged_key, spec, ttl_s=30)),
@@ -124,7 +126,7 @@ def test_order_without_valid_approval_refused_and_never_reaches_ib(gateway, sim)
         assert isinstance(reply, Rejected) and reply.code == code, (code, reply)
     used = gateway.approve(other)
     assert isinstance(gateway.call(SubmitOrder(order=other, approval=used)), SubmitAck)
-    copy = order("noapp3", qty=999)
+    copy = order(coid="noapp3", qty=999)
     reused = gateway.call(SubmitOrder(order=copy, approval=used))
     assert isinstance(reused, Rejected) and reused.code.startswith("approval."), reused
     state = eventually(lambda: (s := sim.state()) and len(requests_named(s, "placeOrder")) == 1 and s)
@@ -132,7 +134,7 @@ def test_order_without_valid_approval_refused_and_never_reaches_ib(gateway, sim)
 
 
 def test_duplicate_order_ref_returns_existing_ack_without_second_ib_order(gateway, recorder, sim):
-    spec = order("dup1", order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="dup1", order_type="LMT", limit=FAR_BELOW)
     first = gateway.submit(spec)
     assert isinstance(first, SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
@@ -146,7 +148,7 @@ def test_duplicate_order_ref_returns_existing_ack_without_second_ib_order(gatewa
 
 def test_duplicate_order_ref_after_gateway_restart_never_places_twice(gateway, recorder, sim, zctx, config_path,
                                                                      processes):
-    spec = order("dup-restart", order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="dup-restart", order_type="LMT", limit=FAR_BELOW)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
     assert isinstance(gateway.call(CancelIbOrder(order_ref=spec.order_ref)), Ack)
@@ -167,13 +169,13 @@ def test_duplicate_order_ref_after_gateway_restart_never_places_twice(gateway, r
 
 
 def test_unknown_symbol_rejected(gateway, sim):
-    reply = gateway.submit(order("unk1", symbol="NOSUCHSYM"))
+    reply = gateway.submit(order(coid="unk1", symbol="NOSUCHSYM"))
     assert isinstance(reply, Rejected) and reply.code == "unknown_symbol", reply
     assert requests_named(sim.state(), "placeOrder") == []
 
 
 def test_amend_keeps_ib_order_id_and_needs_a_modify_approval(gateway, recorder, sim):
-    spec = order("amd1", qty=10, order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="amd1", qty=10, order_type="LMT", limit=FAR_BELOW)
     ack = gateway.submit(spec)
     recorder.wait_status(spec.order_ref, "Submitted")
     new = msgspec.structs.replace(spec, quantity=20, limit_price=101.0)
@@ -190,7 +192,7 @@ def test_amend_keeps_ib_order_id_and_needs_a_modify_approval(gateway, recorder, 
 
 
 def test_execution_correction_published_once_as_correction(gateway, recorder, sim):
-    spec = order("corr1", qty=10)
+    spec = order(coid="corr1", qty=10)
     gateway.submit(spec)
     recorder.wait_status(spec.order_ref, "Submitted")
     sim.advance(1.0)
@@ -225,7 +227,7 @@ def test_bad_input_gets_typed_rejections_and_gateway_keeps_serving(gateway, zctx
         raw.send(b"\xc1garbage")
     finally:
         raw.close(0)
-    nan_spec = order("nan1")
+    nan_spec = order(coid="nan1")
     env = msgspec.to_builtins(Stamper("t").stamp(SubmitOrder(order=nan_spec, approval=gateway.approve(nan_spec)),
                                                  request_id="r2"))
     env["body"]["order"]["quantity"] = float("nan")

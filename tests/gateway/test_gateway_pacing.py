@@ -12,8 +12,9 @@ from actors.gateway.pacing import RECEIVER_JITTER_S, PacedSender, Priority, clas
 from bus import topics
 from bus.messages import CancelReport, Instrument, MarketDataAck, Rejected, SubscribeMarketData, TickEvent, \
     UnsubscribeMarketData
-from tests.gateway.support import place_working, requests_named, working_at_sim
-from tests.helpers import eventually
+from tests.support.gateway_harness import place_working
+from tests.support.sim_state import requests_named, working_at_sim
+from tests.support.waiting import eventually
 
 MD_NAMES = ("reqMktData", "cancelMktData")
 
@@ -201,9 +202,10 @@ def test_amendments_are_acked_only_once_sent_and_a_cancel_drops_the_queued_ones(
     from bus.codec import Stamper, reply_codec, request_codec
     from bus.messages import Ack, AmendOrder, CancelIbOrder, SubmitAck
     from msgspec.structs import replace
-    from tests.gateway.support import FAR_BELOW, order
+    from tests.support.builders import order
+    from tests.support.gateway_harness import FAR_BELOW
 
-    spec = order("amend-burst", order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="amend-burst", order_type="LMT", limit=FAR_BELOW)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
     raw = zctx.socket(zmq.DEALER)

@@ -11,10 +11,10 @@ from bus import topics
 from bus.messages import (
     CommissionEvent, ConnectionStateEvent, FillEvent, ReconciliationReport, Rejected, SubmitAck,
 )
-from tests.gateway.support import (
-    FAR_BELOW, GatewayHarness, order, place_working, sim_order, squat, working_at_sim,
-)
-from tests.helpers import eventually
+from tests.support.builders import order
+from tests.support.gateway_harness import FAR_BELOW, GatewayHarness, place_working
+from tests.support.sim_state import sim_order, squat, working_at_sim
+from tests.support.waiting import eventually
 
 
 def conn_events(recorder) -> list[ConnectionStateEvent]:
@@ -33,7 +33,7 @@ def test_daily_restart_fills_during_gap_published_exactly_once(gateway, recorder
     sim.refuse_connections()
     sim.drop_connections("daily restart")
     recorder.wait_for(lambda r: any(e.state == "DISCONNECTED" for e in conn_events(r)), what="DISCONNECTED")
-    refused = gateway.submit(order("in-gap"))
+    refused = gateway.submit(order(coid="in-gap"))
     assert isinstance(refused, Rejected) and refused.code == "disconnected", refused
     sim.fill(perms[0])  # the rest of order 0 and all of order 1 fill while the gateway is away
     sim.fill(perms[1])
@@ -54,7 +54,7 @@ def test_daily_restart_fills_during_gap_published_exactly_once(gateway, recorder
     recorder.wait_for(lambda r: len(fills_for(r, refs)) == 4, what="fill after reconnect")
     after = fills_for(recorder, refs)
     assert len({f.exec_id for f in after}) == 4 and not after[-1].replayed
-    assert isinstance(gateway.submit(order("after-gap", order_type="LMT", limit=FAR_BELOW)), SubmitAck)
+    assert isinstance(gateway.submit(order(coid="after-gap", order_type="LMT", limit=FAR_BELOW)), SubmitAck)
     states = [e.state for e in conn_events(recorder)]
     tail = states[states.index("DISCONNECTED"):]
     assert "RECONCILING" in tail and tail[-1] == "READY"
@@ -77,20 +77,20 @@ def test_client_id_in_use_on_reconnect_is_retried_and_recovers(gateway, recorder
         squatter.close()
     status = gateway.wait_ready()
     assert status.reconnects >= 1 and status.connection == "READY"
-    assert isinstance(gateway.submit(order("after-326", order_type="LMT", limit=FAR_BELOW)), SubmitAck)
+    assert isinstance(gateway.submit(order(coid="after-326", order_type="LMT", limit=FAR_BELOW)), SubmitAck)
 
 
 def test_connectivity_lost_1100_refuses_orders_until_1102_reconciled(gateway, recorder, sim):
     sim.connectivity(lost_for=5.0, restore=1102)
     ev = recorder.wait_for(lambda r: next((e for e in conn_events(r) if e.ib_code == 1100), None), what="1100")
     assert ev.state == "DISCONNECTED"
-    refused = gateway.submit(order("during-1100"))
+    refused = gateway.submit(order(coid="during-1100"))
     assert isinstance(refused, Rejected) and refused.code == "disconnected" and "1100" in refused.reason
     sim.advance(6.0)
     gateway.wait_ready()
     states = [e.state for e in conn_events(recorder)]
     assert states[states.index("DISCONNECTED"):][-2:] == ["RECONCILING", "READY"]
-    assert isinstance(gateway.submit(order("after-1102", order_type="LMT", limit=FAR_BELOW)), SubmitAck)
+    assert isinstance(gateway.submit(order(coid="after-1102", order_type="LMT", limit=FAR_BELOW)), SubmitAck)
 
 
 def test_gateway_restart_replays_missed_fills_once(gateway, recorder, sim, zctx, config_path, processes):
@@ -136,5 +136,5 @@ def test_kill_while_disconnected_latches_and_sweeps_after_reconnect(gateway, rec
     assert working_at_sim(sim.state()) == []
     for ref in refs:
         recorder.wait_status(ref, "Cancelled")
-    refused = gateway.submit(order("after-offline-kill"))
+    refused = gateway.submit(order(coid="after-offline-kill"))
     assert isinstance(refused, Rejected) and refused.code == "halted"

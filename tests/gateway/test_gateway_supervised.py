@@ -17,8 +17,10 @@ import zmq
 from bus import registry
 from bus.messages import Rejected, SubmitAck
 from supervisor.xmlrpc import SupervisorTransport
-from tests.gateway.support import GatewayHarness, gateway_extra, order
-from tests.helpers import REPO, cfg_of, eventually, write_config
+from tests.support.builders import order
+from tests.support.config import REPO, cfg_of, gateway_extra, write_config
+from tests.support.gateway_harness import GatewayHarness
+from tests.support.waiting import eventually
 
 SUPERVISOR_START_TIMEOUT_S = 30.0
 
@@ -111,7 +113,7 @@ def test_gateway_under_supervisord_serves_and_survives_sigkill_halted(tmp_path, 
     try:
         eventually(lambda: sup.info("gateway")["statename"] == "RUNNING", 30, message=lambda: sup.log("gateway"))
         eventually(lambda: harness.status().connection == "READY", 30, message=lambda: sup.log("gateway"))
-        ack = harness.submit(order("sup1", order_type="LMT", limit=100.0))
+        ack = harness.submit(order(coid="sup1", order_type="LMT", limit=100.0))
         assert isinstance(ack, SubmitAck)
         report = harness.kill(kill_id="sup-kill")
         assert report.confirmed and report.cancelled == 1
@@ -121,7 +123,7 @@ def test_gateway_under_supervisord_serves_and_survives_sigkill_halted(tmp_path, 
                    message=lambda: sup.log("gateway"))
         status = eventually(lambda: (s := harness.status()).connection == "READY" and s, 30)
         assert status.trading_state == "HALTED" and status.epoch == report.epoch
-        refused = harness.submit(order("sup2"))
+        refused = harness.submit(order(coid="sup2"))
         assert isinstance(refused, Rejected) and refused.code == "halted"
     finally:
         harness.close()

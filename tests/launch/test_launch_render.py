@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bus import registry
-from tests.helpers import REPO, write_config
+from tests.support.config import REPO, write_config
 
 ACTORS = registry.ACTOR_NAMES
 

@@ -22,8 +22,8 @@ from bus import registry
 from launch.health import check_health
 from launch.plan import SIM, STRATEGY
 from launch.supervisord import sections
-from tests.helpers import REPO
-from tests.system.support import running_system
+from tests.support.config import REPO
+from tests.support.system import running_system
 
 #: wheel build (~6 s), fresh venv with the dependencies (~25 s), start (~5 s), stop (~5 s) on an idle 2-core
 #: machine; generous for a loaded one

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.support.config import REPO
 
 PACKAGES = ("actors", "bench", "bus", "cli", "examples", "launch", "sdk", "sim", "tests")
 #: package -> the Khazad packages it must never import

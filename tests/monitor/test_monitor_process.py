@@ -16,7 +16,9 @@ from bus import registry, topics
 from bus.messages import Alert, GetSystemStatus, SystemStatusReply
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import REPO, ActorProcess, cfg_of, eventually, wait_serving, write_config
+from tests.support.config import REPO, cfg_of, write_config
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.waiting import eventually
 
 
 def config_with_hook(tmp_path: Path) -> Path:

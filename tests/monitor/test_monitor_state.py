@@ -19,19 +19,9 @@ from bus.messages import (
     Alert, ConnectionStateEvent, EmergencyCancel, FillEvent, GapReport, Heartbeat, Instrument, Kill,
     OrderStatusEvent, Resume, RiskDecisionEvent, TradingStateEvent,
 )
-from tests.helpers import cfg_of, write_config
-from tests.portfolio.factories import fill
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any]] = []
-
-    def publish(self, topic: str, body: Any) -> None:
-        self.sent.append((topic, body))
-
-    def alerts(self) -> list[Alert]:
-        return [b for _, b in self.sent if isinstance(b, Alert)]
+from tests.support.builders import fill
+from tests.support.config import cfg_of, write_config
+from tests.support.doubles.publisher import PublishedLog
 
 
 class Env:
@@ -56,7 +46,7 @@ class Clock:
 def monitor(tmp_path: Path):
     cfg = cfg_of(write_config(tmp_path))
     m = MonitorActor(cfg)
-    m.publisher = Recorder()  # type: ignore[assignment]
+    m.publisher = PublishedLog()  # type: ignore[assignment]
     clock = Clock()
     m.tracker = LivenessTracker(cfg.bus.heartbeat_liveness, clock=clock)
     loop = asyncio.new_event_loop()
@@ -72,9 +62,9 @@ def feed(m: MonitorActor, body: Any, sender: str = "test", topic: str = "x", inc
     m.loop.run_until_complete(m.on_event(topic, Env(body, sender, incarnation)))
 
 
-def beat(m: MonitorActor, name: str, pid: int = 100, incarnation: int = 1) -> None:
-    feed(m, Heartbeat(actor=name, pid=pid, interval_s=0.5), sender=name, topic=topics.heartbeat(name),
-         incarnation=incarnation)
+def beat(m: MonitorActor, name: str, pid: int = 100, incarnation: int = 1, detail: dict[str, str] | None = None) -> None:
+    feed(m, Heartbeat(actor=name, pid=pid, interval_s=0.5, detail=detail or {}), sender=name,
+         topic=topics.heartbeat(name), incarnation=incarnation)
 
 
 def kinds(m: MonitorActor) -> list[str]:
@@ -145,6 +135,21 @@ def test_trading_state_changes_are_audited_and_older_epochs_ignored(monitor):
         "? -> ACTIVE", "ACTIVE -> HALTED: kill", "? -> REDUCING"]
 
 
+def test_gateway_latch_is_read_from_its_heartbeats_and_the_epoch_is_the_authoritys(monitor):
+    beat(monitor, "gateway", detail={"halted": "", "epoch": "0"})
+    assert monitor.status().trading_states == {"gateway:all": "ACTIVE"}
+    beat(monitor, "gateway", detail={"halted": "all,strategy:alpha", "epoch": "7"})
+    feed(monitor, TradingStateEvent(scope="all", state="HALTED", epoch=3, cause="kill", kill_id="k1"), sender="risk")
+    status = monitor.status()
+    assert status.trading_states == {"gateway:all": "HALTED", "gateway:strategy:alpha": "HALTED", "risk:all": "HALTED"}
+    assert status.trading_state == "HALTED" and status.epoch == 3  # the latch's own counter (7) is not the epoch
+    beat(monitor, "gateway", detail={"halted": "", "epoch": "8"})
+    feed(monitor, TradingStateEvent(scope="all", state="ACTIVE", epoch=4, cause="resume"), sender="risk")
+    status = monitor.status()
+    assert status.trading_states == {"gateway:all": "ACTIVE", "gateway:strategy:alpha": "ACTIVE", "risk:all": "ACTIVE"}
+    assert status.trading_state == "ACTIVE" and status.epoch == 4
+
+
 def test_connection_loss_and_return_are_alerted_and_audited(monitor):
     # not connected yet at start-up is not a loss; losing a READY link is
     for state in ("DISCONNECTED", "CONNECTING", "READY", "DISCONNECTED", "CONNECTING", "READY"):
@@ -192,9 +197,9 @@ def test_rejects_gaps_and_fills_are_counted(monitor):
 
 
 def test_metrics_text_has_the_system_state(monitor):
-    beat(monitor, "gateway")
+    beat(monitor, "gateway", detail={"halted": "all", "epoch": "2"})  # the gateway's latch
     feed(monitor, ConnectionStateEvent(state="READY"))
-    feed(monitor, TradingStateEvent(scope="all", state="HALTED", epoch=4), sender="gateway")
+    feed(monitor, TradingStateEvent(scope="all", state="HALTED", epoch=4, cause="kill"), sender="risk")
     feed(monitor, FillEvent(exec_id="e1", exec_key="e1", order_ref="alpha/9", instrument=Instrument(symbol="AAPL"),
                             side="BUY", quantity=1, price=1.0))
     monitor.sweep()
@@ -203,6 +208,7 @@ def test_metrics_text_has_the_system_state(monitor):
     assert 'khazad_actor_up{actor="orders"} 0.0' in text
     assert 'khazad_gateway_connection_state{khazad_gateway_connection_state="READY"} 1.0' in text
     assert 'khazad_trading_state{scope="all",source="gateway",state="HALTED"} 1.0' in text
+    assert 'khazad_trading_state{scope="all",source="risk",state="HALTED"} 1.0' in text
     assert 'khazad_fills_total{strategy="alpha"} 1.0' in text
     assert "khazad_trading_epoch 4.0" in text
 
@@ -211,7 +217,7 @@ def test_critical_alert_runs_the_operator_hook_with_the_alert_json(tmp_path):
     out = tmp_path / "hooked.jsonl"
     cfg = cfg_of(_with_monitor(tmp_path, f"alert_command = \"cat >> '{out}'; echo >> '{out}'\""))
     m = MonitorActor(cfg)
-    m.publisher = Recorder()  # type: ignore[assignment]
+    m.publisher = PublishedLog()  # type: ignore[assignment]
 
     async def run() -> None:
         await m.on_start()

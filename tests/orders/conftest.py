@@ -14,16 +14,9 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, eventually, wait_serving, write_config
-from tests.orders.doubles import ChainDoubles
-
-ORDERS_EXTRA = """
-[orders]
-risk_timeout_s = 0.5
-gateway_timeout_s = 1.0
-orphan_timeout_s = 30.0
-snapshot_timeout_s = 1.0
-"""
+from tests.support.config import ORDERS_EXTRA, write_config
+from tests.support.doubles.order_peers import ChainDoubles
+from tests.support.processes import ActorProcess, wait_serving
 
 
 @pytest.fixture
@@ -73,11 +66,3 @@ def updates(zctx: zmq.Context, cfg: KhazadConfig, proxy: ActorProcess) -> Iterat
         pub.close()
     yield sub
     sub.close()
-
-
-def wait_ready(client: SyncClient) -> None:
-    """Until the order manager has reconciled with the gateway (GetStatus detail ``ready``)."""
-    from bus.messages import GetStatus
-
-    eventually(lambda: client.call(GetStatus()).detail.get("ready") == "true", 15,
-               message="order manager ready")

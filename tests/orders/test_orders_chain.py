@@ -16,22 +16,17 @@ import zmq
 from bus import registry
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.messages import GetOrder, GetStatus, Instrument, OrderReply, OrderSpec, PlaceOrder, WaitOrder
+from bus.messages import GetOrder, Instrument, OrderReply, OrderSpec, PlaceOrder, WaitOrder
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, eventually, wait_serving, write_config
-from tests.orders.conftest import ORDERS_EXTRA, wait_ready
-from tests.orders.test_orders_service import assert_journal_consistent, statuses_seen
+from tests.support.builders import order
+from tests.support.config import ORDERS_EXTRA, gateway_extra, write_config
+from tests.support.orders_journal import assert_journal_consistent, statuses_seen
+from tests.support.processes import ActorProcess, start_actor, start_gateway, start_ready, wait_ready, wait_serving
+from tests.support.waiting import eventually
 
-#: How long the gateway may take to connect to the simulator and reconcile.
-GATEWAY_READY_TIMEOUT_S = 30.0
 #: Missed gateway heartbeats (0.2 s each in tests) before the governor's disconnect breaker trips.
 RISK_GATEWAY_LIVENESS = 50
-
-
-def gateway_section(port: int) -> str:
-    return (f'[gateway]\nmode = "sim"\nport = {port}\nclient_id = 7\nreconnect_initial_s = 0.1\n'
-            f'reconnect_max_s = 0.5\nconnect_timeout_s = 5.0\n')
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def sim() -> Iterator[Any]:
 
 @pytest.fixture
 def config_path(tmp_path: Path, sim: Any) -> Path:
-    return write_config(tmp_path, extra=ORDERS_EXTRA + gateway_section(sim.port))
+    return write_config(tmp_path, extra=ORDERS_EXTRA + gateway_extra(sim.port, kill_verify_timeout_s=None))
 
 
 @pytest.fixture
@@ -52,35 +47,14 @@ def chain(proxy: ActorProcess, config_path: Path, processes: list[ActorProcess],
           cfg: KhazadConfig, strategy: SyncClient) -> dict[str, ActorProcess]:
     """gateway (READY with the simulator), risk governor and order manager (reconciled), all real processes."""
     procs: dict[str, ActorProcess] = {}
-    gw = procs["gateway"] = ActorProcess("actors.gateway", config_path, name="gateway").start()
-    processes.append(gw)
-    gw_client = SyncClient(zctx, cfg.bus.gateway, service="gateway", stamper=Stamper("test-gw"), timeout_s=2,
-                           retries=0)
-    try:
-        wait_serving(zctx, cfg.bus.gateway, gw)
-        eventually(lambda: gw_client.call(GetStatus()).connection == "READY", GATEWAY_READY_TIMEOUT_S,
-                   message=lambda: f"gateway READY; log:\n{gw.log()[-3000:]}")
-    finally:
-        gw_client.close()
-    for name, module in ((spec.name, spec.module) for spec in (registry.RISK, registry.ORDERS)):
-        # the governor tolerates a gateway frozen for a moment (SIGSTOP below) without tripping its breaker
-        env = {"KHAZAD__BUS__HEARTBEAT_LIVENESS": str(RISK_GATEWAY_LIVENESS)} if name == "risk" else None
-        p = procs[name] = ActorProcess(module, config_path, name=name, env=env).start()
-        processes.append(p)
-        wait_serving(zctx, getattr(cfg.bus, name), p)
-    risk_client = SyncClient(zctx, cfg.bus.risk, service="risk", stamper=Stamper("test-risk"), timeout_s=2, retries=0)
-    try:  # the governor rejects everything (risk.not_ready) until it has the gateway's snapshot
-        eventually(lambda: risk_client.call(GetStatus()).detail.get("ready") == "true", GATEWAY_READY_TIMEOUT_S,
-                   message="risk governor ready")
-    finally:
-        risk_client.close()
+    procs["gateway"] = start_gateway(config_path, processes, zctx)
+    # the governor tolerates a gateway frozen for a moment (SIGSTOP below) without tripping its breaker; it rejects
+    # everything (risk.not_ready) until it has the gateway's snapshot
+    procs["risk"] = start_ready(registry.RISK.name, config_path, processes, zctx,
+                                env={"KHAZAD__BUS__HEARTBEAT_LIVENESS": str(RISK_GATEWAY_LIVENESS)})
+    procs["orders"] = start_actor(registry.ORDERS.name, config_path, processes, zctx)
     wait_ready(strategy)
     return procs
-
-
-def aapl(coid: str, qty: float = 10.0) -> OrderSpec:
-    return OrderSpec(strategy_id="s1", client_order_id=coid, instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=qty)
 
 
 def sim_orders_for(sim: Any, order_ref: str) -> list[dict]:
@@ -97,7 +71,7 @@ def journal_row(cfg: KhazadConfig, order_ref: str) -> tuple[Any, ...] | None:
 
 def test_chain_strategy_sees_pending_presubmitted_submitted_filled_in_order(
         chain: dict[str, ActorProcess], sim: Any, strategy: SyncClient, updates: SyncSubscriber) -> None:
-    reply = strategy.call(PlaceOrder(order=aapl("e2e-1")))
+    reply = strategy.call(PlaceOrder(order=order(coid="e2e-1")))
     assert isinstance(reply, OrderReply) and reply.order.ib_order_id > 0, reply
     seen = statuses_seen(updates, "Submitted")
     sim.advance(1.0)  # the simulator's manual clock: matching happens here
@@ -119,7 +93,7 @@ def test_chain_same_client_order_id_three_times_one_ib_order(
         cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper(f"strategy-s1-{i}"), timeout_s=10,
                         retries=0)
         try:
-            replies.append(cl.call(PlaceOrder(order=aapl("e2e-dup"))))
+            replies.append(cl.call(PlaceOrder(order=order(coid="e2e-dup"))))
         finally:
             cl.close()
 
@@ -147,7 +121,7 @@ def test_chain_sigkill_orders_between_request_and_ack_one_ib_order(
     warm = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-warm"), timeout_s=10,
                       retries=0)
     try:
-        assert warm.call(PlaceOrder(order=aapl("e2e-warm", qty=5))).order.ib_order_id > 0
+        assert warm.call(PlaceOrder(order=order(coid="e2e-warm", qty=5))).order.ib_order_id > 0
     finally:
         warm.close()
     result: list[Any] = []
@@ -157,7 +131,7 @@ def test_chain_sigkill_orders_between_request_and_ack_one_ib_order(
     frozen = chain[stall]
     frozen.signal(signal.SIGSTOP)
     try:
-        t = threading.Thread(target=lambda: result.append(cl.call(PlaceOrder(order=aapl("e2e-kill")))))
+        t = threading.Thread(target=lambda: result.append(cl.call(PlaceOrder(order=order(coid="e2e-kill")))))
         t.start()
         eventually(lambda: (journal_row(cfg, "s1/e2e-kill") or ("", ""))[1] == stage,
                    message=f"order journalled at stage {stage}")

@@ -11,12 +11,12 @@ from actors.orders.journal import Journal
 from actors.orders.ledger import OrderLedger
 from actors.orders.lifecycle import CANCELLED, FILLED, SUBMITTED
 from actors.orders.stages import Stage
-from bus.messages import FillEvent, Instrument, OrderSpec, OrderStatusEvent, OrderUpdate, PlaceOrder
+from bus.messages import FillEvent, Instrument, OrderStatusEvent, OrderUpdate, PlaceOrder
+from tests.support.builders import order_for
 
 
-def spec(coid: str = "c1", qty: float = 100.0, symbol: str = "AAPL", strategy: str = "s1") -> OrderSpec:
-    return OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=Instrument(symbol=symbol), side="BUY",
-                     quantity=qty, order_type="LMT", limit_price=10.0)
+#: this module's orders: a 100-lot limit order of s1, client order id c1 unless said otherwise
+spec = order_for("s1", coid="c1", qty=100.0, limit=10.0)
 
 
 def fill(exec_id: str, qty: float, price: float, ref: str = "s1/c1") -> FillEvent:
@@ -102,12 +102,12 @@ def test_failed_transaction_writes_nothing(book: OrderLedger) -> None:
 
 
 def test_rebuild_after_reopen_restores_every_order_exactly(book: OrderLedger, path: Path) -> None:
-    a = book.create(spec("a"), PlaceOrder(order=spec("a")))
+    a = book.create(spec(coid="a"), PlaceOrder(order=spec(coid="a")))
     a.move_to(Stage.ACKED)
     book.apply_status_event(status(SUBMITTED, "s1/a"))
     book.apply_fill(fill("e1.01", 40, 10.0, "s1/a"))
     book.apply_status_event(status(SUBMITTED, "s1/a", filled=40, avg_fill_price=10.0))
-    b = book.create(spec("b"), PlaceOrder(order=spec("b")))
+    b = book.create(spec(coid="b"), PlaceOrder(order=spec(coid="b")))
     b.set_status(CANCELLED, b.updated_wall_ns + 1, reason="cancelled before submission")
     b.move_to(Stage.CLOSED)
     book.commit(b, "cancelled_locally", durable=True)
@@ -178,7 +178,7 @@ def test_events_for_unknown_order_refs_are_journalled_as_external(book: OrderLed
 
 def test_query_orders_filters_by_strategy_symbol_and_day(book: OrderLedger) -> None:
     for coid, sym, strat in (("a", "AAPL", "s1"), ("b", "MSFT", "s1"), ("c", "AAPL", "s2")):
-        book.create(spec(coid, symbol=sym, strategy=strat), PlaceOrder(order=spec(coid, symbol=sym, strategy=strat)))
+        book.create(spec(coid=coid, symbol=sym, strategy=strat), PlaceOrder(order=spec(coid=coid, symbol=sym, strategy=strat)))
     refs = lambda recs: sorted(r.order_ref for r in recs)  # noqa: E731
     assert refs(book.journal.query_orders(strategy_id="s1")) == ["s1/a", "s1/b"]
     assert refs(book.journal.query_orders(symbol="AAPL")) == ["s1/a", "s2/c"]

@@ -10,14 +10,14 @@ from actors.orders.lifecycle import (
     ALL_STATUSES, CANCELLED, FILLED, GATEWAY_REJECTED, MAX_HISTORY, OUR_REJECTIONS, PENDING_SUBMIT, RECEIVED,
     SUBMITTED, TRANSITIONS, ManagedOrder, is_legal,
 )
-from bus.messages import DONE_STATUSES, IB_STATUSES, FillEvent, Instrument, OrderSpec
+from bus.messages import DONE_STATUSES, IB_STATUSES, FillEvent, Instrument
+from tests.support.builders import order_for
 
 NOW = 1_700_000_000_000_000_000
 
 
-def spec(qty: float = 100.0) -> OrderSpec:
-    return OrderSpec(strategy_id="s1", client_order_id="c1", instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=qty)
+#: this module's order: a 100-lot market order of s1 (client order id c1)
+spec = order_for("s1", coid="c1", qty=100.0)
 
 
 def fill(exec_id: str, qty: float, price: float, *, key: str | None = None) -> FillEvent:

@@ -22,10 +22,11 @@ from actors.orders.peers import RiskAnswer
 from actors.orders.pipeline import OrderPipeline
 from actors.orders.reconcile import reconcile
 from bus.messages import (
-    Ack, Approval, CancelOrder, GatewaySnapshot, Instrument, OrderReply, OrderSpec, OrderStatusEvent, PlaceOrder,
+    Ack, Approval, CancelOrder, GatewaySnapshot, OrderReply, OrderSpec, OrderStatusEvent, PlaceOrder,
     Rejected, RiskDecision, SubmitAck,
 )
 from bus.reqrep import RequestTimeout
+from tests.support.builders import order_for
 
 T = TypeVar("T")
 REF = "s1/c1"
@@ -33,9 +34,8 @@ REF = "s1/c1"
 STEP_TIMEOUT_S = 5.0
 
 
-def spec() -> OrderSpec:
-    return OrderSpec(strategy_id="s1", client_order_id="c1", instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=10)
+#: this module's order: BUY 10 AAPL at market for s1, client order id c1
+spec = order_for("s1", coid="c1")
 
 
 APPROVAL = Approval(approval_id="a1", order_digest="d", issued_wall_ns=1, expires_wall_ns=2, signature="s")

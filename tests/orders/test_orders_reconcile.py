@@ -13,13 +13,13 @@ from actors.orders.lifecycle import CANCELLED, FILLED, PENDING_SUBMIT, RECEIVED,
 from actors.orders.reconcile import reconcile
 from actors.orders.stages import Stage
 from bus.messages import (
-    FillEvent, GatewaySnapshot, IbOrder, Instrument, OrderSpec, OrderStatusEvent, PlaceOrder,
+    FillEvent, GatewaySnapshot, IbOrder, Instrument, OrderStatusEvent, PlaceOrder,
 )
+from tests.support.builders import order_for
 
 
-def spec(coid: str, qty: float = 100.0) -> OrderSpec:
-    return OrderSpec(strategy_id="s1", client_order_id=coid, instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=qty)
+#: this module's orders: 100-lot market orders of s1
+spec = order_for("s1", qty=100.0)
 
 
 def ib_order(ref: str, status: str, *, ib_id: int = 5, filled: float = 0.0, qty: float = 100.0) -> IbOrder:
@@ -51,7 +51,7 @@ PATHS = {Stage.RECEIVED: (), Stage.SUBMITTING: (Stage.APPROVED, Stage.SUBMITTING
 
 
 def place(book: OrderLedger, coid: str, stage: str, status: str = RECEIVED) -> None:
-    rec = book.create(spec(coid), PlaceOrder(order=spec(coid)))
+    rec = book.create(spec(coid=coid), PlaceOrder(order=spec(coid=coid)))
     for step in PATHS[stage]:
         rec.move_to(step)
     if status != RECEIVED:

@@ -1,12 +1,10 @@
 """Integration tests of the order manager process (real process, real sockets, real proxy) with the risk governor
-and the gateway played by doubles (``tests/orders/doubles.py``)."""
+and the gateway played by doubles (``tests/support/doubles/order_peers.py``)."""
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import threading
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,70 +14,19 @@ import zmq
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    CancelAllOrders, CancelOrder, CheckOrder, GetOrder, Instrument, ListOrders, ModifyOrder, OrderListReply,
-    OrderReply, OrderSpec, OrderUpdate, Ping, PlaceOrder, Pong, Rejected, WaitOrder,
+    CancelAllOrders, CancelOrder, CheckOrder, GetOrder, ListOrders, ModifyOrder, OrderListReply,
+    OrderReply, Ping, PlaceOrder, Pong, Rejected, WaitOrder,
 )
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, eventually
-from tests.orders.conftest import wait_ready
-from tests.orders.doubles import ChainDoubles
+from tests.support.builders import order
+from tests.support.doubles.order_peers import ChainDoubles
+from tests.support.orders_journal import assert_journal_consistent, journal_rows, statuses_seen
+from tests.support.processes import ActorProcess, wait_ready
+from tests.support.waiting import eventually
 
 
-def spec(coid: str, *, qty: float = 10.0, symbol: str = "AAPL", order_type: str = "MKT",
-         limit: float | None = None, strategy: str = "s1") -> OrderSpec:
-    return OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=Instrument(symbol=symbol), side="BUY",
-                     quantity=qty, order_type=order_type, limit_price=limit)
 
-
-def journal_rows(cfg: KhazadConfig, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(Path(cfg.path(cfg.orders.journal)))
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
-def assert_journal_consistent(cfg: KhazadConfig) -> None:
-    """Every order row agrees with its own event log: one original request, the last status journalled is the
-    row's status, and the fills recorded add up to no more than the row's filled quantity. Read in one
-    transaction: the order manager keeps writing (a late Filled), and WAL gives a reader one consistent snapshot."""
-    db = sqlite3.connect(Path(cfg.path(cfg.orders.journal)), isolation_level=None)
-    try:
-        db.execute("BEGIN")
-        orders = db.execute("SELECT order_ref, status, filled FROM orders").fetchall()
-        assert orders, "empty journal"
-        for ref, status, filled in orders:
-            requests = db.execute("SELECT COUNT(*) FROM events WHERE order_ref = ? AND kind = 'request' "
-                                  "AND flag = ''", (ref,)).fetchall()
-            assert requests == [(1,)], (ref, requests)
-            last = db.execute("SELECT status FROM events WHERE order_ref = ? AND status != '' "
-                              "ORDER BY id DESC LIMIT 1", (ref,)).fetchall()
-            assert last == [(status,)], (ref, status, last)
-            ((fills,),) = db.execute("SELECT COALESCE(SUM(quantity), 0) FROM fills WHERE order_ref = ?",
-                                     (ref,)).fetchall()
-            assert fills <= filled + 1e-9, (ref, fills, filled)
-        db.execute("COMMIT")
-    finally:
-        db.close()
-
-
-def statuses_seen(sub: SyncSubscriber, until: str, timeout: float = 10.0,
-                  seen: list[str] | None = None) -> list[str]:
-    """Order statuses on ``order.s1`` in arrival order (consecutive repeats collapsed) until ``until``, appended
-    to ``seen`` when given."""
-    seen = [] if seen is None else seen
-
-    def more() -> bool:
-        msg = sub.recv(0.05)
-        if msg is not None and isinstance(msg[1].body, OrderUpdate):
-            st = msg[1].body.order.status
-            if not seen or seen[-1] != st:
-                seen.append(st)
-        return bool(seen) and seen[-1] == until
-
-    eventually(more, timeout, message=lambda: f"statuses up to {until}, saw {seen}")
-    return seen
 
 
 @pytest.fixture
@@ -98,7 +45,7 @@ def test_same_client_order_id_three_times_concurrently_one_submit(
         cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper(f"strategy-s1-{i}"), timeout_s=10,
                         retries=0)
         try:
-            replies.append(cl.call(PlaceOrder(order=spec("dup-1"))))
+            replies.append(cl.call(PlaceOrder(order=order(coid="dup-1"))))
         finally:
             cl.close()
 
@@ -117,7 +64,7 @@ def test_same_client_order_id_three_times_concurrently_one_submit(
     # and once more after it finished: still the same order
     again = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1-late"), timeout_s=10)
     try:
-        late = again.call(PlaceOrder(order=spec("dup-1")))
+        late = again.call(PlaceOrder(order=order(coid="dup-1")))
     finally:
         again.close()
     assert isinstance(late, OrderReply) and late.duplicate and late.order.ib_order_id == replies[0].order.ib_order_id
@@ -128,7 +75,7 @@ def test_same_client_order_id_three_times_concurrently_one_submit(
 def test_strategy_sees_pending_presubmitted_submitted_filled_in_order(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient, updates: SyncSubscriber,
         cfg: KhazadConfig) -> None:
-    reply = strategy.call(PlaceOrder(order=spec("seq-1")))
+    reply = strategy.call(PlaceOrder(order=order(coid="seq-1")))
     assert isinstance(reply, OrderReply) and not reply.duplicate
     seen = statuses_seen(updates, "Filled")
     assert seen == ["Received", "PendingSubmit", "PreSubmitted", "Submitted", "Filled"]
@@ -144,7 +91,7 @@ def test_strategy_sees_pending_presubmitted_submitted_filled_in_order(
 
 def test_approval_path_reaches_approved_in_the_journal(doubles: ChainDoubles, orders: ActorProcess,
                                                        strategy: SyncClient, cfg: KhazadConfig) -> None:
-    reply = strategy.call(PlaceOrder(order=spec("appr-1")))
+    reply = strategy.call(PlaceOrder(order=order(coid="appr-1")))
     assert isinstance(reply, OrderReply) and reply.order.ib_order_id > 0
     stages = journal_rows(cfg, "SELECT kind, stage FROM events WHERE order_ref = 's1/appr-1' AND stage != '' "
                                "ORDER BY id")
@@ -159,7 +106,7 @@ def test_sigkill_during_risk_check_then_retry_places_exactly_one_order(
     # the SDK's behaviour: retries reuse the request id, and outlive a restart of the order manager
     cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1"), timeout_s=1.5,
                     retries=10)
-    t = threading.Thread(target=lambda: result.append(cl.call(PlaceOrder(order=spec("kill-1")))))
+    t = threading.Thread(target=lambda: result.append(cl.call(PlaceOrder(order=order(coid="kill-1")))))
     t.start()
     try:
         eventually(lambda: len(doubles.checks) == 1, message="risk check in progress")
@@ -188,7 +135,7 @@ def test_sigkill_after_submit_before_reply_adopts_the_order_by_order_ref(
         cfg: KhazadConfig) -> None:
     doubles.gateway_mode = "hold"  # places the order at "IB" quietly, never answers this incarnation
     doubles.script = ("Submitted",)
-    t = send_in_background(zctx, cfg, PlaceOrder(order=spec("kill-2")))
+    t = send_in_background(zctx, cfg, PlaceOrder(order=order(coid="kill-2")))
     eventually(lambda: len(doubles.submits) == 1, message="SubmitOrder reached the gateway")
     assert journal_rows(cfg, "SELECT stage FROM orders") == [("submitting",)]
     orders.signal(signal.SIGKILL)
@@ -197,7 +144,7 @@ def test_sigkill_after_submit_before_reply_adopts_the_order_by_order_ref(
     start_orders()
     eventually(lambda: strategy.call(GetOrder(strategy_id="s1", client_order_id="kill-2")).order.ib_order_id > 0,
                message="order adopted from the gateway snapshot")
-    retry = strategy.call(PlaceOrder(order=spec("kill-2")))
+    retry = strategy.call(PlaceOrder(order=order(coid="kill-2")))
     assert isinstance(retry, OrderReply) and retry.duplicate
     assert retry.order.ib_order_id == doubles.placed["s1/kill-2"].ib_order_id
     assert len(doubles.submits) == 1 and len(doubles.placed) == 1
@@ -229,20 +176,20 @@ def send_in_background(zctx: zmq.Context, cfg: KhazadConfig, body: Any) -> threa
 def test_risk_governor_silent_means_risk_rejected_fail_closed(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient) -> None:
     doubles.risk_mode = "silent"
-    reply = strategy.call(PlaceOrder(order=spec("quiet-1")))
+    reply = strategy.call(PlaceOrder(order=order(coid="quiet-1")))
     assert isinstance(reply, OrderReply)
     assert reply.order.status == "RiskRejected" and reply.order.reason.startswith("risk.unavailable:")
     assert doubles.submits == []
     doubles.risk_mode = "reject"
-    rej = strategy.call(PlaceOrder(order=spec("big-1")))
+    rej = strategy.call(PlaceOrder(order=order(coid="big-1")))
     assert rej.order.status == "RiskRejected" and rej.order.reason.startswith("risk.max_order_quantity:")
-    assert strategy.call(PlaceOrder(order=spec("big-1"))).duplicate  # a rejected order is still that order
+    assert strategy.call(PlaceOrder(order=order(coid="big-1"))).duplicate  # a rejected order is still that order
 
 
 def test_gateway_refusal_is_gateway_rejected_with_its_code(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient) -> None:
     doubles.gateway_mode = "reject"
-    reply = strategy.call(PlaceOrder(order=spec("halt-1")))
+    reply = strategy.call(PlaceOrder(order=order(coid="halt-1")))
     assert reply.order.status == "GatewayRejected" and reply.order.reason.startswith("halted:")
     assert reply.order.is_done and not reply.order.is_live
 
@@ -250,7 +197,7 @@ def test_gateway_refusal_is_gateway_rejected_with_its_code(
 def test_gateway_timeout_is_unknown_then_resolved_from_the_snapshot(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient) -> None:
     doubles.gateway_mode = "silent"  # placed at "IB", but no reply and no events reach the order manager
-    reply = strategy.call(PlaceOrder(order=spec("lost-1")))
+    reply = strategy.call(PlaceOrder(order=order(coid="lost-1")))
     assert reply.order.status == "PendingSubmit" and "unknown" in reply.order.reason
     eventually(lambda: strategy.call(GetOrder(strategy_id="s1", client_order_id="lost-1")).order.ib_order_id
                == doubles.placed["s1/lost-1"].ib_order_id, message="resolved by orderRef from the snapshot")
@@ -260,7 +207,7 @@ def test_gateway_timeout_is_unknown_then_resolved_from_the_snapshot(
 def test_modify_then_cancel_a_working_order(doubles: ChainDoubles, orders: ActorProcess,
                                             strategy: SyncClient) -> None:
     doubles.script = ("Submitted",)
-    placed = strategy.call(PlaceOrder(order=spec("lmt-1", order_type="LMT", limit=99.0)))
+    placed = strategy.call(PlaceOrder(order=order(coid="lmt-1", order_type="LMT", limit=99.0)))
     live = strategy.call(WaitOrder(strategy_id="s1", client_order_id="lmt-1", until="live", timeout_s=5))
     assert live.order.status == "Submitted" and live.order.is_live, (placed, live)
     mod = strategy.call(ModifyOrder(strategy_id="s1", client_order_id="lmt-1", limit_price=98.5, quantity=20))
@@ -282,7 +229,7 @@ def test_modify_then_cancel_a_working_order(doubles: ChainDoubles, orders: Actor
 def test_late_fill_after_cancel_is_applied(doubles: ChainDoubles, orders: ActorProcess,
                                            strategy: SyncClient) -> None:
     doubles.script = ("Submitted",)
-    strategy.call(PlaceOrder(order=spec("late-1", qty=50)))
+    strategy.call(PlaceOrder(order=order(coid="late-1", qty=50)))
     strategy.call(WaitOrder(strategy_id="s1", client_order_id="late-1", until="live", timeout_s=5))
     strategy.call(CancelOrder(strategy_id="s1", client_order_id="late-1"))
     strategy.call(WaitOrder(strategy_id="s1", client_order_id="late-1", until="done", timeout_s=5))
@@ -297,7 +244,7 @@ def test_cancel_all_cancels_only_that_strategys_working_orders(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient) -> None:
     doubles.script = ("Submitted",)
     for coid, sym, strat in (("a", "AAPL", "s1"), ("b", "MSFT", "s1"), ("c", "AAPL", "s2")):
-        strategy.call(PlaceOrder(order=spec(coid, symbol=sym, strategy=strat)))
+        strategy.call(PlaceOrder(order=order(coid=coid, symbol=sym, strategy=strat)))
         strategy.call(WaitOrder(strategy_id=strat, client_order_id=coid, until="live", timeout_s=5))
     reply = strategy.call(CancelAllOrders(strategy_id="s1", symbol="AAPL"))
     assert isinstance(reply, OrderListReply) and [o.spec.client_order_id for o in reply.orders] == ["a"]
@@ -311,10 +258,10 @@ def test_cancel_all_cancels_only_that_strategys_working_orders(
 def test_restart_rebuilds_orders_from_the_journal(doubles: ChainDoubles, orders: ActorProcess, start_orders: Any,
                                                   strategy: SyncClient) -> None:
     doubles.script = ("Submitted",)
-    strategy.call(PlaceOrder(order=spec("keep-1", order_type="LMT", limit=50.0)))
+    strategy.call(PlaceOrder(order=order(coid="keep-1", order_type="LMT", limit=50.0)))
     strategy.call(WaitOrder(strategy_id="s1", client_order_id="keep-1", until="live", timeout_s=5))
     doubles.script = ("Submitted", "Filled")
-    strategy.call(PlaceOrder(order=spec("done-1")))
+    strategy.call(PlaceOrder(order=order(coid="done-1")))
     strategy.call(WaitOrder(strategy_id="s1", client_order_id="done-1", until="done", timeout_s=5))
     before = {c: strategy.call(GetOrder(strategy_id="s1", client_order_id=c)).order for c in ("keep-1", "done-1")}
     assert orders.stop() == 0
@@ -332,7 +279,7 @@ def test_interrupted_order_not_retried_expires_as_gateway_rejected(
         doubles: ChainDoubles, orders: ActorProcess, start_orders: Any, strategy: SyncClient, zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
     doubles.risk_mode = "hold"
-    t = send_in_background(zctx, cfg, PlaceOrder(order=spec("orphan-1")))
+    t = send_in_background(zctx, cfg, PlaceOrder(order=order(coid="orphan-1")))
     eventually(lambda: len(doubles.checks) == 1, message="risk check in progress")
     orders.signal(signal.SIGKILL)
     orders.wait(5)
@@ -368,14 +315,14 @@ def test_bad_requests_get_typed_rejections_and_the_service_keeps_serving(
         assert ask(msgspec.msgpack.encode(env))["body"]["code"] == "bad_request"
     finally:
         raw.close(0)
-    unknown = strategy.call(CheckOrder(order=spec("x")))
+    unknown = strategy.call(CheckOrder(order=order(coid="x")))
     assert isinstance(unknown, Rejected) and unknown.code == "unknown_command"
     missing = strategy.call(GetOrder(strategy_id="s1", client_order_id="nope"))
     assert isinstance(missing, Rejected) and missing.code == "not_found"
     assert strategy.call(ModifyOrder(strategy_id="s1", client_order_id="nope", quantity=1)).code == "not_found"
     assert strategy.call(CancelOrder(strategy_id="s1", client_order_id="nope")).code == "not_found"
     assert isinstance(strategy.call(Ping()), Pong)
-    ok = strategy.call(PlaceOrder(order=spec("after-bad")))
+    ok = strategy.call(PlaceOrder(order=order(coid="after-bad")))
     assert isinstance(ok, OrderReply) and ok.order.ib_order_id > 0
     assert journal_rows(cfg, "SELECT COUNT(*) FROM orders") == [(1,)]
 
@@ -384,12 +331,12 @@ def test_retry_of_an_order_the_snapshot_missed_never_creates_a_second_ib_order(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient) -> None:
     doubles.gateway_mode = "silent"  # placed, but the reply is lost and no event arrives
     doubles.hidden.add("s1/miss-1")  # and the snapshot does not show it either
-    first = strategy.call(PlaceOrder(order=spec("miss-1")))
+    first = strategy.call(PlaceOrder(order=order(coid="miss-1")))
     assert first.order.status == "PendingSubmit" and first.order.ib_order_id == 0
     eventually(lambda: "interrupted" in strategy.call(GetOrder(strategy_id="s1", client_order_id="miss-1"))
                .order.reason, message="unresolved order marked interrupted")
     doubles.gateway_mode = "ack"
-    retry = strategy.call(PlaceOrder(order=spec("miss-1")))  # the strategy retries: resumed, gateway de-duplicates
+    retry = strategy.call(PlaceOrder(order=order(coid="miss-1")))  # the strategy retries: resumed, gateway de-duplicates
     assert isinstance(retry, OrderReply) and retry.duplicate
     assert retry.order.ib_order_id == doubles.placed["s1/miss-1"].ib_order_id
     assert len(doubles.submits) == 2 and len(doubles.placed) == 1

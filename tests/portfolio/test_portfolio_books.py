@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.portfolio.books import EXTERNAL, Book, Ledger, instrument_key, strategy_of
-from tests.portfolio.factories import AAPL, ES, MSFT, commission, fill
+from tests.support.builders import AAPL, ES, MSFT, commission, fill
 
 K_AAPL = instrument_key(AAPL)
 

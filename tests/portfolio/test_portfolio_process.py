@@ -20,8 +20,10 @@ from bus.messages import (
 )
 from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, cfg_of, eventually, wait_serving, write_config
-from tests.portfolio.factories import AAPL, account_values, commission, fill, position
+from tests.support.builders import AAPL, account_values, commission, fill, position
+from tests.support.config import cfg_of, write_config
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.waiting import eventually
 
 
 class ScriptedGateway(threading.Thread):

@@ -3,7 +3,6 @@ account summary, valuation, per-strategy queries, snapshot reconciliation, basel
 
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 
@@ -12,26 +11,14 @@ from bus import topics
 from bus.messages import (
     AccountValuesEvent, Alert, GatewaySnapshot, PortfolioSnapshot, PositionEvent, ReconciliationReport, TickEvent,
 )
-from tests.portfolio.factories import AAPL, MSFT, account_values, commission, fill, position
-
-
-class Recorder:
-    """Stands in for the actor's Publisher: keeps what was published."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any]] = []
-
-    def publish(self, topic: str, body: Any) -> None:
-        self.sent.append((topic, body))
-
-    def of(self, kind: type) -> list[Any]:
-        return [b for _, b in self.sent if isinstance(b, kind)]
+from tests.support.builders import AAPL, MSFT, account_values, commission, fill, position
+from tests.support.doubles.publisher import PublishedLog
 
 
 @pytest.fixture
 def actor(cfg) -> PortfolioActor:
     a = PortfolioActor(cfg)
-    a.publisher = Recorder()  # type: ignore[assignment]
+    a.publisher = PublishedLog()  # type: ignore[assignment]
     return a
 
 

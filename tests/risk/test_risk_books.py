@@ -12,7 +12,10 @@ from actors.risk.market import MarketBook
 from bus.messages import (
     AccountValue, CommissionEvent, FillEvent, IbOrder, Instrument, OrderStatusEvent, Position, TickEvent,
 )
-from tests.risk.orders import order
+from tests.support.builders import order_for
+
+#: the risk tests' orders belong to strategy "alpha" unless a test says otherwise
+order = order_for("alpha")
 
 AAPL = Instrument(symbol="AAPL")
 

@@ -9,7 +9,10 @@ from actors.risk.breakers import (
 from actors.risk.throttles import (
     DuplicateDetector, OrderRateLimiter, RejectRate, RejectRateTracker, SlidingCount,
 )
-from tests.risk.orders import order
+from tests.support.builders import order_for
+
+#: the risk tests' orders belong to strategy "alpha" unless a test says otherwise
+order = order_for("alpha")
 
 
 def test_order_rate_token_bucket_allows_a_burst_then_the_rate():

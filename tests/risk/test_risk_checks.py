@@ -11,7 +11,10 @@ from actors.risk import codes
 from actors.risk.checks import BookView, RiskView, evaluate, order_notional, reduces
 from actors.risk.limits import LimitTable, merge_limits
 from bus.config import RiskConfig, RiskLimits, StrategyLimits
-from tests.risk.orders import order
+from tests.support.builders import order_for
+
+#: the risk tests' orders belong to strategy "alpha" unless a test says otherwise
+order = order_for("alpha")
 
 LIMITS = RiskLimits(max_order_quantity=1000, max_order_notional=50_000, price_collar_pct=5, max_position=2000,
                     max_gross_exposure=300_000, max_orders_per_second=5, duplicate_window_s=1,

@@ -5,7 +5,6 @@ manager. Every actor is a real process over real sockets."""
 from __future__ import annotations
 
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,15 @@ from bus.approval import load_approval_key, sign
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    Approval, CancelReport, CheckOrder, GetRiskState, GetStatus, Instrument, Kill, OrderReply, OrderSpec, PlaceOrder,
+    Approval, CancelReport, CheckOrder, GetRiskState, Kill, OrderReply, OrderSpec, PlaceOrder,
     Rejected, RiskDecision, SetTradingState, SubmitAck, SubmitOrder, WaitOrder,
 )
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, cfg_of, eventually, wait_serving, write_config
+from tests.support.builders import order_for
+from tests.support.config import cfg_of, gateway_extra, write_config
+from tests.support.processes import ActorProcess, start_gateway, start_ready, wait_serving
+from tests.support.sim_state import market_price, sim_order, sim_position
+from tests.support.waiting import eventually
 
 GATEWAY_READY_TIMEOUT_S = 30.0
 CALL_TIMEOUT_S = 15.0
@@ -37,11 +40,6 @@ approval_ttl_s = 30
 """
 
 
-def gateway_section(port: int) -> str:
-    return (f'[gateway]\nmode = "sim"\nport = {port}\nclient_id = 9\nreconnect_initial_s = 0.1\n'
-            f'reconnect_max_s = 0.5\nconnect_timeout_s = 5.0\nkill_verify_timeout_s = 10.0\n')
-
-
 @pytest.fixture
 def sim() -> Iterator[Any]:
     from sim.testing import running_sim
@@ -53,7 +51,7 @@ def sim() -> Iterator[Any]:
 @pytest.fixture
 def config_path(tmp_path: Path, sim: Any, request: pytest.FixtureRequest) -> Path:
     marker = request.node.get_closest_marker("risk_config")
-    return write_config(tmp_path, extra=RISK_E2E + gateway_section(sim.port) + (marker.args[0] if marker else ""))
+    return write_config(tmp_path, extra=RISK_E2E + gateway_extra(sim.port, client_id=9, kill_verify_timeout_s=10.0) + (marker.args[0] if marker else ""))
 
 
 class Desk:
@@ -89,41 +87,17 @@ class Desk:
 @pytest.fixture
 def desk(proxy: ActorProcess, config_path: Path, processes: list[ActorProcess], zctx: zmq.Context) -> Iterator[Desk]:
     """A READY gateway on the simulator and a ready risk governor, both real processes."""
-    cfg = cfg_of(config_path)
-    gw = ActorProcess("actors.gateway", config_path, name="gateway").start()
-    processes.append(gw)
-    d = Desk(zctx, cfg)
+    d = Desk(zctx, cfg_of(config_path))
     try:
-        wait_serving(zctx, cfg.bus.gateway, gw)
-        eventually(lambda: d.gateway.call(GetStatus(), timeout_s=3).connection == "READY", GATEWAY_READY_TIMEOUT_S,
-                   message=lambda: f"gateway READY; log:\n{gw.log()[-3000:]}")
-        risk = ActorProcess("actors.risk", config_path, name="risk").start()
-        processes.append(risk)
-        wait_serving(zctx, cfg.bus.risk, risk)
-        eventually(lambda: d.risk.call(GetRiskState()).ready, E2E_WAIT_S, message="risk governor ready")
+        start_gateway(config_path, processes, zctx, timeout=GATEWAY_READY_TIMEOUT_S)
+        start_ready("risk", config_path, processes, zctx, timeout=E2E_WAIT_S)
         yield d
     finally:
         d.close()
 
 
-def spec(side: str = "BUY", qty: float = 10, *, strategy: str = "e2e", symbol: str = "AAPL",
-         limit: float | None = None) -> OrderSpec:
-    return OrderSpec(strategy_id=strategy, client_order_id=uuid.uuid4().hex[:12], instrument=Instrument(symbol=symbol),
-                     side=side, quantity=qty, order_type="LMT" if limit is not None else "MKT",  # type: ignore[arg-type]
-                     limit_price=limit)
-
-
-def market_price(sim: Any, symbol: str = "AAPL") -> float:
-    quote = sim.state()["quotes"][symbol]
-    return round((quote["bid"] + quote["ask"]) / 2, 2)
-
-
-def sim_order(sim: Any, order_ref: str) -> dict | None:
-    return next((o for o in sim.state()["orders"].values() if o["orderRef"] == order_ref), None)
-
-
-def sim_position(sim: Any, symbol: str = "AAPL") -> float:
-    return sum(p["position"] for p in sim.state()["positions"] if p["symbol"] == symbol)
+#: this module's orders: strategy e2e, a fresh client order id each
+spec = order_for("e2e")
 
 
 def test_e2e_checks_use_the_simulators_prices_and_the_gateway_refuses_unapproved_orders(desk: Desk, sim: Any,
@@ -145,8 +119,8 @@ def test_e2e_checks_use_the_simulators_prices_and_the_gateway_refuses_unapproved
     again = spec("BUY", 10)
     again_reused = desk.submit(again, d.approval)
     assert isinstance(again_reused, Rejected) and again_reused.code.startswith("approval.")
-    assert sim_order(sim, other.order_ref) is None and sim_order(sim, again.order_ref) is None
-    eventually(lambda: (o := sim_order(sim, first.order_ref)) and o["status"] == "Filled", E2E_WAIT_S)
+    assert sim_order(sim.state(), other.order_ref) is None and sim_order(sim.state(), again.order_ref) is None
+    eventually(lambda: (o := sim_order(sim.state(), first.order_ref)) and o["status"] == "Filled", E2E_WAIT_S)
     # a still valid key but an expired approval
     key = load_approval_key(cfg_of(config_path), env={})
     late = spec("BUY", 1)
@@ -186,11 +160,11 @@ def test_e2e_daily_loss_breach_cancels_working_orders_and_halts(desk: Desk, sim:
     px = market_price(sim)
     resting = spec("SELL", 10, strategy="loser", limit=round(px * 1.04, 2))  # inside the collar, above the market
     desk.place(resting)
-    eventually(lambda: (o := sim_order(sim, resting.order_ref)) and o["status"] == "Submitted", E2E_WAIT_S)
+    eventually(lambda: (o := sim_order(sim.state(), resting.order_ref)) and o["status"] == "Submitted", E2E_WAIT_S)
     # the market drops 3%: 100 shares lose ~3% of the price, far beyond 150
     low = round(px * 0.97, 2)
     sim.set_price("AAPL", bid=low - 0.01, ask=low + 0.01, last=low)
-    eventually(lambda: sim_order(sim, resting.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
+    eventually(lambda: sim_order(sim.state(), resting.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
                message="the breaker's emergency cancel executed at the simulator")
     assert desk.check(spec("BUY", 1, strategy="loser")).code == "risk.halted"
     # IB's own account P&L reaches the governor with the next account update (pushed after a fill)
@@ -205,10 +179,10 @@ def test_e2e_gateway_disconnect_reduces_then_cancels_working_orders_when_back(de
     px = market_price(sim)
     resting = spec("BUY", 10, limit=round(px * 0.96, 2))
     desk.place(resting)
-    eventually(lambda: (o := sim_order(sim, resting.order_ref)) and o["status"] == "Submitted", E2E_WAIT_S)
+    eventually(lambda: (o := sim_order(sim.state(), resting.order_ref)) and o["status"] == "Submitted", E2E_WAIT_S)
     sim.drop_connections("e2e disconnect")
     # the gateway reconnects by itself; once READY the governor cancels what worked unattended, then lifts
-    eventually(lambda: sim_order(sim, resting.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
+    eventually(lambda: sim_order(sim.state(), resting.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
                message="cancel-on-disconnect executed")
     st = eventually(lambda: (s := desk.risk.call(GetRiskState())).global_state == "ACTIVE" and s, E2E_WAIT_S)
     assert st.breakers["disconnect"] == "ok"
@@ -247,6 +221,6 @@ def test_e2e_risk_down_new_orders_rejected_and_kill_still_cancels_everything(
     report = desk.gateway.call(Kill(kill_id="e2e-kill", reason="risk is down", origin="e2e"))
     assert isinstance(report, CancelReport) and report.trading_state == "HALTED", report
     for s in resting:
-        eventually(lambda s=s: sim_order(sim, s.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
+        eventually(lambda s=s: sim_order(sim.state(), s.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
                    message=f"{s.order_ref} cancelled by the kill")
     assert report.remaining == 0 and report.cancelled >= 2

@@ -20,12 +20,16 @@ from bus.messages import (
     EnableStrategy, FillEvent, GetRiskState, GetSnapshot, GetStatus, Heartbeat, Instrument, Kill,
     OrderStatusEvent,
     Ping, Pong, Position, Rejected, Resume, RiskDecision, RiskDecisionEvent, RiskStateReply, SetTradingState,
-    TradingStateEvent,
+    TradingStateEvent, TradingStateReply, GetTradingState,
 )
 from bus.pubsub import Publisher
-from tests.helpers import ActorProcess, cfg_of, eventually
-from tests.risk.conftest import start_risk, tick, wait_ready
-from tests.risk.orders import order
+from tests.support.builders import order_for, tick
+from tests.support.config import cfg_of
+from tests.support.processes import ActorProcess, start_actor, wait_ready
+from tests.support.waiting import eventually
+
+#: the risk tests' orders belong to strategy "alpha" unless a test says otherwise
+order = order_for("alpha")
 
 
 def check(client, o, is_modify=False) -> RiskDecision:
@@ -35,7 +39,7 @@ def check(client, o, is_modify=False) -> RiskDecision:
 
 
 def state_events(events, scope="all"):
-    return [e for e in events.of(TradingStateEvent, topics.TRADING_STATE) if e.scope == scope]
+    return [e for e in events.bodies(topics.TRADING_STATE, TradingStateEvent) if e.scope == scope]
 
 
 def test_check_order_approved_with_approval_bound_to_that_order(risk, gateway, client, events, config_path):
@@ -49,7 +53,7 @@ def test_check_order_approved_with_approval_bound_to_that_order(risk, gateway, c
         verifier.verify(d.approval, order("BUY", 11, limit=100.0, coid=o.client_order_id))
     assert exc.value.code == "approval.wrong_order"
     verifier.verify(d.approval, o)
-    ev = eventually(lambda: [e for e in events.of(RiskDecisionEvent, topics.risk_decision("alpha"))
+    ev = eventually(lambda: [e for e in events.bodies(topics.risk_decision("alpha"), RiskDecisionEvent)
                              if e.order_ref == o.order_ref and e.approved])
     assert ev[0].check_ns > 0
 
@@ -59,7 +63,7 @@ def test_orders_rejected_not_ready_until_the_gateway_snapshot_arrives(config_pat
     # the gateway is up but not connected to IB yet: it refuses snapshots
     gateway.on_request = lambda body: (Rejected(code="disconnected", reason="gateway is not connected to IB")
                                        if isinstance(body, GetSnapshot) else None)
-    start_risk(config_path, processes, zctx)
+    start_actor("risk", config_path, processes, zctx)
     d = check(client, order("BUY", 1))
     assert not d.approved and d.code == "risk.not_ready" and d.approval is None
     eventually(lambda: gateway.count(GetSnapshot) >= 2, message="the governor keeps asking for a snapshot")
@@ -123,7 +127,7 @@ def test_pre_trade_checks_reject_with_their_codes_over_the_socket(risk, gateway,
     assert check(client, order("BUY", 450, limit=100.0, symbol="AAPL")).approved
     assert check(client, order("BUY", 235, limit=400.0, symbol="SPY")).code == "risk.max_gross_exposure"
     assert check(client, order("BUY", 234, limit=400.0, symbol="SPY")).approved
-    decided = {e.code for e in events.of(RiskDecisionEvent)}
+    decided = {e.code for e in events.bodies(kind=RiskDecisionEvent)}
     assert {"risk.max_quantity", "risk.duplicate", "risk.order_rate", "ok"} <= decided
 
 
@@ -143,7 +147,7 @@ def test_no_and_stale_market_data_reject_and_stale_symbol_with_working_orders_is
     # no tick for longer than stale_data_s while an order works: cancel the symbol, reject new orders
     cancel = eventually(lambda: gateway.cancels_for("symbol:AAPL"), message="stale-data emergency cancel")
     assert cancel[0].origin == "risk"
-    assert eventually(lambda: [c for c in events.of(EmergencyCancel, topics.EMERGENCY_CANCEL)
+    assert eventually(lambda: [c for c in events.bodies(topics.EMERGENCY_CANCEL, EmergencyCancel)
                                if c.scope == "symbol:AAPL"])
     assert check(client, order("BUY", 2, limit=100.0)).code == "risk.stale_market_data"
     gateway.publish(topics.market_data("AAPL"), tick("AAPL"))
@@ -201,7 +205,7 @@ def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, conf
     assert check(client, order("BUY", 1)).code == "risk.halted"
     risk.signal(signal.SIGKILL)
     risk.wait(5)
-    start_risk(config_path, processes, zctx)
+    start_actor("risk", config_path, processes, zctx)
     st = client.call(GetRiskState())
     assert st.global_state == "HALTED" and st.epoch >= 1
     # the restarted governor announces its persisted state
@@ -217,7 +221,7 @@ def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, conf
 def test_reducing_admits_a_reducing_order_and_refuses_a_flip(config_path, processes, zctx, gateway, events, client):
     gateway.snapshot = msgspec.structs.replace(gateway.snapshot, positions=[
         Position(account="DU1234567", instrument=Instrument(symbol="AAPL"), quantity=100, avg_cost=99.0)])
-    start_risk(config_path, processes, zctx)
+    start_actor("risk", config_path, processes, zctx)
     wait_ready(client)
     gateway.publish(topics.market_data("AAPL"), tick())
     assert isinstance(client.call(SetTradingState(scope="all", state="REDUCING", reason="reduce only")), Ack)
@@ -243,7 +247,7 @@ def test_daily_loss_breach_halts_trading_and_orders_an_emergency_cancel(risk, ga
         AccountValue(key="UnrealizedPnL", value="-350", currency="BASE")]))
     cancel = eventually(lambda: gateway.cancels_for("all"), message="EmergencyCancel(all) at the gateway")
     assert "daily loss" in cancel[0].reason and cancel[0].origin == "risk"
-    assert eventually(lambda: [c for c in events.of(EmergencyCancel, topics.EMERGENCY_CANCEL)
+    assert eventually(lambda: [c for c in events.bodies(topics.EMERGENCY_CANCEL, EmergencyCancel)
                                if c.command_id == cancel[0].command_id])  # and the bus copy
     assert eventually(lambda: [e for e in state_events(events) if e.state == "HALTED" and e.origin == "risk.daily_loss"])
     assert check(client, order("BUY", 1)).code == "risk.halted"
@@ -368,7 +372,7 @@ def test_restart_while_the_disconnect_breaker_holds_rearms_it_and_ready_lifts(co
     eventually(lambda: client.call(GetRiskState()).global_state == "REDUCING")
     risk.signal(signal.SIGKILL)
     risk.wait(5)
-    start_risk(config_path, processes, zctx)  # its first snapshot says READY
+    start_actor("risk", config_path, processes, zctx)  # its first snapshot says READY
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE",
                message="the restarted governor lifts its own disconnect state on a READY snapshot")
     eventually(lambda: gateway.cancels_for("all"))
@@ -401,7 +405,7 @@ def test_kill_request_publishes_and_sends_its_emergency_cancel_under_the_kill_id
     wait_ready(client)
     report = client.call(Kill(kill_id="k-one", reason="panic", origin="ops"))
     assert isinstance(report, CancelReport) and report.command_id == "k-one"
-    published = eventually(lambda: events.of(EmergencyCancel, "control.emergency_cancel"))
+    published = eventually(lambda: events.bodies("control.emergency_cancel", EmergencyCancel))
     assert [(c.command_id, c.scope) for c in published] == [("k-one", "all")]
     assert [c.command_id for c in gateway.cancels_for("all")] == ["k-one"]
 
@@ -421,13 +425,58 @@ def test_kill_on_the_bus_halts_and_resume_on_the_bus_resumes(risk, gateway, clie
         cli.close()
 
 
-def test_gateway_kill_latch_is_mirrored_and_lifted_only_by_the_gateway(risk, gateway, client, events):
+def latch(gateway, scopes: str) -> None:
+    """The fake gateway's heartbeat showing its halt latch (``detail["halted"]``, as the real gateway sends it)."""
+    gateway.publish(topics.heartbeat("gateway"), Heartbeat(actor="gateway", interval_s=0.2,
+                                                           detail={"halted": scopes, "trading": "?", "epoch": "7"}))
+
+
+def test_gateway_latch_is_mirrored_from_its_heartbeats_and_lifted_only_by_the_gateway(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="HALTED", epoch=7, reason="kill k9",
-                                                       origin="cli"))
+    latch(gateway, "")
+    latch(gateway, "all")
     eventually(lambda: client.call(GetRiskState()).global_state == "HALTED")
-    gateway.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="ACTIVE", epoch=8, reason="resume"))
+    latch(gateway, "all")  # the latch repeated by every heartbeat: nothing new
+    latch(gateway, "")
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
+    mirrored = state_events(events)
+    assert [(e.state, e.cause, e.origin) for e in mirrored] == [("HALTED", "gateway_latch", "gateway"),
+                                                               ("ACTIVE", "gateway_latch", "gateway")]
+    assert mirrored[1].epoch == mirrored[0].epoch + 1
+
+
+def test_an_old_heartbeat_showing_the_latch_does_not_undo_a_resume(risk, gateway, client, events):
+    wait_ready(client)
+    latch(gateway, "all")
+    eventually(lambda: client.call(GetRiskState()).global_state == "HALTED")
+    assert isinstance(client.call(Resume(reason="ops resumed here first", origin="ops")), Ack)
+    latch(gateway, "all")  # sent before the gateway got its own resume: the latch has not changed
+    latch(gateway, "all,symbol:ZZZ")  # a change after it, to know the one before was handled (in order)
+    eventually(lambda: state_events(events, "symbol:ZZZ"))
+    assert client.call(GetRiskState()).global_state == "ACTIVE"
+    assert [(e.state, e.cause) for e in state_events(events)] == [("HALTED", "gateway_latch"), ("ACTIVE", "resume")]
+
+
+def test_every_trading_state_event_names_its_cause_and_origin_and_get_trading_state_lists_them(
+        risk, gateway, client, events):
+    wait_ready(client)
+    client.call(Kill(kill_id="k-cause", scope="strategy:alpha", reason="runaway", origin="ops"))
+    client.call(SetTradingState(scope="symbol:MSFT", state="REDUCING", reason="earnings", origin="desk"))
+    gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="DISCONNECTED"))
+    eventually(lambda: state_events(events, "all"))
+    reply = client.call(GetTradingState())
+    assert isinstance(reply, TradingStateReply) and reply.global_state != "ACTIVE"
+    listed = {e.scope: (e.state, e.cause, e.origin, e.kill_id) for e in reply.scopes}
+    assert listed == {"strategy:alpha": ("HALTED", "kill", "ops", "k-cause"),
+                      "symbol:MSFT": ("REDUCING", "operator", "desk", ""),
+                      "all": (reply.global_state, "breaker", "risk.disconnect", "")}
+    published = {e.scope: (e.state, e.cause, e.origin, e.kill_id, e.epoch) for e in
+                 events.bodies(topics.TRADING_STATE, TradingStateEvent)}
+    assert published == {e.scope: (e.state, e.cause, e.origin, e.kill_id, e.epoch) for e in reply.scopes}
+    assert len(set(e.epoch for e in reply.scopes)) == 3 and max(e.epoch for e in reply.scopes) == reply.epoch
+    assert isinstance(client.call(Resume(scope="strategy:alpha", reason="calm", origin="ops")), Ack)
+    resumed = eventually(lambda: [e for e in state_events(events, "strategy:alpha") if e.state == "ACTIVE"])
+    assert [(e.cause, e.origin, e.epoch) for e in resumed] == [("resume", "ops", reply.epoch + 1)]
 
 
 @pytest.mark.risk_config("""
@@ -439,7 +488,7 @@ def test_emergency_cancel_is_retried_until_the_gateway_acknowledges(risk, gatewa
     gateway.answer.clear()
     report = client.call(Kill(kill_id="k-retry", reason="x", origin="ops"))
     assert isinstance(report, CancelReport) and not report.confirmed  # answered in time anyway, honestly
-    alert = eventually(lambda: [a for a in events.of(Alert, topics.alert("emergency_cancel"))
+    alert = eventually(lambda: [a for a in events.bodies(topics.alert("emergency_cancel"), Alert)
                                 if a.severity == "critical"])
     assert "k-retry" in alert[0].message
     gateway.answer.set()

@@ -1,4 +1,5 @@
-"""Fixtures for the SDK/CLI tests: an in-thread proxy, scripted fake services, a ready test publisher."""
+"""Fixtures for the SDK/CLI tests: an in-thread proxy, scripted fake services, a ready test publisher, and the
+risk governor's trading states (what a connecting client asks first)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,22 @@ import zmq
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.pubsub import Publisher
-from tests.sdk.doubles import FakeService, InThreadProxy
+from tests.support.doubles.services import FakeService, InThreadProxy
+from tests.support.doubles.trading_states import TradingStatesDouble
 
 
 @pytest.fixture
-def mem_proxy(cfg: KhazadConfig) -> Iterator[InThreadProxy]:
+def trading_states(cfg: KhazadConfig) -> Iterator[TradingStatesDouble]:
+    """The risk governor's ``GetTradingState`` (everything ACTIVE unless the test sets otherwise)."""
+    double = TradingStatesDouble()
+    svc = FakeService(cfg.bus.risk, "fake-risk", double).start()
+    yield double
+    svc.stop()
+
+
+@pytest.fixture
+def mem_proxy(cfg: KhazadConfig, trading_states: TradingStatesDouble) -> Iterator[InThreadProxy]:
+    """The event proxy, in a thread (with the trading states a connecting client asks for)."""
     p = InThreadProxy(cfg).start()
     yield p
     p.stop()

@@ -16,12 +16,13 @@ import pytest
 from bus import topics
 from bus.messages import (
     AccountReply, Ack, ActorHealth, Alert, CancelReport, GatewayStatus, GetPositions, GetStatus, GetSystemStatus,
-    Instrument, Kill, ListOrders, OrderListReply, OrderSpec, OrderView, PortfolioSnapshot, Position, PositionsReply,
+    Instrument, Kill, ListOrders, OrderListReply, OrderView, PortfolioSnapshot, Position, PositionsReply,
     Rejected, Resume, ServiceStatus, StatusChange, SystemStatusReply,
 )
 from bus.pubsub import SyncSubscriber
 from cli.main import build_parser, main
-from tests.helpers import REPO
+from tests.support.builders import order
+from tests.support.config import REPO
 
 COMMANDS = ["kill", "resume", "status", "orders", "positions", "account"]
 #: Bound for one CLI subprocess (it has its own timeouts well inside this).
@@ -229,9 +230,7 @@ def test_status_falls_back_to_services_when_monitor_is_down(config_path, fakes, 
 
 
 def _order(coid: str, status: str) -> OrderView:
-    spec = OrderSpec(strategy_id="s1", client_order_id=coid, instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=10, order_type="LMT", limit_price=100.0)
-    return OrderView(spec=spec, status=status, is_live=True, remaining=10, ib_order_id=5, perm_id=99,
+    return OrderView(spec=order(coid=coid, limit=100.0), status=status, is_live=True, remaining=10, ib_order_id=5, perm_id=99,
                      history=[StatusChange(status="Received", wall_ns=1), StatusChange(status=status, wall_ns=2)],
                      created_wall_ns=time.time_ns())
 

@@ -8,78 +8,27 @@ import math
 import re
 import threading
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 import pytest
 
 from bus import topics
 from bus.messages import (
-    AccountReply, CancelAllOrders, CancelOrder, GapReport, GetAccount, GetOrder, GetPositions, Instrument,
-    ListOrders, MarketDataAck, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderUpdate, OrderView,
-    PlaceOrder, PortfolioSnapshot, Position, PositionsReply, Rejected, StatusChange, SubscribeMarketData,
-    TickEvent, TradingStateEvent, UnsubscribeMarketData, WaitOrder, is_done_status, is_live_status,
+    AccountReply, CancelAllOrders, CancelOrder, GapReport, GetAccount, GetPositions, Instrument,
+    ListOrders, MarketDataAck, ModifyOrder, OrderSpec, OrderUpdate, OrderView,
+    PlaceOrder, PortfolioSnapshot, Position, PositionsReply, Rejected, SubscribeMarketData,
+    TickEvent, TradingStateEvent, TradingStateReply, UnsubscribeMarketData, WaitOrder,
 )
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import RequestTimeout
 from sdk import (
     AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, new_client_order_id,
 )
-from tests.helpers import eventually
+from tests.support.builders import order
+from tests.support.doubles.order_manager import OrderManagerDouble, view_of
+from tests.support.waiting import eventually, eventually_async, run_bounded as run
 
 SID = "s1"
-#: Bound for a whole async test body (each wait inside is bounded more tightly).
-TEST_BODY_TIMEOUT_S = 30.0
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, TEST_BODY_TIMEOUT_S))
-
-
-def view_of(spec: OrderSpec, status: str = "PendingSubmit", *, statuses: tuple[str, ...] = (),
-            reason: str = "") -> OrderView:
-    hist = [StatusChange(status=s, wall_ns=i + 1) for i, s in enumerate(statuses or ("Received", status))]
-    filled = spec.quantity if status == "Filled" else 0.0
-    return OrderView(spec=spec, status=status, is_live=is_live_status(status), is_done=is_done_status(status),
-                     filled=filled, remaining=spec.quantity - filled, avg_fill_price=100.0 if filled else 0.0,
-                     history=hist, reason=reason)
-
-
-class OrderManagerDouble:
-    """Scripted order manager: keeps orders by (strategy, client_order_id) like the real one (idempotent)."""
-
-    def __init__(self) -> None:
-        self.orders: dict[tuple[str, str], OrderView] = {}
-        self.place_status = "PendingSubmit"
-        self.place_reason = ""
-        self.wait_statuses: tuple[str, ...] = ("Received", "PendingSubmit", "PreSubmitted", "Submitted", "Filled")
-
-    def __call__(self, body: Any) -> Any:
-        if isinstance(body, PlaceOrder):
-            key = (body.order.strategy_id, body.order.client_order_id)
-            if key in self.orders:
-                return OrderReply(order=self.orders[key], duplicate=True)
-            v = view_of(body.order, self.place_status, reason=self.place_reason)
-            self.orders[key] = v
-            return OrderReply(order=v)
-        if isinstance(body, (GetOrder, CancelOrder, ModifyOrder)):
-            v = self.orders.get((body.strategy_id, body.client_order_id))
-            if v is None:
-                return Rejected(code="not_found", reason=f"no order {body.client_order_id}")
-            return OrderReply(order=v)
-        if isinstance(body, WaitOrder):
-            v = self.orders.get((body.strategy_id, body.client_order_id))
-            if v is None:
-                return Rejected(code="not_found", reason=f"no order {body.client_order_id}")
-            final = self.wait_statuses[-1]
-            return OrderReply(order=view_of(v.spec, final, statuses=self.wait_statuses))
-        if isinstance(body, ListOrders):
-            return OrderListReply(orders=[v for (s, _), v in self.orders.items() if s == body.strategy_id])
-        if isinstance(body, CancelAllOrders):
-            return OrderListReply(orders=[v for (s, _), v in self.orders.items() if s == body.strategy_id])
-        return Rejected(code="unknown_command", reason=type(body).__name__)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # ids
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,9 +247,7 @@ def test_queries_and_cancels_send_strategy_scoped_requests(cfg, mem_proxy, fakes
 
 
 def _update(coid: str, status: str, strategy: str = SID) -> OrderUpdate:
-    spec = OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=1)
-    return OrderUpdate(order=view_of(spec, status))
+    return OrderUpdate(order=view_of(order("BUY", 1, strategy=strategy, coid=coid), status))
 
 
 def test_order_updates_reach_iterator_and_callbacks_in_order_own_strategy_only(cfg, test_pub) -> None:
@@ -330,18 +277,12 @@ def test_order_updates_reach_iterator_and_callbacks_in_order_own_strategy_only(c
                     break
             b = await only_b.get(5)
             assert b is not None and b.order.spec.client_order_id == "b"
-            await asyncio.wait_for(_until(lambda: len(seen_async) == len(got)), 5)
+            await eventually_async(lambda: len(seen_async) == len(got), 5)
             return got, seen_sync, seen_async, [b.order.status]
 
     got, seen_sync, seen_async, _ = run(body())
     assert got == statuses + ["Cancelled"]
     assert seen_sync == got and seen_async == got
-
-
-async def _until(pred: Any) -> None:
-    """Yield to the loop until pred() holds (bounded by the caller's wait_for)."""
-    while not pred():
-        await asyncio.sleep(0.005)  # polling a condition inside a bounded wait_for, not a fixed delay
 
 
 def test_stream_ends_when_client_closes(cfg, mem_proxy) -> None:
@@ -426,7 +367,52 @@ def test_trading_state_follows_halt_and_resume(cfg, test_pub) -> None:
                 out += [c.trading_state(), c.trading_state("MSFT")]
             return out
 
-    assert run(body()) == ["UNKNOWN", "HALTED", "HALTED", "HALTED", "HALTED", "ACTIVE", "HALTED"]
+    # ACTIVE first: the governor's answer when the client connected (it was UNKNOWN until an event came)
+    assert run(body()) == ["ACTIVE", "HALTED", "HALTED", "HALTED", "HALTED", "ACTIVE", "HALTED"]
+
+
+def test_client_connecting_during_a_halt_sees_halted_before_any_order(cfg, mem_proxy, trading_states) -> None:
+    trading_states.set(TradingStateEvent(scope="all", state="HALTED", epoch=5, reason="kill k-9: panic",
+                                         origin="ops", cause="kill", kill_id="k-9"),
+                       TradingStateEvent(scope="symbol:MSFT", state="REDUCING", epoch=3, origin="ops",
+                                         cause="operator"), epoch=6)
+
+    async def body() -> TradingStateEvent | None:
+        async with AsyncKhazadClient(SID, config=cfg) as c:
+            assert c.trading_state() == "HALTED" and c.trading_state("MSFT") == "HALTED"
+            return c.trading_state_of("all")
+
+    why = run(body())
+    assert why is not None and (why.cause, why.kill_id, why.origin, why.epoch) == ("kill", "k-9", "ops", 5)
+    with KhazadClient(SID, config=cfg) as c:  # the blocking client too
+        assert c.trading_state() == "HALTED" and c.trading_state_of("symbol:MSFT").state == "REDUCING"
+
+
+def test_answer_never_overrides_a_newer_event_and_unlisted_scopes_become_active(cfg) -> None:
+    c = AsyncKhazadClient(SID, config=cfg)
+    c._trading = {  # seen on the bus while the question was on its way
+        "all": TradingStateEvent(scope="all", state="ACTIVE", epoch=9, cause="resume"),
+        "strategy:s1": TradingStateEvent(scope="strategy:s1", state="HALTED", epoch=4, cause="breaker"),
+    }
+    c._apply_states(TradingStateReply(epoch=8, global_state="HALTED", scopes=[
+        TradingStateEvent(scope="all", state="HALTED", epoch=7, cause="kill")]))
+    assert c.trading_state_of("all").epoch == 9  # the event after the answer stays
+    assert c.trading_state_of("strategy:s1").state == "ACTIVE"  # lifted by epoch 8 (not listed)
+    assert c.trading_state() == "ACTIVE"
+
+
+def test_governor_silent_at_connect_leaves_unknown_then_the_client_asks_again(cfg, mem_proxy, trading_states) -> None:
+    trading_states.answer = False
+
+    async def body() -> tuple[str, str]:
+        async with AsyncKhazadClient(SID, config=cfg, timeout_s=0.3, retries=0) as c:
+            first = c.trading_state()
+            trading_states.set(TradingStateEvent(scope="all", state="HALTED", epoch=2, cause="kill"))
+            trading_states.answer = True
+            await eventually_async(lambda: c.trading_state() == "HALTED", 10, message="asked again")
+            return first, c.trading_state()
+
+    assert run(body()) == ("UNKNOWN", "HALTED")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,9 +17,11 @@ from bus.registry import ACTOR_NAMES
 from bus.security import Security, create_key, keys_dir
 from cli.main import main
 from sdk import KhazadClient
-from tests.helpers import ActorProcess, eventually, write_config
-from tests.sdk.doubles import FakeService
-from tests.sdk.test_sdk_client import OrderManagerDouble
+from tests.support.config import write_config
+from tests.support.doubles.order_manager import OrderManagerDouble
+from tests.support.doubles.services import FakeService
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 
 
 @pytest.fixture

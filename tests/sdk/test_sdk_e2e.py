@@ -21,32 +21,24 @@ from typing import Any
 import pytest
 import zmq
 
-from bus import registry, topics
-from bus.codec import Stamper
+from bus import registry
 from bus.config import KhazadConfig
-from bus.messages import GetRiskState, GetStatus, is_done_status
-from bus.pubsub import SyncSubscriber
-from bus.reqrep import SyncClient
+from bus.messages import is_done_status
 from sdk import KhazadClient, OrderRejected
-from tests.helpers import REPO, ActorProcess, cfg_of, eventually, wait_serving, write_config
+from tests.support.config import REPO, cfg_of, gateway_extra, write_config
+from tests.support.processes import (
+    ActorProcess, start_proxy, status_client, wait_gateway_ready, wait_ready, wait_serving,
+)
+from tests.support.sim_state import SIM_WORKING
+from tests.support.waiting import eventually
 
 #: Starting the whole chain on a loaded 2-core machine.
 SYSTEM_READY_TIMEOUT_S = 45.0
 #: One order's way through risk, gateway, simulator and back.
 ORDER_TIMEOUT_S = 20.0
 CLI_TIMEOUT_S = 60.0
-WORKING_AT_SIM = ("PreSubmitted", "Submitted", "PendingCancel", "PendingSubmit", "ApiPending")
 
 E2E_EXTRA = """
-[gateway]
-mode = "sim"
-port = {sim_port}
-client_id = 11
-reconnect_initial_s = 0.1
-reconnect_max_s = 0.5
-connect_timeout_s = 5.0
-kill_verify_timeout_s = 15.0
-
 [orders]
 risk_timeout_s = 2.0
 gateway_timeout_s = 4.0
@@ -71,15 +63,7 @@ class System:
 
     def sim_working(self, predicate: Any = None) -> list[dict]:
         orders = self.sim.state()["orders"].values()
-        return [o for o in orders if o["status"] in WORKING_AT_SIM and (predicate is None or predicate(o))]
-
-
-def _wait_proxy(ctx: zmq.Context, cfg: KhazadConfig, proc: ActorProcess) -> None:
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="e2e-proxy-ready")
-    try:
-        eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{proc.log()}")
-    finally:
-        sub.close()
+        return [o for o in orders if o["status"] in SIM_WORKING and (predicate is None or predicate(o))]
 
 
 @pytest.fixture(scope="module")
@@ -88,37 +72,28 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
     tmp = tmp_path_factory.mktemp("sdk-e2e")
     with running_sim(seed=11, clock="realtime", tick_interval=0.1) as sim:
-        path = write_config(tmp, extra=E2E_EXTRA.format(sim_port=sim.port))
+        path = write_config(tmp, extra=gateway_extra(sim.port, client_id=11) + E2E_EXTRA)
         cfg = cfg_of(path)
         ctx = zmq.Context()
-        procs: dict[str, ActorProcess] = {}
-        clients: list[SyncClient] = []
+        procs: list[ActorProcess] = []
         try:
-            procs["proxy"] = ActorProcess(registry.PROXY.module, path, name="proxy").start()
-            _wait_proxy(ctx, cfg, procs["proxy"])
+            start_proxy(path, procs, ctx)
             for name in ("gateway", "risk", "orders", "portfolio"):
-                procs[name] = ActorProcess(registry.spec(name).module, path, name=name).start()
-            for name in ("gateway", "risk", "orders", "portfolio"):
-                wait_serving(ctx, cfg.bus.service_endpoint(name), procs[name], SYSTEM_READY_TIMEOUT_S)
-
-            def client(service: str) -> SyncClient:
-                cl = SyncClient(ctx, cfg.bus.service_endpoint(service), service=service,
-                                stamper=Stamper("e2e-probe"), timeout_s=5.0, retries=0)
-                clients.append(cl)
-                return cl
-
-            gw, risk, orders = client("gateway"), client("risk"), client("orders")
-            eventually(lambda: gw.call(GetStatus()).connection == "READY", SYSTEM_READY_TIMEOUT_S,
-                       message=lambda: f"gateway READY\n{procs['gateway'].log()[-3000:]}")
-            eventually(lambda: risk.call(GetRiskState()).ready, SYSTEM_READY_TIMEOUT_S,
-                       message=lambda: f"risk ready\n{procs['risk'].log()[-3000:]}")
-            eventually(lambda: orders.call(GetStatus()).detail.get("ready") == "true", SYSTEM_READY_TIMEOUT_S,
-                       message=lambda: f"orders ready\n{procs['orders'].log()[-3000:]}")
-            yield System(path, cfg, sim, procs)
+                procs.append(ActorProcess(registry.spec(name).module, path, name=name).start())
+            for p in procs[1:]:
+                wait_serving(ctx, cfg.bus.service_endpoint(p.name), p, SYSTEM_READY_TIMEOUT_S)
+            by_name = {p.name: p for p in procs}
+            clients = {name: status_client(ctx, cfg, name, timeout_s=5.0) for name in ("gateway", "risk", "orders")}
+            try:
+                wait_gateway_ready(clients["gateway"], by_name["gateway"], SYSTEM_READY_TIMEOUT_S)
+                wait_ready(clients["risk"], "risk", SYSTEM_READY_TIMEOUT_S)
+                wait_ready(clients["orders"], "orders", SYSTEM_READY_TIMEOUT_S)
+            finally:
+                for cl in clients.values():
+                    cl.close()
+            yield System(path, cfg, sim, by_name)
         finally:
-            for cl in clients:
-                cl.close()
-            for p in reversed(list(procs.values())):
+            for p in reversed(procs):
                 p.stop()
             ctx.destroy(linger=0)
 

@@ -4,7 +4,6 @@ it trades small alternating orders, waits for each with wait_for_order, and does
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,21 +17,11 @@ from bus.messages import (
 )
 from examples.simple_strategy import MAX_BACKOFF_S, Backoff, Mode, SimpleStrategy, mid_of, round_price
 from sdk import AsyncKhazadClient
-from tests.sdk.test_sdk_client import OrderManagerDouble, run
+from tests.support.doubles.order_manager import OrderManagerDouble
+from tests.support.waiting import eventually_async, run_bounded as run
 
 #: Bound for one condition inside a test body.
 COND_TIMEOUT_S = 10.0
-
-
-async def until(pred: Callable[[], Any], what: str) -> None:
-    async def poll() -> None:
-        while not pred():
-            await asyncio.sleep(0.005)  # polling a condition inside a bounded wait_for, not a fixed delay
-
-    try:
-        await asyncio.wait_for(poll(), COND_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"not reached within {COND_TIMEOUT_S}s: {what}") from None
 
 
 @pytest.fixture
@@ -74,7 +63,7 @@ def test_example_trades_alternating_small_orders_and_logs_history(cfg, test_pub,
         async with AsyncKhazadClient(scfg.strategy_id, config=cfg) as client:
             strategy = SimpleStrategy(client, scfg, max_orders=4)
             task = asyncio.create_task(strategy.run())
-            await until(lambda: gw.of_type(SubscribeMarketData), "market data subscription")
+            await eventually_async(lambda: gw.of_type(SubscribeMarketData), COND_TIMEOUT_S, message="market data subscription")
             test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
             assert await asyncio.wait_for(task, COND_TIMEOUT_S) == 0
             return strategy
@@ -102,25 +91,25 @@ def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, 
         async with AsyncKhazadClient(scfg.strategy_id, config=cfg) as client:
             strategy = SimpleStrategy(client, scfg)
             task = asyncio.create_task(strategy.run())
-            await until(lambda: gw.of_type(SubscribeMarketData), "market data subscription")
+            await eventually_async(lambda: gw.of_type(SubscribeMarketData), COND_TIMEOUT_S, message="market data subscription")
             test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
             # 1) halted by rejection only: one rejected order, then backing off (each retry doubles the wait)
-            await until(lambda: strategy.rejections >= 3, "three rejections")
+            await eventually_async(lambda: strategy.rejections >= 3, COND_TIMEOUT_S, message="three rejections")
             attempts = len(om.of_type(PlaceOrder))
             assert strategy.mode == Mode.PAUSED and strategy.backoff.wait_s >= 0.04
             # 2) the bus says HALTED: no order at all while the strategy keeps pausing
             test_pub.publish(topics.TRADING_STATE,
                              TradingStateEvent(scope="all", state="HALTED", epoch=5, reason="kill"))
-            await until(lambda: client.trading_state() == "HALTED", "halt seen")
+            await eventually_async(lambda: client.trading_state() == "HALTED", COND_TIMEOUT_S, message="halt seen")
             sent_at_halt = len(om.of_type(PlaceOrder))
             repeats = strategy.backoff.repeats
-            await until(lambda: strategy.backoff.repeats >= repeats + 3, "three more pauses")
+            await eventually_async(lambda: strategy.backoff.repeats >= repeats + 3, COND_TIMEOUT_S, message="three more pauses")
             assert len(om.of_type(PlaceOrder)) == sent_at_halt
             # 3) resume: the event wakes it up and orders flow again
             halted["on"] = False
             test_pub.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="ACTIVE", epoch=6,
                                                                 reason="resume"))
-            await until(lambda: strategy.orders_filled >= 1, "an order after the resume")
+            await eventually_async(lambda: strategy.orders_filled >= 1, COND_TIMEOUT_S, message="an order after the resume")
             assert strategy.mode == Mode.TRADING
             strategy.stop()
             assert await asyncio.wait_for(task, COND_TIMEOUT_S) == 0

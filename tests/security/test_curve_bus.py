@@ -16,7 +16,10 @@ from bus.pubsub import Publisher, SyncSubscriber
 from bus.registry import ACTOR_NAMES
 from bus.reqrep import RequestTimeout, SyncClient
 from bus.security import Security, create_key, keys_dir
-from tests.helpers import ActorProcess, eventually, write_config
+from tests.support.config import write_config
+from tests.support.processes import ActorProcess
+from tests.support.programs import ECHO_ACTOR
+from tests.support.waiting import eventually
 
 #: A refused CURVE handshake means no reply at all: the bound for "cannot connect".
 REFUSED_TIMEOUT_S = 1.0
@@ -39,7 +42,7 @@ def curve_system(curve_config: Path, processes: list[ActorProcess], zctx: zmq.Co
     cfg = load_config(curve_config, env={})
     proxy = ActorProcess("bus.proxy", curve_config, name="proxy").start()
     processes.append(proxy)
-    echo = ActorProcess("tests.security.echo_actor", curve_config, name="echo").start()
+    echo = ActorProcess(ECHO_ACTOR, curve_config, name="echo").start()
     processes.append(echo)
     op = Security.for_process(cfg, "alice")
     client = SyncClient(zctx, cfg.bus.monitor, service="monitor", stamper=Stamper("alice"), timeout_s=0.5,

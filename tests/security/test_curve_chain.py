@@ -25,7 +25,10 @@ from bus.registry import ACTOR_NAMES
 from bus.reqrep import SyncClient
 from bus.security import Security, create_key, keys_dir
 from sdk import KhazadClient
-from tests.helpers import REPO, ActorProcess, cfg_of, eventually, write_config
+from tests.support.builders import order
+from tests.support.config import REPO, cfg_of, write_config
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 
 READY_TIMEOUT_S = 45.0
 ORDER_TIMEOUT_S = 20.0
@@ -95,11 +98,6 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             ctx.destroy(linger=0)
 
 
-def _order(strategy: str, coid: str) -> m.OrderSpec:
-    return m.OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=m.Instrument(symbol="AAPL"),
-                       side="BUY", quantity=1)
-
-
 def test_strategy_key_trades_for_itself_through_the_authenticated_chain(chain: Chain) -> None:
     with KhazadClient("momo", config=chain.cfg) as c:
         view = c.place_market_order("AAPL", "BUY", 1)
@@ -110,7 +108,7 @@ def test_strategy_key_trades_for_itself_through_the_authenticated_chain(chain: C
 
 
 def test_strategy_spoofing_another_strategy_is_refused_by_the_order_manager(chain: Chain) -> None:
-    reply = chain.client("orders", "momo").call(m.PlaceOrder(order=_order("other", "spoof-1")))
+    reply = chain.client("orders", "momo").call(m.PlaceOrder(order=order("BUY", 1, strategy="other", coid="spoof-1")))
     assert isinstance(reply, m.Rejected) and reply.code == "unauthorized", reply
     refs = [o["orderRef"] for o in chain.sim.state()["orders"].values()]
     assert "other/spoof-1" not in refs
@@ -121,9 +119,9 @@ def test_strategy_key_cannot_kill_or_reach_gateway_order_commands(chain: Chain) 
     killed = gw.call(m.Kill(kill_id="k-strategy", reason="not allowed"))
     assert isinstance(killed, m.Rejected) and killed.code == "unauthorized"
     # even with a genuine approval (stolen from the governor's key), the strategy's key may not submit
-    order = _order("momo", "direct-1")
-    approval = sign(load_approval_key(chain.cfg), order, ttl_s=5.0)
-    submitted = gw.call(m.SubmitOrder(order=order, approval=approval))
+    spec = order("BUY", 1, strategy="momo", coid="direct-1")
+    approval = sign(load_approval_key(chain.cfg), spec, ttl_s=5.0)
+    submitted = gw.call(m.SubmitOrder(order=spec, approval=approval))
     assert isinstance(submitted, m.Rejected) and submitted.code == "unauthorized"
     assert "momo/direct-1" not in [o["orderRef"] for o in chain.sim.state()["orders"].values()]
     risk = chain.client("risk", "momo").call(m.SetTradingState(state="ACTIVE", reason="sneaky"))

@@ -22,8 +22,10 @@ from bus.messages import (
 )
 from launch.supervisord import sections
 from launch.xmlrpc import process_infos
-from tests.helpers import REPO, eventually
-from tests.system.support import SIM_WORKING, System, running_system
+from tests.support.config import REPO
+from tests.support.sim_state import SIM_WORKING
+from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 
 #: Bounds (generous: up to seven engineers share this 2-core machine). A passing wait returns at once.
 CONVERGE_TIMEOUT_S = 45.0

@@ -1,4 +1,4 @@
-"""A small actor for the bus tests, run as a real process: ``python -m tests.bus.probe_actor --config <path>``.
+"""A small actor for the bus tests, run as a real process: ``python -m tests.support.programs.probe_actor --config <path>``.
 
 It uses real message types, so everything on the wire is the production format. Environment knobs (tests pass
 them through ``ActorProcess(env=...)``): ``PROBE_NAME`` (default ``probe``), ``PROBE_SERVICE`` (the bus endpoint

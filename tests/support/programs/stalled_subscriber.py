@@ -1,4 +1,4 @@
-"""A subscriber process that stalls on purpose: ``python -m tests.bus.stalled_subscriber --config <path> --topic T
+"""A subscriber process that stalls on purpose: ``python -m tests.support.programs.stalled_subscriber --config <path> --topic T
 --stall S``.
 
 It subscribes with a receive high-water mark of 1, does the ready handshake, prints ``ready``, then does not read

@@ -25,13 +25,13 @@ from bus.messages import GetSystemStatus, SystemStatusReply
 from bus.reqrep import SyncClient
 from launch.xmlrpc import process_infos, supervisor_rpc
 from sim.control import control_request
-from tests.helpers import REPO, cfg_of, eventually, write_config
+from tests.support.config import REPO, cfg_of, write_config
+from tests.support.processes import process_alive, process_start_ticks
+from tests.support.waiting import eventually
 
 #: Bounds (generous: up to seven engineers share this 2-core machine). A passing wait returns at once.
 START_TIMEOUT_S = 90.0
 SHUTDOWN_TIMEOUT_S = 60.0
-#: Order statuses at the simulator that mean "still working" (IB's meaning; Inactive is a rejection there).
-SIM_WORKING = frozenset({"PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel"})
 
 
 @dataclass
@@ -81,29 +81,6 @@ class System:
             return (self.cfg.run_path / "logs" / f"{program}.log").read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid, it identifies
-    one process even after the pid is recycled."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _infos_or_empty(s: System) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Stand-ins for the risk governor and the gateway in the orders-only integration tests.
+"""The risk governor and the gateway as the order manager sees them, for its integration tests (``ChainDoubles``).
 
 One private asyncio loop on a thread hosts two real :class:`bus.reqrep.Service` ROUTERs (on the configured
 ``bus.risk`` and ``bus.gateway`` endpoints) and a real :class:`bus.pubsub.Publisher` for the gateway's events
@@ -24,16 +24,14 @@ from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key, sig
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    Ack, AmendOrder, CancelIbOrder, CheckOrder, FillEvent, GatewaySnapshot, GetSnapshot, IbOrder, OrderStatusEvent,
-    Ping, Pong, Rejected, RiskDecision, SubmitAck, SubmitOrder, is_done_status, is_live_status, tag_of,
+    DUPLICATE_STATUS, Ack, AmendOrder, CancelIbOrder, CheckOrder, FillEvent, GatewaySnapshot, GetSnapshot, IbOrder,
+    OrderStatusEvent, Ping, Pong, Rejected, RiskDecision, SubmitAck, SubmitOrder, is_done_status, is_live_status, tag_of,
 )
 from bus.pubsub import Publisher
 from bus.reqrep import CallContext, Service
 
 THREAD_TIMEOUT_S = 10.0
 APPROVAL_TTL_S = 5.0
-#: The gateway's SubmitAck.status for a second SubmitOrder with an orderRef it already placed.
-DUPLICATE_STATUS = "Duplicate"
 
 
 class ChainDoubles:

@@ -1,6 +1,7 @@
-"""A gateway test double for the risk governor's process-level tests (the real gateway + simulator are used in
-the end-to-end tests): a ROUTER on ``bus.gateway`` in a thread answering GetSnapshot, SubscribeMarketData and
-EmergencyCancel, and a publisher named ``gateway`` for the events the real gateway would publish.
+"""The gateway as the risk governor sees it (``FakeGateway``), for the governor's process-level tests and the risk
+benchmark (the end-to-end tests use the real gateway and the simulator): a ROUTER on ``bus.gateway`` in a thread
+answering GetSnapshot, SubscribeMarketData and EmergencyCancel, and a publisher named ``gateway`` for the events
+(and heartbeats) the real gateway would publish.
 
 It is a double of one peer only; the governor under test is the real process over real sockets.
 """
@@ -16,8 +17,8 @@ import zmq
 from bus import sockets
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import (
-    AccountValue, CancelReport, EmergencyCancel, GatewaySnapshot, GatewayStatus, GetSnapshot, GetStatus, Kill, MarketDataAck, Ping, Pong,
-    Rejected, SubscribeMarketData,
+    AccountValue, CancelReport, EmergencyCancel, GatewaySnapshot, GatewayStatus, GetSnapshot, GetStatus, Kill,
+    MarketDataAck, Ping, Pong, Rejected, SubscribeMarketData,
 )
 from bus.pubsub import Publisher
 

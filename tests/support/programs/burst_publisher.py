@@ -1,4 +1,4 @@
-"""A brand-new publisher process for the slow-joiner tests: ``python -m tests.bus.burst_publisher --config <path>
+"""A brand-new publisher process for the slow-joiner tests: ``python -m tests.support.programs.burst_publisher --config <path>
 --count N [--topic T]``.
 
 It connects, does the ready handshake and publishes ``Alert(kind="burst", message="<i>")`` for i in 0..N-1 at once,
