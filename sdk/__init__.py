@@ -22,7 +22,8 @@ strategy-prefixed, time-ordered, unique). Sending the same id again is safe: the
 it already has and never creates a second one. Request retries inside the SDK reuse the request id as well.
 
 The other modules: :mod:`sdk.streams` (bounded update streams), :mod:`sdk.ids` (client order ids),
-:mod:`sdk.endpoints` (where to connect), :mod:`sdk.views` (rejected statuses, order history for logs). Topics
+:mod:`sdk.endpoints` (where to connect), :mod:`sdk.views` (rejected statuses, order history for logs),
+:mod:`sdk.logs` (the SDK's log level: INFO unless ``log_level=`` or ``[logging] level`` says otherwise). Topics
 come from :mod:`bus.topics`; the CURVE identity from :func:`bus.security.client_security`.
 """
 

@@ -75,6 +75,7 @@ from sdk.endpoints import Endpoints, resolve_config, validated
 from sdk.endpoints import instrument as as_instrument
 from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, UnexpectedReply
 from sdk.ids import new_client_order_id
+from sdk.logs import configure_sdk_logging
 from sdk.streams import CLOSED, AsyncStream
 from sdk.views import raise_if_rejected
 
@@ -100,7 +101,9 @@ class AsyncKhazadClient:
 
     ``config`` is a :class:`~bus.config.KhazadConfig`, a path to ``khazad.toml``, or None (``$KHAZAD_CONFIG``,
     ``./khazad.toml``, else defaults). ``endpoints`` overrides the config's endpoints. ``timeout_s``/``retries``
-    default to ``bus.request_timeout_s``/``bus.request_retries``. Callbacks registered with ``on_*`` may be plain
+    default to ``bus.request_timeout_s``/``bus.request_retries``. ``log_level`` (default: the config's
+    ``[logging] level``, INFO) is the SDK's log level unless the application configured loguru itself
+    (:mod:`sdk.logs`). Callbacks registered with ``on_*`` may be plain
     functions (called on the event loop, keep them short) or coroutine functions (scheduled as tasks).
     """
 
@@ -114,10 +117,12 @@ class AsyncKhazadClient:
         timeout_s: float | None = None,
         retries: int | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        log_level: str | None = None,
     ) -> None:
         probe = validated(GetOrder(strategy_id=strategy_id, client_order_id="x"))  # validates the strategy id
         self.strategy_id = probe.strategy_id
         self.cfg = resolve_config(config)
+        configure_sdk_logging(log_level or self.cfg.logging.level)
         self.endpoints = endpoints or Endpoints.from_bus(self.cfg.bus)
         self.name = name or f"strategy.{strategy_id}"
         self.timeout_s = self.cfg.bus.request_timeout_s if timeout_s is None else timeout_s
@@ -421,6 +426,8 @@ class AsyncKhazadClient:
         return reply
 
     async def _learn_trading_states(self, *, retries: int) -> bool:
+        """Ask the governor once; False when it did not answer (ask again later). A refusal is an answer: asking
+        again would be refused again (trading states then come from ``state.trading`` events only)."""
         try:
             reply = await self._require(self._risk).call(GetTradingState(), retries=retries)
         except RequestTimeout:
@@ -432,7 +439,7 @@ class AsyncKhazadClient:
             return False
         if not isinstance(reply, TradingStateReply):
             logger.warning("sdk: {}: GetTradingState answered {}", self.name, reply)
-            return False
+            return True
         self._apply_states(reply)
         logger.info(
             "sdk: {}: trading {} (epoch {}{})",

@@ -56,6 +56,7 @@ class KhazadClient:
         timeout_s: float | None = None,
         retries: int | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        log_level: str | None = None,
     ) -> None:
         self._aclient = AsyncKhazadClient(
             strategy_id,
@@ -65,6 +66,7 @@ class KhazadClient:
             timeout_s=timeout_s,
             retries=retries,
             ready_timeout_s=ready_timeout_s,
+            log_level=log_level,
         )
         self.strategy_id = self._aclient.strategy_id
         self.name = self._aclient.name
