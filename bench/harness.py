@@ -253,7 +253,7 @@ def role_io() -> tuple[Callable[[str], None], Callable[[], str]]:
 # the Khazad system: simulator + proxy + actors, as real processes
 # ---------------------------------------------------------------------------------------------------------------
 
-#: The benchmark configuration on top of tests.helpers.write_config (free ports, run dir, approval key):
+#: The benchmark configuration on top of tests.support.config.write_config (free ports, run dir, approval key):
 #: pacing raised for the benchmark only (IB accepts 50 msg/s; these rates measure Khazad's own overhead), risk
 #: limits relaxed so every order is approved (the figure is the path's cost, not a limit's verdict).
 BENCH_CONFIG = """
@@ -363,7 +363,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
         path = write_config(tmp, extra=BENCH_CONFIG.format(sim_port=sim.port))
         cfg = cfg_of(path)
         system = System(tmp=tmp, config_path=path, cfg=cfg, sim=sim, wall_minus_mono_s=_wall_minus_mono())
-        # production heartbeat (tests.helpers.write_config sets 0.2 s for fast tests): a busy gateway must not look
+        # production heartbeat (tests.support.config.write_config sets 0.2 s for fast tests): a busy gateway must not look
         # dead to the governor's disconnect breaker sooner than it would in production
         env = {"KHAZAD__LOGGING__LEVEL": log_level, "KHAZAD__BUS__HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)}
         system.procs["proxy"] = ActorProcess(registry.PROXY.module, path, name="proxy", env=env).start()

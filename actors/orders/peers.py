@@ -30,6 +30,12 @@ from bus.reqrep import AsyncClient, RequestTimeout
 
 #: Extra time the risk governor gets on top of its own first-tick wait (``risk.market_data_wait_s``).
 RISK_REPLY_MARGIN_S = 0.5
+#: Rejection codes the order manager gives on the governor's behalf when it has no usable answer (fail closed). The
+#: governor's own codes are in actors/risk/codes.py (an actor never imports another's modules).
+RISK_UNAVAILABLE = "risk.unavailable"
+RISK_NO_APPROVAL = "risk.no_approval"
+RISK_BAD_REPLY = "risk.bad_reply"
+FAIL_CLOSED_CODES = (RISK_UNAVAILABLE, RISK_NO_APPROVAL, RISK_BAD_REPLY)
 
 #: ``client(endpoint, timeout_s=..., retries=...)``: the actor's cached request clients (``Actor.client``)
 ClientFactory = Callable[..., AsyncClient]
@@ -77,19 +83,19 @@ class Peers:
         except RequestTimeout:
             return RiskAnswer(
                 False,
-                "risk.unavailable",
+                RISK_UNAVAILABLE,
                 f"risk governor did not answer within {self.risk_timeout_s:g}s (fail closed)",
                 None,
                 None,
             )
         if isinstance(reply, RiskDecision):
             if reply.approved and reply.approval is None:
-                return RiskAnswer(False, "risk.no_approval", "approved without an approval signature", None, reply)
+                return RiskAnswer(False, RISK_NO_APPROVAL, "approved without an approval signature", None, reply)
             return RiskAnswer(reply.approved, reply.code, reply.reason, reply.approval, reply)
         if isinstance(reply, Rejected):
             code = reply.code if reply.code.startswith("risk.") else f"risk.{reply.code}"
             return RiskAnswer(False, code, reply.reason, None, reply)
-        return RiskAnswer(False, "risk.bad_reply", f"unexpected reply {tag_of(type(reply))}", None, reply)
+        return RiskAnswer(False, RISK_BAD_REPLY, f"unexpected reply {tag_of(type(reply))}", None, reply)
 
     async def submit(self, spec: OrderSpec, approval: Approval) -> Any:
         """``SubmitOrder`` to the gateway; raises :class:`RequestTimeout` without an answer."""
