@@ -50,7 +50,7 @@ def test_lifecycle_table_allows_exactly_the_listed_transitions(cfg: KhazadConfig
                for s in ActorState if s is not ActorState.STOPPED)  # every state can stop
 
 
-class Recorder(Actor):
+class RecordingActor(Actor):
     """An in-process actor that records its lifecycle and can be told to misbehave."""
 
     name = "recorder"
@@ -80,7 +80,7 @@ class Recorder(Actor):
         return [dies()] if self.behaviour == "task-dies" else []
 
 
-def _run(actor: Recorder, *, stop_when_started: bool) -> int:
+def _run(actor: RecordingActor, *, stop_when_started: bool) -> int:
     async def scenario() -> int:
         task = asyncio.create_task(actor.run())
         if stop_when_started:
@@ -92,26 +92,26 @@ def _run(actor: Recorder, *, stop_when_started: bool) -> int:
 
 
 def test_actor_runs_through_the_lifecycle_and_stops_cleanly(proxy: ActorProcess, cfg: KhazadConfig) -> None:
-    actor = Recorder(cfg)
+    actor = RecordingActor(cfg)
     assert _run(actor, stop_when_started=True) == EXIT_OK
     assert actor.history == [ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING, ActorState.STOPPED]
 
 
 def test_repeated_errors_fault_the_actor_with_exit_70(proxy: ActorProcess, cfg: KhazadConfig) -> None:
-    actor = Recorder(cfg, behaviour="errors")
+    actor = RecordingActor(cfg, behaviour="errors")
     assert _run(actor, stop_when_started=False) == EXIT_FAULTED
     assert actor.history == [ActorState.STARTING, ActorState.RUNNING, ActorState.FAULTED, ActorState.STOPPING,
                              ActorState.STOPPED]
 
 
 def test_dying_background_task_faults_the_actor_with_exit_70(proxy: ActorProcess, cfg: KhazadConfig) -> None:
-    actor = Recorder(cfg, behaviour="task-dies")
+    actor = RecordingActor(cfg, behaviour="task-dies")
     assert _run(actor, stop_when_started=False) == EXIT_FAULTED
     assert ActorState.FAULTED in actor.history and actor.history[-1] is ActorState.STOPPED
 
 
 def test_stop_before_run_is_not_lost(proxy: ActorProcess, cfg: KhazadConfig) -> None:
-    actor = Recorder(cfg)
+    actor = RecordingActor(cfg)
     actor.stop()  # e.g. a signal that arrived while the process was still setting up
     assert _run(actor, stop_when_started=False) == EXIT_OK
     assert ActorState.RUNNING not in actor.history and actor.history[-1] is ActorState.STOPPED

@@ -8,7 +8,7 @@ import pytest
 
 from actors.orders.lifecycle import ManagedOrder
 from actors.orders.stages import STAGE_TRANSITIONS, IllegalStageChange, Stage
-from bus.messages import Instrument, OrderSpec
+from tests.support.builders import order
 
 #: Every stage, spelt out (not read from the code under test).
 STAGES = ("received", "approved", "submitting", "unknown", "acked", "interrupted", "closed")
@@ -25,10 +25,9 @@ EXPECTED_PAIRS = {
 }
 
 
-def order(stage: str) -> ManagedOrder:
-    spec = OrderSpec(strategy_id="s1", client_order_id="c1", instrument=Instrument(symbol="AAPL"), side="BUY",
-                     quantity=10)
-    return ManagedOrder(spec=spec, stage=stage)
+def managed(stage: str) -> ManagedOrder:
+    """An order of the order manager at ``stage`` (BUY 10 AAPL for s1, client order id c1)."""
+    return ManagedOrder(spec=order(coid="c1"), stage=stage)
 
 
 def test_stage_table_is_exactly_the_pinned_pairs() -> None:
@@ -40,7 +39,7 @@ def test_stage_table_is_exactly_the_pinned_pairs() -> None:
 
 @pytest.mark.parametrize("current,new", list(itertools.product(STAGES, repeat=2)))
 def test_every_stage_change_is_applied_or_refused_as_pinned(current: str, new: str) -> None:
-    o = order(current)
+    o = managed(current)
     if current == new:
         assert o.move_to(new) is False and o.stage == current  # staying is not a change
     elif (current, new) in EXPECTED_PAIRS:
@@ -52,19 +51,19 @@ def test_every_stage_change_is_applied_or_refused_as_pinned(current: str, new: s
 
 
 def test_direct_stage_write_is_refused() -> None:
-    o = order("received")
+    o = managed("received")
     with pytest.raises(IllegalStageChange, match="move_to"):
         o.stage = "approved"
     assert o.stage == "received"
 
 
 def test_order_is_sent_from_submitting_on_and_not_before() -> None:
-    o = order("received")
+    o = managed("received")
     o.move_to("approved")
     assert not o.sent
     o.move_to("submitting")
     assert o.sent
-    resumed = order("interrupted")
+    resumed = managed("interrupted")
     resumed.move_to("acked")  # IB reports an interrupted order after all: it is at IB
     assert resumed.sent
 

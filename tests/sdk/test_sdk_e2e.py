@@ -24,6 +24,7 @@ import zmq
 from bus import registry
 from bus.config import KhazadConfig
 from bus.messages import is_done_status
+from launch.options import DEFAULT_RUN_DIR
 from sdk import KhazadClient, OrderRejected
 from tests.support.config import REPO, cfg_of, gateway_extra, write_config
 from tests.support.processes import (
@@ -184,8 +185,9 @@ def test_e2e_example_strategy_trades_and_stops_cleanly_on_sigterm(system: System
 def test_e2e_docs_sdk_snippet_runs_as_written(system: System) -> None:
     text = (REPO / "docs" / "sdk.md").read_text()
     snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
-    assert 'config="khazad.toml"' in snippet
-    snippet = snippet.replace('config="khazad.toml"', f"config={str(system.config_path)!r}")
+    documented = f'config="{DEFAULT_RUN_DIR}/khazad.toml"'  # what `make run` generates (docs/sdk.md)
+    assert documented in snippet
+    snippet = snippet.replace(documented, f"config={str(system.config_path)!r}")
     out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                          cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
