@@ -77,6 +77,7 @@ from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, Unexp
 from sdk.ids import new_client_order_id
 from sdk.logs import configure_sdk_logging
 from sdk.streams import CLOSED, AsyncStream
+from sdk.trading import TradingStates
 from sdk.views import raise_if_rejected
 
 #: Extra time a WaitOrder call gets on top of the wait itself (the order manager answers at its own deadline).
@@ -85,8 +86,6 @@ WAIT_REPLY_MARGIN_S = 2.0
 MAX_WAIT_S = 300.0
 #: Interval between attempts to learn the trading states while the risk governor has not answered.
 STATE_RETRY_S = 2.0
-#: ``trading_state()`` before anything is known.
-UNKNOWN = "UNKNOWN"
 
 Filter = Literal["open", "today", "all"]
 Until = Literal["live", "done"]
@@ -146,8 +145,7 @@ class AsyncKhazadClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._md: dict[str, Instrument] = {}
         self.last_ticks: dict[str, TickEvent] = {}
-        #: scope -> its trading state: the latest ``state.trading`` event, or the governor's answer when newer
-        self._trading: dict[str, TradingStateEvent] = {}
+        self._trading = TradingStates()
         self.gaps = 0
         self.started = False
         self.closed = False
@@ -311,7 +309,7 @@ class AsyncKhazadClient:
                     self.last_ticks[body.symbol] = body
                     self._emit("tick", body)
             elif isinstance(body, TradingStateEvent):
-                self._trading[body.scope] = body  # one publisher, in order: the latest change wins
+                self._trading.on_event(body)
                 self._emit("state", body)
 
     def _emit(self, kind: str, item: Any) -> None:
@@ -407,22 +405,17 @@ class AsyncKhazadClient:
         ``symbol``, that ``symbol:`` scope): ``HALTED`` > ``REDUCING`` > ``ACTIVE``. Known from the governor's
         answer when the client connected, kept current by ``state.trading``; ``UNKNOWN`` while neither came."""
         scopes = {"all", f"strategy:{self.strategy_id}"} | ({f"symbol:{symbol}"} if symbol else set())
-        # list(): a snapshot, since the blocking client calls this from another thread than the reader's
-        states = {ev.state for scope, ev in list(self._trading.items()) if scope in scopes}
-        for state in ("HALTED", "REDUCING", "ACTIVE"):
-            if state in states:
-                return state
-        return UNKNOWN
+        return self._trading.state(scopes)
 
     def trading_state_of(self, scope: str) -> TradingStateEvent | None:
         """The change that set ``scope``'s current state (its epoch, reason, cause and origin); None when not
         known (a scope the governor did not list is ACTIVE once it answered)."""
-        return self._trading.get(scope)
+        return self._trading.of(scope)
 
     async def refresh_trading_state(self) -> TradingStateReply:
         """Ask the risk governor for every scope's trading state now (``start`` does it once by itself)."""
         reply = await self._call(self._risk, GetTradingState(), TradingStateReply)
-        self._apply_states(reply)
+        self._trading.on_reply(reply)
         return reply
 
     async def _learn_trading_states(self, *, retries: int) -> bool:
@@ -440,7 +433,7 @@ class AsyncKhazadClient:
         if not isinstance(reply, TradingStateReply):
             logger.warning("sdk: {}: GetTradingState answered {}", self.name, reply)
             return True
-        self._apply_states(reply)
+        self._trading.on_reply(reply)
         logger.info(
             "sdk: {}: trading {} (epoch {}{})",
             self.name,
@@ -453,16 +446,6 @@ class AsyncKhazadClient:
     async def _keep_asking_states(self) -> None:
         while not await self._learn_trading_states(retries=0):
             await asyncio.sleep(STATE_RETRY_S)  # retry timer while the governor does not answer
-
-    def _apply_states(self, reply: TradingStateReply) -> None:
-        """The governor's answer, as of its epoch: a change seen on the bus with a newer epoch stays."""
-        listed = {ev.scope: ev for ev in reply.scopes}
-        for scope in set(listed) | set(self._trading) | {"all"}:
-            held = self._trading.get(scope)
-            if held is not None and held.epoch > reply.epoch:
-                continue  # an event newer than the answer (it was made after it)
-            ev = listed.get(scope) or TradingStateEvent(scope=scope, state="ACTIVE", epoch=reply.epoch)
-            self._trading[scope] = ev
 
     # -- requests ------------------------------------------------------------------------------------------------
 

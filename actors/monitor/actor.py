@@ -34,6 +34,7 @@ from actors.monitor import audit as A
 from actors.monitor.audit import AuditLog
 from actors.monitor.hooks import AlertHooks
 from actors.monitor.metrics import MonitorMetrics
+from actors.monitor.trading import TradingBoard, Update
 from bus import messages as m
 from bus import registry, topics
 from bus.actor import Actor, Handler
@@ -84,7 +85,6 @@ RECENT_ALERTS = 50
 RECENT_FILLS = 20
 #: How many ids (kills, executions, rejected orders) are remembered for de-duplication.
 SEEN_CAPACITY = 10_000
-TRADING_SEVERITY = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
 #: Gateway order statuses/IB codes that mean "rejected" (201: order rejected by IB).
 GATEWAY_REJECT_STATUSES = frozenset({"GatewayRejected", "Inactive"})
 IB_ORDER_REJECTED = 201
@@ -188,9 +188,7 @@ class MonitorActor(Actor):
         #: when the gateway left READY (or the monitor started without seeing READY); alerted once per episode
         self._not_ready_since: float | None = time.monotonic()
         self._not_ready_alerted = False
-        #: "<source>:<scope>" -> (state, epoch)
-        self.trading: dict[str, tuple[str, int]] = {}
-        self.epoch = 0
+        self.trading = TradingBoard(authority=TRADING_AUTHORITY, latch_source=LATCH_SOURCE)
         self.alerts: deque[Alert] = deque(maxlen=RECENT_ALERTS)
         self.recent_fills: deque[FillEvent] = deque(maxlen=RECENT_FILLS)
         self.counters: dict[str, float] = {}
@@ -321,7 +319,7 @@ class MonitorActor(Actor):
         if name == LATCH_SOURCE:
             latched = latched_scopes(hb.detail)
             if latched is not None:
-                self._apply_latch(latched, _int(hb.detail.get("epoch", "")))
+                self._record(self.trading.latch(latched, _int(hb.detail.get("epoch", ""))))
         if revived is not None:
             if revived.deaths:
                 self._audit(
@@ -391,47 +389,36 @@ class MonitorActor(Actor):
             self.raise_alert("gateway_reconnected", "info", "gateway is READY again")
 
     def _on_trading(self, source: str, ev: TradingStateEvent) -> None:
-        self._apply_trading(source, ev.scope, ev.state, ev.epoch, reason=ev.reason, origin=ev.origin)
+        update = self.trading.apply(source, ev.scope, ev.state, ev.epoch, reason=ev.reason, origin=ev.origin)
+        self._record([update] if update is not None else [])
 
-    def _apply_trading(
-        self, source: str, scope: str, state: str, epoch: int, *, reason: str = "", origin: str = ""
-    ) -> None:
-        key = f"{source}:{scope}"
-        held = self.trading.get(key)
-        if held is not None and epoch < held[1]:
-            return  # an older view than the one we hold
-        self.trading[key] = (state, epoch)
-        if source == TRADING_AUTHORITY:
-            self.epoch = max(self.epoch, epoch)
-        self.metrics.set_trading(source, scope, state)
-        self.metrics.epoch.set(self.epoch)
-        if held is not None and held[0] == state:
-            return
-        self._audit(
-            A.TRADING_STATE,
-            source=source,
-            scope=scope,
-            summary=f"{held[0] if held else '?'} -> {state}{f': {reason}' if reason else ''}",
-            detail={"epoch": epoch, "origin": origin, "reason": reason},
-        )
-        if held is None and state == "ACTIVE":
-            return
-        if state == "ACTIVE":
-            self.raise_alert("trading_active", "info", f"{source}: trading ACTIVE again for {scope}", scope=scope)
-        else:
-            self.raise_alert(
-                "trading_" + state.lower(),
-                "warning",
-                f"{source}: trading {state} for {scope}{f' ({reason})' if reason else ''}",
-                scope=scope,
+    def _record(self, updates: list[Update]) -> None:
+        """Metrics for every accepted trading-state update; an audit row and an alert for each change."""
+        for u in updates:
+            self.metrics.set_trading(u.source, u.scope, u.state)
+            self.metrics.epoch.set(self.trading.epoch)
+            if not u.changed:
+                continue
+            self._audit(
+                A.TRADING_STATE,
+                source=u.source,
+                scope=u.scope,
+                summary=f"{u.previous or '?'} -> {u.state}{f': {u.reason}' if u.reason else ''}",
+                detail={"epoch": u.epoch, "origin": u.origin, "reason": u.reason},
             )
-
-    def _apply_latch(self, latched: frozenset[str], seq: int) -> None:
-        """The gateway's halt latch (every latched scope HALTED, ``all`` ACTIVE when not latched, a scope it no
-        longer latches ACTIVE again); ``seq`` is the latch's own counter, not the trading epoch."""
-        held = {k.partition(":")[2] for k, (state, _) in self.trading.items() if k.startswith(f"{LATCH_SOURCE}:")}
-        for scope in sorted(latched | held | {"all"}):
-            self._apply_trading(LATCH_SOURCE, scope, "HALTED" if scope in latched else "ACTIVE", seq)
+            if u.previous is None and u.state == "ACTIVE":
+                continue
+            if u.state == "ACTIVE":
+                self.raise_alert(
+                    "trading_active", "info", f"{u.source}: trading ACTIVE again for {u.scope}", scope=u.scope
+                )
+            else:
+                self.raise_alert(
+                    "trading_" + u.state.lower(),
+                    "warning",
+                    f"{u.source}: trading {u.state} for {u.scope}{f' ({u.reason})' if u.reason else ''}",
+                    scope=u.scope,
+                )
 
     def _on_kill(self, sender: str, kill: Kill) -> None:
         if not self._seen_controls.add(f"kill:{kill.kill_id}"):
@@ -660,7 +647,7 @@ class MonitorActor(Actor):
                 self._set_connection(
                     ConnectionStateEvent(state=gw.connection, mode=gw.mode, message="from the gateway's status")
                 )
-            self._apply_latch(frozenset(gw.halted_scopes), gw.epoch)
+            self._record(self.trading.latch(frozenset(gw.halted_scopes), gw.epoch))
         try:
             risk = await self.client(TRADING_AUTHORITY, timeout_s=STATE_REFRESH_TIMEOUT_S, retries=0).call(
                 GetTradingState()
@@ -668,28 +655,12 @@ class MonitorActor(Actor):
         except RequestTimeout:
             risk = None
         if isinstance(risk, TradingStateReply):
-            self._apply_authority(risk)
-
-    def _apply_authority(self, reply: TradingStateReply) -> None:
-        """The governor's answer: every scope it lists, ``all`` ACTIVE unless listed, and ACTIVE for a scope held
-        here that it no longer lists (unless an event newer than the answer already said otherwise)."""
-        listed = {ev.scope: ev for ev in reply.scopes}
-        for ev in reply.scopes:
-            self._apply_trading(
-                TRADING_AUTHORITY, ev.scope, ev.state, max(ev.epoch, reply.epoch), reason=ev.reason, origin=ev.origin
-            )
-        prefix = f"{TRADING_AUTHORITY}:"
-        held = {k[len(prefix) :] for k in self.trading if k.startswith(prefix)}
-        for scope in sorted((held | {"all"}) - set(listed)):
-            self._apply_trading(TRADING_AUTHORITY, scope, "ACTIVE", reply.epoch)
+            self._record(self.trading.authority_reply(risk))
 
     # -- status -----------------------------------------------------------------------------------------------
 
     def global_trading_state(self) -> str:
-        states = [s for key, (s, _) in self.trading.items() if key.endswith(":all")]
-        if not states:
-            return ""
-        return max(states, key=lambda s: TRADING_SEVERITY.get(s, 0))
+        return self.trading.global_state()
 
     def status(self) -> SystemStatusReply:
         actors = []
@@ -716,12 +687,12 @@ class MonitorActor(Actor):
             actors=actors,
             connection=self.connection,
             trading_state=self.global_trading_state(),
-            epoch=self.epoch,
+            epoch=self.trading.epoch,
             alerts=list(reversed(self.alerts))[:20],
             gaps=int(self.counters.get("gaps", 0)),
             rejects=rejects,
             recent_fills=list(self.recent_fills),
-            trading_states={k: v[0] for k, v in sorted(self.trading.items())},
+            trading_states=self.trading.as_dict(),
             counters=dict(sorted(self.counters.items())),
         )
 

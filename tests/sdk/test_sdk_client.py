@@ -27,6 +27,7 @@ from sdk import (
 from tests.support.builders import order
 from tests.support.doubles.order_manager import OrderManagerDouble, view_of
 from tests.support.waiting import eventually, eventually_async, run_bounded as run
+from sdk.trading import TradingStates
 
 SID = "s1"
 # ---------------------------------------------------------------------------------------------------------------
@@ -388,17 +389,16 @@ def test_client_connecting_during_a_halt_sees_halted_before_any_order(cfg, mem_p
         assert c.trading_state() == "HALTED" and c.trading_state_of("symbol:MSFT").state == "REDUCING"
 
 
-def test_answer_never_overrides_a_newer_event_and_unlisted_scopes_become_active(cfg) -> None:
-    c = AsyncKhazadClient(SID, config=cfg)
-    c._trading = {  # seen on the bus while the question was on its way
-        "all": TradingStateEvent(scope="all", state="ACTIVE", epoch=9, cause="resume"),
-        "strategy:s1": TradingStateEvent(scope="strategy:s1", state="HALTED", epoch=4, cause="breaker"),
-    }
-    c._apply_states(TradingStateReply(epoch=8, global_state="HALTED", scopes=[
+def test_answer_never_overrides_a_newer_event_and_unlisted_scopes_become_active() -> None:
+    states = TradingStates()
+    # seen on the bus while the question was on its way
+    states.on_event(TradingStateEvent(scope="all", state="ACTIVE", epoch=9, cause="resume"))
+    states.on_event(TradingStateEvent(scope="strategy:s1", state="HALTED", epoch=4, cause="breaker"))
+    states.on_reply(TradingStateReply(epoch=8, global_state="HALTED", scopes=[
         TradingStateEvent(scope="all", state="HALTED", epoch=7, cause="kill")]))
-    assert c.trading_state_of("all").epoch == 9  # the event after the answer stays
-    assert c.trading_state_of("strategy:s1").state == "ACTIVE"  # lifted by epoch 8 (not listed)
-    assert c.trading_state() == "ACTIVE"
+    assert states.of("all").epoch == 9  # the event after the answer stays
+    assert states.of("strategy:s1").state == "ACTIVE"  # lifted by epoch 8 (not listed)
+    assert states.state(["all", "strategy:s1"]) == "ACTIVE" and states.state(["symbol:X"]) == "UNKNOWN"
 
 
 def test_governor_silent_at_connect_leaves_unknown_then_the_client_asks_again(cfg, mem_proxy, trading_states) -> None:
