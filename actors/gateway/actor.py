@@ -4,8 +4,9 @@ Serves ``bus.gateway`` (orders with approvals, cancels, kill/resume, status, sna
 publishes everything IB reports (``gw.order.*``, ``fill.*``, ``commission.*``, ``position.*``,
 ``account.values``, ``md.*``, ``state.connection``, ``recon.gateway``, ``alert.gateway``). Its halt latch is an
 interlock, not a trading-state authority: it is in every heartbeat (``detail["halted"]``) and the risk governor,
-which alone publishes ``state.trading``, mirrors it. See docs/gateway.md for the semantics. The actor is a shell: it builds its collaborators, each a small class with
-typed dependencies, and maps requests and bus commands to them.
+which alone publishes ``state.trading``, mirrors it. See docs/gateway.md for the semantics. The actor is a shell:
+it builds its collaborators, each a small class with typed dependencies, and maps requests and bus commands to
+them.
 
 * :class:`~.ib.IbSession` - the only door to the client library, with pacing (:mod:`.pacing`) and hooks;
 * :class:`~.ordertable.IbOrderTable` - one record per IB order and what was published of it;

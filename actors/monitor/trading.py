@@ -76,7 +76,9 @@ class TradingBoard:
         and every scope held here that it does not list (unless an event newer than the answer said otherwise)."""
         listed = {ev.scope for ev in reply.scopes}
         updates = [
-            self.apply(self.authority, ev.scope, ev.state, max(ev.epoch, reply.epoch), reason=ev.reason, origin=ev.origin)
+            self.apply(
+                self.authority, ev.scope, ev.state, max(ev.epoch, reply.epoch), reason=ev.reason, origin=ev.origin
+            )
             for ev in reply.scopes
         ]
         unlisted = sorted((self._scopes_of(self.authority) | {GLOBAL_SCOPE}) - listed)

@@ -305,9 +305,7 @@ class RiskGovernor(Actor):
                 self.kill_switch.on_broadcast(body, env.sender)
             case Resume():
                 try:
-                    self.states.operator_set(
-                        body.scope, ACTIVE, body.reason, body.origin or env.sender, cause="resume"
-                    )
+                    self.states.operator_set(body.scope, ACTIVE, body.reason, body.origin or env.sender, cause="resume")
                 except Exception as exc:  # noqa: BLE001 - logged; a bus resume has no caller to answer
                     logger.error("risk: resume from the bus failed: {}", exc)
 

@@ -142,7 +142,9 @@ class TradingStateKeeper:
 
     def kill(self, scope: str, kill_id: str, reason: str, origin: str) -> None:
         """An operator's kill: HALTED, named by its kill id."""
-        self.apply(scope, HALTED, f"kill {kill_id}: {reason}", origin, Authority.OPERATOR, cause="kill", kill_id=kill_id)
+        self.apply(
+            scope, HALTED, f"kill {kill_id}: {reason}", origin, Authority.OPERATOR, cause="kill", kill_id=kill_id
+        )
 
     def lift(self, scope: str, reason: str, origin: str, *, cause: TradingCause = "breaker") -> None:
         """A breaker lifts the state it set itself (never anyone else's)."""
@@ -158,7 +160,9 @@ class TradingStateKeeper:
         operator resumes it)."""
         for scope in sorted(latched):
             try:
-                self.apply(scope, LATCHED, f"gateway: {reason}", ORIGIN_GATEWAY, Authority.BREAKER, cause="gateway_latch")
+                self.apply(
+                    scope, LATCHED, f"gateway: {reason}", ORIGIN_GATEWAY, Authority.BREAKER, cause="gateway_latch"
+                )
             except PersistError as exc:  # escalations never raise it; kept for the type checker's sake
                 logger.error("risk: could not persist the gateway's latch of {}: {}", scope, exc)
         for scope in sorted(released):
