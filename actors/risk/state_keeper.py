@@ -207,7 +207,7 @@ class TradingStateKeeper:
             self._event(scope, st, st.reason, st.origin, _cause(st.cause), st.kill_id)
             for scope, st in sorted(self._states.non_active().items())
         ]
-        global_state: TradingState = self._states.get(GLOBAL).state  # type: ignore[assignment]
+        global_state: TradingState = self._states.get(GLOBAL).state
         return TradingStateReply(epoch=self._states.epoch, global_state=global_state, scopes=scopes)
 
     def _announce(
@@ -219,7 +219,7 @@ class TradingStateKeeper:
     def _event(
         scope: str, st: ScopeState, reason: str, origin: str, cause: TradingCause | None, kill_id: str
     ) -> TradingStateEvent:
-        state: TradingState = st.state  # type: ignore[assignment]  # the table holds only STATES
+        state: TradingState = st.state
         return TradingStateEvent(
             scope=scope, state=state, epoch=st.epoch, reason=reason[:500], origin=origin, cause=cause, kill_id=kill_id
         )
