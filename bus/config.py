@@ -109,6 +109,13 @@ class GatewayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     #: 0 = the mode's default (sim: [sim].port, paper: 4002, live: 4001)
     port: Port = 0
     client_id: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 1
+    #: TWS/IB Gateway's "Master API client ID" is set to ``client_id``: IB reports every client's orders to it live
+    #: (client id 0 gets them anyway). Otherwise other clients' orders are seen when IB lists them (start-up, every
+    #: gap, every snapshot and kill sweep)
+    master_client_id: bool = False
+    #: client id 0 only: bind orders typed into TWS to this client (reqAutoOpenOrders), so they can be cancelled by
+    #: id and their updates arrive live
+    auto_open_orders: bool = True
     #: the IB account to trade; required in paper and live mode
     account: str = ""
     client_library: Literal["ib_insync", "ib_async"] = "ib_insync"

@@ -91,6 +91,15 @@ DONE_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "RiskRejected"
 #: ``SubmitAck.status`` of the gateway's answer to a second SubmitOrder for an orderRef it already placed (no
 #: second IB order was created).
 DUPLICATE_STATUS = "Duplicate"
+#: ``SubmitAck.status`` of the gateway's answer to an AmendOrder: the amendment has left for IB. It says nothing
+#: about IB's answer: the new terms hold once IB reports them (``OrderStatusEvent.terms``), and an
+#: ``OrderNoticeEvent`` with effect ``amend_rejected`` means the previous terms stand.
+AMENDMENT_SENT = "sent"
+#: What an IB error or notice about an order does to it (the gateway's table, ``actors/gateway/notices.py``):
+#: ``info`` nothing (logged and published); ``rejected`` final, with the code and reason; ``cancel_refused`` the
+#: cancel failed, the order is whatever IB says; ``amend_rejected`` the previous terms stand; ``unknown`` nothing,
+#: and the gateway asks IB again (open and completed orders, executions).
+NoticeEffect = Literal["info", "rejected", "cancel_refused", "amend_rejected", "unknown"]
 
 
 def is_live_status(status: str) -> bool:
@@ -231,6 +240,12 @@ def parse_order_ref(order_ref: str) -> tuple[str, str] | None:
     return strategy, coid
 
 
+def order_key(order_ref: str, perm_id: int) -> str:
+    """The key of an order in books that also hold orders Khazad did not place: its orderRef, or ``perm:<permId>``
+    for an order without one (typed into TWS by hand, or placed by another program)."""
+    return order_ref or f"perm:{perm_id}"
+
+
 def strategy_of(order_ref: str, strategy_id: str = "") -> str:
     """The strategy an order or execution belongs to: ``strategy_id`` when given, else the one named in its
     orderRef, else :data:`bus.registry.EXTERNAL_STRATEGY` (an order Khazad did not place)."""
@@ -295,6 +310,20 @@ class OrderView(Plain, frozen=True, kw_only=True):
     history: list[StatusChange] = []
     created_wall_ns: int = 0
     updated_wall_ns: int = 0
+    #: terms sent to IB in an amendment that IB has neither confirmed (its openOrder) nor rejected yet; ``spec``
+    #: holds the terms IB last reported
+    amendment: OrderSpec | None = None
+
+
+class OrderTerms(Plain, frozen=True, kw_only=True):
+    """An order's terms as IB's last openOrder reported them (what an amendment can change, and the side)."""
+
+    side: str = ""
+    quantity: float
+    order_type: str = ""
+    limit_price: float | None = None
+    stop_price: float | None = None
+    tif: str = ""
 
 
 class IbOrder(Plain, frozen=True, kw_only=True):
@@ -380,6 +409,31 @@ class OrderStatusEvent(Base, frozen=True, kw_only=True):
     symbol: str = ""
     #: True when the gateway learned this status while re-synchronising (after a reconnect or a restart)
     replayed: bool = False
+    #: IB's terms when its openOrder reported new ones (an amendment IB confirmed, an OCA reduction, an order first
+    #: seen at IB); None when they did not change
+    terms: OrderTerms | None = None
+    #: True when IB reports this order in a state that contradicts a final status the gateway had decided itself
+    #: (a rejection, a cancel before transmission, a reconnect's clean-up): IB's status replaces it
+    correction: bool = False
+
+
+class OrderNoticeEvent(Base, frozen=True, kw_only=True):
+    """``gw.order.<strategy>``: an IB error or notice about one order (``code``, IB's ``message``) and its ``effect``
+    (:data:`NoticeEffect`). ``status`` is the order's status after it (IB's; a notice changes it only when its effect
+    is ``rejected``, and then an :class:`OrderStatusEvent` says so too). ``terms``: the terms that stand after an
+    ``amend_rejected`` (IB's last report)."""
+
+    order_ref: str
+    strategy_id: str = ""
+    client_order_id: str = ""
+    ib_order_id: int = 0
+    perm_id: int = 0
+    symbol: str = ""
+    code: int
+    message: str = ""
+    effect: NoticeEffect
+    status: str = ""
+    terms: OrderTerms | None = None
 
 
 class FillEvent(Base, frozen=True, kw_only=True):
@@ -935,6 +989,7 @@ class ServiceStatus(Base, frozen=True, kw_only=True):
 Event = (
     Heartbeat
     | OrderStatusEvent
+    | OrderNoticeEvent
     | FillEvent
     | CommissionEvent
     | OrderUpdate

@@ -42,7 +42,8 @@ def heartbeat(actor: str) -> str:
 
 
 def gw_order(strategy_id: str) -> str:
-    """``gw.order.<strategy>``: the gateway's :class:`~bus.messages.OrderStatusEvent` for one strategy's orders."""
+    """``gw.order.<strategy>``: the gateway's :class:`~bus.messages.OrderStatusEvent` and
+    :class:`~bus.messages.OrderNoticeEvent` for one strategy's orders (``external`` for orders Khazad did not place)."""
     return f"{GW_ORDER_PREFIX}{strategy_id}"
 
 

@@ -14,6 +14,7 @@ them.
 * :class:`~.killswitch.KillSwitch` - kill, emergency cancel, cancel scope, resume: the halt latch
   (:mod:`.halts`, persisted by :class:`~.killswitch.HaltKeeper`) and the verified sweeps (:mod:`.cancels`);
 * :class:`~.supervisor.ConnectionSupervisor` and :class:`~.reconcile.Reconciler` - connect, reconcile, READY;
+  :class:`~.reconcile.OrderResync` - IB asked again when a notice leaves an order's state in doubt;
 * :class:`~.events.IbEventRouter` - the library's events to their owners; order events through
   :class:`~.events.OrderEventTranslator`; :class:`~.executions.ExecutionFeed`, :class:`~.account.AccountFeed`,
   :class:`~.marketdata.MarketDataFeed` - fills, positions and account values, ticks;
@@ -42,7 +43,7 @@ from actors.gateway.ordertable import IbOrderTable
 from actors.gateway.outbox import Event, Outbox
 from actors.gateway.pacing import Priority, place_order_id
 from actors.gateway.persist import ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
-from actors.gateway.reconcile import Reconciler
+from actors.gateway.reconcile import OrderResync, Reconciler
 from actors.gateway.settings import GatewaySettings, resolve_settings
 from actors.gateway.snapshot import SnapshotBuilder
 from actors.gateway.supervisor import ConnectionSupervisor
@@ -196,8 +197,18 @@ class GatewayActor(Actor):
             outbox=outbox,
             stop=self.stop,
         )
+        self.resync = OrderResync(session=self.session, table=self.table, outbox=outbox)
+        self.table.on_contradiction = self.resync.request
+        self.sweeper.on_vanished = self.resync.request
         self.router = IbEventRouter(
-            orders=OrderEventTranslator(self.table, outbox, self.conn, client_id=client_id),
+            orders=OrderEventTranslator(
+                self.table,
+                outbox,
+                self.conn,
+                client_id=client_id,
+                apply_spec=self.session.apply_spec,
+                resync=self.resync.request,
+            ),
             system=self.supervisor,
             account=self.account,
             market_data=self.market_data,

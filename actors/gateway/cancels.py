@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,7 +36,7 @@ from loguru import logger
 
 from actors.gateway import libtypes as lib
 from actors.gateway.halts import GLOBAL_SCOPE
-from actors.gateway.ordertable import CANCELLED, TERMINAL, IbOrderRecord, IbOrderTable
+from actors.gateway.ordertable import CANCELLED, GATEWAY, TERMINAL, IbOrderRecord, IbOrderTable
 from actors.gateway.outbox import Outbox
 from actors.gateway.pacing import PacedSender, Priority, place_order_id
 
@@ -49,6 +49,36 @@ CANCEL_RESEND_S = 1.0
 LIST_TIMEOUT_S = 5.0
 #: How many sweeps (command id, scope) are remembered: a late copy of a command joins its finished sweep.
 SWEEP_MEMORY = 10_000
+#: The cause of a cleanup after a reconnect: an order of ours that IB no longer knows.
+RECONNECT_CAUSE = "reconnect: not known to IB after reconnect (never reached IB)"
+
+
+# -- why an order was cancelled: the ``reason`` of its Cancelled status ("<cause>: <detail>") --------------------
+
+
+def strategy_cause(reason: str) -> str:
+    """The strategy's own request (through the order manager)."""
+    return f"strategy: {reason or 'cancel requested'}"
+
+
+def kill_cause(kill_id: str, reason: str) -> str:
+    return f"kill {kill_id}: {reason}"
+
+
+def breaker_cause(command_id: str, reason: str) -> str:
+    """The risk governor's emergency cancel (a breaker)."""
+    return f"breaker {command_id}: {reason}"
+
+
+def scope_cause(scope: str, reason: str) -> str:
+    """A CancelScope (the order manager or risk cancelling a scope without halting)."""
+    return f"cancel scope {scope}: {reason or 'requested'}"
+
+
+def stamp_cause(rec: IbOrderRecord, cause: str) -> None:
+    """Remember why the gateway cancels ``rec`` (the first cause wins; a done order keeps its own)."""
+    if cause and not rec.cancel_cause and not rec.is_done:
+        rec.cancel_cause = cause
 
 
 class CancelSession(Protocol):
@@ -87,12 +117,17 @@ class CancelSweeper:
         self.session = session
         self.table = table
         self.client_id = client_id
+        #: called when other clients' orders left IB's list during a sweep: IB sends this client no status for
+        #: them, so the gateway asks for the completed orders (their real outcome)
+        self.on_vanished: Callable[[str], None] | None = None
 
-    def cancel_one(self, rec: IbOrderRecord) -> bool:
+    def cancel_one(self, rec: IbOrderRecord, cause: str = "") -> bool:
         """Send a cancel for one of this client's orders; False if it is not ours to cancel by id."""
         if rec.trade is None or rec.client_id != self.client_id:
             return False
+        stamp_cause(rec, cause)
         rec.cancel_sent_mono = time.monotonic()
+        rec.cancel_pending = True
         self.session.cancel(rec.trade.order)
         return True
 
@@ -109,14 +144,15 @@ class CancelSweeper:
             if not await self.table.changed.wait(min(QUIET_S, left)):
                 return
 
-    def _recancel(self, working: list[IbOrderRecord], result: SweepResult, use_global: bool) -> None:
+    def _recancel(self, working: list[IbOrderRecord], result: SweepResult, use_global: bool, cause: str) -> None:
         """Cancel again what is still working: ours by id (not more often than CANCEL_RESEND_S), other
         clients' through one more global cancel when the scope allows it."""
         need_global = False
         for rec in working:
+            stamp_cause(rec, cause)
             if rec.client_id == self.client_id and rec.trade is not None:
                 if time.monotonic() - rec.cancel_sent_mono >= CANCEL_RESEND_S:
-                    self.cancel_one(rec)
+                    self.cancel_one(rec, cause)
                     result.individual_cancels += 1
             else:
                 need_global = True
@@ -124,23 +160,30 @@ class CancelSweeper:
             self.session.global_cancel()
             result.global_cancels += 1
 
-    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float) -> SweepResult:
-        """Cancel (globally or one by one), then verify against IB's list until nothing works or the deadline."""
+    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float, cause: str = "") -> SweepResult:
+        """Cancel (globally or one by one), then verify against IB's list until nothing works or the deadline.
+        ``cause`` is why (the reason of every Cancelled status it brings)."""
         start = time.monotonic()
         deadline = start + timeout_s
         result = SweepResult(scope=scope)
         targets: dict[str, IbOrderRecord] = {r.key: r for r in self.table.working(scope)}
+        for rec in targets.values():
+            stamp_cause(rec, cause)
+            if use_global:
+                rec.cancel_pending = True
         if use_global:
             self.session.global_cancel()
             result.global_cancels += 1
         else:
             for rec in list(targets.values()):
-                if self.cancel_one(rec):
+                if self.cancel_one(rec, cause):
                     result.individual_cancels += 1
             await self._settle(list(targets.values()), start, deadline)
-        return await self._verify(result, targets, start, deadline, use_global)
+        return await self._verify(result, targets, start, deadline, use_global, cause)
 
-    async def reverify(self, previous: SweepResult, *, use_global: bool, timeout_s: float) -> SweepResult:
+    async def reverify(
+        self, previous: SweepResult, *, use_global: bool, timeout_s: float, cause: str = ""
+    ) -> SweepResult:
         """One more verification of a finished sweep (no new global cancel unless IB still lists other clients'
         orders as working): its counts carry on from ``previous``."""
         start = time.monotonic()
@@ -152,17 +195,24 @@ class CancelSweeper:
             global_cancels=previous.global_cancels,
         )
         targets = {r.key: r for r in self.table.working(previous.scope)}
-        result = await self._verify(result, targets, start, start + timeout_s, use_global)
+        result = await self._verify(result, targets, start, start + timeout_s, use_global, cause)
         result.elapsed_ms += previous.elapsed_ms
         return result
 
     async def _verify(
-        self, result: SweepResult, targets: dict[str, IbOrderRecord], start: float, deadline: float, use_global: bool
+        self,
+        result: SweepResult,
+        targets: dict[str, IbOrderRecord],
+        start: float,
+        deadline: float,
+        use_global: bool,
+        cause: str,
     ) -> SweepResult:
         scope = result.scope
         already_cancelled = result.cancelled
         vanished_external: set[str] = set()
         listed_before: dict[str, IbOrderRecord] = {}
+        last_listed: set[str] | None = None
         while True:
             result.rounds += 1
             round_start = time.monotonic()
@@ -175,7 +225,7 @@ class CancelSweeper:
                 result.remaining = sorted(r.key for r in targets.values() if r.is_working)
                 if time.monotonic() >= deadline:
                     break
-                self._recancel([r for r in targets.values() if r.is_working], result, use_global)
+                self._recancel([r for r in targets.values() if r.is_working], result, use_global, cause)
                 continue
             except (ConnectionError, OSError) as exc:
                 result.detail = f"could not list open orders: {exc!r}"
@@ -194,6 +244,7 @@ class CancelSweeper:
                 if key not in listed_now and rec.client_id != self.client_id and not rec.is_done:
                     vanished_external.add(key)  # another client's order: IB sends us no status, it left the list
             listed_before = {r.key: r for r in working}
+            last_listed = set(listed_now)
             result.remaining = sorted(r.key for r in working)
             if not working:
                 result.confirmed = True
@@ -201,8 +252,17 @@ class CancelSweeper:
                 break
             if time.monotonic() >= deadline:
                 break
-            self._recancel(working, result, use_global)
+            self._recancel(working, result, use_global, cause)
             await self._settle(working, round_start, deadline)
+        if last_listed is not None:
+            # other clients' orders this sweep targeted that IB no longer lists (no status comes to this client)
+            vanished_external |= {
+                key
+                for key, rec in targets.items()
+                if rec.client_id != self.client_id and not rec.is_done and key not in last_listed
+            }
+        if vanished_external and self.on_vanished is not None:
+            self.on_vanished(f"{len(vanished_external)} other client's order(s) left IB's list during a sweep")
         result.cancelled = (
             already_cancelled
             + len(vanished_external)
@@ -244,16 +304,19 @@ class SweepRegistry:
         self.sweeps_started = 0
         self.sweeps_joined = 0
 
-    async def run(self, command_id: str, scope: str, *, not_before: float = 0.0) -> SweepResult:
+    async def run(self, command_id: str, scope: str, *, not_before: float = 0.0, cause: str = "") -> SweepResult:
         """The sweep of ``command_id`` in ``scope``: shared with the one registered for it, or started now (also
         when the registered one ended unconfirmed or failed: a retry cancels again). Its confirmation must come
-        from an open-order list requested at or after ``not_before`` (monotonic)."""
+        from an open-order list requested at or after ``not_before`` (monotonic). ``cause``: why (see
+        :func:`kill_cause`), kept for the Cancelled statuses of the orders it cancels."""
         key = (command_id, scope)
         use_global = scope == GLOBAL_SCOPE
         entry = self._runs.get(key)
         if entry is None or _ended_unconfirmed(entry.task):
             self.sweeps_started += 1
-            entry = _Run(self._task(self.sweeper.sweep(scope, use_global=use_global, timeout_s=self.timeout_s)))
+            entry = _Run(
+                self._task(self.sweeper.sweep(scope, use_global=use_global, timeout_s=self.timeout_s, cause=cause))
+            )
             self._runs[key] = entry
             self._runs.move_to_end(key)
             while len(self._runs) > SWEEP_MEMORY:
@@ -268,7 +331,9 @@ class SweepRegistry:
                 return result
             if entry.task is task:  # confirmed before this caller's latch: verify once more, shared
                 logger.info("gateway: the sweep for {} was confirmed before its latch: verifying again", command_id)
-                entry.task = self._task(self.sweeper.reverify(result, use_global=use_global, timeout_s=self.timeout_s))
+                entry.task = self._task(
+                    self.sweeper.reverify(result, use_global=use_global, timeout_s=self.timeout_s, cause=cause)
+                )
 
     @staticmethod
     def _task(work: Awaitable[SweepResult]) -> asyncio.Task[SweepResult]:
@@ -296,9 +361,10 @@ class UnsentOrders:
         self.outbox = outbox
         self.client_id = client_id
 
-    def drop(self, scope: str | None = None, *, only: IbOrderRecord | None = None) -> int:
+    def drop(self, scope: str | None = None, *, only: IbOrderRecord | None = None, cause: str = "") -> int:
         """Drop the queued placeOrders of ``only``, or of every order in ``scope`` (None: every order); returns how
-        many messages were dropped."""
+        many messages were dropped. An order whose own placeOrder never left is reported Cancelled, with ``cause``
+        (IB never had it)."""
         cid = self.client_id
 
         def matches(msg: str) -> bool:
@@ -318,6 +384,7 @@ class UnsentOrders:
                 continue  # an amendment of a live order: the order itself is cancelled by the sweep
             if rec.trade is not None:
                 rec.trade.orderStatus.status = "Cancelled"
+            why = "cancelled before it was transmitted to IB"
             self.outbox.maybe_order_status(
                 self.table.observe(
                     rec,
@@ -325,7 +392,8 @@ class UnsentOrders:
                     filled=0.0,
                     remaining=rec.remaining,
                     avg_fill_price=0.0,
-                    reason="cancelled before it was transmitted to IB",
+                    reason=f"{cause} ({why})" if cause else why,
+                    source=GATEWAY,
                 )
             )
         return len(purged)

@@ -4,11 +4,15 @@ An order or an amendment passes :meth:`OrderEntry.gate` (the connection is READY
 the risk governor's approval (:class:`~bus.approval.ApprovalVerifier`), then goes to IB through the pacer:
 
 * ``SubmitOrder``: at most one IB order per orderRef, across restarts too (the exec journal records the orderRef
-  before IB sees it); a duplicate answers :data:`~bus.messages.DUPLICATE_STATUS` with the existing ids;
-* ``AmendOrder``: acknowledged only once the amendment has left for IB (queued behind the pacer it would be lost
-  with this process after the strategy was told it was sent);
-* ``CancelIbOrder``: never checked against the halts; an order still queued is dropped instead of cancelled, and a
-  queued amendment of the order is superseded by the cancel.
+  before IB sees it); a duplicate answers :data:`~bus.messages.DUPLICATE_STATUS` with the existing ids. The order's
+  record is filed *before* the placeOrder is handed to the pacer, so the pacer's "sent" finds it (``transmitted``);
+* ``AmendOrder``: acknowledged (:data:`~bus.messages.AMENDMENT_SENT`) only once the amendment has left for IB
+  (queued behind the pacer it would be lost with this process after the strategy was told it was sent). "Sent" is
+  all it says: the record's terms change when IB's openOrder reports the new ones, and an ``amend_rejected``
+  notice leaves the previous ones standing (:mod:`actors.gateway.events`);
+* ``CancelIbOrder``: never checked against the halts; an order whose placeOrder is still queued (IB never got it)
+  is dropped instead of cancelled, and a queued amendment of an order IB has is superseded by the cancel, which is
+  sent. The cancel's cause (the strategy's request) is kept for the Cancelled status IB reports.
 """
 
 from __future__ import annotations
@@ -18,21 +22,23 @@ import asyncio
 from loguru import logger
 
 from actors.gateway import connection as cs
-from actors.gateway.cancels import CancelSweeper, UnsentOrders
+from actors.gateway.cancels import CancelSweeper, UnsentOrders, strategy_cause
 from actors.gateway.contracts import ContractCache
 from actors.gateway.convert import error_text
 from actors.gateway.halts import HaltLatch
 from actors.gateway.ib import IbSession
-from actors.gateway.ordertable import TERMINAL, IbOrderTable
+from actors.gateway.ordertable import GATEWAY, TERMINAL, IbOrderRecord, IbOrderTable
 from actors.gateway.outbox import Outbox
 from actors.gateway.pacing import place_order_id
 from actors.gateway.persist import PLACED, ExecJournal
 from bus.approval import ApprovalError, ApprovalVerifier
 from bus.messages import (
+    AMENDMENT_SENT,
     DUPLICATE_STATUS,
     Ack,
     AmendOrder,
     CancelIbOrder,
+    OrderSpec,
     Rejected,
     SubmitAck,
     SubmitOrder,
@@ -161,14 +167,24 @@ class OrderEntry:
         if refused is not None:
             return refused
         self.journal.record(PLACED, ref)  # before IB sees it: at most one IB order per orderRef, restarts too
+        order = self.session.make_order(spec, self.conn.account)
+        order.orderId = self.session.next_order_id()
+        # filed before the placeOrder reaches the pacer: the pacer may send it at once, and its "sent" must find
+        # the record (a cancel of an order IB has is sent to IB, never answered "cancelled before transmission")
+        rec = self.table.add_placed(spec, order.orderId, self.client_id)
         try:
-            trade = self.session.place(contract, self.session.make_order(spec, self.conn.account))
+            rec.trade = self.session.place(contract, order)
         except ConnectionError as exc:
+            self.table.remove(rec)
             return Rejected(code="disconnected", reason=f"IB connection lost while placing: {exc}", request_type=rtype)
-        rec = self.table.add_placed(spec, trade, self.client_id)
         self.outbox.maybe_order_status(
             self.table.observe(
-                rec, status="PendingSubmit", filled=0.0, remaining=float(spec.quantity), avg_fill_price=0.0
+                rec,
+                status="PendingSubmit",
+                filled=0.0,
+                remaining=float(spec.quantity),
+                avg_fill_price=0.0,
+                source=GATEWAY,
             )
         )
         return SubmitAck(order_ref=ref, ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=rec.status)
@@ -202,13 +218,15 @@ class OrderEntry:
             return Rejected(code=exc.code, reason=exc.reason, request_type=rtype)
         trade = rec.trade
         if trade.orderStatus.status in TERMINAL:
-            trade.orderStatus.status = rec.status  # the library's local guess after an error; IB lists it working
+            trade.orderStatus.status = rec.status  # a local guess of the library's; IB reports the order working
         self.session.apply_spec(trade.order, spec)
+        # the record keeps IB's terms (rec.spec) until IB reports the new ones
         rec.modify_pending = True
-        rec.spec = spec
+        rec.amendment = spec
         try:
             self.session.place(trade.contract, trade.order)
         except ConnectionError as exc:
+            self._amendment_lost(rec, spec)
             return Rejected(code="disconnected", reason=f"IB connection lost while amending: {exc}", request_type=rtype)
         # acknowledge only what has left for IB: an amendment still queued behind the pacer would be lost with this
         # process (a crash, a disconnect) after the strategy had been told it was sent
@@ -224,10 +242,7 @@ class OrderEntry:
                     f"behind IB's message budget after {AMEND_TRANSMIT_TIMEOUT_S:g}s; it goes out later",
                 )
             if not transmitted:
-                if old is not None and rec.spec is spec:  # never reached IB: the order keeps its previous terms
-                    rec.spec = old
-                    self.session.apply_spec(trade.order, old)
-                rec.modify_pending = False
+                self._amendment_lost(rec, spec)  # never reached IB: the order keeps its previous terms
                 logger.info("gateway: amendment of {} not transmitted (superseded or disconnected)", rec.label())
                 return Rejected(
                     code="not_sent",
@@ -237,9 +252,22 @@ class OrderEntry:
                     f"the order keeps its previous terms",
                 )
         logger.info(
-            "gateway: amend {} -> qty {:g} lmt {} stp {}", rec.label(), spec.quantity, spec.limit_price, spec.stop_price
+            "gateway: amendment of {} sent -> qty {:g} lmt {} stp {} (IB's answer follows)",
+            rec.label(),
+            spec.quantity,
+            spec.limit_price,
+            spec.stop_price,
         )
-        return SubmitAck(order_ref=ref, ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=rec.status)
+        return SubmitAck(order_ref=ref, ib_order_id=rec.ib_order_id, perm_id=rec.perm_id, status=AMENDMENT_SENT)
+
+    def _amendment_lost(self, rec: IbOrderRecord, spec: OrderSpec) -> None:
+        """An amendment that never reached IB: if it is still the pending one, IB's terms stand (also on the
+        library's Order, so the next amendment starts from them)."""
+        if rec.amendment is spec:
+            rec.amendment = None
+            rec.modify_pending = False
+            if rec.trade is not None and rec.spec is not None:
+                self.session.apply_spec(rec.trade.order, rec.spec)
 
     def cancel(self, req: CancelIbOrder) -> Ack | Rejected:
         rtype = tag_of(CancelIbOrder)
@@ -248,20 +276,20 @@ class OrderEntry:
             return Rejected(code="not_found", reason=f"no order {req.order_ref!r} at this gateway", request_type=rtype)
         if rec.is_done:
             return Ack(detail=f"already {rec.status}")
-        if not rec.transmitted and self.unsent.drop(only=rec):
-            return Ack(detail="cancelled before transmission")
+        cause = strategy_cause(req.reason)
+        if not rec.transmitted and self.unsent.drop(only=rec, cause=cause):
+            return Ack(detail="cancelled before transmission")  # its placeOrder was still queued: IB never had it
         # an amendment still queued behind the pacer would reach IB after this cancel (cancels go first) and be
-        # refused there after the strategy was told it was sent: the cancel supersedes it, drop it
-        # (whether or not IB has confirmed an earlier amendment: modify_pending only tracks the latest confirmation)
+        # refused there after the strategy was told it was sent: the cancel supersedes it, drop it (the amendment's
+        # own request is answered not_sent and the order keeps IB's terms)
         dropped = self.unsent.drop(only=rec)
         if dropped:
-            rec.modify_pending = False
             logger.info("gateway: queued amendment of {} dropped: the cancel supersedes it", rec.label())
         if not self.session.is_connected():
             return Rejected(
                 code="disconnected", reason="gateway is not connected to IB: cancel not sent", request_type=rtype
             )
-        if not self.sweeper.cancel_one(rec):
+        if not self.sweeper.cancel_one(rec, cause):
             return Rejected(
                 code="bad_request",
                 reason=f"order {rec.label()} belongs to client id {rec.client_id}; "

@@ -18,6 +18,13 @@ What this module adds on top of the library, and why:
 * **IB's own status of listed orders.** ``reqAllOpenOrders`` answers with openOrder messages whose
   ``orderState.status`` the library does not copy onto known trades; the kill switch needs IB's view, so the
   session records it per permId.
+* **IB's order messages, not the library's guesses.** The library marks a trade Cancelled for any error code about
+  its order outside a small warning set (10349, 161, 10148, 201 ...), sets ``ValidationError`` (ib_async) or a
+  local ``PendingCancel``, and stays silent when IB repeats a status (an amendment confirmed on a PreSubmitted
+  order). The session therefore hooks the wrapper's ``orderStatus`` and ``openOrder`` and hands IB's own values
+  (status, quantities, terms) to the gateway (``order_report`` / ``open_order_report``), and takes an order's
+  errors away from the library altogether (``order_error``): the library never infers a state from them, and the
+  gateway decides their effect from its notice table (:mod:`actors.gateway.notices`).
 * **Logging.** The library's stdlib logging goes to loguru at WARNING and above.
 """
 
@@ -36,7 +43,15 @@ from loguru import logger
 from actors.gateway import libtypes as lib
 from actors.gateway.pacing import PacedSender, Priority
 from bus.config import ConfigError
-from bus.messages import Instrument, OrderSpec
+from actors.gateway.reports import (
+    ORDER_STATUS_ARGS,
+    OpenOrderHook,
+    OpenOrderReport,
+    OrderErrorHook,
+    OrderReportHook,
+    StatusReport,
+)
+from bus.messages import Instrument, OrderSpec, OrderTerms
 
 LIBRARIES = ("ib_insync", "ib_async")
 #: Bound for IB round trips the gateway awaits (contract lookup, executions, open orders).
@@ -126,6 +141,18 @@ CommissionHook = Callable[[lib.CommissionReport], None]
 SentHook = Callable[[str, Priority], None]
 
 
+def terms_of(order: Any) -> OrderTerms:
+    """An order's terms from a library Order (as IB's openOrder decoded them, or as the gateway set them)."""
+    return OrderTerms(
+        side=str(getattr(order, "action", "") or ""),
+        quantity=float(getattr(order, "totalQuantity", 0.0) or 0.0),
+        order_type=str(getattr(order, "orderType", "") or ""),
+        limit_price=num(getattr(order, "lmtPrice", None)),
+        stop_price=num(getattr(order, "auxPrice", None)),
+        tif=str(getattr(order, "tif", "") or ""),
+    )
+
+
 class IbSession:
     """One IB client (``self.ib``) with Khazad's pacing and hooks installed. See the module docstring."""
 
@@ -147,6 +174,10 @@ class IbSession:
         self.on_commission = on_commission
         #: permId -> IB's orderState.status from the last openOrder message (what IB says, not the library).
         self.open_order_status: dict[int, str] = {}
+        #: IB's order messages and an order's errors, for the gateway (set by :meth:`subscribe`)
+        self.on_order_report: OrderReportHook | None = None
+        self.on_open_order_report: OpenOrderHook | None = None
+        self.on_order_error: OrderErrorHook | None = None
         self.sender = PacedSender(self._transmit, pacing_per_s, on_sent=on_sent)
         # ib_insync keeps one pending open-order list under a fixed key ('openOrders'): two concurrent requests
         # (a kill sweep and an emergency-cancel sweep) would overwrite each other and one would time out.
@@ -157,6 +188,8 @@ class IbSession:
         self._hook("execDetails", self._exec_details)
         self._hook("commissionReport", self._commission_report)
         self._hook("openOrder", self._open_order)
+        self._hook("orderStatus", self._order_status)
+        self._hook("error", self._error)
 
     # -- hooks -----------------------------------------------------------------------------------------------
 
@@ -190,11 +223,71 @@ class IbSession:
 
     def _open_order(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def hooked(orderId: int, contract: Any, order: Any, orderState: Any) -> None:
+            status = getattr(orderState, "status", "") or ""
             if getattr(order, "permId", 0):
-                self.open_order_status[order.permId] = getattr(orderState, "status", "") or ""
+                self.open_order_status[order.permId] = status
+            # IB's terms, read before the library copies some of them onto a known trade
+            report = None
+            if not getattr(order, "whatIf", False):
+                wrapper = self.ib.wrapper
+                report = OpenOrderReport(
+                    order_id=int(getattr(order, "orderId", 0) or 0),
+                    client_id=int(getattr(order, "clientId", 0) or 0),
+                    perm_id=int(getattr(order, "permId", 0) or 0),
+                    order_ref=str(getattr(order, "orderRef", "") or ""),
+                    status=status,
+                    terms=terms_of(order),
+                    listed=wrapper._results.get("openOrders") is not None,
+                )
             original(orderId, contract, order, orderState)
+            if report is not None and self.on_open_order_report is not None:
+                self.on_open_order_report(self._trade_of(report.client_id, report.order_id, report.perm_id), report)
 
         return hooked
+
+    def _order_status(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            if self.on_order_report is None:
+                return
+            values = dict(zip(ORDER_STATUS_ARGS, args, strict=False))
+            values.update(kwargs)
+            report = StatusReport(
+                order_id=int(values.get("orderId") or 0),
+                client_id=int(values.get("clientId") or 0),
+                perm_id=int(values.get("permId") or 0),
+                status=str(values.get("status") or ""),
+                filled=float(values.get("filled") or 0.0),
+                remaining=float(values.get("remaining") or 0.0),
+                avg_fill_price=float(values.get("avgFillPrice") or 0.0),
+                last_fill_price=float(values.get("lastFillPrice") or 0.0),
+            )
+            self.on_order_report(self._trade_of(report.client_id, report.order_id, report.perm_id), report)
+
+        return hooked
+
+    def _error(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(reqId: int, errorCode: int, errorString: str, advancedOrderRejectJson: str = "", *rest: Any) -> None:
+            wrapper = self.ib.wrapper
+            trade = None
+            if reqId > 0 and reqId not in wrapper._futures:
+                trade = wrapper.trades.get((wrapper.clientId, reqId))
+            if trade is None or self.on_order_error is None:
+                original(reqId, errorCode, errorString, advancedOrderRejectJson, *rest)
+                return
+            # an error about one of this client's orders: the library would guess a state from it (Cancelled,
+            # ValidationError); the gateway reads IB's code through its notice table instead
+            trade.advancedError = advancedOrderRejectJson or ""
+            self.on_order_error(int(reqId), int(errorCode), str(errorString or ""), advancedOrderRejectJson or "")
+
+        return hooked
+
+    def _trade_of(self, client_id: int, order_id: int, perm_id: int) -> lib.Trade | None:
+        wrapper = self.ib.wrapper
+        trade: lib.Trade | None = wrapper.trades.get(wrapper.orderKey(client_id, order_id, perm_id))
+        if trade is None and perm_id:
+            trade = wrapper.permId2Trade.get(perm_id)
+        return trade
 
     def _transmit(self, msg: str) -> None:
         client = self.ib.client
@@ -244,6 +337,11 @@ class IbSession:
             self.ib.disconnect()
             raise refused[0]
 
+    def set_auto_open_orders(self, bind: bool) -> None:
+        """Client id 0 only: bind orders typed into TWS to this client (reqAutoOpenOrders); the library asks for it
+        when it connects as client 0."""
+        self.ib.reqAutoOpenOrders(bind)
+
     def disconnect(self) -> None:
         self.sender.clear()
         self.ib.disconnect()
@@ -267,8 +365,9 @@ class IbSession:
     def subscribe(
         self,
         *,
-        order_status: Callable[[lib.Trade], None],
-        open_order: Callable[[lib.Trade], None],
+        order_report: OrderReportHook,
+        open_order_report: OpenOrderHook,
+        order_error: OrderErrorHook,
         error: Callable[[int, int, str, lib.Contract | None], None],
         disconnected: Callable[[], None],
         position: Callable[[lib.Position], None],
@@ -276,10 +375,12 @@ class IbSession:
         account_value: Callable[[lib.AccountValue], None],
         tickers: Callable[[set[lib.Ticker]], None],
     ) -> None:
-        """Connect handlers to the library's events (each runs inside the library's message decoding)."""
+        """Connect handlers to IB's order messages (hooked) and the library's events (each runs inside the library's
+        message decoding). The library's own order events are not used: they carry its guesses too."""
         ib = self.ib
-        ib.orderStatusEvent += order_status
-        ib.openOrderEvent += open_order
+        self.on_order_report = order_report
+        self.on_open_order_report = open_order_report
+        self.on_order_error = order_error
         ib.errorEvent += error
         ib.disconnectedEvent += disconnected
         ib.positionEvent += position
@@ -346,6 +447,10 @@ class IbSession:
         found = [c for c in result if isinstance(c, self.lib.Contract)]
         return found[0] if found else None
 
+    def next_order_id(self) -> int:
+        """A fresh order id of this client (so the gateway can file its record before the order is sent)."""
+        return int(self.ib.client.getReqId())
+
     def place(self, contract: lib.Contract, order: lib.Order) -> lib.Trade:
         trade: lib.Trade = self.ib.placeOrder(contract, order)
         return trade
@@ -363,6 +468,21 @@ class IbSession:
         async def locked() -> list[lib.Trade]:
             async with self._open_orders_lock:
                 return list(await self.ib.reqAllOpenOrdersAsync())
+
+        return await asyncio.wait_for(locked(), timeout)
+
+    async def refresh_orders(self, timeout: float) -> tuple[list[lib.Trade], list[lib.Trade]]:
+        """Ask IB again for this client's open orders, every client's open orders and the completed orders: (open
+        trades, completed trades). Every openOrder/orderStatus of the answers also reaches the gateway through the
+        order hooks."""
+
+        async def locked() -> tuple[list[lib.Trade], list[lib.Trade]]:
+            async with self._open_orders_lock:  # one pending list per kind in the library: never two at once
+                own = list(await self.ib.reqOpenOrdersAsync())
+                every = list(await self.ib.reqAllOpenOrdersAsync())
+                completed = list(await self.ib.reqCompletedOrdersAsync(False))
+            seen = {id(t) for t in own}
+            return own + [t for t in every if id(t) not in seen], completed
 
         return await asyncio.wait_for(locked(), timeout)
 

@@ -23,7 +23,14 @@ from typing import Generic, TypeVar
 
 from loguru import logger
 
-from actors.gateway.cancels import SweepRegistry, SweepResult, UnsentOrders
+from actors.gateway.cancels import (
+    SweepRegistry,
+    SweepResult,
+    UnsentOrders,
+    breaker_cause,
+    kill_cause,
+    scope_cause,
+)
 from actors.gateway.halts import GLOBAL_SCOPE, HaltLatch
 from actors.gateway.ordertable import IbOrderTable
 from actors.gateway.outbox import Outbox
@@ -142,12 +149,23 @@ class KillSwitch:
 
     async def emergency(self, cmd: EmergencyCancel) -> CancelReport:
         return await self._emergencies.once(
-            cmd.command_id, lambda: self._do_sweep(cmd.command_id, cmd.scope, cmd.reason, kind="emergency cancel")
+            cmd.command_id,
+            lambda: self._do_sweep(
+                cmd.command_id,
+                cmd.scope,
+                cmd.reason,
+                kind="emergency cancel",
+                cause=breaker_cause(cmd.command_id, cmd.reason),
+            ),
         )
 
     async def cancel_scope(self, req: CancelScope, request_id: str) -> CancelReport:
         return await self._do_sweep(
-            f"cancel-scope:{request_id or time.time_ns()}", req.scope, req.reason, kind="cancel scope"
+            f"cancel-scope:{request_id or time.time_ns()}",
+            req.scope,
+            req.reason,
+            kind="cancel scope",
+            cause=scope_cause(req.scope, req.reason),
         )
 
     async def _do_kill(self, kill: Kill) -> CancelReport:
@@ -169,14 +187,15 @@ class KillSwitch:
             kill.origin or "?",
             kill.reason,
         )
-        purged = self.unsent.drop(scope)
+        cause = kill_cause(kill.kill_id, kill.reason)
+        purged = self.unsent.drop(scope, cause=cause)
         if not self._is_connected():
             detail = "disconnected from IB: HALTED is latched; the cancel sweep runs when the connection is back"
             self.outbox.alert("critical", f"kill {kill.kill_id} while disconnected: {detail}")
             return self._report(kill.kill_id, scope, None, state="HALTED", epoch=record.epoch, detail=detail)
         # a sweep already registered under this id (the risk governor's emergency cancel got here first) is this
         # kill's sweep; its confirmation counts only from a list requested after the latch
-        result = await self.sweeps.run(kill.kill_id, scope, not_before=latched_mono)
+        result = await self.sweeps.run(kill.kill_id, scope, not_before=latched_mono, cause=cause)
         if result.confirmed:
             self.latch.clear_pending(kill.kill_id)
             self.halts.persist()
@@ -189,9 +208,9 @@ class KillSwitch:
         detail = result.detail or (f"{purged} unsent order message(s) dropped" if purged else "")
         return self._report(kill.kill_id, scope, result, state="HALTED", epoch=record.epoch, detail=detail)
 
-    async def _do_sweep(self, command_id: str, scope: str, reason: str, *, kind: str) -> CancelReport:
+    async def _do_sweep(self, command_id: str, scope: str, reason: str, *, kind: str, cause: str) -> CancelReport:
         logger.warning("gateway: {} {} scope {}: {}", kind, command_id, scope, reason or "-")
-        purged = self.unsent.drop(scope)
+        purged = self.unsent.drop(scope, cause=cause)
         if not self._is_connected():
             return self._report(
                 command_id,
@@ -201,7 +220,7 @@ class KillSwitch:
                 epoch=self.latch.epoch,
                 detail="disconnected from IB: nothing could be cancelled",
             )
-        result = await self.sweeps.run(command_id, scope)
+        result = await self.sweeps.run(command_id, scope, cause=cause)
         if not result.confirmed:
             self.outbox.alert(
                 "critical",
@@ -253,7 +272,8 @@ class KillSwitch:
                 reason,
             )
             # a confirmation from before this connection does not count: the gap may have hidden anything
-            result = await self.sweeps.run(sweep.command_id, sweep.scope, not_before=time.monotonic())
+            cause = kill_cause(sweep.command_id, sweep.reason) if sweep.kind == "kill" else sweep.reason
+            result = await self.sweeps.run(sweep.command_id, sweep.scope, not_before=time.monotonic(), cause=cause)
             if result.confirmed:
                 self.latch.clear_pending(sweep.command_id)
                 self.halts.persist()

@@ -5,21 +5,30 @@ A record is found by orderRef (``<strategy>/<client_order_id>`` for Khazad's ord
 re-attached, so the gateway can tell a status change that happened during a gap from one it already published.
 
 Interpretation (:func:`interpret`): ``PreSubmitted`` and ``Submitted`` are LIVE (an order waiting for the open
-or a trigger is working, not failed); ``Filled``/``Cancelled``/``ApiCancelled`` are done. A done order stays
-done: a later report that contradicts it (a library's local guess after an error) is logged, not published,
-except ``Filled`` (a fill that raced a cancel wins).
+or a trigger is working, not failed); ``Filled``/``Cancelled``/``ApiCancelled`` are done.
+
+A record's status changes only on IB's own messages (orderStatus, openOrder, completedOrder: ``source=IB``) or on
+the gateway's own decisions about an order IB never had or refused (``source=GATEWAY``: PendingSubmit at placement,
+a rejection, a cancel before transmission, a reconnect's clean-up). A done order stays done, except ``Filled``
+after ``Cancelled`` (a fill that raced a cancel wins), and except when IB reports it working after the gateway
+had decided it was done: then IB's status is adopted (published with ``correction=True``). A live report that
+contradicts a done status IB itself gave is not published; either way the table asks for a reconciliation with
+IB (``on_contradiction``), so a record held as done never swallows IB's later report silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from loguru import logger
 
 from actors.gateway.convert import attribution
 from actors.gateway.halts import scope_matches
 from actors.gateway.libtypes import Trade
-from bus.messages import OrderSpec, OrderStatusEvent, is_done_status, is_live_status
+from bus.messages import OrderSpec, OrderStatusEvent, OrderTerms, is_done_status, is_live_status
 
 #: Statuses in which an order can no longer trade (as IB reports them).
 TERMINAL = frozenset({"Filled", "Cancelled", "ApiCancelled"})
@@ -28,6 +37,42 @@ CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 VALIDATION_ERROR = "ValidationError"
 #: Errors that arrive without a status change are attached to the next status event if it comes this soon.
 ERROR_ATTACH_WINDOW_S = 2.0
+#: Who decided a status: IB (its orderStatus/openOrder/completedOrder) or the gateway itself (see module docstring).
+IB = "ib"
+GATEWAY = "gateway"
+#: Prices within this are equal (IB echoes floats).
+PRICE_EPSILON = 1e-9
+
+
+def terms_of_spec(spec: OrderSpec) -> OrderTerms:
+    """The terms an OrderSpec asks IB for (to compare with what IB reports)."""
+    return OrderTerms(
+        side=spec.side,
+        quantity=float(spec.quantity),
+        order_type=spec.order_type,
+        limit_price=spec.limit_price,
+        stop_price=spec.stop_price,
+        tif=spec.tif,
+    )
+
+
+def _same_price(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= PRICE_EPSILON
+
+
+def same_terms(a: OrderTerms | None, b: OrderTerms | None) -> bool:
+    """Equal terms as far as an amendment can change them (quantity, type, prices; TIF when both name one)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return (
+        abs(a.quantity - b.quantity) <= PRICE_EPSILON
+        and a.order_type == b.order_type
+        and _same_price(a.limit_price, b.limit_price)
+        and _same_price(a.stop_price, b.stop_price)
+        and (not a.tif or not b.tif or a.tif == b.tif)
+    )
 
 
 def interpret(status: str) -> tuple[bool, bool]:
@@ -56,11 +101,26 @@ class IbOrderRecord:
     last_fill_price: float = 0.0
     #: (status, filled, remaining, error code) of the last published event: a repeat is not published again
     published: tuple[str, float, float, int | None] | None = None
+    #: an amendment was sent (``amendment``) and IB has neither reported its terms nor refused it; cleared by IB's
+    #: report (openOrder with the new terms), an ``amend_rejected`` notice, or the order ending
     modify_pending: bool = False
+    amendment: OrderSpec | None = None
+    #: the placeOrder of this order left for IB (the pacer's ``on_sent``): IB has (or will have) the order
     transmitted: bool = False
+    #: IB has reported the order (orderStatus or openOrder): it is no longer a placement in flight
+    acknowledged: bool = False
+    #: a cancel was sent and IB has not reported the order done (cleared by a ``cancel_refused`` notice)
+    cancel_pending: bool = False
+    #: why the gateway cancelled it ("strategy: ...", "kill <id>: ...", "breaker <id>: ...", "reconnect: ...")
+    cancel_cause: str = ""
     cancel_sent_mono: float = 0.0
     done_mono: float | None = None
+    #: who decided the done status (:data:`IB` or :data:`GATEWAY`)
+    final_source: str = ""
     pending_error: tuple[int, str, float] | None = None
+    #: IB's terms from its last openOrder, and the terms last published (or the spec's at placement)
+    ib_terms: OrderTerms | None = None
+    published_terms: OrderTerms | None = None
     history: list[str] = field(default_factory=list)
     #: the key this record is filed under in ``IbOrderTable.by_key`` (a key changes when a permId arrives)
     indexed_key: str = ""
@@ -129,6 +189,8 @@ class IbOrderTable:
         self.by_perm: dict[int, IbOrderRecord] = {}
         self.by_id: dict[tuple[int, int], IbOrderRecord] = {}
         self.changed = ChangeSignal()
+        #: called with a description when IB contradicts a done record (the gateway reconciles with IB)
+        self.on_contradiction: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -153,20 +215,31 @@ class IbOrderTable:
         if rec.ib_order_id:
             self.by_id[(rec.client_id, rec.ib_order_id)] = rec
 
-    def add_placed(self, spec: OrderSpec, trade: Trade, client_id: int) -> IbOrderRecord:
+    def add_placed(self, spec: OrderSpec, order_id: int, client_id: int) -> IbOrderRecord:
+        """File the record of an order about to be sent (before the pacer can transmit it, so ``mark_transmitted``
+        finds it); the library's Trade is attached once it exists."""
         rec = IbOrderRecord(
             order_ref=spec.order_ref,
             strategy_id=spec.strategy_id,
             client_order_id=spec.client_order_id,
             symbol=spec.instrument.symbol,
-            ib_order_id=int(trade.order.orderId),
+            ib_order_id=int(order_id),
             client_id=client_id,
             spec=spec,
-            trade=trade,
             remaining=float(spec.quantity),
+            published_terms=terms_of_spec(spec),
         )
         self._index(rec)
         return rec
+
+    def remove(self, rec: IbOrderRecord) -> None:
+        """Forget a record whose order was never sent (placeOrder failed)."""
+        if self.by_key.get(rec.indexed_key) is rec:
+            del self.by_key[rec.indexed_key]
+        if rec.perm_id and self.by_perm.get(rec.perm_id) is rec:
+            del self.by_perm[rec.perm_id]
+        if self.by_id.get((rec.client_id, rec.ib_order_id)) is rec:
+            del self.by_id[(rec.client_id, rec.ib_order_id)]
 
     def find(self, trade: Trade) -> IbOrderRecord | None:
         order = trade.order
@@ -228,21 +301,36 @@ class IbOrderTable:
         reason: str = "",
         replayed: bool = False,
         force: bool = False,
+        source: str = IB,
+        terms: OrderTerms | None = None,
     ) -> OrderStatusEvent | None:
-        """Apply one report; the event to publish, or None when nothing changed (or a done order is contradicted)."""
+        """Apply one report (``source``: :data:`IB` or :data:`GATEWAY`, see the module docstring); the event to
+        publish, or None when nothing changed (or IB's own final status is contradicted)."""
         now = time.monotonic()
         if status == VALIDATION_ERROR:  # ib_async: a warning on a live order; keep IB's last real status
             status = rec.status or "Submitted"
-        if error_code is None and rec.pending_error is not None:
-            code, why, at = rec.pending_error
-            if now - at <= ERROR_ATTACH_WINDOW_S:
-                error_code, reason = code, reason or why
+        correction = False
         if rec.is_done and status != rec.status and not (status == "Filled" and rec.status in CANCELLED):
-            return None
+            if source != IB or is_done_status(status):
+                return None
+            what = f"IB reports {rec.label()} {status} after it was {rec.status} ({rec.final_source or '?'})"
+            if self.on_contradiction is not None:
+                self.on_contradiction(what)
+            if rec.final_source != GATEWAY:
+                logger.warning("gateway: {}: not published; reconciling with IB", what)
+                return None
+            logger.warning("gateway: {}: IB's status replaces the gateway's decision", what)
+            correction = True
+        if error_code is None and rec.pending_error is not None and not rec.cancel_cause:
+            code, why, at = rec.pending_error
+            if now - at <= ERROR_ATTACH_WINDOW_S and status in CANCELLED:
+                error_code, reason = code, reason or why
+        terms_changed = terms is not None and not same_terms(terms, rec.published_terms)
         key = (status, round(filled, 9), round(remaining, 9), error_code)
-        if key == rec.published and not force:
+        if key == rec.published and not force and not terms_changed and not correction:
             return None
-        rec.pending_error = None
+        if status in CANCELLED:
+            rec.pending_error = None
         was_done = rec.is_done
         rec.status = status
         rec.filled = filled
@@ -251,8 +339,17 @@ class IbOrderTable:
         rec.last_fill_price = last_fill_price
         rec.published = key
         rec.history.append(status)
+        if terms_changed:
+            rec.published_terms = terms
         if rec.is_done and not was_done:
             rec.done_mono = now
+            rec.final_source = source
+            rec.modify_pending = False
+            rec.amendment = None
+            rec.cancel_pending = False
+        elif not rec.is_done:
+            rec.final_source = ""
+            rec.done_mono = None if correction else rec.done_mono
         self.changed.notify()
         is_live, is_done = interpret(status)
         return OrderStatusEvent(
@@ -272,4 +369,6 @@ class IbOrderTable:
             reason=reason,
             symbol=rec.symbol,
             replayed=replayed,
+            terms=terms if terms_changed else None,
+            correction=correction,
         )

@@ -17,6 +17,7 @@ from bus.messages import (
     ConnectionStateEvent,
     FillEvent,
     Kill,
+    OrderNoticeEvent,
     OrderStatusEvent,
     PositionEvent,
     ReconciliationReport,
@@ -32,6 +33,7 @@ Event = (
     | ConnectionStateEvent
     | FillEvent
     | Kill
+    | OrderNoticeEvent
     | OrderStatusEvent
     | PositionEvent
     | ReconciliationReport
@@ -53,14 +55,20 @@ class Outbox:
     def order_status(self, ev: OrderStatusEvent) -> None:
         self._publish(topics.gw_order(ev.strategy_id or EXTERNAL_STRATEGY), ev)
         logger.info(
-            "gateway: order {} (orderId {}, permId {}) {}{}{}",
+            "gateway: order {} (orderId {}, permId {}) {}{}{}{}{}",
             ev.order_ref or f"perm:{ev.perm_id}",
             ev.ib_order_id,
             ev.perm_id,
             ev.status,
             f" filled {ev.filled:g}/{ev.filled + ev.remaining:g}" if ev.filled else "",
             f" [IB {ev.error_code}: {ev.reason}]" if ev.error_code else (f" [{ev.reason}]" if ev.reason else ""),
+            f" terms {ev.terms.quantity:g} lmt {ev.terms.limit_price} stp {ev.terms.stop_price}" if ev.terms else "",
+            " (corrects the gateway's own decision)" if ev.correction else "",
         )
+
+    def order_notice(self, ev: OrderNoticeEvent) -> None:
+        """An IB error or notice about an order, with its effect, on the order's stream."""
+        self._publish(topics.gw_order(ev.strategy_id or EXTERNAL_STRATEGY), ev)
 
     def maybe_order_status(self, ev: OrderStatusEvent | None) -> None:
         """Publish ``ev`` unless the table found nothing new (``None``)."""

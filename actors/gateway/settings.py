@@ -50,11 +50,20 @@ class GatewaySettings:
     reconnect_max_s: float
     pacing_per_s: int
     kill_verify_timeout_s: float
+    master_client_id: bool = False
+    auto_open_orders: bool = True
+
+    @property
+    def sees_every_order_live(self) -> bool:
+        """IB reports every client's orders to this client as they change (client id 0, or TWS's master id)."""
+        return self.client_id == 0 or self.master_client_id
 
     def describe(self) -> str:
         return (
             f"mode={self.mode} {self.host}:{self.port} client_id={self.client_id} "
-            f"account={self.account or '(from server)'} library={self.client_library}"
+            f"account={self.account or '(from server)'} library={self.client_library} "
+            f"other clients' orders: {'live' if self.sees_every_order_live else 'when IB lists them'}"
+            + (" (TWS orders bound)" if self.client_id == 0 and self.auto_open_orders else "")
         )
 
 
@@ -146,6 +155,8 @@ def resolve_settings(cfg: KhazadConfig, env: Mapping[str, str] | None = None) ->
         reconnect_max_s=g.reconnect_max_s,
         pacing_per_s=g.pacing_per_s,
         kill_verify_timeout_s=g.kill_verify_timeout_s,
+        master_client_id=g.master_client_id,
+        auto_open_orders=g.auto_open_orders,
     )
 
 

@@ -1,5 +1,6 @@
-"""``GetSnapshot``: IB's state now, asked of IB (not of the gateway's memory) - open orders with IB's own status,
-executions since a time, commissions, positions with market values, account values."""
+"""``GetSnapshot``: IB's state now, asked of IB (not of the gateway's memory) - every working order at the account
+(reqAllOpenOrders: this client's, other client ids', orders typed into TWS) with IB's own status, executions since
+a time, commissions, positions with market values, account values."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from actors.gateway.account import AccountFeed
 from actors.gateway.connection import ConnectionTracker
 from actors.gateway.convert import commission_event, error_text, exec_revision, fill_event, ib_order, parse_since
 from actors.gateway.ib import IB_REQUEST_TIMEOUT_S, IbSession
-from bus.messages import CommissionEvent, FillEvent, GatewaySnapshot, GetSnapshot, Rejected, tag_of
+from bus.messages import DONE_STATUSES, CommissionEvent, FillEvent, GatewaySnapshot, GetSnapshot, Rejected, tag_of
 
 
 class SnapshotBuilder:
@@ -36,6 +37,12 @@ class SnapshotBuilder:
             return Rejected(
                 code="disconnected", reason=f"executions request failed: {error_text(exc)}", request_type=rtype
             )
+        try:
+            listed = await self.session.all_open_orders(IB_REQUEST_TIMEOUT_S)
+        except (TimeoutError, ConnectionError) as exc:
+            return Rejected(
+                code="disconnected", reason=f"open-order request failed: {error_text(exc)}", request_type=rtype
+            )
         executions: list[FillEvent] = []
         commissions: list[CommissionEvent] = []
         for f in fills:
@@ -50,7 +57,9 @@ class SnapshotBuilder:
                     commission_event(f.commissionReport, order_ref=f.execution.orderRef or "", symbol=f.contract.symbol)
                 )
         return GatewaySnapshot(
-            open_orders=[ib_order(t, self.session.ib_status(t)) for t in self.session.open_trades()],
+            open_orders=[
+                ib_order(t, status) for t in listed if (status := self.session.ib_status(t)) not in DONE_STATUSES
+            ],
             executions=executions,
             commissions=commissions,
             positions=self.account.positions(),

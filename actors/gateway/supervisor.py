@@ -134,6 +134,8 @@ class ConnectionSupervisor:
                 )
                 await asyncio.sleep(delay)  # backoff timer between attempts, not synchronisation
                 continue
+            if s.client_id == 0 and not s.auto_open_orders:
+                self.session.set_auto_open_orders(False)  # the library binds TWS orders when it connects as 0
             try:
                 self.conn.accounts = self.session.managed_accounts()
                 self.conn.account = check_accounts(s, self.conn.accounts)

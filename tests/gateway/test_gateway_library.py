@@ -61,7 +61,8 @@ def test_ib_async_drop_in_smoke(gateway, recorder, sim):
     recorder.wait_status(can.order_ref, "Submitted")
     gateway.call(CancelIbOrder(order_ref=can.order_ref))
     recorder.wait_status(can.order_ref, "Cancelled")
-    assert recorder.status_names(can.order_ref)[-2:] == ["PendingCancel", "Cancelled"]
+    assert recorder.status_names(can.order_ref)[-2:] == ["Submitted", "Cancelled"]  # IB's statuses, no local guess
+    assert recorder.statuses(can.order_ref)[-1].reason == "strategy: cancel requested"
     # a kill with sticky PreSubmitted orders
     sim.sticky_presubmitted(n=2)
     place_working(gateway, sim, 5, prefix="ak")

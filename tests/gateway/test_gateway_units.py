@@ -35,7 +35,7 @@ def _trade(order_id: int = 1, perm: int = 0, ref: str = "s1/a", client: int = 7,
 def test_order_table_publishes_changes_once_and_done_stays_done():
     table = IbOrderTable()
     spec = order(coid="a")
-    rec = table.add_placed(spec, _trade(), 7)
+    rec = table.add_placed(spec, 1, 7)
     kw = dict(filled=0.0, remaining=10.0, avg_fill_price=0.0)
     assert table.observe(rec, status="PendingSubmit", **kw).status == "PendingSubmit"
     assert table.observe(rec, status="PendingSubmit", **kw) is None  # no change, no event
@@ -50,7 +50,7 @@ def test_order_table_publishes_changes_once_and_done_stays_done():
 
 def test_order_table_finds_orders_by_perm_id_order_id_and_ref_and_attributes_external():
     table = IbOrderTable()
-    rec = table.add_placed(order(coid="a"), _trade(order_id=4), 7)
+    rec = table.add_placed(order(coid="a"), 4, 7)
     same, created = table.attach(_trade(order_id=4, perm=99))
     assert same is rec and not created and rec.perm_id == 99
     assert table.attach(_trade(order_id=0, perm=99, ref=""))[0] is rec
@@ -62,7 +62,7 @@ def test_order_table_finds_orders_by_perm_id_order_id_and_ref_and_attributes_ext
 
 def test_ib_async_validation_error_keeps_the_live_status():
     table = IbOrderTable()
-    rec = table.add_placed(order(coid="a"), _trade(), 7)
+    rec = table.add_placed(order(coid="a"), 1, 7)
     table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0)
     ev = table.observe(rec, status="ValidationError", filled=0.0, remaining=10.0, avg_fill_price=0.0,
                        error_code=399, reason="warning")
@@ -208,7 +208,7 @@ class _CountingSweeper:
         self.reverifies = 0
         self.release = asyncio.Event()
 
-    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float):
+    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float, cause: str = ""):
         import time
 
         from actors.gateway.cancels import SweepResult
@@ -219,7 +219,7 @@ class _CountingSweeper:
         return SweepResult(scope=scope, confirmed=self.confirm, global_cancels=1,
                            verified_mono=start if self.confirm else 0.0)
 
-    async def reverify(self, previous, *, use_global: bool, timeout_s: float):
+    async def reverify(self, previous, *, use_global: bool, timeout_s: float, cause: str = ""):
         import time
 
         from actors.gateway.cancels import SweepResult
