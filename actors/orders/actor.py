@@ -65,6 +65,7 @@ from bus.messages import (
     ListOrders,
     ModifyOrder,
     OrderListReply,
+    OrderNoticeEvent,
     OrderReply,
     OrderStatusEvent,
     PlaceOrder,
@@ -162,7 +163,7 @@ class OrderManager(Actor):
 
     async def on_start(self) -> None:
         path = self.cfg.path(self.ocfg.journal)
-        ledger = OrderLedger(Journal(path), self.publish)
+        ledger = OrderLedger(Journal(path), self.publish, on_unknown=self._request_reconcile)
         pipeline = OrderPipeline(
             ledger,
             self.peers,
@@ -305,6 +306,8 @@ class OrderManager(Actor):
         ledger = self.parts.ledger
         if isinstance(body, OrderStatusEvent):
             ledger.apply_status_event(body)
+        elif isinstance(body, OrderNoticeEvent):
+            ledger.apply_notice(body)
         elif isinstance(body, FillEvent):
             ledger.apply_fill(body)
         elif isinstance(body, CommissionEvent):

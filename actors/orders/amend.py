@@ -4,6 +4,12 @@ Only an order IB acknowledged and that is not done can be modified. The request 
 the new terms (``CheckOrder(is_modify=True)``), then ``AmendOrder`` goes to the gateway. Every refusal is a typed
 ``Rejected`` with the risk or gateway code, and the order keeps working with its old terms. A modification never
 changes the order's pipeline stage.
+
+The gateway's acknowledgement says the amendment was *sent*. The order's terms change only when IB reports them
+(a status event with ``terms``, :meth:`~actors.orders.lifecycle.ManagedOrder.adopt_terms`); until then they are the
+order's ``amendment``. The reply waits up to :data:`AMEND_CONFIRM_WAIT_S` for IB's answer: confirmed (the view has
+the new terms), refused (``Rejected(code="amend_rejected")`` with IB's code and text; the previous terms stand), or
+not yet (the view shows the amendment still pending).
 """
 
 from __future__ import annotations
@@ -19,8 +25,20 @@ from actors.orders.ledger import OrderLedger
 from actors.orders.lifecycle import PENDING_SUBMIT, RECEIVED, ManagedOrder
 from actors.orders.peers import Peers
 from actors.orders.stages import Stage
-from bus.messages import Ack, ModifyOrder, OrderReply, Rejected, SubmitAck, tag_of
+from bus.messages import Ack, ModifyOrder, OrderReply, OrderSpec, Rejected, SubmitAck, tag_of
 from bus.reqrep import RequestTimeout
+
+
+#: How long a ModifyOrder waits for IB's answer to the amendment once the gateway has sent it (well inside a
+#: strategy's request timeout; IB answers in tens of milliseconds).
+AMEND_CONFIRM_WAIT_S = 1.0
+#: ``Rejected.code`` of a modification IB refused.
+AMEND_REJECTED = "amend_rejected"
+
+
+def same_terms(a: OrderSpec, b: OrderSpec) -> bool:
+    return (a.quantity, a.order_type, a.limit_price, a.stop_price) == (b.quantity, b.order_type, b.limit_price,
+                                                                       b.stop_price)
 
 
 class OrderAmender:
@@ -69,6 +87,7 @@ class OrderAmender:
                     request_type=rtype,
                     reason=f"quantity {new_spec.quantity:g} must exceed the filled {order.filled:g}",
                 )
+            order.amendment_refused = ""
             self.ledger.journal_only(ref, "modify_request", durable=True, msg=req, status=order.status)
             risk = await self.peers.check_risk(new_spec, is_modify=True)
             self.ledger.journal_only(
@@ -107,9 +126,23 @@ class OrderAmender:
                 return Rejected(
                     code="internal", request_type=rtype, reason=f"unexpected gateway reply {tag_of(type(reply))}"
                 )
-            order.spec = new_spec
             terms = ", ".join(f"{k}={v:g}" for k, v in changes.items())
-            order.add_history(order.status, time.time_ns(), f"modified: {terms}")
-            self.ledger.commit(order, "modify_reply", durable=True, msg=reply, change="modified")
-            logger.info("orders: {} modified: {}", ref, changes)
+            if same_terms(order.spec, new_spec):  # IB's report overtook the gateway's reply
+                logger.info("orders: {} modified: {} (confirmed by IB)", ref, changes)
+                return OrderReply(order=order.view())
+            refused = order.amendment_refused  # IB refused it before the gateway's reply came back
+            order.amendment = None if refused else new_spec
+            order.add_history(order.status, time.time_ns(), f"amendment sent: {terms}")
+            self.ledger.commit(order, "modify_reply", durable=True, msg=reply, change="amendment_sent")
+            logger.info("orders: {} amendment sent: {}", ref, changes)
+            if not refused:
+                await self.ledger.wait_for(order, lambda o: o.amendment is not new_spec, AMEND_CONFIRM_WAIT_S)
+                refused = order.amendment_refused
+            if refused:
+                logger.info("orders: {} amendment refused by IB: {}", ref, refused)
+                return Rejected(code=AMEND_REJECTED, request_type=rtype,
+                                reason=f"IB refused the amendment ({refused}); the previous terms stand")
+            if order.amendment is new_spec:
+                logger.info("orders: {} amendment not answered by IB within {:g}s: pending", ref,
+                            AMEND_CONFIRM_WAIT_S)
             return OrderReply(order=order.view())

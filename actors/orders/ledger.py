@@ -7,6 +7,11 @@ for every change writes the journal (event rows + order row in one transaction, 
 
 An order reported by IB (a status or a fill) moves to stage ``acked`` here: IB has it, whatever our pipeline
 thought. Every other stage change is the pipeline's (:mod:`~actors.orders.pipeline`) or reconciliation's.
+
+IB's notices about an order (:class:`~bus.messages.OrderNoticeEvent`) go into its history without changing its
+status or reason; an ``amend_rejected`` one ends the pending amendment (the terms IB reported stand), an
+``unknown`` one asks for a reconciliation (``on_unknown``). Terms IB reports (``OrderStatusEvent.terms``) become
+the order's spec.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from bus import topics
 from bus.messages import (
     CommissionEvent,
     FillEvent,
+    OrderNoticeEvent,
     OrderSpec,
     OrderStatusEvent,
     OrderUpdate,
@@ -64,9 +70,10 @@ class OrderWrite:
 class OrderLedger:
     """Orders by orderRef, the journal behind them, and the waiters on them (one owner: the actor's loop)."""
 
-    def __init__(self, journal: Journal, publish: Publish) -> None:
+    def __init__(self, journal: Journal, publish: Publish, *, on_unknown: Callable[[str], None] | None = None) -> None:
         self.journal = journal
         self._publish = publish
+        self._on_unknown = on_unknown
         self.records: dict[str, ManagedOrder] = {}
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[None]]]] = {}
         self.impossible = 0
@@ -204,10 +211,19 @@ class OrderLedger:
             perm_id=ev.perm_id,
             reason=ev.reason,
             error_code=ev.error_code,
+            correction=ev.correction,
         )
+        terms_changed = False
+        if ev.terms is not None:
+            terms_changed = rec.adopt_terms(ev.terms, now)
+        if rec.is_done:
+            rec.amendment = None  # a done order has nothing pending at IB
         stage_changed = rec.move_to(Stage.ACKED)  # IB has it: whatever our pipeline thought, it reached IB
         flag = ""
-        if outcome.kind == "impossible":
+        if outcome.kind == "correction":
+            flag = "correction"
+            logger.warning("orders: {} (ib {} perm {}): {}", rec.order_ref, rec.ib_order_id, rec.perm_id, outcome.note)
+        elif outcome.kind == "impossible":
             self.impossible += 1
             flag = "impossible"
             log = logger.critical if outcome.previous == "RiskRejected" else logger.error
@@ -224,20 +240,46 @@ class OrderLedger:
                 rec.perm_id,
                 f" [{ev.error_code}] {ev.reason}" if ev.reason or ev.error_code else "",
             )
-        if outcome.changed or stage_changed or flag:
+        if outcome.changed or stage_changed or flag or terms_changed:
             self.commit(
                 rec,
                 kind,
                 flag=flag,
                 detail=outcome.note,
                 msg=ev,
-                publish=outcome.changed,
-                change="impossible" if flag else "status",
+                publish=outcome.changed or terms_changed,
+                change=flag or ("status" if outcome.changed else "modified"),
                 implied=outcome.implied,
             )
         else:
             self.journal_only(rec.order_ref, kind, status=ev.status, flag="repeat", msg=ev)
         return outcome
+
+    def apply_notice(self, ev: OrderNoticeEvent) -> None:
+        """IB's error or notice about an order (see the module docstring): journalled, in the order's history, and
+        published; the status changes only through status events."""
+        rec = self.find(ev.order_ref) if ev.order_ref else None
+        if rec is None:
+            self.journal_only(ev.order_ref or EXTERNAL_REF, "external_notice", flag=ev.effect, msg=ev)
+            return
+        now = time.time_ns()
+        text = f"IB {ev.code} ({ev.effect}): {ev.message}"
+        if ev.effect == "amend_rejected":
+            rec.amendment = None
+            rec.amendment_refused = f"IB {ev.code}: {ev.message}"
+            if ev.terms is not None:
+                rec.adopt_terms(ev.terms, now, note="terms IB reports after refusing the amendment")
+        if ev.effect == "rejected":
+            # the status event that comes with it carries the code and reason into the history
+            self.journal_only(rec.order_ref, "notice", flag=ev.effect, msg=ev, status=rec.status)
+        else:
+            rec.add_history(rec.status, now, text, ev.code)
+            self.commit(rec, "notice", flag=ev.effect, detail=text, msg=ev, change="notice")
+        (logger.warning if ev.effect in ("unknown", "amend_rejected") else logger.info)(
+            "orders: {} (ib {} perm {}) {}", rec.order_ref, rec.ib_order_id, rec.perm_id, text
+        )
+        if ev.effect == "unknown" and self._on_unknown is not None:
+            self._on_unknown(f"IB {ev.code} on {rec.order_ref}")
 
     def apply_fill(self, fill: FillEvent, *, kind: str = "fill") -> str:
         """Apply one execution (journal de-duplicates by exec_key); returns new | duplicate | correction | stale."""

@@ -13,13 +13,20 @@ Rules (see ``docs/orders.md``):
   authority on what is at IB, so its status is adopted;
 * the filled quantity never goes backwards (status events can arrive repeated or out of order);
 * fills are keyed by ``exec_key`` (execId without its correction suffix): a replay is a duplicate, a correction
-  (newer execId, same key) replaces the earlier fill; a fill after Cancelled is applied and noted.
+  (newer execId, same key) replaces the earlier fill; a fill after Cancelled is applied and noted;
+* a status the gateway marks as a ``correction`` (IB reports an order working after the gateway had itself decided
+  it was done: a rejection, a cancel before transmission, a reconnect's clean-up) is adopted outside the table:
+  IB is the authority on what is at IB;
+* the order's terms (``spec``) are the ones IB last reported (:meth:`ManagedOrder.adopt_terms`); an amendment sent
+  and not yet answered is ``amendment``; IB's refusal leaves the reported terms standing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from actors.orders.stages import IllegalStageChange, Stage, check_stage_change
 from bus.messages import (
@@ -29,6 +36,7 @@ from bus.messages import (
     LIVE_STATUSES,
     FillEvent,
     OrderSpec,
+    OrderTerms,
     OrderView,
     StatusChange,
 )
@@ -86,6 +94,25 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     # IB may reactivate an inactive order (e.g. after a margin or permission problem is fixed)
     INACTIVE: frozenset({PRE_SUBMITTED, SUBMITTED, PENDING_CANCEL, API_CANCELLED, CANCELLED, FILLED}),
 }
+
+#: Quantities and prices within this are equal (IB echoes floats).
+TERMS_EPSILON = 1e-9
+
+
+def _same_price(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= TERMS_EPSILON
+
+
+def _same_terms(spec: OrderSpec, terms: OrderTerms) -> bool:
+    return (
+        abs(spec.quantity - terms.quantity) <= TERMS_EPSILON
+        and spec.order_type == terms.order_type
+        and _same_price(spec.limit_price, terms.limit_price)
+        and _same_price(spec.stop_price, terms.stop_price)
+    )
+
 
 #: History is capped so a long-lived order with thousands of partial fills stays small; the journal keeps all.
 MAX_HISTORY = 256
@@ -149,6 +176,11 @@ class ManagedOrder:
     created_wall_ns: int = 0
     updated_wall_ns: int = 0
     fills: dict[str, FillRecord] = field(default_factory=dict)
+    #: terms sent to IB in an amendment, neither confirmed nor refused yet (not journalled: after a restart the
+    #: reconciliation adopts IB's terms)
+    amendment: OrderSpec | None = None
+    #: IB's refusal of the last amendment ("IB <code>: <text>"), until the next one is sent
+    amendment_refused: str = ""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # the stage is set once by __init__ (a new order, or one read back from the journal); after that only
@@ -218,6 +250,7 @@ class ManagedOrder:
             history=list(self.history) if with_history else [],
             created_wall_ns=self.created_wall_ns,
             updated_wall_ns=self.updated_wall_ns,
+            amendment=self.amendment,
         )
 
     # -- changes -------------------------------------------------------------------------------------------------
@@ -268,9 +301,11 @@ class ManagedOrder:
         reason: str = "",
         error_code: int | None = None,
         local: bool = False,
+        correction: bool = False,
     ) -> StatusOutcome:
         """Apply one status report (from IB through the gateway or a snapshot; ``local`` for our own pipeline's
-        decisions, which never imply an IB PendingSubmit)."""
+        decisions, which never imply an IB PendingSubmit; ``correction``: IB contradicts a final status the gateway
+        had decided itself, see the module docstring)."""
         previous = self.status
         ids_changed = False
         if ib_order_id and ib_order_id != self.ib_order_id:
@@ -304,6 +339,13 @@ class ManagedOrder:
             self.error_code = error_code
             self.add_history(status, now_ns, reason, error_code)
             return StatusOutcome("transition", True, previous, implied=implied)
+        if correction and status in IB_STATUSES and previous in DONE_STATUSES:
+            note = f"IB reports {status} for an order the gateway had marked {previous}: adopting IB's status"
+            self.status = status
+            self.reason = note
+            self.error_code = error_code
+            self.add_history(status, now_ns, note, error_code)
+            return StatusOutcome("correction", True, previous, adopted=True, note=note)
         if previous in OUR_REJECTIONS and status in IB_STATUSES:
             note = f"IB reports {status} for an order we marked {previous}: adopting IB's status"
             self.status = status
@@ -317,6 +359,31 @@ class ManagedOrder:
         elif ids_changed:
             self.updated_wall_ns = now_ns
         return StatusOutcome("impossible", progressed or ids_changed, previous, note=note)
+
+    def adopt_terms(self, terms: OrderTerms, now_ns: int, note: str = "") -> bool:
+        """IB reports the order's terms: they become the spec (quantity, limit, stop); an amendment with exactly
+        these terms is confirmed. True when the spec changed."""
+        pending = self.amendment
+        if pending is not None and _same_terms(pending, terms):
+            self.amendment = None
+        changes: dict[str, Any] = {}
+        if abs(terms.quantity - self.spec.quantity) > TERMS_EPSILON and terms.quantity > 0:
+            changes["quantity"] = terms.quantity
+        if terms.order_type == self.spec.order_type:  # prices only mean the same thing for the same type
+            if not _same_price(terms.limit_price, self.spec.limit_price):
+                changes["limit_price"] = terms.limit_price
+            if not _same_price(terms.stop_price, self.spec.stop_price):
+                changes["stop_price"] = terms.stop_price
+        if not changes:
+            return False
+        try:
+            self.spec = msgspec.structs.replace(self.spec, **changes)
+        except ValueError as exc:  # terms our spec cannot express: kept as they were, noted
+            self.add_history(self.status, now_ns, f"IB reports terms {changes} that cannot be adopted: {exc}")
+            return True
+        what = ", ".join(f"{k}={v:g}" for k, v in changes.items() if v is not None)
+        self.add_history(self.status, now_ns, note or f"terms reported by IB: {what}")
+        return True
 
     def apply_fill(self, fill: FillEvent, now_ns: int) -> FillOutcome:
         """Apply one execution; idempotent by ``exec_key`` (see module docstring)."""

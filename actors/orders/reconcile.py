@@ -4,7 +4,8 @@ Procedure (``docs/orders.md``, "Recovery"):
 
 1. executions in the snapshot are applied as fills (the journal's UNIQUE ``exec_key`` makes replays harmless);
 2. every open order at IB whose orderRef we know is applied as a status report (ids adopted, filled quantity
-   caught up; the transition table decides, so a stale snapshot never moves an order backwards);
+   caught up, IB's terms adopted; the transition table decides, so a stale snapshot never moves an order
+   backwards);
 3. every working order of ours that IB does not show, and that nobody is working on right now:
    * it reached IB (acknowledged, or has fills): it finished while we were not looking: Filled if the fills cover
      the quantity, else Cancelled ("no longer open at IB"), reported as missing;
@@ -35,7 +36,14 @@ from actors.orders.lifecycle import CANCELLED, FILLED
 from actors.orders.peers import Peers
 from actors.orders.stages import Stage
 from bus import topics
-from bus.messages import GatewaySnapshot, OrderStatusEvent, ReconciliationReport, parse_order_ref, tag_of
+from bus.messages import (
+    GatewaySnapshot,
+    OrderStatusEvent,
+    OrderTerms,
+    ReconciliationReport,
+    parse_order_ref,
+    tag_of,
+)
 from bus.registry import ORDERS
 from bus.reqrep import RequestTimeout
 
@@ -95,6 +103,8 @@ def reconcile(
                 )
             continue
         matched.add(o.order_ref)
+        if abs(o.quantity - rec.spec.quantity) > QTY_EPSILON:
+            spec_notes.append(f"{o.order_ref}: IB quantity {o.quantity:g}, journal {rec.spec.quantity:g}: IB's adopted")
         ledger.apply_status_event(
             OrderStatusEvent(
                 order_ref=o.order_ref,
@@ -107,11 +117,17 @@ def reconcile(
                 remaining=o.remaining,
                 avg_fill_price=o.avg_fill_price,
                 symbol=o.instrument.symbol,
+                terms=OrderTerms(
+                    side=o.side,
+                    quantity=o.quantity,
+                    order_type=o.order_type,
+                    limit_price=o.limit_price,
+                    stop_price=o.stop_price,
+                    tif=o.tif,
+                ),
             ),
             kind="recon_status",
         )
-        if abs(o.quantity - rec.spec.quantity) > QTY_EPSILON:
-            spec_notes.append(f"{o.order_ref}: IB quantity {o.quantity:g} != journal {rec.spec.quantity:g}")
 
     missing: list[str] = []
     interrupted: list[str] = []
@@ -168,7 +184,7 @@ def reconcile(
         replayed_fills=replayed,
         unknown_orders=unknown,
         missing_orders=missing,
-        ok=not missing and unknown_ours == 0 and not spec_notes,
+        ok=not missing and unknown_ours == 0,
         detail=detail,
     )
     return ReconcileResult(report=report, interrupted=interrupted)

@@ -24,8 +24,9 @@ from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key, sig
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    DUPLICATE_STATUS, Ack, AmendOrder, CancelIbOrder, CheckOrder, FillEvent, GatewaySnapshot, GetSnapshot, IbOrder,
-    OrderStatusEvent, Ping, Pong, Rejected, RiskDecision, SubmitAck, SubmitOrder, is_done_status, is_live_status, tag_of,
+    AMENDMENT_SENT, DUPLICATE_STATUS, Ack, AmendOrder, CancelIbOrder, CheckOrder, FillEvent, GatewaySnapshot,
+    GetSnapshot, IbOrder, OrderStatusEvent, OrderTerms, Ping, Pong, Rejected, RiskDecision, SubmitAck, SubmitOrder,
+    is_done_status, is_live_status, tag_of,
 )
 from bus.pubsub import Publisher
 from bus.reqrep import CallContext, Service
@@ -179,9 +180,15 @@ class ChainDoubles:
                 self.verifier.verify(body.approval, body.order, is_modify=True)
             except ApprovalError as exc:
                 return Rejected(code=exc.code, reason=exc.reason)
-            self.placed[o.order_ref] = msgspec.structs.replace(o, quantity=body.order.quantity,
-                                                                limit_price=body.order.limit_price)
-            return SubmitAck(order_ref=o.order_ref, ib_order_id=o.ib_order_id, perm_id=o.perm_id, status=o.status)
+            o = self.placed[o.order_ref] = msgspec.structs.replace(
+                o, quantity=body.order.quantity, limit_price=body.order.limit_price, stop_price=body.order.stop_price,
+                remaining=body.order.quantity - o.filled)
+            # like IB: the new terms are reported in an openOrder after the amendment arrived
+            terms = OrderTerms(side=o.side, quantity=o.quantity, order_type=o.order_type,
+                               limit_price=o.limit_price, stop_price=o.stop_price, tif=o.tif)
+            asyncio.get_running_loop().call_soon(lambda: self._set_status(o.order_ref, o.status, terms=terms))
+            return SubmitAck(order_ref=o.order_ref, ib_order_id=o.ib_order_id, perm_id=o.perm_id,
+                             status=AMENDMENT_SENT)
         if isinstance(body, CancelIbOrder):
             self.cancels.append(body)
             o = self.placed.get(body.order_ref)
