@@ -29,6 +29,7 @@ from bus.messages import (
     OrderStatusEvent,
     Position,
     is_done_status,
+    order_key,
     parse_order_ref,
 )
 
@@ -244,24 +245,27 @@ class ExposureBook:
         return gone
 
     def on_status(self, ev: OrderStatusEvent) -> StatusResult:
-        w = self.working.get(ev.order_ref)
+        # orders placed outside Khazad may have no orderRef: they are keyed by permId
+        key = order_key(ev.order_ref, ev.perm_id)
+        w = self.working.get(key)
         rejected = False
         if w is not None and not w.rejected and is_rejection(ev):
             w.rejected = rejected = True
         if is_done_status(ev.status):
             if w is None:
                 return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.symbol)
-            self._drop(ev.order_ref)
+            self._drop(key)
             return StatusResult(StatusOutcome.DONE, w.strategy, w.symbol, rejected)
         outcome = StatusOutcome.KNOWN
+        terms = ev.terms
         if w is None:
             if not ev.symbol:
                 return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.symbol)
             w = WorkingOrder(
-                order_ref=ev.order_ref,
+                order_ref=key,
                 strategy=strategy_of(ev.order_ref),
                 symbol=ev.symbol,
-                side=None,
+                side=terms.side if terms is not None and terms.side in ("BUY", "SELL") else None,
                 quantity=0.0,
                 filled=0.0,
                 price=None,
@@ -273,11 +277,13 @@ class ExposureBook:
             self._contribute(w, -1.0)
         w.pending = False
         w.expires_mono = math.inf
+        if terms is not None:  # IB's terms (an amendment it confirmed, an order first seen at IB)
+            w.price = terms.limit_price if terms.limit_price is not None else terms.stop_price
         # IB's first statuses may carry remaining 0 before it has echoed the order: keep what we know then
         if ev.filled > 0 or ev.remaining > 0:
             w.filled = ev.filled
             w.quantity = ev.filled + ev.remaining
-        self.working[ev.order_ref] = w
+        self.working[key] = w
         self._contribute(w, 1.0)
         return StatusResult(outcome, w.strategy, w.symbol, rejected)
 
@@ -288,8 +294,9 @@ class ExposureBook:
         for o in orders:
             if is_done_status(o.status):
                 continue
-            self.working[o.order_ref] = WorkingOrder(
-                order_ref=o.order_ref,
+            key = order_key(o.order_ref, o.perm_id)
+            self.working[key] = WorkingOrder(
+                order_ref=key,
                 strategy=strategy_of(o.order_ref),
                 symbol=o.instrument.symbol,
                 side=o.side,
