@@ -1,4 +1,6 @@
-"""``khazad orders``: the orders the order manager knows (open by default; ``--all``, ``--today``)."""
+"""``khazad orders``: the orders the order manager knows (open by default; ``--all``, ``--today``), each with its
+status's cause (``reason``) and IB's code; ``--external``: the orders working at the account that Khazad did not
+place (other client ids, orders typed into TWS), as IB lists them now (the gateway's snapshot)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import argparse
 from typing import Any, Literal
 
 from bus.codec import validate
-from bus.messages import ListOrders, OrderListReply, OrderView
+from bus.messages import GatewaySnapshot, GetSnapshot, IbOrder, ListOrders, OrderListReply, OrderView, parse_order_ref
 from cli.args import add_common
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED
 from cli.output import clock_time, err, new_console, num, print_json, qty
@@ -42,6 +44,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
         "ib id",
         "perm id",
         "updated",
+        "code",
         "reason",
     ):
         table.add_column(col, overflow="fold")
@@ -63,12 +66,51 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
             str(o.ib_order_id or ""),
             str(o.perm_id or ""),
             clock_time(o.updated_wall_ns or o.created_wall_ns),
-            o.reason,
+            str(o.error_code) if o.error_code is not None else "",
+            o.reason + (" [amendment pending]" if o.amendment is not None else ""),
         )
     return table
 
 
+def is_external(o: IbOrder) -> bool:
+    """An order Khazad did not place: its orderRef is not ``<strategy>/<client_order_id>``."""
+    return parse_order_ref(o.order_ref) is None
+
+
+def external_table(orders: list[IbOrder], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    for col in ("perm id", "client id", "ib id", "order ref", "symbol", "side", "qty", "type", "price", "tif",
+                "status", "filled"):
+        table.add_column(col, overflow="fold")
+    for o in orders:
+        price = " ".join(
+            p for p in (f"L {o.limit_price:g}" if o.limit_price is not None else "",
+                        f"S {o.stop_price:g}" if o.stop_price is not None else "") if p
+        )
+        table.add_row(str(o.perm_id), str(o.client_id), str(o.ib_order_id or ""), o.order_ref, o.instrument.symbol,
+                      o.side, qty(o.quantity), o.order_type, price, o.tif, o.status, qty(o.filled))
+    return table
+
+
+def _cmd_external(args: argparse.Namespace) -> int:
+    code, reply = query_cmd(args, "gateway", GetSnapshot(), GatewaySnapshot)
+    if code != EXIT_OK:
+        return code
+    orders = [
+        o for o in reply.open_orders if is_external(o) and (not args.symbol or o.instrument.symbol == args.symbol)
+    ]
+    if args.json:
+        print_json({"filter": "external", "symbol": args.symbol, "orders": orders})
+    else:
+        new_console().print(external_table(orders, f"orders placed outside Khazad, working at IB: {len(orders)}"))
+    return EXIT_OK
+
+
 def _cmd_orders(args: argparse.Namespace) -> int:
+    if args.external:
+        return _cmd_external(args)
     flt: Literal["open", "today", "all"] = "all" if args.all else ("today" if args.today else "open")
     try:
         body = validate(ListOrders(strategy_id=args.strategy, symbol=args.symbol, filter=flt))
@@ -97,5 +139,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every order, not only working ones")
     which.add_argument("--today", action="store_true", help="orders created today")
+    which.add_argument(
+        "--external",
+        action="store_true",
+        help="orders working at the account that Khazad did not place (other client ids, TWS), as IB lists them",
+    )
     add_common(p, "request timeout (default bus.request_timeout_s)")
     p.set_defaults(handler=_cmd_orders)

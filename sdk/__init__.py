@@ -33,7 +33,7 @@ from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, Reque
 from sdk.ids import new_client_order_id
 from sdk.streams import AsyncStream, SyncStream
 from sdk.sync_client import KhazadClient
-from sdk.views import REJECTED_STATUSES, format_history
+from sdk.views import REJECTED_STATUSES, cancel_cause, format_history, ib_notices
 
 __all__ = [
     "AsyncKhazadClient",
@@ -45,7 +45,9 @@ __all__ = [
     "UnexpectedReply",
     "RequestTimeout",
     "new_client_order_id",
+    "cancel_cause",
     "format_history",
+    "ib_notices",
     "REJECTED_STATUSES",
     "AsyncStream",
     "SyncStream",
