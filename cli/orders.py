@@ -81,16 +81,44 @@ def external_table(orders: list[IbOrder], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, show_header=True, header_style="bold")
-    for col in ("perm id", "client id", "ib id", "order ref", "symbol", "side", "qty", "type", "price", "tif",
-                "status", "filled"):
+    for col in (
+        "perm id",
+        "client id",
+        "ib id",
+        "order ref",
+        "symbol",
+        "side",
+        "qty",
+        "type",
+        "price",
+        "tif",
+        "status",
+        "filled",
+    ):
         table.add_column(col, overflow="fold")
     for o in orders:
         price = " ".join(
-            p for p in (f"L {o.limit_price:g}" if o.limit_price is not None else "",
-                        f"S {o.stop_price:g}" if o.stop_price is not None else "") if p
+            p
+            for p in (
+                f"L {o.limit_price:g}" if o.limit_price is not None else "",
+                f"S {o.stop_price:g}" if o.stop_price is not None else "",
+            )
+            if p
         )
-        table.add_row(str(o.perm_id), str(o.client_id), str(o.ib_order_id or ""), o.order_ref, o.instrument.symbol,
-                      o.side, qty(o.quantity), o.order_type, price, o.tif, o.status, qty(o.filled))
+        table.add_row(
+            str(o.perm_id),
+            str(o.client_id),
+            str(o.ib_order_id or ""),
+            o.order_ref,
+            o.instrument.symbol,
+            o.side,
+            qty(o.quantity),
+            o.order_type,
+            price,
+            o.tif,
+            o.status,
+            qty(o.filled),
+        )
     return table
 
 

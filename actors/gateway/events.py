@@ -27,11 +27,11 @@ from actors.gateway import notices
 from actors.gateway.account import AccountFeed
 from actors.gateway.convert import reject_reason
 from actors.gateway.ib import IbSession
-from actors.gateway.reports import OpenOrderReport, StatusReport
 from actors.gateway.marketdata import MarketDataFeed
 from actors.gateway.ordertable import CANCELLED, GATEWAY, IbOrderRecord, IbOrderTable, same_terms, terms_of_spec
 from actors.gateway.outbox import Outbox
-from bus.messages import OrderNoticeEvent, OrderSpec
+from actors.gateway.reports import OpenOrderReport, StatusReport
+from bus.messages import OrderNoticeEvent, OrderSpec, OrderTerms
 
 PACING_VIOLATION = 100
 #: Statuses during which an order report is a replay of IB's state (synchronising), not news.
@@ -68,21 +68,26 @@ class OrderEventTranslator:
 
     def _record(self, trade: lib.Trade | None, client_id: int, order_id: int, perm_id: int) -> IbOrderRecord | None:
         if trade is not None:
-            rec, _ = self.table.attach(trade)
-            return rec
-        rec = self.table.by_perm.get(perm_id) if perm_id else None
-        return rec or self.table.find_by_order_id(client_id, order_id)
+            attached, _ = self.table.attach(trade)
+            return attached
+        found = self.table.by_perm.get(perm_id) if perm_id else None
+        return found or self.table.find_by_order_id(client_id, order_id)
 
     def on_status_report(self, trade: lib.Trade | None, report: StatusReport) -> None:
         """IB's orderStatus message."""
         rec = self._record(trade, report.client_id, report.order_id, report.perm_id)
         if rec is None:
-            logger.info("gateway: IB status {} for an order it never described (id {}, permId {})",
-                        report.status, report.order_id, report.perm_id)
+            logger.info(
+                "gateway: IB status {} for an order it never described (id {}, permId {})",
+                report.status,
+                report.order_id,
+                report.perm_id,
+            )
             return
         rec.acknowledged = True
-        self._publish_status(rec, report.status, report.filled, report.remaining, report.avg_fill_price,
-                             report.last_fill_price)
+        self._publish_status(
+            rec, report.status, report.filled, report.remaining, report.avg_fill_price, report.last_fill_price
+        )
 
     def on_open_order_report(self, trade: lib.Trade | None, report: OpenOrderReport) -> None:
         """IB's openOrder message: its status and terms of the order (an amendment is confirmed here)."""
@@ -93,8 +98,13 @@ class OrderEventTranslator:
         terms = report.terms
         rec.ib_terms = terms
         if rec.modify_pending and rec.amendment is not None and same_terms(terms, terms_of_spec(rec.amendment)):
-            logger.info("gateway: IB confirms the amendment of {}: qty {:g} lmt {} stp {}", rec.label(),
-                        terms.quantity, terms.limit_price, terms.stop_price)
+            logger.info(
+                "gateway: IB confirms the amendment of {}: qty {:g} lmt {} stp {}",
+                rec.label(),
+                terms.quantity,
+                terms.limit_price,
+                terms.stop_price,
+            )
             rec.spec = rec.amendment
             rec.amendment = None
             rec.modify_pending = False
@@ -102,11 +112,21 @@ class OrderEventTranslator:
         if not status:
             return
         filled = terms.quantity if status == FILLED else rec.filled
-        self._publish_status(rec, status, filled, max(0.0, terms.quantity - filled), rec.avg_fill_price,
-                             rec.last_fill_price, terms=terms)
+        self._publish_status(
+            rec, status, filled, max(0.0, terms.quantity - filled), rec.avg_fill_price, rec.last_fill_price, terms=terms
+        )
 
-    def _publish_status(self, rec: IbOrderRecord, status: str, filled: float, remaining: float, avg: float,
-                        last: float, *, terms: object = None) -> None:
+    def _publish_status(
+        self,
+        rec: IbOrderRecord,
+        status: str,
+        filled: float,
+        remaining: float,
+        avg: float,
+        last: float,
+        *,
+        terms: OrderTerms | None = None,
+    ) -> None:
         reason = rec.cancel_cause if status in CANCELLED else ""
         self.outbox.maybe_order_status(
             self.table.observe(
@@ -118,7 +138,7 @@ class OrderEventTranslator:
                 last_fill_price=last,
                 reason=reason,
                 replayed=self.conn.state in REPLAY_STATES,
-                terms=terms,  # type: ignore[arg-type]
+                terms=terms,
             )
         )
 
@@ -137,8 +157,13 @@ class OrderEventTranslator:
         effect = notices.effect_of(code, context)
         self.notices[effect] = self.notices.get(effect, 0) + 1
         (logger.warning if effect in (notices.REJECTED, notices.UNKNOWN) else logger.info)(
-            "gateway: order {} IB {} ({}, order {}): {} -> {}", rec.label(), code, notices.meaning_of(code), context,
-            text, effect,
+            "gateway: order {} IB {} ({}, order {}): {} -> {}",
+            rec.label(),
+            code,
+            notices.meaning_of(code),
+            context,
+            text,
+            effect,
         )
         terms = None
         if effect == notices.REJECTED:

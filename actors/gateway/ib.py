@@ -42,7 +42,6 @@ from loguru import logger
 
 from actors.gateway import libtypes as lib
 from actors.gateway.pacing import PacedSender, Priority
-from bus.config import ConfigError
 from actors.gateway.reports import (
     ORDER_STATUS_ARGS,
     OpenOrderHook,
@@ -51,6 +50,7 @@ from actors.gateway.reports import (
     OrderReportHook,
     StatusReport,
 )
+from bus.config import ConfigError
 from bus.messages import Instrument, OrderSpec, OrderTerms
 
 LIBRARIES = ("ib_insync", "ib_async")

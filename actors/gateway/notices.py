@@ -74,7 +74,11 @@ def _rows(*rows: tuple[int, str, NoticeEffect, NoticeEffect, NoticeEffect, Notic
     return table
 
 
-_I, _R, _CR, _AR, _U = INFO, REJECTED, CANCEL_REFUSED, AMEND_REJECTED, UNKNOWN
+_I: NoticeEffect = INFO
+_R: NoticeEffect = REJECTED
+_CR: NoticeEffect = CANCEL_REFUSED
+_AR: NoticeEffect = AMEND_REJECTED
+_U: NoticeEffect = UNKNOWN
 
 #: code -> rule. Columns: new, working, amending, cancelling (see the module docstring).
 NOTICES: Final[dict[int, NoticeRule]] = _rows(

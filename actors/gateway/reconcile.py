@@ -28,7 +28,6 @@ from actors.gateway.ordertable import GATEWAY, IB, IbOrderTable
 from actors.gateway.outbox import Outbox
 from bus.messages import ReconciliationReport
 
-
 #: Statuses the client library sets on its own (a cancel it sent), never IB's report.
 LOCAL_STATUSES = frozenset({"PendingCancel"})
 

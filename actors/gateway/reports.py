@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from actors.gateway.libtypes import Trade
 from bus.messages import OrderTerms
-
 
 #: The wrapper's ``orderStatus`` parameters, in the order the decoder passes them.
 ORDER_STATUS_ARGS = (

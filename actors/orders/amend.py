@@ -28,7 +28,6 @@ from actors.orders.stages import Stage
 from bus.messages import Ack, ModifyOrder, OrderReply, OrderSpec, Rejected, SubmitAck, tag_of
 from bus.reqrep import RequestTimeout
 
-
 #: How long a ModifyOrder waits for IB's answer to the amendment once the gateway has sent it (well inside a
 #: strategy's request timeout; IB answers in tens of milliseconds).
 AMEND_CONFIRM_WAIT_S = 1.0
@@ -37,8 +36,12 @@ AMEND_REJECTED = "amend_rejected"
 
 
 def same_terms(a: OrderSpec, b: OrderSpec) -> bool:
-    return (a.quantity, a.order_type, a.limit_price, a.stop_price) == (b.quantity, b.order_type, b.limit_price,
-                                                                       b.stop_price)
+    return (a.quantity, a.order_type, a.limit_price, a.stop_price) == (
+        b.quantity,
+        b.order_type,
+        b.limit_price,
+        b.stop_price,
+    )
 
 
 class OrderAmender:
@@ -140,9 +143,11 @@ class OrderAmender:
                 refused = order.amendment_refused
             if refused:
                 logger.info("orders: {} amendment refused by IB: {}", ref, refused)
-                return Rejected(code=AMEND_REJECTED, request_type=rtype,
-                                reason=f"IB refused the amendment ({refused}); the previous terms stand")
+                return Rejected(
+                    code=AMEND_REJECTED,
+                    request_type=rtype,
+                    reason=f"IB refused the amendment ({refused}); the previous terms stand",
+                )
             if order.amendment is new_spec:
-                logger.info("orders: {} amendment not answered by IB within {:g}s: pending", ref,
-                            AMEND_CONFIRM_WAIT_S)
+                logger.info("orders: {} amendment not answered by IB within {:g}s: pending", ref, AMEND_CONFIRM_WAIT_S)
             return OrderReply(order=order.view())
