@@ -248,7 +248,7 @@ class OrderLedger:
                 detail=outcome.note,
                 msg=ev,
                 publish=outcome.changed or terms_changed,
-                change=flag or ("status" if outcome.changed else "modified"),
+                change="impossible" if flag == "impossible" else ("status" if outcome.changed else "modified"),
                 implied=outcome.implied,
             )
         else:

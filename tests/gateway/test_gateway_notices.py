@@ -19,7 +19,7 @@ from actors.gateway.ib import terms_of
 from actors.gateway.reports import OpenOrderReport, StatusReport
 from actors.gateway.ordertable import GATEWAY, IbOrderRecord, IbOrderTable, terms_of_spec
 from bus.messages import OrderNoticeEvent, OrderStatusEvent, OrderTerms
-from tests.gateway.support import order
+from tests.support.builders import order
 
 CLIENT_ID = 7
 ORDER_ID = 5
@@ -88,7 +88,7 @@ class Harness:
         self.outbox = Outbox()
         self.resyncs: list[str] = []
         self.table.on_contradiction = self.resyncs.append
-        self.spec = order("n1", order_type="LMT", limit=OLD_LIMIT)
+        self.spec = order(coid="n1", limit=OLD_LIMIT)
         self.translator = OrderEventTranslator(
             self.table, self.outbox, SimpleNamespace(state="READY"), client_id=CLIENT_ID,  # type: ignore[arg-type]
             apply_spec=self._apply_spec, resync=self.resyncs.append)
@@ -269,7 +269,7 @@ def test_the_client_library_never_sees_an_orders_error(library: str) -> None:
 
 
 def test_terms_of_a_spec_match_what_ib_echoes() -> None:
-    spec = order("t", order_type="LMT", limit=OLD_LIMIT)
+    spec = order(coid="t", limit=OLD_LIMIT)
     assert terms_of_spec(spec) == OrderTerms(side="BUY", quantity=10.0, order_type="LMT", limit_price=OLD_LIMIT,
                                              tif="DAY")
 

@@ -18,8 +18,10 @@ from bus.messages import (
     AMENDMENT_SENT, Ack, AmendOrder, CancelIbOrder, GatewaySnapshot, GetSnapshot, OrderNoticeEvent, Rejected,
     SubmitAck,
 )
-from tests.gateway.support import FAR_BELOW, order, requests_named, sim_order
-from tests.helpers import eventually
+from tests.support.builders import order
+from tests.support.gateway_harness import FAR_BELOW
+from tests.support.sim_state import requests_named, sim_order
+from tests.support.waiting import eventually
 
 #: Amendments of another order queued ahead (ORDER priority, FIFO): far more than the pacer's burst, so the one
 #: behind them waits in the queue for a second or more.
@@ -27,8 +29,8 @@ AHEAD = 60
 
 
 def test_cancel_with_an_amendment_queued_behind_the_pacer_is_sent_to_ib(gateway, recorder, sim, zctx):
-    x = order("race-x", order_type="LMT", limit=FAR_BELOW)
-    y = order("race-y", order_type="LMT", limit=FAR_BELOW)
+    x = order(coid="race-x", limit=FAR_BELOW)
+    y = order(coid="race-y", limit=FAR_BELOW)
     for s in (x, y):
         assert isinstance(gateway.submit(s), SubmitAck)
         recorder.wait_status(s.order_ref, "Submitted")
@@ -76,7 +78,7 @@ def test_cancel_with_an_amendment_queued_behind_the_pacer_is_sent_to_ib(gateway,
 
 
 def test_a_modify_is_acknowledged_as_sent_and_counts_when_ib_reports_its_terms(gateway, recorder, sim):
-    spec = order("mod-sent", qty=10, order_type="LMT", limit=FAR_BELOW)
+    spec = order(coid="mod-sent", qty=10, limit=FAR_BELOW)
     gateway.submit(spec)
     recorder.wait_status(spec.order_ref, "Submitted")
     new = msgspec.structs.replace(spec, quantity=20, limit_price=FAR_BELOW + 1)
@@ -98,7 +100,7 @@ def test_a_modify_is_acknowledged_as_sent_and_counts_when_ib_reports_its_terms(g
 
 
 def test_an_off_tick_order_ends_rejected_with_code_and_reason_and_is_not_open(gateway, recorder, sim):
-    spec = order("off-tick", order_type="LMT", limit=FAR_BELOW + 0.003)
+    spec = order(coid="off-tick", limit=FAR_BELOW + 0.003)
     assert isinstance(gateway.submit(spec), SubmitAck)
     ev = recorder.wait_status(spec.order_ref, "Cancelled")
     assert ev.error_code == 110 and "minimum price variation" in ev.reason and ev.is_done

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 from tests.truth.support import RESTING_BUY, SETTLE_TIMEOUT_S, Desk, running_desk, spec
 
 DEFAULT_CODES = (103, 104, 105, 110, 135, 161, 163, 200, 201, 202, 327, 383, 387, 399, 404, 434, 439, 441, 451,

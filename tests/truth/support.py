@@ -25,7 +25,9 @@ from bus.messages import (
 )
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, cfg_of, eventually, wait_serving, write_config
+from tests.support.config import cfg_of, write_config
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.waiting import eventually
 
 #: Bounds (generous: several engineers share this 2-core machine). A passing wait returns at once.
 READY_TIMEOUT_S = 40.0

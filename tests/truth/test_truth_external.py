@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bus.messages import GetStatus, Kill, Resume
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 from tests.truth.support import KEEP_ORDERS_ACROSS_GAPS, SETTLE_TIMEOUT_S, SIM_WORKING, Desk, running_desk, spec
 
 OTHER_CLIENT_ID = 5

@@ -17,7 +17,7 @@ import pytest
 
 from bus.messages import EmergencyCancel, Kill, OrderReply, Rejected
 from sdk.views import cancel_cause, ib_notices
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 from tests.truth.support import RESTING_BUY, SETTLE_TIMEOUT_S, SIM_WORKING, Desk, running_desk, spec
 
 #: Every code the issue names, the ones the notes add that the simulator sends, a code that concerns no order at
