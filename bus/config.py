@@ -341,6 +341,9 @@ def _explain(err: msgspec.ValidationError) -> str:
         return f"{field.group(1)}: unknown key (check its spelling)" if field else msg
     key = m.group(1).replace("[", ".").replace("]", "").replace("'", "").replace('"', "")
     text = re.sub(r"\s*-\s*at\s*$", "", _PATH_RE.sub("", msg))
+    missing = re.search(r"missing required field `([^`]+)`", msg)
+    if missing:
+        return f"{key + '.' if key else ''}{missing.group(1)}: required key missing"
     if "unknown field" in text.lower():
         field = re.search(r"Object contains unknown field `?([^`\s]+)", msg)
         if field:

@@ -10,7 +10,9 @@
   every :data:`STATE_REFRESH_S` (epochs keep an older reply from overwriting a newer event).
 * **Counters**: order events, fills, rejects (risk and gateway), bus gaps and missed messages, reconciliations.
 * **Alerts**: raised on ``alert.<kind>`` (and logged); every alert from anyone is kept (the latest
-  :data:`RECENT_ALERTS`) for ``khazad status``; critical ones run the optional command/webhook hooks.
+  :data:`RECENT_ALERTS`) for ``khazad status`` and recorded in the audit file's ``alerts`` table; each is offered to
+  the alert routes (:mod:`~actors.monitor.alert_routes`: Slack, Teams, email, webhooks, commands, each with its own
+  threshold, queue, retries and rate limit, delivered by its own worker so the monitor never waits).
 * **Audit trail** (SQLite): kills, resumes, emergency cancels, trading-state changes, risk rejections,
   connection changes, actor deaths and returns, critical alerts, failed reconciliations.
 * **Serving**: ``GetSystemStatus`` -> ``SystemStatusReply``; Prometheus metrics over HTTP.
@@ -30,7 +32,7 @@ from loguru import logger
 
 from actors.monitor import audit as A
 from actors.monitor.audit import AuditLog
-from actors.monitor.hooks import AlertHooks
+from actors.monitor.alert_routes import AlertRouter
 from actors.monitor.metrics import MonitorMetrics
 from bus import messages as m
 from bus import registry, topics
@@ -78,6 +80,8 @@ STATE_RETRY_S = 0.5
 #: A gap alert per (publisher, topic) at most this often (the counters count every one).
 GAP_ALERT_INTERVAL_S = 60.0
 RECENT_ALERTS = 50
+#: How long a stopping monitor waits for each alert route's worker (a delivery in flight is abandoned after it).
+ROUTER_STOP_S = 1.0
 RECENT_FILLS = 20
 #: How many ids (kills, executions, rejected orders) are remembered for de-duplication.
 SEEN_CAPACITY = 10_000
@@ -172,7 +176,7 @@ class MonitorActor(Actor):
         self.metrics = MonitorMetrics()
         self.metrics_port = 0
         self._metrics_error = ""
-        self.hooks = AlertHooks(mon.alert_command, mon.alert_webhook)
+        self.router = AlertRouter(mon, cfg.run_path, on_outcome=self._route_outcome)
         self.connection = ""
         self.connection_message = ""
         self._connection_events = 0
@@ -193,7 +197,6 @@ class MonitorActor(Actor):
         self._gap_alerted: dict[tuple[str, str], float] = {}
         self._never_seen_alerted: set[str] = set()
         self._refresh_now: asyncio.Event | None = None
-        self._hook_tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -214,8 +217,7 @@ class MonitorActor(Actor):
 
     async def on_stop(self) -> None:
         self.metrics.close()
-        if self._hook_tasks:
-            await asyncio.wait(self._hook_tasks, timeout=1.0)
+        self.router.close(ROUTER_STOP_S)
         if self.audit is not None:
             self.audit.close()
 
@@ -260,15 +262,15 @@ class MonitorActor(Actor):
         self.alerts.append(alert)
         self.count(f"alerts_{alert.severity}")
         self.metrics.alerts.labels(severity=alert.severity, kind=alert.kind).inc()
-        if alert.severity == "critical":
-            if alert.detail.get("audited") != "yes":  # the FATAL listener writes its own row
-                self._audit(
-                    A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail}
-                )
-            if hook and self.hooks.enabled:
-                task = asyncio.get_running_loop().create_task(self.hooks.fire(alert))
-                self._hook_tasks.add(task)
-                task.add_done_callback(self._hook_tasks.discard)
+        routed = self.router.offer(alert) if hook else []
+        if self.audit is not None:
+            self.audit.record_alert(alert, routes=routed)
+        if alert.severity == "critical" and alert.detail.get("audited") != "yes":  # the FATAL listener writes its own
+            self._audit(A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail})
+
+    def _route_outcome(self, route: str, outcome: str, alert: Alert) -> None:
+        """Called from a route's worker thread (prometheus-client is thread-safe)."""
+        self.metrics.alert_deliveries.labels(route=route, outcome=outcome).inc()
 
     # -- events -----------------------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Names (all prefixed ``khazad_``): ``actor_up{actor}``, ``actor_heartbeat_age_sec
 ``trading_state{source,scope,state}`` (enum: 1 for the current state), ``trading_epoch``,
 ``order_events_total{status}``, ``rejects_total{source}``, ``fills_total{strategy}``, ``bus_gaps_total``,
 ``bus_missed_messages_total``, ``alerts_total{severity,kind}``, ``control_events_total{kind}``,
-``reconciliations_total{actor,ok}``.
+``reconciliations_total{actor,ok}``, ``alert_deliveries_total{route,outcome}`` (delivered, failed,
+dropped_overflow, dropped_rate).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class MonitorMetrics:
             "khazad_control_events", "Control events (kill, resume, emergency cancel, ...)", ["kind"], registry=r
         )
         self.reconciliations = Counter("khazad_reconciliations", "Reconciliation reports", ["actor", "ok"], registry=r)
+        self.alert_deliveries = Counter(
+            "khazad_alert_deliveries", "Alert deliveries per route, by outcome", ["route", "outcome"], registry=r
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
