@@ -54,6 +54,7 @@ from bus.messages import (
     Heartbeat,
     Kill,
     OrderStatusEvent,
+    PortfolioSnapshot,
     ReconciliationReport,
     Resume,
     RiskDecisionEvent,
@@ -137,6 +138,7 @@ class MonitorActor(Actor):
         topics.RECON_PREFIX,
         topics.GW_ORDER_PREFIX,
         topics.FILL_PREFIX,
+        topics.PORTFOLIO_SNAPSHOT,
     )
     #: The monitor answers status requests only; everything else is another actor's job (``unknown_command``).
     refused_requests = frozenset(
@@ -194,6 +196,8 @@ class MonitorActor(Actor):
         self._seen_controls = _Seen()
         self._seen_execs = _Seen()
         self._seen_rejects = _Seen()
+        #: order_ref -> monotonic time of its first status event, until it is working or final (order_ack_seconds)
+        self._order_first_seen: OrderedDict[str, float] = OrderedDict()
         self._gap_alerted: dict[tuple[str, str], float] = {}
         self._never_seen_alerted: set[str] = set()
         self._refresh_now: asyncio.Event | None = None
@@ -276,7 +280,13 @@ class MonitorActor(Actor):
 
     async def on_event(self, topic: str, env: Any) -> None:
         body = env.body
-        if isinstance(body, Heartbeat):
+        stamped = getattr(env, "wall_ns", 0)
+        if stamped:
+            channel = topic.split(".", 1)[0]
+            self.metrics.bus_delivery.labels(channel=channel).observe(max(0.0, (time.time_ns() - stamped) / 1e9))
+        if isinstance(body, PortfolioSnapshot):
+            self.metrics.set_portfolio(body)
+        elif isinstance(body, Heartbeat):
             self._on_heartbeat(topic, env, body)
         elif isinstance(body, ConnectionStateEvent):
             self._on_connection(body)
@@ -477,6 +487,9 @@ class MonitorActor(Actor):
             return
         self.count("rejects_risk")
         self.metrics.rejects.labels(source="risk").inc()
+        self.metrics.order_rejections.labels(source="risk", code=ev.code or "?").inc()
+        if ev.check_ns:
+            self.metrics.risk_check.observe(ev.check_ns / 1e9)
         self._audit(
             A.RISK_REJECT,
             source="risk",
@@ -519,10 +532,20 @@ class MonitorActor(Actor):
     def _on_order_status(self, ev: OrderStatusEvent) -> None:
         self.metrics.order_events.labels(status=ev.status).inc()
         self.count("order_events")
+        if ev.order_ref and not ev.replayed:
+            first = self._order_first_seen.get(ev.order_ref)
+            if first is None and not (ev.is_live or ev.is_done):
+                self._order_first_seen[ev.order_ref] = time.monotonic()
+                while len(self._order_first_seen) > SEEN_CAPACITY:
+                    self._order_first_seen.popitem(last=False)
+            elif first is not None and (ev.is_live or ev.is_done):
+                self.metrics.order_ack.observe(time.monotonic() - self._order_first_seen.pop(ev.order_ref))
         rejected = ev.status in GATEWAY_REJECT_STATUSES or ev.error_code == IB_ORDER_REJECTED
         if rejected and self._seen_rejects.add(ev.order_ref or f"{ev.ib_order_id}"):
             self.count("rejects_gateway")
             self.metrics.rejects.labels(source="gateway").inc()
+            code = f"ib_{ev.error_code}" if ev.error_code else ev.status
+            self.metrics.order_rejections.labels(source="gateway", code=code).inc()
             logger.info(
                 "monitor: order {} rejected at the gateway/IB ({}{})",
                 ev.order_ref,
@@ -592,6 +615,7 @@ class MonitorActor(Actor):
         for name in self._names():
             seen = self.tracker.peers.get(name)
             self.metrics.actor_up.labels(actor=name).set(1 if seen is not None and seen.alive else 0)
+            self.metrics.deaths.labels(actor=name)  # a zero series from the start (dashboards, increase())
             if seen is not None:
                 self.metrics.heartbeat_age.labels(actor=name).set(self.tracker.age(name) or 0.0)
 
