@@ -24,6 +24,8 @@ REJECT_COLOUR = "#c62828"
 #: Per-strategy lines (P&L over time, P&L bars), in strategy order.
 STRATEGY_COLOURS = ("#2e7d32", "#00838f", "#ad1457", "#f9a825", "#4e342e", "#283593")
 EMPTY_TEXT_COLOUR = "#9e9e9e"
+#: A day shorter than this (a test, a late start) gets seconds on its time axis.
+SECONDS_AXIS_BELOW_S = 600.0
 
 
 class ReportExtraMissing(ImportError):
@@ -71,7 +73,9 @@ def _times(data: DayData) -> list[datetime]:
 def _time_axis(ax: Any, data: DayData) -> None:
     import matplotlib.dates as mdates
 
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=ZoneInfo(data.zone)))
+    span_s = (data.samples[-1].wall_ns - data.samples[0].wall_ns) / 1e9 if data.samples else 0.0
+    fmt = "%H:%M:%S" if span_s < SECONDS_AXIS_BELOW_S else "%H:%M"
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=ZoneInfo(data.zone)))
 
 
 def strategy_colour(index: int) -> str:

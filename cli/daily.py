@@ -24,6 +24,9 @@ from bus.tradingday import TradingDay
 
 #: Statuses of an order that never worked at IB (ours) or that IB refused.
 REJECTED_STATUSES = ("RiskRejected", "GatewayRejected", "Inactive")
+#: IB error codes on a cancelled order that are notices, not a refusal (202: cancelled as asked; 161/10147/10148:
+#: cancel races; 10349: TIF preset; 399: a warning).
+NOT_REJECTIONS = (202, 161, 399, 10147, 10148, 10349)
 #: Audit kinds the report lists as control events.
 CONTROL_KINDS = ("kill", "resume", "emergency_cancel", "trading_state")
 
@@ -164,9 +167,10 @@ def load_day(cfg: KhazadConfig, day: str) -> DayData:
         try:
             rows = journal.execute(
                 "SELECT updated_wall_ns, strategy_id, client_order_id, symbol, status, reason, error_code FROM orders "
-                f"WHERE created_wall_ns >= ? AND created_wall_ns < ? AND status IN ({','.join('?' * 3)}) "
-                "ORDER BY updated_wall_ns",
-                (lo, hi, *REJECTED_STATUSES),
+                f"WHERE created_wall_ns >= ? AND created_wall_ns < ? AND (status IN ({','.join('?' * 3)}) OR "
+                f"(error_code IS NOT NULL AND error_code NOT IN ({','.join('?' * len(NOT_REJECTIONS))}) "
+                "AND filled = 0)) ORDER BY updated_wall_ns",
+                (lo, hi, *REJECTED_STATUSES, *NOT_REJECTIONS),
             ).fetchall()
         finally:
             journal.close()

@@ -61,16 +61,18 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
 def pixels_near(region, colour: str, tolerance: int = 40) -> int:
     """How many pixels of an RGB image region are within ``tolerance`` (per channel) of ``colour``."""
     r, g, b = hex_rgb(colour)
+    raw = region.convert("RGB").tobytes()
     n = 0
-    for pr, pg, pb in region.getdata():
-        if abs(pr - r) <= tolerance and abs(pg - g) <= tolerance and abs(pb - b) <= tolerance:
+    for i in range(0, len(raw), 3):
+        if abs(raw[i] - r) <= tolerance and abs(raw[i + 1] - g) <= tolerance and abs(raw[i + 2] - b) <= tolerance:
             n += 1
     return n
 
 
 def non_white_fraction(region) -> float:
-    data = list(region.getdata())
-    return sum(1 for p in data if min(p) < 235) / max(1, len(data))
+    raw = region.convert("RGB").tobytes()
+    pixels = len(raw) // 3
+    return sum(1 for i in range(0, len(raw), 3) if min(raw[i], raw[i + 1], raw[i + 2]) < 235) / max(1, pixels)
 
 
 _FUNCS = {

@@ -89,7 +89,14 @@ def books(system: System, strategy: str) -> dict[str, tuple[float, float, float]
 
 
 def market(c: KhazadClient, symbol: str, side: str, qty: float):
-    placed = c.place_market_order(symbol, side, qty)
+    def place():
+        try:
+            return c.place_market_order(symbol, side, qty)
+        except OrderRejected as exc:  # risk has not seen the gateway's first snapshot yet (just after start)
+            if exc.code != "risk.not_ready":
+                raise
+            return None
+    placed = eventually(place, CONVERGE_S, message="risk ready to approve")
     done = c.wait_for_order(placed.spec.client_order_id, "done", timeout=ORDER_TIMEOUT_S)
     assert done.status == "Filled", [h.status for h in done.history]
     return done
