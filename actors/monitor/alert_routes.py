@@ -11,6 +11,7 @@ are never logged: a webhook is named by its host only.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import smtplib
@@ -299,12 +300,8 @@ class RouteWorker:
 
 def _webhook_sender(route: WebhookRoute, url: str) -> Callable[[Alert], None]:
     if isinstance(route, SlackRoute):
-        import json
-
         return lambda a: post_json(url, json.dumps(slack_payload(a)).encode(), route.timeout_s)
     if isinstance(route, TeamsRoute):
-        import json
-
         return lambda a: post_json(url, json.dumps(teams_payload(a, route.card)).encode(), route.timeout_s)
     return lambda a: post_json(url, alert_json(a), route.timeout_s)
 

@@ -46,8 +46,9 @@ from actors.portfolio.books import (
     multiplier,
     usable,
 )
+from actors.portfolio.drift import DriftReporter
 from actors.portfolio.keeper import BookKeeper
-from actors.portfolio.positions_check import Comparison, PositionCheck
+from actors.portfolio.positions_check import PositionCheck
 from actors.portfolio.store import BookStore
 from bus import messages as m
 from bus import registry, topics
@@ -57,7 +58,6 @@ from bus.messages import (
     AccountReply,
     AccountValue,
     AccountValuesEvent,
-    Alert,
     CommissionEvent,
     ConnectionStateEvent,
     FillEvent,
@@ -165,6 +165,7 @@ class PortfolioActor(Actor):
         self.reconciled = False
         self.reconciliations = 0
         self.check = PositionCheck(cfg.portfolio.drift_tolerance)
+        self.drift = DriftReporter(self.name, lambda alert: self.publish(ALERT_TOPIC, alert))
         self._md_subscribed: set[str] = set()
         #: event counter, and when each position / the account values last changed by an event: a snapshot that
         #: was in flight meanwhile is older than those events and must not overwrite them
@@ -587,7 +588,7 @@ class PortfolioActor(Actor):
             return ReconciliationReport(
                 actor=self.name, replayed_fills=replayed, ok=True, detail="baseline " + outcome.baseline
             )
-        return self._drift_report(outcome, replayed)
+        return self.drift.report(outcome, replayed, self.ib_positions, self.ledger.books)
 
     def _adopt(self, adopt: dict[str, float]) -> None:
         """Positions IB holds that no books explain (held before Khazad kept books for them): external's."""
@@ -604,74 +605,6 @@ class PortfolioActor(Actor):
             logger.info("portfolio: adopted {:+g} {} @ {:g} into {}'s books (held at IB, no books for it)", qty,
                         display_name(inst), price, EXTERNAL)
         logger.info("portfolio: baseline fixed ({} instrument(s) adopted from IB)", len(adopt))
-
-    def _names(self) -> dict[str, str]:
-        names = {k: display_name(p.instrument) for k, p in self.ib_positions.items()}
-        for books in self.ledger.books.values():
-            for key, book in books.items():
-                names.setdefault(key, display_name(book.instrument))
-        return names
-
-    def _drift_report(self, outcome: Comparison, replayed: int) -> ReconciliationReport:
-        names = self._names()
-        drift = {names.get(k, k): v for k, v in outcome.drift.items()}
-        per_strategy: dict[str, dict[str, float]] = {}
-        for strategy, books in self.ledger.books.items():
-            for key, book in books.items():
-                if key in outcome.drift and abs(book.quantity) > QTY_EPSILON:
-                    per_strategy.setdefault(strategy, {})[names.get(key, key)] = book.quantity
-        if outcome.drift_changed:
-            self._announce_drift(outcome.drift, names, per_strategy)
-        ok = not drift
-        detail = "positions match IB" if ok else "positions differ from IB: " + self._drift_text(
-            outcome.drift, names, per_strategy
-        )
-        return ReconciliationReport(
-            actor=self.name,
-            replayed_fills=replayed,
-            position_drift=drift,
-            strategy_positions=per_strategy,
-            ok=ok,
-            detail=detail,
-        )
-
-    def _drift_text(self, drift: dict[str, float], names: dict[str, str], per: dict[str, dict[str, float]]) -> str:
-        parts = []
-        for key, diff in sorted(drift.items(), key=lambda kv: names.get(kv[0], kv[0])):
-            name = names.get(key, key)
-            pos = self.ib_positions.get(key)
-            held = ", ".join(f"{s} {b[name]:g}" for s, b in sorted(per.items()) if name in b) or "none"
-            parts.append(f"{name} {diff:+g} (IB {pos.quantity if pos else 0:g}; books: {held})")
-        return "; ".join(parts)
-
-    def _announce_drift(self, drift: dict[str, float], names: dict[str, str], per: dict[str, dict[str, float]]) -> None:
-        if drift:
-            text = self._drift_text(drift, names, per)
-            logger.error("portfolio: position drift against IB: {}", text)
-            detail = {names.get(k, k): f"{v:g}" for k, v in drift.items()}
-            for strategy, held in per.items():
-                detail[f"books.{strategy}"] = ", ".join(f"{n} {q:g}" for n, q in sorted(held.items()))
-            self.publish(
-                ALERT_TOPIC,
-                Alert(
-                    kind="portfolio_drift",
-                    severity="critical",
-                    source=self.name,
-                    message=f"positions differ from IB (IB minus books): {text}",
-                    detail=detail,
-                ),
-            )
-        else:
-            logger.info("portfolio: position drift resolved")
-            self.publish(
-                ALERT_TOPIC,
-                Alert(
-                    kind="portfolio_drift_resolved",
-                    severity="info",
-                    source=self.name,
-                    message="positions match IB again",
-                ),
-            )
 
     async def _subscribe_market_data(self) -> None:
         """Ask the gateway for marks of everything held (idempotent; repeated after a gateway restart)."""
