@@ -25,7 +25,7 @@ def parse_spec(spec: str) -> tuple[time, ZoneInfo]:
         parts = [int(x) for x in clock.split(":")]
         if len(parts) not in (2, 3):
             raise ValueError("the time must be HH:MM or HH:MM:SS")
-        start = time(*parts)
+        start = time(parts[0], parts[1], parts[2] if len(parts) == 3 else 0)
     except ValueError as exc:
         raise ValueError(f"{spec!r} is not 'HH:MM[:SS] Zone' (e.g. {DEFAULT_TRADING_DAY!r}): {exc}") from None
     try:

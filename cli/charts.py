@@ -85,8 +85,9 @@ def strategy_colour(index: int) -> str:
 def equity_chart(data: DayData) -> bytes:
     plt = _plt()
     fig, ax = _figure(plt, "Equity (net liquidation)")
-    points = [(t, s.net_liquidation) for t, s in zip(_times(data), data.samples, strict=True)
-              if s.net_liquidation is not None]
+    points = [
+        (t, s.net_liquidation) for t, s in zip(_times(data), data.samples, strict=True) if s.net_liquidation is not None
+    ]
     if points:
         ax.plot([p[0] for p in points], [p[1] for p in points], color=EQUITY_COLOUR, linewidth=2.2)
         _time_axis(ax, data)

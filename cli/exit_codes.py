@@ -22,4 +22,12 @@ EXIT_REFUSED = 4
 #: an optional extra (pyarrow, matplotlib) is not installed
 EXIT_UNAVAILABLE = 5
 
-__all__ = ["EXIT_OK", "EXIT_DEGRADED", "EXIT_UNREACHABLE", "EXIT_NOT_CONFIRMED", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_CONFIG"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_DEGRADED",
+    "EXIT_UNREACHABLE",
+    "EXIT_NOT_CONFIRMED",
+    "EXIT_REFUSED",
+    "EXIT_UNAVAILABLE",
+    "EXIT_CONFIG",
+]

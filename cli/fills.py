@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from actors.portfolio.books import display_name
-from actors.portfolio.store import BookStore, StoreError, StoredFill
+from actors.portfolio.store import BookStore, StoredFill, StoreError
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.tradingday import TradingDay
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_UNREACHABLE
@@ -83,9 +83,7 @@ def parse_bound(text: str, days: TradingDay, *, end: bool) -> float:
 def row(f: StoredFill) -> dict[str, Any]:
     fill = f.fill
     return {
-        "exec_time": datetime.fromtimestamp(f.exec_ns / 1e9, UTC).isoformat(timespec="seconds")
-        if f.exec_ns
-        else "",
+        "exec_time": datetime.fromtimestamp(f.exec_ns / 1e9, UTC).isoformat(timespec="seconds") if f.exec_ns else "",
         "trading_day": f.day,
         "strategy": f.strategy,
         "order_ref": fill.order_ref,

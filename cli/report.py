@@ -49,8 +49,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"output": str(out), **as_json(data)})
     else:
-        err(f"khazad report: {day}: {len(data.fills)} fill(s), {len(data.rejections)} rejection(s), "
-            f"{len(data.alerts)} alert(s) -> {out}")
+        err(
+            f"khazad report: {day}: {len(data.fills)} fill(s), {len(data.rejections)} rejection(s), "
+            f"{len(data.alerts)} alert(s) -> {out}"
+        )
     return EXIT_OK
 
 

@@ -122,17 +122,27 @@ P&amp;L {total:,.2f} &middot; {len(data.fills)} fills &middot; {len(data.rejecti
 {len(data.alerts)} alerts &middot; {kills} kill(s), {halts} halt(s)</span></h1></header>
 <div class="charts">{grid}</div>
 {missing}
-<section><h2>P&amp;L per strategy</h2>{_table(
-        ["strategy", "realized today", "unrealized", "total", "commissions", "fills", "open at close"], pnl_rows,
-        "no strategy traded or held anything this day")}</section>
-<section><h2>Fills ({len(data.fills)})</h2>{_table(
-        ["time", "strategy", "symbol", "side", "qty", "price", "commission", "", "orderRef"], fill_rows,
-        "no executions this day")}</section>
+<section><h2>P&amp;L per strategy</h2>{
+        _table(
+            ["strategy", "realized today", "unrealized", "total", "commissions", "fills", "open at close"],
+            pnl_rows,
+            "no strategy traded or held anything this day",
+        )
+    }</section>
+<section><h2>Fills ({len(data.fills)})</h2>{
+        _table(
+            ["time", "strategy", "symbol", "side", "qty", "price", "commission", "", "orderRef"],
+            fill_rows,
+            "no executions this day",
+        )
+    }</section>
 <section><h2>Rejections by reason</h2>{_table(["reason", "orders"], reject_rows, "no rejections this day")}
 {_table(["time", "strategy", "order", "symbol", "status", "reason"], reject_detail, "")}</section>
-<section><h2>Kills, halts and resumes</h2>{_table(["time", "kind", "by", "scope", "summary"], control_rows,
-        "no kill, halt or resume this day")}</section>
-<section><h2>Alerts ({len(data.alerts)})</h2>{_table(["time", "severity", "kind", "source", "message"], alert_rows,
-        "no alerts this day")}</section>
+<section><h2>Kills, halts and resumes</h2>{
+        _table(["time", "kind", "by", "scope", "summary"], control_rows, "no kill, halt or resume this day")
+    }</section>
+<section><h2>Alerts ({len(data.alerts)})</h2>{
+        _table(["time", "severity", "kind", "source", "message"], alert_rows, "no alerts this day")
+    }</section>
 </body></html>
 """

@@ -31,8 +31,8 @@ import msgspec
 from loguru import logger
 
 from actors.monitor import audit as A
-from actors.monitor.audit import AuditLog
 from actors.monitor.alert_routes import AlertRouter
+from actors.monitor.audit import AuditLog
 from actors.monitor.metrics import MonitorMetrics
 from bus import messages as m
 from bus import registry, topics
@@ -270,7 +270,9 @@ class MonitorActor(Actor):
         if self.audit is not None:
             self.audit.record_alert(alert, routes=routed)
         if alert.severity == "critical" and alert.detail.get("audited") != "yes":  # the FATAL listener writes its own
-            self._audit(A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail})
+            self._audit(
+                A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail}
+            )
 
     def _route_outcome(self, route: str, outcome: str, alert: Alert) -> None:
         """Called from a route's worker thread (prometheus-client is thread-safe)."""

@@ -215,7 +215,9 @@ class RouteWorker:
             self._handled()
             self.stats.dropped_overflow += 1
             self._outcome("dropped_overflow", alert)
-            logger.error("alert route {}: queue full ({}), {} not delivered", self.name, self._queue.maxsize, alert.kind)
+            logger.error(
+                "alert route {}: queue full ({}), {} not delivered", self.name, self._queue.maxsize, alert.kind
+            )
             return False
         self.stats.queued += 1
         return True
@@ -250,8 +252,9 @@ class RouteWorker:
                 if not self._rate_ok():
                     self.stats.dropped_rate += 1
                     self._outcome("dropped_rate", alert)
-                    logger.warning("alert route {}: over {} alerts/min, {} not delivered", self.name,
-                                   self.rate_limit, alert.kind)
+                    logger.warning(
+                        "alert route {}: over {} alerts/min, {} not delivered", self.name, self.rate_limit, alert.kind
+                    )
                     continue
                 self._deliver(alert)
             finally:
@@ -263,8 +266,15 @@ class RouteWorker:
                 self._send(alert)
             except DeliveryError as exc:
                 last = attempt == self.retries
-                logger.error("alert route {} ({}): attempt {}/{} for {} failed: {}", self.name, self.describe,
-                             attempt + 1, self.retries + 1, alert.kind, exc)
+                logger.error(
+                    "alert route {} ({}): attempt {}/{} for {} failed: {}",
+                    self.name,
+                    self.describe,
+                    attempt + 1,
+                    self.retries + 1,
+                    alert.kind,
+                    exc,
+                )
                 if last:
                     break
                 self.stats.retried += 1
@@ -317,8 +327,17 @@ def build_worker(route: AlertRoute, index: int, base: Path, on_outcome: Any = No
         describe = f"{route.kind} to {host_of(url)}"
     elif isinstance(route, EmailRoute):
         password = _secret(key, "", route.password_env, route.password_file, base, "password")
-        target = SmtpTarget(route.smtp_host, route.smtp_port, route.starttls, route.ssl, route.username, password,
-                            route.sender, list(route.recipients), route.subject_prefix)
+        target = SmtpTarget(
+            route.smtp_host,
+            route.smtp_port,
+            route.starttls,
+            route.ssl,
+            route.username,
+            password,
+            route.sender,
+            list(route.recipients),
+            route.subject_prefix,
+        )
         send = lambda a: send_email(target, a, route.timeout_s)  # noqa: E731
         describe = f"email via {route.smtp_host}:{route.smtp_port} to {len(route.recipients)} recipient(s)"
     elif isinstance(route, CommandRoute):
@@ -344,11 +363,25 @@ def routes_of(mon: MonitorConfig) -> list[AlertRoute]:
     """The configured routes plus the legacy keys as routes (critical alerts only, their old time bounds)."""
     routes: list[AlertRoute] = list(mon.alert_routes)
     if mon.alert_command.strip():
-        routes.append(CommandRoute(name="alert_command", command=mon.alert_command.strip(), min_severity="critical",
-                                   retries=0, timeout_s=LEGACY_COMMAND_TIMEOUT_S))
+        routes.append(
+            CommandRoute(
+                name="alert_command",
+                command=mon.alert_command.strip(),
+                min_severity="critical",
+                retries=0,
+                timeout_s=LEGACY_COMMAND_TIMEOUT_S,
+            )
+        )
     if mon.alert_webhook.strip():
-        routes.append(WebhookRoute(name="alert_webhook", url=mon.alert_webhook.strip(), min_severity="critical",
-                                   retries=2, timeout_s=LEGACY_WEBHOOK_TIMEOUT_S))
+        routes.append(
+            WebhookRoute(
+                name="alert_webhook",
+                url=mon.alert_webhook.strip(),
+                min_severity="critical",
+                retries=2,
+                timeout_s=LEGACY_WEBHOOK_TIMEOUT_S,
+            )
+        )
     return routes
 
 
@@ -364,8 +397,12 @@ class AlertRouter:
             self.close(0.1)
             raise
         for w in self.workers:
-            logger.info("monitor: alert route {} ({}), {} and above", w.name, w.describe,
-                        [k for k, v in SEVERITY_RANK.items() if v == w.min_rank][0])
+            logger.info(
+                "monitor: alert route {} ({}), {} and above",
+                w.name,
+                w.describe,
+                [k for k, v in SEVERITY_RANK.items() if v == w.min_rank][0],
+            )
 
     @property
     def enabled(self) -> bool:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bus.messages import Alert
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -101,9 +103,10 @@ class AuditLog:
             raise sqlite3.DatabaseError("audit: INSERT gave no row id")
         return cur.lastrowid
 
-    def record_alert(self, alert: Any, routes: list[str] | None = None) -> int:
+    def record_alert(self, alert: Alert, routes: list[str] | None = None) -> int:
         cur = self._db.execute(
-            "INSERT INTO alerts (wall_ns, kind, severity, source, message, detail, routes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO alerts (wall_ns, kind, severity, source, message, detail, routes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.wall_ns or time.time_ns(),
                 alert.kind,
@@ -114,7 +117,7 @@ class AuditLog:
                 ",".join(routes or []),
             ),
         )
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def recent(self, limit: int = 50, kind: str | None = None) -> list[AuditRow]:
         """Newest first."""

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import zmq
 from loguru import logger
 
-from actors.monitor.audit import ALERT, AuditLog
 from actors.monitor.alert_routes import AlertRouter
+from actors.monitor.audit import ALERT, AuditLog
 from bus import topics
 from bus.codec import Stamper
 from bus.config import ConfigError, KhazadConfig, load_config

@@ -31,6 +31,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from bus.messages import PortfolioSnapshot
+
 CONNECTION_STATES = ["CONNECTING", "CONNECTED", "RECONCILING", "READY", "DISCONNECTED", "STOPPED", "UNKNOWN"]
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 #: Latency buckets (seconds): sub-millisecond hops on one host up to IB round trips.
@@ -76,20 +78,29 @@ class MonitorMetrics:
             "khazad_alert_deliveries", "Alert deliveries per route, by outcome", ["route", "outcome"], registry=r
         )
         self.order_rejections = Counter(
-            "khazad_order_rejections", "Orders rejected, by who and why (risk check code, IB error code)",
-            ["source", "code"], registry=r,
+            "khazad_order_rejections",
+            "Orders rejected, by who and why (risk check code, IB error code)",
+            ["source", "code"],
+            registry=r,
         )
         self.risk_check = Histogram(
-            "khazad_risk_check_seconds", "Risk governor's pre-trade check duration", buckets=LATENCY_BUCKETS,
+            "khazad_risk_check_seconds",
+            "Risk governor's pre-trade check duration",
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.order_ack = Histogram(
-            "khazad_order_ack_seconds", "An order's first status event to its first working (or final) status",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "khazad_order_ack_seconds",
+            "An order's first status event to its first working (or final) status",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.bus_delivery = Histogram(
-            "khazad_bus_delivery_seconds", "Publisher's stamp to the monitor's receipt, by channel", ["channel"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "khazad_bus_delivery_seconds",
+            "Publisher's stamp to the monitor's receipt, by channel",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.net_liquidation = Gauge(
             "khazad_account_net_liquidation", "IB's net liquidation value (base currency)", registry=r
@@ -113,7 +124,7 @@ class MonitorMetrics:
     def set_connection(self, state: str) -> None:
         self.connection.state(state if state in CONNECTION_STATES else "UNKNOWN")
 
-    def set_portfolio(self, snap: Any) -> None:
+    def set_portfolio(self, snap: PortfolioSnapshot) -> None:
         """Gauges from a ``portfolio.snapshot``."""
         if snap.net_liquidation is not None:
             self.net_liquidation.set(snap.net_liquidation)

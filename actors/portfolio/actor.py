@@ -153,7 +153,9 @@ class PortfolioActor(Actor):
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
-        self.books = BookKeeper(BookStore(cfg.path(cfg.portfolio.store)), TradingDay.from_spec(cfg.portfolio.trading_day))
+        self.books = BookKeeper(
+            BookStore(cfg.path(cfg.portfolio.store)), TradingDay.from_spec(cfg.portfolio.trading_day)
+        )
         self.account = ""
         #: (key, currency) -> raw value, as IB reports it
         self.values: dict[tuple[str, str], str] = {}
@@ -596,14 +598,20 @@ class PortfolioActor(Actor):
             pos = self.ib_positions.get(key)
             inst = pos.instrument if pos is not None else None
             if inst is None:
-                inst = next((f.instrument for f in self.ledger.fills.values() if instrument_key(f.instrument) == key),
-                            None)
+                inst = next(
+                    (f.instrument for f in self.ledger.fills.values() if instrument_key(f.instrument) == key), None
+                )
             if inst is None:
                 continue
             price = (pos.avg_cost / multiplier(inst)) if pos is not None and pos.avg_cost else 0.0
             self.books.adopt(EXTERNAL, inst, qty, price, "held at IB before the books began")
-            logger.info("portfolio: adopted {:+g} {} @ {:g} into {}'s books (held at IB, no books for it)", qty,
-                        display_name(inst), price, EXTERNAL)
+            logger.info(
+                "portfolio: adopted {:+g} {} @ {:g} into {}'s books (held at IB, no books for it)",
+                qty,
+                display_name(inst),
+                price,
+                EXTERNAL,
+            )
         logger.info("portfolio: baseline fixed ({} instrument(s) adopted from IB)", len(adopt))
 
     async def _subscribe_market_data(self) -> None:

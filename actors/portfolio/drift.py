@@ -77,8 +77,12 @@ class DriftReporter:
         if not drift:
             logger.info("portfolio: position drift resolved")
             self._publish(
-                Alert(kind="portfolio_drift_resolved", severity="info", source=self.actor,
-                      message="positions match IB again")
+                Alert(
+                    kind="portfolio_drift_resolved",
+                    severity="info",
+                    source=self.actor,
+                    message="positions match IB again",
+                )
             )
             return
         logger.error("portfolio: position drift against IB: {}", text)

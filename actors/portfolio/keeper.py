@@ -105,8 +105,9 @@ class BookKeeper:
         self._load()
         self.rolls += 1
         carried = sum(1 for books in self.ledger.openings.values() for b in books.values() if b.quantity)
-        logger.info("portfolio: trading day {} -> {}: {} position(s) carried with their strategy", previous, day,
-                    carried)
+        logger.info(
+            "portfolio: trading day {} -> {}: {} position(s) carried with their strategy", previous, day, carried
+        )
 
     def next_roll(self, now: float | None = None) -> float:
         """When the current trading day ends (epoch seconds)."""

@@ -152,7 +152,9 @@ class Sample:
     strategies: dict[str, dict[str, float]]
 
 
-def apply_adjustment(books: dict[str, dict[str, Book]], strategy: str, inst: Instrument, qty: float, price: float) -> None:
+def apply_adjustment(
+    books: dict[str, dict[str, Book]], strategy: str, inst: Instrument, qty: float, price: float
+) -> None:
     """Book a position without an execution (an adoption) at ``price`` into ``books``."""
     book = books.setdefault(strategy, {}).setdefault(instrument_key(inst), Book(inst))
     book.apply("BUY" if qty > 0 else "SELL", abs(qty), price)
@@ -204,8 +206,9 @@ class BookStore:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
-                         (key, value, value))
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?", (key, value, value)
+        )
 
     @property
     def genesis(self) -> str | None:
@@ -227,8 +230,23 @@ class BookStore:
             self._db.execute(
                 "INSERT INTO fills (exec_key, exec_id, first_exec_id, seq, day, exec_ns, strategy, order_ref, symbol, "
                 "side, quantity, price, booked, wall_ns, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (fill.exec_key, fill.exec_id, fill.exec_id, seq, day, exec_ns, strategy, fill.order_ref,
-                 fill.instrument.symbol, fill.side, fill.quantity, fill.price, booked, now, _enc.encode(fill)),
+                (
+                    fill.exec_key,
+                    fill.exec_id,
+                    fill.exec_id,
+                    seq,
+                    day,
+                    exec_ns,
+                    strategy,
+                    fill.order_ref,
+                    fill.instrument.symbol,
+                    fill.side,
+                    fill.quantity,
+                    fill.price,
+                    booked,
+                    now,
+                    _enc.encode(fill),
+                ),
             )
             return "new", None
         old_id, old_day = held
@@ -239,23 +257,43 @@ class BookStore:
         self._db.execute(
             "UPDATE fills SET exec_id = ?, revisions = revisions + 1, day = ?, exec_ns = ?, strategy = ?, "
             "order_ref = ?, side = ?, quantity = ?, price = ?, payload = ? WHERE exec_key = ?",
-            (fill.exec_id, day, exec_ns, strategy, fill.order_ref, fill.side, fill.quantity, fill.price,
-             _enc.encode(fill), fill.exec_key),
+            (
+                fill.exec_id,
+                day,
+                exec_ns,
+                strategy,
+                fill.order_ref,
+                fill.side,
+                fill.quantity,
+                fill.price,
+                _enc.encode(fill),
+                fill.exec_key,
+            ),
         )
         return "correction", str(old_day)
 
     def record_commission(self, report: CommissionEvent) -> tuple[bool, str | None]:
         """Store a commission report (the latest revision wins): (changed, the day of its execution if known)."""
-        held = self._db.execute("SELECT exec_id, commission FROM commissions WHERE exec_key = ?",
-                                (report.exec_key,)).fetchone()
-        if held is not None and (report.exec_id < held[0] or (report.exec_id == held[0] and held[1] == report.commission)):
+        held = self._db.execute(
+            "SELECT exec_id, commission FROM commissions WHERE exec_key = ?", (report.exec_key,)
+        ).fetchone()
+        if held is not None and (
+            report.exec_id < held[0] or (report.exec_id == held[0] and held[1] == report.commission)
+        ):
             return False, None
         self._db.execute(
-            "INSERT INTO commissions (exec_key, exec_id, commission, currency, realized, payload) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO commissions (exec_key, exec_id, commission, currency, realized, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(exec_key) DO UPDATE SET exec_id = excluded.exec_id, commission = excluded.commission, "
             "currency = excluded.currency, realized = excluded.realized, payload = excluded.payload",
-            (report.exec_key, report.exec_id, report.commission, report.currency, report.realized_pnl,
-             _enc.encode(report)),
+            (
+                report.exec_key,
+                report.exec_id,
+                report.commission,
+                report.currency,
+                report.realized_pnl,
+                _enc.encode(report),
+            ),
         )
         row = self._db.execute("SELECT day FROM fills WHERE exec_key = ?", (report.exec_key,)).fetchone()
         return True, None if row is None else str(row[0])
@@ -284,7 +322,8 @@ class BookStore:
         strategy: str | None = None,
     ) -> list[StoredFill]:
         """Executions with their commission, oldest first (by execution time)."""
-        clauses, args = [], []  # type: ignore[var-annotated]
+        clauses: list[str] = []
+        args: list[object] = []
         if days is not None:
             clauses.append("f.day BETWEEN ? AND ?")
             args += list(days)
@@ -326,8 +365,16 @@ class BookStore:
                 for key, b in per.items():
                     self._db.execute(
                         "INSERT INTO openings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (day, strategy, key, _enc.encode(b.instrument), b.quantity, b.avg_price, b.realized_gross,
-                         b.commissions),
+                        (
+                            day,
+                            strategy,
+                            key,
+                            _enc.encode(b.instrument),
+                            b.quantity,
+                            b.avg_price,
+                            b.realized_gross,
+                            b.commissions,
+                        ),
                     )
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -342,8 +389,7 @@ class BookStore:
     def _checkpoint(self, day: str) -> dict[str, dict[str, Book]]:
         books: dict[str, dict[str, Book]] = {}
         for strategy, inst, qty, avg, gross, comm in self._db.execute(
-            "SELECT strategy, instrument, quantity, avg_price, realized_gross, commissions FROM openings "
-            "WHERE day = ?",
+            "SELECT strategy, instrument, quantity, avg_price, realized_gross, commissions FROM openings WHERE day = ?",
             (day,),
         ):
             instrument = _inst_dec.decode(inst)
@@ -395,8 +441,16 @@ class BookStore:
     def record_sample(self, s: Sample) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (s.wall_ns, s.day, s.net_liquidation, s.realized, s.unrealized, s.gross_exposure, s.net_exposure,
-             json.dumps(s.strategies, sort_keys=True)),
+            (
+                s.wall_ns,
+                s.day,
+                s.net_liquidation,
+                s.realized,
+                s.unrealized,
+                s.gross_exposure,
+                s.net_exposure,
+                json.dumps(s.strategies, sort_keys=True),
+            ),
         )
 
     def samples(self, day: str) -> list[Sample]:
@@ -404,5 +458,7 @@ class BookStore:
         return [Sample(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows]
 
     def table_counts(self) -> dict[str, Any]:
-        return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("fills", "commissions", "checkpoints", "adjustments", "samples")}
+        return {
+            t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("fills", "commissions", "checkpoints", "adjustments", "samples")
+        }
