@@ -100,6 +100,11 @@ class SimConfigSection(_Section, frozen=True, kw_only=True, forbid_unknown_field
     tick_interval_s: Positive = 0.25
     pacing_limit: Annotated[int, Meta(ge=0)] = 50
     trace: str = ""
+    #: fast (acknowledgements and fills at once) or ib (IB-like: tens of milliseconds with a tail, seeded)
+    latency: Literal["fast", "ib"] = "fast"
+    #: recorded ticks or bars (CSV, or Parquet with pyarrow) that drive quotes and matching; empty = random walk
+    replay: str = ""
+    replay_speed: Positive = 1.0
 
 
 class GatewayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
