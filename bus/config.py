@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from bus import registry
+from bus.tradingday import DEFAULT_TRADING_DAY, parse_spec
 
 CONFIG_ENV = "KHAZAD_CONFIG"
 ENV_PREFIX = "KHAZAD__"
@@ -99,6 +100,11 @@ class SimConfigSection(_Section, frozen=True, kw_only=True, forbid_unknown_field
     tick_interval_s: Positive = 0.25
     pacing_limit: Annotated[int, Meta(ge=0)] = 50
     trace: str = ""
+    #: fast (acknowledgements and fills at once) or ib (IB-like: tens of milliseconds with a tail, seeded)
+    latency: Literal["fast", "ib"] = "fast"
+    #: recorded ticks or bars (CSV, or Parquet with pyarrow) that drive quotes and matching; empty = random walk
+    replay: str = ""
+    replay_speed: Positive = 1.0
 
 
 class GatewayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -200,6 +206,85 @@ class OrdersConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 class PortfolioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reconcile_interval_s: Positive = 30.0
     drift_tolerance: NonNeg = 1e-6
+    #: the per-strategy books, every execution and the intraday samples (SQLite, WAL, mode 0600)
+    store: str = "state/portfolio.sqlite"
+    #: when a trading day starts: "HH:MM[:SS] Zone" (books roll, "today's" fills, the daily report)
+    trading_day: str = DEFAULT_TRADING_DAY
+    #: how often equity and exposure are sampled into the store (the daily report's curves)
+    sample_interval_s: Positive = 60.0
+
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class _AlertRoute(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"):
+    """One destination for alerts (``[[monitor.alert_routes]]``), with its own threshold, retries and rate."""
+
+    #: shown in logs and metrics (default: ``<kind>-<index>``)
+    name: str = ""
+    #: alerts below this severity are not sent on this route
+    min_severity: Severity = "warning"
+    #: further attempts after a failed one, waiting backoff_s, 2 x backoff_s, ... (capped at 60 s)
+    retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    backoff_s: Positive = 1.0
+    #: at most this many alerts per minute on this route (more are dropped and counted)
+    rate_limit_per_min: Annotated[int, Meta(ge=1, le=10_000)] = 30
+    #: alerts waiting for delivery on this route (more are dropped and counted)
+    queue_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    timeout_s: Annotated[float, Meta(gt=0, le=120)] = 5.0
+
+    @property
+    def kind(self) -> str:
+        return str(type(self).__struct_config__.tag)
+
+    def label(self, index: int) -> str:
+        return self.name or f"{self.kind}-{index}"
+
+
+class WebhookRoute(_AlertRoute, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="webhook"):
+    """The alert as JSON, POSTed to ``url``. The URL (it carries a token) may come from ``url_env`` (an
+    environment variable) or ``url_file`` instead; only its host is ever logged."""
+
+    url: str = ""
+    url_env: str = ""
+    url_file: str = ""
+
+
+class SlackRoute(WebhookRoute, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="slack"):
+    """A Slack incoming webhook (``{"text": ..., "blocks": [...]}``)."""
+
+
+class TeamsRoute(WebhookRoute, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="teams"):
+    """A Microsoft Teams incoming webhook: an Adaptive Card message (Workflows webhooks) or a legacy
+    MessageCard (Office 365 connector webhooks)."""
+
+    card: Literal["adaptive", "messagecard"] = "adaptive"
+
+
+class EmailRoute(_AlertRoute, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="email"):
+    """Email over SMTP. The password comes from ``password_env`` or ``password_file``, never from this file."""
+
+    smtp_host: str
+    smtp_port: Port = 587
+    #: upgrade the connection with STARTTLS (required when the server offers it and this is true)
+    starttls: bool = True
+    #: implicit TLS from the first byte (port 465); excludes starttls
+    ssl: bool = False
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    sender: str
+    recipients: Annotated[list[str], Meta(min_length=1)]
+    subject_prefix: str = "[khazad]"
+
+
+class CommandRoute(_AlertRoute, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="command"):
+    """A shell command, the alert as JSON on its stdin."""
+
+    command: str
+
+
+AlertRoute = WebhookRoute | SlackRoute | TeamsRoute | EmailRoute | CommandRoute
 
 
 class MonitorConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -207,9 +292,13 @@ class MonitorConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     metrics_host: str = "127.0.0.1"
     #: Prometheus metrics over HTTP; 0 disables
     metrics_port: Port = 9108
-    #: shell command run on every critical alert (alert JSON on stdin); empty = none
+    #: shell command run on every critical alert (alert JSON on stdin); empty = none. Kept as a contract: it is
+    #: the route ``{kind = "command", min_severity = "critical"}``
     alert_command: str = ""
+    #: JSON POST of every critical alert: the route ``{kind = "webhook", min_severity = "critical"}``
     alert_webhook: str = ""
+    #: ``[[monitor.alert_routes]]``: Slack, Teams, email, webhooks, commands (see docs/running.md)
+    alert_routes: list[AlertRoute] = []
     #: default: every actor of the registry (bus/registry.py)
     expected_actors: list[str] = msgspec.field(default_factory=lambda: list(registry.ACTOR_NAMES))
 
@@ -264,6 +353,9 @@ def _explain(err: msgspec.ValidationError) -> str:
         return f"{field.group(1)}: unknown key (check its spelling)" if field else msg
     key = m.group(1).replace("[", ".").replace("]", "").replace("'", "").replace('"', "")
     text = re.sub(r"\s*-\s*at\s*$", "", _PATH_RE.sub("", msg))
+    missing = re.search(r"missing required field `([^`]+)`", msg)
+    if missing:
+        return f"{key + '.' if key else ''}{missing.group(1)}: required key missing"
     if "unknown field" in text.lower():
         field = re.search(r"Object contains unknown field `?([^`\s]+)", msg)
         if field:
@@ -345,7 +437,50 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}{_blame(_explain(exc), from_env)}") from None
     check_endpoints(cfg.bus)
+    try:
+        check_portfolio(cfg.portfolio)
+        check_alert_routes(cfg.monitor)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{_blame(str(exc), from_env)}") from None
     return cfg
+
+
+def check_portfolio(portfolio: PortfolioConfig) -> None:
+    try:
+        parse_spec(portfolio.trading_day)
+    except ValueError as exc:
+        raise ConfigError(f"portfolio.trading_day: {exc}") from None
+
+
+def check_alert_routes(monitor: MonitorConfig) -> None:
+    """What the types cannot say: one source per URL, http(s) URLs, unique names, TLS modes that exclude."""
+    names: set[str] = set()
+    for i, route in enumerate(monitor.alert_routes):
+        key = f"monitor.alert_routes.{i}"
+        name = route.label(i)
+        if name in names:
+            raise ConfigError(f"{key}.name: {name!r} is used by another route")
+        names.add(name)
+        if isinstance(route, WebhookRoute):
+            given = [k for k in ("url", "url_env", "url_file") if getattr(route, k)]
+            if len(given) != 1:
+                raise ConfigError(f"{key}.url: set exactly one of url, url_env, url_file (got {given or 'none'})")
+            if route.url and not re.match(r"^https?://[^\s/]+", route.url):
+                raise ConfigError(f"{key}.url: must be an http:// or https:// URL")
+        elif isinstance(route, EmailRoute):
+            if route.ssl and route.starttls:
+                raise ConfigError(f"{key}.starttls: ssl (implicit TLS) and starttls exclude each other")
+            if route.password_env and route.password_file:
+                raise ConfigError(f"{key}.password_env: set password_env or password_file, not both")
+            if (route.password_env or route.password_file) and not route.username:
+                raise ConfigError(f"{key}.username: a password needs a username")
+            if "@" not in route.sender:
+                raise ConfigError(f"{key}.sender: not an email address")
+            for j, rcpt in enumerate(route.recipients):
+                if "@" not in rcpt:
+                    raise ConfigError(f"{key}.recipients.{j}: not an email address")
+        elif isinstance(route, CommandRoute) and not route.command.strip():
+            raise ConfigError(f"{key}.command: empty")
 
 
 def endpoint_host(endpoint: str) -> str | None:

@@ -608,6 +608,8 @@ class ReconciliationReport(Base, frozen=True, kw_only=True):
     unknown_orders: list[str] = []
     missing_orders: list[str] = []
     position_drift: dict[str, float] = {}
+    #: for the instruments in ``position_drift``: strategy -> instrument -> what its books hold (the portfolio)
+    strategy_positions: dict[str, dict[str, float]] = {}
     ok: bool = True
     detail: str = ""
 
@@ -623,11 +625,15 @@ class PortfolioSnapshot(Base, frozen=True, kw_only=True):
     realized_pnl: float = 0.0
     unrealized_pnl: float = 0.0
     positions: list[Position] = []
+    #: per strategy: today's realized P&L plus the unrealized P&L of its open positions (against average cost)
     strategy_pnl: dict[str, float] = {}
+    #: per strategy: realized P&L of the current trading day (net of commissions)
     strategy_realized: dict[str, float] = {}
     #: True once the portfolio has applied a gateway snapshot (before that it only knows what it heard)
     reconciled: bool = False
     as_of_wall_ns: int = 0
+    #: the trading day the books are in (``YYYY-MM-DD``, ``portfolio.trading_day``)
+    trading_day: str = ""
 
 
 class GapReport(Base, frozen=True, kw_only=True):

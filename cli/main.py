@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "cli.orders",
     "cli.positions",
     "cli.account",
+    "cli.fills",
+    "cli.report",
     "cli.doctor",
     "cli.top",
     "cli.keys",

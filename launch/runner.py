@@ -29,7 +29,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from bus.config import EXIT_CONFIG, ConfigError, load_config
+from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from launch.console import say, set_prog
 from launch.health import Health, check_health
 from launch.options import parse_args
@@ -154,6 +154,7 @@ class Runner:
             zctx.destroy(linger=0)
 
     def print_summary(self, elapsed: float, settings: str) -> None:
+        """The banner printed once every actor is healthy: where everything is and how to stop it."""
         plan = self.plan
         cfg = plan.cfg
         rel = _rel
@@ -163,6 +164,8 @@ class Runner:
         print(flush=True)
         say(f"Khazad is up: every actor healthy, gateway READY ({plan.mode} mode) in {elapsed:.1f}s")
         print(f"  gateway      {settings}")
+        if plan.mode == "sim":
+            print(f"  simulator    {simulator_summary(cfg)}")
         print(f"  run dir      {rel(plan.run_dir)}   (config {rel(plan.config_path)})")
         print(f"  logs         {rel(plan.log_dir)}/<program>.log")
         print(f"  dashboard    {khazad} top")
@@ -307,3 +310,11 @@ def run(args: argparse.Namespace) -> int:
         clean = runner.shutdown()
         say("stopped cleanly" if clean else "stopped (some processes had to be killed)")
     return code
+
+
+def simulator_summary(cfg: KhazadConfig) -> str:
+    """What the embedded simulator runs: its latency profile, market hours and data source (the banner says so,
+    because timing and sessions change what a strategy sees)."""
+    s = cfg.sim
+    data = f"replay {s.replay} at {s.replay_speed:g}x" if s.replay else f"random walk (seed {s.seed})"
+    return f"latency {s.latency}, market hours {s.market_hours}, {data}"

@@ -68,9 +68,13 @@ def sim_args(cfg: Any) -> str:
         repr(s.tick_interval_s),
         "--pacing-limit",
         str(s.pacing_limit),
+        "--latency",
+        s.latency,
     ]
     if s.trace:
         argv += ["--trace", str(cfg.path(s.trace))]
+    if s.replay:
+        argv += ["--replay", str(cfg.path(s.replay)), "--replay-speed", repr(s.replay_speed)]
     return " ".join(shlex.quote(a) for a in argv)
 
 

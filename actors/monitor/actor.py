@@ -12,7 +12,9 @@
   :data:`STATE_REFRESH_S` (epochs keep an older reply from overwriting a newer event).
 * **Counters**: order events, fills, rejects (risk and gateway), bus gaps and missed messages, reconciliations.
 * **Alerts**: raised on ``alert.<kind>`` (and logged); every alert from anyone is kept (the latest
-  :data:`RECENT_ALERTS`) for ``khazad status``; critical ones run the optional command/webhook hooks.
+  :data:`RECENT_ALERTS`) for ``khazad status`` and recorded in the audit file's ``alerts`` table; each is offered to
+  the alert routes (:mod:`~actors.monitor.alert_routes`: Slack, Teams, email, webhooks, commands, each with its own
+  threshold, queue, retries and rate limit, delivered by its own worker so the monitor never waits).
 * **Audit trail** (SQLite): kills, resumes, emergency cancels, trading-state changes, risk rejections,
   connection changes, actor deaths and returns, critical alerts, failed reconciliations.
 * **Serving**: ``GetSystemStatus`` -> ``SystemStatusReply``; Prometheus metrics over HTTP.
@@ -31,8 +33,8 @@ import msgspec
 from loguru import logger
 
 from actors.monitor import audit as A
+from actors.monitor.alert_routes import AlertRouter
 from actors.monitor.audit import AuditLog
-from actors.monitor.hooks import AlertHooks
 from actors.monitor.metrics import MonitorMetrics
 from actors.monitor.trading import TradingBoard, Update
 from bus import messages as m
@@ -55,6 +57,7 @@ from bus.messages import (
     Heartbeat,
     Kill,
     OrderStatusEvent,
+    PortfolioSnapshot,
     ReconciliationReport,
     Resume,
     RiskDecisionEvent,
@@ -82,6 +85,8 @@ STATE_RETRY_S = 0.5
 #: A gap alert per (publisher, topic) at most this often (the counters count every one).
 GAP_ALERT_INTERVAL_S = 60.0
 RECENT_ALERTS = 50
+#: How long a stopping monitor waits for each alert route's worker (a delivery in flight is abandoned after it).
+ROUTER_STOP_S = 1.0
 RECENT_FILLS = 20
 #: How many ids (kills, executions, rejected orders) are remembered for de-duplication.
 SEEN_CAPACITY = 10_000
@@ -140,6 +145,7 @@ class MonitorActor(Actor):
         topics.RECON_PREFIX,
         topics.GW_ORDER_PREFIX,
         topics.FILL_PREFIX,
+        topics.PORTFOLIO_SNAPSHOT,
     )
     #: The monitor answers status requests only; everything else is another actor's job (``unknown_command``).
     refused_requests = frozenset(
@@ -180,7 +186,7 @@ class MonitorActor(Actor):
         self.metrics = MonitorMetrics()
         self.metrics_port = 0
         self._metrics_error = ""
-        self.hooks = AlertHooks(mon.alert_command, mon.alert_webhook)
+        self.router = AlertRouter(mon, cfg.run_path, on_outcome=self._route_outcome)
         self.connection = ""
         self.connection_message = ""
         self._connection_events = 0
@@ -196,10 +202,11 @@ class MonitorActor(Actor):
         self._seen_controls = _Seen()
         self._seen_execs = _Seen()
         self._seen_rejects = _Seen()
+        #: order_ref -> monotonic time of its first status event, until it is working or final (order_ack_seconds)
+        self._order_first_seen: OrderedDict[str, float] = OrderedDict()
         self._gap_alerted: dict[tuple[str, str], float] = {}
         self._never_seen_alerted: set[str] = set()
         self._refresh_now: asyncio.Event | None = None
-        self._hook_tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -220,8 +227,7 @@ class MonitorActor(Actor):
 
     async def on_stop(self) -> None:
         self.metrics.close()
-        if self._hook_tasks:
-            await asyncio.wait(self._hook_tasks, timeout=1.0)
+        self.router.close(ROUTER_STOP_S)
         if self.audit is not None:
             self.audit.close()
 
@@ -266,21 +272,29 @@ class MonitorActor(Actor):
         self.alerts.append(alert)
         self.count(f"alerts_{alert.severity}")
         self.metrics.alerts.labels(severity=alert.severity, kind=alert.kind).inc()
-        if alert.severity == "critical":
-            if alert.detail.get("audited") != "yes":  # the FATAL listener writes its own row
-                self._audit(
-                    A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail}
-                )
-            if hook and self.hooks.enabled:
-                task = asyncio.get_running_loop().create_task(self.hooks.fire(alert))
-                self._hook_tasks.add(task)
-                task.add_done_callback(self._hook_tasks.discard)
+        routed = self.router.offer(alert) if hook else []
+        if self.audit is not None:
+            self.audit.record_alert(alert, routes=routed)
+        if alert.severity == "critical" and alert.detail.get("audited") != "yes":  # the FATAL listener writes its own
+            self._audit(
+                A.ALERT, source=alert.source, summary=alert.message, detail={"kind": alert.kind, **alert.detail}
+            )
+
+    def _route_outcome(self, route: str, outcome: str, alert: Alert) -> None:
+        """Called from a route's worker thread (prometheus-client is thread-safe)."""
+        self.metrics.alert_deliveries.labels(route=route, outcome=outcome).inc()
 
     # -- events -----------------------------------------------------------------------------------------------
 
     async def on_event(self, topic: str, env: Any) -> None:
         body = env.body
-        if isinstance(body, Heartbeat):
+        stamped = getattr(env, "wall_ns", 0)
+        if stamped:
+            channel = topic.split(".", 1)[0]
+            self.metrics.bus_delivery.labels(channel=channel).observe(max(0.0, (time.time_ns() - stamped) / 1e9))
+        if isinstance(body, PortfolioSnapshot):
+            self.metrics.set_portfolio(body)
+        elif isinstance(body, Heartbeat):
             self._on_heartbeat(topic, env, body)
         elif isinstance(body, ConnectionStateEvent):
             self._on_connection(body)
@@ -482,6 +496,9 @@ class MonitorActor(Actor):
             return
         self.count("rejects_risk")
         self.metrics.rejects.labels(source="risk").inc()
+        self.metrics.order_rejections.labels(source="risk", code=ev.code or "?").inc()
+        if ev.check_ns:
+            self.metrics.risk_check.observe(ev.check_ns / 1e9)
         self._audit(
             A.RISK_REJECT,
             source="risk",
@@ -524,10 +541,20 @@ class MonitorActor(Actor):
     def _on_order_status(self, ev: OrderStatusEvent) -> None:
         self.metrics.order_events.labels(status=ev.status).inc()
         self.count("order_events")
+        if ev.order_ref and not ev.replayed:
+            first = self._order_first_seen.get(ev.order_ref)
+            if first is None and not (ev.is_live or ev.is_done):
+                self._order_first_seen[ev.order_ref] = time.monotonic()
+                while len(self._order_first_seen) > SEEN_CAPACITY:
+                    self._order_first_seen.popitem(last=False)
+            elif first is not None and (ev.is_live or ev.is_done):
+                self.metrics.order_ack.observe(time.monotonic() - self._order_first_seen.pop(ev.order_ref))
         rejected = ev.status in GATEWAY_REJECT_STATUSES or ev.error_code == IB_ORDER_REJECTED
         if rejected and self._seen_rejects.add(ev.order_ref or f"{ev.ib_order_id}"):
             self.count("rejects_gateway")
             self.metrics.rejects.labels(source="gateway").inc()
+            code = f"ib_{ev.error_code}" if ev.error_code else ev.status
+            self.metrics.order_rejections.labels(source="gateway", code=code).inc()
             logger.info(
                 "monitor: order {} rejected at the gateway/IB ({}{})",
                 ev.order_ref,
@@ -597,6 +624,7 @@ class MonitorActor(Actor):
         for name in self._names():
             seen = self.tracker.peers.get(name)
             self.metrics.actor_up.labels(actor=name).set(1 if seen is not None and seen.alive else 0)
+            self.metrics.deaths.labels(actor=name)  # a zero series from the start (dashboards, increase())
             if seen is not None:
                 self.metrics.heartbeat_age.labels(actor=name).set(self.tracker.age(name) or 0.0)
 

@@ -1,15 +1,19 @@
 """The audit trail: every control event (kills, halts, resumes, emergency cancels, risk rejections, reconnects,
 actor deaths, FATAL programs, position drift) as one row in SQLite (WAL), written before anything else is done
-with the event, and readable by tools while the monitor runs."""
+with the event, and readable by tools while the monitor runs. The ``alerts`` table keeps every alert of any
+severity with the routes it was handed to (the daily report lists them)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bus.messages import Alert
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -23,6 +27,17 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_wall ON audit (wall_ns);
 CREATE INDEX IF NOT EXISTS audit_kind ON audit (kind, wall_ns);
+CREATE TABLE IF NOT EXISTS alerts (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    wall_ns  INTEGER NOT NULL,
+    kind     TEXT    NOT NULL,
+    severity TEXT    NOT NULL,
+    source   TEXT    NOT NULL DEFAULT '',
+    message  TEXT    NOT NULL DEFAULT '',
+    detail   TEXT    NOT NULL DEFAULT '{}',
+    routes   TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alerts_wall ON alerts (wall_ns);
 """
 
 #: Kinds of audit rows (the ``kind`` column).
@@ -55,7 +70,10 @@ class AuditLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # private from the start: it names accounts, strategies and operators
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -84,6 +102,22 @@ class AuditLog:
         if cur.lastrowid is None:  # an INSERT always sets it
             raise sqlite3.DatabaseError("audit: INSERT gave no row id")
         return cur.lastrowid
+
+    def record_alert(self, alert: Alert, routes: list[str] | None = None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO alerts (wall_ns, kind, severity, source, message, detail, routes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert.wall_ns or time.time_ns(),
+                alert.kind,
+                alert.severity,
+                alert.source,
+                alert.message,
+                json.dumps(dict(alert.detail), sort_keys=True),
+                ",".join(routes or []),
+            ),
+        )
+        return int(cur.lastrowid or 0)
 
     def recent(self, limit: int = 50, kind: str | None = None) -> list[AuditRow]:
         """Newest first."""

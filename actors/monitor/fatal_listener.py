@@ -1,7 +1,8 @@
 """supervisord event listener: a program went FATAL (it kept failing to start and supervisord gave up).
 
 Runs as ``[eventlistener:fatal_listener]`` with ``events=PROCESS_STATE_FATAL``. For each event it (1) logs it,
-(2) writes an audit row, (3) runs the operator's alert hooks (``monitor.alert_command`` / ``alert_webhook``) and
+(2) writes an audit row, (3) hands it to the alert routes (``[[monitor.alert_routes]]``, ``alert_command``,
+``alert_webhook``; delivered by the routes' worker threads) and
 (4) publishes a critical :class:`~bus.messages.Alert` on ``alert.process_fatal`` so the monitor, ``khazad status``
 and ``khazad top`` show it. Steps 1-3 do not depend on the bus, so a FATAL bus proxy is still reported.
 
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import zmq
 from loguru import logger
 
+from actors.monitor.alert_routes import AlertRouter
 from actors.monitor.audit import ALERT, AuditLog
-from actors.monitor.hooks import AlertHooks
 from bus import topics
 from bus.codec import Stamper
 from bus.config import ConfigError, KhazadConfig, load_config
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 PROCESS = "fatal_listener"
 #: Bound for the bus handshake when publishing an alert (the proxy may be the program that died).
 PUBLISH_READY_TIMEOUT_S = 2.0
+#: At exit, how long queued alerts may still take to go out on the routes.
+ROUTES_DRAIN_S = 10.0
 #: How much of the FATAL program's log goes into the alert.
 LOG_TAIL_CHARS = 400
 
@@ -61,7 +64,12 @@ class FatalReporter:
     def __init__(self, cfg: KhazadConfig | None, log_dir: str = "") -> None:
         self.cfg = cfg
         self.log_dir = log_dir
-        self.hooks = AlertHooks(cfg.monitor.alert_command, cfg.monitor.alert_webhook) if cfg else AlertHooks()
+        self.router: AlertRouter | None = None
+        if cfg is not None:
+            try:
+                self.router = AlertRouter(cfg.monitor, cfg.run_path)
+            except ConfigError as exc:  # keep reporting to the log, the audit and the bus
+                logger.error("fatal_listener: alert routes unusable, not routing: {}", exc)
         self._ctx: zmq.Context | None = None
         self._pub: Publisher | None = None
         self._security: Security | None = None
@@ -118,7 +126,8 @@ class FatalReporter:
                     audit.close()
             except Exception as exc:  # reporting must go on: the bus and the hooks may still work
                 logger.error("fatal_listener: audit write failed: {}", exc)
-        self.hooks.fire_sync(alert)
+        if self.router is not None:
+            self.router.offer(alert)
         self.publish(alert)
         return alert
 
@@ -156,6 +165,9 @@ class FatalReporter:
         return True
 
     def close(self) -> None:
+        if self.router is not None:
+            self.router.drain(ROUTES_DRAIN_S)
+            self.router.close()
         if self._pub is not None:
             self._pub.close()
         if self._ctx is not None:

@@ -9,13 +9,19 @@ Inputs (all pushed by the gateway, nothing is polled for the live view):
 * ``md.*``                       -> marks (mid, else last) for market value and unrealized P&L;
 * ``state.connection``           -> a reconciliation as soon as the gateway is READY again.
 
-Reconciliation: at start, every ``portfolio.reconcile_interval_s`` and after each READY, the actor fetches the
-gateway's :class:`~bus.messages.GatewaySnapshot`, applies what it missed (executions, commissions, positions,
-account values) and compares IB's positions with what the executions add up to. The first snapshots fix a
-*baseline* (positions held before today's executions: IB's position minus today's fills), adopted once two
-consecutive snapshots agree on it. After that, any difference between IB's position and ``baseline + fills`` is
-drift; drift seen in two consecutive comparisons is reported once per change as an ``Alert`` on
-``alert.portfolio`` and a ``ReconciliationReport`` on ``recon.portfolio`` (every reconciliation publishes a
+Books: every execution and commission report is stored (:class:`~actors.portfolio.store.BookStore`,
+``portfolio.store``) before it is booked; the books of each strategy carry over trading days and restarts
+(:class:`~actors.portfolio.keeper.BookKeeper`). Every ``portfolio.sample_interval_s`` equity and exposure are
+sampled into the store (the daily report's curves); at the end of the trading day the books roll.
+
+Reconciliation: at start, every ``portfolio.reconcile_interval_s``, after each READY and after a day roll, the
+actor fetches the gateway's :class:`~bus.messages.GatewaySnapshot`, applies what it missed (executions,
+commissions, positions, account values) and compares IB's positions with the books: every strategy's (external
+included) opening positions plus the day's executions (:mod:`~actors.portfolio.positions_check`). While it starts,
+holdings at IB that nothing carried into the day explains are adopted into ``external``'s books once two
+consecutive snapshots agree (the *baseline*). After that any difference is drift; drift seen in two consecutive
+comparisons is reported once per change as an ``Alert`` on ``alert.portfolio`` and a ``ReconciliationReport`` on
+``recon.portfolio`` naming each strategy's books in the drifting instruments (every reconciliation publishes a
 report; ``ok`` says whether it matched).
 
 Outputs: ``GetAccount`` -> ``AccountReply``, ``GetPositions(strategy_id?)`` -> ``PositionsReply`` and a
@@ -40,6 +46,10 @@ from actors.portfolio.books import (
     multiplier,
     usable,
 )
+from actors.portfolio.drift import DriftReporter
+from actors.portfolio.keeper import BookKeeper
+from actors.portfolio.positions_check import PositionCheck
+from actors.portfolio.store import BookStore
 from bus import messages as m
 from bus import registry, topics
 from bus.actor import Actor, Handler
@@ -48,7 +58,6 @@ from bus.messages import (
     AccountReply,
     AccountValue,
     AccountValuesEvent,
-    Alert,
     CommissionEvent,
     ConnectionStateEvent,
     FillEvent,
@@ -68,6 +77,7 @@ from bus.messages import (
     TickEvent,
 )
 from bus.reqrep import CallContext, RequestTimeout
+from bus.tradingday import TradingDay
 
 #: Coalescing window of ``portfolio.snapshot``: at most one publication per window.
 SNAPSHOT_MIN_INTERVAL_S = 0.2
@@ -78,6 +88,8 @@ CONFIRM_DELAY_S = 1.0
 #: Per-attempt bound and retries for the gateway's GetSnapshot.
 SNAPSHOT_TIMEOUT_S = 5.0
 SNAPSHOT_RETRIES = 1
+#: The day-roll check runs at least this often (a clock jump must not postpone a roll by hours).
+DAY_CHECK_MAX_S = 60.0
 #: Bound for a market-data subscription request.
 MD_TIMEOUT_S = 2.0
 #: Account value keys the summary shows.
@@ -142,7 +154,9 @@ class PortfolioActor(Actor):
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
-        self.ledger = Ledger()
+        self.books = BookKeeper(
+            BookStore(cfg.path(cfg.portfolio.store)), TradingDay.from_spec(cfg.portfolio.trading_day)
+        )
         self.account = ""
         #: (key, currency) -> raw value, as IB reports it
         self.values: dict[tuple[str, str], str] = {}
@@ -153,10 +167,8 @@ class PortfolioActor(Actor):
         self.connection = ""
         self.reconciled = False
         self.reconciliations = 0
-        self.baseline: dict[str, float] | None = None
-        self._baseline_candidate: dict[str, float] | None = None
-        self._drift_candidate: dict[str, float] | None = None
-        self.confirmed_drift: dict[str, float] = {}
+        self.check = PositionCheck(cfg.portfolio.drift_tolerance)
+        self.drift = DriftReporter(self.name, lambda alert: self.publish(ALERT_TOPIC, alert))
         self._md_subscribed: set[str] = set()
         #: event counter, and when each position / the account values last changed by an event: a snapshot that
         #: was in flight meanwhile is older than those events and must not overwrite them
@@ -173,8 +185,21 @@ class PortfolioActor(Actor):
         self._dirty = asyncio.Event()
         self._reconcile_now = asyncio.Event()
 
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        self.books.close()
+
     def background_tasks(self) -> list[Any]:
-        return [self._publish_loop(), self._reconcile_loop()]
+        return [self._publish_loop(), self._reconcile_loop(), self._clock_loop()]
+
+    @property
+    def ledger(self) -> Ledger:
+        """The current trading day's ledger (books from the day's openings plus its executions)."""
+        return self.books.ledger
+
+    @property
+    def confirmed_drift(self) -> dict[str, float]:
+        return self.check.confirmed_drift
 
     def health_detail(self) -> dict[str, str]:
         return {
@@ -182,6 +207,7 @@ class PortfolioActor(Actor):
             "positions": str(len(self.ib_positions)),
             "fills": str(len(self.ledger.fills)),
             "drift": str(len(self.confirmed_drift)),
+            "day": self.books.day,
         }
 
     # -- events -----------------------------------------------------------------------------------------------
@@ -191,7 +217,7 @@ class PortfolioActor(Actor):
         if isinstance(body, FillEvent):
             self._on_fill(body)
         elif isinstance(body, CommissionEvent):
-            if self.ledger.add_commission(body):
+            if self.books.add_commission(body):
                 self._changed()
         elif isinstance(body, PositionEvent):
             self._on_position(body.position)
@@ -207,13 +233,13 @@ class PortfolioActor(Actor):
                 self._trigger_reconcile()
 
     def _on_fill(self, fill: FillEvent) -> None:
-        outcome = self.ledger.add_fill(fill)
-        if outcome.kind == "duplicate" or outcome.kind == "stale":
-            logger.debug("portfolio: {} execution {} ({}) ignored", outcome.kind, fill.exec_id, fill.order_ref)
+        kind, strategy = self.books.add_fill(fill)
+        if kind == "duplicate" or kind == "stale":
+            logger.debug("portfolio: {} execution {} ({}) ignored", kind, fill.exec_id, fill.order_ref)
             return
         logger.info(
             "portfolio: {} fill {} {} {:g} {} @ {:g} orderRef={} permId={} strategy={}",
-            outcome.kind,
+            kind,
             fill.exec_id,
             fill.side,
             fill.quantity,
@@ -221,7 +247,7 @@ class PortfolioActor(Actor):
             fill.price,
             fill.order_ref,
             fill.perm_id,
-            outcome.strategy,
+            strategy,
         )
         self._changed()
 
@@ -351,7 +377,7 @@ class PortfolioActor(Actor):
                     market_price=price,
                     market_value=value,
                     unrealized_pnl=book.unrealized(price),
-                    realized_pnl=book.realized,
+                    realized_pnl=book.realized,  # over the book's life (carried across days)
                 )
             )
         return sorted(out, key=lambda p: display_name(p.instrument))
@@ -364,7 +390,7 @@ class PortfolioActor(Actor):
         strategy_pnl: dict[str, float] = {}
         strategy_realized: dict[str, float] = {}
         for strategy, books in self.ledger.books.items():
-            realized = sum(b.realized for b in books.values())
+            realized = sum(b.realized_today for b in books.values())
             open_pnl = sum((b.unrealized(self.mark(b.instrument)) or 0.0) for b in books.values())
             strategy_realized[strategy] = realized
             strategy_pnl[strategy] = realized + open_pnl
@@ -384,6 +410,7 @@ class PortfolioActor(Actor):
             strategy_realized=strategy_realized,
             reconciled=self.reconciled,
             as_of_wall_ns=self.last_change_wall_ns or time.time_ns(),
+            trading_day=self.books.day,
         )
 
     # -- requests ---------------------------------------------------------------------------------------------
@@ -409,13 +436,57 @@ class PortfolioActor(Actor):
             self.publish(SNAPSHOT_TOPIC, self.snapshot())
             await asyncio.sleep(SNAPSHOT_MIN_INTERVAL_S)  # coalescing window (rate limit), not synchronisation
 
+    async def _clock_loop(self) -> None:
+        """Rolls the books when the trading day ends and samples equity and exposure into the store."""
+        interval = self.cfg.portfolio.sample_interval_s
+        next_sample = time.time()
+        while True:
+            now = time.time()
+            try:
+                if self.books.roll_if_due(now):
+                    self._changed()
+                    self._trigger_reconcile()  # the new day starts reconciled with IB
+                if now >= next_sample:
+                    next_sample = now + interval
+                    self.sample()
+            except Exception as exc:  # error policy: log, count, go on (the books in memory stay right)
+                logger.opt(exception=exc).error("portfolio: day roll or sample failed: {}", exc)
+                self.record_error(exc)
+            wait = min(next_sample, self.books.next_roll()) - time.time()
+            await asyncio.sleep(max(0.01, min(wait, DAY_CHECK_MAX_S)))  # a timer, not synchronisation
+
+    def sample(self) -> None:
+        """One sample of net liquidation, P&L and exposure (account and per strategy) into the store."""
+        snap = self.snapshot()
+        values = [p.market_value for p in snap.positions if p.market_value is not None]
+        strategies: dict[str, dict[str, float]] = {}
+        for strategy, books in self.ledger.books.items():
+            gross = 0.0
+            for book in books.values():
+                price = self.mark(book.instrument)
+                if price is not None and book.quantity:
+                    gross += abs(book.quantity * price * multiplier(book.instrument))
+            strategies[strategy] = {
+                "pnl": snap.strategy_pnl.get(strategy, 0.0),
+                "realized": snap.strategy_realized.get(strategy, 0.0),
+                "gross": gross,
+            }
+        self.books.sample(
+            net_liquidation=snap.net_liquidation,
+            realized=snap.realized_pnl,
+            unrealized=snap.unrealized_pnl,
+            gross_exposure=sum(abs(v) for v in values),
+            net_exposure=sum(values),
+            strategies=strategies,
+        )
+
     async def _reconcile_loop(self) -> None:
         assert self._reconcile_now is not None
         while True:
             delay = self.cfg.portfolio.reconcile_interval_s
             try:
                 if await self.reconcile():
-                    if self._drift_candidate is not None or self.baseline is None:
+                    if self.check.settling:
                         delay = CONFIRM_DELAY_S  # confirm a candidate with a second comparison
                 else:
                     delay = RECONCILE_RETRY_S
@@ -468,8 +539,8 @@ class PortfolioActor(Actor):
             self._on_account_values(snap.account, snap.account_values, replace=True)
         replayed = 0
         for fill in snap.executions:
-            outcome = self.ledger.add_fill(fill)
-            if outcome.kind in ("new", "correction"):
+            kind, _ = self.books.add_fill(fill)
+            if kind in ("new", "correction", "late"):
                 replayed += 1
                 if self.reconciled:  # after the first seeding, every recovered execution is news worth a line
                     logger.info(
@@ -490,7 +561,7 @@ class PortfolioActor(Actor):
                 snap.account or "?",
             )
         for report in snap.commissions:
-            self.ledger.add_commission(report)
+            self.books.add_commission(report)
         positions = {instrument_key(p.instrument): p for p in snap.positions if abs(p.quantity) >= QTY_EPSILON}
         for key, touched in self._position_touched.items():
             if touched > asked_at:  # an event newer than the snapshot wins (a flat one removes)
@@ -498,93 +569,51 @@ class PortfolioActor(Actor):
                 if key in self.ib_positions:
                     positions[key] = self.ib_positions[key]
         self.ib_positions = positions
-        names = {instrument_key(p.instrument): display_name(p.instrument) for p in snap.positions}
-        for fill in self.ledger.fills.values():
-            names.setdefault(instrument_key(fill.instrument), display_name(fill.instrument))
-        # what the executions IB had at that moment add up to (a fill that arrived on the bus while the snapshot
-        # was in flight is not in IB's positions yet: leave it out of this comparison)
+        self.reconciled = True
+        self.reconciliations += 1
+        self._changed()
+        # what the books held at the day's start plus the executions IB had at that moment (a fill that arrived on
+        # the bus while the snapshot was in flight is not in IB's positions yet: leave it out of this comparison)
         in_view = known_before | {f.exec_key for f in snap.executions}
-        own: dict[str, float] = {}
+        expected = self.ledger.opening_net()
         for fill in self.ledger.fills.values():
             if fill.exec_key in in_view:
                 key = instrument_key(fill.instrument)
-                own[key] = own.get(key, 0.0) + (fill.quantity if fill.side == "BUY" else -fill.quantity)
+                expected[key] = expected.get(key, 0.0) + (fill.quantity if fill.side == "BUY" else -fill.quantity)
+        carried = {k for k, q in self.ledger.opening_net().items() if abs(q) > QTY_EPSILON}
+        for books in self.ledger.openings.values():
+            carried |= {k for k, b in books.items() if abs(b.quantity) > QTY_EPSILON}
         ib = {k: p.quantity for k, p in self.ib_positions.items()}
-        self.reconciled = True
-        self.reconciliations += 1
-        if replayed:
-            self._changed()
-        self._changed()
-        tol = self.cfg.portfolio.drift_tolerance
-        if self.baseline is None:
-            candidate = {k: ib.get(k, 0.0) - own.get(k, 0.0) for k in set(ib) | set(own)}
-            candidate = {k: v for k, v in candidate.items() if abs(v) > tol}
-            if self._baseline_candidate is not None and _same(candidate, self._baseline_candidate, tol):
-                self.baseline = candidate
-                logger.info(
-                    "portfolio: baseline fixed ({} instrument(s) held before today's executions)", len(candidate)
-                )
-            else:
-                self._baseline_candidate = candidate
+        outcome = self.check.compare(ib, expected, carried)
+        if outcome.adopt:
+            self._adopt(outcome.adopt)
+        if outcome.baseline:
             return ReconciliationReport(
-                actor=self.name,
-                replayed_fills=replayed,
-                ok=True,
-                detail="baseline " + ("fixed" if self.baseline is not None else "pending"),
+                actor=self.name, replayed_fills=replayed, ok=True, detail="baseline " + outcome.baseline
             )
-        drift: dict[str, float] = {}
-        for key in set(ib) | set(own) | set(self.baseline):
-            diff = ib.get(key, 0.0) - (self.baseline.get(key, 0.0) + own.get(key, 0.0))
-            if abs(diff) > tol:
-                drift[names.get(key, key)] = diff
-        if _same(drift, self.confirmed_drift, tol):
-            self._drift_candidate = None  # nothing new
-        elif self._drift_candidate is not None and _same(drift, self._drift_candidate, tol):
-            self._drift_candidate = None  # seen twice in a row: real
-            self._set_confirmed_drift(drift)
-        else:
-            self._drift_candidate = drift  # new: confirm with a second comparison before telling anyone
-            logger.info("portfolio: positions against IB changed to {}, confirming", drift or "no drift")
-        ok = not self.confirmed_drift
-        detail = (
-            "positions match IB"
-            if ok
-            else "positions differ from IB: "
-            + ", ".join(f"{k} {v:+g}" for k, v in sorted(self.confirmed_drift.items()))
-        )
-        return ReconciliationReport(
-            actor=self.name, replayed_fills=replayed, position_drift=dict(self.confirmed_drift), ok=ok, detail=detail
-        )
+        return self.drift.report(outcome, replayed, self.ib_positions, self.ledger.books)
 
-    def _set_confirmed_drift(self, drift: dict[str, float]) -> None:
-        tol = self.cfg.portfolio.drift_tolerance
-        if _same(drift, self.confirmed_drift, tol):
-            return
-        self.confirmed_drift = drift
-        if drift:
-            text = ", ".join(f"{k} {v:+g}" for k, v in sorted(drift.items()))
-            logger.error("portfolio: position drift against IB: {}", text)
-            self.publish(
-                ALERT_TOPIC,
-                Alert(
-                    kind="portfolio_drift",
-                    severity="critical",
-                    source=self.name,
-                    message=f"positions differ from IB (IB minus fills): {text}",
-                    detail={k: f"{v:g}" for k, v in drift.items()},
-                ),
+    def _adopt(self, adopt: dict[str, float]) -> None:
+        """Positions IB holds that no books explain (held before Khazad kept books for them): external's."""
+        for key, qty in adopt.items():
+            pos = self.ib_positions.get(key)
+            inst = pos.instrument if pos is not None else None
+            if inst is None:
+                inst = next(
+                    (f.instrument for f in self.ledger.fills.values() if instrument_key(f.instrument) == key), None
+                )
+            if inst is None:
+                continue
+            price = (pos.avg_cost / multiplier(inst)) if pos is not None and pos.avg_cost else 0.0
+            self.books.adopt(EXTERNAL, inst, qty, price, "held at IB before the books began")
+            logger.info(
+                "portfolio: adopted {:+g} {} @ {:g} into {}'s books (held at IB, no books for it)",
+                qty,
+                display_name(inst),
+                price,
+                EXTERNAL,
             )
-        else:
-            logger.info("portfolio: position drift resolved")
-            self.publish(
-                ALERT_TOPIC,
-                Alert(
-                    kind="portfolio_drift_resolved",
-                    severity="info",
-                    source=self.name,
-                    message="positions match IB again",
-                ),
-            )
+        logger.info("portfolio: baseline fixed ({} instrument(s) adopted from IB)", len(adopt))
 
     async def _subscribe_market_data(self) -> None:
         """Ask the gateway for marks of everything held (idempotent; repeated after a gateway restart)."""
@@ -618,12 +647,6 @@ class PortfolioActor(Actor):
             self._md_subscribed.add(symbol)
             if not isinstance(reply, MarketDataAck):
                 logger.warning("portfolio: market data for {} refused: {}", symbol, reply)
-
-
-def _same(a: dict[str, float], b: dict[str, float], tol: float) -> bool:
-    if set(a) != set(b):
-        return False
-    return all(abs(a[k] - b[k]) <= max(tol, 1e-9) for k in a)
 
 
 __all__ = ["EXTERNAL", "PortfolioActor"]

@@ -18,13 +18,16 @@ Method (documented in docs/running.md as well):
   into the position's average cost; the total (realized + unrealized) is the same either way, only the split
   differs while a position is open.
 * **Unrealized P&L** is ``(mark - average price) * quantity * multiplier``, with the mark from market data.
+* **Days**: the books of a trading day start from its *openings* (yesterday's closing books, kept by
+  :mod:`actors.portfolio.store`); ``realized`` is cumulative over the book's life, ``realized_today`` the part
+  made since the day's opening.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bus.messages import CommissionEvent, FillEvent, Instrument, strategy_of
 from bus.registry import EXTERNAL_STRATEGY
@@ -75,6 +78,19 @@ class Book:
     realized_gross: float = 0.0
     commissions: float = 0.0
     fills: int = 0
+    #: realized (net) when the trading day opened: ``realized_today`` is what was made since
+    day_realized_start: float = 0.0
+
+    def copy(self) -> Book:
+        return replace(self)
+
+    def opening(self) -> Book:
+        """This book as the next day's opening (no fills yet that day, realized so far carried)."""
+        return replace(self, fills=0, day_realized_start=self.realized)
+
+    @property
+    def realized_today(self) -> float:
+        return self.realized - self.day_realized_start
 
     def apply(self, side: str, quantity: float, price: float) -> float:
         """Book one execution; returns the gross P&L it realized."""
@@ -126,8 +142,11 @@ class FillOutcome:
 
 @dataclass
 class Ledger:
-    """Every execution and commission report seen, de-duplicated, and the per-strategy books built from them."""
+    """The trading day's executions and commission reports, de-duplicated, and the per-strategy books built from
+    the day's openings (books carried from earlier days) plus them."""
 
+    #: strategy -> instrument key -> book at the day's start (never mutated: copied into ``books``)
+    openings: dict[str, dict[str, Book]] = field(default_factory=dict)
     fills: OrderedDict[str, FillEvent] = field(default_factory=OrderedDict)
     commissions: dict[str, CommissionEvent] = field(default_factory=dict)
     #: strategy -> instrument key -> book
@@ -171,9 +190,21 @@ class Ledger:
             self._charge(report)
         return True
 
+    def start_day(
+        self,
+        openings: dict[str, dict[str, Book]],
+        fills: list[FillEvent] = (),  # type: ignore[assignment]
+        commissions: list[CommissionEvent] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Start from ``openings`` and the day's ``fills`` (in arrival order) with their commission reports."""
+        self.openings = openings
+        self.fills = OrderedDict((f.exec_key, f) for f in fills)
+        self.commissions = {c.exec_key: c for c in commissions}
+        self.rebuild()
+
     def rebuild(self) -> None:
-        """Recompute every book from the ledger (after a correction)."""
-        self.books = {}
+        """Recompute every book from the openings and the ledger (after a correction)."""
+        self.books = {s: {k: b.copy() for k, b in books.items()} for s, books in self.openings.items()}
         self._charged = {}
         for fill in self.fills.values():
             self._book(strategy_of(fill.order_ref, fill.strategy_id), fill.instrument).apply(
@@ -184,6 +215,24 @@ class Ledger:
                 self._charge(report)
 
     # -- queries ----------------------------------------------------------------------------------------------
+
+    def closing(self) -> dict[str, dict[str, Book]]:
+        """The books as the next trading day's openings (flat books without P&L are left out)."""
+        out: dict[str, dict[str, Book]] = {}
+        for strategy, books in self.books.items():
+            for key, book in books.items():
+                if abs(book.quantity) < QTY_EPSILON and not book.realized_gross and not book.commissions:
+                    continue
+                out.setdefault(strategy, {})[key] = book.opening()
+        return out
+
+    def opening_net(self) -> dict[str, float]:
+        """Signed quantity per instrument key held at the day's start over every strategy."""
+        out: dict[str, float] = {}
+        for books in self.openings.values():
+            for key, book in books.items():
+                out[key] = out.get(key, 0.0) + book.quantity
+        return out
 
     def net_by_instrument(self) -> dict[str, float]:
         """Signed quantity per instrument key over every strategy (what the fills add up to)."""

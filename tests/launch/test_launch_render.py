@@ -130,3 +130,26 @@ def test_every_program_has_its_own_start_priority():
     priorities = [p.priority for p in programs]
     assert len(set(priorities)) == len(priorities), priorities
     assert min(programs, key=lambda p: p.priority).name == registry.PROXY.name
+
+
+def test_simulator_latency_and_replay_reach_the_simulator_and_the_banner(tmp_path):
+    replay = tmp_path / "day.csv"
+    replay.write_text("time,symbol,bid,ask,last,size\n")
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("[sim]\n", f'[sim]\nlatency = "ib"\nreplay = "{replay}"\nreplay_speed = 10.0\n'))
+    proc = khazad_run(tmp_path, "--config", str(path), "run", "--render-only")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    command = rendered_at(tmp_path / "run")["program:sim"]["command"]
+    assert "--latency ib" in command and f"--replay {replay}" in command and "--replay-speed 10.0" in command
+    from bus.config import load_config
+    from launch.runner import simulator_summary
+
+    assert simulator_summary(load_config(path)) == f"latency ib, market hours always, replay {replay} at 10x"
+
+
+def test_default_simulator_is_fast_and_random_in_the_banner(tmp_path):
+    from bus.config import load_config
+    from launch.runner import simulator_summary
+
+    assert simulator_summary(load_config(write_config(tmp_path))) == \
+        "latency fast, market hours always, random walk (seed 1)"

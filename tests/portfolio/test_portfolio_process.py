@@ -151,5 +151,5 @@ def test_drift_against_ib_is_alerted_on_the_bus(system, zctx):
         got = sub.recv(0.2)
         return got is not None and isinstance(got[1].body, Alert) and got[1].body
     alert = eventually(drift_alert, message="drift alert")
-    assert alert.kind == "portfolio_drift" and alert.detail == {"AAPL": "7"}
+    assert alert.kind == "portfolio_drift" and alert.detail == {"AAPL": "7", "books.alpha": "AAPL 100"}
     sub.close()

@@ -78,18 +78,21 @@ def test_drift_is_alerted_once_after_two_comparisons_and_its_end_once(actor):
     # IB held 30 before today's executions: the baseline, fixed once two snapshots agree
     for _ in range(2):
         assert actor.apply_snapshot(snap([position(130, 10.0)], executions)).ok
-    assert actor.baseline == {"con:265598": 30.0}
+    # adopted into external's books (held before the books began), alpha keeps its own
+    assert actor.ledger.books["external"]["con:265598"].quantity == 30.0
+    assert actor.ledger.books["alpha"]["con:265598"].quantity == 100.0
     assert actor.apply_snapshot(snap([position(130, 10.0)], executions)).ok
     # a position change at IB that no execution explains (e.g. a corporate action, a trade from another system)
     first = actor.apply_snapshot(snap([position(125, 10.0)], executions))
     assert first.ok and not actor.publisher.of(Alert)  # one sighting is not enough (a position update may lag)
     second = actor.apply_snapshot(snap([position(125, 10.0)], executions))
     assert not second.ok and second.position_drift == {"AAPL": -5.0}
+    assert second.strategy_positions == {"alpha": {"AAPL": 100.0}, "external": {"AAPL": 30.0}}
     for _ in range(3):
         actor.apply_snapshot(snap([position(125, 10.0)], executions))
     alerts = actor.publisher.of(Alert)
     assert [(a.kind, a.severity) for a in alerts] == [("portfolio_drift", "critical")]
-    assert alerts[0].detail == {"AAPL": "-5"}
+    assert alerts[0].detail == {"AAPL": "-5", "books.alpha": "AAPL 100", "books.external": "AAPL 30"}
     for _ in range(2):
         actor.apply_snapshot(snap([position(125, 10.0)], executions + [fill(2, "SELL", 5, 10.0, ref="tws")]))
     assert [a.kind for a in actor.publisher.of(Alert)] == ["portfolio_drift", "portfolio_drift_resolved"]

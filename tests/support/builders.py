@@ -54,12 +54,14 @@ def tick(symbol: str = "AAPL", price: float = 100.0, spread: float = 0.02) -> Ti
 
 
 def fill(n: int, side: str, qty: float, price: float, *, inst: Instrument = AAPL, strategy: str = "alpha",
-         rev: int = 1, ref: str | None = None, replayed: bool = False) -> FillEvent:
-    """Execution ``n`` (its exec key is derived from ``n``; ``rev`` is IB's correction revision)."""
+         rev: int = 1, ref: str | None = None, replayed: bool = False, at: str = "") -> FillEvent:
+    """Execution ``n`` (its exec key is derived from ``n``; ``rev`` is IB's correction revision; ``at`` its
+    exec time as IB writes it)."""
     key = f"0000e0d5.6548a2b1.{n:02d}"
     order_ref = ref if ref is not None else f"{strategy}/c{n}"
     return FillEvent(exec_id=f"{key}.{rev:02d}", exec_key=key, order_ref=order_ref, instrument=inst, side=side,
-                     quantity=qty, price=price, perm_id=1000 + n, account="DU1234567", replayed=replayed)
+                     quantity=qty, price=price, perm_id=1000 + n, account="DU1234567", replayed=replayed,
+                     exec_time=at)
 
 
 def commission(n: int, amount: float, *, rev: int = 1, realized: float | None = None,
