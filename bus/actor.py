@@ -32,9 +32,12 @@ import zmq.asyncio
 from loguru import logger
 
 from bus import topics
+from bus.admission import Limits
 from bus.codec import Stamper
 from bus.config import KhazadConfig
+from bus.heartbeat import GOODBYE_LINGER_MS
 from bus.messages import (
+    LEFT_STATE,
     GapReport,
     GetStatus,
     Heartbeat,
@@ -112,6 +115,9 @@ class Actor:
     #: request types this service refuses on purpose (answered ``unknown_command``). Together with the keys of
     #: :meth:`request_handlers` they must cover :data:`REQUEST_TYPES` exactly: see :func:`unhandled_requests`.
     refused_requests: ClassVar[frozenset[type]] = frozenset()
+    #: request types that wait long for an event (``WaitOrder``): they use the service's wait pools, never its
+    #: shared request slots (bus/admission.py)
+    waiting_requests: ClassVar[frozenset[type]] = frozenset()
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         if name:
@@ -136,6 +142,9 @@ class Actor:
         self.kill_seen: tuple[str, int, int] | None = None
         self._kill_extra = False
         self._handlers: Mapping[type, Handler] | None = None
+        #: the actor faulted (it exits to be restarted: no goodbye, the monitor must see a death)
+        self._faulted = False
+        self._goodbye_sent = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -182,6 +191,7 @@ class Actor:
                 len(self._errors),
                 ERROR_WINDOW_S,
             )
+            self._faulted = True
             self._transition(ActorState.FAULTED)
             self.stop(EXIT_FAULTED)
 
@@ -221,11 +231,19 @@ class Actor:
         return Pong(actor=self.name, state=self.state.value)
 
     async def _on_get_status(self, ctx: CallContext, body: GetStatus) -> ServiceStatus:
-        return ServiceStatus(actor=self.name, state=self.state.value, detail=self.health_detail())
+        return ServiceStatus(actor=self.name, state=self.state.value, detail=self.status_detail())
 
     def health_detail(self) -> dict[str, str]:
         """Small facts for the heartbeat and status (strings)."""
         return {}
+
+    def status_detail(self) -> dict[str, str]:
+        """:meth:`health_detail` plus the service's load (``saturated`` while it refuses for load), for the heartbeat
+        and GetStatus."""
+        detail = self.health_detail()
+        if self.server is not None:
+            detail = {**detail, **self.server.load_detail()}
+        return detail
 
     def background_tasks(self) -> list[Any]:
         """Extra coroutines to run for the actor's lifetime (timers, sweeps)."""
@@ -346,6 +364,13 @@ class Actor:
                     allow_non_loopback=bus.allow_non_loopback,
                     security=self.security,
                     on_error=self.record_error,
+                    limits=Limits(
+                        inflight=bus.max_inflight,
+                        inflight_per_caller=bus.max_inflight_per_caller,
+                        waits=bus.max_waits,
+                        waits_per_caller=bus.max_waits_per_caller,
+                    ),
+                    waiting=type(self).waiting_requests,
                 )
                 tasks.append(asyncio.create_task(self.server.run(), name=f"{self.name}.service"))
             if self.subscriber is not None:
@@ -370,6 +395,7 @@ class Actor:
                         "{}: task {} died: {}", self.name, t.get_name(), t.exception()
                     )
                     self.exit_code = EXIT_FAULTED
+                    self._faulted = True
                     if self.state == ActorState.RUNNING:
                         self._transition(ActorState.FAULTED)
             stop_wait.cancel()
@@ -385,18 +411,42 @@ class Actor:
                 await asyncio.wait_for(self.on_stop(), STOP_TIMEOUT_S)
             except (TimeoutError, Exception) as exc:  # shutdown must finish; log and go on
                 logger.warning("{}: on_stop did not finish cleanly: {!r}", self.name, exc)
+            self._say_goodbye()
             self._close_sockets()
             if self.state != ActorState.STOPPED:
                 self._transition(ActorState.STOPPED)
             logger.info("{}: stopped (exit {})", self.name, self.exit_code)
         return self.exit_code
 
+    def _say_goodbye(self) -> None:
+        """A clean stop (not a fault) ends with a last heartbeat in state LEFT: the monitor shows the actor as gone
+        on purpose, not dead (no ``actor_dead`` alert); an expected actor that left is still not running."""
+        self._goodbye_sent = False
+        if self.publisher is None or self.exit_code != EXIT_OK or self._faulted:
+            return
+        try:
+            self.publish(
+                topics.heartbeat(self.name),
+                Heartbeat(
+                    actor=self.name,
+                    state=LEFT_STATE,
+                    pid=os.getpid(),
+                    interval_s=self.cfg.bus.heartbeat_interval_s,
+                    detail={"reason": "stopped cleanly"},
+                ),
+            )
+            self._goodbye_sent = True
+        except zmq.ZMQError as exc:  # best effort: without it the monitor sees a death, which is the safe side
+            logger.warning("{}: goodbye not sent: {}", self.name, exc)
+
     def _close_sockets(self) -> None:
         for cl in self._clients.values():
             cl.close()
-        for part in (self.server, self.subscriber, self.publisher):
+        for part in (self.server, self.subscriber):
             if part is not None:
                 part.close()
+        if self.publisher is not None:
+            self.publisher.close(GOODBYE_LINGER_MS if self._goodbye_sent else 0)
         if self.security is not None:
             self.security.stop_authenticator()
         if self.ctx is not None:
@@ -437,7 +487,7 @@ class Actor:
         topic = topics.heartbeat(self.name)
         pid = os.getpid()
         while True:
-            detail = self.health_detail()
+            detail = self.status_detail()
             if self.kill_seen is not None:
                 kill_id, seen_ns, sent_ns = self.kill_seen
                 detail = {**detail, KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns)}

@@ -77,9 +77,9 @@ class ApprovalVerifier:
         self._key = key
         self._used: OrderedDict[str, None] = OrderedDict()
 
-    def verify(
-        self, approval: Approval, order: OrderSpec, *, is_modify: bool = False, now_ns: int | None = None
-    ) -> None:
+    def verify_genuine(self, approval: Approval, order: OrderSpec, *, is_modify: bool = False) -> None:
+        """The governor signed ``approval`` for exactly ``order`` (whether it is still usable is :meth:`verify`'s
+        question): what the gateway requires before it answers anything about the order, even ``Duplicate``."""
         expected = _mac(
             self._key, approval.approval_id, approval.order_digest, approval.issued_wall_ns, approval.expires_wall_ns
         )
@@ -87,6 +87,12 @@ class ApprovalVerifier:
             raise ApprovalError("approval.bad_signature", "approval signature is not the risk governor's")
         if not hmac.compare_digest(approval.order_digest, order_digest(order, is_modify=is_modify)):
             raise ApprovalError("approval.wrong_order", "approval was issued for a different order")
+
+    def verify(
+        self, approval: Approval, order: OrderSpec, *, is_modify: bool = False, now_ns: int | None = None
+    ) -> None:
+        """Genuine (:meth:`verify_genuine`), not expired, never used before; marks it used."""
+        self.verify_genuine(approval, order, is_modify=is_modify)
         now = time.time_ns() if now_ns is None else now_ns
         if now > approval.expires_wall_ns:
             raise ApprovalError(

@@ -21,6 +21,12 @@ import msgspec
 from msgspec import Meta
 
 from bus import registry
+from bus.admission import (
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MAX_INFLIGHT_PER_CALLER,
+    DEFAULT_MAX_WAITS,
+    DEFAULT_MAX_WAITS_PER_CALLER,
+)
 from bus.tradingday import DEFAULT_TRADING_DAY, parse_spec
 
 CONFIG_ENV = "KHAZAD_CONFIG"
@@ -71,6 +77,12 @@ class BusConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True)
     request_retries: Annotated[int, Meta(ge=0, le=10)] = 2
     send_hwm: Annotated[int, Meta(ge=1)] = 100_000
     recv_hwm: Annotated[int, Meta(ge=1)] = 100_000
+    #: fairness of every service (bus/admission.py): requests in flight in total and per caller; long waits
+    #: (WaitOrder) in total and per caller. Over a limit: Rejected(busy) at once.
+    max_inflight: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_INFLIGHT
+    max_inflight_per_caller: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_INFLIGHT_PER_CALLER
+    max_waits: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_WAITS
+    max_waits_per_caller: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_WAITS_PER_CALLER
     curve: CurveConfig = CurveConfig()
 
     def service_endpoint(self, name: str) -> str:

@@ -1,5 +1,9 @@
 """Heartbeats (Paranoid Pirate, ported to pub/sub): every process publishes ``hb.<name>`` every interval, and
-:class:`LivenessTracker` declares a peer dead after ``liveness`` missed beats, alive again on its next beat."""
+:class:`LivenessTracker` declares a peer dead after ``liveness`` missed beats, alive again on its next beat.
+
+A process that stops cleanly says goodbye: a last beat in state :data:`~bus.messages.LEFT_STATE`. The tracker then
+marks it *left* (:meth:`LivenessTracker.leave`): not alive, and never declared dead for the beats it no longer
+sends. Only a peer that goes silent without a goodbye is dead."""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from dataclasses import dataclass, field
 #: Defaults (config: bus.heartbeat_interval_s, bus.heartbeat_liveness).
 HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_LIVENESS = 3
+#: How long a process that stops cleanly gives its goodbye (the LEFT beat) to leave for the proxy when it closes
+#: its publisher (without it, the monitor sees a death: the safe side).
+GOODBYE_LINGER_MS = 500
 
 
 @dataclass
@@ -24,6 +31,8 @@ class PeerLiveness:
     incarnation: int = 0
     beats: int = 0
     deaths: int = 0
+    #: it said goodbye (a clean exit): not alive, not dead
+    left: bool = False
     detail: dict[str, str] = field(default_factory=dict)
 
 
@@ -60,6 +69,7 @@ class LivenessTracker:
             revived = peer
         elif not peer.alive:
             peer.alive = True
+            peer.left = False
             revived = peer
         peer.last_beat = now
         peer.interval_s = interval_s
@@ -70,6 +80,26 @@ class LivenessTracker:
         if detail is not None:
             peer.detail = dict(detail)
         return revived
+
+    def leave(
+        self, name: str, *, pid: int = 0, incarnation: int = 0, detail: dict[str, str] | None = None
+    ) -> PeerLiveness:
+        """A goodbye: the peer stopped cleanly. Returns it (created if it was never seen)."""
+        now = self.clock()
+        peer = self.peers.get(name)
+        if peer is None:
+            peer = self.peers[name] = PeerLiveness(name=name, interval_s=HEARTBEAT_INTERVAL_S, last_beat=now)
+        peer.alive = False
+        peer.left = True
+        peer.last_beat = now
+        peer.pid = pid
+        peer.incarnation = incarnation
+        if detail is not None:
+            peer.detail = dict(detail)
+        return peer
+
+    def forget(self, name: str) -> None:
+        self.peers.pop(name, None)
 
     def sweep(self) -> list[PeerLiveness]:
         """Mark peers dead that missed ``liveness`` beats; returns the newly dead."""

@@ -30,6 +30,65 @@ from bus.registry import EXTERNAL_STRATEGY
 SCHEMA_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------------------
+# Size bounds, in one place. Every string, list and dict on the wire has a maximum length, chosen from the largest
+# legitimate value; every socket has a maximum message size (ZMQ_MAXMSGSIZE, ``bus/sockets.py``) that the largest
+# valid message of its channel fits (``tests/security/test_sec_schema.py`` builds those and checks). A frame over
+# its socket's limit is refused by libzmq before it is read into memory (the connection is dropped); a field over
+# its bound is a ``Rejected(bad_request)`` naming the field. Producers that could exceed a list bound page
+# (ListOrders) or clip with a flag (GatewaySnapshot.truncated) instead of sending a message nobody can read.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Ids: uuid4 hex request, kill and command ids (32), client order ids (<= 64), approval ids (24 hex).
+MAX_ID_LENGTH = 64
+#: Names: actors (<= 9), ``strategy.<id>`` (41), alert kinds, subscribers. Strategy ids are shorter (32).
+MAX_NAME_LENGTH = 64
+MAX_STRATEGY_ID_LENGTH = 32
+#: The envelope's ``sender``: a name, or the CLI's ``cli-<host[:24]>-<6 hex>`` (35); room for a custom client name.
+MAX_SENDER_LENGTH = 128
+#: One word a machine reads: statuses (``PendingSubmit``), reply and risk codes (``risk.max_notional``),
+#: currencies, exchanges, accounts, modes, IB timestamps (``20240102 10:11:12 US/Eastern``), change kinds.
+MAX_WORD_LENGTH = 64
+#: orderRefs (ours: ``<strategy 32>/<client order id 64>`` = 97; an order placed outside Khazad carries what its
+#: owner wrote), IB execution ids (``0000e0d5.6543c3a1.01.01``), topics, account-value keys.
+MAX_REF_LENGTH = 256
+#: Text for humans written by programs: reasons, messages, details (IB's longest error texts are a few hundred
+#: characters; an exception's text).
+MAX_TEXT_LENGTH = 2000
+#: Text an operator or a strategy types (kill, resume, cancel reasons): printable, see :data:`Reason`.
+MAX_REASON_LENGTH = 500
+#: Small maps of facts (heartbeat and status ``detail``, alert detail, risk limits and breakers): entries.
+MAX_DETAIL_ENTRIES = 128
+#: Maps and lists keyed by scope, symbol, strategy, account or orderRef (risk state, P&L by strategy, position
+#: drift, halted scopes, refs in a report): entries.
+MAX_KEYED_ENTRIES = 4096
+#: A map of maps (strategy -> instrument in a drift report): entries at each level.
+MAX_NESTED_ENTRIES = 100
+#: Orders in one OrderListReply: ListOrders pages beyond it (``offset``, ``more``).
+MAX_ORDERS_PER_REPLY = 1000
+#: Steps of one order's history (the first ``HISTORY_HEAD`` and the latest; ``actors/orders/lifecycle.py`` clips).
+MAX_HISTORY = 256
+#: One GatewaySnapshot: IB's open orders, the executions asked for (and their commissions), positions, account
+#: values. IB's account limits on open orders are far below; a day's executions beyond it are clipped (oldest
+#: first, ``truncated``). Positions and account values: a large multi-currency account has a few hundred.
+MAX_SNAPSHOT_ORDERS = 10_000
+MAX_SNAPSHOT_EXECUTIONS = 10_000
+MAX_POSITIONS = 2_000
+MAX_ACCOUNT_VALUES = 2_000
+#: A status reply's actors (every expected actor and every peer heard from; the monitor keeps the latest) and
+#: its alerts and fills (the monitor sends 20 of each).
+MAX_ACTORS = 1024
+MAX_RECENT = 100
+
+#: Socket limits (ZMQ_MAXMSGSIZE) by what a socket receives. Requests are small (an order with its approval is
+#: about 1 KB at every bound): a service never reads more than this per frame. Events: the largest is a
+#: reconciliation report or a portfolio snapshot at their bounds. Replies: a gateway snapshot at its bounds.
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+MAX_REPLY_BYTES = 48 * 1024 * 1024
+#: What a subscription (XPUB's input) or anything else may be: a topic with its flag.
+MAX_CONTROL_BYTES = 4 * 1024
+
+# ---------------------------------------------------------------------------------------------------------------
 # Constrained scalar types (validated on decode)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -38,9 +97,28 @@ MAX_QUANTITY = 1e9
 #: Largest price we accept; catches overflow-style garbage, not fat fingers (that is the risk governor's job).
 MAX_PRICE = 1e9
 
-Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
-StrategyId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_\-]+$")]
-ClientOrderId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.\-]+$")]
+StrategyId = Annotated[str, Meta(min_length=1, max_length=MAX_STRATEGY_ID_LENGTH, pattern=r"^[A-Za-z0-9_\-]+$")]
+ClientOrderId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Id = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
+RequiredId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Word = Annotated[str, Meta(max_length=MAX_WORD_LENGTH)]
+Ref = Annotated[str, Meta(max_length=MAX_REF_LENGTH)]
+Text = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]
+#: Characters that must never reach a terminal or a log from the wire: C0 and C1 controls (ANSI escapes, newlines
+#: that forge log lines, bells), DEL, Unicode line/paragraph separators and bidirectional overrides.
+CONTROL_CHARS = "\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+#: Text a person types (kill and resume reasons...): printable, and not blank.
+REASON_PATTERN = rf"^[^{CONTROL_CHARS}]*[^\s{CONTROL_CHARS}][^{CONTROL_CHARS}]*\Z"
+#: The same, where empty is allowed (an optional cancel reason).
+OPTIONAL_REASON_PATTERN = rf"^[^{CONTROL_CHARS}]*\Z"
+Reason = Annotated[str, Meta(min_length=1, max_length=MAX_REASON_LENGTH, pattern=REASON_PATTERN)]
+OptionalReason = Annotated[str, Meta(max_length=MAX_REASON_LENGTH, pattern=OPTIONAL_REASON_PATTERN)]
+#: A small map of facts (``detail``).
+Detail = Annotated[
+    dict[Annotated[str, Meta(max_length=MAX_REF_LENGTH)], Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]],
+    Meta(max_length=MAX_DETAIL_ENTRIES),
+]
 #: Letters, digits, ``_ . - /`` and inner spaces (IB's ``BRK B``); never blank, never leading/trailing whitespace
 #: (`` AAPL`` must not pass a restricted-symbol check as a different string than ``AAPL``).
 SYMBOL_PATTERN = r"^[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]*[A-Za-z0-9_.\-/])?$"
@@ -54,7 +132,7 @@ NonNegative = Annotated[float, Meta(ge=0)]
 SCOPE_PATTERN = (
     r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]{0,30}[A-Za-z0-9_.\-/])?)$"
 )
-Scope = Annotated[str, Meta(pattern=SCOPE_PATTERN)]
+Scope = Annotated[str, Meta(max_length=MAX_WORD_LENGTH, pattern=SCOPE_PATTERN)]
 
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["MKT", "LMT", "STP", "STP LMT"]
@@ -100,6 +178,14 @@ AMENDMENT_SENT = "sent"
 #: cancel failed, the order is whatever IB says; ``amend_rejected`` the previous terms stand; ``unknown`` nothing,
 #: and the gateway asks IB again (open and completed orders, executions).
 NoticeEffect = Literal["info", "rejected", "cancel_refused", "amend_rejected", "unknown"]
+#: ``Heartbeat.state`` of a process that is going away cleanly (its last beat: a goodbye), and how the monitor and
+#: ``khazad status`` show it from then on: it left, it did not die (no ``actor_dead`` alert).
+LEFT_STATE = "LEFT"
+#: How the monitor and ``khazad status`` show a live actor whose service is saturated (its heartbeat's ``detail``
+#: carries ``saturated``): it answers, but some callers get ``Rejected(busy)``.
+DEGRADED_STATE = "DEGRADED"
+#: ``Rejected.code`` of a request refused for load (the caller's own in-flight limit or the service's): retry later.
+BUSY_CODE = "busy"
 
 
 def is_live_status(status: str) -> bool:
@@ -139,6 +225,23 @@ def _check_symbol(name: str, value: str | None) -> None:
             f"{name} {value!r} is not a symbol (letters, digits, _ . - / and inner spaces, "
             f"at most {SYMBOL_MAX_LENGTH} characters)"
         )
+
+
+_REASON_RE = re.compile(REASON_PATTERN)
+_OPTIONAL_REASON_RE = re.compile(OPTIONAL_REASON_PATTERN)
+
+
+def _check_reason(name: str, value: str, *, required: bool = True) -> None:
+    """A typed reason: printable (no control characters: they would reach logs and terminals raw), at most
+    MAX_REASON_LENGTH characters, and (when required) not blank."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_REASON_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_REASON_LENGTH} characters")
+    if required and not value.strip():
+        raise ValueError(f"{name} must not be blank")
+    if not (_REASON_RE if required else _OPTIONAL_REASON_RE).match(value):
+        raise ValueError(f"{name} must not contain control characters (escape sequences, line breaks)")
 
 
 def _check_scope(value: str) -> None:
@@ -258,7 +361,7 @@ def strategy_of(order_ref: str, strategy_id: str = "") -> str:
 class Approval(Plain, frozen=True, kw_only=True):
     """The risk governor's signature over exactly one order (see ``actors/risk/approval.py``)."""
 
-    approval_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    approval_id: RequiredId
     order_digest: Annotated[str, Meta(min_length=1, max_length=128)]
     issued_wall_ns: int
     expires_wall_ns: int
@@ -266,13 +369,13 @@ class Approval(Plain, frozen=True, kw_only=True):
 
 
 class AccountValue(Plain, frozen=True, kw_only=True):
-    key: str
-    value: str
-    currency: str = ""
+    key: Ref
+    value: Text
+    currency: Word = ""
 
 
 class Position(Plain, frozen=True, kw_only=True):
-    account: str
+    account: Word
     instrument: Instrument
     quantity: float
     avg_cost: float
@@ -285,11 +388,11 @@ class Position(Plain, frozen=True, kw_only=True):
 class StatusChange(Plain, frozen=True, kw_only=True):
     """One step in an order's life, as journalled by the order manager."""
 
-    status: str
+    status: Word
     wall_ns: int
     filled: float = 0.0
     remaining: float = 0.0
-    reason: str = ""
+    reason: Text = ""
     error_code: int | None = None
 
 
@@ -297,7 +400,7 @@ class OrderView(Plain, frozen=True, kw_only=True):
     """The order manager's view of one order: its spec, where it is, and how it got there."""
 
     spec: OrderSpec
-    status: str
+    status: Word
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
@@ -305,9 +408,9 @@ class OrderView(Plain, frozen=True, kw_only=True):
     perm_id: int = 0
     is_live: bool = False
     is_done: bool = False
-    reason: str = ""
+    reason: Text = ""
     error_code: int | None = None
-    history: list[StatusChange] = []
+    history: Annotated[list[StatusChange], Meta(max_length=MAX_HISTORY)] = []
     created_wall_ns: int = 0
     updated_wall_ns: int = 0
     #: terms sent to IB in an amendment that IB has neither confirmed (its openOrder) nor rejected yet; ``spec``
@@ -332,27 +435,29 @@ class IbOrder(Plain, frozen=True, kw_only=True):
     ib_order_id: int
     perm_id: int
     client_id: int
-    order_ref: str
+    order_ref: Ref
     instrument: Instrument
     side: Side
     quantity: float
-    order_type: str
+    order_type: Word
     limit_price: float | None = None
     stop_price: float | None = None
-    tif: str = "DAY"
-    status: str
+    tif: Word = "DAY"
+    status: Word
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
 
 
 class ActorHealth(Plain, frozen=True, kw_only=True):
-    name: str
+    name: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)]
     alive: bool
-    state: str = ""
+    state: Word = ""
     pid: int = 0
     last_beat_age_s: float | None = None
-    detail: dict[str, str] = {}
+    detail: Detail = {}
+    #: False for a peer the monitor does not expect (a strategy): its clean exit (LEFT) is no failure
+    expected: bool = True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -361,13 +466,14 @@ class ActorHealth(Plain, frozen=True, kw_only=True):
 
 
 class Heartbeat(Base, frozen=True, kw_only=True):
-    """``hb.<actor>``: I am alive. ``state`` is the actor's lifecycle state; ``detail`` small health facts."""
+    """``hb.<actor>``: I am alive. ``state`` is the actor's lifecycle state (:data:`LEFT_STATE` in the last beat of a
+    clean exit: a goodbye); ``detail`` small health facts (``saturated`` when its service refuses for load)."""
 
     actor: Name
-    state: str = "RUNNING"
+    state: Word = "RUNNING"
     pid: int = 0
     interval_s: float = 0.5
-    detail: dict[str, str] = {}
+    detail: Detail = {}
 
 
 #: ``detail`` key of the gateway's heartbeat holding its halt latch: the latched scopes, sorted, comma-separated
@@ -392,12 +498,12 @@ def latched_scopes(detail: dict[str, str]) -> frozenset[str] | None:
 class OrderStatusEvent(Base, frozen=True, kw_only=True):
     """``gw.order.<strategy>``: one order status transition exactly as ib_insync reported it, interpreted."""
 
-    order_ref: str
-    strategy_id: str = ""
-    client_order_id: str = ""
+    order_ref: Ref
+    strategy_id: Word = ""
+    client_order_id: Id = ""
     ib_order_id: int = 0
     perm_id: int = 0
-    status: str
+    status: Word
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
@@ -405,8 +511,8 @@ class OrderStatusEvent(Base, frozen=True, kw_only=True):
     is_live: bool = False
     is_done: bool = False
     error_code: int | None = None
-    reason: str = ""
-    symbol: str = ""
+    reason: Text = ""
+    symbol: Word = ""
     #: True when the gateway learned this status while re-synchronising (after a reconnect or a restart)
     replayed: bool = False
     #: IB's terms when its openOrder reported new ones (an amendment IB confirmed, an OCA reduction, an order first
@@ -440,11 +546,11 @@ class FillEvent(Base, frozen=True, kw_only=True):
     """``fill.<symbol>``: one execution. ``exec_key`` is the execId without its correction suffix, so a corrected
     execution (``.01`` -> ``.02``) replaces the earlier one instead of adding to it."""
 
-    exec_id: str
-    exec_key: str
-    order_ref: str
-    strategy_id: str = ""
-    client_order_id: str = ""
+    exec_id: Ref
+    exec_key: Ref
+    order_ref: Ref
+    strategy_id: Word = ""
+    client_order_id: Id = ""
     ib_order_id: int = 0
     perm_id: int = 0
     instrument: Instrument
@@ -453,8 +559,8 @@ class FillEvent(Base, frozen=True, kw_only=True):
     price: float
     cum_quantity: float = 0.0
     avg_price: float = 0.0
-    exec_time: str = ""
-    account: str = ""
+    exec_time: Word = ""
+    account: Word = ""
     is_correction: bool = False
     replayed: bool = False
 
@@ -462,12 +568,12 @@ class FillEvent(Base, frozen=True, kw_only=True):
 class CommissionEvent(Base, frozen=True, kw_only=True):
     """``commission.<symbol>``: IB's commission report for one execution."""
 
-    exec_id: str
-    exec_key: str
-    order_ref: str = ""
-    symbol: str = ""
+    exec_id: Ref
+    exec_key: Ref
+    order_ref: Ref = ""
+    symbol: Word = ""
     commission: float
-    currency: str = ""
+    currency: Word = ""
     realized_pnl: float | None = None
 
 
@@ -475,7 +581,7 @@ class OrderUpdate(Base, frozen=True, kw_only=True):
     """``order.<strategy>``: the order manager's view after each change (what strategies consume)."""
 
     order: OrderView
-    change: str = "status"
+    change: Word = "status"
 
 
 #: Symbol as it travels in high-rate events the gateway alone publishes (the proxy's ACL keeps others off
@@ -494,7 +600,7 @@ class TickEvent(Base, frozen=True, kw_only=True):
     bid_size: float | None = None
     ask_size: float | None = None
     last_size: float | None = None
-    ib_time: str = ""
+    ib_time: Word = ""
 
 
 class PositionEvent(Base, frozen=True, kw_only=True):
@@ -506,8 +612,8 @@ class PositionEvent(Base, frozen=True, kw_only=True):
 class AccountValuesEvent(Base, frozen=True, kw_only=True):
     """``account.values``: account values (NetLiquidation, TotalCashValue, ...) as IB reports them."""
 
-    account: str
-    values: list[AccountValue]
+    account: Word
+    values: Annotated[list[AccountValue], Meta(max_length=MAX_ACCOUNT_VALUES)]
 
 
 class ConnectionStateEvent(Base, frozen=True, kw_only=True):
@@ -515,10 +621,10 @@ class ConnectionStateEvent(Base, frozen=True, kw_only=True):
 
     state: ConnectionStateName
     ib_code: int | None = None
-    message: str = ""
-    mode: str = ""
+    message: Text = ""
+    mode: Word = ""
     server_version: int = 0
-    accounts: list[str] = []
+    accounts: Annotated[list[Word], Meta(max_length=MAX_KEYED_ENTRIES)] = []
 
 
 class TradingStateEvent(Base, frozen=True, kw_only=True):
@@ -533,10 +639,10 @@ class TradingStateEvent(Base, frozen=True, kw_only=True):
     scope: Scope
     state: TradingState
     epoch: int
-    reason: str = ""
-    origin: str = ""
+    reason: Text = ""
+    origin: Ref = ""
     cause: TradingCause | None = None
-    kill_id: str = ""
+    kill_id: Id = ""
 
     def __post_init__(self) -> None:
         _check_scope(self.scope)
@@ -545,12 +651,13 @@ class TradingStateEvent(Base, frozen=True, kw_only=True):
 class Kill(Base, frozen=True, kw_only=True):
     """Kill switch: halt (scope ``all``) or halt one scope, then cancel every working order in it. Also a request."""
 
-    kill_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    kill_id: RequiredId
     scope: Scope = "all"
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
-    origin: str = ""
+    reason: Reason
+    origin: Ref = ""
 
     def __post_init__(self) -> None:
+        _check_reason("reason", self.reason)
         _check_scope(self.scope)
 
 
@@ -558,32 +665,34 @@ class Resume(Base, frozen=True, kw_only=True):
     """Explicit return to ACTIVE after a kill or a breaker. Also a request."""
 
     scope: Scope = "all"
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
-    origin: str = ""
+    reason: Reason
+    origin: Ref = ""
 
     def __post_init__(self) -> None:
+        _check_reason("reason", self.reason)
         _check_scope(self.scope)
 
 
 class EmergencyCancel(Base, frozen=True, kw_only=True):
     """Cancel every working order in ``scope`` without halting (the risk governor's breaker action)."""
 
-    command_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    command_id: RequiredId
     scope: Scope = "all"
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
-    origin: str = ""
+    reason: Reason
+    origin: Ref = ""
 
     def __post_init__(self) -> None:
+        _check_reason("reason", self.reason)
         _check_scope(self.scope)
 
 
 class RiskDecisionEvent(Base, frozen=True, kw_only=True):
     """``risk.decision.<strategy>``: every pre-trade decision, for audit and monitoring."""
 
-    order_ref: str
+    order_ref: Ref
     approved: bool
-    code: str
-    reason: str = ""
+    code: Word
+    reason: Text = ""
     check_ns: int = 0
 
 
@@ -592,9 +701,9 @@ class Alert(Base, frozen=True, kw_only=True):
 
     kind: Name
     severity: AlertSeverity = "warning"
-    message: str
-    source: str = ""
-    detail: dict[str, str] = {}
+    message: Text
+    source: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)] = ""
+    detail: Detail = {}
     #: when it was raised (UTC ns); 0 = unknown (the monitor fills it from the envelope)
     wall_ns: int = 0
 
@@ -602,46 +711,49 @@ class Alert(Base, frozen=True, kw_only=True):
 class ReconciliationReport(Base, frozen=True, kw_only=True):
     """``recon.<actor>``: what a reconciliation against IB found and did."""
 
-    actor: str
+    actor: Word
     open_orders: int = 0
     replayed_fills: int = 0
-    unknown_orders: list[str] = []
-    missing_orders: list[str] = []
-    position_drift: dict[str, float] = {}
+    unknown_orders: Annotated[list[Ref], Meta(max_length=MAX_KEYED_ENTRIES)] = []
+    missing_orders: Annotated[list[Ref], Meta(max_length=MAX_KEYED_ENTRIES)] = []
+    position_drift: Annotated[dict[Ref, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: for the instruments in ``position_drift``: strategy -> instrument -> what its books hold (the portfolio)
-    strategy_positions: dict[str, dict[str, float]] = {}
+    strategy_positions: Annotated[
+        dict[Word, Annotated[dict[Ref, float], Meta(max_length=MAX_NESTED_ENTRIES)]],
+        Meta(max_length=MAX_NESTED_ENTRIES),
+    ] = {}
     ok: bool = True
-    detail: str = ""
+    detail: Text = ""
 
 
 class PortfolioSnapshot(Base, frozen=True, kw_only=True):
     """``portfolio.snapshot``: the portfolio actor's account summary and positions, per-strategy P&L."""
 
-    account: str = ""
-    currency: str = ""
+    account: Word = ""
+    currency: Word = ""
     net_liquidation: float | None = None
     total_cash: float | None = None
     buying_power: float | None = None
     realized_pnl: float = 0.0
     unrealized_pnl: float = 0.0
-    positions: list[Position] = []
+    positions: Annotated[list[Position], Meta(max_length=MAX_POSITIONS)] = []
     #: per strategy: today's realized P&L plus the unrealized P&L of its open positions (against average cost)
-    strategy_pnl: dict[str, float] = {}
+    strategy_pnl: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: per strategy: realized P&L of the current trading day (net of commissions)
-    strategy_realized: dict[str, float] = {}
+    strategy_realized: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: True once the portfolio has applied a gateway snapshot (before that it only knows what it heard)
     reconciled: bool = False
     as_of_wall_ns: int = 0
     #: the trading day the books are in (``YYYY-MM-DD``, ``portfolio.trading_day``)
-    trading_day: str = ""
+    trading_day: Word = ""
 
 
 class GapReport(Base, frozen=True, kw_only=True):
     """``bus.gap``: a subscriber saw a sequence gap from a sender on a topic (messages were dropped)."""
 
-    subscriber: str
-    publisher: str
-    topic: str
+    subscriber: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)]
+    publisher: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)]
+    topic: Ref
     expected: int
     received: int
     missed: int
@@ -685,7 +797,10 @@ class ModifyOrder(Base, frozen=True, kw_only=True):
 class CancelOrder(Base, frozen=True, kw_only=True):
     strategy_id: StrategyId
     client_order_id: ClientOrderId
-    reason: str = ""
+    reason: OptionalReason = ""
+
+    def __post_init__(self) -> None:
+        _check_reason("reason", self.reason, required=False)
 
 
 class CancelAllOrders(Base, frozen=True, kw_only=True):
@@ -693,9 +808,10 @@ class CancelAllOrders(Base, frozen=True, kw_only=True):
 
     strategy_id: StrategyId
     symbol: Symbol | None = None
-    reason: str = ""
+    reason: OptionalReason = ""
 
     def __post_init__(self) -> None:
+        _check_reason("reason", self.reason, required=False)
         _check_symbol("symbol", self.symbol)
 
 
@@ -705,9 +821,13 @@ class GetOrder(Base, frozen=True, kw_only=True):
 
 
 class ListOrders(Base, frozen=True, kw_only=True):
+    """Order manager: the orders matching, oldest first, one page at a time (``offset``; the reply says ``more``)."""
+
     strategy_id: StrategyId | None = None
     symbol: Symbol | None = None
     filter: Literal["open", "today", "all"] = "open"
+    offset: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=MAX_ORDERS_PER_REPLY)] = MAX_ORDERS_PER_REPLY
 
     def __post_init__(self) -> None:
         _check_symbol("symbol", self.symbol)
@@ -735,10 +855,11 @@ class CheckOrder(Base, frozen=True, kw_only=True):
 class SetTradingState(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     state: TradingState
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
-    origin: str = ""
+    reason: Reason
+    origin: Ref = ""
 
     def __post_init__(self) -> None:
+        _check_reason("reason", self.reason)
         _check_scope(self.scope)
 
 
@@ -746,8 +867,11 @@ class EnableStrategy(Base, frozen=True, kw_only=True):
     """Re-enable a strategy disabled by the repeated-execution throttle or a breaker."""
 
     strategy_id: StrategyId
-    reason: Annotated[str, Meta(min_length=1, max_length=500)]
-    origin: str = ""
+    reason: Reason
+    origin: Ref = ""
+
+    def __post_init__(self) -> None:
+        _check_reason("reason", self.reason)
 
 
 class GetRiskState(Base, frozen=True, kw_only=True):
@@ -779,17 +903,21 @@ class AmendOrder(Base, frozen=True, kw_only=True):
 class CancelIbOrder(Base, frozen=True, kw_only=True):
     """Gateway: cancel one order by its orderRef (cancels always pass, even when HALTED)."""
 
-    order_ref: str
-    reason: str = ""
+    order_ref: Ref
+    reason: OptionalReason = ""
+
+    def __post_init__(self) -> None:
+        _check_reason("reason", self.reason, required=False)
 
 
 class CancelScope(Base, frozen=True, kw_only=True):
     """Gateway: cancel every working order in ``scope`` (no halt)."""
 
     scope: Scope = "all"
-    reason: str = ""
+    reason: OptionalReason = ""
 
     def __post_init__(self) -> None:
+        _check_reason("reason", self.reason, required=False)
         _check_scope(self.scope)
 
 
@@ -797,7 +925,7 @@ class GetSnapshot(Base, frozen=True, kw_only=True):
     """Gateway: open orders, executions (since ``exec_since`` if given, IB time ``YYYYMMDD HH:MM:SS``), positions,
     account values."""
 
-    exec_since: str = ""
+    exec_since: Word = ""
 
 
 class SubscribeMarketData(Base, frozen=True, kw_only=True):
@@ -834,22 +962,23 @@ class GetSystemStatus(Base, frozen=True, kw_only=True):
 
 
 class Pong(Base, frozen=True, kw_only=True):
-    actor: str
-    state: str = "RUNNING"
+    actor: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)]
+    state: Word = "RUNNING"
 
 
 class Ack(Base, frozen=True, kw_only=True):
-    detail: str = ""
+    detail: Text = ""
 
 
 class Rejected(Base, frozen=True, kw_only=True):
     """The typed error/rejection reply. ``code`` is machine-readable (``bad_request``, ``unknown_command``,
-    ``halted``, ``disconnected``, ``not_ready``, ``not_found``, ``unauthorized``, ``internal``, ``risk.<check>``...);
+    ``halted``, ``disconnected``, ``not_ready``, ``not_found``, ``unauthorized``, ``internal``, ``busy`` (refused for
+    load: retry later), ``expired``, ``orders.id_conflict``, ``risk.<check>``...);
     ``reason`` is for humans."""
 
-    code: str
-    reason: str
-    request_type: str = ""
+    code: Word
+    reason: Text
+    request_type: Word = ""
 
 
 class OrderReply(Base, frozen=True, kw_only=True):
@@ -858,13 +987,15 @@ class OrderReply(Base, frozen=True, kw_only=True):
 
 
 class OrderListReply(Base, frozen=True, kw_only=True):
-    orders: list[OrderView]
+    orders: Annotated[list[OrderView], Meta(max_length=MAX_ORDERS_PER_REPLY)]
+    #: True when more orders match than this reply holds (ListOrders: ask again with ``offset``)
+    more: bool = False
 
 
 class RiskDecision(Base, frozen=True, kw_only=True):
     approved: bool
-    code: str
-    reason: str = ""
+    code: Word
+    reason: Text = ""
     approval: Approval | None = None
     trading_state: TradingState = "ACTIVE"
 
@@ -872,19 +1003,19 @@ class RiskDecision(Base, frozen=True, kw_only=True):
 class RiskStateReply(Base, frozen=True, kw_only=True):
     global_state: TradingState
     epoch: int
-    strategy_states: dict[str, TradingState] = {}
-    disabled_strategies: list[str] = []
-    limits: dict[str, str] = {}
-    breakers: dict[str, str] = {}
+    strategy_states: Annotated[dict[Word, TradingState], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
+    disabled_strategies: Annotated[list[Word], Meta(max_length=MAX_KEYED_ENTRIES)] = []
+    limits: Annotated[dict[Ref, Text], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
+    breakers: Annotated[dict[Ref, Text], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: every scope that is not ACTIVE (``all``, ``strategy:<id>``, ``symbol:<symbol>``) with its state
-    scope_states: dict[str, TradingState] = {}
+    scope_states: Annotated[dict[Word, TradingState], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: False until the governor has its first gateway snapshot (it rejects with ``risk.not_ready`` until then)
     ready: bool = False
     #: the account exposure the checks use, per symbol: position, and quantity still working on each side
     #: (approved orders count from their approval on)
-    positions: dict[str, float] = {}
-    working_buy: dict[str, float] = {}
-    working_sell: dict[str, float] = {}
+    positions: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
+    working_buy: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
+    working_sell: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
 
 
 class TradingStateReply(Base, frozen=True, kw_only=True):
@@ -894,64 +1025,66 @@ class TradingStateReply(Base, frozen=True, kw_only=True):
 
     epoch: int
     global_state: TradingState
-    scopes: list[TradingStateEvent] = []
+    scopes: Annotated[list[TradingStateEvent], Meta(max_length=MAX_KEYED_ENTRIES)] = []
 
 
 class SubmitAck(Base, frozen=True, kw_only=True):
-    order_ref: str
+    order_ref: Ref
     ib_order_id: int
     perm_id: int = 0
-    status: str = "PendingSubmit"
+    status: Word = "PendingSubmit"
 
 
 class CancelReport(Base, frozen=True, kw_only=True):
     """Reply to Kill / EmergencyCancel / CancelScope: what was cancelled and whether anything is still working."""
 
-    command_id: str
+    command_id: Id
     scope: Scope
     trading_state: TradingState
     epoch: int
     cancelled: int
     remaining: int
-    remaining_order_refs: list[str] = []
+    remaining_order_refs: Annotated[list[Ref], Meta(max_length=MAX_KEYED_ENTRIES)] = []
     elapsed_ms: float = 0.0
     confirmed: bool = False
-    detail: str = ""
+    detail: Text = ""
 
     def __post_init__(self) -> None:
         _check_scope(self.scope)
 
 
 class GatewayStatus(Base, frozen=True, kw_only=True):
-    mode: str
+    mode: Word
     connection: ConnectionStateName
     trading_state: TradingState
     epoch: int
-    account: str = ""
+    account: Word = ""
     server_version: int = 0
     client_id: int = 0
     open_orders: int = 0
     last_ib_code: int | None = None
     reconnects: int = 0
     pacing_queue: int = 0
-    market_data: dict[str, int] = {}
+    market_data: Annotated[dict[Word, int], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: every latched scope (``all``, ``strategy:<id>``, ``symbol:<sym>``); ``trading_state`` is the global one
-    halted_scopes: list[str] = []
+    halted_scopes: Annotated[list[Word], Meta(max_length=MAX_KEYED_ENTRIES)] = []
 
 
 class GatewaySnapshot(Base, frozen=True, kw_only=True):
-    open_orders: list[IbOrder]
-    executions: list[FillEvent]
-    commissions: list[CommissionEvent] = []
-    positions: list[Position]
-    account_values: list[AccountValue]
-    account: str = ""
+    open_orders: Annotated[list[IbOrder], Meta(max_length=MAX_SNAPSHOT_ORDERS)]
+    executions: Annotated[list[FillEvent], Meta(max_length=MAX_SNAPSHOT_EXECUTIONS)]
+    commissions: Annotated[list[CommissionEvent], Meta(max_length=MAX_SNAPSHOT_EXECUTIONS)] = []
+    positions: Annotated[list[Position], Meta(max_length=MAX_POSITIONS)]
+    account_values: Annotated[list[AccountValue], Meta(max_length=MAX_ACCOUNT_VALUES)]
+    account: Word = ""
     connection: ConnectionStateName = "READY"
     as_of_wall_ns: int = 0
+    #: True when IB reported more executions than a snapshot holds (the oldest were left out)
+    truncated: bool = False
 
 
 class MarketDataAck(Base, frozen=True, kw_only=True):
-    symbol: str
+    symbol: Word
     con_id: int = 0
     subscribers: int = 0
 
@@ -961,31 +1094,31 @@ class AccountReply(Base, frozen=True, kw_only=True):
 
 
 class PositionsReply(Base, frozen=True, kw_only=True):
-    positions: list[Position]
+    positions: Annotated[list[Position], Meta(max_length=MAX_POSITIONS)]
 
 
 class SystemStatusReply(Base, frozen=True, kw_only=True):
-    actors: list[ActorHealth]
-    connection: str = ""
-    trading_state: str = ""
+    actors: Annotated[list[ActorHealth], Meta(max_length=MAX_ACTORS)]
+    connection: Word = ""
+    trading_state: Word = ""
     epoch: int = 0
-    alerts: list[Alert] = []
+    alerts: Annotated[list[Alert], Meta(max_length=MAX_RECENT)] = []
     gaps: int = 0
     rejects: int = 0
     #: latest executions seen on the bus, newest first (dashboards)
-    recent_fills: list[FillEvent] = []
+    recent_fills: Annotated[list[FillEvent], Meta(max_length=MAX_RECENT)] = []
     #: trading state per ``<origin>:<scope>`` (gateway kill latch, risk policy, per-strategy scopes)
-    trading_states: dict[str, str] = {}
+    trading_states: Annotated[dict[Ref, Word], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: counters the monitor keeps (orders, fills, rejects by source, gaps, missed messages, deaths, ...)
-    counters: dict[str, float] = {}
+    counters: Annotated[dict[Ref, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
 
 
 class ServiceStatus(Base, frozen=True, kw_only=True):
     """Generic status reply for actors without a richer one."""
 
-    actor: str
-    state: str
-    detail: dict[str, str] = {}
+    actor: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)]
+    state: Word
+    detail: Detail = {}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1076,12 +1209,12 @@ class Envelope(msgspec.Struct, Generic[B], frozen=True, kw_only=True):
     strategy that timed out must not find its order placed later behind its back); see ``bus/reqrep.py``."""
 
     v: int = SCHEMA_VERSION
-    sender: str
+    sender: Annotated[str, Meta(max_length=MAX_SENDER_LENGTH)]
     incarnation: int
     seq: int
     mono_ns: int
     wall_ns: int
-    request_id: str = ""
+    request_id: Id = ""
     deadline_wall_ns: int = 0
     body: B
 

@@ -205,8 +205,9 @@ class Publisher:
         finally:
             probe.close(0)
 
-    def close(self) -> None:
-        self.sock.close(0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; ``linger_ms`` gives what was just published (a goodbye) that long to leave."""
+        self.sock.close(linger_ms)
 
 
 class _SubscriberBase:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_args
@@ -26,21 +25,29 @@ import zmq.asyncio
 from loguru import logger
 
 from bus import sockets
+from bus.admission import NORMAL, PRIORITY, WAIT, Admission, Limits
 from bus.authz import authorize
 from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
+from bus.dedup import ReplyCache
 from bus.messages import (
+    BUSY_CODE,
+    MAX_TEXT_LENGTH,
     CancelAllOrders,
     CancelIbOrder,
     CancelOrder,
     CancelScope,
     EmergencyCancel,
     Envelope,
+    GetStatus,
+    GetSystemStatus,
     Kill,
+    Ping,
     Rejected,
     Reply,
     Request,
     tag_of,
 )
+from bus.replies import ReplySender
 
 if TYPE_CHECKING:
     from bus.security import Security
@@ -61,11 +68,9 @@ RUN_WHEN_LATE: frozenset[type] = frozenset(
 #: A closing service keeps its socket this long for replies still queued (the answer to the request that made
 #: the actor fault, or ones sent just before a SIGTERM); a reply to a vanished caller is dropped at once anyway.
 REPLY_FLUSH_LINGER_MS = 250
-#: How many finished replies a service remembers for de-duplication, for how long, and how many bytes at most (a
-#: few large replies, e.g. snapshots, must not pin gigabytes).
-DEDUP_CAPACITY = 50_000
-DEDUP_TTL_S = 600.0
-DEDUP_MAX_BYTES = 64 * 1024 * 1024
+#: Requests admitted past a full shared pool (never past their caller's own limit): status probes, and the commands
+#: that only make things safer.
+ALWAYS_ADMITTED: frozenset[type] = RUN_WHEN_LATE | frozenset({Ping, GetStatus, GetSystemStatus})
 #: Every message a handler may answer with (anything else is a handler bug: answered ``Rejected(internal)``).
 REPLY_TYPES = get_args(Reply)
 
@@ -79,6 +84,13 @@ class RequestTimeout(Exception):
         self.request_type = request_type
         self.attempts = attempts
         self.elapsed_s = elapsed_s
+
+
+def bad_reply(service: str, exc: DecodeError) -> Rejected:
+    """What a call returns when its reply arrived but is not a valid reply (a service's bug: say so, typed)."""
+    return Rejected(
+        code="bad_reply", reason=f"{service} answered with an invalid reply: {exc.reason}"[:MAX_TEXT_LENGTH]
+    )
 
 
 def new_request_id() -> str:
@@ -109,51 +121,13 @@ class CallContext:
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
 
 
-class _Dedup:
-    """Finished replies by key (bounded, TTL) and in-flight calls by key."""
-
-    def __init__(
-        self, capacity: int = DEDUP_CAPACITY, ttl_s: float = DEDUP_TTL_S, max_bytes: int = DEDUP_MAX_BYTES
-    ) -> None:
-        self.capacity = capacity
-        self.ttl_s = ttl_s
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.done: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
-        self.inflight: dict[tuple[str, str], list[bytes]] = {}
-
-    def cached(self, key: tuple[str, str]) -> bytes | None:
-        hit = self.done.get(key)
-        if hit is None:
-            return None
-        if time.monotonic() - hit[0] > self.ttl_s:
-            del self.done[key]
-            self.bytes -= len(hit[1])
-            return None
-        return hit[1]
-
-    def remember(self, key: tuple[str, str], reply: bytes) -> None:
-        now = time.monotonic()
-        old = self.done.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old[1])
-        self.done[key] = (now, reply)
-        self.bytes += len(reply)
-        # oldest first: drop what expired, then whatever exceeds the count or byte budget (keeping the newest)
-        while self.done:
-            first_at, first_reply = next(iter(self.done.values()))
-            if (
-                now - first_at <= self.ttl_s
-                and len(self.done) <= self.capacity
-                and (self.bytes <= self.max_bytes or len(self.done) == 1)
-            ):
-                break
-            self.done.popitem(last=False)
-            self.bytes -= len(first_reply)
-
-
 class Service:
     """An asyncio ROUTER service. ``handler(ctx, body)`` returns a reply body (or raises; see error policy).
+
+    Admission (:mod:`bus.admission`): each caller has its own in-flight limit and the shared pool bounds the
+    total; request types in ``waiting`` (long waits answered from events) use the separate wait pools; a request
+    over a limit is answered ``Rejected(busy)`` at once. Replies (:mod:`bus.replies`): delivered, or counted and
+    logged as dropped. De-duplication (:mod:`bus.dedup`): bounded by bytes, keys included.
 
     Error policy: an exception in the handler is logged with the request type and id, the caller gets
     ``Rejected(code="internal")``, and ``on_error`` is told (actors count errors and exit when they repeat, so
@@ -171,52 +145,50 @@ class Service:
         allow_non_loopback: bool = False,
         security: Security | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-        max_inflight: int = 1000,
+        limits: Limits | None = None,
+        waiting: frozenset[type] = frozenset(),
     ) -> None:
         self.name = name
         self.handler = handler
         self.on_error = on_error
         self.stamper = stamper or Stamper(name)
+        self.waiting = waiting
         self._req = request_codec()
         self._rep = reply_codec()
-        self._dedup = _Dedup()
+        self._dedup = ReplyCache()
+        self.admission = Admission(limits or Limits())
         self._security = security
         self.sock = sockets.configure(ctx.socket(zmq.ROUTER))
-        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished caller must not raise on reply
+        self.replies = ReplySender(self.sock, name)
         self.endpoint = sockets.bind(self.sock, endpoint, allow_non_loopback=allow_non_loopback, security=security)
-        self._slots = asyncio.Semaphore(max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
         self.handled = 0
         self.rejected_frames = 0
         self.duplicates = 0
         self.expired = 0
 
+    def load_detail(self) -> dict[str, str]:
+        """The service's load for heartbeats and status: requests and waits in flight, refusals, dropped replies,
+        and ``saturated`` (why) while it is."""
+        return {**self.admission.detail(), "replies_dropped": str(self.replies.dropped)}
+
     def _send(self, identity: bytes, payload: bytes) -> None:
-        try:
-            self.sock.send_multipart([identity, payload], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            logger.warning("{}: reply dropped, caller's queue is full", self.name)
+        self.replies.send(identity, [payload])
 
     def _reject(self, identity: bytes, exc: DecodeError, route: list[bytes] | None = None) -> None:
         """Answer an undecodable request with a typed rejection; ``route`` echoes extra routing frames (a REQ
         caller's empty delimiter) so even a wrongly framed caller gets its answer instead of hanging."""
         self.rejected_frames += 1
         logger.warning(
-            "{}: rejected a bad request from {!r} (request {}): {}",
+            "{}: rejected a bad request from {!r} (request {!r}): {}",
             self.name,
-            exc.sender or "?",
-            exc.request_id or "?",
+            exc.sender[:64] or "?",
+            exc.request_id[:64] or "?",
             exc.reason,
         )
-        body = Rejected(code=exc.code, reason=exc.reason, request_type=exc.body_type)
-        payload = self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id))
-        if route:
-            try:
-                self.sock.send_multipart([identity, *route, payload], flags=zmq.NOBLOCK)
-            except zmq.Again:
-                logger.warning("{}: reply dropped, caller's queue is full", self.name)
-        else:
-            self._send(identity, payload)
+        body = Rejected(code=exc.code, reason=exc.reason[:MAX_TEXT_LENGTH], request_type=exc.body_type[:64])
+        payload = self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id[:64]))
+        self.replies.send(identity, [*(route or []), payload])
 
     def _reject_framing(self, identity: bytes, frames: list[Any]) -> None:
         """A request that is not [identity, envelope]: reject it, naming the request when its last frame decodes."""
@@ -240,6 +212,27 @@ class Service:
             route=[f.bytes for f in frames[1:-1]],
         )
 
+    def _busy(self, identity: bytes, env: Envelope[Any], caller: bytes, why: str) -> None:
+        """Refuse for load: a typed ``busy`` answer at once (never a queue, never silence)."""
+        self.admission.refused_now(caller, why, env.sender)
+        rtype = tag_of(type(env.body))
+        if self.admission.refused == 1 or self.admission.refused % 1000 == 0:
+            logger.warning(
+                "{}: refused {} from {} for load: {} ({} refused in total)",
+                self.name,
+                rtype,
+                env.sender,
+                why,
+                self.admission.refused,
+            )
+        body = Rejected(code=BUSY_CODE, reason=f"{self.name} is busy: {why}; retry later", request_type=rtype)
+        self._send(identity, self._rep.encode(self.stamper.stamp(body, request_id=env.request_id)))
+
+    def _kind(self, body: Any) -> str:
+        if type(body) in self.waiting:
+            return WAIT
+        return PRIORITY if type(body) in ALWAYS_ADMITTED else NORMAL
+
     async def run(self) -> None:
         """Serve until cancelled."""
         try:
@@ -261,6 +254,7 @@ class Service:
                 except DecodeError as exc:
                     self._reject(identity, exc)
                     continue
+                del msg, frame
                 key = (env.sender, env.request_id)
                 if env.request_id:
                     cached = self._dedup.cached(key)
@@ -268,16 +262,24 @@ class Service:
                         self.duplicates += 1
                         self._send(identity, cached)
                         continue
-                    waiting = self._dedup.inflight.get(key)
-                    if waiting is not None:
+                    if self._dedup.join(key, identity):  # the same caller retrying gets one answer, not one per try
                         self.duplicates += 1
-                        if identity not in waiting:  # the same caller retrying gets one answer, not one per try
-                            waiting.append(identity)
                         continue
-                    self._dedup.inflight[key] = [identity]
-                await self._slots.acquire()
+                # whose limit: the authenticated identity, else the connection (never what the message claims)
+                caller = user_id.encode() if user_id else identity
+                kind = self._kind(env.body)
+                why = self.admission.refusal(caller, kind)
+                if why is not None:
+                    await asyncio.sleep(0)  # let finished calls release their slots first, then decide
+                    why = self.admission.refusal(caller, kind)
+                    if why is not None:
+                        self._busy(identity, env, caller, why)
+                        continue
+                if env.request_id:
+                    self._dedup.start(key, identity)
+                self.admission.start(caller, kind, env.sender)
                 ctx = CallContext(sender=env.sender, request_id=env.request_id, user_id=user_id, envelope=env)
-                task = asyncio.create_task(self._serve(ctx, identity, key))
+                task = asyncio.create_task(self._serve(ctx, identity, key, caller, kind))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
@@ -291,7 +293,7 @@ class Service:
             return 0.0
         return (time.time_ns() - env.deadline_wall_ns) / 1e9 - DEADLINE_ALLOWANCE_S
 
-    async def _serve(self, ctx: CallContext, identity: bytes, key: tuple[str, str]) -> None:
+    async def _serve(self, ctx: CallContext, identity: bytes, key: tuple[str, str], caller: bytes, kind: str) -> None:
         body = ctx.envelope.body
         try:
             try:
@@ -329,22 +331,27 @@ class Service:
                     "{}: handler failed on {} (request {}): {}", self.name, tag_of(type(body)), ctx.request_id, exc
                 )
                 reply = Rejected(
-                    code="internal", reason=f"{type(exc).__name__}: {exc}", request_type=tag_of(type(body))
+                    code="internal",
+                    reason=f"{type(exc).__name__}: {exc}"[:MAX_TEXT_LENGTH],
+                    request_type=tag_of(type(body)),
                 )
                 payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
                 if self.on_error is not None:
                     self.on_error(exc)
             self.handled += 1
             if ctx.request_id:
-                self._dedup.remember(key, payload)
-                for ident in self._dedup.inflight.pop(key, [identity]):
+                self._dedup.remember(key, payload, deadline_wall_ns=ctx.envelope.deadline_wall_ns)
+                for ident in self._dedup.finish(key) or [identity]:
                     self._send(ident, payload)
             else:
                 self._send(identity, payload)
         finally:
-            self._slots.release()
+            if ctx.request_id:
+                self._dedup.finish(key)  # cancelled before its reply: nobody waits on it any more
+            self.admission.finish(caller, kind)
 
     def close(self) -> None:
+        self.replies.close()
         self.sock.close(linger=REPLY_FLUSH_LINGER_MS)
 
 
@@ -360,11 +367,14 @@ def _expire(waiter: asyncio.Future[Any]) -> None:
 def _client_socket(
     ctx: zmq.Context[sockets.SocketT], endpoint: str, security: Security | None, server_key: str | bytes | None
 ) -> sockets.SocketT:
-    """A DEALER for one service. IMMEDIATE: requests queue only on a live connection, so while the service is down
-    a send waits (bounded by the attempt's timeout) instead of piling up stale requests that a restarted service
-    would execute long after their caller gave up."""
+    """A DEALER for one service. Not ``ZMQ_IMMEDIATE``: with it, libzmq tears down the connection's pipe the moment
+    the service's end closes, dropping replies that have arrived but were not read yet (the answer to the request
+    that made an actor fault, sent just before it exited, was lost that way about one time in three). Requests a
+    caller queues while the service is down are harmless: each carries its caller's deadline, and a service does
+    not start one that arrives after it (``Rejected(expired)``; only kills and cancels run late); retries share a
+    request id, so the service runs them once. The send queue is bounded by the HWM: beyond it a send waits at
+    most the attempt's timeout."""
     sock = sockets.configure(ctx.socket(zmq.DEALER))
-    sock.setsockopt(zmq.IMMEDIATE, 1)
     sockets.connect(sock, endpoint, security=security, server_key=server_key)
     return sock
 
@@ -407,6 +417,9 @@ class AsyncClient(_ClientBase):
                 env = self._rep.decode(frames[-1])
             except DecodeError as exc:
                 logger.warning("client of {}: undecodable reply: {}", self.service, exc.reason)
+                fut = self._waiting.get(exc.request_id) if exc.request_id else None
+                if fut is not None and not fut.done():  # the caller gets a typed answer, not a timeout
+                    fut.set_result(bad_reply(self.service, exc))
                 continue
             fut = self._waiting.get(env.request_id)
             if fut is not None and not fut.done():
@@ -535,6 +548,8 @@ class SyncClient(_ClientBase):
                     env = self._rep.decode(frames[-1])
                 except DecodeError as exc:
                     logger.warning("client of {}: undecodable reply: {}", self.service, exc.reason)
+                    if exc.request_id == rid:  # the caller gets a typed answer, not a timeout
+                        return bad_reply(self.service, exc)
                     continue
                 if env.request_id == rid:
                     return env.body

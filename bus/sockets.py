@@ -11,6 +11,10 @@ Every Khazad socket is made here so the reliability settings cannot be forgotten
   and with libzmq <= 4.3.5 the reconnect can abort the subscriber process (``Assertion failed: _input_stopped``,
   zeromq/libzmq#3937 and #4767; reproduced here with a stalled SUB at a tiny HWM). Liveness on the event bus is
   the application heartbeat (``hb.<name>``, :mod:`bus.heartbeat`); TCP keepalive finds dead hosts without reading;
+* ``ZMQ_MAXMSGSIZE`` on every socket, by what it receives (the limits live with the bounds they follow from, in
+  :mod:`bus.messages`): a service's ROUTER reads requests, a client's DEALER replies, SUB/XSUB events, PUB/XPUB
+  only subscriptions. libzmq checks a frame's size in its header and drops the connection before it reads the
+  frame into memory, so a 50 MB frame costs a receiver nothing;
 * binding a non-loopback address is refused unless the configuration allows it explicitly (and has CURVE).
 """
 
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import zmq
 
 from bus.config import ConfigError, endpoint_host, is_loopback_host
+from bus.messages import MAX_CONTROL_BYTES, MAX_EVENT_BYTES, MAX_REPLY_BYTES, MAX_REQUEST_BYTES
 
 if TYPE_CHECKING:
     from bus.security import Security
@@ -40,22 +45,39 @@ TCP_KEEPALIVE_INTVL_S = 2
 TCP_KEEPALIVE_CNT = 3
 #: Socket types whose input may stall by design (pub/sub): no ZMTP heartbeats on them (see module docstring).
 NO_ZMTP_HEARTBEAT_TYPES = frozenset({zmq.PUB, zmq.SUB, zmq.XPUB, zmq.XSUB})
+#: Largest frame each socket type accepts (ZMQ_MAXMSGSIZE), from what it receives (see module docstring).
+MAX_MESSAGE_SIZE: dict[int, int] = {
+    zmq.ROUTER: MAX_REQUEST_BYTES,
+    zmq.DEALER: MAX_REPLY_BYTES,
+    zmq.SUB: MAX_EVENT_BYTES,
+    zmq.XSUB: MAX_EVENT_BYTES,
+    zmq.PUB: MAX_CONTROL_BYTES,
+    zmq.XPUB: MAX_CONTROL_BYTES,
+}
 
 #: A plain or an asyncio socket: configure() hands back the type it was given.
 SocketT = TypeVar("SocketT", bound="zmq.Socket[Any]")
 
 
 def configure(
-    sock: SocketT, *, sndhwm: int | None = None, rcvhwm: int | None = None, zmtp_heartbeat: bool | None = None
+    sock: SocketT,
+    *,
+    sndhwm: int | None = None,
+    rcvhwm: int | None = None,
+    zmtp_heartbeat: bool | None = None,
+    max_message_size: int | None = None,
 ) -> SocketT:
-    """Apply the bus socket policy. ``zmtp_heartbeat`` None means: on for request/reply, off for pub/sub."""
+    """Apply the bus socket policy. ``zmtp_heartbeat`` None means: on for request/reply, off for pub/sub;
+    ``max_message_size`` None means the socket type's limit (:data:`MAX_MESSAGE_SIZE`)."""
     sock.setsockopt(zmq.LINGER, 0)
+    kind = sock.getsockopt(zmq.TYPE)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size or MAX_MESSAGE_SIZE.get(kind, MAX_CONTROL_BYTES))
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
     if zmtp_heartbeat is None:
-        zmtp_heartbeat = sock.getsockopt(zmq.TYPE) not in NO_ZMTP_HEARTBEAT_TYPES
+        zmtp_heartbeat = kind not in NO_ZMTP_HEARTBEAT_TYPES
     if zmtp_heartbeat:
         sock.setsockopt(zmq.HEARTBEAT_IVL, ZMQ_HEARTBEAT_IVL_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMQ_HEARTBEAT_TIMEOUT_MS)

@@ -2,8 +2,12 @@
 
 The ``Kill`` goes straight to the gateway as an acknowledged request (the reply is a ``CancelReport``), to the risk
 governor (so the policy side halts even if the bus copy is lost) and on the bus (``control.kill``, confirmed by
-seeing it come back through the proxy). All three legs run at the same time, each bounded. The exit code says what
-the gateway confirmed (:mod:`cli.exit_codes`): 0 confirmed, 2 unreachable, 3 not confirmed, 4 refused, 78 config.
+seeing it come back through the proxy). All three legs run at the same time, each bounded, and each is reported
+with its own state. The kill answers when the gateway has: the other legs get at most :data:`STRAGGLER_GRACE_S`
+more, then show as ``pending`` (a SIGSTOPped governor cannot hold the answer back). The exit code says what the
+gateway confirmed (:mod:`cli.exit_codes`): 0 confirmed (halted, nothing working; a pending or failed risk or bus
+leg is a warning, not a failure: the halt at the gateway is what stops orders reaching IB), 2 unreachable, 3 not
+confirmed, 4 refused, 78 config.
 (argparse also exits 2 on a usage error; it prints the usage, the kill prints ``KILL NOT CONFIRMED``.)
 
 :func:`send_kill` is the same kill for scripts, the dashboard (``khazad top``), the chaos tests and the benchmarks.
@@ -23,7 +27,7 @@ import msgspec
 from bus import topics
 from bus.codec import validate
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
-from bus.messages import CancelReport, Kill, tag_of
+from bus.messages import CancelReport, Kill, Rejected, tag_of
 from cli.args import SCOPE_HELP, add_common, non_negative_int
 from cli.exit_codes import EXIT_NOT_CONFIRMED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from cli.output import err, new_console, print_json, print_legs
@@ -31,6 +35,9 @@ from cli.session import BROADCAST_TIMEOUT_S, Leg, Session, broadcast_leg, load, 
 
 #: Retries of the kill request to the gateway (same request id: the gateway runs the kill once).
 KILL_RETRIES = 1
+#: Once the gateway has answered, the other legs (risk, broadcast) get at most this long before the kill answers
+#: with them as ``pending``: the halt at the gateway is what makes the kill, a stuck governor must not delay it.
+STRAGGLER_GRACE_S = 1.0
 
 
 @dataclass
@@ -109,19 +116,37 @@ def send_kill(
     start = time.monotonic()
 
     async def job(session: Session) -> KillOutcome:
-        gateway, risk, bus = await asyncio.gather(
-            request_leg("gateway", session.client("gateway").call(kill)),
+        gateway_leg = asyncio.create_task(request_leg("gateway", session.client("gateway").call(kill)))
+        others = {
             # the governor halts, then forwards an emergency cancel to the gateway and reports on it: same budget
-            request_leg("risk", session.client("risk").call(kill)),
-            broadcast_leg(
-                session,
-                topics.KILL,
-                kill,
-                lambda b: isinstance(b, Kill) and b.kill_id == kill.kill_id,
-                broadcast_timeout_s,
+            "risk": asyncio.create_task(request_leg("risk", session.client("risk").call(kill))),
+            f"bus:{topics.KILL}": asyncio.create_task(
+                broadcast_leg(
+                    session,
+                    topics.KILL,
+                    kill,
+                    lambda b: isinstance(b, Kill) and b.kill_id == kill.kill_id,
+                    broadcast_timeout_s,
+                )
             ),
-        )
-        return KillOutcome(command=kill, gateway=gateway, risk=risk, bus=bus)
+        }
+        gateway = await gateway_leg
+        # the gateway's answer is the kill's answer: a stuck leg gets at most STRAGGLER_GRACE_S more, then it is
+        # reported pending (its request stays valid: the governor still halts when it runs again)
+        await asyncio.wait(others.values(), timeout=STRAGGLER_GRACE_S)
+        legs: dict[str, Leg] = {}
+        for target, task in others.items():
+            if task.done():
+                legs[target] = task.result()
+            else:
+                task.cancel()
+                legs[target] = Leg(
+                    target,
+                    status="pending",
+                    detail=f"no answer within {STRAGGLER_GRACE_S:g}s of the gateway's (the command stays sent)",
+                )
+        await asyncio.gather(*others.values(), return_exceptions=True)
+        return KillOutcome(command=kill, gateway=gateway, risk=legs["risk"], bus=legs[f"bus:{topics.KILL}"])
 
     outcome: KillOutcome = run_session(cfg, per_attempt, retries, job)
     outcome.elapsed_s = time.monotonic() - start
@@ -167,11 +192,18 @@ def _cmd_kill(args: argparse.Namespace) -> int:
             EXIT_NOT_CONFIRMED: "the gateway could not confirm that nothing is working",
             EXIT_REFUSED: "the gateway refused the command",
         }[outcome.exit_code]
-        err(
-            f"KILL NOT CONFIRMED: {why}: {outcome.gateway.detail}\n"
-            "Orders may still be working at IB. Re-run `khazad kill`, check `khazad orders` and `khazad status`, "
-            "and if the gateway stays unreachable cancel in TWS / IB Gateway directly (Global Cancel)."
-        )
+        reply = outcome.gateway.reply
+        if isinstance(reply, Rejected) and reply.code == "unauthorized":
+            advice = (
+                "This key is not authorized to kill: use the operator's key (see `khazad keys list`). "
+                "Nothing was halted by this command."
+            )
+        else:
+            advice = (
+                "Orders may still be working at IB. Re-run `khazad kill`, check `khazad orders` and `khazad status`, "
+                "and if the gateway stays unreachable cancel in TWS / IB Gateway directly (Global Cancel)."
+            )
+        err(f"KILL NOT CONFIRMED: {why}: {outcome.gateway.detail}\n{advice}")
     return outcome.exit_code
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from bus.codec import validate
 from bus.messages import GatewaySnapshot, GetSnapshot, IbOrder, ListOrders, OrderListReply, OrderView, parse_order_ref
-from cli.args import add_common
+from cli.args import add_common, non_negative_int
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED
 from cli.output import clock_time, err, new_console, num, print_json, qty
 from cli.session import query_cmd
@@ -141,7 +141,7 @@ def _cmd_orders(args: argparse.Namespace) -> int:
         return _cmd_external(args)
     flt: Literal["open", "today", "all"] = "all" if args.all else ("today" if args.today else "open")
     try:
-        body = validate(ListOrders(strategy_id=args.strategy, symbol=args.symbol, filter=flt))
+        body = validate(ListOrders(strategy_id=args.strategy, symbol=args.symbol, filter=flt, offset=args.offset))
     except ValueError as exc:
         err(f"khazad orders: invalid filter: {exc}")
         return EXIT_REFUSED
@@ -149,14 +149,26 @@ def _cmd_orders(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         return code
     if args.json:
-        print_json({"filter": flt, "strategy": args.strategy, "symbol": args.symbol, "orders": reply.orders})
+        print_json(
+            {
+                "filter": flt,
+                "strategy": args.strategy,
+                "symbol": args.symbol,
+                "offset": args.offset,
+                "more": reply.more,
+                "orders": reply.orders,
+            }
+        )
     else:
         what = (
             [flt]
             + ([f"strategy {args.strategy}"] if args.strategy else [])
             + ([f"symbol {args.symbol}"] if args.symbol else [])
         )
-        new_console().print(orders_table(reply.orders, f"orders ({', '.join(what)}): {len(reply.orders)}"))
+        console = new_console()
+        console.print(orders_table(reply.orders, f"orders ({', '.join(what)}): {len(reply.orders)}"))
+        if reply.more:
+            console.print(f"older orders match too: --offset {args.offset + len(reply.orders)}")
     return EXIT_OK
 
 
@@ -171,6 +183,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--external",
         action="store_true",
         help="orders working at the account that Khazad did not place (other client ids, TWS), as IB lists them",
+    )
+    p.add_argument(
+        "--offset", type=non_negative_int, default=0, help="skip this many of the newest (the reply holds 1,000)"
     )
     add_common(p, "request timeout (default bus.request_timeout_s)")
     p.set_defaults(handler=_cmd_orders)

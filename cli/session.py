@@ -35,6 +35,8 @@ from cli.output import err
 BROADCAST_TIMEOUT_S = 5.0
 #: CURVE key pair the CLI uses unless bus.curve.key_name names another (role ``operator``).
 CLI_KEY_NAME = "operator"
+#: How a broadcast that never got through the proxy's ready handshake is reported.
+HANDSHAKE_FAILED = "the proxy did not answer the ready handshake"
 
 
 def origin() -> str:
@@ -105,10 +107,12 @@ class Session:
             security=self.security,
             server_key=key,
         )
+        handshaken = False
         try:
             deadline = time.monotonic() + timeout_s
             await pub.wait_ready(bus.proxy_backend, timeout=timeout_s, security=self.security, server_key=key)
             await sub.wait_ready(pub, timeout=max(0.1, deadline - time.monotonic()))
+            handshaken = True
             if topic is None:
                 return
             pub.publish(topic, body)
@@ -117,11 +121,7 @@ class Session:
                 if match(env.body):
                     return
         except TimeoutError:  # asyncio's is the builtin since 3.11: the handshake's and wait_for's
-            what = (
-                "the proxy did not answer the ready handshake"
-                if topic is None
-                else f"{topic} was not seen back through the proxy"
-            )
+            what = HANDSHAKE_FAILED if not handshaken else f"{topic} was not seen back through the proxy"
             raise TimeoutError(f"{what} within {timeout_s:g}s") from None
         finally:
             sub.close()
@@ -150,7 +150,7 @@ class Leg:
 
     target: str
     ok: bool = False
-    status: str = "not_sent"  # confirmed | acknowledged | broadcast | unconfirmed | unreachable | rejected | error
+    status: str = "not_sent"  # confirmed | acknowledged | broadcast | pending | unconfirmed | unreachable | rejected | error
     detail: str = ""
     reply: Any = None
 
@@ -192,7 +192,16 @@ async def broadcast_leg(
         await session.broadcast(topic, body, match, timeout_s)
         leg.ok, leg.status, leg.detail = True, "broadcast", "seen back through the proxy"
     except TimeoutError as exc:
-        leg.status, leg.detail = "unconfirmed", f"{exc} (is the proxy running?)"
+        text = str(exc)
+        if text.startswith(HANDSHAKE_FAILED):
+            hint = (
+                "the proxy is down, or it refused this key (is it in the allow-list?)"
+                if session.security is not None and session.security.enabled
+                else "is the proxy running?"
+            )
+        else:  # the proxy answered the handshake: it runs, and did not forward this topic from this sender
+            hint = "the proxy is up but did not forward it: may this key publish it?"
+        leg.status, leg.detail = "unconfirmed", f"{text} ({hint})"
     except Exception as exc:  # see _request_leg
         leg.status, leg.detail = "error", f"{type(exc).__name__}: {exc}"
     return leg

@@ -1,6 +1,8 @@
 """``khazad status``: the monitor's system status or, when the monitor is down, what each service says about itself
 (every service of :data:`bus.registry.SERVICES`, and the proxy by a bus round trip). Exit 1 when something is
-down."""
+down or degraded: an actor not alive (an expected actor that stopped cleanly, LEFT, included: it should be
+running), or one whose service is saturated (DEGRADED: it refuses some callers for load). A strategy that left
+cleanly does not count."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import msgspec
 from bus import registry
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.messages import (
+    DEGRADED_STATE,
+    LEFT_STATE,
     ActorHealth,
     GatewayStatus,
     GetStatus,
@@ -35,6 +39,13 @@ from cli.session import Session, load, run_session
 STATUS_SERVICES = registry.SERVICE_NAMES
 
 
+def actor_ok(a: ActorHealth) -> bool:
+    """Whether one actor's health leaves the system healthy (see :attr:`StatusOutcome.healthy`)."""
+    if a.alive:
+        return a.state != DEGRADED_STATE
+    return a.state == LEFT_STATE and not a.expected
+
+
 @dataclass
 class StatusOutcome:
     """The system's status as ``khazad status`` shows it: the monitor's view, or each service's own answer."""
@@ -52,7 +63,9 @@ class StatusOutcome:
 
     @property
     def healthy(self) -> bool:
-        return not self.unreachable and all(a.alive for a in self.actors)
+        """Nothing unreachable, every actor alive and not saturated; a peer that is not expected (a strategy) and
+        left cleanly is no failure, an expected actor that left is down (it should be running)."""
+        return not self.unreachable and all(actor_ok(a) for a in self.actors)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +134,8 @@ async def _direct_status(session: Session) -> StatusOutcome:
                 if out.trading_state != "HALTED":
                     out.trading_state = detail["state"]
                 out.epoch = int(detail.get("epoch", "0") or 0)
+            if detail.get("saturated"):
+                state = DEGRADED_STATE
         elif isinstance(reply, RiskStateReply):
             detail = {"global_state": reply.global_state}
         elif isinstance(reply, Rejected):
@@ -185,7 +200,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for col in ("actor", "alive", "state", "pid", "last beat", "detail"):
         table.add_column(col, overflow="fold")
     for a in st.actors:
-        alive = "[green]yes[/]" if a.alive else "[bold red]NO[/]"
+        alive = "[green]yes[/]" if a.alive else ("left" if actor_ok(a) else "[bold red]NO[/]")
         beat = "" if a.last_beat_age_s is None else f"{a.last_beat_age_s:.1f}s ago"
         table.add_row(
             a.name, alive, a.state, str(a.pid or ""), beat, ", ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import (
+    LEFT_STATE,
     AccountReply,
     Alert,
     FillEvent,
@@ -213,7 +214,8 @@ def actors_table(data: Dashboard) -> Any:
         t.add_row("[red]monitor not answering[/]", "", "", "", "")
         return t
     for a in data.status.actors:
-        state = a.state if a.alive else f"[bold red]{a.state or 'DEAD'}[/]"
+        left_ok = not a.alive and a.state == LEFT_STATE and not a.expected  # a strategy that stopped cleanly
+        state = a.state if a.alive else (f"[dim]{a.state}[/]" if left_ok else f"[bold red]{a.state or 'DEAD'}[/]")
         if a.alive and a.state not in ("RUNNING", ""):
             state = f"[yellow]{a.state}[/]"
         age = "-" if a.last_beat_age_s is None else f"{a.last_beat_age_s:.1f}s"

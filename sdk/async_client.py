@@ -32,7 +32,9 @@ from loguru import logger
 from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
+from bus.heartbeat import GOODBYE_LINGER_MS
 from bus.messages import (
+    LEFT_STATE,
     AccountReply,
     Ack,
     CancelAllOrders,
@@ -149,6 +151,7 @@ class AsyncKhazadClient:
         self.gaps = 0
         self.started = False
         self.closed = False
+        self._goodbye_sent = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -217,6 +220,7 @@ class AsyncKhazadClient:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        self._say_goodbye()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -251,10 +255,31 @@ class AsyncKhazadClient:
             server_key=self._server_key(service),
         )
 
+    def _say_goodbye(self) -> None:
+        """The last heartbeat, in state LEFT: the monitor shows this strategy as left, not dead (no alert)."""
+        if not self.started or self.publisher is None:
+            return
+        try:
+            self.publisher.publish(
+                topics.heartbeat(self.name),
+                Heartbeat(
+                    actor=self.name,
+                    state=LEFT_STATE,
+                    pid=os.getpid(),
+                    interval_s=self.cfg.bus.heartbeat_interval_s,
+                    detail={"role": "strategy", "strategy_id": self.strategy_id},
+                ),
+            )
+            self._goodbye_sent = True
+        except zmq.ZMQError as exc:  # best effort: without it the monitor reports a death, the safe side
+            logger.warning("sdk: {} goodbye not sent: {}", self.name, exc)
+
     def _close_sockets(self) -> None:
-        for part in (self._orders, self._portfolio, self._gateway, self._risk, self.subscriber, self.publisher):
+        for part in (self._orders, self._portfolio, self._gateway, self._risk, self.subscriber):
             if part is not None:
                 part.close()
+        if self.publisher is not None:
+            self.publisher.close(GOODBYE_LINGER_MS if self._goodbye_sent else 0)
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
             self.ctx = None

@@ -4,7 +4,9 @@ An order or an amendment passes :meth:`OrderEntry.gate` (the connection is READY
 the risk governor's approval (:class:`~bus.approval.ApprovalVerifier`), then goes to IB through the pacer:
 
 * ``SubmitOrder``: at most one IB order per orderRef, across restarts too (the exec journal records the orderRef
-  before IB sees it); a duplicate answers :data:`~bus.messages.DUPLICATE_STATUS` with the existing ids. The order's
+  before IB sees it); a duplicate answers :data:`~bus.messages.DUPLICATE_STATUS` with the existing ids, but only
+  to an approval the gateway verified as the governor's signature over exactly that order (anything else is
+  refused first: nobody learns about an order without a genuine approval for it). The order's
   record is filed *before* the placeOrder is handed to the pacer, so the pacer's "sent" finds it (``transmitted``);
 * ``AmendOrder``: acknowledged (:data:`~bus.messages.AMENDMENT_SENT`) only once the amendment has left for IB
   (queued behind the pacer it would be lost with this process after the strategy was told it was sent). "Sent" is
@@ -113,6 +115,13 @@ class OrderEntry:
         spec = req.order
         ref = spec.order_ref
         rtype = tag_of(SubmitOrder)
+        # the approval must be the governor's signature over exactly this order before anything else is said about
+        # the order, "Duplicate" included (its expiry and single use are checked before a placement, below)
+        try:
+            self.verifier.verify_genuine(req.approval, spec, is_modify=False)
+        except ApprovalError as exc:
+            logger.warning("gateway: order {} refused: {} ({})", ref, exc.code, exc.reason)
+            return Rejected(code=exc.code, reason=exc.reason, request_type=rtype)
         inflight = self._placing.get(ref)
         if inflight is not None:
             await asyncio.shield(inflight)

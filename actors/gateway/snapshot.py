@@ -6,11 +6,23 @@ from __future__ import annotations
 
 import time
 
+from loguru import logger
+
 from actors.gateway.account import AccountFeed
 from actors.gateway.connection import ConnectionTracker
 from actors.gateway.convert import commission_event, error_text, exec_revision, fill_event, ib_order, parse_since
 from actors.gateway.ib import IB_REQUEST_TIMEOUT_S, IbSession
-from bus.messages import DONE_STATUSES, CommissionEvent, FillEvent, GatewaySnapshot, GetSnapshot, Rejected, tag_of
+from bus.messages import (
+    DONE_STATUSES,
+    MAX_SNAPSHOT_EXECUTIONS,
+    MAX_SNAPSHOT_ORDERS,
+    CommissionEvent,
+    FillEvent,
+    GatewaySnapshot,
+    GetSnapshot,
+    Rejected,
+    tag_of,
+)
 
 
 class SnapshotBuilder:
@@ -56,12 +68,30 @@ class SnapshotBuilder:
                 commissions.append(
                     commission_event(f.commissionReport, order_ref=f.execution.orderRef or "", symbol=f.contract.symbol)
                 )
+        open_orders = [
+            ib_order(t, status) for t in listed if (status := self.session.ib_status(t)) not in DONE_STATUSES
+        ]
+        truncated = len(executions) > MAX_SNAPSHOT_EXECUTIONS or len(commissions) > MAX_SNAPSHOT_EXECUTIONS
+        if truncated or len(open_orders) > MAX_SNAPSHOT_ORDERS:
+            # a snapshot nobody can read helps nobody: keep the newest executions (the ones a reconciliation is
+            # most likely missing) and say so
+            logger.error(
+                "gateway: snapshot clipped to the message bounds: {} open orders, {} executions, {} commissions "
+                "(bounds {} / {})",
+                len(open_orders),
+                len(executions),
+                len(commissions),
+                MAX_SNAPSHOT_ORDERS,
+                MAX_SNAPSHOT_EXECUTIONS,
+            )
+            open_orders = open_orders[:MAX_SNAPSHOT_ORDERS]
+            executions = executions[-MAX_SNAPSHOT_EXECUTIONS:]
+            commissions = commissions[-MAX_SNAPSHOT_EXECUTIONS:]
         return GatewaySnapshot(
-            open_orders=[
-                ib_order(t, status) for t in listed if (status := self.session.ib_status(t)) not in DONE_STATUSES
-            ],
+            open_orders=open_orders,
             executions=executions,
             commissions=commissions,
+            truncated=truncated,
             positions=self.account.positions(),
             account_values=self.account.account_values(),
             account=self.conn.account,

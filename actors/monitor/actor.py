@@ -4,7 +4,11 @@
   ``bus.heartbeat_liveness`` beats is declared dead (critical alert), one that beats again is back (info alert);
   an actor that restarts between two sweeps (new incarnation) is reported too. Alerts fire once per transition.
   An expected actor (``monitor.expected_actors``) that never reports within :data:`STARTUP_GRACE_S` is alerted
-  once.
+  once. A process that stops cleanly says goodbye (a last beat in state LEFT): it is shown as LEFT, audited, and
+  never alerted as dead; only a missed heartbeat raises ``actor_dead``. An *expected* actor that left is still not
+  running, so ``khazad status`` counts it as down; a strategy (not expected) that left is no failure.
+* **Saturation**: a live actor whose heartbeat ``detail`` carries ``saturated`` (its service refuses for load,
+  ``bus/admission.py``) is shown DEGRADED, and ``khazad status`` counts it as degraded.
 * **State**: the gateway's connection (``state.connection``); the trading states, per scope, of the risk governor
   (``state.trading``: the one authority, whose epoch is the system's) and of the gateway's halt latch (its
   heartbeats, ``detail["halted"]``), shown as ``risk:<scope>`` and ``gateway:<scope>``; refreshed from the
@@ -43,6 +47,11 @@ from bus.actor import Actor, Handler
 from bus.config import KhazadConfig
 from bus.heartbeat import LivenessTracker
 from bus.messages import (
+    DEGRADED_STATE,
+    LEFT_STATE,
+    MAX_ACTORS,
+    MAX_DETAIL_ENTRIES,
+    MAX_KEYED_ENTRIES,
     ActorHealth,
     Alert,
     AlertSeverity,
@@ -324,6 +333,9 @@ class MonitorActor(Actor):
 
     def _on_heartbeat(self, topic: str, env: Any, hb: Heartbeat) -> None:
         name = hb.actor or topic[len(topics.HEARTBEAT_PREFIX) :]
+        if hb.state == LEFT_STATE:
+            self._on_goodbye(name, env, hb)
+            return
         before = self.tracker.peers.get(name)
         restarted = before is not None and before.alive and before.incarnation != env.incarnation
         old_pid = before.pid if before is not None else 0
@@ -345,6 +357,7 @@ class MonitorActor(Actor):
                 self.raise_alert("actor_back", "info", f"{name} is back (pid {hb.pid})", actor=name, pid=str(hb.pid))
             else:
                 logger.info("monitor: {} reporting (pid {})", name, hb.pid)
+                self._prune_peers()
                 if name in self._never_seen_alerted:
                     self.raise_alert("actor_back", "info", f"{name} is reporting now (pid {hb.pid})", actor=name)
             if name in STATE_OWNERS:
@@ -365,6 +378,34 @@ class MonitorActor(Actor):
             )
             if name in STATE_OWNERS:
                 self._request_refresh()
+
+    def _on_goodbye(self, name: str, env: Any, hb: Heartbeat) -> None:
+        """A clean exit: shown as LEFT, audited, no alert (an expected actor that left still counts as down)."""
+        peer = self.tracker.peers.get(name)
+        if peer is not None and peer.left and peer.incarnation == env.incarnation:
+            return  # the same goodbye again
+        self.tracker.leave(name, pid=hb.pid, incarnation=env.incarnation, detail=hb.detail)
+        expected = name in self.expected
+        logger.info("monitor: {} left (pid {}, stopped cleanly){}", name, hb.pid, ": expected, now not running" if expected else "")
+        self._audit(
+            A.ACTOR_LEFT,
+            source=name,
+            summary=f"{name} stopped cleanly (pid {hb.pid})",
+            detail={"pid": hb.pid, "expected": expected},
+        )
+        self._prune_peers()
+
+    def _prune_peers(self) -> None:
+        """Keep the tracker within what a status reply can show: forget the peers not expected that went away
+        longest ago (left or dead first)."""
+        extra = len(self.tracker.peers) - MAX_ACTORS
+        if extra <= 0:
+            return
+        others = [p for n, p in self.tracker.peers.items() if n not in self.expected]
+        others.sort(key=lambda p: (p.alive, p.last_beat))
+        for peer in others[:extra]:
+            self.tracker.forget(peer.name)
+            self.rss.pop(peer.name, None)
 
     def _on_connection(self, ev: ConnectionStateEvent) -> None:
         self._connection_events += 1
@@ -690,24 +731,35 @@ class MonitorActor(Actor):
     def global_trading_state(self) -> str:
         return self.trading.global_state()
 
+    @staticmethod
+    def _shown_state(peer: Any) -> str:
+        """LEFT (said goodbye), DEAD (went silent), DEGRADED (alive, its service saturated), else its own."""
+        if peer.left:
+            return LEFT_STATE
+        if not peer.alive:
+            return "DEAD"
+        return DEGRADED_STATE if peer.detail.get("saturated") else peer.state
+
     def status(self) -> SystemStatusReply:
         actors = []
-        for name in self._names():
+        for name in self._names()[:MAX_ACTORS]:
             peer = self.tracker.peers.get(name)
+            expected = name in self.expected
             if peer is None:
-                actors.append(ActorHealth(name=name, alive=False, state="NOT SEEN"))
+                actors.append(ActorHealth(name=name, alive=False, state="NOT SEEN", expected=expected))
                 continue
             detail = dict(peer.detail)
-            if name in self.rss:
+            if name in self.rss and len(detail) < MAX_DETAIL_ENTRIES:
                 detail["rss_mb"] = f"{self.rss[name] / 1e6:.1f}"
             actors.append(
                 ActorHealth(
                     name=name,
                     alive=peer.alive,
-                    state=peer.state if peer.alive else "DEAD",
+                    state=self._shown_state(peer),
                     pid=peer.pid,
                     last_beat_age_s=round(self.tracker.age(name) or 0.0, 3),
                     detail=detail,
+                    expected=expected,
                 )
             )
         rejects = int(self.counters.get("rejects_risk", 0) + self.counters.get("rejects_gateway", 0))
@@ -720,7 +772,7 @@ class MonitorActor(Actor):
             gaps=int(self.counters.get("gaps", 0)),
             rejects=rejects,
             recent_fills=list(self.recent_fills),
-            trading_states=self.trading.as_dict(),
+            trading_states=dict(list(self.trading.as_dict().items())[:MAX_KEYED_ENTRIES]),
             counters=dict(sorted(self.counters.items())),
         )
 

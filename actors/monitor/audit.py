@@ -49,6 +49,7 @@ RISK_REJECT = "risk_reject"
 CONNECTION = "connection"
 ACTOR_DEAD = "actor_dead"
 ACTOR_BACK = "actor_back"
+ACTOR_LEFT = "actor_left"
 ALERT = "alert"
 RECONCILIATION = "reconciliation"
 

@@ -146,6 +146,9 @@ class OrderManager(Actor):
         }
     )
 
+    #: WaitOrder is answered from order events (the ledger's waiters): it never holds a request slot while it waits
+    waiting_requests: ClassVar[frozenset[type]] = frozenset({WaitOrder})
+
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
         super().__init__(cfg, name=name)
         self.ocfg = cfg.orders
@@ -283,14 +286,22 @@ class OrderManager(Actor):
         if denied is not None:
             return denied
         ledger = self.parts.ledger
+        # one page: the newest ``limit`` after the ``offset`` newest (oldest first in the reply); ``more``: older
+        # ones match too (a reply never exceeds what one message may hold)
         if req.filter == "open":
-            orders = sorted(ledger.working(strategy_id=strategy, symbol=req.symbol), key=lambda o: o.created_wall_ns)
+            working = sorted(ledger.working(strategy_id=strategy, symbol=req.symbol), key=lambda o: o.created_wall_ns)
+            end = max(0, len(working) - req.offset)
+            orders = working[max(0, end - req.limit) : end]
+            more = end > req.limit
         else:
             since = utc_midnight_ns() if req.filter == "today" else 0
-            stored = ledger.journal.query_orders(strategy_id=strategy, symbol=req.symbol, created_since_ns=since)
+            stored = ledger.journal.query_orders(
+                strategy_id=strategy, symbol=req.symbol, created_since_ns=since, limit=req.limit + 1, offset=req.offset
+            )
+            more = len(stored) > req.limit
             # memory is the same data (written through), but may hold changes of this very tick
-            orders = [ledger.records.get(o.order_ref, o) for o in reversed(stored)]
-        return OrderListReply(orders=[o.view(with_history=False) for o in orders])
+            orders = [ledger.records.get(o.order_ref, o) for o in reversed(stored[: req.limit])]
+        return OrderListReply(orders=[o.view(with_history=False) for o in orders], more=more)
 
     async def _wait(self, ctx: CallContext, req: WaitOrder) -> OrderReply | Rejected:
         order = self._owned(ctx, req)

@@ -19,7 +19,7 @@ from actors.orders.lifecycle import ManagedOrder
 from actors.orders.peers import Peers
 from actors.orders.pipeline import OrderPipeline
 from actors.orders.stages import Stage
-from bus.messages import OrderListReply, OrderReply, Rejected, tag_of
+from bus.messages import MAX_ORDERS_PER_REPLY, OrderListReply, OrderReply, Rejected, tag_of
 from bus.reqrep import RequestTimeout
 
 #: Gateway reply code for an orderRef it does not know (cancel of an order that never reached IB).
@@ -88,4 +88,5 @@ class OrderCanceller:
                 logger.opt(exception=res).error("orders: {} cancel failed: {}", order.order_ref, res)
             elif isinstance(res, Rejected):
                 logger.warning("orders: {} cancel refused: {}: {}", order.order_ref, res.code, res.reason)
-        return OrderListReply(orders=[o.view(with_history=False) for o in orders])
+        shown = orders[:MAX_ORDERS_PER_REPLY]  # all are cancelled; the reply names as many as one reply holds
+        return OrderListReply(orders=[o.view(with_history=False) for o in shown], more=len(orders) > len(shown))

@@ -374,7 +374,9 @@ class Journal:
         created_since_ns: int = 0,
         working_only: bool = False,
         limit: int = 10_000,
+        offset: int = 0,
     ) -> list[ManagedOrder]:
+        """Matching orders, newest first: at most ``limit`` after skipping the ``offset`` newest."""
         clauses: list[str] = []
         args: list[Any] = []
         if strategy_id is not None:
@@ -388,7 +390,7 @@ class Journal:
         elif created_since_ns:
             clauses.append("(created_wall_ns >= ? OR done = 0)")
             args.append(created_since_ns)
-        return self._select(" AND ".join(clauses), tuple(args), f"ORDER BY created_wall_ns DESC LIMIT {int(limit)}")
+        return self._select(" AND ".join(clauses), tuple(args), f"ORDER BY created_wall_ns DESC LIMIT {int(limit)} OFFSET {int(offset)}")
 
     def events(self, order_ref: str | None = None) -> list[EventRow]:
         sql = "SELECT id, wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload FROM events"

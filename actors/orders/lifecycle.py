@@ -31,6 +31,7 @@ import msgspec
 from actors.orders.stages import IllegalStageChange, Stage, check_stage_change
 from bus.messages import (
     DONE_STATUSES,
+    MAX_HISTORY,
     IB_STATUSES,
     KHAZAD_STATUSES,
     LIVE_STATUSES,
@@ -114,8 +115,8 @@ def _same_terms(spec: OrderSpec, terms: OrderTerms) -> bool:
     )
 
 
-#: History is capped so a long-lived order with thousands of partial fills stays small; the journal keeps all.
-MAX_HISTORY = 256
+#: History is capped (bus.messages.MAX_HISTORY: what an OrderView may carry) so a long-lived order with thousands
+#: of partial fills stays small; the journal keeps all. The first HISTORY_HEAD steps are always kept.
 HISTORY_HEAD = 16
 
 

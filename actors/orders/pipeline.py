@@ -20,7 +20,9 @@ closes it (GatewayRejected "interrupted: ..."). IB's report of an order wins ove
 during its risk check is at IB already and is not submitted again.
 
 Idempotency: (strategy_id, client_order_id) is the order's identity (its orderRef). A request for an identity
-already journalled returns that order with ``duplicate=True``; one whose placement is in flight joins it.
+already journalled with the same terms returns that order with ``duplicate=True``; one whose placement is in
+flight joins it. The same identity with different terms (another side, quantity, price, instrument...) is never
+the same order: it is refused, ``Rejected(orders.id_conflict)`` naming what differs, and nothing is placed.
 """
 
 from __future__ import annotations
@@ -45,11 +47,33 @@ from actors.orders.lifecycle import (
 from actors.orders.peers import Peers, RiskAnswer
 from actors.orders.stages import Stage
 from bus.messages import DUPLICATE_STATUS as GATEWAY_DUPLICATE_STATUS
-from bus.messages import IB_STATUSES, OrderReply, OrderView, PlaceOrder, Rejected, SubmitAck, tag_of
+from bus.messages import (
+    IB_STATUSES,
+    Instrument,
+    OrderReply,
+    OrderSpec,
+    OrderView,
+    PlaceOrder,
+    Rejected,
+    SubmitAck,
+    tag_of,
+)
 from bus.reqrep import RequestTimeout
 
 #: How long a PlaceOrder waits for the first reconciliation after a start before answering ``not_ready``.
 READY_WAIT_S = 3.0
+#: ``Rejected.code`` of a PlaceOrder whose client_order_id names an order with other terms.
+ID_CONFLICT_CODE = "orders.id_conflict"
+
+
+def spec_differences(old: OrderSpec, new: OrderSpec) -> list[str]:
+    """``field old -> new`` for every term in which ``new`` differs from ``old`` (the instrument as one term)."""
+    out = []
+    for name in old.__struct_fields__:
+        a, b = getattr(old, name), getattr(new, name)
+        if a != b:
+            out.append(f"{name} {a!r} -> {b!r}" if not isinstance(a, Instrument) else "instrument")
+    return out
 
 
 class OrderPipeline:
@@ -98,6 +122,8 @@ class OrderPipeline:
                     reason="order manager has not reconciled with the gateway yet; retry shortly",
                 )
             order = self.ledger.find(ref)
+        if order is not None and spec != order.spec:
+            return self._id_conflict(order.spec, req)
         task = self.inflight.placement(ref)
         if task is not None:
             self.ledger.journal_only(ref, "request", flag="duplicate_inflight", msg=req)
@@ -110,13 +136,22 @@ class OrderPipeline:
             logger.info("orders: {} retried after an interruption: resuming (risk check + submit)", ref)
             self.ledger.journal_only(ref, "request", flag="resume", msg=req, durable=True)
             return OrderReply(order=await self._run(order, resume=True), duplicate=True)
-        mismatch = spec != order.spec
-        self.ledger.journal_only(ref, "request", flag="duplicate_mismatch" if mismatch else "duplicate", msg=req)
-        if mismatch:
-            logger.warning("orders: {} duplicate client_order_id with a different order; returning the original", ref)
-        else:
-            logger.info("orders: {} duplicate request: returning the existing order ({})", ref, order.status)
+        self.ledger.journal_only(ref, "request", flag="duplicate", msg=req)
+        logger.info("orders: {} duplicate request: returning the existing order ({})", ref, order.status)
         return OrderReply(order=order.view(), duplicate=True)
+
+    def _id_conflict(self, existing: OrderSpec, req: PlaceOrder) -> Rejected:
+        """The client_order_id names an order with other terms: refused (journalled), nothing placed or changed."""
+        ref = existing.order_ref
+        diff = ", ".join(spec_differences(existing, req.order))
+        self.ledger.journal_only(ref, "request", flag="id_conflict", detail=diff, msg=req)
+        logger.warning("orders: {} refused: client_order_id reused with other terms ({})", ref, diff)
+        return Rejected(
+            code=ID_CONFLICT_CODE,
+            request_type=tag_of(PlaceOrder),
+            reason=f"client_order_id {req.order.client_order_id!r} is order {ref} with other terms ({diff}); "
+            "use a new client_order_id for a new order",
+        )
 
     async def _wait_ready(self) -> bool:
         try:

@@ -14,7 +14,7 @@ from bus import topics
 from bus.actor import EXIT_FAULTED, EXIT_OK, LIFECYCLE, MAX_ERRORS, Actor, ActorState
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.messages import Alert, GapReport, GetSystemStatus, Ping, Pong, Rejected, Resume
+from bus.messages import MAX_TEXT_LENGTH, Alert, GapReport, GetSystemStatus, Ping, Pong, Rejected, Resume
 from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
 from tests.support.processes import ActorProcess
@@ -25,7 +25,7 @@ from tests.support.waiting import eventually
 RUN_TIMEOUT_S = 20.0
 INBOX = 20
 FLOOD_COUNT = 2000
-FLOOD_PAYLOAD = "x" * 8192
+FLOOD_PAYLOAD = "x" * MAX_TEXT_LENGTH  # the largest alert message there is: few messages fill the buffers
 HWM_ENV = {"KHAZAD__BUS__SEND_HWM": "10", "KHAZAD__BUS__RECV_HWM": "10"}
 
 

@@ -14,7 +14,7 @@ from loguru import logger
 from bus import sockets, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.messages import Alert, Envelope, Heartbeat
+from bus.messages import MAX_TEXT_LENGTH, Alert, Envelope, Heartbeat
 from bus.pubsub import Publisher, SequenceTracker, SyncSubscriber
 from tests.support.processes import ActorProcess, start_proxy
 from tests.support.programs import BURST_PUBLISHER, STALLED_SUBSCRIBER
@@ -24,9 +24,9 @@ from tests.support.waiting import eventually
 BURST = 3000
 #: Small high-water marks on the proxy so a stalled subscriber overflows quickly.
 TINY_HWM_ENV = {"KHAZAD__BUS__SEND_HWM": "10", "KHAZAD__BUS__RECV_HWM": "10"}
-#: Flood that cannot fit in the HWMs plus the kernel's socket buffers: 2000 x 8 KiB.
-FLOOD_COUNT = 2000
-FLOOD_PAYLOAD = "x" * 8192
+#: Flood that cannot fit in the HWMs plus the kernel's socket buffers: 8000 x 2 KB (the largest alert message).
+FLOOD_COUNT = 8000
+FLOOD_PAYLOAD = "x" * MAX_TEXT_LENGTH
 #: A stall past the ZMTP heartbeat interval + timeout (with heartbeats on pub/sub, the connection was dropped while
 #: stalled and libzmq aborted on reconnect; verified to fail against the old socket policy).
 LONG_STALL_S = (sockets.ZMQ_HEARTBEAT_IVL_MS + sockets.ZMQ_HEARTBEAT_TIMEOUT_MS) / 1000 + 1.5

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bus import messages as m
-from bus import reqrep
+from bus import dedup, reqrep
 from bus.codec import DecodeError, Stamper, reply_codec, request_codec
 from bus.config import KhazadConfig
 from bus.reqrep import AsyncClient, RequestTimeout, SyncClient, backoff_s
@@ -464,14 +464,15 @@ def test_handler_returning_a_non_reply_gets_an_internal_rejection(
 
 def test_dedup_cache_is_bounded_by_count_bytes_and_age(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(reqrep.time, "monotonic", lambda: now[0])
-    d = reqrep._Dedup(capacity=3, ttl_s=10.0, max_bytes=100)
+    monkeypatch.setattr(dedup.time, "monotonic", lambda: now[0])
+    one = dedup.entry_bytes(("s", "0"), b"x")
+    d = dedup.ReplyCache(capacity=3, ttl_s=10.0, max_bytes=4 * one)
     for i in range(5):
         d.remember(("s", str(i)), b"x")
-    assert list(d.done) == [("s", "2"), ("s", "3"), ("s", "4")] and d.bytes == 3
-    d.remember(("s", "big"), b"y" * 99)  # over the byte budget: the oldest go first
-    assert d.bytes <= 100 and ("s", "big") in d.done
+    assert list(d.done) == [("s", "2"), ("s", "3"), ("s", "4")] and d.bytes == 3 * one
+    d.remember(("s", "big"), b"y" * one)  # over the byte budget: the oldest go first
+    assert d.bytes <= d.max_bytes and ("s", "big") in d.done
     now[0] += 11
     assert d.cached(("s", "big")) is None  # expired on lookup
     d.remember(("s", "new"), b"z")
-    assert list(d.done) == [("s", "new")] and d.bytes == 1  # expired ones evicted on insert
+    assert list(d.done) == [("s", "new")] and d.bytes == dedup.entry_bytes(("s", "new"), b"z")

@@ -28,6 +28,8 @@ PATTERN_SAMPLES: dict[str, str] = {
     r"^[A-Za-z0-9_.:\-]+$": "c:1",  # ClientOrderId
     m.SYMBOL_PATTERN: "BRK B",
     m.SCOPE_PATTERN: "strategy:strat-1",
+    m.REASON_PATTERN: "end of day: flat",
+    m.OPTIONAL_REASON_PATTERN: "no longer needed",
 }
 
 #: Field values forced for messages with cross-field rules (the generator fills everything else).

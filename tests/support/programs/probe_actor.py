@@ -35,6 +35,10 @@ from bus.reqrep import CallContext
 from bus.runtime import main
 
 
+#: How many of the latest executed ids the status detail names (besides every id executed more than once).
+RECENT_EXECUTIONS = 64
+
+
 class ProbeActor(Actor):
     """Test actor: counts what it executes and receives, and misbehaves on request."""
 
@@ -59,7 +63,12 @@ class ProbeActor(Actor):
             "duplicates": str(self.server.duplicates if self.server is not None else 0),
             "pid": str(os.getpid()),
         }
-        detail.update({f"executed:{k}": str(v) for k, v in self.executions.items()})
+        # a status detail is bounded (bus.messages.MAX_DETAIL_ENTRIES): every id executed more than once (what the
+        # exactly-once checks look for), and the most recent others
+        repeated = {k: v for k, v in self.executions.items() if v > 1}
+        recent = [k for k in list(self.executions)[-RECENT_EXECUTIONS:] if k not in repeated]
+        detail.update({f"executed:{k}": str(v) for k, v in repeated.items()})
+        detail.update({f"executed:{k}": str(self.executions[k]) for k in recent})
         return detail
 
     async def on_request(self, ctx: CallContext, body: Any) -> Any:
