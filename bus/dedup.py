@@ -110,7 +110,11 @@ class ReplyCache:
         now = time.monotonic() if now is None else now
         while self.done:
             first_key, (expires, first_reply) = next(iter(self.done.items()))
-            if now <= expires and len(self.done) <= self.capacity and (self.bytes <= self.max_bytes or len(self.done) == 1):
+            if (
+                now <= expires
+                and len(self.done) <= self.capacity
+                and (self.bytes <= self.max_bytes or len(self.done) == 1)
+            ):
                 break
             self.done.popitem(last=False)
             self.bytes -= entry_bytes(first_key, first_reply)

@@ -31,6 +31,7 @@ def escape_controls(text: str) -> str:
 def _escape_message(record: dict) -> None:
     record["message"] = escape_controls(record["message"])
 
+
 HUMAN_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{extra[proc]}</cyan> {message}"
 )

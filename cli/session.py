@@ -150,7 +150,9 @@ class Leg:
 
     target: str
     ok: bool = False
-    status: str = "not_sent"  # confirmed | acknowledged | broadcast | pending | unconfirmed | unreachable | rejected | error
+    status: str = (
+        "not_sent"  # confirmed | acknowledged | broadcast | pending | unconfirmed | unreachable | rejected | error
+    )
     detail: str = ""
     reply: Any = None
 

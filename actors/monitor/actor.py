@@ -386,7 +386,12 @@ class MonitorActor(Actor):
             return  # the same goodbye again
         self.tracker.leave(name, pid=hb.pid, incarnation=env.incarnation, detail=hb.detail)
         expected = name in self.expected
-        logger.info("monitor: {} left (pid {}, stopped cleanly){}", name, hb.pid, ": expected, now not running" if expected else "")
+        logger.info(
+            "monitor: {} left (pid {}, stopped cleanly){}",
+            name,
+            hb.pid,
+            ": expected, now not running" if expected else "",
+        )
         self._audit(
             A.ACTOR_LEFT,
             source=name,

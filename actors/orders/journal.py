@@ -390,7 +390,9 @@ class Journal:
         elif created_since_ns:
             clauses.append("(created_wall_ns >= ? OR done = 0)")
             args.append(created_since_ns)
-        return self._select(" AND ".join(clauses), tuple(args), f"ORDER BY created_wall_ns DESC LIMIT {int(limit)} OFFSET {int(offset)}")
+        return self._select(
+            " AND ".join(clauses), tuple(args), f"ORDER BY created_wall_ns DESC LIMIT {int(limit)} OFFSET {int(offset)}"
+        )
 
     def events(self, order_ref: str | None = None) -> list[EventRow]:
         sql = "SELECT id, wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload FROM events"

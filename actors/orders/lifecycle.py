@@ -31,10 +31,10 @@ import msgspec
 from actors.orders.stages import IllegalStageChange, Stage, check_stage_change
 from bus.messages import (
     DONE_STATUSES,
-    MAX_HISTORY,
     IB_STATUSES,
     KHAZAD_STATUSES,
     LIVE_STATUSES,
+    MAX_HISTORY,
     FillEvent,
     OrderSpec,
     OrderTerms,
