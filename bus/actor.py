@@ -48,6 +48,7 @@ from bus.messages import (
     Request,
     ServiceStatus,
     tag_of,
+    bounded_detail,
 )
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
@@ -243,7 +244,7 @@ class Actor:
         detail = self.health_detail()
         if self.server is not None:
             detail = {**detail, **self.server.load_detail()}
-        return detail
+        return bounded_detail(detail)
 
     def background_tasks(self) -> list[Any]:
         """Extra coroutines to run for the actor's lifetime (timers, sweeps)."""
@@ -490,7 +491,9 @@ class Actor:
             detail = self.status_detail()
             if self.kill_seen is not None:
                 kill_id, seen_ns, sent_ns = self.kill_seen
-                detail = {**detail, KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns)}
+                # first, so the bound never cuts them off
+                kill = {KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns)}
+                detail = bounded_detail({**kill, **detail})
             self.publish(
                 topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval, detail=detail)
             )

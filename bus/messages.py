@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
@@ -56,8 +57,11 @@ MAX_REF_LENGTH = 256
 MAX_TEXT_LENGTH = 2000
 #: Text an operator or a strategy types (kill, resume, cancel reasons): printable, see :data:`Reason`.
 MAX_REASON_LENGTH = 500
-#: Small maps of facts (heartbeat and status ``detail``, alert detail, risk limits and breakers): entries.
-MAX_DETAIL_ENTRIES = 128
+#: Small maps of facts (heartbeat and status ``detail``, alert detail): entries, key and value lengths. Producers
+#: fit what they send with :func:`bounded_detail` (a status reply holds one per actor: they must stay small).
+MAX_DETAIL_ENTRIES = 64
+MAX_DETAIL_KEY_LENGTH = 128
+MAX_DETAIL_VALUE_LENGTH = 512
 #: Maps and lists keyed by scope, symbol, strategy, account or orderRef (risk state, P&L by strategy, position
 #: drift, halted scopes, refs in a report): entries.
 MAX_KEYED_ENTRIES = 4096
@@ -76,13 +80,14 @@ MAX_POSITIONS = 2_000
 MAX_ACCOUNT_VALUES = 2_000
 #: A status reply's actors (every expected actor and every peer heard from; the monitor keeps the latest) and
 #: its alerts and fills (the monitor sends 20 of each).
-MAX_ACTORS = 1024
+MAX_ACTORS = 512
 MAX_RECENT = 100
 
-#: Socket limits (ZMQ_MAXMSGSIZE) by what a socket receives. Requests are small (an order with its approval is
-#: about 1 KB at every bound): a service never reads more than this per frame. Events: the largest is a
-#: reconciliation report or a portfolio snapshot at their bounds. Replies: a gateway snapshot at its bounds.
-MAX_REQUEST_BYTES = 64 * 1024
+#: Socket limits (ZMQ_MAXMSGSIZE) by what a socket receives, each above the largest valid message of its channel
+#: (measured by tests/security/test_sec_schema.py, every field at its bound): requests 1.3 KB (an order with its
+#: approval), so a service never reads more than 16 KiB per frame; events 4.7 MB (account values); replies 39 MB
+#: (a gateway snapshot; a system status reply 28 MB). Realistic messages are far smaller (short strings).
+MAX_REQUEST_BYTES = 16 * 1024
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 MAX_REPLY_BYTES = 48 * 1024 * 1024
 #: What a subscription (XPUB's input) or anything else may be: a topic with its flag.
@@ -116,9 +121,27 @@ Reason = Annotated[str, Meta(min_length=1, max_length=MAX_REASON_LENGTH, pattern
 OptionalReason = Annotated[str, Meta(max_length=MAX_REASON_LENGTH, pattern=OPTIONAL_REASON_PATTERN)]
 #: A small map of facts (``detail``).
 Detail = Annotated[
-    dict[Annotated[str, Meta(max_length=MAX_REF_LENGTH)], Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]],
+    dict[
+        Annotated[str, Meta(max_length=MAX_DETAIL_KEY_LENGTH)], Annotated[str, Meta(max_length=MAX_DETAIL_VALUE_LENGTH)]
+    ],
     Meta(max_length=MAX_DETAIL_ENTRIES),
 ]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (the last one an ellipsis) when longer: what a producer sends must fit
+    the bound the receiver checks, or nobody can read it."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def bounded_detail(detail: Mapping[str, object]) -> dict[str, str]:
+    """A ``detail`` map that fits its bounds: the first MAX_DETAIL_ENTRIES entries, keys and values clipped."""
+    out: dict[str, str] = {}
+    for key, value in detail.items():
+        if len(out) >= MAX_DETAIL_ENTRIES:
+            break
+        out[clip(str(key), MAX_DETAIL_KEY_LENGTH)] = clip(str(value), MAX_DETAIL_VALUE_LENGTH)
+    return out
 #: Letters, digits, ``_ . - /`` and inner spaces (IB's ``BRK B``); never blank, never leading/trailing whitespace
 #: (`` AAPL`` must not pass a restricted-symbol check as a different string than ``AAPL``).
 SYMBOL_PATTERN = r"^[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]*[A-Za-z0-9_.\-/])?$"

@@ -11,6 +11,7 @@ from loguru import logger
 
 from bus import topics
 from bus.messages import (
+    MAX_TEXT_LENGTH,
     AccountValuesEvent,
     Alert,
     CommissionEvent,
@@ -22,6 +23,8 @@ from bus.messages import (
     PositionEvent,
     ReconciliationReport,
     TickEvent,
+    bounded_detail,
+    clip,
 )
 from bus.registry import EXTERNAL_STRATEGY
 
@@ -106,5 +109,11 @@ class Outbox:
             return
         self._publish(
             topics.alert("gateway"),
-            Alert(kind="gateway", severity=severity, message=message, source=self.source, detail=detail),
+            Alert(
+                kind="gateway",
+                severity=severity,
+                message=clip(message, MAX_TEXT_LENGTH),
+                source=self.source,
+                detail=bounded_detail(detail),
+            ),
         )

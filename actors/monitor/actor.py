@@ -52,6 +52,7 @@ from bus.messages import (
     MAX_ACTORS,
     MAX_DETAIL_ENTRIES,
     MAX_KEYED_ENTRIES,
+    MAX_TEXT_LENGTH,
     ActorHealth,
     Alert,
     AlertSeverity,
@@ -74,6 +75,8 @@ from bus.messages import (
     TradingStateEvent,
     TradingStateReply,
     latched_scopes,
+    bounded_detail,
+    clip,
     strategy_of,
 )
 from bus.reqrep import CallContext, RequestTimeout
@@ -265,9 +268,9 @@ class MonitorActor(Actor):
         alert = Alert(
             kind=kind,
             severity=severity,
-            message=message,
+            message=clip(message, MAX_TEXT_LENGTH),
             source=self.name,
-            detail={k: str(v) for k, v in detail.items()},
+            detail=bounded_detail(detail),
             wall_ns=time.time_ns(),
         )
         if self.publisher is not None:

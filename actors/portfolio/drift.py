@@ -11,7 +11,7 @@ from loguru import logger
 
 from actors.portfolio.books import QTY_EPSILON, Book, display_name
 from actors.portfolio.positions_check import Comparison
-from bus.messages import Alert, Position, ReconciliationReport
+from bus.messages import MAX_TEXT_LENGTH, Alert, Position, ReconciliationReport, bounded_detail, clip
 
 
 class DriftReporter:
@@ -94,7 +94,7 @@ class DriftReporter:
                 kind="portfolio_drift",
                 severity="critical",
                 source=self.actor,
-                message=f"positions differ from IB (IB minus books): {text}",
-                detail=detail,
+                message=clip(f"positions differ from IB (IB minus books): {text}", MAX_TEXT_LENGTH),
+                detail=bounded_detail(detail),
             )
         )

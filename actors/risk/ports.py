@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from bus import topics
-from bus.messages import Alert, Event, Reply, Request
+from bus.messages import MAX_TEXT_LENGTH, Alert, Event, Reply, Request, bounded_detail, clip
 from bus.reqrep import AsyncClient, RequestTimeout
 
 #: the actor's publisher: ``publish(topic, event)`` (topics from :mod:`bus.topics`)
@@ -63,5 +63,11 @@ class AlertSender:
     def send(self, kind: str, severity: Severity, message: str, **detail: str) -> None:
         self._publish(
             topics.alert(kind),
-            Alert(kind=kind, severity=severity, message=message[:2000], source=self.source, detail=detail),
+            Alert(
+                kind=kind,
+                severity=severity,
+                message=clip(message, MAX_TEXT_LENGTH),
+                source=self.source,
+                detail=bounded_detail(detail),
+            ),
         )

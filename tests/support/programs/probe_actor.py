@@ -36,7 +36,7 @@ from bus.runtime import main
 
 
 #: How many of the latest executed ids the status detail names (besides every id executed more than once).
-RECENT_EXECUTIONS = 64
+RECENT_EXECUTIONS = 32
 
 
 class ProbeActor(Actor):
