@@ -106,7 +106,10 @@ Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^
 StrategyId = Annotated[str, Meta(min_length=1, max_length=MAX_STRATEGY_ID_LENGTH, pattern=r"^[A-Za-z0-9_\-]+$")]
 ClientOrderId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Id = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]
-RequiredId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+#: An id a command carries (kill, emergency cancel, approval): it ends up in reasons, logs and audit rows, so it is
+#: a plain token (uuid hex, ``risk-<hex>``, ``k-1``), never free text.
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+RequiredId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 Word = Annotated[str, Meta(max_length=MAX_WORD_LENGTH)]
 Ref = Annotated[str, Meta(max_length=MAX_REF_LENGTH)]
 Text = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]

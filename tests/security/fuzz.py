@@ -42,7 +42,8 @@ def _str(t: mi.StrType) -> st.SearchStrategy[str]:
 def _int(t: mi.IntType) -> st.SearchStrategy[int]:
     lo = t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else -(2**63))
     hi = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else 2**63 - 1)
-    return st.one_of(st.integers(min_value=lo, max_value=hi), st.integers(min_value=-(2**64), max_value=2**64))
+    # anything msgpack can carry (a 64-bit word, signed or not): in range, and out of it
+    return st.one_of(st.integers(min_value=lo, max_value=hi), st.integers(min_value=-(2**63), max_value=2**64 - 1))
 
 
 def _float(t: mi.FloatType) -> st.SearchStrategy[float]:
