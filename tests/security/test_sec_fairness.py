@@ -126,6 +126,10 @@ def test_1000_wait_orders_from_one_strategy_starve_nobody_and_status_shows_the_o
         om = next(a for a in st["actors"] if a["name"] == "orders")
         assert code == 1 and om["state"] == "DEGRADED", (code, om)
         assert "saturated" in om["detail"], om
+        # the waits are held in the wait pool, not in the shared request slots everyone else needs
+        waiting, _ = om["detail"]["waits"].split("/")
+        in_flight, _ = om["detail"]["requests"].split("/")
+        assert int(waiting) >= 100 and int(in_flight) < 10, om["detail"]
 
         # and the example strategy trades through it
         example = ActorProcess("examples.simple_strategy", chain.path, name="example").start()

@@ -87,7 +87,7 @@ class ProbeActor(Actor):
             self._release.set()
             return Ack(detail="released")
         if isinstance(body, GetStatus):
-            return ServiceStatus(actor=self.name, state=self.state.value, detail=self.health_detail())
+            return ServiceStatus(actor=self.name, state=self.state.value, detail=self.status_detail())
         return await super().on_request(ctx, body)
 
     async def on_event(self, topic: str, env: Any) -> None:

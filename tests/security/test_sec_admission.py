@@ -1,0 +1,99 @@
+"""Issue 14, item 4 (the service side): each caller has its own in-flight limit, the shared pool still bounds the
+total, and a request over a limit gets a typed ``Rejected(busy)`` at once; status probes pass a full pool.
+
+The probe actor (``tests/bus/probe_actor.py``: its ``WaitOrder`` is slow work that holds a request slot) as a real
+process, with small limits from the environment; callers are separate DEALER connections.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+import zmq
+
+from bus.codec import Stamper, request_codec
+from bus.messages import Ack, Ping, Pong, Rejected, WaitOrder
+from tests.bus.conftest import PROBE_SERVICE, probe_factory, probe_status  # noqa: F401 (fixture)
+from tests.helpers import ActorProcess, eventually
+from tests.security.chain import RawDealer
+
+PER_CALLER = 20
+POOL = 50
+LIMITS_ENV = {"KHAZAD__BUS__MAX_INFLIGHT_PER_CALLER": str(PER_CALLER), "KHAZAD__BUS__MAX_INFLIGHT": str(POOL)}
+SLOW_S = 4.0
+PROMPT_S = 2.0
+
+
+def _slow(n: int, tag: str) -> list[bytes]:
+    codec, stamper = request_codec(), Stamper(f"caller-{tag}")
+    deadline = time.time_ns() + int(30e9)
+    return [codec.encode(stamper.stamp(WaitOrder(strategy_id="s", client_order_id=f"{tag}-{i}", timeout_s=SLOW_S),
+                                       request_id=uuid.uuid4().hex, deadline_wall_ns=deadline)) for i in range(n)]
+
+
+def _in_flight(status: dict[str, str]) -> int:
+    """Requests in flight at the probe (``requests`` = ``<in flight>/<pool>``; 0 on a service that has no such
+    detail)."""
+    return int(status.get("requests", "0/0").split("/")[0])
+
+
+def _collect(dealer: RawDealer, n: int, timeout_s: float) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and (left := deadline - time.monotonic()) > 0:
+        env = dealer.recv(left)
+        if env is not None:
+            got.append(env.body)
+    return got
+
+
+def test_a_caller_over_its_own_limit_gets_busy_at_once_and_another_caller_is_served(
+        proxy: ActorProcess, probe_factory: Callable[..., ActorProcess], zctx: zmq.Context, cfg: Any) -> None:
+    probe_factory(env=LIMITS_ENV)
+    endpoint = cfg.bus.service_endpoint(PROBE_SERVICE)
+    flooder, other = RawDealer(zctx, endpoint), RawDealer(zctx, endpoint)
+    try:
+        for frame in _slow(PER_CALLER + 10, "a"):
+            flooder.send(frame)
+        t0 = time.monotonic()
+        refused = _collect(flooder, 10, PROMPT_S)
+        assert len(refused) == 10 and time.monotonic() - t0 < PROMPT_S, refused
+        assert all(isinstance(r, Rejected) and r.code == "busy" and "caller" in r.reason for r in refused), refused
+        # another caller: its slow request is taken (not refused) and its Ping answered at once
+        other.send(_slow(1, "b")[0])
+        other.send(request_codec().encode(Stamper("caller-b").stamp(Ping(), request_id=uuid.uuid4().hex)))
+        first = _collect(other, 1, PROMPT_S)
+        assert first and isinstance(first[0], Pong), first
+        later = _collect(other, 1, SLOW_S + 5)
+        assert later and isinstance(later[0], Ack), later
+        rest = _collect(flooder, PER_CALLER, SLOW_S + 5)
+        assert len(rest) == PER_CALLER and all(isinstance(r, Ack) for r in rest), rest
+    finally:
+        flooder.close()
+        other.close()
+
+
+def test_the_shared_pool_bounds_all_callers_together_and_status_probes_pass_a_full_pool(
+        proxy: ActorProcess, probe_factory: Callable[..., ActorProcess], zctx: zmq.Context, cfg: Any) -> None:
+    probe_factory(env=LIMITS_ENV)
+    endpoint = cfg.bus.service_endpoint(PROBE_SERVICE)
+    callers = [RawDealer(zctx, endpoint) for _ in range(3)]
+    try:
+        for tag, dealer in zip("abc", callers[:2], strict=False):
+            for frame in _slow(PER_CALLER, tag):
+                dealer.send(frame)
+        eventually(lambda: _in_flight(probe_status(zctx, endpoint)) >= 2 * PER_CALLER,
+                   message=lambda: f"two callers at their limit: {probe_status(zctx, endpoint)}")
+        third = callers[2]
+        for frame in _slow(PER_CALLER, "c"):
+            third.send(frame)
+        refused = _collect(third, PER_CALLER - (POOL - 2 * PER_CALLER), PROMPT_S)
+        assert refused and all(isinstance(r, Rejected) and r.code == "busy" and "service" in r.reason
+                               for r in refused), refused
+        status = probe_status(zctx, endpoint)  # a status probe is admitted past the full pool (and counts itself)
+        assert _in_flight(status) == POOL + 1 and "saturated" in status, status
+    finally:
+        for dealer in callers:
+            dealer.close()
