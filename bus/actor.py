@@ -47,8 +47,8 @@ from bus.messages import (
     Rejected,
     Request,
     ServiceStatus,
-    tag_of,
     bounded_detail,
+    tag_of,
 )
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service

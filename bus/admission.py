@@ -17,6 +17,7 @@ for :data:`SATURATION_HOLD_S` after a refusal: heartbeats carry it, the monitor 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Defaults (config: bus.max_inflight, bus.max_inflight_per_caller, bus.max_waits, bus.max_waits_per_caller).
@@ -44,7 +45,7 @@ class Limits:
 class Admission:
     """In-flight counts by caller and in total (one owner: the service's loop)."""
 
-    def __init__(self, limits: Limits = Limits(), clock=time.monotonic) -> None:
+    def __init__(self, limits: Limits = Limits(), clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.clock = clock
         self.inflight = 0

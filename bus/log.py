@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 _configured: str | None = None
 
@@ -28,7 +32,7 @@ def escape_controls(text: str) -> str:
     return text.translate(ESCAPES)
 
 
-def _escape_message(record: dict) -> None:
+def _escape_message(record: Record) -> None:
     record["message"] = escape_controls(record["message"])
 
 

@@ -145,6 +145,8 @@ def bounded_detail(detail: Mapping[str, object]) -> dict[str, str]:
             break
         out[clip(str(key), MAX_DETAIL_KEY_LENGTH)] = clip(str(value), MAX_DETAIL_VALUE_LENGTH)
     return out
+
+
 #: Letters, digits, ``_ . - /`` and inner spaces (IB's ``BRK B``); never blank, never leading/trailing whitespace
 #: (`` AAPL`` must not pass a restricted-symbol check as a different string than ``AAPL``).
 SYMBOL_PATTERN = r"^[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]*[A-Za-z0-9_.\-/])?$"

@@ -70,7 +70,7 @@ def configure(
     """Apply the bus socket policy. ``zmtp_heartbeat`` None means: on for request/reply, off for pub/sub;
     ``max_message_size`` None means the socket type's limit (:data:`MAX_MESSAGE_SIZE`)."""
     sock.setsockopt(zmq.LINGER, 0)
-    kind = sock.getsockopt(zmq.TYPE)
+    kind = int(sock.getsockopt(zmq.TYPE))
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_size or MAX_MESSAGE_SIZE.get(kind, MAX_CONTROL_BYTES))
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
