@@ -658,10 +658,18 @@ class AsyncKhazadClient:
         return reply.order
 
     async def get_orders(self, filter: Filter = "open", symbol: str | None = None) -> list[OrderView]:
-        """This strategy's orders: ``open`` (working), ``today`` or ``all``; optionally one symbol."""
-        body = validated(ListOrders(strategy_id=self.strategy_id, symbol=symbol, filter=filter))
-        reply = await self._call(self._orders, body, OrderListReply)
-        return list(reply.orders)
+        """This strategy's orders, oldest first: ``open`` (working), ``today`` or ``all``; optionally one symbol.
+        Every page of them (one reply holds at most ``MAX_ORDERS_PER_REPLY``; older pages come first here)."""
+        pages: list[list[OrderView]] = []
+        offset = 0
+        while True:
+            body = validated(ListOrders(strategy_id=self.strategy_id, symbol=symbol, filter=filter, offset=offset))
+            reply = await self._call(self._orders, body, OrderListReply)
+            pages.append(list(reply.orders))
+            offset += len(reply.orders)
+            if not reply.more or not reply.orders:
+                break
+        return [view for page in reversed(pages) for view in page]
 
     async def wait_for_order(self, client_order_id: str, until: Until = "live", *, timeout: float = 10.0) -> OrderView:
         """Wait until the order is live at IB (``until="live"``: PreSubmitted/Submitted, or already done) or

@@ -35,6 +35,8 @@ ATTACK_SETTLE_S = 60.0
 FLOOD_STALL_S = 20.0
 #: How long the non-reading client stops reading after its flood.
 ATTACK_PAUSE_S = 10.0
+#: 100k requests through Python on a loaded 2-core machine take a while: these two tests get more than the default.
+FLOOD_TEST_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +135,7 @@ def _ping_frames(n: int, tag: str) -> list[bytes]:
     return [raw_request({"type": "ping"}, sender=f"flood-{tag}", request_id=f"{tag}{i:026d}") for i in range(n)]
 
 
+@pytest.mark.timeout(FLOOD_TEST_TIMEOUT_S)
 def test_100k_pings_from_one_dealer_all_get_typed_answers_and_memory_stays_within_10mb(chain: Chain) -> None:
     """A client that reads while it floods: every Ping is answered (Pong, or a typed ``busy``), none is lost."""
     pid = chain.procs["portfolio"].pid
@@ -186,6 +189,7 @@ def test_100k_pings_from_one_dealer_all_get_typed_answers_and_memory_stays_withi
         f"RSS {_mb(before)} -> {_mb(after)} after {FLOOD_PINGS} Pings, peak {_mb(peak)} ({kinds})")
 
 
+@pytest.mark.timeout(FLOOD_TEST_TIMEOUT_S)
 def test_replies_to_a_client_that_does_not_read_are_counted_and_logged_as_dropped(chain: Chain) -> None:
     """A client that floods without reading cannot be answered in full: what the service could not deliver is
     counted (status detail ``replies_dropped``) and logged, so answers + drops account for every request."""
