@@ -48,6 +48,7 @@ from bus.messages import (
     Request,
     ServiceStatus,
     bounded_detail,
+    heartbeat_detail,
     tag_of,
 )
 from bus.pubsub import Publisher, Subscriber
@@ -232,7 +233,7 @@ class Actor:
         return Pong(actor=self.name, state=self.state.value)
 
     async def _on_get_status(self, ctx: CallContext, body: GetStatus) -> ServiceStatus:
-        return ServiceStatus(actor=self.name, state=self.state.value, detail=self.status_detail())
+        return ServiceStatus(actor=self.name, state=self.state.value, detail=bounded_detail(self.status_detail()))
 
     def health_detail(self) -> dict[str, str]:
         """Small facts for the heartbeat and status (strings)."""
@@ -244,7 +245,7 @@ class Actor:
         detail = self.health_detail()
         if self.server is not None:
             detail = {**detail, **self.server.load_detail()}
-        return bounded_detail(detail)
+        return detail
 
     def background_tasks(self) -> list[Any]:
         """Extra coroutines to run for the actor's lifetime (timers, sweeps)."""
@@ -491,12 +492,13 @@ class Actor:
             detail = self.status_detail()
             if self.kill_seen is not None:
                 kill_id, seen_ns, sent_ns = self.kill_seen
-                # first, so the bound never cuts them off
-                kill = {KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns)}
-                detail = bounded_detail({**kill, **detail})
-            self.publish(
-                topic, Heartbeat(actor=self.name, state=self.state.value, pid=pid, interval_s=interval, detail=detail)
+                detail = {KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns), **detail}
+            # within the heartbeat's bounds: the actor's own facts (the gateway's halt latch among them) come before
+            # the service load, so the entry bound can only ever cut load figures, and no value is clipped short
+            beat = Heartbeat(
+                actor=self.name, state=self.state.value, pid=pid, interval_s=interval, detail=heartbeat_detail(detail)
             )
+            self.publish(topic, beat)
             await asyncio.sleep(interval)  # periodic timer, not synchronisation
 
 

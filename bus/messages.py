@@ -62,6 +62,11 @@ MAX_REASON_LENGTH = 500
 MAX_DETAIL_ENTRIES = 64
 MAX_DETAIL_KEY_LENGTH = 128
 MAX_DETAIL_VALUE_LENGTH = 512
+#: A heartbeat's ``detail`` carries state others act on (the gateway's halt latch: every latched scope, up to 40
+#: characters each), so its values may be long enough for 1,500 scopes and are never clipped below that; fewer
+#: entries keep a heartbeat small (2 MiB at most).
+MAX_HEARTBEAT_DETAIL_ENTRIES = 32
+MAX_HEARTBEAT_VALUE_LENGTH = 64 * 1024
 #: Maps and lists keyed by scope, symbol, strategy, account or orderRef (risk state, P&L by strategy, position
 #: drift, halted scopes, refs in a report): entries.
 MAX_KEYED_ENTRIES = 4096
@@ -129,6 +134,14 @@ Detail = Annotated[
     ],
     Meta(max_length=MAX_DETAIL_ENTRIES),
 ]
+#: A heartbeat's ``detail`` (longer values: see MAX_HEARTBEAT_VALUE_LENGTH).
+HeartbeatDetail = Annotated[
+    dict[
+        Annotated[str, Meta(max_length=MAX_DETAIL_KEY_LENGTH)],
+        Annotated[str, Meta(max_length=MAX_HEARTBEAT_VALUE_LENGTH)],
+    ],
+    Meta(max_length=MAX_HEARTBEAT_DETAIL_ENTRIES),
+]
 
 
 def clip(text: str, limit: int) -> str:
@@ -137,14 +150,25 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def bounded_detail(detail: Mapping[str, object]) -> dict[str, str]:
-    """A ``detail`` map that fits its bounds: the first MAX_DETAIL_ENTRIES entries, keys and values clipped."""
+def bounded_detail(
+    detail: Mapping[str, object],
+    *,
+    entries: int = MAX_DETAIL_ENTRIES,
+    value_length: int = MAX_DETAIL_VALUE_LENGTH,
+) -> dict[str, str]:
+    """A ``detail`` map that fits its bounds (by default a status or alert ``detail``; a heartbeat's passes its own):
+    the first ``entries`` entries, keys and values clipped (a clipped value ends with an ellipsis)."""
     out: dict[str, str] = {}
     for key, value in detail.items():
-        if len(out) >= MAX_DETAIL_ENTRIES:
+        if len(out) >= entries:
             break
-        out[clip(str(key), MAX_DETAIL_KEY_LENGTH)] = clip(str(value), MAX_DETAIL_VALUE_LENGTH)
+        out[clip(str(key), MAX_DETAIL_KEY_LENGTH)] = clip(str(value), value_length)
     return out
+
+
+def heartbeat_detail(detail: Mapping[str, object]) -> dict[str, str]:
+    """A heartbeat's ``detail`` within its bounds (see :data:`MAX_HEARTBEAT_VALUE_LENGTH`)."""
+    return bounded_detail(detail, entries=MAX_HEARTBEAT_DETAIL_ENTRIES, value_length=MAX_HEARTBEAT_VALUE_LENGTH)
 
 
 #: Letters, digits, ``_ . - /`` and inner spaces (IB's ``BRK B``); never blank, never leading/trailing whitespace
@@ -501,7 +525,7 @@ class Heartbeat(Base, frozen=True, kw_only=True):
     state: Word = "RUNNING"
     pid: int = 0
     interval_s: float = 0.5
-    detail: Detail = {}
+    detail: HeartbeatDetail = {}
 
 
 #: ``detail`` key of the gateway's heartbeat holding its halt latch: the latched scopes, sorted, comma-separated

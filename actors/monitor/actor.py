@@ -74,9 +74,9 @@ from bus.messages import (
     SystemStatusReply,
     TradingStateEvent,
     TradingStateReply,
-    latched_scopes,
     bounded_detail,
     clip,
+    latched_scopes,
     strategy_of,
 )
 from bus.reqrep import CallContext, RequestTimeout

@@ -128,3 +128,13 @@ def test_ordinary_reasons_pass(reason: str) -> None:
     kill = m.Kill(kill_id="k", reason=reason)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(kill), type=m.Kill) == kill
     assert m.CancelOrder(strategy_id="s", client_order_id="c", reason="").reason == ""
+
+
+def test_a_heartbeat_carries_a_long_halt_latch_whole() -> None:
+    """The gateway's halt latch rides in its heartbeat's ``detail`` and the risk governor acts on it: the bounds
+    must never clip it (a clipped scope list would un-halt a scope in the governor's mirror)."""
+    scopes = [f"symbol:{'S' * 28}{i:04d}" for i in range(1000)]
+    detail = m.heartbeat_detail({m.GATEWAY_LATCH_DETAIL: m.latch_detail(scopes), **{f"k{i}": "v" for i in range(40)}})
+    beat = m.Heartbeat(actor="gateway", detail=detail)
+    decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(beat), type=m.Heartbeat)
+    assert m.latched_scopes(decoded.detail) == frozenset(scopes)
