@@ -7,6 +7,10 @@ goes out with the socket's linger). A reply the caller's queue cannot take now w
 backlog and goes out as the caller reads; what exceeds the backlog, outlives :data:`REPLY_BACKLOG_TTL_S`, or is for
 a caller that is gone, is dropped: counted (:attr:`ReplySender.dropped`, in the service's status ``detail``) and
 logged, one line per caller at most every :data:`DROP_LOG_INTERVAL_S` with the count.
+
+What the service cannot see: a reply libzmq accepted for a connection that then dies (the peer vanished, or went
+silent past ``ZMQ_HEARTBEAT_TIMEOUT``: a SIGSTOPped client that also stopped reading) leaves with that connection.
+Every reply is either delivered, counted here, or on a connection the transport declared dead.
 """
 
 from __future__ import annotations

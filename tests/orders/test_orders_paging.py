@@ -8,8 +8,8 @@ from typing import Any
 
 from bus.messages import Instrument, ListOrders, OrderListReply, OrderSpec, PlaceOrder
 from bus.reqrep import SyncClient
-from tests.orders.conftest import wait_ready
-from tests.orders.doubles import ChainDoubles
+from tests.support.processes import wait_ready
+from tests.support.doubles.order_peers import ChainDoubles
 
 
 def _spec(coid: str) -> OrderSpec:

@@ -30,7 +30,9 @@ from bus.config import KhazadConfig
 from bus.messages import SCHEMA_VERSION, GetRiskState, GetStatus, Ping, Pong
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.helpers import REPO, ActorProcess, cfg_of, eventually, wait_serving, write_config
+from tests.support.config import REPO, cfg_of, write_config
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.waiting import eventually
 
 #: Starting the chain on a loaded 2-core machine (a passing wait returns at once).
 READY_TIMEOUT_S = 60.0
@@ -174,7 +176,7 @@ class RawDealer:
     """A plain DEALER to one service: sends raw frames, reads raw replies (linger 0 on close)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int | None = None,
-                 rcvhwm: int | None = None, rcvbuf: int | None = None) -> None:
+                 rcvhwm: int | None = None, rcvbuf: int | None = None, keepalive: bool = False) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if sndhwm is not None:
@@ -183,6 +185,9 @@ class RawDealer:
             self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         if rcvbuf is not None:
             self.sock.setsockopt(zmq.RCVBUF, rcvbuf)
+        if keepalive:  # ZMTP pings, so the service sees a live peer even while this one reads nothing
+            self.sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 600_000)
         self.sock.connect(endpoint)
         self._replies = reply_codec()
 

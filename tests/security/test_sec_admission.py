@@ -15,8 +15,10 @@ import zmq
 
 from bus.codec import Stamper, request_codec
 from bus.messages import Ack, Ping, Pong, Rejected, WaitOrder
-from tests.bus.conftest import PROBE_SERVICE, probe_factory, probe_status  # noqa: F401 (fixture)
-from tests.helpers import ActorProcess, eventually
+from tests.bus.conftest import probe_factory  # noqa: F401 (fixture)
+from tests.support.programs import PROBE_SERVICE, probe_status
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 from tests.security.chain import RawDealer
 
 PER_CALLER = 20

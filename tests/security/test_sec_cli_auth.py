@@ -21,7 +21,9 @@ from bus.codec import Stamper
 from bus.registry import ACTOR_NAMES
 from bus.reqrep import RequestTimeout, SyncClient
 from bus.security import Security, create_key, keys_dir
-from tests.helpers import REPO, ActorProcess, cfg_of, eventually, write_config
+from tests.support.config import REPO, cfg_of, write_config
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 from tests.security.chain import READY_TIMEOUT_S, Chain
 
 EXTRA = """

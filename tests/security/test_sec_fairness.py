@@ -22,7 +22,8 @@ import pytest
 from bus.codec import Stamper, request_codec
 from bus.messages import Rejected, WaitOrder
 from sdk import KhazadClient
-from tests.helpers import ActorProcess, eventually
+from tests.support.processes import ActorProcess
+from tests.support.waiting import eventually
 from tests.security.chain import Chain, RawDealer, running_chain
 
 FLOOD = 1000

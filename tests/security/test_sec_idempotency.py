@@ -21,9 +21,10 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Instrument, OrderReply, OrderSpec, PlaceOrder, Rejected
 from bus.reqrep import SyncClient
-from tests.helpers import eventually
-from tests.orders.conftest import config_path, doubles, start_orders, strategy, wait_ready  # noqa: F401 (fixtures)
-from tests.orders.doubles import ChainDoubles
+from tests.support.waiting import eventually
+from tests.orders.conftest import config_path, doubles, start_orders, strategy  # noqa: F401 (fixtures)
+from tests.support.processes import wait_ready
+from tests.support.doubles.order_peers import ChainDoubles
 
 
 def buy_1(coid: str) -> OrderSpec:

@@ -24,7 +24,7 @@ from bus.messages import (
     SubmitAck, SubmitOrder,
 )
 from sdk import KhazadClient
-from tests.helpers import eventually
+from tests.support.waiting import eventually
 from tests.security.chain import Chain, RawDealer, raw_request, running_chain
 
 ORDER_TIMEOUT_S = 20.0

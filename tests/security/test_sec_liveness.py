@@ -21,7 +21,8 @@ from bus.codec import Stamper
 from bus.messages import ActorHealth, Alert, GetSystemStatus, SystemStatusReply
 from bus.pubsub import Publisher
 from sdk import KhazadClient
-from tests.helpers import ActorProcess, eventually, wait_serving
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.waiting import eventually
 from tests.security.chain import READY_TIMEOUT_S, Chain, running_chain
 
 STRATEGY_EXTRA = """
@@ -129,6 +130,9 @@ def test_strategy_that_dies_raises_actor_dead_and_one_stopped_by_sigterm_leaves(
     try:
         eventually(lambda: (a := _actor(chain, "strategy.termed")) is not None and a.alive, READY_TIMEOUT_S,
                    message=lambda: f"the example is seen; log:\n{left.log()[-2000:]}")
+        # its SIGTERM handler is in place once the client has connected (the SDK logs it just before)
+        eventually(lambda: "strategy.termed connected" in left.log(), READY_TIMEOUT_S,
+                   message=lambda: f"the example connected; log:\n{left.log()[-2000:]}")
         left.signal(signal.SIGTERM)
         assert left.wait(30) == 0, left.log()[-3000:]
     finally:
