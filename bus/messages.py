@@ -473,12 +473,12 @@ class OrderView(Plain, frozen=True, kw_only=True):
 class OrderTerms(Plain, frozen=True, kw_only=True):
     """An order's terms as IB's last openOrder reported them (what an amendment can change, and the side)."""
 
-    side: str = ""
+    side: Word = ""
     quantity: float
-    order_type: str = ""
+    order_type: Word = ""
     limit_price: float | None = None
     stop_price: float | None = None
-    tif: str = ""
+    tif: Word = ""
 
 
 class IbOrder(Plain, frozen=True, kw_only=True):
@@ -581,16 +581,16 @@ class OrderNoticeEvent(Base, frozen=True, kw_only=True):
     is ``rejected``, and then an :class:`OrderStatusEvent` says so too). ``terms``: the terms that stand after an
     ``amend_rejected`` (IB's last report)."""
 
-    order_ref: str
-    strategy_id: str = ""
-    client_order_id: str = ""
+    order_ref: Ref
+    strategy_id: Word = ""
+    client_order_id: Id = ""
     ib_order_id: int = 0
     perm_id: int = 0
-    symbol: str = ""
+    symbol: Word = ""
     code: int
-    message: str = ""
+    message: Text = ""
     effect: NoticeEffect
-    status: str = ""
+    status: Word = ""
     terms: OrderTerms | None = None
 
 

@@ -31,7 +31,7 @@ from actors.gateway.marketdata import MarketDataFeed
 from actors.gateway.ordertable import CANCELLED, GATEWAY, IbOrderRecord, IbOrderTable, same_terms, terms_of_spec
 from actors.gateway.outbox import Outbox
 from actors.gateway.reports import OpenOrderReport, StatusReport
-from bus.messages import OrderNoticeEvent, OrderSpec, OrderTerms
+from bus.messages import MAX_TEXT_LENGTH, OrderNoticeEvent, OrderSpec, OrderTerms, clip
 
 PACING_VIOLATION = 100
 #: Statuses during which an order report is a replay of IB's state (synchronising), not news.
@@ -187,7 +187,7 @@ class OrderEventTranslator:
                 perm_id=rec.perm_id,
                 symbol=rec.symbol,
                 code=code,
-                message=text,
+                message=clip(text, MAX_TEXT_LENGTH),
                 effect=effect,
                 status=rec.status,
                 terms=terms,

@@ -28,7 +28,15 @@ from loguru import logger
 from actors.gateway.convert import attribution
 from actors.gateway.halts import scope_matches
 from actors.gateway.libtypes import Trade
-from bus.messages import OrderSpec, OrderStatusEvent, OrderTerms, is_done_status, is_live_status
+from bus.messages import (
+    MAX_TEXT_LENGTH,
+    OrderSpec,
+    OrderStatusEvent,
+    OrderTerms,
+    clip,
+    is_done_status,
+    is_live_status,
+)
 
 #: Statuses in which an order can no longer trade (as IB reports them).
 TERMINAL = frozenset({"Filled", "Cancelled", "ApiCancelled"})
@@ -366,7 +374,7 @@ class IbOrderTable:
             is_live=is_live,
             is_done=is_done,
             error_code=error_code,
-            reason=reason,
+            reason=clip(reason, MAX_TEXT_LENGTH),  # IB's text: it must fit what subscribers accept
             symbol=rec.symbol,
             replayed=replayed,
             terms=terms if terms_changed else None,
