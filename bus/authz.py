@@ -43,6 +43,7 @@ POLICY: dict[type, frozenset[str]] = {
     m.EnableStrategy: _OPERATOR,
     m.SubscribeMarketData: ANY,
     m.UnsubscribeMarketData: ANY,
+    m.QualifyInstrument: ANY,
 }
 
 

@@ -201,6 +201,14 @@ class RiskConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     market_data_wait_s: Annotated[float, Meta(gt=0, le=10)] = 1.0
     #: an approved order counts as working until the gateway reports it; forgotten after this if it never shows up
     pending_order_ttl_s: Positive = 30.0
+    #: the stale-data breaker (an instrument in its trading hours without a tick for stale_data_s) blocks new orders
+    #: in it; with this set it also cancels the instrument's resting DAY orders (never GTC or stop orders)
+    stale_data_cancels_resting: bool = False
+    #: when the daily P&L restarts: "instrument" (IB's per-instrument schedule from the contract details) or one
+    #: fixed time for every instrument, "HH:MM Zone" (TWS's global setting, e.g. "17:00 US/Eastern")
+    pnl_reset: str = "instrument"
+    #: the strategies' books (positions per contract, the day's trades), so carried positions keep their owner
+    books_file: str = "state/risk_books.json"
 
 
 class OrdersConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -452,6 +460,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     try:
         check_portfolio(cfg.portfolio)
         check_alert_routes(cfg.monitor)
+        check_pnl_reset(cfg.risk)
     except ConfigError as exc:
         raise ConfigError(f"{where}{_blame(str(exc), from_env)}") from None
     return cfg
@@ -493,6 +502,16 @@ def check_alert_routes(monitor: MonitorConfig) -> None:
                     raise ConfigError(f"{key}.recipients.{j}: not an email address")
         elif isinstance(route, CommandRoute) and not route.command.strip():
             raise ConfigError(f"{key}.command: empty")
+
+
+def check_pnl_reset(risk: RiskConfig) -> None:
+    """``risk.pnl_reset`` must name IB's per-instrument schedule or a time in a known time zone."""
+    from bus.sessions import parse_reset
+
+    try:
+        parse_reset(risk.pnl_reset)
+    except ValueError as exc:
+        raise ConfigError(f"risk.pnl_reset: {exc}") from None
 
 
 def endpoint_host(endpoint: str) -> str | None:

@@ -179,10 +179,12 @@ Symbol = Annotated[str, Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH, pattern
 Quantity = Annotated[float, Meta(gt=0, le=MAX_QUANTITY)]
 Price = Annotated[float, Meta(gt=0, le=MAX_PRICE)]
 NonNegative = Annotated[float, Meta(ge=0)]
-#: ``all`` | ``strategy:<id>`` | ``symbol:<symbol>``
-#: the symbol part follows SYMBOL_PATTERN (inner spaces allowed: ``symbol:BRK B``)
+#: ``all`` | ``strategy:<id>`` | ``symbol:<symbol>`` (every contract of that symbol: ``symbol:ES`` covers ESH7 and
+#: ESM7) | ``conid:<IB conId>`` (one contract). The symbol part follows SYMBOL_PATTERN (inner spaces allowed:
+#: ``symbol:BRK B``).
 SCOPE_PATTERN = (
-    r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]{0,30}[A-Za-z0-9_.\-/])?)$"
+    r"^(all|strategy:[A-Za-z0-9_\-]{1,32}|symbol:[A-Za-z0-9_.\-/]([A-Za-z0-9_.\-/ ]{0,30}[A-Za-z0-9_.\-/])?"
+    r"|conid:[1-9][0-9]{0,11})$"
 )
 Scope = Annotated[str, Meta(max_length=MAX_WORD_LENGTH, pattern=SCOPE_PATTERN)]
 
@@ -190,6 +192,10 @@ Side = Literal["BUY", "SELL"]
 OrderType = Literal["MKT", "LMT", "STP", "STP LMT"]
 TimeInForce = Literal["DAY", "GTC", "IOC"]
 SecType = Literal["STK", "FUT", "CASH", "IND", "OPT"]
+#: An option's right: call, put, or "" for anything that is not an option.
+Right = Literal["", "C", "P"]
+#: Short free text inside value objects (local symbols, exchanges, time zones, names).
+ShortText = Annotated[str, Meta(max_length=64)]
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
 AlertSeverity = Literal["info", "warning", "critical"]
 #: What changed a trading state (``TradingStateEvent.cause``): an operator's kill, resume or SetTradingState, a
@@ -298,7 +304,39 @@ def _check_reason(name: str, value: str, *, required: bool = True) -> None:
 
 def _check_scope(value: str) -> None:
     if not isinstance(value, str) or not _SCOPE_RE.match(value):
-        raise ValueError(f"scope {value!r} is not 'all', 'strategy:<id>' or 'symbol:<symbol>'")
+        raise ValueError(f"scope {value!r} is not 'all', 'strategy:<id>', 'symbol:<symbol>' or 'conid:<conId>'")
+
+
+GLOBAL_SCOPE = "all"
+
+
+def strategy_scope(strategy_id: str) -> str:
+    return f"strategy:{strategy_id}"
+
+
+def symbol_scope(symbol: str) -> str:
+    """Every contract of ``symbol`` (IB's contract symbol: ``ES`` for ESH7 and ESM7, ``AAPL`` for its options)."""
+    return f"symbol:{symbol}"
+
+
+def conid_scope(con_id: int) -> str:
+    """One contract, by IB's conId."""
+    return f"conid:{con_id}"
+
+
+def scope_matches(scope: str, strategy_id: str, symbol: str, con_id: int = 0) -> bool:
+    """Does ``scope`` cover an order of ``strategy_id`` in the contract ``con_id`` of ``symbol``? ``symbol`` is
+    compared case-insensitively; a ``conid:`` scope never covers an order whose contract is not known (0)."""
+    if scope == GLOBAL_SCOPE:
+        return True
+    kind, _, value = scope.partition(":")
+    if kind == "strategy":
+        return value == strategy_id
+    if kind == "symbol":
+        return value.upper() == (symbol or "").upper()
+    if kind == "conid":
+        return bool(con_id) and value == str(con_id)
+    return False
 
 
 def _check_positive(name: str, value: float | None, limit: float) -> None:
@@ -327,7 +365,14 @@ class Plain(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Instrument(Plain, frozen=True, kw_only=True):
-    """What to trade. ``con_id`` 0 means "let the gateway qualify it"."""
+    """What to trade. ``con_id`` 0 means "let the gateway qualify it".
+
+    A strategy may say less than IB (symbol and type, an expiry month, no multiplier): the gateway qualifies the
+    instrument against IB's contract details and every actor then keys it by IB's conId. It may never say
+    something different: a multiplier or currency that contradicts IB's is refused (``contract_mismatch``).
+    The canonical instrument the gateway publishes (:class:`ContractInfo`) carries IB's conId, local symbol,
+    trading class and multiplier. The helpers :meth:`stock`, :meth:`future`, :meth:`forex` and :meth:`option`
+    build the usual kinds."""
 
     symbol: Symbol
     sec_type: SecType = "STK"
@@ -336,9 +381,118 @@ class Instrument(Plain, frozen=True, kw_only=True):
     last_trade_date: Annotated[str, Meta(max_length=16)] = ""
     multiplier: Annotated[str, Meta(max_length=16)] = ""
     con_id: Annotated[int, Meta(ge=0)] = 0
+    #: options: strike price and right (``C``/``P``)
+    strike: Annotated[float, Meta(ge=0, le=MAX_PRICE)] = 0.0
+    right: Right = ""
+    #: IB's local symbol (``ESH7``, ``EUR.CHF``, ``AAPL  250620C00190000``) and trading class, once qualified
+    local_symbol: Annotated[str, Meta(max_length=32)] = ""
+    trading_class: Annotated[str, Meta(max_length=32)] = ""
 
     def __post_init__(self) -> None:
         _check_symbol("symbol", self.symbol)
+        _check_finite("strike", self.strike)
+        if self.sec_type == "OPT" and self.right not in ("C", "P"):
+            raise ValueError(f"an option needs right 'C' or 'P', got {self.right!r}")
+        if self.sec_type == "OPT" and not self.strike > 0:
+            raise ValueError(f"an option needs a strike > 0, got {self.strike!r}")
+
+    # -- the usual kinds -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def stock(cls, symbol: str, *, currency: str = "USD", exchange: str = "SMART") -> Instrument:
+        """A stock routed through ``exchange`` (SMART by default): ``Instrument.stock("NESN", currency="CHF")``."""
+        return cls(symbol=symbol, sec_type="STK", exchange=exchange, currency=currency)
+
+    @classmethod
+    def future(cls, symbol: str, expiry: str, *, exchange: str = "CME", currency: str = "USD") -> Instrument:
+        """A future by its expiry (``YYYYMM`` contract month or ``YYYYMMDD``): ``Instrument.future("ES",
+        "202703")``. The multiplier comes from IB; give one only to have it checked against IB's."""
+        return cls(symbol=symbol, sec_type="FUT", exchange=exchange, currency=currency, last_trade_date=expiry)
+
+    @classmethod
+    def forex(cls, base: str, quote: str, *, exchange: str = "IDEALPRO") -> Instrument:
+        """A currency pair, IB style: ``Instrument.forex("EUR", "CHF")`` is EUR.CHF (EUR priced in CHF)."""
+        return cls(symbol=base, sec_type="CASH", exchange=exchange, currency=quote)
+
+    @classmethod
+    def option(
+        cls,
+        symbol: str,
+        expiry: str,
+        strike: float,
+        right: str,
+        *,
+        exchange: str = "SMART",
+        currency: str = "USD",
+        multiplier: str = "",
+    ) -> Instrument:
+        """An option on ``symbol``: ``Instrument.option("AAPL", "20250620", 190, "C")`` (right ``C``/``CALL``,
+        ``P``/``PUT``)."""
+        r = {"C": "C", "CALL": "C", "P": "P", "PUT": "P"}.get(str(right).upper())
+        if r is None:
+            raise ValueError(f"option right must be C, CALL, P or PUT, got {right!r}")
+        return cls(
+            symbol=symbol,
+            sec_type="OPT",
+            exchange=exchange,
+            currency=currency,
+            last_trade_date=expiry,
+            strike=float(strike),
+            right=r,  # type: ignore[arg-type]
+            multiplier=multiplier,
+        )
+
+    @property
+    def display(self) -> str:
+        """What a human calls the contract: ``AAPL``, ``ESH7``, ``EUR.CHF``, ``AAPL 20250620 190 C``."""
+        if self.sec_type == "OPT":
+            return f"{self.symbol} {self.last_trade_date} {self.strike:g} {self.right}"
+        if self.local_symbol:
+            return self.local_symbol
+        if self.sec_type == "CASH":
+            return f"{self.symbol}.{self.currency}"
+        if self.last_trade_date:
+            return f"{self.symbol} {self.last_trade_date}"
+        return self.symbol
+
+
+class PriceIncrement(Plain, frozen=True, kw_only=True):
+    """One step of IB's market rule: from ``low_edge`` up, prices move by ``increment``."""
+
+    low_edge: Annotated[float, Meta(ge=0)]
+    increment: Annotated[float, Meta(gt=0)]
+
+
+class ContractInfo(Plain, frozen=True, kw_only=True):
+    """IB's contract details of one qualified instrument, as the gateway caches and publishes them
+    (``instrument.<conId>``, ``InstrumentReply``, ``MarketDataAck.info``). ``instrument`` is the canonical
+    instrument (IB's conId, symbol, currency, multiplier, local symbol, trading class); the rest is what risk needs
+    to check prices, sizes and sessions. See :mod:`bus.contracts` and :mod:`bus.sessions` for their use."""
+
+    instrument: Instrument
+    #: IB's multiplier as a number (1 when IB gives none: stocks, FX)
+    multiplier: Annotated[float, Meta(gt=0)] = 1.0
+    min_tick: Annotated[float, Meta(ge=0)] = 0.0
+    #: IB's market rule for the contract's price increments (empty: ``min_tick`` everywhere)
+    price_increments: Annotated[list[PriceIncrement], Meta(max_length=64)] = []
+    min_size: Annotated[float, Meta(ge=0)] = 0.0
+    #: 0 when IB gives none (then whole units)
+    size_increment: Annotated[float, Meta(ge=0)] = 0.0
+    #: IB's ``tradingHours``/``liquidHours`` (``YYYYMMDD:HHMM-YYYYMMDD:HHMM;YYYYMMDD:CLOSED;...``) and time zone
+    trading_hours: Annotated[str, Meta(max_length=2048)] = ""
+    liquid_hours: Annotated[str, Meta(max_length=2048)] = ""
+    time_zone: ShortText = ""
+    long_name: Annotated[str, Meta(max_length=128)] = ""
+    primary_exchange: ShortText = ""
+    under_con_id: Annotated[int, Meta(ge=0)] = 0
+
+    @property
+    def con_id(self) -> int:
+        return self.instrument.con_id
+
+    @property
+    def display(self) -> str:
+        return self.instrument.display
 
 
 class OrderSpec(Plain, frozen=True, kw_only=True):
@@ -354,6 +508,10 @@ class OrderSpec(Plain, frozen=True, kw_only=True):
     stop_price: Price | None = None
     tif: TimeInForce = "DAY"
     outside_rth: bool = False
+    #: an off-tick limit or stop price is rejected (``risk.tick_size``) unless this is set: then the gateway rounds
+    #: it to the contract's price grid on the passive side (a buy down, a sell up; stops away from the market)
+    #: and risk checks the rounded price
+    round_to_tick: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("quantity", self.quantity, MAX_QUANTITY)
@@ -565,6 +723,8 @@ class OrderStatusEvent(Base, frozen=True, kw_only=True):
     error_code: int | None = None
     reason: Text = ""
     symbol: Word = ""
+    #: IB's conId of the order's contract (0 when the gateway does not know it yet)
+    con_id: Annotated[int, Meta(ge=0)] = 0
     #: True when the gateway learned this status while re-synchronising (after a reconnect or a restart)
     replayed: bool = False
     #: IB's terms when its openOrder reported new ones (an amendment IB confirmed, an OCA reduction, an order first
@@ -595,7 +755,7 @@ class OrderNoticeEvent(Base, frozen=True, kw_only=True):
 
 
 class FillEvent(Base, frozen=True, kw_only=True):
-    """``fill.<symbol>``: one execution. ``exec_key`` is the execId without its correction suffix, so a corrected
+    """``fill.<conId>``: one execution (``instrument`` is IB's contract, with its conId and multiplier). ``exec_key`` is the execId without its correction suffix, so a corrected
     execution (``.01`` -> ``.02``) replaces the earlier one instead of adding to it."""
 
     exec_id: Ref
@@ -618,12 +778,13 @@ class FillEvent(Base, frozen=True, kw_only=True):
 
 
 class CommissionEvent(Base, frozen=True, kw_only=True):
-    """``commission.<symbol>``: IB's commission report for one execution."""
+    """``commission.<conId>``: IB's commission report for one execution."""
 
     exec_id: Ref
     exec_key: Ref
     order_ref: Ref = ""
     symbol: Word = ""
+    con_id: Annotated[int, Meta(ge=0)] = 0
     commission: float
     currency: Word = ""
     realized_pnl: float | None = None
@@ -642,7 +803,8 @@ EventSymbol = Annotated[str, Meta(min_length=1, max_length=SYMBOL_MAX_LENGTH)]
 
 
 class TickEvent(Base, frozen=True, kw_only=True):
-    """``md.<symbol>``: top of book and last trade."""
+    """``md.<conId>``: top of book and last trade of one contract. ``symbol`` is its readable name (``AAPL``,
+    ``ESH7``, ``EUR.CHF``, ``AAPL 20250620 190 C``: :attr:`Instrument.display`), ``con_id`` its key."""
 
     symbol: EventSymbol
     con_id: int = 0
@@ -656,9 +818,38 @@ class TickEvent(Base, frozen=True, kw_only=True):
 
 
 class PositionEvent(Base, frozen=True, kw_only=True):
-    """``position.<symbol>``: the gateway's position for one contract, as IB reports it."""
+    """``position.<conId>``: the gateway's position for one contract, as IB reports it."""
 
     position: Position
+
+
+class InstrumentEvent(Base, frozen=True, kw_only=True):
+    """``instrument.<conId>``: the gateway qualified an instrument (first time per conId and connection): IB's
+    contract details, for every actor's cache."""
+
+    info: ContractInfo
+
+
+class AccountPnLEvent(Base, frozen=True, kw_only=True):
+    """``pnl.account``: IB's own daily P&L of the account (reqPnL), in the base currency. ``daily_pnl`` restarts
+    at IB's reset (not the host's midnight); ``unrealized_pnl`` covers positions since they were opened."""
+
+    account: Word = ""
+    daily_pnl: float | None = None
+    unrealized_pnl: float | None = None
+    realized_pnl: float | None = None
+
+
+class PositionPnLEvent(Base, frozen=True, kw_only=True):
+    """``pnl.<conId>``: IB's daily P&L of the account's position in one contract (reqPnLSingle), base currency."""
+
+    account: Word = ""
+    con_id: Annotated[int, Meta(gt=0)]
+    position: float = 0.0
+    daily_pnl: float | None = None
+    unrealized_pnl: float | None = None
+    realized_pnl: float | None = None
+    value: float | None = None
 
 
 class AccountValuesEvent(Base, frozen=True, kw_only=True):
@@ -981,16 +1172,31 @@ class GetSnapshot(Base, frozen=True, kw_only=True):
 
 
 class SubscribeMarketData(Base, frozen=True, kw_only=True):
+    """Gateway: stream ``md.<conId>`` for the instrument (qualified first; the ack carries IB's details)."""
+
     instrument: Instrument
     subscriber: Name
 
 
 class UnsubscribeMarketData(Base, frozen=True, kw_only=True):
+    """Gateway: ``subscriber`` leaves the stream of ``con_id`` (when given), else of every contract whose symbol or
+    local symbol is ``symbol``."""
+
     symbol: Symbol
     subscriber: Name
+    con_id: Annotated[int, Meta(ge=0)] = 0
 
     def __post_init__(self) -> None:
         _check_symbol("symbol", self.symbol)
+
+
+class QualifyInstrument(Base, frozen=True, kw_only=True):
+    """Gateway: qualify an instrument against IB's contract details. Answer: :class:`InstrumentReply`, or
+    ``Rejected`` with ``unknown_symbol`` (IB has no such contract), ``ambiguous_contract`` (it says too little:
+    several contracts match, listed in the reason), ``contract_mismatch`` (it contradicts IB: multiplier or
+    currency), ``disconnected``."""
+
+    instrument: Instrument
 
 
 # -- portfolio / monitor ----------------------------------------------------------------------------------------
@@ -1063,8 +1269,8 @@ class RiskStateReply(Base, frozen=True, kw_only=True):
     scope_states: Annotated[dict[Word, TradingState], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     #: False until the governor has its first gateway snapshot (it rejects with ``risk.not_ready`` until then)
     ready: bool = False
-    #: the account exposure the checks use, per symbol: position, and quantity still working on each side
-    #: (approved orders count from their approval on)
+    #: the account exposure the checks use, per contract (its readable name, e.g. ``ESH7``): position, and
+    #: quantity still working on each side (approved orders count from their approval on)
     positions: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     working_buy: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
     working_sell: Annotated[dict[Word, float], Meta(max_length=MAX_KEYED_ENTRIES)] = {}
@@ -1133,12 +1339,27 @@ class GatewaySnapshot(Base, frozen=True, kw_only=True):
     as_of_wall_ns: int = 0
     #: True when IB reported more executions than a snapshot holds (the oldest were left out)
     truncated: bool = False
+    #: IB's daily P&L of the account and of each position (reqPnL / reqPnLSingle), when IB has reported them
+    pnl: AccountPnLEvent | None = None
+    position_pnl: Annotated[list[PositionPnLEvent], Meta(max_length=MAX_POSITIONS)] = []
+    #: IB's contract details of every contract in the snapshot the gateway has qualified
+    contracts: Annotated[list[ContractInfo], Meta(max_length=MAX_POSITIONS + MAX_SNAPSHOT_ORDERS)] = []
 
 
 class MarketDataAck(Base, frozen=True, kw_only=True):
+    """``symbol`` is the contract's readable name, ``con_id`` its key (``md.<con_id>``)."""
+
     symbol: Word
     con_id: int = 0
     subscribers: int = 0
+    #: IB's contract details (None when the subscription waits for the connection)
+    info: ContractInfo | None = None
+
+
+class InstrumentReply(Base, frozen=True, kw_only=True):
+    """The answer to :class:`QualifyInstrument`."""
+
+    info: ContractInfo
 
 
 class AccountReply(Base, frozen=True, kw_only=True):
@@ -1186,6 +1407,9 @@ Event = (
     | OrderUpdate
     | TickEvent
     | PositionEvent
+    | InstrumentEvent
+    | AccountPnLEvent
+    | PositionPnLEvent
     | AccountValuesEvent
     | ConnectionStateEvent
     | TradingStateEvent
@@ -1224,6 +1448,7 @@ Request = (
     | GetSnapshot
     | SubscribeMarketData
     | UnsubscribeMarketData
+    | QualifyInstrument
     | GetAccount
     | GetPositions
     | GetSystemStatus
@@ -1243,6 +1468,7 @@ Reply = (
     | GatewayStatus
     | GatewaySnapshot
     | MarketDataAck
+    | InstrumentReply
     | AccountReply
     | PositionsReply
     | SystemStatusReply

@@ -1,6 +1,9 @@
 """Every pub/sub topic, in one place: constants for fixed topics, builders for keyed ones, prefixes for
 subscriptions. Publishers and subscribers both read this module, so a topic is spelt exactly once.
 
+Instrument topics are keyed by IB's contract id (conId), never by symbol: ``md.265598`` is AAPL, ``md.551601503``
+ES March 2027 and ``md.551601532`` ES June, so a subscriber of one expiry never receives the other's ticks.
+
 Subscriptions match by prefix (ZeroMQ SUB semantics): subscribe with a ``*_PREFIX`` constant to receive every key.
 """
 
@@ -24,6 +27,10 @@ COMMISSION_PREFIX = "commission."
 POSITION_PREFIX = "position."
 ACCOUNT_VALUES = "account.values"
 MARKET_DATA_PREFIX = "md."
+INSTRUMENT_PREFIX = "instrument."
+PNL_PREFIX = "pnl."
+#: IB's daily P&L of the account (reqPnL); a position's is ``pnl.<conId>``
+ACCOUNT_PNL = "pnl.account"
 # -- order manager, risk, portfolio events ------------------------------------------------------------------------
 ORDER_PREFIX = "order."
 RISK_DECISION_PREFIX = "risk.decision."
@@ -47,24 +54,34 @@ def gw_order(strategy_id: str) -> str:
     return f"{GW_ORDER_PREFIX}{strategy_id}"
 
 
-def fill(key: str) -> str:
-    """``fill.<instrument key>``: :class:`~bus.messages.FillEvent`."""
-    return f"{FILL_PREFIX}{key}"
+def fill(con_id: int | str) -> str:
+    """``fill.<conId>``: :class:`~bus.messages.FillEvent` of one contract."""
+    return f"{FILL_PREFIX}{con_id}"
 
 
-def commission(key: str) -> str:
-    """``commission.<instrument key>``: :class:`~bus.messages.CommissionEvent`."""
-    return f"{COMMISSION_PREFIX}{key}"
+def commission(con_id: int | str) -> str:
+    """``commission.<conId>``: :class:`~bus.messages.CommissionEvent` of one contract."""
+    return f"{COMMISSION_PREFIX}{con_id}"
 
 
-def position(key: str) -> str:
-    """``position.<instrument key>``: :class:`~bus.messages.PositionEvent`."""
-    return f"{POSITION_PREFIX}{key}"
+def position(con_id: int | str) -> str:
+    """``position.<conId>``: :class:`~bus.messages.PositionEvent` of one contract."""
+    return f"{POSITION_PREFIX}{con_id}"
 
 
-def market_data(key: str) -> str:
-    """``md.<instrument key>``: :class:`~bus.messages.TickEvent`."""
-    return f"{MARKET_DATA_PREFIX}{key}"
+def market_data(con_id: int | str) -> str:
+    """``md.<conId>``: :class:`~bus.messages.TickEvent` of one contract."""
+    return f"{MARKET_DATA_PREFIX}{con_id}"
+
+
+def instrument(con_id: int | str) -> str:
+    """``instrument.<conId>``: :class:`~bus.messages.InstrumentEvent` (IB's contract details)."""
+    return f"{INSTRUMENT_PREFIX}{con_id}"
+
+
+def position_pnl(con_id: int | str) -> str:
+    """``pnl.<conId>``: :class:`~bus.messages.PositionPnLEvent` (IB's daily P&L of one position)."""
+    return f"{PNL_PREFIX}{con_id}"
 
 
 def order(strategy_id: str) -> str:

@@ -1,6 +1,6 @@
 """Positions, portfolio items and account values of the account this connection trades, as IB pushes them.
 
-Positions go out on ``position.<symbol>`` as they arrive (a portfolio update carries IB's market value and P&L);
+Positions go out on ``position.<conId>`` as they arrive (a portfolio update carries IB's market value and P&L);
 account values are coalesced into one ``account.values`` event per batch of messages. After a (re)connect
 :meth:`AccountFeed.resync_positions` republishes IB's positions and reports how far they moved during the gap.
 """
@@ -8,6 +8,7 @@ account values are coalesced into one ``account.values`` event per batch of mess
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from actors.gateway import libtypes as lib
 from actors.gateway.connection import ConnectionTracker
@@ -23,10 +24,19 @@ DRIFT_EPSILON = 1e-9
 class AccountFeed:
     """IB's positions and account values for ``conn.account`` (other accounts of the login are ignored)."""
 
-    def __init__(self, session: IbSession, conn: ConnectionTracker, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        session: IbSession,
+        conn: ConnectionTracker,
+        outbox: Outbox,
+        *,
+        on_contract: Callable[[int], None] = lambda con_id: None,
+    ) -> None:
         self.session = session
         self.conn = conn
         self.outbox = outbox
+        #: told the conId of every contract the account holds (the daily P&L follows it)
+        self.on_contract = on_contract
         self._portfolio: dict[int, lib.PortfolioItem] = {}
         self._position_qty: dict[str, float] = {}
         self._values: dict[tuple[str, str], str] = {}
@@ -39,14 +49,17 @@ class AccountFeed:
         if not self._ours(pos.account):
             return
         con_id = int(pos.contract.conId)
-        self._position_qty[pos.contract.symbol] = float(pos.position)
-        self.outbox.position(pos.contract.symbol, PositionEvent(position=position_of(pos, self._portfolio.get(con_id))))
+        ev = PositionEvent(position=position_of(pos, self._portfolio.get(con_id)))
+        self._position_qty[ev.position.instrument.display] = float(pos.position)
+        self.on_contract(con_id)
+        self.outbox.position(ev)
 
     def on_portfolio(self, item: lib.PortfolioItem) -> None:
         if not self._ours(item.account):
             return
         self._portfolio[int(item.contract.conId)] = item
-        self.outbox.position(item.contract.symbol, PositionEvent(position=position_of_portfolio(item)))
+        self.on_contract(int(item.contract.conId))
+        self.outbox.position(PositionEvent(position=position_of_portfolio(item)))
 
     def on_account_value(self, value: lib.AccountValue) -> None:
         if not self._ours(value.account):
@@ -75,15 +88,18 @@ class AccountFeed:
         ]
 
     def resync_positions(self) -> dict[str, float]:
-        """Republish IB's positions (the library requested them while connecting); the drift per symbol since
-        the last known quantities (empty on the first connect)."""
+        """Republish IB's positions (the library requested them while connecting); the drift per contract (by its
+        readable name) since the last known quantities (empty on the first connect)."""
         before = dict(self._position_qty)
         now_qty: dict[str, float] = {}
         for pos in self.session.positions():
             if not self._ours(pos.account):
                 continue
-            now_qty[pos.contract.symbol] = now_qty.get(pos.contract.symbol, 0.0) + float(pos.position)
-            self.outbox.position(pos.contract.symbol, PositionEvent(position=position_of(pos)))
+            ev = PositionEvent(position=position_of(pos))
+            name = ev.position.instrument.display
+            now_qty[name] = now_qty.get(name, 0.0) + float(pos.position)
+            self.on_contract(int(pos.contract.conId))
+            self.outbox.position(ev)
         drift: dict[str, float] = {}
         if before:
             for sym in set(before) | set(now_qty):

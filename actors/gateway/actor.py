@@ -2,11 +2,11 @@
 
 Serves ``bus.gateway`` (orders with approvals, cancels, kill/resume, status, snapshots, market data) and
 publishes everything IB reports (``gw.order.*``, ``fill.*``, ``commission.*``, ``position.*``,
-``account.values``, ``md.*``, ``state.connection``, ``recon.gateway``, ``alert.gateway``). Its halt latch is an
-interlock, not a trading-state authority: it is in every heartbeat (``detail["halted"]``) and the risk governor,
-which alone publishes ``state.trading``, mirrors it. See docs/gateway.md for the semantics. The actor is a shell:
-it builds its collaborators, each a small class with typed dependencies, and maps requests and bus commands to
-them.
+``account.values``, ``md.*``, ``instrument.*``, ``pnl.*``, ``state.connection``, ``recon.gateway``,
+``alert.gateway``); instrument topics are keyed by IB's conId. Its halt latch is an interlock, not a trading-state
+authority: it is in every heartbeat (``detail["halted"]``) and the risk governor, which alone publishes
+``state.trading``, mirrors it. See docs/gateway.md for the semantics. The actor is a shell: it builds its
+collaborators, each a small class with typed dependencies, and maps requests and bus commands to them.
 
 * :class:`~.ib.IbSession` - the only door to the client library, with pacing (:mod:`.pacing`) and hooks;
 * :class:`~.ordertable.IbOrderTable` - one record per IB order and what was published of it;
@@ -17,7 +17,9 @@ them.
   :class:`~.reconcile.OrderResync` - IB asked again when a notice leaves an order's state in doubt;
 * :class:`~.events.IbEventRouter` - the library's events to their owners; order events through
   :class:`~.events.OrderEventTranslator`; :class:`~.executions.ExecutionFeed`, :class:`~.account.AccountFeed`,
-  :class:`~.marketdata.MarketDataFeed` - fills, positions and account values, ticks;
+  :class:`~.marketdata.MarketDataFeed`, :class:`~.pnl.PnLFeed` - fills, positions and account values, ticks, IB's
+  daily P&L;
+* :class:`~.contracts.ContractCache` - every instrument qualified against IB's contract details (``QualifyInstrument``);
 * :class:`~.snapshot.SnapshotBuilder` - ``GetSnapshot``; :class:`~.outbox.Outbox` - every publication.
 """
 
@@ -31,7 +33,7 @@ from loguru import logger
 from actors.gateway import connection as cs
 from actors.gateway.account import AccountFeed
 from actors.gateway.cancels import CancelSweeper, SweepRegistry, UnsentOrders
-from actors.gateway.contracts import ContractCache
+from actors.gateway.contracts import ContractCache, Qualified
 from actors.gateway.entry import OrderEntry
 from actors.gateway.events import IbEventRouter, OrderEventTranslator
 from actors.gateway.executions import ExecutionFeed
@@ -43,6 +45,7 @@ from actors.gateway.ordertable import IbOrderTable
 from actors.gateway.outbox import Event, Outbox
 from actors.gateway.pacing import Priority, place_order_id
 from actors.gateway.persist import ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
+from actors.gateway.pnl import PnLFeed
 from actors.gateway.reconcile import OrderResync, Reconciler
 from actors.gateway.settings import GatewaySettings, resolve_settings
 from actors.gateway.snapshot import SnapshotBuilder
@@ -74,11 +77,13 @@ from bus.messages import (
     GetStatus,
     GetSystemStatus,
     GetTradingState,
+    InstrumentReply,
     Kill,
     ListOrders,
     MarketDataAck,
     ModifyOrder,
     PlaceOrder,
+    QualifyInstrument,
     Rejected,
     Resume,
     SetTradingState,
@@ -149,9 +154,10 @@ class GatewayActor(Actor):
             on_commission=self.executions.on_commission,
             on_sent=self._on_sent,
         )
-        contracts = ContractCache(self.session)
+        self.contracts = contracts = ContractCache(self.session, outbox)
         self.market_data = MarketDataFeed(self.session, contracts, outbox)
-        self.account = AccountFeed(self.session, self.conn, outbox)
+        self.pnl = PnLFeed(self.session, self.conn, outbox)
+        self.account = AccountFeed(self.session, self.conn, outbox, on_contract=self.pnl.follow)
         self.sweeper = CancelSweeper(self.session, self.table, client_id=client_id)
         self.sweeps = SweepRegistry(self.sweeper, timeout_s=settings.kill_verify_timeout_s)
         unsent = UnsentOrders(self.session.sender, self.table, outbox, client_id=client_id)
@@ -183,6 +189,7 @@ class GatewayActor(Actor):
             account=self.account,
             executions=self.executions,
             market_data=self.market_data,
+            pnl=self.pnl,
             killswitch=self.killswitch,
             outbox=outbox,
             client_id=client_id,
@@ -194,6 +201,7 @@ class GatewayActor(Actor):
             conn=self.conn,
             reconciler=reconciler,
             market_data=self.market_data,
+            pnl=self.pnl,
             outbox=outbox,
             stop=self.stop,
         )
@@ -212,10 +220,11 @@ class GatewayActor(Actor):
             system=self.supervisor,
             account=self.account,
             market_data=self.market_data,
+            pnl=self.pnl,
             outbox=outbox,
             on_handler_error=self.record_error,
         )
-        self.snapshots = SnapshotBuilder(self.session, self.account, self.conn)
+        self.snapshots = SnapshotBuilder(self.session, self.account, self.conn, contracts, self.pnl)
         logger.info("gateway: {}", settings.describe())
 
     def _publish(self, topic: str, body: Event) -> None:
@@ -269,6 +278,7 @@ class GatewayActor(Actor):
             GetSnapshot: self._snapshot,
             SubscribeMarketData: self._subscribe,
             UnsubscribeMarketData: self._unsubscribe,
+            QualifyInstrument: self._qualify,
         }
 
     async def _status(self, ctx: CallContext, req: GetStatus) -> GatewayStatus:
@@ -303,6 +313,19 @@ class GatewayActor(Actor):
 
     async def _unsubscribe(self, ctx: CallContext, req: UnsubscribeMarketData) -> MarketDataAck | Rejected:
         return self.market_data.unsubscribe(req)
+
+    async def _qualify(self, ctx: CallContext, req: QualifyInstrument) -> InstrumentReply | Rejected:
+        rtype = "qualify_instrument"
+        try:
+            found = await self.contracts.resolve(req.instrument)
+        except (TimeoutError, ConnectionError) as exc:
+            return Rejected(
+                code="disconnected", reason=f"cannot qualify {req.instrument.display} with IB now: {exc}",
+                request_type=rtype,
+            )
+        if not isinstance(found, Qualified):
+            return Rejected(code=found.code, reason=found.reason, request_type=rtype)
+        return InstrumentReply(info=found.info)
 
     async def on_event(self, topic: str, env: Envelope[object]) -> None:
         """The bus copies of kill, resume and emergency cancel (the same commands also arrive as requests)."""

@@ -14,10 +14,12 @@ from actors.gateway.ib import is_set, num
 from bus.messages import (
     AccountValue,
     CommissionEvent,
+    ContractInfo,
     FillEvent,
     IbOrder,
     Instrument,
     Position,
+    PriceIncrement,
     TickEvent,
     parse_order_ref,
 )
@@ -74,7 +76,19 @@ def parse_since(text: str) -> datetime | None:
     return dt.replace(tzinfo=UTC)
 
 
+def _right(contract: lib.Contract) -> str:
+    right = (getattr(contract, "right", "") or "").upper()
+    return {"CALL": "C", "PUT": "P"}.get(right, right if right in ("C", "P") else "")
+
+
+def _strike(contract: lib.Contract) -> float:
+    strike = num(getattr(contract, "strike", 0.0))
+    return strike if strike is not None and strike > 0 else 0.0
+
+
 def instrument_of(contract: lib.Contract) -> Instrument:
+    """IB's contract as a Khazad instrument: conId, local symbol, trading class, multiplier and, for options,
+    strike and right, exactly as IB gave them."""
     sec_type = getattr(contract, "secType", "") or "STK"
     return Instrument(
         symbol=getattr(contract, "symbol", "") or getattr(contract, "localSymbol", "") or "?",
@@ -83,9 +97,45 @@ def instrument_of(contract: lib.Contract) -> Instrument:
         sec_type=sec_type,  # type: ignore[arg-type]
         exchange=(getattr(contract, "exchange", "") or "SMART")[:16],
         currency=(getattr(contract, "currency", "") or "USD")[:3],
-        last_trade_date=(getattr(contract, "lastTradeDateOrContractMonth", "") or "")[:16],
+        last_trade_date=(getattr(contract, "lastTradeDateOrContractMonth", "") or "").split(" ")[0][:16],
         multiplier=str(getattr(contract, "multiplier", "") or "")[:16],
         con_id=int(getattr(contract, "conId", 0) or 0),
+        strike=_strike(contract) if sec_type == "OPT" else 0.0,
+        right=_right(contract) if sec_type == "OPT" else "",  # type: ignore[arg-type]
+        local_symbol=(getattr(contract, "localSymbol", "") or "")[:32],
+        trading_class=(getattr(contract, "tradingClass", "") or "")[:32],
+    )
+
+
+def multiplier_value(text: str) -> float:
+    """IB's multiplier string as a number: 1 when IB gives none (stocks, FX) or something unusable."""
+    try:
+        value = float(text) if text else 1.0
+    except ValueError:
+        return 1.0
+    return value if value > 0 and value == value else 1.0
+
+
+def contract_info(details: lib.ContractDetails, increments: list[tuple[float, float]]) -> ContractInfo:
+    """IB's contract details (and the market rule's increments) as a :class:`~bus.messages.ContractInfo`."""
+    contract = details.contract
+    assert contract is not None
+    inst = instrument_of(contract)
+    size_increment = num(getattr(details, "sizeIncrement", None))
+    min_size = num(getattr(details, "minSize", None))
+    return ContractInfo(
+        instrument=inst,
+        multiplier=multiplier_value(inst.multiplier),
+        min_tick=float(num(details.minTick) or 0.0),
+        price_increments=[PriceIncrement(low_edge=lo, increment=inc) for lo, inc in increments if inc > 0][:64],
+        min_size=min_size if min_size is not None and min_size > 0 else 0.0,
+        size_increment=size_increment if size_increment is not None and size_increment > 0 else 0.0,
+        trading_hours=(details.tradingHours or "")[:2048],
+        liquid_hours=(details.liquidHours or "")[:2048],
+        time_zone=(details.timeZoneId or "")[:64],
+        long_name=(details.longName or "")[:128],
+        primary_exchange=(getattr(contract, "primaryExchange", "") or "")[:64],
+        under_con_id=int(getattr(details, "underConId", 0) or 0),
     )
 
 
@@ -112,12 +162,15 @@ def fill_event(contract: lib.Contract, execution: lib.Execution, *, is_correctio
     )
 
 
-def commission_event(report: lib.CommissionReport, *, order_ref: str = "", symbol: str = "") -> CommissionEvent:
+def commission_event(
+    report: lib.CommissionReport, *, order_ref: str = "", symbol: str = "", con_id: int = 0
+) -> CommissionEvent:
     return CommissionEvent(
         exec_id=report.execId,
         exec_key=exec_key(report.execId),
         order_ref=order_ref,
         symbol=symbol,
+        con_id=con_id,
         commission=float(report.commission) if is_set(report.commission) else 0.0,
         currency=report.currency or "",
         realized_pnl=num(getattr(report, "realizedPNL", None)),
@@ -198,11 +251,11 @@ def _price(value: float) -> float | None:
     return None if v is None or v == -1 else v
 
 
-def tick_event(symbol: str, ticker: lib.Ticker) -> TickEvent:
+def tick_event(symbol: str, con_id: int, ticker: lib.Ticker) -> TickEvent:
     t = getattr(ticker, "time", None)
     return TickEvent(
         symbol=symbol,
-        con_id=int(getattr(ticker.contract, "conId", 0) or 0),
+        con_id=con_id,
         bid=_price(ticker.bid),
         ask=_price(ticker.ask),
         last=_price(ticker.last),

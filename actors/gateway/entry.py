@@ -7,7 +7,11 @@ the risk governor's approval (:class:`~bus.approval.ApprovalVerifier`), then goe
   before IB sees it); a duplicate answers :data:`~bus.messages.DUPLICATE_STATUS` with the existing ids, but only
   to an approval the gateway verified as the governor's signature over exactly that order (anything else is
   refused first: nobody learns about an order without a genuine approval for it). The order's
-  record is filed *before* the placeOrder is handed to the pacer, so the pacer's "sent" finds it (``transmitted``);
+  record is filed *before* the placeOrder is handed to the pacer, so the pacer's "sent" finds it (``transmitted``).
+  The order goes to IB with IB's qualified contract (its conId): an instrument that contradicts IB's contract
+  (multiplier, currency) is refused ``contract_mismatch`` here too, whatever the approval says; a ``round_to_tick``
+  order goes with its prices rounded to the contract's grid (:func:`bus.contracts.rounded_order`, as risk checked
+  them), and so do its amendments;
 * ``AmendOrder``: acknowledged (:data:`~bus.messages.AMENDMENT_SENT`) only once the amendment has left for IB
   (queued behind the pacer it would be lost with this process after the strategy was told it was sent). "Sent" is
   all it says: the record's terms change when IB's openOrder reports the new ones, and an ``amend_rejected``
@@ -25,7 +29,7 @@ from loguru import logger
 
 from actors.gateway import connection as cs
 from actors.gateway.cancels import CancelSweeper, UnsentOrders, strategy_cause
-from actors.gateway.contracts import ContractCache
+from actors.gateway.contracts import ContractCache, Qualified
 from actors.gateway.convert import error_text
 from actors.gateway.halts import HaltLatch
 from actors.gateway.ib import IbSession
@@ -34,6 +38,7 @@ from actors.gateway.outbox import Outbox
 from actors.gateway.pacing import place_order_id
 from actors.gateway.persist import PLACED, ExecJournal
 from bus.approval import ApprovalError, ApprovalVerifier
+from bus.contracts import rounded_order
 from bus.messages import (
     AMENDMENT_SENT,
     DUPLICATE_STATUS,
@@ -84,7 +89,7 @@ class OrderEntry:
         #: orderRef -> a SubmitOrder in flight for it (a duplicate waits for it, then answers Duplicate)
         self._placing: dict[str, asyncio.Future[None]] = {}
 
-    def gate(self, strategy_id: str, symbol: str, request_type: str) -> Rejected | None:
+    def gate(self, strategy_id: str, symbol: str, request_type: str, con_id: int = 0) -> Rejected | None:
         """Connection and halt checks shared by submit and amend."""
         conn = self.conn
         if not conn.ready:
@@ -100,7 +105,7 @@ class OrderEntry:
                 reason=f"gateway is {conn.state} (reconciling with IB): order refused until READY",
                 request_type=request_type,
             )
-        scope = self.latch.blocking_scope(strategy_id, symbol)
+        scope = self.latch.blocking_scope(strategy_id, symbol, con_id)
         if scope is not None:
             rec = self.latch.scopes[scope]
             return Rejected(
@@ -159,30 +164,27 @@ class OrderEntry:
         ref = spec.order_ref
         rtype = tag_of(SubmitOrder)
         try:
-            contract = await self.contracts.get(spec.instrument)
+            found = await self.contracts.resolve(spec.instrument)
         except (TimeoutError, ConnectionError) as exc:
             return Rejected(
                 code="disconnected", reason=f"contract lookup failed: {error_text(exc)}", request_type=rtype
             )
-        if contract is None:
-            return Rejected(
-                code="unknown_symbol",
-                reason=f"IB has no security definition for "
-                f"{spec.instrument.symbol} {spec.instrument.sec_type} {spec.instrument.exchange} "
-                f"{spec.instrument.currency} (IB 200)",
-                request_type=rtype,
-            )
-        refused = self.gate(spec.strategy_id, spec.instrument.symbol, rtype)  # state may have changed
+        if not isinstance(found, Qualified):
+            logger.warning("gateway: order {} refused: {} ({})", ref, found.code, found.reason)
+            return Rejected(code=found.code, reason=found.reason, request_type=rtype)
+        ib_symbol = found.info.instrument.symbol
+        refused = self.gate(spec.strategy_id, ib_symbol, rtype, found.con_id)  # state may have changed
         if refused is not None:
             return refused
+        limit, stop = rounded_order(spec, found.info)
         self.journal.record(PLACED, ref)  # before IB sees it: at most one IB order per orderRef, restarts too
-        order = self.session.make_order(spec, self.conn.account)
+        order = self.session.make_order(spec, self.conn.account, limit=limit, stop=stop)
         order.orderId = self.session.next_order_id()
         # filed before the placeOrder reaches the pacer: the pacer may send it at once, and its "sent" must find
         # the record (a cancel of an order IB has is sent to IB, never answered "cancelled before transmission")
-        rec = self.table.add_placed(spec, order.orderId, self.client_id)
+        rec = self.table.add_placed(spec, order.orderId, self.client_id, symbol=ib_symbol, con_id=found.con_id)
         try:
-            rec.trade = self.session.place(contract, order)
+            rec.trade = self.session.place(found.contract, order)
         except ConnectionError as exc:
             self.table.remove(rec)
             return Rejected(code="disconnected", reason=f"IB connection lost while placing: {exc}", request_type=rtype)
@@ -218,7 +220,7 @@ class OrderEntry:
             return Rejected(
                 code="bad_request", reason="an amendment cannot change the instrument or the side", request_type=rtype
             )
-        refused = self.gate(spec.strategy_id, spec.instrument.symbol, rtype)
+        refused = self.gate(spec.strategy_id, rec.symbol or spec.instrument.symbol, rtype, rec.con_id)
         if refused is not None:
             return refused
         try:
@@ -226,9 +228,12 @@ class OrderEntry:
         except ApprovalError as exc:
             return Rejected(code=exc.code, reason=exc.reason, request_type=rtype)
         trade = rec.trade
+        prices = self._prices(spec, rec.con_id, rtype)
+        if isinstance(prices, Rejected):
+            return prices
         if trade.orderStatus.status in TERMINAL:
             trade.orderStatus.status = rec.status  # a local guess of the library's; IB reports the order working
-        self.session.apply_spec(trade.order, spec)
+        self.session.apply_spec(trade.order, spec, limit=prices[0], stop=prices[1])
         # the record keeps IB's terms (rec.spec) until IB reports the new ones
         rec.modify_pending = True
         rec.amendment = spec
@@ -276,7 +281,22 @@ class OrderEntry:
             rec.amendment = None
             rec.modify_pending = False
             if rec.trade is not None and rec.spec is not None:
-                self.session.apply_spec(rec.trade.order, rec.spec)
+                before = self._prices(rec.spec, rec.con_id, tag_of(AmendOrder))
+                if not isinstance(before, Rejected):
+                    self.session.apply_spec(rec.trade.order, rec.spec, limit=before[0], stop=before[1])
+
+    def _prices(self, spec: OrderSpec, con_id: int, request_type: str) -> tuple[float | None, float | None] | Rejected:
+        """(limit, stop) for IB: rounded to the contract's grid when the order asks for it."""
+        if not spec.round_to_tick:
+            return spec.limit_price, spec.stop_price
+        known = self.contracts.known(con_id)
+        if known is None:
+            return Rejected(
+                code="not_ready",
+                reason=f"no contract details for conId {con_id}: cannot round {spec.order_ref} to its tick",
+                request_type=request_type,
+            )
+        return rounded_order(spec, known.info)
 
     def cancel(self, req: CancelIbOrder) -> Ack | Rejected:
         rtype = tag_of(CancelIbOrder)

@@ -30,6 +30,7 @@ from actors.gateway.ib import IbSession
 from actors.gateway.marketdata import MarketDataFeed
 from actors.gateway.ordertable import CANCELLED, GATEWAY, IbOrderRecord, IbOrderTable, same_terms, terms_of_spec
 from actors.gateway.outbox import Outbox
+from actors.gateway.pnl import PnLFeed
 from actors.gateway.reports import OpenOrderReport, StatusReport
 from bus.messages import MAX_TEXT_LENGTH, OrderNoticeEvent, OrderSpec, OrderTerms, clip
 
@@ -265,6 +266,7 @@ class IbEventRouter:
         system: SystemCodeHandler,
         account: AccountFeed,
         market_data: MarketDataFeed,
+        pnl: PnLFeed,
         outbox: Outbox,
         on_handler_error: Callable[[BaseException], None],
     ) -> None:
@@ -272,6 +274,7 @@ class IbEventRouter:
         self.system = system
         self.account = account
         self.market_data = market_data
+        self.pnl = pnl
         self.outbox = outbox
         self._on_handler_error = on_handler_error
         self.last_ib_code: int | None = None
@@ -288,6 +291,8 @@ class IbEventRouter:
             portfolio=self._guard(self.account.on_portfolio),
             account_value=self._guard(self.account.on_account_value),
             tickers=self._guard(self.market_data.on_tickers),
+            pnl=self._guard(self.pnl.on_pnl),
+            pnl_single=self._guard(self.pnl.on_pnl_single),
         )
 
     def _guard(self, fn: Callable[P, None]) -> Callable[P, None]:

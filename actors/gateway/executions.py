@@ -18,12 +18,12 @@ from actors.gateway.convert import commission_event, exec_key, exec_revision, fi
 from actors.gateway.outbox import Outbox
 from actors.gateway.persist import COMMISSION, FILL, ExecJournal
 
-#: Remember exec id -> (orderRef, symbol) for this many executions (commission reports refer to them).
+#: Remember exec id -> (orderRef, symbol, conId) for this many executions (commission reports refer to them).
 EXEC_INFO_MEMORY = 200_000
 
 
 class ExecutionFeed:
-    """Fills (``fill.<symbol>``) and commissions (``commission.<symbol>``), exactly once across restarts.
+    """Fills (``fill.<conId>``) and commissions (``commission.<conId>``), exactly once across restarts.
     ``replayed`` counts the executions that arrived as answers (not live) since the last connect."""
 
     def __init__(self, journal: ExecJournal, outbox: Outbox) -> None:
@@ -31,13 +31,14 @@ class ExecutionFeed:
         self.outbox = outbox
         self.replayed = 0
         self._exec_keys: dict[str, str] = {exec_key(i): i for i in journal.fills}
-        self._exec_info: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._exec_info: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
         self._flush_pending = False
 
     def on_execution(self, contract: lib.Contract, execution: lib.Execution, is_live: bool) -> None:
         exec_id = execution.execId
-        symbol = getattr(contract, "symbol", "") or "?"
-        self._exec_info[exec_id] = (execution.orderRef or "", symbol)
+        ev = fill_event(contract, execution, is_correction=False, replayed=not is_live)
+        symbol = ev.instrument.display
+        self._exec_info[exec_id] = (execution.orderRef or "", symbol, ev.instrument.con_id)
         while len(self._exec_info) > EXEC_INFO_MEMORY:
             self._exec_info.popitem(last=False)
         if self.journal.has_fill(exec_id):
@@ -45,8 +46,9 @@ class ExecutionFeed:
         key = exec_key(exec_id)
         previous = self._exec_keys.get(key)
         is_correction = (previous is not None and previous != exec_id) or exec_revision(exec_id) > 1
-        ev = fill_event(contract, execution, is_correction=is_correction, replayed=not is_live)
-        self.outbox.fill(symbol, ev)
+        if is_correction:
+            ev = fill_event(contract, execution, is_correction=True, replayed=not is_live)
+        self.outbox.fill(ev)
         self._journal(FILL, exec_id)
         self._exec_keys[key] = exec_id
         self._schedule_flush()
@@ -69,8 +71,8 @@ class ExecutionFeed:
         exec_id = report.execId
         if not exec_id or self.journal.has_commission(exec_id):
             return
-        order_ref, symbol = self._exec_info.get(exec_id, ("", ""))
-        self.outbox.commission(symbol, commission_event(report, order_ref=order_ref, symbol=symbol))
+        order_ref, symbol, con_id = self._exec_info.get(exec_id, ("", "", 0))
+        self.outbox.commission(commission_event(report, order_ref=order_ref, symbol=symbol, con_id=con_id))
         self._journal(COMMISSION, exec_id)
         self._schedule_flush()
 

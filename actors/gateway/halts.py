@@ -1,6 +1,7 @@
 """The halt latch: which scopes are HALTED, with an epoch that only increases.
 
-A scope is ``all`` (everything), ``strategy:<id>`` or ``symbol:<symbol>``. An order is refused while any
+A scope is ``all`` (everything), ``strategy:<id>``, ``symbol:<symbol>`` (every contract of that symbol) or
+``conid:<conId>`` (one contract); :func:`bus.messages.scope_matches` decides what a scope covers. An order is refused while any
 latched scope covers it. Kill latches (epoch + 1), Resume releases (epoch + 1); the caller persists the result
 *before* acting on it (see :mod:`actors.gateway.persist`). Cancels are never checked against the latch.
 """
@@ -11,21 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from actors.gateway.persist import GatewayState, HaltRecord, PendingSweep
-from bus.messages import TradingState
+from bus.messages import GLOBAL_SCOPE, TradingState, scope_matches
 
-GLOBAL_SCOPE = "all"
-
-
-def scope_matches(scope: str, strategy_id: str, symbol: str) -> bool:
-    """Does ``scope`` cover an order of ``strategy_id`` in ``symbol``?"""
-    if scope == GLOBAL_SCOPE:
-        return True
-    kind, _, value = scope.partition(":")
-    if kind == "strategy":
-        return value == strategy_id
-    if kind == "symbol":
-        return value.upper() == (symbol or "").upper()
-    return False
+__all__ = ["GLOBAL_SCOPE", "HaltLatch", "scope_matches"]
 
 
 @dataclass
@@ -76,13 +65,13 @@ class HaltLatch:
         assert self.scopes is not None
         return scope in self.scopes or GLOBAL_SCOPE in self.scopes
 
-    def blocking_scope(self, strategy_id: str, symbol: str) -> str | None:
+    def blocking_scope(self, strategy_id: str, symbol: str, con_id: int = 0) -> str | None:
         """The latched scope that refuses this order, or None."""
         assert self.scopes is not None
         if GLOBAL_SCOPE in self.scopes:
             return GLOBAL_SCOPE
         for scope in self.scopes:
-            if scope_matches(scope, strategy_id, symbol):
+            if scope_matches(scope, strategy_id, symbol, con_id):
                 return scope
         return None
 

@@ -374,6 +374,8 @@ class IbSession:
         portfolio: Callable[[lib.PortfolioItem], None],
         account_value: Callable[[lib.AccountValue], None],
         tickers: Callable[[set[lib.Ticker]], None],
+        pnl: Callable[[lib.PnL], None],
+        pnl_single: Callable[[lib.PnLSingle], None],
     ) -> None:
         """Connect handlers to IB's order messages (hooked) and the library's events (each runs inside the library's
         message decoding). The library's own order events are not used: they carry its guesses too."""
@@ -387,6 +389,8 @@ class IbSession:
         ib.updatePortfolioEvent += portfolio
         ib.accountValueEvent += account_value
         ib.pendingTickersEvent += tickers
+        ib.pnlEvent += pnl
+        ib.pnlSingleEvent += pnl_single
 
     # -- the library's state -----------------------------------------------------------------------------------
 
@@ -410,29 +414,36 @@ class IbSession:
 
     # -- objects ---------------------------------------------------------------------------------------------
 
-    def make_contract(self, inst: Instrument) -> lib.Contract:
+    def make_contract(self, inst: Instrument, *, with_currency: bool = True) -> lib.Contract:
+        """The library Contract to look ``inst`` up with. The multiplier is never part of the query: it does not
+        identify a contract, and a wrong one must come back as a mismatch, not as "no such contract". Without
+        ``with_currency`` the lookup tells whether a contract exists in another currency."""
         contract: lib.Contract = self.lib.Contract(
             conId=inst.con_id,
             symbol=inst.symbol,
             secType=inst.sec_type,
             exchange=inst.exchange,
-            currency=inst.currency,
+            currency=inst.currency if with_currency else "",
             lastTradeDateOrContractMonth=inst.last_trade_date,
-            multiplier=inst.multiplier,
+            strike=inst.strike,
+            right=inst.right,
+            localSymbol=inst.local_symbol,
+            tradingClass=inst.trading_class,
         )
         return contract
 
-    def make_order(self, spec: OrderSpec, account: str) -> lib.Order:
+    def make_order(self, spec: OrderSpec, account: str, *, limit: float | None, stop: float | None) -> lib.Order:
         order: lib.Order = self.lib.Order(action=spec.side, orderRef=spec.order_ref, account=account, transmit=True)
-        self.apply_spec(order, spec)
+        self.apply_spec(order, spec, limit=limit, stop=stop)
         return order
 
-    def apply_spec(self, order: lib.Order, spec: OrderSpec) -> None:
-        """Copy the modifiable fields of ``spec`` onto a library Order (new order or amendment)."""
+    def apply_spec(self, order: lib.Order, spec: OrderSpec, *, limit: float | None, stop: float | None) -> None:
+        """Copy the modifiable fields of ``spec`` onto a library Order (new order or amendment), with the limit and
+        stop prices as they go to IB (rounded to the grid when the order asked for it)."""
         order.totalQuantity = float(spec.quantity)
         order.orderType = spec.order_type
-        order.lmtPrice = spec.limit_price if spec.limit_price is not None else self.unset_double
-        order.auxPrice = spec.stop_price if spec.stop_price is not None else self.unset_double
+        order.lmtPrice = limit if limit is not None else self.unset_double
+        order.auxPrice = stop if stop is not None else self.unset_double
         order.tif = spec.tif
         order.outsideRth = bool(spec.outside_rth)
 
@@ -441,11 +452,24 @@ class IbSession:
 
     # -- requests --------------------------------------------------------------------------------------------
 
-    async def qualify(self, contract: lib.Contract, timeout: float) -> lib.Contract | None:
-        """The contract with its conId, or None when IB does not know it (error 200)."""
-        result = await asyncio.wait_for(self.ib.qualifyContractsAsync(contract), timeout)
-        found = [c for c in result if isinstance(c, self.lib.Contract)]
-        return found[0] if found else None
+    async def contract_details(self, contract: lib.Contract, timeout: float) -> list[lib.ContractDetails]:
+        """Every contract IB matches (empty when IB does not know it: error 200). Expiries lose their time part and
+        a SMART lookup keeps SMART as the routing exchange, as the library's own qualification does."""
+        found = list(await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract), timeout) or [])
+        for d in found:
+            c = d.contract
+            if c is None:
+                continue
+            if c.lastTradeDateOrContractMonth:
+                c.lastTradeDateOrContractMonth = c.lastTradeDateOrContractMonth.split()[0]
+            if contract.exchange == "SMART":
+                c.exchange = "SMART"
+        return [d for d in found if d.contract is not None]
+
+    async def market_rule(self, rule_id: int, timeout: float) -> list[tuple[float, float]]:
+        """IB's market rule (price increments by price level) as (low edge, increment) pairs; empty if unknown."""
+        found = await asyncio.wait_for(self.ib.reqMarketRuleAsync(rule_id), timeout)
+        return [(float(p.lowEdge), float(p.increment)) for p in (found or [])]
 
     def next_order_id(self) -> int:
         """A fresh order id of this client (so the gateway can file its record before the order is sent)."""
@@ -495,3 +519,13 @@ class IbSession:
 
     def cancel_mkt_data(self, contract: lib.Contract) -> None:
         self.ib.cancelMktData(contract)
+
+    def req_pnl(self, account: str) -> None:
+        """Subscribe to IB's daily P&L of the account (updates arrive as ``pnl`` events)."""
+        if not self.ib.wrapper.pnlKey2ReqId.get((account, "")):
+            self.ib.reqPnL(account)
+
+    def req_pnl_single(self, account: str, con_id: int) -> None:
+        """Subscribe to IB's daily P&L of the account's position in one contract (``pnl_single`` events)."""
+        if not self.ib.wrapper.pnlSingleKey2ReqId.get((account, "", con_id)):
+            self.ib.reqPnLSingle(account, "", con_id)

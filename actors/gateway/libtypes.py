@@ -19,10 +19,50 @@ class Contract(Protocol):
     symbol: str
     secType: str
     exchange: str
+    primaryExchange: str
     currency: str
     localSymbol: str
+    tradingClass: str
     lastTradeDateOrContractMonth: str
+    strike: float
+    right: str
     multiplier: str
+
+
+class ContractDetails(Protocol):
+    """``ContractDetails``: IB's description of one contract (tick, sizes, hours)."""
+
+    contract: Contract | None
+    minTick: float
+    marketRuleIds: str
+    minSize: float
+    sizeIncrement: float
+    timeZoneId: str
+    tradingHours: str
+    liquidHours: str
+    longName: str
+    underConId: int
+
+
+class PnL(Protocol):
+    """``PnL``: IB's daily P&L of an account (reqPnL), NaN until IB has a value."""
+
+    account: str
+    dailyPnL: float
+    unrealizedPnL: float
+    realizedPnL: float
+
+
+class PnLSingle(Protocol):
+    """``PnLSingle``: IB's daily P&L of one position (reqPnLSingle)."""
+
+    account: str
+    conId: int
+    position: float
+    dailyPnL: float
+    unrealizedPnL: float
+    realizedPnL: float
+    value: float
 
 
 class Order(Protocol):

@@ -1,8 +1,10 @@
-"""Reference-counted market-data subscriptions: one IB subscription per symbol, however many subscribers.
+"""Reference-counted market-data subscriptions: one IB subscription per contract (conId), however many subscribers.
 
-Subscriptions are keyed by symbol (``UnsubscribeMarketData`` names only the symbol). The first subscriber makes
-the gateway request the stream, the last one leaving cancels it; a subscriber subscribing twice counts once. After
-a reconnect (the library forgets its tickers) every symbol with subscribers is requested again.
+A subscription is keyed by IB's conId: the instrument is qualified first (:class:`~.contracts.ContractCache`), so
+ES March and ES June are two streams on two topics (``md.<conId>``) and a subscriber of one never receives the
+other. Ticks carry the contract's readable name (``ESH7``) and its conId. The first subscriber makes the gateway
+request the stream, the last one leaving cancels it; a subscriber subscribing twice counts once. After a reconnect
+(the library forgets its tickers) every contract with subscribers is requested again.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from actors.gateway import libtypes as lib
-from actors.gateway.contracts import ContractCache
+from actors.gateway.contracts import ContractCache, Qualified
 from actors.gateway.convert import error_text, tick_event
 from actors.gateway.ib import IbSession
 from actors.gateway.outbox import Outbox
 from bus.messages import (
-    Instrument,
+    ContractInfo,
     MarketDataAck,
     Rejected,
     SubscribeMarketData,
@@ -29,13 +31,20 @@ from bus.messages import (
 
 @dataclass
 class Subscription:
-    """One symbol's stream: who subscribed, IB's contract and the library's live Ticker (None while stopped)."""
+    """One contract's stream: who subscribed, IB's contract and the library's live Ticker (None while stopped)."""
 
-    symbol: str
-    instrument: Instrument
+    info: ContractInfo
+    contract: lib.Contract
     subscribers: set[str] = field(default_factory=set)
-    contract: lib.Contract | None = None
     ticker: lib.Ticker | None = None
+
+    @property
+    def con_id(self) -> int:
+        return self.info.con_id
+
+    @property
+    def name(self) -> str:
+        return self.info.display
 
     @property
     def active(self) -> bool:
@@ -43,48 +52,46 @@ class Subscription:
 
 
 class SubscriptionTable:
-    """Subscriptions by symbol, and by the library's Ticker object (ticks arrive per Ticker)."""
+    """Subscriptions by conId, and by the library's Ticker object (ticks arrive per Ticker)."""
 
     def __init__(self) -> None:
-        self.subs: dict[str, Subscription] = {}
+        self.subs: dict[int, Subscription] = {}
         self._by_ticker: dict[int, Subscription] = {}
 
-    @staticmethod
-    def key(symbol: str) -> str:
-        return symbol.upper()
+    def get(self, con_id: int) -> Subscription | None:
+        return self.subs.get(con_id)
 
-    def get(self, symbol: str) -> Subscription | None:
-        return self.subs.get(self.key(symbol))
-
-    def add(self, instrument: Instrument, subscriber: str) -> tuple[Subscription, bool]:
-        """Register ``subscriber``; True when this is the symbol's first subscriber (start the stream)."""
-        k = self.key(instrument.symbol)
-        sub = self.subs.get(k)
+    def add(self, qualified: Qualified, subscriber: str) -> tuple[Subscription, bool]:
+        """Register ``subscriber``; True when this is the contract's first subscriber (start the stream)."""
+        sub = self.subs.get(qualified.con_id)
         first = sub is None
         if sub is None:
-            sub = self.subs[k] = Subscription(symbol=instrument.symbol, instrument=instrument)
+            sub = self.subs[qualified.con_id] = Subscription(info=qualified.info, contract=qualified.contract)
         sub.subscribers.add(subscriber)
         return sub, first
 
-    def remove(self, symbol: str, subscriber: str) -> tuple[Subscription | None, bool]:
-        """Unregister; (subscription, True when it was the last subscriber and the stream should stop)."""
-        k = self.key(symbol)
-        sub = self.subs.get(k)
-        if sub is None or subscriber not in sub.subscribers:
-            return None, False
+    def matching(self, symbol: str, con_id: int) -> list[Subscription]:
+        """The subscriptions an unsubscribe names: its conId, else every contract with that symbol or local
+        symbol."""
+        if con_id:
+            sub = self.subs.get(con_id)
+            return [sub] if sub is not None else []
+        key = symbol.upper()
+        return [
+            s
+            for s in self.subs.values()
+            if key in (s.info.instrument.symbol.upper(), s.info.instrument.local_symbol.upper(), s.name.upper())
+        ]
+
+    def remove(self, sub: Subscription, subscriber: str) -> bool:
+        """Unregister; True when it was the last subscriber and the stream should stop."""
         sub.subscribers.discard(subscriber)
         if sub.subscribers:
-            return sub, False
-        del self.subs[k]
-        return sub, True
+            return False
+        self.subs.pop(sub.con_id, None)
+        return True
 
-    def drop(self, symbol: str) -> None:
-        sub = self.subs.pop(self.key(symbol), None)
-        if sub is not None:
-            self.detach(sub)
-
-    def attach(self, sub: Subscription, contract: lib.Contract, ticker: lib.Ticker) -> None:
-        sub.contract = contract
+    def attach(self, sub: Subscription, ticker: lib.Ticker) -> None:
         sub.ticker = ticker
         self._by_ticker[id(ticker)] = sub
 
@@ -103,11 +110,11 @@ class SubscriptionTable:
         return self._by_ticker.get(id(ticker))
 
     def counts(self) -> dict[str, int]:
-        return {s.symbol: len(s.subscribers) for s in self.subs.values()}
+        return {s.name: len(s.subscribers) for s in self.subs.values()}
 
 
 class MarketDataFeed:
-    """Subscribe/unsubscribe requests, stream (re)starts and ticks (``md.<symbol>``)."""
+    """Subscribe/unsubscribe requests, stream (re)starts and ticks (``md.<conId>``)."""
 
     def __init__(self, session: IbSession, contracts: ContractCache, outbox: Outbox) -> None:
         self.session = session
@@ -115,19 +122,20 @@ class MarketDataFeed:
         self.outbox = outbox
         self.subs = SubscriptionTable()
 
-    async def _start_stream(self, sub: Subscription) -> bool:
-        contract = await self.contracts.get(sub.instrument)
-        if contract is None:
-            return False
+    def _start_stream(self, sub: Subscription) -> None:
         if sub.active or not self.session.is_connected():
-            return True
-        ticker = self.session.req_mkt_data(contract)
-        self.subs.attach(sub, contract, ticker)
-        logger.info("gateway: market data {} started ({} subscriber(s))", sub.symbol, len(sub.subscribers))
-        return True
+            return
+        ticker = self.session.req_mkt_data(sub.contract)
+        self.subs.attach(sub, ticker)
+        logger.info(
+            "gateway: market data {} (conId {}) started ({} subscriber(s))",
+            sub.name,
+            sub.con_id,
+            len(sub.subscribers),
+        )
 
     def _cancel_stream(self, sub: Subscription) -> None:
-        if sub.active and sub.contract is not None and self.session.is_connected():
+        if sub.active and self.session.is_connected():
             try:
                 self.session.cancel_mkt_data(sub.contract)
             except ConnectionError:
@@ -145,58 +153,56 @@ class MarketDataFeed:
 
     async def restart(self) -> None:
         for sub in list(self.subs.subs.values()):
-            if sub.active:
-                continue
-            try:
-                ok = await self._start_stream(sub)
-            except (TimeoutError, ConnectionError) as exc:
-                logger.warning("gateway: market data {} not restarted: {}", sub.symbol, error_text(exc))
-                continue
-            if not ok:
-                logger.error("gateway: market data {}: IB does not know the symbol any more; dropped", sub.symbol)
-                self.subs.drop(sub.symbol)
+            if not sub.active:
+                try:
+                    self._start_stream(sub)
+                except ConnectionError as exc:
+                    logger.warning("gateway: market data {} not restarted: {}", sub.name, error_text(exc))
 
     def on_tickers(self, tickers: Iterable[lib.Ticker]) -> None:
         for ticker in tickers:
             sub = self.subs.for_ticker(ticker)
             if sub is not None:
-                self.outbox.tick(sub.symbol, tick_event(sub.symbol, ticker))
+                self.outbox.tick(tick_event(sub.name, sub.con_id, ticker))
 
     def counts(self) -> dict[str, int]:
         return self.subs.counts()
 
     async def subscribe(self, req: SubscribeMarketData) -> MarketDataAck | Rejected:
-        sub, first = self.subs.add(req.instrument, req.subscriber)
-        if self.session.is_connected() and not sub.active:
-            try:
-                ok = await self._start_stream(sub)
-            except (TimeoutError, ConnectionError) as exc:
-                ok = True  # stays registered; started when the connection is back
-                logger.warning("gateway: market data {} deferred: {}", sub.symbol, error_text(exc))
-            if not ok:
-                self.subs.remove(req.instrument.symbol, req.subscriber)
-                return Rejected(
-                    code="unknown_symbol",
-                    reason=f"IB has no security definition for {req.instrument.symbol} (IB 200)",
-                    request_type=tag_of(SubscribeMarketData),
-                )
+        rtype = tag_of(SubscribeMarketData)
+        try:
+            found = await self.contracts.resolve(req.instrument)
+        except (TimeoutError, ConnectionError) as exc:
+            return Rejected(
+                code="disconnected",
+                reason=f"cannot qualify {req.instrument.display} with IB now: {error_text(exc)}",
+                request_type=rtype,
+            )
+        if not isinstance(found, Qualified):
+            return Rejected(code=found.code, reason=found.reason, request_type=rtype)
+        sub, _ = self.subs.add(found, req.subscriber)
+        try:
+            self._start_stream(sub)
+        except ConnectionError as exc:  # stays registered; started when the connection is back
+            logger.warning("gateway: market data {} deferred: {}", sub.name, error_text(exc))
         return self._ack(sub)
 
     def unsubscribe(self, req: UnsubscribeMarketData) -> MarketDataAck | Rejected:
-        sub, last = self.subs.remove(req.symbol, req.subscriber)
-        if sub is None:
+        subs = [s for s in self.subs.matching(req.symbol, req.con_id) if req.subscriber in s.subscribers]
+        if not subs:
             return Rejected(
                 code="not_found",
-                reason=f"{req.subscriber} is not subscribed to {req.symbol}",
+                reason=f"{req.subscriber} is not subscribed to {req.symbol}"
+                + (f" (conId {req.con_id})" if req.con_id else ""),
                 request_type=tag_of(UnsubscribeMarketData),
             )
-        if last:
-            self._cancel_stream(sub)
-            self.subs.detach(sub)
-            logger.info("gateway: market data {} stopped (no subscribers)", sub.symbol)
-        return self._ack(sub)
+        for sub in subs:
+            if self.subs.remove(sub, req.subscriber):
+                self._cancel_stream(sub)
+                self.subs.detach(sub)
+                logger.info("gateway: market data {} (conId {}) stopped (no subscribers)", sub.name, sub.con_id)
+        return self._ack(subs[0])
 
     @staticmethod
     def _ack(sub: Subscription) -> MarketDataAck:
-        con_id = int(getattr(sub.contract, "conId", 0) or 0) if sub.contract is not None else 0
-        return MarketDataAck(symbol=sub.symbol, con_id=con_id, subscribers=len(sub.subscribers))
+        return MarketDataAck(symbol=sub.name, con_id=sub.con_id, subscribers=len(sub.subscribers), info=sub.info)

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from actors.gateway.convert import attribution
-from actors.gateway.halts import scope_matches
 from actors.gateway.libtypes import Trade
 from bus.messages import (
     MAX_TEXT_LENGTH,
@@ -36,6 +35,7 @@ from bus.messages import (
     clip,
     is_done_status,
     is_live_status,
+    scope_matches,
 )
 
 #: Statuses in which an order can no longer trade (as IB reports them).
@@ -96,7 +96,9 @@ class IbOrderRecord:
     order_ref: str
     strategy_id: str
     client_order_id: str
+    #: IB's contract symbol (``ES`` for ESH7) and conId: what ``symbol:`` and ``conid:`` scopes match
     symbol: str
+    con_id: int = 0
     ib_order_id: int = 0
     client_id: int = 0
     perm_id: int = 0
@@ -154,7 +156,7 @@ class IbOrderRecord:
         return bool(self.client_order_id)
 
     def in_scope(self, scope: str) -> bool:
-        return scope_matches(scope, self.strategy_id, self.symbol)
+        return scope_matches(scope, self.strategy_id, self.symbol, self.con_id)
 
     def label(self) -> str:
         return f"{self.key} (orderId {self.ib_order_id}, permId {self.perm_id})"
@@ -223,14 +225,18 @@ class IbOrderTable:
         if rec.ib_order_id:
             self.by_id[(rec.client_id, rec.ib_order_id)] = rec
 
-    def add_placed(self, spec: OrderSpec, order_id: int, client_id: int) -> IbOrderRecord:
+    def add_placed(
+        self, spec: OrderSpec, order_id: int, client_id: int, *, symbol: str = "", con_id: int = 0
+    ) -> IbOrderRecord:
         """File the record of an order about to be sent (before the pacer can transmit it, so ``mark_transmitted``
-        finds it); the library's Trade is attached once it exists."""
+        finds it); the library's Trade is attached once it exists. ``symbol`` and ``con_id``: IB's contract the
+        order is placed with (what ``symbol:`` and ``conid:`` scopes match)."""
         rec = IbOrderRecord(
             order_ref=spec.order_ref,
             strategy_id=spec.strategy_id,
             client_order_id=spec.client_order_id,
-            symbol=spec.instrument.symbol,
+            symbol=symbol or spec.instrument.symbol,
+            con_id=con_id,
             ib_order_id=int(order_id),
             client_id=client_id,
             spec=spec,
@@ -284,6 +290,7 @@ class IbOrderTable:
                 strategy_id=strategy,
                 client_order_id=coid,
                 symbol=getattr(trade.contract, "symbol", "") or "",
+                con_id=int(getattr(trade.contract, "conId", 0) or 0),
                 remaining=float(getattr(order, "totalQuantity", 0.0) or 0.0),
                 status="",
             )
@@ -293,6 +300,8 @@ class IbOrderTable:
         rec.perm_id = int(getattr(order, "permId", 0) or 0) or rec.perm_id
         if not rec.symbol:
             rec.symbol = getattr(trade.contract, "symbol", "") or ""
+        if not rec.con_id:
+            rec.con_id = int(getattr(trade.contract, "conId", 0) or 0)
         self._index(rec)
         return rec, created
 
@@ -376,6 +385,7 @@ class IbOrderTable:
             error_code=error_code,
             reason=clip(reason, MAX_TEXT_LENGTH),  # IB's text: it must fit what subscribers accept
             symbol=rec.symbol,
+            con_id=rec.con_id,
             replayed=replayed,
             terms=terms if terms_changed else None,
             correction=correction,

@@ -11,16 +11,19 @@ from loguru import logger
 
 from bus import topics
 from bus.messages import (
+    AccountPnLEvent,
     MAX_TEXT_LENGTH,
     AccountValuesEvent,
     Alert,
     CommissionEvent,
     ConnectionStateEvent,
     FillEvent,
+    InstrumentEvent,
     Kill,
     OrderNoticeEvent,
     OrderStatusEvent,
     PositionEvent,
+    PositionPnLEvent,
     ReconciliationReport,
     TickEvent,
     bounded_detail,
@@ -30,15 +33,18 @@ from bus.registry import EXTERNAL_STRATEGY
 
 #: What the gateway puts on the bus (the actor's ``publish``).
 Event = (
-    AccountValuesEvent
+    AccountPnLEvent
+    | AccountValuesEvent
     | Alert
     | CommissionEvent
     | ConnectionStateEvent
     | FillEvent
+    | InstrumentEvent
     | Kill
     | OrderNoticeEvent
     | OrderStatusEvent
     | PositionEvent
+    | PositionPnLEvent
     | ReconciliationReport
     | TickEvent
 )
@@ -78,20 +84,30 @@ class Outbox:
         if ev is not None:
             self.order_status(ev)
 
-    def fill(self, symbol: str, ev: FillEvent) -> None:
-        self._publish(topics.fill(symbol), ev)
+    def fill(self, ev: FillEvent) -> None:
+        self._publish(topics.fill(ev.instrument.con_id), ev)
 
-    def commission(self, symbol: str, ev: CommissionEvent) -> None:
-        self._publish(topics.commission(symbol or "unknown"), ev)
+    def commission(self, ev: CommissionEvent) -> None:
+        self._publish(topics.commission(ev.con_id or "unknown"), ev)
 
-    def position(self, symbol: str, ev: PositionEvent) -> None:
-        self._publish(topics.position(symbol), ev)
+    def position(self, ev: PositionEvent) -> None:
+        self._publish(topics.position(ev.position.instrument.con_id), ev)
 
     def account_values(self, ev: AccountValuesEvent) -> None:
         self._publish(topics.ACCOUNT_VALUES, ev)
 
-    def tick(self, symbol: str, ev: TickEvent) -> None:
-        self._publish(topics.market_data(symbol), ev)
+    def tick(self, ev: TickEvent) -> None:
+        self._publish(topics.market_data(ev.con_id), ev)
+
+    def instrument(self, ev: InstrumentEvent) -> None:
+        if self._is_open():
+            self._publish(topics.instrument(ev.info.con_id), ev)
+
+    def account_pnl(self, ev: AccountPnLEvent) -> None:
+        self._publish(topics.ACCOUNT_PNL, ev)
+
+    def position_pnl(self, ev: PositionPnLEvent) -> None:
+        self._publish(topics.position_pnl(ev.con_id), ev)
 
     def kill(self, kill: Kill) -> None:
         """Relay a kill on the bus (every actor halts on it and de-duplicates by kill_id)."""

@@ -6,7 +6,7 @@ typed into TWS come back as ``external``); every trade the library synchronised 
 status published (replayed); an order of this client that worked before the gap and IB no longer lists is
 reported Cancelled (cause ``reconnect``); another client's order IB no longer lists is forgotten (its outcome is
 not reported to this client); positions are republished with their drift; account values are flushed; market-data
-streams are requested again; kills whose sweep was never confirmed are finished. The result is one
+streams are requested again, and IB's daily P&L; kills whose sweep was never confirmed are finished. The result is one
 :class:`~bus.messages.ReconciliationReport`.
 """
 
@@ -26,6 +26,7 @@ from actors.gateway.killswitch import KillSwitch
 from actors.gateway.marketdata import MarketDataFeed
 from actors.gateway.ordertable import GATEWAY, IB, IbOrderTable
 from actors.gateway.outbox import Outbox
+from actors.gateway.pnl import PnLFeed
 from bus.messages import ReconciliationReport
 
 #: Statuses the client library sets on its own (a cancel it sent), never IB's report.
@@ -44,6 +45,7 @@ class Reconciler:
         account: AccountFeed,
         executions: ExecutionFeed,
         market_data: MarketDataFeed,
+        pnl: PnLFeed,
         killswitch: KillSwitch,
         outbox: Outbox,
         client_id: int,
@@ -55,6 +57,7 @@ class Reconciler:
         self.account = account
         self.executions = executions
         self.market_data = market_data
+        self.pnl = pnl
         self.killswitch = killswitch
         self.outbox = outbox
         self.client_id = client_id
@@ -121,6 +124,7 @@ class Reconciler:
         drift = self.account.resync_positions()
         self.account.flush_account_values()
         await self.market_data.restart()
+        self.pnl.restart()
         await self.killswitch.finish_pending(reason)
         open_orders = len(self.table.working())
         replayed = self.executions.replayed

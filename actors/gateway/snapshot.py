@@ -1,6 +1,7 @@
 """``GetSnapshot``: IB's state now, asked of IB (not of the gateway's memory) - every working order at the account
 (reqAllOpenOrders: this client's, other client ids', orders typed into TWS) with IB's own status, executions since
-a time, commissions, positions with market values, account values."""
+a time, commissions, positions with market values, account values, IB's daily P&L (account and positions) and the
+contract details of every contract in it (qualified on the way if need be)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from loguru import logger
 
 from actors.gateway.account import AccountFeed
 from actors.gateway.connection import ConnectionTracker
+from actors.gateway.contracts import ContractCache
 from actors.gateway.convert import commission_event, error_text, exec_revision, fill_event, ib_order, parse_since
 from actors.gateway.ib import IB_REQUEST_TIMEOUT_S, IbSession
+from actors.gateway.pnl import PnLFeed
 from bus.messages import (
     DONE_STATUSES,
     MAX_SNAPSHOT_EXECUTIONS,
@@ -20,6 +23,7 @@ from bus.messages import (
     FillEvent,
     GatewaySnapshot,
     GetSnapshot,
+    Instrument,
     Rejected,
     tag_of,
 )
@@ -28,10 +32,28 @@ from bus.messages import (
 class SnapshotBuilder:
     """Answers ``GetSnapshot`` from IB (see module docstring)."""
 
-    def __init__(self, session: IbSession, account: AccountFeed, conn: ConnectionTracker) -> None:
+    def __init__(
+        self, session: IbSession, account: AccountFeed, conn: ConnectionTracker, contracts: ContractCache, pnl: PnLFeed
+    ) -> None:
         self.session = session
         self.account = account
         self.conn = conn
+        self.contracts = contracts
+        self.pnl = pnl
+
+    async def _qualify(self, instruments: list[Instrument]) -> set[int]:
+        """Make sure the details of every contract in the snapshot are known (by conId); their conIds."""
+        con_ids: set[int] = set()
+        for inst in instruments:
+            if not inst.con_id:
+                continue
+            con_ids.add(inst.con_id)
+            if self.contracts.known(inst.con_id) is None:
+                try:
+                    await self.contracts.resolve(inst)
+                except (TimeoutError, ConnectionError) as exc:
+                    logger.warning("gateway: snapshot: details of {} unavailable: {}", inst.display, error_text(exc))
+        return con_ids
 
     async def snapshot(self, req: GetSnapshot) -> GatewaySnapshot | Rejected:
         rtype = tag_of(GetSnapshot)
@@ -66,7 +88,12 @@ class SnapshotBuilder:
             )
             if getattr(f.commissionReport, "execId", ""):
                 commissions.append(
-                    commission_event(f.commissionReport, order_ref=f.execution.orderRef or "", symbol=f.contract.symbol)
+                    commission_event(
+                        f.commissionReport,
+                        order_ref=f.execution.orderRef or "",
+                        symbol=executions[-1].instrument.display,
+                        con_id=executions[-1].instrument.con_id,
+                    )
                 )
         open_orders = [
             ib_order(t, status) for t in listed if (status := self.session.ib_status(t)) not in DONE_STATUSES
@@ -87,14 +114,21 @@ class SnapshotBuilder:
             open_orders = open_orders[:MAX_SNAPSHOT_ORDERS]
             executions = executions[-MAX_SNAPSHOT_EXECUTIONS:]
             commissions = commissions[-MAX_SNAPSHOT_EXECUTIONS:]
+        positions = self.account.positions()
+        con_ids = await self._qualify(
+            [p.instrument for p in positions] + [o.instrument for o in open_orders] + [e.instrument for e in executions]
+        )
         return GatewaySnapshot(
             open_orders=open_orders,
             executions=executions,
             commissions=commissions,
             truncated=truncated,
-            positions=self.account.positions(),
+            positions=positions,
             account_values=self.account.account_values(),
             account=self.conn.account,
             connection=self.conn.state,
             as_of_wall_ns=time.time_ns(),
+            pnl=self.pnl.account,
+            position_pnl=[self.pnl.positions[c] for c in sorted(self.pnl.positions)],
+            contracts=self.contracts.infos(con_ids),
         )

@@ -19,6 +19,7 @@ from actors.gateway.convert import error_text
 from actors.gateway.ib import IbSession
 from actors.gateway.marketdata import MarketDataFeed
 from actors.gateway.outbox import Outbox
+from actors.gateway.pnl import PnLFeed
 from actors.gateway.reconcile import Reconciler
 from actors.gateway.settings import GatewaySettings, check_accounts
 from bus.config import EXIT_CONFIG, ConfigError
@@ -36,6 +37,7 @@ class ConnectionSupervisor:
         conn: cs.ConnectionTracker,
         reconciler: Reconciler,
         market_data: MarketDataFeed,
+        pnl: PnLFeed,
         outbox: Outbox,
         stop: Callable[[int], None],
     ) -> None:
@@ -44,6 +46,7 @@ class ConnectionSupervisor:
         self.conn = conn
         self.reconciler = reconciler
         self.market_data = market_data
+        self.pnl = pnl
         self.outbox = outbox
         self._stop = stop
         self._disconnected = asyncio.Event()
@@ -189,6 +192,7 @@ class ConnectionSupervisor:
     def on_disconnected(self) -> None:
         dropped = self.session.sender.clear()
         self.market_data.on_disconnected()
+        self.pnl.on_disconnected()
         if dropped:
             logger.warning("gateway: {} queued message(s) dropped with the connection", dropped)
         self._disconnected.set()

@@ -184,6 +184,7 @@ class MonitorActor(Actor):
             m.GetSnapshot,
             m.SubscribeMarketData,
             m.UnsubscribeMarketData,
+            m.QualifyInstrument,
             m.GetAccount,
             m.GetPositions,
         }

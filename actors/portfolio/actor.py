@@ -148,6 +148,7 @@ class PortfolioActor(Actor):
             m.GetSnapshot,
             m.SubscribeMarketData,
             m.UnsubscribeMarketData,
+            m.QualifyInstrument,
             m.GetSystemStatus,
         }
     )

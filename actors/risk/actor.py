@@ -129,6 +129,7 @@ class RiskGovernor(Actor):
             m.GetSnapshot,
             m.SubscribeMarketData,
             m.UnsubscribeMarketData,
+            m.QualifyInstrument,
             m.GetAccount,
             m.GetPositions,
             m.GetSystemStatus,

@@ -16,7 +16,7 @@ from bus.messages import (
     Pong, Rejected, SubmitAck, SubmitOrder,
 )
 from tests.support.builders import order
-from tests.support.gateway_harness import FAR_BELOW, GatewayHarness
+from tests.support.gateway_harness import AAPL_CON_ID, FAR_BELOW, GatewayHarness
 from tests.support.sim_state import requests_named, sim_order, working_at_sim
 from tests.support.waiting import eventually
 
@@ -34,13 +34,13 @@ def test_market_order_fill_sequence_exact(gateway, recorder, sim):
     live = [e for e in recorder.statuses(spec.order_ref) if e.status in ("PreSubmitted", "Submitted")]
     assert all(e.is_live and not e.is_done for e in live)
     assert all(e.strategy_id == "s1" and e.client_order_id == "fill1" for e in recorder.statuses(spec.order_ref))
-    recorder.wait_for(lambda r: r.bodies(topics.commission("AAPL"), CommissionEvent), what="commission")
-    fills = [f for f in recorder.bodies(topics.fill("AAPL"), FillEvent) if f.order_ref == spec.order_ref]
+    recorder.wait_for(lambda r: r.bodies(topics.commission(AAPL_CON_ID), CommissionEvent), what="commission")
+    fills = [f for f in recorder.bodies(topics.fill(AAPL_CON_ID), FillEvent) if f.order_ref == spec.order_ref]
     assert len(fills) == 1
     f = fills[0]
     assert (f.quantity, f.side, f.strategy_id, f.client_order_id) == (10, "BUY", "s1", "fill1")
     assert f.exec_key == f.exec_id.rsplit(".", 1)[0] and not f.is_correction and not f.replayed
-    comm = recorder.bodies(topics.commission("AAPL"), CommissionEvent)[0]
+    comm = recorder.bodies(topics.commission(AAPL_CON_ID), CommissionEvent)[0]
     assert comm.exec_id == f.exec_id and comm.commission > 0 and comm.order_ref == spec.order_ref
 
 

@@ -12,7 +12,7 @@ from actors.gateway.pacing import RECEIVER_JITTER_S, PacedSender, Priority, clas
 from bus import topics
 from bus.messages import CancelReport, Instrument, MarketDataAck, Rejected, SubscribeMarketData, TickEvent, \
     UnsubscribeMarketData
-from tests.support.gateway_harness import place_working
+from tests.support.gateway_harness import AAPL_CON_ID, place_working
 from tests.support.sim_state import requests_named, working_at_sim
 from tests.support.waiting import eventually
 
@@ -180,7 +180,7 @@ def test_market_data_is_reference_counted_and_ticks_flow(gateway, recorder, sim)
     again = gateway.call(SubscribeMarketData(instrument=aapl, subscriber="two"))
     assert (a.subscribers, b.subscribers, again.subscribers) == (1, 2, 2) and a.con_id > 0
     sim.advance(1.0)
-    tick = recorder.wait_for(lambda r: r.bodies(topics.market_data("AAPL"), TickEvent))[0]
+    tick = recorder.wait_for(lambda r: r.bodies(topics.market_data(AAPL_CON_ID), TickEvent))[0]
     assert tick.symbol == "AAPL" and (tick.bid or tick.last)
     assert gateway.status().market_data == {"AAPL": 2}
     gateway.call(UnsubscribeMarketData(symbol="AAPL", subscriber="one"))

@@ -24,6 +24,8 @@ READY_TIMEOUT_S = 30.0
 APPROVAL_TTL_S = 60.0
 #: AAPL trades near 190 in the simulator: a BUY limit at this price stays working.
 FAR_BELOW = 100.0
+#: IB's (and the simulator's) conId of AAPL: its topics are md.265598, fill.265598, ...
+AAPL_CON_ID = 265598
 
 
 class GatewayHarness:
