@@ -88,6 +88,13 @@ class TradingHours:
         covered = (_at(first, "0000", tz), _at(last, "0000", tz) + 86400)
         return cls(tuple(sorted(sessions)), covered)
 
+    def open_since(self, now: float) -> float | None:
+        """Seconds since the session containing ``now`` opened (None outside every session)."""
+        for a, b in self.sessions:
+            if a <= now < b:
+                return now - a
+        return None
+
     def status(self, now: float) -> Session:
         if self.covered is None or not (self.covered[0] <= now < self.covered[1]):
             return Session.UNKNOWN
@@ -105,6 +112,12 @@ class TradingHours:
 def session_of(info: ContractInfo, now: float) -> Session:
     """Is the contract trading at ``now`` (IB's ``tradingHours``, extended hours included)?"""
     return TradingHours.parse(info.trading_hours, info.time_zone).status(now)
+
+
+def open_since(info: ContractInfo, now: float) -> float | None:
+    """Seconds since the contract's current session opened (None when it is not trading or the hours are
+    unknown): market data cannot be older than the session it belongs to."""
+    return TradingHours.parse(info.trading_hours, info.time_zone).open_since(now)
 
 
 def parse_reset(spec: str) -> tuple[time, ZoneInfo] | None:

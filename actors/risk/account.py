@@ -3,7 +3,9 @@
 IB reports each key once per currency plus a ``BASE`` aggregate (``RealizedPnL``, ``UnrealizedPnL``) or in the
 account's base currency (``NetLiquidation``, ``BuyingPower``, ...). :meth:`AccountState.value` prefers ``BASE``,
 then the base currency (the currency ``NetLiquidation`` is reported in), then a currency-less value, then the
-only currency the key is reported in.
+only currency the key is reported in. ``ExchangeRate`` per currency is IB's rate of that currency into the base
+currency (IB reports it for the currencies the account holds); the daily P&L is IB's own (``pnl.account``,
+:class:`~bus.messages.AccountPnLEvent`), not these values.
 """
 
 from __future__ import annotations
@@ -65,11 +67,9 @@ class AccountState:
         bp = self.value("BuyingPower")
         return bp if bp is not None else self.value("AvailableFunds")
 
-    @property
-    def daily_pnl(self) -> float | None:
-        """IB's realized + unrealized P&L, or None when IB has not reported both yet."""
-        realized = self.value("RealizedPnL")
-        unrealized = self.value("UnrealizedPnL")
-        if realized is None or unrealized is None:
-            return None
-        return realized + unrealized
+    def exchange_rate(self, currency: str) -> float | None:
+        """IB's rate of ``currency`` into the base currency (1 for the base itself), if IB reported it."""
+        if currency and currency == self.base_currency:
+            return 1.0
+        rate = self.values.get("ExchangeRate", {}).get(currency)
+        return rate if rate is not None and rate > 0 else None

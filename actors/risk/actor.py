@@ -6,8 +6,9 @@ Requests (``bus.risk``): ``CheckOrder`` -> ``RiskDecision``; ``SetTradingState``
 scope here and forwards an ``EmergencyCancel`` carrying the kill's id to the gateway); ``Resume`` -> ``Ack``;
 ``Ping``/``GetStatus``; the request types in :attr:`RiskGovernor.refused_requests` -> ``Rejected(unknown_command)``.
 
-Events consumed: ``md.`` (reference prices, staleness), ``fill.``/``commission.`` (strategy books, P&L, the
-repeated-execution throttle), ``position.``/``account.values`` (IB's positions and account values),
+Events consumed (instrument topics are keyed by IB's conId): ``md.`` (reference prices, staleness),
+``instrument.`` (IB's contract details), ``pnl.`` (IB's daily P&L), ``fill.``/``commission.`` (strategy books,
+P&L, the repeated-execution throttle), ``position.``/``account.values`` (IB's positions and account values),
 ``gw.order.`` (working orders, rejections), ``state.connection`` and ``hb.gateway`` (disconnect breaker; the
 gateway's halt latch, mirrored), ``control.kill``/``control.resume`` (operators).
 
@@ -15,8 +16,9 @@ The governor is the one authority for trading states: it alone publishes ``state
 one persisted epoch sequence, each event naming its cause and origin (see :mod:`actors.risk.state_keeper`).
 
 Fail closed: until the first gateway snapshot (open orders, positions, account values) every order is rejected
-with ``risk.not_ready``; without a usable tick for the symbol an order is rejected; and an order manager that gets
-no answer from the governor in time rejects the order itself. Cancels never pass through here, so they always work.
+with ``risk.not_ready``; without IB's contract details (qualified by the gateway) or a usable tick for the
+contract an order is rejected; and an order manager that gets no answer from the governor in time rejects the
+order itself. Cancels never pass through here, so they always work.
 
 The actor only routes; the work is done by its collaborators:
 
@@ -40,7 +42,9 @@ from collections.abc import Coroutine, Mapping
 from loguru import logger
 
 from actors.risk.cancels import ATTEMPT_MARGIN_S, EmergencyCanceller
-from actors.risk.exposure import StatusOutcome
+from actors.risk.daybook import StrategyDayBook
+from actors.risk.exposure import ExposureBook, StatusOutcome
+from actors.risk.fx import FxRates
 from actors.risk.kill import KillSwitch
 from actors.risk.limits import LimitTable
 from actors.risk.mirror import GatewayMirror, LatchChange
@@ -56,6 +60,7 @@ from bus.actor import Actor, Handler
 from bus.approval import load_approval_key
 from bus.config import KhazadConfig
 from bus.messages import (
+    AccountPnLEvent,
     AccountValuesEvent,
     Ack,
     CancelReport,
@@ -70,10 +75,11 @@ from bus.messages import (
     GetRiskState,
     GetTradingState,
     Heartbeat,
-    Instrument,
+    InstrumentEvent,
     Kill,
     OrderStatusEvent,
     PositionEvent,
+    PositionPnLEvent,
     Rejected,
     Resume,
     RiskDecision,
@@ -86,6 +92,7 @@ from bus.messages import (
 from bus.registry import GATEWAY as GATEWAY_SPEC
 from bus.registry import RISK as RISK_SPEC
 from bus.reqrep import AsyncClient, CallContext
+from bus.sessions import PnLReset
 
 GATEWAY = GATEWAY_SPEC.name
 #: name under which the governor subscribes to market data at the gateway
@@ -101,6 +108,8 @@ class RiskGovernor(Actor):
     service = RISK_SPEC.endpoint
     topics = (
         topics.MARKET_DATA_PREFIX,
+        topics.INSTRUMENT_PREFIX,
+        topics.PNL_PREFIX,
         topics.FILL_PREFIX,
         topics.COMMISSION_PREFIX,
         topics.POSITION_PREFIX,
@@ -147,15 +156,33 @@ class RiskGovernor(Actor):
         self.quotes = MarketDataFeed(
             gateway, subscriber=MD_SUBSCRIBER, wait_s=risk.market_data_wait_s, stale_s=risk.stale_data_s
         )
+        contracts = self.quotes.contracts
+        days = StrategyDayBook(PnLReset(risk.pnl_reset), contracts.info, cfg.path(risk.books_file))
+        days.load()
         self.mirror = GatewayMirror(
-            gateway, beat_interval_s=cfg.bus.heartbeat_interval_s, liveness=cfg.bus.heartbeat_liveness
+            gateway,
+            ExposureBook(days, contracts.info),
+            contracts,
+            beat_interval_s=cfg.bus.heartbeat_interval_s,
+            liveness=cfg.bus.heartbeat_liveness,
         )
+        self.fx = FxRates(self.mirror.account, self.quotes)
         self.canceller = EmergencyCanceller(
             self.publish, gateway, alerts, attempt_timeout_s=cfg.gateway.kill_verify_timeout_s + ATTEMPT_MARGIN_S
         )
-        self.breakers = BreakerPanel(risk, self.limits, self.states, self.canceller, alerts, self.quotes, self.mirror)
+        self.breakers = BreakerPanel(
+            risk, self.limits, self.states, self.canceller, alerts, self.quotes, self.fx, self.mirror
+        )
         self.checker = PreTradeChecker(
-            risk, self.limits, self.states, self.quotes, self.mirror, signer, self.publish, self.breakers.count_decision
+            risk,
+            self.limits,
+            self.states,
+            self.quotes,
+            self.fx,
+            self.mirror,
+            signer,
+            self.publish,
+            self.breakers.count_decision,
         )
         self.kill_switch = KillSwitch(self.states, self.canceller, self.mirror.working_in_scope)
         self.mirror.on_snapshot(self._on_snapshot)
@@ -168,6 +195,7 @@ class RiskGovernor(Actor):
             self._alerts.send("risk_state", "critical", f"risk governor started HALTED: {self.states.load_error}")
 
     async def on_stop(self) -> None:
+        self.mirror.book.days.save()
         self.canceller.cancel_all_tasks()
         self.quotes.close()
         self.breakers.close()
@@ -252,14 +280,15 @@ class RiskGovernor(Actor):
         }
         scope_states: dict[str, TradingState] = {k: v.state for k, v in non_active.items()}
         global_state: TradingState = self.states.state_of(GLOBAL).state
-        symbols = sorted(set(book.account) | book.working_symbols())
-        sides = {sym: book.working_qty(sym) for sym in symbols}
+        con_ids = sorted(set(book.account) | book.working_con_ids())
+        names = {c: book.display(c) for c in con_ids}
+        sides = {c: book.working_qty(c) for c in con_ids}
         return RiskStateReply(
             global_state=global_state,
             epoch=self.states.epoch,
-            positions={sym: book.position(sym) for sym in symbols},
-            working_buy={sym: b for sym, (b, _) in sides.items() if b},
-            working_sell={sym: s for sym, (_, s) in sides.items() if s},
+            positions={names[c]: book.position(c) for c in con_ids},
+            working_buy={names[c]: b for c, (b, _) in sides.items() if b},
+            working_sell={names[c]: s for c, (_, s) in sides.items() if s},
             strategy_states=strategy_states,
             disabled_strategies=self.states.disabled_strategies(),
             limits=self.limits.describe(),
@@ -278,7 +307,11 @@ class RiskGovernor(Actor):
         match body:
             case TickEvent():
                 if self.quotes.on_tick(body, now):
-                    self.breakers.on_fresh_tick(body.symbol)
+                    self.breakers.on_fresh_tick(body.con_id)
+            case InstrumentEvent():
+                self.quotes.contracts.learn(body.info)
+            case AccountPnLEvent() | PositionPnLEvent():
+                self.mirror.on_pnl(body)
             case OrderStatusEvent():
                 self._on_order_status(body)
             case FillEvent():
@@ -336,19 +369,19 @@ class RiskGovernor(Actor):
             self.breakers.record_reject_rate(res.strategy, order=False, rejected=True)
         if res.outcome is StatusOutcome.UNKNOWN_WORKING:
             logger.warning(
-                "risk: working order {} ({}) was not known here: counted on both sides, resynchronising",
+                "risk: working order {} ({} conId {}) was not known here: counted on both sides, resynchronising",
                 ev.order_ref,
                 ev.symbol,
+                ev.con_id,
             )
             self.mirror.request_resync(f"unknown working order {ev.order_ref}")
-            try:
-                self.quotes.request(Instrument(symbol=ev.symbol))
-            except (ValueError, TypeError):
-                pass
 
     def _on_snapshot(self, snap: GatewaySnapshot) -> None:
         for o in snap.open_orders:
             self.quotes.request(o.instrument)
+        for p in snap.positions:
+            if p.quantity:
+                self.quotes.request(p.instrument)
         self.breakers.on_snapshot_connection(snap.connection)
 
     def _on_gap(self, sender: str, topic: str, expected: int, received: int) -> None:

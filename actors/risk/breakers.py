@@ -7,13 +7,15 @@ tick, and an operator's explicit Resume is not overridden while the same episode
 
 Breaker (trips when) -> action:
 
-- daily loss, account (realized + unrealized <= -``daily_loss_limit``) -> HALTED ``all`` + cancel ``all``
-- daily loss, strategy (the strategy's P&L <= -its ``daily_loss_limit``) -> HALTED ``strategy:<id>`` + cancel it
+- daily loss, account (IB's daily P&L of the account, reqPnL, <= -``daily_loss_limit``) -> HALTED ``all`` + cancel
+  ``all``
+- daily loss, strategy (the strategy's daily P&L <= -its ``daily_loss_limit``) -> HALTED ``strategy:<id>`` + cancel it
 - reject rate (>= ``reject_rate_min_orders`` orders and rejects/orders >= ``reject_rate_max`` in the window)
   -> HALTED ``strategy:<id>`` + cancel it
 - repeated executions (``max_fills_per_window`` fills within ``fill_window_s``) -> strategy disabled + cancel it
-- stale market data (a symbol with working orders had no tick for ``stale_data_s``) -> cancel ``symbol:<sym>``
-  (checks reject it)
+- stale market data (a contract with working orders had no tick for ``stale_data_s`` of its trading hours) -> new
+  orders in it rejected (the check); its resting DAY orders cancelled only with ``stale_data_cancels_resting``
+  (never GTC or stop orders)
 - gateway disconnected (``state.connection`` DISCONNECTED/STOPPED, or gateway heartbeats stop) -> ``on_disconnect``
   state on ``all``; on READY: cancel ``all`` (``cancel_on_disconnect``), lift (``resume_after_reconnect``)
 """
@@ -64,7 +66,23 @@ class Disable:
     reason: str
 
 
-Action = Escalate | Lift | Cancel | Disable
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """A contract's market data went stale during its trading hours (new orders in it are rejected)."""
+
+    con_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrders:
+    """Cancel these orders, one by one (never a whole scope)."""
+
+    order_refs: tuple[str, ...]
+    reason: str
+
+
+Action = Escalate | Lift | Cancel | Disable | Stale | CancelOrders
 
 
 class DailyLossBreaker:
@@ -106,27 +124,39 @@ def fill_throttle_actions(strategy_id: str, fills_in_window: int, *, max_fills: 
 
 
 class StaleDataBreaker:
-    """Cancels the working orders of a symbol whose market data went quiet, once per quiet spell."""
+    """Market data that went quiet during a contract's trading hours, once per quiet spell: new orders in it are
+    rejected (by the check); with ``cancel_resting`` its resting DAY orders are cancelled too. GTC and stop orders
+    are never cancelled for stale data, and a closed market is never stale (the caller passes only contracts in
+    their trading hours, with ages counted from the session's open at the earliest)."""
 
-    def __init__(self) -> None:
-        self.tripped: set[str] = set()
+    def __init__(self, cancel_resting: bool = False) -> None:
+        self.cancel_resting = cancel_resting
+        self.tripped: set[int] = set()
 
-    def on_fresh_tick(self, symbol: str) -> None:
-        self.tripped.discard(symbol)
+    def on_fresh_tick(self, con_id: int) -> None:
+        self.tripped.discard(con_id)
 
-    def evaluate(self, ages: dict[str, float | None], stale_s: float) -> list[Action]:
-        """``ages``: symbol with working orders -> seconds since its last tick (None: no tick since watched)."""
+    def evaluate(
+        self,
+        ages: dict[int, float],
+        stale_s: float,
+        *,
+        resting: dict[int, list[str]] | None = None,
+        names: dict[int, str] | None = None,
+    ) -> list[Action]:
+        """``ages``: contract in its trading hours with working orders -> seconds without a tick; ``resting``:
+        its cancellable (DAY, not stop) orders."""
         out: list[Action] = []
-        for symbol, age in sorted(ages.items()):
-            if age is None or age <= stale_s or symbol in self.tripped:
+        for con_id, age in sorted(ages.items()):
+            if age <= stale_s or con_id in self.tripped:
                 continue
-            self.tripped.add(symbol)
-            out.append(
-                Cancel(
-                    f"symbol:{symbol}",
-                    f"no market data for {symbol} for {age:.1f}s (stale_data_s {stale_s:g}) with working orders",
-                )
-            )
+            self.tripped.add(con_id)
+            name = (names or {}).get(con_id, f"conId {con_id}")
+            reason = f"no market data for {name} for {age:.1f}s of its trading hours (stale_data_s {stale_s:g})"
+            out.append(Stale(con_id, reason))
+            refs = (resting or {}).get(con_id) or []
+            if self.cancel_resting and refs:
+                out.append(CancelOrders(tuple(sorted(refs)), reason))
         return out
 
 

@@ -20,7 +20,7 @@ from loguru import logger
 
 from actors.risk.ports import AlertSender, GatewayLink, Publish
 from bus import topics
-from bus.messages import CancelReport, EmergencyCancel, Rejected
+from bus.messages import Ack, CancelIbOrder, CancelReport, EmergencyCancel, Rejected
 
 #: the alert kind (``alert.emergency_cancel``) of an emergency cancel the gateway has not acknowledged
 ALERT_KIND = "emergency_cancel"
@@ -134,6 +134,21 @@ class EmergencyCanceller:
                 return rec
             backoff = RETRY_BACKOFF_S[min(rec.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
             await asyncio.sleep(backoff)  # retry timer between delivery attempts, not synchronisation
+
+    def cancel_orders(self, order_refs: tuple[str, ...], reason: str) -> None:
+        """Cancel single orders (``CancelIbOrder``, one attempt each: a cancel the gateway does not confirm is
+        logged; the breaker that asked for it does not retry)."""
+        for ref in order_refs:
+            task = asyncio.create_task(self._cancel_one(ref, reason), name=f"risk.cancel.{ref}")
+            self._tasks.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+
+    async def _cancel_one(self, order_ref: str, reason: str) -> None:
+        reply = await self._gateway.call_once(CancelIbOrder(order_ref=order_ref, reason=reason[:500]), self.attempt_timeout_s)
+        if isinstance(reply, Ack):
+            logger.warning("risk: cancelled {} ({}): {}", order_ref, reason, reply.detail)
+        else:
+            logger.error("risk: cancel of {} not confirmed by the gateway: {}", order_ref, reply)
 
     def cancel_all_tasks(self) -> None:
         for t in list(self._tasks):

@@ -3,8 +3,13 @@ for this order, taken at one instant) and the limits. No I/O, no clock, no state
 :func:`evaluate` answers, the governor records an approval.
 
 Order of the checks (the first failure is the answer): trading state, disabled strategy, restricted symbol,
-market data, quantity, notional, price collar, REDUCING admission, duplicate, order rate, position, gross
+quantity, the contract (IB's details: unknown, ambiguous, contradicted, not qualified), size increment, tick size,
+market data, exchange rate, notional, price collar, REDUCING admission, duplicate, order rate, position, gross
 exposure, buying power. Each rejection has a code from :mod:`actors.risk.codes` and a reason for humans.
+
+Units: quantities are the contract's units (shares, contracts, base currency units of an FX pair); prices are in
+the contract's currency; every money amount compared with a limit is in the account's base currency: quantity x
+price x IB's multiplier x the rate of the contract's currency (``view.fx_rate``).
 
 Position, gross exposure and buying power are checked on two books: the strategy's own (with its effective
 limits, i.e. ``[risk.strategies.<id>]`` over ``[risk.limits]``) and the account's (with the global
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 
 from actors.risk import codes
 from bus.config import RiskLimits
-from bus.messages import OrderSpec
+from bus.contracts import decimals_of, grid_neighbours, rounded_order, size_problem
+from bus.messages import ContractInfo, OrderSpec
 
 EPSILON = 1e-9
 
@@ -52,16 +58,25 @@ class RiskView:
 
     ready: bool = True
     state: str = "ACTIVE"
-    #: the scopes (``all``, ``strategy:<id>``, ``symbol:<sym>``) that are not ACTIVE for this order
+    #: the scopes (``all``, ``strategy:<id>``, ``symbol:<sym>``, ``conid:<id>``) that are not ACTIVE for this order
     state_scopes: tuple[str, ...] = ()
     reducing_scopes: tuple[str, ...] = ()
     disabled_reason: str | None = None
     restricted: frozenset[str] = frozenset()
+    #: upper-cased names of the contract (the order's symbol, IB's symbol and local symbol) for the restricted list
+    names: frozenset[str] = frozenset()
+    #: IB's details of the order's contract (None: not qualified)
+    contract: ContractInfo | None = None
+    #: the gateway's refusal of the instrument: (code, reason)
+    contract_refusal: tuple[str, str] | None = None
     ref_price: float | None = None
     tick_age_s: float | None = None
-    #: the gateway does not know the symbol (its answer to the market-data subscription)
-    unknown_symbol_reason: str | None = None
+    #: inside the contract's trading hours (or hours unknown): only then does old data count as stale
+    in_session: bool = True
     stale_data_s: float = 30.0
+    #: the rate of the contract's currency into the base currency (None: no rate)
+    fx_rate: float | None = 1.0
+    base_currency: str = ""
     strategy: BookView = BookView()
     account: BookView = BookView()
     buying_power: float | None = None
@@ -71,22 +86,34 @@ class RiskView:
     duplicate_of: str | None = None
 
 
-def multiplier(order: OrderSpec) -> float:
-    try:
-        m = float(order.instrument.multiplier) if order.instrument.multiplier else 1.0
-    except ValueError:
-        return 1.0
-    return m if m > 0 else 1.0
+def prices(order: OrderSpec, view: RiskView) -> tuple[float | None, float | None]:
+    """(limit, stop) as they go to IB: rounded to the contract's grid when the order asks for it
+    (:func:`bus.contracts.rounded_order`, the gateway's own rounding)."""
+    if view.contract is None:
+        return order.limit_price, order.stop_price
+    return rounded_order(order, view.contract)
 
 
-def order_notional(order: OrderSpec, ref_price: float | None) -> float | None:
-    """Quantity x the price it would trade at (its limit, else its stop, else the market) x multiplier."""
-    price = order.limit_price if order.limit_price is not None else order.stop_price
-    if price is None:
-        price = ref_price
-    if price is None:
+def trade_price(order: OrderSpec, view: RiskView) -> float | None:
+    """The price the order would trade at: its limit, else its stop, else the market."""
+    limit, stop = prices(order, view)
+    if limit is not None:
+        return limit
+    if stop is not None:
+        return stop
+    return view.ref_price
+
+
+def order_notional(order: OrderSpec, view: RiskView) -> float | None:
+    """Quantity x trade price x IB's multiplier x the exchange rate: the order's value in the base currency."""
+    price = trade_price(order, view)
+    if price is None or view.contract is None or view.fx_rate is None:
         return None
-    return order.quantity * price * multiplier(order)
+    return order.quantity * price * view.contract.multiplier * view.fx_rate
+
+
+def _money(amount: float, currency: str) -> str:
+    return f"{amount:,.2f}{' ' + currency if currency else ''}"
 
 
 def reduces(book: BookView, order: OrderSpec) -> bool:
@@ -130,21 +157,77 @@ def check_disabled(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: R
 
 
 def check_restricted(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
-    if order.instrument.symbol.upper() in view.restricted:
-        return Verdict(codes.RESTRICTED, f"{order.instrument.symbol} is a restricted symbol")
+    for name in sorted({order.instrument.symbol.upper(), *view.names}):
+        if name in view.restricted:
+            return Verdict(codes.RESTRICTED, f"{name} is a restricted symbol")
+    return None
+
+
+#: the gateway's refusal codes -> the governor's
+_REFUSALS = {
+    "contract_mismatch": codes.CONTRACT_MISMATCH,
+    "ambiguous_contract": codes.AMBIGUOUS_CONTRACT,
+    "unknown_symbol": codes.UNKNOWN_SYMBOL,
+}
+
+
+def check_contract(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    """No order without IB's contract details (fail closed), and never on an instrument IB contradicts."""
+    if view.contract is not None:
+        return None
+    name = order.instrument.display
+    if view.contract_refusal is not None:
+        code, reason = view.contract_refusal
+        return Verdict(_REFUSALS.get(code, codes.NOT_QUALIFIED), f"{name}: {reason}")
+    return Verdict(codes.NOT_QUALIFIED, f"{name}: the gateway has not qualified the instrument with IB (no answer)")
+
+
+def check_size(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    assert view.contract is not None
+    problem = size_problem(view.contract, order.quantity)
+    return Verdict(codes.SIZE_INCREMENT, problem) if problem is not None else None
+
+
+def check_tick(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    """A price off the contract's grid would be refused by IB (110): refuse it here, with the valid prices."""
+    info = view.contract
+    assert info is not None
+    for kind, price in zip(("limit", "stop"), prices(order, view), strict=True):
+        if price is None:
+            continue
+        around = grid_neighbours(info, price)
+        if around is None:
+            continue
+        d = decimals_of(info, price)
+        inc = around[1] - around[0]
+        return Verdict(
+            codes.TICK_SIZE,
+            f"{kind} price {price!r} is not on {info.display}'s price grid (increment {inc:.{d}f} at this price): "
+            f"nearest valid prices {around[0]:.{d}f} and {around[1]:.{d}f} (or send round_to_tick)",
+        )
     return None
 
 
 def check_market_data(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
-    sym = order.instrument.symbol
-    if view.unknown_symbol_reason is not None:
-        return Verdict(codes.UNKNOWN_SYMBOL, f"{sym}: {view.unknown_symbol_reason}")
+    name = view.contract.display if view.contract is not None else order.instrument.display
     if view.ref_price is None or view.tick_age_s is None:
-        return Verdict(codes.NO_MARKET_DATA, f"no market data for {sym}: cannot collar or value the order")
-    if view.tick_age_s > view.stale_data_s:
+        return Verdict(codes.NO_MARKET_DATA, f"no market data for {name}: cannot collar or value the order")
+    if view.in_session and view.tick_age_s > view.stale_data_s:
         return Verdict(
             codes.STALE_MARKET_DATA,
-            f"market data for {sym} is {view.tick_age_s:.1f}s old (risk.stale_data_s = {view.stale_data_s:g})",
+            f"market data for {name} is {view.tick_age_s:.1f}s old during its trading hours "
+            f"(risk.stale_data_s = {view.stale_data_s:g})",
+        )
+    return None
+
+
+def check_fx(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    if view.fx_rate is None:
+        ccy = view.contract.instrument.currency if view.contract is not None else order.instrument.currency
+        return Verdict(
+            codes.NO_FX_RATE,
+            f"no exchange rate {ccy} -> {view.base_currency or 'base currency (unknown yet)'}: IB's account "
+            f"values report none and no FX quote is available; the order cannot be valued",
         )
     return None
 
@@ -158,10 +241,18 @@ def check_quantity(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: R
 
 
 def check_notional(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
-    notional = order_notional(order, view.ref_price)
+    notional = order_notional(order, view)
     if notional is not None and notional > limits.max_order_notional + EPSILON:
+        info, price = view.contract, trade_price(order, view)
+        assert info is not None and price is not None
+        ccy = info.instrument.currency
+        how = f"{order.quantity:g} x {price:g} {ccy} x multiplier {info.multiplier:g}"
+        if ccy != view.base_currency and view.fx_rate is not None:
+            how += f" x {ccy}/{view.base_currency} {view.fx_rate:.6g}"
         return Verdict(
-            codes.MAX_NOTIONAL, f"notional {notional:,.2f} > max_order_notional {limits.max_order_notional:,.2f}"
+            codes.MAX_NOTIONAL,
+            f"notional {_money(notional, view.base_currency)} ({how}) > max_order_notional "
+            f"{_money(limits.max_order_notional, view.base_currency)}",
         )
     return None
 
@@ -170,7 +261,7 @@ def check_collar(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: Ris
     ref = view.ref_price
     if ref is None:
         return None
-    for name, price in (("limit", order.limit_price), ("stop", order.stop_price)):
+    for name, price in zip(("limit", "stop"), prices(order, view), strict=True):
         if price is None:
             continue
         off_pct = abs(price - ref) / ref * 100.0
@@ -217,16 +308,17 @@ def check_position(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: R
             continue
         projected = _side_projection(book, order)
         if abs(projected) > lim.max_position + EPSILON and abs(projected) > abs(book.position) - EPSILON:
+            name = view.contract.display if view.contract is not None else order.instrument.display
             return Verdict(
                 codes.MAX_POSITION,
-                f"{whose} position in {order.instrument.symbol} could reach {projected:g} "
+                f"{whose} position in {name} could reach {projected:g} "
                 f"(position {book.position:g} + working + this order) > max_position {lim.max_position:g}",
             )
     return None
 
 
 def check_gross(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
-    notional = order_notional(order, view.ref_price) or 0.0
+    notional = order_notional(order, view) or 0.0
     for whose, book, lim in (("strategy", view.strategy, limits), ("account", view.account, acct)):
         if reduces(book, order):
             continue
@@ -234,8 +326,8 @@ def check_gross(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: Risk
         if projected > lim.max_gross_exposure + EPSILON:
             return Verdict(
                 codes.MAX_GROSS_EXPOSURE,
-                f"{whose} gross exposure would be {projected:,.2f} (positions + working orders + this "
-                f"order) > max_gross_exposure {lim.max_gross_exposure:,.2f}",
+                f"{whose} gross exposure would be {_money(projected, view.base_currency)} (positions + working "
+                f"orders + this order) > max_gross_exposure {_money(lim.max_gross_exposure, view.base_currency)}",
             )
     return None
 
@@ -246,13 +338,13 @@ def check_buying_power(order: OrderSpec, view: RiskView, limits: RiskLimits, acc
         return None
     if view.buying_power is None:
         return Verdict(codes.BUYING_POWER, "the account reports no BuyingPower/AvailableFunds yet")
-    required = (order_notional(order, view.ref_price) or 0.0) * ratio
+    required = (order_notional(order, view) or 0.0) * ratio
     available = view.buying_power - view.working_notional * ratio
     if required > available + EPSILON:
         return Verdict(
             codes.BUYING_POWER,
-            f"needs {required:,.2f} of buying power (notional x min_buying_power_ratio {ratio:g}), "
-            f"{available:,.2f} available after working orders",
+            f"needs {_money(required, view.base_currency)} of buying power (notional x min_buying_power_ratio "
+            f"{ratio:g}), {_money(available, view.base_currency)} available after working orders",
         )
     return None
 
@@ -262,8 +354,12 @@ CHECKS = (
     check_state,
     check_disabled,
     check_restricted,
-    check_market_data,
     check_quantity,
+    check_contract,
+    check_size,
+    check_tick,
+    check_market_data,
+    check_fx,
     check_notional,
     check_collar,
     check_reducing,

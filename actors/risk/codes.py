@@ -23,6 +23,18 @@ ORDER_RATE = "risk.order_rate"
 MAX_POSITION = "risk.max_position"
 MAX_GROSS_EXPOSURE = "risk.max_gross_exposure"
 BUYING_POWER = "risk.buying_power"
+#: the instrument contradicts IB's contract (multiplier, currency, type, expiry, strike, right)
+CONTRACT_MISMATCH = "risk.contract_mismatch"
+#: the instrument matches several IB contracts (``ES`` without an expiry)
+AMBIGUOUS_CONTRACT = "risk.ambiguous_contract"
+#: the gateway has not qualified the instrument (no answer: disconnected, slow): fail closed
+NOT_QUALIFIED = "risk.not_qualified"
+#: a limit or stop price off the contract's price grid (IB would refuse it: 110)
+TICK_SIZE = "risk.tick_size"
+#: a quantity below the contract's minimum size or not a multiple of its size increment (fractional units)
+SIZE_INCREMENT = "risk.size_increment"
+#: the contract's currency has no exchange rate into the base currency (account values, FX quote)
+NO_FX_RATE = "risk.no_fx_rate"
 
 #: Rejections caused by the governor's own state rather than by the order: they do not count towards the
 #: reject-rate breaker (a strategy hammering a halted governor must not also trip its reject-rate breaker).
@@ -35,8 +47,14 @@ ALL_CODES = (
     STRATEGY_DISABLED,
     RESTRICTED,
     UNKNOWN_SYMBOL,
+    AMBIGUOUS_CONTRACT,
+    CONTRACT_MISMATCH,
+    NOT_QUALIFIED,
+    SIZE_INCREMENT,
+    TICK_SIZE,
     NO_MARKET_DATA,
     STALE_MARKET_DATA,
+    NO_FX_RATE,
     MAX_QUANTITY,
     MAX_NOTIONAL,
     PRICE_COLLAR,
@@ -49,4 +67,4 @@ ALL_CODES = (
 
 #: Rejections that do not count towards the reject-rate breaker: the governor's own state, and market data
 #: problems that hit every strategy alike (the stale-data breaker handles those).
-NOT_COUNTED_FOR_REJECT_RATE = STATE_CODES | {NO_MARKET_DATA, STALE_MARKET_DATA}
+NOT_COUNTED_FOR_REJECT_RATE = STATE_CODES | {NO_MARKET_DATA, STALE_MARKET_DATA, NOT_QUALIFIED, NO_FX_RATE}

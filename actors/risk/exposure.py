@@ -1,27 +1,31 @@
-"""Positions and working orders: what the governor counts as exposure.
+"""Positions and working orders: what the governor counts as exposure, per contract (IB conId).
 
 Two books are kept side by side:
 
 * the **account** book (what IB holds): IB's positions (``position.*``, the snapshot), moved by our own fills in
   between IB's position updates, plus every working order (ours and orders placed outside Khazad);
-* one **strategy** book per strategy: its position per symbol from its own fills (average cost, realized P&L,
-  commissions), plus its working orders.
+* the **strategy** books (:class:`~actors.risk.daybook.StrategyDayBook`): each strategy's position per contract from
+  its own fills, carried across days and restarts, plus its working orders.
 
 A working order counts from the moment the governor approves it (``pending``), so two orders checked back to
 back see each other, until the gateway reports it done (or, if it never shows up at the gateway, until
-``risk.pending_order_ttl_s`` passes). Keys are the instrument's symbol; one account per gateway.
+``risk.pending_order_ttl_s`` passes). Every key is IB's conId: ES March and ES June are two positions. Money is in
+the account's base currency: quantity x price x IB's multiplier x the rate of the contract's currency
+(:class:`Valuer`).
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
+from actors.risk.daybook import StrategyDayBook
 from bus.messages import (
     CommissionEvent,
+    ContractInfo,
     FillEvent,
     IbOrder,
     Instrument,
@@ -33,13 +37,21 @@ from bus.messages import (
     parse_order_ref,
 )
 
-PriceOf = Callable[[str], "float | None"]
-
 #: IB error codes that accompany a cancel we (or the user) asked for: not a rejection.
 CANCEL_CONFIRM_CODES = frozenset({202, 10147, 10148, 161})
-#: How many execution ids are remembered to drop duplicates and apply corrections (far more than a day holds).
-FILL_MEMORY = 500_000
 EPSILON = 1e-9
+#: order types that protect a position (never cancelled for stale market data)
+PROTECTIVE_TYPES = frozenset({"STP", "STP LMT"})
+
+InfoOf = Callable[[int], "ContractInfo | None"]
+
+
+class Valuer(Protocol):
+    """Prices and exchange rates the books are valued with."""
+
+    def price(self, con_id: int) -> float | None: ...
+
+    def rate(self, currency: str) -> float | None: ...
 
 
 def multiplier_of(instrument: Instrument) -> float:
@@ -69,6 +81,8 @@ class WorkingOrder:
 
     order_ref: str
     strategy: str
+    con_id: int
+    #: IB's contract symbol (``symbol:`` scopes)
     symbol: str
     #: None when the side is not known yet (first seen through a status event): counted on both sides
     side: str | None
@@ -76,60 +90,37 @@ class WorkingOrder:
     filled: float
     price: float | None
     multiplier: float
+    currency: str
     pending: bool
     expires_mono: float = math.inf
     rejected: bool = False
+    tif: str = ""
+    order_type: str = ""
 
     @property
     def remaining(self) -> float:
         return max(0.0, self.quantity - self.filled)
 
+    @property
+    def protective(self) -> bool:
+        """A stop (protects a position) or an order of unknown type: never cancelled for stale data."""
+        return self.order_type in PROTECTIVE_TYPES or not self.order_type
 
-@dataclass(slots=True)
-class Lot:
-    """A strategy's position in one symbol with average-cost accounting."""
-
-    qty: float = 0.0
-    avg_price: float = 0.0
-    realized: float = 0.0
-    multiplier: float = 1.0
-
-    def apply(self, signed_qty: float, price: float) -> None:
-        if abs(self.qty) < EPSILON or (self.qty > 0) == (signed_qty > 0):
-            total = abs(self.qty) + abs(signed_qty)
-            self.avg_price = (self.avg_price * abs(self.qty) + price * abs(signed_qty)) / total if total else 0.0
-            self.qty += signed_qty
-            return
-        closed = min(abs(signed_qty), abs(self.qty))
-        direction = 1.0 if self.qty > 0 else -1.0
-        self.realized += closed * (price - self.avg_price) * direction * self.multiplier
-        self.qty += signed_qty
-        if abs(self.qty) < EPSILON:
-            self.qty, self.avg_price = 0.0, 0.0
-        elif (self.qty > 0) != (direction > 0):
-            self.avg_price = price  # flipped: the remainder was opened at this price
-
-    def unrealized(self, price: float | None) -> float:
-        if price is None or abs(self.qty) < EPSILON:
-            return 0.0
-        return self.qty * (price - self.avg_price) * self.multiplier
+    @property
+    def resting_day_order(self) -> bool:
+        """What the stale-data breaker may cancel when configured to: a known DAY limit or market order."""
+        return self.tif == "DAY" and not self.protective
 
 
 @dataclass(slots=True)
 class AccountPosition:
     qty: float
+    symbol: str = ""
+    display: str = ""
     multiplier: float = 1.0
+    currency: str = "USD"
     market_price: float | None = None
     avg_cost: float = 0.0
-
-
-@dataclass(slots=True)
-class _SeenFill:
-    strategy: str
-    symbol: str
-    signed_qty: float
-    price: float
-    multiplier: float
 
 
 class StatusOutcome(Enum):
@@ -143,7 +134,7 @@ class StatusOutcome(Enum):
 class StatusResult:
     outcome: StatusOutcome
     strategy: str
-    symbol: str
+    con_id: int
     #: True the first time an order is seen rejected by the gateway or IB (reject-rate breaker input)
     rejected: bool = False
 
@@ -161,19 +152,17 @@ def is_rejection(ev: OrderStatusEvent) -> bool:
 class ExposureBook:
     """Account and strategy books (see module docstring). Single-threaded: called from the actor's loop."""
 
-    def __init__(self) -> None:
-        self.lots: dict[tuple[str, str], Lot] = {}
-        self._lots_of: dict[str, dict[str, Lot]] = {}  # strategy -> symbol -> lot (index of ``lots``)
-        self.account: dict[str, AccountPosition] = {}
+    def __init__(self, days: StrategyDayBook, info_of: InfoOf) -> None:
+        self.days = days
+        self.info_of = info_of
+        self.account: dict[int, AccountPosition] = {}
         self.working: dict[str, WorkingOrder] = {}
-        # Aggregates of ``working``, kept in step by _track/_untrack so a check costs O(symbols), not O(orders).
+        # Aggregates of ``working``, kept in step by _contribute so a check costs O(contracts), not O(orders).
         # Key None is the account (every order), a strategy id its own orders.
-        self._qty: dict[tuple[str | None, str], list[float]] = {}  # (who, symbol) -> [buy, sell]
-        self._priced: dict[str | None, float] = {}  # who -> sum of remaining x price x multiplier (priced orders)
-        self._unpriced: dict[str | None, dict[str, float]] = {}  # who -> symbol -> remaining x multiplier (MKT)
-        self.commissions: dict[str, float] = {}
-        self._fills: OrderedDict[str, _SeenFill] = OrderedDict()
-        self._commission_keys: OrderedDict[str, None] = OrderedDict()
+        self._qty: dict[tuple[str | None, int], list[float]] = {}  # (who, conId) -> [buy, sell]
+        # who -> currency -> sum of remaining x price x multiplier (priced orders)
+        self._priced: dict[str | None, dict[str, float]] = {}
+        self._unpriced: dict[str | None, dict[int, float]] = {}  # who -> conId -> remaining x multiplier (MKT)
 
     # -- aggregates -------------------------------------------------------------------------------------------------
 
@@ -183,16 +172,17 @@ class ExposureBook:
             return
         whos: tuple[str | None, ...] = (None, w.strategy) if w.strategy else (None,)
         for who in whos:
-            q = self._qty.setdefault((who, w.symbol), [0.0, 0.0])
+            q = self._qty.setdefault((who, w.con_id), [0.0, 0.0])
             if w.side != "SELL":
                 q[0] += r
             if w.side != "BUY":
                 q[1] += r
             if w.price is not None:
-                self._priced[who] = self._priced.get(who, 0.0) + r * w.price * w.multiplier
+                by_ccy = self._priced.setdefault(who, {})
+                by_ccy[w.currency] = by_ccy.get(w.currency, 0.0) + r * w.price * w.multiplier
             else:
-                by_sym = self._unpriced.setdefault(who, {})
-                by_sym[w.symbol] = by_sym.get(w.symbol, 0.0) + r * w.multiplier
+                by_con = self._unpriced.setdefault(who, {})
+                by_con[w.con_id] = by_con.get(w.con_id, 0.0) + r * w.multiplier
 
     def _put(self, w: WorkingOrder) -> None:
         old = self.working.get(w.order_ref)
@@ -215,10 +205,21 @@ class ExposureBook:
         for w in self.working.values():
             self._contribute(w, 1.0)
 
+    def _contract(self, con_id: int, instrument: Instrument | None = None) -> tuple[float, str]:
+        """(multiplier, currency) of a contract: IB's details, else what the instrument says."""
+        info = self.info_of(con_id)
+        if info is not None:
+            return info.multiplier, info.instrument.currency
+        if instrument is not None:
+            return multiplier_of(instrument), instrument.currency
+        pos = self.account.get(con_id)
+        return (pos.multiplier, pos.currency) if pos is not None else (1.0, "USD")
+
     # -- working orders ------------------------------------------------------------------------------------------
 
-    def add_pending(self, order: OrderSpec, *, expires_mono: float) -> None:
-        """An approval: count the order as working now. A modification replaces the order's previous terms."""
+    def add_pending(self, order: OrderSpec, info: ContractInfo, *, price: float | None, expires_mono: float) -> None:
+        """An approval: count the order as working now (at the price it goes to IB with). A modification replaces
+        the order's previous terms."""
         ref = order.order_ref
         prev = self.working.get(ref)
         filled = prev.filled if prev is not None else 0.0
@@ -226,14 +227,18 @@ class ExposureBook:
             WorkingOrder(
                 order_ref=ref,
                 strategy=order.strategy_id,
-                symbol=order.instrument.symbol,
+                con_id=info.con_id,
+                symbol=info.instrument.symbol,
                 side=order.side,
                 quantity=max(order.quantity, filled),
                 filled=filled,
-                price=order_price(order),
-                multiplier=multiplier_of(order.instrument),
+                price=price,
+                multiplier=info.multiplier,
+                currency=info.instrument.currency,
                 pending=prev is None or prev.pending,
                 expires_mono=expires_mono if prev is None or prev.pending else math.inf,
+                tif=order.tif,
+                order_type=order.order_type,
             )
         )
 
@@ -253,23 +258,26 @@ class ExposureBook:
             w.rejected = rejected = True
         if is_done_status(ev.status):
             if w is None:
-                return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.symbol)
+                return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.con_id)
             self._drop(key)
-            return StatusResult(StatusOutcome.DONE, w.strategy, w.symbol, rejected)
+            return StatusResult(StatusOutcome.DONE, w.strategy, w.con_id, rejected)
         outcome = StatusOutcome.KNOWN
         terms = ev.terms
         if w is None:
-            if not ev.symbol:
-                return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.symbol)
+            if not ev.con_id:
+                return StatusResult(StatusOutcome.IGNORED, strategy_of(ev.order_ref), ev.con_id)
+            mult, ccy = self._contract(ev.con_id)
             w = WorkingOrder(
                 order_ref=key,
                 strategy=strategy_of(ev.order_ref),
+                con_id=ev.con_id,
                 symbol=ev.symbol,
                 side=terms.side if terms is not None and terms.side in ("BUY", "SELL") else None,
                 quantity=0.0,
                 filled=0.0,
                 price=None,
-                multiplier=1.0,
+                multiplier=mult,
+                currency=ccy,
                 pending=False,
             )
             outcome = StatusOutcome.UNKNOWN_WORKING
@@ -285,7 +293,7 @@ class ExposureBook:
             w.quantity = ev.filled + ev.remaining
         self.working[key] = w
         self._contribute(w, 1.0)
-        return StatusResult(outcome, w.strategy, w.symbol, rejected)
+        return StatusResult(outcome, w.strategy, w.con_id, rejected)
 
     def load_open_orders(self, orders: Iterable[IbOrder], now: float) -> None:
         """Replace the working orders with IB's open orders, keeping approvals not yet seen at the gateway."""
@@ -295,71 +303,69 @@ class ExposureBook:
             if is_done_status(o.status):
                 continue
             key = order_key(o.order_ref, o.perm_id)
+            mult, ccy = self._contract(o.instrument.con_id, o.instrument)
             self.working[key] = WorkingOrder(
                 order_ref=key,
                 strategy=strategy_of(o.order_ref),
+                con_id=o.instrument.con_id,
                 symbol=o.instrument.symbol,
                 side=o.side,
                 quantity=o.filled + o.remaining if (o.filled or o.remaining) else o.quantity,
                 filled=o.filled,
                 price=o.limit_price if o.limit_price is not None else o.stop_price,
-                multiplier=multiplier_of(o.instrument),
+                multiplier=mult,
+                currency=ccy,
                 pending=False,
+                tif=o.tif,
+                order_type=o.order_type,
             )
         self._rebuild_aggregates()
 
     # -- fills, commissions, positions ---------------------------------------------------------------------------
 
-    def on_fill(self, ev: FillEvent, *, account_too: bool = True) -> bool:
+    def on_fill(self, ev: FillEvent, now_wall: float, *, account_too: bool = True) -> bool:
         """Apply one execution (strategy book; and the account book unless IB's positions already include it).
         A duplicate exec is ignored; a correction replaces the execution it corrects. True if anything changed."""
-        signed = ev.quantity if ev.side == "BUY" else -ev.quantity
-        strategy = ev.strategy_id or strategy_of(ev.order_ref)
-        symbol = ev.instrument.symbol
-        mult = multiplier_of(ev.instrument)
-        prev = self._fills.get(ev.exec_key)
-        if prev is not None:
-            if not ev.is_correction or (prev.signed_qty == signed and prev.price == ev.price):
-                return False
-            self._apply(prev.strategy, prev.symbol, -prev.signed_qty, prev.price, prev.multiplier, account_too)
-        self._fills[ev.exec_key] = _SeenFill(strategy, symbol, signed, ev.price, mult)
-        while len(self._fills) > FILL_MEMORY:
-            self._fills.popitem(last=False)
-        self._apply(strategy, symbol, signed, ev.price, mult, account_too)
-        return True
-
-    def _apply(self, strategy: str, symbol: str, signed: float, price: float, mult: float, account_too: bool) -> None:
-        if strategy:
-            lot = self.lots.get((strategy, symbol))
-            if lot is None:
-                lot = self.lots[(strategy, symbol)] = Lot(multiplier=mult)
-                self._lots_of.setdefault(strategy, {})[symbol] = lot
-            lot.apply(signed, price)
+        before = self.days.applied.get(ev.exec_key)
+        if not self.days.on_fill(ev, now_wall):
+            return False
         if account_too:
-            pos = self.account.get(symbol)
+            con_id = ev.instrument.con_id
+            pos = self.account.get(con_id)
             if pos is None:
-                pos = self.account[symbol] = AccountPosition(qty=0.0, multiplier=mult)
-            pos.qty += signed
+                mult, ccy = self._contract(con_id, ev.instrument)
+                pos = self.account[con_id] = AccountPosition(
+                    qty=0.0,
+                    symbol=ev.instrument.symbol,
+                    display=ev.instrument.display,
+                    multiplier=mult,
+                    currency=ccy,
+                )
+            if before is not None:
+                pos.qty -= before.signed_qty
+            pos.qty += ev.quantity if ev.side == "BUY" else -ev.quantity
+        return True
 
     def fill_strategy(self, exec_key: str) -> str:
-        f = self._fills.get(exec_key)
-        return f.strategy if f is not None else ""
+        owner = self.days.owner(exec_key)
+        return "" if owner in ("", None) else owner
 
-    def on_commission(self, ev: CommissionEvent) -> bool:
-        if ev.exec_key in self._commission_keys or not math.isfinite(ev.commission):
-            return False
-        self._commission_keys[ev.exec_key] = None
-        while len(self._commission_keys) > FILL_MEMORY:
-            self._commission_keys.popitem(last=False)
-        strategy = self.fill_strategy(ev.exec_key) or strategy_of(ev.order_ref)
-        if strategy:
-            self.commissions[strategy] = self.commissions.get(strategy, 0.0) + ev.commission
-        return True
+    def on_commission(self, ev: CommissionEvent) -> str:
+        """Charge a commission to its execution's owner; the owner ("" when the execution is not known)."""
+        return self.days.on_commission(ev.exec_key, ev.commission, ev.currency)
 
     def on_position(self, p: Position) -> None:
         """IB's position is the truth for the account book (it replaces what our fills moved)."""
-        self.account[p.instrument.symbol] = AccountPosition(
-            qty=p.quantity, multiplier=multiplier_of(p.instrument), market_price=p.market_price, avg_cost=p.avg_cost
+        inst = p.instrument
+        mult, ccy = self._contract(inst.con_id, inst)
+        self.account[inst.con_id] = AccountPosition(
+            qty=p.quantity,
+            symbol=inst.symbol,
+            display=inst.display,
+            multiplier=mult,
+            currency=ccy,
+            market_price=p.market_price,
+            avg_cost=p.avg_cost,
         )
 
     def load_positions(self, positions: Iterable[Position]) -> None:
@@ -369,87 +375,96 @@ class ExposureBook:
 
     # -- queries -------------------------------------------------------------------------------------------------
 
-    def position(self, symbol: str, strategy: str | None = None) -> float:
+    def position(self, con_id: int, strategy: str | None = None) -> float:
         if strategy is None:
-            pos = self.account.get(symbol)
+            pos = self.account.get(con_id)
             return pos.qty if pos is not None else 0.0
-        lot = self.lots.get((strategy, symbol))
-        return lot.qty if lot is not None else 0.0
+        return self.days.position(strategy, con_id)
 
-    def working_qty(self, symbol: str, strategy: str | None = None, exclude: str = "") -> tuple[float, float]:
-        """(buy, sell) quantities still working on ``symbol`` (one strategy's or all); unknown sides on both."""
-        q = self._qty.get((strategy, symbol))
+    def working_qty(self, con_id: int, strategy: str | None = None, exclude: str = "") -> tuple[float, float]:
+        """(buy, sell) quantities still working in a contract (one strategy's or all); unknown sides on both."""
+        q = self._qty.get((strategy, con_id))
         buy, sell = (q[0], q[1]) if q is not None else (0.0, 0.0)
         x = self.working.get(exclude) if exclude else None
-        if x is not None and x.symbol == symbol and (strategy is None or x.strategy == strategy):
+        if x is not None and x.con_id == con_id and (strategy is None or x.strategy == strategy):
             if x.side != "SELL":
                 buy -= x.remaining
             if x.side != "BUY":
                 sell -= x.remaining
         return max(0.0, buy), max(0.0, sell)
 
-    def _value_price(self, symbol: str, price_of: PriceOf) -> float:
-        p = price_of(symbol)
+    def value_price(self, con_id: int, valuer: Valuer) -> float:
+        """The price a contract is valued at: the market, else IB's mark of the position, else its cost."""
+        p = valuer.price(con_id)
         if p is not None:
             return p
-        pos = self.account.get(symbol)
+        pos = self.account.get(con_id)
         if pos is not None:
             if pos.market_price is not None and pos.market_price > 0:
                 return pos.market_price
             if pos.avg_cost > 0:
                 return pos.avg_cost / pos.multiplier
-        for lots in self._lots_of.values():
-            lot = lots.get(symbol)
-            if lot is not None and lot.avg_price > 0:
-                return lot.avg_price
         return 0.0
 
-    def working_notional(self, price_of: PriceOf, strategy: str | None = None, exclude: str = "") -> float:
-        total = self._priced.get(strategy, 0.0)
-        for symbol, qty_mult in self._unpriced.get(strategy, {}).items():
+    @staticmethod
+    def _rate(valuer: Valuer, currency: str) -> float:
+        """The rate to value exposure with; a currency without one counts at par (only the order under check
+        must have a rate: :func:`actors.risk.checks.check_fx` rejects it otherwise)."""
+        rate = valuer.rate(currency)
+        return rate if rate is not None else 1.0
+
+    def working_notional(self, valuer: Valuer, strategy: str | None = None, exclude: str = "") -> float:
+        """Notional of the working orders (base currency)."""
+        total = 0.0
+        for ccy, amount in self._priced.get(strategy, {}).items():
+            total += amount * self._rate(valuer, ccy)
+        for con_id, qty_mult in self._unpriced.get(strategy, {}).items():
             if qty_mult > EPSILON:
-                total += qty_mult * self._value_price(symbol, price_of)
+                _, ccy = self._contract(con_id)
+                total += qty_mult * self.value_price(con_id, valuer) * self._rate(valuer, ccy)
         x = self.working.get(exclude) if exclude else None
         if x is not None and (strategy is None or x.strategy == strategy):
-            price = x.price if x.price is not None else self._value_price(x.symbol, price_of)
-            total -= x.remaining * price * x.multiplier
+            price = x.price if x.price is not None else self.value_price(x.con_id, valuer)
+            total -= x.remaining * price * x.multiplier * self._rate(valuer, x.currency)
         return max(0.0, total)
 
-    def gross(self, price_of: PriceOf, strategy: str | None = None, exclude: str = "") -> float:
-        """Gross exposure: |position| valued at the market plus every working order's notional."""
-        total = self.working_notional(price_of, strategy, exclude)
+    def gross(self, valuer: Valuer, strategy: str | None = None, exclude: str = "") -> float:
+        """Gross exposure (base currency): |position| valued at the market plus every working order's notional."""
+        total = self.working_notional(valuer, strategy, exclude)
         if strategy is None:
-            for symbol, pos in self.account.items():
+            for con_id, pos in self.account.items():
                 if abs(pos.qty) > EPSILON:
-                    total += abs(pos.qty) * self._value_price(symbol, price_of) * pos.multiplier
+                    total += (
+                        abs(pos.qty) * self.value_price(con_id, valuer) * pos.multiplier
+                        * self._rate(valuer, pos.currency)
+                    )
         else:
-            for symbol, lot in self._lots_of.get(strategy, {}).items():
-                if abs(lot.qty) > EPSILON:
-                    total += abs(lot.qty) * self._value_price(symbol, price_of) * lot.multiplier
+            for dp in self.days.held(strategy):
+                if abs(dp.quantity) > EPSILON:
+                    total += (
+                        abs(dp.quantity) * self.value_price(dp.con_id, valuer) * dp.multiplier
+                        * self._rate(valuer, dp.currency)
+                    )
         return total
 
     def strategies(self) -> set[str]:
-        out = {sid for sid, _ in self.lots} | {w.strategy for w in self.working.values()} | set(self.commissions)
+        out = self.days.strategies() | {w.strategy for w in self.working.values()}
         out.discard("")
         return out
 
-    def strategy_pnl(self, strategy: str, price_of: PriceOf) -> float:
-        """Realized + unrealized - commissions of one strategy (since the day started)."""
-        pnl = -self.commissions.get(strategy, 0.0)
-        for symbol, lot in self._lots_of.get(strategy, {}).items():
-            pnl += lot.realized + lot.unrealized(self._value_price(symbol, price_of))
-        return pnl
+    def working_con_ids(self) -> set[int]:
+        return {c for (who, c), (b, s) in self._qty.items() if who is None and max(b, s) > EPSILON}
 
-    def total_pnl(self, price_of: PriceOf) -> float:
-        return sum(self.strategy_pnl(s, price_of) for s in self.strategies())
+    def working_in(self, con_id: int) -> list[WorkingOrder]:
+        return [w for w in self.working.values() if w.con_id == con_id]
 
-    def working_symbols(self) -> set[str]:
-        return {sym for (who, sym), (b, s) in self._qty.items() if who is None and max(b, s) > EPSILON}
-
-    def roll_day(self, price_of: PriceOf) -> None:
-        """A new trading day: realized P&L and commissions restart, open lots are marked to the market."""
-        self.commissions.clear()
-        for (_, symbol), lot in self.lots.items():
-            lot.realized = 0.0
-            if abs(lot.qty) > EPSILON:
-                lot.avg_price = self._value_price(symbol, price_of) or lot.avg_price
+    def display(self, con_id: int) -> str:
+        """A contract's readable name (``ESH7``): IB's details, else what a position or order told."""
+        info = self.info_of(con_id)
+        if info is not None:
+            return info.display
+        pos = self.account.get(con_id)
+        if pos is not None and pos.display:
+            return pos.display
+        w = next((w for w in self.working.values() if w.con_id == con_id), None)
+        return f"{w.symbol} (conId {con_id})" if w is not None else f"conId {con_id}"

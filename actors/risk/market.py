@@ -1,5 +1,5 @@
-"""Market data as the governor needs it: a reference price per symbol (collar, notional of market orders,
-valuation) and how old it is (stale-data check and breaker)."""
+"""Market data as the governor needs it: a reference price per contract (by IB conId: collar, notional of market
+orders, valuation) and how old it is (stale-data check and breaker)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _valid(x: float | None) -> TypeGuard[float]:
 
 @dataclass(slots=True)
 class Quote:
-    """The latest known top of book of one symbol; fields a tick leaves out keep their previous value."""
+    """The latest known top of book of one contract; fields a tick leaves out keep their previous value."""
 
     bid: float | None = None
     ask: float | None = None
@@ -37,17 +37,17 @@ class Quote:
 
 
 class MarketBook:
-    """Latest quote per symbol plus one-shot "first tick" events that a check can await (never poll)."""
+    """Latest quote per conId plus one-shot "first tick" events that a check can await (never poll)."""
 
     def __init__(self) -> None:
-        self.quotes: dict[str, Quote] = {}
-        self._first_tick: dict[str, asyncio.Event] = {}
+        self.quotes: dict[int, Quote] = {}
+        self._first_tick: dict[int, asyncio.Event] = {}
 
     def on_tick(self, tick: TickEvent, now: float) -> bool:
         """Record a tick; returns True when it carried a usable price."""
-        q = self.quotes.get(tick.symbol)
+        q = self.quotes.get(tick.con_id)
         if q is None:
-            q = self.quotes[tick.symbol] = Quote()
+            q = self.quotes[tick.con_id] = Quote()
         if _valid(tick.bid):
             q.bid = tick.bid
         if _valid(tick.ask):
@@ -58,35 +58,37 @@ class MarketBook:
         usable = q.ref is not None
         if usable:
             q.received_mono = now
-            self.wake(tick.symbol)
+            self.wake(tick.con_id)
         return usable
 
-    def wake(self, symbol: str) -> None:
-        """Release whoever waits for ``symbol`` (a first tick came, or the gateway refused the symbol)."""
-        ev = self._first_tick.pop(symbol, None)
+    def wake(self, con_id: int) -> None:
+        """Release whoever waits for ``con_id`` (a first tick came, or the gateway refused it)."""
+        ev = self._first_tick.pop(con_id, None)
         if ev is not None:
             ev.set()
 
-    def reference(self, symbol: str) -> float | None:
-        q = self.quotes.get(symbol)
+    def reference(self, con_id: int) -> float | None:
+        q = self.quotes.get(con_id)
         return None if q is None else q.ref
 
-    def age(self, symbol: str, now: float) -> float | None:
-        """Seconds since the last usable tick, or None when the symbol never had one."""
-        q = self.quotes.get(symbol)
+    def age(self, con_id: int, now: float) -> float | None:
+        """Seconds since the last usable tick, or None when the contract never had one."""
+        q = self.quotes.get(con_id)
         if q is None or q.ref is None:
             return None
         return max(0.0, now - q.received_mono)
 
-    async def wait_first_tick(self, symbol: str, timeout_s: float) -> bool:
-        """Wait (bounded) until the symbol has a usable price or :meth:`wake` is called; True if it has a price."""
-        if self.reference(symbol) is not None:
+    async def wait_first_tick(self, con_id: int, timeout_s: float) -> bool:
+        """Wait (bounded) until the contract has a usable price or :meth:`wake` is called; True if it has one."""
+        if self.reference(con_id) is not None:
             return True
-        ev = self._first_tick.get(symbol)
+        if timeout_s <= 0:
+            return False
+        ev = self._first_tick.get(con_id)
         if ev is None:
-            ev = self._first_tick[symbol] = asyncio.Event()
+            ev = self._first_tick[con_id] = asyncio.Event()
         try:
             await asyncio.wait_for(ev.wait(), timeout_s)
         except TimeoutError:
             pass
-        return self.reference(symbol) is not None
+        return self.reference(con_id) is not None

@@ -1,7 +1,8 @@
 """What the governor knows of the gateway: its working orders, positions and account values (the exposure book
-and the account), whether the first snapshot has arrived (``ready``), which incarnation of the gateway is running,
-when it last sent a heartbeat and what its halt latch holds (from the heartbeat's
-:data:`~bus.messages.GATEWAY_LATCH_DETAIL`; :meth:`GatewayMirror.on_heartbeat` reports each change once).
+and the account), IB's daily P&L of the account and of each position, whether the first snapshot has arrived
+(``ready``), which incarnation of the gateway is running, when it last sent a heartbeat and what its halt latch
+holds (from the heartbeat's :data:`~bus.messages.GATEWAY_LATCH_DETAIL`; :meth:`GatewayMirror.on_heartbeat` reports
+each change once).
 
 Reconciliation: the governor asks for a :class:`~bus.messages.GatewaySnapshot` at start and again whenever it may
 have missed something (the gateway restarted, a sequence gap on its topics, an unknown working order, a
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 from loguru import logger
 
 from actors.risk.account import AccountState
+from actors.risk.contracts import ContractBook
 from actors.risk.exposure import ExposureBook, StatusResult
 from actors.risk.ports import GatewayLink
-from actors.risk.trading_state import GLOBAL, strategy_scope, symbol_scope
 from bus.messages import (
+    AccountPnLEvent,
     FillEvent,
     GatewaySnapshot,
     GatewayStatus,
@@ -31,7 +33,9 @@ from bus.messages import (
     GetStatus,
     Heartbeat,
     OrderStatusEvent,
+    PositionPnLEvent,
     latched_scopes,
+    scope_matches,
 )
 
 SNAPSHOT_TIMEOUT_S = 5.0
@@ -59,10 +63,22 @@ class LatchChange:
 class GatewayMirror:
     """The gateway as the governor sees it (see module docstring)."""
 
-    def __init__(self, gateway: GatewayLink, *, beat_interval_s: float, liveness: int) -> None:
+    def __init__(
+        self,
+        gateway: GatewayLink,
+        book: ExposureBook,
+        contracts: ContractBook,
+        *,
+        beat_interval_s: float,
+        liveness: int,
+    ) -> None:
         self._gateway = gateway
-        self.book = ExposureBook()
+        self.book = book
+        self.contracts = contracts
         self.account = AccountState()
+        #: IB's daily P&L of the account (reqPnL) and of each position (reqPnLSingle), as last reported
+        self.account_pnl: AccountPnLEvent | None = None
+        self.position_pnl: dict[int, PositionPnLEvent] = {}
         #: False until the first snapshot is applied: every order is rejected ``risk.not_ready`` until then
         self.ready = False
         self.snapshots = 0
@@ -114,10 +130,20 @@ class GatewayMirror:
     def on_order_status(self, ev: OrderStatusEvent) -> StatusResult:
         return self.book.on_status(ev)
 
+    def on_pnl(self, ev: AccountPnLEvent | PositionPnLEvent) -> None:
+        if isinstance(ev, AccountPnLEvent):
+            self.account_pnl = ev
+        else:
+            self.position_pnl[ev.con_id] = ev
+
+    def ib_daily(self, con_id: int) -> float | None:
+        ev = self.position_pnl.get(con_id)
+        return ev.daily_pnl if ev is not None else None
+
     def on_fill(self, ev: FillEvent) -> str | None:
         """Apply a fill; the strategy whose fill rate it counts towards, or None for a duplicate, a replay, a
         correction or an order Khazad did not place."""
-        if not self.book.on_fill(ev):
+        if not self.book.on_fill(ev, time.time()):
             return None
         strategy = self.book.fill_strategy(ev.exec_key)
         if not strategy or ev.replayed or ev.is_correction:
@@ -129,8 +155,11 @@ class GatewayMirror:
             logger.info("risk: approval for {} never reached the gateway; no longer counted as working", ref)
 
     def working_in_scope(self, scope: str) -> list[str]:
-        """Order refs of the working orders a scope covers (``all``, ``strategy:<id>``, ``symbol:<sym>``)."""
-        return [w.order_ref for w in self.book.working.values() if in_scope(scope, w.strategy, w.symbol)]
+        """Order refs of the working orders a scope covers (``all``, ``strategy:<id>``, ``symbol:<sym>``,
+        ``conid:<id>``)."""
+        return [
+            w.order_ref for w in self.book.working.values() if scope_matches(scope, w.strategy, w.symbol, w.con_id)
+        ]
 
     # -- liveness ------------------------------------------------------------------------------------------------
 
@@ -183,10 +212,16 @@ class GatewayMirror:
 
     def apply_snapshot(self, snap: GatewaySnapshot) -> None:
         now = time.monotonic()
+        for info in snap.contracts:
+            self.contracts.learn(info)
         self.account.replace(snap.account_values, snap.account)
+        if snap.pnl is not None:
+            self.account_pnl = snap.pnl
+        self.position_pnl.update({p.con_id: p for p in snap.position_pnl})
         self.book.load_positions(snap.positions)
         self.book.load_open_orders(snap.open_orders, now)
-        new_fills = sum(self.book.on_fill(f, account_too=False) for f in snap.executions)
+        wall = time.time()
+        new_fills = sum(self.book.on_fill(f, wall, account_too=False) for f in snap.executions)
         for c in snap.commissions:
             self.book.on_commission(c)
         first = not self.ready
@@ -202,8 +237,3 @@ class GatewayMirror:
         )
         if self._listener is not None:
             self._listener(snap)
-
-
-def in_scope(scope: str, strategy: str, symbol: str) -> bool:
-    """Whether an order of ``strategy`` in ``symbol`` falls under ``scope``."""
-    return scope in (GLOBAL, strategy_scope(strategy), symbol_scope(symbol))

@@ -5,13 +5,13 @@ governor sees, and carries out the actions they return: trading-state changes (t
 
 Inputs: the gateway's connection state, heartbeat silence (confirmed by a direct probe first), each snapshot's
 connection, fills (repeated-execution throttle), decisions and downstream rejections (reject rate), and a periodic
-sweep (stale market data on symbols with working orders, daily loss, the day roll).
+sweep (stale market data on contracts with working orders during their trading hours, daily loss from IB's daily
+P&L, the strategies' day roll at IB's reset).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import time
 
@@ -25,16 +25,19 @@ from actors.risk.breakers import (
     UP_STATE,
     Action,
     Cancel,
+    CancelOrders,
     DailyLossBreaker,
     Disable,
     DisconnectBreaker,
     Escalate,
     Lift,
+    Stale,
     StaleDataBreaker,
     fill_throttle_actions,
     reject_rate_actions,
 )
 from actors.risk.cancels import CancelRecord, EmergencyCanceller
+from actors.risk.fx import FxRates
 from actors.risk.limits import LimitTable
 from actors.risk.mirror import GatewayMirror
 from actors.risk.ports import AlertSender
@@ -44,6 +47,8 @@ from actors.risk.throttles import RejectRateTracker, SlidingCount
 from actors.risk.trading_state import ACTIVE, GLOBAL, Authority, PersistError, strategy_scope
 from bus.config import RiskConfig
 from bus.messages import Ack, EnableStrategy, Rejected, tag_of
+from bus.registry import EXTERNAL_STRATEGY
+from bus.sessions import Session, open_since, session_of
 
 #: strategy-scope states that EnableStrategy lifts (set by risk's own breakers, never by an operator)
 STRATEGY_BREAKER_ORIGINS = frozenset({ORIGIN_DAILY_LOSS, ORIGIN_REJECT_RATE, ORIGIN_FILL_THROTTLE})
@@ -60,6 +65,7 @@ class BreakerPanel:
         canceller: EmergencyCanceller,
         alerts: AlertSender,
         quotes: MarketDataFeed,
+        fx: FxRates,
         gateway: GatewayMirror,
     ) -> None:
         self._risk = risk
@@ -68,13 +74,13 @@ class BreakerPanel:
         self._canceller = canceller
         self._alerts = alerts
         self._quotes = quotes
+        self._fx = fx
         self._gateway = gateway
         self.daily_loss = DailyLossBreaker()
-        self.stale = StaleDataBreaker()
+        self.stale = StaleDataBreaker(risk.stale_data_cancels_resting)
         self.disconnect = DisconnectBreaker(risk.on_disconnect, risk.cancel_on_disconnect, risk.resume_after_reconnect)
         self.fill_counts = SlidingCount()
         self.reject_rates = RejectRateTracker()
-        self.day = dt.date.today()
         #: after a reconnect, market data gets ``stale_data_s`` to flow again before the stale breaker looks
         self.stale_grace_until = 0.0
         #: a probe of the gateway in flight (heartbeats went silent: is it the gateway, or the bus, or us?)
@@ -106,8 +112,8 @@ class BreakerPanel:
         """The connection state a snapshot reports (a READY one lifts a tripped disconnect breaker)."""
         self.execute(self.disconnect.on_connection(state))
 
-    def on_fresh_tick(self, symbol: str) -> None:
-        self.stale.on_fresh_tick(symbol)
+    def on_fresh_tick(self, con_id: int) -> None:
+        self.stale.on_fresh_tick(con_id)
 
     def on_strategy_fill(self, strategy: str, now: float) -> None:
         """One live fill of ``strategy``: the repeated-execution throttle."""
@@ -135,17 +141,14 @@ class BreakerPanel:
             self.execute(actions)
 
     def sweep(self, now: float) -> None:
-        """The periodic look: day roll, stale market data, gateway silence, daily loss."""
-        today = dt.date.today()
-        if today != self.day:
-            logger.info("risk: new trading day {}: daily P&L and loss breakers restart", today)
-            self.day = today
-            self._gateway.book.roll_day(self._quotes.reference)
-            self.daily_loss.breached.clear()
-        ages = self._quotes.stale_ages(self._gateway.book.working_symbols(), now)
+        """The periodic look: the strategies' day roll (IB's reset), stale market data, gateway silence, daily
+        loss; the strategies' books are written when they changed."""
+        wall = time.time()
+        days = self._gateway.book.days
+        days.roll(wall)
         # while the gateway is down no tick can arrive: that is the disconnect breaker's business, not staleness
         quiet_ok = self.disconnect.down or now < self.stale_grace_until
-        actions: list[Action] = [] if quiet_ok else self.stale.evaluate(ages, self._risk.stale_data_s)
+        actions: list[Action] = [] if quiet_ok else self._stale_actions(now, wall)
         silent = self._gateway.silence(now)
         if silent is not None and not self.disconnect.down and (self._probing is None or self._probing.done()):
             # silence may be the bus (proxy restarting) or this process (stopped, starved), not the gateway:
@@ -154,6 +157,26 @@ class BreakerPanel:
         if self._gateway.ready:
             actions += self._daily_loss_actions()
         self.execute(actions)
+        days.save()
+
+    def _stale_actions(self, now: float, wall: float) -> list[Action]:
+        """Contracts with working orders and no tick for ``stale_data_s`` of their trading hours. A closed market
+        is never stale, and the time before the session opened does not count."""
+        book = self._gateway.book
+        ages: dict[int, float] = {}
+        for con_id, age in self._quotes.stale_ages(book.working_con_ids(), now).items():
+            info = self._quotes.info(con_id)
+            if info is not None:
+                if session_of(info, wall) is Session.CLOSED:
+                    self.stale.on_fresh_tick(con_id)  # a new quiet spell starts with the next session
+                    continue
+                since = open_since(info, wall)
+                if since is not None:
+                    age = min(age, since)
+            ages[con_id] = age
+        resting = {c: [w.order_ref for w in book.working_in(c) if w.resting_day_order] for c in ages}
+        names = {c: book.display(c) for c in ages}
+        return self.stale.evaluate(ages, self._risk.stale_data_s, resting=resting, names=names)
 
     async def _probe(self, silent_s: float) -> None:
         state = await self._gateway.probe()
@@ -170,16 +193,30 @@ class BreakerPanel:
             )
         )
 
-    def _daily_loss_actions(self) -> list[Action]:
-        price_of = self._quotes.reference
+    def strategy_pnl(self, owner: str) -> float:
+        """One strategy's daily P&L since IB's reset (base currency: :mod:`actors.risk.daybook`)."""
         book = self._gateway.book
-        pnl = self._gateway.account.daily_pnl
-        if pnl is None:
-            pnl = book.total_pnl(price_of)
-        actions = self.daily_loss.evaluate(GLOBAL, pnl, self._limits.account.daily_loss_limit)
-        for sid in sorted(book.strategies()):
+        price_of = functools.partial(book.value_price, valuer=self._fx)
+        rate_of = self._fx.rate
+
+        def carried_move(con_id: int) -> float | None:
+            return book.days.carried_move(con_id, book.position(con_id), self._gateway.ib_daily(con_id), price_of, rate_of)
+
+        return book.days.daily_pnl(owner, price_of, rate_of, carried_move)
+
+    def account_pnl(self) -> float:
+        """IB's daily P&L of the account (reqPnL); until IB reports it, the sum of every owner's."""
+        ib = self._gateway.account_pnl
+        if ib is not None and ib.daily_pnl is not None:
+            return ib.daily_pnl
+        return sum(self.strategy_pnl(o) for o in self._gateway.book.days.owners())
+
+    def _daily_loss_actions(self) -> list[Action]:
+        book = self._gateway.book
+        actions = self.daily_loss.evaluate(GLOBAL, self.account_pnl(), self._limits.account.daily_loss_limit)
+        for sid in sorted(book.strategies() - {EXTERNAL_STRATEGY}):
             actions += self.daily_loss.evaluate(
-                strategy_scope(sid), book.strategy_pnl(sid, price_of), self._limits.for_strategy(sid).daily_loss_limit
+                strategy_scope(sid), self.strategy_pnl(sid), self._limits.for_strategy(sid).daily_loss_limit
             )
         return actions
 
@@ -265,6 +302,11 @@ class BreakerPanel:
                     pending.add_done_callback(functools.partial(self._lift_after_cancel, lift=a))
             elif isinstance(a, Cancel):
                 cancels[a.scope] = self._canceller.send(a.scope, a.reason)
+            elif isinstance(a, Stale):
+                logger.warning("risk: stale market data: {}; new orders in it are rejected", a.reason)
+                self._alerts.send("breaker_stale_data", "warning", a.reason, con_id=str(a.con_id))
+            elif isinstance(a, CancelOrders):
+                self._canceller.cancel_orders(a.order_refs, a.reason)
             elif isinstance(a, Disable):
                 if self._states.disable(a.strategy_id, a.reason):
                     logger.critical("risk: strategy {} DISABLED: {}", a.strategy_id, a.reason)
@@ -296,12 +338,12 @@ class BreakerPanel:
             "connection": self.disconnect.connection or "unknown",
             "disconnect": "tripped: " + self.disconnect.down_reason if self.disconnect.down else "ok",
             "daily_loss": ",".join(sorted(self.daily_loss.breached)) or "ok",
-            "stale_data": ",".join(sorted(self.stale.tripped)) or "ok",
+            "stale_data": ",".join(self._gateway.book.display(c) for c in sorted(self.stale.tripped)) or "ok",
         }
 
     def describe_pnl(self) -> dict[str, str]:
         """The last P&L the daily-loss breaker saw, per scope."""
-        return {f"pnl.{scope}": f"{pnl:.2f}" for scope, pnl in sorted(self.daily_loss.last_pnl.items())}
+        return {f"daily_pnl.{scope}": f"{pnl:.2f}" for scope, pnl in sorted(self.daily_loss.last_pnl.items())}
 
     def close(self) -> None:
         if self._probing is not None:

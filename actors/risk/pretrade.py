@@ -1,10 +1,11 @@
-"""One ``CheckOrder``, start to finish: the early checks, the wait for a first price, the view of the world at one
-instant, the pure checks (:mod:`actors.risk.checks`), and for an approved order the signed approval, the rate
-token, the duplicate record and the pending reservation in the exposure book. Every decision is logged on one
+"""One ``CheckOrder``, start to finish: the early checks, the preparation (IB's contract through the gateway, a
+first price, an exchange rate: one budget of ``risk.market_data_wait_s``), the view of the world at one instant,
+the pure checks (:mod:`actors.risk.checks`), and for an approved order the signed approval, the rate token, the
+duplicate record and the pending reservation in the exposure book. Every decision is logged on one
 line with its order ref, published on ``risk.decision.<strategy>``, and counted for the reject-rate breaker
 unless the governor's own state caused it.
 
-Concurrency: requests run concurrently, but a check's only await (waiting for a first tick) comes before the
+Concurrency: requests run concurrently, but a check's only awaits (qualification, first tick, FX) come before the
 checks; from building the view to recording the approval nothing yields, so two orders checked at the same time
 always see each other's exposure.
 """
@@ -18,7 +19,8 @@ from collections.abc import Callable
 from loguru import logger
 
 from actors.risk import codes
-from actors.risk.checks import EARLY_CHECKS, BookView, RiskView, Verdict, evaluate
+from actors.risk.checks import EARLY_CHECKS, BookView, RiskView, Verdict, evaluate, prices
+from actors.risk.fx import FxRates
 from actors.risk.limits import LimitTable
 from actors.risk.mirror import GatewayMirror
 from actors.risk.ports import Publish
@@ -28,7 +30,8 @@ from actors.risk.throttles import DuplicateDetector, OrderRateLimiter
 from bus import topics
 from bus.approval import sign
 from bus.config import RiskConfig
-from bus.messages import Approval, CheckOrder, OrderSpec, RiskDecision, RiskDecisionEvent, TradingState
+from bus.messages import Approval, CheckOrder, ContractInfo, OrderSpec, RiskDecision, RiskDecisionEvent, TradingState
+from bus.sessions import Session, open_since, session_of
 
 LATENCY_SAMPLES = 10_000
 #: the heartbeat reports check latency percentiles over the last this many checks
@@ -85,6 +88,7 @@ class PreTradeChecker:
         limits: LimitTable,
         states: TradingStateKeeper,
         quotes: MarketDataFeed,
+        fx: FxRates,
         gateway: GatewayMirror,
         signer: ApprovalSigner,
         publish: Publish,
@@ -94,6 +98,7 @@ class PreTradeChecker:
         self._limits = limits
         self._states = states
         self._quotes = quotes
+        self._fx = fx
         self._gateway = gateway
         self._signer = signer
         self._publish = publish
@@ -106,23 +111,35 @@ class PreTradeChecker:
         """Run the pre-trade checks on one order; sign an approval bound to it if they pass."""
         t0 = time.perf_counter_ns()
         order = req.order
-        sid, sym = order.strategy_id, order.instrument.symbol
+        sid = order.strategy_id
         limits = self._limits.for_strategy(sid)
         verdict = evaluate(order, self._early_view(order), limits, self._limits.account, EARLY_CHECKS)
+        con_id: int | None = None
         if verdict.approved:
-            await self._quotes.prepare(order.instrument, time.monotonic())
+            deadline = time.monotonic() + self._risk.market_data_wait_s
+            con_id = await self._quotes.prepare(order.instrument, deadline)
+            info = self._quotes.info(con_id) if con_id is not None else None
+            if info is not None:
+                await self._fx.prepare(info.instrument.currency, deadline)
         approval = None
+        info = self._quotes.info(con_id) if con_id is not None else None
         if verdict.approved:
             # from here to the end nothing awaits: the view and the reservation are one atomic step
             now = time.monotonic()
-            verdict = evaluate(order, self._view(order, now), limits, self._limits.account)
+            view = self._view(order, info, now)
+            verdict = evaluate(order, view, limits, self._limits.account)
             if verdict.approved:
+                assert info is not None
                 approval = self._signer.sign(order, is_modify=req.is_modify)
                 self.rate.take(sid, limits.max_orders_per_second, now)
                 if not req.is_modify:
                     self.duplicates.record(order, limits.duplicate_window_s, now)
-                self._gateway.book.add_pending(order, expires_mono=now + self._risk.pending_order_ttl_s)
-        state, _ = self._states.effective(sid, sym)
+                limit, stop = prices(order, view)
+                price = limit if limit is not None else stop
+                self._gateway.book.add_pending(
+                    order, info, price=price, expires_mono=now + self._risk.pending_order_ttl_s
+                )
+        state, _ = self._effective(order, info)
         elapsed = time.perf_counter_ns() - t0
         self._after_decision(order, verdict, elapsed, req.is_modify)
         trading_state: TradingState = state
@@ -144,7 +161,7 @@ class PreTradeChecker:
                 order.order_ref,
                 order.side,
                 order.quantity,
-                order.instrument.symbol,
+                order.instrument.display,
                 order.order_type,
                 f" @{order.limit_price:g}" if order.limit_price is not None else "",
                 elapsed_ns / 1e3,
@@ -171,8 +188,14 @@ class PreTradeChecker:
         if verdict.code not in codes.NOT_COUNTED_FOR_REJECT_RATE:
             self._count(order.strategy_id, not verdict.approved)
 
+    def _effective(self, order: OrderSpec, info: ContractInfo | None) -> tuple[str, list[str]]:
+        """The trading state governing the order: IB's symbol and conId once the contract is known."""
+        if info is None:
+            return self._states.effective(order.strategy_id, order.instrument.symbol)
+        return self._states.effective(order.strategy_id, info.instrument.symbol, info.con_id)
+
     def _early_view(self, order: OrderSpec) -> RiskView:
-        state, scopes = self._states.effective(order.strategy_id, order.instrument.symbol)
+        state, scopes = self._effective(order, None)
         return RiskView(
             ready=self._gateway.ready,
             state=state,
@@ -181,39 +204,59 @@ class PreTradeChecker:
             restricted=self._limits.restricted(order.strategy_id),
         )
 
-    def _view(self, order: OrderSpec, now: float) -> RiskView:
-        sid, sym, ref = order.strategy_id, order.instrument.symbol, order.order_ref
+    def _view(self, order: OrderSpec, info: ContractInfo | None, now: float) -> RiskView:
+        sid, ref = order.strategy_id, order.order_ref
         limits = self._limits.for_strategy(sid)
-        state, scopes = self._states.effective(sid, sym)
-        price_of = self._quotes.reference
-        book = self._gateway.book
-        s_buy, s_sell = book.working_qty(sym, sid, exclude=ref)
-        a_buy, a_sell = book.working_qty(sym, None, exclude=ref)
-        return RiskView(
+        state, scopes = self._effective(order, info)
+        common = dict(
             ready=self._gateway.ready,
             state=state,
             state_scopes=tuple(scopes),
             reducing_scopes=self._states.reducing(scopes),
             disabled_reason=self._states.disabled_reason(sid),
             restricted=self._limits.restricted(sid),
-            ref_price=self._quotes.reference(sym),
-            tick_age_s=self._quotes.age(sym, now),
-            unknown_symbol_reason=self._quotes.unknown_reason(sym),
             stale_data_s=self._risk.stale_data_s,
+            base_currency=self._fx.base,
+        )
+        if info is None:
+            refusal = self._quotes.contracts.last_refusal(order.instrument)
+            return RiskView(
+                **common,  # type: ignore[arg-type]
+                contract_refusal=(refusal.code, refusal.reason) if refusal is not None else None,
+            )
+        con_id = info.con_id
+        inst = info.instrument
+        book = self._gateway.book
+        valuer = self._fx
+        wall = time.time()
+        age = self._quotes.age(con_id, now)
+        since = open_since(info, wall)
+        if age is not None and since is not None:
+            age = min(age, since)  # data cannot be staler than the session it belongs to
+        s_buy, s_sell = book.working_qty(con_id, sid, exclude=ref)
+        a_buy, a_sell = book.working_qty(con_id, None, exclude=ref)
+        return RiskView(
+            **common,  # type: ignore[arg-type]
+            names=frozenset({inst.symbol.upper(), inst.local_symbol.upper()} - {""}),
+            contract=info,
+            ref_price=self._quotes.reference(con_id),
+            tick_age_s=age,
+            in_session=session_of(info, wall) is not Session.CLOSED,
+            fx_rate=self._fx.rate(inst.currency),
             strategy=BookView(
-                position=book.position(sym, sid),
+                position=book.position(con_id, sid),
                 working_buy=s_buy,
                 working_sell=s_sell,
-                gross_exposure=book.gross(price_of, sid, exclude=ref),
+                gross_exposure=book.gross(valuer, sid, exclude=ref),
             ),
             account=BookView(
-                position=book.position(sym),
+                position=book.position(con_id),
                 working_buy=a_buy,
                 working_sell=a_sell,
-                gross_exposure=book.gross(price_of, None, exclude=ref),
+                gross_exposure=book.gross(valuer, None, exclude=ref),
             ),
             buying_power=self._gateway.account.buying_power,
-            working_notional=book.working_notional(price_of, None, exclude=ref),
+            working_notional=book.working_notional(valuer, None, exclude=ref),
             rate_tokens=self.rate.tokens(sid, limits.max_orders_per_second, now),
             duplicate_of=self.duplicates.duplicate_of(order, limits.duplicate_window_s, now),
         )

@@ -65,9 +65,9 @@ class TradingStateKeeper:
     def state_of(self, scope: str) -> ScopeState:
         return self._states.get(scope)
 
-    def effective(self, strategy_id: str, symbol: str) -> tuple[TradingState, list[str]]:
+    def effective(self, strategy_id: str, symbol: str, con_id: int = 0) -> tuple[TradingState, list[str]]:
         """The most severe state governing an order, and every scope that is not ACTIVE for it."""
-        return self._states.effective(strategy_id, symbol)
+        return self._states.effective(strategy_id, symbol, con_id)
 
     def reducing(self, scopes: list[str]) -> tuple[str, ...]:
         """The scopes among ``scopes`` that are REDUCING."""

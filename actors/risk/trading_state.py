@@ -1,5 +1,5 @@
-"""Trading states per scope (``all``, ``strategy:<id>``, ``symbol:<symbol>``), who may change them, and their
-durable copy.
+"""Trading states per scope (``all``, ``strategy:<id>``, ``symbol:<symbol>`` every contract of the symbol,
+``conid:<conId>`` one contract), who may change them, and their durable copy.
 
 States: ACTIVE (everything the checks allow), REDUCING (only orders that reduce the true exposure), HALTED
 (nothing but cancels). An order is governed by the most severe of ``all``, its strategy's and its symbol's state.
@@ -29,7 +29,7 @@ from typing import Final
 
 from loguru import logger
 
-from bus.messages import TradingState
+from bus.messages import TradingState, scope_matches
 
 ACTIVE: Final = "ACTIVE"
 REDUCING: Final = "REDUCING"
@@ -238,13 +238,14 @@ class TradingStates:
     def get(self, scope: str) -> ScopeState:
         return self.scopes.get(scope) or ScopeState(state=ACTIVE)
 
-    def effective(self, strategy_id: str, symbol: str) -> tuple[TradingState, list[str]]:
-        """The most severe state governing an order, and every scope that is not ACTIVE for it."""
+    def effective(self, strategy_id: str, symbol: str, con_id: int = 0) -> tuple[TradingState, list[str]]:
+        """The most severe state governing an order (of ``strategy_id`` in the contract ``con_id`` of ``symbol``),
+        and every scope that is not ACTIVE for it (:func:`bus.messages.scope_matches` decides what a scope
+        covers, as at the gateway)."""
         worst: TradingState = ACTIVE
         scopes: list[str] = []
-        for scope in (GLOBAL, strategy_scope(strategy_id), symbol_scope(symbol)):
-            s = self.scopes.get(scope)
-            if s is None or s.state == ACTIVE:
+        for scope, s in self.scopes.items():
+            if s.state == ACTIVE or not scope_matches(scope, strategy_id, symbol, con_id):
                 continue
             scopes.append(scope)
             if SEVERITY[s.state] > SEVERITY[worst]:

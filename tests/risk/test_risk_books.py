@@ -1,63 +1,110 @@
-"""Unit tests of the governor's books: exposure (positions, working orders, P&L), market data, account values."""
+"""Unit tests of the governor's books: exposure per contract (IB conId) in the base currency, the strategies' day
+books (IB's daily P&L formula, IB's reset, the durable record), market data, account values."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from actors.risk.account import AccountState
-from actors.risk.exposure import ExposureBook, Lot, StatusOutcome
+from actors.risk.daybook import StrategyDayBook
+from actors.risk.exposure import ExposureBook, StatusOutcome
 from actors.risk.market import MarketBook
 from bus.messages import (
-    AccountValue, CommissionEvent, FillEvent, IbOrder, Instrument, OrderStatusEvent, Position, TickEvent,
+    AccountValue, CommissionEvent, ContractInfo, FillEvent, IbOrder, Instrument, OrderStatusEvent, Position,
+    TickEvent,
 )
 from tests.support.builders import order_for
 
 #: the risk tests' orders belong to strategy "alpha" unless a test says otherwise
 order = order_for("alpha")
+from bus.sessions import PnLReset
 
-AAPL = Instrument(symbol="AAPL")
+AAPL_ID, MSFT_ID, ESH7_ID, ESM7_ID, EURCHF_ID = 265598, 272093, 551601503, 551601532, 12087817
+AAPL = Instrument(symbol="AAPL", con_id=AAPL_ID, local_symbol="AAPL")
+INFOS = {
+    AAPL_ID: ContractInfo(instrument=AAPL, min_tick=0.01),
+    MSFT_ID: ContractInfo(instrument=Instrument(symbol="MSFT", con_id=MSFT_ID, local_symbol="MSFT"), min_tick=0.01),
+    ESH7_ID: ContractInfo(instrument=Instrument(symbol="ES", sec_type="FUT", exchange="CME", con_id=ESH7_ID,
+                                                last_trade_date="20270319", multiplier="50", local_symbol="ESH7"),
+                          multiplier=50.0, min_tick=0.25),
+    ESM7_ID: ContractInfo(instrument=Instrument(symbol="ES", sec_type="FUT", exchange="CME", con_id=ESM7_ID,
+                                                last_trade_date="20270618", multiplier="50", local_symbol="ESM7"),
+                          multiplier=50.0, min_tick=0.25),
+    EURCHF_ID: ContractInfo(instrument=Instrument(symbol="EUR", sec_type="CASH", exchange="IDEALPRO", currency="CHF",
+                                                  con_id=EURCHF_ID, local_symbol="EUR.CHF"), min_tick=0.00005),
+}
+#: every contract resets at 17:00 New York in these tests (a fixed reset, as TWS's global setting)
+RESET = PnLReset("17:00 US/Eastern")
+MONDAY_NOON = datetime(2025, 6, 2, 12, 0, tzinfo=ZoneInfo("US/Eastern")).timestamp()
+TUESDAY_10 = datetime(2025, 6, 3, 10, 0, tzinfo=ZoneInfo("US/Eastern")).timestamp()
+
+
+class Valuer:
+    def __init__(self, prices: dict[int, float], rates: dict[str, float] | None = None) -> None:
+        self.prices = prices
+        self.rates = {"USD": 1.0, **(rates or {})}
+
+    def price(self, con_id: int) -> float | None:
+        return self.prices.get(con_id)
+
+    def rate(self, currency: str) -> float | None:
+        return self.rates.get(currency)
+
+
+def make_book(path=None) -> ExposureBook:
+    return ExposureBook(StrategyDayBook(RESET, INFOS.get, path), INFOS.get)
+
+
+def info_of(o) -> ContractInfo:
+    return next(i for i in INFOS.values() if i.instrument.symbol == o.instrument.symbol
+                and i.instrument.sec_type == o.instrument.sec_type)
+
+
+def pend(book: ExposureBook, o, expires: float = 100.0, info: ContractInfo | None = None) -> None:
+    price = o.limit_price if o.limit_price is not None else o.stop_price
+    book.add_pending(o, info or info_of(o), price=price, expires_mono=expires)
 
 
 def fill(exec_key: str, side: str, qty: float, price: float, *, ref: str = "alpha/c1", correction: bool = False,
-         symbol: str = "AAPL") -> FillEvent:
+         con_id: int = AAPL_ID, at: float | None = None) -> FillEvent:
+    inst = INFOS[con_id].instrument
+    when = datetime.fromtimestamp(at, ZoneInfo("UTC")).strftime("%Y%m%d-%H:%M:%S") if at is not None else ""
     return FillEvent(exec_id=exec_key + ".01", exec_key=exec_key, order_ref=ref, strategy_id=ref.split("/")[0],
-                     instrument=Instrument(symbol=symbol), side=side, quantity=qty, price=price,  # type: ignore[arg-type]
-                     is_correction=correction)
+                     instrument=inst, side=side, quantity=qty, price=price,  # type: ignore[arg-type]
+                     is_correction=correction, exec_time=when)
 
 
 def status(ref: str, st: str, filled: float = 0, remaining: float = 0, error_code: int | None = None,
-           symbol: str = "AAPL") -> OrderStatusEvent:
+           con_id: int = AAPL_ID) -> OrderStatusEvent:
     return OrderStatusEvent(order_ref=ref, status=st, filled=filled, remaining=remaining, error_code=error_code,
-                            symbol=symbol)
-
-
-def price_of(prices):
-    return lambda s: prices.get(s)
+                            symbol=INFOS[con_id].instrument.symbol if con_id in INFOS else "X", con_id=con_id)
 
 
 # -- exposure -----------------------------------------------------------------------------------------------------
 
 
 def test_approval_counts_as_working_until_the_gateway_reports_it_done():
-    book = ExposureBook()
+    book = make_book()
     o = order("BUY", 100, limit=10.0)
-    book.add_pending(o, expires_mono=100.0)
-    assert book.working_qty("AAPL", "alpha") == (100, 0) and book.working_qty("AAPL") == (100, 0)
+    pend(book, o)
+    assert book.working_qty(AAPL_ID, "alpha") == (100, 0) and book.working_qty(AAPL_ID) == (100, 0)
     assert book.on_status(status(o.order_ref, "PendingSubmit")).outcome is StatusOutcome.KNOWN
     assert book.working[o.order_ref].remaining == 100  # a status with remaining 0 does not erase it
     book.on_status(status(o.order_ref, "Submitted", filled=40, remaining=60))
-    assert book.working_qty("AAPL") == (60, 0)
+    assert book.working_qty(AAPL_ID) == (60, 0)
     assert book.on_status(status(o.order_ref, "Filled", filled=100)).outcome is StatusOutcome.DONE
-    assert book.working_qty("AAPL") == (0, 0)
+    assert book.working_qty(AAPL_ID) == (0, 0)
 
 
 def test_pending_approval_that_never_reaches_the_gateway_expires():
-    book = ExposureBook()
+    book = make_book()
     seen, lost = order("BUY", 1), order("SELL", 2)
-    book.add_pending(seen, expires_mono=10.0)
-    book.add_pending(lost, expires_mono=10.0)
+    pend(book, seen, 10.0)
+    pend(book, lost, 10.0)
     book.on_status(status(seen.order_ref, "Submitted", remaining=1))
     assert book.expire_pending(9.0) == []
     assert book.expire_pending(10.0) == [lost.order_ref]
@@ -65,113 +112,182 @@ def test_pending_approval_that_never_reaches_the_gateway_expires():
 
 
 def test_modify_replaces_the_working_terms():
-    book = ExposureBook()
+    book = make_book()
     o = order("BUY", 100, limit=10.0, coid="m1")
-    book.add_pending(o, expires_mono=10.0)
+    pend(book, o, 10.0)
     book.on_status(status(o.order_ref, "Submitted", filled=30, remaining=70))
-    book.add_pending(order("BUY", 50, limit=10.5, coid="m1"), expires_mono=10.0)
+    pend(book, order("BUY", 50, limit=10.5, coid="m1"), 10.0)
     w = book.working[o.order_ref]
     assert (w.quantity, w.filled, w.remaining, w.price, w.pending) == (50, 30, 20, 10.5, False)
 
 
 def test_unknown_working_order_is_counted_on_both_sides():
-    book = ExposureBook()
+    book = make_book()
     r = book.on_status(status("manual-1", "Submitted", remaining=25))
     assert r.outcome is StatusOutcome.UNKNOWN_WORKING and r.strategy == ""
-    assert book.working_qty("AAPL") == (25, 25)
-    assert book.working_qty("AAPL", "alpha") == (0, 0)
+    assert book.working_qty(AAPL_ID) == (25, 25)
+    assert book.working_qty(AAPL_ID, "alpha") == (0, 0)
 
 
 def test_rejection_is_reported_once():
-    book = ExposureBook()
+    book = make_book()
     o = order("BUY", 1)
-    book.add_pending(o, expires_mono=10.0)
+    pend(book, o, 10.0)
     r1 = book.on_status(status(o.order_ref, "Inactive", error_code=201, remaining=1))
     r2 = book.on_status(status(o.order_ref, "Cancelled", error_code=201))
     assert r1.rejected and not r2.rejected and r2.outcome is StatusOutcome.DONE
     c = order("BUY", 1)
-    book.add_pending(c, expires_mono=10.0)
+    pend(book, c, 10.0)
     assert not book.on_status(status(c.order_ref, "Cancelled", error_code=202)).rejected  # our own cancel
     g = order("BUY", 1)
-    book.add_pending(g, expires_mono=10.0)
+    pend(book, g, 10.0)
     assert book.on_status(status(g.order_ref, "GatewayRejected")).rejected
 
 
 def test_fills_move_strategy_and_account_books_and_duplicates_are_ignored():
-    book = ExposureBook()
-    assert book.on_fill(fill("e1", "BUY", 100, 10.0))
-    assert not book.on_fill(fill("e1", "BUY", 100, 10.0))
-    assert book.position("AAPL", "alpha") == 100 and book.position("AAPL") == 100
+    book = make_book()
+    assert book.on_fill(fill("e1", "BUY", 100, 10.0), MONDAY_NOON)
+    assert not book.on_fill(fill("e1", "BUY", 100, 10.0), MONDAY_NOON)
+    assert book.position(AAPL_ID, "alpha") == 100 and book.position(AAPL_ID) == 100
     book.on_position(Position(account="DU1", instrument=AAPL, quantity=90, avg_cost=10.0))
-    assert book.position("AAPL") == 90  # IB's position is the truth for the account
-    assert book.position("AAPL", "alpha") == 100
+    assert book.position(AAPL_ID) == 90  # IB's position is the truth for the account
+    assert book.position(AAPL_ID, "alpha") == 100
 
 
 def test_correction_replaces_the_corrected_execution():
-    book = ExposureBook()
-    book.on_fill(fill("e1", "BUY", 100, 10.0))
-    assert book.on_fill(fill("e1", "BUY", 60, 10.0, correction=True))
-    assert book.position("AAPL", "alpha") == 60 and book.position("AAPL") == 60
+    book = make_book()
+    book.on_fill(fill("e1", "BUY", 100, 10.0), MONDAY_NOON)
+    assert book.on_fill(fill("e1", "BUY", 60, 10.0, correction=True), MONDAY_NOON)
+    assert book.position(AAPL_ID, "alpha") == 60 and book.position(AAPL_ID) == 60
 
 
 def test_snapshot_executions_do_not_double_the_account_position():
-    book = ExposureBook()
+    book = make_book()
     book.load_positions([Position(account="DU1", instrument=AAPL, quantity=100, avg_cost=10.0)])
-    book.on_fill(fill("e1", "BUY", 100, 10.0), account_too=False)
-    assert book.position("AAPL") == 100 and book.position("AAPL", "alpha") == 100
+    book.on_fill(fill("e1", "BUY", 100, 10.0), MONDAY_NOON, account_too=False)
+    assert book.position(AAPL_ID) == 100 and book.position(AAPL_ID, "alpha") == 100
+
+
+def test_two_es_expiries_are_two_positions_and_two_working_books():
+    book = make_book()
+    book.on_fill(fill("m1", "BUY", 2, 5240.0, con_id=ESH7_ID), MONDAY_NOON)
+    book.on_fill(fill("j1", "SELL", 1, 5270.0, con_id=ESM7_ID), MONDAY_NOON)
+    pend(book, order("BUY", 3, symbol="ES", sec_type="FUT", limit=5200.0), info=INFOS[ESH7_ID])
+    assert (book.position(ESH7_ID), book.position(ESM7_ID)) == (2, -1)
+    assert (book.position(ESH7_ID, "alpha"), book.position(ESM7_ID, "alpha")) == (2, -1)
+    assert book.working_qty(ESH7_ID) == (3, 0) and book.working_qty(ESM7_ID) == (0, 0)
+    assert book.display(ESH7_ID) == "ESH7" and book.display(ESM7_ID) == "ESM7"
 
 
 def test_load_open_orders_keeps_pending_approvals_and_drops_orders_no_longer_open():
-    book = ExposureBook()
+    book = make_book()
     pending = order("BUY", 5)
-    book.add_pending(pending, expires_mono=50.0)
+    pend(book, pending, 50.0)
     gone = order("SELL", 7)
-    book.add_pending(gone, expires_mono=50.0)
+    pend(book, gone, 50.0)
     book.on_status(status(gone.order_ref, "Submitted", remaining=7))
     ib = IbOrder(ib_order_id=1, perm_id=2, client_id=1, order_ref="beta/x1", instrument=AAPL, side="SELL",
                  quantity=30, order_type="LMT", limit_price=11.0, status="Submitted", filled=10, remaining=20)
     book.load_open_orders([ib], now=1.0)
     assert set(book.working) == {pending.order_ref, "beta/x1"}
-    assert book.working_qty("AAPL", "beta") == (0, 20)
+    assert book.working_qty(AAPL_ID, "beta") == (0, 20)
 
 
-def test_gross_exposure_values_positions_at_the_market_and_orders_at_their_price():
-    book = ExposureBook()
-    book.load_positions([Position(account="DU1", instrument=AAPL, quantity=-100, avg_cost=9.0)])
-    book.add_pending(order("BUY", 10, limit=12.0), expires_mono=10.0)
-    book.add_pending(order("SELL", 5, symbol="MSFT"), expires_mono=10.0)  # market order: valued at the market
-    prices = price_of({"AAPL": 11.0, "MSFT": 300.0})
-    assert book.gross(prices) == pytest.approx(100 * 11 + 10 * 12 + 5 * 300)
-    assert book.gross(prices, "alpha") == pytest.approx(10 * 12 + 5 * 300)
+def test_gross_exposure_values_positions_at_the_market_times_ibs_multiplier_in_the_base_currency():
+    book = make_book()
+    book.load_positions([Position(account="DU1", instrument=AAPL, quantity=-100, avg_cost=9.0),
+                         Position(account="DU1", instrument=INFOS[ESH7_ID].instrument, quantity=2,
+                                  avg_cost=5000.0 * 50)])
+    pend(book, order("BUY", 10, limit=12.0))
+    pend(book, order("SELL", 5, symbol="MSFT"))  # market order: valued at the market
+    pend(book, order("BUY", 20_000, symbol="EUR", sec_type="CASH", limit=0.94))  # CHF, at 1.13 USD per CHF
+    prices = Valuer({AAPL_ID: 11.0, MSFT_ID: 300.0, ESH7_ID: 5010.0, EURCHF_ID: 0.94}, {"CHF": 1.13})
+    fx_order = 20_000 * 0.94 * 1.13
+    assert book.gross(prices) == pytest.approx(100 * 11 + 2 * 5010 * 50 + 10 * 12 + 5 * 300 + fx_order)
+    assert book.gross(prices, "alpha") == pytest.approx(10 * 12 + 5 * 300 + fx_order)
     only = order("BUY", 10, limit=12.0)
     assert book.gross(prices, exclude=only.order_ref) == book.gross(prices)  # exclude an unknown ref: no-op
 
 
-def test_strategy_pnl_realized_unrealized_and_commissions():
-    book = ExposureBook()
-    book.on_fill(fill("e1", "BUY", 100, 10.0))
-    book.on_fill(fill("e2", "SELL", 40, 12.0))
-    book.on_commission(CommissionEvent(exec_id="e2.01", exec_key="e2", commission=1.5))
-    book.on_commission(CommissionEvent(exec_id="e2.01", exec_key="e2", commission=1.5))  # duplicate
-    # realized 40 * 2 = 80, unrealized 60 * (9 - 10) = -60, commissions 1.5
-    assert book.strategy_pnl("alpha", price_of({"AAPL": 9.0})) == pytest.approx(80 - 60 - 1.5)
-    book.roll_day(price_of({"AAPL": 9.0}))
-    assert book.strategy_pnl("alpha", price_of({"AAPL": 9.0})) == pytest.approx(0.0)
+def _daily(book: ExposureBook, owner: str, valuer: Valuer, ib_daily: dict[int, float] | None = None) -> float:
+    days = book.days
+
+    def price_of(con_id: int) -> float:
+        return book.value_price(con_id, valuer)
+
+    def move(con_id: int) -> float | None:
+        return days.carried_move(con_id, book.position(con_id), (ib_daily or {}).get(con_id), price_of, valuer.rate)
+
+    return days.daily_pnl(owner, price_of, valuer.rate, move)
 
 
-def test_lot_flip_reopens_at_the_fill_price():
-    lot = Lot()
-    lot.apply(100, 10.0)
-    lot.apply(-150, 12.0)
-    assert lot.qty == -50 and lot.avg_price == 12.0 and lot.realized == pytest.approx(200.0)
-    lot.apply(50, 11.0)
-    assert lot.qty == 0 and lot.realized == pytest.approx(250.0)
+def test_strategy_daily_pnl_of_todays_trades_is_realized_plus_unrealized_minus_commissions():
+    book = make_book()
+    book.on_fill(fill("e1", "BUY", 100, 10.0, at=MONDAY_NOON), MONDAY_NOON)
+    book.on_fill(fill("e2", "SELL", 40, 12.0, at=MONDAY_NOON), MONDAY_NOON)
+    book.on_commission(CommissionEvent(exec_id="e2.01", exec_key="e2", commission=1.5, currency="USD"))
+    # realized 40 x 2 = 80, unrealized 60 x (9 - 10) = -60, commissions 1.5
+    assert _daily(book, "alpha", Valuer({AAPL_ID: 9.0})) == pytest.approx(80 - 60 - 1.5)
 
 
-def test_futures_multiplier_scales_pnl():
-    lot = Lot(multiplier=50)
-    lot.apply(2, 5000.0)
-    assert lot.unrealized(5010.0) == pytest.approx(2 * 10 * 50)
+def test_futures_daily_pnl_uses_ibs_multiplier():
+    book = make_book()
+    book.on_fill(fill("f1", "BUY", 2, 5000.0, con_id=ESH7_ID, at=MONDAY_NOON), MONDAY_NOON)
+    assert _daily(book, "alpha", Valuer({ESH7_ID: 5010.0})) == pytest.approx(2 * 10 * 50)
+
+
+def test_day_rolls_at_ibs_reset_and_a_carried_position_counts_only_todays_move():
+    book = make_book()
+    book.on_fill(fill("e1", "BUY", 100, 10.0, at=MONDAY_NOON), MONDAY_NOON)
+    # Monday: down to 8 (a 200 loss); Tuesday after the 17:00 reset: 8.5 (IB's daily P&L of the position: +50)
+    assert _daily(book, "alpha", Valuer({AAPL_ID: 8.0})) == pytest.approx(-200)
+    book.days.roll(TUESDAY_10)
+    pos = next(iter(book.days.held("alpha")))
+    assert (pos.carried, pos.day_qty) == (100, 0)
+    book.on_position(Position(account="DU1", instrument=AAPL, quantity=100, avg_cost=10.0))
+    assert _daily(book, "alpha", Valuer({AAPL_ID: 8.5}), {AAPL_ID: 50.0}) == pytest.approx(50)
+    # without IB's daily P&L of the position the carried part counts zero (never the lifetime loss)
+    assert _daily(book, "alpha", Valuer({AAPL_ID: 8.5})) == pytest.approx(0)
+
+
+def test_carried_part_is_shared_by_carried_quantity_and_todays_trades_are_each_owners():
+    book = make_book()
+    book.on_fill(fill("a1", "BUY", 60, 10.0, ref="alpha/c1", at=MONDAY_NOON), MONDAY_NOON)
+    book.on_fill(fill("b1", "BUY", 40, 10.0, ref="beta/c1", at=MONDAY_NOON), MONDAY_NOON)
+    book.days.roll(TUESDAY_10)
+    book.on_fill(fill("a2", "SELL", 20, 9.0, ref="alpha/c2", at=TUESDAY_10), TUESDAY_10)
+    book.on_position(Position(account="DU1", instrument=AAPL, quantity=80, avg_cost=10.0))
+    # reset mark 8.5, now 9.5: carried 100 made +100; alpha's sale at 9 and the mark: -20 x (9.5 - 9) = -10
+    ib_daily = {AAPL_ID: 100 * 1.0 + (-20) * (9.5 - 9.0)}
+    v = Valuer({AAPL_ID: 9.5})
+    assert _daily(book, "alpha", v, ib_daily) == pytest.approx(60 * 1.0 - 10)
+    assert _daily(book, "beta", v, ib_daily) == pytest.approx(40 * 1.0)
+
+
+def test_execution_older_than_the_contracts_reset_is_carried():
+    book = make_book()
+    book.on_fill(fill("old", "BUY", 10, 10.0, at=MONDAY_NOON), TUESDAY_10)
+    pos = next(iter(book.days.held("alpha")))
+    assert (pos.carried, pos.day_qty) == (10, 0)
+
+
+def test_the_strategies_books_survive_a_restart_with_their_owners(tmp_path):
+    path = tmp_path / "books.json"
+    book = make_book(path)
+    book.on_fill(fill("e1", "BUY", 100, 10.0, ref="alpha/c1", at=MONDAY_NOON), MONDAY_NOON)
+    book.on_fill(fill("e2", "SELL", 3, 5000.0, ref="beta/c1", con_id=ESH7_ID, at=MONDAY_NOON), MONDAY_NOON)
+    book.days.save()
+    again = make_book(path)
+    again.days.load()
+    assert again.position(AAPL_ID, "alpha") == 100 and again.position(ESH7_ID, "beta") == -3
+    assert again.strategies() == {"alpha", "beta"}
+    # the snapshot after the restart replays the day's executions: not counted twice
+    assert not again.on_fill(fill("e1", "BUY", 100, 10.0, ref="alpha/c1", at=MONDAY_NOON), MONDAY_NOON)
+    assert again.position(AAPL_ID, "alpha") == 100
+    (tmp_path / "bad.json").write_text("{not json")
+    broken = make_book(tmp_path / "bad.json")
+    broken.days.load()  # kept aside, starts empty
+    assert broken.strategies() == set() and (tmp_path / "bad.json.corrupt").exists()
 
 
 # -- market ---------------------------------------------------------------------------------------------------------
@@ -179,32 +295,39 @@ def test_futures_multiplier_scales_pnl():
 
 def test_reference_is_the_mid_else_the_last_and_age_counts_from_the_last_usable_tick():
     m = MarketBook()
-    assert m.reference("AAPL") is None and m.age("AAPL", 5.0) is None
-    m.on_tick(TickEvent(symbol="AAPL", last=100.0), now=1.0)
-    assert m.reference("AAPL") == 100.0
-    m.on_tick(TickEvent(symbol="AAPL", bid=101.0, ask=101.2), now=2.0)
-    assert m.reference("AAPL") == pytest.approx(101.1) and m.age("AAPL", 3.0) == pytest.approx(1.0)
-    m.on_tick(TickEvent(symbol="AAPL", bid=-1.0, ask=float("nan")), now=5.0)  # IB's "no value" markers ignored
-    assert m.reference("AAPL") == pytest.approx(101.1)
+    assert m.reference(AAPL_ID) is None and m.age(AAPL_ID, 5.0) is None
+    m.on_tick(TickEvent(symbol="AAPL", con_id=AAPL_ID, last=100.0), now=1.0)
+    assert m.reference(AAPL_ID) == 100.0
+    m.on_tick(TickEvent(symbol="AAPL", con_id=AAPL_ID, bid=101.0, ask=101.2), now=2.0)
+    assert m.reference(AAPL_ID) == pytest.approx(101.1) and m.age(AAPL_ID, 3.0) == pytest.approx(1.0)
+    m.on_tick(TickEvent(symbol="AAPL", con_id=AAPL_ID, bid=-1.0, ask=float("nan")), now=5.0)  # IB's "no value"
+    assert m.reference(AAPL_ID) == pytest.approx(101.1)
+
+
+def test_quotes_of_two_expiries_never_mix():
+    m = MarketBook()
+    m.on_tick(TickEvent(symbol="ESH7", con_id=ESH7_ID, bid=5239.75, ask=5240.0), now=1.0)
+    m.on_tick(TickEvent(symbol="ESM7", con_id=ESM7_ID, bid=5269.75, ask=5270.0), now=1.0)
+    assert m.reference(ESH7_ID) == pytest.approx(5239.875) and m.reference(ESM7_ID) == pytest.approx(5269.875)
 
 
 def test_crossed_quote_falls_back_to_last():
     m = MarketBook()
-    m.on_tick(TickEvent(symbol="X", bid=10.2, ask=10.0, last=10.1), now=1.0)
-    assert m.reference("X") == 10.1
+    m.on_tick(TickEvent(symbol="X", con_id=7, bid=10.2, ask=10.0, last=10.1), now=1.0)
+    assert m.reference(7) == 10.1
 
 
 def test_wait_first_tick_returns_when_a_tick_arrives_and_times_out_otherwise():
     async def scenario():
         m = MarketBook()
-        waiter = asyncio.create_task(m.wait_first_tick("AAPL", 5.0))
+        waiter = asyncio.create_task(m.wait_first_tick(AAPL_ID, 5.0))
         await asyncio.sleep(0)  # let the waiter register
-        m.on_tick(TickEvent(symbol="AAPL", last=1.0), now=1.0)
+        m.on_tick(TickEvent(symbol="AAPL", con_id=AAPL_ID, last=1.0), now=1.0)
         got = await asyncio.wait_for(waiter, 1.0)
-        missing = await m.wait_first_tick("MSFT", 0.05)
-        woken = asyncio.create_task(m.wait_first_tick("GME", 5.0))
+        missing = await m.wait_first_tick(MSFT_ID, 0.05)
+        woken = asyncio.create_task(m.wait_first_tick(42, 5.0))
         await asyncio.sleep(0)
-        m.wake("GME")
+        m.wake(42)
         return got, missing, await asyncio.wait_for(woken, 1.0)
 
     assert asyncio.run(scenario()) == (True, False, False)
@@ -213,18 +336,22 @@ def test_wait_first_tick_returns_when_a_tick_arrives_and_times_out_otherwise():
 # -- account --------------------------------------------------------------------------------------------------------
 
 
-def test_account_values_prefer_base_then_base_currency():
+def test_account_values_prefer_base_then_base_currency_and_give_ibs_exchange_rates():
     a = AccountState()
-    a.update([AccountValue(key="NetLiquidation", value="1000", currency="USD"),
-              AccountValue(key="BuyingPower", value="4000", currency="USD"),
+    a.update([AccountValue(key="NetLiquidation", value="1000", currency="CHF"),
+              AccountValue(key="BuyingPower", value="4000", currency="CHF"),
               AccountValue(key="RealizedPnL", value="-5", currency="EUR"),
               AccountValue(key="RealizedPnL", value="-10", currency="BASE"),
-              AccountValue(key="UnrealizedPnL", value="3", currency="BASE"),
+              AccountValue(key="ExchangeRate", value="0.885000", currency="USD"),
+              AccountValue(key="ExchangeRate", value="1.00", currency="BASE"),
               AccountValue(key="Cushion", value="garbage", currency="")])
-    assert a.buying_power == 4000 and a.daily_pnl == -7 and a.value("Cushion") is None
+    assert a.buying_power == 4000 and a.value("RealizedPnL") == -10 and a.value("Cushion") is None
+    assert a.base_currency == "CHF"
+    assert a.exchange_rate("USD") == pytest.approx(0.885) and a.exchange_rate("CHF") == 1.0
+    assert a.exchange_rate("EUR") is None  # not reported: the FX market has to say
     b = AccountState()
     b.update([AccountValue(key="AvailableFunds", value="123", currency="USD")])
-    assert b.buying_power == 123 and b.daily_pnl is None
+    assert b.buying_power == 123
     b.replace([])
     assert b.buying_power is None
 
@@ -234,18 +361,18 @@ def test_account_values_prefer_base_then_base_currency():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_SYMS = ("AAPL", "MSFT")
+_SYMS = (AAPL_ID, MSFT_ID)
 _STRATS = ("alpha", "beta")
 
 
-def _brute(book: ExposureBook, symbol: str, strategy: str | None, prices) -> tuple[float, float, float]:
+def _brute(book: ExposureBook, con_id: int, strategy: str | None, prices) -> tuple[float, float, float]:
     buy = sell = notional = 0.0
     for w in book.working.values():
         if strategy is not None and w.strategy != strategy:
             continue
-        price = w.price if w.price is not None else prices.get(w.symbol, 0.0)
+        price = w.price if w.price is not None else prices.get(w.con_id, 0.0)
         notional += w.remaining * price * w.multiplier
-        if w.symbol == symbol:
+        if w.con_id == con_id:
             if w.side != "SELL":
                 buy += w.remaining
             if w.side != "BUY":
@@ -267,38 +394,40 @@ _op = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(ops=st.lists(_op, max_size=40))
 def test_property_aggregates_match_a_brute_force_count(ops):
-    book = ExposureBook()
-    prices = {"AAPL": 10.0, "MSFT": 20.0}
+    book = make_book()
+    prices = {AAPL_ID: 10.0, MSFT_ID: 20.0}
+    valuer = Valuer(prices)
     specs: dict[int, object] = {}
     for op in ops:
         if op[0] == "approve":
             _, i, sym, strat, side, qty, priced = op
             prev = specs.get(i)
             coid = f"o{i}"
-            if prev is not None and (prev.instrument.symbol, prev.strategy_id, prev.side) != (sym, strat, side):
+            name = INFOS[sym].instrument.symbol
+            if prev is not None and (prev.instrument.symbol, prev.strategy_id, prev.side) != (name, strat, side):
                 continue  # a modification keeps the instrument, strategy and side
-            o = order(side, qty, symbol=sym, strategy=strat, coid=coid, limit=12.0 if priced else None)
+            o = order(side, qty, symbol=name, strategy=strat, coid=coid, limit=12.0 if priced else None)
             specs[i] = o
-            book.add_pending(o, expires_mono=10.0)
+            pend(book, o, 10.0, INFOS[sym])
         elif op[0] == "status":
             _, i, st_name, filled, remaining = op
             if i in specs:
-                book.on_status(status(specs[i].order_ref, st_name, filled=filled, remaining=remaining,
-                                      symbol=specs[i].instrument.symbol))
+                con = AAPL_ID if specs[i].instrument.symbol == "AAPL" else MSFT_ID
+                book.on_status(status(specs[i].order_ref, st_name, filled=filled, remaining=remaining, con_id=con))
         elif op[0] == "unknown":
             _, i, sym, remaining = op
-            book.on_status(status(f"ext-{i}", "Submitted", remaining=remaining, symbol=sym))
+            book.on_status(status(f"ext-{i}", "Submitted", remaining=remaining, con_id=sym))
         else:
             book.expire_pending(op[1])
         for strat in (None, *_STRATS):
             for sym in _SYMS:
                 buy, sell, notional = _brute(book, sym, strat, prices)
                 assert book.working_qty(sym, strat) == pytest.approx((buy, sell), abs=1e-6)
-                assert book.working_notional(prices.get, strat) == pytest.approx(notional, abs=1e-6)
+                assert book.working_notional(valuer, strat) == pytest.approx(notional, abs=1e-6)
             for ref in list(book.working)[:2]:
                 w = book.working[ref]
                 if strat is None or w.strategy == strat:
-                    b, s = book.working_qty(w.symbol, strat, exclude=ref)
-                    bb, ss, _ = _brute(book, w.symbol, strat, prices)
+                    b, s = book.working_qty(w.con_id, strat, exclude=ref)
+                    bb, ss, _ = _brute(book, w.con_id, strat, prices)
                     assert (b, s) == pytest.approx((bb - (w.remaining if w.side != "SELL" else 0),
                                                     ss - (w.remaining if w.side != "BUY" else 0)), abs=1e-6)

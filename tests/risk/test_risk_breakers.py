@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from actors.risk.breakers import (
-    Cancel, DailyLossBreaker, Disable, DisconnectBreaker, Escalate, Lift, StaleDataBreaker, fill_throttle_actions,
+    Cancel, CancelOrders, DailyLossBreaker, Disable, DisconnectBreaker, Escalate, Lift, Stale, StaleDataBreaker,
+    fill_throttle_actions,
     reject_rate_actions,
 )
 from actors.risk.throttles import (
@@ -87,14 +88,21 @@ def test_daily_loss_trips_once_per_episode():
     assert b.evaluate("strategy:x", None, 1.0) == []
 
 
-def test_stale_data_cancels_a_symbol_once_until_a_fresh_tick():
+def test_stale_data_blocks_a_contract_once_until_a_fresh_tick_and_cancels_nothing_by_default():
     b = StaleDataBreaker()
-    assert b.evaluate({"AAPL": 1.0, "MSFT": None}, 2.0) == []
-    acts = b.evaluate({"AAPL": 2.5}, 2.0)
-    assert acts == [Cancel("symbol:AAPL", acts[0].reason)]
-    assert b.evaluate({"AAPL": 3.0}, 2.0) == []
-    b.on_fresh_tick("AAPL")
-    assert len(b.evaluate({"AAPL": 2.5}, 2.0)) == 1
+    assert b.evaluate({265598: 1.0, 272093: 0.0}, 2.0) == []
+    acts = b.evaluate({265598: 2.5}, 2.0, resting={265598: ["a/1"]}, names={265598: "AAPL"})
+    assert acts == [Stale(265598, acts[0].reason)] and "AAPL" in acts[0].reason
+    assert b.evaluate({265598: 3.0}, 2.0) == []
+    b.on_fresh_tick(265598)
+    assert [type(a) for a in b.evaluate({265598: 2.5}, 2.0, resting={265598: ["a/1"]})] == [Stale]
+
+
+def test_stale_data_cancels_resting_day_orders_only_when_configured():
+    b = StaleDataBreaker(cancel_resting=True)
+    acts = b.evaluate({265598: 2.5, 551601503: 9.0}, 2.0, resting={265598: ["a/2", "a/1"], 551601503: []})
+    assert [type(a) for a in acts] == [Stale, CancelOrders, Stale]
+    assert acts[1].order_refs == ("a/1", "a/2")
 
 
 def test_disconnect_reducing_then_cancel_and_lift_on_ready():

@@ -11,6 +11,7 @@ from actors.risk import codes
 from actors.risk.checks import BookView, RiskView, evaluate, order_notional, reduces
 from actors.risk.limits import LimitTable, merge_limits
 from bus.config import RiskConfig, RiskLimits, StrategyLimits
+from bus.messages import ContractInfo, Instrument
 from tests.support.builders import order_for
 
 #: the risk tests' orders belong to strategy "alpha" unless a test says otherwise
@@ -19,7 +20,12 @@ order = order_for("alpha")
 LIMITS = RiskLimits(max_order_quantity=1000, max_order_notional=50_000, price_collar_pct=5, max_position=2000,
                     max_gross_exposure=300_000, max_orders_per_second=5, duplicate_window_s=1,
                     restricted_symbols=["GME"], min_buying_power_ratio=1.0)
-VIEW = RiskView(ref_price=100.0, tick_age_s=0.1, buying_power=1_000_000.0, restricted=frozenset({"GME"}))
+AAPL = ContractInfo(instrument=Instrument(symbol="AAPL", con_id=265598, local_symbol="AAPL"), min_tick=0.01)
+ES_MARCH = ContractInfo(instrument=Instrument(symbol="ES", sec_type="FUT", exchange="CME", con_id=551601503,
+                                              last_trade_date="20270319", multiplier="50", local_symbol="ESH7"),
+                        multiplier=50.0, min_tick=0.25)
+VIEW = RiskView(ref_price=100.0, tick_age_s=0.1, buying_power=1_000_000.0, restricted=frozenset({"GME"}),
+                contract=AAPL, fx_rate=1.0, base_currency="USD")
 
 
 def verdict(o, view=VIEW, limits=LIMITS, account=LIMITS):
@@ -42,7 +48,19 @@ def test_order_within_every_limit_is_approved():
     (order("BUY", 10), _replace(VIEW, disabled_reason="3 fills in 1s"), codes.STRATEGY_DISABLED),
     (order("BUY", 10, symbol="GME"), VIEW, codes.RESTRICTED),
     (order("BUY", 10, symbol="gme"), VIEW, codes.RESTRICTED),
-    (order("BUY", 10), _replace(VIEW, unknown_symbol_reason="no such contract"), codes.UNKNOWN_SYMBOL),
+    (order("BUY", 10), _replace(VIEW, contract=None, contract_refusal=("unknown_symbol", "no such contract")),
+     codes.UNKNOWN_SYMBOL),
+    (order("BUY", 10), _replace(VIEW, contract=None, contract_refusal=("contract_mismatch", "multiplier 5 vs 50")),
+     codes.CONTRACT_MISMATCH),
+    (order("BUY", 10), _replace(VIEW, contract=None, contract_refusal=("ambiguous_contract", "ESH7, ESM7")),
+     codes.AMBIGUOUS_CONTRACT),
+    (order("BUY", 10), _replace(VIEW, contract=None), codes.NOT_QUALIFIED),
+    (order("BUY", 10), _replace(VIEW, contract=None, contract_refusal=("disconnected", "IB is away")),
+     codes.NOT_QUALIFIED),
+    (order("BUY", 0.5), VIEW, codes.SIZE_INCREMENT),
+    (order("BUY", 10, limit=100.005), VIEW, codes.TICK_SIZE),
+    (order("BUY", 10, stop=99.999), VIEW, codes.TICK_SIZE),
+    (order("BUY", 10), _replace(VIEW, fx_rate=None), codes.NO_FX_RATE),
     (order("BUY", 10), _replace(VIEW, ref_price=None, tick_age_s=None), codes.NO_MARKET_DATA),
     (order("BUY", 10), _replace(VIEW, tick_age_s=31.0), codes.STALE_MARKET_DATA),
     (order("BUY", 1001, limit=10.0), VIEW, codes.MAX_QUANTITY),
@@ -124,15 +142,48 @@ def test_flip_beyond_the_position_limit_is_refused():
                    _replace(v, ref_price=20.0, strategy=BookView(position=-1500))).code == codes.MAX_POSITION
 
 
-def test_multiplier_counts_in_notional():
-    fut = order("BUY", 2, limit=5000.0, multiplier="50", sec_type="FUT")
-    assert order_notional(fut, 5000.0) == 500_000
-    assert verdict(fut, _replace(VIEW, ref_price=5000.0)).code == codes.MAX_NOTIONAL
+def test_ibs_multiplier_counts_in_notional_when_the_order_gives_none():
+    fut = order("BUY", 2, limit=5000.0, symbol="ES", sec_type="FUT")  # no multiplier: IB's 50 applies
+    es = _replace(VIEW, ref_price=5000.0, contract=ES_MARCH)
+    assert order_notional(fut, es) == 500_000
+    rejected = verdict(fut, es)
+    assert rejected.code == codes.MAX_NOTIONAL and "multiplier 50" in rejected.reason
+
+
+def test_notional_is_converted_into_the_base_currency():
+    eurchf = ContractInfo(instrument=Instrument(symbol="EUR", sec_type="CASH", exchange="IDEALPRO", currency="CHF",
+                                                con_id=12087817, local_symbol="EUR.CHF"), min_tick=0.00005)
+    o = order("BUY", 40_000, limit=0.94, symbol="EUR", sec_type="CASH")
+    v = _replace(VIEW, ref_price=0.94, contract=eurchf, fx_rate=1.13, base_currency="USD")
+    assert order_notional(o, v) == pytest.approx(40_000 * 0.94 * 1.13)  # CHF x CHF/USD
+    fx_limits = merge_limits(LIMITS, StrategyLimits(max_order_quantity=100_000, max_position=1e6, max_gross_exposure=1e9))
+    approved = verdict(o, v, fx_limits, fx_limits)  # 42,488 USD within 50,000 USD
+    assert approved.approved, approved
+    big = order("BUY", 50_000, limit=0.94, symbol="EUR", sec_type="CASH")  # 53,110 USD
+    rejected = verdict(big, v, fx_limits, fx_limits)
+    assert rejected.code == codes.MAX_NOTIONAL and "CHF/USD" in rejected.reason
 
 
 def test_market_order_notional_uses_the_reference_price():
-    assert order_notional(order("BUY", 10), 123.0) == 1230.0
-    assert order_notional(order("BUY", 10), None) is None
+    assert order_notional(order("BUY", 10), _replace(VIEW, ref_price=123.0)) == 1230.0
+    assert order_notional(order("BUY", 10), _replace(VIEW, ref_price=None)) is None
+
+
+def test_off_tick_price_is_rejected_with_the_nearest_valid_prices_unless_rounding_is_asked():
+    rejected = verdict(order("BUY", 10, limit=100.0000001))
+    assert rejected.code == codes.TICK_SIZE
+    assert "100.00 and 100.01" in rejected.reason
+    es = _replace(VIEW, ref_price=5000.0, contract=ES_MARCH)
+    es_off = verdict(order("SELL", 1, limit=5000.1, symbol="ES", sec_type="FUT"), es)
+    assert es_off.code == codes.TICK_SIZE and "5000.00 and 5000.25" in es_off.reason
+    from msgspec.structs import replace
+    rounded = replace(order("BUY", 10, limit=100.0000001), round_to_tick=True)
+    assert verdict(rounded).approved
+
+
+def test_closed_market_does_not_make_old_data_stale():
+    assert verdict(order("BUY", 10), _replace(VIEW, tick_age_s=3600.0, in_session=False)).approved
+    assert verdict(order("BUY", 10), _replace(VIEW, tick_age_s=3600.0)).code == codes.STALE_MARKET_DATA
 
 
 def test_per_strategy_overrides_apply_to_that_strategy_only():
@@ -203,7 +254,8 @@ def test_property_collar_admits_exactly_the_prices_within_the_band(ref, off):
     price = round(ref * (1 + off), 6)
     if price <= 0:
         return
-    v = _replace(VIEW, ref_price=ref, buying_power=1e12)
+    no_grid = ContractInfo(instrument=AAPL.instrument, min_tick=0.0)  # the collar alone, not the tick grid
+    v = _replace(VIEW, ref_price=ref, buying_power=1e12, contract=no_grid)
     lim = merge_limits(LIMITS, StrategyLimits(max_order_notional=1e12, max_gross_exposure=1e12))
     result = evaluate(order("BUY", 1, limit=price), v, lim, lim)
     inside = abs(price - ref) / ref * 100 <= LIMITS.price_collar_pct + 1e-9

@@ -16,15 +16,17 @@ from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key
 from bus.codec import Stamper, request_codec
 from bus.config import EXIT_CONFIG
 from bus.messages import (
-    Ack, AccountValue, Alert, AccountValuesEvent, CancelReport, CheckOrder, ConnectionStateEvent, EmergencyCancel,
+    AccountPnLEvent, Ack, AccountValue, Alert, AccountValuesEvent, CancelReport, CheckOrder, ConnectionStateEvent, EmergencyCancel,
     EnableStrategy, FillEvent, GetRiskState, GetSnapshot, GetStatus, Heartbeat, Instrument, Kill,
     OrderStatusEvent,
     Ping, Pong, Position, Rejected, Resume, RiskDecision, RiskDecisionEvent, RiskStateReply, SetTradingState,
     TradingStateEvent, TradingStateReply, GetTradingState,
 )
 from bus.pubsub import Publisher
-from tests.support.builders import order_for, tick
+from tests.support.builders import order_for
 from tests.support.config import cfg_of
+from tests.support.doubles.risk_gateway import con_id_of, instrument
+from tests.support.doubles.risk_gateway import tick_for as tick
 from tests.support.processes import ActorProcess, start_actor, wait_ready
 from tests.support.waiting import eventually
 
@@ -44,7 +46,7 @@ def state_events(events, scope="all"):
 
 def test_check_order_approved_with_approval_bound_to_that_order(risk, gateway, client, events, config_path):
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick("AAPL", 100.0))
+    gateway.publish_tick(tick("AAPL", 100.0))
     o = order("BUY", 10, limit=100.0)
     d = eventually(lambda: (r := check(client, o)).approved and r, message="approval")
     assert d.code == "ok" and d.trading_state == "ACTIVE" and d.approval is not None
@@ -70,7 +72,7 @@ def test_orders_rejected_not_ready_until_the_gateway_snapshot_arrives(config_pat
     assert check(client, order("BUY", 1)).code == "risk.not_ready"
     gateway.on_request = None
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     eventually(lambda: check(client, order("BUY", 1)).approved, message="approved once ready")
 
 
@@ -93,7 +95,7 @@ def test_pre_trade_checks_reject_with_their_codes_over_the_socket(risk, gateway,
     gateway.unknown_symbols = frozenset({"NOPE"})
     wait_ready(client)
     for sym, px in (("AAPL", 100.0), ("MSFT", 100.0), ("IBM", 100.0), ("SPY", 400.0)):
-        gateway.publish(topics.market_data(sym), tick(sym, px))
+        gateway.publish_tick(tick(sym, px))
     eventually(lambda: check(client, order("BUY", 1, symbol="IBM")).approved)
     eventually(lambda: check(client, order("BUY", 1, symbol="SPY", coid="spy-warm")).approved)
     cases = [
@@ -135,23 +137,39 @@ def test_pre_trade_checks_reject_with_their_codes_over_the_socket(risk, gateway,
 [risk]
 stale_data_s = 0.5
 """)
-def test_no_and_stale_market_data_reject_and_stale_symbol_with_working_orders_is_cancelled(risk, gateway, client,
-                                                                                            events):
+def test_no_and_stale_market_data_reject_new_orders_and_cancel_no_resting_order(risk, gateway, client, events):
     wait_ready(client)
     d = check(client, order("BUY", 1, symbol="QUIET"))
     assert d.code == "risk.no_market_data"
     assert "QUIET" in gateway.md_requests  # it asked the gateway for the data before rejecting
-    gateway.publish(topics.market_data("AAPL"), tick("AAPL"))
+    gateway.publish_tick(tick("AAPL"))
     o = eventually(lambda: (r := check(client, order("BUY", 1, limit=100.0))).approved and r)
     assert o.approved
-    # no tick for longer than stale_data_s while an order works: cancel the symbol, reject new orders
-    cancel = eventually(lambda: gateway.cancels_for("symbol:AAPL"), message="stale-data emergency cancel")
-    assert cancel[0].origin == "risk"
-    assert eventually(lambda: [c for c in events.bodies(topics.EMERGENCY_CANCEL, EmergencyCancel)
-                               if c.scope == "symbol:AAPL"])
+    # no tick for longer than stale_data_s while an order works: new orders are rejected, the resting one stays
+    eventually(lambda: [a for a in events.bodies(topics.ALERT_PREFIX, Alert) if a.kind == "breaker_stale_data"], message="stale-data alert")
     assert check(client, order("BUY", 2, limit=100.0)).code == "risk.stale_market_data"
-    gateway.publish(topics.market_data("AAPL"), tick("AAPL"))
+    assert gateway.cancels == [] and gateway.order_cancels == []
+    gateway.publish_tick(tick("AAPL"))
     eventually(lambda: check(client, order("BUY", 3, limit=100.0)).approved)
+
+
+@pytest.mark.risk_config("""
+[risk]
+stale_data_s = 0.5
+stale_data_cancels_resting = true
+""")
+def test_stale_data_cancels_resting_day_orders_when_configured_never_gtc_or_stops(risk, gateway, client, events):
+    from msgspec.structs import replace
+
+    wait_ready(client)
+    gateway.publish_tick(tick("AAPL"))
+    day = eventually(lambda: (r := check(client, o := order("BUY", 1, limit=99.0))).approved and o)
+    gtc = replace(order("BUY", 2, limit=98.0), tif="GTC")
+    stop = order("SELL", 3, stop=95.0)
+    assert check(client, gtc).approved and check(client, stop).approved
+    cancelled = eventually(lambda: gateway.order_cancels, message="the stale breaker's cancel")
+    assert [c.order_ref for c in cancelled] == [day.order_ref]
+    assert gateway.cancels == []  # never a whole scope
 
 
 def test_market_data_is_requested_and_awaited_for_a_symbol_without_ticks(risk, gateway, client):
@@ -159,7 +177,7 @@ def test_market_data_is_requested_and_awaited_for_a_symbol_without_ticks(risk, g
     with ThreadPoolExecutor(1) as pool:
         fut = pool.submit(check, client, order("BUY", 1, symbol="NEWSYM"))
         eventually(lambda: "NEWSYM" in gateway.md_requests, message="SubscribeMarketData(NEWSYM)")
-        gateway.publish(topics.market_data("NEWSYM"), tick("NEWSYM", 50.0))
+        gateway.publish_tick(tick("NEWSYM", 50.0))
         d = fut.result(5)
     assert d.approved, d
 
@@ -201,7 +219,7 @@ def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, conf
     ack = client.call(SetTradingState(scope="all", state="HALTED", reason="test halt", origin="tester"))
     assert isinstance(ack, Ack) and "HALTED" in ack.detail
     assert eventually(lambda: [e for e in state_events(events) if e.state == "HALTED"])
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     assert check(client, order("BUY", 1)).code == "risk.halted"
     risk.signal(signal.SIGKILL)
     risk.wait(5)
@@ -210,20 +228,20 @@ def test_halted_survives_sigkill_and_restart(risk, gateway, client, events, conf
     assert st.global_state == "HALTED" and st.epoch >= 1
     # the restarted governor announces its persisted state
     eventually(lambda: len([e for e in state_events(events) if e.state == "HALTED"]) >= 2)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     d = check(client, order("BUY", 1))
     assert d.code == "risk.halted" and d.trading_state == "HALTED"
     assert isinstance(client.call(Resume(scope="all", reason="all clear", origin="tester")), Ack)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     assert check(client, order("BUY", 1)).approved
 
 
 def test_reducing_admits_a_reducing_order_and_refuses_a_flip(config_path, processes, zctx, gateway, events, client):
     gateway.snapshot = msgspec.structs.replace(gateway.snapshot, positions=[
-        Position(account="DU1234567", instrument=Instrument(symbol="AAPL"), quantity=100, avg_cost=99.0)])
+        Position(account="DU1234567", instrument=instrument("AAPL"), quantity=100, avg_cost=99.0)])
     start_actor("risk", config_path, processes, zctx)
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     assert isinstance(client.call(SetTradingState(scope="all", state="REDUCING", reason="reduce only")), Ack)
     eventually(lambda: check(client, order("SELL", 1, coid="warm")).approved)  # market data in
     d = check(client, order("SELL", 60, limit=100.0))
@@ -240,11 +258,10 @@ daily_loss_limit = 1000
 """)
 def test_daily_loss_breach_halts_trading_and_orders_an_emergency_cancel(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     eventually(lambda: check(client, order("BUY", 1)).approved)
-    gateway.publish(topics.ACCOUNT_VALUES, AccountValuesEvent(account="DU1234567", values=[
-        AccountValue(key="RealizedPnL", value="-700", currency="BASE"),
-        AccountValue(key="UnrealizedPnL", value="-350", currency="BASE")]))
+    gateway.publish(topics.ACCOUNT_PNL, AccountPnLEvent(account="DU1234567", daily_pnl=-1050.0,
+                                                        unrealized_pnl=-350.0, realized_pnl=-700.0))
     cancel = eventually(lambda: gateway.cancels_for("all"), message="EmergencyCancel(all) at the gateway")
     assert "daily loss" in cancel[0].reason and cancel[0].origin == "risk"
     assert eventually(lambda: [c for c in events.bodies(topics.EMERGENCY_CANCEL, EmergencyCancel)
@@ -257,6 +274,28 @@ def test_daily_loss_breach_halts_trading_and_orders_an_emergency_cancel(risk, ga
 
 
 @pytest.mark.risk_config("""
+[risk.limits]
+daily_loss_limit = 1000
+""")
+def test_a_carried_losing_position_does_not_trip_the_daily_loss_breaker(risk, gateway, client, events):
+    """IB's lifetime UnrealizedPnL of a position carried from yesterday is not today's loss: the breaker uses IB's
+    daily P&L (reqPnL), which restarted at IB's reset."""
+    wait_ready(client)
+    gateway.publish_tick(tick())
+    eventually(lambda: check(client, order("BUY", 1)).approved)
+    gateway.publish(topics.ACCOUNT_VALUES, AccountValuesEvent(account="DU1234567", values=[
+        AccountValue(key="RealizedPnL", value="0", currency="BASE"),
+        AccountValue(key="UnrealizedPnL", value="-5000", currency="BASE")]))
+    gateway.publish(topics.ACCOUNT_PNL, AccountPnLEvent(account="DU1234567", daily_pnl=-12.0,
+                                                        unrealized_pnl=-5000.0, realized_pnl=0.0))
+    eventually(lambda: client.call(GetRiskState()).breakers.get("daily_pnl.all") == "-12.00",
+               message="the breaker saw IB's daily P&L")
+    st = client.call(GetRiskState())
+    assert st.global_state == "ACTIVE" and st.breakers["daily_loss"] == "ok"
+    assert check(client, order("BUY", 2)).approved and gateway.cancels_for("all") == []
+
+
+@pytest.mark.risk_config("""
 [risk]
 reject_rate_min_orders = 4
 reject_rate_max = 0.5
@@ -265,13 +304,14 @@ max_order_quantity = 100
 """)
 def test_reject_rate_spike_halts_the_strategy_and_cancels_its_orders(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     eventually(lambda: check(client, order("BUY", 1, strategy="other")).approved)
     first = order("BUY", 1, strategy="wild")
     assert check(client, first).approved
     # IB rejects the approved order (1 order, 1 reject), then three orders over the quantity limit (4 of 4)
     gateway.publish(topics.gw_order("wild"), OrderStatusEvent(order_ref=first.order_ref, status="Cancelled",
-                                                      error_code=201, reason="Order rejected", symbol="AAPL"))
+                                                      error_code=201, reason="Order rejected", symbol="AAPL",
+                                                      con_id=con_id_of("AAPL")))
     eventually(lambda: client.call(GetRiskState()).breakers["working_orders"] == "1",
                message="the rejected order is no longer working")
     for qty in (500, 501):
@@ -295,11 +335,11 @@ fill_window_s = 60
 """)
 def test_repeated_executions_disable_the_strategy_until_re_enabled(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     eventually(lambda: check(client, order("BUY", 1, strategy="busy")).approved)
     for i in range(3):
-        gateway.publish(topics.fill("AAPL"), FillEvent(exec_id=f"x{i}.01", exec_key=f"x{i}", order_ref="busy/c1",
-                                               strategy_id="busy", instrument=Instrument(symbol="AAPL"),
+        gateway.publish(topics.fill(con_id_of("AAPL")), FillEvent(exec_id=f"x{i}.01", exec_key=f"x{i}", order_ref="busy/c1",
+                                               strategy_id="busy", instrument=instrument("AAPL"),
                                                side="BUY", quantity=1, price=100.0))
     eventually(lambda: check(client, order("BUY", 1, strategy="busy")).code == "risk.strategy_disabled",
                message="strategy disabled")
@@ -312,12 +352,12 @@ def test_repeated_executions_disable_the_strategy_until_re_enabled(risk, gateway
 
 def test_gateway_disconnect_moves_to_reducing_then_cancels_and_lifts_when_ready(risk, gateway, client, events):
     wait_ready(client)
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     eventually(lambda: check(client, order("BUY", 1)).approved)
     gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="DISCONNECTED", ib_code=1100,
                                                               message="Connectivity between IB and TWS lost"))
     eventually(lambda: [e for e in state_events(events) if e.state == "REDUCING" and e.origin == "risk.disconnect"])
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     assert check(client, order("BUY", 1)).code == "risk.reducing"
     assert gateway.cancels_for("all") == []  # nothing can be cancelled while IB is unreachable
     gateway.publish(topics.CONNECTION_STATE, ConnectionStateEvent(state="READY"))
@@ -393,7 +433,7 @@ def test_kill_request_halts_and_forwards_an_emergency_cancel(risk, gateway, clie
     report = client.call(Kill(kill_id="k-42", scope="strategy:alpha", reason="runaway", origin="ops"))
     assert isinstance(report, CancelReport) and report.confirmed and report.trading_state == "HALTED"
     assert [c.command_id for c in gateway.cancels_for("strategy:alpha")] == ["k-42"]
-    gateway.publish(topics.market_data("AAPL"), tick())
+    gateway.publish_tick(tick())
     assert check(client, order("BUY", 1)).code == "risk.halted"
     assert check(client, order("BUY", 1, strategy="beta")).code != "risk.halted"
     assert isinstance(client.call(Resume(scope="strategy:alpha", reason="ok", origin="ops")), Ack)

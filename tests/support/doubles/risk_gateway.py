@@ -9,6 +9,7 @@ It is a double of one peer only; the governor under test is the real process ove
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,13 +17,38 @@ import zmq
 
 from bus import sockets
 from bus.codec import Stamper, reply_codec, request_codec
+from bus import topics
 from bus.messages import (
-    AccountValue, CancelReport, EmergencyCancel, GatewaySnapshot, GatewayStatus, GetSnapshot, GetStatus, Kill,
-    MarketDataAck, Ping, Pong, Rejected, SubscribeMarketData,
+    AccountValue, Ack, CancelIbOrder, CancelReport, ContractInfo, EmergencyCancel, GatewaySnapshot, GatewayStatus,
+    GetSnapshot, GetStatus, Instrument, InstrumentReply, Kill, MarketDataAck, Ping, Pong, QualifyInstrument, Rejected,
+    SubscribeMarketData, TickEvent,
 )
 from bus.pubsub import Publisher
 
 POLL_MS = 20  # the double's loop timer (lets it notice stop())
+
+#: conIds of the symbols the tests use (IB's where the simulator has them); any other symbol gets a stable one
+CON_IDS = {"AAPL": 265598, "MSFT": 272093, "SPY": 756733, "IBM": 8314, "GME": 36285627}
+
+
+def con_id_of(symbol: str) -> int:
+    return CON_IDS.get(symbol.upper()) or 10_000_000 + zlib.crc32(symbol.upper().encode()) % 10_000_000
+
+
+def instrument(symbol: str) -> Instrument:
+    """The canonical (qualified) US stock ``symbol`` as the real gateway would publish it."""
+    return Instrument(symbol=symbol.upper(), con_id=con_id_of(symbol), local_symbol=symbol.upper())
+
+
+def contract_info(symbol: str) -> ContractInfo:
+    """IB's details of a US stock: 0.01 tick, whole shares, no trading hours (the session is unknown)."""
+    return ContractInfo(instrument=instrument(symbol), min_tick=0.01)
+
+
+def tick_for(symbol: str = "AAPL", price: float = 100.0, spread: float = 0.02) -> TickEvent:
+    return TickEvent(symbol=symbol.upper(), con_id=con_id_of(symbol), bid=price - spread / 2, ask=price + spread / 2,
+                     last=price)
+
 
 DEFAULT_ACCOUNT = [
     AccountValue(key="NetLiquidation", value="1000000.00", currency="USD"),
@@ -48,6 +74,7 @@ class FakeGateway:
         self.answer.set()
         self.received: list[Any] = []
         self.cancels: list[EmergencyCancel] = []
+        self.order_cancels: list[CancelIbOrder] = []
         self.md_requests: list[str] = []
         self.on_request: Callable[[Any], Any] | None = None
         self._lock = threading.Lock()
@@ -63,6 +90,10 @@ class FakeGateway:
 
     def publish(self, topic: str, body: Any) -> None:
         self.publisher.publish(topic, body)
+
+    def publish_tick(self, tick: TickEvent) -> None:
+        """A tick on its contract's topic (``md.<conId>``)."""
+        self.publisher.publish(topics.market_data(tick.con_id), tick)
 
     # -- service ---------------------------------------------------------------------------------------------------
 
@@ -103,12 +134,24 @@ class FakeGateway:
                 return custom
         if isinstance(body, GetSnapshot):
             return self.snapshot
-        if isinstance(body, SubscribeMarketData):
+        if isinstance(body, (SubscribeMarketData, QualifyInstrument)):
+            symbol = body.instrument.symbol
+            if isinstance(body, SubscribeMarketData):
+                with self._lock:
+                    self.md_requests.append(symbol)
+            if symbol in self.unknown_symbols:
+                return Rejected(code="unknown_symbol", reason=f"no security definition for {symbol}")
+            info = contract_info(symbol)
+            if body.instrument.multiplier and float(body.instrument.multiplier) != info.multiplier:
+                return Rejected(code="contract_mismatch", reason=f"multiplier {body.instrument.multiplier} "
+                                f"contradicts IB's multiplier {info.multiplier:g} for {info.display}")
+            if isinstance(body, QualifyInstrument):
+                return InstrumentReply(info=info)
+            return MarketDataAck(symbol=info.display, con_id=info.con_id, subscribers=1, info=info)
+        if isinstance(body, CancelIbOrder):
             with self._lock:
-                self.md_requests.append(body.instrument.symbol)
-            if body.instrument.symbol in self.unknown_symbols:
-                return Rejected(code="unknown_symbol", reason=f"no security definition for {body.instrument.symbol}")
-            return MarketDataAck(symbol=body.instrument.symbol, subscribers=1)
+                self.order_cancels.append(body)
+            return Ack(detail="cancel sent")
         if isinstance(body, (EmergencyCancel, Kill)):
             cid = body.command_id if isinstance(body, EmergencyCancel) else body.kill_id
             if isinstance(body, EmergencyCancel):
