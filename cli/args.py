@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 #: what ``--scope`` accepts (the gateway and the risk governor validate it)
-SCOPE_HELP = "all (default) | strategy:<id> | symbol:<symbol>"
+SCOPE_HELP = "all (default) | strategy:<id> | symbol:<symbol> (every contract of it) | conid:<IB conId> (one contract)"
 
 
 def positive(text: str) -> float:

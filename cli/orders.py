@@ -54,7 +54,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
         table.add_row(
             s.strategy_id,
             s.client_order_id,
-            s.instrument.symbol,
+            s.instrument.display,
             s.side,
             qty(s.quantity),
             s.order_type,

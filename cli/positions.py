@@ -33,7 +33,7 @@ def positions_table(positions: list[Any], title: str) -> Any:
     for p in positions:
         table.add_row(
             p.account,
-            p.instrument.symbol,
+            p.instrument.display,
             p.instrument.sec_type,
             p.instrument.currency,
             qty(p.quantity),

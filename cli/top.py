@@ -279,7 +279,7 @@ def positions_table(data: Dashboard) -> Any:
     for p in positions[:MAX_POSITIONS]:
         inst = p.instrument
         t.add_row(
-            inst.symbol,
+            inst.display,
             inst.sec_type,
             inst.currency,
             f"{p.quantity:,g}",
@@ -324,7 +324,7 @@ def orders_table(data: Dashboard) -> Any:
             s.client_order_id,
             s.side,
             f"{s.quantity:g}",
-            s.instrument.symbol,
+            s.instrument.display,
             s.order_type,
             _num(price, "{:,.2f}") if price is not None else "",
             o.status,
@@ -352,7 +352,7 @@ def fills_table(data: Dashboard) -> Any:
             strategy_of(f.order_ref, f.strategy_id),
             f.side,
             f"{f.quantity:g}",
-            f.instrument.symbol,
+            f.instrument.display,
             f"{f.price:,.2f}",
         )
     if not fills:

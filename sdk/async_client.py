@@ -1,10 +1,10 @@
 """The asyncio strategy client, :class:`AsyncKhazadClient` (the SDK's core; :mod:`sdk.sync_client` wraps it).
 
 What it talks to (see ``docs/architecture.md``): the order manager (``bus.orders``) for orders, the portfolio
-(``bus.portfolio``) for account and positions, the gateway (``bus.gateway``) for market-data subscriptions, the risk
-governor (``bus.risk``: the trading states' one authority) for the current trading states when it connects, and the
-event proxy for ``order.<strategy>`` updates, ``md.<symbol>`` ticks and ``state.trading`` changes (topics from
-:mod:`bus.topics`).
+(``bus.portfolio``) for account and positions, the gateway (``bus.gateway``) for instruments and market-data
+subscriptions, the risk governor (``bus.risk``: the trading states' one authority) for the current trading states
+when it connects, and the event proxy for ``order.<strategy>`` updates, ``md.<conId>`` ticks (each instrument
+qualified by the gateway first: :mod:`sdk.market`) and ``state.trading`` changes (topics from :mod:`bus.topics`).
 
 Trading state: :meth:`AsyncKhazadClient.start` subscribes to ``state.trading`` first, then asks the governor
 (``GetTradingState``), so a strategy that connects during a halt sees HALTED before its first order. An answer
@@ -40,6 +40,7 @@ from bus.messages import (
     CancelAllOrders,
     CancelOrder,
     CancelReport,
+    ContractInfo,
     GapReport,
     GetAccount,
     GetOrder,
@@ -47,6 +48,7 @@ from bus.messages import (
     GetTradingState,
     Heartbeat,
     Instrument,
+    InstrumentReply,
     ListOrders,
     MarketDataAck,
     ModifyOrder,
@@ -61,6 +63,7 @@ from bus.messages import (
     PortfolioSnapshot,
     Position,
     PositionsReply,
+    QualifyInstrument,
     Rejected,
     SubscribeMarketData,
     TickEvent,
@@ -78,6 +81,7 @@ from sdk.endpoints import instrument as as_instrument
 from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, UnexpectedReply
 from sdk.ids import new_client_order_id
 from sdk.logs import configure_sdk_logging
+from sdk.market import LastTicks, MarketSubscriptions
 from sdk.streams import CLOSED, AsyncStream
 from sdk.trading import TradingStates
 from sdk.views import raise_if_rejected
@@ -145,8 +149,9 @@ class AsyncKhazadClient:
         self._callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": []}
         self._streams: dict[str, set[Any]] = {"order": set(), "tick": set(), "state": set()}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._md: dict[str, Instrument] = {}
-        self.last_ticks: dict[str, TickEvent] = {}
+        self._md = MarketSubscriptions()
+        #: the last tick per subscribed contract, by conId, the name it was subscribed with or its readable name
+        self.last_ticks = LastTicks(self._md)
         self._trading = TradingStates()
         self.gaps = 0
         self.started = False
@@ -205,16 +210,16 @@ class AsyncKhazadClient:
         if self.closed:
             return
         self.closed = True
-        if self.started and self._md and self._gateway is not None:
-            for symbol in list(self._md):
+        if self.started and self._md.contracts and self._gateway is not None:
+            for con_id, info in list(self._md.contracts.items()):
                 try:
                     await self._gateway.call(
-                        UnsubscribeMarketData(symbol=symbol, subscriber=self.name),
+                        UnsubscribeMarketData(symbol=info.instrument.symbol, con_id=con_id, subscriber=self.name),
                         timeout_s=min(self.timeout_s, 1.0),
                         retries=0,
                     )
                 except (RequestTimeout, Exception) as exc:  # best effort on shutdown; the gateway times it out
-                    logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, symbol, exc)
+                    logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, info.display, exc)
         await self._stop_reader()
         for task in (self._hb_task, self._state_task):
             if task is not None:
@@ -330,8 +335,9 @@ class AsyncKhazadClient:
                 if topic == own_orders:  # prefix subscription: order.foo also matches order.foobar
                     self._emit("order", body)
             elif isinstance(body, TickEvent):
-                if topic[len(topics.MARKET_DATA_PREFIX) :] in self._md:
-                    self.last_ticks[body.symbol] = body
+                # exact topic: a prefix subscription to md.26 also receives md.265598
+                if topic == topics.market_data(body.con_id) and self._md.wants(body.con_id):
+                    self._md.ticks[body.con_id] = body
                     self._emit("tick", body)
             elif isinstance(body, TradingStateEvent):
                 self._trading.on_event(body)
@@ -409,9 +415,10 @@ class AsyncKhazadClient:
         pred = None if client_order_id is None else (lambda u: u.order.spec.client_order_id == client_order_id)
         return self._stream("order", pred)
 
-    def ticks(self, symbol: str | None = None) -> AsyncStream[TickEvent]:
-        """``async for tick in client.ticks():`` ticks of subscribed symbols (optionally one) from now on."""
-        return self._stream("tick", None if symbol is None else (lambda t: t.symbol == symbol))
+    def ticks(self, symbol: str | Instrument | int | None = None) -> AsyncStream[TickEvent]:
+        """``async for tick in client.ticks():`` ticks of subscribed contracts (optionally one: the name or
+        instrument it was subscribed with, its conId or its readable name) from now on."""
+        return self._stream("tick", None if symbol is None else (lambda t: self._md.matches(symbol, t)))
 
     def trading_states(self) -> AsyncStream[TradingStateEvent]:
         """``async for event in client.trading_states():`` trading-state changes from now on."""
@@ -427,9 +434,14 @@ class AsyncKhazadClient:
 
     def trading_state(self, symbol: str | None = None) -> str:
         """The most restrictive trading state for this strategy (global scope, its ``strategy:`` scope and, given
-        ``symbol``, that ``symbol:`` scope): ``HALTED`` > ``REDUCING`` > ``ACTIVE``. Known from the governor's
+        ``symbol`` (a name of a subscribed contract, or a ticker), that ``symbol:`` scope and its ``conid:`` scope): ``HALTED`` > ``REDUCING`` > ``ACTIVE``. Known from the governor's
         answer when the client connected, kept current by ``state.trading``; ``UNKNOWN`` while neither came."""
-        scopes = {"all", f"strategy:{self.strategy_id}"} | ({f"symbol:{symbol}"} if symbol else set())
+        scopes = {"all", f"strategy:{self.strategy_id}"}
+        if symbol:
+            con_id = self._md.resolve(symbol)
+            info = self._md.contracts.get(con_id) if con_id is not None else None
+            scopes |= {f"symbol:{info.instrument.symbol if info is not None else symbol}"}
+            scopes |= {f"conid:{con_id}"} if con_id else set()
         return self._trading.state(scopes)
 
     def trading_state_of(self, scope: str) -> TradingStateEvent | None:
@@ -530,6 +542,7 @@ class AsyncKhazadClient:
         limit_price: float | None = None,
         stop_price: float | None = None,
         outside_rth: bool = False,
+        round_to_tick: bool = False,
     ) -> OrderSpec:
         # side, order_type and tif are the caller's strings (the ignores below): place_order() validates the spec
         # against the Literal types before anything is sent, and a bad one raises there naming the field
@@ -544,6 +557,7 @@ class AsyncKhazadClient:
             stop_price=stop_price,
             tif=tif,  # type: ignore[arg-type]
             outside_rth=outside_rth,
+            round_to_tick=round_to_tick,
         )
 
     async def place_market_order(
@@ -572,8 +586,11 @@ class AsyncKhazadClient:
         client_order_id: str | None = None,
         tif: str = "DAY",
         outside_rth: bool = False,
+        round_to_tick: bool = False,
     ) -> OrderView:
-        """Limit order at ``limit_price``."""
+        """Limit order at ``limit_price``. A price off the contract's tick grid is rejected (``risk.tick_size``,
+        with the nearest valid prices) unless ``round_to_tick``: then it goes to IB rounded on the passive side
+        (a buy down, a sell up)."""
         return await self.place_order(
             self._spec(
                 symbol,
@@ -584,6 +601,7 @@ class AsyncKhazadClient:
                 tif=tif,
                 limit_price=limit_price,
                 outside_rth=outside_rth,
+                round_to_tick=round_to_tick,
             )
         )
 
@@ -598,9 +616,11 @@ class AsyncKhazadClient:
         client_order_id: str | None = None,
         tif: str = "DAY",
         outside_rth: bool = False,
+        round_to_tick: bool = False,
     ) -> OrderView:
         """Stop order triggered at ``stop_price``; a stop-limit when ``limit_price`` is given. A waiting stop
-        order is live as ``PreSubmitted``."""
+        order is live as ``PreSubmitted``. ``round_to_tick``: as in :meth:`place_limit_order` (a stop rounds away
+        from the market)."""
         order_type = "STP" if limit_price is None else "STP LMT"
         return await self.place_order(
             self._spec(
@@ -613,6 +633,7 @@ class AsyncKhazadClient:
                 limit_price=limit_price,
                 stop_price=stop_price,
                 outside_rth=outside_rth,
+                round_to_tick=round_to_tick,
             )
         )
 
@@ -714,40 +735,58 @@ class AsyncKhazadClient:
         reply = await self._call(self._portfolio, GetAccount(), AccountReply)
         return reply.snapshot
 
-    async def subscribe_market_data(self, symbol: str | Instrument) -> MarketDataAck:
-        """Start receiving ``md.<symbol>`` ticks (via :meth:`on_tick` / :meth:`ticks` / ``last_ticks``).
+    async def qualify(self, instrument: str | Instrument) -> ContractInfo:
+        """IB's contract for an instrument (the gateway asks IB's contract details): its conId, multiplier,
+        currency, tick and size rules, trading hours. Raises :class:`OrderRejected` with ``unknown_symbol``,
+        ``ambiguous_contract`` (several contracts match: say more) or ``contract_mismatch`` (it contradicts IB)."""
+        inst = as_instrument(instrument)
+        reply = await self._call(self._gateway, validated(QualifyInstrument(instrument=inst)), InstrumentReply)
+        return reply.info
 
-        The bus subscription is made ready *before* the gateway is asked, so the first ticks are not lost."""
+    async def subscribe_market_data(self, symbol: str | Instrument) -> MarketDataAck:
+        """Start receiving the contract's ticks (``md.<conId>``: via :meth:`on_tick` / :meth:`ticks` /
+        ``last_ticks``). The instrument is qualified first; the bus subscription is made ready *before* the
+        gateway is asked for the stream, so the first ticks are not lost."""
         self._require(self._gateway)
-        instrument = as_instrument(symbol)
-        topic = topics.market_data(instrument.symbol)
+        info = await self.qualify(symbol)
+        con_id = info.con_id
         assert self._sub_lock is not None and self.subscriber is not None and self.publisher is not None
-        if instrument.symbol not in self._md:
+        was_subscribed = self._md.wants(con_id)
+        if not was_subscribed:
             async with self._sub_lock:
                 await self._stop_reader()
                 try:
-                    self.subscriber.subscribe(topic)
+                    self.subscriber.subscribe(topics.market_data(con_id))
                     await self.subscriber.wait_ready(self.publisher, timeout=self.ready_timeout_s)
                 finally:
                     self._start_reader()
-            self._md[instrument.symbol] = instrument
+        self._md.add(symbol, info)
         try:
             return await self._call(
                 self._gateway,
-                validated(SubscribeMarketData(instrument=instrument, subscriber=self.name)),
+                validated(SubscribeMarketData(instrument=info.instrument, subscriber=self.name)),
                 MarketDataAck,
             )
         except BaseException:
-            await self._drop_md(instrument.symbol)
+            if not was_subscribed:
+                await self._drop_md(con_id)
             raise
 
-    async def unsubscribe_market_data(self, symbol: str) -> MarketDataAck:
-        """Stop receiving ticks for ``symbol`` (and tell the gateway this subscriber is gone)."""
-        await self._drop_md(symbol)
+    async def unsubscribe_market_data(self, symbol: str | Instrument | int) -> MarketDataAck:
+        """Stop receiving ticks of a subscribed contract (by the name it was subscribed with, its conId or its
+        readable name) and tell the gateway this subscriber is gone."""
+        con_id = self._md.resolve(symbol)
+        info = self._md.contracts.get(con_id) if con_id is not None else None
+        if info is None:
+            raise OrderRejected("not_found", f"{symbol!r} is not a subscribed contract")
+        await self._drop_md(info.con_id)
         return await self._call(
-            self._gateway, validated(UnsubscribeMarketData(symbol=symbol, subscriber=self.name)), MarketDataAck
+            self._gateway,
+            validated(UnsubscribeMarketData(symbol=info.instrument.symbol, con_id=info.con_id, subscriber=self.name)),
+            MarketDataAck,
         )
 
-    async def _drop_md(self, symbol: str) -> None:
-        if self._md.pop(symbol, None) is not None and self.subscriber is not None:
-            self.subscriber.unsubscribe(topics.market_data(symbol))
+    async def _drop_md(self, con_id: int) -> None:
+        if self._md.wants(con_id) and self.subscriber is not None:
+            self.subscriber.unsubscribe(topics.market_data(con_id))
+        self._md.remove(con_id)

@@ -15,6 +15,7 @@ from loguru import logger
 
 from bus.config import KhazadConfig
 from bus.messages import (
+    ContractInfo,
     Instrument,
     MarketDataAck,
     OrderSpec,
@@ -30,6 +31,7 @@ from bus.pubsub import READY_TIMEOUT_S
 from sdk.async_client import AsyncKhazadClient, Callback, Filter, Until
 from sdk.endpoints import Endpoints
 from sdk.errors import KhazadClientError
+from sdk.market import LastTicks
 from sdk.streams import CLOSED, SyncStream
 
 #: How long close() gives the I/O thread to finish (it only closes sockets).
@@ -197,9 +199,10 @@ class KhazadClient:
         pred = None if client_order_id is None else (lambda u: u.order.spec.client_order_id == client_order_id)
         return self._stream("order", pred)
 
-    def ticks(self, symbol: str | None = None) -> SyncStream[TickEvent]:
-        """Ticks of subscribed symbols (optionally one) from now on."""
-        return self._stream("tick", None if symbol is None else (lambda t: t.symbol == symbol))
+    def ticks(self, symbol: str | Instrument | int | None = None) -> SyncStream[TickEvent]:
+        """Ticks of subscribed contracts (optionally one: see :meth:`AsyncKhazadClient.ticks`) from now on."""
+        md = self._aclient._md
+        return self._stream("tick", None if symbol is None else (lambda t: md.matches(symbol, t)))
 
     def trading_states(self) -> SyncStream[TradingStateEvent]:
         return self._stream("state", None)
@@ -217,8 +220,9 @@ class KhazadClient:
         return self._run(self._aclient.refresh_trading_state())
 
     @property
-    def last_ticks(self) -> dict[str, TickEvent]:
-        return dict(self._aclient.last_ticks)
+    def last_ticks(self) -> LastTicks:
+        """A snapshot of the last tick per subscribed contract (see :class:`sdk.market.LastTicks`)."""
+        return self._aclient.last_ticks.snapshot()
 
     @property
     def gaps(self) -> int:
@@ -258,10 +262,18 @@ class KhazadClient:
         client_order_id: str | None = None,
         tif: str = "DAY",
         outside_rth: bool = False,
+        round_to_tick: bool = False,
     ) -> OrderView:
         return self._run(
             self._aclient.place_limit_order(
-                symbol, side, quantity, limit_price, client_order_id=client_order_id, tif=tif, outside_rth=outside_rth
+                symbol,
+                side,
+                quantity,
+                limit_price,
+                client_order_id=client_order_id,
+                tif=tif,
+                outside_rth=outside_rth,
+                round_to_tick=round_to_tick,
             )
         )
 
@@ -276,6 +288,7 @@ class KhazadClient:
         client_order_id: str | None = None,
         tif: str = "DAY",
         outside_rth: bool = False,
+        round_to_tick: bool = False,
     ) -> OrderView:
         return self._run(
             self._aclient.place_stop_order(
@@ -287,6 +300,7 @@ class KhazadClient:
                 client_order_id=client_order_id,
                 tif=tif,
                 outside_rth=outside_rth,
+                round_to_tick=round_to_tick,
             )
         )
 
@@ -325,8 +339,11 @@ class KhazadClient:
     def get_account(self) -> PortfolioSnapshot:
         return self._run(self._aclient.get_account())
 
+    def qualify(self, instrument: str | Instrument) -> ContractInfo:
+        return self._run(self._aclient.qualify(instrument))
+
     def subscribe_market_data(self, symbol: str | Instrument) -> MarketDataAck:
         return self._run(self._aclient.subscribe_market_data(symbol))
 
-    def unsubscribe_market_data(self, symbol: str) -> MarketDataAck:
+    def unsubscribe_market_data(self, symbol: str | Instrument | int) -> MarketDataAck:
         return self._run(self._aclient.unsubscribe_market_data(symbol))

@@ -6,7 +6,8 @@ Inputs (all pushed by the gateway, nothing is polled for the live view):
   corrections replace) and the per-strategy books;
 * ``position.*``                 -> IB's positions (quantity, average cost): the account-level truth;
 * ``account.values``             -> net liquidation, cash, buying power, base currency;
-* ``md.*``                       -> marks (mid, else last) for market value and unrealized P&L;
+* ``md.*``                       -> marks (mid, else last) per contract (IB conId) for market value and
+  unrealized P&L;
 * ``state.connection``           -> a reconciliation as soon as the gateway is READY again.
 
 Books: every execution and commission report is stored (:class:`~actors.portfolio.store.BookStore`,
@@ -26,6 +27,10 @@ report; ``ok`` says whether it matched).
 
 Outputs: ``GetAccount`` -> ``AccountReply``, ``GetPositions(strategy_id?)`` -> ``PositionsReply`` and a
 ``portfolio.snapshot`` on every change, coalesced to at most one per :data:`SNAPSHOT_MIN_INTERVAL_S`.
+
+Units: a position's market value and unrealized P&L are in the contract's currency (IB's convention), with IB's
+multiplier; the snapshot's totals (unrealized P&L, per-strategy P&L) are in the account's base currency, each
+contract's amount converted with IB's ``ExchangeRate`` of its currency (at par until IB reports the rate).
 """
 
 from __future__ import annotations
@@ -163,14 +168,14 @@ class PortfolioActor(Actor):
         self.values: dict[tuple[str, str], str] = {}
         #: instrument key -> IB's position (non-zero only)
         self.ib_positions: dict[str, Position] = {}
-        #: con_id or symbol -> mark price
-        self.marks: dict[Any, float] = {}
+        #: conId -> mark price
+        self.marks: dict[int, float] = {}
         self.connection = ""
         self.reconciled = False
         self.reconciliations = 0
         self.check = PositionCheck(cfg.portfolio.drift_tolerance)
         self.drift = DriftReporter(self.name, lambda alert: self.publish(ALERT_TOPIC, alert))
-        self._md_subscribed: set[str] = set()
+        self._md_subscribed: set[int] = set()
         #: event counter, and when each position / the account values last changed by an event: a snapshot that
         #: was in flight meanwhile is older than those events and must not overwrite them
         self._updates = 0
@@ -284,21 +289,19 @@ class PortfolioActor(Actor):
             mark = tick.last
         else:
             return
-        if tick.con_id:
-            self.marks[tick.con_id] = mark
-        self.marks[tick.symbol] = mark
-        if self._holds(tick.symbol, tick.con_id):
+        if not tick.con_id:
+            return
+        self.marks[tick.con_id] = mark
+        if self._holds(tick.con_id):
             self._changed()
 
-    def _holds(self, symbol: str, con_id: int) -> bool:
+    def _holds(self, con_id: int) -> bool:
         for pos in self.ib_positions.values():
-            if pos.instrument.symbol == symbol or (con_id and pos.instrument.con_id == con_id):
+            if pos.instrument.con_id == con_id:
                 return True
         for books in self.ledger.books.values():
             for book in books.values():
-                if book.quantity and (
-                    book.instrument.symbol == symbol or (con_id and book.instrument.con_id == con_id)
-                ):
+                if book.quantity and book.instrument.con_id == con_id:
                     return True
         return False
 
@@ -322,11 +325,15 @@ class PortfolioActor(Actor):
     # -- valuation --------------------------------------------------------------------------------------------
 
     def mark(self, inst: Instrument, fallback: float | None = None) -> float | None:
-        if inst.con_id and inst.con_id in self.marks:
-            return self.marks[inst.con_id]
-        if inst.symbol in self.marks:
-            return self.marks[inst.symbol]
-        return fallback
+        """The market's mark of the contract (by IB conId), else ``fallback``."""
+        return self.marks.get(inst.con_id, fallback) if inst.con_id else fallback
+
+    def rate(self, currency: str) -> float:
+        """IB's rate of ``currency`` into the base currency (1 for the base, and at par until IB reports it)."""
+        if not currency or currency == self.base_currency():
+            return 1.0
+        value = _to_float(self.values.get(("ExchangeRate", currency), ""))
+        return value if value is not None and value > 0 else 1.0
 
     def _enrich(self, pos: Position) -> Position:
         """IB's position with market price, value and unrealized P&L from the current mark."""
@@ -387,12 +394,15 @@ class PortfolioActor(Actor):
         positions = sorted(
             (self._enrich(p) for p in self.ib_positions.values()), key=lambda p: display_name(p.instrument)
         )
-        unrealized = sum(p.unrealized_pnl or 0.0 for p in positions)
+        unrealized = sum((p.unrealized_pnl or 0.0) * self.rate(p.instrument.currency) for p in positions)
         strategy_pnl: dict[str, float] = {}
         strategy_realized: dict[str, float] = {}
         for strategy, books in self.ledger.books.items():
-            realized = sum(b.realized_today for b in books.values())
-            open_pnl = sum((b.unrealized(self.mark(b.instrument)) or 0.0) for b in books.values())
+            realized = sum(b.realized_today * self.rate(b.instrument.currency) for b in books.values())
+            open_pnl = sum(
+                (b.unrealized(self.mark(b.instrument)) or 0.0) * self.rate(b.instrument.currency)
+                for b in books.values()
+            )
             strategy_realized[strategy] = realized
             strategy_pnl[strategy] = realized + open_pnl
         net_liq, ccy = self._value(NET_LIQ_KEY)
@@ -618,15 +628,16 @@ class PortfolioActor(Actor):
 
     async def _subscribe_market_data(self) -> None:
         """Ask the gateway for marks of everything held (idempotent; repeated after a gateway restart)."""
-        wanted: dict[str, Instrument] = {}
+        wanted: dict[int, Instrument] = {}
         for pos in self.ib_positions.values():
-            wanted.setdefault(pos.instrument.symbol, pos.instrument)
+            if pos.instrument.con_id:
+                wanted.setdefault(pos.instrument.con_id, pos.instrument)
         for books in self.ledger.books.values():
             for book in books.values():
-                if book.quantity:
-                    wanted.setdefault(book.instrument.symbol, book.instrument)
-        for symbol, inst in wanted.items():
-            if symbol in self._md_subscribed:
+                if book.quantity and book.instrument.con_id:
+                    wanted.setdefault(book.instrument.con_id, book.instrument)
+        for con_id, inst in wanted.items():
+            if con_id in self._md_subscribed:
                 continue
             if inst.sec_type in ("STK", "OPT") and not inst.exchange:
                 inst = Instrument(
@@ -637,6 +648,10 @@ class PortfolioActor(Actor):
                     last_trade_date=inst.last_trade_date,
                     multiplier=inst.multiplier,
                     con_id=inst.con_id,
+                    strike=inst.strike,
+                    right=inst.right,
+                    local_symbol=inst.local_symbol,
+                    trading_class=inst.trading_class,
                 )
             try:
                 reply = await self.client("gateway", timeout_s=MD_TIMEOUT_S, retries=0).call(
@@ -645,9 +660,9 @@ class PortfolioActor(Actor):
             except RequestTimeout:
                 return
             # a refusal is logged once and retried only after the next READY (no retry storm)
-            self._md_subscribed.add(symbol)
+            self._md_subscribed.add(con_id)
             if not isinstance(reply, MarketDataAck):
-                logger.warning("portfolio: market data for {} refused: {}", symbol, reply)
+                logger.warning("portfolio: market data for {} (conId {}) refused: {}", inst.display, con_id, reply)
 
 
 __all__ = ["EXTERNAL", "PortfolioActor"]

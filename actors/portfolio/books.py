@@ -49,8 +49,8 @@ def instrument_key(inst: Instrument) -> str:
 
 
 def display_name(inst: Instrument) -> str:
-    """What a human calls the contract (``AAPL``, ``ES 20250321``)."""
-    return f"{inst.symbol} {inst.last_trade_date}" if inst.last_trade_date else inst.symbol
+    """What a human calls the contract (``AAPL``, ``ESH7``, ``EUR.CHF``, ``AAPL 20250620 190 C``)."""
+    return inst.display
 
 
 def multiplier(inst: Instrument) -> float:

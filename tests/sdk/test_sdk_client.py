@@ -14,7 +14,7 @@ import pytest
 
 from bus import topics
 from bus.messages import (
-    AccountReply, CancelAllOrders, CancelOrder, GapReport, GetAccount, GetPositions, Instrument,
+    AccountReply, CancelAllOrders, ContractInfo, InstrumentReply, QualifyInstrument, CancelOrder, GapReport, GetAccount, GetPositions, Instrument,
     ListOrders, MarketDataAck, ModifyOrder, OrderSpec, OrderUpdate, OrderView,
     PlaceOrder, PortfolioSnapshot, Position, PositionsReply, Rejected, SubscribeMarketData,
     TickEvent, TradingStateEvent, TradingStateReply, UnsubscribeMarketData, WaitOrder,
@@ -323,36 +323,56 @@ def test_order_topic_gap_is_detected_and_reported_on_the_bus(cfg, test_pub, zctx
         gaps.close()
 
 
-def test_market_data_subscription_delivers_only_subscribed_symbols(cfg, test_pub, fakes) -> None:
-    gw = fakes("gateway", lambda body: MarketDataAck(symbol=getattr(body, "symbol", "") or body.instrument.symbol,
-                                                     subscribers=1))
+_CONTRACTS = {
+    "AAPL": ContractInfo(instrument=Instrument(symbol="AAPL", con_id=265598, local_symbol="AAPL"), min_tick=0.01),
+    "MSFT": ContractInfo(instrument=Instrument(symbol="MSFT", con_id=272093, local_symbol="MSFT"), min_tick=0.01),
+}
+
+
+def _gateway_answer(body):
+    """A gateway double: qualifies AAPL and MSFT (IB's conIds) and acknowledges their subscriptions."""
+    if isinstance(body, QualifyInstrument):
+        return InstrumentReply(info=_CONTRACTS[body.instrument.symbol])
+    if isinstance(body, SubscribeMarketData):
+        info = _CONTRACTS[body.instrument.symbol]
+        return MarketDataAck(symbol=info.display, con_id=info.con_id, subscribers=1, info=info)
+    return MarketDataAck(symbol=body.symbol, con_id=body.con_id, subscribers=0)
+
+
+def test_market_data_subscription_delivers_only_subscribed_contracts(cfg, test_pub, fakes) -> None:
+    gw = fakes("gateway", _gateway_answer)
 
     async def body() -> tuple[list[str], dict[str, TickEvent]]:
         async with AsyncKhazadClient(SID, config=cfg) as c:
             ack = await c.subscribe_market_data("AAPL")
-            assert ack.symbol == "AAPL"
+            assert (ack.symbol, ack.con_id) == ("AAPL", 265598)
             await c.subscribe_market_data(Instrument(symbol="MSFT"))
             ticks = c.ticks()
             seen: list[str] = []
             c.on_tick(lambda t: seen.append(t.symbol))
-            test_pub.publish(topics.market_data("AAPLX"), TickEvent(symbol="AAPLX", bid=1.0))  # prefix trap
-            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            # prefix trap: md.2655981 starts with md.265598
+            test_pub.publish(topics.market_data(2655981), TickEvent(symbol="AAPLX", con_id=2655981, bid=1.0))
+            test_pub.publish(topics.market_data(265598), TickEvent(symbol="AAPL", con_id=265598, bid=100.0, ask=100.1))
             first = await ticks.get(5)
             assert first is not None and first.symbol == "AAPL"
             await c.unsubscribe_market_data("AAPL")
-            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=99.0))  # after unsubscribe
-            test_pub.publish(topics.market_data("MSFT"), TickEvent(symbol="MSFT", bid=300.0))
+            test_pub.publish(topics.market_data(265598), TickEvent(symbol="AAPL", con_id=265598, bid=99.0))
+            test_pub.publish(topics.market_data(272093), TickEvent(symbol="MSFT", con_id=272093, bid=300.0))
             second = await ticks.get(5)
             assert second is not None and second.symbol == "MSFT"
-            return seen, dict(c.last_ticks)
+            last = c.last_ticks
+            return seen, {"MSFT": last["MSFT"], "by_con_id": last[272093], "by_instrument": last[Instrument(symbol="MSFT")],
+                          "AAPL": last.get("AAPL")}
 
     seen, last = run(body())
     assert seen == ["AAPL", "MSFT"]
-    assert last["AAPL"].bid == 100.0 and last["MSFT"].bid == 300.0
+    assert last["MSFT"].bid == 300.0 and last["by_con_id"] is last["MSFT"] and last["by_instrument"] is last["MSFT"]
+    assert last["AAPL"] is None  # unsubscribed: forgotten
+    assert [q.instrument.symbol for q in gw.of_type(QualifyInstrument)] == ["AAPL", "MSFT"]
     subs = gw.of_type(SubscribeMarketData)
-    assert [s.instrument.symbol for s in subs] == ["AAPL", "MSFT"]
+    assert [s.instrument.con_id for s in subs] == [265598, 272093]  # the qualified contract is asked for
     assert subs[0].subscriber == f"strategy.{SID}"
-    assert [u.symbol for u in gw.of_type(UnsubscribeMarketData)] == ["AAPL", "MSFT"]  # explicit, then on close
+    assert [(u.symbol, u.con_id) for u in gw.of_type(UnsubscribeMarketData)] == [("AAPL", 265598), ("MSFT", 272093)]
 
 
 def test_trading_state_follows_halt_and_resume(cfg, test_pub) -> None:

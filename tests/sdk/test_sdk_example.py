@@ -12,7 +12,8 @@ from loguru import logger
 from bus import topics
 from bus.config import StrategyConfig
 from bus.messages import (
-    CancelAllOrders, MarketDataAck, PlaceOrder, Rejected, SubscribeMarketData, TickEvent,
+    CancelAllOrders, ContractInfo, Instrument, InstrumentReply, MarketDataAck, PlaceOrder, QualifyInstrument, Rejected,
+    SubscribeMarketData, TickEvent,
     TradingStateEvent,
 )
 from examples.simple_strategy import MAX_BACKOFF_S, Backoff, Mode, SimpleStrategy, mid_of, round_price
@@ -47,9 +48,14 @@ def test_price_helpers() -> None:
     assert mid_of(TickEvent(symbol="A")) is None
 
 
+AAPL = ContractInfo(instrument=Instrument(symbol="AAPL", con_id=265598, local_symbol="AAPL"), min_tick=0.01)
+
+
 def _md(body: Any) -> Any:
+    if isinstance(body, QualifyInstrument):
+        return InstrumentReply(info=AAPL)
     if isinstance(body, SubscribeMarketData):
-        return MarketDataAck(symbol=body.instrument.symbol, con_id=265598, subscribers=1)
+        return MarketDataAck(symbol="AAPL", con_id=265598, subscribers=1, info=AAPL)
     return MarketDataAck(symbol=getattr(body, "symbol", ""))
 
 
@@ -64,7 +70,7 @@ def test_example_trades_alternating_small_orders_and_logs_history(cfg, test_pub,
             strategy = SimpleStrategy(client, scfg, max_orders=4)
             task = asyncio.create_task(strategy.run())
             await eventually_async(lambda: gw.of_type(SubscribeMarketData), COND_TIMEOUT_S, message="market data subscription")
-            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            test_pub.publish(topics.market_data(265598), TickEvent(symbol="AAPL", con_id=265598, bid=100.0, ask=100.1))
             assert await asyncio.wait_for(task, COND_TIMEOUT_S) == 0
             return strategy
 
@@ -92,7 +98,7 @@ def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, 
             strategy = SimpleStrategy(client, scfg)
             task = asyncio.create_task(strategy.run())
             await eventually_async(lambda: gw.of_type(SubscribeMarketData), COND_TIMEOUT_S, message="market data subscription")
-            test_pub.publish(topics.market_data("AAPL"), TickEvent(symbol="AAPL", bid=100.0, ask=100.1))
+            test_pub.publish(topics.market_data(265598), TickEvent(symbol="AAPL", con_id=265598, bid=100.0, ask=100.1))
             # 1) halted by rejection only: one rejected order, then backing off (each retry doubles the wait)
             await eventually_async(lambda: strategy.rejections >= 3, COND_TIMEOUT_S, message="three rejections")
             attempts = len(om.of_type(PlaceOrder))
