@@ -89,8 +89,6 @@ def size_problem(info: ContractInfo, quantity: float) -> str | None:
     ``sizeIncrement``: fractional units only where IB allows them), or None."""
     inc = info.size_increment or DEFAULT_SIZE_INCREMENT
     name = info.display
-    if info.min_size > 0 and quantity < info.min_size:
-        return f"quantity {quantity:g} is below {name}'s minimum size {info.min_size:g}"
     q, step = _dec(quantity), _dec(inc)
     steps = q / step
     if abs(steps - steps.to_integral_value()) > GRID_TOLERANCE:
@@ -99,6 +97,8 @@ def size_problem(info: ContractInfo, quantity: float) -> str | None:
         what = "fractional quantities are not allowed" if inc >= 1 else f"the size increment is {inc:g}"
         valid = f"{below:g} or {above:g}" if below > 0 else f"{above:g}"
         return f"quantity {quantity:g} is not a multiple of {name}'s size increment {inc:g} ({what}); valid: {valid}"
+    if info.min_size > 0 and quantity < info.min_size:
+        return f"quantity {quantity:g} is below {name}'s minimum size {info.min_size:g}"
     return None
 
 

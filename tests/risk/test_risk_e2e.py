@@ -167,8 +167,7 @@ def test_e2e_daily_loss_breach_cancels_working_orders_and_halts(desk: Desk, sim:
     eventually(lambda: sim_order(sim.state(), resting.order_ref)["status"] == "Cancelled", E2E_WAIT_S,
                message="the breaker's emergency cancel executed at the simulator")
     assert desk.check(spec("BUY", 1, strategy="loser")).code == "risk.halted"
-    # IB's own account P&L reaches the governor with the next account update (pushed after a fill)
-    desk.place(spec("BUY", 1, strategy="other"))
+    # IB's own daily P&L of the account (reqPnL, pushed about once a second) reaches the governor too
     eventually(lambda: desk.risk.call(GetRiskState()).global_state == "HALTED", E2E_WAIT_S,
                message="account-level daily loss halts everything")
     assert desk.check(spec("BUY", 1, strategy="other")).code == "risk.halted"

@@ -48,7 +48,7 @@ def usd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             yield chain
 
 
-def on_tick(price: float, tick: float) -> float:
+def on_tick(price: float, tick: float = 0.01) -> float:
     """``price`` moved onto the grid (down)."""
     return round(math.floor(price / tick + 1e-9) * tick, 10)
 
@@ -168,9 +168,18 @@ def test_an_off_tick_price_is_rejected_before_ib_with_the_valid_prices(usd: Chai
     assert usd.sim_order(placed.spec.order_ref)["lmtPrice"] == pytest.approx(base)
     c.cancel_order(placed.spec.client_order_id)
     assert c.wait_for_order(placed.spec.client_order_id, "done", timeout=ORDER_TIMEOUT_S).status == "Cancelled"
-    with pytest.raises(OrderRejected) as frac:
-        c.place_limit_order("AAPL", "BUY", 1.5, base)
-    assert frac.value.code == "risk.size_increment" and "fractional" in frac.value.reason
+
+
+
+def test_fractional_quantities_pass_only_where_the_contract_allows_them(usd: Chain) -> None:
+    # IB's contract details: AAPL trades in 0.0001 share steps (fractional shares), TSLA in whole shares
+    usd.decided(lambda: spec("TSLA", "BUY", 1, strategy="frac"))
+    usd.decided(lambda: spec("AAPL", "BUY", 1, strategy="frac"))
+    tsla = usd.check(spec("TSLA", "BUY", 0.5, limit=on_tick(usd.mid("TSLA")), strategy="frac"))
+    assert tsla.code == "risk.size_increment" and "fractional" in tsla.reason, tsla
+    assert usd.check(spec("AAPL", "BUY", 0.5, limit=on_tick(usd.mid("AAPL")), strategy="frac")).approved
+    odd = usd.check(spec("AAPL", "BUY", 0.00005, limit=on_tick(usd.mid("AAPL")), strategy="frac"))
+    assert odd.code == "risk.size_increment", odd
 
 
 # -- options ---------------------------------------------------------------------------------------------------------

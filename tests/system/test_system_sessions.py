@@ -90,6 +90,7 @@ def test_a_carried_losing_position_does_not_trip_the_daily_loss_breaker_at_the_o
         aapl = Stock("AAPL", "SMART", "USD")
         ib.qualifyContracts(aapl)
         ib.placeOrder(aapl, MarketOrder("BUY", 100))
+        sim.wait_for(lambda s: len(s["orders"]) == 1)  # the simulator has it: the next market step fills it
         sim.advance(1.0)
         sim.wait_for(lambda s: any(p["position"] == 100 for p in s["positions"]))
         ib.disconnect()
