@@ -47,7 +47,7 @@ def recorder(proxy, config_path: Path, zctx: zmq.Context) -> Iterator[EventRecor
     rec = EventRecorder(zctx, cfg_of(config_path), [
         topics.GW_ORDER_PREFIX, topics.FILL_PREFIX, topics.COMMISSION_PREFIX, topics.STATE_PREFIX, topics.RECON_PREFIX,
         topics.ALERT_PREFIX, topics.POSITION_PREFIX, topics.ACCOUNT_VALUES, topics.MARKET_DATA_PREFIX,
-        topics.heartbeat("gateway")])
+        topics.heartbeat("gateway"), topics.INSTRUMENT_PREFIX, topics.PNL_PREFIX])
     try:
         yield rec
     finally:

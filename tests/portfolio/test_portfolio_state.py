@@ -9,7 +9,8 @@ import pytest
 from actors.portfolio.actor import PortfolioActor
 from bus import topics
 from bus.messages import (
-    AccountValuesEvent, Alert, GatewaySnapshot, PortfolioSnapshot, PositionEvent, ReconciliationReport, TickEvent,
+    AccountValue, AccountValuesEvent, Alert, GatewaySnapshot, Instrument, PortfolioSnapshot, PositionEvent,
+    ReconciliationReport, TickEvent,
 )
 from tests.support.builders import AAPL, MSFT, account_values, commission, fill, position
 from tests.support.doubles.publisher import PublishedLog
@@ -146,3 +147,38 @@ def test_lost_gateway_messages_trigger_an_immediate_reconciliation(actor):
     assert not actor._reconcile_now.is_set()
     actor._on_gap("gateway", topics.fill("AAPL"), 4, 9)  # fills lost (e.g. the proxy restarted): don't wait 30 s
     assert actor._reconcile_now.is_set()
+
+
+ESH7 = Instrument(symbol="ES", sec_type="FUT", exchange="CME", last_trade_date="20270319", multiplier="50",
+                  con_id=551601503, local_symbol="ESH7")
+ESM7 = Instrument(symbol="ES", sec_type="FUT", exchange="CME", last_trade_date="20270618", multiplier="50",
+                  con_id=551601532, local_symbol="ESM7")
+NESN = Instrument(symbol="NESN", currency="CHF", con_id=39622943, local_symbol="NESN")
+
+
+def test_two_es_expiries_are_two_positions_each_with_its_own_mark(actor):
+    actor._on_position(position(2, 5240.0 * 50, inst=ESH7))
+    actor._on_position(position(-1, 5270.0 * 50, inst=ESM7))
+    actor._on_tick(TickEvent(symbol="ESH7", con_id=ESH7.con_id, bid=5250.0, ask=5250.5))
+    actor._on_tick(TickEvent(symbol="ESM7", con_id=ESM7.con_id, bid=5260.0, ask=5260.5))
+    by_name = {p.instrument.display: p for p in actor.snapshot().positions}
+    assert set(by_name) == {"ESH7", "ESM7"}
+    assert by_name["ESH7"].market_price == pytest.approx(5250.25)
+    assert by_name["ESH7"].unrealized_pnl == pytest.approx(2 * (5250.25 - 5240.0) * 50)
+    assert by_name["ESM7"].market_price == pytest.approx(5260.25)
+    assert by_name["ESM7"].unrealized_pnl == pytest.approx(-1 * (5260.25 - 5270.0) * 50)
+
+
+def test_totals_are_in_the_base_currency_at_ibs_exchange_rates(actor):
+    actor._on_account_values("DU1234567", [
+        AccountValue(key="NetLiquidation", value="1000000.00", currency="USD"),
+        AccountValue(key="ExchangeRate", value="1.130000", currency="CHF"),
+    ], replace=False)
+    actor._on_position(position(100, 88.0, inst=NESN))  # CHF
+    actor._on_position(position(10, 190.0))  # USD
+    actor._on_tick(TickEvent(symbol="NESN", con_id=NESN.con_id, bid=89.98, ask=90.02))
+    actor._on_tick(TickEvent(symbol="AAPL", con_id=AAPL.con_id, bid=191.0, ask=191.0))
+    s = actor.snapshot()
+    nesn = next(p for p in s.positions if p.instrument.con_id == NESN.con_id)
+    assert nesn.unrealized_pnl == pytest.approx(200.0)  # in CHF, the contract's currency
+    assert s.unrealized_pnl == pytest.approx(200.0 * 1.13 + 10.0)  # in USD

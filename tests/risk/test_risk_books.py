@@ -197,13 +197,16 @@ def test_gross_exposure_values_positions_at_the_market_times_ibs_multiplier_in_t
     book = make_book()
     book.load_positions([Position(account="DU1", instrument=AAPL, quantity=-100, avg_cost=9.0),
                          Position(account="DU1", instrument=INFOS[ESH7_ID].instrument, quantity=2,
-                                  avg_cost=5000.0 * 50)])
+                                  avg_cost=5000.0 * 50),
+                         Position(account="DU1", instrument=INFOS[EURCHF_ID].instrument, quantity=-10_000,
+                                  avg_cost=0.95)])
     pend(book, order("BUY", 10, limit=12.0))
     pend(book, order("SELL", 5, symbol="MSFT"))  # market order: valued at the market
     pend(book, order("BUY", 20_000, symbol="EUR", sec_type="CASH", limit=0.94))  # CHF, at 1.13 USD per CHF
     prices = Valuer({AAPL_ID: 11.0, MSFT_ID: 300.0, ESH7_ID: 5010.0, EURCHF_ID: 0.94}, {"CHF": 1.13})
     fx_order = 20_000 * 0.94 * 1.13
-    assert book.gross(prices) == pytest.approx(100 * 11 + 2 * 5010 * 50 + 10 * 12 + 5 * 300 + fx_order)
+    fx_position = 10_000 * 0.94 * 1.13  # CHF valued in USD
+    assert book.gross(prices) == pytest.approx(100 * 11 + 2 * 5010 * 50 + fx_position + 10 * 12 + 5 * 300 + fx_order)
     assert book.gross(prices, "alpha") == pytest.approx(10 * 12 + 5 * 300 + fx_order)
     only = order("BUY", 10, limit=12.0)
     assert book.gross(prices, exclude=only.order_ref) == book.gross(prices)  # exclude an unknown ref: no-op
