@@ -78,23 +78,23 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
     from bus.codec import Stamper
     from bus.messages import (
         AccountValue, CheckOrder, GatewaySnapshot, GetRiskState, IbOrder, Instrument, OrderSpec, Position,
-        RiskDecision, RiskDecisionEvent, TickEvent,
+        RiskDecision, RiskDecisionEvent,
     )
     from bus.pubsub import SyncSubscriber
     from bus.reqrep import SyncClient
     from tests.support.config import cfg_of, write_config
     from tests.support.processes import ActorProcess, wait_serving
     from tests.support.waiting import eventually
-    from tests.support.doubles.risk_gateway import DEFAULT_ACCOUNT, FakeGateway
+    from tests.support.doubles.risk_gateway import DEFAULT_ACCOUNT, FakeGateway, instrument, tick_for
 
     tmp = Path(tempfile.mkdtemp(prefix="risk-bench-"))
     path = write_config(tmp, extra=CONFIG)
     cfg = cfg_of(path)
     syms = symbols(max(n_positions, 1))
-    positions = [Position(account="DU1", instrument=Instrument(symbol=s), quantity=100, avg_cost=50.0)
+    positions = [Position(account="DU1", instrument=instrument(s), quantity=100, avg_cost=50.0)
                  for s in syms[:n_positions]]
     working = [IbOrder(ib_order_id=i + 1, perm_id=i + 1, client_id=1, order_ref=f"s{i % 5}/w{i}",
-                       instrument=Instrument(symbol=syms[i % len(syms)]), side="BUY" if i % 2 else "SELL",
+                       instrument=instrument(syms[i % len(syms)]), side="BUY" if i % 2 else "SELL",
                        quantity=10, order_type="LMT", limit_price=50.0, status="Submitted", remaining=10)
                for i in range(n_working)]
     snapshot = GatewaySnapshot(open_orders=working, executions=[], positions=positions,
@@ -117,7 +117,7 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
         client = SyncClient(ctx, cfg.bus.risk, service="risk", stamper=Stamper("orders"), timeout_s=5, retries=0)
         eventually(lambda: client.call(GetRiskState()).ready, 20, message="risk ready")
         for s in syms:
-            gw.publish(topics.market_data(s), TickEvent(symbol=s, bid=49.99, ask=50.01, last=50.0))
+            gw.publish_tick(tick_for(s, 50.0))
 
         check_ns: list[int] = []
         done = threading.Event()
@@ -182,8 +182,11 @@ def bench_pure(n: int) -> dict[str, Any]:
     from bus.messages import Instrument, OrderSpec
 
     limits = RiskLimits()
+    from bus.messages import ContractInfo
+
+    contract = ContractInfo(instrument=Instrument(symbol="AAPL", con_id=265598, local_symbol="AAPL"), min_tick=0.01)
     view = RiskView(ref_price=100.0, tick_age_s=0.1, buying_power=1e9, strategy=BookView(position=10),
-                    account=BookView(position=10, gross_exposure=1000.0))
+                    account=BookView(position=10, gross_exposure=1000.0), contract=contract, base_currency="USD")
     key = b"k" * 32
     spec = OrderSpec(strategy_id="s", client_order_id="c", instrument=Instrument(symbol="AAPL"), side="BUY",
                      quantity=10, order_type="LMT", limit_price=100.0)

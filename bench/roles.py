@@ -28,12 +28,15 @@ IDLE_END_S = 2.0
 #: How long a subscriber waits for the first event after saying ready.
 FIRST_EVENT_TIMEOUT_S = 60.0
 TICK_SYMBOLS = ("AAPL", "MSFT", "SPY", "NVDA")
+#: IB's (and the simulator's) conIds of TICK_SYMBOLS: market data topics are md.<conId>
+TICK_CON_IDS = {"AAPL": 265598, "MSFT": 272093, "SPY": 756733, "NVDA": 4815747}
 
 
 def bench_tick(symbol: str = "AAPL") -> Any:
     from bus.messages import TickEvent
 
-    return TickEvent(symbol=symbol, con_id=265598, bid=189.52, ask=189.54, last=189.53, bid_size=300.0,
+    return TickEvent(symbol=symbol, con_id=TICK_CON_IDS.get(symbol, 265598), bid=189.52, ask=189.54, last=189.53,
+                     bid_size=300.0,
                      ask_size=500.0, last_size=100.0, ib_time="20240102 15:30:00")
 
 
@@ -302,7 +305,7 @@ def role_tick_pump(args: argparse.Namespace) -> int:
     ctx = zmq.Context()
     pub = Publisher(ctx, args.frontend, Stamper("bench-md"), sndhwm=args.hwm)
     pub.wait_ready_sync(args.backend)
-    bodies = [(topics.market_data(s), bench_tick(s)) for s in TICK_SYMBOLS]
+    bodies = [(topics.market_data(TICK_CON_IDS[s]), bench_tick(s)) for s in TICK_SYMBOLS]
     say("ready")
     hear()
     per_ms = max(1, int(args.rate / 1000))

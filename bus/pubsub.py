@@ -12,7 +12,7 @@ Two zguide failure modes are handled here rather than left to each actor:
   per (sender, topic); :class:`SequenceTracker` reports a gap (logged and counted, never silent), and a sender
   restart (new incarnation) resets the count instead of being called a gap.
 
-Topics are dotted strings (``order.<strategy>``, ``fill.<symbol>``, ``md.<symbol>``, ``control.kill``,
+Topics are dotted strings (``order.<strategy>``, ``fill.<conId>``, ``md.<conId>``, ``control.kill``,
 ``hb.<actor>``); subscription is by prefix. Topics starting with ``_`` are internal (probes) and never delivered.
 """
 
