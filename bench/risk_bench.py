@@ -77,8 +77,16 @@ def symbols(n: int) -> list[str]:
 def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: str) -> dict[str, Any]:
     from bus.codec import Stamper
     from bus.messages import (
-        AccountValue, CheckOrder, GatewaySnapshot, GetRiskState, IbOrder, Instrument, OrderSpec, Position,
-        RiskDecision, RiskDecisionEvent,
+        AccountValue,
+        CheckOrder,
+        GatewaySnapshot,
+        GetRiskState,
+        IbOrder,
+        Instrument,
+        OrderSpec,
+        Position,
+        RiskDecision,
+        RiskDecisionEvent,
     )
     from bus.pubsub import SyncSubscriber
     from bus.reqrep import SyncClient

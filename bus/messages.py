@@ -391,10 +391,6 @@ class Instrument(Plain, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         _check_symbol("symbol", self.symbol)
         _check_finite("strike", self.strike)
-        if self.sec_type == "OPT" and self.right not in ("C", "P"):
-            raise ValueError(f"an option needs right 'C' or 'P', got {self.right!r}")
-        if self.sec_type == "OPT" and not self.strike > 0:
-            raise ValueError(f"an option needs a strike > 0, got {self.strike!r}")
 
     # -- the usual kinds -----------------------------------------------------------------------------------------
 
@@ -755,7 +751,8 @@ class OrderNoticeEvent(Base, frozen=True, kw_only=True):
 
 
 class FillEvent(Base, frozen=True, kw_only=True):
-    """``fill.<conId>``: one execution (``instrument`` is IB's contract, with its conId and multiplier). ``exec_key`` is the execId without its correction suffix, so a corrected
+    """``fill.<conId>``: one execution (``instrument`` is IB's contract, with its conId and multiplier). ``exec_key``
+    is the execId without its correction suffix, so a corrected
     execution (``.01`` -> ``.02``) replaces the earlier one instead of adding to it."""
 
     exec_id: Ref

@@ -134,7 +134,9 @@ def parse_reset(spec: str) -> tuple[time, ZoneInfo] | None:
             raise ValueError(f"unknown time zone {name.strip()!r}")
         return time(hh, mm), tz
     except ValueError as exc:
-        raise ValueError(f"must be 'instrument' or 'HH:MM Zone' (e.g. '17:00 US/Eastern'), not {spec!r}: {exc}") from None
+        raise ValueError(
+            f"must be 'instrument' or 'HH:MM Zone' (e.g. '17:00 US/Eastern'), not {spec!r}: {exc}"
+        ) from None
 
 
 class PnLReset:

@@ -1,7 +1,8 @@
 """The halt latch: which scopes are HALTED, with an epoch that only increases.
 
 A scope is ``all`` (everything), ``strategy:<id>``, ``symbol:<symbol>`` (every contract of that symbol) or
-``conid:<conId>`` (one contract); :func:`bus.messages.scope_matches` decides what a scope covers. An order is refused while any
+``conid:<conId>`` (one contract); :func:`bus.messages.scope_matches` decides what a scope covers. An order is
+refused while any
 latched scope covers it. Kill latches (epoch + 1), Resume releases (epoch + 1); the caller persists the result
 *before* acting on it (see :mod:`actors.gateway.persist`). Cancels are never checked against the latch.
 """

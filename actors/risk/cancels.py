@@ -144,7 +144,8 @@ class EmergencyCanceller:
             task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
     async def _cancel_one(self, order_ref: str, reason: str) -> None:
-        reply = await self._gateway.call_once(CancelIbOrder(order_ref=order_ref, reason=reason[:500]), self.attempt_timeout_s)
+        cancel = CancelIbOrder(order_ref=order_ref, reason=reason[:500])
+        reply = await self._gateway.call_once(cancel, self.attempt_timeout_s)
         if isinstance(reply, Ack):
             logger.warning("risk: cancelled {} ({}): {}", order_ref, reason, reply.detail)
         else:

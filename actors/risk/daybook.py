@@ -287,7 +287,9 @@ class StrategyDayBook:
             applied = OrderedDict((k, AppliedFill(**v)) for k, v in data.get("applied", {}).items())
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             bad = self.path.with_name(f"{self.path.name}.corrupt")
-            logger.critical("risk: strategies' books {} unreadable ({}); kept as {}, starting empty", self.path, exc, bad)
+            logger.critical(
+                "risk: strategies' books {} unreadable ({}); kept as {}, starting empty", self.path, exc, bad
+            )
             try:
                 self.path.replace(bad)
             except OSError:

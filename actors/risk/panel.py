@@ -200,7 +200,8 @@ class BreakerPanel:
         rate_of = self._fx.rate
 
         def carried_move(con_id: int) -> float | None:
-            return book.days.carried_move(con_id, book.position(con_id), self._gateway.ib_daily(con_id), price_of, rate_of)
+            ib_daily = self._gateway.ib_daily(con_id)
+            return book.days.carried_move(con_id, book.position(con_id), ib_daily, price_of, rate_of)
 
         return book.days.daily_pnl(owner, price_of, rate_of, carried_move)
 

@@ -139,7 +139,8 @@ class MarketDataFeed:
     async def _subscribe(self, instrument: Instrument, timeout_s: float) -> int | None:
         name = instrument.display
         now = time.monotonic()
-        reply = await self._gateway.call(SubscribeMarketData(instrument=instrument, subscriber=self.subscriber), timeout_s)
+        request = SubscribeMarketData(instrument=instrument, subscriber=self.subscriber)
+        reply = await self._gateway.call(request, timeout_s)
         if reply is None:
             logger.warning("risk: gateway did not answer SubscribeMarketData({})", name)
             self.contracts.refuse(instrument, "no_answer", "the gateway did not answer in time", now)

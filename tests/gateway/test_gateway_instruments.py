@@ -9,8 +9,19 @@ from msgspec.structs import replace
 
 from bus import topics
 from bus.messages import (
-    AccountPnLEvent, GatewaySnapshot, GetSnapshot, Instrument, InstrumentEvent, InstrumentReply, MarketDataAck,
-    PositionPnLEvent, QualifyInstrument, Rejected, SubmitAck, SubscribeMarketData, TickEvent,
+    AccountPnLEvent,
+    GatewaySnapshot,
+    GetSnapshot,
+    Instrument,
+    InstrumentEvent,
+    InstrumentReply,
+    MarketDataAck,
+    PositionPnLEvent,
+    QualifyInstrument,
+    Rejected,
+    SubmitAck,
+    SubscribeMarketData,
+    TickEvent,
 )
 from tests.support.builders import order
 from tests.support.gateway_harness import AAPL_CON_ID

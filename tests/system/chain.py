@@ -20,7 +20,15 @@ from bus import registry, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    Approval, CheckOrder, GetRiskState, GetStatus, Instrument, OrderSpec, RiskDecision, RiskStateReply, SubmitAck,
+    Approval,
+    CheckOrder,
+    GetRiskState,
+    GetStatus,
+    Instrument,
+    OrderSpec,
+    RiskDecision,
+    RiskStateReply,
+    SubmitAck,
     SubmitOrder,
 )
 from bus.pubsub import SyncSubscriber
