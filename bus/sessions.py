@@ -25,8 +25,16 @@ SAME_DAY_RESET = time(23, 55)
 #: ``pnl_reset`` value for IB's per-instrument schedule.
 INSTRUMENT_RESET = "instrument"
 #: IB's zone names that zoneinfo spells differently.
-ZONE_ALIASES = {"EST": "US/Eastern", "EST5EDT": "US/Eastern", "CST": "US/Central", "CST6CDT": "US/Central",
-                "MET": "Europe/Berlin", "GMT": "UTC", "JST": "Asia/Tokyo", "HKT": "Asia/Hong_Kong"}
+ZONE_ALIASES = {
+    "EST": "US/Eastern",
+    "EST5EDT": "US/Eastern",
+    "CST": "US/Central",
+    "CST6CDT": "US/Central",
+    "MET": "Europe/Berlin",
+    "GMT": "UTC",
+    "JST": "Asia/Tokyo",
+    "HKT": "Asia/Hong_Kong",
+}
 
 
 _NEW_FORM = re.compile(r"^\d{8}:\d{4}-\d{8}:\d{4}$")

@@ -320,7 +320,8 @@ class GatewayActor(Actor):
             found = await self.contracts.resolve(req.instrument)
         except (TimeoutError, ConnectionError) as exc:
             return Rejected(
-                code="disconnected", reason=f"cannot qualify {req.instrument.display} with IB now: {exc}",
+                code="disconnected",
+                reason=f"cannot qualify {req.instrument.display} with IB now: {exc}",
                 request_type=rtype,
             )
         if not isinstance(found, Qualified):

@@ -171,9 +171,7 @@ class ContractCache:
                     )
             return Refusal(UNKNOWN, f"IB has no security definition for {describe(inst)} (IB 200)")
         if len(details) > 1:
-            names = sorted(
-                (d.contract.localSymbol or str(d.contract.conId)) for d in details if d.contract is not None
-            )
+            names = sorted((d.contract.localSymbol or str(d.contract.conId)) for d in details if d.contract is not None)
             listed = ", ".join(names[:AMBIGUOUS_LISTED]) + (", ..." if len(names) > AMBIGUOUS_LISTED else "")
             return Refusal(
                 AMBIGUOUS,

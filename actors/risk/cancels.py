@@ -61,6 +61,7 @@ class EmergencyCanceller:
         self.attempt_timeout_s = attempt_timeout_s
         self.history: deque[CancelRecord] = deque(maxlen=HISTORY)
         self._tasks: set[asyncio.Task[CancelRecord]] = set()
+        self._order_cancels: set[asyncio.Task[None]] = set()
 
     def send(self, scope: str, reason: str, *, command_id: str | None = None) -> asyncio.Task[CancelRecord]:
         """Publish and deliver one emergency cancel. ``command_id`` is the gateway's de-duplication key: a kill
@@ -140,8 +141,8 @@ class EmergencyCanceller:
         logged; the breaker that asked for it does not retry)."""
         for ref in order_refs:
             task = asyncio.create_task(self._cancel_one(ref, reason), name=f"risk.cancel.{ref}")
-            self._tasks.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+            self._order_cancels.add(task)
+            task.add_done_callback(self._order_cancels.discard)
 
     async def _cancel_one(self, order_ref: str, reason: str) -> None:
         cancel = CancelIbOrder(order_ref=order_ref, reason=reason[:500])
@@ -154,3 +155,5 @@ class EmergencyCanceller:
     def cancel_all_tasks(self) -> None:
         for t in list(self._tasks):
             t.cancel()
+        for c in list(self._order_cancels):
+            c.cancel()

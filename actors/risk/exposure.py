@@ -435,14 +435,18 @@ class ExposureBook:
             for con_id, pos in self.account.items():
                 if abs(pos.qty) > EPSILON:
                     total += (
-                        abs(pos.qty) * self.value_price(con_id, valuer) * pos.multiplier
+                        abs(pos.qty)
+                        * self.value_price(con_id, valuer)
+                        * pos.multiplier
                         * self._rate(valuer, pos.currency)
                     )
         else:
             for dp in self.days.held(strategy):
                 if abs(dp.quantity) > EPSILON:
                     total += (
-                        abs(dp.quantity) * self.value_price(dp.con_id, valuer) * dp.multiplier
+                        abs(dp.quantity)
+                        * self.value_price(dp.con_id, valuer)
+                        * dp.multiplier
                         * self._rate(valuer, dp.currency)
                     )
         return total

@@ -157,9 +157,7 @@ class GatewayMirror:
     def working_in_scope(self, scope: str) -> list[str]:
         """Order refs of the working orders a scope covers (``all``, ``strategy:<id>``, ``symbol:<sym>``,
         ``conid:<id>``)."""
-        return [
-            w.order_ref for w in self.book.working.values() if scope_matches(scope, w.strategy, w.symbol, w.con_id)
-        ]
+        return [w.order_ref for w in self.book.working.values() if scope_matches(scope, w.strategy, w.symbol, w.con_id)]
 
     # -- liveness ------------------------------------------------------------------------------------------------
 

@@ -188,7 +188,7 @@ class PreTradeChecker:
         if verdict.code not in codes.NOT_COUNTED_FOR_REJECT_RATE:
             self._count(order.strategy_id, not verdict.approved)
 
-    def _effective(self, order: OrderSpec, info: ContractInfo | None) -> tuple[str, list[str]]:
+    def _effective(self, order: OrderSpec, info: ContractInfo | None) -> tuple[TradingState, list[str]]:
         """The trading state governing the order: IB's symbol and conId once the contract is known."""
         if info is None:
             return self._states.effective(order.strategy_id, order.instrument.symbol)

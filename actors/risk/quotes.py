@@ -11,6 +11,7 @@ asked at most once per :data:`MD_RETRY_S` per contract; after a gateway restart 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Coroutine
 
@@ -87,7 +88,7 @@ class MarketDataFeed:
             if task is None:
                 task = asyncio.create_task(self._subscribe(instrument, max(deadline - now, 0.05)))
                 self._inflight[instrument] = task
-                task.add_done_callback(lambda _t, i=instrument: self._inflight.pop(i, None))
+                task.add_done_callback(functools.partial(self._done, instrument))
             try:
                 con_id = await asyncio.wait_for(asyncio.shield(task), max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
@@ -102,6 +103,9 @@ class MarketDataFeed:
         elif age > self.stale_s:
             self.request_con(con_id)  # the stream may have died: ask again, do not wait
         return con_id
+
+    def _done(self, instrument: Instrument, _task: asyncio.Task[int | None]) -> None:
+        self._inflight.pop(instrument, None)
 
     def request(self, instrument: Instrument) -> None:
         """Qualify and stream ``instrument`` in the background (an open order, a position, an unknown order)."""
