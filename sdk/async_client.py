@@ -434,8 +434,9 @@ class AsyncKhazadClient:
 
     def trading_state(self, symbol: str | None = None) -> str:
         """The most restrictive trading state for this strategy (global scope, its ``strategy:`` scope and, given
-        ``symbol`` (a name of a subscribed contract, or a ticker), that ``symbol:`` scope and its ``conid:`` scope): ``HALTED`` > ``REDUCING`` > ``ACTIVE``. Known from the governor's
-        answer when the client connected, kept current by ``state.trading``; ``UNKNOWN`` while neither came."""
+        ``symbol`` (a name of a subscribed contract, or a ticker), that ``symbol:`` scope and its ``conid:`` scope):
+        ``HALTED`` > ``REDUCING`` > ``ACTIVE``. Known from the governor's answer when the client connected, kept
+        current by ``state.trading``; ``UNKNOWN`` while neither came."""
         scopes = {"all", f"strategy:{self.strategy_id}"}
         if symbol:
             con_id = self._md.resolve(symbol)

@@ -13,6 +13,8 @@
 * :mod:`.sim_state` - the simulator's ground truth (working orders, request log, prices) and a raw TWS session;
 * :mod:`.system` - the whole supervised system (``running_system``) for the system and chaos tests;
 * :mod:`.gateway_harness` - the gateway process with an approving client (``GatewayHarness``, ``place_working``);
+* :mod:`.chain` - the actor chain (proxy, gateway, risk, optionally orders and portfolio) as processes over a
+  simulator, the test playing the order manager or a strategy (``running_chain``, ``Chain``, ``spec``);
 * :mod:`.orders_journal` - the order manager's journal checks and the statuses a strategy sees;
 * :mod:`.message_samples` - a valid sample of every bus message (the schema tests);
 * :mod:`.doubles` - doubles of one peer each (see its docstring);

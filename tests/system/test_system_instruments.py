@@ -18,8 +18,8 @@ import pytest
 
 from bus.messages import GetPositions, Instrument, PositionsReply
 from sdk import OrderRejected
-from tests.helpers import eventually
-from tests.system.chain import ORDER_TIMEOUT_S, Chain, running_chain, spec
+from tests.support.waiting import eventually
+from tests.support.chain import ORDER_TIMEOUT_S, Chain, running_chain, spec
 
 ESH7, ESM7 = 551601503, 551601532
 

@@ -18,8 +18,8 @@ import pytest
 
 from bus.messages import Instrument
 from sim.instruments import DEFAULT_INSTRUMENTS_FILE
-from tests.helpers import eventually
-from tests.system.chain import ORDER_TIMEOUT_S, running_chain, spec
+from tests.support.waiting import eventually
+from tests.support.chain import ORDER_TIMEOUT_S, running_chain, spec
 
 #: The packaged universe with AAPL never trading (its sessions all CLOSED: night, every night) and MSFT always
 #: trading (24-hour sessions), so a test does not depend on the hour it runs at.

@@ -34,7 +34,9 @@ from bus.messages import (
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
 from sdk import KhazadClient
-from tests.helpers import ActorProcess, cfg_of, eventually, wait_serving, write_config
+from tests.support.config import cfg_of, write_config
+from tests.support.processes import ActorProcess, wait_serving
+from tests.support.waiting import eventually
 
 #: Starting the chain on a loaded 2-core machine.
 READY_TIMEOUT_S = 45.0
