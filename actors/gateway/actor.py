@@ -214,7 +214,7 @@ class GatewayActor(Actor):
                 outbox,
                 self.conn,
                 client_id=client_id,
-                apply_spec=self.session.apply_spec,
+                apply_spec=self.entry.apply_terms,
                 resync=self.resync.request,
             ),
             system=self.supervisor,

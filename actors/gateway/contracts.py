@@ -113,6 +113,10 @@ class ContractCache:
     def known(self, con_id: int) -> Qualified | None:
         return self._by_con_id.get(con_id)
 
+    def cached(self, inst: Instrument) -> Qualified | None:
+        """What ``inst`` was qualified as, if it was (no IB request)."""
+        return self._by_instrument.get(inst)
+
     def infos(self, con_ids: set[int]) -> list[ContractInfo]:
         return [q.info for c in sorted(con_ids) if (q := self._by_con_id.get(c)) is not None]
 

@@ -28,6 +28,7 @@ import asyncio
 from loguru import logger
 
 from actors.gateway import connection as cs
+from actors.gateway import libtypes as lib
 from actors.gateway.cancels import CancelSweeper, UnsentOrders, strategy_cause
 from actors.gateway.contracts import ContractCache, Qualified
 from actors.gateway.convert import error_text
@@ -284,6 +285,13 @@ class OrderEntry:
                 before = self._prices(rec.spec, rec.con_id, tag_of(AmendOrder))
                 if not isinstance(before, Rejected):
                     self.session.apply_spec(rec.trade.order, rec.spec, limit=before[0], stop=before[1])
+
+    def apply_terms(self, order: lib.Order, spec: OrderSpec) -> None:
+        """Put ``spec``'s terms on a library Order (IB's terms back after a refused amendment), with its prices
+        rounded to the contract's grid when the order asks for it."""
+        found = self.contracts.cached(spec.instrument)
+        limit, stop = rounded_order(spec, found.info) if found is not None else (spec.limit_price, spec.stop_price)
+        self.session.apply_spec(order, spec, limit=limit, stop=stop)
 
     def _prices(self, spec: OrderSpec, con_id: int, request_type: str) -> tuple[float | None, float | None] | Rejected:
         """(limit, stop) for IB: rounded to the contract's grid when the order asks for it."""

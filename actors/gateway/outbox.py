@@ -11,8 +11,8 @@ from loguru import logger
 
 from bus import topics
 from bus.messages import (
-    AccountPnLEvent,
     MAX_TEXT_LENGTH,
+    AccountPnLEvent,
     AccountValuesEvent,
     Alert,
     CommissionEvent,

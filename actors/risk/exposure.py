@@ -287,6 +287,8 @@ class ExposureBook:
         w.expires_mono = math.inf
         if terms is not None:  # IB's terms (an amendment it confirmed, an order first seen at IB)
             w.price = terms.limit_price if terms.limit_price is not None else terms.stop_price
+            w.tif = terms.tif or w.tif
+            w.order_type = terms.order_type or w.order_type
         # IB's first statuses may carry remaining 0 before it has echoed the order: keep what we know then
         if ev.filled > 0 or ev.remaining > 0:
             w.filled = ev.filled
