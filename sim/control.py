@@ -113,6 +113,13 @@ class ControlAPI:
         self.server.broker.faults.add_rejections(int(n), int(code), reason)
         return {"pending_rejections": len(self.server.broker.faults.rejections)}
 
+    async def cmd_reject_next_amendments(self, n: int = 1, code: int = 110,
+                                         message: str = "The price does not conform to the minimum price "
+                                                        "variation for this contract.") -> dict:
+        """Refuse the next ``n`` amendments of working orders with ``code`` and IB's ``message``."""
+        self.server.broker.faults.add_amend_rejections(int(n), int(code), str(message))
+        return {"pending_amend_rejections": len(self.server.broker.faults.amend_rejections)}
+
     async def cmd_ack_delay(self, seconds: float = 0.0) -> dict:
         """Hold every message of new orders for ``seconds`` of sim time after placement."""
         if float(seconds) < 0:

@@ -42,6 +42,7 @@ class Faults:
     def clear_order_faults(self) -> None:
         """Forget pending rejections, delays, dropped acks and sticky orders."""
         self.rejections: deque[Rejection] = deque()
+        self.amend_rejections: deque[Rejection] = deque()
         self.ack_delay = 0.0
         self.drop_acks = 0
         self.sticky_count = 0
@@ -63,6 +64,16 @@ class Faults:
 
     def take_rejection(self) -> Rejection | None:
         return self.rejections.popleft() if self.rejections else None
+
+    def add_amend_rejections(self, n: int, code: int, message: str) -> None:
+        """Refuse the next ``n`` amendments of working orders with IB's ``code`` and ``message`` (the order keeps
+        its terms), as IB does for reasons the simulator does not model (a tick rule changed since the client
+        read the contract's details, a venue's own limits)."""
+        for _ in range(n):  # IB's advancedOrderRejectJson comes with 201 only
+            self.amend_rejections.append(Rejection(code, message, ""))
+
+    def take_amend_rejection(self) -> Rejection | None:
+        return self.amend_rejections.popleft() if self.amend_rejections else None
 
     def take_drop_ack(self) -> bool:
         if self.drop_acks > 0:

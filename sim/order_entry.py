@@ -321,7 +321,7 @@ class OrderEntry:
         if (found != [order.instrument]) or req.action != order.action:
             host.error(order.client_id, order.order_id, 105, notice_text(105))
             return
-        refusal = check_terms(req, order.instrument, host.account_id)
+        refusal = check_terms(req, order.instrument, host.account_id) or host.faults.take_amend_rejection()
         if refusal is not None:
             host.error(order.client_id, order.order_id, refusal.code, refusal.message, refusal.reject_json)
             return

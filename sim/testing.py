@@ -161,6 +161,10 @@ class SimHandle:
                            reason: str | dict | None = None) -> dict:
         return self.call("reject_next_orders", n=n, code=code, reason=reason)
 
+    def reject_next_amendments(self, n: int = 1, code: int = 110, message: str | None = None) -> dict:
+        return self.call("reject_next_amendments", n=n, code=code,
+                         **({} if message is None else {"message": message}))
+
     def ack_delay(self, seconds: float) -> dict:
         return self.call("ack_delay", seconds=seconds)
 

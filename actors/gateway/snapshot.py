@@ -17,6 +17,7 @@ from actors.gateway.ib import IB_REQUEST_TIMEOUT_S, IbSession
 from actors.gateway.pnl import PnLFeed
 from bus.messages import (
     DONE_STATUSES,
+    MAX_SNAPSHOT_CONTRACTS,
     MAX_SNAPSHOT_EXECUTIONS,
     MAX_SNAPSHOT_ORDERS,
     CommissionEvent,
@@ -118,6 +119,15 @@ class SnapshotBuilder:
         con_ids = await self._qualify(
             [p.instrument for p in positions] + [o.instrument for o in open_orders] + [e.instrument for e in executions]
         )
+        contracts = self.contracts.infos(con_ids)
+        if len(contracts) > MAX_SNAPSHOT_CONTRACTS:
+            # positions' and open orders' contracts first: a reader values and checks those; an execution's contract
+            # it can still qualify itself
+            live = {i.con_id for i in [p.instrument for p in positions] + [o.instrument for o in open_orders]}
+            logger.error(
+                "gateway: snapshot clipped to {} of {} contracts' details", MAX_SNAPSHOT_CONTRACTS, len(contracts)
+            )
+            contracts = sorted(contracts, key=lambda c: c.con_id not in live)[:MAX_SNAPSHOT_CONTRACTS]
         return GatewaySnapshot(
             open_orders=open_orders,
             executions=executions,
@@ -130,5 +140,5 @@ class SnapshotBuilder:
             as_of_wall_ns=time.time_ns(),
             pnl=self.pnl.account,
             position_pnl=[self.pnl.positions[c] for c in sorted(self.pnl.positions)],
-            contracts=self.contracts.infos(con_ids),
+            contracts=contracts,
         )

@@ -117,7 +117,10 @@ def test_round_to_tick_places_the_price_rounded_on_the_passive_side(gateway, sim
 
 
 def test_ibs_daily_pnl_is_published_and_in_the_snapshot(gateway, recorder, sim) -> None:
-    assert isinstance(gateway.submit(order(coid="pnl1", qty=10)), SubmitAck)
+    spec = order(coid="pnl1", qty=10)
+    assert isinstance(gateway.submit(spec), SubmitAck)
+    # the ack may come before the order has left the gateway's pacer: move time only once IB holds it
+    sim.wait_for(lambda s: sim_order(s, spec.order_ref), what="the order at IB")
     sim.advance(1.0)
     recorder.wait_for(lambda r: r.bodies(topics.position(AAPL_CON_ID)), what="the position")
     sim.advance(3.0)

@@ -24,6 +24,7 @@ from bus.messages import (
     SubmitAck, SubmitOrder,
 )
 from sdk import KhazadClient
+from tests.support.sim_state import sim_order
 from tests.support.waiting import eventually
 from tests.security.chain import Chain, RawDealer, raw_request, running_chain
 
@@ -78,7 +79,9 @@ def test_gateway_answers_duplicate_only_to_an_approval_it_verified(chain: Chain)
     # an approval it can verify: the existing order, "Duplicate", no second IB order
     again = chain.call("gateway", SubmitOrder(order=spec, approval=genuine))
     assert isinstance(again, SubmitAck) and again.status == "Duplicate" and again.ib_order_id == first.ib_order_id
-    assert len([o for o in chain.sim.state()["orders"].values() if o["orderRef"] == "direct/dup-1"]) == 1
+    # the first ack may come before the order has left the gateway's pacer: wait until IB holds it, then count
+    state = chain.sim.wait_for(lambda s: sim_order(s, "direct/dup-1"), what="the order at IB")
+    assert len([o for o in state["orders"].values() if o["orderRef"] == "direct/dup-1"]) == 1
 
 
 def test_kill_with_risk_stopped_answers_within_a_second_of_the_gateway_confirmation(chain: Chain) -> None:
