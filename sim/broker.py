@@ -4,7 +4,8 @@
 nothing about sockets: it reports what happened to a ``BrokerListener``
 (the server), which turns events into TWS messages for the right client.
 Market steps and order matching run on the simulated clock.  Placement,
-modification and transmission are in ``sim.order_entry``; the rules are in
+modification and transmission are in ``sim.order_entry``; matching, auctions
+and fills in ``sim.fill_engine``; the rules are in
 ``sim.validation`` (what is accepted), ``sim.matching`` (how each order type
 trades) and ``sim.groups`` (brackets and OCA).
 """
@@ -12,18 +13,19 @@ trades) and ``sim.groups`` (brackets and OCA).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
 from loguru import logger
 
 from .account import Account
 from .clock import Scheduler, SimClock, Timer
 from .corrections import correct_execution
 from .faults import Faults
-from .groups import REDUCE_WITHOUT_BLOCK, OcaEffect, OrderGroups
+from .fill_engine import FillEngine
+from .groups import OrderGroups
 from .instruments import Instrument, InstrumentUniverse
 from .latency import Latency
 from .listener import BrokerListener
 from .market import Market
-from .matching import auction_price, executable_price, is_auction_order, touch_for
 from .messages import ErrorCode
 from .notices import cancel_done, not_cancellable, notice_text
 from .order_entry import OrderEntry
@@ -42,11 +44,24 @@ ACCOUNT_PUSH_INTERVAL = 180.0
 class SimBroker:
     """All trading state of the simulator (see module docstring)."""
 
-    def __init__(self, *, universe: InstrumentUniverse, clock: SimClock, scheduler: Scheduler,
-                 seed: int, tick_interval: float, account_id: str, base_currency: str,
-                 starting_cash: float, market_hours: str, listener: BrokerListener,
-                 precautions: Precautions | None = None, latency: str = "fast",
-                 tif_preset: str = "", reset_clock: ResetClock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        universe: InstrumentUniverse,
+        clock: SimClock,
+        scheduler: Scheduler,
+        seed: int,
+        tick_interval: float,
+        account_id: str,
+        base_currency: str,
+        starting_cash: float,
+        market_hours: str,
+        listener: BrokerListener,
+        precautions: Precautions | None = None,
+        latency: str = "fast",
+        tif_preset: str = "",
+        reset_clock: ResetClock | None = None,
+    ) -> None:
         if market_hours not in MARKET_HOURS_MODES:
             raise ValueError(f"market_hours must be one of {MARKET_HOURS_MODES}")
         if tick_interval <= 0:
@@ -70,6 +85,8 @@ class SimBroker:
         self._step_timer: Timer | None = None
         self._push_timer: Timer | None = None
         self.entry = OrderEntry(self)
+        # matching, auctions, expiry and fills (they act on the state this broker holds)
+        self.fills = FillEngine(self)
         self.reset_state()
 
     # -- lifecycle -----------------------------------------------------------
@@ -78,8 +95,9 @@ class SimBroker:
         """Fresh market, account and order book (control command ``reset``)."""
         now = self.clock.now()
         self.market = Market(self.universe, self.seed, self.tick_interval, now)
-        self.account = Account(self.account_id, self.base_currency, self.starting_cash,
-                               self.universe, self.market, self.reset_clock, now)
+        self.account = Account(
+            self.account_id, self.base_currency, self.starting_cash, self.universe, self.market, self.reset_clock, now
+        )
         self.orders: dict[int, SimOrder] = {}
         #: open orders only (working or held), so market steps do not rescan a day of finished orders
         self.live: dict[int, SimOrder] = {}
@@ -90,9 +108,7 @@ class SimBroker:
         #: new orders on their way to the exchange (latency profile): a resend is a modification
         self._in_flight: set[tuple[int, int]] = set()
         self._next_perm_id = PERM_ID_START
-        self._exec_seq = 0
-        #: type-3 OCA reductions wait for the end of the market step (no block)
-        self._deferred_oca: list[tuple[SimOrder, float]] | None = None
+        self.fills.reset()
         self.steps = 0
         self.faults.reset()
         self.latency.reset()
@@ -101,10 +117,10 @@ class SimBroker:
         """Start the market clock (steps every tick_interval of sim time)."""
         self.stop()
         now = self.clock.now()
-        self._step_timer = self.scheduler.call_at(now + self.tick_interval, self._step,
-                                                  now + self.tick_interval)
-        self._push_timer = self.scheduler.call_at(now + ACCOUNT_PUSH_INTERVAL, self._periodic_push,
-                                                  now + ACCOUNT_PUSH_INTERVAL)
+        self._step_timer = self.scheduler.call_at(now + self.tick_interval, self._step, now + self.tick_interval)
+        self._push_timer = self.scheduler.call_at(
+            now + ACCOUNT_PUSH_INTERVAL, self._periodic_push, now + ACCOUNT_PUSH_INTERVAL
+        )
 
     def stop(self) -> None:
         for t in (self._step_timer, self._push_timer):
@@ -131,10 +147,6 @@ class SimBroker:
         perm = self._next_perm_id
         self._next_perm_id += 1
         return perm
-
-    def _new_exec_id(self) -> str:
-        self._exec_seq += 1
-        return f"0001{self.seed & 0xFFFF:04x}.{self._exec_seq:08x}.01.01"
 
     # -- market hours ------------------------------------------------------------
 
@@ -226,8 +238,15 @@ class SimBroker:
         """reqGlobalCancel: every open order of every client (not sticky ones)."""
         self._at_exchange((client_id, 0), self._global_cancel)
 
-    def error(self, client_id: int, order_id: int, code: int, message: str,
-              reject_json: str = "", order: SimOrder | None = None) -> None:
+    def error(
+        self,
+        client_id: int,
+        order_id: int,
+        code: int,
+        message: str,
+        reject_json: str = "",
+        order: SimOrder | None = None,
+    ) -> None:
         logger.info("sim order error client={} order={} code={} {}", client_id, order_id, code, message)
         self.listener.order_error(client_id, order_id, code, message, reject_json, order)
 
@@ -256,8 +275,12 @@ class SimBroker:
     def _cancel_request(self, client_id: int, order_id: int) -> None:
         perm = self.by_key.get((client_id, order_id))
         if perm is None:
-            self.error(client_id, order_id, ErrorCode.CANCEL_UNKNOWN_ORDER,
-                       f"OrderId {order_id} that needs to be cancelled is not found.")
+            self.error(
+                client_id,
+                order_id,
+                ErrorCode.CANCEL_UNKNOWN_ORDER,
+                f"OrderId {order_id} that needs to be cancelled is not found.",
+            )
             return
         order = self.orders[perm]
         order.cancel_requested = False
@@ -276,11 +299,13 @@ class SimBroker:
         part, cut down to it.
         """
         self.complete(order, "Cancelled")
-        logger.info("sim order cancelled perm={} client={} id={} {}", order.perm_id,
-                    order.client_id, order.order_id, reason)
+        logger.info(
+            "sim order cancelled perm={} client={} id={} {}", order.perm_id, order.client_id, order.order_id, reason
+        )
         self.listener.order_update(order, "cancel")
-        self.listener.order_error(order.client_id, order.order_id, ErrorCode.ORDER_CANCELLED,
-                                  f"Order Canceled - reason:{reason}", "", order)
+        self.listener.order_error(
+            order.client_id, order.order_id, ErrorCode.ORDER_CANCELLED, f"Order Canceled - reason:{reason}", "", order
+        )
         for child in self.groups.children(order):
             if not child.is_open:
                 continue
@@ -320,8 +345,8 @@ class SimBroker:
         if not self.faults.connectivity_lost:
             self.activate_waiting()
             for inst in self.universe.instruments:
-                self.match(inst)
-        self._expire(now)
+                self.fills.match(inst)
+        self.fills.expire(now)
         self.listener.market_step_done()
         nxt = when + self.tick_interval
         self._step_timer = self.scheduler.call_at(nxt, self._step, nxt)
@@ -333,144 +358,17 @@ class SimBroker:
 
     def match(self, inst: Instrument) -> None:
         """Match this instrument's working orders against its quote."""
-        quote = self.market.quote(inst.con_id)
-        available = {"BUY": quote.ask_size, "SELL": quote.bid_size}
-        working = [o for _, o in sorted(self.live.items())
-                   if o.instrument is inst and o.status == "Submitted"]
-        self._deferred_oca = []
-        for order in working:
-            if order.status != "Submitted":
-                continue  # cancelled or completed by a group member in this loop
-            if order.auction_at is not None:
-                if self.clock.now() >= order.auction_at:
-                    self._auction(order, quote)
-                continue
-            if not self.session_open(inst, order.outside_rth):
-                continue
-            price = executable_price(order, quote)
-            order.worked_steps += 1
-            qty = 0.0
-            if price is not None:
-                qty = min(order.remaining, available[order.side])
-                cap = self.groups.child_cap(order)
-                if cap is not None:
-                    qty = min(qty, cap)
-                if order.tif == "FOK" and qty < order.remaining - FILL_EPSILON:
-                    qty = 0.0
-            if qty > FILL_EPSILON:
-                available[order.side] -= qty
-                self.fill(order, qty, price, liquidity=2)
-            if order.tif in ("IOC", "FOK") and order.is_working:
-                self.cancel(order, "IOC/FOK not filled")
-        deferred, self._deferred_oca = self._deferred_oca, None
-        for order, qty in deferred:
-            self._apply_oca(order, qty, now_or_never=True)
+        self.fills.match(inst)
 
-    def _auction(self, order: SimOrder, quote) -> None:
-        """The opening (OPG) or closing (MOC/LOC) auction: all or nothing at the touch, the rest cancelled."""
-        price = auction_price(order, quote)
-        if price is not None:
-            self.fill(order, order.remaining, price, liquidity=2)
-        if order.is_working:
-            self.cancel(order, "not filled in the auction")
-
-    def _expire(self, now: float) -> None:
-        for perm in sorted(self.live):
-            order = self.live.get(perm)
-            if order is not None and order.is_open and order.expires_at is not None and now >= order.expires_at:
-                self.cancel(order, f"{order.tif} order expired")
-
-    def force_fill(self, perm_id: int, quantity: float | None = None,
-                   price: float | None = None) -> Execution:
+    def force_fill(self, perm_id: int, quantity: float | None = None, price: float | None = None) -> Execution:
         """Control ``fill``: fill a working order now, deterministically."""
-        order = self.orders.get(perm_id)
-        if order is None:
-            raise KeyError(f"no order with permId {perm_id}")
-        if not order.is_working:
-            raise ValueError(f"order {perm_id} is {order.status}")
-        room = order.remaining
-        cap = self.groups.child_cap(order)
-        if cap is not None:
-            room = min(room, cap)
-            if room <= FILL_EPSILON:
-                raise ValueError(f"order {perm_id} waits for its parent to fill")
-        qty = room if quantity is None else min(float(quantity), room)
-        if qty <= 0:
-            raise ValueError("quantity must be positive")
-        if price is None:
-            price = touch_for(order, self.market.quote(order.instrument.con_id))[0]
-        if order.status == "PreSubmitted":
-            order.status = "Submitted"
-        return self.fill(order, qty, float(price), liquidity=1)
-
-    def fill(self, order: SimOrder, qty: float, price: float, liquidity: int) -> Execution:
-        inst = order.instrument
-        now = self.clock.now()
-        model = self.universe.commission_model(inst.sec_type)
-        # commissions apply per order (minimums/caps on the order's total)
-        charged = sum(e.commission for e in self.executions
-                      if e.perm_id == order.perm_id and e.superseded_by is None)
-        new_filled = order.filled + qty
-        new_avg = (order.avg_fill_price * order.filled + price * qty) / new_filled
-        commission = max(0.0, round(model.commission(new_filled, new_avg, inst.mult) - charged, 2))
-        result = self.account.apply_fill(inst, order.side, qty, price, commission)
-        order.filled = new_filled
-        order.avg_fill_price = new_avg
-        order.last_fill_price = price
-        if order.remaining <= 0:
-            self.complete(order, "Filled")
-        execution = Execution(
-            exec_id=self._new_exec_id(), perm_id=order.perm_id, order_id=order.order_id,
-            client_id=order.client_id, instrument=inst,
-            side="BOT" if order.side == "BUY" else "SLD", shares=qty, price=price, time=now,
-            cum_qty=order.filled, avg_price=order.avg_fill_price, order_ref=order.order_ref,
-            account=order.account, commission=commission,
-            commission_currency=result.currency, realized_pnl=result.realized_pnl,
-            liquidity=liquidity)
-        self.executions.append(execution)
-        logger.info("sim fill perm={} exec={} {} {}@{} filled={}/{} commission={}",
-                    order.perm_id, execution.exec_id, execution.side, qty, price,
-                    order.filled, order.total_quantity, commission)
-        self.listener.execution_report(order, execution)
-        self._after_fill(order, qty)
-        self.listener.account_changed_after(order, {inst.con_id})
-        return execution
-
-    def _after_fill(self, order: SimOrder, qty: float) -> None:
-        """A fill activates the order's bracket children and acts on its OCA group."""
-        for child in self.groups.children(order):
-            self.maybe_submit(child)
-        self._apply_oca(order, qty)
-
-    def _apply_oca(self, order: SimOrder, qty: float, now_or_never: bool = False) -> None:
-        oca_type, effects = self.groups.on_fill(order, qty)
-        if oca_type == REDUCE_WITHOUT_BLOCK and self._deferred_oca is not None and not now_or_never:
-            self._deferred_oca.append((order, qty))  # no block: the others may still trade this step
-            return
-        for effect in effects:
-            self._oca_effect(effect)
-
-    def _oca_effect(self, effect: OcaEffect) -> None:
-        member = effect.order
-        if not member.is_open:
-            return
-        if effect.action == "reduce":
-            member.total_quantity = effect.quantity
-            logger.info("sim OCA reduced perm={} to {}", member.perm_id, effect.quantity)
-            self.listener.order_update(member, "modify")
-        elif member.filled > FILL_EPSILON:
-            member.total_quantity = member.filled  # nothing left to work: done with what it has
-            self.complete(member, "Filled")
-            self.listener.order_update(member, "modify")
-            for child in self.groups.children(member):
-                self.maybe_submit(child)
-        else:
-            self.cancel(member, "OCA group")
+        return self.fills.force_fill(perm_id, quantity, price)
 
     # -- corrections ---------------------------------------------------------------
 
-    def correct_execution(self, exec_id: str = "last", price: float | None = None,
-                          shares: float | None = None) -> Execution:
+    def correct_execution(
+        self, exec_id: str = "last", price: float | None = None, shares: float | None = None
+    ) -> Execution:
         """Re-issue an execution with the next suffix (``.01`` -> ``.02``); see ``sim.corrections``."""
         corrected = correct_execution(self, exec_id, price, shares)
         self.listener.execution_report(self.orders[corrected.perm_id], corrected, correction=True)
@@ -494,9 +392,11 @@ class SimBroker:
 
     def completed_orders(self) -> list[SimOrder]:
         """Finished orders IB accepted (an order refused before acceptance is not one)."""
-        return [self.orders[p] for p in sorted(self.orders)
-                if self.orders[p].accepted and not self.orders[p].held
-                and self.orders[p].status in DONE_STATUSES]
+        return [
+            self.orders[p]
+            for p in sorted(self.orders)
+            if self.orders[p].accepted and not self.orders[p].held and self.orders[p].status in DONE_STATUSES
+        ]
 
     def snapshot(self) -> dict:
         return {
@@ -508,8 +408,7 @@ class SimBroker:
             "precautions": dict(self.precautions.__dict__),
             "tif_preset": self.tif_preset,
             "steps": self.steps,
-            "quotes": {i.local_symbol: self.market.quote(i.con_id).as_dict()
-                       for i in self.universe.instruments},
+            "quotes": {i.local_symbol: self.market.quote(i.con_id).as_dict() for i in self.universe.instruments},
             "faults": self.faults.snapshot(),
             **{"account": self.account.snapshot()},
         }

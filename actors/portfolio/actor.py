@@ -28,6 +28,10 @@ report; ``ok`` says whether it matched).
 Outputs: ``GetAccount`` -> ``AccountReply``, ``GetPositions(strategy_id?)`` -> ``PositionsReply`` and a
 ``portfolio.snapshot`` on every change, coalesced to at most one per :data:`SNAPSHOT_MIN_INTERVAL_S`.
 
+Collaborators: :class:`~actors.portfolio.valuation.Valuation` holds what IB says (account, values, positions) and
+the marks; :class:`~actors.portfolio.snapshot.SnapshotBuilder` turns it and the books into snapshots and samples;
+:class:`~actors.portfolio.mark_feed.MarkSubscriptions` asks the gateway for the marks.
+
 Units: a position's market value and unrealized P&L are in the contract's currency (IB's convention), with IB's
 multiplier; the snapshot's totals (unrealized P&L, per-strategy P&L) are in the account's base currency, each
 contract's amount converted with IB's ``ExchangeRate`` of its currency (at par until IB reports the rate).
@@ -42,19 +46,14 @@ from typing import Any
 
 from loguru import logger
 
-from actors.portfolio.books import (
-    EXTERNAL,
-    QTY_EPSILON,
-    Ledger,
-    display_name,
-    instrument_key,
-    multiplier,
-    usable,
-)
+from actors.portfolio.books import EXTERNAL, QTY_EPSILON, Ledger, instrument_key
 from actors.portfolio.drift import DriftReporter
 from actors.portfolio.keeper import BookKeeper
-from actors.portfolio.positions_check import PositionCheck
+from actors.portfolio.mark_feed import MarkSubscriptions, held_contracts
+from actors.portfolio.positions_check import PositionCheck, carried_keys, expected_positions
+from actors.portfolio.snapshot import SnapshotBuilder
 from actors.portfolio.store import BookStore
+from actors.portfolio.valuation import Valuation, mark_of
 from bus import messages as m
 from bus import registry, topics
 from bus.actor import Actor, Handler
@@ -70,15 +69,12 @@ from bus.messages import (
     GetAccount,
     GetPositions,
     GetSnapshot,
-    Instrument,
-    MarketDataAck,
     PortfolioSnapshot,
     Position,
     PositionEvent,
     PositionsReply,
     ReconciliationReport,
     Rejected,
-    SubscribeMarketData,
     TickEvent,
 )
 from bus.reqrep import CallContext, RequestTimeout
@@ -97,21 +93,10 @@ SNAPSHOT_RETRIES = 1
 DAY_CHECK_MAX_S = 60.0
 #: Bound for a market-data subscription request.
 MD_TIMEOUT_S = 2.0
-#: Account value keys the summary shows.
-NET_LIQ_KEY = "NetLiquidation"
-CASH_KEY = "TotalCashValue"
-BUYING_POWER_KEY = "BuyingPower"
 #: What the portfolio publishes besides its heartbeat (every topic from bus/topics.py).
 SNAPSHOT_TOPIC = topics.PORTFOLIO_SNAPSHOT
 RECON_TOPIC = topics.recon(registry.PORTFOLIO.name)
 ALERT_TOPIC = topics.alert(registry.PORTFOLIO.name)
-
-
-def _to_float(raw: str) -> float | None:
-    try:
-        return usable(float(raw))
-    except (TypeError, ValueError):
-        return None
 
 
 class PortfolioActor(Actor):
@@ -163,19 +148,15 @@ class PortfolioActor(Actor):
         self.books = BookKeeper(
             BookStore(cfg.path(cfg.portfolio.store)), TradingDay.from_spec(cfg.portfolio.trading_day)
         )
-        self.account = ""
-        #: (key, currency) -> raw value, as IB reports it
-        self.values: dict[tuple[str, str], str] = {}
-        #: instrument key -> IB's position (non-zero only)
-        self.ib_positions: dict[str, Position] = {}
-        #: conId -> mark price
-        self.marks: dict[int, float] = {}
+        #: IB's account, positions and the marks (what IB says, valued)
+        self.valuation = Valuation()
+        self.snapshots = SnapshotBuilder(self.valuation, self.books)
         self.connection = ""
         self.reconciled = False
         self.reconciliations = 0
         self.check = PositionCheck(cfg.portfolio.drift_tolerance)
         self.drift = DriftReporter(self.name, lambda alert: self.publish(ALERT_TOPIC, alert))
-        self._md_subscribed: set[int] = set()
+        self.mark_feed = MarkSubscriptions(self.name)
         #: event counter, and when each position / the account values last changed by an event: a snapshot that
         #: was in flight meanwhile is older than those events and must not overwrite them
         self._updates = 0
@@ -210,7 +191,7 @@ class PortfolioActor(Actor):
     def health_detail(self) -> dict[str, str]:
         return {
             "reconciled": "yes" if self.reconciled else "no",
-            "positions": str(len(self.ib_positions)),
+            "positions": str(len(self.valuation.ib_positions)),
             "fills": str(len(self.ledger.fills)),
             "drift": str(len(self.confirmed_drift)),
             "day": self.books.day,
@@ -235,7 +216,7 @@ class PortfolioActor(Actor):
             previous, self.connection = self.connection, body.state
             if body.state == "READY" and previous != "READY":
                 logger.info("portfolio: gateway READY, reconciling")
-                self._md_subscribed.clear()  # a restarted gateway forgot our market-data subscriptions
+                self.mark_feed.forget()  # a restarted gateway forgot our market-data subscriptions
                 self._trigger_reconcile()
 
     def _on_fill(self, fill: FillEvent) -> None:
@@ -258,52 +239,25 @@ class PortfolioActor(Actor):
         self._changed()
 
     def _on_position(self, pos: Position) -> None:
-        key = instrument_key(pos.instrument)
         self._updates += 1
-        self._position_touched[key] = self._updates
-        if abs(pos.quantity) < QTY_EPSILON:
-            if self.ib_positions.pop(key, None) is not None:
-                self._changed()
-            return
-        self.ib_positions[key] = pos
-        if pos.account:
-            self.account = pos.account
-        self._changed()
+        self._position_touched[instrument_key(pos.instrument)] = self._updates
+        if self.valuation.set_position(pos):
+            self._changed()
 
     def _on_account_values(self, account: str, values: list[AccountValue], *, replace: bool) -> None:
         if not replace:
             self._updates += 1
             self._values_touched = self._updates
-        if account:
-            self.account = account
-        if replace:
-            self.values = {}
-        for v in values:
-            self.values[(v.key, v.currency)] = v.value
+        self.valuation.set_values(account, values, replace=replace)
         self._changed()
 
     def _on_tick(self, tick: TickEvent) -> None:
-        if tick.bid is not None and tick.ask is not None and tick.bid > 0 and tick.ask > 0:
-            mark = (tick.bid + tick.ask) / 2
-        elif tick.last is not None and tick.last > 0:
-            mark = tick.last
-        else:
+        mark = mark_of(tick)
+        if mark is None or not tick.con_id:
             return
-        if not tick.con_id:
-            return
-        self.marks[tick.con_id] = mark
-        if self._holds(tick.con_id):
+        self.valuation.marks[tick.con_id] = mark
+        if self.valuation.holds(tick.con_id, self.ledger):  # a mark of something not held changes no snapshot
             self._changed()
-
-    def _holds(self, con_id: int) -> bool:
-        for pos in self.ib_positions.values():
-            if pos.instrument.con_id == con_id:
-                return True
-        for books in self.ledger.books.values():
-            for book in books.values():
-                if book.quantity and book.instrument.con_id == con_id:
-                    return True
-        return False
 
     def _changed(self) -> None:
         self.last_change_wall_ns = time.time_ns()
@@ -324,104 +278,12 @@ class PortfolioActor(Actor):
 
     # -- valuation --------------------------------------------------------------------------------------------
 
-    def mark(self, inst: Instrument, fallback: float | None = None) -> float | None:
-        """The market's mark of the contract (by IB conId), else ``fallback``."""
-        return self.marks.get(inst.con_id, fallback) if inst.con_id else fallback
-
-    def rate(self, currency: str) -> float:
-        """IB's rate of ``currency`` into the base currency (1 for the base, and at par until IB reports it)."""
-        if not currency or currency == self.base_currency():
-            return 1.0
-        value = _to_float(self.values.get(("ExchangeRate", currency), ""))
-        return value if value is not None and value > 0 else 1.0
-
-    def _enrich(self, pos: Position) -> Position:
-        """IB's position with market price, value and unrealized P&L from the current mark."""
-        price = self.mark(pos.instrument, usable(pos.market_price))
-        mult = multiplier(pos.instrument)
-        if price is None:
-            return pos
-        value = pos.quantity * price * mult
-        return Position(
-            account=pos.account or self.account,
-            instrument=pos.instrument,
-            quantity=pos.quantity,
-            avg_cost=pos.avg_cost,
-            market_price=price,
-            market_value=value,
-            unrealized_pnl=value - pos.quantity * pos.avg_cost,
-            realized_pnl=pos.realized_pnl,
-        )
-
-    def _value(self, key: str) -> tuple[float | None, str]:
-        """An account value in the base currency (the currency NetLiquidation is reported in)."""
-        base = self.base_currency()
-        for ccy in (base, "BASE", ""):
-            raw = self.values.get((key, ccy))
-            if raw is not None:
-                return _to_float(raw), base
-        return None, base
-
-    def base_currency(self) -> str:
-        for key, ccy in self.values:
-            if key == NET_LIQ_KEY and ccy and ccy != "BASE":
-                return ccy
-        return ""
-
     def strategy_positions(self, strategy: str) -> list[Position]:
-        out = []
-        for book in self.ledger.books.get(strategy, {}).values():
-            if not book.quantity and not book.fills:
-                continue
-            mult = multiplier(book.instrument)
-            price = self.mark(book.instrument)
-            value = None if price is None else book.quantity * price * mult
-            out.append(
-                Position(
-                    account=self.account,
-                    instrument=book.instrument,
-                    quantity=book.quantity,
-                    avg_cost=book.avg_price * mult,
-                    market_price=price,
-                    market_value=value,
-                    unrealized_pnl=book.unrealized(price),
-                    realized_pnl=book.realized,  # over the book's life (carried across days)
-                )
-            )
-        return sorted(out, key=lambda p: display_name(p.instrument))
+        return self.snapshots.strategy_positions(strategy)
 
     def snapshot(self) -> PortfolioSnapshot:
-        positions = sorted(
-            (self._enrich(p) for p in self.ib_positions.values()), key=lambda p: display_name(p.instrument)
-        )
-        unrealized = sum((p.unrealized_pnl or 0.0) * self.rate(p.instrument.currency) for p in positions)
-        strategy_pnl: dict[str, float] = {}
-        strategy_realized: dict[str, float] = {}
-        for strategy, books in self.ledger.books.items():
-            realized = sum(b.realized_today * self.rate(b.instrument.currency) for b in books.values())
-            open_pnl = sum(
-                (b.unrealized(self.mark(b.instrument)) or 0.0) * self.rate(b.instrument.currency)
-                for b in books.values()
-            )
-            strategy_realized[strategy] = realized
-            strategy_pnl[strategy] = realized + open_pnl
-        net_liq, ccy = self._value(NET_LIQ_KEY)
-        cash, _ = self._value(CASH_KEY)
-        buying_power, _ = self._value(BUYING_POWER_KEY)
-        return PortfolioSnapshot(
-            account=self.account,
-            currency=ccy,
-            net_liquidation=net_liq,
-            total_cash=cash,
-            buying_power=buying_power,
-            realized_pnl=self.ledger.realized_commission_pnl(),
-            unrealized_pnl=unrealized,
-            positions=positions,
-            strategy_pnl=strategy_pnl,
-            strategy_realized=strategy_realized,
-            reconciled=self.reconciled,
-            as_of_wall_ns=self.last_change_wall_ns or time.time_ns(),
-            trading_day=self.books.day,
+        return self.snapshots.snapshot(
+            reconciled=self.reconciled, as_of_wall_ns=self.last_change_wall_ns or time.time_ns()
         )
 
     # -- requests ---------------------------------------------------------------------------------------------
@@ -468,28 +330,7 @@ class PortfolioActor(Actor):
 
     def sample(self) -> None:
         """One sample of net liquidation, P&L and exposure (account and per strategy) into the store."""
-        snap = self.snapshot()
-        values = [p.market_value for p in snap.positions if p.market_value is not None]
-        strategies: dict[str, dict[str, float]] = {}
-        for strategy, books in self.ledger.books.items():
-            gross = 0.0
-            for book in books.values():
-                price = self.mark(book.instrument)
-                if price is not None and book.quantity:
-                    gross += abs(book.quantity * price * multiplier(book.instrument))
-            strategies[strategy] = {
-                "pnl": snap.strategy_pnl.get(strategy, 0.0),
-                "realized": snap.strategy_realized.get(strategy, 0.0),
-                "gross": gross,
-            }
-        self.books.sample(
-            net_liquidation=snap.net_liquidation,
-            realized=snap.realized_pnl,
-            unrealized=snap.unrealized_pnl,
-            gross_exposure=sum(abs(v) for v in values),
-            net_exposure=sum(values),
-            strategies=strategies,
-        )
+        self.snapshots.sample(self.snapshot())
 
     async def _reconcile_loop(self) -> None:
         assert self._reconcile_now is not None
@@ -545,7 +386,7 @@ class PortfolioActor(Actor):
         known_before = set(self.ledger.fills) if known_before is None else known_before
         asked_at = self._updates if asked_at is None else asked_at
         if snap.account:
-            self.account = snap.account
+            self.valuation.account = snap.account
         if snap.account_values and self._values_touched <= asked_at:
             self._on_account_values(snap.account, snap.account_values, replace=True)
         replayed = 0
@@ -577,92 +418,29 @@ class PortfolioActor(Actor):
         for key, touched in self._position_touched.items():
             if touched > asked_at:  # an event newer than the snapshot wins (a flat one removes)
                 positions.pop(key, None)
-                if key in self.ib_positions:
-                    positions[key] = self.ib_positions[key]
-        self.ib_positions = positions
+                if key in self.valuation.ib_positions:
+                    positions[key] = self.valuation.ib_positions[key]
+        self.valuation.ib_positions = positions
         self.reconciled = True
         self.reconciliations += 1
         self._changed()
         # what the books held at the day's start plus the executions IB had at that moment (a fill that arrived on
         # the bus while the snapshot was in flight is not in IB's positions yet: leave it out of this comparison)
         in_view = known_before | {f.exec_key for f in snap.executions}
-        expected = self.ledger.opening_net()
-        for fill in self.ledger.fills.values():
-            if fill.exec_key in in_view:
-                key = instrument_key(fill.instrument)
-                expected[key] = expected.get(key, 0.0) + (fill.quantity if fill.side == "BUY" else -fill.quantity)
-        carried = {k for k, q in self.ledger.opening_net().items() if abs(q) > QTY_EPSILON}
-        for books in self.ledger.openings.values():
-            carried |= {k for k, b in books.items() if abs(b.quantity) > QTY_EPSILON}
-        ib = {k: p.quantity for k, p in self.ib_positions.items()}
-        outcome = self.check.compare(ib, expected, carried)
+        ib = {k: p.quantity for k, p in self.valuation.ib_positions.items()}
+        outcome = self.check.compare(ib, expected_positions(self.ledger, in_view), carried_keys(self.ledger))
         if outcome.adopt:
-            self._adopt(outcome.adopt)
+            self.books.adopt_holdings(outcome.adopt, self.valuation.ib_positions)
         if outcome.baseline:
             return ReconciliationReport(
                 actor=self.name, replayed_fills=replayed, ok=True, detail="baseline " + outcome.baseline
             )
-        return self.drift.report(outcome, replayed, self.ib_positions, self.ledger.books)
-
-    def _adopt(self, adopt: dict[str, float]) -> None:
-        """Positions IB holds that no books explain (held before Khazad kept books for them): external's."""
-        for key, qty in adopt.items():
-            pos = self.ib_positions.get(key)
-            inst = pos.instrument if pos is not None else None
-            if inst is None:
-                inst = next(
-                    (f.instrument for f in self.ledger.fills.values() if instrument_key(f.instrument) == key), None
-                )
-            if inst is None:
-                continue
-            price = (pos.avg_cost / multiplier(inst)) if pos is not None and pos.avg_cost else 0.0
-            self.books.adopt(EXTERNAL, inst, qty, price, "held at IB before the books began")
-            logger.info(
-                "portfolio: adopted {:+g} {} @ {:g} into {}'s books (held at IB, no books for it)",
-                qty,
-                display_name(inst),
-                price,
-                EXTERNAL,
-            )
-        logger.info("portfolio: baseline fixed ({} instrument(s) adopted from IB)", len(adopt))
+        return self.drift.report(outcome, replayed, self.valuation.ib_positions, self.ledger.books)
 
     async def _subscribe_market_data(self) -> None:
         """Ask the gateway for marks of everything held (idempotent; repeated after a gateway restart)."""
-        wanted: dict[int, Instrument] = {}
-        for pos in self.ib_positions.values():
-            if pos.instrument.con_id:
-                wanted.setdefault(pos.instrument.con_id, pos.instrument)
-        for books in self.ledger.books.values():
-            for book in books.values():
-                if book.quantity and book.instrument.con_id:
-                    wanted.setdefault(book.instrument.con_id, book.instrument)
-        for con_id, inst in wanted.items():
-            if con_id in self._md_subscribed:
-                continue
-            if inst.sec_type in ("STK", "OPT") and not inst.exchange:
-                inst = Instrument(
-                    symbol=inst.symbol,
-                    sec_type=inst.sec_type,
-                    exchange="SMART",
-                    currency=inst.currency,
-                    last_trade_date=inst.last_trade_date,
-                    multiplier=inst.multiplier,
-                    con_id=inst.con_id,
-                    strike=inst.strike,
-                    right=inst.right,
-                    local_symbol=inst.local_symbol,
-                    trading_class=inst.trading_class,
-                )
-            try:
-                reply = await self.client("gateway", timeout_s=MD_TIMEOUT_S, retries=0).call(
-                    SubscribeMarketData(instrument=inst, subscriber=self.name)
-                )
-            except RequestTimeout:
-                return
-            # a refusal is logged once and retried only after the next READY (no retry storm)
-            self._md_subscribed.add(con_id)
-            if not isinstance(reply, MarketDataAck):
-                logger.warning("portfolio: market data for {} (conId {}) refused: {}", inst.display, con_id, reply)
+        gateway = self.client("gateway", timeout_s=MD_TIMEOUT_S, retries=0)
+        await self.mark_feed.subscribe(held_contracts(self.valuation, self.ledger), gateway.call)
 
 
 __all__ = ["EXTERNAL", "PortfolioActor"]

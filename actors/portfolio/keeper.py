@@ -11,12 +11,13 @@ P&L. Positions adopted from IB (held there with no books anywhere) are adjustmen
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from loguru import logger
 
-from actors.portfolio.books import EXTERNAL, Ledger
+from actors.portfolio.books import EXTERNAL, Ledger, display_name, instrument_key, multiplier
 from actors.portfolio.store import BookStore, Sample, apply_adjustment
-from bus.messages import CommissionEvent, FillEvent, Instrument, strategy_of
+from bus.messages import CommissionEvent, FillEvent, Instrument, Position, strategy_of
 from bus.tradingday import TradingDay, exec_seconds
 
 CURRENT_DAY_KEY = "current_day"
@@ -86,6 +87,29 @@ class BookKeeper:
         apply_adjustment(self.ledger.openings, strategy or EXTERNAL, inst, quantity, price)
         self.store.save_checkpoint(self.day, self.ledger.openings)
         self.ledger.rebuild()
+
+    def adopt_holdings(self, adopt: dict[str, float], ib_positions: Mapping[str, Position]) -> None:
+        """Positions IB holds that no books explain (held before Khazad kept books for them): external's, at IB's
+        average cost (the contract found in IB's position, else in a fill of the day)."""
+        for key, qty in adopt.items():
+            pos = ib_positions.get(key)
+            inst = pos.instrument if pos is not None else None
+            if inst is None:
+                inst = next(
+                    (f.instrument for f in self.ledger.fills.values() if instrument_key(f.instrument) == key), None
+                )
+            if inst is None:
+                continue
+            price = (pos.avg_cost / multiplier(inst)) if pos is not None and pos.avg_cost else 0.0
+            self.adopt(EXTERNAL, inst, qty, price, "held at IB before the books began")
+            logger.info(
+                "portfolio: adopted {:+g} {} @ {:g} into {}'s books (held at IB, no books for it)",
+                qty,
+                display_name(inst),
+                price,
+                EXTERNAL,
+            )
+        logger.info("portfolio: baseline fixed ({} instrument(s) adopted from IB)", len(adopt))
 
     # -- days -----------------------------------------------------------------------------------------------------
 

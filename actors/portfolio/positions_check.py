@@ -11,6 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from actors.portfolio.books import QTY_EPSILON, Ledger, instrument_key
+
+
+def expected_positions(ledger: Ledger, in_view: set[str]) -> dict[str, float]:
+    """Net quantity per instrument the books explain: the day's openings plus the executions in ``in_view`` (a fill
+    that arrived on the bus while IB's positions were being read is not in them yet: it is left out)."""
+    expected = ledger.opening_net()
+    for fill in ledger.fills.values():
+        if fill.exec_key in in_view:
+            key = instrument_key(fill.instrument)
+            expected[key] = expected.get(key, 0.0) + (fill.quantity if fill.side == "BUY" else -fill.quantity)
+    return expected
+
+
+def carried_keys(ledger: Ledger) -> set[str]:
+    """The instruments any strategy carried into the day (a holding there is never adopted)."""
+    carried = {k for k, q in ledger.opening_net().items() if abs(q) > QTY_EPSILON}
+    for books in ledger.openings.values():
+        carried |= {k for k, b in books.items() if abs(b.quantity) > QTY_EPSILON}
+    return carried
+
 
 def same(a: dict[str, float], b: dict[str, float], tol: float) -> bool:
     if set(a) != set(b):

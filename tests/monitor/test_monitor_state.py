@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from actors.monitor import actor as monitor_mod
+from actors.monitor.connection import NOT_READY_ALERT_S
 from actors.monitor.actor import MonitorActor
 from actors.monitor.audit import read_audit
+from actors.monitor.liveness import STARTUP_GRACE_S
 from bus import topics
 from bus.heartbeat import LivenessTracker
 from bus.messages import (
@@ -48,7 +49,7 @@ def monitor(tmp_path: Path):
     m = MonitorActor(cfg)
     m.publisher = PublishedLog()  # type: ignore[assignment]
     clock = Clock()
-    m.tracker = LivenessTracker(cfg.bus.heartbeat_liveness, clock=clock)
+    m.liveness.tracker = LivenessTracker(cfg.bus.heartbeat_liveness, clock=clock)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(m.on_start())
     m.clock = clock  # type: ignore[attr-defined]
@@ -100,7 +101,7 @@ def test_fast_restart_between_sweeps_is_reported(monitor):
 
 
 def test_expected_actor_that_never_reports_is_alerted_once(monitor):
-    monitor.started_mono -= monitor_mod.STARTUP_GRACE_S + 1
+    monitor.started_mono -= STARTUP_GRACE_S + 1
     for name in monitor.expected:
         if name != "gateway":
             beat(monitor, name)
@@ -162,7 +163,7 @@ def test_connection_loss_and_return_are_alerted_and_audited(monitor):
 
 def test_gateway_not_ready_for_long_is_alerted_once(monitor):
     feed(monitor, ConnectionStateEvent(state="CONNECTING", message="127.0.0.1:4002 refused"))
-    now = monitor._not_ready_since + monitor_mod.NOT_READY_ALERT_S + 1
+    now = monitor.connection.not_ready_since + NOT_READY_ALERT_S + 1
     monitor.sweep(now)
     monitor.sweep(now + 10)
 

@@ -16,7 +16,8 @@ from bus import registry
 from bus.messages import (
     ActorHealth, Alert, FillEvent, Instrument, OrderSpec, OrderView, PortfolioSnapshot, Position, SystemStatusReply,
 )
-from cli.top import Dashboard, render_text
+from cli.top_data import Dashboard
+from cli.top_render import render_text
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "top_once.txt"
 NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
