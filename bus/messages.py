@@ -94,7 +94,8 @@ MAX_RECENT = 100
 #: Socket limits (ZMQ_MAXMSGSIZE) by what a socket receives, each above the largest valid message of its channel
 #: (measured by tests/security/test_sec_schema.py, every field at its bound): requests 1.3 KB (an order with its
 #: approval), so a service never reads more than 16 KiB per frame; events 4.7 MB (account values); replies
-#: 57 MB (a gateway snapshot with 2,000 contracts' details; a system status reply 28 MB). Realistic messages are far smaller (short strings).
+#: 57 MB (a gateway snapshot with 2,000 contracts' details; a system status reply 28 MB). Realistic messages
+#: are far smaller (short strings).
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 MAX_REPLY_BYTES = 64 * 1024 * 1024
