@@ -85,7 +85,7 @@ MAX_POSITIONS = 2_000
 MAX_ACCOUNT_VALUES = 2_000
 #: IB's contract details in one GatewaySnapshot: one per distinct contract among positions, open orders and
 #: executions (beyond it the snapshot is clipped and a reader qualifies the rest with QualifyInstrument).
-MAX_SNAPSHOT_CONTRACTS = 2_000
+MAX_SNAPSHOT_CONTRACTS = 1_000
 #: A status reply's actors (every expected actor and every peer heard from; the monitor keeps the latest) and
 #: its alerts and fills (the monitor sends 20 of each).
 MAX_ACTORS = 512
@@ -94,11 +94,11 @@ MAX_RECENT = 100
 #: Socket limits (ZMQ_MAXMSGSIZE) by what a socket receives, each above the largest valid message of its channel
 #: (measured by tests/security/test_sec_schema.py, every field at its bound): requests 1.3 KB (an order with its
 #: approval), so a service never reads more than 16 KiB per frame; events 4.7 MB (account values); replies
-#: 57 MB (a gateway snapshot with 2,000 contracts' details; a system status reply 28 MB). Realistic messages
-#: are far smaller (short strings).
+#: 49 MB (a gateway snapshot with 1,000 contracts' details; a system status reply 28 MB), below the 50 MB frame
+#: tests/security sends at every socket type. Realistic messages are far smaller (short strings).
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_EVENT_BYTES = 8 * 1024 * 1024
-MAX_REPLY_BYTES = 64 * 1024 * 1024
+MAX_REPLY_BYTES = 48 * 1024 * 1024
 #: What a subscription (XPUB's input) or anything else may be: a topic with its flag.
 MAX_CONTROL_BYTES = 4 * 1024
 
