@@ -31,7 +31,14 @@ def write_config(tmp: Path) -> Path:
     ports = _free_ports(len(names))
     lines = [f'{n} = "tcp://127.0.0.1:{p}"' for n, p in zip(names, ports, strict=True)]
     path = tmp / "khazad.toml"
-    path.write_text(f'run_dir = "{tmp / "run"}"\n\n[bus]\n' + "\n".join(lines) + '\n\n[logging]\nlevel = "WARNING"\n')
+    path.write_text(
+        f'run_dir = "{tmp / "run"}"\n\n[bus]\n'
+        + "\n".join(lines)
+        + '\n\n[logging]\nlevel = "WARNING"\n'
+        # this standalone transport microbenchmark measures the plain bus; `python -m bench` measures the default,
+        # authenticated one
+        + "\n[bus.curve]\nenabled = false\n"
+    )
     return path
 
 

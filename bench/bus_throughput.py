@@ -40,21 +40,23 @@ class _Proxy:
                                     "--hwm", str(HWM))
             self.child.expect("ready")
             self.proc = None
+            self.config: Path | None = None
         else:
             import zmq
 
-            from bus.pubsub import SyncSubscriber
+            from tests.support.clients import sync_subscriber
             from tests.support.config import cfg_of, write_config
             from tests.support.processes import ActorProcess
 
             tmp.mkdir(parents=True, exist_ok=True)
             path = write_config(tmp)
+            self.config = path
             cfg = cfg_of(path)
             self.frontend, self.backend = cfg.bus.proxy_frontend, cfg.bus.proxy_backend
             self.proc = ActorProcess("bus.proxy", path, name="proxy", env={"KHAZAD__LOGGING__LEVEL": "WARNING"})
             self.proc.start()
             ctx = zmq.Context()
-            sub = SyncSubscriber(ctx, self.backend, [topics.heartbeat("proxy")], name="bench-proxy-ready")
+            sub = sync_subscriber(ctx, cfg, [topics.heartbeat("proxy")], name="bench-proxy-ready")
             try:
                 if sub.recv(READY_TIMEOUT_S) is None:
                     raise TimeoutError(f"bus proxy did not come up:\n{self.proc.log()}")
@@ -76,6 +78,8 @@ def run_case(tmp: Path, events: int, publishers: int, subscribers: int, raw: boo
     pubs: list[Child] = []
     flag = ["--raw"] if raw else []
     ends = ["--frontend", proxy.frontend, "--backend", proxy.backend, "--hwm", str(HWM)]
+    if proxy.config is not None:  # the Khazad proxy on the authenticated bus: each child with its key
+        ends += ["--config", str(proxy.config)]
     per = events // publishers
     try:
         subs = [Child("subscriber", *ends, "--name", f"s{i}", "--count", str(per * publishers), *flag)

@@ -85,6 +85,9 @@ mode = "sim"
 port = {self.sim.port}
 client_id = 1
 kill_verify_timeout_s = 30.0
+# this standalone script measures the plain bus; `python -m bench` measures the default, authenticated one
+[bus.curve]
+enabled = false
 """)
         self.cfg = load_config(self.config, env={})
         write_approval_key(self.cfg.path(self.cfg.risk.approval_key_file))

@@ -347,9 +347,9 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
 
     from bus.codec import Stamper
     from bus.messages import GetRiskState, GetStatus
-    from bus.pubsub import SyncSubscriber
-    from bus.reqrep import RequestTimeout, SyncClient
+    from bus.reqrep import RequestTimeout
     from sim.testing import SimProcess, sim_args
+    from tests.support.clients import sync_client, sync_subscriber
     from tests.support.config import cfg_of, write_config
     from tests.support.processes import ActorProcess, wait_serving
 
@@ -367,7 +367,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
         # dead to the governor's disconnect breaker sooner than it would in production
         env = {"KHAZAD__LOGGING__LEVEL": log_level, "KHAZAD__BUS__HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)}
         system.procs["proxy"] = ActorProcess(registry.PROXY.module, path, name="proxy", env=env).start()
-        sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="bench-proxy-ready")
+        sub = sync_subscriber(ctx, cfg, [topics.heartbeat("proxy")], name="bench-proxy-ready")
         try:
             if sub.recv(READY_TIMEOUT_S) is None:
                 raise TimeoutError(f"bus proxy did not come up:\n{system.logs()}")
@@ -379,8 +379,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
             wait_serving(ctx, cfg.bus.service_endpoint(name), system.procs[name], READY_TIMEOUT_S)
 
         def status(service: str, body: Any) -> Any:
-            cl = SyncClient(ctx, cfg.bus.service_endpoint(service), service=service, stamper=Stamper("bench-ready"),
-                            timeout_s=1.0, retries=0)
+            cl = sync_client(ctx, cfg, service, stamper=Stamper("bench-ready"), timeout_s=1.0, retries=0)
             try:
                 return cl.call(body)
             except RequestTimeout:

@@ -59,11 +59,16 @@ class HeartbeatWatch:
         from bus.messages import Heartbeat
         from bus.pubsub import Publisher, Subscriber
 
+        from tests.support.clients import security, server_key
+
         bus = self.system.cfg.bus
+        sec = security(self.system.cfg)  # the operator's key (the bus is authenticated)
+        key = server_key(sec, "proxy")
         self._ctx = zmq.asyncio.Context()
-        self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper("bench-hb"))
+        self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper("bench-hb"), security=sec, server_key=key)
         await self._pub.wait_ready(bus.proxy_backend)
-        self._sub = Subscriber(self._ctx, bus.proxy_backend, [topics.HEARTBEAT_PREFIX], name="bench-hb")
+        self._sub = Subscriber(self._ctx, bus.proxy_backend, [topics.HEARTBEAT_PREFIX], name="bench-hb",
+                               security=sec, server_key=key)
         await self._sub.wait_ready(self._pub)
 
         async def read() -> None:

@@ -38,7 +38,8 @@ def run_memory(tmp: Path, *, quick: bool, log: Any = print) -> dict[str, Any]:
             pids = system.pids() | {"strategy": strategy.pid}
             rest = {name: read_rss(pid) for name, pid in pids.items()}
             bus = system.cfg.bus
-            pump = Child("tick-pump", "--frontend", bus.proxy_frontend, "--backend", bus.proxy_backend,
+            pump = Child("tick-pump", "--config", str(system.config_path), "--frontend", bus.proxy_frontend,
+                         "--backend", bus.proxy_backend,
                          "--count", str(events), "--rate", str(PUMP_RATE))
             pump.expect("ready")
             strategy.tell("report")

@@ -138,11 +138,10 @@ class KhazadPath:
             import zmq
 
             from bus.codec import Stamper
-            from bus.reqrep import SyncClient
+            from tests.support.clients import sync_client
 
             ctx = zmq.Context()
-            cl = SyncClient(ctx, self.system.cfg.bus.risk, service="risk", stamper=Stamper("bench-risk"),
-                            timeout_s=5.0, retries=1)
+            cl = sync_client(ctx, self.system.cfg, "risk", stamper=Stamper("bench-risk"), timeout_s=5.0, retries=1)
             try:
                 return cl.call(GetRiskState()).global_state
             finally:
@@ -284,8 +283,11 @@ async def cleanup_wait(system: System, direct: DirectPath) -> None:
     from bus.reqrep import AsyncClient, RequestTimeout
 
     ctx = zmq.asyncio.Context()
+    from tests.support.clients import security, server_key
+
+    sec = security(system.cfg)  # the operator's key (the bus is authenticated)
     cl = AsyncClient(ctx, system.cfg.bus.orders, service="orders", stamper=Stamper("bench-cleanup"), timeout_s=5.0,
-                     retries=0)
+                     retries=0, security=sec, server_key=server_key(sec, "orders"))
     detail: dict[str, str] = {}
     start = time.monotonic()
     last_cancel = start

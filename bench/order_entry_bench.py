@@ -65,6 +65,10 @@ run_dir = "{tmp / 'run'}"
 [bus]
 {bus}
 
+# this standalone script measures the plain bus; `python -m bench` measures the default, authenticated one
+[bus.curve]
+enabled = false
+
 [gateway]
 mode = "sim"
 port = {sim_port}

@@ -96,7 +96,7 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
     from tests.support.doubles.risk_gateway import DEFAULT_ACCOUNT, FakeGateway, instrument, tick_for
 
     tmp = Path(tempfile.mkdtemp(prefix="risk-bench-"))
-    path = write_config(tmp, extra=CONFIG)
+    path = write_config(tmp, extra=CONFIG, curve=False)  # standalone: the plain bus (`python -m bench`: CURVE)
     cfg = cfg_of(path)
     syms = symbols(max(n_positions, 1))
     positions = [Position(account="DU1", instrument=instrument(s), quantity=100, avg_cost=50.0)

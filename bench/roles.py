@@ -74,6 +74,18 @@ def role_raw_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keyed(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """``security``/``server_key`` keywords for a bus socket with ``key`` when ``--config`` names an authenticated
+    bus (the default); none on a plain one or without a config (the raw baselines)."""
+    if not args.config or args.raw:
+        return {}
+    from bus.config import load_config
+    from bus.security import client_security
+
+    sec = client_security(load_config(args.config), key)
+    return {"security": sec, "server_key": sec.server_key("proxy")} if sec is not None else {}
+
+
 def role_publisher(args: argparse.Namespace) -> int:
     """Ready handshake, then on ``go`` publish ``count`` ticks (bus: encode each envelope; raw: pre-encoded frames
     of the same bytes), say ``done``, keep the socket until stdin closes (linger 0 would drop the queue)."""
@@ -82,7 +94,7 @@ def role_publisher(args: argparse.Namespace) -> int:
 
     say, hear = role_io()
     ctx = zmq.Context()
-    pub = Publisher(ctx, args.frontend, Stamper(args.name), sndhwm=args.hwm)
+    pub = Publisher(ctx, args.frontend, Stamper(args.name), sndhwm=args.hwm, **_keyed(args, "gateway"))
     pub.wait_ready_sync(args.backend)
     topic = topics.market_data(args.symbol)
     body = bench_tick(args.symbol)
@@ -142,8 +154,9 @@ def role_subscriber(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         ctx = zmq.asyncio.Context()
-        sub = Subscriber(ctx, args.backend, [topics.MARKET_DATA_PREFIX], name=args.name, rcvhwm=args.hwm)
-        helper = Publisher(ctx, args.frontend, Stamper(f"{args.name}-probe"))
+        keyed = _keyed(args, "operator")
+        sub = Subscriber(ctx, args.backend, [topics.MARKET_DATA_PREFIX], name=args.name, rcvhwm=args.hwm, **keyed)
+        helper = Publisher(ctx, args.frontend, Stamper(f"{args.name}-probe"), **keyed)
         try:
             await sub.wait_ready(helper)
             helper.close()
@@ -303,7 +316,7 @@ def role_tick_pump(args: argparse.Namespace) -> int:
 
     say, hear = role_io()
     ctx = zmq.Context()
-    pub = Publisher(ctx, args.frontend, Stamper("bench-md"), sndhwm=args.hwm)
+    pub = Publisher(ctx, args.frontend, Stamper("bench-md"), sndhwm=args.hwm, **_keyed(args, "gateway"))
     pub.wait_ready_sync(args.backend)
     bodies = [(topics.market_data(TICK_CON_IDS[s]), bench_tick(s)) for s in TICK_SYMBOLS]
     say("ready")

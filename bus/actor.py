@@ -34,7 +34,7 @@ from loguru import logger
 from bus import topics
 from bus.admission import Limits
 from bus.codec import Stamper
-from bus.config import KhazadConfig
+from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.heartbeat import GOODBYE_LINGER_MS
 from bus.messages import (
     LEFT_STATE,
@@ -53,6 +53,7 @@ from bus.messages import (
 )
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, CallContext, Service
+from bus.security import Security
 
 if TYPE_CHECKING:
     from bus.security import Security
@@ -318,13 +319,11 @@ class Actor:
         self._transition(ActorState.STARTING)
         bus = self.cfg.bus
         self.ctx = zmq.asyncio.Context()
-        if bus.curve.enabled:
-            from bus.security import Security
-
-            self.security = Security.for_process(self.cfg, self.name)
-            self.security.start_authenticator(self.ctx)
         tasks: list[asyncio.Task[Any]] = []
         try:
+            if bus.curve.enabled:
+                self.security = Security.for_process(self.cfg, self.name)
+                self.security.start_authenticator(self.ctx)  # loads (and checks) the operator's allow-list
             self.publisher = Publisher(
                 self.ctx,
                 bus.proxy_frontend,
@@ -403,6 +402,9 @@ class Actor:
             stop_wait.cancel()
         except _StoppedWhileStarting:
             logger.info("{}: stop requested while starting", self.name)
+        except ConfigError as exc:  # a missing key or an unsafe allow-list: no restart can fix it (FATAL)
+            logger.critical("{}: configuration error: {}", self.name, exc)
+            self.exit_code = EXIT_CONFIG
         finally:
             if self.state in (ActorState.RUNNING, ActorState.FAULTED, ActorState.STARTING):
                 self._transition(ActorState.STOPPING)

@@ -1,7 +1,12 @@
-"""Who may send what, decided from the authenticated key (CURVE User-Id ``<role>:<name>``), never from the message.
+"""Who may send what, decided from the authenticated key's allow-list entry (a
+:class:`~bus.allowlist.Principal`), never from the message.
 
-Applied by every :class:`~bus.reqrep.Service` when the bus runs with CURVE. Without CURVE the bus is loopback
-only and this layer is off (the User-Id is empty); the order manager still checks strategy ids it can see.
+Two tables, each in one place: :data:`POLICY` (request type -> who may send it; every service applies it before
+its handler runs, see :class:`bus.reqrep.Service`) and :data:`bus.topics.PUBLISHERS` (topic -> who may publish
+it; the proxy applies :func:`may_publish` to every message). On top of the role, a strategy key acts only for the
+strategy ids its entry lists, and names only itself as a market-data subscriber.
+
+With CURVE turned off explicitly (``bus.curve.enabled = false``) there is no principal and this layer is off.
 """
 
 from __future__ import annotations
@@ -9,12 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from bus import messages as m
-from bus import registry
+from bus import registry, topics
+from bus.allowlist import Principal
 
 ANY = frozenset(registry.ROLES)
-_OPERATOR = frozenset({"operator"})
+_OPERATOR = frozenset({registry.OPERATOR_ROLE})
+_ORDERS = f"{registry.ACTOR_ROLE}:{registry.ORDERS.name}"
+_RISK = f"{registry.ACTOR_ROLE}:{registry.RISK.name}"
 
-#: request type -> allowed (role) or (role:name) principals
+#: request type -> allowed roles or ``role:name`` principals
 POLICY: dict[type, frozenset[str]] = {
     m.Ping: ANY,
     m.GetStatus: ANY,
@@ -25,18 +33,20 @@ POLICY: dict[type, frozenset[str]] = {
     m.GetSystemStatus: ANY,
     m.GetRiskState: ANY,
     m.GetTradingState: ANY,
-    m.GetSnapshot: frozenset({"actor", "operator"}),
-    m.PlaceOrder: frozenset({"strategy", "operator"}),
-    m.ModifyOrder: frozenset({"strategy", "operator"}),
-    m.CancelOrder: frozenset({"strategy", "operator"}),
-    m.CancelAllOrders: frozenset({"strategy", "operator"}),
-    m.WaitOrder: frozenset({"strategy", "operator"}),
-    m.CheckOrder: frozenset({"actor:orders"}),
-    m.SubmitOrder: frozenset({"actor:orders", "actor:risk"}),
-    m.AmendOrder: frozenset({"actor:orders", "actor:risk"}),
-    m.CancelIbOrder: frozenset({"actor:orders", "actor:risk", "operator"}),
-    m.CancelScope: frozenset({"actor:orders", "actor:risk", "operator"}),
-    m.EmergencyCancel: frozenset({"actor:risk", "operator"}),
+    m.GetSnapshot: frozenset({registry.ACTOR_ROLE, registry.OPERATOR_ROLE}),
+    m.PlaceOrder: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.ModifyOrder: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.CancelOrder: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.CancelAllOrders: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.WaitOrder: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    # approvals go to the order manager only, and only the order manager hands orders to the gateway: an approval
+    # obtained any other way is worthless
+    m.CheckOrder: frozenset({_ORDERS}),
+    m.SubmitOrder: frozenset({_ORDERS}),
+    m.AmendOrder: frozenset({_ORDERS}),
+    m.CancelIbOrder: frozenset({_ORDERS, _RISK, registry.OPERATOR_ROLE}),
+    m.CancelScope: frozenset({_ORDERS, _RISK, registry.OPERATOR_ROLE}),
+    m.EmergencyCancel: frozenset({_RISK, registry.OPERATOR_ROLE}),
     m.Kill: _OPERATOR,
     m.Resume: _OPERATOR,
     m.SetTradingState: _OPERATOR,
@@ -47,11 +57,6 @@ POLICY: dict[type, frozenset[str]] = {
 }
 
 
-def split_user(user_id: str) -> tuple[str, str]:
-    role, _, name = user_id.partition(":")
-    return role, name
-
-
 def claimed_strategy(body: Any) -> str | None:
     """The strategy id a request acts for, if it names one."""
     sid = getattr(body, "strategy_id", None)
@@ -60,17 +65,64 @@ def claimed_strategy(body: Any) -> str | None:
     return sid
 
 
-def authorize(user_id: str, body: Any) -> m.Rejected | None:
-    """None if ``user_id`` may send ``body``; otherwise the typed rejection to send back."""
+def authorize(principal: Principal | None, body: Any) -> m.Rejected | None:
+    """None if ``principal`` may send ``body``; otherwise the typed rejection to send back."""
     req = m.tag_of(type(body))
-    role, name = split_user(user_id)
     allowed = POLICY.get(type(body))
-    if not user_id or allowed is None or not (role in allowed or user_id in allowed):
-        return m.Rejected(code="unauthorized", reason=f"{user_id or 'anonymous'} may not send {req}", request_type=req)
-    if role == "strategy":
-        sid = claimed_strategy(body)
-        if sid is not None and sid != name:
-            return m.Rejected(
-                code="unauthorized", reason=f"strategy key {name!r} cannot act for strategy {sid!r}", request_type=req
-            )
+    if principal is None:
+        return m.Rejected(
+            code="unauthorized", reason=f"this key is not (or no longer) allowed: {req}", request_type=req
+        )
+    if allowed is None or not (principal.role in allowed or principal.id in allowed):
+        return m.Rejected(code="unauthorized", reason=f"{principal.id} may not send {req}", request_type=req)
+    if principal.role == registry.OPERATOR_ROLE:
+        return None
+    sid = claimed_strategy(body)
+    if sid is not None and not principal.acts_for(sid):
+        return m.Rejected(
+            code="unauthorized", reason=f"{principal.id} cannot act for strategy {sid!r}", request_type=req
+        )
+    if isinstance(body, (m.SubscribeMarketData, m.UnsubscribeMarketData)) and not principal.owns_name(body.subscriber):
+        return m.Rejected(
+            code="unauthorized",
+            reason=f"{principal.id} cannot (un)subscribe market data as {body.subscriber!r}",
+            request_type=req,
+        )
     return None
+
+
+def _prefixes_longest_first() -> list[tuple[str, frozenset[str]]]:
+    return sorted(topics.PUBLISHERS.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+
+_BY_PREFIX = _prefixes_longest_first()
+
+
+def publish_owners(topic: str) -> tuple[str, frozenset[str]] | None:
+    """The (prefix, owners) entry of :data:`bus.topics.PUBLISHERS` that governs ``topic`` (longest prefix)."""
+    for prefix, owners in _BY_PREFIX:
+        if topic.startswith(prefix):
+            return prefix, owners
+    return None
+
+
+def may_publish(principal: Principal | None, topic: str) -> bool:
+    """May ``principal`` publish on ``topic``? (:data:`bus.topics.PUBLISHERS`; default: no.)"""
+    if principal is None:
+        return False
+    entry = publish_owners(topic)
+    if entry is None:
+        return False
+    prefix, owners = entry
+    if topics.ANY in owners:
+        return True
+    rest = topic[len(prefix) :]
+    if topics.SELF in owners and principal.owns_name(rest):
+        return True
+    if topics.ROLE in owners and rest == principal.role:
+        return True
+    if principal.role == registry.OPERATOR_ROLE:
+        return topics.OPERATORS in owners
+    if principal.role == registry.ACTOR_ROLE:
+        return topics.ACTORS in owners or principal.name in owners
+    return False

@@ -51,11 +51,14 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class CurveConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """CURVE encryption/authentication of every tcp endpoint (see ``bus/security.py``)."""
+    """CURVE encryption/authentication of every endpoint, loopback included (see ``bus/security.py``). On by
+    default: ``khazad run`` creates the keys and the allow-list (``<keys_dir>/allow.toml``) on first start."""
 
-    enabled: bool = False
+    #: false only for a test that needs a plain bus explicitly (never for a running system)
+    enabled: bool = True
+    #: key pairs, server public keys and the operator's allow-list (relative to run_dir)
     keys_dir: str = "keys"
-    #: this process's key pair name inside keys_dir (defaults to the actor name)
+    #: this process's key pair name inside keys_dir (default: the actor's name, the strategy id, the CLI ``operator``)
     key_name: str = ""
 
 

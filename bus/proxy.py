@@ -1,7 +1,9 @@
 """The event bus proxy: ``python -m bus.proxy --config khazad.toml``.
 
-XSUB (``bus.proxy_frontend``, publishers connect) <-> XPUB (``bus.proxy_backend``, subscribers connect), forwarded
-by libzmq's steerable proxy in a thread (C speed, no Python per message). The main thread handles signals: on
+XSUB (``bus.proxy_frontend``, publishers connect) <-> XPUB (``bus.proxy_backend``, subscribers connect), both CURVE
+servers behind the allow-list's ZAP handler. A thread forwards every message whose sender's key may publish its
+topic (:func:`forward_with_acl`); with CURVE turned off explicitly, libzmq's steerable proxy forwards everything
+(C speed, no Python per message). The main thread handles signals: on
 SIGTERM/SIGINT it sends TERMINATE to the proxy's control socket and exits 0 within the shutdown bound. The proxy
 publishes its own heartbeat (``hb.proxy``) through itself, which also proves the path works end to end.
 """
@@ -18,49 +20,26 @@ import zmq
 from loguru import logger
 
 from bus import registry, sockets, topics
+from bus.authz import may_publish
 from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.messages import Heartbeat
 from bus.pubsub import Publisher
 from bus.runtime import load_or_exit
+from bus.security import Security
 
 PROCESS = registry.PROXY.name
 CONTROL_ENDPOINT = "inproc://proxy-control"
 SELF_ENDPOINT = "inproc://proxy-self"
 
-#: With CURVE, what each role may publish (topic prefixes). Actors publish anything. A strategy or operator key
-#: cannot inject fills, order updates or trading states: identity comes from the key, not from the message.
-PUBLISH_ACL: dict[str, tuple[str, ...]] = {
-    registry.STRATEGY_ROLE: (
-        topics.PROBE_PREFIX,
-        topics.HEARTBEAT_PREFIX,
-        topics.GAP_PREFIX,
-        topics.alert(registry.STRATEGY_ROLE),
-    ),
-    registry.OPERATOR_ROLE: (
-        topics.PROBE_PREFIX,
-        topics.HEARTBEAT_PREFIX,
-        topics.GAP_PREFIX,
-        topics.KILL,
-        topics.RESUME,
-        topics.alert(registry.OPERATOR_ROLE),
-    ),
-}
+#: How often the proxy logs a running count of refused messages (the first one is always logged).
+REFUSED_LOG_EVERY = 1000
 
 
-def may_publish(user_id: str, topic: bytes) -> bool:
-    role, _, _name = user_id.partition(":")
-    if role == registry.ACTOR_ROLE:
-        return True
-    prefixes = PUBLISH_ACL.get(role)
-    if not prefixes:
-        return False
-    text = topic.decode(errors="replace")
-    return any(text.startswith(p) for p in prefixes)
-
-
-def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Socket) -> None:
-    """The CURVE proxy: like zmq.proxy, plus a per-key publish ACL (messages carry the ZAP User-Id)."""
+def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Socket, security: Security) -> None:
+    """The CURVE proxy: like zmq.proxy, plus the publish ACL (:func:`bus.authz.may_publish`, from the table
+    :data:`bus.topics.PUBLISHERS`) applied to every message from its sender's key as the allow-list says now (the
+    ZAP User-Id on each message is the sender's public key)."""
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(backend, zmq.POLLIN)
@@ -77,19 +56,20 @@ def forward_with_acl(frontend: zmq.Socket, backend: zmq.Socket, control: zmq.Soc
                 except zmq.Again:
                     break
                 try:
-                    user = str(frames[0].get("User-Id") or "")  # the stubs type every property int | str
+                    principal = security.principal(str(frames[0].get("User-Id") or ""))
                 except zmq.ZMQError:
-                    user = ""
-                if may_publish(user, frames[0].bytes):
+                    principal = None
+                topic = frames[0].bytes.decode(errors="replace")
+                if may_publish(principal, topic):
                     backend.send_multipart(frames, copy=False)
                 else:
                     refused += 1
-                    if refused == 1 or refused % 1000 == 0:
+                    if refused == 1 or refused % REFUSED_LOG_EVERY == 0:
                         logger.warning(
-                            "proxy: refused {} message(s) on a topic {} may not publish (latest {!r})",
+                            "proxy: refused {} message(s) from a key that may not publish them (latest: {} on {!r})",
                             refused,
-                            user or "an unauthenticated peer",
-                            frames[0].bytes[:64],
+                            principal.id if principal is not None else "a key not (or no longer) allowed",
+                            topic[:64],
                         )
         if backend in events:
             while True:
@@ -104,8 +84,6 @@ def serve(cfg: KhazadConfig, stop: threading.Event, ready: threading.Event | Non
     ctx = zmq.Context()
     security = None
     if bus.curve.enabled:
-        from bus.security import Security
-
         security = Security.for_process(cfg, PROCESS)
         security.start_authenticator(ctx)
     frontend = sockets.configure(ctx.socket(zmq.XSUB), rcvhwm=bus.recv_hwm)
@@ -126,7 +104,7 @@ def serve(cfg: KhazadConfig, stop: threading.Event, ready: threading.Event | Non
         def forward() -> None:
             try:
                 if security is not None:
-                    forward_with_acl(frontend, backend, worker_ctl)
+                    forward_with_acl(frontend, backend, worker_ctl, security)
                 else:
                     zmq.proxy_steerable(frontend, backend, None, worker_ctl)  # C speed when there is no ACL
             except zmq.ContextTerminated:

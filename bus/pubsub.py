@@ -137,6 +137,9 @@ class Publisher:
         self.stamper = stamper
         self.sock = sockets.configure(self._ctx.socket(zmq.PUB), sndhwm=sndhwm)
         sockets.connect(self.sock, frontend, security=security, server_key=server_key)
+        #: the ready handshake's probe subscriber connects to the same proxy with the same key by default
+        self._security = security
+        self._server_key = server_key
         self.sent = 0
 
     def publish(self, topic: str, body: Any) -> Envelope[Any]:
@@ -170,7 +173,9 @@ class Publisher:
         security: Security | None = None,
         server_key: str | bytes | None = None,
     ) -> None:
-        """Blocking ready handshake (see module docstring)."""
+        """Blocking ready handshake (see module docstring); the probe uses this publisher's key unless given one."""
+        if security is None:
+            security, server_key = self._security, self._server_key
         topic = _probe_topic(self.stamper.sender)
         probe = sockets.configure(self._ctx.socket(zmq.SUB))
         try:
@@ -189,6 +194,8 @@ class Publisher:
         server_key: str | bytes | None = None,
     ) -> None:
         """Asyncio ready handshake: as :meth:`wait_ready_sync` without blocking the loop."""
+        if security is None:
+            security, server_key = self._security, self._server_key
         topic = _probe_topic(self.stamper.sender)
         actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
         probe = sockets.configure(actx.socket(zmq.SUB))

@@ -26,6 +26,7 @@ from loguru import logger
 
 from bus import sockets
 from bus.admission import NORMAL, PRIORITY, WAIT, Admission, Limits
+from bus.allowlist import Principal
 from bus.authz import authorize
 from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
 from bus.dedup import ReplyCache
@@ -109,13 +110,15 @@ def call_deadline_ns(timeout_s: float, attempts: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Who is calling: ``sender`` is what the envelope claims; ``user_id`` is the authenticated identity (the
-    CURVE key's name from ZAP, "" when the bus runs without CURVE). Authorisation must use ``user_id``."""
+    """Who is calling: ``sender`` is what the envelope claims; ``principal`` is the authenticated identity (the
+    CURVE key's allow-list entry, None when the bus runs without CURVE) and ``user_id`` its ``<role>:<name>``
+    ("" without CURVE). Authorisation must use these, never ``sender``."""
 
     sender: str
     request_id: str
     user_id: str
     envelope: Envelope[Any]
+    principal: Principal | None = None
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
@@ -158,6 +161,8 @@ class Service:
         self._dedup = ReplyCache()
         self.admission = Admission(limits or Limits())
         self._security = security
+        #: CURVE on: every request is authorised from its key's allow-list entry (bus/authz.py)
+        self._authenticated = security is not None and security.enabled
         self.sock = sockets.configure(ctx.socket(zmq.ROUTER))
         self.replies = ReplySender(self.sock, name)
         self.endpoint = sockets.bind(self.sock, endpoint, allow_non_loopback=allow_non_loopback, security=security)
@@ -243,19 +248,22 @@ class Service:
                     self._reject_framing(identity, msg)
                     continue
                 frame = msg[1]
-                user_id = ""
-                if self._security is not None and self._security.enabled:
+                principal = None
+                if self._authenticated and self._security is not None:
+                    # the key as the allow-list says now (CURVE authenticated it at the handshake only): a key
+                    # removed since is refused here (authorize() answers None with `unauthorized`)
                     try:
-                        user_id = str(frame.get("User-Id") or "")  # the stubs type every property int | str
+                        principal = self._security.principal(str(frame.get("User-Id") or ""))
                     except zmq.ZMQError:
-                        user_id = ""
+                        principal = None
                 try:
                     env = self._req.decode(frame.bytes)
                 except DecodeError as exc:
                     self._reject(identity, exc)
                     continue
                 del msg, frame
-                key = (env.sender, env.request_id)
+                # de-duplication per authenticated caller: one key can never join, or read, another's request
+                key = (f"{principal.id}|{env.sender}" if principal is not None else env.sender, env.request_id)
                 if env.request_id:
                     cached = self._dedup.cached(key)
                     if cached is not None:
@@ -266,7 +274,7 @@ class Service:
                         self.duplicates += 1
                         continue
                 # whose limit: the authenticated identity, else the connection (never what the message claims)
-                caller = user_id.encode() if user_id else identity
+                caller = principal.id.encode() if principal is not None else identity
                 kind = self._kind(env.body)
                 why = self.admission.refusal(caller, kind)
                 if why is not None:
@@ -278,7 +286,13 @@ class Service:
                 if env.request_id:
                     self._dedup.start(key, identity)
                 self.admission.start(caller, kind, env.sender)
-                ctx = CallContext(sender=env.sender, request_id=env.request_id, user_id=user_id, envelope=env)
+                ctx = CallContext(
+                    sender=env.sender,
+                    request_id=env.request_id,
+                    user_id=principal.id if principal is not None else "",
+                    envelope=env,
+                    principal=principal,
+                )
                 task = asyncio.create_task(self._serve(ctx, identity, key, caller, kind))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -297,7 +311,7 @@ class Service:
         body = ctx.envelope.body
         try:
             try:
-                denied = authorize(ctx.user_id, body) if self._security is not None and self._security.enabled else None
+                denied = authorize(ctx.principal, body) if self._authenticated else None
                 late = self._late_s(ctx.envelope)
                 if late > 0 and type(body) not in RUN_WHEN_LATE:
                     self.expired += 1

@@ -107,3 +107,39 @@ def alert(kind: str) -> str:
 def gap(subscriber: str) -> str:
     """``bus.gap.<subscriber>``: :class:`~bus.messages.GapReport` from a subscriber that saw a sequence gap."""
     return f"{GAP_PREFIX}{subscriber}"
+
+
+# -- who may publish what (the proxy enforces it per message from the sender's authenticated key) -----------------
+#: Special owners. ANY: every key. SELF: the topic's rest (after the prefix) is a name the key owns (its own
+#: ``hb.<name>``, ``bus.gap.<name>``, ``recon.<name>``; see :meth:`bus.allowlist.Principal.owns_name`). ROLE: the
+#: rest is the key's role (``alert.strategy`` from a strategy, ``alert.operator`` from an operator). OPERATORS,
+#: ACTORS: any key of that role. Any other owner is an actor's name.
+ANY = "@any"
+SELF = "@self"
+ROLE = "@role"
+OPERATORS = "@operator"
+ACTORS = "@actor"
+#: topic prefix -> who may publish under it. The longest matching prefix decides; a topic no prefix covers is
+#: refused, for every key (a new topic needs its line here).
+PUBLISHERS: dict[str, frozenset[str]] = {
+    PROBE_PREFIX: frozenset({ANY}),  # the ready handshake's empty probes (subscribers never deliver them)
+    HEARTBEAT_PREFIX: frozenset({SELF}),
+    GAP_PREFIX: frozenset({SELF}),
+    CONNECTION_STATE: frozenset({"gateway"}),
+    TRADING_STATE: frozenset({"risk"}),  # the one authority for trading states (actors/risk/state_keeper.py)
+    KILL: frozenset({OPERATORS, "gateway"}),  # the gateway relays the kill it executed
+    RESUME: frozenset({OPERATORS}),
+    EMERGENCY_CANCEL: frozenset({"risk"}),
+    CONTROL_PREFIX: frozenset(),  # any other control.* topic: nobody
+    GW_ORDER_PREFIX: frozenset({"gateway"}),
+    FILL_PREFIX: frozenset({"gateway"}),
+    COMMISSION_PREFIX: frozenset({"gateway"}),
+    POSITION_PREFIX: frozenset({"gateway"}),
+    ACCOUNT_VALUES: frozenset({"gateway"}),
+    MARKET_DATA_PREFIX: frozenset({"gateway"}),
+    ORDER_PREFIX: frozenset({"orders"}),
+    RISK_DECISION_PREFIX: frozenset({"risk"}),
+    RECON_PREFIX: frozenset({SELF}),
+    PORTFOLIO_SNAPSHOT: frozenset({"portfolio"}),
+    ALERT_PREFIX: frozenset({ACTORS, ROLE}),
+}

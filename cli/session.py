@@ -27,14 +27,14 @@ from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import CancelReport, Rejected, tag_of
 from bus.pubsub import Publisher, Subscriber
 from bus.reqrep import AsyncClient, RequestTimeout
-from bus.security import Security, client_security
+from bus.security import OPERATOR_KEY, Security, client_security
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from cli.output import err
 
 #: Bound for the bus broadcast leg (handshake + seeing our own message come back through the proxy).
 BROADCAST_TIMEOUT_S = 5.0
-#: CURVE key pair the CLI uses unless bus.curve.key_name names another (role ``operator``).
-CLI_KEY_NAME = "operator"
+#: CURVE key pair the CLI uses unless bus.curve.key_name names another (an operator's, on the allow-list).
+CLI_KEY_NAME = OPERATOR_KEY
 #: How a broadcast that never got through the proxy's ready handshake is reported.
 HANDSHAKE_FAILED = "the proxy did not answer the ready handshake"
 

@@ -52,9 +52,9 @@ class Fetcher:
 
         self.cfg = cfg
         self.ctx = zmq.Context()
-        from bus.security import client_security
+        from bus.security import OPERATOR_KEY, client_security
 
-        security = client_security(cfg, "operator")
+        security = client_security(cfg, OPERATOR_KEY)
         stamper = Stamper(f"top-{os.getpid()}")
 
         def client(service: str) -> SyncClient:

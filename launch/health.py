@@ -13,6 +13,7 @@ import zmq
 from bus.config import KhazadConfig
 from bus.messages import GetSystemStatus, SystemStatusReply
 from bus.reqrep import RequestTimeout, SyncClient
+from bus.security import OPERATOR_KEY, client_security
 from launch.xmlrpc import process_infos
 
 #: Bound for one status request to the monitor during the health wait.
@@ -40,7 +41,17 @@ def check_health(
         for n in programs
         if n not in infos or infos[n]["statename"] != "RUNNING"
     ]
-    client = SyncClient(zctx, cfg.bus.monitor, service="monitor", timeout_s=STATUS_TIMEOUT_S, retries=0)
+    # the operator's key (the bus is authenticated: a client without a key gets no connection)
+    security = client_security(cfg, OPERATOR_KEY)
+    client = SyncClient(
+        zctx,
+        cfg.bus.monitor,
+        service="monitor",
+        timeout_s=STATUS_TIMEOUT_S,
+        retries=0,
+        security=security,
+        server_key=security.server_key("monitor") if security is not None else None,
+    )
     try:
         status = client.call(GetSystemStatus())
     except RequestTimeout:

@@ -140,8 +140,11 @@ class ConfigErrorExit(Exception):
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    from bus.allowlist import allow_path
+    from bus.allowlist import load as load_allow_list
     from bus.approval import write_approval_key
     from bus.config import load_config
+    from bus.security import ensure_keys, keys_dir
 
     if args.config:
         config_path = Path(args.config).resolve()
@@ -166,6 +169,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     for sub in ("logs", "state", "conf.d"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     write_approval_key(cfg.path(cfg.risk.approval_key_file))
+    if cfg.bus.curve.enabled:
+        made = ensure_keys(cfg, strategies=(cfg.strategy.strategy_id,) if with_strategy else ())
+        if made:
+            say(f"created CURVE keys in {keys_dir(cfg)}: {', '.join(made)} (allow-list {keys_dir(cfg)}/allow.toml)")
+        load_allow_list(allow_path(keys_dir(cfg)))  # the actors refuse an unsafe allow-list: say so before starting
     return plan
 
 

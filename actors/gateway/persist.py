@@ -24,6 +24,8 @@ from pathlib import Path
 import msgspec
 from loguru import logger
 
+from bus.files import PRIVATE_MODE
+
 STATE_VERSION = 1
 #: How long published execution ids are remembered (IB serves at most 7 days of executions).
 EXEC_RETENTION_S = 8 * 24 * 3600
@@ -85,7 +87,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new content, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE), "wb") as fh:
+        os.fchmod(fh.fileno(), PRIVATE_MODE)  # private state, whatever the umask
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -178,7 +181,8 @@ class ExecJournal:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE)
+            os.fchmod(self._fd, PRIVATE_MODE)  # an older run may have left it looser
         return self._fd
 
     def close(self) -> None:

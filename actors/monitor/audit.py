@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bus.files import private_sqlite
 from bus.messages import Alert
 
 SCHEMA = """
@@ -71,8 +72,7 @@ class AuditLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():  # private from the start: it names accounts, strategies and operators
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        private_sqlite(self.path)  # private: it names accounts, strategies and operators (also when older)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.execute("PRAGMA journal_mode=WAL")

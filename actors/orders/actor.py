@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from loguru import logger
 
 from actors.orders.amend import OrderAmender
-from actors.orders.auth import check_strategy, visible_strategy
+from actors.orders.auth import check_strategy, visible_strategies
 from actors.orders.cancel import OrderCanceller
 from actors.orders.inflight import InFlight
 from actors.orders.journal import Journal
@@ -284,21 +284,34 @@ class OrderManager(Actor):
         return order if isinstance(order, Rejected) else OrderReply(order=order.view())
 
     async def _list(self, ctx: CallContext, req: ListOrders) -> OrderListReply | Rejected:
-        strategy, denied = visible_strategy(ctx, req.strategy_id, tag_of(ListOrders))
+        strategy, visible, denied = visible_strategies(ctx, req.strategy_id, tag_of(ListOrders))
         if denied is not None:
             return denied
         ledger = self.parts.ledger
         # one page: the newest ``limit`` after the ``offset`` newest (oldest first in the reply); ``more``: older
         # ones match too (a reply never exceeds what one message may hold)
         if req.filter == "open":
-            working = sorted(ledger.working(strategy_id=strategy, symbol=req.symbol), key=lambda o: o.created_wall_ns)
+            # a strategy key with several strategy ids and no filter sees only its own (before paging: full pages)
+            working = sorted(
+                (
+                    o
+                    for o in ledger.working(strategy_id=strategy, symbol=req.symbol)
+                    if visible is None or o.strategy_id in visible
+                ),
+                key=lambda o: o.created_wall_ns,
+            )
             end = max(0, len(working) - req.offset)
             orders = working[max(0, end - req.limit) : end]
             more = end > req.limit
         else:
             since = utc_midnight_ns() if req.filter == "today" else 0
             stored = ledger.journal.query_orders(
-                strategy_id=strategy, symbol=req.symbol, created_since_ns=since, limit=req.limit + 1, offset=req.offset
+                strategy_id=strategy,
+                strategy_ids=visible,
+                symbol=req.symbol,
+                created_since_ns=since,
+                limit=req.limit + 1,
+                offset=req.offset,
             )
             more = len(stored) > req.limit
             # memory is the same data (written through), but may hold changes of this very tick

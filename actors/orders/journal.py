@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from actors.orders.lifecycle import FillRecord, ManagedOrder
+from bus.files import private_sqlite
 from bus.messages import FillEvent, OrderSpec, StatusChange
 
 #: 2: ``events.stage`` (the order's pipeline stage after an event that changed it; '' for the others)
@@ -167,6 +168,7 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            private_sqlite(self.path)  # orders and fills of every strategy: the operator's eyes only
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -370,18 +372,26 @@ class Journal:
         self,
         *,
         strategy_id: str | None = None,
+        strategy_ids: Collection[str] | None = None,
         symbol: str | None = None,
         created_since_ns: int = 0,
         working_only: bool = False,
         limit: int = 10_000,
         offset: int = 0,
     ) -> list[ManagedOrder]:
-        """Matching orders, newest first: at most ``limit`` after skipping the ``offset`` newest."""
+        """Matching orders, newest first: at most ``limit`` after skipping the ``offset`` newest; ``strategy_ids``
+        (when given) is the set the caller may see."""
         clauses: list[str] = []
         args: list[Any] = []
         if strategy_id is not None:
             clauses.append("strategy_id = ?")
             args.append(strategy_id)
+        if strategy_ids is not None:
+            if not strategy_ids:
+                return []
+            ids = sorted(strategy_ids)
+            clauses.append(f"strategy_id IN ({', '.join('?' for _ in ids)})")
+            args.extend(ids)
         if symbol is not None:
             clauses.append("symbol = ?")
             args.append(symbol)

@@ -9,7 +9,8 @@ import pytest
 
 from bus import registry
 from bus.config import BusConfig, MonitorConfig, load_config
-from bus.security import load_allowed
+from bus.allowlist import allow_path
+from bus.allowlist import load as load_allow_list
 from cli.main import main as khazad
 from launch.plan import Plan
 from launch.supervisord import render, sections
@@ -33,10 +34,10 @@ def test_an_actor_added_to_the_registry_reaches_config_keys_and_supervisord(regi
     # the monitor expects it (config default)
     assert "recorder" in MonitorConfig().expected_actors
     # `khazad keys init` makes its actor key
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, curve=False)  # no keys yet: `keys init` makes them all
     assert khazad(["--config", str(path), "keys", "init"]) == 0
     cfg = load_config(path, env={})
-    keys = {k.name: k.role for k in load_allowed(cfg.path(cfg.bus.curve.keys_dir)).values()}
+    keys = {k.name: k.role for k in load_allow_list(allow_path(cfg.path(cfg.bus.curve.keys_dir))).values()}
     assert keys["recorder"] == "actor"
     # launch renders its supervisord program from the registry entry (module, priority)
     plan = Plan(cfg=cfg, config_path=path, run_dir=tmp_path / "run", mode="paper", with_strategy=False)

@@ -52,7 +52,7 @@ from tests.support.waiting import eventually
 
 #: The load: (strategy id, symbols) per process.
 LOAD_STRATEGIES = (("chaos_a", "AAPL,MSFT"), ("chaos_b", "SPY,NVDA"))
-PROBE_STRATEGY = "probe"
+PROBE_STRATEGY = "chaos_probe"
 PROBE_SYMBOL = "AAPL"
 #: Where the probe rests: this far under the bid (inside the risk governor's 5 % collar, far from a fill).
 PROBE_DISCOUNT = 0.01

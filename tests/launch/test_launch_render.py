@@ -99,7 +99,9 @@ def test_khazad_run_renders_what_run_all_renders(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     new = khazad_run(tmp_path, "run", "--run-dir", str(tmp_path / "b"), *flags)
     assert old.returncode == new.returncode == 0, old.stdout + old.stderr + new.stdout + new.stderr
-    assert old.stdout.startswith("[run_all] wrote") and new.stdout.startswith("[khazad run] wrote")
+    assert "[run_all] wrote" in old.stdout and "[khazad run] wrote" in new.stdout
+    # both made the run's CURVE keys and allow-list on first start (the example strategy's key included)
+    assert "[run_all] created CURVE keys" in old.stdout and "strategy:example" in new.stdout
     a, b = (tmp_path / "a" / "supervisord.conf").read_text(), (tmp_path / "b" / "supervisord.conf").read_text()
     assert a.replace(str(tmp_path / "a"), "RUN") == b.replace(str(tmp_path / "b"), "RUN")
     ta, tb = (tmp_path / "a" / "khazad.toml").read_text(), (tmp_path / "b" / "khazad.toml").read_text()

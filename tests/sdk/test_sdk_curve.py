@@ -1,5 +1,6 @@
-"""The SDK and the CLI on a CURVE bus: each uses its own key pair (a strategy's is named after its strategy id, the
-CLI's is ``operator``), so services see the authenticated identity, and the proxy lets their publishes through."""
+"""The SDK and the CLI on the CURVE bus (the default): each uses its own key pair (a strategy's is named after its
+strategy id, the CLI's is ``operator``), so services see the authenticated identity, and the proxy lets their
+publishes through."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from bus import topics
 from bus.config import KhazadConfig, load_config
 from bus.messages import Ack, CancelReport, Kill, PlaceOrder
 from bus.pubsub import SyncSubscriber
-from bus.registry import ACTOR_NAMES
-from bus.security import Security, create_key, keys_dir
+from bus.security import Security, keys_dir
 from cli.main import main
 from sdk import KhazadClient
 from tests.support.config import write_config
@@ -22,18 +22,6 @@ from tests.support.doubles.order_manager import OrderManagerDouble
 from tests.support.doubles.services import FakeService
 from tests.support.processes import ActorProcess
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-def config_path(tmp_path: Path) -> Path:
-    """Overrides the root fixture: CURVE on, keys for the actors, one strategy (cs1) and the CLI's operator."""
-    path = write_config(tmp_path, extra="\n[bus.curve]\nenabled = true\n")
-    cfg = load_config(path, env={})
-    for name in ACTOR_NAMES:
-        create_key(keys_dir(cfg), name, "actor")
-    create_key(keys_dir(cfg), "cs1", "strategy")
-    create_key(keys_dir(cfg), "operator", "operator")
-    return path
 
 
 @pytest.fixture
@@ -89,7 +77,9 @@ def test_cli_kill_on_curve_bus_uses_the_operator_key(config_path, cfg, curve_pro
 
 
 def test_cli_without_its_operator_key_exits_78_before_sending(tmp_path: Path, capsys) -> None:
-    path = write_config(tmp_path, extra="\n[bus.curve]\nenabled = true\n")  # no keys at all
+    path = write_config(tmp_path)
+    cfg = load_config(path, env={})
+    (keys_dir(cfg) / "operator.key_secret").unlink()  # this host has no operator key
     assert main(["--config", str(path), "kill", "--reason", "x"]) == 78
     err = capsys.readouterr().err
     assert "operator" in err and "KILL NOT SENT" in err

@@ -215,3 +215,24 @@ def test_kill_from_another_process_leaves_nothing_working_and_halts_everywhere(s
 
     assert any(r.kind == "kill" and r.summary == "system test kill"
                for r in read_audit(system.cfg.path(system.cfg.monitor.audit_db)))
+
+
+def test_every_process_stayed_within_what_its_key_may_do(system):
+    """The whole run on the authenticated bus (the default): no process published a topic its key may not
+    (bus.topics.PUBLISHERS) and no service refused a request as unauthorized: the allow-list and the two ACL tables
+    cover every real actor, the example strategy and the CLI. Run last: it reads the whole run's logs."""
+    assert "may not publish" not in system.log("proxy")
+    for program in (*registry.ACTOR_NAMES, "strategy"):
+        log = system.log(program)
+        assert "unauthorized" not in log and ": refused " not in log, (program, log[-2000:])
+
+
+def test_private_files_are_the_operators_alone(system):
+    run = system.cfg.run_path
+    private = [system.cfg.path(system.cfg.orders.journal), system.cfg.path(system.cfg.monitor.audit_db),
+               system.cfg.path(system.cfg.gateway.state_file), system.cfg.path(system.cfg.risk.state_file),
+               system.cfg.path(system.cfg.risk.approval_key_file), *sorted((run / "keys").glob("*.key_secret"))]
+    modes = {str(p.relative_to(run)): oct(p.stat().st_mode & 0o777) for p in private}
+    assert all(m == "0o600" for m in modes.values()), modes
+    allow = run / "keys" / "allow.toml"
+    assert allow.stat().st_mode & 0o022 == 0  # written by the operator only

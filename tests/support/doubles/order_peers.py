@@ -30,6 +30,7 @@ from bus.messages import (
 )
 from bus.pubsub import Publisher
 from bus.reqrep import CallContext, Service
+from tests.helpers import security, server_key
 
 THREAD_TIMEOUT_S = 10.0
 APPROVAL_TTL_S = 5.0
@@ -125,11 +126,17 @@ class ChainDoubles:
         bus = self.cfg.bus
         services: list[Service] = []
         tasks: list[asyncio.Task[None]] = []
+        # each double serves with the key of the actor it stands in for (the order manager checks the server key)
+        keys = {name: security(self.cfg, name) for name in ("risk", "gateway")}
+        if keys["gateway"] is not None:
+            keys["gateway"].start_authenticator(ctx)  # one ZAP handler per context serves both sockets
         try:
-            self.pub = Publisher(ctx, bus.proxy_frontend, Stamper("gateway"))
+            gw = keys["gateway"]
+            self.pub = Publisher(ctx, bus.proxy_frontend, Stamper("gateway"), security=gw,
+                                 server_key=server_key(gw, "proxy"))
             await self.pub.wait_ready(bus.proxy_backend)
             for endpoint, name, handler in ((bus.risk, "risk", self._risk), (bus.gateway, "gateway", self._gateway)):
-                svc = Service(ctx, endpoint, name, handler, stamper=Stamper(name))
+                svc = Service(ctx, endpoint, name, handler, stamper=Stamper(name), security=keys[name])
                 services.append(svc)
                 tasks.append(asyncio.create_task(svc.run()))
             self._started.set()
@@ -142,6 +149,8 @@ class ChainDoubles:
                 svc.close()
             if self.pub is not None:
                 self.pub.close()
+            if keys["gateway"] is not None:
+                keys["gateway"].stop_authenticator()
             ctx.destroy(linger=0)
 
     async def _risk(self, ctx: CallContext, body: Any) -> Any:

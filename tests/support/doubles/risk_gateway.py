@@ -24,6 +24,7 @@ from bus.messages import (
     SubscribeMarketData, TickEvent,
 )
 from bus.pubsub import Publisher
+from tests.helpers import security, server_key
 
 POLL_MS = 20  # the double's loop timer (lets it notice stop())
 
@@ -81,7 +82,10 @@ class FakeGateway:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stamper = Stamper("gateway")
-        self.publisher = Publisher(ctx, cfg.bus.proxy_frontend, self.stamper)
+        # it stands in for the gateway: its key, as server and as publisher
+        self.security = security(cfg, "gateway")
+        self.publisher = Publisher(ctx, cfg.bus.proxy_frontend, self.stamper, security=self.security,
+                                   server_key=server_key(self.security, "proxy"))
 
     # -- events (call from the test thread) ------------------------------------------------------------------
 
@@ -107,7 +111,9 @@ class FakeGateway:
 
     def _serve(self, ready: threading.Event) -> None:
         sock = sockets.configure(self.ctx.socket(zmq.ROUTER))
-        sock.bind(self.cfg.bus.gateway)
+        if self.security is not None:
+            self.security.start_authenticator(self.ctx)
+        sockets.bind(sock, self.cfg.bus.gateway, security=self.security)
         ready.set()
         req, rep = request_codec(), reply_codec()
         stamper = Stamper("gateway")
@@ -126,6 +132,8 @@ class FakeGateway:
                     sock.send_multipart([ident, rep.encode(stamper.stamp(reply, request_id=env.request_id))])
         finally:
             sock.close(0)
+            if self.security is not None:
+                self.security.stop_authenticator()
 
     def _reply(self, body: Any) -> Any:
         if self.on_request is not None:

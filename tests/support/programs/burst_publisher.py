@@ -18,6 +18,7 @@ from bus.codec import Stamper
 from bus.config import load_config
 from bus.messages import Alert
 from bus.pubsub import Publisher
+from bus.security import client_security
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--topic", default="burst.x")
     parser.add_argument("--name", default="burst")
+    parser.add_argument("--key", default="tester", help="the CURVE key to publish with (an actor's: alert.* topics)")
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     cfg = load_config(args.config, env={})
     ctx = zmq.Context()
-    pub = Publisher(ctx, cfg.bus.proxy_frontend, Stamper(args.name))
+    sec = client_security(cfg, args.key)
+    pub = Publisher(ctx, cfg.bus.proxy_frontend, Stamper(args.name), security=sec,
+                    server_key=sec.server_key("proxy") if sec is not None else None)
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         for i in range(args.count):

@@ -2,7 +2,7 @@
 
 It uses real message types, so everything on the wire is the production format. Environment knobs (tests pass
 them through ``ActorProcess(env=...)``): ``PROBE_NAME`` (default ``probe``), ``PROBE_SERVICE`` (the bus endpoint
-it serves, default ``monitor``), ``PROBE_TOPICS`` (comma-separated prefixes, default ``test.``),
+it serves, default ``monitor``), ``PROBE_TOPICS`` (comma-separated prefixes, default ``alert.test``: the tests publish with a test actor key),
 ``PROBE_INBOX_SIZE`` (the bounded inbox), ``PROBE_STALL_ON_STOP`` (on_stop never returns: the stop budget must
 still hold).
 
@@ -45,7 +45,7 @@ class ProbeActor(Actor):
     def __init__(self, cfg: KhazadConfig) -> None:
         super().__init__(cfg, name=os.environ.get("PROBE_NAME", "probe"))
         self.service = os.environ.get("PROBE_SERVICE", "monitor")
-        self.topics = tuple(t for t in os.environ.get("PROBE_TOPICS", "test.").split(",") if t)
+        self.topics = tuple(t for t in os.environ.get("PROBE_TOPICS", "alert.test").split(",") if t)
         self.executions: Counter[str] = Counter()
         self.events = 0
         self.event_seqs: dict[str, int] = {}

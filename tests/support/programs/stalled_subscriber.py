@@ -17,6 +17,7 @@ import zmq
 from bus.codec import Stamper
 from bus.config import load_config
 from bus.pubsub import Publisher, SyncSubscriber
+from bus.security import client_security
 
 #: Bound for draining after the stall.
 DRAIN_TIMEOUT_S = 30.0
@@ -30,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, env={})
     ctx = zmq.Context()
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [args.topic], name="stalled", rcvhwm=1)
-    helper = Publisher(ctx, cfg.bus.proxy_frontend, Stamper("stalled-probe"))
+    sec = client_security(cfg, "operator")
+    key = sec.server_key("proxy") if sec is not None else None
+    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [args.topic], name="stalled", rcvhwm=1, security=sec,
+                         server_key=key)
+    helper = Publisher(ctx, cfg.bus.proxy_frontend, Stamper("stalled-probe"), security=sec, server_key=key)
     try:
         sub.wait_ready(helper)
         print("ready", flush=True)
