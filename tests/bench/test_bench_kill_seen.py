@@ -18,18 +18,19 @@ from bus.actor import KILL_SEEN_DETAIL, KILL_SENT_DETAIL
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Ack, GetStatus, Heartbeat, Kill
-from bus.pubsub import Publisher, SyncSubscriber
-from bus.reqrep import SyncClient
+from bus.pubsub import SyncSubscriber
+from tests.support.clients import publisher, sync_subscriber
 from tests.support.processes import ActorProcess, wait_serving
-from tests.support.programs import PROBE_ACTOR
+from tests.support.programs import PROBE_ACTOR, PROBE_KEY, probe_client
 from tests.support.waiting import eventually
+
 
 def _start_probe(config_path: Path, processes: list[ActorProcess], zctx: zmq.Context, cfg: KhazadConfig,
                  topics: str) -> ActorProcess:
     proc = ActorProcess(PROBE_ACTOR, config_path, name="probe",
                         env={"PROBE_NAME": "probe", "PROBE_SERVICE": "monitor", "PROBE_TOPICS": topics}).start()
     processes.append(proc)
-    wait_serving(zctx, cfg.bus.monitor, proc)
+    wait_serving(zctx, cfg.bus.monitor, proc, server=PROBE_KEY)
     return proc
 
 
@@ -50,10 +51,10 @@ def _kill(kill_id: str) -> Kill:
 def test_kill_broadcast_recorded_in_heartbeat_without_reaching_on_event(
         proxy: ActorProcess, config_path: Path, processes: list[ActorProcess], zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
-    _start_probe(config_path, processes, zctx, cfg, topics="test.")  # control.kill is not one of its topics
-    hb = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("probe")], name="test-hb")
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-operator"))
-    status = SyncClient(zctx, cfg.bus.monitor, service="monitor", stamper=Stamper("test"), timeout_s=2.0)
+    _start_probe(config_path, processes, zctx, cfg, topics="alert.test")  # control.kill is not one of its topics
+    hb = sync_subscriber(zctx, cfg, [topics.heartbeat("probe")], name="test-hb")
+    pub = publisher(zctx, cfg, Stamper("test-operator"))
+    status = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("test"))
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         hb.wait_ready(pub)
@@ -73,10 +74,10 @@ def test_kill_broadcast_recorded_in_heartbeat_without_reaching_on_event(
 def test_kill_request_recorded_first_sighting_kept_and_handler_still_runs(
         proxy: ActorProcess, config_path: Path, processes: list[ActorProcess], zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
-    _start_probe(config_path, processes, zctx, cfg, topics="test.,control.")  # its own control.* subscription
-    hb = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("probe")], name="test-hb")
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-operator"))
-    client = SyncClient(zctx, cfg.bus.monitor, service="monitor", stamper=Stamper("test-cli"), timeout_s=2.0)
+    _start_probe(config_path, processes, zctx, cfg, topics="alert.test,control.")  # its own control.* subscription
+    hb = sync_subscriber(zctx, cfg, [topics.heartbeat("probe")], name="test-hb")
+    pub = publisher(zctx, cfg, Stamper("test-operator"))
+    client = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("test-cli"))
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         hb.wait_ready(pub)

@@ -13,7 +13,7 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.reqrep import SyncClient
 from tests.support.processes import ActorProcess, wait_serving
-from tests.support.programs import PROBE_ACTOR, PROBE_SERVICE
+from tests.support.programs import PROBE_ACTOR, PROBE_SERVICE, probe_client
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def probe_factory(config_path: Path, processes: list[ActorProcess], zctx: zmq.Co
                             env={"PROBE_NAME": name, "PROBE_SERVICE": service, **(env or {})}).start()
         processes.append(proc)
         if wait:
-            wait_serving(zctx, cfg.bus.service_endpoint(service), proc)
+            wait_serving(zctx, cfg.bus.service_endpoint(service), proc, server=name)  # it serves with its own key
         return proc
 
     return start
@@ -42,11 +42,11 @@ def probe_factory(config_path: Path, processes: list[ActorProcess], zctx: zmq.Co
 
 @pytest.fixture
 def sync_client(zctx: zmq.Context) -> Iterator[Callable[..., SyncClient]]:
-    """Blocking clients, closed at teardown."""
+    """Blocking operator clients of the probe, closed at teardown."""
     made: list[SyncClient] = []
 
     def make(endpoint: str, *, timeout_s: float = 2.0, retries: int = 2, name: str = "test-client") -> SyncClient:
-        cl = SyncClient(zctx, endpoint, service=name, stamper=Stamper(name), timeout_s=timeout_s, retries=retries)
+        cl = probe_client(zctx, endpoint, stamper=Stamper(name), timeout_s=timeout_s, retries=retries)
         made.append(cl)
         return cl
 

@@ -15,10 +15,10 @@ from bus.actor import EXIT_FAULTED, EXIT_OK, LIFECYCLE, MAX_ERRORS, Actor, Actor
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import MAX_TEXT_LENGTH, Alert, GapReport, GetSystemStatus, Ping, Pong, Rejected, Resume
-from bus.pubsub import Publisher, SyncSubscriber
-from bus.reqrep import SyncClient
+from tests.support.clients import publisher, sync_subscriber
+from tests.support.keys import TEST_PUBLISHER
 from tests.support.processes import ActorProcess
-from tests.support.programs import probe_status
+from tests.support.programs import probe_client, probe_status
 from tests.support.waiting import eventually
 
 #: Bound for an in-process actor run in these tests.
@@ -125,8 +125,8 @@ def test_stop_before_run_is_not_lost(proxy: ActorProcess, cfg: KhazadConfig) -> 
 def test_handler_errors_get_internal_rejections_then_repeated_errors_exit_70(
         zctx: zmq.Context, cfg: KhazadConfig, start_probe: Callable[..., ActorProcess]) -> None:
     probe = start_probe()
-    cl = SyncClient(zctx, cfg.bus.monitor, service="probe", stamper=Stamper("errors"), timeout_s=2.0, retries=0)
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("errors-pub"))
+    cl = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("errors"), retries=0)
+    pub = publisher(zctx, cfg, Stamper("errors-pub"), key=TEST_PUBLISHER)
     try:
         for _ in range(5):
             reply = cl.call(GetSystemStatus())
@@ -134,7 +134,7 @@ def test_handler_errors_get_internal_rejections_then_repeated_errors_exit_70(
             assert reply.request_type == "get_system_status" and "induced handler failure" in reply.reason
         assert isinstance(cl.call(Ping()), Pong)  # keeps serving
         pub.wait_ready_sync(cfg.bus.proxy_backend)
-        pub.publish("test.errors", Alert(kind="test", message="raise"))  # an event handler error counts too
+        pub.publish("alert.test.errors", Alert(kind="test", message="raise"))  # an event handler error counts too
         eventually(lambda: probe_status(zctx, cfg.bus.monitor)["events"] == "1")
         errors = 6
         while errors < MAX_ERRORS:  # up to the limit: still running and answering
@@ -162,19 +162,19 @@ def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a
 
     start_proxy(config_path, processes, zctx, env=HWM_ENV)
     probe_factory(env={"PROBE_INBOX_SIZE": str(INBOX), **HWM_ENV})
-    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.GAP_PREFIX], name="test-gaps")
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("inbox-flooder"), sndhwm=10)
-    cl = SyncClient(zctx, cfg.bus.monitor, service="probe", stamper=Stamper("inbox"), timeout_s=2.0)
+    gaps = sync_subscriber(zctx, cfg, [topics.GAP_PREFIX], name="test-gaps")
+    pub = publisher(zctx, cfg, Stamper("inbox-flooder"), key=TEST_PUBLISHER, sndhwm=10)
+    cl = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("inbox"))
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         gaps.wait_ready(pub)
-        pub.publish("test.flood", Alert(kind="test", message="stall"))  # the consumer blocks on this one
+        pub.publish("alert.test.flood", Alert(kind="test", message="stall"))  # the consumer blocks on this one
         flooded = [0]
 
         def filled() -> dict[str, str] | None:
             # the tiny HWMs drop most of a burst, how much depends on timing: flood until the inbox is full
             for _ in range(FLOOD_COUNT):
-                pub.publish("test.flood", Alert(kind="flood", message=FLOOD_PAYLOAD))
+                pub.publish("alert.test.flood", Alert(kind="flood", message=FLOOD_PAYLOAD))
             flooded[0] += FLOOD_COUNT
             s = probe_status(zctx, cfg.bus.monitor)
             return s if s["inbox"] == str(INBOX) else None
@@ -185,7 +185,7 @@ def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a
         assert cl.call(Resume(reason="unstall")) is not None
 
         def reported() -> GapReport | None:
-            pub.publish("test.flood", Alert(kind="flood", message="marker"))  # a loss shows once something follows
+            pub.publish("alert.test.flood", Alert(kind="flood", message="marker"))  # a loss shows once something follows
             while (got := gaps.recv(0.05)) is not None:
                 if isinstance(got[1].body, GapReport):
                     return got[1].body
@@ -196,7 +196,7 @@ def test_bounded_inbox_stays_bounded_keeps_serving_and_reports_the_overflow_as_a
         cl.close()
         pub.close()
         gaps.close()
-    assert report.subscriber == "probe" and report.publisher == "inbox-flooder" and report.topic == "test.flood"
+    assert report.subscriber == "probe" and report.publisher == "inbox-flooder" and report.topic == "alert.test.flood"
     assert report.missed == report.received - report.expected > 0
     assert int(probe_status(zctx, cfg.bus.monitor)["events"]) < flooded[0] + 1
 

@@ -13,8 +13,10 @@ import zmq
 from bus import sockets
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import Ack, Kill, Ping, Pong, Rejected, WaitOrder
-from bus.reqrep import DEADLINE_ALLOWANCE_S, RequestTimeout, SyncClient
-from tests.support.programs import PROBE_SERVICE, probe_status
+from bus.reqrep import DEADLINE_ALLOWANCE_S, RequestTimeout
+from tests.support.clients import security, server_key
+from tests.support.config import config_of_endpoint
+from tests.support.programs import PROBE_KEY, PROBE_SERVICE, probe_client, probe_status
 
 PAST_S = 5.0
 
@@ -22,7 +24,9 @@ PAST_S = 5.0
 def _raw_call(zctx: zmq.Context, endpoint: str, body, deadline_wall_ns: int):
     sock = sockets.configure(zctx.socket(zmq.DEALER))
     try:
-        sock.connect(endpoint)
+        cfg = config_of_endpoint(endpoint)
+        sec = security(cfg) if cfg is not None else None
+        sockets.connect(sock, endpoint, security=sec, server_key=server_key(sec, PROBE_KEY))
         env = Stamper("test-deadline").stamp(body, request_id="rid-" + str(time.monotonic_ns()),
                                              deadline_wall_ns=deadline_wall_ns)
         sock.send(request_codec().encode(env))
@@ -54,7 +58,7 @@ def test_kill_arriving_after_its_deadline_still_runs(start_probe, zctx, cfg):
 def test_call_that_timed_out_on_a_stopped_service_is_not_run_when_it_resumes(start_probe, zctx, cfg):
     probe = start_probe()
     endpoint = cfg.bus.service_endpoint(PROBE_SERVICE)
-    client = SyncClient(zctx, endpoint, service="probe", stamper=Stamper("test-stale"), timeout_s=0.3, retries=0)
+    client = probe_client(zctx, endpoint, stamper=Stamper("test-stale"), timeout_s=0.3, retries=0)
     try:
         assert isinstance(client.call(Ping(), timeout_s=5.0), Pong)  # connected: the request will reach the kernel
         probe.signal(signal.SIGSTOP)

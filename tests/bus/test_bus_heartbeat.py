@@ -13,7 +13,7 @@ from bus import topics
 from bus.config import KhazadConfig
 from bus.heartbeat import LivenessTracker, PeerLiveness
 from bus.messages import Heartbeat
-from bus.pubsub import SyncSubscriber
+from tests.support.clients import sync_subscriber
 from tests.support.processes import ActorProcess
 from tests.support.waiting import eventually
 
@@ -27,7 +27,7 @@ class Watcher:
     """A LivenessTracker fed by a real subscriber on ``hb.``, as the monitor does it."""
 
     def __init__(self, zctx: zmq.Context, cfg: KhazadConfig) -> None:
-        self.sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.HEARTBEAT_PREFIX], name="test-liveness")
+        self.sub = sync_subscriber(zctx, cfg, [topics.HEARTBEAT_PREFIX], name="test-liveness")
         self.tracker = LivenessTracker(liveness=cfg.bus.heartbeat_liveness)
         self.died: list[tuple[float, PeerLiveness]] = []
         self.revived: list[tuple[float, PeerLiveness]] = []

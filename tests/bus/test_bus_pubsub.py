@@ -15,7 +15,9 @@ from bus import sockets, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import MAX_TEXT_LENGTH, Alert, Envelope, Heartbeat
-from bus.pubsub import Publisher, SequenceTracker, SyncSubscriber
+from bus.pubsub import SequenceTracker, SyncSubscriber
+from tests.support.clients import publisher, sync_subscriber
+from tests.support.keys import TEST_PUBLISHER
 from tests.support.processes import ActorProcess, start_proxy
 from tests.support.programs import BURST_PUBLISHER, STALLED_SUBSCRIBER
 from tests.support.waiting import eventually
@@ -39,8 +41,8 @@ def _drain(sub: SyncSubscriber, into: list[tuple[str, Envelope[Any]]]) -> int:
 
 
 def _ready_subscriber(zctx: zmq.Context, cfg: KhazadConfig, topics: list[str], **kw: Any) -> SyncSubscriber:
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, topics, name="test-sub", **kw)
-    helper = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-sub-probe"))
+    sub = sync_subscriber(zctx, cfg, topics, name="test-sub", **kw)
+    helper = publisher(zctx, cfg, Stamper("test-sub-probe"))
     try:
         sub.wait_ready(helper)  # the proxy now knows this subscription
     finally:
@@ -51,11 +53,11 @@ def _ready_subscriber(zctx: zmq.Context, cfg: KhazadConfig, topics: list[str], *
 def test_new_publisher_process_burst_right_after_ready_arrives_complete_in_order(
         proxy: ActorProcess, config_path: Path, processes: list[ActorProcess], zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
-    sub = _ready_subscriber(zctx, cfg, ["burst."])
+    sub = _ready_subscriber(zctx, cfg, ["alert.burst"])
     got: list[tuple[str, Envelope[Any]]] = []
     for run in range(2):  # the second run is a restart: a new incarnation, seq from 1 again, not a gap
         pub = ActorProcess(BURST_PUBLISHER, config_path, name=f"burst{run}",
-                           args=["--count", str(BURST), "--topic", "burst.x"]).start()
+                           args=["--count", str(BURST), "--topic", "alert.burst.x"]).start()
         processes.append(pub)
         eventually(lambda: _drain(sub, got) >= BURST * (run + 1), timeout=30,
                    message=lambda: f"{len(got)} of {BURST * (run + 1)} events; publisher log:\n{pub.log()}")
@@ -75,16 +77,16 @@ def test_stalled_subscriber_with_tiny_hwm_detects_logs_and_reports_the_gap(
     reported: list[tuple[str, str, int, int]] = []
     logged: list[str] = []
     sink = logger.add(lambda msg: logged.append(str(msg)), level="WARNING")
-    sub = _ready_subscriber(zctx, cfg, ["flood."], rcvhwm=1, on_gap=lambda *gap: reported.append(gap))
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("flooder"), sndhwm=10)
+    sub = _ready_subscriber(zctx, cfg, ["alert.flood"], rcvhwm=1, on_gap=lambda *gap: reported.append(gap))
+    pub = publisher(zctx, cfg, Stamper("flooder"), key=TEST_PUBLISHER, sndhwm=10)
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         for _ in range(FLOOD_COUNT):  # nobody reads meanwhile: the subscriber is stalled
-            pub.publish("flood.x", Alert(kind="flood", message=FLOOD_PAYLOAD))
+            pub.publish("alert.flood.x", Alert(kind="flood", message=FLOOD_PAYLOAD))
         got: list[tuple[str, Envelope[Any]]] = []
 
         def gap_seen() -> bool:
-            pub.publish("flood.x", Alert(kind="flood", message="marker"))  # a loss shows once something follows it
+            pub.publish("alert.flood.x", Alert(kind="flood", message="marker"))  # a loss shows once something follows it
             _drain(sub, got)
             return sub.tracker.gaps > 0
 
@@ -93,7 +95,7 @@ def test_stalled_subscriber_with_tiny_hwm_detects_logs_and_reports_the_gap(
         logger.remove(sink)
         pub.close()
     sender, topic, expected, received = reported[0]
-    assert (sender, topic) == ("flooder", "flood.x") and received > expected
+    assert (sender, topic) == ("flooder", "alert.flood.x") and received > expected
     assert sub.tracker.missed >= received - expected > 0
     assert len(got) < FLOOD_COUNT
     assert any("bus gap" in line and "flooder" in line for line in logged)
@@ -105,17 +107,17 @@ def test_subscriber_stalled_beyond_transport_heartbeat_survives_and_reports_gap(
     connection and libzmq 4.3.5 aborted the process on reconnect (``Assertion failed: _input_stopped``)."""
     start_proxy(config_path, processes, zctx, env=TINY_HWM_ENV)
     sub = ActorProcess(STALLED_SUBSCRIBER, config_path, name="stalled",
-                       args=["--topic", "stall.", "--stall", str(LONG_STALL_S)]).start()
+                       args=["--topic", "alert.stall", "--stall", str(LONG_STALL_S)]).start()
     processes.append(sub)
     eventually(lambda: "ready" in sub.log() or not sub.alive(), message=lambda: sub.log())
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("staller"), sndhwm=10)
+    pub = publisher(zctx, cfg, Stamper("staller"), key=TEST_PUBLISHER, sndhwm=10)
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         for _ in range(FLOOD_COUNT):
-            pub.publish("stall.x", Alert(kind="flood", message=FLOOD_PAYLOAD))
+            pub.publish("alert.stall.x", Alert(kind="flood", message=FLOOD_PAYLOAD))
 
         def finished() -> bool:
-            pub.publish("stall.x", Alert(kind="flood", message="end"))
+            pub.publish("alert.stall.x", Alert(kind="flood", message="end"))
             return not sub.alive()
 
         eventually(finished, timeout=LONG_STALL_S + 20, message=lambda: sub.log())
@@ -182,8 +184,8 @@ def test_sequence_tracker_forget_drops_only_topics_no_longer_covered() -> None:
 
 def test_resubscribe_after_unsubscribe_reports_no_false_gap_through_the_proxy(
         proxy: ActorProcess, zctx: zmq.Context, cfg: KhazadConfig) -> None:
-    sub = _ready_subscriber(zctx, cfg, [topics.market_data("X"), "ctl."])
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("md-pub"))
+    sub = _ready_subscriber(zctx, cfg, [topics.market_data("X"), "alert.ctl"])
+    pub = publisher(zctx, cfg, Stamper("md-pub"), key="gateway")  # market data is the gateway's
     got: list[tuple[str, Envelope[Any]]] = []
 
     def tick(i: int) -> None:
@@ -198,8 +200,8 @@ def test_resubscribe_after_unsubscribe_reports_no_false_gap_through_the_proxy(
         for i in range(5, 10):  # published while nobody listens: dropped by the SUB, and not a loss
             tick(i)
         # one pipe from this publisher to the subscriber, in order: once the marker is here, 5..9 were filtered
-        pub.publish("ctl.marker", Alert(kind="t", severity="info", message="-1"))
-        eventually(lambda: _drain(sub, got) and got[-1][0] == "ctl.marker", message="the marker")
+        pub.publish("alert.ctl.marker", Alert(kind="t", severity="info", message="-1"))
+        eventually(lambda: _drain(sub, got) and got[-1][0] == "alert.ctl.marker", message="the marker")
         sub.subscribe(topics.market_data("X"))
         sub.wait_ready(pub)
         for i in range(10, 15):

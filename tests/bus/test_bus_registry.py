@@ -8,9 +8,9 @@ import msgspec
 import pytest
 
 from bus import registry
-from bus.config import BusConfig, MonitorConfig, load_config
 from bus.allowlist import allow_path
 from bus.allowlist import load as load_allow_list
+from bus.config import BusConfig, MonitorConfig, load_config
 from cli.main import main as khazad
 from launch.plan import Plan
 from launch.supervisord import render, sections

@@ -21,10 +21,19 @@ from bus import dedup, reqrep
 from bus.codec import DecodeError, Stamper, reply_codec, request_codec
 from bus.config import KhazadConfig
 from bus.reqrep import AsyncClient, RequestTimeout, SyncClient, backoff_s
-from tests.support.config import free_port
+from tests.support.clients import security, server_key
+from tests.support.config import config_of_endpoint, free_port
 from tests.support.processes import ActorProcess
-from tests.support.programs import probe_status
+from tests.support.programs import PROBE_KEY, probe_client, probe_status
 from tests.support.waiting import eventually
+
+
+def _curve_client(sock: zmq.Socket, endpoint: str) -> None:
+    """Make ``sock`` a CURVE client of the probe at ``endpoint`` (operator key), if the bus is authenticated."""
+    cfg = config_of_endpoint(endpoint)
+    sec = security(cfg) if cfg is not None else None
+    if sec is not None:
+        sec.make_client(sock, server_key(sec, PROBE_KEY))
 
 #: Scheduling slack on top of a computed bound (a loaded 2-core machine runs other engineers' tests too).
 SLACK_S = 1.5
@@ -49,6 +58,7 @@ class RawPeer:
     def __init__(self, ctx: zmq.Context, endpoint: str, kind: int = zmq.DEALER) -> None:
         self.sock = ctx.socket(kind)
         self.sock.setsockopt(zmq.LINGER, 0)
+        _curve_client(self.sock, endpoint)
         self.sock.connect(endpoint)
         self.codec = reply_codec()
 
@@ -95,6 +105,7 @@ class DropFirstReply:
         try:
             front.bind("tcp://127.0.0.1:*")
             self.endpoint = front.getsockopt(zmq.LAST_ENDPOINT).decode()
+            _curve_client(back, self.upstream)  # the client talks plain to us; we talk CURVE upstream
             back.connect(self.upstream)
             poller = zmq.Poller()
             poller.register(front, zmq.POLLIN)
@@ -243,7 +254,7 @@ def test_retries_while_the_handler_runs_join_it_and_execute_once(
         zctx: zmq.Context, cfg: KhazadConfig, start_probe: Callable[..., ActorProcess]) -> None:
     start_probe()
     work_s, timeout_s = 1.0, 0.3  # the handler outlasts several attempts
-    cl = SyncClient(zctx, cfg.bus.monitor, service="probe", stamper=Stamper("slow"), timeout_s=timeout_s,
+    cl = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("slow"), timeout_s=timeout_s,
                     retries=6)
     try:
         reply = cl.call(m.WaitOrder(strategy_id="s1", client_order_id="slow-1", timeout_s=work_s))
@@ -262,7 +273,7 @@ def test_retries_while_the_handler_runs_join_it_and_execute_once(
 def test_sync_client_recovers_after_service_restart(
         zctx: zmq.Context, cfg: KhazadConfig, start_probe: Callable[..., ActorProcess]) -> None:
     first = start_probe()
-    cl = SyncClient(zctx, cfg.bus.monitor, service="probe", stamper=Stamper("restart"), timeout_s=0.3, retries=1)
+    cl = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("restart"), timeout_s=0.3, retries=1)
     try:
         assert isinstance(cl.call(m.Ping()), m.Pong)
         first.kill()
@@ -298,7 +309,10 @@ class _CallStream:
 
     async def _run(self) -> None:
         ctx = zmq.asyncio.Context()
-        cl = AsyncClient(ctx, self.endpoint, service="probe", stamper=Stamper("stream"), timeout_s=0.3, retries=1)
+        cfg = config_of_endpoint(self.endpoint)
+        sec = security(cfg) if cfg is not None else None
+        cl = AsyncClient(ctx, self.endpoint, service="probe", stamper=Stamper("stream"), timeout_s=0.3, retries=1,
+                         security=sec, server_key=server_key(sec, PROBE_KEY))
         try:
             n = 0
             while not self._stop.is_set():
@@ -447,7 +461,7 @@ def test_fuzzed_frames_into_a_live_service_always_get_an_answer(
 def test_handler_returning_a_non_reply_gets_an_internal_rejection(
         zctx: zmq.Context, cfg: KhazadConfig, start_probe: Callable[..., ActorProcess]) -> None:
     start_probe()
-    cl = SyncClient(zctx, cfg.bus.monitor, service="probe", stamper=Stamper("bad-handler"), timeout_s=2.0)
+    cl = probe_client(zctx, cfg.bus.monitor, stamper=Stamper("bad-handler"), timeout_s=2.0)
     try:
         reply = cl.call(m.GetAccount())
         assert isinstance(reply, m.Rejected) and reply.code == "internal" and reply.request_type == "get_account"

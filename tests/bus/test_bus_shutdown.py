@@ -15,8 +15,11 @@ import zmq
 from bus.codec import Stamper, request_codec
 from bus.config import KhazadConfig
 from bus.messages import Alert, WaitOrder
-from bus.pubsub import Publisher, SyncSubscriber
+from bus.pubsub import Publisher
+from tests.support.clients import publisher, security, server_key, sync_subscriber
+from tests.support.keys import TEST_PUBLISHER
 from tests.support.processes import ActorProcess, start_proxy
+from tests.support.programs import PROBE_KEY
 from tests.support.waiting import eventually
 
 #: The requirement: a bus process exits cleanly within 2 s of SIGTERM/SIGINT.
@@ -38,7 +41,7 @@ def _exit_within_bound(proc: ActorProcess, sig: int = signal.SIGTERM) -> tuple[i
 
 
 def _flood(zctx: zmq.Context, cfg: KhazadConfig, topic: str, first: Alert | None = None) -> Publisher:
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-flooder"), sndhwm=10)
+    pub = publisher(zctx, cfg, Stamper("test-flooder"), key=TEST_PUBLISHER, sndhwm=10)
     pub.wait_ready_sync(cfg.bus.proxy_backend)
     if first is not None:
         pub.publish(topic, first)
@@ -56,10 +59,10 @@ def test_proxy_exits_zero_within_bound_on_signal(proxy: ActorProcess, sig: int) 
 def test_proxy_with_pending_messages_exits_zero_within_bound(
         config_path: Path, processes: list[ActorProcess], zctx: zmq.Context, cfg: KhazadConfig) -> None:
     proxy = start_proxy(config_path, processes, zctx)
-    stalled = SyncSubscriber(zctx, cfg.bus.proxy_backend, ["flood."], name="never-reads", rcvhwm=1)
-    helper = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("probe-helper"))
+    stalled = sync_subscriber(zctx, cfg, ["alert.flood"], name="never-reads", rcvhwm=1)
+    helper = publisher(zctx, cfg, Stamper("probe-helper"))
     stalled.wait_ready(helper)
-    pub = _flood(zctx, cfg, "flood.x")  # queued in the proxy for a subscriber that never reads
+    pub = _flood(zctx, cfg, "alert.flood.x")  # queued in the proxy for a subscriber that never reads
     try:
         code, _ = _exit_within_bound(proxy)
     finally:
@@ -83,11 +86,14 @@ def test_actor_with_pending_events_and_requests_exits_zero_within_bound(
     # a request whose handler is still working, sent by a caller that will never read the answer
     caller = zctx.socket(zmq.DEALER)
     caller.setsockopt(zmq.LINGER, 0)
+    sec = security(cfg)
+    if sec is not None:
+        sec.make_client(caller, server_key(sec, PROBE_KEY))
     caller.connect(cfg.bus.monitor)
     caller.send(request_codec().encode(Stamper("caller").stamp(
         WaitOrder(strategy_id="s1", client_order_id="long", timeout_s=60.0), request_id="long-1")))
     # a stalled consumer with a full inbox and full socket queues behind it
-    pub = _flood(zctx, cfg, "test.flood", first=Alert(kind="test", message="stall"))
+    pub = _flood(zctx, cfg, "alert.test.flood", first=Alert(kind="test", message="stall"))
     try:
         code, _ = _exit_within_bound(probe)
     finally:

@@ -14,11 +14,16 @@ import pytest
 from bus import topics
 from bus.codec import Stamper
 from bus.messages import (
-    CancelReport, CancelScope, EmergencyCancel, GetRiskState, Kill, Rejected, SubmitAck,
+    CancelReport,
+    CancelScope,
+    EmergencyCancel,
+    GetRiskState,
+    Kill,
+    Rejected,
+    SubmitAck,
 )
-from bus.pubsub import Publisher
-from bus.reqrep import SyncClient
 from tests.support.builders import order
+from tests.support.clients import publisher, sync_client
 from tests.support.config import REPO
 from tests.support.gateway_harness import FAR_BELOW, GatewayHarness, place_working
 from tests.support.processes import ActorProcess, wait_serving
@@ -82,7 +87,7 @@ def test_halted_survives_sigkill_and_restart(gateway, recorder, sim, zctx, confi
 def test_kill_by_request_and_bus_copy_runs_once(gateway, recorder, sim, zctx):
     place_working(gateway, sim, 2)
     kill = Kill(kill_id="kill-dual", scope="all", reason="operator", origin="test")
-    pub = Publisher(zctx, gateway.cfg.bus.proxy_frontend, Stamper("test-operator"))
+    pub = publisher(zctx, gateway.cfg, Stamper("test-operator"))
     try:
         pub.wait_ready_sync(gateway.cfg.bus.proxy_backend)
         pub.publish(topics.KILL, kill)
@@ -175,7 +180,7 @@ def test_one_khazad_kill_runs_exactly_one_sweep_at_the_gateway(gateway, recorder
     risk = ActorProcess("actors.risk", config_path, name="risk").start()
     processes.append(risk)
     wait_serving(zctx, gateway.cfg.bus.risk, risk)
-    client = SyncClient(zctx, gateway.cfg.bus.risk, service="risk", stamper=Stamper("test-risk-client"),
+    client = sync_client(zctx, gateway.cfg, "risk", stamper=Stamper("test-risk-client"),
                         timeout_s=10.0, retries=0)
     try:
         eventually(lambda: client.call(GetRiskState()).ready, 30.0, message="risk governor ready")

@@ -6,20 +6,30 @@ from __future__ import annotations
 import signal
 
 import msgspec
-import zmq
 
 from bus import topics
 from bus.approval import sign
 from bus.codec import Stamper, reply_codec
 from bus.messages import (
-    Ack, AmendOrder, CancelIbOrder, CommissionEvent, FillEvent, GatewaySnapshot, GetAccount, GetSnapshot, Ping,
-    Pong, Rejected, SubmitAck, SubmitOrder,
+    Ack,
+    AmendOrder,
+    CancelIbOrder,
+    CommissionEvent,
+    FillEvent,
+    GatewaySnapshot,
+    GetAccount,
+    GetSnapshot,
+    Ping,
+    Pong,
+    Rejected,
+    SubmitAck,
+    SubmitOrder,
 )
 from tests.support.builders import order
+from tests.support.clients import raw_dealer
 from tests.support.gateway_harness import AAPL_CON_ID, FAR_BELOW, GatewayHarness
 from tests.support.sim_state import requests_named, sim_order, working_at_sim
 from tests.support.waiting import eventually
-
 
 
 def test_market_order_fill_sequence_exact(gateway, recorder, sim):
@@ -213,9 +223,7 @@ def test_execution_correction_published_once_as_correction(gateway, recorder, si
 def test_bad_input_gets_typed_rejections_and_gateway_keeps_serving(gateway, zctx):
     reply = gateway.call(GetAccount())
     assert isinstance(reply, Rejected) and reply.code == "unknown_command"
-    raw = zctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(gateway.cfg.bus.gateway)
+    raw = raw_dealer(zctx, gateway.cfg, "gateway", key="orders")
     try:
         env = Stamper("test-raw").stamp(Ping(), request_id="r1")
         good = msgspec.msgpack.encode(env)
@@ -231,9 +239,7 @@ def test_bad_input_gets_typed_rejections_and_gateway_keeps_serving(gateway, zctx
     env = msgspec.to_builtins(Stamper("t").stamp(SubmitOrder(order=nan_spec, approval=gateway.approve(nan_spec)),
                                                  request_id="r2"))
     env["body"]["order"]["quantity"] = float("nan")
-    raw2 = zctx.socket(zmq.DEALER)
-    raw2.setsockopt(zmq.LINGER, 0)
-    raw2.connect(gateway.cfg.bus.gateway)
+    raw2 = raw_dealer(zctx, gateway.cfg, "gateway", key="orders")
     try:
         raw2.send(msgspec.msgpack.encode(env))
         assert raw2.poll(5000)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-import zmq
-
 from actors.gateway.pacing import RECEIVER_JITTER_S, PacedSender, Priority, classify, place_order_id
 from bus import topics
-from bus.messages import CancelReport, Instrument, MarketDataAck, Rejected, SubscribeMarketData, TickEvent, \
-    UnsubscribeMarketData
+from bus.messages import (
+    CancelReport,
+    Instrument,
+    MarketDataAck,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
+    UnsubscribeMarketData,
+)
+from tests.support.clients import raw_dealer
 from tests.support.gateway_harness import AAPL_CON_ID, place_working
 from tests.support.sim_state import requests_named, working_at_sim
 from tests.support.waiting import eventually
@@ -199,18 +205,17 @@ def test_amendments_are_acked_only_once_sent_and_a_cancel_drops_the_queued_ones(
     # amendments are ORDER priority, cancels go first: without the purge, queued amendments would reach IB after
     # the cancel and be refused there (error 103). An amendment is acknowledged only once it has left for IB (a
     # queued one would be lost with the process), so the queued ones are answered "not_sent" by the cancel.
+    from msgspec.structs import replace
+
     from bus.codec import Stamper, reply_codec, request_codec
     from bus.messages import Ack, AmendOrder, CancelIbOrder, SubmitAck
-    from msgspec.structs import replace
     from tests.support.builders import order
     from tests.support.gateway_harness import FAR_BELOW
 
     spec = order(coid="amend-burst", order_type="LMT", limit=FAR_BELOW)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
-    raw = zctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(gateway.cfg.bus.gateway)
+    raw = raw_dealer(zctx, gateway.cfg, "gateway", key="orders")
     stamper, req_codec, rep_codec = Stamper("amend-burst"), request_codec(), reply_codec()
     n = 120  # far more than the pacer's burst allowance: the tail waits in its queue for a second or two
     try:

@@ -9,7 +9,12 @@ import pytest
 
 from bus import topics
 from bus.messages import (
-    CommissionEvent, ConnectionStateEvent, FillEvent, ReconciliationReport, Rejected, SubmitAck,
+    CommissionEvent,
+    ConnectionStateEvent,
+    FillEvent,
+    ReconciliationReport,
+    Rejected,
+    SubmitAck,
 )
 from tests.support.builders import order
 from tests.support.gateway_harness import FAR_BELOW, GatewayHarness, place_working

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import zmq
+from supervisor.xmlrpc import SupervisorTransport
 
 from bus import registry
 from bus.messages import Rejected, SubmitAck
-from supervisor.xmlrpc import SupervisorTransport
 from tests.support.builders import order
 from tests.support.config import REPO, cfg_of, gateway_extra, write_config
 from tests.support.gateway_harness import GatewayHarness

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from actors.gateway import connection as cs
-from actors.gateway.ordertable import IbOrderTable, interpret
 from actors.gateway.convert import attribution, exec_key, exec_revision, parse_since, reject_reason
 from actors.gateway.halts import HaltLatch, scope_matches
+from actors.gateway.ordertable import IbOrderTable, interpret
 from actors.gateway.persist import FILL, PLACED, ExecJournal, GatewayState, StateCorrupt, StateStore
 from tests.support.builders import order
 

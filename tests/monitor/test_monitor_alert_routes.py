@@ -14,15 +14,15 @@ from loguru import logger
 
 from actors.monitor.alert_routes import AlertRouter
 from bus import registry, topics
+from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError, MonitorConfig, load_config
 from bus.messages import Alert, GetSystemStatus, SystemStatusReply
-from bus.codec import Stamper
-from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
+from tests.support.clients import publisher, sync_client, sync_subscriber
 from tests.support.config import cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving
-from tests.support.waiting import eventually
 from tests.support.sinks import HttpSink, SmtpSink
+from tests.support.waiting import eventually
 
 SECRET = "s3cr3t-pa55"
 
@@ -249,12 +249,12 @@ min_severity = "critical"
         processes.append(ActorProcess(spec.module, path, name=spec.name).start())
     proxy, monitor, portfolio = processes
     wait_serving(zctx, cfg.bus.monitor, monitor)
-    client = SyncClient(zctx, cfg.bus.monitor, service="monitor", timeout_s=2.0)
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("monitor")], name="test-monitor-hb")
+    client = sync_client(zctx, cfg, "monitor", timeout_s=2.0)
+    sub = sync_subscriber(zctx, cfg, [topics.heartbeat("monitor")], name="test-monitor-hb")
     try:
         eventually(lambda: all(a.alive for a in _status(client).actors), 20, message="every actor alive")
         # another actor's alert (info) reaches the "hangs" route, which is stuck on it from now on
-        pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("risk"))
+        pub = publisher(zctx, cfg, Stamper("risk"), key="risk")  # an alert is an actor's to raise
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         pub.publish(topics.alert("breaker"), Alert(kind="breaker", severity="info", message="a note", source="risk"))
         eventually(lambda: http.rec.hits.get("/slow"), message="the hanging endpoint got its first alert")

@@ -10,12 +10,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
-
 from actors.monitor.audit import read_audit
 from bus import registry, topics
 from bus.messages import Alert, GetSystemStatus, SystemStatusReply
-from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
+from tests.support.clients import sync_client, sync_subscriber
 from tests.support.config import REPO, cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.waiting import eventually
@@ -43,8 +42,8 @@ def test_monitor_reports_health_and_catches_a_killed_actor(tmp_path, zctx, proce
         processes.append(ActorProcess(spec.module, path, name=spec.name).start())
     proxy, monitor, portfolio = processes
     wait_serving(zctx, cfg.bus.monitor, monitor)
-    client = SyncClient(zctx, cfg.bus.monitor, service="monitor", timeout_s=2.0)
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.alert("actor_dead")], name="test-dead")
+    client = sync_client(zctx, cfg, "monitor", timeout_s=2.0)
+    sub = sync_subscriber(zctx, cfg, [topics.alert("actor_dead")], name="test-dead")
     try:
         def all_alive():
             s = status(client)
@@ -85,7 +84,7 @@ def test_fatal_listener_reports_a_fatal_program_and_keeps_the_protocol(tmp_path,
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "risk.log").write_text("starting\nrisk: configuration error: risk.limits.max_position: Expected `float`\n")
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.alert("process_fatal")], name="test-fatal")
+    sub = sync_subscriber(zctx, cfg, [topics.alert("process_fatal")], name="test-fatal")
     listener = subprocess.Popen([sys.executable, "-m", "actors.monitor.fatal_listener", "--config", str(config_path),
                                  "--log-dir", str(logs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, cwd=REPO)

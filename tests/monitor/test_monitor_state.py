@@ -17,8 +17,18 @@ from actors.monitor.liveness import STARTUP_GRACE_S
 from bus import topics
 from bus.heartbeat import LivenessTracker
 from bus.messages import (
-    Alert, ConnectionStateEvent, EmergencyCancel, FillEvent, GapReport, Heartbeat, Instrument, Kill,
-    OrderStatusEvent, Resume, RiskDecisionEvent, TradingStateEvent,
+    Alert,
+    ConnectionStateEvent,
+    EmergencyCancel,
+    FillEvent,
+    GapReport,
+    Heartbeat,
+    Instrument,
+    Kill,
+    OrderStatusEvent,
+    Resume,
+    RiskDecisionEvent,
+    TradingStateEvent,
 )
 from tests.support.builders import fill
 from tests.support.config import cfg_of, write_config

@@ -14,7 +14,15 @@ import pytest
 
 from bus import registry
 from bus.messages import (
-    ActorHealth, Alert, FillEvent, Instrument, OrderSpec, OrderView, PortfolioSnapshot, Position, SystemStatusReply,
+    ActorHealth,
+    Alert,
+    FillEvent,
+    Instrument,
+    OrderSpec,
+    OrderView,
+    PortfolioSnapshot,
+    Position,
+    SystemStatusReply,
 )
 from cli.top_data import Dashboard
 from cli.top_render import render_text

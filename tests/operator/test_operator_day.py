@@ -22,20 +22,29 @@ import pytest
 
 from bus import topics
 from bus.messages import (
-    AccountReply, Alert, GetAccount, GetPositions, PositionsReply, ReconciliationReport,
+    AccountReply,
+    Alert,
+    GetAccount,
+    GetPositions,
+    PositionsReply,
+    ReconciliationReport,
 )
-from bus.pubsub import SyncSubscriber
 from cli import charts
 from cli.report_html import CHART_SLOTS, PAGE_WIDTH_PX
 from launch.xmlrpc import process_infos
 from sdk import KhazadClient, OrderRejected
+from tests.support.clients import sync_subscriber
 from tests.support.config import REPO
-from tests.support.waiting import eventually
-from tests.support.sinks import HttpSink
 from tests.support.operator_day import (
-    khazad, metric_names, non_white_fraction, pixels_near, screenshot,
+    khazad,
+    metric_names,
+    non_white_fraction,
+    pixels_near,
+    screenshot,
 )
+from tests.support.sinks import HttpSink
 from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 
 ROLL_AFTER_S = 150.0
 CONVERGE_S = 45.0
@@ -307,7 +316,7 @@ def test_drift_against_ib_is_reported_per_strategy(system):
     import zmq
 
     ctx = zmq.Context()
-    sub = SyncSubscriber(ctx, system.cfg.bus.proxy_backend, [topics.alert("portfolio"), topics.recon("portfolio")],
+    sub = sync_subscriber(ctx, system.cfg, [topics.alert("portfolio"), topics.recon("portfolio")],
                          name="test-drift")
     try:
         system.sim_call("reset")  # the account starts over at IB: positions no execution explains are gone

@@ -12,8 +12,9 @@ import zmq
 from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.pubsub import Publisher, SyncSubscriber
+from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
+from tests.support.clients import publisher, sync_client, sync_subscriber
 from tests.support.config import ORDERS_EXTRA, write_config
 from tests.support.doubles.order_peers import ChainDoubles
 from tests.support.processes import ActorProcess, wait_serving
@@ -47,8 +48,9 @@ def start_orders(config_path: Path, processes: list[ActorProcess], zctx: zmq.Con
 
 @pytest.fixture
 def strategy(zctx: zmq.Context, cfg: KhazadConfig) -> Iterator[SyncClient]:
-    """A strategy's request client to the order manager (generous timeout, no retries unless a test asks)."""
-    cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1"), timeout_s=10.0,
+    """A strategy's request client to the order manager (generous timeout, no retries unless a test asks): the
+    key of strategy ``s1``."""
+    cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1"), timeout_s=10.0,
                     retries=0)
     yield cl
     cl.close()
@@ -57,8 +59,8 @@ def strategy(zctx: zmq.Context, cfg: KhazadConfig) -> Iterator[SyncClient]:
 @pytest.fixture
 def updates(zctx: zmq.Context, cfg: KhazadConfig, proxy: ActorProcess) -> Iterator[SyncSubscriber]:
     """A ready subscriber to ``order.s1`` (what the strategy sees)."""
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.order("s1")], name="test-strategy")
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-probe"))
+    sub = sync_subscriber(zctx, cfg, [topics.order("s1")], key="s1", name="test-strategy")
+    pub = publisher(zctx, cfg, Stamper("test-probe"), key="s1")
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         sub.wait_ready(pub)

@@ -20,6 +20,7 @@ from bus.messages import GetOrder, Instrument, OrderReply, OrderSpec, PlaceOrder
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
 from tests.support.builders import order
+from tests.support.clients import sync_client
 from tests.support.config import ORDERS_EXTRA, gateway_extra, write_config
 from tests.support.orders_journal import assert_journal_consistent, statuses_seen
 from tests.support.processes import ActorProcess, start_actor, start_gateway, start_ready, wait_ready, wait_serving
@@ -90,7 +91,7 @@ def test_chain_same_client_order_id_three_times_one_ib_order(
     replies: list[Any] = []
 
     def send(i: int) -> None:
-        cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper(f"strategy-s1-{i}"), timeout_s=10,
+        cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper(f"strategy-s1-{i}"), timeout_s=10,
                         retries=0)
         try:
             replies.append(cl.call(PlaceOrder(order=order(coid="e2e-dup"))))
@@ -118,7 +119,7 @@ def test_chain_sigkill_orders_between_request_and_ack_one_ib_order(
     strategy's retry ends with exactly one IB order and a journal that agrees with IB."""
     stage = {"risk": "received", "gateway": "submitting"}[stall]
     # an earlier order gives the governor AAPL's market data, so it can approve while the gateway is frozen
-    warm = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-warm"), timeout_s=10,
+    warm = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-warm"), timeout_s=10,
                       retries=0)
     try:
         assert warm.call(PlaceOrder(order=order(coid="e2e-warm", qty=5))).order.ib_order_id > 0
@@ -126,7 +127,7 @@ def test_chain_sigkill_orders_between_request_and_ack_one_ib_order(
         warm.close()
     result: list[Any] = []
     # the SDK's behaviour: retries reuse the request id and outlive a restart of the order manager
-    cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1"), timeout_s=2.0,
+    cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1"), timeout_s=2.0,
                     retries=10)
     frozen = chain[stall]
     frozen.signal(signal.SIGSTOP)

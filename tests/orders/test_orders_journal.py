@@ -14,7 +14,6 @@ from actors.orders.stages import Stage
 from bus.messages import FillEvent, Instrument, OrderStatusEvent, OrderUpdate, PlaceOrder
 from tests.support.builders import order_for
 
-
 #: this module's orders: a 100-lot limit order of s1, client order id c1 unless said otherwise
 spec = order_for("s1", coid="c1", qty=100.0, limit=10.0)
 

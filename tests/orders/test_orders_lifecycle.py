@@ -7,8 +7,18 @@ import itertools
 import pytest
 
 from actors.orders.lifecycle import (
-    ALL_STATUSES, CANCELLED, FILLED, GATEWAY_REJECTED, MAX_HISTORY, OUR_REJECTIONS, PENDING_SUBMIT, RECEIVED,
-    SUBMITTED, TRANSITIONS, ManagedOrder, is_legal,
+    ALL_STATUSES,
+    CANCELLED,
+    FILLED,
+    GATEWAY_REJECTED,
+    MAX_HISTORY,
+    OUR_REJECTIONS,
+    PENDING_SUBMIT,
+    RECEIVED,
+    SUBMITTED,
+    TRANSITIONS,
+    ManagedOrder,
+    is_legal,
 )
 from bus.messages import DONE_STATUSES, IB_STATUSES, FillEvent, Instrument
 from tests.support.builders import order_for

@@ -22,8 +22,17 @@ from actors.orders.peers import RiskAnswer
 from actors.orders.pipeline import OrderPipeline
 from actors.orders.reconcile import reconcile
 from bus.messages import (
-    Ack, Approval, CancelOrder, GatewaySnapshot, OrderReply, OrderSpec, OrderStatusEvent, PlaceOrder,
-    Rejected, RiskDecision, SubmitAck,
+    Ack,
+    Approval,
+    CancelOrder,
+    GatewaySnapshot,
+    OrderReply,
+    OrderSpec,
+    OrderStatusEvent,
+    PlaceOrder,
+    Rejected,
+    RiskDecision,
+    SubmitAck,
 )
 from bus.reqrep import RequestTimeout
 from tests.support.builders import order_for

@@ -13,10 +13,14 @@ from actors.orders.lifecycle import CANCELLED, FILLED, PENDING_SUBMIT, RECEIVED,
 from actors.orders.reconcile import reconcile
 from actors.orders.stages import Stage
 from bus.messages import (
-    FillEvent, GatewaySnapshot, IbOrder, Instrument, OrderStatusEvent, PlaceOrder,
+    FillEvent,
+    GatewaySnapshot,
+    IbOrder,
+    Instrument,
+    OrderStatusEvent,
+    PlaceOrder,
 )
 from tests.support.builders import order_for
-
 
 #: this module's orders: 100-lot market orders of s1
 spec = order_for("s1", qty=100.0)

@@ -14,19 +14,29 @@ import zmq
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    CancelAllOrders, CancelOrder, CheckOrder, GetOrder, ListOrders, ModifyOrder, OrderListReply,
-    OrderReply, Ping, PlaceOrder, Pong, Rejected, WaitOrder,
+    CancelAllOrders,
+    CancelOrder,
+    CheckOrder,
+    GetAccount,
+    GetOrder,
+    ListOrders,
+    ModifyOrder,
+    OrderListReply,
+    OrderReply,
+    Ping,
+    PlaceOrder,
+    Pong,
+    Rejected,
+    WaitOrder,
 )
 from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
 from tests.support.builders import order
+from tests.support.clients import raw_dealer, sync_client
 from tests.support.doubles.order_peers import ChainDoubles
 from tests.support.orders_journal import assert_journal_consistent, journal_rows, statuses_seen
 from tests.support.processes import ActorProcess, wait_ready
 from tests.support.waiting import eventually
-
-
-
 
 
 @pytest.fixture
@@ -42,7 +52,7 @@ def test_same_client_order_id_three_times_concurrently_one_submit(
     replies: list[Any] = []
 
     def send(i: int) -> None:
-        cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper(f"strategy-s1-{i}"), timeout_s=10,
+        cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper(f"strategy-s1-{i}"), timeout_s=10,
                         retries=0)
         try:
             replies.append(cl.call(PlaceOrder(order=order(coid="dup-1"))))
@@ -62,7 +72,7 @@ def test_same_client_order_id_three_times_concurrently_one_submit(
     assert sorted(r.duplicate for r in replies) == [False, True, True]
     assert len({r.order.ib_order_id for r in replies}) == 1 and replies[0].order.ib_order_id > 0
     # and once more after it finished: still the same order
-    again = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1-late"), timeout_s=10)
+    again = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1-late"), timeout_s=10)
     try:
         late = again.call(PlaceOrder(order=order(coid="dup-1")))
     finally:
@@ -104,7 +114,7 @@ def test_sigkill_during_risk_check_then_retry_places_exactly_one_order(
     doubles.risk_mode = "hold"
     result: list[Any] = []
     # the SDK's behaviour: retries reuse the request id, and outlive a restart of the order manager
-    cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1"), timeout_s=1.5,
+    cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1"), timeout_s=1.5,
                     retries=10)
     t = threading.Thread(target=lambda: result.append(cl.call(PlaceOrder(order=order(coid="kill-1")))))
     t.start()
@@ -159,7 +169,7 @@ def send_in_background(zctx: zmq.Context, cfg: KhazadConfig, body: Any) -> threa
     killed under this call, and the test checks the journal and the doubles instead."""
 
     def run() -> None:
-        cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1-bg"), timeout_s=3.0,
+        cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1-bg"), timeout_s=3.0,
                         retries=0)
         try:
             cl.call(body)
@@ -241,7 +251,9 @@ def test_late_fill_after_cancel_is_applied(doubles: ChainDoubles, orders: ActorP
 
 
 def test_cancel_all_cancels_only_that_strategys_working_orders(
-        doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient) -> None:
+        doubles: ChainDoubles, orders: ActorProcess, zctx: zmq.Context, cfg: KhazadConfig) -> None:
+    # an operator's client: it acts for both strategies and lists everyone's orders
+    strategy = sync_client(zctx, cfg, "orders", stamper=Stamper("operator"), timeout_s=10.0, retries=0)
     doubles.script = ("Submitted",)
     for coid, sym, strat in (("a", "AAPL", "s1"), ("b", "MSFT", "s1"), ("c", "AAPL", "s2")):
         strategy.call(PlaceOrder(order=order(coid=coid, symbol=sym, strategy=strat)))
@@ -293,9 +305,7 @@ def test_interrupted_order_not_retried_expires_as_gateway_rejected(
 def test_bad_requests_get_typed_rejections_and_the_service_keeps_serving(
         doubles: ChainDoubles, orders: ActorProcess, strategy: SyncClient, zctx: zmq.Context,
         cfg: KhazadConfig) -> None:
-    raw = zctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(cfg.bus.orders)
+    raw = raw_dealer(zctx, cfg, "orders")
     try:
         def ask(payload: bytes) -> Any:
             raw.send(payload)
@@ -315,8 +325,10 @@ def test_bad_requests_get_typed_rejections_and_the_service_keeps_serving(
         assert ask(msgspec.msgpack.encode(env))["body"]["code"] == "bad_request"
     finally:
         raw.close(0)
-    unknown = strategy.call(CheckOrder(order=order(coid="x")))
+    unknown = strategy.call(GetAccount())  # the portfolio's, not the order manager's
     assert isinstance(unknown, Rejected) and unknown.code == "unknown_command"
+    denied = strategy.call(CheckOrder(order=order(coid="x")))  # risk's, and for the order manager's key only
+    assert isinstance(denied, Rejected) and denied.code == "unauthorized"
     missing = strategy.call(GetOrder(strategy_id="s1", client_order_id="nope"))
     assert isinstance(missing, Rejected) and missing.code == "not_found"
     assert strategy.call(ModifyOrder(strategy_id="s1", client_order_id="nope", quantity=1)).code == "not_found"

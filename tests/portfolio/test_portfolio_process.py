@@ -7,20 +7,35 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import zmq
 
-from bus import topics
+from bus import sockets, topics
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import (
-    AccountReply, AccountValuesEvent, Alert, ConnectionStateEvent, GatewaySnapshot, GetAccount, GetPositions,
-    GetSnapshot, MarketDataAck, Ping, PortfolioSnapshot, PositionEvent, PositionsReply, Pong, Rejected,
-    SubscribeMarketData, TickEvent,
+    AccountReply,
+    AccountValuesEvent,
+    Alert,
+    ConnectionStateEvent,
+    GatewaySnapshot,
+    GetAccount,
+    GetPositions,
+    GetSnapshot,
+    MarketDataAck,
+    Ping,
+    Pong,
+    PortfolioSnapshot,
+    PositionEvent,
+    PositionsReply,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
 )
-from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import SyncClient
 from tests.support.builders import AAPL, account_values, commission, fill, position
+from tests.support.clients import publisher, serving_security, sync_client, sync_subscriber
 from tests.support.config import cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.waiting import eventually
@@ -29,9 +44,10 @@ from tests.support.waiting import eventually
 class ScriptedGateway(threading.Thread):
     """Answers the portfolio's gateway calls from ``self.snapshot`` (swap it to change what IB 'holds')."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, cfg: Any = None) -> None:
         super().__init__(name="scripted-gateway", daemon=True)
         self.endpoint = endpoint
+        self.cfg = cfg
         self.snapshot = GatewaySnapshot(open_orders=[], executions=[], positions=[], account_values=[])
         self.calls: list[str] = []
         self.bound = threading.Event()
@@ -41,7 +57,8 @@ class ScriptedGateway(threading.Thread):
         ctx = zmq.Context()
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.endpoint)
+        sec = serving_security(ctx, self.cfg, "gateway") if self.cfg is not None else None  # the gateway's key
+        sockets.bind(sock, self.endpoint, security=sec)
         self.bound.set()
         req, rep, stamper = request_codec(), reply_codec(), Stamper("gateway")
         try:
@@ -63,6 +80,8 @@ class ScriptedGateway(threading.Thread):
                 sock.send_multipart([ident, rep.encode(stamper.stamp(answer, request_id=env.request_id))])
         finally:
             sock.close(0)
+            if sec is not None:
+                sec.stop_authenticator()
             ctx.term()
 
 
@@ -70,7 +89,7 @@ class ScriptedGateway(threading.Thread):
 def system(tmp_path, zctx, processes) -> Iterator[tuple]:
     path = write_config(tmp_path, extra="[portfolio]\nreconcile_interval_s = 0.5\n")
     cfg = cfg_of(path)
-    gw = ScriptedGateway(cfg.bus.gateway)
+    gw = ScriptedGateway(cfg.bus.gateway, cfg)
     gw.snapshot = GatewaySnapshot(open_orders=[], executions=[fill(1, "BUY", 100, 10.0)],
                                   positions=[position(100, 10.0)], account_values=account_values(1e6, 9e5, 4e6),
                                   account="DU1234567")
@@ -81,9 +100,9 @@ def system(tmp_path, zctx, processes) -> Iterator[tuple]:
     portfolio = ActorProcess("actors.portfolio", path, name="portfolio").start()
     processes.append(portfolio)
     wait_serving(zctx, cfg.bus.portfolio, portfolio)
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("gateway"))
+    pub = publisher(zctx, cfg, Stamper("gateway"), key="gateway")
     pub.wait_ready_sync(cfg.bus.proxy_backend)
-    client = SyncClient(zctx, cfg.bus.portfolio, service="portfolio", timeout_s=2.0)
+    client = sync_client(zctx, cfg, "portfolio", timeout_s=2.0)
     yield cfg, gw, pub, client, portfolio
     client.close()
     pub.close()
@@ -105,7 +124,7 @@ def test_portfolio_seeds_from_the_gateway_and_follows_its_events(system, zctx):
     assert [(p.instrument.symbol, p.quantity) for p in s.positions] == [("AAPL", 100)]
     assert "SubscribeMarketData" in gw.calls  # marks for what is held
 
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.PORTFOLIO_SNAPSHOT], name="test-snap")
+    sub = sync_subscriber(zctx, cfg, [topics.PORTFOLIO_SNAPSHOT], name="test-snap")
     sub.wait_ready(pub)
     pub.publish(topics.fill("AAPL"), fill(2, "SELL", 40, 12.0))
     pub.publish(topics.fill("AAPL"), fill(2, "SELL", 40, 12.0, replayed=True))  # duplicate: ignored
@@ -132,7 +151,7 @@ def test_portfolio_seeds_from_the_gateway_and_follows_its_events(system, zctx):
 
 def test_drift_against_ib_is_alerted_on_the_bus(system, zctx):
     cfg, gw, pub, client, proc = system
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.alert("portfolio"), topics.recon("portfolio")],
+    sub = sync_subscriber(zctx, cfg, [topics.alert("portfolio"), topics.recon("portfolio")],
                          name="test-drift")
     sub.wait_ready(pub)
 

@@ -3,14 +3,20 @@ account summary, valuation, per-strategy queries, snapshot reconciliation, basel
 
 from __future__ import annotations
 
-
 import pytest
 
 from actors.portfolio.actor import PortfolioActor
 from bus import topics
 from bus.messages import (
-    AccountValue, AccountValuesEvent, Alert, GatewaySnapshot, Instrument, PortfolioSnapshot, PositionEvent,
-    ReconciliationReport, TickEvent,
+    AccountValue,
+    AccountValuesEvent,
+    Alert,
+    GatewaySnapshot,
+    Instrument,
+    PortfolioSnapshot,
+    PositionEvent,
+    ReconciliationReport,
+    TickEvent,
 )
 from tests.support.builders import AAPL, MSFT, account_values, commission, fill, position
 from tests.support.doubles.publisher import PublishedLog

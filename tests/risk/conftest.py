@@ -12,6 +12,7 @@ import zmq
 from bus import topics
 from bus.codec import Stamper
 from bus.reqrep import SyncClient
+from tests.support.clients import RoutedClient
 from tests.support.config import cfg_of, write_config
 from tests.support.doubles.risk_gateway import FakeGateway
 from tests.support.events import EventRecorder
@@ -57,7 +58,7 @@ def risk(config_path: Path, processes: list[ActorProcess], zctx: zmq.Context, ga
 
 @pytest.fixture
 def client(config_path: Path, zctx: zmq.Context) -> Iterator[SyncClient]:
-    cl = SyncClient(zctx, cfg_of(config_path).bus.risk, service="risk", stamper=Stamper("orders-test"),
-                    timeout_s=3.0, retries=0)
+    """Approvals asked with the order manager's key (the only one risk approves for), the rest as an operator."""
+    cl = RoutedClient(zctx, cfg_of(config_path), "risk", stamper=Stamper("orders-test"), timeout_s=3.0, retries=0)
     yield cl
     cl.close()

@@ -14,7 +14,14 @@ from actors.risk.daybook import StrategyDayBook
 from actors.risk.exposure import ExposureBook, StatusOutcome
 from actors.risk.market import MarketBook
 from bus.messages import (
-    AccountValue, CommissionEvent, ContractInfo, FillEvent, IbOrder, Instrument, OrderStatusEvent, Position,
+    AccountValue,
+    CommissionEvent,
+    ContractInfo,
+    FillEvent,
+    IbOrder,
+    Instrument,
+    OrderStatusEvent,
+    Position,
     TickEvent,
 )
 from tests.support.builders import order_for

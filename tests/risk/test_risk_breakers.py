@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from actors.risk.breakers import (
-    Cancel, CancelOrders, DailyLossBreaker, Disable, DisconnectBreaker, Escalate, Lift, Stale, StaleDataBreaker,
+    Cancel,
+    CancelOrders,
+    DailyLossBreaker,
+    Disable,
+    DisconnectBreaker,
+    Escalate,
+    Lift,
+    Stale,
+    StaleDataBreaker,
     fill_throttle_actions,
     reject_rate_actions,
 )
 from actors.risk.throttles import (
-    DuplicateDetector, OrderRateLimiter, RejectRate, RejectRateTracker, SlidingCount,
+    DuplicateDetector,
+    OrderRateLimiter,
+    RejectRate,
+    RejectRateTracker,
+    SlidingCount,
 )
 from tests.support.builders import order_for
 

@@ -16,11 +16,24 @@ from bus.approval import load_approval_key, sign
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    Approval, CancelReport, CheckOrder, GetRiskState, Kill, OrderReply, OrderSpec, PlaceOrder,
-    Rejected, RiskDecision, SetTradingState, SubmitAck, SubmitOrder, WaitOrder,
+    Approval,
+    CancelReport,
+    CheckOrder,
+    GetRiskState,
+    Kill,
+    OrderReply,
+    OrderSpec,
+    PlaceOrder,
+    Rejected,
+    RiskDecision,
+    SetTradingState,
+    SubmitAck,
+    SubmitOrder,
+    WaitOrder,
 )
 from bus.reqrep import SyncClient
 from tests.support.builders import order_for
+from tests.support.clients import RoutedClient, sync_client
 from tests.support.config import cfg_of, gateway_extra, write_config
 from tests.support.processes import ActorProcess, start_gateway, start_ready, wait_serving
 from tests.support.sim_state import market_price, sim_order, sim_position
@@ -59,10 +72,9 @@ class Desk:
 
     def __init__(self, ctx: zmq.Context, cfg: KhazadConfig) -> None:
         self.cfg = cfg
-        self.risk = SyncClient(ctx, cfg.bus.risk, service="risk", stamper=Stamper("orders"), timeout_s=CALL_TIMEOUT_S,
-                               retries=0)
-        self.gateway = SyncClient(ctx, cfg.bus.gateway, service="gateway", stamper=Stamper("orders-gw"),
-                                  timeout_s=CALL_TIMEOUT_S, retries=0)
+        self.risk = RoutedClient(ctx, cfg, "risk", stamper=Stamper("orders"), timeout_s=CALL_TIMEOUT_S, retries=0)
+        self.gateway = RoutedClient(ctx, cfg, "gateway", stamper=Stamper("orders-gw"), timeout_s=CALL_TIMEOUT_S,
+                                    retries=0)
 
     def check(self, spec: OrderSpec) -> RiskDecision:
         d = self.risk.call(CheckOrder(order=spec))
@@ -193,7 +205,7 @@ def orders(desk: Desk, config_path: Path, processes: list[ActorProcess], zctx: z
     p = ActorProcess("actors.orders", config_path, name="orders").start()
     processes.append(p)
     wait_serving(zctx, cfg.bus.orders, p)
-    cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-e2e"), timeout_s=CALL_TIMEOUT_S,
+    cl = sync_client(zctx, cfg, "orders", stamper=Stamper("strategy-e2e"), timeout_s=CALL_TIMEOUT_S,
                     retries=0)
     yield cl
     cl.close()

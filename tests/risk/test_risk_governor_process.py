@@ -9,21 +9,44 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import pytest
-import zmq
 
 from bus import topics
 from bus.approval import ApprovalError, ApprovalVerifier, load_approval_key
 from bus.codec import Stamper, request_codec
 from bus.config import EXIT_CONFIG
 from bus.messages import (
-    AccountPnLEvent, Ack, AccountValue, Alert, AccountValuesEvent, CancelReport, CheckOrder, ConnectionStateEvent, EmergencyCancel,
-    EnableStrategy, FillEvent, GetRiskState, GetSnapshot, GetStatus, Heartbeat, Instrument, Kill,
+    AccountPnLEvent,
+    AccountValue,
+    AccountValuesEvent,
+    Ack,
+    Alert,
+    CancelReport,
+    CheckOrder,
+    ConnectionStateEvent,
+    EmergencyCancel,
+    EnableStrategy,
+    FillEvent,
+    GetRiskState,
+    GetSnapshot,
+    GetStatus,
+    GetTradingState,
+    Heartbeat,
+    Kill,
     OrderStatusEvent,
-    Ping, Pong, Position, Rejected, Resume, RiskDecision, RiskDecisionEvent, RiskStateReply, SetTradingState,
-    TradingStateEvent, TradingStateReply, GetTradingState,
+    Ping,
+    Pong,
+    Position,
+    Rejected,
+    Resume,
+    RiskDecision,
+    RiskDecisionEvent,
+    RiskStateReply,
+    SetTradingState,
+    TradingStateEvent,
+    TradingStateReply,
 )
-from bus.pubsub import Publisher
 from tests.support.builders import order_for
+from tests.support.clients import publisher, raw_dealer
 from tests.support.config import cfg_of
 from tests.support.doubles.risk_gateway import con_id_of, instrument
 from tests.support.doubles.risk_gateway import tick_for as tick
@@ -184,9 +207,7 @@ def test_market_data_is_requested_and_awaited_for_a_symbol_without_ticks(risk, g
 
 def test_bad_requests_get_typed_rejections_and_the_governor_keeps_serving(risk, client, config_path, zctx):
     cfg = cfg_of(config_path)
-    raw = zctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(cfg.bus.risk)
+    raw = raw_dealer(zctx, cfg, "risk")
     try:
         # an order with a NaN quantity, encoded without the constructor's validation
         good = msgspec.to_builtins(Stamper("evil").stamp(CheckOrder(order=order("BUY", 1)), request_id="r1"))
@@ -453,7 +474,7 @@ def test_kill_request_publishes_and_sends_its_emergency_cancel_under_the_kill_id
 def test_kill_on_the_bus_halts_and_resume_on_the_bus_resumes(risk, gateway, client, events, config_path, zctx):
     wait_ready(client)
     cfg = cfg_of(config_path)
-    cli = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("cli-test"))
+    cli = publisher(zctx, cfg, Stamper("cli-test"))
     try:
         cli.wait_ready_sync(cfg.bus.proxy_backend)
         cli.publish(topics.KILL, Kill(kill_id="k-bus", reason="panic", origin="ops"))

@@ -22,13 +22,21 @@ from bus.approval import load_approval_key, sign
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import (
-    Ack, GetRiskState, GetStatus, GetTradingState, Rejected, SetTradingState, SubmitOrder, TradingStateEvent,
+    Ack,
+    GetRiskState,
+    GetStatus,
+    GetTradingState,
+    Rejected,
+    SetTradingState,
+    SubmitOrder,
+    TradingStateEvent,
 )
 from bus.reqrep import SyncClient
 from cli.kill import send_kill
 from cli.resume import send_resume
 from sdk import KhazadClient
 from tests.support.builders import order
+from tests.support.clients import sync_client
 from tests.support.config import gateway_extra, write_config
 from tests.support.events import EventRecorder
 from tests.support.processes import ActorProcess, start_gateway, start_ready
@@ -76,7 +84,7 @@ def desk(states: EventRecorder, config_path: Path, processes: list[ActorProcess]
 
 @pytest.fixture
 def governor(cfg: KhazadConfig, zctx: zmq.Context) -> Iterator[SyncClient]:
-    cl = SyncClient(zctx, cfg.bus.risk, service=RISK, stamper=Stamper("test-operator"), timeout_s=3.0, retries=0)
+    cl = sync_client(zctx, cfg, "risk", stamper=Stamper("test-operator"), timeout_s=3.0, retries=0)
     yield cl
     cl.close()
 
@@ -158,8 +166,7 @@ def test_strategy_connecting_during_a_halt_sees_halted_before_any_order(desk, st
 def test_gateway_refuses_orders_while_the_governor_is_stopped_after_a_kill(desk, states, cfg, zctx) -> None:
     kill(cfg, "halt, then the governor freezes")
     desk[RISK].signal(signal.SIGSTOP)
-    gateway = SyncClient(zctx, cfg.bus.gateway, service=GATEWAY, stamper=Stamper("orders"), timeout_s=5.0,
-                         retries=0)
+    gateway = sync_client(zctx, cfg, "gateway", key="orders", stamper=Stamper("orders"), timeout_s=5.0, retries=0)
     try:
         spec = order(strategy="s1", coid="while-risk-stopped")
         # an approval that verifies (signed with the governor's key): only the gateway's own latch can refuse it

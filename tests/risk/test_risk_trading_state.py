@@ -7,7 +7,14 @@ import json
 import pytest
 
 from actors.risk.trading_state import (
-    ACTIVE, HALTED, REDUCING, Authority, PersistError, TradingStates, TransitionRefused, write_json_atomic,
+    ACTIVE,
+    HALTED,
+    REDUCING,
+    Authority,
+    PersistError,
+    TradingStates,
+    TransitionRefused,
+    write_json_atomic,
 )
 
 OP, BRK, LIFT = Authority.OPERATOR, Authority.BREAKER, Authority.LIFT

@@ -11,7 +11,7 @@ import zmq
 
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.pubsub import Publisher
+from tests.support.clients import OwnerPublisher, security
 from tests.support.doubles.services import FakeService, InThreadProxy
 from tests.support.doubles.trading_states import TradingStatesDouble
 
@@ -20,7 +20,7 @@ from tests.support.doubles.trading_states import TradingStatesDouble
 def trading_states(cfg: KhazadConfig) -> Iterator[TradingStatesDouble]:
     """The risk governor's ``GetTradingState`` (everything ACTIVE unless the test sets otherwise)."""
     double = TradingStatesDouble()
-    svc = FakeService(cfg.bus.risk, "fake-risk", double).start()
+    svc = FakeService(cfg.bus.risk, "fake-risk", double, security=security(cfg, "risk")).start()
     yield double
     svc.stop()
 
@@ -39,7 +39,8 @@ def fakes(cfg: KhazadConfig) -> Iterator[Callable[..., FakeService]]:
     started: list[FakeService] = []
 
     def make(service: str, handler: Callable[[Any], Any] | None = None) -> FakeService:
-        svc = FakeService(cfg.bus.service_endpoint(service), f"fake-{service}", handler).start()
+        svc = FakeService(cfg.bus.service_endpoint(service), f"fake-{service}", handler,
+                          security=security(cfg, service)).start()  # serving with that actor's key
         started.append(svc)
         return svc
 
@@ -49,9 +50,10 @@ def fakes(cfg: KhazadConfig) -> Iterator[Callable[..., FakeService]]:
 
 
 @pytest.fixture
-def test_pub(cfg: KhazadConfig, zctx: zmq.Context, mem_proxy: InThreadProxy) -> Iterator[Publisher]:
-    """A publisher whose handshake with the proxy is done (it plays the order manager / gateway)."""
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-pub"))
+def test_pub(cfg: KhazadConfig, zctx: zmq.Context, mem_proxy: InThreadProxy) -> Iterator[OwnerPublisher]:
+    """A publisher whose handshake with the proxy is done (it plays the order manager / gateway / governor, each
+    topic with its owner's key)."""
+    pub = OwnerPublisher(zctx, cfg, Stamper("test-pub"))
     pub.wait_ready_sync(cfg.bus.proxy_backend)
     yield pub
     pub.close()

@@ -15,13 +15,32 @@ import pytest
 
 from bus import topics
 from bus.messages import (
-    AccountReply, Ack, ActorHealth, Alert, CancelReport, GatewayStatus, GetPositions, GetStatus, GetSystemStatus,
-    Instrument, Kill, ListOrders, OrderListReply, OrderView, PortfolioSnapshot, Position, PositionsReply,
-    Rejected, Resume, ServiceStatus, StatusChange, SystemStatusReply,
+    AccountReply,
+    Ack,
+    ActorHealth,
+    Alert,
+    CancelReport,
+    GatewayStatus,
+    GetPositions,
+    GetStatus,
+    GetSystemStatus,
+    Instrument,
+    Kill,
+    ListOrders,
+    OrderListReply,
+    OrderView,
+    PortfolioSnapshot,
+    Position,
+    PositionsReply,
+    Rejected,
+    Resume,
+    ServiceStatus,
+    StatusChange,
+    SystemStatusReply,
 )
-from bus.pubsub import SyncSubscriber
 from cli.main import build_parser, main
 from tests.support.builders import order
+from tests.support.clients import publisher, sync_subscriber
 from tests.support.config import REPO
 
 COMMANDS = ["kill", "resume", "status", "orders", "positions", "account"]
@@ -116,12 +135,11 @@ def test_kill_with_everything_down_still_exits_in_bounded_time(config_path) -> N
 def test_kill_confirmed_by_gateway_exits_0_reaches_risk_and_the_bus(config_path, cfg, fakes, proxy, zctx) -> None:
     gw = fakes("gateway", lambda body: cancel_report(body) if isinstance(body, Kill) else None)
     risk = fakes("risk", lambda body: Ack(detail="halted"))
-    watcher = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.KILL], name="kill-watch")
+    watcher = sync_subscriber(zctx, cfg, [topics.KILL], name="kill-watch")
     try:
         from bus.codec import Stamper
-        from bus.pubsub import Publisher
 
-        pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("kill-watch-pub"))
+        pub = publisher(zctx, cfg, Stamper("kill-watch-pub"))
         watcher.wait_ready(pub)
         pub.close()
         proc, _ = khazad(config_path, "kill", "--scope", "strategy:s1", "--reason", "runaway s1", "--json")

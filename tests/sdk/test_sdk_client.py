@@ -14,20 +14,49 @@ import pytest
 
 from bus import topics
 from bus.messages import (
-    AccountReply, CancelAllOrders, ContractInfo, InstrumentReply, QualifyInstrument, CancelOrder, GapReport, GetAccount, GetPositions, Instrument,
-    ListOrders, MarketDataAck, ModifyOrder, OrderSpec, OrderUpdate, OrderView,
-    PlaceOrder, PortfolioSnapshot, Position, PositionsReply, Rejected, SubscribeMarketData,
-    TickEvent, TradingStateEvent, TradingStateReply, UnsubscribeMarketData, WaitOrder,
+    AccountReply,
+    CancelAllOrders,
+    CancelOrder,
+    ContractInfo,
+    GapReport,
+    GetAccount,
+    GetPositions,
+    Instrument,
+    InstrumentReply,
+    ListOrders,
+    MarketDataAck,
+    ModifyOrder,
+    OrderSpec,
+    OrderUpdate,
+    OrderView,
+    PlaceOrder,
+    PortfolioSnapshot,
+    Position,
+    PositionsReply,
+    QualifyInstrument,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
+    TradingStateEvent,
+    TradingStateReply,
+    UnsubscribeMarketData,
+    WaitOrder,
 )
-from bus.pubsub import SyncSubscriber
 from bus.reqrep import RequestTimeout
 from sdk import (
-    AsyncKhazadClient, KhazadClient, OrderRejected, OrderWaitTimeout, format_history, new_client_order_id,
+    AsyncKhazadClient,
+    KhazadClient,
+    OrderRejected,
+    OrderWaitTimeout,
+    format_history,
+    new_client_order_id,
 )
-from tests.support.builders import order
-from tests.support.doubles.order_manager import OrderManagerDouble, view_of
-from tests.support.waiting import eventually, eventually_async, run_bounded as run
 from sdk.trading import TradingStates
+from tests.support.builders import order
+from tests.support.clients import sync_subscriber
+from tests.support.doubles.order_manager import OrderManagerDouble, view_of
+from tests.support.waiting import eventually, eventually_async
+from tests.support.waiting import run_bounded as run
 
 SID = "s1"
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,7 +331,7 @@ async def _collect(stream: Any) -> list[Any]:
 
 
 def test_order_topic_gap_is_detected_and_reported_on_the_bus(cfg, test_pub, zctx) -> None:
-    gaps = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.GAP_PREFIX], name="gap-watch")
+    gaps = sync_subscriber(zctx, cfg, [topics.GAP_PREFIX], name="gap-watch")
     gaps.wait_ready(test_pub)
 
     async def body() -> int:

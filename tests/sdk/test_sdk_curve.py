@@ -13,10 +13,10 @@ import pytest
 from bus import topics
 from bus.config import KhazadConfig, load_config
 from bus.messages import Ack, CancelReport, Kill, PlaceOrder
-from bus.pubsub import SyncSubscriber
 from bus.security import Security, keys_dir
 from cli.main import main
 from sdk import KhazadClient
+from tests.support.clients import sync_subscriber
 from tests.support.config import write_config
 from tests.support.doubles.order_manager import OrderManagerDouble
 from tests.support.doubles.services import FakeService
@@ -29,9 +29,7 @@ def curve_proxy(config_path: Path, cfg: KhazadConfig, processes: list[ActorProce
     """The real proxy with CURVE, ready once the operator key receives its heartbeat."""
     p = ActorProcess("bus.proxy", config_path, name="proxy").start()
     processes.append(p)
-    sec = Security.for_process(cfg, "operator")
-    sub = SyncSubscriber(zctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="curve-proxy-ready",
-                         security=sec, server_key=sec.server_key("proxy"))
+    sub = sync_subscriber(zctx, cfg, [topics.heartbeat("proxy")], name="curve-proxy-ready")  # the operator's key
     try:
         eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{p.log()}")
     finally:

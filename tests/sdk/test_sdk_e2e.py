@@ -28,7 +28,12 @@ from launch.options import DEFAULT_RUN_DIR
 from sdk import KhazadClient, OrderRejected
 from tests.support.config import REPO, cfg_of, gateway_extra, write_config
 from tests.support.processes import (
-    ActorProcess, start_proxy, status_client, wait_gateway_ready, wait_ready, wait_serving,
+    ActorProcess,
+    start_proxy,
+    status_client,
+    wait_gateway_ready,
+    wait_ready,
+    wait_serving,
 )
 from tests.support.sim_state import SIM_WORKING
 from tests.support.waiting import eventually

@@ -12,14 +12,23 @@ from loguru import logger
 from bus import topics
 from bus.config import StrategyConfig
 from bus.messages import (
-    CancelAllOrders, ContractInfo, Instrument, InstrumentReply, MarketDataAck, PlaceOrder, QualifyInstrument, Rejected,
-    SubscribeMarketData, TickEvent,
+    CancelAllOrders,
+    ContractInfo,
+    Instrument,
+    InstrumentReply,
+    MarketDataAck,
+    PlaceOrder,
+    QualifyInstrument,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
     TradingStateEvent,
 )
 from examples.simple_strategy import MAX_BACKOFF_S, Backoff, Mode, SimpleStrategy, mid_of, round_price
 from sdk import AsyncKhazadClient
 from tests.support.doubles.order_manager import OrderManagerDouble
-from tests.support.waiting import eventually_async, run_bounded as run
+from tests.support.waiting import eventually_async
+from tests.support.waiting import run_bounded as run
 
 #: Bound for one condition inside a test body.
 COND_TIMEOUT_S = 10.0

@@ -15,7 +15,8 @@ from bus import messages as m
 from bus.allowlist import AllowList, Principal
 from bus.authz import authorize, may_publish
 from bus.config import EXIT_CONFIG, ConfigError
-from tests.helpers import ActorProcess, cfg_of, write_config
+from tests.support.config import cfg_of, write_config
+from tests.support.processes import ActorProcess
 
 KEY_A = zmq.curve_keypair()[0].decode()
 KEY_B = zmq.curve_keypair()[0].decode()

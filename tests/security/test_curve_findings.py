@@ -20,8 +20,8 @@ import zmq
 from bus.approval import load_approval_key, sign
 from bus.config import load_config
 from bus.messages import CheckOrder, Rejected, SubmitOrder
-from tests.security.support import client, khazad, order, sim_refs
-from tests.system.support import System, running_system
+from tests.support.local_process import client, khazad, order, sim_refs
+from tests.support.system import System, running_system
 
 pytestmark = pytest.mark.timeout(240)
 

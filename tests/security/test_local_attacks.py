@@ -17,16 +17,44 @@ import zmq
 from bus import topics
 from bus.approval import load_approval_key, sign
 from bus.messages import (
-    AccountReply, Alert, CancelAllOrders, CancelOrder, CheckOrder, FillEvent, GatewayStatus, GetAccount, GetRiskState,
-    GetStatus, Instrument, Kill, ListOrders, OrderReply, Ping, PlaceOrder, Pong, Rejected, Resume, RiskDecision,
-    SubmitOrder, TradingStateEvent, UnsubscribeMarketData,
+    AccountReply,
+    Alert,
+    CancelAllOrders,
+    CancelOrder,
+    CheckOrder,
+    FillEvent,
+    GatewayStatus,
+    GetAccount,
+    GetRiskState,
+    GetStatus,
+    Instrument,
+    Kill,
+    ListOrders,
+    OrderReply,
+    Ping,
+    PlaceOrder,
+    Pong,
+    Rejected,
+    Resume,
+    RiskDecision,
+    SubmitOrder,
+    TradingStateEvent,
+    UnsubscribeMarketData,
 )
-from tests.helpers import eventually
-from tests.security.support import (
-    REFUSED_TIMEOUT_S, answers, client, khazad, order, publisher, seen_before_marker, sim_refs, sim_working,
+from tests.support.local_process import (
+    REFUSED_TIMEOUT_S,
+    answers,
+    client,
+    khazad,
+    order,
+    publisher,
+    seen_before_marker,
+    sim_refs,
+    sim_working,
     subscriber,
 )
-from tests.system.support import System, running_system
+from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, cfg_of, eventually, write_config
+from tests.support.config import REPO, cfg_of, write_config
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -166,7 +167,7 @@ def test_kill_from_a_second_node_halts_and_leaves_nothing_working(nodes: Nodes, 
         assert not [p.name for p in b_keys.glob("*.key_secret") if p.stem not in (REMOTE_STRATEGY, REMOTE_OPERATOR)]
 
         # a process on B without an allowed key gets no answer (and with B's operator key it does: B reaches A)
-        probe = _in(nodes.b, "-m", "tests.security.remote_probe", "--config", str(b_config))
+        probe = _in(nodes.b, "-m", "tests.support.programs.remote_probe", "--config", str(b_config))
         assert probe.returncode == 0, probe.stdout + probe.stderr
         assert json.loads(probe.stdout.strip().splitlines()[-1]) == {
             "plain_gateway": False, "unlisted_key_gateway": False, "listed_key_gateway": True,
@@ -174,7 +175,7 @@ def test_kill_from_a_second_node_halts_and_leaves_nothing_working(nodes: Nodes, 
 
         # a strategy on B places resting orders over TCP
         out_s = tmp_path / "strategy-b.out"
-        strategy = _popen_in(nodes.b, ["-m", "tests.security.remote_strategy", "--config", str(b_config),
+        strategy = _popen_in(nodes.b, ["-m", "tests.support.programs.remote_strategy", "--config", str(b_config),
                                        "--strategy", REMOTE_STRATEGY, "--orders", "3", "--limit",
                                        str(RESTING_LIMIT)], out_s)
         line = eventually(lambda: next((ln for ln in out_s.read_text().splitlines() if ln.startswith('{"refs"')),

@@ -1,5 +1,10 @@
 """Everything the tests share (one home per helper; test modules never import each other or a conftest):
 
+* :mod:`.keys` - the CURVE keys and allow-list every test config gets (the bus is authenticated by default):
+  ``provision_keys``, the strategy ids (``TEST_STRATEGIES``) and test actors that have keys;
+* :mod:`.clients` - clients, subscribers, publishers and raw sockets with a key (``sync_client``,
+  ``sync_subscriber``, ``publisher``, ``raw_dealer``, ``RoutedClient``, ``OwnerPublisher``, ``serving_security``);
+* :mod:`.local_process` - what any process on the host can try against a running system (the security tests);
 * :mod:`.fixtures` - the fixtures of every package (``zctx``, ``config_path``, ``cfg``, ``processes``, ``proxy``,
   a fresh event loop), imported by ``tests/conftest.py``;
 * :mod:`.config` - a ``khazad.toml`` on free ports (``write_config``, ``cfg_of``), the simulator's ``[gateway]``
@@ -18,5 +23,6 @@
 * :mod:`.orders_journal` - the order manager's journal checks and the statuses a strategy sees;
 * :mod:`.message_samples` - a valid sample of every bus message (the schema tests);
 * :mod:`.doubles` - doubles of one peer each (see its docstring);
-* :mod:`.programs` - small programs run as real processes (probe, echo, burst publisher, stalled subscriber).
+* :mod:`.programs` - small programs run as real processes (probe, echo, burst publisher, stalled subscriber, the
+  two-node test's remote strategy and keyless intruder).
 """

@@ -1,5 +1,7 @@
-"""Test configurations: a ``khazad.toml`` on free ports with its run dir under the test's tmp dir (and an approval
-key), the ``[gateway]`` section that points the gateway at a test simulator, and the repository's root."""
+"""Test configurations: a ``khazad.toml`` on free ports with its run dir under the test's tmp dir (an approval key,
+and the CURVE keys and allow-list of :mod:`tests.support.keys`: every test runs the authenticated bus unless it
+asks for a plain one, ``curve=False``), the ``[gateway]`` section that points the gateway at a test simulator, and
+the repository's root."""
 
 from __future__ import annotations
 
@@ -23,8 +25,16 @@ def free_ports(n: int) -> list[int]:
     return free_tcp_ports(n)
 
 
-def write_config(tmp: Path, *, extra: str = "", ports: dict[str, int] | None = None) -> Path:
-    """Write a khazad.toml for a test: free ports everywhere, run_dir under ``tmp``, an approval key."""
+#: bus endpoint -> the test config (written or read in this process) that owns it: ping()/wait_serving() find the
+#: key for an endpoint
+_CONFIG_BY_ENDPOINT: dict[str, KhazadConfig] = {}
+
+
+def write_config(tmp: Path, *, extra: str = "", ports: dict[str, int] | None = None, curve: bool = True,
+                 strategies: tuple[str, ...] = (), actors: tuple[str, ...] = ()) -> Path:
+    """Write a khazad.toml for a test: free ports everywhere, run_dir under ``tmp``, an approval key, and (unless
+    ``curve=False``) the CURVE keys and allow-list (``strategies``/``actors`` add keys; see
+    :func:`tests.support.keys.provision_keys`)."""
     names = list(registry.ENDPOINT_FIELDS)
     ports = dict(ports or {})
     fresh = iter(free_ports(len(names) + 3))
@@ -50,15 +60,34 @@ metrics_port = {ports['metrics']}
 level = "DEBUG"
 {extra}
 """
+    if not curve:
+        text += "\n[bus.curve]\nenabled = false\n"
     path = tmp / "khazad.toml"
     path.write_text(text)
     cfg = load_config(path, env={})
     write_approval_key(cfg.path(cfg.risk.approval_key_file))
+    if cfg.bus.curve.enabled:
+        from tests.support.keys import provision_keys
+
+        provision_keys(cfg, strategies=strategies, actors=actors)
+    _remember(cfg)
     return path
 
 
 def cfg_of(path: Path) -> KhazadConfig:
-    return load_config(path, env={})
+    cfg = load_config(path, env={})
+    _remember(cfg)
+    return cfg
+
+
+def _remember(cfg: KhazadConfig) -> None:
+    for field in registry.ENDPOINT_FIELDS:
+        _CONFIG_BY_ENDPOINT[getattr(cfg.bus, field)] = cfg
+
+
+def config_of_endpoint(endpoint: str) -> KhazadConfig | None:
+    """The test config (written or read in this process) that owns ``endpoint``."""
+    return _CONFIG_BY_ENDPOINT.get(endpoint)
 
 
 #: The ``[gateway]`` settings the tests use against a simulator (fast reconnects, bounded connects and sweeps).

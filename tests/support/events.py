@@ -13,7 +13,7 @@ import zmq
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Heartbeat, OrderStatusEvent
-from bus.pubsub import Publisher, SyncSubscriber
+from tests.support.clients import publisher, sync_subscriber
 
 T = TypeVar("T")
 
@@ -29,8 +29,8 @@ class EventRecorder:
     constructor returns, so nothing published afterwards is missed."""
 
     def __init__(self, ctx: zmq.Context, cfg: KhazadConfig, topics: list[str], *, name: str = "test-recorder") -> None:
-        self.sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, topics, name=name)
-        probe = Publisher(ctx, cfg.bus.proxy_frontend, Stamper(f"{name}-probe"))
+        self.sub = sync_subscriber(ctx, cfg, topics, name=name)  # the operator's key: it may read everything
+        probe = publisher(ctx, cfg, Stamper(f"{name}-probe"))
         try:
             probe.wait_ready_sync(cfg.bus.proxy_backend)
             self.sub.wait_ready(probe)

@@ -12,8 +12,8 @@ import zmq
 from bus.approval import load_approval_key, sign
 from bus.codec import Stamper
 from bus.messages import GetStatus, Kill, OrderSpec, Resume, SubmitAck, SubmitOrder
-from bus.reqrep import SyncClient
 from tests.support.builders import order
+from tests.support.clients import RoutedClient
 from tests.support.config import cfg_of
 from tests.support.events import EventRecorder
 from tests.support.processes import ActorProcess, wait_gateway_ready, wait_serving
@@ -42,8 +42,10 @@ class GatewayHarness:
         self.env = env
         self.key = load_approval_key(self.cfg, {})
         self.proc: ActorProcess | None = None
-        self.client = SyncClient(ctx, self.cfg.bus.gateway, service="gateway", stamper=Stamper("test-gw-client"),
-                                 timeout_s=CALL_TIMEOUT_S, retries=0)
+        # the gateway takes orders from the order manager only: this harness stands in for it with its key (order
+        # entry) and for an operator (everything else: kills, resumes, cancels, snapshots, status)
+        self.client = RoutedClient(ctx, self.cfg, "gateway", stamper=Stamper("test-gw-client"),
+                                   timeout_s=CALL_TIMEOUT_S, retries=0)
 
     def start(self) -> ActorProcess:
         self.proc = ActorProcess("actors.gateway", self.config_path, name="gateway", env=self.env).start()
@@ -52,7 +54,7 @@ class GatewayHarness:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> Any:
         wait_serving(self.ctx, self.cfg.bus.gateway, self.proc, timeout)
-        return wait_gateway_ready(self.client, self.proc, timeout)
+        return wait_gateway_ready(self.client.operator, self.proc, timeout)
 
     def log(self) -> str:
         return self.proc.log() if self.proc else ""

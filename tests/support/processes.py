@@ -20,9 +20,10 @@ from bus import registry, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetStatus, Ping
-from bus.pubsub import SyncSubscriber
 from bus.reqrep import RequestTimeout, SyncClient
-from tests.support.config import REPO, cfg_of
+from bus.security import OPERATOR_KEY
+from tests.support.clients import security, server_key, sync_client, sync_subscriber
+from tests.support.config import REPO, cfg_of, config_of_endpoint
 from tests.support.waiting import eventually
 
 #: How long a started actor process may take to answer its first Ping.
@@ -94,9 +95,18 @@ class ActorProcess:
             self.proc.wait(PROCESS_STOP_TIMEOUT_S)
 
 
-def ping(ctx: zmq.Context, endpoint: str, timeout_s: float = 0.5) -> Any:
-    """One Ping to a service; returns the reply body or None if it did not answer."""
-    cl = SyncClient(ctx, endpoint, service="ping", stamper=Stamper("test-ping"), timeout_s=timeout_s, retries=0)
+def ping(ctx: zmq.Context, endpoint: str, timeout_s: float = 0.5, *, cfg: KhazadConfig | None = None,
+         key: str = OPERATOR_KEY, server: str | None = None) -> Any:
+    """One Ping to a service; returns the reply body or None if it did not answer. On the authenticated bus the
+    client uses ``key`` from ``cfg`` (by default the test config that owns ``endpoint``) and expects the server key
+    of ``server`` (by default the actor whose endpoint it is; a test actor serving another's endpoint names
+    itself)."""
+    cfg = cfg or config_of_endpoint(endpoint)
+    sec = security(cfg, key) if cfg is not None else None
+    if server is None and cfg is not None:
+        server = next((f for f in registry.ENDPOINT_FIELDS if getattr(cfg.bus, f) == endpoint), None)
+    cl = SyncClient(ctx, endpoint, service="ping", stamper=Stamper("test-ping"), timeout_s=timeout_s, retries=0,
+                    security=sec, server_key=server_key(sec, server) if server else None)
     try:
         return cl.call(Ping())
     except RequestTimeout:
@@ -106,14 +116,15 @@ def ping(ctx: zmq.Context, endpoint: str, timeout_s: float = 0.5) -> Any:
 
 
 def wait_serving(ctx: zmq.Context, endpoint: str, proc: ActorProcess | None = None,
-                 timeout: float = PROCESS_READY_TIMEOUT_S) -> Any:
-    """Wait until the service at ``endpoint`` answers Ping (failing early if its process died)."""
+                 timeout: float = PROCESS_READY_TIMEOUT_S, *, server: str | None = None) -> Any:
+    """Wait until the service at ``endpoint`` answers Ping (failing early if its process died); ``server`` as in
+    :func:`ping`."""
 
     def check() -> Any:
         if proc is not None and not proc.alive():
             assert proc.proc is not None
             raise AssertionError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log()[-4000:]}")
-        return ping(ctx, endpoint, 0.3)
+        return ping(ctx, endpoint, 0.3, server=server)
 
     return eventually(check, timeout, message=lambda: f"{endpoint} did not answer Ping"
                       + (f"; log:\n{proc.log()[-3000:]}" if proc else ""))
@@ -122,7 +133,7 @@ def wait_serving(ctx: zmq.Context, endpoint: str, proc: ActorProcess | None = No
 def wait_proxy(ctx: zmq.Context, cfg: KhazadConfig, proc: ActorProcess | None = None,
                timeout: float = PROXY_READY_TIMEOUT_S) -> None:
     """Wait until the proxy relays its own heartbeat (it is forwarding)."""
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="test-proxy-ready")
+    sub = sync_subscriber(ctx, cfg, [topics.heartbeat("proxy")], name="test-proxy-ready")
     try:
         eventually(lambda: sub.recv(0.05), timeout,
                    message=lambda: "proxy heartbeat" + (f"; log:\n{proc.log()}" if proc else ""))
@@ -150,9 +161,8 @@ def start_actor(name: str, config_path: Path, processes: list[ActorProcess], ctx
 
 
 def status_client(ctx: zmq.Context, cfg: KhazadConfig, service: str, timeout_s: float = 3.0) -> SyncClient:
-    """A client for status questions to one service (the caller closes it)."""
-    return SyncClient(ctx, cfg.bus.service_endpoint(service), service=service, stamper=Stamper(f"test-{service}"),
-                      timeout_s=timeout_s, retries=0)
+    """A client for status questions to one service, with the operator's key (the caller closes it)."""
+    return sync_client(ctx, cfg, service, stamper=Stamper(f"test-{service}"), timeout_s=timeout_s, retries=0)
 
 
 def wait_gateway_ready(client: SyncClient, proc: ActorProcess | None = None,

@@ -22,9 +22,10 @@ import zmq
 
 from bus.config import KhazadConfig
 from bus.messages import GetSystemStatus, SystemStatusReply
-from bus.reqrep import SyncClient
+from bus.security import OPERATOR_KEY
 from launch.xmlrpc import process_infos, supervisor_rpc
 from sim.control import control_request
+from tests.support.clients import sync_client
 from tests.support.config import REPO, cfg_of, write_config
 from tests.support.processes import process_alive, process_start_ticks
 from tests.support.waiting import eventually
@@ -53,9 +54,9 @@ class System:
         """supervisord's view of every program (``getAllProcessInfo`` by name)."""
         return process_infos(self.rpc)
 
-    def call(self, service: str, body: Any, timeout_s: float = 3.0, retries: int = 1) -> Any:
-        client = SyncClient(self.ctx, self.cfg.bus.service_endpoint(service), service=service, timeout_s=timeout_s,
-                            retries=retries)
+    def call(self, service: str, body: Any, timeout_s: float = 3.0, retries: int = 1, key: str = OPERATOR_KEY) -> Any:
+        """One request with the key ``key`` (the operator's by default, from the run's keys directory)."""
+        client = sync_client(self.ctx, self.cfg, service, key=key, timeout_s=timeout_s, retries=retries)
         try:
             return client.call(body)
         finally:

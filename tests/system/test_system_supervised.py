@@ -17,8 +17,16 @@ import pytest
 
 from bus import registry
 from bus.messages import (
-    AccountReply, GatewayStatus, GetAccount, GetPositions, GetRiskState, GetStatus, ListOrders, OrderListReply,
-    PositionsReply, RiskStateReply,
+    AccountReply,
+    GatewayStatus,
+    GetAccount,
+    GetPositions,
+    GetRiskState,
+    GetStatus,
+    ListOrders,
+    OrderListReply,
+    PositionsReply,
+    RiskStateReply,
 )
 from launch.supervisord import sections
 from launch.xmlrpc import process_infos

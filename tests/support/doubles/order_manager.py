@@ -7,8 +7,21 @@ from __future__ import annotations
 from typing import Any
 
 from bus.messages import (
-    CancelAllOrders, CancelOrder, GetOrder, ListOrders, ModifyOrder, OrderListReply, OrderReply, OrderSpec, OrderView,
-    PlaceOrder, Rejected, StatusChange, WaitOrder, is_done_status, is_live_status,
+    CancelAllOrders,
+    CancelOrder,
+    GetOrder,
+    ListOrders,
+    ModifyOrder,
+    OrderListReply,
+    OrderReply,
+    OrderSpec,
+    OrderView,
+    PlaceOrder,
+    Rejected,
+    StatusChange,
+    WaitOrder,
+    is_done_status,
+    is_live_status,
 )
 
 

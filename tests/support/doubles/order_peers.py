@@ -30,7 +30,7 @@ from bus.messages import (
 )
 from bus.pubsub import Publisher
 from bus.reqrep import CallContext, Service
-from tests.helpers import security, server_key
+from tests.support.clients import security, server_key
 
 THREAD_TIMEOUT_S = 10.0
 APPROVAL_TTL_S = 5.0

@@ -15,16 +15,32 @@ from typing import Any
 
 import zmq
 
-from bus import sockets
+from bus import sockets, topics
 from bus.codec import Stamper, reply_codec, request_codec
-from bus import topics
 from bus.messages import (
-    AccountValue, Ack, CancelIbOrder, CancelReport, ContractInfo, EmergencyCancel, GatewaySnapshot, GatewayStatus,
-    GetSnapshot, GetStatus, Instrument, InstrumentReply, Kill, MarketDataAck, Ping, Pong, QualifyInstrument, Rejected,
-    SubscribeMarketData, TickEvent,
+    AccountValue,
+    Ack,
+    CancelIbOrder,
+    CancelReport,
+    ContractInfo,
+    EmergencyCancel,
+    GatewaySnapshot,
+    GatewayStatus,
+    GetSnapshot,
+    GetStatus,
+    Instrument,
+    InstrumentReply,
+    Kill,
+    MarketDataAck,
+    Ping,
+    Pong,
+    QualifyInstrument,
+    Rejected,
+    SubscribeMarketData,
+    TickEvent,
 )
 from bus.pubsub import Publisher
-from tests.helpers import security, server_key
+from tests.support.clients import security, server_key
 
 POLL_MS = 20  # the double's loop timer (lets it notice stop())
 

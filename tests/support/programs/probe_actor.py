@@ -29,8 +29,18 @@ from typing import Any
 from bus import actor as actor_module
 from bus.actor import Actor
 from bus.config import KhazadConfig
-from bus.messages import (Ack, Alert, GetAccount, GetStatus, GetSystemStatus, Kill, Ping, Resume, ServiceStatus,
-                          WaitOrder)
+from bus.messages import (
+    Ack,
+    Alert,
+    GetAccount,
+    GetStatus,
+    GetSystemStatus,
+    Kill,
+    Ping,
+    Resume,
+    ServiceStatus,
+    WaitOrder,
+)
 from bus.reqrep import CallContext
 from bus.runtime import main
 

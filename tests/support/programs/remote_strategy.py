@@ -1,5 +1,5 @@
 """A strategy process for the two-node test, run on node B:
-``python -m tests.security.remote_strategy --config B.toml --strategy ID --orders N --limit PRICE``.
+``python -m tests.support.programs.remote_strategy --config B.toml --strategy ID --orders N --limit PRICE``.
 
 Through the SDK (its key picked by strategy id from B's keys directory), it places N resting BUY limit orders,
 waits until each is live at IB, prints ``{"refs": [...]}`` on one line, then keeps running (its heartbeat on the

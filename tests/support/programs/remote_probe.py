@@ -1,5 +1,5 @@
 """A process on node B without an allowed key, for the two-node test:
-``python -m tests.security.remote_probe --config B.toml``.
+``python -m tests.support.programs.remote_probe --config B.toml``.
 
 It tries the gateway with no key at all, then with a key pair of its own that no allow-list names, and listens on
 the proxy without a key. Prints one JSON line: for each attempt, whether anything answered (it must not).

@@ -23,7 +23,8 @@ from bus.messages import Instrument, OrderSpec
 from bus.pubsub import Publisher, SyncSubscriber
 from bus.reqrep import RequestTimeout, SyncClient
 from bus.security import client_security
-from tests.helpers import REPO, eventually
+from tests.support.config import REPO
+from tests.support.waiting import eventually
 
 #: A refused handshake means no reply at all: the bound for "cannot connect" (a connected service answers a Ping
 #: in milliseconds).
