@@ -6,7 +6,6 @@ severity with the routes it was handed to (the daily report lists them)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from dataclasses import dataclass

@@ -2,8 +2,8 @@
 
 It uses real message types, so everything on the wire is the production format. Environment knobs (tests pass
 them through ``ActorProcess(env=...)``): ``PROBE_NAME`` (default ``probe``), ``PROBE_SERVICE`` (the bus endpoint
-it serves, default ``monitor``), ``PROBE_TOPICS`` (comma-separated prefixes, default ``alert.test``: the tests publish with a test actor key),
-``PROBE_INBOX_SIZE`` (the bounded inbox), ``PROBE_STALL_ON_STOP`` (on_stop never returns: the stop budget must
+it serves, default ``monitor``, with its own key), ``PROBE_TOPICS`` (comma-separated prefixes, default
+``alert.test``: an actor's key may publish there), ``PROBE_INBOX_SIZE`` (the bounded inbox), ``PROBE_STALL_ON_STOP`` (on_stop never returns: the stop budget must
 still hold).
 
 Requests:
