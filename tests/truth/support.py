@@ -23,8 +23,8 @@ from bus.messages import (
     CancelOrder, GatewaySnapshot, GetOrder, GetRiskState, GetSnapshot, GetStatus, Instrument, ModifyOrder, OrderReply,
     OrderSpec, OrderView, PlaceOrder, RiskStateReply, WaitOrder,
 )
-from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
+from tests.support.clients import sync_client, sync_subscriber
 from tests.support.config import cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.waiting import eventually
@@ -80,8 +80,8 @@ class Desk:
         self.risk = self._client("risk", "test-truth-risk")
 
     def _client(self, service: str, name: str) -> SyncClient:
-        cl = SyncClient(self.ctx, self.cfg.bus.service_endpoint(service), service=service, stamper=Stamper(name),
-                        timeout_s=CALL_TIMEOUT_S, retries=0)
+        # the operator's key: it may act for every strategy and ask every service (the bus is authenticated)
+        cl = sync_client(self.ctx, self.cfg, service, stamper=Stamper(name), timeout_s=CALL_TIMEOUT_S, retries=0)
         self._clients.append(cl)
         return cl
 
@@ -93,7 +93,7 @@ class Desk:
 
     def start(self) -> "Desk":
         proxy = self._start("proxy", "bus.proxy")
-        sub = SyncSubscriber(self.ctx, self.cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="truth-ready")
+        sub = sync_subscriber(self.ctx, self.cfg, [topics.heartbeat("proxy")], name="truth-ready")
         try:
             eventually(lambda: sub.recv(0.05), READY_TIMEOUT_S, message=lambda: f"proxy up; log:\n{proxy.log()}")
         finally:
