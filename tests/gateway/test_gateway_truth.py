@@ -11,14 +11,21 @@
 from __future__ import annotations
 
 import msgspec
-import zmq
 
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import (
-    AMENDMENT_SENT, Ack, AmendOrder, CancelIbOrder, GatewaySnapshot, GetSnapshot, OrderNoticeEvent, Rejected,
+    AMENDMENT_SENT,
+    Ack,
+    AmendOrder,
+    CancelIbOrder,
+    GatewaySnapshot,
+    GetSnapshot,
+    OrderNoticeEvent,
+    Rejected,
     SubmitAck,
 )
 from tests.support.builders import order
+from tests.support.clients import raw_dealer
 from tests.support.gateway_harness import FAR_BELOW
 from tests.support.sim_state import requests_named, sim_order
 from tests.support.waiting import eventually
@@ -34,9 +41,7 @@ def test_cancel_with_an_amendment_queued_behind_the_pacer_is_sent_to_ib(gateway,
     for s in (x, y):
         assert isinstance(gateway.submit(s), SubmitAck)
         recorder.wait_status(s.order_ref, "Submitted")
-    raw = zctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(gateway.cfg.bus.gateway)
+    raw = raw_dealer(zctx, gateway.cfg, "gateway", key="orders")  # amendments are the order manager's to send
     stamper, req_codec, rep_codec = Stamper("race"), request_codec(), reply_codec()
 
     def send(body, request_id: str) -> None:
