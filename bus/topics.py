@@ -137,6 +137,8 @@ PUBLISHERS: dict[str, frozenset[str]] = {
     POSITION_PREFIX: frozenset({"gateway"}),
     ACCOUNT_VALUES: frozenset({"gateway"}),
     MARKET_DATA_PREFIX: frozenset({"gateway"}),
+    INSTRUMENT_PREFIX: frozenset({"gateway"}),  # IB's contract details, by conId
+    PNL_PREFIX: frozenset({"gateway"}),  # IB's daily P&L (reqPnL, reqPnLSingle): risk's daily-loss breaker reads it
     ORDER_PREFIX: frozenset({"orders"}),
     RISK_DECISION_PREFIX: frozenset({"risk"}),
     RECON_PREFIX: frozenset({SELF}),

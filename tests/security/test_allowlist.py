@@ -113,6 +113,10 @@ PUBLISH = [
     (RISK, topics.EMERGENCY_CANCEL, True), (ALICE, topics.EMERGENCY_CANCEL, False),
     (ALICE, "control.anything", False), (GATEWAY, "control.anything", False),
     (GATEWAY, topics.market_data("AAPL"), True), (MOMO, topics.market_data("AAPL"), False),
+    (GATEWAY, topics.instrument(265598), True), (MOMO, topics.instrument(265598), False),
+    (RISK, topics.instrument(265598), False),
+    (GATEWAY, topics.ACCOUNT_PNL, True), (GATEWAY, topics.position_pnl(265598), True),
+    (MOMO, topics.ACCOUNT_PNL, False), (ALICE, topics.ACCOUNT_PNL, False), (RISK, topics.position_pnl(265598), False),
     (GATEWAY, topics.ACCOUNT_VALUES, True), (PORTFOLIO, topics.ACCOUNT_VALUES, False),
     (PORTFOLIO, topics.PORTFOLIO_SNAPSHOT, True), (MOMO, topics.PORTFOLIO_SNAPSHOT, False),
     (RISK, topics.risk_decision("s1"), True), (ORDERS, topics.risk_decision("s1"), False),
@@ -134,6 +138,24 @@ PUBLISH = [
                          ids=[f"{w.id if w else 'none'}-{t}" for w, t, _ in PUBLISH])
 def test_publish_acl(who: Principal | None, topic: str, allowed: bool) -> None:
     assert may_publish(who, topic) is allowed
+
+
+#: the topics the actors publish (named by hand, one per topic constant or builder of bus/topics.py): a topic
+#: that no PUBLISHERS line covers is refused for everyone, its owner included
+OWNED_TOPICS = [
+    (GATEWAY, topics.CONNECTION_STATE), (RISK, topics.TRADING_STATE), (GATEWAY, topics.KILL),
+    (ALICE, topics.RESUME), (RISK, topics.EMERGENCY_CANCEL), (GATEWAY, topics.gw_order("s1")),
+    (GATEWAY, topics.fill(265598)), (GATEWAY, topics.commission(265598)), (GATEWAY, topics.position(265598)),
+    (GATEWAY, topics.ACCOUNT_VALUES), (GATEWAY, topics.market_data(265598)), (GATEWAY, topics.instrument(265598)),
+    (GATEWAY, topics.ACCOUNT_PNL), (GATEWAY, topics.position_pnl(265598)), (ORDERS, topics.order("s1")),
+    (RISK, topics.risk_decision("s1")), (ORDERS, topics.recon("orders")), (PORTFOLIO, topics.PORTFOLIO_SNAPSHOT),
+    (MONITOR, topics.alert("actor_dead")), (GATEWAY, topics.heartbeat("gateway")), (MOMO, topics.gap("strategy.momo")),
+]
+
+
+@pytest.mark.parametrize(("who", "topic"), OWNED_TOPICS, ids=[t for _, t in OWNED_TOPICS])
+def test_every_topic_an_actor_publishes_has_its_owner_in_publishers(who: Principal, topic: str) -> None:
+    assert may_publish(who, topic), f"{topic}: no PUBLISHERS line lets {who.id} publish it"
 
 
 # -- the file -------------------------------------------------------------------------------------------------------
