@@ -28,9 +28,10 @@ from bus import registry, topics
 from bus.codec import Stamper, reply_codec
 from bus.config import KhazadConfig
 from bus.messages import SCHEMA_VERSION, GetRiskState, GetStatus, Ping, Pong
-from bus.pubsub import SyncSubscriber
 from bus.reqrep import SyncClient
-from tests.support.config import REPO, cfg_of, write_config
+from bus.security import OPERATOR_KEY
+from tests.support.clients import RoutedClient, security, server_key, sync_client, sync_subscriber
+from tests.support.config import REPO, cfg_of, config_of_endpoint, write_config
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.waiting import eventually
 
@@ -73,15 +74,18 @@ class Chain:
     ctx: zmq.Context
     clients: list[SyncClient] = field(default_factory=list)
 
-    def client(self, service: str, *, sender: str = "sec-test", timeout_s: float = 5.0, retries: int = 0) -> SyncClient:
-        cl = SyncClient(self.ctx, self.cfg.bus.service_endpoint(service), service=service, stamper=Stamper(sender),
-                        timeout_s=timeout_s, retries=retries)
+    def client(self, service: str, *, sender: str = "sec-test", timeout_s: float = 5.0, retries: int = 0,
+               key: str = OPERATOR_KEY) -> SyncClient:
+        """A client of ``service`` with the key ``key`` (the operator's unless the test plays another role)."""
+        cl = sync_client(self.ctx, self.cfg, service, key=key, stamper=Stamper(sender), timeout_s=timeout_s,
+                         retries=retries)
         self.clients.append(cl)
         return cl
 
     def call(self, service: str, body: Any, *, timeout_s: float = 5.0, sender: str = "sec-test") -> Any:
-        cl = SyncClient(self.ctx, self.cfg.bus.service_endpoint(service), service=service, stamper=Stamper(sender),
-                        timeout_s=timeout_s, retries=0)
+        """One call with the key of the role that sends ``body``: order entry (CheckOrder, SubmitOrder,
+        AmendOrder) as the order manager, anything else as the operator."""
+        cl = RoutedClient(self.ctx, self.cfg, service, stamper=Stamper(sender), timeout_s=timeout_s, retries=0)
         try:
             return cl.call(body)
         finally:
@@ -97,7 +101,7 @@ class Chain:
 
 
 def wait_proxy(ctx: zmq.Context, cfg: KhazadConfig, proc: ActorProcess) -> None:
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="sec-proxy-ready")
+    sub = sync_subscriber(ctx, cfg, [topics.heartbeat("proxy")], name="sec-proxy-ready")
     try:
         eventually(lambda: sub.recv(0.05), 20, message=lambda: f"proxy heartbeat; log:\n{proc.log()}")
     finally:
@@ -172,11 +176,26 @@ def raw_request(body: Any, *, sender: str = "attacker", request_id: str | None =
     return _raw_encoder.encode(env)
 
 
-class RawDealer:
-    """A plain DEALER to one service: sends raw frames, reads raw replies (linger 0 on close)."""
+def _curve_client(sock: zmq.Socket, endpoint: str, key: str, server: str | None) -> None:
+    """CURVE client options for a raw socket to ``endpoint`` with the key ``key`` (the test config that owns the
+    endpoint says where the keys are; ``server``: the key the service serves with, by default its actor's)."""
+    cfg = config_of_endpoint(endpoint)
+    sec = security(cfg, key) if cfg is not None else None
+    if sec is None or not sec.enabled:
+        return
+    assert cfg is not None
+    server = server or next(f for f in registry.ENDPOINT_FIELDS if getattr(cfg.bus, f) == endpoint)
+    sec.make_client(sock, server_key(sec, server))
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int | None = None,
-                 rcvhwm: int | None = None, rcvbuf: int | None = None, keepalive: bool = False) -> None:
+
+class RawDealer:
+    """A plain DEALER to one service: sends raw frames, reads raw replies (linger 0 on close). It carries the key
+    ``key`` (the operator's by default): each key is one caller to a service's admission, so callers that must count
+    apart carry different keys."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, key: str = OPERATOR_KEY, server: str | None = None,
+                 sndhwm: int | None = None, rcvhwm: int | None = None, rcvbuf: int | None = None,
+                 keepalive: bool = False) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if sndhwm is not None:
@@ -188,6 +207,7 @@ class RawDealer:
         if keepalive:  # ZMTP pings, so the service sees a live peer even while this one reads nothing
             self.sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 600_000)
+        _curve_client(self.sock, endpoint, key, server)
         self.sock.connect(endpoint)
         self._replies = reply_codec()
 
@@ -211,7 +231,10 @@ class RawDealer:
 
 
 def answers_ping(ctx: zmq.Context, endpoint: str, timeout_s: float = 5.0) -> bool:
-    cl = SyncClient(ctx, endpoint, service="ping", stamper=Stamper("sec-ping"), timeout_s=timeout_s, retries=0)
+    cfg = config_of_endpoint(endpoint)
+    assert cfg is not None, f"no test config owns {endpoint}"
+    service = next(f for f in registry.ENDPOINT_FIELDS if getattr(cfg.bus, f) == endpoint)
+    cl = sync_client(ctx, cfg, service, stamper=Stamper("sec-ping"), timeout_s=timeout_s, retries=0)
     try:
         return isinstance(cl.call(Ping()), Pong)
     finally:

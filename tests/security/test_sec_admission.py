@@ -16,10 +16,10 @@ import zmq
 from bus.codec import Stamper, request_codec
 from bus.messages import Ack, Ping, Pong, Rejected, WaitOrder
 from tests.bus.conftest import probe_factory  # noqa: F401 (fixture)
-from tests.support.programs import PROBE_SERVICE, probe_status
-from tests.support.processes import ActorProcess
-from tests.support.waiting import eventually
 from tests.security.chain import RawDealer
+from tests.support.processes import ActorProcess
+from tests.support.programs import PROBE_KEY, PROBE_SERVICE, probe_status
+from tests.support.waiting import eventually
 
 PER_CALLER = 20
 POOL = 50
@@ -28,10 +28,19 @@ SLOW_S = 4.0
 PROMPT_S = 2.0
 
 
+#: Each caller is one key (a service counts callers by their authenticated key): strategy keys of the test config.
+CALLER_KEYS = {"a": "alpha", "b": "beta", "c": "other"}
+
+
+def _caller(zctx: zmq.Context, endpoint: str, tag: str) -> RawDealer:
+    return RawDealer(zctx, endpoint, key=CALLER_KEYS[tag], server=PROBE_KEY)
+
+
 def _slow(n: int, tag: str) -> list[bytes]:
     codec, stamper = request_codec(), Stamper(f"caller-{tag}")
     deadline = time.time_ns() + int(30e9)
-    return [codec.encode(stamper.stamp(WaitOrder(strategy_id="s", client_order_id=f"{tag}-{i}", timeout_s=SLOW_S),
+    sid = CALLER_KEYS[tag]  # a strategy key acts for its own strategy id only
+    return [codec.encode(stamper.stamp(WaitOrder(strategy_id=sid, client_order_id=f"{tag}-{i}", timeout_s=SLOW_S),
                                        request_id=uuid.uuid4().hex, deadline_wall_ns=deadline)) for i in range(n)]
 
 
@@ -55,7 +64,7 @@ def test_a_caller_over_its_own_limit_gets_busy_at_once_and_another_caller_is_ser
         proxy: ActorProcess, probe_factory: Callable[..., ActorProcess], zctx: zmq.Context, cfg: Any) -> None:
     probe_factory(env=LIMITS_ENV)
     endpoint = cfg.bus.service_endpoint(PROBE_SERVICE)
-    flooder, other = RawDealer(zctx, endpoint), RawDealer(zctx, endpoint)
+    flooder, other = _caller(zctx, endpoint, "a"), _caller(zctx, endpoint, "b")
     try:
         for frame in _slow(PER_CALLER + 10, "a"):
             flooder.send(frame)
@@ -81,7 +90,7 @@ def test_the_shared_pool_bounds_all_callers_together_and_status_probes_pass_a_fu
         proxy: ActorProcess, probe_factory: Callable[..., ActorProcess], zctx: zmq.Context, cfg: Any) -> None:
     probe_factory(env=LIMITS_ENV)
     endpoint = cfg.bus.service_endpoint(PROBE_SERVICE)
-    callers = [RawDealer(zctx, endpoint) for _ in range(3)]
+    callers = [_caller(zctx, endpoint, tag) for tag in "abc"]
     try:
         for tag, dealer in zip("abc", callers[:2], strict=False):
             for frame in _slow(PER_CALLER, tag):

@@ -18,13 +18,12 @@ import zmq
 from bus import messages as m
 from bus import registry
 from bus.codec import Stamper
-from bus.registry import ACTOR_NAMES
 from bus.reqrep import RequestTimeout, SyncClient
-from bus.security import Security, create_key, keys_dir
+from tests.security.chain import READY_TIMEOUT_S, Chain
+from tests.support.clients import sync_client
 from tests.support.config import REPO, cfg_of, write_config
 from tests.support.processes import ActorProcess
 from tests.support.waiting import eventually
-from tests.security.chain import READY_TIMEOUT_S, Chain
 
 EXTRA = """
 [bus.curve]
@@ -40,9 +39,7 @@ reconnect_max_s = 0.5
 
 
 def _operator_client(chain: Chain, service: str) -> SyncClient:
-    sec = Security.for_process(chain.cfg, "operator")
-    cl = SyncClient(chain.ctx, chain.cfg.bus.service_endpoint(service), service=service, stamper=Stamper("operator"),
-                    timeout_s=2.0, retries=0, security=sec, server_key=sec.server_key(service))
+    cl = sync_client(chain.ctx, chain.cfg, service, stamper=Stamper("operator"), timeout_s=2.0, retries=0)
     chain.clients.append(cl)
     return cl
 
@@ -54,11 +51,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     tmp = tmp_path_factory.mktemp("sec-cli-auth")
     with running_sim(seed=5, clock="realtime", tick_interval=0.1) as sim:
         path = write_config(tmp, extra=EXTRA.format(sim_port=sim.port))
-        cfg = cfg_of(path)
-        for name in ACTOR_NAMES:
-            create_key(keys_dir(cfg), name, "actor")
-        create_key(keys_dir(cfg), "operator", "operator")
-        create_key(keys_dir(cfg), "momo", "strategy")
+        cfg = cfg_of(path)  # write_config made every actor's, the operator's and momo's key and the allow-list
         ctx = zmq.Context()
         procs: dict[str, ActorProcess] = {}
         c = Chain(path, cfg, sim, procs, ctx)

@@ -84,7 +84,7 @@ def test_1000_wait_orders_from_one_strategy_starve_nobody_and_status_shows_the_o
                                                    timeout_s=FLOOD_WAIT_S),
                                          request_id=uuid.uuid4().hex, deadline_wall_ns=deadline))
               for _ in range(FLOOD)]
-    flood = RawDealer(chain.ctx, chain.cfg.bus.orders, sndhwm=0)
+    flood = RawDealer(chain.ctx, chain.cfg.bus.orders, key="flood", sndhwm=0)  # the strategy's own key
     answers: dict[str, int] = {}
 
     def drain() -> int:

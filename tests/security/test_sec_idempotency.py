@@ -21,10 +21,11 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Instrument, OrderReply, OrderSpec, PlaceOrder, Rejected
 from bus.reqrep import SyncClient
-from tests.support.waiting import eventually
 from tests.orders.conftest import config_path, doubles, start_orders, strategy  # noqa: F401 (fixtures)
-from tests.support.processes import wait_ready
+from tests.support.clients import sync_client
 from tests.support.doubles.order_peers import ChainDoubles
+from tests.support.processes import wait_ready
+from tests.support.waiting import eventually
 
 
 def buy_1(coid: str) -> OrderSpec:
@@ -59,8 +60,8 @@ def test_different_terms_while_the_first_placement_is_in_flight_is_an_id_conflic
     replies: list[Any] = []
 
     def place_first() -> None:
-        cl = SyncClient(zctx, cfg.bus.orders, service="orders", stamper=Stamper("strategy-s1-first"), timeout_s=10,
-                        retries=0)
+        cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1-first"), timeout_s=10,
+                         retries=0)
         try:
             replies.append(cl.call(PlaceOrder(order=buy_1("idem-2"))))
         finally:

@@ -19,11 +19,11 @@ import pytest
 from bus import registry, topics
 from bus.codec import Stamper
 from bus.messages import ActorHealth, Alert, GetSystemStatus, SystemStatusReply
-from bus.pubsub import Publisher
 from sdk import KhazadClient
+from tests.security.chain import READY_TIMEOUT_S, Chain, running_chain
+from tests.support.clients import publisher
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.waiting import eventually
-from tests.security.chain import READY_TIMEOUT_S, Chain, running_chain
 
 STRATEGY_EXTRA = """
 [strategy]
@@ -100,7 +100,8 @@ def test_expected_actor_stopped_cleanly_is_left_not_dead_and_status_is_degraded_
 
 def test_escape_sequences_in_an_alert_never_land_raw_in_the_monitors_log(chain: Chain) -> None:
     evil = "\x1b[2J\x1b[31mowned\x1b[0m\n2099-01-01 00:00:00 | CRITICAL | forged line"
-    pub = Publisher(chain.ctx, chain.cfg.bus.proxy_frontend, Stamper("evil"))
+    # a strategy's key: it may publish alert.strategy (bus.topics.PUBLISHERS), so the text is the monitor's to clean
+    pub = publisher(chain.ctx, chain.cfg, Stamper("evil"), key="momo")
     try:
         pub.wait_ready_sync(chain.cfg.bus.proxy_backend)
         pub.publish(topics.alert("strategy"), Alert(kind="evil", severity="warning", message=evil, source="evil"))

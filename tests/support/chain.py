@@ -31,9 +31,8 @@ from bus.messages import (
     SubmitAck,
     SubmitOrder,
 )
-from bus.pubsub import SyncSubscriber
-from bus.reqrep import SyncClient
 from sdk import KhazadClient
+from tests.support.clients import RoutedClient, sync_subscriber
 from tests.support.config import cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.waiting import eventually
@@ -91,14 +90,17 @@ class Chain:
     procs: dict[str, ActorProcess]
     _clients: list[Any] = field(default_factory=list)
 
-    def service(self, name: str) -> SyncClient:
-        cl = SyncClient(self.ctx, self.cfg.bus.service_endpoint(name), service=name,
-                        stamper=Stamper(f"test-{name}-{uuid.uuid4().hex[:4]}"), timeout_s=CALL_TIMEOUT_S, retries=0)
+    def service(self, name: str) -> RoutedClient:
+        """A client of service ``name`` as the test plays it: order entry (``CheckOrder``, ``SubmitOrder``,
+        ``AmendOrder``) with the order manager's key, everything else with the operator's."""
+        cl = RoutedClient(self.ctx, self.cfg, name, stamper=Stamper(f"test-{name}-{uuid.uuid4().hex[:4]}"),
+                          timeout_s=CALL_TIMEOUT_S, retries=0)
         self._clients.append(cl)
         return cl
 
     def client(self, strategy: str) -> KhazadClient:
-        """An SDK client (started; closed with the chain)."""
+        """An SDK client (started; closed with the chain) with the strategy's own key (``strategy`` must be one of
+        tests.support.keys.TEST_STRATEGIES, or given to write_config)."""
         c = KhazadClient(strategy, config=self.cfg).__enter__()
         self._clients.append(c)
         return c
@@ -155,7 +157,7 @@ class Chain:
 
 
 def _wait_proxy(ctx: zmq.Context, cfg: KhazadConfig, proc: ActorProcess) -> None:
-    sub = SyncSubscriber(ctx, cfg.bus.proxy_backend, [topics.heartbeat("proxy")], name="chain-proxy-ready")
+    sub = sync_subscriber(ctx, cfg, [topics.heartbeat("proxy")], name="chain-proxy-ready")
     try:
         eventually(lambda: sub.recv(0.05), 15, message=lambda: f"proxy heartbeat; log:\n{proc.log()}")
     finally:

@@ -18,7 +18,8 @@ from bus.security import OPERATOR_KEY, keys_dir
 #: strategy ids the tests trade as (a strategy key each, acting for itself)
 TEST_STRATEGIES = (
     "example", "s1", "s2", "momo", "other", "cs1", "e2e1", "e2e2", "e2e3", "chaos_a", "chaos_b", "chaos_probe",
-    "bench", "demo", "ex1", "ex2", "memory", "flood", "alpha", "beta", "latecomer", "logs",
+    "bench", "demo", "ex1", "ex2", "memory", "flood", "alpha", "beta", "latecomer", "logs", "leaver", "killed",
+    "termed", "tick", "opt", "es-june", "es-march",
 )
 #: test actors that run under their own name with an actor key (tests/support/programs/probe_actor.py)
 TEST_ACTORS = ("probe", "probe2", "recorder", "tester")
