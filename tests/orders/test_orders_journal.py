@@ -185,6 +185,17 @@ def test_query_orders_filters_by_strategy_symbol_and_day(book: OrderLedger) -> N
     assert refs(book.working(strategy_id="s2")) == ["s2/c"]
 
 
+def test_query_orders_for_a_set_of_strategies_pages_within_that_set(book: OrderLedger) -> None:
+    # a strategy key acting for several ids lists only theirs, and its pages are full pages of its own orders
+    for coid, strat in (("a", "s1"), ("b", "s2"), ("c", "s3"), ("d", "s1"), ("e", "s3")):
+        book.create(spec(coid=coid, strategy=strat), PlaceOrder(order=spec(coid=coid, strategy=strat)))
+    refs = lambda recs: [r.order_ref for r in recs]  # noqa: E731
+    mine = frozenset({"s1", "s3"})
+    assert refs(book.journal.query_orders(strategy_ids=mine)) == ["s3/e", "s1/d", "s3/c", "s1/a"]  # newest first
+    assert refs(book.journal.query_orders(strategy_ids=mine, limit=2, offset=2)) == ["s3/c", "s1/a"]
+    assert refs(book.journal.query_orders(strategy_ids=frozenset())) == []
+
+
 def test_prune_forgets_old_finished_orders_but_find_reads_them_back(book: OrderLedger) -> None:
     rec = book.create(spec(), PlaceOrder(order=spec()))
     book.apply_status_event(status(FILLED, filled=100, avg_fill_price=10.0))
