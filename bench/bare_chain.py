@@ -29,7 +29,7 @@ def payload_sizes() -> dict[str, int]:
     from bus.codec import Stamper, reply_codec, request_codec
     from bus.messages import (CheckOrder, Instrument, OrderReply, OrderSpec, OrderView, PlaceOrder, RiskDecision,
                               SubmitAck, SubmitOrder)
-    from bus.reqrep import new_request_id
+    from bus.retry import new_request_id
 
     spec = OrderSpec(strategy_id="bench", client_order_id="0123abcd-s1234", instrument=Instrument(symbol=SYMBOL),
                      side="BUY", quantity=1, order_type="LMT", limit_price=FAR_LIMIT)

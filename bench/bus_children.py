@@ -93,7 +93,7 @@ class BenchChild:
 def role_serve(endpoint: str) -> int:
     """A bus Service answering Ping with Pong until SIGTERM."""
     from bus.messages import Pong
-    from bus.reqrep import Service
+    from bus.service import Service
 
     async def serve() -> None:
         ctx = zmq.asyncio.Context()

@@ -36,7 +36,7 @@ def latency_stats(samples_ns: list[int]) -> dict[str, float]:
 def ping_payload_size() -> int:
     from bus.codec import Stamper, request_codec
     from bus.messages import Ping
-    from bus.reqrep import new_request_id
+    from bus.retry import new_request_id
 
     return len(request_codec().encode(Stamper("bench-client").stamp(Ping(), request_id=new_request_id())))
 
@@ -44,7 +44,8 @@ def ping_payload_size() -> int:
 def bench_reqrep(calls: int, pipelined: int) -> dict[str, Any]:
     from bus.codec import Stamper
     from bus.messages import Ping, Pong
-    from bus.reqrep import AsyncClient, SyncClient
+    from bus.async_client import AsyncClient
+    from bus.sync_client import SyncClient
 
     out: dict[str, Any] = {}
     endpoint = f"tcp://127.0.0.1:{_free_ports(1)[0]}"

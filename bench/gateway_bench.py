@@ -164,7 +164,7 @@ class GatewayClient:
 
         from bus.codec import Stamper
         from bus.pubsub import Publisher, SyncSubscriber
-        from bus.reqrep import SyncClient
+        from bus.sync_client import SyncClient
 
         self.stack = stack
         self.ctx = zmq.Context()
@@ -181,7 +181,7 @@ class GatewayClient:
 
     def wait_ready(self) -> Any:
         from bus.messages import GetStatus
-        from bus.reqrep import RequestTimeout
+        from bus.retry import RequestTimeout
 
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -347,7 +347,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
 
     from bus.codec import Stamper
     from bus.messages import GetRiskState, GetStatus
-    from bus.reqrep import RequestTimeout
+    from bus.retry import RequestTimeout
     from sim.testing import SimProcess, sim_args
     from tests.support.clients import sync_client, sync_subscriber
     from tests.support.config import cfg_of, write_config

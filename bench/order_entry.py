@@ -280,7 +280,8 @@ async def cleanup_wait(system: System, direct: DirectPath) -> None:
     from cli.kill import send_kill
     from cli.resume import send_resume
     from bus.messages import GetStatus
-    from bus.reqrep import AsyncClient, RequestTimeout
+    from bus.async_client import AsyncClient
+    from bus.retry import RequestTimeout
 
     ctx = zmq.asyncio.Context()
     from tests.support.clients import security, server_key

@@ -136,7 +136,8 @@ async def _measure(config: Path, orders: int, warmup: int) -> dict[str, Any]:
     from bus.config import load_config
     from bus.messages import GetStatus, Instrument, OrderReply, OrderSpec, OrderUpdate, PlaceOrder
     from bus.pubsub import Publisher, Subscriber
-    from bus.reqrep import AsyncClient, RequestTimeout
+    from bus.async_client import AsyncClient
+    from bus.retry import RequestTimeout
 
     cfg = load_config(config, env={})
     ctx = zmq.asyncio.Context()

@@ -89,7 +89,7 @@ def bench_process(n_orders: int, n_positions: int, n_working: int, log_level: st
         RiskDecisionEvent,
     )
     from bus.pubsub import SyncSubscriber
-    from bus.reqrep import SyncClient
+    from bus.sync_client import SyncClient
     from tests.support.config import cfg_of, write_config
     from tests.support.processes import ActorProcess, wait_serving
     from tests.support.waiting import eventually

@@ -12,9 +12,12 @@ Backpressure: the reader stops pulling from the SUB socket when the inbox is ful
 proxy and the sequence check reports the gap: bounded memory, and never a silent loss.
 
 Error policy (after NautilusTrader's live engines): an exception in a handler is logged with its context and
-answered with ``Rejected(code="internal")``; the actor keeps running. More than :data:`MAX_ERRORS` errors within
-:data:`ERROR_WINDOW_S` means the actor's state is not trustworthy: it moves to FAULTED and exits with
-:data:`EXIT_FAULTED` so supervisord restarts it from its durable state.
+answered with ``Rejected(code="internal")``; the actor keeps running. More than :data:`~bus.lifecycle.MAX_ERRORS`
+errors within :data:`~bus.lifecycle.ERROR_WINDOW_S` means the actor's state is not trustworthy: it moves to FAULTED
+and exits with :data:`~bus.lifecycle.EXIT_FAULTED` so supervisord restarts it from its durable state.
+
+Its collaborators live in their own modules: the lifecycle table and error budget (:mod:`bus.lifecycle`), the
+request dispatch table (:mod:`bus.dispatch`) and the kill sightings its heartbeat reports (:mod:`bus.kill_sightings`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, get_args
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import zmq
 import zmq.asyncio
@@ -33,9 +34,24 @@ from loguru import logger
 
 from bus import topics
 from bus.admission import Limits
+from bus.async_client import AsyncClient
 from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
+from bus.dispatch import REQUEST_TYPES, Handler, RequestTable, unhandled_requests
 from bus.heartbeat import GOODBYE_LINGER_MS
+from bus.kill_sightings import KILL_SEEN_DETAIL, KILL_SENT_DETAIL, KillSightings
+from bus.lifecycle import (
+    ERROR_WINDOW_S,
+    EXIT_FAULTED,
+    EXIT_OK,
+    LIFECYCLE,
+    MAX_ERRORS,
+    STOP_TIMEOUT_S,
+    ActorState,
+    ErrorBudget,
+    StoppedWhileStarting,
+    unless_stopped,
+)
 from bus.messages import (
     LEFT_STATE,
     GapReport,
@@ -44,65 +60,35 @@ from bus.messages import (
     Kill,
     Ping,
     Pong,
-    Rejected,
-    Request,
     ServiceStatus,
     bounded_detail,
     heartbeat_detail,
     tag_of,
 )
 from bus.pubsub import Publisher, Subscriber
-from bus.reqrep import AsyncClient, CallContext, Service
 from bus.security import Security
-
-if TYPE_CHECKING:
-    from bus.security import Security
+from bus.service import CallContext, Service
+from bus.service_clients import ServiceClients
 
 INBOX_SIZE = 10_000
-#: Every actor with a subscription also listens to the kill broadcast (:data:`bus.topics.KILL`) and records when
-#: it first saw each kill (broadcast or direct request), so "has every actor seen the halt?" can be answered (and
-#: benchmarked).
-#: Heartbeat ``detail`` keys: ``kill_seen`` = ``<kill_id>@<CLOCK_MONOTONIC ns when this actor first saw it>``,
-#: ``kill_sent`` = the sender's ``mono_ns`` stamp on the envelope that carried it (same clock on one host).
-KILL_SEEN_DETAIL = "kill_seen"
-KILL_SENT_DETAIL = "kill_sent"
-MAX_ERRORS = 20
-ERROR_WINDOW_S = 60.0
-#: Exit codes: 0 clean stop, 70 (EX_SOFTWARE) faulted -> supervisord restarts, 78 (EX_CONFIG) -> FATAL.
-EXIT_OK = 0
-EXIT_FAULTED = 70
-#: Upper bound for a graceful stop (supervisord's stopwaitsecs is set above this).
-STOP_TIMEOUT_S = 1.0
 
-
-class ActorState(StrEnum):
-    CREATED = "CREATED"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    FAULTED = "FAULTED"
-
-
-#: The lifecycle as an explicit transition table: anything else is a bug and raises.
-LIFECYCLE: dict[ActorState, frozenset[ActorState]] = {
-    ActorState.CREATED: frozenset({ActorState.STARTING, ActorState.STOPPED}),
-    ActorState.STARTING: frozenset({ActorState.RUNNING, ActorState.STOPPING, ActorState.FAULTED}),
-    ActorState.RUNNING: frozenset({ActorState.STOPPING, ActorState.FAULTED}),
-    ActorState.STOPPING: frozenset({ActorState.STOPPED, ActorState.FAULTED}),
-    ActorState.FAULTED: frozenset({ActorState.STOPPING, ActorState.STOPPED}),
-    ActorState.STOPPED: frozenset(),
-}
-
-
-#: every request type of the schema (the members of :data:`bus.messages.Request`)
-REQUEST_TYPES: frozenset[type] = frozenset(get_args(Request))
-#: a request handler: the call's context and the decoded body in, a reply struct out
-Handler = Callable[[CallContext, Any], Awaitable[Any]]
-
-
-class _StoppedWhileStarting(Exception):
-    """stop() arrived before the actor was RUNNING."""
+#: Also the names whose home is now a collaborator's module: docs, the brief and work in flight import them from here.
+__all__ = [
+    "ERROR_WINDOW_S",
+    "EXIT_FAULTED",
+    "EXIT_OK",
+    "INBOX_SIZE",
+    "KILL_SEEN_DETAIL",
+    "KILL_SENT_DETAIL",
+    "LIFECYCLE",
+    "MAX_ERRORS",
+    "REQUEST_TYPES",
+    "STOP_TIMEOUT_S",
+    "Actor",
+    "ActorState",
+    "Handler",
+    "unhandled_requests",
+]
 
 
 class Actor:
@@ -135,16 +121,16 @@ class Actor:
         self.subscriber: Subscriber | None = None
         self.server: Service | None = None
         self.inbox: asyncio.Queue[tuple[str, Any]] | None = None
-        self._clients: dict[str, AsyncClient] = {}
+        self._clients = ServiceClients(cfg.bus, self.stamper, self._server_key)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._errors: deque[float] = deque()
+        self._errors = ErrorBudget()
         self._stop_requested = False
         self.security: Security | None = None
-        #: (kill_id, seen mono_ns, sender's mono_ns) of the latest kill this actor saw (see KILL_SEEN_DETAIL)
-        self.kill_seen: tuple[str, int, int] | None = None
+        #: the latest kill this actor saw, for its heartbeat
+        self.kills = KillSightings()
         self._kill_extra = False
-        self._handlers: Mapping[type, Handler] | None = None
+        self._handlers: RequestTable | None = None
         #: the actor faulted (it exits to be restarted: no goodbye, the monitor must see a death)
         self._faulted = False
         self._goodbye_sent = False
@@ -169,30 +155,17 @@ class Actor:
         """Await one start-up step unless stop() comes first: a SIGTERM while waiting for the proxy (or in
         on_start) must stop the actor within the shutdown bound, not after the step's own timeout."""
         assert self._stop is not None
-        task = asyncio.ensure_future(step)
-        stop_wait = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise _StoppedWhileStarting
-        return task.result()
+        return await unless_stopped(step, self._stop)
 
     def record_error(self, exc: BaseException) -> None:
         """Count an unexpected error; too many in the window faults the actor (see module docstring)."""
-        now = time.monotonic()
-        self._errors.append(now)
-        while self._errors and now - self._errors[0] > ERROR_WINDOW_S:
-            self._errors.popleft()
-        if len(self._errors) > MAX_ERRORS and self.state == ActorState.RUNNING:
+        count = self._errors.record(time.monotonic())
+        if self._errors.exceeded() and self.state == ActorState.RUNNING:
             logger.critical(
                 "{}: {} errors in {:.0f}s, faulting so supervisord restarts me",
                 self.name,
-                len(self._errors),
-                ERROR_WINDOW_S,
+                count,
+                self._errors.window_s,
             )
             self._faulted = True
             self._transition(ActorState.FAULTED)
@@ -220,15 +193,8 @@ class Actor:
     async def on_request(self, ctx: CallContext, body: Any) -> Any:
         """Handle one request by its type (:meth:`request_handlers`); anything else is ``unknown_command``."""
         if self._handlers is None:
-            self._handlers = dict(self.request_handlers())
-        handler = self._handlers.get(type(body))
-        if handler is None:
-            return Rejected(
-                code="unknown_command",
-                reason=f"{self.name} does not handle {tag_of(type(body))}",
-                request_type=tag_of(type(body)),
-            )
-        return await handler(ctx, body)
+            self._handlers = RequestTable(self.name, self.request_handlers())
+        return await self._handlers.dispatch(ctx, body)
 
     async def _on_ping(self, ctx: CallContext, body: Ping) -> Pong:
         return Pong(actor=self.name, state=self.state.value)
@@ -260,23 +226,7 @@ class Actor:
 
     def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> AsyncClient:
         """A (cached) client to another actor's service, by bus endpoint name."""
-        key = f"{service}:{timeout_s}:{retries}"
-        cl = self._clients.get(key)
-        if cl is None:
-            assert self.ctx is not None
-            bus = self.cfg.bus
-            cl = AsyncClient(
-                self.ctx,
-                bus.service_endpoint(service),
-                service=service,
-                stamper=self.stamper,
-                timeout_s=bus.request_timeout_s if timeout_s is None else timeout_s,
-                retries=bus.request_retries if retries is None else retries,
-                security=self.security,
-                server_key=self._server_key(service),
-            )
-            self._clients[key] = cl
-        return cl
+        return self._clients.get(self.ctx, self.security, service, timeout_s=timeout_s, retries=retries)
 
     def _server_key(self, service: str) -> bytes | None:
         if self.security is None or not self.security.enabled:
@@ -298,10 +248,8 @@ class Actor:
             )
 
     def note_kill(self, kill_id: str, sent_mono_ns: int = 0) -> None:
-        """Record the first sighting of kill ``kill_id`` (CLOCK_MONOTONIC); a second path for the same kill (the
-        request and the broadcast both arrive) keeps the first time."""
-        if self.kill_seen is None or self.kill_seen[0] != kill_id:
-            self.kill_seen = (kill_id, time.monotonic_ns(), sent_mono_ns)
+        """Record the first sighting of kill ``kill_id`` (see :meth:`KillSightings.note`)."""
+        self.kills.note(kill_id, sent_mono_ns)
 
     async def _handle_request(self, ctx: CallContext, body: Any) -> Any:
         if isinstance(body, Kill):
@@ -400,7 +348,7 @@ class Actor:
                     if self.state == ActorState.RUNNING:
                         self._transition(ActorState.FAULTED)
             stop_wait.cancel()
-        except _StoppedWhileStarting:
+        except StoppedWhileStarting:
             logger.info("{}: stop requested while starting", self.name)
         except ConfigError as exc:  # a missing key or an unsafe allow-list: no restart can fix it (FATAL)
             logger.critical("{}: configuration error: {}", self.name, exc)
@@ -444,8 +392,7 @@ class Actor:
             logger.warning("{}: goodbye not sent: {}", self.name, exc)
 
     def _close_sockets(self) -> None:
-        for cl in self._clients.values():
-            cl.close()
+        self._clients.close()
         for part in (self.server, self.subscriber):
             if part is not None:
                 part.close()
@@ -491,10 +438,7 @@ class Actor:
         topic = topics.heartbeat(self.name)
         pid = os.getpid()
         while True:
-            detail = self.status_detail()
-            if self.kill_seen is not None:
-                kill_id, seen_ns, sent_ns = self.kill_seen
-                detail = {KILL_SEEN_DETAIL: f"{kill_id}@{seen_ns}", KILL_SENT_DETAIL: str(sent_ns), **detail}
+            detail = {**self.kills.detail(), **self.status_detail()}
             # within the heartbeat's bounds: the actor's own facts (the gateway's halt latch among them) come before
             # the service load, so the entry bound can only ever cut load figures, and no value is clipped short
             beat = Heartbeat(
@@ -502,11 +446,3 @@ class Actor:
             )
             self.publish(topic, beat)
             await asyncio.sleep(interval)  # periodic timer, not synchronisation
-
-
-def unhandled_requests(actor: Actor) -> tuple[set[type], set[type]]:
-    """Exhaustiveness of a service's dispatch: (request types neither handled nor refused, types both handled and
-    refused). Both are empty for a correct actor; tests call this for every service in the registry."""
-    handled = set(actor.request_handlers())
-    refused = set(type(actor).refused_requests)
-    return set(REQUEST_TYPES) - handled - refused, handled & refused

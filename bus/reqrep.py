@@ -1,576 +1,62 @@
 """Request/reply over ROUTER (service) and DEALER (client): never a raw REQ socket.
 
-Client side (Lazy Pirate, ported to DEALER): every call has a request id, a per-attempt timeout and a bounded
-number of retries with backoff; the retry reuses the request id. A dead service raises :class:`RequestTimeout`
-within ``timeout_s * (retries + 1) + backoff`` instead of hanging. DEALER has no REQ lockstep, so one socket
-carries many concurrent calls (the asyncio client matches replies to calls by request id).
+The parts live in modules named for what they hold:
 
-Service side: de-duplication by (sender, request id). A retried request that is still running joins the running
-one; a retried request that already finished gets the cached reply. Either way the handler runs once and every
-attempt gets the same answer. A frame that does not decode gets a typed :class:`~bus.messages.Rejected` (when
-the sender can be addressed) and the service keeps serving.
+* :mod:`bus.service`: the ROUTER side (:class:`Service`, :class:`CallContext`): de-duplication, admission,
+  deadlines, authorisation, the handler's error policy;
+* :mod:`bus.async_client`: the asyncio DEALER caller (:class:`AsyncClient`), many concurrent calls on one socket;
+* :mod:`bus.sync_client`: the blocking caller (:class:`SyncClient`) for scripts, the CLI and tests;
+* :mod:`bus.retry`: the retry/backoff policy, request ids, call deadlines and :class:`RequestTimeout`;
+* :mod:`bus.dealer`: what both callers share (the DEALER socket, the settings, the bad-reply answer).
+
+This module re-exports the names users and docs know it by (``bus.reqrep.RequestTimeout`` in docs/sdk.md,
+``bus.reqrep.Service`` in bench); new code imports from the module that holds the name.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_args
-
-import zmq
-import zmq.asyncio
-from loguru import logger
-
-from bus import sockets
-from bus.admission import NORMAL, PRIORITY, WAIT, Admission, Limits
-from bus.allowlist import Principal
-from bus.authz import authorize
-from bus.codec import Codec, DecodeError, Stamper, reply_codec, request_codec
-from bus.dedup import ReplyCache
-from bus.messages import (
-    BUSY_CODE,
-    MAX_TEXT_LENGTH,
-    CancelAllOrders,
-    CancelIbOrder,
-    CancelOrder,
-    CancelScope,
-    EmergencyCancel,
-    Envelope,
-    GetStatus,
-    GetSystemStatus,
-    Kill,
-    Ping,
-    Rejected,
-    Reply,
-    Request,
-    tag_of,
+from bus.async_client import AsyncClient
+from bus.dealer import bad_reply
+from bus.retry import (
+    BACKOFF_BASE_S,
+    BACKOFF_MAX_S,
+    DEADLINE_ALLOWANCE_S,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    RequestTimeout,
+    backoff_s,
+    call_deadline_ns,
+    new_request_id,
 )
-from bus.replies import ReplySender
-
-if TYPE_CHECKING:
-    from bus.security import Security
-
-#: Default per-attempt timeout and retries (config: bus.request_timeout_s / bus.request_retries).
-DEFAULT_TIMEOUT_S = 2.0
-DEFAULT_RETRIES = 2
-#: Backoff between attempts: base * 2**attempt, capped. Small: the timeout already spaced the attempts.
-BACKOFF_BASE_S = 0.05
-BACKOFF_MAX_S = 0.5
-#: Clock allowance for request deadlines (wall clocks of two hosts differ by a little even with NTP).
-DEADLINE_ALLOWANCE_S = 0.25
-#: Requests a service runs even after their deadline: they only ever make things safer (a kill that arrives after
-#: the operator's CLI gave up is still a kill).
-RUN_WHEN_LATE: frozenset[type] = frozenset(
-    {Kill, EmergencyCancel, CancelOrder, CancelAllOrders, CancelIbOrder, CancelScope}
+from bus.service import (
+    ALWAYS_ADMITTED,
+    REPLY_FLUSH_LINGER_MS,
+    REPLY_TYPES,
+    RUN_WHEN_LATE,
+    CallContext,
+    Handler,
+    Service,
 )
-#: A closing service keeps its socket this long for replies still queued (the answer to the request that made
-#: the actor fault, or ones sent just before a SIGTERM); a reply to a vanished caller is dropped at once anyway.
-REPLY_FLUSH_LINGER_MS = 250
-#: Requests admitted past a full shared pool (never past their caller's own limit): status probes, and the commands
-#: that only make things safer.
-ALWAYS_ADMITTED: frozenset[type] = RUN_WHEN_LATE | frozenset({Ping, GetStatus, GetSystemStatus})
-#: Every message a handler may answer with (anything else is a handler bug: answered ``Rejected(internal)``).
-REPLY_TYPES = get_args(Reply)
+from bus.sync_client import SyncClient
 
-
-class RequestTimeout(Exception):
-    """No reply within the bound (service dead, stopped or overloaded)."""
-
-    def __init__(self, service: str, request_type: str, attempts: int, elapsed_s: float) -> None:
-        super().__init__(f"{service}: no reply to {request_type} after {attempts} attempt(s) in {elapsed_s:.2f}s")
-        self.service = service
-        self.request_type = request_type
-        self.attempts = attempts
-        self.elapsed_s = elapsed_s
-
-
-def bad_reply(service: str, exc: DecodeError) -> Rejected:
-    """What a call returns when its reply arrived but is not a valid reply (a service's bug: say so, typed)."""
-    return Rejected(
-        code="bad_reply", reason=f"{service} answered with an invalid reply: {exc.reason}"[:MAX_TEXT_LENGTH]
-    )
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def backoff_s(attempt: int) -> float:
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
-
-
-def call_deadline_ns(timeout_s: float, attempts: int) -> int:
-    """Wall-clock time after which the caller has given up (every attempt and backoff included)."""
-    bound = timeout_s * attempts + sum(backoff_s(a) for a in range(attempts - 1))
-    return time.time_ns() + int(bound * 1e9)
-
-
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """Who is calling: ``sender`` is what the envelope claims; ``principal`` is the authenticated identity (the
-    CURVE key's allow-list entry, None when the bus runs without CURVE) and ``user_id`` its ``<role>:<name>``
-    ("" without CURVE). Authorisation must use these, never ``sender``."""
-
-    sender: str
-    request_id: str
-    user_id: str
-    envelope: Envelope[Any]
-    principal: Principal | None = None
-
-
-Handler = Callable[[CallContext, Any], Awaitable[Any]]
-
-
-class Service:
-    """An asyncio ROUTER service. ``handler(ctx, body)`` returns a reply body (or raises; see error policy).
-
-    Admission (:mod:`bus.admission`): each caller has its own in-flight limit and the shared pool bounds the
-    total; request types in ``waiting`` (long waits answered from events) use the separate wait pools; a request
-    over a limit is answered ``Rejected(busy)`` at once. Replies (:mod:`bus.replies`): delivered, or counted and
-    logged as dropped. De-duplication (:mod:`bus.dedup`): bounded by bytes, keys included.
-
-    Error policy: an exception in the handler is logged with the request type and id, the caller gets
-    ``Rejected(code="internal")``, and ``on_error`` is told (actors count errors and exit when they repeat, so
-    supervisord restarts a process that keeps failing instead of serving garbage).
-    """
-
-    def __init__(
-        self,
-        ctx: zmq.asyncio.Context,
-        endpoint: str,
-        name: str,
-        handler: Handler,
-        *,
-        stamper: Stamper | None = None,
-        allow_non_loopback: bool = False,
-        security: Security | None = None,
-        on_error: Callable[[BaseException], None] | None = None,
-        limits: Limits | None = None,
-        waiting: frozenset[type] = frozenset(),
-    ) -> None:
-        self.name = name
-        self.handler = handler
-        self.on_error = on_error
-        self.stamper = stamper or Stamper(name)
-        self.waiting = waiting
-        self._req = request_codec()
-        self._rep = reply_codec()
-        self._dedup = ReplyCache()
-        self.admission = Admission(limits or Limits())
-        self._security = security
-        #: CURVE on: every request is authorised from its key's allow-list entry (bus/authz.py)
-        self._authenticated = security is not None and security.enabled
-        self.sock = sockets.configure(ctx.socket(zmq.ROUTER))
-        self.replies = ReplySender(self.sock, name)
-        self.endpoint = sockets.bind(self.sock, endpoint, allow_non_loopback=allow_non_loopback, security=security)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.handled = 0
-        self.rejected_frames = 0
-        self.duplicates = 0
-        self.expired = 0
-
-    def load_detail(self) -> dict[str, str]:
-        """The service's load for heartbeats and status: requests and waits in flight, refusals, dropped replies,
-        and ``saturated`` (why) while it is."""
-        return {**self.admission.detail(), "replies_dropped": str(self.replies.dropped)}
-
-    def _send(self, identity: bytes, payload: bytes) -> None:
-        self.replies.send(identity, [payload])
-
-    def _reject(self, identity: bytes, exc: DecodeError, route: list[bytes] | None = None) -> None:
-        """Answer an undecodable request with a typed rejection; ``route`` echoes extra routing frames (a REQ
-        caller's empty delimiter) so even a wrongly framed caller gets its answer instead of hanging."""
-        self.rejected_frames += 1
-        logger.warning(
-            "{}: rejected a bad request from {!r} (request {!r}): {}",
-            self.name,
-            exc.sender[:64] or "?",
-            exc.request_id[:64] or "?",
-            exc.reason,
-        )
-        body = Rejected(code=exc.code, reason=exc.reason[:MAX_TEXT_LENGTH], request_type=exc.body_type[:64])
-        payload = self._rep.encode(self.stamper.stamp(body, request_id=exc.request_id[:64]))
-        self.replies.send(identity, [*(route or []), payload])
-
-    def _reject_framing(self, identity: bytes, frames: list[Any]) -> None:
-        """A request that is not [identity, envelope]: reject it, naming the request when its last frame decodes."""
-        count = len(frames) - 1
-        sender = request_id = body_type = ""
-        if count:
-            try:
-                env = self._req.decode(frames[-1].bytes)
-            except DecodeError as exc:
-                sender, request_id, body_type = exc.sender, exc.request_id, exc.body_type
-            else:
-                sender, request_id, body_type = env.sender, env.request_id, tag_of(type(env.body))
-        self._reject(
-            identity,
-            DecodeError(
-                f"expected exactly one frame after the routing id, got {count} (use a DEALER socket, not REQ)",
-                sender=sender,
-                request_id=request_id,
-                body_type=body_type,
-            ),
-            route=[f.bytes for f in frames[1:-1]],
-        )
-
-    def _busy(self, identity: bytes, env: Envelope[Any], caller: bytes, why: str) -> None:
-        """Refuse for load: a typed ``busy`` answer at once (never a queue, never silence)."""
-        self.admission.refused_now(caller, why, env.sender)
-        rtype = tag_of(type(env.body))
-        if self.admission.refused == 1 or self.admission.refused % 1000 == 0:
-            logger.warning(
-                "{}: refused {} from {} for load: {} ({} refused in total)",
-                self.name,
-                rtype,
-                env.sender,
-                why,
-                self.admission.refused,
-            )
-        body = Rejected(code=BUSY_CODE, reason=f"{self.name} is busy: {why}; retry later", request_type=rtype)
-        self._send(identity, self._rep.encode(self.stamper.stamp(body, request_id=env.request_id)))
-
-    def _kind(self, body: Any) -> str:
-        if type(body) in self.waiting:
-            return WAIT
-        return PRIORITY if type(body) in ALWAYS_ADMITTED else NORMAL
-
-    async def run(self) -> None:
-        """Serve until cancelled."""
-        try:
-            while True:
-                msg = await self.sock.recv_multipart(copy=False)
-                identity = msg[0].bytes
-                if len(msg) != 2:
-                    self._reject_framing(identity, msg)
-                    continue
-                frame = msg[1]
-                principal = None
-                if self._authenticated and self._security is not None:
-                    # the key as the allow-list says now (CURVE authenticated it at the handshake only): a key
-                    # removed since is refused here (authorize() answers None with `unauthorized`)
-                    try:
-                        principal = self._security.principal(str(frame.get("User-Id") or ""))
-                    except zmq.ZMQError:
-                        principal = None
-                try:
-                    env = self._req.decode(frame.bytes)
-                except DecodeError as exc:
-                    self._reject(identity, exc)
-                    continue
-                del msg, frame
-                # de-duplication per authenticated caller: one key can never join, or read, another's request
-                key = (f"{principal.id}|{env.sender}" if principal is not None else env.sender, env.request_id)
-                if env.request_id:
-                    cached = self._dedup.cached(key)
-                    if cached is not None:
-                        self.duplicates += 1
-                        self._send(identity, cached)
-                        continue
-                    if self._dedup.join(key, identity):  # the same caller retrying gets one answer, not one per try
-                        self.duplicates += 1
-                        continue
-                # whose limit: the authenticated identity, else the connection (never what the message claims)
-                caller = principal.id.encode() if principal is not None else identity
-                kind = self._kind(env.body)
-                why = self.admission.refusal(caller, kind)
-                if why is not None:
-                    await asyncio.sleep(0)  # let finished calls release their slots first, then decide
-                    why = self.admission.refusal(caller, kind)
-                    if why is not None:
-                        self._busy(identity, env, caller, why)
-                        continue
-                if env.request_id:
-                    self._dedup.start(key, identity)
-                self.admission.start(caller, kind, env.sender)
-                ctx = CallContext(
-                    sender=env.sender,
-                    request_id=env.request_id,
-                    user_id=principal.id if principal is not None else "",
-                    envelope=env,
-                    principal=principal,
-                )
-                task = asyncio.create_task(self._serve(ctx, identity, key, caller, kind))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        finally:
-            for t in list(self._tasks):
-                t.cancel()
-
-    @staticmethod
-    def _late_s(env: Envelope[Any]) -> float:
-        """Seconds past the request's deadline (<= 0: in time or no deadline)."""
-        if not env.deadline_wall_ns:
-            return 0.0
-        return (time.time_ns() - env.deadline_wall_ns) / 1e9 - DEADLINE_ALLOWANCE_S
-
-    async def _serve(self, ctx: CallContext, identity: bytes, key: tuple[str, str], caller: bytes, kind: str) -> None:
-        body = ctx.envelope.body
-        try:
-            try:
-                denied = authorize(ctx.principal, body) if self._authenticated else None
-                late = self._late_s(ctx.envelope)
-                if late > 0 and type(body) not in RUN_WHEN_LATE:
-                    self.expired += 1
-                    logger.warning(
-                        "{}: {} (request {}) from {} not executed: it arrived {:.3f}s after its caller's deadline",
-                        self.name,
-                        tag_of(type(body)),
-                        ctx.request_id,
-                        ctx.sender,
-                        late,
-                    )
-                    reply = Rejected(
-                        code="expired",
-                        reason=f"arrived {late:.3f}s after the caller's deadline; not executed",
-                        request_type=tag_of(type(body)),
-                    )
-                elif denied is not None:
-                    logger.warning(
-                        "{}: refused {} from {} ({})", self.name, tag_of(type(body)), ctx.user_id or "?", denied.reason
-                    )
-                    reply = denied
-                else:
-                    reply = await self.handler(ctx, body)
-                if not isinstance(reply, REPLY_TYPES):
-                    raise TypeError(f"handler returned {type(reply).__name__}, which is not a reply message")
-                payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # error policy: typed reply + count; see class docstring
-                logger.opt(exception=exc).error(
-                    "{}: handler failed on {} (request {}): {}", self.name, tag_of(type(body)), ctx.request_id, exc
-                )
-                reply = Rejected(
-                    code="internal",
-                    reason=f"{type(exc).__name__}: {exc}"[:MAX_TEXT_LENGTH],
-                    request_type=tag_of(type(body)),
-                )
-                payload = self._rep.encode(self.stamper.stamp(reply, request_id=ctx.request_id))
-                if self.on_error is not None:
-                    self.on_error(exc)
-            self.handled += 1
-            if ctx.request_id:
-                self._dedup.remember(key, payload, deadline_wall_ns=ctx.envelope.deadline_wall_ns)
-                for ident in self._dedup.finish(key) or [identity]:
-                    self._send(ident, payload)
-            else:
-                self._send(identity, payload)
-        finally:
-            if ctx.request_id:
-                self._dedup.finish(key)  # cancelled before its reply: nobody waits on it any more
-            self.admission.finish(caller, kind)
-
-    def close(self) -> None:
-        self.replies.close()
-        self.sock.close(linger=REPLY_FLUSH_LINGER_MS)
-
-
-#: Result of a wait that ran out of time (never a valid reply body).
-_TIMED_OUT: Any = object()
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_result(_TIMED_OUT)
-
-
-def _client_socket(
-    ctx: zmq.Context[sockets.SocketT], endpoint: str, security: Security | None, server_key: str | bytes | None
-) -> sockets.SocketT:
-    """A DEALER for one service. Not ``ZMQ_IMMEDIATE``: with it, libzmq tears down the connection's pipe the moment
-    the service's end closes, dropping replies that have arrived but were not read yet (the answer to the request
-    that made an actor fault, sent just before it exited, was lost that way about one time in three). Requests a
-    caller queues while the service is down are harmless: each carries its caller's deadline, and a service does
-    not start one that arrives after it (``Rejected(expired)``; only kills and cancels run late); retries share a
-    request id, so the service runs them once. The send queue is bounded by the HWM: beyond it a send waits at
-    most the attempt's timeout."""
-    sock = sockets.configure(ctx.socket(zmq.DEALER))
-    sockets.connect(sock, endpoint, security=security, server_key=server_key)
-    return sock
-
-
-class _ClientBase:
-    def __init__(self, endpoint: str, service: str, stamper: Stamper, timeout_s: float, retries: int) -> None:
-        self.endpoint = endpoint
-        self.service = service
-        self.stamper = stamper
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self._req: Codec[Request] = request_codec()
-        self._rep: Codec[Reply] = reply_codec()
-
-
-class AsyncClient(_ClientBase):
-    """Asyncio DEALER client; many concurrent calls share one socket."""
-
-    def __init__(
-        self,
-        ctx: zmq.asyncio.Context,
-        endpoint: str,
-        *,
-        service: str,
-        stamper: Stamper,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retries: int = DEFAULT_RETRIES,
-        security: Security | None = None,
-        server_key: str | bytes | None = None,
-    ) -> None:
-        super().__init__(endpoint, service, stamper, timeout_s, retries)
-        self.sock = _client_socket(ctx, endpoint, security, server_key)
-        self._waiting: dict[str, asyncio.Future[Any]] = {}
-        self._reader: asyncio.Task[None] | None = None
-
-    async def _read(self) -> None:
-        while True:
-            frames = await self.sock.recv_multipart()
-            try:
-                env = self._rep.decode(frames[-1])
-            except DecodeError as exc:
-                logger.warning("client of {}: undecodable reply: {}", self.service, exc.reason)
-                fut = self._waiting.get(exc.request_id) if exc.request_id else None
-                if fut is not None and not fut.done():  # the caller gets a typed answer, not a timeout
-                    fut.set_result(bad_reply(self.service, exc))
-                continue
-            fut = self._waiting.get(env.request_id)
-            if fut is not None and not fut.done():
-                fut.set_result(env.body)
-
-    async def _send(self, payload: bytes, seconds: float) -> bool:
-        """Queue one attempt; False when the socket stayed unwritable for ``seconds`` (no connection to the service
-        or its queue full): the attempt then counts as timed out instead of blocking the caller forever."""
-        # an asyncio socket's send() is a Future (the stubs say Awaitable): ensure_future hands that same Future back
-        sent = asyncio.ensure_future(self.sock.send(payload))
-        if not sent.done():  # fast path above: writable and nothing queued before us
-            try:
-                # cancelling an unsent zmq.asyncio send withdraws it (NOBLOCK is not honoured while other sends
-                # wait, so the bound must come from here)
-                await asyncio.wait_for(sent, seconds)
-            except TimeoutError:
-                return False
-        sent.result()
-        return True
-
-    @staticmethod
-    async def _until(waiter: asyncio.Future[Any], seconds: float) -> Any:
-        """The waiter's reply, or ``_TIMED_OUT`` after ``seconds`` (one timer, no extra task per call)."""
-        timer = waiter.get_loop().call_later(max(0.0, seconds), _expire, waiter)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-
-    async def call(self, body: Any, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
-        """Send ``body`` and return the reply body (which may be ``Rejected``). Raises :class:`RequestTimeout`
-        within ``timeout_s * (retries + 1)`` plus the backoff."""
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read())
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        attempts = 1 + (self.retries if retries is None else retries)
-        rid = new_request_id()
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        # a waiter is registered for ``rid`` across every await below, so a late reply to an earlier attempt is never
-        # dropped: whichever attempt it answers, the call returns it
-        waiter = self._waiting[rid] = loop.create_future()
-        call_deadline = call_deadline_ns(timeout, attempts)
-        try:
-            for attempt in range(attempts):
-                deadline = loop.time() + timeout
-                payload = self._req.encode(self.stamper.stamp(body, request_id=rid, deadline_wall_ns=call_deadline))
-                if await self._send(payload, timeout) or waiter.done():
-                    reply = await self._until(waiter, deadline - loop.time())
-                    if reply is not _TIMED_OUT:
-                        return reply
-                if attempt + 1 < attempts:
-                    logger.debug(
-                        "client of {}: {} timed out (attempt {}), retrying",
-                        self.service,
-                        tag_of(type(body)),
-                        attempt + 1,
-                    )
-                    waiter = self._waiting[rid] = loop.create_future()
-                    reply = await self._until(waiter, backoff_s(attempt))  # backoff between attempts
-                    if reply is not _TIMED_OUT:
-                        return reply
-                    waiter = self._waiting[rid] = loop.create_future()
-            raise RequestTimeout(self.service, tag_of(type(body)), attempts, loop.time() - start)
-        finally:
-            self._waiting.pop(rid, None)
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.cancel()
-        self.sock.close(0)
-
-
-class SyncClient(_ClientBase):
-    """Blocking DEALER client for scripts, the CLI and tests (one call at a time)."""
-
-    def __init__(
-        self,
-        ctx: zmq.Context,
-        endpoint: str,
-        *,
-        service: str,
-        stamper: Stamper | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retries: int = DEFAULT_RETRIES,
-        security: Security | None = None,
-        server_key: str | bytes | None = None,
-    ) -> None:
-        super().__init__(endpoint, service, stamper or Stamper(f"cli-{uuid.uuid4().hex[:6]}"), timeout_s, retries)
-        self.sock = _client_socket(ctx, endpoint, security, server_key)
-
-    def _send(self, payload: bytes, seconds: float) -> bool:
-        """Queue one attempt, waiting at most ``seconds`` for the socket to accept it (see AsyncClient._send)."""
-        try:
-            self.sock.send(payload, zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            pass
-        if not self.sock.poll(max(1, int(seconds * 1000)), zmq.POLLOUT):
-            return False
-        try:
-            self.sock.send(payload, zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            return False
-
-    def call(self, body: Any, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        attempts = 1 + (self.retries if retries is None else retries)
-        rid = new_request_id()
-        start = time.monotonic()
-        call_deadline = call_deadline_ns(timeout, attempts)
-        for attempt in range(attempts):
-            deadline = time.monotonic() + timeout
-            stamped = self.stamper.stamp(body, request_id=rid, deadline_wall_ns=call_deadline)
-            if not self._send(self._req.encode(stamped), timeout):
-                deadline = 0.0  # could not even queue it: this attempt timed out
-            while (left := deadline - time.monotonic()) > 0:
-                if not self.sock.poll(max(1, int(left * 1000))):
-                    break
-                frames = self.sock.recv_multipart()
-                try:
-                    env = self._rep.decode(frames[-1])
-                except DecodeError as exc:
-                    logger.warning("client of {}: undecodable reply: {}", self.service, exc.reason)
-                    if exc.request_id == rid:  # the caller gets a typed answer, not a timeout
-                        return bad_reply(self.service, exc)
-                    continue
-                if env.request_id == rid:
-                    return env.body
-                # a late reply to an earlier call: ignore
-            if attempt + 1 < attempts:
-                time.sleep(backoff_s(attempt))  # backoff between attempts, not synchronisation
-        raise RequestTimeout(self.service, tag_of(type(body)), attempts, time.monotonic() - start)
-
-    def close(self) -> None:
-        self.sock.close(0)
+__all__ = [
+    "ALWAYS_ADMITTED",
+    "BACKOFF_BASE_S",
+    "BACKOFF_MAX_S",
+    "DEADLINE_ALLOWANCE_S",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "REPLY_FLUSH_LINGER_MS",
+    "REPLY_TYPES",
+    "RUN_WHEN_LATE",
+    "AsyncClient",
+    "CallContext",
+    "Handler",
+    "RequestTimeout",
+    "Service",
+    "SyncClient",
+    "backoff_s",
+    "bad_reply",
+    "call_deadline_ns",
+    "new_request_id",
+]

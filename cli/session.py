@@ -22,11 +22,12 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from bus.async_client import AsyncClient
 from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig, load_config
 from bus.messages import CancelReport, Rejected, tag_of
 from bus.pubsub import Publisher, Subscriber
-from bus.reqrep import AsyncClient, RequestTimeout
+from bus.retry import RequestTimeout
 from bus.security import OPERATOR_KEY, Security, client_security
 from cli.exit_codes import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from cli.output import err

@@ -29,7 +29,7 @@ from bus.messages import (
     ServiceStatus,
     SystemStatusReply,
 )
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 from cli.args import add_common
 from cli.exit_codes import EXIT_DEGRADED, EXIT_OK
 from cli.output import err, new_console, print_json

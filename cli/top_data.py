@@ -48,7 +48,7 @@ class Fetcher:
         import zmq
 
         from bus.codec import Stamper
-        from bus.reqrep import SyncClient
+        from bus.sync_client import SyncClient
 
         self.cfg = cfg
         self.ctx = zmq.Context()
@@ -73,7 +73,7 @@ class Fetcher:
         self.clients = {name: client(name) for name in ("monitor", "portfolio", "orders")}
 
     def _ask(self, service: str, body: Any, expect: type, data: Dashboard) -> Any:
-        from bus.reqrep import RequestTimeout
+        from bus.retry import RequestTimeout
 
         try:
             reply = self.clients[service].call(body)

@@ -12,8 +12,9 @@ import zmq
 
 from bus.config import KhazadConfig
 from bus.messages import GetSystemStatus, SystemStatusReply
-from bus.reqrep import RequestTimeout, SyncClient
+from bus.retry import RequestTimeout
 from bus.security import OPERATOR_KEY, client_security
+from bus.sync_client import SyncClient
 from launch.xmlrpc import process_infos
 
 #: Bound for one status request to the monitor during the health wait.

@@ -30,6 +30,7 @@ import zmq.asyncio
 from loguru import logger
 
 from bus import topics
+from bus.async_client import AsyncClient
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.heartbeat import GOODBYE_LINGER_MS
@@ -74,7 +75,7 @@ from bus.messages import (
     tag_of,
 )
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
-from bus.reqrep import AsyncClient, RequestTimeout
+from bus.retry import RequestTimeout
 from bus.security import Security, client_security
 from sdk.endpoints import Endpoints, resolve_config, validated
 from sdk.endpoints import instrument as as_instrument

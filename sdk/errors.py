@@ -5,7 +5,7 @@ did not reach the wanted stage in time raises :class:`OrderWaitTimeout`, no repl
 from __future__ import annotations
 
 from bus.messages import OrderView
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 __all__ = ["KhazadClientError", "OrderRejected", "OrderWaitTimeout", "UnexpectedReply", "RequestTimeout"]
 

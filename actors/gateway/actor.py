@@ -51,9 +51,10 @@ from actors.gateway.settings import GatewaySettings, resolve_settings
 from actors.gateway.snapshot import SnapshotBuilder
 from actors.gateway.supervisor import ConnectionSupervisor
 from bus import topics
-from bus.actor import Actor, Handler
+from bus.actor import Actor
 from bus.approval import ApprovalVerifier, load_approval_key
 from bus.config import KhazadConfig
+from bus.dispatch import Handler
 from bus.messages import (
     GATEWAY_LATCH_DETAIL,
     Ack,
@@ -94,7 +95,7 @@ from bus.messages import (
     WaitOrder,
     latch_detail,
 )
-from bus.reqrep import CallContext
+from bus.service import CallContext
 
 
 class GatewayActor(Actor):

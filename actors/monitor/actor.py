@@ -49,8 +49,9 @@ from actors.monitor.trading import TradingBoard
 from actors.monitor.trading_changes import TradingChanges
 from bus import messages as m
 from bus import registry, topics
-from bus.actor import Actor, Handler
+from bus.actor import Actor
 from bus.config import KhazadConfig
+from bus.dispatch import Handler
 from bus.heartbeat import LivenessTracker
 from bus.messages import (
     LEFT_STATE,
@@ -76,7 +77,8 @@ from bus.messages import (
     TradingStateReply,
     latched_scopes,
 )
-from bus.reqrep import CallContext, RequestTimeout
+from bus.retry import RequestTimeout
+from bus.service import CallContext
 
 #: How often liveness is swept and the gauges refreshed.
 SWEEP_INTERVAL_S = 0.1

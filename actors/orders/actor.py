@@ -40,8 +40,9 @@ from actors.orders.pipeline import OrderPipeline
 from actors.orders.reconcile import Reconciler
 from actors.orders.stages import Stage
 from bus import topics
-from bus.actor import Actor, Handler
+from bus.actor import Actor
 from bus.config import KhazadConfig
+from bus.dispatch import Handler
 from bus.messages import (
     AmendOrder,
     CancelAllOrders,
@@ -82,7 +83,7 @@ from bus.messages import (
     tag_of,
 )
 from bus.registry import GATEWAY, ORDERS
-from bus.reqrep import CallContext
+from bus.service import CallContext
 
 #: Period of the housekeeping timer (forget long-finished orders from memory; the journal keeps them).
 HOUSEKEEPING_INTERVAL_S = 60.0

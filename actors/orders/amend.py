@@ -26,7 +26,7 @@ from actors.orders.lifecycle import PENDING_SUBMIT, RECEIVED, ManagedOrder
 from actors.orders.peers import Peers
 from actors.orders.stages import Stage
 from bus.messages import Ack, ModifyOrder, OrderReply, OrderSpec, Rejected, SubmitAck, tag_of
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 #: How long a ModifyOrder waits for IB's answer to the amendment once the gateway has sent it (well inside a
 #: strategy's request timeout; IB answers in tens of milliseconds).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bus.messages import Rejected
 from bus.registry import STRATEGY_ROLE
-from bus.reqrep import CallContext
+from bus.service import CallContext
 
 
 def check_strategy(ctx: CallContext, strategy_id: str, request_type: str) -> Rejected | None:

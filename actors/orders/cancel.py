@@ -20,7 +20,7 @@ from actors.orders.peers import Peers
 from actors.orders.pipeline import OrderPipeline
 from actors.orders.stages import Stage
 from bus.messages import MAX_ORDERS_PER_REPLY, OrderListReply, OrderReply, Rejected, tag_of
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 #: Gateway reply code for an orderRef it does not know (cancel of an order that never reached IB).
 NOT_FOUND_CODE = "not_found"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bus.async_client import AsyncClient
 from bus.config import KhazadConfig
 from bus.messages import (
     AmendOrder,
@@ -26,7 +27,7 @@ from bus.messages import (
     tag_of,
 )
 from bus.registry import GATEWAY, RISK, ActorSpec
-from bus.reqrep import AsyncClient, RequestTimeout
+from bus.retry import RequestTimeout
 
 #: Extra time the risk governor gets on top of its own first-tick wait (``risk.market_data_wait_s``).
 RISK_REPLY_MARGIN_S = 0.5

@@ -58,7 +58,7 @@ from bus.messages import (
     SubmitAck,
     tag_of,
 )
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 #: How long a PlaceOrder waits for the first reconciliation after a start before answering ``not_ready``.
 READY_WAIT_S = 3.0

@@ -45,7 +45,7 @@ from bus.messages import (
     tag_of,
 )
 from bus.registry import ORDERS
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 #: Quantities within this of each other are equal (IB reports floats).
 QTY_EPSILON = 1e-9

@@ -56,8 +56,9 @@ from actors.portfolio.store import BookStore
 from actors.portfolio.valuation import Valuation, mark_of
 from bus import messages as m
 from bus import registry, topics
-from bus.actor import Actor, Handler
+from bus.actor import Actor
 from bus.config import KhazadConfig
+from bus.dispatch import Handler
 from bus.messages import (
     AccountReply,
     AccountValue,
@@ -77,7 +78,8 @@ from bus.messages import (
     Rejected,
     TickEvent,
 )
-from bus.reqrep import CallContext, RequestTimeout
+from bus.retry import RequestTimeout
+from bus.service import CallContext
 from bus.tradingday import TradingDay
 
 #: Coalescing window of ``portfolio.snapshot``: at most one publication per window.

@@ -10,7 +10,7 @@ from loguru import logger
 from actors.portfolio.books import Ledger
 from actors.portfolio.valuation import Valuation
 from bus.messages import Instrument, MarketDataAck, SubscribeMarketData
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 #: Sends one subscription request to the gateway and returns its reply (the actor's client, bounded).
 Subscribe = Callable[[SubscribeMarketData], Awaitable[object]]

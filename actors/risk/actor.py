@@ -56,9 +56,11 @@ from actors.risk.state_keeper import TradingStateKeeper
 from actors.risk.trading_state import ACTIVE, GLOBAL
 from bus import messages as m
 from bus import topics
-from bus.actor import Actor, Handler
+from bus.actor import Actor
 from bus.approval import load_approval_key
+from bus.async_client import AsyncClient
 from bus.config import KhazadConfig
+from bus.dispatch import Handler
 from bus.messages import (
     AccountPnLEvent,
     AccountValuesEvent,
@@ -91,7 +93,7 @@ from bus.messages import (
 )
 from bus.registry import GATEWAY as GATEWAY_SPEC
 from bus.registry import RISK as RISK_SPEC
-from bus.reqrep import AsyncClient, CallContext
+from bus.service import CallContext
 from bus.sessions import PnLReset
 
 GATEWAY = GATEWAY_SPEC.name

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Literal, Protocol
 
 from bus import topics
+from bus.async_client import AsyncClient
 from bus.messages import MAX_TEXT_LENGTH, Alert, Event, Reply, Request, bounded_detail, clip
-from bus.reqrep import AsyncClient, RequestTimeout
+from bus.retry import RequestTimeout
 
 #: the actor's publisher: ``publish(topic, event)`` (topics from :mod:`bus.topics`)
 Publish = Callable[[str, Event], None]

@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 
 from bus import topics
-from bus.actor import KILL_SEEN_DETAIL, KILL_SENT_DETAIL
+from bus.kill_sightings import KILL_SEEN_DETAIL, KILL_SENT_DETAIL
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Ack, GetStatus, Heartbeat, Kill

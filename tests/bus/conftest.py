@@ -11,7 +11,7 @@ import zmq
 
 from bus.codec import Stamper
 from bus.config import KhazadConfig
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.processes import ActorProcess, wait_serving
 from tests.support.programs import PROBE_ACTOR, PROBE_SERVICE, probe_client
 

@@ -11,7 +11,8 @@ import pytest
 import zmq
 
 from bus import topics
-from bus.actor import EXIT_FAULTED, EXIT_OK, LIFECYCLE, MAX_ERRORS, Actor, ActorState
+from bus.actor import Actor
+from bus.lifecycle import EXIT_FAULTED, EXIT_OK, LIFECYCLE, MAX_ERRORS, ActorState
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import MAX_TEXT_LENGTH, Alert, GapReport, GetSystemStatus, Ping, Pong, Rejected, Resume

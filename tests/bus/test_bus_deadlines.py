@@ -13,7 +13,7 @@ import zmq
 from bus import sockets
 from bus.codec import Stamper, reply_codec, request_codec
 from bus.messages import Ack, Kill, Ping, Pong, Rejected, WaitOrder
-from bus.reqrep import DEADLINE_ALLOWANCE_S, RequestTimeout
+from bus.retry import DEADLINE_ALLOWANCE_S, RequestTimeout
 from tests.support.clients import security, server_key
 from tests.support.config import config_of_endpoint
 from tests.support.programs import PROBE_KEY, PROBE_SERVICE, probe_client, probe_status

@@ -10,7 +10,8 @@ import pytest
 
 from bus import messages as m
 from bus import registry
-from bus.actor import REQUEST_TYPES, Actor, unhandled_requests
+from bus.actor import Actor
+from bus.dispatch import REQUEST_TYPES, unhandled_requests
 from bus.approval import write_approval_key
 from bus.authz import POLICY
 from bus.config import KhazadConfig

@@ -20,7 +20,9 @@ from bus import messages as m
 from bus import dedup, reqrep
 from bus.codec import DecodeError, Stamper, reply_codec, request_codec
 from bus.config import KhazadConfig
-from bus.reqrep import AsyncClient, RequestTimeout, SyncClient, backoff_s
+from bus.async_client import AsyncClient
+from bus.retry import RequestTimeout, backoff_s
+from bus.sync_client import SyncClient
 from tests.support.clients import security, server_key
 from tests.support.config import config_of_endpoint, free_port
 from tests.support.processes import ActorProcess

@@ -38,7 +38,7 @@ from typing import Any
 
 from bus import registry
 from bus.messages import GatewayStatus, GetRiskState, GetStatus, GetSystemStatus, RiskStateReply
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 from cli.exit_codes import EXIT_OK
 from cli.kill import send_kill
 from cli.resume import send_resume

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from actors.gateway.actor import GatewayActor
 from bus import messages as m
-from bus.actor import unhandled_requests
+from bus.dispatch import unhandled_requests
 from bus.approval import load_approval_key, sign
 from tests.support.builders import order
 from tests.support.config import cfg_of, gateway_extra, write_config

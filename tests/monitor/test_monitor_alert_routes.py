@@ -17,7 +17,7 @@ from bus import registry, topics
 from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError, MonitorConfig, load_config
 from bus.messages import Alert, GetSystemStatus, SystemStatusReply
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.clients import publisher, sync_client, sync_subscriber
 from tests.support.config import cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving

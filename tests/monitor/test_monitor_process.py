@@ -13,7 +13,7 @@ from pathlib import Path
 from actors.monitor.audit import read_audit
 from bus import registry, topics
 from bus.messages import Alert, GetSystemStatus, SystemStatusReply
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.clients import sync_client, sync_subscriber
 from tests.support.config import REPO, cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving

@@ -13,7 +13,7 @@ from bus import topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.pubsub import SyncSubscriber
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.clients import publisher, sync_client, sync_subscriber
 from tests.support.config import ORDERS_EXTRA, write_config
 from tests.support.doubles.order_peers import ChainDoubles

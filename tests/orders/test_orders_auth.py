@@ -7,7 +7,7 @@ import pytest
 
 from actors.orders.auth import check_strategy, visible_strategies
 from bus.allowlist import Principal
-from bus.reqrep import CallContext
+from bus.service import CallContext
 
 KEY = "k" * 40
 

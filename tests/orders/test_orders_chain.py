@@ -18,7 +18,7 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetOrder, Instrument, OrderReply, OrderSpec, PlaceOrder, WaitOrder
 from bus.pubsub import SyncSubscriber
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.builders import order
 from tests.support.clients import sync_client
 from tests.support.config import ORDERS_EXTRA, gateway_extra, write_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors.orders import OrderManager
 from bus import messages as m
-from bus.actor import unhandled_requests
+from bus.dispatch import unhandled_requests
 from bus.config import KhazadConfig
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bus.messages import Instrument, ListOrders, OrderListReply, OrderSpec, PlaceOrder
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.processes import wait_ready
 from tests.support.doubles.order_peers import ChainDoubles
 

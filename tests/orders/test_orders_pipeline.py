@@ -34,7 +34,7 @@ from bus.messages import (
     RiskDecision,
     SubmitAck,
 )
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 from tests.support.builders import order_for
 
 T = TypeVar("T")

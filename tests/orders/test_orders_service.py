@@ -30,7 +30,7 @@ from bus.messages import (
     WaitOrder,
 )
 from bus.pubsub import SyncSubscriber
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.builders import order
 from tests.support.clients import raw_dealer, sync_client
 from tests.support.doubles.order_peers import ChainDoubles

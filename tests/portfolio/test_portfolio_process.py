@@ -33,7 +33,7 @@ from bus.messages import (
     SubscribeMarketData,
     TickEvent,
 )
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.builders import AAPL, account_values, commission, fill, position
 from tests.support.clients import publisher, serving_security, sync_client, sync_subscriber
 from tests.support.config import cfg_of, write_config

@@ -11,7 +11,7 @@ import zmq
 
 from bus import topics
 from bus.codec import Stamper
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.clients import RoutedClient
 from tests.support.config import cfg_of, write_config
 from tests.support.doubles.risk_gateway import FakeGateway

@@ -31,7 +31,7 @@ from bus.messages import (
     SubmitOrder,
     WaitOrder,
 )
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.builders import order_for
 from tests.support.clients import RoutedClient, sync_client
 from tests.support.config import cfg_of, gateway_extra, write_config

@@ -19,7 +19,7 @@ from actors.risk.state_keeper import TradingStateKeeper
 from actors.risk.trading_state import TradingStates
 from bus import messages as m
 from bus import topics
-from bus.actor import REQUEST_TYPES, unhandled_requests
+from bus.dispatch import REQUEST_TYPES, unhandled_requests
 from tests.support.config import cfg_of, write_config
 
 RISK_DIR = Path(actors.risk.__file__).parent

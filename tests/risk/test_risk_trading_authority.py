@@ -31,7 +31,7 @@ from bus.messages import (
     SubmitOrder,
     TradingStateEvent,
 )
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from cli.kill import send_kill
 from cli.resume import send_resume
 from sdk import KhazadClient

@@ -42,7 +42,7 @@ from bus.messages import (
     UnsubscribeMarketData,
     WaitOrder,
 )
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 from sdk import (
     AsyncKhazadClient,
     KhazadClient,

@@ -28,7 +28,7 @@ from bus import registry, topics
 from bus.codec import Stamper, reply_codec
 from bus.config import KhazadConfig
 from bus.messages import SCHEMA_VERSION, GetRiskState, GetStatus, Ping, Pong
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from bus.security import OPERATOR_KEY
 from tests.support.clients import RoutedClient, security, server_key, sync_client, sync_subscriber
 from tests.support.config import REPO, cfg_of, config_of_endpoint, write_config

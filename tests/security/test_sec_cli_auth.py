@@ -18,7 +18,8 @@ import zmq
 from bus import messages as m
 from bus import registry
 from bus.codec import Stamper
-from bus.reqrep import RequestTimeout, SyncClient
+from bus.retry import RequestTimeout
+from bus.sync_client import SyncClient
 from tests.security.chain import READY_TIMEOUT_S, Chain
 from tests.support.clients import sync_client
 from tests.support.config import REPO, cfg_of, write_config

@@ -20,7 +20,7 @@ import zmq
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Instrument, OrderReply, OrderSpec, PlaceOrder, Rejected
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.orders.conftest import config_path, doubles, start_orders, strategy  # noqa: F401 (fixtures)
 from tests.support.clients import sync_client
 from tests.support.doubles.order_peers import ChainDoubles

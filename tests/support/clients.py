@@ -13,7 +13,7 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import tag_of
 from bus.pubsub import Publisher, SyncSubscriber
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from bus.security import OPERATOR_KEY, Security, client_security
 from bus.sockets import connect
 

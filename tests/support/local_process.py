@@ -21,7 +21,8 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Instrument, OrderSpec
 from bus.pubsub import Publisher, SyncSubscriber
-from bus.reqrep import RequestTimeout, SyncClient
+from bus.retry import RequestTimeout
+from bus.sync_client import SyncClient
 from bus.security import client_security
 from tests.support.config import REPO
 from tests.support.waiting import eventually

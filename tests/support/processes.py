@@ -20,7 +20,8 @@ from bus import registry, topics
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import GetStatus, Ping
-from bus.reqrep import RequestTimeout, SyncClient
+from bus.retry import RequestTimeout
+from bus.sync_client import SyncClient
 from bus.security import OPERATOR_KEY
 from tests.support.clients import security, server_key, sync_client, sync_subscriber
 from tests.support.config import REPO, cfg_of, config_of_endpoint

@@ -23,7 +23,7 @@ from bus.messages import (
     CancelOrder, GatewaySnapshot, GetOrder, GetRiskState, GetSnapshot, GetStatus, Instrument, ModifyOrder, OrderReply,
     OrderSpec, OrderView, PlaceOrder, RiskStateReply, WaitOrder,
 )
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.clients import sync_client, sync_subscriber
 from tests.support.config import cfg_of, write_config
 from tests.support.processes import ActorProcess, wait_serving

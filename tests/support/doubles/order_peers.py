@@ -29,7 +29,7 @@ from bus.messages import (
     is_done_status, is_live_status, tag_of,
 )
 from bus.pubsub import Publisher
-from bus.reqrep import CallContext, Service
+from bus.service import CallContext, Service
 from tests.support.clients import security, server_key
 
 THREAD_TIMEOUT_S = 10.0

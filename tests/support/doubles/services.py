@@ -20,7 +20,7 @@ import zmq.asyncio
 from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import Ping, Pong, Rejected, tag_of
-from bus.reqrep import CallContext, Service
+from bus.service import CallContext, Service
 
 #: How long start()/stop() wait for the service thread.
 THREAD_TIMEOUT_S = 5.0

@@ -15,7 +15,7 @@ import zmq
 
 from bus.codec import Stamper
 from bus.messages import GetStatus, ServiceStatus
-from bus.reqrep import SyncClient
+from bus.sync_client import SyncClient
 from tests.support.clients import security, server_key
 from tests.support.config import config_of_endpoint
 

@@ -41,7 +41,7 @@ from bus.messages import (
     ServiceStatus,
     WaitOrder,
 )
-from bus.reqrep import CallContext
+from bus.service import CallContext
 from bus.runtime import main
 
 

@@ -19,7 +19,8 @@ from bus.codec import Stamper
 from bus.config import load_config
 from bus.messages import Ping
 from bus.pubsub import SyncSubscriber
-from bus.reqrep import RequestTimeout, SyncClient
+from bus.retry import RequestTimeout
+from bus.sync_client import SyncClient
 from bus.security import Security, client_security
 
 #: A connected service answers a Ping in milliseconds; a refused handshake never does.
