@@ -54,6 +54,14 @@ POLICY: dict[type, frozenset[str]] = {
     m.SubscribeMarketData: ANY,
     m.UnsubscribeMarketData: ANY,
     m.QualifyInstrument: ANY,
+    # the data plane (issue 17): reading IB's data; a what-if places nothing
+    m.GetHistoricalBars: ANY,
+    m.SubscribeBars: ANY,
+    m.UnsubscribeBars: ANY,
+    m.GetContractDetails: ANY,
+    m.SearchContracts: ANY,
+    m.WhatIfOrder: ANY,
+    m.GetDailyPnl: ANY,
 }
 
 

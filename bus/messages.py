@@ -816,6 +816,8 @@ class TickEvent(Base, frozen=True, kw_only=True):
     ask_size: float | None = None
     last_size: float | None = None
     ib_time: Word = ""
+    #: IB's delayed data (market data type 3: the account has no real-time subscription for the contract)
+    delayed: bool = False
 
 
 class PositionEvent(Base, frozen=True, kw_only=True):
@@ -1396,6 +1398,212 @@ class ServiceStatus(Base, frozen=True, kw_only=True):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Data plane (issue 17): history, real-time bars, contract details and search, IB's what-if preview, daily P&L.
+# Every request here is answered by the gateway (the one place that asks IB for data); see docs/sdk.md.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Bars in one HistoricalBarsReply (a year of 1-minute RTH bars is ~98,000).
+MAX_BARS = 100_000
+#: Contracts in one ContractDetailsReply / ContractSearchReply.
+MAX_CONTRACTS = 1000
+#: IB's whatToShow values for historical bars (docs/simulator.md lists what each contract type offers).
+WhatToShow = Literal[
+    "TRADES",
+    "MIDPOINT",
+    "BID",
+    "ASK",
+    "BID_ASK",
+    "ADJUSTED_LAST",
+    "HISTORICAL_VOLATILITY",
+    "OPTION_IMPLIED_VOLATILITY",
+]
+#: IB's whatToShow values for real-time (5-second) bars.
+RealTimeWhat = Literal["TRADES", "MIDPOINT", "BID", "ASK"]
+#: The status of every refused-for-pacing answer (:class:`PacingRefused`).
+PACING_CODE = "pacing"
+
+
+class Bar(Plain, frozen=True, kw_only=True):
+    """One bar as IB gives it. ``time`` is the bar's start: ISO 8601 in UTC (``2026-12-07T14:30:00+00:00``) for
+    intraday bars, the date (``2026-12-07``) for daily and longer ones. ``wap`` and ``count`` only where IB gives
+    them (TRADES); None otherwise. ``volume`` is -1 where IB has none (MIDPOINT, BID, ASK, FX)."""
+
+    time: Word
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    wap: float | None = None
+    count: int | None = None
+
+
+class GetHistoricalBars(Base, frozen=True, kw_only=True):
+    """Gateway: IB's historical bars (reqHistoricalData) of an instrument. ``end`` "" is now, else IB's
+    ``YYYYMMDD HH:MM:SS`` (UTC with a ``-`` separator: ``YYYYMMDD-HH:MM:SS``); ``duration`` and ``bar_size`` are
+    IB's strings (``"1 D"``, ``"5 mins"``). Answer: :class:`HistoricalBarsReply`, :class:`PacingRefused` (IB's
+    pacing would be broken: ask again after ``retry_after_s``), or ``Rejected`` (IB's refusal, ``history``, with
+    IB's code and text; the contract's refusals)."""
+
+    instrument: Instrument
+    end: Word = ""
+    duration: Word = "1 D"
+    bar_size: Word = "5 mins"
+    what_to_show: WhatToShow = "TRADES"
+    use_rth: bool = True
+
+
+class SubscribeBars(Base, frozen=True, kw_only=True):
+    """Gateway: real-time bars of ``bar_size`` (a multiple of 5 seconds: ``"5 secs"``, ``"1 min"``, ``"5 mins"``)
+    on ``bars.<conId>.<what>.<seconds>``, aggregated by the gateway from IB's 5-second bars (one IB subscription per
+    contract, whatToShow and useRTH, shared by every subscriber and bar size)."""
+
+    instrument: Instrument
+    bar_size: Word = "5 secs"
+    what_to_show: RealTimeWhat = "TRADES"
+    use_rth: bool = False
+    subscriber: Name
+
+
+class UnsubscribeBars(Base, frozen=True, kw_only=True):
+    """Gateway: ``subscriber`` leaves a bar stream (the last one leaving cancels IB's subscription)."""
+
+    con_id: Annotated[int, Meta(gt=0)]
+    bar_size: Word = "5 secs"
+    what_to_show: RealTimeWhat = "TRADES"
+    use_rth: bool = False
+    subscriber: Name
+
+
+class GetContractDetails(Base, frozen=True, kw_only=True):
+    """Gateway: IB's contract details of every contract the instrument matches (all expiries of ``ES`` FUT CME)."""
+
+    instrument: Instrument
+
+
+class SearchContracts(Base, frozen=True, kw_only=True):
+    """Gateway: IB's symbol search (reqMatchingSymbols): contracts whose symbol or name starts with ``pattern``."""
+
+    pattern: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class WhatIfOrder(Base, frozen=True, kw_only=True):
+    """Gateway: IB's preview of an order (placeOrder with whatIf): commission and margin; nothing is placed."""
+
+    order: OrderSpec
+
+
+class GetDailyPnl(Base, frozen=True, kw_only=True):
+    """Gateway: IB's daily P&L of the account and of each position (reqPnL / reqPnLSingle), as last reported."""
+
+
+class BarEvent(Base, frozen=True, kw_only=True):
+    """``bars.<conId>.<what>.<seconds>``: one completed real-time bar of one contract."""
+
+    symbol: EventSymbol
+    con_id: int
+    bar_seconds: Annotated[int, Meta(gt=0)]
+    what_to_show: Word
+    bar: Bar
+
+
+class HistoricalBarsReply(Base, frozen=True, kw_only=True):
+    """The answer to :class:`GetHistoricalBars`; ``cached`` when the gateway served it without asking IB."""
+
+    symbol: Word
+    con_id: int
+    bars: Annotated[list[Bar], Meta(max_length=MAX_BARS)]
+    cached: bool = False
+
+
+class PacingRefused(Base, frozen=True, kw_only=True):
+    """A data request the gateway will not send now, because IB's pacing rules would be broken (or this caller
+    already has too many waiting): ask again after ``retry_after_s``. ``code`` is always ``pacing``."""
+
+    code: Word = PACING_CODE
+    reason: Text
+    retry_after_s: Annotated[float, Meta(ge=0)]
+    request_type: Word = ""
+
+
+class BarsAck(Base, frozen=True, kw_only=True):
+    """The answer to :class:`SubscribeBars` / :class:`UnsubscribeBars`: the stream's topic and subscriber count."""
+
+    symbol: Word
+    con_id: int
+    topic: Ref
+    bar_seconds: int
+    subscribers: int = 0
+
+
+class ContractDetailsReply(Base, frozen=True, kw_only=True):
+    contracts: Annotated[list[ContractInfo], Meta(max_length=MAX_CONTRACTS)]
+
+
+class ContractSearchReply(Base, frozen=True, kw_only=True):
+    """Instruments IB matched (conId, symbol, sec type, currency, primary exchange); types Khazad does not trade
+    (bonds, warrants ...) are left out."""
+
+    instruments: Annotated[list[Instrument], Meta(max_length=MAX_CONTRACTS)]
+
+
+class WhatIfReply(Base, frozen=True, kw_only=True):
+    """IB's preview of an order (its whatIf OrderState), in the account's base currency. None where IB gave no
+    value. ``excess_liquidity_after`` is equity with loan after minus maintenance margin after."""
+
+    commission: float | None = None
+    min_commission: float | None = None
+    max_commission: float | None = None
+    commission_currency: Word = ""
+    init_margin_before: float | None = None
+    init_margin_change: float | None = None
+    init_margin_after: float | None = None
+    maint_margin_before: float | None = None
+    maint_margin_change: float | None = None
+    maint_margin_after: float | None = None
+    equity_with_loan_before: float | None = None
+    equity_with_loan_change: float | None = None
+    equity_with_loan_after: float | None = None
+    warning: Text = ""
+
+    @property
+    def excess_liquidity_after(self) -> float | None:
+        if self.equity_with_loan_after is None or self.maint_margin_after is None:
+            return None
+        return self.equity_with_loan_after - self.maint_margin_after
+
+
+class DailyPnlReply(Base, frozen=True, kw_only=True):
+    account: AccountPnLEvent | None = None
+    positions: Annotated[list[PositionPnLEvent], Meta(max_length=MAX_POSITIONS)] = []
+
+
+DataEvent = BarEvent
+DataRequest = (
+    GetHistoricalBars
+    | SubscribeBars
+    | UnsubscribeBars
+    | GetContractDetails
+    | SearchContracts
+    | WhatIfOrder
+    | GetDailyPnl
+)
+#: the data plane's requests: the gateway answers them, every other service refuses them
+DATA_REQUESTS: frozenset[type] = frozenset(
+    {GetHistoricalBars, SubscribeBars, UnsubscribeBars, GetContractDetails, SearchContracts, WhatIfOrder, GetDailyPnl}
+)
+DataReply = (
+    HistoricalBarsReply
+    | PacingRefused
+    | BarsAck
+    | ContractDetailsReply
+    | ContractSearchReply
+    | WhatIfReply
+    | DailyPnlReply
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Channel unions and the envelope
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -1422,6 +1630,7 @@ Event = (
     | ReconciliationReport
     | PortfolioSnapshot
     | GapReport
+    | DataEvent
 )
 
 Request = (
@@ -1453,6 +1662,7 @@ Request = (
     | GetAccount
     | GetPositions
     | GetSystemStatus
+    | DataRequest
 )
 
 Reply = (
@@ -1474,6 +1684,7 @@ Reply = (
     | PositionsReply
     | SystemStatusReply
     | ServiceStatus
+    | DataReply
 )
 
 B = TypeVar("B")

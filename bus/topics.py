@@ -29,6 +29,8 @@ ACCOUNT_VALUES = "account.values"
 MARKET_DATA_PREFIX = "md."
 INSTRUMENT_PREFIX = "instrument."
 PNL_PREFIX = "pnl."
+#: real-time bars (issue 17): ``bars.<conId>.<whatToShow>.<seconds>``
+BARS_PREFIX = "bars."
 #: IB's daily P&L of the account (reqPnL); a position's is ``pnl.<conId>``
 ACCOUNT_PNL = "pnl.account"
 # -- order manager, risk, portfolio events ------------------------------------------------------------------------
@@ -82,6 +84,14 @@ def instrument(con_id: int | str) -> str:
 def position_pnl(con_id: int | str) -> str:
     """``pnl.<conId>``: :class:`~bus.messages.PositionPnLEvent` (IB's daily P&L of one position)."""
     return f"{PNL_PREFIX}{con_id}"
+
+
+def bars(con_id: int | str, what_to_show: str, bar_seconds: int, *, use_rth: bool = False) -> str:
+    """``bars.<conId>.<whatToShow>.<seconds>`` (``<whatToShow>_RTH`` for regular-hours bars):
+    :class:`~bus.messages.BarEvent` of one contract and bar size (``bars.1.TRADES.30`` is a prefix of
+    ``bars.1.TRADES.300``: consumers compare the exact topic)."""
+    what = f"{what_to_show}_RTH" if use_rth else what_to_show
+    return f"{BARS_PREFIX}{con_id}.{what}.{bar_seconds}"
 
 
 def order(strategy_id: str) -> str:

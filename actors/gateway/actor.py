@@ -20,6 +20,7 @@ collaborators, each a small class with typed dependencies, and maps requests and
   :class:`~.marketdata.MarketDataFeed`, :class:`~.pnl.PnLFeed` - fills, positions and account values, ticks, IB's
   daily P&L;
 * :class:`~.contracts.ContractCache` - every instrument qualified against IB's contract details (``QualifyInstrument``);
+* :class:`~.dataplane.DataPlane` - history, real-time bars, contract details and search, what-if, daily P&L;
 * :class:`~.snapshot.SnapshotBuilder` - ``GetSnapshot``; :class:`~.outbox.Outbox` - every publication.
 """
 
@@ -34,6 +35,7 @@ from actors.gateway import connection as cs
 from actors.gateway.account import AccountFeed
 from actors.gateway.cancels import CancelSweeper, SweepRegistry, UnsentOrders
 from actors.gateway.contracts import ContractCache, Qualified
+from actors.gateway.dataplane import DataPlane
 from actors.gateway.entry import OrderEntry
 from actors.gateway.events import IbEventRouter, OrderEventTranslator
 from actors.gateway.executions import ExecutionFeed
@@ -158,6 +160,7 @@ class GatewayActor(Actor):
         self.contracts = contracts = ContractCache(self.session, outbox)
         self.market_data = MarketDataFeed(self.session, contracts, outbox)
         self.pnl = PnLFeed(self.session, self.conn, outbox)
+        self.data_plane = DataPlane(self.market_data, contracts, self.conn, self.pnl, outbox)
         self.account = AccountFeed(self.session, self.conn, outbox, on_contract=self.pnl.follow)
         self.sweeper = CancelSweeper(self.session, self.table, client_id=client_id)
         self.sweeps = SweepRegistry(self.sweeper, timeout_s=settings.kill_verify_timeout_s)
@@ -225,6 +228,7 @@ class GatewayActor(Actor):
             outbox=outbox,
             on_handler_error=self.record_error,
         )
+        self.router.data_errors = self.data_plane.on_error
         self.snapshots = SnapshotBuilder(self.session, self.account, self.conn, contracts, self.pnl)
         logger.info("gateway: {}", settings.describe())
 
@@ -252,6 +256,7 @@ class GatewayActor(Actor):
 
     async def on_stop(self) -> None:
         self.executions.close()
+        self.data_plane.stop()
         self.supervisor.shutdown("gateway stopping")
 
     def health_detail(self) -> dict[str, str]:
@@ -280,6 +285,7 @@ class GatewayActor(Actor):
             SubscribeMarketData: self._subscribe,
             UnsubscribeMarketData: self._unsubscribe,
             QualifyInstrument: self._qualify,
+            **self.data_plane.request_handlers(),
         }
 
     async def _status(self, ctx: CallContext, req: GetStatus) -> GatewayStatus:

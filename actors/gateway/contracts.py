@@ -156,6 +156,12 @@ class ContractCache:
 
     # -- IB ----------------------------------------------------------------------------------------------------
 
+    async def all_details(self, inst: Instrument) -> list[ContractInfo]:
+        """IB's details of every contract ``inst`` matches (all expiries of a future), not cached; empty when IB
+        has none. Raises TimeoutError/ConnectionError."""
+        details = await self.session.contract_details(self.session.make_contract(inst), self.timeout_s)
+        return [contract_info(d, await self._increments(d)) for d in details]
+
     async def _lookup(self, inst: Instrument) -> Qualified | Refusal:
         known = self._by_con_id.get(inst.con_id) if inst.con_id else None
         if known is not None and time.monotonic() - known.at_mono < DETAILS_TTL_S:

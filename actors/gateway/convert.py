@@ -251,7 +251,7 @@ def _price(value: float) -> float | None:
     return None if v is None or v == -1 else v
 
 
-def tick_event(symbol: str, con_id: int, ticker: lib.Ticker) -> TickEvent:
+def tick_event(symbol: str, con_id: int, ticker: lib.Ticker, *, delayed: bool = False) -> TickEvent:
     t = getattr(ticker, "time", None)
     return TickEvent(
         symbol=symbol,
@@ -263,4 +263,5 @@ def tick_event(symbol: str, con_id: int, ticker: lib.Ticker) -> TickEvent:
         ask_size=num(ticker.askSize),
         last_size=num(ticker.lastSize),
         ib_time=format_ib_time(t) if t else "",
+        delayed=delayed,
     )

@@ -279,6 +279,8 @@ class IbEventRouter:
         self._on_handler_error = on_handler_error
         self.last_ib_code: int | None = None
         self.pacing_violations = 0
+        #: the data plane's claim on an error (history, what-if, market-data streams): True when it was its own
+        self.data_errors: Callable[[int, int, str], bool] | None = None
 
     def connect(self, session: IbSession) -> None:
         session.subscribe(
@@ -322,6 +324,8 @@ class IbEventRouter:
             self.outbox.alert("critical", f"IB pacing violation: {message}")
         if req_id == -1 or code in cs.SYSTEM_CODES:
             self.system.on_system_code(code, message)
+            return
+        if req_id > 0 and self.data_errors is not None and self.data_errors(req_id, code, message):
             return
         if req_id > 0:
             self.orders.on_order_error(req_id, code, message)

@@ -5,12 +5,19 @@ ES March and ES June are two streams on two topics (``md.<conId>``) and a subscr
 other. Ticks carry the contract's readable name (``ESH7``) and its conId. The first subscriber makes the gateway
 request the stream, the last one leaving cancels it; a subscriber subscribing twice counts once. After a reconnect
 (the library forgets its tickers) every contract with subscribers is requested again.
+
+Delayed data as a fallback: when IB says the account has no real-time subscription for a contract (10089, 10090,
+or 354 with "Delayed market data is available"), the gateway asks IB for delayed data (reqMarketDataType(3): IB
+keeps serving live data where the account has it) and requests that contract's stream again; its ticks then carry
+``delayed=True`` (IB's marketDataType 3/4 for the ticker). The switch is remembered and made again after every
+reconnect. Without delayed data either (354 without the note, 10168) the stream stays silent and it is logged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from loguru import logger
 
@@ -18,6 +25,7 @@ from actors.gateway import libtypes as lib
 from actors.gateway.contracts import ContractCache, Qualified
 from actors.gateway.convert import error_text, tick_event
 from actors.gateway.ib import IbSession
+from actors.gateway.ib_data import MARKET_DATA_DELAYED, IbData
 from actors.gateway.outbox import Outbox
 from bus.messages import (
     ContractInfo,
@@ -113,14 +121,73 @@ class SubscriptionTable:
         return {s.name: len(s.subscribers) for s in self.subs.values()}
 
 
+#: IB's "no real-time subscription" notices after which delayed data is asked for (with 354: only when IB says
+#: delayed data is available).
+NO_REALTIME_CODES = frozenset({10089, 10090, 354})
+DELAYED_AVAILABLE = "delayed market data is available"
+#: IB's "delayed data is not enabled either" (after the switch): logged, nothing more to try.
+NO_DELAYED_CODES = frozenset({10168})
+#: IB's marketDataType values meaning delayed (3) and delayed-frozen (4).
+DELAYED_TYPES = frozenset({3, 4})
+
+
+class StreamFollower(Protocol):
+    """Another stream kind that lives and dies with the connection like ticks do (real-time bars)."""
+
+    def on_disconnected(self) -> None: ...
+
+    def drop(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+
 class MarketDataFeed:
-    """Subscribe/unsubscribe requests, stream (re)starts and ticks (``md.<conId>``)."""
+    """Subscribe/unsubscribe requests, stream (re)starts, the delayed-data fallback and ticks (``md.<conId>``)."""
 
     def __init__(self, session: IbSession, contracts: ContractCache, outbox: Outbox) -> None:
         self.session = session
         self.contracts = contracts
         self.outbox = outbox
         self.subs = SubscriptionTable()
+        self.data = IbData(session)
+        #: delayed data was needed once: asked for again after every reconnect
+        self.wants_delayed = False
+        #: reqMarketDataType(3) was sent on this connection
+        self._delayed_sent = False
+        #: conIds whose stream was requested again for delayed data (once per connection)
+        self._retried: set[int] = set()
+        #: other streams restarted with the ticks (the bar feed registers itself)
+        self.followers: list[StreamFollower] = []
+
+    def on_error(self, req_id: int, code: int, message: str) -> bool:
+        """An IB error for a market-data request: True when it was one of this feed's streams."""
+        ticker = self.session.ib.wrapper.reqId2Ticker.get(req_id)
+        sub = self.subs.for_ticker(ticker) if ticker is not None else None
+        if sub is None:
+            return False
+        text = message.lower()
+        if code in NO_REALTIME_CODES and (code != 354 or DELAYED_AVAILABLE in text):
+            if sub.con_id in self._retried:
+                return True
+            logger.warning("gateway: market data {}: IB {} (no real-time subscription): delayed data", sub.name, code)
+            self.wants_delayed = True
+            self._retried.add(sub.con_id)
+            self._use_delayed()
+            self._cancel_stream(sub)
+            self.subs.detach(sub)
+            self._start_stream(sub)
+        elif code in NO_REALTIME_CODES or code in NO_DELAYED_CODES:
+            logger.error(
+                "gateway: market data {}: IB {} {} (no data, delayed data not enabled)", sub.name, code, message
+            )
+        else:
+            logger.info("gateway: market data {}: IB {} {}", sub.name, code, message)
+        return True
+
+    def _use_delayed(self) -> None:
+        if not self._delayed_sent and self.session.is_connected():
+            self.data.market_data_type(MARKET_DATA_DELAYED)
+            self._delayed_sent = True
 
     def _start_stream(self, sub: Subscription) -> None:
         if sub.active or not self.session.is_connected():
@@ -144,26 +211,37 @@ class MarketDataFeed:
     def on_disconnected(self) -> None:
         """The connection is gone: every stream must be requested again."""
         self.subs.detach_all()
+        self._delayed_sent = False
+        self._retried.clear()
+        for follower in self.followers:
+            follower.on_disconnected()
 
     def drop_streams(self) -> None:
         """IB lost its market data (1101): cancel what is left, so :meth:`restart` requests everything again."""
         for sub in list(self.subs.subs.values()):
             self._cancel_stream(sub)
         self.subs.detach_all()
+        for follower in self.followers:
+            follower.drop()
 
     async def restart(self) -> None:
+        if self.wants_delayed:
+            self._use_delayed()
         for sub in list(self.subs.subs.values()):
             if not sub.active:
                 try:
                     self._start_stream(sub)
                 except ConnectionError as exc:
                     logger.warning("gateway: market data {} not restarted: {}", sub.name, error_text(exc))
+        for follower in self.followers:
+            follower.restart()
 
     def on_tickers(self, tickers: Iterable[lib.Ticker]) -> None:
         for ticker in tickers:
             sub = self.subs.for_ticker(ticker)
             if sub is not None:
-                self.outbox.tick(tick_event(sub.name, sub.con_id, ticker))
+                delayed = getattr(ticker, "marketDataType", 1) in DELAYED_TYPES
+                self.outbox.tick(tick_event(sub.name, sub.con_id, ticker, delayed=delayed))
 
     def counts(self) -> dict[str, int]:
         return self.subs.counts()

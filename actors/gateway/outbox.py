@@ -15,6 +15,7 @@ from bus.messages import (
     AccountPnLEvent,
     AccountValuesEvent,
     Alert,
+    BarEvent,
     CommissionEvent,
     ConnectionStateEvent,
     FillEvent,
@@ -47,6 +48,7 @@ Event = (
     | PositionPnLEvent
     | ReconciliationReport
     | TickEvent
+    | BarEvent
 )
 Publish = Callable[[str, Event], None]
 Severity = Literal["info", "warning", "critical"]
@@ -98,6 +100,10 @@ class Outbox:
 
     def tick(self, ev: TickEvent) -> None:
         self._publish(topics.market_data(ev.con_id), ev)
+
+    def bar(self, topic: str, ev: BarEvent) -> None:
+        """``bars.<conId>.<what>.<seconds>`` (the topic is built by the bar feed: it knows the stream's key)."""
+        self._publish(topic, ev)
 
     def instrument(self, ev: InstrumentEvent) -> None:
         if self._is_open():

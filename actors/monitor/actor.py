@@ -117,34 +117,37 @@ class MonitorActor(Actor):
         topics.PORTFOLIO_SNAPSHOT,
     )
     #: The monitor answers status requests only; everything else is another actor's job (``unknown_command``).
-    refused_requests = frozenset(
-        {
-            m.PlaceOrder,
-            m.ModifyOrder,
-            m.CancelOrder,
-            m.CancelAllOrders,
-            m.GetOrder,
-            m.ListOrders,
-            m.WaitOrder,
-            m.CheckOrder,
-            m.SetTradingState,
-            m.EnableStrategy,
-            m.GetRiskState,
-            m.GetTradingState,
-            m.SubmitOrder,
-            m.AmendOrder,
-            m.CancelIbOrder,
-            m.CancelScope,
-            m.Kill,
-            m.Resume,
-            m.EmergencyCancel,
-            m.GetSnapshot,
-            m.SubscribeMarketData,
-            m.UnsubscribeMarketData,
-            m.QualifyInstrument,
-            m.GetAccount,
-            m.GetPositions,
-        }
+    refused_requests = (
+        frozenset(
+            {
+                m.PlaceOrder,
+                m.ModifyOrder,
+                m.CancelOrder,
+                m.CancelAllOrders,
+                m.GetOrder,
+                m.ListOrders,
+                m.WaitOrder,
+                m.CheckOrder,
+                m.SetTradingState,
+                m.EnableStrategy,
+                m.GetRiskState,
+                m.GetTradingState,
+                m.SubmitOrder,
+                m.AmendOrder,
+                m.CancelIbOrder,
+                m.CancelScope,
+                m.Kill,
+                m.Resume,
+                m.EmergencyCancel,
+                m.GetSnapshot,
+                m.SubscribeMarketData,
+                m.UnsubscribeMarketData,
+                m.QualifyInstrument,
+                m.GetAccount,
+                m.GetPositions,
+            }
+        )
+        | m.DATA_REQUESTS
     )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:

@@ -44,6 +44,7 @@ from bus.actor import Actor
 from bus.config import KhazadConfig
 from bus.dispatch import Handler
 from bus.messages import (
+    DATA_REQUESTS,
     AmendOrder,
     CancelAllOrders,
     CancelIbOrder,
@@ -125,28 +126,31 @@ class OrderManager(Actor):
     service = ORDERS.endpoint
     topics = TOPICS
     #: requests for the other services: answered ``unknown_command``
-    refused_requests: ClassVar[frozenset[type]] = frozenset(
-        {
-            CheckOrder,
-            SetTradingState,
-            EnableStrategy,
-            GetRiskState,
-            GetTradingState,
-            SubmitOrder,
-            AmendOrder,
-            CancelIbOrder,
-            CancelScope,
-            Kill,
-            Resume,
-            EmergencyCancel,
-            GetSnapshot,
-            SubscribeMarketData,
-            UnsubscribeMarketData,
-            QualifyInstrument,
-            GetAccount,
-            GetPositions,
-            GetSystemStatus,
-        }
+    refused_requests: ClassVar[frozenset[type]] = (
+        frozenset(
+            {
+                CheckOrder,
+                SetTradingState,
+                EnableStrategy,
+                GetRiskState,
+                GetTradingState,
+                SubmitOrder,
+                AmendOrder,
+                CancelIbOrder,
+                CancelScope,
+                Kill,
+                Resume,
+                EmergencyCancel,
+                GetSnapshot,
+                SubscribeMarketData,
+                UnsubscribeMarketData,
+                QualifyInstrument,
+                GetAccount,
+                GetPositions,
+                GetSystemStatus,
+            }
+        )
+        | DATA_REQUESTS
     )
 
     #: WaitOrder is answered from order events (the ledger's waiters): it never holds a request slot while it waits
