@@ -212,6 +212,19 @@ class RiskConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     pnl_reset: str = "instrument"
     #: the strategies' books (positions per contract, the day's trades), so carried positions keep their owner
     books_file: str = "state/risk_books.json"
+    #: orders on delayed market data (IB's type 3: no real-time subscription): "limit_only" (limit orders pass,
+    #: collared on the delayed price; market and stop orders are refused: risk.delayed_data), "block", "allow"
+    delayed_data: Literal["limit_only", "block", "allow"] = "limit_only"
+    #: IB's what-if margin check for orders of at least this notional (base currency); 0 = off
+    margin_check_notional: NonNeg = 0.0
+    #: refuse (risk.margin) when IB's post-trade excess liquidity (equity with loan after minus maintenance margin
+    #: after) would fall below this (base currency)
+    margin_floor: NonNeg = 0.0
+    #: bound for IB's what-if answer (no answer in time: risk.margin, fail closed); keep it below
+    #: orders.risk_timeout_s minus risk.market_data_wait_s
+    margin_wait_s: Annotated[float, Meta(gt=0, le=10)] = 1.0
+    #: an answer is reused for the same order terms for this long
+    margin_cache_s: NonNeg = 5.0
 
 
 class OrdersConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -35,6 +35,7 @@ come from :mod:`bus.topics`; the CURVE identity from :func:`bus.security.client_
 
 from bus.messages import ContractInfo, Instrument
 from sdk.async_client import AsyncKhazadClient
+from sdk.data import PacingError
 from sdk.endpoints import Endpoints
 from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, RequestTimeout, UnexpectedReply
 from sdk.ids import new_client_order_id
@@ -62,4 +63,5 @@ __all__ = [
     "REJECTED_STATUSES",
     "AsyncStream",
     "SyncStream",
+    "PacingError",
 ]

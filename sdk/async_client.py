@@ -38,6 +38,7 @@ from bus.messages import (
     LEFT_STATE,
     AccountReply,
     Ack,
+    BarEvent,
     CancelAllOrders,
     CancelOrder,
     CancelReport,
@@ -77,6 +78,7 @@ from bus.messages import (
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
 from bus.retry import RequestTimeout
 from bus.security import Security, client_security
+from sdk.data import DataApi
 from sdk.endpoints import Endpoints, resolve_config, validated
 from sdk.endpoints import instrument as as_instrument
 from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, UnexpectedReply
@@ -147,8 +149,8 @@ class AsyncKhazadClient:
         self._hb_task: asyncio.Task[None] | None = None
         self._state_task: asyncio.Task[None] | None = None
         self._sub_lock: asyncio.Lock | None = None
-        self._callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": []}
-        self._streams: dict[str, set[Any]] = {"order": set(), "tick": set(), "state": set()}
+        self._callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": [], "bar": []}
+        self._streams: dict[str, set[Any]] = {"order": set(), "tick": set(), "state": set(), "bar": set()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._md = MarketSubscriptions()
         #: the last tick per subscribed contract, by conId, the name it was subscribed with or its readable name
@@ -158,6 +160,15 @@ class AsyncKhazadClient:
         self.started = False
         self.closed = False
         self._goodbye_sent = False
+        #: history, real-time bars, contract details and search, what-if, daily P&L (:mod:`sdk.data`)
+        self.data = DataApi(self, lambda bar: self._emit("bar", bar))
+        self.get_historical_bars = self.data.get_historical_bars
+        self.subscribe_bars = self.data.subscribe_bars
+        self.unsubscribe_bars = self.data.unsubscribe_bars
+        self.get_contract_details = self.data.get_contract_details
+        self.search_contracts = self.data.search_contracts
+        self.what_if = self.data.what_if
+        self.get_pnl = self.data.get_pnl
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -343,6 +354,8 @@ class AsyncKhazadClient:
             elif isinstance(body, TradingStateEvent):
                 self._trading.on_event(body)
                 self._emit("state", body)
+            elif isinstance(body, BarEvent):
+                self.data.on_event(topic, body)
 
     def _emit(self, kind: str, item: Any) -> None:
         for stream in list(self._streams[kind]):
@@ -420,6 +433,14 @@ class AsyncKhazadClient:
         """``async for tick in client.ticks():`` ticks of subscribed contracts (optionally one: the name or
         instrument it was subscribed with, its conId or its readable name) from now on."""
         return self._stream("tick", None if symbol is None else (lambda t: self._md.matches(symbol, t)))
+
+    def on_bar(self, callback: Callable[[BarEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(bar)`` for every bar of a :meth:`subscribe_bars` stream. Returns an unregister function."""
+        return self._register("bar", callback)
+
+    def bars(self, instrument: str | Instrument | int | None = None) -> AsyncStream[BarEvent]:
+        """``async for bar in client.bars():`` bars of subscribed streams (optionally one contract's) from now on."""
+        return self._stream("bar", None if instrument is None else (lambda b: self.data.bar_matches(instrument, b)))
 
     def trading_states(self) -> AsyncStream[TradingStateEvent]:
         """``async for event in client.trading_states():`` trading-state changes from now on."""
@@ -752,16 +773,9 @@ class AsyncKhazadClient:
         self._require(self._gateway)
         info = await self.qualify(symbol)
         con_id = info.con_id
-        assert self._sub_lock is not None and self.subscriber is not None and self.publisher is not None
         was_subscribed = self._md.wants(con_id)
         if not was_subscribed:
-            async with self._sub_lock:
-                await self._stop_reader()
-                try:
-                    self.subscriber.subscribe(topics.market_data(con_id))
-                    await self.subscriber.wait_ready(self.publisher, timeout=self.ready_timeout_s)
-                finally:
-                    self._start_reader()
+            await self.add_topic(topics.market_data(con_id))
         self._md.add(symbol, info)
         try:
             return await self._call(
@@ -787,6 +801,25 @@ class AsyncKhazadClient:
             validated(UnsubscribeMarketData(symbol=info.instrument.symbol, con_id=info.con_id, subscriber=self.name)),
             MarketDataAck,
         )
+
+    def gateway_client(self) -> AsyncClient:
+        """The gateway's request client (for :mod:`sdk.data`)."""
+        return self._require(self._gateway)
+
+    async def add_topic(self, topic: str) -> None:
+        """Subscribe the event socket to ``topic`` and wait until the proxy delivers it (no first event lost)."""
+        assert self._sub_lock is not None and self.subscriber is not None and self.publisher is not None
+        async with self._sub_lock:
+            await self._stop_reader()
+            try:
+                self.subscriber.subscribe(topic)
+                await self.subscriber.wait_ready(self.publisher, timeout=self.ready_timeout_s)
+            finally:
+                self._start_reader()
+
+    def drop_topic(self, topic: str) -> None:
+        if self.subscriber is not None:
+            self.subscriber.unsubscribe(topic)
 
     async def _drop_md(self, con_id: int) -> None:
         if self._md.wants(con_id) and self.subscriber is not None:

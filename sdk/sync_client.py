@@ -15,7 +15,10 @@ from loguru import logger
 
 from bus.config import KhazadConfig
 from bus.messages import (
+    BarEvent,
+    BarsAck,
     ContractInfo,
+    DailyPnlReply,
     Instrument,
     MarketDataAck,
     OrderSpec,
@@ -26,6 +29,7 @@ from bus.messages import (
     TickEvent,
     TradingStateEvent,
     TradingStateReply,
+    WhatIfReply,
 )
 from bus.pubsub import READY_TIMEOUT_S
 from sdk.async_client import AsyncKhazadClient, Callback, Filter, Until
@@ -76,8 +80,8 @@ class KhazadClient:
         self._io = threading.Thread(target=self._loop.run_forever, name=f"{self.name}.io", daemon=True)
         self._dispatch_q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher = threading.Thread(target=self._dispatch, name=f"{self.name}.callbacks", daemon=True)
-        self._sync_callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": []}
-        self._sync_streams: dict[str, set[SyncStream[Any]]] = {"order": set(), "tick": set(), "state": set()}
+        self._sync_callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": [], "bar": []}
+        self._sync_streams: dict[str, set[SyncStream[Any]]] = {k: set() for k in self._sync_callbacks}
         self._lock = threading.Lock()
         self.closed = False
         self._io.start()
@@ -90,7 +94,7 @@ class KhazadClient:
 
     async def _start(self) -> None:
         await self._aclient.start()
-        for kind in ("order", "tick", "state"):
+        for kind in ("order", "tick", "state", "bar"):
             self._aclient._register(kind, functools.partial(self._fanout, kind))
 
     def _fanout(self, kind: str, item: Any) -> None:
@@ -203,6 +207,15 @@ class KhazadClient:
         """Ticks of subscribed contracts (optionally one: see :meth:`AsyncKhazadClient.ticks`) from now on."""
         md = self._aclient._md
         return self._stream("tick", None if symbol is None else (lambda t: md.matches(symbol, t)))
+
+    def on_bar(self, callback: Callable[[BarEvent], Any]) -> Callable[[], None]:
+        """``callback(bar)`` on the dispatcher thread for each bar of a :meth:`subscribe_bars` stream."""
+        return self._register("bar", callback)
+
+    def bars(self, instrument: str | Instrument | int | None = None) -> SyncStream[BarEvent]:
+        """Bars of subscribed streams (optionally one contract's) from now on."""
+        data = self._aclient.data
+        return self._stream("bar", None if instrument is None else (lambda b: data.bar_matches(instrument, b)))
 
     def trading_states(self) -> SyncStream[TradingStateEvent]:
         return self._stream("state", None)
@@ -347,3 +360,29 @@ class KhazadClient:
 
     def unsubscribe_market_data(self, symbol: str | Instrument | int) -> MarketDataAck:
         return self._run(self._aclient.unsubscribe_market_data(symbol))
+
+    # -- data (sdk/data.py; same signatures and errors as AsyncKhazadClient) ------------------------------------
+
+    def get_historical_bars(self, instrument: str | Instrument, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`sdk.data.DataApi.get_historical_bars` (a list of Bar, or a DataFrame with
+        ``as_dataframe=True``)."""
+        return self._run(self._aclient.data.get_historical_bars(instrument, *args, **kwargs))
+
+    def subscribe_bars(self, instrument: str | Instrument, *args: Any, **kwargs: Any) -> BarsAck:
+        """See :meth:`sdk.data.DataApi.subscribe_bars`."""
+        return self._run(self._aclient.data.subscribe_bars(instrument, *args, **kwargs))
+
+    def unsubscribe_bars(self, instrument: str | Instrument | int, *args: Any, **kwargs: Any) -> BarsAck:
+        return self._run(self._aclient.data.unsubscribe_bars(instrument, *args, **kwargs))
+
+    def get_contract_details(self, instrument: str | Instrument) -> list[ContractInfo]:
+        return self._run(self._aclient.data.get_contract_details(instrument))
+
+    def search_contracts(self, pattern: str) -> list[Instrument]:
+        return self._run(self._aclient.data.search_contracts(pattern))
+
+    def what_if(self, order: OrderSpec) -> WhatIfReply:
+        return self._run(self._aclient.data.what_if(order))
+
+    def get_pnl(self) -> DailyPnlReply:
+        return self._run(self._aclient.data.get_pnl())

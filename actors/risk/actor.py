@@ -47,6 +47,7 @@ from actors.risk.exposure import ExposureBook, StatusOutcome
 from actors.risk.fx import FxRates
 from actors.risk.kill import KillSwitch
 from actors.risk.limits import LimitTable
+from actors.risk.margin import MarginPreview
 from actors.risk.mirror import GatewayMirror, LatchChange
 from actors.risk.panel import BreakerPanel
 from actors.risk.ports import AlertSender, BusGatewayLink
@@ -188,6 +189,7 @@ class RiskGovernor(Actor):
             signer,
             self.publish,
             self.breakers.count_decision,
+            MarginPreview(gateway, wait_s=risk.margin_wait_s, cache_s=risk.margin_cache_s),
         )
         self.kill_switch = KillSwitch(self.states, self.canceller, self.mirror.working_in_scope)
         self.mirror.on_snapshot(self._on_snapshot)

@@ -84,6 +84,14 @@ class RiskView:
     working_notional: float = 0.0
     rate_tokens: float = 1.0
     duplicate_of: str | None = None
+    #: the reference price is IB's delayed data, and what risk.delayed_data allows on it
+    delayed_data: bool = False
+    delayed_policy: str = "limit_only"
+    #: IB's what-if (only for orders the margin check covers): post-trade excess liquidity, or why there is none
+    margin_checked: bool = False
+    margin_excess_after: float | None = None
+    margin_problem: str | None = None
+    margin_floor: float = 0.0
 
 
 def prices(order: OrderSpec, view: RiskView) -> tuple[float | None, float | None]:
@@ -217,6 +225,37 @@ def check_market_data(order: OrderSpec, view: RiskView, limits: RiskLimits, acct
             codes.STALE_MARKET_DATA,
             f"market data for {name} is {view.tick_age_s:.1f}s old during its trading hours "
             f"(risk.stale_data_s = {view.stale_data_s:g})",
+        )
+    return None
+
+
+def check_delayed_data(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    if not view.delayed_data or view.delayed_policy == "allow":
+        return None
+    name = view.contract.display if view.contract is not None else order.instrument.display
+    if view.delayed_policy == "block":
+        return Verdict(codes.DELAYED_DATA, f"market data for {name} is delayed (risk.delayed_data = block)")
+    if order.order_type != "LMT":
+        return Verdict(
+            codes.DELAYED_DATA,
+            f"market data for {name} is delayed: only limit orders (collared on the delayed price) are allowed, "
+            f"not {order.order_type} (risk.delayed_data = limit_only)",
+        )
+    return None
+
+
+def check_margin(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    if not view.margin_checked:
+        return None
+    if view.margin_problem is not None:
+        return Verdict(codes.MARGIN, f"no margin preview from IB: {view.margin_problem} (fail closed)")
+    excess = view.margin_excess_after
+    if excess is None or excess < view.margin_floor - EPSILON:
+        shown = "unknown" if excess is None else _money(excess, view.base_currency)
+        return Verdict(
+            codes.MARGIN,
+            f"IB's what-if: excess liquidity after the trade {shown} < risk.margin_floor "
+            f"{_money(view.margin_floor, view.base_currency)}",
         )
     return None
 
@@ -359,6 +398,7 @@ CHECKS = (
     check_size,
     check_tick,
     check_market_data,
+    check_delayed_data,
     check_fx,
     check_notional,
     check_collar,
@@ -368,6 +408,7 @@ CHECKS = (
     check_position,
     check_gross,
     check_buying_power,
+    check_margin,
 )
 
 #: The checks that do not need market data or exposure: run before the governor waits for a first tick.

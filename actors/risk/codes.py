@@ -35,6 +35,10 @@ TICK_SIZE = "risk.tick_size"
 SIZE_INCREMENT = "risk.size_increment"
 #: the contract's currency has no exchange rate into the base currency (account values, FX quote)
 NO_FX_RATE = "risk.no_fx_rate"
+#: the contract's data is delayed (no real-time subscription) and risk.delayed_data refuses this order type
+DELAYED_DATA = "risk.delayed_data"
+#: IB's what-if: post-trade excess liquidity below risk.margin_floor, or no preview in time (fail closed)
+MARGIN = "risk.margin"
 
 #: Rejections caused by the governor's own state rather than by the order: they do not count towards the
 #: reject-rate breaker (a strategy hammering a halted governor must not also trip its reject-rate breaker).
@@ -63,6 +67,8 @@ ALL_CODES = (
     MAX_POSITION,
     MAX_GROSS_EXPOSURE,
     BUYING_POWER,
+    DELAYED_DATA,
+    MARGIN,
 )
 
 #: Rejections that do not count towards the reject-rate breaker: the governor's own state, and market data

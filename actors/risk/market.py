@@ -23,6 +23,8 @@ class Quote:
     ask: float | None = None
     last: float | None = None
     received_mono: float = 0.0
+    #: the last usable tick was IB's delayed data (no real-time subscription for the contract)
+    delayed: bool = False
     #: :meth:`reference` as of the last tick (computed once per tick, read by every check)
     ref: float | None = None
 
@@ -58,6 +60,7 @@ class MarketBook:
         usable = q.ref is not None
         if usable:
             q.received_mono = now
+            q.delayed = tick.delayed
             self.wake(tick.con_id)
         return usable
 
@@ -70,6 +73,10 @@ class MarketBook:
     def reference(self, con_id: int) -> float | None:
         q = self.quotes.get(con_id)
         return None if q is None else q.ref
+
+    def delayed(self, con_id: int) -> bool:
+        q = self.quotes.get(con_id)
+        return q is not None and q.delayed
 
     def age(self, con_id: int, now: float) -> float | None:
         """Seconds since the last usable tick, or None when the contract never had one."""

@@ -15,13 +15,24 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from loguru import logger
 
 from actors.risk import codes
-from actors.risk.checks import EARLY_CHECKS, BookView, RiskView, Verdict, evaluate, prices
+from actors.risk.checks import (
+    EARLY_CHECKS,
+    BookView,
+    RiskView,
+    Verdict,
+    evaluate,
+    order_notional,
+    prices,
+    reduces,
+)
 from actors.risk.fx import FxRates
 from actors.risk.limits import LimitTable
+from actors.risk.margin import MarginAnswer, MarginPreview
 from actors.risk.mirror import GatewayMirror
 from actors.risk.ports import Publish
 from actors.risk.quotes import MarketDataFeed
@@ -93,6 +104,7 @@ class PreTradeChecker:
         signer: ApprovalSigner,
         publish: Publish,
         count: CountDecision,
+        margin: MarginPreview | None = None,
     ) -> None:
         self._risk = risk
         self._limits = limits
@@ -103,6 +115,7 @@ class PreTradeChecker:
         self._signer = signer
         self._publish = publish
         self._count = count
+        self._margin = margin
         self.rate = OrderRateLimiter()
         self.duplicates = DuplicateDetector()
         self.stats = DecisionStats()
@@ -123,10 +136,19 @@ class PreTradeChecker:
                 await self._fx.prepare(info.instrument.currency, deadline)
         approval = None
         info = self._quotes.info(con_id) if con_id is not None else None
+        margin = await self._margin_answer(order, info) if verdict.approved else None
         if verdict.approved:
             # from here to the end nothing awaits: the view and the reservation are one atomic step
             now = time.monotonic()
             view = self._view(order, info, now)
+            if margin is not None:
+                view = replace(
+                    view,
+                    margin_checked=True,
+                    margin_excess_after=margin.excess_after,
+                    margin_problem=margin.problem,
+                    margin_floor=self._risk.margin_floor,
+                )
             verdict = evaluate(order, view, limits, self._limits.account)
             if verdict.approved:
                 assert info is not None
@@ -150,6 +172,18 @@ class PreTradeChecker:
             approval=approval,
             trading_state=trading_state,
         )
+
+    async def _margin_answer(self, order: OrderSpec, info: ContractInfo | None) -> MarginAnswer | None:
+        """IB's what-if for an order the margin check covers (at least ``risk.margin_check_notional``, not only
+        reducing the account's position); None for the others."""
+        threshold = self._risk.margin_check_notional
+        if self._margin is None or threshold <= 0 or info is None:
+            return None
+        view = self._view(order, info, time.monotonic())
+        notional = order_notional(order, view)
+        if notional is None or notional < threshold or reduces(view.account, order):
+            return None
+        return await self._margin.preview(order, info.con_id)
 
     def _after_decision(self, order: OrderSpec, verdict: Verdict, elapsed_ns: int, is_modify: bool) -> None:
         what = "modify" if is_modify else "order"
@@ -241,6 +275,8 @@ class PreTradeChecker:
             contract=info,
             ref_price=self._quotes.reference(con_id),
             tick_age_s=age,
+            delayed_data=self._quotes.delayed(con_id),
+            delayed_policy=self._risk.delayed_data,
             in_session=session_of(info, wall) is not Session.CLOSED,
             fx_rate=self._fx.rate(inst.currency),
             strategy=BookView(

@@ -57,6 +57,10 @@ class MarketDataFeed:
     def age(self, con_id: int, now: float) -> float | None:
         return self.quotes.age(con_id, now)
 
+    def delayed(self, con_id: int) -> bool:
+        """The contract's last price came from IB's delayed data."""
+        return self.quotes.delayed(con_id)
+
     def info(self, con_id: int) -> ContractInfo | None:
         return self.contracts.info(con_id)
 
