@@ -43,12 +43,22 @@ class Aggregator:
         if self.start is not None and start != self.start and self.bar is not None:
             done.append(self.bar)  # the interval ended without its last 5-second bar (a gap in IB's bars)
             self.bar = None
+        has_volume = volume >= 0  # IB's -1: no volume (MIDPOINT, BID, ASK)
         if self.bar is None or self.start != start:
             self.start = start
             self._wap_volume = 0.0
-            self.bar = Bar(time=_iso(start), open=o, high=h, low=lo, close=c, volume=0.0, wap=None, count=0)
+            self.bar = Bar(
+                time=_iso(start),
+                open=o,
+                high=h,
+                low=lo,
+                close=c,
+                volume=0.0 if has_volume else -1.0,
+                wap=None,
+                count=0 if count >= 0 else None,
+            )
         b = self.bar
-        vol = max(volume, 0.0) + max(b.volume, 0.0)
+        vol = b.volume + volume if has_volume and b.volume >= 0 else b.volume
         if volume > 0 and wap > 0:
             self._wap_volume += wap * volume
         self.bar = Bar(
@@ -57,9 +67,9 @@ class Aggregator:
             high=max(b.high, h),
             low=min(b.low, lo),
             close=c,
-            volume=vol if volume >= 0 else b.volume,
+            volume=vol,
             wap=self._wap_volume / vol if vol > 0 and self._wap_volume > 0 else None,
-            count=(b.count or 0) + max(count, 0),
+            count=b.count + count if b.count is not None and count >= 0 else b.count,
         )
         if t + IB_BAR_SECONDS >= start + self.seconds:
             done.append(self.bar)

@@ -78,23 +78,24 @@ def test_history_fx_midpoint_bars_and_trades_refused_as_ib_does(gateway: Gateway
     assert isinstance(trades, Rejected) and trades.code == "history" and "162" in trades.reason, trades
 
 
-def _hammer(cfg: Any, ctx: zmq.Context, caller: int, answers: dict[int, list[Any]]) -> None:
-    client = SyncClient(ctx, cfg.bus.gateway, service="gateway", stamper=Stamper(f"strategy.hammer{caller}"),
-                        timeout_s=60.0, retries=0)
-    got: list[Any] = []
+def _ask_history(cfg: Any, ctx: zmq.Context, caller: int, i: int, answers: dict[int, list[Any]]) -> None:
+    # one socket per request, every one with the caller's name: a strategy with eight requests in flight at once
+    client = SyncClient(
+        ctx, cfg.bus.gateway, service="gateway", stamper=Stamper(f"strategy.hammer{caller}"), timeout_s=60.0, retries=0
+    )
+    # each caller asks for its own windows (distinct requests: nothing to share or cache), half an hour of
+    # one-minute bars ending at 15:00, 15:01, ... UTC on the Friday before the simulator's Monday
+    minute = caller * REQUESTS_PER_CALLER + i
+    end = f"20261204-{15 + minute // 60:02d}:{minute % 60:02d}:00"
     try:
-        # each caller asks for its own windows (distinct requests: nothing to share or cache), half an hour of
-        # one-minute bars ending at 15:00, 15:01, ... UTC on the Friday before the simulator's Monday
-        for i in range(REQUESTS_PER_CALLER):
-            minute = caller * REQUESTS_PER_CALLER + i
-            end = f"20261204-{15 + minute // 60:02d}:{minute % 60:02d}:00"
-            got.append(client.call(GetHistoricalBars(instrument=AAPL, end=end, duration="1800 S", bar_size="1 min"),
-                                   timeout_s=60.0, retries=0))
+        got: Any = client.call(
+            GetHistoricalBars(instrument=AAPL, end=end, duration="1800 S", bar_size="1 min"), timeout_s=60.0, retries=0
+        )
     except Exception as exc:  # noqa: BLE001 - reported by the test
-        got.append(exc)
+        got = exc
     finally:
         client.close()
-        answers[caller] = got
+    answers.setdefault(caller, []).append(got)
 
 
 @pytest.mark.timeout(120)
@@ -104,7 +105,11 @@ def test_history_ten_callers_hammering_get_bars_or_pacing_never_an_ib_violation(
 ) -> None:
     cfg = cfg_of(gateway.config_path)
     answers: dict[int, list[Any]] = {}
-    threads = [threading.Thread(target=_hammer, args=(cfg, zctx, i, answers)) for i in range(CALLERS)]
+    threads = [
+        threading.Thread(target=_ask_history, args=(cfg, zctx, c, i, answers))
+        for c in range(CALLERS)
+        for i in range(REQUESTS_PER_CALLER)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -158,8 +163,7 @@ def test_bars_update_live_aggregated_from_ibs_five_second_bars(
         assert ev.bar.open == parts[0].open and ev.bar.close == parts[-1].close
         assert ev.bar.high == max(p.high for p in parts) and ev.bar.low == min(p.low for p in parts)
     assert any(len([w for w in fives if ev.bar.time <= w < _plus(ev.bar.time, 10)]) == 2 for ev in tens)
-    gone = gateway.call(UnsubscribeBars(con_id=AAPL_CON_ID, bar_size="5 secs", what_to_show="MIDPOINT",
-                                        subscriber="a"))
+    gone = gateway.call(UnsubscribeBars(con_id=AAPL_CON_ID, bar_size="5 secs", what_to_show="MIDPOINT", subscriber="a"))
     assert isinstance(gone, BarsAck) and gone.subscribers == 0
 
 
@@ -211,7 +215,7 @@ def test_what_if_previews_commission_and_margin_and_places_nothing(gateway: Gate
     assert reply.init_margin_change is not None and reply.init_margin_change > 0
     assert reply.maint_margin_change is not None and reply.equity_with_loan_after is not None
     assert reply.excess_liquidity_after is not None
-    assert not [o for o in sim.state().get("orders", []) if o.get("order_ref") == spec.order_ref]
+    assert not [o for o in sim.state()["orders"].values() if o["orderRef"] == spec.order_ref]
     assert gateway.status().open_orders == 0
 
 
