@@ -78,6 +78,7 @@ from bus.messages import (
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
 from bus.retry import RequestTimeout
 from bus.security import Security, client_security
+from sdk.conflation import AsyncTickConflator
 from sdk.data import DataApi
 from sdk.endpoints import Endpoints, resolve_config, validated
 from sdk.endpoints import instrument as as_instrument
@@ -126,6 +127,7 @@ class AsyncKhazadClient:
         retries: int | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         log_level: str | None = None,
+        conflate_ticks: bool = False,
     ) -> None:
         probe = validated(GetOrder(strategy_id=strategy_id, client_order_id="x"))  # validates the strategy id
         self.strategy_id = probe.strategy_id
@@ -160,6 +162,8 @@ class AsyncKhazadClient:
         self.started = False
         self.closed = False
         self._goodbye_sent = False
+        #: slow consumers: ``on_tick`` callbacks get the newest tick per contract (:mod:`sdk.conflation`)
+        self._conflator = AsyncTickConflator(lambda: self._callbacks["tick"]) if conflate_ticks else None
         #: history, real-time bars, contract details and search, what-if, daily P&L (:mod:`sdk.data`)
         self.data = DataApi(self, lambda bar: self._emit("bar", bar))
         self.get_historical_bars = self.data.get_historical_bars
@@ -233,6 +237,8 @@ class AsyncKhazadClient:
                 except (RequestTimeout, Exception) as exc:  # best effort on shutdown; the gateway times it out
                     logger.debug("sdk: {} unsubscribe {} on close failed: {!r}", self.name, info.display, exc)
         await self._stop_reader()
+        if self._conflator is not None:
+            await self._conflator.close()
         for task in (self._hb_task, self._state_task):
             if task is not None:
                 task.cancel()
@@ -350,7 +356,12 @@ class AsyncKhazadClient:
                 # exact topic: a prefix subscription to md.26 also receives md.265598
                 if topic == topics.market_data(body.con_id) and self._md.wants(body.con_id):
                     self._md.ticks[body.con_id] = body
-                    self._emit("tick", body)
+                    if self._conflator is None:
+                        self._emit("tick", body)
+                    else:  # streams get every tick, callbacks the newest per contract
+                        for stream in list(self._streams["tick"]):
+                            stream.push(body)
+                        self._conflator.put(body)
             elif isinstance(body, TradingStateEvent):
                 self._trading.on_event(body)
                 self._emit("state", body)
