@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only order_entry,bare_chain,kill,bus,memory]`` (``make bench``): the benchmark
+"""``python -m bench [--quick] [--only order_entry,bare_chain,kill,bus,memory,md_fanout]`` (``make bench``): the benchmark
 suite of issue #7. Every figure is measured next to its baseline in the same run on this machine; prints one table
 (Khazad, baseline, ratio, target) and writes the JSON to ``bench/results/<timestamp>.json``. See
 ``docs/benchmarks.md``. Never part of ``make test``.
@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.harness import machine_info, running_system, write_results
 
-SECTIONS = ("order_entry", "bare_chain", "kill", "bus", "memory")
+SECTIONS = ("order_entry", "bare_chain", "kill", "bus", "memory", "md_fanout")
 
 
 def log(msg: str) -> None:
@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             from bench.memory import run_memory
 
             results["memory"] = _run(lambda: run_memory(tmp / "memory", quick=args.quick, log=log))
+        if "md_fanout" in selected:
+            log("== market-data fan-out (50 strategies x 20 contracts through the gateway and the proxy)")
+            from bench.md_fanout import run_md_fanout
+
+            results["md_fanout"] = _run(lambda: run_md_fanout(tmp / "md_fanout", quick=args.quick, log=log))
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_after"] = os.getloadavg()
     from bench.report import print_table

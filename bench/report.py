@@ -134,8 +134,18 @@ def _memory_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _md_fanout_rows(r: dict[str, Any]) -> list[Row]:
+    what = f"{r['strategies']} strategies x {r['contracts']} contracts, {r['seconds']:g} s"
+    return [
+        ("md fan-out", f"{what}: events/s delivered", f"{r['events_per_s']:,.0f}/s", "-", "-", "", "-"),
+        ("md fan-out", "tick latency gateway publish -> SDK (p50 / p99 / max)",
+         f"{r['latency_p50_ms']} / {r['latency_p99_ms']} / {r['latency_max_ms']} ms", "-", "-", "", "-"),
+        ("md fan-out", "gaps (sum over strategies)", str(r["gaps"]), "-", "-", "0", _verdict(r["gaps"] == 0)),
+    ]
+
+
 BUILDERS = {"order_entry": _order_entry_rows, "bare_chain": _bare_rows, "kill": _kill_rows, "bus": _bus_rows,
-            "memory": _memory_rows}
+            "memory": _memory_rows, "md_fanout": _md_fanout_rows}
 
 
 def _issue_rows(section: str, r: dict[str, Any]) -> list[Row]:

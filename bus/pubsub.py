@@ -338,7 +338,11 @@ class Subscriber(_SubscriberBase):
                     self._burst += 1
                     if self._burst >= FAIRNESS_BURST:
                         self._burst = 0
+                        # the message read goes back first: a task cancelled during the yield (a reader paused
+                        # for a subscription change) must not lose it
+                        self._pending.appendleft(frames)
                         await asyncio.sleep(0)  # fairness yield during a flood (see FAIRNESS_BURST)
+                        continue
             out = self._decode(frames)
             if out is not None:
                 return out
