@@ -41,8 +41,16 @@ def run_md_fanout(tmp: Path, *, quick: bool, log: Any = print) -> dict[str, Any]
     per = STRATEGIES // PROCESSES
     with running_system(tmp, actors=("gateway",), sim_overrides={"tick_interval": TICK_INTERVAL_S}) as system:
         children = [
-            Child("child", "--config", str(system.config_path), "--first", str(i * per), "--count", str(per),
-                  module="bench.md_fanout")
+            Child(
+                "child",
+                "--config",
+                str(system.config_path),
+                "--first",
+                str(i * per),
+                "--count",
+                str(per),
+                module="bench.md_fanout",
+            )
             for i in range(PROCESSES)
         ]
         try:
@@ -83,8 +91,10 @@ def run_md_fanout(tmp: Path, *, quick: bool, log: Any = print) -> dict[str, Any]
         "gaps": sum(r["gaps"] for r in reports),
         "per_contract_min_max": {k: [min(v), max(v)] for k, v in sorted(per_contract.items())},
     }
-    log(f"  {out['events_per_s']:.0f} events/s to {STRATEGIES} strategies, tick latency p50 "
-        f"{out['latency_p50_ms']} ms p99 {out['latency_p99_ms']} ms, gaps {out['gaps']}")
+    log(
+        f"  {out['events_per_s']:.0f} events/s to {STRATEGIES} strategies, tick latency p50 "
+        f"{out['latency_p50_ms']} ms p99 {out['latency_p99_ms']} ms, gaps {out['gaps']}"
+    )
     return out
 
 
@@ -152,13 +162,18 @@ async def _child(args: argparse.Namespace) -> None:
                 print(json.dumps({"contracts": [i.display for i in infos]}), flush=True)
             elif word == "report":
                 elapsed = time.monotonic() - started
-                print(json.dumps({
-                    "ticks": sum(sum(m.values()) for m in counts),
-                    "gaps": sum(c.gaps for c in clients) - gaps0,
-                    "elapsed_s": elapsed,
-                    "latency_ns": latency,
-                    "per_strategy": counts,
-                }), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "ticks": sum(sum(m.values()) for m in counts),
+                            "gaps": sum(c.gaps for c in clients) - gaps0,
+                            "elapsed_s": elapsed,
+                            "latency_ns": latency,
+                            "per_strategy": counts,
+                        }
+                    ),
+                    flush=True,
+                )
     finally:
         for client in clients:
             await client.close()

@@ -25,9 +25,9 @@ def test_slow_consumer_with_conflation_gets_the_latest_quote_and_nobody_waits(tm
         running_sim(seed=5, clock="realtime", tick_interval=0.02) as sim,
         running_chain(tmp_path, sim, actors=("gateway",)) as chain,
     ):
-        slow = KhazadClient("slow", config=chain.cfg, conflate_ticks=True)
+        slow = KhazadClient("e2e2", config=chain.cfg, conflate_ticks=True)
         chain._clients.append(slow)
-        fast = chain.client("fast")
+        fast = chain.client("e2e3")
         busy = threading.Event()
         release = threading.Event()
         delivered: list[TickEvent] = []

@@ -49,7 +49,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 
 
 def test_sdk_history_for_a_stock_and_fx_with_ibs_whattoshow_rules(chain: Chain) -> None:
-    client = chain.client("hist")
+    client = chain.client("alpha")
     bars = client.get_historical_bars(AAPL, end="20261204-21:00:00", duration="1 D", bar_size="5 mins")
     assert bars and all(isinstance(b, Bar) for b in bars)
     assert bars[0].time.startswith("2026-12-04T14:30") and bars[-1].time.startswith("2026-12-04T20:55")
@@ -66,7 +66,7 @@ def test_sdk_history_for_a_stock_and_fx_with_ibs_whattoshow_rules(chain: Chain) 
 
 
 def test_sdk_history_as_dataframe_needs_pandas_only_when_asked(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = chain.client("frame")
+    client = chain.client("beta")
     kw: dict[str, Any] = {"end": "20261204-21:00:00", "duration": "1 D", "bar_size": "1 hour"}
     try:
         import pandas  # noqa: F401
@@ -83,7 +83,7 @@ def test_sdk_history_as_dataframe_needs_pandas_only_when_asked(chain: Chain, mon
 
 
 def test_sdk_too_many_history_requests_get_a_typed_pacing_answer(chain: Chain) -> None:
-    client = chain.client("greedy")
+    client = chain.client("momo")
 
     def ask(minute: int) -> Any:
         try:
@@ -107,7 +107,7 @@ def test_sdk_bars_update_live(tmp_path: Any) -> None:
     from sim.testing import running_sim
 
     with running_sim(seed=17) as sim, running_chain(tmp_path, sim, actors=("gateway",)) as manual:
-        client = manual.client("bars")
+        client = manual.client("s1")
         stream = client.bars(AAPL)
         ack = client.subscribe_bars(AAPL, bar_size="10 secs", what_to_show="MIDPOINT")
         assert ack.bar_seconds == 10 and ack.symbol == "AAPL"
@@ -122,14 +122,14 @@ def test_sdk_bars_update_live(tmp_path: Any) -> None:
 
 
 def test_sdk_contract_details_search_what_if_and_pnl(chain: Chain) -> None:
-    client = chain.client("ref")
+    client = chain.client("s2")
     expiries = client.get_contract_details(Instrument(symbol="ES", sec_type="FUT", exchange="CME"))
     assert len(expiries) >= 2 and all(c.multiplier == 50 for c in expiries)
     found = client.search_contracts("MSF")
     assert any(i.symbol == "MSFT" and i.con_id > 0 and i.sec_type == "STK" for i in found)
-    preview = client.what_if(spec(AAPL, "BUY", 100, strategy="ref", limit=round(chain.mid("AAPL"), 2)))
+    preview = client.what_if(spec(AAPL, "BUY", 100, strategy="s2", limit=round(chain.mid("AAPL"), 2)))
     assert isinstance(preview, WhatIfReply) and preview.commission and preview.init_margin_change
-    assert not [o for o in chain.sim.state()["orders"].values() if o["orderRef"].startswith("ref/")]  # nothing placed
+    assert not [o for o in chain.sim.state()["orders"].values() if o["orderRef"].startswith("s2/")]  # nothing placed
     eventually(lambda: client.get_pnl().account is not None, ORDER_TIMEOUT_S, message="IB's daily P&L")
 
 
@@ -144,7 +144,7 @@ def _delayed_tick(client: KhazadClient) -> TickEvent:
 
 
 def test_delayed_data_limit_orders_collared_market_orders_refused(chain: Chain) -> None:
-    tick = _delayed_tick(chain.client("delayed"))
+    tick = _delayed_tick(chain.client("e2e1"))
     assert tick.delayed
     mid = (tick.bid + tick.ask) / 2  # type: ignore[operator]
     market = chain.decided(lambda: spec(MSFT, "BUY", 1, strategy="delayed"))
