@@ -33,11 +33,14 @@ from bus.messages import (
 )
 from bus.pubsub import READY_TIMEOUT_S
 from sdk.async_client import AsyncKhazadClient, Callback, Filter, Until
+from sdk.conflation import LatestTicks, deliver_latest
 from sdk.endpoints import Endpoints
 from sdk.errors import KhazadClientError
 from sdk.market import LastTicks
 from sdk.streams import CLOSED, SyncStream
 
+#: The dispatcher's job for conflated ticks (the ticks themselves wait in :class:`~sdk.conflation.LatestTicks`).
+CONFLATED = "tick:conflated"
 #: How long close() gives the I/O thread to finish (it only closes sockets).
 CLOSE_TIMEOUT_S = 5.0
 T = TypeVar("T")
@@ -49,7 +52,8 @@ class KhazadClient:
     It runs the asyncio client on a private I/O thread. Callbacks (``on_order_update``, ``on_tick``,
     ``on_trading_state``) run on one dispatcher thread, in arrival order, and may call the client's methods.
     Iterators (``order_updates()``, ``ticks()``) block; their ``get(timeout)`` returns None on timeout.
-    Use as a context manager or call :meth:`close`.
+    Use as a context manager or call :meth:`close`. ``conflate_ticks=True``: a slow ``on_tick`` callback gets the
+    newest tick of each contract, never a backlog (:mod:`sdk.conflation`).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class KhazadClient:
         retries: int | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         log_level: str | None = None,
+        conflate_ticks: bool = False,
     ) -> None:
         self._aclient = AsyncKhazadClient(
             strategy_id,
@@ -83,6 +88,8 @@ class KhazadClient:
         self._sync_callbacks: dict[str, list[Callback]] = {"order": [], "tick": [], "state": [], "bar": []}
         self._sync_streams: dict[str, set[SyncStream[Any]]] = {k: set() for k in self._sync_callbacks}
         self._lock = threading.Lock()
+        #: ``conflate_ticks``: the newest undelivered tick per contract for the callbacks (:mod:`sdk.conflation`)
+        self._latest = LatestTicks() if conflate_ticks else None
         self.closed = False
         self._io.start()
         self._dispatcher.start()
@@ -104,7 +111,12 @@ class KhazadClient:
             has_callbacks = bool(self._sync_callbacks[kind])
         for s in streams:
             s.push(item)
-        if has_callbacks:
+        if not has_callbacks:
+            return
+        if kind == "tick" and self._latest is not None:
+            if self._latest.put(item):  # one wake-up per batch: ticks arriving meanwhile replace each other
+                self._dispatch_q.put((CONFLATED, None))
+        else:
             self._dispatch_q.put((kind, item))
 
     def _dispatch(self) -> None:
@@ -113,6 +125,11 @@ class KhazadClient:
             if job is CLOSED:
                 return
             kind, item = job
+            if kind == CONFLATED and self._latest is not None:
+                with self._lock:
+                    callbacks = list(self._sync_callbacks["tick"])
+                deliver_latest(self._latest, callbacks)
+                continue
             with self._lock:
                 callbacks = list(self._sync_callbacks[kind])
             for cb in callbacks:
