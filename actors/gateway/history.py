@@ -91,7 +91,7 @@ class Pending:
     qualified: Qualified
     req: GetHistoricalBars
     caller: str
-    future: asyncio.Future[Answer] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Answer | PacingRefused] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     sent: bool = False
 
 
@@ -153,8 +153,9 @@ class HistoryService:
         except TimeoutError:
             if pending.sent:  # IB has it: its answer comes within the request's own timeout
                 return await pending.future
-            self._withdraw(pending)
-            return self._refuse(key, time.monotonic(), f"not sent within {MAX_WAIT_S:g} s")
+            refusal = self._refuse(key, time.monotonic(), f"not sent within {MAX_WAIT_S:g} s")
+            self._withdraw(pending, refusal)
+            return refusal
 
     def _cached(self, key: HistoryKey, now: float) -> Answer | None:
         entry = self._cache.get(key)
@@ -189,7 +190,8 @@ class HistoryService:
             request_type=tag_of(GetHistoricalBars),
         )
 
-    def _withdraw(self, pending: Pending) -> None:
+    def _withdraw(self, pending: Pending, refusal: PacingRefused) -> None:
+        """Take a request out of its queue; whoever joined it gets the same refusal."""
         queue = self._queues.get(pending.caller)
         if queue is not None and pending in queue:
             queue.remove(pending)
@@ -198,7 +200,7 @@ class HistoryService:
         if self._pending.get(pending.key) is pending:
             del self._pending[pending.key]
         if not pending.future.done():
-            pending.future.cancel()
+            pending.future.set_result(refusal)
 
     # -- the dispatcher ------------------------------------------------------------------------------------------
 
