@@ -87,15 +87,13 @@ from sdk.ids import new_client_order_id
 from sdk.logs import configure_sdk_logging
 from sdk.market import LastTicks, MarketSubscriptions
 from sdk.streams import CLOSED, AsyncStream
-from sdk.trading import TradingStates
+from sdk.trading import TradingStateLearner, TradingStates
 from sdk.views import raise_if_rejected
 
 #: Extra time a WaitOrder call gets on top of the wait itself (the order manager answers at its own deadline).
 WAIT_REPLY_MARGIN_S = 2.0
 #: Longest wait the order manager accepts (WaitOrder.timeout_s is bounded by the schema).
 MAX_WAIT_S = 300.0
-#: Interval between attempts to learn the trading states while the risk governor has not answered.
-STATE_RETRY_S = 2.0
 
 Filter = Literal["open", "today", "all"]
 Until = Literal["live", "done"]
@@ -158,6 +156,12 @@ class AsyncKhazadClient:
         #: the last tick per subscribed contract, by conId, the name it was subscribed with or its readable name
         self.last_ticks = LastTicks(self._md)
         self._trading = TradingStates()
+        self._learner = TradingStateLearner(
+            self._trading,
+            lambda retries: self._require(self._risk).call(GetTradingState(), retries=retries),
+            self.name,
+            self.trading_state,
+        )
         self.gaps = 0
         self.started = False
         self.closed = False
@@ -216,8 +220,8 @@ class AsyncKhazadClient:
         self._start_reader()
         self._hb_task = asyncio.create_task(self._heartbeat(), name=f"{self.name}.heartbeat")
         self.started = True
-        if not await self._learn_trading_states(retries=0):
-            self._state_task = asyncio.create_task(self._keep_asking_states(), name=f"{self.name}.states")
+        if not await self._learner.learn(retries=0):
+            self._state_task = asyncio.create_task(self._learner.keep_asking(), name=f"{self.name}.states")
         logger.info("sdk: {} connected (orders {}, proxy {})", self.name, ep.orders, ep.proxy_backend)
         return self
 
@@ -395,7 +399,7 @@ class AsyncKhazadClient:
         self.gaps += 1
         if topic == topics.TRADING_STATE and self.started and not self.closed:
             # a trading-state change was lost: ask the governor for the whole picture again
-            task = asyncio.ensure_future(self._learn_trading_states(retries=self.retries))
+            task = asyncio.ensure_future(self._learner.learn(retries=self.retries))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self.publisher is not None:
@@ -488,35 +492,6 @@ class AsyncKhazadClient:
         reply = await self._call(self._risk, GetTradingState(), TradingStateReply)
         self._trading.on_reply(reply)
         return reply
-
-    async def _learn_trading_states(self, *, retries: int) -> bool:
-        """Ask the governor once; False when it did not answer (ask again later). A refusal is an answer: asking
-        again would be refused again (trading states then come from ``state.trading`` events only)."""
-        try:
-            reply = await self._require(self._risk).call(GetTradingState(), retries=retries)
-        except RequestTimeout:
-            logger.warning(
-                "sdk: {}: the risk governor did not answer GetTradingState: trading state {} until it does",
-                self.name,
-                self.trading_state(),
-            )
-            return False
-        if not isinstance(reply, TradingStateReply):
-            logger.warning("sdk: {}: GetTradingState answered {}", self.name, reply)
-            return True
-        self._trading.on_reply(reply)
-        logger.info(
-            "sdk: {}: trading {} (epoch {}{})",
-            self.name,
-            self.trading_state(),
-            reply.epoch,
-            "".join(f", {ev.scope} {ev.state} ({ev.cause or '?'} by {ev.origin or '?'})" for ev in reply.scopes),
-        )
-        return True
-
-    async def _keep_asking_states(self) -> None:
-        while not await self._learn_trading_states(retries=0):
-            await asyncio.sleep(STATE_RETRY_S)  # retry timer while the governor does not answer
 
     # -- requests ------------------------------------------------------------------------------------------------
 

@@ -9,9 +9,17 @@ its way); a scope the answer does not list is ACTIVE as of that epoch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from loguru import logger
 
 from bus.messages import TradingStateEvent, TradingStateReply
+from bus.reqrep import RequestTimeout
+
+#: Interval between attempts to learn the trading states while the risk governor has not answered.
+STATE_RETRY_S = 2.0
 
 #: ``state()`` before anything is known
 UNKNOWN = "UNKNOWN"
@@ -48,3 +56,49 @@ class TradingStates:
 
     def of(self, scope: str) -> TradingStateEvent | None:
         return self._by_scope.get(scope)
+
+
+class TradingStateLearner:
+    """Asks the risk governor for every scope's trading state (``GetTradingState``): when the client starts, again
+    every :data:`STATE_RETRY_S` while it does not answer, and after a lost ``state.trading`` change."""
+
+    def __init__(
+        self,
+        states: TradingStates,
+        ask: Callable[[int], Awaitable[Any]],
+        name: str,
+        current: Callable[[], str],
+    ) -> None:
+        self.states = states
+        self._ask = ask
+        self.name = name
+        self._current = current
+
+    async def learn(self, *, retries: int) -> bool:
+        """Ask the governor once; False when it did not answer (ask again later). A refusal is an answer: asking
+        again would be refused again (trading states then come from ``state.trading`` events only)."""
+        try:
+            reply = await self._ask(retries)
+        except RequestTimeout:
+            logger.warning(
+                "sdk: {}: the risk governor did not answer GetTradingState: trading state {} until it does",
+                self.name,
+                self._current(),
+            )
+            return False
+        if not isinstance(reply, TradingStateReply):
+            logger.warning("sdk: {}: GetTradingState answered {}", self.name, reply)
+            return True
+        self.states.on_reply(reply)
+        logger.info(
+            "sdk: {}: trading {} (epoch {}{})",
+            self.name,
+            self._current(),
+            reply.epoch,
+            "".join(f", {ev.scope} {ev.state} ({ev.cause or '?'} by {ev.origin or '?'})" for ev in reply.scopes),
+        )
+        return True
+
+    async def keep_asking(self) -> None:
+        while not await self.learn(retries=0):
+            await asyncio.sleep(STATE_RETRY_S)  # retry timer while the governor does not answer

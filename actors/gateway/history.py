@@ -83,6 +83,10 @@ def bar_of(b: Any) -> Bar:
     )
 
 
+def _new_future() -> asyncio.Future[Answer | PacingRefused]:
+    return asyncio.get_running_loop().create_future()
+
+
 @dataclass
 class Pending:
     """One request waiting for its turn (or in flight): every caller asking the same waits on ``future``."""
@@ -91,7 +95,7 @@ class Pending:
     qualified: Qualified
     req: GetHistoricalBars
     caller: str
-    future: asyncio.Future[Answer | PacingRefused] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Answer | PacingRefused] = field(default_factory=lambda: _new_future())
     sent: bool = False
 
 
