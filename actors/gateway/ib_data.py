@@ -16,6 +16,7 @@ from loguru import logger
 
 from actors.gateway import libtypes as lib
 from actors.gateway.ib import IbSession
+from actors.gateway.pacing import Priority
 
 #: Bound for one historical request (IB can take seconds for a long one).
 HISTORY_TIMEOUT_S = 30.0
@@ -138,7 +139,8 @@ class IbData:
         self._errors[req_id] = []
         future = ib.wrapper.startReq(req_id, contract)
         try:
-            ib.client.placeOrder(req_id, contract, order)
+            with self.session.sender.as_priority(Priority.REQUEST):  # a preview waits behind real orders
+                ib.client.placeOrder(req_id, contract, order)
             state = await asyncio.wait_for(future, timeout)
         finally:
             failure = self._failure(req_id)

@@ -74,6 +74,16 @@ def test_classify_by_message_id():
     assert place_order_id("3\x0042\x00x") == 42 and place_order_id("4\x001\x0042\x00") is None
 
 
+def test_a_what_if_placeorder_waits_behind_real_orders():
+    loop, sender, sent = _sender(5)  # a burst of one message: the rest queue
+    sender.submit("16\x001\x00")  # takes the only token
+    with sender.as_priority(Priority.REQUEST):
+        sender.submit("3\x00900\x00whatif")
+    sender.submit("3\x0042\x00order")
+    loop.run_until(10.0)
+    assert [m.split("\x00")[-1] for _, m in sent] == ["", "order", "whatif"]
+
+
 def test_sender_never_exceeds_rate_in_any_window():
     loop, sender, sent = _sender(45)
     for i in range(500):
