@@ -42,8 +42,10 @@ from tests.support.gateway_harness import AAPL_CON_ID, GatewayHarness
 
 AAPL = Instrument.stock("AAPL")
 EURUSD = Instrument.forex("EUR", "USD")
-#: Ten strategies, eight different windows each: far more than IB's pacing allows at once.
-CALLERS = 10
+#: Ten strategies (ids the test configs hold strategy keys for), eight different windows each: far more than IB's
+#: pacing allows at once.
+HAMMERERS = ("s1", "s2", "momo", "other", "cs1", "e2e1", "e2e2", "e2e3", "alpha", "beta")
+CALLERS = len(HAMMERERS)
 REQUESTS_PER_CALLER = 8
 
 
@@ -81,7 +83,7 @@ def test_history_fx_midpoint_bars_and_trades_refused_as_ib_does(gateway: Gateway
 def _ask_history(cfg: Any, ctx: zmq.Context, caller: int, i: int, answers: dict[int, list[Any]]) -> None:
     # one socket per request, every one with the caller's name: a strategy with eight requests in flight at once
     client = SyncClient(
-        ctx, cfg.bus.gateway, service="gateway", stamper=Stamper(f"strategy.hammer{caller}"), timeout_s=60.0, retries=0
+        ctx, cfg.bus.gateway, service="gateway", stamper=Stamper(f"strategy.{HAMMERERS[caller]}"), timeout_s=60.0, retries=0
     )
     # each caller asks for its own windows (distinct requests: nothing to share or cache), half an hour of
     # one-minute bars ending at 15:00, 15:01, ... UTC on the Friday before the simulator's Monday
