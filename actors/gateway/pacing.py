@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from typing import Protocol
 
@@ -161,6 +162,8 @@ class PacedSender:
         self.sent = [0 for _ in Priority]
         self.max_in_window = 0
         self.dropped = 0
+        #: the class of what is submitted inside :meth:`as_priority` (else by message id)
+        self._override: Priority | None = None
         #: id(queued message) -> futures told whether it went out (True) or was dropped (False)
         self._watchers: dict[int, list[asyncio.Future[bool]]] = {}
 
@@ -216,8 +219,18 @@ class PacedSender:
     def submit(self, msg: str) -> None:
         """Queue one outgoing message (this replaces ``Client.sendMsg``) and send what the budget allows."""
         if msg:
-            self._queues[classify(msg)].append(msg)
+            self._queues[self._override if self._override is not None else classify(msg)].append(msg)
         self.drain()
+
+    @contextmanager
+    def as_priority(self, priority: Priority) -> Iterator[None]:
+        """Messages submitted inside the block go in ``priority``'s class whatever their id: a what-if preview is a
+        placeOrder message but a data request, below orders and cancels."""
+        self._override = priority
+        try:
+            yield
+        finally:
+            self._override = None
 
     def clear(self) -> int:
         """Drop everything queued (the connection is gone: nothing queued may go out on the next one)."""
