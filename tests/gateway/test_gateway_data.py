@@ -39,6 +39,7 @@ from tests.support.builders import order
 from tests.support.config import cfg_of
 from tests.support.events import EventRecorder
 from tests.support.gateway_harness import AAPL_CON_ID, GatewayHarness
+from tests.support.waiting import eventually
 
 AAPL = Instrument.stock("AAPL")
 EURUSD = Instrument.forex("EUR", "USD")
@@ -83,7 +84,12 @@ def test_history_fx_midpoint_bars_and_trades_refused_as_ib_does(gateway: Gateway
 def _ask_history(cfg: Any, ctx: zmq.Context, caller: int, i: int, answers: dict[int, list[Any]]) -> None:
     # one socket per request, every one with the caller's name: a strategy with eight requests in flight at once
     client = SyncClient(
-        ctx, cfg.bus.gateway, service="gateway", stamper=Stamper(f"strategy.{HAMMERERS[caller]}"), timeout_s=60.0, retries=0
+        ctx,
+        cfg.bus.gateway,
+        service="gateway",
+        stamper=Stamper(f"strategy.{HAMMERERS[caller]}"),
+        timeout_s=60.0,
+        retries=0,
     )
     # each caller asks for its own windows (distinct requests: nothing to share or cache), half an hour of
     # one-minute bars ending at 15:00, 15:01, ... UTC on the Friday before the simulator's Monday
@@ -226,3 +232,52 @@ def test_daily_pnl_is_ibs_last_report(gateway: GatewayHarness, recorder: EventRe
     reply = gateway.call(GetDailyPnl())
     assert isinstance(reply, DailyPnlReply) and reply.account is not None
     assert reply.account == recorder.bodies(topics.ACCOUNT_PNL)[-1]
+
+
+def _reconnected(gateway: GatewayHarness, recorder: EventRecorder, sim: Any) -> None:
+    from bus.messages import ConnectionStateEvent
+
+    mark = recorder.mark()
+    sim.drop_connections("daily restart")
+    recorder.wait_for(
+        lambda r: any(
+            e.state == "DISCONNECTED" for _, e in r.since(mark, topics.CONNECTION_STATE, ConnectionStateEvent)
+        ),
+        what="the disconnect",
+    )
+    gateway.wait_ready()
+
+
+@pytest.mark.timeout(90)
+def test_bars_come_back_after_a_reconnect(
+    gateway: GatewayHarness, recorder: EventRecorder, bar_recorder: EventRecorder, sim: Any
+) -> None:
+    ack = gateway.call(SubscribeBars(instrument=AAPL, bar_size="5 secs", what_to_show="MIDPOINT", subscriber="a"))
+    assert isinstance(ack, BarsAck), ack
+    sim.advance(5)
+    bar_recorder.wait_for(lambda r: r.bodies(ack.topic, BarEvent) or None, what="a bar before the reconnect")
+    _reconnected(gateway, recorder, sim)
+    mark = bar_recorder.mark()
+
+    def stepped_bar() -> list[Any] | None:
+        # the stream is asked for again during the reconciliation and may reach the simulator just after READY:
+        # five more seconds of market per look
+        sim.advance(5)
+        return bar_recorder.since(mark, ack.topic, BarEvent) or None
+
+    eventually(stepped_bar, 20, message="bars after the reconnect")
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("sim_overrides", [{"market_data": "354"}])
+def test_delayed_data_is_asked_for_again_after_a_reconnect(
+    gateway: GatewayHarness, recorder: EventRecorder, sim: Any
+) -> None:
+    gateway.call(SubscribeMarketData(instrument=AAPL, subscriber="delayed-test"))
+    md = topics.market_data(AAPL_CON_ID)
+    recorder.wait_for(lambda r: [t for t in r.bodies(md, TickEvent) if t.delayed] or None, timeout=20)
+    _reconnected(gateway, recorder, sim)
+    mark = recorder.mark()
+    sim.advance(2)
+    got = recorder.wait_for(lambda r: [t for _, t in r.since(mark, md, TickEvent) if t.bid] or None, timeout=20)
+    assert all(t.delayed for t in got)
