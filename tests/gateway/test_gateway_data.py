@@ -39,6 +39,7 @@ from tests.support.builders import order
 from tests.support.config import cfg_of
 from tests.support.events import EventRecorder
 from tests.support.gateway_harness import AAPL_CON_ID, GatewayHarness
+from tests.support.sim_state import requests_named
 from tests.support.waiting import eventually
 
 AAPL = Instrument.stock("AAPL")
@@ -153,6 +154,8 @@ def test_bars_update_live_aggregated_from_ibs_five_second_bars(
     ten = gateway.call(SubscribeBars(instrument=AAPL, bar_size="10 secs", what_to_show="MIDPOINT", subscriber="b"))
     assert isinstance(five, BarsAck) and isinstance(ten, BarsAck), (five, ten)
     assert five.topic == topics.bars(AAPL_CON_ID, "MIDPOINT", 5) and ten.bar_seconds == 10
+    # one IB subscription for both sizes and both subscribers
+    assert len(requests_named(sim.state(), "reqRealTimeBars")) == 1
     bad = gateway.call(SubscribeBars(instrument=AAPL, bar_size="7 secs", subscriber="c"))
     assert isinstance(bad, Rejected) and bad.code == "bad_request"
 
