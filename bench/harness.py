@@ -340,9 +340,10 @@ def _wall_minus_mono() -> float:
 
 @contextmanager
 def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str = "INFO",
-                   sim_overrides: dict[str, Any] | None = None) -> Iterator[System]:
+                   sim_overrides: dict[str, Any] | None = None, strategies: tuple[str, ...] = ()) -> Iterator[System]:
     """Start the simulator (own process, realtime clock, its pacing limit off), the proxy and ``actors``; wait
-    until the gateway is READY, the governor ready and the order manager reconciled. Stops everything on exit."""
+    until the gateway is READY, the governor ready and the order manager reconciled. Stops everything on exit.
+    ``strategies``: more strategy keys for the authenticated bus (beyond the test configs' own)."""
     import zmq
 
     from bus.codec import Stamper
@@ -360,7 +361,7 @@ def running_system(tmp: Path, *, actors: Iterable[str] = ACTORS, log_level: str 
     ctx = zmq.Context()
     system = None
     try:
-        path = write_config(tmp, extra=BENCH_CONFIG.format(sim_port=sim.port))
+        path = write_config(tmp, extra=BENCH_CONFIG.format(sim_port=sim.port), strategies=strategies)
         cfg = cfg_of(path)
         system = System(tmp=tmp, config_path=path, cfg=cfg, sim=sim, wall_minus_mono_s=_wall_minus_mono())
         # production heartbeat (tests.support.config.write_config sets 0.2 s for fast tests): a busy gateway must not look

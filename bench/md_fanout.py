@@ -39,7 +39,10 @@ MAX_SAMPLES = 200_000
 def run_md_fanout(tmp: Path, *, quick: bool, log: Any = print) -> dict[str, Any]:
     seconds = QUICK_MEASURE_S if quick else MEASURE_S
     per = STRATEGIES // PROCESSES
-    with running_system(tmp, actors=("gateway",), sim_overrides={"tick_interval": TICK_INTERVAL_S}) as system:
+    names = tuple(f"fan{i}" for i in range(STRATEGIES))
+    with running_system(
+        tmp, actors=("gateway",), sim_overrides={"tick_interval": TICK_INTERVAL_S}, strategies=names
+    ) as system:
         children = [
             Child(
                 "child",

@@ -90,7 +90,9 @@ def authorize(principal: Principal | None, body: Any) -> m.Rejected | None:
         return m.Rejected(
             code="unauthorized", reason=f"{principal.id} cannot act for strategy {sid!r}", request_type=req
         )
-    if isinstance(body, (m.SubscribeMarketData, m.UnsubscribeMarketData)) and not principal.owns_name(body.subscriber):
+    if isinstance(
+        body, (m.SubscribeMarketData, m.UnsubscribeMarketData, m.SubscribeBars, m.UnsubscribeBars)
+    ) and not principal.owns_name(body.subscriber):
         return m.Rejected(
             code="unauthorized",
             reason=f"{principal.id} cannot (un)subscribe market data as {body.subscriber!r}",

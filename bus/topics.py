@@ -149,6 +149,7 @@ PUBLISHERS: dict[str, frozenset[str]] = {
     MARKET_DATA_PREFIX: frozenset({"gateway"}),
     INSTRUMENT_PREFIX: frozenset({"gateway"}),  # IB's contract details, by conId
     PNL_PREFIX: frozenset({"gateway"}),  # IB's daily P&L (reqPnL, reqPnLSingle): risk's daily-loss breaker reads it
+    BARS_PREFIX: frozenset({"gateway"}),  # real-time bars built from IB's 5-second bars (issue 17)
     ORDER_PREFIX: frozenset({"orders"}),
     RISK_DECISION_PREFIX: frozenset({"risk"}),
     RECON_PREFIX: frozenset({SELF}),

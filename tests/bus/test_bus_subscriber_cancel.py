@@ -14,6 +14,7 @@ from bus.codec import Stamper
 from bus.config import KhazadConfig
 from bus.messages import TickEvent
 from bus.pubsub import FAIRNESS_BURST, Publisher, Subscriber
+from tests.support.clients import security, server_key
 from tests.support.doubles.services import InThreadProxy
 
 EVENTS = FAIRNESS_BURST * 8
@@ -31,10 +32,18 @@ def test_reader_cancelled_repeatedly_during_a_flood_loses_no_event(
 ) -> None:
     async def run() -> tuple[list[int], int]:
         actx = zmq.asyncio.Context()
-        pub = Publisher(actx, cfg.bus.proxy_frontend, Stamper("flood"))
-        sub = Subscriber(actx, cfg.bus.proxy_backend, ["md."], name="cancelled-reader")
+        gw, op = security(cfg, "gateway"), security(cfg)  # md.* is the gateway's to publish; the operator reads
+        pub = Publisher(actx, cfg.bus.proxy_frontend, Stamper("flood"), security=gw, server_key=server_key(gw, "proxy"))
+        sub = Subscriber(
+            actx,
+            cfg.bus.proxy_backend,
+            ["md."],
+            name="cancelled-reader",
+            security=op,
+            server_key=server_key(op, "proxy"),
+        )
         try:
-            await pub.wait_ready(cfg.bus.proxy_backend)
+            await pub.wait_ready(cfg.bus.proxy_backend, security=gw, server_key=server_key(gw, "proxy"))
             await sub.wait_ready(pub)
             for i in range(EVENTS):  # all queued before reading: every recv after the first is a burst read
                 pub.publish("md.1", TickEvent(symbol="X", con_id=1, bid=float(i + 1)))

@@ -34,8 +34,8 @@ from bus.messages import (
     WhatIfOrder,
     WhatIfReply,
 )
-from bus.reqrep import SyncClient
 from tests.support.builders import order
+from tests.support.clients import sync_client
 from tests.support.config import cfg_of
 from tests.support.events import EventRecorder
 from tests.support.gateway_harness import AAPL_CON_ID, GatewayHarness
@@ -84,14 +84,15 @@ def test_history_fx_midpoint_bars_and_trades_refused_as_ib_does(gateway: Gateway
 
 def _ask_history(cfg: Any, ctx: zmq.Context, caller: int, i: int, answers: dict[int, list[Any]]) -> None:
     # one socket per request, every one with the caller's name: a strategy with eight requests in flight at once
-    client = SyncClient(
+    client = sync_client(
         ctx,
-        cfg.bus.gateway,
-        service="gateway",
+        cfg,
+        "gateway",
+        key=HAMMERERS[caller],
         stamper=Stamper(f"strategy.{HAMMERERS[caller]}"),
         timeout_s=60.0,
         retries=0,
-    )
+    )  # the caller's own key: the gateway's fair queue is per authenticated key
     # each caller asks for its own windows (distinct requests: nothing to share or cache), half an hour of
     # one-minute bars ending at 15:00, 15:01, ... UTC on the Friday before the simulator's Monday
     minute = caller * REQUESTS_PER_CALLER + i

@@ -61,6 +61,12 @@ ALLOWED = [
     (RISK, m.SubscribeMarketData(instrument=m.Instrument(symbol="AAPL"), subscriber="risk")),
     (PORTFOLIO, m.GetSnapshot()),
     (MONITOR, m.GetRiskState()),
+    # the data plane (issue 17): any key reads data; a what-if only for the key's own strategy; bars as itself
+    (MOMO, m.GetHistoricalBars(instrument=m.Instrument(symbol="AAPL"))),
+    (MOMO, m.WhatIfOrder(order=spec())),
+    (RISK, m.WhatIfOrder(order=spec("anyone"))),
+    (MOMO, m.SubscribeBars(instrument=m.Instrument(symbol="AAPL"), subscriber="strategy.momo")),
+    (MOMO, m.GetDailyPnl()),
 ]
 REFUSED = [
     (MOMO, m.CheckOrder(order=spec())),  # approvals go to the order manager only
@@ -83,6 +89,9 @@ REFUSED = [
     (MOMO, m.SetTradingState(state="ACTIVE", reason="r")),
     (MOMO, m.GetSnapshot()),
     (None, m.Ping()),  # a key no longer on the list
+    (MOMO, m.WhatIfOrder(order=spec("other"))),
+    (MOMO, m.SubscribeBars(instrument=m.Instrument(symbol="AAPL"), subscriber="strategy.other")),
+    (MOMO, m.UnsubscribeBars(con_id=265598, subscriber="strategy.other")),
 ]
 
 
@@ -117,6 +126,7 @@ PUBLISH = [
     (RISK, topics.instrument(265598), False),
     (GATEWAY, topics.ACCOUNT_PNL, True), (GATEWAY, topics.position_pnl(265598), True),
     (MOMO, topics.ACCOUNT_PNL, False), (ALICE, topics.ACCOUNT_PNL, False), (RISK, topics.position_pnl(265598), False),
+    (GATEWAY, topics.bars(265598, "TRADES", 5), True), (MOMO, topics.bars(265598, "TRADES", 5), False),
     (GATEWAY, topics.ACCOUNT_VALUES, True), (PORTFOLIO, topics.ACCOUNT_VALUES, False),
     (PORTFOLIO, topics.PORTFOLIO_SNAPSHOT, True), (MOMO, topics.PORTFOLIO_SNAPSHOT, False),
     (RISK, topics.risk_decision("s1"), True), (ORDERS, topics.risk_decision("s1"), False),
@@ -148,6 +158,7 @@ OWNED_TOPICS = [
     (GATEWAY, topics.fill(265598)), (GATEWAY, topics.commission(265598)), (GATEWAY, topics.position(265598)),
     (GATEWAY, topics.ACCOUNT_VALUES), (GATEWAY, topics.market_data(265598)), (GATEWAY, topics.instrument(265598)),
     (GATEWAY, topics.ACCOUNT_PNL), (GATEWAY, topics.position_pnl(265598)), (ORDERS, topics.order("s1")),
+    (GATEWAY, topics.bars(265598, "TRADES", 60)),
     (RISK, topics.risk_decision("s1")), (ORDERS, topics.recon("orders")), (PORTFOLIO, topics.PORTFOLIO_SNAPSHOT),
     (MONITOR, topics.alert("actor_dead")), (GATEWAY, topics.heartbeat("gateway")), (MOMO, topics.gap("strategy.momo")),
 ]
