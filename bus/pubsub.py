@@ -305,6 +305,9 @@ class Subscriber(_SubscriberBase):
         # because recv() only awaits (through the asyncio socket, which re-checks readiness) when nothing is queued.
         self._raw: zmq.SyncSocket = zmq.Socket.shadow(self.sock.underlying)
         self._burst = 0
+        #: a receive still under way when its caller was cancelled: the next recv() takes its message (cancelling a
+        #: task whose receive had just completed would otherwise drop that message)
+        self._inflight: asyncio.Future[list[bytes]] | None = None
 
     async def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
         """Return once the proxy has this subscriber's subscriptions (probe through ``publisher``)."""
@@ -328,12 +331,15 @@ class Subscriber(_SubscriberBase):
         while True:
             if self._pending:
                 frames = self._pending.popleft()
+            elif self._inflight is not None:
+                frames = await self._take_inflight()
             else:
                 try:
                     frames = _recv_frames(self._raw, zmq.NOBLOCK)
                 except zmq.Again:
                     self._burst = 0
-                    frames = await self.sock.recv_multipart()
+                    self._inflight = asyncio.ensure_future(self.sock.recv_multipart())
+                    frames = await self._take_inflight()
                 else:
                     self._burst += 1
                     if self._burst >= FAIRNESS_BURST:
@@ -347,7 +353,25 @@ class Subscriber(_SubscriberBase):
             if out is not None:
                 return out
 
+    async def _take_inflight(self) -> list[bytes]:
+        fut = self._inflight
+        assert fut is not None
+        try:
+            frames = await asyncio.shield(fut)  # a cancelled caller leaves the receive to the next recv()
+        except asyncio.CancelledError:
+            if fut.cancelled():
+                self._inflight = None
+            raise
+        except BaseException:
+            self._inflight = None
+            raise
+        self._inflight = None
+        return frames
+
     def close(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
+            self._inflight = None
         self.sock.close(0)
 
 
