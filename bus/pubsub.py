@@ -305,13 +305,14 @@ class Subscriber(_SubscriberBase):
         # because recv() only awaits (through the asyncio socket, which re-checks readiness) when nothing is queued.
         self._raw: zmq.SyncSocket = zmq.Socket.shadow(self.sock.underlying)
         self._burst = 0
-        #: a receive still under way when its caller was cancelled: the next recv() takes its message (cancelling a
-        #: task whose receive had just completed would otherwise drop that message)
+        #: the receive of the current recv(); if its caller is cancelled just after it completed, the message is kept
+        #: here for the next recv() (cancelling the task would otherwise drop it)
         self._inflight: asyncio.Future[list[bytes]] | None = None
 
     async def wait_ready(self, publisher: Publisher, *, timeout: float = READY_TIMEOUT_S) -> None:
         """Return once the proxy has this subscriber's subscriptions (probe through ``publisher``)."""
         topic = _probe_topic(self.name)
+        self._claim_inflight()  # a message a cancelled reader had received comes before anything read here
         self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         try:
             deadline = time.monotonic() + timeout
@@ -329,10 +330,9 @@ class Subscriber(_SubscriberBase):
 
     async def recv(self) -> tuple[str, Envelope[Event]]:
         while True:
+            self._claim_inflight()
             if self._pending:
                 frames = self._pending.popleft()
-            elif self._inflight is not None:
-                frames = await self._take_inflight()
             else:
                 try:
                     frames = _recv_frames(self._raw, zmq.NOBLOCK)
@@ -357,16 +357,27 @@ class Subscriber(_SubscriberBase):
         fut = self._inflight
         assert fut is not None
         try:
-            frames = await asyncio.shield(fut)  # a cancelled caller leaves the receive to the next recv()
+            frames = await asyncio.shield(fut)
         except asyncio.CancelledError:
-            if fut.cancelled():
+            if not fut.done():  # nothing received yet: cancelling pyzmq's receive consumes nothing
+                fut.cancel()
                 self._inflight = None
-            raise
+            raise  # a completed receive stays in _inflight for the next recv() / wait_ready()
         except BaseException:
             self._inflight = None
             raise
         self._inflight = None
         return frames
+
+    def _claim_inflight(self) -> None:
+        """A receive that completed for a cancelled reader: its message is the oldest one, before anything read
+        now."""
+        fut = self._inflight
+        if fut is None or not fut.done():
+            return
+        self._inflight = None
+        if not fut.cancelled() and fut.exception() is None:
+            self._pending.appendleft(fut.result())
 
     def close(self) -> None:
         if self._inflight is not None:
