@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--only order_entry,bare_chain,kill,bus,memory,md_fanout]`` (``make bench``): the benchmark
-suite of issue #7. Every figure is measured next to its baseline in the same run on this machine; prints one table
+"""``python -m bench [--quick] [--only order_entry,bare_chain,kill,bus,memory,md_fanout]`` (``make bench``): the
+benchmark suite of issue #7 (``md_fanout``: issue 17's market-data fan-out to 50 strategies). Every figure is measured next to its baseline in the same run on this machine; prints one table
 (Khazad, baseline, ratio, target) and writes the JSON to ``bench/results/<timestamp>.json``. See
 ``docs/benchmarks.md``. Never part of ``make test``.
 
@@ -29,9 +29,8 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-async def _chain_sections(
-    system: Any, selected: list[str], quick: bool, results: dict[str, Any], kill_sizes: tuple[int, ...]
-) -> None:
+async def _chain_sections(system: Any, selected: list[str], quick: bool, results: dict[str, Any],
+                          kill_sizes: tuple[int, ...]) -> None:
     from bench.bare_chain import run_bare_chain
     from bench.kill_switch import run_kill
     from bench.order_entry import DirectPath, KhazadPath, run_order_entry
@@ -54,12 +53,8 @@ async def _chain_sections(
                 await khazad.close()
                 await direct.close()
         bare = await asyncio.to_thread(run_bare_chain, n)
-        results["bare_chain"] = {
-            "khazad": seq["khazad"]["reply"],
-            "khazad_orders": seq["orders"],
-            "bare": bare["round_trip"],
-            "payload_bytes": bare["payload_bytes"],
-        }
+        results["bare_chain"] = {"khazad": seq["khazad"]["reply"], "khazad_orders": seq["orders"],
+                                 "bare": bare["round_trip"], "payload_bytes": bare["payload_bytes"]}
         k, b = results["bare_chain"]["khazad"], results["bare_chain"]["bare"]
         log(f"  Khazad place->OrderReply p50 {k['p50_ms']:.3f} ms vs bare {b['p50_ms']:.3f} ms")
     if "kill" in selected:
@@ -82,12 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the JSON here (default bench/results/<timestamp>.json)")
     ap.add_argument("--log-level", default="INFO", help="the actors' log level (INFO, the production default)")
     ap.add_argument("--kill-sizes", default="10,100,1000", help="working orders per kill (comma-separated)")
-    ap.add_argument(
-        "--keep",
-        type=Path,
-        metavar="DIR",
-        help="run in DIR and keep it (configs, journals, every process's log) instead of a temp dir",
-    )
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="run in DIR and keep it (configs, journals, every process's log) instead of a temp dir")
     args = ap.parse_args(argv)
     selected = [s.strip() for s in args.only.split(",") if s.strip()]
     kill_sizes = tuple(int(n) for n in args.kill_sizes.split(",") if n.strip())
@@ -100,17 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C so every child process and the simulator are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
-    results: dict[str, Any] = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "quick": args.quick,
-        "sections": selected,
-        "machine": machine_info(),
-        "actor_log_level": args.log_level,
-    }
-    log(
-        f"khazad benchmark suite ({'quick' if args.quick else 'full'}): {', '.join(selected)}; "
-        f"{results['machine']['cpus']} cpus, load {os.getloadavg()[0]:.2f}"
-    )
+    results: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick,
+                               "sections": selected, "machine": machine_info(), "actor_log_level": args.log_level}
+    log(f"khazad benchmark suite ({'quick' if args.quick else 'full'}): {', '.join(selected)}; "
+        f"{results['machine']['cpus']} cpus, load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="khazad-bench-") as tmpdir:
         tmp = args.keep.resolve() if args.keep else Path(tmpdir)
         # order entry and the bare chain share one system; the kill gets a fresh one, so its simulator does not

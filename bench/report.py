@@ -40,42 +40,18 @@ def _order_entry_rows(r: dict[str, Any]) -> list[Row]:
             added = kv - dv
             qn = "p99.9" if q == "p999" else q
             if math.isnan(kv):  # not one order reached Submitted (see the achieved-rate row for why)
-                rows.append(
-                    (
-                        "order entry",
-                        f"place->Submitted {qn} {label}",
-                        "none Submitted",
-                        _ms(dv),
-                        "-",
-                        f"added <= {target} ms" if target else "",
-                        _verdict(False if target else None),
-                    )
-                )
+                rows.append(("order entry", f"place->Submitted {qn} {label}", "none Submitted", _ms(dv), "-",
+                             f"added <= {target} ms" if target else "", _verdict(False if target else None)))
                 continue
-            rows.append(
-                (
-                    "order entry",
-                    f"place->Submitted {qn} {label}",
-                    _ms(kv),
-                    _ms(dv),
-                    f"{added:+,.2f} ms ({kv / dv:.1f}x)" if dv and not math.isnan(dv) else "-",
-                    f"added <= {target} ms" if target else "",
-                    _verdict(added <= target if target else None),
-                )
-            )
-        rows.append(
-            (
-                "order entry",
-                f"achieved rate {label}",
-                f"{ks['achieved_per_s']:,.0f}/s"
-                + (f" ({ks['failed']} failed, {ks['lost']} lost)" if ks["failed"] or ks["lost"] else "")
-                + (f" [risk {ks['risk_state_after']}]" if ks.get("risk_state_after", "ACTIVE") != "ACTIVE" else ""),
-                f"{ds['achieved_per_s']:,.0f}/s",
-                f"{ks['achieved_per_s'] / ds['achieved_per_s']:.2f}x" if ds["achieved_per_s"] else "-",
-                "",
-                "-",
-            )
-        )
+            rows.append(("order entry", f"place->Submitted {qn} {label}", _ms(kv), _ms(dv),
+                         f"{added:+,.2f} ms ({kv / dv:.1f}x)" if dv and not math.isnan(dv) else "-",
+                         f"added <= {target} ms" if target else "", _verdict(added <= target if target else None)))
+        rows.append(("order entry", f"achieved rate {label}", f"{ks['achieved_per_s']:,.0f}/s"
+                     + (f" ({ks['failed']} failed, {ks['lost']} lost)" if ks["failed"] or ks["lost"] else "")
+                     + (f" [risk {ks['risk_state_after']}]" if ks.get("risk_state_after", "ACTIVE") != "ACTIVE"
+                        else ""),
+                     f"{ds['achieved_per_s']:,.0f}/s", f"{ks['achieved_per_s'] / ds['achieved_per_s']:.2f}x"
+                     if ds["achieved_per_s"] else "-", "", "-"))
     ms = r.get("max_sustained", {})
     kmax, dmax = ms.get("khazad"), ms.get("ib_insync")
 
@@ -83,17 +59,9 @@ def _order_entry_rows(r: dict[str, Any]) -> list[Row]:
         return f"< {min((int(x) for x in path), default=100)}"
 
     crit = r.get("criterion", {})
-    rows.append(
-        (
-            "order entry",
-            f"max sustained orders/s (>= 95% achieved, no failure, p99 <= {crit.get('p99_ms_max', 50):g} ms)",
-            f"{kmax or below(k)}",
-            f"{dmax or below(d)}",
-            f"{kmax / dmax:.2f}x" if kmax and dmax else "-",
-            "",
-            "-",
-        )
-    )
+    rows.append(("order entry", "max sustained orders/s (>= 95% achieved, no failure, p99 <= "
+                 f"{crit.get('p99_ms_max', 50):g} ms)", f"{kmax or below(k)}", f"{dmax or below(d)}",
+                 f"{kmax / dmax:.2f}x" if kmax and dmax else "-", "", "-"))
     return rows
 
 
@@ -103,17 +71,9 @@ def _bare_rows(r: dict[str, Any]) -> list[Row]:
         kv, bv = r["khazad"][f"{q}_ms"], r["bare"][f"{q}_ms"]
         ratio = kv / bv if bv else float("nan")
         qn = "p99.9" if q == "p999" else q
-        rows.append(
-            (
-                "bare chain",
-                f"3 hops (place->OrderReply) {qn}",
-                _ms(kv),
-                _ms(bv),
-                f"{ratio:.1f}x",
-                f"<= {HOPS_RATIO_TARGET:g}x" if q != "p999" else "",
-                _verdict(ratio <= HOPS_RATIO_TARGET) if q != "p999" else "-",
-            )
-        )
+        rows.append(("bare chain", f"3 hops (place->OrderReply) {qn}", _ms(kv), _ms(bv), f"{ratio:.1f}x",
+                     f"<= {HOPS_RATIO_TARGET:g}x" if q != "p999" else "",
+                     _verdict(ratio <= HOPS_RATIO_TARGET) if q != "p999" else "-"))
     return rows
 
 
@@ -123,73 +83,30 @@ def _kill_rows(r: dict[str, Any]) -> list[Row]:
         kv, bv = s["khazad_to_last_cancel"], s["baseline_to_last_cancel"]
         for q in ("p50", "max"):
             k_, b_ = kv[f"{q}_ms"], bv[f"{q}_ms"]
-            rows.append(
-                (
-                    "kill",
-                    f"kill->last Cancelled {q}, {int(n):,} orders (n={kv['n']})",
-                    _ms(k_),
-                    _ms(b_),
-                    f"{k_ - b_:+,.1f} ms ({k_ / b_:.1f}x)" if b_ and not math.isnan(b_) else "-",
-                    "near the sim's floor",
-                    "-",
-                )
-            )
-        rows.append(
-            (
-                "kill",
-                f"CLI wall time p50, {int(n):,} orders (process start incl.)",
-                _ms(s["cli_wall"]["p50_ms"]),
-                "-",
-                "-",
-                "",
-                "-",
-            )
-        )
+            rows.append(("kill", f"kill->last Cancelled {q}, {int(n):,} orders (n={kv['n']})", _ms(k_), _ms(b_),
+                         f"{k_ - b_:+,.1f} ms ({k_ / b_:.1f}x)" if b_ and not math.isnan(b_) else "-",
+                         "near the sim's floor", "-"))
+        rows.append(("kill", f"CLI wall time p50, {int(n):,} orders (process start incl.)",
+                     _ms(s["cli_wall"]["p50_ms"]), "-", "-", "", "-"))
         unconfirmed = s.get("unconfirmed", 0)
-        rows.append(
-            (
-                "kill",
-                f"working orders after the kill, {int(n):,} orders (sum over kills)",
-                f"{s['working_after']}"
-                + (f" ({unconfirmed} of {s.get('kills')} kills unconfirmed)" if unconfirmed else ""),
-                "0",
-                "-",
-                "0",
-                _verdict(s["working_after"] == 0 and s["all_confirmed"]),
-            )
-        )
+        rows.append(("kill", f"working orders after the kill, {int(n):,} orders (sum over kills)",
+                     f"{s['working_after']}" + (f" ({unconfirmed} of {s.get('kills')} kills unconfirmed)"
+                                                if unconfirmed else ""), "0", "-",
+                     "0", _verdict(s["working_after"] == 0 and s["all_confirmed"])))
     hs = r.get("halt_seen", {})
     for actor, s in hs.items():
         if actor == "all_actors":
             continue
-        rows.append(
-            (
-                "kill",
-                f"halt seen by {actor} p50/p99 (n={s['n']})",
-                f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])}",
-                "-",
-                "-",
-                "",
-                "-",
-            )
-        )
+        rows.append(("kill", f"halt seen by {actor} p50/p99 (n={s['n']})",
+                     f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])}", "-", "-", "", "-"))
     if "all_actors" in hs:
         s = hs["all_actors"]
-        rows.append(
-            (
-                "kill",
-                f"halt seen by every actor p50/p99 (n={s['n']})",
-                f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])}",
-                "-",
-                "-",
-                f"p99 <= {HALT_SEEN_P99_TARGET_MS:g} ms",
-                _verdict(s["p99_ms"] <= HALT_SEEN_P99_TARGET_MS),
-            )
-        )
+        rows.append(("kill", f"halt seen by every actor p50/p99 (n={s['n']})", f"{_ms(s['p50_ms'])} / "
+                     f"{_ms(s['p99_ms'])}", "-", "-", f"p99 <= {HALT_SEEN_P99_TARGET_MS:g} ms",
+                     _verdict(s["p99_ms"] <= HALT_SEEN_P99_TARGET_MS)))
     if "flood" in r:
-        rows.append(
-            ("kill", "md subscription flood meanwhile", f"{r['flood'].get('per_s', 0):,.0f} req/s", "-", "-", "", "-")
-        )
+        rows.append(("kill", "md subscription flood meanwhile", f"{r['flood'].get('per_s', 0):,.0f} req/s", "-", "-",
+                     "", "-"))
     return rows
 
 
@@ -198,47 +115,22 @@ def _bus_rows(r: dict[str, Any]) -> list[Row]:
     for label, c in r.get("cases", {}).items():
         k, raw = c["khazad"], c["raw"]
         lost = f" ({k['lost']:,} lost)" if k["lost"] else ""
-        rows.append(
-            (
-                "bus",
-                f"{label} ({r['payload_bytes']} B)",
-                f"{k['events_per_s']:,.0f}/s{lost}",
-                f"{raw['events_per_s']:,.0f}/s" + (f" ({raw['lost']:,} lost)" if raw["lost"] else ""),
-                f"{c['pct_of_raw']:.0f}%",
-                f">= {BUS_PCT_TARGET:g}%",
-                _verdict(c["pct_of_raw"] >= BUS_PCT_TARGET),
-            )
-        )
+        rows.append(("bus", f"{label} ({r['payload_bytes']} B)", f"{k['events_per_s']:,.0f}/s{lost}",
+                     f"{raw['events_per_s']:,.0f}/s" + (f" ({raw['lost']:,} lost)" if raw["lost"] else ""),
+                     f"{c['pct_of_raw']:.0f}%", f">= {BUS_PCT_TARGET:g}%", _verdict(c["pct_of_raw"] >= BUS_PCT_TARGET)))
     return rows
 
 
 def _memory_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     floor = r.get("floor_kb") or 0
-    rows.append(
-        (
-            "memory",
-            f"md events pumped at {r['pump_rate']:,}/s -> strategy received",
-            f"{r['strategy_ticks']:,} (gaps {r['strategy_gaps']})",
-            f"{r['events']:,}",
-            "-",
-            "",
-            "-",
-        )
-    )
+    rows.append(("memory", f"md events pumped at {r['pump_rate']:,}/s -> strategy received",
+                 f"{r['strategy_ticks']:,} (gaps {r['strategy_gaps']})", f"{r['events']:,}", "-", "", "-"))
     for name, p in r.get("processes", {}).items():
         rest, after = p["rest_kb"] or 0, p["after_kb"] or 0
-        rows.append(
-            (
-                "memory",
-                f"RSS {name} rest -> after {r['events']:,} events",
-                f"{rest / 1024:,.1f} -> {after / 1024:,.1f} MB",
-                f"{floor / 1024:,.1f} MB (idle python)",
-                f"{after / floor:.1f}x" if floor else "-",
-                "",
-                "-",
-            )
-        )
+        rows.append(("memory", f"RSS {name} rest -> after {r['events']:,} events",
+                     f"{rest / 1024:,.1f} -> {after / 1024:,.1f} MB", f"{floor / 1024:,.1f} MB (idle python)",
+                     f"{after / floor:.1f}x" if floor else "-", "", "-"))
     return rows
 
 
@@ -246,42 +138,20 @@ def _md_fanout_rows(r: dict[str, Any]) -> list[Row]:
     what = f"{r['strategies']} strategies x {r['contracts']} contracts, {r['seconds']:g} s"
     return [
         ("md fan-out", f"{what}: events/s delivered", f"{r['events_per_s']:,.0f}/s", "-", "-", "", "-"),
-        (
-            "md fan-out",
-            "tick latency gateway publish -> SDK (p50 / p99 / max)",
-            f"{r['latency_p50_ms']} / {r['latency_p99_ms']} / {r['latency_max_ms']} ms",
-            "-",
-            "-",
-            "",
-            "-",
-        ),
+        ("md fan-out", "tick latency gateway publish -> SDK (p50 / p99 / max)",
+         f"{r['latency_p50_ms']} / {r['latency_p99_ms']} / {r['latency_max_ms']} ms", "-", "-", "", "-"),
         ("md fan-out", "gaps (sum over strategies)", str(r["gaps"]), "-", "-", "0", _verdict(r["gaps"] == 0)),
     ]
 
 
-BUILDERS = {
-    "order_entry": _order_entry_rows,
-    "bare_chain": _bare_rows,
-    "kill": _kill_rows,
-    "bus": _bus_rows,
-    "memory": _memory_rows,
-    "md_fanout": _md_fanout_rows,
-}
+BUILDERS = {"order_entry": _order_entry_rows, "bare_chain": _bare_rows, "kill": _kill_rows, "bus": _bus_rows,
+            "memory": _memory_rows, "md_fanout": _md_fanout_rows}
 
 
 def _issue_rows(section: str, r: dict[str, Any]) -> list[Row]:
-    return [
-        (
-            section.replace("_", " "),
-            "NOTE: " + i.get("what", "")[:60],
-            str({k: v for k, v in i.items() if k != "what"})[:90],
-            "-",
-            "-",
-            "",
-            "[yellow]see JSON[/]",
-        )
-        for i in r.get("cleanup_issues", [])
-    ]
+    return [(section.replace("_", " "), "NOTE: " + i.get("what", "")[:60], str({k: v for k, v in i.items()
+                                                                                 if k != "what"})[:90], "-", "-", "",
+             "[yellow]see JSON[/]") for i in r.get("cleanup_issues", [])]
 
 
 def table_rows(results: dict[str, Any]) -> list[Row]:
@@ -306,29 +176,19 @@ def print_table(results: dict[str, Any]) -> None:
     from rich.table import Table
 
     m = results.get("machine", {})
-    title = (
-        f"Khazad benchmarks {results.get('when', '')} ({'quick' if results.get('quick') else 'full'}), "
-        f"{m.get('cpus')} cpus, load {m.get('loadavg', [0])[0]:.2f} -> {m.get('loadavg_after', [0])[0]:.2f}"
-    )
+    title = (f"Khazad benchmarks {results.get('when', '')} ({'quick' if results.get('quick') else 'full'}), "
+             f"{m.get('cpus')} cpus, load {m.get('loadavg', [0])[0]:.2f} -> {m.get('loadavg_after', [0])[0]:.2f}")
     table = Table(title=title, show_lines=False)
-    for col, kw in (
-        ("section", {}),
-        ("figure", {}),
-        ("Khazad", {"justify": "right"}),
-        ("baseline", {"justify": "right"}),
-        ("ratio", {"justify": "right"}),
-        ("target", {}),
-        ("", {}),
-    ):
+    for col, kw in (("section", {}), ("figure", {}), ("Khazad", {"justify": "right"}),
+                    ("baseline", {"justify": "right"}), ("ratio", {"justify": "right"}), ("target", {}),
+                    ("", {})):
         table.add_column(col, **kw)
     from rich.markup import escape
 
     for row in table_rows(results):
         table.add_row(*(escape(c) for c in row[:-1]), row[-1])  # data may contain [..]; the verdict is markup
     Console(width=200).print(table)
-    print(
-        "Baselines: order entry = ib_insync placing directly against the same simulator (its throttle off); "
-        "bare chain = raw pyzmq DEALER/ROUTER hops with the same payload sizes; kill = ib_insync reqGlobalCancel "
-        "+ cancelOrder of the sticky orders; bus = raw pyzmq through zmq.proxy, same bytes; memory = idle python "
-        "with pyzmq+msgspec. Rates above 50 orders/s exceed IB's limit: pacing raised for the benchmark only."
-    )
+    print("Baselines: order entry = ib_insync placing directly against the same simulator (its throttle off); "
+          "bare chain = raw pyzmq DEALER/ROUTER hops with the same payload sizes; kill = ib_insync reqGlobalCancel "
+          "+ cancelOrder of the sticky orders; bus = raw pyzmq through zmq.proxy, same bytes; memory = idle python "
+          "with pyzmq+msgspec. Rates above 50 orders/s exceed IB's limit: pacing raised for the benchmark only.")

@@ -117,37 +117,35 @@ class MonitorActor(Actor):
         topics.PORTFOLIO_SNAPSHOT,
     )
     #: The monitor answers status requests only; everything else is another actor's job (``unknown_command``).
-    refused_requests = (
-        frozenset(
-            {
-                m.PlaceOrder,
-                m.ModifyOrder,
-                m.CancelOrder,
-                m.CancelAllOrders,
-                m.GetOrder,
-                m.ListOrders,
-                m.WaitOrder,
-                m.CheckOrder,
-                m.SetTradingState,
-                m.EnableStrategy,
-                m.GetRiskState,
-                m.GetTradingState,
-                m.SubmitOrder,
-                m.AmendOrder,
-                m.CancelIbOrder,
-                m.CancelScope,
-                m.Kill,
-                m.Resume,
-                m.EmergencyCancel,
-                m.GetSnapshot,
-                m.SubscribeMarketData,
-                m.UnsubscribeMarketData,
-                m.QualifyInstrument,
-                m.GetAccount,
-                m.GetPositions,
-            }
-        )
-        | m.DATA_REQUESTS
+    refused_requests = frozenset(
+        {
+            m.PlaceOrder,
+            m.ModifyOrder,
+            m.CancelOrder,
+            m.CancelAllOrders,
+            m.GetOrder,
+            m.ListOrders,
+            m.WaitOrder,
+            m.CheckOrder,
+            m.SetTradingState,
+            m.EnableStrategy,
+            m.GetRiskState,
+            m.GetTradingState,
+            m.SubmitOrder,
+            m.AmendOrder,
+            m.CancelIbOrder,
+            m.CancelScope,
+            m.Kill,
+            m.Resume,
+            m.EmergencyCancel,
+            m.GetSnapshot,
+            m.SubscribeMarketData,
+            m.UnsubscribeMarketData,
+            m.QualifyInstrument,
+            m.GetAccount,
+            m.GetPositions,
+            *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+        }
     )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:

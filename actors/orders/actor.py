@@ -126,31 +126,29 @@ class OrderManager(Actor):
     service = ORDERS.endpoint
     topics = TOPICS
     #: requests for the other services: answered ``unknown_command``
-    refused_requests: ClassVar[frozenset[type]] = (
-        frozenset(
-            {
-                CheckOrder,
-                SetTradingState,
-                EnableStrategy,
-                GetRiskState,
-                GetTradingState,
-                SubmitOrder,
-                AmendOrder,
-                CancelIbOrder,
-                CancelScope,
-                Kill,
-                Resume,
-                EmergencyCancel,
-                GetSnapshot,
-                SubscribeMarketData,
-                UnsubscribeMarketData,
-                QualifyInstrument,
-                GetAccount,
-                GetPositions,
-                GetSystemStatus,
-            }
-        )
-        | DATA_REQUESTS
+    refused_requests: ClassVar[frozenset[type]] = frozenset(
+        {
+            CheckOrder,
+            SetTradingState,
+            EnableStrategy,
+            GetRiskState,
+            GetTradingState,
+            SubmitOrder,
+            AmendOrder,
+            CancelIbOrder,
+            CancelScope,
+            Kill,
+            Resume,
+            EmergencyCancel,
+            GetSnapshot,
+            SubscribeMarketData,
+            UnsubscribeMarketData,
+            QualifyInstrument,
+            GetAccount,
+            GetPositions,
+            GetSystemStatus,
+            *DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+        }
     )
 
     #: WaitOrder is answered from order events (the ledger's waiters): it never holds a request slot while it waits

@@ -116,36 +116,34 @@ class PortfolioActor(Actor):
     )
     #: The portfolio answers account and position queries only; orders, risk, control and market data are other
     #: actors' requests (``unknown_command``).
-    refused_requests = (
-        frozenset(
-            {
-                m.PlaceOrder,
-                m.ModifyOrder,
-                m.CancelOrder,
-                m.CancelAllOrders,
-                m.GetOrder,
-                m.ListOrders,
-                m.WaitOrder,
-                m.CheckOrder,
-                m.SetTradingState,
-                m.EnableStrategy,
-                m.GetRiskState,
-                m.GetTradingState,
-                m.SubmitOrder,
-                m.AmendOrder,
-                m.CancelIbOrder,
-                m.CancelScope,
-                m.Kill,
-                m.Resume,
-                m.EmergencyCancel,
-                m.GetSnapshot,
-                m.SubscribeMarketData,
-                m.UnsubscribeMarketData,
-                m.QualifyInstrument,
-                m.GetSystemStatus,
-            }
-        )
-        | m.DATA_REQUESTS
+    refused_requests = frozenset(
+        {
+            m.PlaceOrder,
+            m.ModifyOrder,
+            m.CancelOrder,
+            m.CancelAllOrders,
+            m.GetOrder,
+            m.ListOrders,
+            m.WaitOrder,
+            m.CheckOrder,
+            m.SetTradingState,
+            m.EnableStrategy,
+            m.GetRiskState,
+            m.GetTradingState,
+            m.SubmitOrder,
+            m.AmendOrder,
+            m.CancelIbOrder,
+            m.CancelScope,
+            m.Kill,
+            m.Resume,
+            m.EmergencyCancel,
+            m.GetSnapshot,
+            m.SubscribeMarketData,
+            m.UnsubscribeMarketData,
+            m.QualifyInstrument,
+            m.GetSystemStatus,
+            *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+        }
     )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:

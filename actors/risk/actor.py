@@ -124,31 +124,29 @@ class RiskGovernor(Actor):
         topics.heartbeat(GATEWAY),
     )
     #: requests for the order manager, the gateway, the portfolio and the monitor: never answered here
-    refused_requests = (
-        frozenset(
-            {
-                m.PlaceOrder,
-                m.ModifyOrder,
-                m.CancelOrder,
-                m.CancelAllOrders,
-                m.GetOrder,
-                m.ListOrders,
-                m.WaitOrder,
-                m.SubmitOrder,
-                m.AmendOrder,
-                m.CancelIbOrder,
-                m.CancelScope,
-                m.EmergencyCancel,
-                m.GetSnapshot,
-                m.SubscribeMarketData,
-                m.UnsubscribeMarketData,
-                m.QualifyInstrument,
-                m.GetAccount,
-                m.GetPositions,
-                m.GetSystemStatus,
-            }
-        )
-        | m.DATA_REQUESTS
+    refused_requests = frozenset(
+        {
+            m.PlaceOrder,
+            m.ModifyOrder,
+            m.CancelOrder,
+            m.CancelAllOrders,
+            m.GetOrder,
+            m.ListOrders,
+            m.WaitOrder,
+            m.SubmitOrder,
+            m.AmendOrder,
+            m.CancelIbOrder,
+            m.CancelScope,
+            m.EmergencyCancel,
+            m.GetSnapshot,
+            m.SubscribeMarketData,
+            m.UnsubscribeMarketData,
+            m.QualifyInstrument,
+            m.GetAccount,
+            m.GetPositions,
+            m.GetSystemStatus,
+            *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+        }
     )
 
     def __init__(self, cfg: KhazadConfig, *, name: str | None = None) -> None:
