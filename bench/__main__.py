@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--only order_entry,bare_chain,kill,bus,memory,md_fanout]`` (``make bench``): the
 benchmark suite of issue #7 (``md_fanout``: issue 17's market-data fan-out to 50 strategies). Every figure is
-measured next to its baseline in the same run on this machine; prints one table (Khazad, baseline, ratio, target) and writes the JSON to ``bench/results/<timestamp>.json``. See
-``docs/benchmarks.md``. Never part of ``make test``.
+measured next to its baseline in the same run on this machine; prints one table (Khazad, baseline, ratio, target)
+and writes the JSON to ``bench/results/<timestamp>.json``. See ``docs/benchmarks.md``. Never part of ``make test``.
 
 The older standalone scripts stay runnable on their own: ``python -m bench.order_entry_bench``,
 ``python -m bench.risk_bench``, ``python -m bench.gateway_bench``, ``python -m bench.bus_bench``.
