@@ -64,8 +64,8 @@ def test_default_config_file_loads_to_exactly_the_defaults() -> None:
 def test_default_config_file_names_every_key() -> None:
     in_file = _keys_in_file(tomllib.loads(DEFAULT_TOML.read_text()))
     in_code = set(_fields(KhazadConfig))
-    assert in_code - in_file == set(), "bus/config.py keys missing from khazad.toml (add them with a comment)"
-    assert in_file - in_code == set(), "khazad.toml keys that bus/config.py does not know"
+    assert in_code - in_file == set(), "bus/config_sections.py keys missing from khazad.toml (add them with a comment)"
+    assert in_file - in_code == set(), "khazad.toml keys that bus/config_sections.py does not know"
 
 
 def test_default_config_file_comments_every_key() -> None:
