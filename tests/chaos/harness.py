@@ -56,6 +56,8 @@ PROBE_STRATEGY = "chaos_probe"
 PROBE_SYMBOL = "AAPL"
 #: Where the probe rests: this far under the bid (inside the risk governor's 5 % collar, far from a fill).
 PROBE_DISCOUNT = 0.01
+#: The resting probe's quantity, outside probe_order's 1..50 so the two never look like duplicates.
+RESTING_PROBE_QTY = 75.0
 #: Rejection codes that mean "trading is halted".
 HALT_CODES = frozenset({"halted", "risk.halted"})
 #: Orders each load strategy gets acknowledged before the fault (the load is warm: orders resting and filling).
@@ -427,7 +429,9 @@ def _rest_probe(system: System, notes: list[str]) -> str | None:
     try:
         with KhazadClient(PROBE_STRATEGY, config=system.cfg, timeout_s=2.0, retries=1) as c:
             price = round(system.sim()["quotes"][PROBE_SYMBOL]["bid"] * (1 - PROBE_DISCOUNT), 2)
-            view = c.place_limit_order(PROBE_SYMBOL, "BUY", 2, price)
+            # A quantity no probe_order uses (1..50): a readiness probe a moment earlier at the same price would
+            # otherwise make this order the governor's duplicate (risk.duplicate within its window).
+            view = c.place_limit_order(PROBE_SYMBOL, "BUY", RESTING_PROBE_QTY, price)
             c.wait_for_order(view.spec.client_order_id, "live", timeout=PROBE_TIMEOUT_S)
             return view.spec.client_order_id
     except (OrderRejected, RequestTimeout, OrderWaitTimeout, KhazadClientError, TimeoutError) as exc:
