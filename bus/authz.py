@@ -62,6 +62,11 @@ POLICY: dict[type, frozenset[str]] = {
     m.SearchContracts: ANY,
     m.WhatIfOrder: ANY,
     m.GetDailyPnl: ANY,
+    m.PlaceGroup: frozenset({"strategy", "operator"}),
+    m.CancelGroup: frozenset({"strategy", "operator"}),
+    m.GetGroup: ANY,
+    m.CheckGroup: frozenset({"actor:orders"}),
+    m.SubmitGroup: frozenset({"actor:orders"}),
 }
 
 

@@ -136,6 +136,7 @@ def contract_info(details: lib.ContractDetails, increments: list[tuple[float, fl
         long_name=(details.longName or "")[:128],
         primary_exchange=(getattr(contract, "primaryExchange", "") or "")[:64],
         under_con_id=int(getattr(details, "underConId", 0) or 0),
+        order_types=(getattr(details, "orderTypes", "") or "")[:2048],
     )
 
 

@@ -146,6 +146,10 @@ class RiskGovernor(Actor):
             m.GetPositions,
             m.GetSystemStatus,
             *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+            m.PlaceGroup,
+            m.CancelGroup,
+            m.GetGroup,
+            m.SubmitGroup,
         }
     )
 
