@@ -678,6 +678,11 @@ class IbOrder(Plain, frozen=True, kw_only=True):
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
+    #: a bracket child: its parent's orderRef (IB's ``parentId``, resolved); an OCA member: IB's ``ocaGroup`` and
+    #: ``ocaType`` (issue 16: groups are recovered from IB after a restart)
+    parent_ref: Ref = ""
+    oca_group: Ref = ""
+    oca_type: int = 0
 
 
 class ActorHealth(Plain, frozen=True, kw_only=True):

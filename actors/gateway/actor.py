@@ -39,6 +39,7 @@ from actors.gateway.dataplane import DataPlane
 from actors.gateway.entry import OrderEntry
 from actors.gateway.events import IbEventRouter, OrderEventTranslator
 from actors.gateway.executions import ExecutionFeed
+from actors.gateway.groups import GroupEntry
 from actors.gateway.halts import HaltLatch
 from actors.gateway.ib import IbSession
 from actors.gateway.killswitch import HaltKeeper, KillSwitch
@@ -83,11 +84,13 @@ from bus.messages import (
     GetStatus,
     GetSystemStatus,
     GetTradingState,
+    GroupSubmitAck,
     InstrumentReply,
     Kill,
     ListOrders,
     MarketDataAck,
     ModifyOrder,
+    OrderNoticeEvent,
     PlaceGroup,
     PlaceOrder,
     QualifyInstrument,
@@ -95,6 +98,7 @@ from bus.messages import (
     Resume,
     SetTradingState,
     SubmitAck,
+    SubmitGroup,
     SubmitOrder,
     SubscribeMarketData,
     UnsubscribeMarketData,
@@ -194,6 +198,7 @@ class GatewayActor(Actor):
             outbox=outbox,
             client_id=client_id,
         )
+        self.groups = GroupEntry(self.entry, self.sweeper)
         reconciler = Reconciler(
             session=self.session,
             table=self.table,
@@ -242,6 +247,8 @@ class GatewayActor(Actor):
 
     def _publish(self, topic: str, body: Event) -> None:
         self.publish(topic, body)
+        if isinstance(body, OrderNoticeEvent):
+            self.groups.on_notice(body)  # IB rejected a member of a group: the rest of the group is cancelled
 
     def _on_sent(self, msg: str, priority: Priority) -> None:
         """The pacer sent a message: a placeOrder marks its order as transmitted (IB has it)."""
@@ -283,6 +290,7 @@ class GatewayActor(Actor):
             **super().request_handlers(),
             GetStatus: self._status,
             SubmitOrder: self._submit,
+            SubmitGroup: self._submit_group,
             AmendOrder: self._amend,
             CancelIbOrder: self._cancel,
             CancelScope: self._cancel_scope,
@@ -301,6 +309,9 @@ class GatewayActor(Actor):
 
     async def _submit(self, ctx: CallContext, req: SubmitOrder) -> SubmitAck | Rejected:
         return await self.entry.submit(req)
+
+    async def _submit_group(self, ctx: CallContext, req: SubmitGroup) -> GroupSubmitAck | Rejected:
+        return await self.groups.submit(req)
 
     async def _amend(self, ctx: CallContext, req: AmendOrder) -> SubmitAck | Rejected:
         return await self.entry.amend(req)

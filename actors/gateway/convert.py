@@ -193,10 +193,19 @@ def reject_reason(error_string: str, advanced_json: str) -> str:
     return (error_string or "")[:500]
 
 
-def ib_order(trade: lib.Trade, status: str | None = None) -> IbOrder:
+def ib_order(
+    trade: lib.Trade, status: str | None = None, *, parent_refs: dict[tuple[int, int], str] | None = None
+) -> IbOrder:
+    """One open order for a snapshot; ``parent_refs`` ((clientId, orderId) -> orderRef) names a bracket child's
+    parent by its orderRef."""
     order = trade.order
     st = trade.orderStatus
+    parent_id = int(getattr(order, "parentId", 0) or 0)
+    parent_ref = (parent_refs or {}).get((int(order.clientId or 0), parent_id), "") if parent_id else ""
     return IbOrder(
+        parent_ref=parent_ref,
+        oca_group=str(getattr(order, "ocaGroup", "") or "")[:256],
+        oca_type=int(getattr(order, "ocaType", 0) or 0),
         ib_order_id=int(order.orderId or 0),
         perm_id=int(order.permId or 0),
         client_id=int(order.clientId or 0),

@@ -1,0 +1,272 @@
+"""Order groups end to end (issue 16): the real gateway (ib_insync) against the TWS simulator, the real risk
+governor and order manager as processes, a strategy through the SDK.
+
+Brackets (take-profit fill cancels the stop-loss and the other way round, partial fills), a parent rejected by IB
+taking its children with it, an OCA member rejected taking the group with it, a group refused by risk as a whole,
+and the group's exposure counted once. IB's truth is the simulator's state (parentId, ocaGroup, statuses)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bus.messages import GroupView, Instrument, OrderSpec, OrderView
+from sdk import OrderRejected
+from tests.support.chain import ORDER_TIMEOUT_S, Chain, running_chain
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.timeout(240)
+
+SYMBOL = "AAPL"
+LIMITS = """
+[risk.strategies.capped]
+max_position = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """One chain for the module: a manual-clock simulator (prices move only when a test moves them), the gateway,
+    risk and the order manager."""
+    from sim.testing import running_sim
+
+    with running_sim(seed=16) as sim:
+        with running_chain(tmp_path_factory.mktemp("groups"), sim, extra=LIMITS, risk="stale_data_s = 3600",
+                           actors=("gateway", "risk", "orders")) as chain:
+            yield chain
+
+
+def px(x: float) -> float:
+    return round(x, 2)
+
+
+def group_of(client: Any, group_id: str) -> GroupView:
+    view = client.get_group(group_id)
+    assert isinstance(view, GroupView)
+    return view
+
+
+def statuses(view: GroupView) -> list[str]:
+    return [o.status for o in view.orders]
+
+
+def group_when(client: Any, chain: Chain, group_id: str, pred: Any, what: str) -> GroupView:
+    """The group's view once ``pred(view)`` holds."""
+
+    def ready() -> GroupView | None:
+        view = group_of(client, group_id)
+        return view if pred(view) else None
+
+    return eventually(ready, ORDER_TIMEOUT_S,
+                      message=lambda: f"{what}; have {statuses(group_of(client, group_id))}\n{chain.logs()}")
+
+
+def wait_statuses(client: Any, chain: Chain, group_id: str, want: list[str]) -> GroupView:
+    return group_when(client, chain, group_id, lambda v: statuses(v) == want, f"statuses {want}")
+
+
+def wait_finished(client: Any, chain: Chain, group_id: str) -> GroupView:
+    return group_when(client, chain, group_id, lambda v: v.status != "working", "group finished")
+
+
+def sim_of(chain: Chain, view: OrderView) -> dict:
+    o = chain.sim_order(view.spec.order_ref)
+    assert o is not None, f"{view.spec.order_ref} is not at the simulator"
+    return o
+
+
+def steps(view: OrderView) -> list[str]:
+    out: list[str] = []
+    for s in view.history:
+        if not out or out[-1] != s.status:
+            out.append(s.status)
+    return out
+
+
+def place_bracket(chain: Chain, client: Any, qty: float = 10) -> tuple[GroupView, float, float]:
+    """A BUY bracket whose entry fills at once (a limit at the ask), take-profit 2 % up, stop-loss 2 % down; waits
+    until the entry is filled and both children work at IB."""
+    q = chain.quote(SYMBOL)
+    mid = (q["bid"] + q["ask"]) / 2
+    tp, sl = px(mid * 1.02), px(mid * 0.98)
+    view = client.place_bracket_order(SYMBOL, "BUY", qty, px(q["ask"]), tp, sl)
+    assert view.kind == "bracket" and view.status == "working", view
+    wait_statuses(client, chain, view.group_id, ["Submitted", "PreSubmitted", "PreSubmitted"])
+    chain.sim.set_price(SYMBOL, bid=q["bid"], ask=q["ask"])  # the manual clock matches when the market moves
+    view = group_when(client, chain, view.group_id,
+                      lambda v: v.orders[0].status == "Filled" and all(o.is_live for o in v.orders[1:]),
+                      "entry filled, children working")
+    return view, tp, sl
+
+
+# -- brackets ---------------------------------------------------------------------------------------------------
+
+
+def test_bracket_take_profit_fill_cancels_the_stop_loss(chain: Chain) -> None:
+    client = chain.client("br-tp")
+    view, tp, sl = place_bracket(chain, client)
+    entry, take, stop = view.orders
+    # IB's mechanics: the children name the entry as their parent, and only the last member transmitted
+    assert sim_of(chain, take)["parentId"] == sim_of(chain, entry)["orderId"]
+    assert sim_of(chain, stop)["parentId"] == sim_of(chain, entry)["orderId"]
+    assert [o.spec.order_type for o in view.orders] == ["LMT", "LMT", "STP"]
+    chain.sim.set_price(SYMBOL, bid=px(tp + 0.05), ask=px(tp + 0.07))
+    done = wait_statuses(client, chain, view.group_id, ["Filled", "Filled", "Cancelled"])
+    assert done.status == "done"
+    assert done.orders[1].filled == 10 and done.orders[2].filled == 0
+    assert sim_of(chain, stop)["status"] == "Cancelled"
+    assert chain.position(SYMBOL) == 0
+    # each member is an ordinary order too
+    assert client.get_order(take.spec.client_order_id).status == "Filled"
+    print("bracket (take-profit) status sequences:",
+          {o.spec.order_type + ("" if o.spec.parent_id == "" else " child"): steps(client.get_order(
+              o.spec.client_order_id)) for o in done.orders})
+
+
+def test_bracket_stop_loss_fill_cancels_the_take_profit(chain: Chain) -> None:
+    client = chain.client("br-sl")
+    view, tp, sl = place_bracket(chain, client)
+    chain.sim.set_price(SYMBOL, bid=px(sl - 0.10), ask=px(sl - 0.08))
+    done = wait_statuses(client, chain, view.group_id, ["Filled", "Cancelled", "Filled"])
+    assert done.orders[2].filled == 10 and done.orders[1].filled == 0
+    assert sim_of(chain, view.orders[1])["status"] == "Cancelled"
+    assert chain.position(SYMBOL) == 0
+
+
+def test_bracket_partial_entry_fill_protects_the_filled_part(chain: Chain) -> None:
+    client = chain.client("br-part")
+    q = chain.quote(SYMBOL)
+    mid = (q["bid"] + q["ask"]) / 2
+    entry_px, tp, sl = px(q["bid"] - 0.50), px(mid * 1.02), px(mid * 0.98)
+    view = client.place_bracket_order(SYMBOL, "BUY", 10, entry_px, tp, sl)
+    view = wait_statuses(client, chain, view.group_id, ["Submitted", "PreSubmitted", "PreSubmitted"])
+    entry = view.orders[0]
+    chain.sim.fill(entry.perm_id, quantity=4, price=entry_px)
+    eventually(lambda: client.get_order(entry.spec.client_order_id).filled == 4, ORDER_TIMEOUT_S,
+               message=chain.logs)
+    # the take-profit trades only what the entry filled: 4 of its 10
+    chain.sim.set_price(SYMBOL, bid=px(tp + 0.05), ask=px(tp + 0.07))
+    eventually(lambda: group_of(client, view.group_id).orders[1].filled == 4, ORDER_TIMEOUT_S, message=chain.logs)
+    assert chain.position(SYMBOL) == 0
+    after = group_of(client, view.group_id)
+    assert after.orders[2].filled == 0
+    # cancelling the group cancels the rest of the entry, and IB takes the children with it
+    client.cancel_group(view.group_id, reason="done for today")
+    final = wait_finished(client, chain, view.group_id)
+    assert [o.filled for o in final.orders] == [4, 4, 0]
+    for o in final.orders:
+        sim = sim_of(chain, o)
+        assert sim["filled"] == o.filled  # our quantities are IB's
+    assert chain.position(SYMBOL) == 0
+
+
+def test_bracket_parent_rejected_by_ib_cancels_its_children(chain: Chain) -> None:
+    client = chain.client("br-rej")
+    q = chain.quote(SYMBOL)
+    chain.sim.reject_next_orders(1, code=201, reason="test: parent refused")
+    view = client.place_bracket_order(SYMBOL, "BUY", 10, px(q["bid"] - 0.50), px(q["ask"] * 1.02),
+                                      px(q["bid"] * 0.98))
+    final = wait_finished(client, chain, view.group_id)
+    assert final.status == "cancelled", final
+    assert all(o.filled == 0 and o.is_done for o in final.orders)
+    entry = client.get_order(final.orders[0].spec.client_order_id)
+    assert 201 in [h.error_code for h in entry.history], entry.history  # IB's rejection, then Cancelled
+    assert all(sim_of(chain, o)["status"] == "Cancelled" for o in final.orders)
+
+
+# -- OCA --------------------------------------------------------------------------------------------------------
+
+
+def oca_members(client: Any, chain: Chain, qty: tuple[float, float] = (5, 8)) -> list[OrderSpec]:
+    q = chain.quote(SYMBOL)
+    return [
+        OrderSpec(strategy_id=client.strategy_id, client_order_id=f"{client.strategy_id}-{i}-{q['bid']:.0f}",
+                  instrument=Instrument(symbol=SYMBOL), side="BUY",
+                  quantity=n, order_type="LMT", limit_price=px(q["bid"] - 1.0 - i))
+        for i, n in enumerate(qty)
+    ]
+
+
+def test_oca_member_rejected_by_ib_cancels_the_group(chain: Chain) -> None:
+    client = chain.client("oca-rej")
+    chain.sim.reject_next_orders(1, code=201, reason="test: first member refused")
+    view = client.place_oca_group(oca_members(client, chain), oca_type=1)
+    final = wait_finished(client, chain, view.group_id)
+    assert statuses(final) == ["Cancelled", "Cancelled"], final
+    entry = client.get_order(final.orders[0].spec.client_order_id)
+    assert 201 in [h.error_code for h in entry.history], entry.history  # IB's rejection, then Cancelled
+    assert sim_of(chain, final.orders[0])["ocaGroup"] == f"oca-rej/{view.group_id}"
+    # the other member was cancelled by the gateway: before it left for IB, or at IB
+    second = chain.sim_order(final.orders[1].spec.order_ref)
+    assert second is None or second["status"] == "Cancelled", second
+    assert "rejected" in final.orders[1].reason, final.orders[1].reason
+
+
+def test_oca_fill_of_one_member_cancels_the_other(chain: Chain) -> None:
+    client = chain.client("oca-fill")
+    view = client.place_oca_group(oca_members(client, chain), oca_type=1)
+    view = wait_statuses(client, chain, view.group_id, ["Submitted", "Submitted"])
+    # a partial fill of one member cancels the other (ocaType 1); the member itself keeps working
+    chain.sim.fill(view.orders[0].perm_id, quantity=2)
+    after = wait_statuses(client, chain, view.group_id, ["Submitted", "Cancelled"])
+    assert [o.filled for o in after.orders] == [2, 0]
+    assert sim_of(chain, after.orders[1])["status"] == "Cancelled"
+    client.cancel_group(view.group_id)
+    final = wait_finished(client, chain, view.group_id)
+    assert final.status == "done" and [o.filled for o in final.orders] == [2, 0]
+    # leave no position behind for the other tests
+    close = client.place_market_order(SYMBOL, "SELL", 2)
+    client.wait_for_order(close.spec.client_order_id, "live", timeout=ORDER_TIMEOUT_S)
+    chain.sim.set_price(SYMBOL, bid=chain.quote(SYMBOL)["bid"], ask=chain.quote(SYMBOL)["ask"])
+    eventually(lambda: chain.position(SYMBOL) == 0, ORDER_TIMEOUT_S, message=chain.logs)
+
+
+# -- risk: one unit, worst case ---------------------------------------------------------------------------------
+
+
+def test_group_refused_by_risk_is_refused_as_a_whole(chain: Chain) -> None:
+    client = chain.client("risk-all")
+    q = chain.quote(SYMBOL)
+    # the stop-loss is 20 % away: outside the price collar; the entry and take-profit alone would pass
+    with pytest.raises(OrderRejected) as err:
+        client.place_bracket_order(SYMBOL, "BUY", 10, px(q["bid"] - 0.5), px(q["ask"] * 1.01), px(q["bid"] * 0.8))
+    group = err.value.group
+    assert group is not None and group.status == "rejected"
+    assert err.value.code == "risk.price_collar"
+    assert statuses(group) == ["RiskRejected"] * 3
+    assert all(chain.sim_order(o.spec.order_ref) is None for o in group.orders)  # nothing reached IB
+    assert client.get_order(group.orders[0].spec.client_order_id).status == "RiskRejected"
+
+
+def test_group_exposure_counts_its_worst_case_once(chain: Chain) -> None:
+    """max_position 10 for this strategy: an OCA of 5 and 8 (largest 8) passes where 13 would not; a bracket of
+    10 (entry + two children of 10) passes where three orders of 10 would not."""
+    client = chain.client("capped")
+    oca = client.place_oca_group(oca_members(client, chain, (5, 8)), oca_type=1)
+    assert oca.status == "working"
+    q = chain.quote(SYMBOL)
+    # the group counts as its largest member (8): 2 more fit under 10, 3 do not
+    with pytest.raises(OrderRejected) as err:
+        client.place_limit_order(SYMBOL, "BUY", 3, px(q["bid"] - 0.7))
+    assert err.value.code == "risk.max_position", err.value
+    two = client.place_limit_order(SYMBOL, "BUY", 2, px(q["bid"] - 0.7))
+    client.cancel_order(two.spec.client_order_id)
+    client.cancel_group(oca.group_id)
+    wait_finished(client, chain, oca.group_id)
+    eventually(lambda: client.get_order(two.spec.client_order_id).is_done, ORDER_TIMEOUT_S, message=chain.logs)
+    before = chain.risk_state()
+    br = client.place_bracket_order(SYMBOL, "BUY", 10, px(q["bid"] - 0.5), px(q["ask"] * 1.02),
+                                    px(q["bid"] * 0.98))
+    assert br.status == "working"
+    state = chain.risk_state()
+    # the account book: the entry's 10 on the buy side, the children's 10 (not 20) on the sell side
+    assert state.working_buy.get(SYMBOL, 0) - before.working_buy.get(SYMBOL, 0) == 10, state
+    assert state.working_sell.get(SYMBOL, 0) - before.working_sell.get(SYMBOL, 0) == 10, state
+    # one more buy would go beyond the limit: the bracket is counted, once
+    with pytest.raises(OrderRejected) as err:
+        client.place_limit_order(SYMBOL, "BUY", 1, px(q["bid"] - 0.5))
+    assert err.value.code == "risk.max_position"
+    client.cancel_group(br.group_id)
+    wait_finished(client, chain, br.group_id)
