@@ -28,9 +28,9 @@ from loguru import logger
 
 from actors.risk import codes
 from actors.risk.checks import BookView, RiskView, Verdict, evaluate, prices
-from actors.risk.exposure import BRACKET_PREFIX
 from actors.risk.mirror import GatewayMirror
 from actors.risk.pretrade import ApprovalSigner, PreTradeChecker
+from actors.risk.working import BRACKET_PREFIX
 from bus.config import RiskConfig, RiskLimits
 from bus.messages import CheckGroup, ContractInfo, GroupDecision, OrderGroup, OrderSpec, TradingState
 
