@@ -927,6 +927,9 @@ class Kill(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: Reason
     origin: Ref = ""
+    #: keep the stop orders (STP, STP LMT, TRAIL, TRAIL LIMIT) that protect an open position at IB: a stop on the
+    #: side that closes it (``khazad kill --keep-protective``); everything else is cancelled as usual
+    keep_protective: bool = False
 
     def __post_init__(self) -> None:
         _check_reason("reason", self.reason)
@@ -952,6 +955,8 @@ class EmergencyCancel(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: Reason
     origin: Ref = ""
+    #: as :attr:`Kill.keep_protective` (a kill's own emergency cancel carries the kill's choice)
+    keep_protective: bool = False
 
     def __post_init__(self) -> None:
         _check_reason("reason", self.reason)

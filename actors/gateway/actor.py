@@ -49,6 +49,7 @@ from actors.gateway.outbox import Event, Outbox
 from actors.gateway.pacing import Priority, place_order_id
 from actors.gateway.persist import ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
 from actors.gateway.pnl import PnLFeed
+from actors.gateway.protective import protective_keeper
 from actors.gateway.reconcile import OrderResync, Reconciler
 from actors.gateway.settings import GatewaySettings, resolve_settings
 from actors.gateway.snapshot import SnapshotBuilder
@@ -184,6 +185,7 @@ class GatewayActor(Actor):
             self.table,
             outbox,
             is_connected=self.session.is_connected,
+            protective=protective_keeper(self.session),
         )
         self.entry = OrderEntry(
             session=self.session,

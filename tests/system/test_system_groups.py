@@ -270,3 +270,51 @@ def test_group_exposure_counts_its_worst_case_once(chain: Chain) -> None:
     assert err.value.code == "risk.max_position"
     client.cancel_group(br.group_id)
     wait_finished(client, chain, br.group_id)
+
+
+# -- kill -------------------------------------------------------------------------------------------------------
+
+
+def flatten(chain: Chain, client: Any) -> None:
+    """Sell what the strategy holds (the bracket's entry) so the next test starts flat."""
+    held = chain.position(SYMBOL)
+    if held:
+        close = client.place_market_order(SYMBOL, "SELL" if held > 0 else "BUY", abs(held))
+        client.wait_for_order(close.spec.client_order_id, "live", timeout=ORDER_TIMEOUT_S)
+        chain.sim.set_price(SYMBOL, bid=chain.quote(SYMBOL)["bid"], ask=chain.quote(SYMBOL)["ask"])
+    eventually(lambda: chain.position(SYMBOL) == 0, ORDER_TIMEOUT_S, message=chain.logs)
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["kill", "kill-keep-protective"])
+def test_kill_cancels_everything_unless_told_to_keep_the_protective_stops(chain: Chain, keep: bool) -> None:
+    """A kill cancels every working order, the bracket's stop-loss included; ``--keep-protective`` cancels the
+    take-profit and a resting entry but keeps the stop-loss that protects the filled entry's position at IB."""
+    from cli.kill import send_kill
+    from cli.resume import send_resume
+
+    client = chain.client(f"kill-{'keep' if keep else 'all'}")
+    view, tp, sl = place_bracket(chain, client)
+    entry, take, stop = view.orders
+    q = chain.quote(SYMBOL)
+    resting = client.place_limit_order(SYMBOL, "BUY", 3, px(q["bid"] - 1.0))
+    eventually(lambda: chain.working_at_sim(resting.spec.order_ref), ORDER_TIMEOUT_S, message=chain.logs)
+    try:
+        outcome = send_kill(chain.cfg, reason="test: kill with brackets", keep_protective=keep)
+        assert outcome.exit_code == 0, outcome.to_dict()
+        assert not chain.working_at_sim(resting.spec.order_ref)
+        assert not chain.working_at_sim(take.spec.order_ref)
+        assert chain.working_at_sim(stop.spec.order_ref) is keep, chain.sim_order(stop.spec.order_ref)
+        assert chain.position(SYMBOL) == 10  # the entry's fill stands
+        want = ["Filled", "Cancelled", "Submitted" if keep else "Cancelled"]
+        if keep:
+            group_when(client, chain, view.group_id, lambda v: statuses(v)[:2] == want[:2] and v.orders[2].is_live,
+                       "take-profit cancelled, stop-loss kept")
+        else:
+            wait_statuses(client, chain, view.group_id, want)
+    finally:
+        send_resume(chain.cfg, reason="test: resume after the kill")
+        eventually(lambda: chain.risk_state().global_state == "ACTIVE", ORDER_TIMEOUT_S, message=chain.logs)
+    if keep:
+        client.cancel_group(view.group_id)
+        wait_finished(client, chain, view.group_id)
+    flatten(chain, client)
