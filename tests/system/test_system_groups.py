@@ -318,3 +318,57 @@ def test_kill_cancels_everything_unless_told_to_keep_the_protective_stops(chain:
         client.cancel_group(view.group_id)
         wait_finished(client, chain, view.group_id)
     flatten(chain, client)
+
+
+# -- restart ----------------------------------------------------------------------------------------------------
+
+
+def restart(chain: Chain, name: str) -> None:
+    from bus.messages import GetStatus
+    from tests.support.processes import wait_serving
+
+    proc = chain.procs[name]
+    proc.start()
+    wait_serving(chain.ctx, chain.cfg.bus.service_endpoint(name), proc, 45.0)
+    if name == "orders":
+        orders = chain.service("orders")
+        eventually(lambda: orders.call(GetStatus()).detail.get("ready") == "true", 45.0, message=chain.logs)
+    if name == "risk":
+        eventually(lambda: chain.risk_state().ready, 45.0, message=chain.logs)
+
+
+def test_restart_mid_bracket_recovers_the_group_from_the_journal_and_ib(chain: Chain) -> None:
+    """The order manager and the risk governor crash (SIGKILL) while a bracket's entry rests; IB fills 4 of its 10
+    meanwhile. After the restart the order manager has the group (its journal) with IB's fills, and the governor
+    counts the children (from IB's parentId) as one set: the largest, not the sum. The bracket still works."""
+    client = chain.client("restart")
+    q = chain.quote(SYMBOL)
+    mid = (q["bid"] + q["ask"]) / 2
+    entry_px, tp, sl = px(q["bid"] - 0.50), px(mid * 1.02), px(mid * 0.98)
+    view = client.place_bracket_order(SYMBOL, "BUY", 10, entry_px, tp, sl)
+    view = wait_statuses(client, chain, view.group_id, ["Submitted", "PreSubmitted", "PreSubmitted"])
+    before = chain.risk_state()
+    entry, take, stop = view.orders
+    chain.procs["orders"].kill()
+    chain.procs["risk"].kill()
+    chain.sim.fill(entry.perm_id, quantity=4, price=entry_px)
+    restart(chain, "risk")
+    restart(chain, "orders")
+    got = group_when(client, chain, view.group_id, lambda v: v.orders[0].filled == 4, "the entry's fill of 4")
+    assert [o.spec.client_order_id for o in got.orders] == [o.spec.client_order_id for o in view.orders]
+    assert got.kind == "bracket" and got.status == "working"
+    assert [o.spec.parent_id for o in got.orders[1:]] == [entry.spec.client_order_id] * 2
+    # the governor rebuilt its book from IB's open orders: the children are one set (parentId), counted once
+    children = [sim_of(chain, o) for o in (take, stop)]
+    assert all(c["parentId"] == sim_of(chain, entry)["orderId"] for c in children)
+    assert before.working_sell.get(SYMBOL, 0) == 10  # nothing else works in AAPL: the children's set, once
+    state = chain.risk_state()
+    largest, total = max(c["remaining"] for c in children), sum(c["remaining"] for c in children)
+    assert largest < total and state.working_sell.get(SYMBOL, 0) == pytest.approx(largest), (state, children)
+    # the bracket still works after the restart: the take-profit trades the 4 the entry filled
+    chain.sim.set_price(SYMBOL, bid=px(tp + 0.05), ask=px(tp + 0.07))
+    group_when(client, chain, view.group_id, lambda v: v.orders[1].filled == 4, "take-profit filled 4")
+    client.cancel_group(view.group_id)
+    final = wait_finished(client, chain, view.group_id)
+    assert [o.filled for o in final.orders] == [4, 4, 0]
+    flatten(chain, client)
