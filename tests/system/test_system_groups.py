@@ -372,3 +372,34 @@ def test_restart_mid_bracket_recovers_the_group_from_the_journal_and_ib(chain: C
     final = wait_finished(client, chain, view.group_id)
     assert [o.filled for o in final.orders] == [4, 4, 0]
     flatten(chain, client)
+
+
+# -- order types ------------------------------------------------------------------------------------------------
+
+
+def test_trailing_stop_reaches_ib_as_a_trail_order_and_keeps_its_terms(chain: Chain) -> None:
+    client = chain.client("trail")
+    view = client.place_trailing_stop(SYMBOL, "SELL", 1, trailing_amount=1.25)
+    live = client.wait_for_order(view.spec.client_order_id, "live", timeout=ORDER_TIMEOUT_S)
+    at_ib = sim_of(chain, live)
+    assert (at_ib["orderType"], at_ib["auxPrice"], at_ib["tif"]) == ("TRAIL", 1.25, "GTC")
+    assert at_ib["trailStopPrice"] == pytest.approx(chain.quote(SYMBOL)["bid"] - 1.25)
+    pct = client.place_trailing_stop(SYMBOL, "SELL", 1, trailing_percent=2.0)
+    pct_live = client.wait_for_order(pct.spec.client_order_id, "live", timeout=ORDER_TIMEOUT_S)
+    assert sim_of(chain, pct_live)["trailingPercent"] == 2.0
+    # IB's reported terms are the order's own: nothing it cannot express
+    for v in (client.get_order(view.spec.client_order_id), client.get_order(pct.spec.client_order_id)):
+        assert not [h.reason for h in v.history if "cannot be adopted" in h.reason], v.history
+        assert v.spec.order_type == "TRAIL"
+    client.cancel_all_orders()
+    eventually(lambda: not client.get_orders("open"), ORDER_TIMEOUT_S, message=chain.logs)
+
+
+def test_an_order_type_ib_does_not_list_for_the_contract_is_refused_before_ib(chain: Chain) -> None:
+    client = chain.client("types")
+    es = Instrument(symbol="ES", sec_type="FUT", exchange="CME", con_id=551601503)
+    with pytest.raises(OrderRejected) as err:
+        client.place_order(OrderSpec(strategy_id="types", client_order_id="moc-es", instrument=es, side="BUY",
+                                     quantity=1, order_type="MOC"))
+    assert err.value.code == "risk.order_type" and "MOC" in err.value.reason
+    assert chain.sim_order("types/moc-es") is None
