@@ -74,8 +74,16 @@ ALL_CODES = (
     BUYING_POWER,
     DELAYED_DATA,
     MARGIN,
+    GROUP_REJECTED,
 )
 
 #: Rejections that do not count towards the reject-rate breaker: the governor's own state, and market data
 #: problems that hit every strategy alike (the stale-data breaker handles those).
-NOT_COUNTED_FOR_REJECT_RATE = STATE_CODES | {NO_MARKET_DATA, STALE_MARKET_DATA, NOT_QUALIFIED, NO_FX_RATE}
+#: (``GROUP_REJECTED``: the group's other members; the failing member's own code counts once)
+NOT_COUNTED_FOR_REJECT_RATE = STATE_CODES | {
+    NO_MARKET_DATA,
+    STALE_MARKET_DATA,
+    NOT_QUALIFIED,
+    NO_FX_RATE,
+    GROUP_REJECTED,
+}
