@@ -403,3 +403,42 @@ def test_an_order_type_ib_does_not_list_for_the_contract_is_refused_before_ib(ch
                                      quantity=1, order_type="MOC"))
     assert err.value.code == "risk.order_type" and "MOC" in err.value.reason
     assert chain.sim_order("types/moc-es") is None
+
+
+# -- REDUCING ---------------------------------------------------------------------------------------------------
+
+
+def test_reducing_admits_protective_groups_that_only_reduce_and_refuses_a_new_bracket(chain: Chain) -> None:
+    """The strategy holds 10 and is REDUCING: an OCA of a take-profit and a stop-loss for those 10 passes (each
+    only reduces), a new bracket (its entry opens) is refused as a whole, nothing of it reaching IB."""
+    from bus.messages import Ack, SetTradingState
+
+    client = chain.client("reducer")
+    q = chain.quote(SYMBOL)
+    opened = client.place_limit_order(SYMBOL, "BUY", 10, px(q["ask"]))
+    client.wait_for_order(opened.spec.client_order_id, "live", timeout=ORDER_TIMEOUT_S)
+    chain.sim.set_price(SYMBOL, bid=q["bid"], ask=q["ask"])
+    eventually(lambda: client.get_order(opened.spec.client_order_id).status == "Filled", ORDER_TIMEOUT_S,
+               message=chain.logs)
+    eventually(lambda: chain.risk_state().positions.get(SYMBOL) == 10, ORDER_TIMEOUT_S, message=chain.logs)
+    scope = "strategy:reducer"
+    assert isinstance(chain.risk.call(SetTradingState(scope=scope, state="REDUCING", reason="test")), Ack)
+    try:
+        mid = (q["bid"] + q["ask"]) / 2
+        protect = [
+            OrderSpec(strategy_id="reducer", client_order_id="tp", instrument=Instrument(symbol=SYMBOL), side="SELL",
+                      quantity=10, order_type="LMT", limit_price=px(mid * 1.02), tif="GTC"),
+            OrderSpec(strategy_id="reducer", client_order_id="sl", instrument=Instrument(symbol=SYMBOL), side="SELL",
+                      quantity=10, order_type="STP", stop_price=px(mid * 0.98), tif="GTC"),
+        ]
+        oca = client.place_oca_group(protect, oca_type=1)
+        assert oca.status == "working", oca
+        with pytest.raises(OrderRejected) as err:
+            client.place_bracket_order(SYMBOL, "BUY", 5, px(q["bid"] - 0.5), px(mid * 1.02), px(mid * 0.98))
+        assert err.value.code == "risk.reducing" and err.value.group is not None
+        assert all(chain.sim_order(o.spec.order_ref) is None for o in err.value.group.orders)
+        client.cancel_group(oca.group_id)
+        wait_finished(client, chain, oca.group_id)
+    finally:
+        chain.risk.call(SetTradingState(scope=scope, state="ACTIVE", reason="test done"))
+    flatten(chain, client)
