@@ -522,7 +522,7 @@ class OrderSpec(Plain, frozen=True, kw_only=True):
     # -- protective order types and order groups (issue 16); see check_order_terms ----------------------------
     #: TRAIL / TRAIL LIMIT: the stop trails the market by an amount (IB's ``auxPrice``) or a percent
     trailing_amount: Price | None = None
-    trailing_percent: Annotated[float, Meta(gt=0, lt=100)] | None = None
+    trailing_percent: Annotated[float, Meta(gt=0, le=100)] | None = None
     #: TRAIL / TRAIL LIMIT: the first stop price (IB's ``trailStopPrice``; none: IB starts from the market)
     trail_stop_price: Price | None = None
     #: TRAIL LIMIT: the limit is the stop minus (sells) / plus (buys) this offset (IB's ``lmtPriceOffset``)
