@@ -183,6 +183,26 @@ class GroupEntry:
         for rec in placed:
             self.sweeper.cancel_one(rec, f"group {group.key}: placement interrupted")
 
+    def linked_at_ib(self, order_ref: str) -> tuple[str, ...]:
+        """The orderRefs IB links to ``order_ref`` (its ocaGroup; its parent and siblings, or its children): the
+        group of an order placed before a gateway restart, from IB's own links (the orders IB reported)."""
+        rec = self.entry.table.get(order_ref)
+        if rec is None or rec.trade is None:
+            return ()
+        order = rec.trade.order
+        oca = str(getattr(order, "ocaGroup", "") or "")
+        root = int(getattr(order, "parentId", 0) or 0) or rec.ib_order_id
+        linked = []
+        for other in self.entry.table.records():
+            if other.trade is None or other.client_id != rec.client_id or not other.order_ref:
+                continue
+            o = other.trade.order
+            same_oca = bool(oca) and str(getattr(o, "ocaGroup", "") or "") == oca
+            same_bracket = other.ib_order_id == root or int(getattr(o, "parentId", 0) or 0) == root
+            if same_oca or same_bracket:
+                linked.append(other.order_ref)
+        return tuple(linked) if len(linked) > 1 else ()
+
     # -- a member rejected -------------------------------------------------------------------------------------------
 
     def on_notice(self, notice: OrderNoticeEvent) -> None:
@@ -190,8 +210,8 @@ class GroupEntry:
         # a held member refused when its group transmits is reported before its effect is known (then Cancelled)
         if notice.effect != "rejected" and notice.code != IB_REJECTED_CODE:
             return
-        refs = self.members.get(notice.order_ref)
-        if refs is None:
+        refs = self.members.get(notice.order_ref) or self.linked_at_ib(notice.order_ref)
+        if not refs:
             return
         for ref in refs:
             if ref == notice.order_ref:

@@ -265,3 +265,34 @@ def test_group_status_says_rejected_working_done_or_cancelled() -> None:
     assert group_status([rec("Filled", 1), rec("Submitted")]) == "working"
     assert group_status([rec("Filled", 1), rec("Cancelled")]) == "done"
     assert group_status([rec("Cancelled"), rec("Cancelled")]) == "cancelled"
+
+
+# -- gateway: a group from IB's own links (after a gateway restart) -------------------------------------------------
+
+
+def test_the_gateway_finds_a_group_from_ibs_links_when_it_did_not_place_it_this_run() -> None:
+    from types import SimpleNamespace
+
+    from actors.gateway.groups import GroupEntry
+    from actors.gateway.ordertable import IbOrderRecord, IbOrderTable
+
+    table = IbOrderTable()
+
+    def add(ref: str, order_id: int, *, parent: int = 0, oca: str = "", client: int = 9) -> None:
+        rec = IbOrderRecord(order_ref=ref, strategy_id="s", client_order_id=ref.split("/")[1], symbol="AAPL",
+                            ib_order_id=order_id, client_id=client)
+        rec.trade = SimpleNamespace(order=SimpleNamespace(parentId=parent, ocaGroup=oca))  # type: ignore[assignment]
+        table._index(rec)
+
+    add("s/entry", 10)
+    add("s/tp", 11, parent=10)
+    add("s/sl", 12, parent=10)
+    add("s/lone", 13)
+    add("s/a", 14, oca="s/g")
+    add("s/b", 15, oca="s/g")
+    add("x/other-client", 11, parent=10, client=3)
+    groups = GroupEntry(SimpleNamespace(table=table), sweeper=None)  # type: ignore[arg-type]
+    assert sorted(groups.linked_at_ib("s/sl")) == ["s/entry", "s/sl", "s/tp"]
+    assert sorted(groups.linked_at_ib("s/entry")) == ["s/entry", "s/sl", "s/tp"]
+    assert sorted(groups.linked_at_ib("s/b")) == ["s/a", "s/b"]
+    assert groups.linked_at_ib("s/lone") == ()
