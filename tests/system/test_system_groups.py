@@ -146,6 +146,14 @@ def test_bracket_partial_entry_fill_protects_the_filled_part(chain: Chain) -> No
     chain.sim.fill(entry.perm_id, quantity=4, price=entry_px)
     eventually(lambda: client.get_order(entry.spec.client_order_id).filled == 4, ORDER_TIMEOUT_S,
                message=chain.logs)
+    # the children's quantities are IB's: the order manager's views say what IB says of each child
+    def consistent() -> bool:
+        views = group_of(client, view.group_id).orders[1:]
+        sims = [sim_of(chain, o) for o in views]
+        return all(v.spec.quantity == s["totalQuantity"] and v.remaining == s["remaining"]
+                   for v, s in zip(views, sims, strict=True))
+
+    eventually(consistent, ORDER_TIMEOUT_S, message=lambda: f"{[sim_of(chain, o) for o in view.orders[1:]]}")
     # the take-profit trades only what the entry filled: 4 of its 10
     chain.sim.set_price(SYMBOL, bid=px(tp + 0.05), ask=px(tp + 0.07))
     eventually(lambda: group_of(client, view.group_id).orders[1].filled == 4, ORDER_TIMEOUT_S, message=chain.logs)
