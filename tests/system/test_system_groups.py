@@ -120,9 +120,10 @@ def test_bracket_take_profit_fill_cancels_the_stop_loss(chain: Chain) -> None:
     assert chain.position(SYMBOL) == 0
     # each member is an ordinary order too
     assert client.get_order(take.spec.client_order_id).status == "Filled"
-    print("bracket (take-profit) status sequences:",
-          {o.spec.order_type + ("" if o.spec.parent_id == "" else " child"): steps(client.get_order(
-              o.spec.client_order_id)) for o in done.orders})
+    for o in done.orders:  # the status sequence end to end (shown with -s)
+        full = client.get_order(o.spec.client_order_id)
+        print(f"bracket {o.spec.order_type} {o.spec.side}{' child' if o.spec.parent_id else ' entry'}: "
+              + " -> ".join(f"{h.status}{f' [{h.error_code}: {h.reason}]' if h.reason else ''}" for h in full.history))
 
 
 def test_bracket_stop_loss_fill_cancels_the_take_profit(chain: Chain) -> None:
