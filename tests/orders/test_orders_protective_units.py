@@ -296,3 +296,11 @@ def test_the_gateway_finds_a_group_from_ibs_links_when_it_did_not_place_it_this_
     assert sorted(groups.linked_at_ib("s/entry")) == ["s/entry", "s/sl", "s/tp"]
     assert sorted(groups.linked_at_ib("s/b")) == ["s/a", "s/b"]
     assert groups.linked_at_ib("s/lone") == ()
+
+
+def test_khazad_kill_keep_protective_is_a_flag_of_the_kill() -> None:
+    from cli.main import build_parser
+
+    keep = build_parser().parse_args(["kill", "--reason", "stop", "--keep-protective"])
+    plain = build_parser().parse_args(["kill", "--reason", "stop"])
+    assert keep.keep_protective is True and plain.keep_protective is False
