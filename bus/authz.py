@@ -75,6 +75,8 @@ def claimed_strategy(body: Any) -> str | None:
     sid = getattr(body, "strategy_id", None)
     if sid is None and isinstance(getattr(body, "order", None), m.OrderSpec):
         sid = body.order.strategy_id
+    if sid is None and isinstance(getattr(body, "group", None), m.OrderGroup):
+        sid = body.group.strategy_id
     return sid
 
 
