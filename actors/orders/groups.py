@@ -14,7 +14,8 @@
       no answer      -> every member unknown; reconciliation finds them by orderRef
 
 Identity: ``<strategy>/<group_id>`` (the group's key). The same group again (same members, same terms) returns the
-group with ``duplicate=True``; another group under that key, or a member whose client_order_id already names an
+group with ``duplicate=True`` (and resumes it when a restart found every member interrupted: never sent, not at
+IB); another group under that key, or a member whose client_order_id already names an
 order, is refused ``orders.id_conflict``. A group's members are never placed one by one (``PlaceOrder`` refuses a
 spec naming a group), so a child can never reach IB without its parent.
 
@@ -37,6 +38,7 @@ from actors.orders.ledger import OrderLedger
 from actors.orders.lifecycle import GATEWAY_REJECTED, RISK_REJECTED, ManagedOrder
 from actors.orders.peers import Peers, RiskAnswer
 from actors.orders.pipeline import ID_CONFLICT_CODE, READY_WAIT_S, OrderPipeline
+from actors.orders.stages import Stage
 from bus.messages import (
     CancelGroup,
     CancelOrder,
@@ -142,6 +144,15 @@ class GroupPlacer:
             if found[0] != group:
                 return self._conflict(group, f"group {key} was placed with other members or terms")
             task = self._tasks.get(key)
+            if task is None and self._interrupted(group):
+                # a crash left the whole group unsent and not at IB: the strategy's retry resumes it (risk check,
+                # then SubmitGroup; the gateway's orderRef de-duplication keeps it to one IB order per member)
+                logger.info("orders: group {} retried after an interruption: resuming (risk check + submit)", key)
+                members = self.members(group)
+                for m in members:
+                    self.ledger.journal_only(m.order_ref, "request", flag="resume", msg=req, durable=True)
+                    self.pipeline.resume(m)
+                task = self._start(group, members, found[1])
             view = await asyncio.shield(task) if task is not None else self.view(*found)
             logger.info("orders: group {} duplicate request: returning the existing group ({})", key, view.status)
             return GroupReply(group=view, duplicate=True)
@@ -158,11 +169,19 @@ class GroupPlacer:
             len(members),
             ", ".join(f"{m.order_ref} {m.spec.side} {m.spec.quantity:g} {m.spec.order_type}" for m in members),
         )
+        return GroupReply(group=await asyncio.shield(self._start(group, members, created)))
+
+    def _start(self, group: OrderGroup, members: list[ManagedOrder], created: int) -> asyncio.Task[GroupView]:
+        key = group.key
         task = asyncio.create_task(self._steps(group, members, created), name=f"orders.group.{key}")
         self._tasks[key] = task
         task.add_done_callback(lambda _t: self._tasks.pop(key, None))
         self.inflight.register_group(group.refs, task)
-        return GroupReply(group=await asyncio.shield(task))
+        return task
+
+    def _interrupted(self, group: OrderGroup) -> bool:
+        """Every member was found, after a restart, never acknowledged and not at IB (and none is done)."""
+        return all(m.stage == Stage.INTERRUPTED and not m.is_done for m in self.members(group))
 
     def _conflict(self, group: OrderGroup, why: str) -> Rejected:
         logger.warning("orders: group {} refused: {}", group.key, why)

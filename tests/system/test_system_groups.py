@@ -14,7 +14,7 @@ import pytest
 
 from bus.messages import GroupView, Instrument, OrderSpec, OrderView
 from sdk import OrderRejected
-from tests.support.chain import ORDER_TIMEOUT_S, Chain, running_chain
+from tests.support.chain import ORDER_TIMEOUT_S, Chain, running_chain, spec
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(240)
@@ -451,3 +451,41 @@ def test_reducing_admits_protective_groups_that_only_reduce_and_refuses_a_new_br
     finally:
         chain.risk.call(SetTradingState(scope=scope, state="ACTIVE", reason="test done"))
     flatten(chain, client)
+
+
+def test_a_group_interrupted_before_ib_is_resumed_by_the_strategys_retry_once(chain: Chain) -> None:
+    """The gateway stalls (SIGSTOP) while the order manager submits a bracket, the order manager crashes, the gateway
+    refuses the stale SubmitGroup (its caller gave up): after the restart every member is interrupted (never at IB).
+    The strategy retries the same group: it is resumed, checked and placed, one IB order per member."""
+    import signal
+
+    from sdk import KhazadClient
+    from sdk.groups import bracket_group
+
+    q = chain.quote(SYMBOL)
+    mid = (q["bid"] + q["ask"]) / 2
+    group = bracket_group("resume", Instrument(symbol=SYMBOL), "BUY", 10, px(q["bid"] - 0.5), px(mid * 1.02),
+                          px(mid * 0.98))
+    # risk knows the contract and its price before the gateway stalls (as it does once any order went through)
+    chain.decided(lambda: spec(SYMBOL, "BUY", 1, strategy="resume", limit=px(q["bid"] - 5)))
+    with KhazadClient("resume", config=chain.cfg, timeout_s=20.0) as client:
+        gateway = chain.procs["gateway"]
+        gateway.signal(signal.SIGSTOP)
+        try:
+            first = client.place_group(group)  # the gateway does not answer: the outcome is unknown
+            assert first.status == "working" and {o.status for o in first.orders} == {"PendingSubmit"}, first
+            chain.procs["orders"].kill()
+        finally:
+            gateway.signal(signal.SIGCONT)
+        restart(chain, "orders")
+        group_when(client, chain, group.group_id,
+                   lambda v: all("interrupted" in o.reason for o in v.orders), "every member interrupted")
+        assert all(chain.sim_order(ref) is None for ref in group.refs)  # nothing reached IB
+        again = client.place_group(group)
+        assert [o.spec.client_order_id for o in again.orders] == [o.client_order_id for o in group.orders]
+        placed = wait_statuses(client, chain, group.group_id, ["Submitted", "PreSubmitted", "PreSubmitted"])
+        assert all(sim_of(chain, o)["status"] in ("Submitted", "PreSubmitted") for o in placed.orders)
+        perms = {o["permId"] for o in chain.sim.state()["orders"].values() if o["orderRef"] in group.refs}
+        assert len(perms) == 3  # one IB order per member
+        client.cancel_group(group.group_id)
+        wait_finished(client, chain, group.group_id)
