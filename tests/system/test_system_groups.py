@@ -344,6 +344,9 @@ def restart(chain: Chain, name: str) -> None:
         eventually(lambda: orders.call(GetStatus()).detail.get("ready") == "true", 45.0, message=chain.logs)
     if name == "risk":
         eventually(lambda: chain.risk_state().ready, 45.0, message=chain.logs)
+    if name == "gateway":
+        eventually(lambda: chain.gateway.call(GetStatus()).connection == "READY", 45.0,  # type: ignore[attr-defined]
+                   message=chain.logs)
 
 
 def test_restart_mid_bracket_recovers_the_group_from_the_journal_and_ib(chain: Chain) -> None:
@@ -454,9 +457,9 @@ def test_reducing_admits_protective_groups_that_only_reduce_and_refuses_a_new_br
 
 
 def test_a_group_interrupted_before_ib_is_resumed_by_the_strategys_retry_once(chain: Chain) -> None:
-    """The gateway stalls (SIGSTOP) while the order manager submits a bracket, the order manager crashes, the gateway
-    refuses the stale SubmitGroup (its caller gave up): after the restart every member is interrupted (never at IB).
-    The strategy retries the same group: it is resumed, checked and placed, one IB order per member."""
+    """The gateway stalls (SIGSTOP) while the order manager submits a bracket, then the order manager and the stalled
+    gateway crash (the SubmitGroup dies unread with the gateway): after the restarts every member is interrupted
+    (never at IB). The strategy retries the same group: it is resumed, checked and placed, one IB order per member."""
     import signal
 
     from sdk import KhazadClient
@@ -476,11 +479,14 @@ def test_a_group_interrupted_before_ib_is_resumed_by_the_strategys_retry_once(ch
             assert first.status == "working" and {o.status for o in first.orders} == {"PendingSubmit"}, first
             chain.procs["orders"].kill()
         finally:
-            gateway.signal(signal.SIGCONT)
+            gateway.kill()  # SIGKILL works on a stopped process: the unread SubmitGroup goes with it
+        restart(chain, "gateway")
         restart(chain, "orders")
         group_when(client, chain, group.group_id,
                    lambda v: all("interrupted" in o.reason for o in v.orders), "every member interrupted")
-        assert all(chain.sim_order(ref) is None for ref in group.refs)  # nothing reached IB
+        assert all(chain.sim_order(ref) is None for ref in group.refs), [chain.sim_order(r) for r in group.refs]
+        # the governor's disconnect breaker (the gateway was away) lifts itself once the gateway is back
+        eventually(lambda: chain.risk_state().global_state == "ACTIVE", 45.0, message=chain.logs)
         again = client.place_group(group)
         assert [o.spec.client_order_id for o in again.orders] == [o.client_order_id for o in group.orders]
         placed = wait_statuses(client, chain, group.group_id, ["Submitted", "PreSubmitted", "PreSubmitted"])
