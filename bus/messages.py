@@ -18,6 +18,7 @@ field with a default is a compatible change; anything else bumps :data:`SCHEMA_V
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -489,9 +490,10 @@ class ContractInfo(Plain, frozen=True, kw_only=True):
     long_name: Annotated[str, Meta(max_length=128)] = ""
     primary_exchange: ShortText = ""
     under_con_id: Annotated[int, Meta(ge=0)] = 0
-    #: IB's ``orderTypes``: the order types, TIFs and attributes the contract accepts (``LMT,MKT,STP,TRAIL,...``;
-    #: empty when IB gave none: nothing is checked against it)
-    order_types: Annotated[str, Meta(max_length=2048)] = ""
+    #: IB's ``orderTypes`` as far as Khazad's orders go: the order types, TIFs and attributes of
+    #: :data:`IB_CHECKED_TOKENS` the contract accepts (``LMT,MKT,STP,STPLMT,TRAIL,...``; IB's full list is longer and
+    #: a snapshot carries a thousand of these); empty when IB gave none: nothing is checked against it
+    order_types: Annotated[str, Meta(max_length=96)] = ""
 
     @property
     def con_id(self) -> int:
@@ -678,11 +680,11 @@ class IbOrder(Plain, frozen=True, kw_only=True):
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
-    #: a bracket child: its parent's orderRef (IB's ``parentId``, resolved); an OCA member: IB's ``ocaGroup`` and
-    #: ``ocaType`` (issue 16: groups are recovered from IB after a restart)
-    parent_ref: Ref = ""
-    oca_group: Ref = ""
-    oca_type: int = 0
+    #: a bracket child: IB's ``parentId`` (the parent's orderId at the same client id); an OCA member:
+    #: :func:`oca_key` of IB's ``ocaGroup`` (0: none). Groups are recovered from IB after a restart; numbers, not
+    #: names, because a snapshot carries ten thousand of these
+    parent_id: Annotated[int, Meta(ge=0)] = 0
+    oca_key: Annotated[int, Meta(ge=0)] = 0
 
 
 class ActorHealth(Plain, frozen=True, kw_only=True):
@@ -1705,6 +1707,22 @@ def aux_price(spec: OrderSpec) -> float | None:
     """What IB carries in the order's ``auxPrice`` (and reports back as its stop price): the trailing amount of a
     trailing order, else the stop/trigger price."""
     return spec.trailing_amount if spec.order_type in TRAILING_ORDER_TYPES else spec.stop_price
+
+
+#: The entries of IB's ``orderTypes`` Khazad checks orders against (:attr:`ContractInfo.order_types` keeps these).
+IB_CHECKED_TOKENS = frozenset(IB_ORDER_TYPE_TOKENS.values()) | IB_LISTED_TIFS | {IB_ALGO_TOKEN, IB_OCA_TOKEN}
+
+
+def checked_order_types(ib_order_types: str) -> str:
+    """IB's ``orderTypes`` list reduced to :data:`IB_CHECKED_TOKENS`, in IB's order."""
+    return ",".join(t for t in (x.strip() for x in ib_order_types.split(",")) if t in IB_CHECKED_TOKENS)
+
+
+def oca_key(oca_group: str) -> int:
+    """A stable 63-bit number for IB's ``ocaGroup`` name (0 for none): members of one OCA group share it."""
+    if not oca_group:
+        return 0
+    return int.from_bytes(hashlib.blake2b(oca_group.encode(), digest_size=8).digest(), "big") >> 1 or 1
 
 
 def ib_order_tokens(spec: OrderSpec) -> list[str]:

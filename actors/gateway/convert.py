@@ -21,6 +21,8 @@ from bus.messages import (
     Position,
     PriceIncrement,
     TickEvent,
+    checked_order_types,
+    oca_key,
     parse_order_ref,
 )
 from bus.registry import EXTERNAL_STRATEGY
@@ -136,7 +138,7 @@ def contract_info(details: lib.ContractDetails, increments: list[tuple[float, fl
         long_name=(details.longName or "")[:128],
         primary_exchange=(getattr(contract, "primaryExchange", "") or "")[:64],
         under_con_id=int(getattr(details, "underConId", 0) or 0),
-        order_types=(getattr(details, "orderTypes", "") or "")[:2048],
+        order_types=checked_order_types(getattr(details, "orderTypes", "") or ""),
     )
 
 
@@ -193,19 +195,13 @@ def reject_reason(error_string: str, advanced_json: str) -> str:
     return (error_string or "")[:500]
 
 
-def ib_order(
-    trade: lib.Trade, status: str | None = None, *, parent_refs: dict[tuple[int, int], str] | None = None
-) -> IbOrder:
-    """One open order for a snapshot; ``parent_refs`` ((clientId, orderId) -> orderRef) names a bracket child's
-    parent by its orderRef."""
+def ib_order(trade: lib.Trade, status: str | None = None) -> IbOrder:
+    """One open order for a snapshot, with IB's links to its group (``parentId``, ``ocaGroup``)."""
     order = trade.order
     st = trade.orderStatus
-    parent_id = int(getattr(order, "parentId", 0) or 0)
-    parent_ref = (parent_refs or {}).get((int(order.clientId or 0), parent_id), "") if parent_id else ""
     return IbOrder(
-        parent_ref=parent_ref,
-        oca_group=str(getattr(order, "ocaGroup", "") or "")[:256],
-        oca_type=int(getattr(order, "ocaType", 0) or 0),
+        parent_id=max(0, int(getattr(order, "parentId", 0) or 0)),
+        oca_key=oca_key(str(getattr(order, "ocaGroup", "") or "")),
         ib_order_id=int(order.orderId or 0),
         perm_id=int(order.permId or 0),
         client_id=int(order.clientId or 0),

@@ -96,12 +96,8 @@ class SnapshotBuilder:
                         con_id=executions[-1].instrument.con_id,
                     )
                 )
-        # a bracket child names its parent by IB orderId (per client): its orderRef is what consumers know it by
-        refs = {(int(t.order.clientId or 0), int(t.order.orderId or 0)): t.order.orderRef or "" for t in listed}
         open_orders = [
-            ib_order(t, status, parent_refs=refs)
-            for t in listed
-            if (status := self.session.ib_status(t)) not in DONE_STATUSES
+            ib_order(t, status) for t in listed if (status := self.session.ib_status(t)) not in DONE_STATUSES
         ]
         truncated = len(executions) > MAX_SNAPSHOT_EXECUTIONS or len(commissions) > MAX_SNAPSHOT_EXECUTIONS
         if truncated or len(open_orders) > MAX_SNAPSHOT_ORDERS:

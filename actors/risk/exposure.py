@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Protocol
 
 from actors.risk.daybook import StrategyDayBook
-from actors.risk.working import BRACKET_PREFIX, WorkingOrder
+from actors.risk.working import WorkingOrder, oca_set
 from bus.messages import (
     CommissionEvent,
     ContractInfo,
@@ -313,8 +313,8 @@ class ExposureBook:
                 pending=False,
                 tif=o.tif,
                 order_type=o.order_type,
-                oca=o.oca_group or (f"{BRACKET_PREFIX}{o.parent_ref}" if o.parent_ref else ""),
-                child=bool(o.parent_ref),
+                oca=oca_set(o),
+                child=bool(o.parent_id),
             )
         self._rebuild_aggregates()
         for oca in {w.oca for w in self.working.values() if w.oca}:

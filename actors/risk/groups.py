@@ -30,9 +30,9 @@ from actors.risk import codes
 from actors.risk.checks import BookView, RiskView, Verdict, evaluate, prices
 from actors.risk.mirror import GatewayMirror
 from actors.risk.pretrade import ApprovalSigner, PreTradeChecker
-from actors.risk.working import BRACKET_PREFIX
+from actors.risk.working import BRACKET_PREFIX, OCA_PREFIX
 from bus.config import RiskConfig, RiskLimits
-from bus.messages import CheckGroup, ContractInfo, GroupDecision, OrderGroup, OrderSpec, TradingState
+from bus.messages import CheckGroup, ContractInfo, GroupDecision, OrderGroup, OrderSpec, TradingState, oca_key
 
 
 def after_fill(view: RiskView, entry: OrderSpec) -> RiskView:
@@ -81,7 +81,7 @@ class GroupChecker:
         approvals = [self._signer.sign(order, is_modify=False) for order in group.orders]
         sid = group.strategy_id
         self._pretrade.rate.take(sid, self._limits(entry)[0].max_orders_per_second, now)
-        oca = group.key if group.kind == "oca" else f"{BRACKET_PREFIX}{entry.order_ref}"
+        oca = f"{OCA_PREFIX}{oca_key(group.key)}" if group.kind == "oca" else f"{BRACKET_PREFIX}{entry.order_ref}"
         for order, info, view in zip(group.orders, infos, views, strict=True):
             limits = self._limits(order)[0]
             self._pretrade.duplicates.record(order, limits.duplicate_window_s, now)

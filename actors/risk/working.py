@@ -5,13 +5,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bus.messages import STOP_ORDER_TYPES
+from bus.messages import STOP_ORDER_TYPES, IbOrder
 
 #: order types that protect a position (never cancelled for stale market data)
 PROTECTIVE_TYPES = STOP_ORDER_TYPES
 
-#: The one-cancels-all set of a bracket's children: ``bracket:<entry orderRef>``.
+#: The one-cancels-all set of a bracket's children: ``bracket:<client id>:<entry's IB orderId>`` as IB links them
+#: (the snapshot), ``bracket:<entry orderRef>`` from the approval until IB has reported them
 BRACKET_PREFIX = "bracket:"
+#: An OCA group's set: ``oca:<oca_key of IB's ocaGroup>`` (the same from the approval and from IB)
+OCA_PREFIX = "oca:"
+
+
+def oca_set(o: IbOrder) -> str:
+    """The one-cancels-all set an open IB order belongs to ("" for none)."""
+    if o.oca_key:
+        return f"{OCA_PREFIX}{o.oca_key}"
+    if o.parent_id:
+        return f"{BRACKET_PREFIX}{o.client_id}:{o.parent_id}"
+    return ""
 
 
 @dataclass(slots=True)
