@@ -304,3 +304,17 @@ def test_khazad_kill_keep_protective_is_a_flag_of_the_kill() -> None:
     keep = build_parser().parse_args(["kill", "--reason", "stop", "--keep-protective"])
     plain = build_parser().parse_args(["kill", "--reason", "stop"])
     assert keep.keep_protective is True and plain.keep_protective is False
+
+
+def test_contract_info_keeps_the_order_types_khazad_checks_within_its_bound() -> None:
+    from bus.messages import checked_order_types, oca_key
+
+    ib = ("ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,CONDORDER,DAY,DEACT,DEACTDIS,DEACTEOD,GAT,GTC,GTD,"
+          "GTT,HID,IOC,LIT,LMT,LOC,MIT,MKT,MOC,MTL,NONALGO,OCA,OPG,PAON,POSTONLY,RELSTK,SCALE,SCALERST,STP,STPLMT,"
+          "TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF")
+    kept = checked_order_types(ib)
+    assert kept == "ALGO,GTD,LIT,LMT,LOC,MIT,MKT,MOC,OCA,OPG,STP,STPLMT,TRAIL,TRAILLMT"
+    ContractInfo(instrument=AAPL, order_types=kept)  # within the field's bound
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(ContractInfo(instrument=AAPL, order_types=kept)),
+                                  type=ContractInfo).order_types == kept
+    assert oca_key("s/g") == oca_key("s/g") != oca_key("s/h") and oca_key("") == 0
