@@ -62,11 +62,13 @@ POLICY: dict[type, frozenset[str]] = {
     m.SearchContracts: ANY,
     m.WhatIfOrder: ANY,
     m.GetDailyPnl: ANY,
-    m.PlaceGroup: frozenset({"strategy", "operator"}),
-    m.CancelGroup: frozenset({"strategy", "operator"}),
+    # order groups (issue 16)
+    m.PlaceGroup: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.CancelGroup: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
     m.GetGroup: ANY,
-    m.CheckGroup: frozenset({"actor:orders"}),
-    m.SubmitGroup: frozenset({"actor:orders"}),
+    # as CheckOrder/SubmitOrder: approvals for a group go to the order manager only, and only it places groups
+    m.CheckGroup: frozenset({_ORDERS}),
+    m.SubmitGroup: frozenset({_ORDERS}),
 }
 
 

@@ -20,6 +20,9 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.timeout(240)
 
 SYMBOL = "AAPL"
+#: the strategies the tests trade as (each its own key on the authenticated bus, and its own books)
+STRATEGIES = ("br-tp", "br-sl", "br-part", "br-rej", "oca-rej", "oca-fill", "risk-all", "capped", "kill-keep",
+              "kill-all", "restart", "trail", "types", "reducer", "resume")
 LIMITS = """
 [risk.strategies.capped]
 max_position = 10
@@ -34,7 +37,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 
     with running_sim(seed=16) as sim:
         with running_chain(tmp_path_factory.mktemp("groups"), sim, extra=LIMITS, risk="stale_data_s = 3600",
-                           actors=("gateway", "risk", "orders")) as chain:
+                           actors=("gateway", "risk", "orders"), strategies=STRATEGIES) as chain:
             yield chain
 
 
