@@ -52,7 +52,7 @@ from bus.messages import (
     order_ref_for,
     tag_of,
 )
-from bus.reqrep import RequestTimeout
+from bus.retry import RequestTimeout
 
 #: ``cancel(order, reason, request)``: the canceller's cancel of one order (``OrderCanceller.cancel``)
 CancelMember = Callable[[ManagedOrder, str, Any], Awaitable[Any]]
