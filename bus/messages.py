@@ -1634,6 +1634,9 @@ DataReply = (
     | WhatIfReply
     | DailyPnlReply
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Protective orders and order groups (issue 16): order type rules, OrderGroup, GroupView and the group requests.
 # Kept in one block (other issues add theirs elsewhere in this module).
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ would be when that member can trade:
   group's worst case is its largest member, not the sum. Protective members that only reduce a position pass a
   REDUCING scope.
 
+IB's what-if margin check (``risk.margin``, when configured) previews a bracket's entry and every OCA member, each
+as a single order would be.
+
 If any member fails, the group is refused as a whole (``code`` and ``reason`` of the first failure, and the
 member's orderRef). If all pass, each member gets its own approval (bound to that member: its ``parent_id``,
 ``group_id`` and ``oca_type`` are signed), one order-rate token is taken for the group, and every member is
@@ -66,12 +69,17 @@ class GroupChecker:
             if not verdict.approved or info is None:
                 return self._refuse(group, order, verdict, info, t0)
             infos.append(info)
+        entry = group.orders[0]
+        # IB's what-if margin check: a bracket's entry (its children only close what it opens), every OCA member
+        margins = [
+            await self._pretrade.margin(order, info) if group.kind == "oca" or order is entry else None
+            for order, info in zip(group.orders, infos, strict=True)
+        ]
         # from here to the end nothing awaits: the views and the reservations are one atomic step
         now = time.monotonic()
-        entry = group.orders[0]
         views: list[RiskView] = []
-        for order, info in zip(group.orders, infos, strict=True):
-            view = self._pretrade.view(order, info, now)
+        for order, info, margin in zip(group.orders, infos, margins, strict=True):
+            view = self._pretrade.with_margin(self._pretrade.view(order, info, now), margin)
             if group.kind == "bracket" and order is not entry:
                 view = after_fill(view, entry)
             verdict = evaluate(order, view, *self._limits(order))
