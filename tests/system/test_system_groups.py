@@ -22,7 +22,15 @@ pytestmark = pytest.mark.timeout(240)
 SYMBOL = "AAPL"
 #: the strategies the tests trade as (each its own key on the authenticated bus, and its own books)
 STRATEGIES = ("br-tp", "br-sl", "br-part", "br-rej", "oca-rej", "oca-fill", "risk-all", "capped", "kill-keep",
-              "kill-all", "restart", "trail", "types", "reducer", "resume")
+              "kill-all", "restart", "trail", "types", "reducer", "resume", "margin-br")
+#: stale data never (the manual clock ticks only when a test moves the market); IB's what-if for orders from 100k
+#: notional, with a floor no order passes (every order here is far below it, but the margin test's)
+RISK = """
+stale_data_s = 3600
+margin_check_notional = 100000
+margin_floor = 1000000000
+margin_wait_s = 3.0
+"""
 LIMITS = """
 [risk.strategies.capped]
 max_position = 10
@@ -36,7 +44,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     from sim.testing import running_sim
 
     with running_sim(seed=16) as sim:
-        with running_chain(tmp_path_factory.mktemp("groups"), sim, extra=LIMITS, risk="stale_data_s = 3600",
+        with running_chain(tmp_path_factory.mktemp("groups"), sim, extra=LIMITS, risk=RISK,
                            actors=("gateway", "risk", "orders"), strategies=STRATEGIES) as chain:
             yield chain
 
@@ -498,3 +506,20 @@ def test_a_group_interrupted_before_ib_is_resumed_by_the_strategys_retry_once(ch
         assert len(perms) == 3  # one IB order per member
         client.cancel_group(group.group_id)
         wait_finished(client, chain, group.group_id)
+
+
+def test_a_bracket_whose_entry_ib_says_leaves_too_little_margin_is_refused_as_a_whole(chain: Chain) -> None:
+    """IB's what-if previews the entry (1000 AAPL, ~190k: above the check's 100k): too little excess liquidity after
+    it, so the bracket is refused, nothing at IB; a small bracket is not previewed and passes."""
+    client = chain.client("margin-br")
+    q = chain.quote(SYMBOL)
+    mid = (q["bid"] + q["ask"]) / 2
+    with pytest.raises(OrderRejected) as err:
+        client.place_bracket_order(SYMBOL, "BUY", 1000, px(q["bid"] - 0.5), px(mid * 1.02), px(mid * 0.98))
+    assert err.value.code == "risk.margin" and err.value.group is not None, err.value
+    assert statuses(err.value.group) == ["RiskRejected"] * 3
+    assert all(chain.sim_order(o.spec.order_ref) is None for o in err.value.group.orders)
+    small = client.place_bracket_order(SYMBOL, "BUY", 10, px(q["bid"] - 0.5), px(mid * 1.02), px(mid * 0.98))
+    assert small.status == "working"
+    client.cancel_group(small.group_id)
+    wait_finished(client, chain, small.group_id)
