@@ -62,6 +62,13 @@ POLICY: dict[type, frozenset[str]] = {
     m.SearchContracts: ANY,
     m.WhatIfOrder: ANY,
     m.GetDailyPnl: ANY,
+    # order groups (issue 16)
+    m.PlaceGroup: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.CancelGroup: frozenset({registry.STRATEGY_ROLE, registry.OPERATOR_ROLE}),
+    m.GetGroup: ANY,
+    # as CheckOrder/SubmitOrder: approvals for a group go to the order manager only, and only it places groups
+    m.CheckGroup: frozenset({_ORDERS}),
+    m.SubmitGroup: frozenset({_ORDERS}),
 }
 
 
@@ -70,6 +77,8 @@ def claimed_strategy(body: Any) -> str | None:
     sid = getattr(body, "strategy_id", None)
     if sid is None and isinstance(getattr(body, "order", None), m.OrderSpec):
         sid = body.order.strategy_id
+    if sid is None and isinstance(getattr(body, "group", None), m.OrderGroup):
+        sid = body.group.strategy_id
     return sid
 
 

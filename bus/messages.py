@@ -18,6 +18,7 @@ field with a default is a compatible change; anything else bumps :data:`SCHEMA_V
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -193,9 +194,13 @@ SCOPE_PATTERN = (
 Scope = Annotated[str, Meta(max_length=MAX_WORD_LENGTH, pattern=SCOPE_PATTERN)]
 
 Side = Literal["BUY", "SELL"]
-OrderType = Literal["MKT", "LMT", "STP", "STP LMT"]
-TimeInForce = Literal["DAY", "GTC", "IOC"]
+OrderType = Literal["MKT", "LMT", "STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MOC", "LOC", "MIT", "LIT"]
+TimeInForce = Literal["DAY", "GTC", "IOC", "OPG", "GTD"]
 SecType = Literal["STK", "FUT", "CASH", "IND", "OPT"]
+AdaptivePriority = Literal["", "Urgent", "Normal", "Patient"]
+#: IB's goodTillDate: ``YYYYMMDD HH:MM:SS`` and an optional time zone (``US/Eastern``, ``UTC``)
+GOOD_TILL_PATTERN = r"^(\d{8} \d{2}:\d{2}:\d{2}( [A-Za-z_/+\-]{1,30})?)?$"
+GroupMemberId = Annotated[str, Meta(max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.:\-]*$")]
 #: An option's right: call, put, or "" for anything that is not an option.
 Right = Literal["", "C", "P"]
 #: Short free text inside value objects (local symbols, exchanges, time zones, names).
@@ -485,6 +490,10 @@ class ContractInfo(Plain, frozen=True, kw_only=True):
     long_name: Annotated[str, Meta(max_length=128)] = ""
     primary_exchange: ShortText = ""
     under_con_id: Annotated[int, Meta(ge=0)] = 0
+    #: IB's ``orderTypes`` as far as Khazad's orders go: the order types, TIFs and attributes of
+    #: :data:`IB_CHECKED_TOKENS` the contract accepts (``LMT,MKT,STP,STPLMT,TRAIL,...``; IB's full list is longer and
+    #: a snapshot carries a thousand of these); empty when IB gave none: nothing is checked against it
+    order_types: Annotated[str, Meta(max_length=96)] = ""
 
     @property
     def con_id(self) -> int:
@@ -512,21 +521,35 @@ class OrderSpec(Plain, frozen=True, kw_only=True):
     #: it to the contract's price grid on the passive side (a buy down, a sell up; stops away from the market)
     #: and risk checks the rounded price
     round_to_tick: bool = False
+    # -- protective order types and order groups (issue 16); see check_order_terms ----------------------------
+    #: TRAIL / TRAIL LIMIT: the stop trails the market by an amount (IB's ``auxPrice``) or a percent
+    trailing_amount: Price | None = None
+    trailing_percent: Annotated[float, Meta(gt=0, le=100)] | None = None
+    #: TRAIL / TRAIL LIMIT: the first stop price (IB's ``trailStopPrice``; none: IB starts from the market)
+    trail_stop_price: Price | None = None
+    #: TRAIL LIMIT: the limit is the stop minus (sells) / plus (buys) this offset (IB's ``lmtPriceOffset``)
+    limit_offset: Annotated[float, Meta(ge=0, le=MAX_PRICE)] | None = None
+    #: GTD: when the order expires, IB's ``goodTillDate`` (``YYYYMMDD HH:MM:SS [zone]``)
+    good_till: Annotated[str, Meta(max_length=40, pattern=GOOD_TILL_PATTERN)] = ""
+    #: IB's Adaptive algo on MKT/LMT orders with this priority ("" = no algo)
+    adaptive_priority: AdaptivePriority = ""
+    #: the order group this order belongs to (:class:`OrderGroup`), "" for a single order
+    group_id: GroupMemberId = ""
+    #: a bracket child: its parent's client_order_id (IB's ``parentId``); it works only once the parent fills
+    parent_id: GroupMemberId = ""
+    #: an OCA member: IB's ``ocaType`` (1 cancel the others on a fill, 2/3 reduce them); the group at IB is
+    #: ``<strategy>/<group_id>``
+    oca_type: Annotated[int, Meta(ge=0, le=3)] = 0
 
     def __post_init__(self) -> None:
         _check_positive("quantity", self.quantity, MAX_QUANTITY)
         _check_positive("limit_price", self.limit_price, MAX_PRICE)
         _check_positive("stop_price", self.stop_price, MAX_PRICE)
-        needs_limit = self.order_type in ("LMT", "STP LMT")
-        needs_stop = self.order_type in ("STP", "STP LMT")
-        if needs_limit and self.limit_price is None:
-            raise ValueError(f"{self.order_type} order needs limit_price")
-        if not needs_limit and self.limit_price is not None:
-            raise ValueError(f"{self.order_type} order must not carry limit_price")
-        if needs_stop and self.stop_price is None:
-            raise ValueError(f"{self.order_type} order needs stop_price")
-        if not needs_stop and self.stop_price is not None:
-            raise ValueError(f"{self.order_type} order must not carry stop_price")
+        _check_positive("trailing_amount", self.trailing_amount, MAX_PRICE)
+        _check_positive("trail_stop_price", self.trail_stop_price, MAX_PRICE)
+        problem = order_terms_problem(self)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def order_ref(self) -> str:
@@ -657,6 +680,11 @@ class IbOrder(Plain, frozen=True, kw_only=True):
     filled: float = 0.0
     remaining: float = 0.0
     avg_fill_price: float = 0.0
+    #: a bracket child: IB's ``parentId`` (the parent's orderId at the same client id); an OCA member:
+    #: :func:`oca_key` of IB's ``ocaGroup`` (0: none). Groups are recovered from IB after a restart; numbers, not
+    #: names, because a snapshot carries ten thousand of these
+    parent_id: Annotated[int, Meta(ge=0)] = 0
+    oca_key: Annotated[int, Meta(ge=0)] = 0
 
 
 class ActorHealth(Plain, frozen=True, kw_only=True):
@@ -901,6 +929,9 @@ class Kill(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: Reason
     origin: Ref = ""
+    #: keep the stop orders (STP, STP LMT, TRAIL, TRAIL LIMIT) that protect an open position at IB: a stop on the
+    #: side that closes it (``khazad kill --keep-protective``); everything else is cancelled as usual
+    keep_protective: bool = False
 
     def __post_init__(self) -> None:
         _check_reason("reason", self.reason)
@@ -926,6 +957,8 @@ class EmergencyCancel(Base, frozen=True, kw_only=True):
     scope: Scope = "all"
     reason: Reason
     origin: Ref = ""
+    #: as :attr:`Kill.keep_protective` (a kill's own emergency cancel carries the kill's choice)
+    keep_protective: bool = False
 
     def __post_init__(self) -> None:
         _check_reason("reason", self.reason)
@@ -1604,6 +1637,253 @@ DataReply = (
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Protective orders and order groups (issue 16): order type rules, OrderGroup, GroupView and the group requests.
+# Kept in one block (other issues add theirs elsewhere in this module).
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Order types that need a limit price, and the ones that need a stop/trigger price (IB's ``auxPrice``).
+LIMIT_ORDER_TYPES = frozenset({"LMT", "STP LMT", "LOC", "LIT"})
+TRIGGER_ORDER_TYPES = frozenset({"STP", "STP LMT", "MIT", "LIT"})
+TRAILING_ORDER_TYPES = frozenset({"TRAIL", "TRAIL LIMIT"})
+#: Orders that protect a position by closing it at a worse price (a kill with ``keep_protective`` keeps them).
+STOP_ORDER_TYPES = frozenset({"STP", "STP LMT", "TRAIL", "TRAIL LIMIT"})
+AUCTION_ORDER_TYPES = frozenset({"MOC", "LOC"})
+#: IB's OPG (at the open) takes market and limit orders only; Adaptive works MKT and LMT orders only.
+OPG_ORDER_TYPES = frozenset({"MKT", "LMT"})
+ADAPTIVE_ORDER_TYPES = frozenset({"MKT", "LMT"})
+#: How IB's contract details (``orderTypes``) name each order type; TIFs and attributes listed there too.
+IB_ORDER_TYPE_TOKENS = {
+    "MKT": "MKT",
+    "LMT": "LMT",
+    "STP": "STP",
+    "STP LMT": "STPLMT",
+    "TRAIL": "TRAIL",
+    "TRAIL LIMIT": "TRAILLMT",
+    "MOC": "MOC",
+    "LOC": "LOC",
+    "MIT": "MIT",
+    "LIT": "LIT",
+}
+IB_LISTED_TIFS = frozenset({"OPG", "GTD"})
+IB_ALGO_TOKEN = "ALGO"
+IB_OCA_TOKEN = "OCA"
+#: ``OrderGroup.kind``
+GroupKind = Literal["bracket", "oca"]
+#: The most orders one group may hold (a bracket is 2-3; an OCA group a handful of alternatives).
+MAX_GROUP_MEMBERS = 8
+
+
+def order_terms_problem(spec: OrderSpec) -> str:
+    """Why ``spec``'s type, prices, TIF and algo do not go together ("" when they do): IB's rules for each type."""
+    t = spec.order_type
+    if t in LIMIT_ORDER_TYPES and spec.limit_price is None:
+        return f"{t} order needs limit_price"
+    if t not in LIMIT_ORDER_TYPES and spec.limit_price is not None:
+        return f"{t} order must not carry limit_price"
+    if t in TRIGGER_ORDER_TYPES and spec.stop_price is None:
+        return f"{t} order needs stop_price (its trigger)"
+    if t not in TRIGGER_ORDER_TYPES and spec.stop_price is not None:
+        return f"{t} order must not carry stop_price"
+    trailing = t in TRAILING_ORDER_TYPES
+    if trailing and (spec.trailing_amount is None) == (spec.trailing_percent is None):
+        return f"{t} order needs exactly one of trailing_amount and trailing_percent"
+    if not trailing and (spec.trailing_amount, spec.trailing_percent, spec.trail_stop_price) != (None, None, None):
+        return f"{t} order must not carry trailing_amount, trailing_percent or trail_stop_price"
+    if (t == "TRAIL LIMIT") != (spec.limit_offset is not None):
+        return "limit_offset goes with TRAIL LIMIT orders (and they need it)"
+    if (spec.tif == "GTD") != bool(spec.good_till):
+        return "good_till goes with tif GTD (and GTD needs it)"
+    if spec.tif == "OPG" and t not in OPG_ORDER_TYPES:
+        return f"tif OPG takes MKT or LMT orders, not {t}"
+    if t in AUCTION_ORDER_TYPES and spec.tif != "DAY":
+        return f"{t} orders are DAY orders (the closing auction), not {spec.tif}"
+    if spec.adaptive_priority and t not in ADAPTIVE_ORDER_TYPES:
+        return f"Adaptive works MKT and LMT orders, not {t}"
+    if spec.parent_id and spec.parent_id == spec.client_order_id:
+        return "an order cannot be its own parent"
+    if (spec.parent_id or spec.oca_type) and not spec.group_id:
+        return "parent_id and oca_type belong to members of an order group (group_id)"
+    return ""
+
+
+def aux_price(spec: OrderSpec) -> float | None:
+    """What IB carries in the order's ``auxPrice`` (and reports back as its stop price): the trailing amount of a
+    trailing order, else the stop/trigger price."""
+    return spec.trailing_amount if spec.order_type in TRAILING_ORDER_TYPES else spec.stop_price
+
+
+#: The entries of IB's ``orderTypes`` Khazad checks orders against (:attr:`ContractInfo.order_types` keeps these).
+IB_CHECKED_TOKENS = frozenset(IB_ORDER_TYPE_TOKENS.values()) | IB_LISTED_TIFS | {IB_ALGO_TOKEN, IB_OCA_TOKEN}
+
+
+def checked_order_types(ib_order_types: str) -> str:
+    """IB's ``orderTypes`` list reduced to :data:`IB_CHECKED_TOKENS`, in IB's order."""
+    return ",".join(t for t in (x.strip() for x in ib_order_types.split(",")) if t in IB_CHECKED_TOKENS)
+
+
+def oca_key(oca_group: str) -> int:
+    """A stable 63-bit number for IB's ``ocaGroup`` name (0 for none): members of one OCA group share it."""
+    if not oca_group:
+        return 0
+    return int.from_bytes(hashlib.blake2b(oca_group.encode(), digest_size=8).digest(), "big") >> 1 or 1
+
+
+def ib_order_tokens(spec: OrderSpec) -> list[str]:
+    """The ``orderTypes`` entries of IB's contract details this order needs (its type, a listed TIF, the algo, OCA)."""
+    tokens = [IB_ORDER_TYPE_TOKENS[spec.order_type]]
+    if spec.tif in IB_LISTED_TIFS:
+        tokens.append(spec.tif)
+    if spec.adaptive_priority:
+        tokens.append(IB_ALGO_TOKEN)
+    if spec.oca_type:
+        tokens.append(IB_OCA_TOKEN)
+    return tokens
+
+
+def oca_group_name(strategy_id: str, group_id: str) -> str:
+    """IB's ``ocaGroup`` of an OCA order group: ``<strategy>/<group_id>`` (per client at IB; unique per strategy)."""
+    return order_ref_for(strategy_id, group_id)
+
+
+class OrderGroup(Plain, frozen=True, kw_only=True):
+    """Orders approved, placed and cancelled as one unit. ``bracket``: ``orders[0]`` is the entry and every other
+    member a child (its ``parent_id`` the entry's client_order_id, the other side, the entry's quantity and
+    instrument): the children work once the entry fills and cancel each other (IB links them). ``oca``: every
+    member carries ``oca_type`` (IB's ocaType: 1 a fill cancels the others, 2 and 3 reduce them). Every member's
+    ``group_id`` is the group's; each member is also an ordinary order (orderRef ``<strategy>/<client_order_id>``)."""
+
+    strategy_id: StrategyId
+    group_id: ClientOrderId
+    kind: GroupKind
+    orders: Annotated[list[OrderSpec], Meta(min_length=2, max_length=MAX_GROUP_MEMBERS)]
+    oca_type: Annotated[int, Meta(ge=1, le=3)] = 1
+
+    def __post_init__(self) -> None:
+        problem = group_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+    @property
+    def key(self) -> str:
+        """``<strategy>/<group_id>``: the group's identity (and IB's ocaGroup of an OCA group)."""
+        return oca_group_name(self.strategy_id, self.group_id)
+
+    @property
+    def refs(self) -> list[str]:
+        return [o.order_ref for o in self.orders]
+
+
+def group_problem(group: OrderGroup) -> str:
+    """Why the members do not make a group of its kind ("" when they do)."""
+    if not 2 <= len(group.orders) <= MAX_GROUP_MEMBERS:
+        return f"a group holds 2 to {MAX_GROUP_MEMBERS} orders, got {len(group.orders)}"
+    ids = [o.client_order_id for o in group.orders]
+    if len(set(ids)) != len(ids):
+        return "client_order_ids repeat within the group"
+    for o in group.orders:
+        if o.strategy_id != group.strategy_id:
+            return f"{o.order_ref}: every member belongs to strategy {group.strategy_id}"
+        if o.group_id != group.group_id:
+            return f"{o.order_ref}: group_id {o.group_id!r} is not the group's {group.group_id!r}"
+    if group.kind == "oca":
+        for o in group.orders:
+            if o.parent_id or o.oca_type != group.oca_type:
+                return f"{o.order_ref}: an OCA member has oca_type {group.oca_type} and no parent"
+        return ""
+    entry, children = group.orders[0], group.orders[1:]
+    if len(group.orders) > 3:
+        return "a bracket is an entry and one or two children (take-profit, stop-loss)"
+    if entry.parent_id or entry.oca_type:
+        return f"{entry.order_ref}: the bracket's entry has no parent and no oca_type"
+    for c in children:
+        if c.parent_id != entry.client_order_id or c.oca_type:
+            return f"{c.order_ref}: a bracket child's parent_id is the entry's client_order_id (no oca_type)"
+        if c.side == entry.side:
+            return f"{c.order_ref}: a bracket child closes the entry (side {entry.side} -> the other side)"
+        if c.quantity != entry.quantity or c.instrument != entry.instrument:
+            return f"{c.order_ref}: a bracket child has the entry's quantity and instrument"
+    return ""
+
+
+GroupStatus = Literal["working", "done", "rejected", "cancelled", "partial"]
+
+
+class GroupView(Plain, frozen=True, kw_only=True):
+    """An order group as the order manager sees it: every member's order view, in the group's order, and a
+    summary ``status``: ``rejected`` (refused as a whole: no member reached IB), ``working`` (a member may still
+    trade), ``done`` (every member finished, one filled), ``cancelled`` (every member finished, none filled)."""
+
+    strategy_id: StrategyId
+    group_id: ClientOrderId
+    kind: GroupKind
+    oca_type: int = 0
+    status: GroupStatus
+    orders: Annotated[list[OrderView], Meta(max_length=MAX_GROUP_MEMBERS)]
+    reason: Text = ""
+    created_wall_ns: int = 0
+
+
+class PlaceGroup(Base, frozen=True, kw_only=True):
+    """Order manager: place an order group (journalled as one unit, approved by risk as one unit). Answer:
+    :class:`GroupReply` (``duplicate`` for a group already placed with the same terms), ``Rejected``."""
+
+    group: OrderGroup
+
+
+class CancelGroup(Base, frozen=True, kw_only=True):
+    """Order manager: cancel every working member of a group (IB cancels a bracket's children with its entry)."""
+
+    strategy_id: StrategyId
+    group_id: ClientOrderId
+    reason: OptionalReason = ""
+
+    def __post_init__(self) -> None:
+        _check_reason("reason", self.reason, required=False)
+
+
+class GetGroup(Base, frozen=True, kw_only=True):
+    strategy_id: StrategyId
+    group_id: ClientOrderId
+
+
+class CheckGroup(Base, frozen=True, kw_only=True):
+    """Risk governor: approve every member of a group or none, counting the group's worst case."""
+
+    group: OrderGroup
+
+
+class SubmitGroup(Base, frozen=True, kw_only=True):
+    """Gateway: place a group at IB (parentId, ocaGroup; nothing transmits before the last member). One approval
+    per member, in the group's order, each the governor's signature over that member."""
+
+    group: OrderGroup
+    approvals: Annotated[list[Approval], Meta(max_length=MAX_GROUP_MEMBERS)]
+
+
+class GroupReply(Base, frozen=True, kw_only=True):
+    group: GroupView
+    duplicate: bool = False
+
+
+class GroupDecision(Base, frozen=True, kw_only=True):
+    """Reply to :class:`CheckGroup`: ``approved`` with one approval per member, or refused as a whole: ``code`` and
+    ``reason`` of the first member that failed (``order_ref``)."""
+
+    approved: bool
+    code: Word
+    reason: Text = ""
+    order_ref: Ref = ""
+    approvals: Annotated[list[Approval], Meta(max_length=MAX_GROUP_MEMBERS)] = []
+    trading_state: TradingState = "ACTIVE"
+
+
+class GroupSubmitAck(Base, frozen=True, kw_only=True):
+    """Reply to :class:`SubmitGroup`: one acknowledgement per member, in the group's order."""
+
+    acks: Annotated[list[SubmitAck], Meta(max_length=MAX_GROUP_MEMBERS)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Channel unions and the envelope
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -1663,6 +1943,11 @@ Request = (
     | GetPositions
     | GetSystemStatus
     | DataRequest
+    | PlaceGroup
+    | CancelGroup
+    | GetGroup
+    | CheckGroup
+    | SubmitGroup
 )
 
 Reply = (
@@ -1685,6 +1970,9 @@ Reply = (
     | SystemStatusReply
     | ServiceStatus
     | DataReply
+    | GroupReply
+    | GroupDecision
+    | GroupSubmitAck
 )
 
 B = TypeVar("B")

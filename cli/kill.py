@@ -102,13 +102,21 @@ def send_kill(
     retries: int = KILL_RETRIES,
     broadcast_timeout_s: float | None = None,
     kill_origin: str | None = None,
+    keep_protective: bool = False,
 ) -> KillOutcome:
     """Send one kill (gateway + risk + bus, concurrently) and judge it. Used by ``khazad kill``; usable from
     scripts. ``timeout_s`` is per attempt (default: the gateway's kill verification bound plus the request
     timeout, since the gateway answers only after it has verified that nothing is working). The whole call
     returns within ``timeout_s * (retries + 1)`` plus backoff (the bus leg is bounded by the same budget, at
-    most :data:`BROADCAST_TIMEOUT_S`, at least 1 s)."""
-    kill = Kill(kill_id=uuid.uuid4().hex, scope=scope, reason=reason, origin=kill_origin or origin())
+    most :data:`BROADCAST_TIMEOUT_S`, at least 1 s). ``keep_protective``: spare the stops that protect open
+    positions at IB (``--keep-protective``)."""
+    kill = Kill(
+        kill_id=uuid.uuid4().hex,
+        scope=scope,
+        reason=reason,
+        origin=kill_origin or origin(),
+        keep_protective=keep_protective,
+    )
     kill = validate(kill)  # schema check as the gateway will do it: a bad scope -> DecodeError (a ValueError)
     per_attempt = timeout_s if timeout_s is not None else cfg.gateway.kill_verify_timeout_s + cfg.bus.request_timeout_s
     if broadcast_timeout_s is None:
@@ -165,7 +173,14 @@ def _cmd_kill(args: argparse.Namespace) -> int:
         err(f"khazad kill: configuration error: {exc}\nKILL NOT SENT.")
         return EXIT_CONFIG
     try:
-        outcome = send_kill(cfg, scope=args.scope, reason=args.reason, timeout_s=args.timeout, retries=args.retries)
+        outcome = send_kill(
+            cfg,
+            scope=args.scope,
+            reason=args.reason,
+            timeout_s=args.timeout,
+            retries=args.retries,
+            keep_protective=args.keep_protective,
+        )
     except ValueError as exc:
         err(f"khazad kill: invalid command: {exc}\nKILL NOT SENT.")
         return EXIT_REFUSED
@@ -218,6 +233,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--scope", default="all", help=SCOPE_HELP)
     p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    p.add_argument(
+        "--keep-protective",
+        action="store_true",
+        help="keep the stop orders (STP, STP LMT, TRAIL, TRAIL LIMIT) that protect open positions at IB; "
+        "everything else is cancelled",
+    )
     p.add_argument(
         "--retries",
         type=non_negative_int,

@@ -22,7 +22,34 @@ def _price(o: OrderView) -> str:
         parts.append(f"L {spec.limit_price:g}")
     if spec.stop_price is not None:
         parts.append(f"S {spec.stop_price:g}")
+    if spec.trailing_amount is not None:
+        parts.append(f"T {spec.trailing_amount:g}")
+    if spec.trailing_percent is not None:
+        parts.append(f"T {spec.trailing_percent:g}%")
     return " ".join(parts)
+
+
+def group_label(o: OrderView) -> str:
+    """The order's group and its part in it: ``<group_id> entry`` / ``child`` (a bracket), ``oca<type>``."""
+    spec = o.spec
+    if not spec.group_id:
+        return ""
+    role = "child" if spec.parent_id else f"oca{spec.oca_type}" if spec.oca_type else "entry"
+    return f"{spec.group_id} {role}"
+
+
+def grouped(orders: list[OrderView]) -> list[OrderView]:
+    """The orders in their order, each group's members together (where its first member is)."""
+    out: list[OrderView] = []
+    members: dict[str, list[OrderView]] = {}
+    for o in orders:
+        gid = o.spec.group_id
+        if gid and gid in members:
+            members[gid].append(o)
+            continue
+        members[gid or f"\0{len(out)}"] = [o]
+        out.append(o)
+    return [m for first in out for m in members[first.spec.group_id or f"\0{out.index(first)}"]]
 
 
 def orders_table(orders: list[OrderView], title: str) -> Any:
@@ -38,6 +65,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
         "type",
         "price",
         "tif",
+        "group",
         "status",
         "filled",
         "avg",
@@ -48,7 +76,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
         "reason",
     ):
         table.add_column(col, overflow="fold")
-    for o in orders:
+    for o in grouped(orders):
         s = o.spec
         style = "green" if o.is_live else ("dim" if o.is_done else "yellow")
         table.add_row(
@@ -60,6 +88,7 @@ def orders_table(orders: list[OrderView], title: str) -> Any:
             s.order_type,
             _price(o),
             s.tif,
+            group_label(o),
             f"[{style}]{o.status}[/]",
             qty(o.filled),
             num(o.avg_fill_price, "{:,.4g}") if o.filled else "",

@@ -6,12 +6,14 @@ Run it (with the system up, e.g. ``make run``)::
     python examples/simple_strategy.py --config khazad.toml        # the same, as a script
 
 It is configured by ``[strategy]`` in ``khazad.toml`` (``strategy_id``, ``symbol``, ``quantity``, ``interval_s``,
-``enabled``). Every ``interval_s`` it looks at the mid price, compares it with a slow moving average, and sends one
-small order: SELL above the average, BUY below, but always towards flat when it holds a position, so the position
-stays within one order's quantity. Most orders are marketable limit orders (priced at the far side of the spread),
-every fourth one a market order. It waits for each order to finish with ``wait_for_order`` and logs the whole
-status history (``PendingSubmit -> PreSubmitted -> Submitted -> Filled``); an order that does not fill in time is
-cancelled.
+``enabled``). Every ``interval_s`` it looks at the mid price and compares it with a slow moving average. When flat
+it opens with a **bracket** (``place_bracket_order``): SELL above the average, BUY below, the entry a marketable
+limit (the far side of the spread), a take-profit and a stop-loss :data:`BRACKET_PCT` away from the mid. The
+bracket's children live at IB: they protect the position even while this process (or Khazad) is down, and one
+cancels the other. It waits for the entry to finish with ``wait_for_order`` and logs the whole status history
+(``PendingSubmit -> PreSubmitted -> Submitted -> Filled``); an entry that does not fill in time is cancelled with its
+bracket. While it holds a position it watches the bracket (``get_group``); when neither child has closed it after
+:data:`HOLD_STEPS` intervals, it cancels the bracket and closes with a market order.
 
 Rejections are expected (a kill switch, a risk limit): the strategy logs a rejection once per reason, pauses, and
 backs off exponentially (up to :data:`MAX_BACKOFF_S`). While trading is HALTED it does not send orders at all; it
@@ -36,8 +38,10 @@ from sdk import AsyncKhazadClient, OrderRejected, OrderWaitTimeout, RequestTimeo
 
 #: Smoothing of the moving average of the mid (per tick).
 EMA_ALPHA = 0.05
-#: Every n-th order is a market order, the others marketable limits.
-MARKET_EVERY = 4
+#: Take-profit and stop-loss distance from the mid, in percent (inside risk's default price collar of 5 %).
+BRACKET_PCT = 0.5
+#: Intervals a bracket may hold a position before the strategy closes it itself.
+HOLD_STEPS = 2
 #: Backoff after a rejection or an unreachable service: doubles from the interval up to this.
 MAX_BACKOFF_S = 60.0
 #: How long an order may take to finish before it is cancelled (at least this, else the interval).
@@ -124,6 +128,9 @@ class SimpleStrategy:
         self.orders_filled = 0
         self.rejections = 0
         self.backoff = Backoff(base_s=scfg.interval_s)
+        #: the bracket protecting the position (its group id) and for how many steps it has held it
+        self.bracket: str | None = None
+        self.held_steps = 0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -185,7 +192,7 @@ class SimpleStrategy:
         if not self._stop.is_set():
             self._set_mode(Mode.TRADING)
         while not self._stop.is_set():
-            if self.max_orders is not None and self.orders_sent >= self.max_orders:
+            if self.max_orders is not None and self.orders_sent >= self.max_orders and self.bracket is None:
                 logger.info("strategy {}: sent {} orders, done", c.strategy_id, self.orders_sent)
                 break
             wait = self.scfg.interval_s if self.mode == Mode.TRADING else self.backoff.wait_s
@@ -228,27 +235,12 @@ class SimpleStrategy:
         if tick is None or mid is None:
             self._pause(f"no market data for {self.symbol} yet")
             return
-        side = self._decide(mid)
-        n = self.orders_sent + 1
         try:
-            if n % MARKET_EVERY == 0:
-                view = await c.place_market_order(self.symbol, side, self.quantity)
+            if self.bracket is not None:
+                await self._watch_bracket(self.bracket)
+                final = None
             else:
-                far = (tick.ask if side == "BUY" else tick.bid) or mid
-                view = await c.place_limit_order(self.symbol, side, self.quantity, round_price(far))
-            self.orders_sent += 1
-            coid = view.spec.client_order_id
-            logger.info(
-                "strategy {}: order {} {} {:g} {} {} sent ({})",
-                c.strategy_id,
-                coid,
-                side,
-                self.quantity,
-                self.symbol,
-                view.spec.order_type,
-                view.status,
-            )
-            final = await self._finish(coid)
+                final = await self._open(self._decide(mid), mid, (tick.ask, tick.bid))
         except OrderRejected as exc:
             self.rejections += 1
             self.orders_sent += exc.order is not None  # a journalled rejection still counts as an attempt
@@ -264,6 +256,62 @@ class SimpleStrategy:
         if self.mode == Mode.PAUSED:
             self._set_mode(Mode.TRADING, "accepted again")
 
+    async def _open(self, side: str, mid: float, touch: tuple[float | None, float | None]) -> OrderView | None:
+        """Open with a bracket: a marketable entry, a take-profit and a stop-loss at :data:`BRACKET_PCT`."""
+        c = self.client
+        ask, bid = touch
+        far = (ask if side == "BUY" else bid) or mid
+        up, down = round_price(mid * (1 + BRACKET_PCT / 100)), round_price(mid * (1 - BRACKET_PCT / 100))
+        take, stop = (up, down) if side == "BUY" else (down, up)
+        group = await c.place_bracket_order(self.symbol, side, self.quantity, round_price(far), take, stop)
+        self.orders_sent += 1
+        entry = group.orders[0]
+        logger.info(
+            "strategy {}: bracket {} {} {:g} {} sent: entry {} @{:g}, take-profit @{:g}, stop-loss @{:g} ({})",
+            c.strategy_id,
+            group.group_id,
+            side,
+            self.quantity,
+            self.symbol,
+            entry.spec.client_order_id,
+            round_price(far),
+            take,
+            stop,
+            group.status,
+        )
+        final = await self._finish(entry.spec.client_order_id, group_id=group.group_id)
+        if final is not None and final.filled > 0:
+            self.bracket, self.held_steps = group.group_id, 0
+        return final
+
+    async def _watch_bracket(self, group_id: str) -> None:
+        """The position is protected at IB by the bracket: record its close, or close it after HOLD_STEPS."""
+        c = self.client
+        group = await c.get_group(group_id)
+        self.held_steps += 1
+        if group.status == "working" and self.held_steps >= HOLD_STEPS:
+            logger.info("strategy {}: bracket {} held {} steps: closing", c.strategy_id, group_id, self.held_steps)
+            await c.cancel_group(group_id, reason="example: held long enough")
+            try:
+                for child in group.orders[1:]:
+                    await c.wait_for_order(child.spec.client_order_id, "done", timeout=MIN_DONE_TIMEOUT_S)
+            except OrderWaitTimeout:
+                return  # the cancel is on its way: look again at the next step
+            group = await c.get_group(group_id)
+        if group.status == "working":
+            return
+        self.bracket = None
+        for child in group.orders[1:]:
+            if child.filled > 0:
+                self._record(child)
+        if abs(self.position) > 0:
+            side = "SELL" if self.position > 0 else "BUY"
+            view = await c.place_market_order(self.symbol, side, abs(self.position))
+            self.orders_sent += 1
+            final = await self._finish(view.spec.client_order_id)
+            if final is not None:
+                self._record(final)
+
     def _decide(self, mid: float) -> str:
         if self.position > 0:
             return "SELL"
@@ -271,8 +319,8 @@ class SimpleStrategy:
             return "BUY"
         return "SELL" if self.ema is not None and mid > self.ema else "BUY"
 
-    async def _finish(self, coid: str) -> OrderView | None:
-        """Wait for the order to be done; cancel it if it takes too long. Returns the final view."""
+    async def _finish(self, coid: str, *, group_id: str | None = None) -> OrderView | None:
+        """Wait for the order to be done; cancel it (with its group) if it takes too long. Returns the final view."""
         c = self.client
         timeout = max(MIN_DONE_TIMEOUT_S, self.scfg.interval_s)
         try:
@@ -285,7 +333,10 @@ class SimpleStrategy:
                 timeout,
                 exc.order.status if exc.order else "?",
             )
-        await c.cancel_order(coid, reason="example: not filled in time")
+        if group_id is not None:
+            await c.cancel_group(group_id, reason="example: entry not filled in time")
+        else:
+            await c.cancel_order(coid, reason="example: not filled in time")
         try:
             return await c.wait_for_order(coid, "done", timeout=timeout)
         except OrderWaitTimeout as exc:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 import zmq
@@ -40,26 +40,32 @@ from bus.messages import (
     Ack,
     BarEvent,
     CancelAllOrders,
+    CancelGroup,
     CancelOrder,
     CancelReport,
     ContractInfo,
     GapReport,
     GetAccount,
+    GetGroup,
     GetOrder,
     GetPositions,
     GetTradingState,
+    GroupReply,
+    GroupView,
     Heartbeat,
     Instrument,
     InstrumentReply,
     ListOrders,
     MarketDataAck,
     ModifyOrder,
+    OrderGroup,
     OrderListReply,
     OrderReply,
     OrderSpec,
     OrderUpdate,
     OrderView,
     Ping,
+    PlaceGroup,
     PlaceOrder,
     Pong,
     PortfolioSnapshot,
@@ -83,6 +89,7 @@ from sdk.data import DataApi
 from sdk.endpoints import Endpoints, resolve_config, validated
 from sdk.endpoints import instrument as as_instrument
 from sdk.errors import KhazadClientError, OrderRejected, OrderWaitTimeout, UnexpectedReply
+from sdk.groups import bracket_group, oca_group, raise_if_group_rejected, trailing_stop_spec
 from sdk.ids import new_client_order_id
 from sdk.logs import configure_sdk_logging
 from sdk.market import LastTicks, MarketSubscriptions
@@ -645,6 +652,99 @@ class AsyncKhazadClient:
                 round_to_tick=round_to_tick,
             )
         )
+
+    # -- protective orders and order groups (sdk/groups.py builds them) -------------------------------------------
+
+    async def place_trailing_stop(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        *,
+        trailing_amount: float | None = None,
+        trailing_percent: float | None = None,
+        trail_stop_price: float | None = None,
+        limit_offset: float | None = None,
+        client_order_id: str | None = None,
+        tif: str = "GTC",
+        outside_rth: bool = False,
+    ) -> OrderView:
+        """A trailing stop (TRAIL; TRAIL LIMIT with ``limit_offset``) that follows the market by ``trailing_amount``
+        or ``trailing_percent`` and lives at IB (GTC by default): protection that outlives this process."""
+        spec = trailing_stop_spec(
+            self.strategy_id,
+            as_instrument(symbol),
+            side,
+            quantity,
+            trailing_amount=trailing_amount,
+            trailing_percent=trailing_percent,
+            trail_stop_price=trail_stop_price,
+            limit_offset=limit_offset,
+            client_order_id=client_order_id,
+            tif=tif,
+            outside_rth=outside_rth,
+        )
+        return await self.place_order(spec)
+
+    async def place_group(self, group: OrderGroup) -> GroupView:
+        """Place an order group (``sdk.groups.bracket_group``/``oca_group`` build one): approved as a whole or
+        refused as a whole (:class:`OrderRejected` with ``group``). Returns every member's view."""
+        if group.strategy_id != self.strategy_id:
+            raise ValueError(f"group is for strategy {group.strategy_id!r}, this client is {self.strategy_id!r}")
+        reply = await self._call(self._orders, PlaceGroup(group=validated(group)), GroupReply)
+        view = reply.group
+        logger.debug("sdk: group {} ({}) placed: {}", group.key, group.kind, view.status)
+        raise_if_group_rejected(view)
+        return view
+
+    async def place_bracket_order(
+        self,
+        instrument: str | Instrument,
+        side: str,
+        quantity: float,
+        entry_price: float | None,
+        take_profit: float | None,
+        stop_loss: float | None,
+        *,
+        group_id: str | None = None,
+        tif: str = "DAY",
+        children_tif: str = "GTC",
+        outside_rth: bool = False,
+        round_to_tick: bool = False,
+    ) -> GroupView:
+        """Entry (LMT at ``entry_price``, MKT when None), take-profit (LMT) and stop-loss (STP) as one bracket at IB:
+        the children work once the entry fills, for what it filled, and one cancels the other."""
+        group = bracket_group(
+            self.strategy_id,
+            as_instrument(instrument),
+            side,
+            quantity,
+            entry_price,
+            take_profit,
+            stop_loss,
+            group_id=group_id,
+            tif=tif,
+            children_tif=children_tif,
+            outside_rth=outside_rth,
+            round_to_tick=round_to_tick,
+        )
+        return await self.place_group(group)
+
+    async def place_oca_group(
+        self, orders: Sequence[OrderSpec], *, oca_type: int = 1, group_id: str | None = None
+    ) -> GroupView:
+        """``orders`` as one OCA group at IB: a fill of one cancels (``oca_type=1``) or reduces (2, 3) the others."""
+        return await self.place_group(oca_group(self.strategy_id, orders, oca_type=oca_type, group_id=group_id))
+
+    async def get_group(self, group_id: str) -> GroupView:
+        """The order manager's view of one of this strategy's groups (``not_found`` if unknown)."""
+        body = validated(GetGroup(strategy_id=self.strategy_id, group_id=group_id))
+        return (await self._call(self._orders, body, GroupReply)).group
+
+    async def cancel_group(self, group_id: str, *, reason: str = "") -> GroupView:
+        """Cancel every working member (IB cancels a bracket's children with its entry); the view at the request."""
+        body = validated(CancelGroup(strategy_id=self.strategy_id, group_id=group_id, reason=reason))
+        return (await self._call(self._orders, body, GroupReply)).group
 
     async def modify_order(
         self,

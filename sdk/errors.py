@@ -4,7 +4,7 @@ did not reach the wanted stage in time raises :class:`OrderWaitTimeout`, no repl
 
 from __future__ import annotations
 
-from bus.messages import OrderView
+from bus.messages import GroupView, OrderView
 from bus.retry import RequestTimeout
 
 __all__ = ["KhazadClientError", "OrderRejected", "OrderWaitTimeout", "UnexpectedReply", "RequestTimeout"]
@@ -22,12 +22,22 @@ class OrderRejected(KhazadClientError):
     when the order exists (a risk-rejected order is journalled), else None.
     """
 
-    def __init__(self, code: str, reason: str, *, request_type: str = "", order: OrderView | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        request_type: str = "",
+        order: OrderView | None = None,
+        group: GroupView | None = None,
+    ) -> None:
         super().__init__(f"{code}: {reason}" if reason else code)
         self.code = code
         self.reason = reason
         self.request_type = request_type
         self.order = order
+        #: an order group refused as a whole: its view (every member journalled as rejected)
+        self.group = group
 
 
 class OrderWaitTimeout(KhazadClientError, TimeoutError):

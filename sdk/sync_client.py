@@ -8,7 +8,7 @@ import functools
 import os
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 from loguru import logger
@@ -19,8 +19,10 @@ from bus.messages import (
     BarsAck,
     ContractInfo,
     DailyPnlReply,
+    GroupView,
     Instrument,
     MarketDataAck,
+    OrderGroup,
     OrderSpec,
     OrderUpdate,
     OrderView,
@@ -347,6 +349,80 @@ class KhazadClient:
                 client_order_id, quantity=quantity, limit_price=limit_price, stop_price=stop_price
             )
         )
+
+    def place_trailing_stop(
+        self,
+        symbol: str | Instrument,
+        side: str,
+        quantity: float,
+        *,
+        trailing_amount: float | None = None,
+        trailing_percent: float | None = None,
+        trail_stop_price: float | None = None,
+        limit_offset: float | None = None,
+        client_order_id: str | None = None,
+        tif: str = "GTC",
+        outside_rth: bool = False,
+    ) -> OrderView:
+        return self._run(
+            self._aclient.place_trailing_stop(
+                symbol,
+                side,
+                quantity,
+                trailing_amount=trailing_amount,
+                trailing_percent=trailing_percent,
+                trail_stop_price=trail_stop_price,
+                limit_offset=limit_offset,
+                client_order_id=client_order_id,
+                tif=tif,
+                outside_rth=outside_rth,
+            )
+        )
+
+    def place_group(self, group: OrderGroup) -> GroupView:
+        return self._run(self._aclient.place_group(group))
+
+    def place_bracket_order(
+        self,
+        instrument: str | Instrument,
+        side: str,
+        quantity: float,
+        entry_price: float | None,
+        take_profit: float | None,
+        stop_loss: float | None,
+        *,
+        group_id: str | None = None,
+        tif: str = "DAY",
+        children_tif: str = "GTC",
+        outside_rth: bool = False,
+        round_to_tick: bool = False,
+    ) -> GroupView:
+        return self._run(
+            self._aclient.place_bracket_order(
+                instrument,
+                side,
+                quantity,
+                entry_price,
+                take_profit,
+                stop_loss,
+                group_id=group_id,
+                tif=tif,
+                children_tif=children_tif,
+                outside_rth=outside_rth,
+                round_to_tick=round_to_tick,
+            )
+        )
+
+    def place_oca_group(
+        self, orders: Sequence[OrderSpec], *, oca_type: int = 1, group_id: str | None = None
+    ) -> GroupView:
+        return self._run(self._aclient.place_oca_group(orders, oca_type=oca_type, group_id=group_id))
+
+    def get_group(self, group_id: str) -> GroupView:
+        return self._run(self._aclient.get_group(group_id))
+
+    def cancel_group(self, group_id: str, *, reason: str = "") -> GroupView:
+        return self._run(self._aclient.cancel_group(group_id, reason=reason))
 
     def cancel_order(self, client_order_id: str, *, reason: str = "") -> OrderView:
         return self._run(self._aclient.cancel_order(client_order_id, reason=reason))

@@ -39,6 +39,7 @@ from actors.gateway.dataplane import DataPlane
 from actors.gateway.entry import OrderEntry
 from actors.gateway.events import IbEventRouter, OrderEventTranslator
 from actors.gateway.executions import ExecutionFeed
+from actors.gateway.groups import GroupEntry
 from actors.gateway.halts import HaltLatch
 from actors.gateway.ib import IbSession
 from actors.gateway.killswitch import HaltKeeper, KillSwitch
@@ -48,6 +49,7 @@ from actors.gateway.outbox import Event, Outbox
 from actors.gateway.pacing import Priority, place_order_id
 from actors.gateway.persist import ExecJournal, GatewayState, StateCorrupt, StateStore, journal_path
 from actors.gateway.pnl import PnLFeed
+from actors.gateway.protective import protective_keeper
 from actors.gateway.reconcile import OrderResync, Reconciler
 from actors.gateway.settings import GatewaySettings, resolve_settings
 from actors.gateway.snapshot import SnapshotBuilder
@@ -62,10 +64,12 @@ from bus.messages import (
     Ack,
     AmendOrder,
     CancelAllOrders,
+    CancelGroup,
     CancelIbOrder,
     CancelOrder,
     CancelReport,
     CancelScope,
+    CheckGroup,
     CheckOrder,
     EmergencyCancel,
     EnableStrategy,
@@ -73,6 +77,7 @@ from bus.messages import (
     GatewaySnapshot,
     GatewayStatus,
     GetAccount,
+    GetGroup,
     GetOrder,
     GetPositions,
     GetRiskState,
@@ -80,17 +85,21 @@ from bus.messages import (
     GetStatus,
     GetSystemStatus,
     GetTradingState,
+    GroupSubmitAck,
     InstrumentReply,
     Kill,
     ListOrders,
     MarketDataAck,
     ModifyOrder,
+    OrderNoticeEvent,
+    PlaceGroup,
     PlaceOrder,
     QualifyInstrument,
     Rejected,
     Resume,
     SetTradingState,
     SubmitAck,
+    SubmitGroup,
     SubmitOrder,
     SubscribeMarketData,
     UnsubscribeMarketData,
@@ -124,6 +133,10 @@ class GatewayActor(Actor):
             GetAccount,
             GetPositions,
             GetSystemStatus,
+            PlaceGroup,
+            CancelGroup,
+            GetGroup,
+            CheckGroup,
         }
     )
 
@@ -172,6 +185,7 @@ class GatewayActor(Actor):
             self.table,
             outbox,
             is_connected=self.session.is_connected,
+            protective=protective_keeper(self.session),
         )
         self.entry = OrderEntry(
             session=self.session,
@@ -186,6 +200,7 @@ class GatewayActor(Actor):
             outbox=outbox,
             client_id=client_id,
         )
+        self.groups = GroupEntry(self.entry, self.sweeper)
         reconciler = Reconciler(
             session=self.session,
             table=self.table,
@@ -234,6 +249,8 @@ class GatewayActor(Actor):
 
     def _publish(self, topic: str, body: Event) -> None:
         self.publish(topic, body)
+        if isinstance(body, OrderNoticeEvent):
+            self.groups.on_notice(body)  # IB rejected a member of a group: the rest of the group is cancelled
 
     def _on_sent(self, msg: str, priority: Priority) -> None:
         """The pacer sent a message: a placeOrder marks its order as transmitted (IB has it)."""
@@ -275,6 +292,7 @@ class GatewayActor(Actor):
             **super().request_handlers(),
             GetStatus: self._status,
             SubmitOrder: self._submit,
+            SubmitGroup: self._submit_group,
             AmendOrder: self._amend,
             CancelIbOrder: self._cancel,
             CancelScope: self._cancel_scope,
@@ -293,6 +311,9 @@ class GatewayActor(Actor):
 
     async def _submit(self, ctx: CallContext, req: SubmitOrder) -> SubmitAck | Rejected:
         return await self.entry.submit(req)
+
+    async def _submit_group(self, ctx: CallContext, req: SubmitGroup) -> GroupSubmitAck | Rejected:
+        return await self.groups.submit(req)
 
     async def _amend(self, ctx: CallContext, req: AmendOrder) -> SubmitAck | Rejected:
         return await self.entry.amend(req)

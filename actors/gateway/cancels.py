@@ -110,6 +110,10 @@ class SweepResult:
     verified_mono: float = 0.0
 
 
+#: ``keep(record)``: an order a sweep spares (see :func:`actors.gateway.protective.protective_keeper`)
+Keep = Callable[[IbOrderRecord], bool]
+
+
 class CancelSweeper:
     """Runs sweeps against a session (``global_cancel``, ``cancel``, ``all_open_orders``) and the order table."""
 
@@ -160,13 +164,17 @@ class CancelSweeper:
             self.session.global_cancel()
             result.global_cancels += 1
 
-    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float, cause: str = "") -> SweepResult:
+    async def sweep(
+        self, scope: str, *, use_global: bool, timeout_s: float, cause: str = "", keep: Keep | None = None
+    ) -> SweepResult:
         """Cancel (globally or one by one), then verify against IB's list until nothing works or the deadline.
-        ``cause`` is why (the reason of every Cancelled status it brings)."""
+        ``cause`` is why (the reason of every Cancelled status it brings). ``keep``: orders the sweep spares (a
+        kill --keep-protective: never with a global cancel, which would take them too)."""
         start = time.monotonic()
         deadline = start + timeout_s
         result = SweepResult(scope=scope)
-        targets: dict[str, IbOrderRecord] = {r.key: r for r in self.table.working(scope)}
+        use_global = use_global and keep is None
+        targets: dict[str, IbOrderRecord] = {r.key: r for r in self.table.working(scope) if keep is None or not keep(r)}
         for rec in targets.values():
             stamp_cause(rec, cause)
             if use_global:
@@ -179,10 +187,10 @@ class CancelSweeper:
                 if self.cancel_one(rec, cause):
                     result.individual_cancels += 1
             await self._settle(list(targets.values()), start, deadline)
-        return await self._verify(result, targets, start, deadline, use_global, cause)
+        return await self._verify(result, targets, start, deadline, use_global, cause, keep)
 
     async def reverify(
-        self, previous: SweepResult, *, use_global: bool, timeout_s: float, cause: str = ""
+        self, previous: SweepResult, *, use_global: bool, timeout_s: float, cause: str = "", keep: Keep | None = None
     ) -> SweepResult:
         """One more verification of a finished sweep (no new global cancel unless IB still lists other clients'
         orders as working): its counts carry on from ``previous``."""
@@ -194,8 +202,9 @@ class CancelSweeper:
             individual_cancels=previous.individual_cancels,
             global_cancels=previous.global_cancels,
         )
-        targets = {r.key: r for r in self.table.working(previous.scope)}
-        result = await self._verify(result, targets, start, start + timeout_s, use_global, cause)
+        use_global = use_global and keep is None
+        targets = {r.key: r for r in self.table.working(previous.scope) if keep is None or not keep(r)}
+        result = await self._verify(result, targets, start, start + timeout_s, use_global, cause, keep)
         result.elapsed_ms += previous.elapsed_ms
         return result
 
@@ -207,6 +216,7 @@ class CancelSweeper:
         deadline: float,
         use_global: bool,
         cause: str,
+        keep: Keep | None = None,
     ) -> SweepResult:
         scope = result.scope
         already_cancelled = result.cancelled
@@ -238,6 +248,8 @@ class CancelSweeper:
                 listed_now[rec.key] = rec
                 if self.session.ib_status(trade) in TERMINAL or not rec.in_scope(scope):
                     continue
+                if keep is not None and keep(rec):
+                    continue  # spared: a stop protecting an open position (kill --keep-protective)
                 working.append(rec)
                 targets.setdefault(rec.key, rec)
             for key, rec in listed_before.items():
@@ -304,7 +316,9 @@ class SweepRegistry:
         self.sweeps_started = 0
         self.sweeps_joined = 0
 
-    async def run(self, command_id: str, scope: str, *, not_before: float = 0.0, cause: str = "") -> SweepResult:
+    async def run(
+        self, command_id: str, scope: str, *, not_before: float = 0.0, cause: str = "", keep: Keep | None = None
+    ) -> SweepResult:
         """The sweep of ``command_id`` in ``scope``: shared with the one registered for it, or started now (also
         when the registered one ended unconfirmed or failed: a retry cancels again). Its confirmation must come
         from an open-order list requested at or after ``not_before`` (monotonic). ``cause``: why (see
@@ -315,7 +329,9 @@ class SweepRegistry:
         if entry is None or _ended_unconfirmed(entry.task):
             self.sweeps_started += 1
             entry = _Run(
-                self._task(self.sweeper.sweep(scope, use_global=use_global, timeout_s=self.timeout_s, cause=cause))
+                self._task(
+                    self.sweeper.sweep(scope, use_global=use_global, timeout_s=self.timeout_s, cause=cause, keep=keep)
+                )
             )
             self._runs[key] = entry
             self._runs.move_to_end(key)
@@ -332,7 +348,9 @@ class SweepRegistry:
             if entry.task is task:  # confirmed before this caller's latch: verify once more, shared
                 logger.info("gateway: the sweep for {} was confirmed before its latch: verifying again", command_id)
                 entry.task = self._task(
-                    self.sweeper.reverify(result, use_global=use_global, timeout_s=self.timeout_s, cause=cause)
+                    self.sweeper.reverify(
+                        result, use_global=use_global, timeout_s=self.timeout_s, cause=cause, keep=keep
+                    )
                 )
 
     @staticmethod

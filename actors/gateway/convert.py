@@ -21,6 +21,8 @@ from bus.messages import (
     Position,
     PriceIncrement,
     TickEvent,
+    checked_order_types,
+    oca_key,
     parse_order_ref,
 )
 from bus.registry import EXTERNAL_STRATEGY
@@ -136,6 +138,7 @@ def contract_info(details: lib.ContractDetails, increments: list[tuple[float, fl
         long_name=(details.longName or "")[:128],
         primary_exchange=(getattr(contract, "primaryExchange", "") or "")[:64],
         under_con_id=int(getattr(details, "underConId", 0) or 0),
+        order_types=checked_order_types(getattr(details, "orderTypes", "") or ""),
     )
 
 
@@ -193,9 +196,12 @@ def reject_reason(error_string: str, advanced_json: str) -> str:
 
 
 def ib_order(trade: lib.Trade, status: str | None = None) -> IbOrder:
+    """One open order for a snapshot, with IB's links to its group (``parentId``, ``ocaGroup``)."""
     order = trade.order
     st = trade.orderStatus
     return IbOrder(
+        parent_id=max(0, int(getattr(order, "parentId", 0) or 0)),
+        oca_key=oca_key(str(getattr(order, "ocaGroup", "") or "")),
         ib_order_id=int(order.orderId or 0),
         perm_id=int(order.permId or 0),
         client_id=int(order.clientId or 0),

@@ -128,6 +128,13 @@ class OrderEntry:
         except ApprovalError as exc:
             logger.warning("gateway: order {} refused: {} ({})", ref, exc.code, exc.reason)
             return Rejected(code=exc.code, reason=exc.reason, request_type=rtype)
+        if spec.group_id or spec.parent_id or spec.oca_type:
+            # a member alone could work without its parent or its OCA siblings: groups go through SubmitGroup
+            return Rejected(
+                code="bad_request",
+                reason=f"{ref} is a member of group {spec.group_id!r}: use SubmitGroup",
+                request_type=rtype,
+            )
         inflight = self._placing.get(ref)
         if inflight is not None:
             await asyncio.shield(inflight)

@@ -58,6 +58,9 @@ LIBRARIES = ("ib_insync", "ib_async")
 IB_REQUEST_TIMEOUT_S = 5.0
 #: The library's own log records at or above this level are forwarded to loguru.
 LIBRARY_LOG_LEVEL = logging.WARNING
+#: IB's Adaptive algo and its one parameter (Urgent, Normal, Patient).
+ADAPTIVE_ALGO = "Adaptive"
+ADAPTIVE_PRIORITY_TAG = "adaptivePriority"
 
 
 def load_library(name: str) -> ModuleType:
@@ -446,6 +449,19 @@ class IbSession:
         order.auxPrice = stop if stop is not None else self.unset_double
         order.tif = spec.tif
         order.outsideRth = bool(spec.outside_rth)
+        # TRAIL / TRAIL LIMIT: IB's auxPrice is the trailing amount (or trailingPercent instead)
+        if spec.trailing_amount is not None:
+            order.auxPrice = spec.trailing_amount
+        order.trailingPercent = spec.trailing_percent if spec.trailing_percent is not None else self.unset_double
+        order.trailStopPrice = spec.trail_stop_price if spec.trail_stop_price is not None else self.unset_double
+        order.lmtPriceOffset = spec.limit_offset if spec.limit_offset is not None else self.unset_double
+        order.goodTillDate = spec.good_till
+        if spec.adaptive_priority:
+            order.algoStrategy = ADAPTIVE_ALGO
+            order.algoParams = [self.lib.TagValue(ADAPTIVE_PRIORITY_TAG, spec.adaptive_priority)]
+        else:
+            order.algoStrategy = ""
+            order.algoParams = []
 
     def execution_filter(self, *, time: str = "", client_id: int = 0) -> Any:
         return self.lib.ExecutionFilter(clientId=client_id, time=time)

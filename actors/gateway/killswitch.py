@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 from loguru import logger
 
 from actors.gateway.cancels import (
+    Keep,
     SweepRegistry,
     SweepResult,
     UnsentOrders,
@@ -115,7 +116,10 @@ class KillSwitch:
         outbox: Outbox,
         *,
         is_connected: Callable[[], bool],
+        protective: Keep | None = None,
     ) -> None:
+        #: what a kill --keep-protective spares (None: nothing, every kill cancels everything)
+        self.protective = protective
         self.halts = halts
         self.latch = halts.latch
         self.sweeps = sweeps
@@ -156,6 +160,7 @@ class KillSwitch:
                 cmd.reason,
                 kind="emergency cancel",
                 cause=breaker_cause(cmd.command_id, cmd.reason),
+                keep=self._keep(cmd.keep_protective),
             ),
         )
 
@@ -173,7 +178,14 @@ class KillSwitch:
         record = self.latch.latch(scope, reason=kill.reason, origin=kill.origin, kill_id=kill.kill_id)
         latched_mono = time.monotonic()
         self.latch.add_pending(
-            PendingSweep(command_id=kill.kill_id, scope=scope, kind="kill", reason=kill.reason, wall_ns=time.time_ns())
+            PendingSweep(
+                command_id=kill.kill_id,
+                scope=scope,
+                kind="kill",
+                reason=kill.reason,
+                wall_ns=time.time_ns(),
+                keep_protective=kill.keep_protective,
+            )
         )
         # relay the kill itself at once (before the fsync below): the sender's own broadcast may come later (a CLI
         # connects and handshakes first) or never; every actor halts on it and de-duplicates by kill_id
@@ -195,7 +207,8 @@ class KillSwitch:
             return self._report(kill.kill_id, scope, None, state="HALTED", epoch=record.epoch, detail=detail)
         # a sweep already registered under this id (the risk governor's emergency cancel got here first) is this
         # kill's sweep; its confirmation counts only from a list requested after the latch
-        result = await self.sweeps.run(kill.kill_id, scope, not_before=latched_mono, cause=cause)
+        keep = self._keep(kill.keep_protective)
+        result = await self.sweeps.run(kill.kill_id, scope, not_before=latched_mono, cause=cause, keep=keep)
         if result.confirmed:
             self.latch.clear_pending(kill.kill_id)
             self.halts.persist()
@@ -208,7 +221,12 @@ class KillSwitch:
         detail = result.detail or (f"{purged} unsent order message(s) dropped" if purged else "")
         return self._report(kill.kill_id, scope, result, state="HALTED", epoch=record.epoch, detail=detail)
 
-    async def _do_sweep(self, command_id: str, scope: str, reason: str, *, kind: str, cause: str) -> CancelReport:
+    def _keep(self, keep_protective: bool) -> Keep | None:
+        return self.protective if keep_protective else None
+
+    async def _do_sweep(
+        self, command_id: str, scope: str, reason: str, *, kind: str, cause: str, keep: Keep | None = None
+    ) -> CancelReport:
         logger.warning("gateway: {} {} scope {}: {}", kind, command_id, scope, reason or "-")
         purged = self.unsent.drop(scope, cause=cause)
         if not self._is_connected():
@@ -220,7 +238,7 @@ class KillSwitch:
                 epoch=self.latch.epoch,
                 detail="disconnected from IB: nothing could be cancelled",
             )
-        result = await self.sweeps.run(command_id, scope, cause=cause)
+        result = await self.sweeps.run(command_id, scope, cause=cause, keep=keep)
         if not result.confirmed:
             self.outbox.alert(
                 "critical",
@@ -273,7 +291,10 @@ class KillSwitch:
             )
             # a confirmation from before this connection does not count: the gap may have hidden anything
             cause = kill_cause(sweep.command_id, sweep.reason) if sweep.kind == "kill" else sweep.reason
-            result = await self.sweeps.run(sweep.command_id, sweep.scope, not_before=time.monotonic(), cause=cause)
+            keep = self._keep(sweep.keep_protective)
+            result = await self.sweeps.run(
+                sweep.command_id, sweep.scope, not_before=time.monotonic(), cause=cause, keep=keep
+            )
             if result.confirmed:
                 self.latch.clear_pending(sweep.command_id)
                 self.halts.persist()

@@ -9,7 +9,7 @@ gateway to that surface and either library satisfies it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Contract(Protocol):
@@ -80,6 +80,18 @@ class Order(Protocol):
     tif: str
     outsideRth: bool
     account: str
+    # protective order types (issue 16)
+    trailingPercent: float
+    trailStopPrice: float
+    lmtPriceOffset: float
+    goodTillDate: str
+    algoStrategy: str
+    algoParams: list[Any]
+    # order groups: brackets (parentId), OCA (ocaGroup, ocaType), held until the last member (transmit)
+    parentId: int
+    ocaGroup: str
+    ocaType: int
+    transmit: bool
 
 
 class OrderStatus(Protocol):

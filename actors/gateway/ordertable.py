@@ -32,6 +32,7 @@ from bus.messages import (
     OrderSpec,
     OrderStatusEvent,
     OrderTerms,
+    aux_price,
     clip,
     is_done_status,
     is_live_status,
@@ -59,7 +60,7 @@ def terms_of_spec(spec: OrderSpec) -> OrderTerms:
         quantity=float(spec.quantity),
         order_type=spec.order_type,
         limit_price=spec.limit_price,
-        stop_price=spec.stop_price,
+        stop_price=aux_price(spec),
         tif=spec.tif,
     )
 

@@ -58,6 +58,8 @@ class PendingSweep(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = "kill"
     reason: str = ""
     wall_ns: int = 0
+    #: a kill --keep-protective: its sweep spares the stops that protect open positions
+    keep_protective: bool = False
 
 
 class GatewayState(msgspec.Struct, frozen=True, kw_only=True):

@@ -145,6 +145,11 @@ class MonitorActor(Actor):
             m.GetAccount,
             m.GetPositions,
             *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+            m.PlaceGroup,
+            m.CancelGroup,
+            m.GetGroup,
+            m.CheckGroup,
+            m.SubmitGroup,
         }
     )
 

@@ -31,6 +31,7 @@ from loguru import logger
 from actors.orders.amend import OrderAmender
 from actors.orders.auth import check_strategy, visible_strategies
 from actors.orders.cancel import OrderCanceller
+from actors.orders.groups import GroupPlacer
 from actors.orders.inflight import InFlight
 from actors.orders.journal import Journal
 from actors.orders.ledger import OrderLedger, settled_done, settled_live
@@ -47,9 +48,11 @@ from bus.messages import (
     DATA_REQUESTS,
     AmendOrder,
     CancelAllOrders,
+    CancelGroup,
     CancelIbOrder,
     CancelOrder,
     CancelScope,
+    CheckGroup,
     CheckOrder,
     CommissionEvent,
     ConnectionStateEvent,
@@ -57,12 +60,14 @@ from bus.messages import (
     EnableStrategy,
     FillEvent,
     GetAccount,
+    GetGroup,
     GetOrder,
     GetPositions,
     GetRiskState,
     GetSnapshot,
     GetSystemStatus,
     GetTradingState,
+    GroupReply,
     Kill,
     ListOrders,
     ModifyOrder,
@@ -70,12 +75,14 @@ from bus.messages import (
     OrderNoticeEvent,
     OrderReply,
     OrderStatusEvent,
+    PlaceGroup,
     PlaceOrder,
     QualifyInstrument,
     ReconciliationReport,
     Rejected,
     Resume,
     SetTradingState,
+    SubmitGroup,
     SubmitOrder,
     SubscribeMarketData,
     UnsubscribeMarketData,
@@ -117,6 +124,7 @@ class _Parts:
     canceller: OrderCanceller
     amender: OrderAmender
     reconciler: Reconciler
+    groups: GroupPlacer
 
 
 class OrderManager(Actor):
@@ -148,6 +156,8 @@ class OrderManager(Actor):
             GetPositions,
             GetSystemStatus,
             *DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+            CheckGroup,
+            SubmitGroup,
         }
     )
 
@@ -181,10 +191,12 @@ class OrderManager(Actor):
             request_reconcile=self._request_reconcile,
             on_error=self.record_error,
         )
+        canceller = OrderCanceller(ledger, self.peers, self.inflight, pipeline)
         self._parts = _Parts(
             ledger=ledger,
             pipeline=pipeline,
-            canceller=OrderCanceller(ledger, self.peers, self.inflight, pipeline),
+            canceller=canceller,
+            groups=GroupPlacer(ledger, self.peers, self.inflight, pipeline),
             amender=OrderAmender(ledger, self.peers, self.inflight, request_reconcile=self._request_reconcile),
             reconciler=Reconciler(
                 ledger,
@@ -245,6 +257,9 @@ class OrderManager(Actor):
             GetOrder: self._get,
             ListOrders: self._list,
             WaitOrder: self._wait,
+            PlaceGroup: self._place_group,
+            CancelGroup: self._cancel_group,
+            GetGroup: self._get_group,
         }
 
     def _owned(self, ctx: CallContext, req: Any) -> ManagedOrder | Rejected:
@@ -262,7 +277,33 @@ class OrderManager(Actor):
 
     async def _place(self, ctx: CallContext, req: PlaceOrder) -> OrderReply | Rejected:
         denied = check_strategy(ctx, req.order.strategy_id, tag_of(PlaceOrder))
-        return denied if denied is not None else await self.parts.pipeline.place(req)
+        if denied is not None:
+            return denied
+        spec = req.order
+        if spec.group_id or spec.parent_id or spec.oca_type:
+            # a member alone could reach IB without its parent or its OCA siblings: groups go as one unit
+            return Rejected(
+                code="bad_request",
+                request_type=tag_of(PlaceOrder),
+                reason=f"{spec.order_ref} names order group {spec.group_id!r}: place groups with PlaceGroup",
+            )
+        return await self.parts.pipeline.place(req)
+
+    async def _place_group(self, ctx: CallContext, req: PlaceGroup) -> GroupReply | Rejected:
+        denied = check_strategy(ctx, req.group.strategy_id, tag_of(PlaceGroup))
+        return denied if denied is not None else await self.parts.groups.place(req)
+
+    async def _cancel_group(self, ctx: CallContext, req: CancelGroup) -> GroupReply | Rejected:
+        denied = check_strategy(ctx, req.strategy_id, tag_of(CancelGroup))
+        if denied is not None:
+            return denied
+        return await self.parts.groups.cancel(req, self.parts.canceller.cancel)
+
+    async def _get_group(self, ctx: CallContext, req: GetGroup) -> GroupReply | Rejected:
+        denied = check_strategy(ctx, req.strategy_id, tag_of(GetGroup))
+        if denied is not None:
+            return denied
+        return self.parts.groups.get(req.strategy_id, req.group_id, tag_of(GetGroup))
 
     async def _cancel(self, ctx: CallContext, req: CancelOrder) -> OrderReply | Rejected:
         order = self._owned(ctx, req)

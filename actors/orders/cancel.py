@@ -43,7 +43,7 @@ class OrderCanceller:
             self.ledger.commit(order, "cancel_request", durable=True, msg=req, publish=False)
         else:
             self.ledger.journal_only(ref, "cancel_request", durable=True, msg=req, status=order.status)
-        task = self.inflight.placement(ref)
+        task = self.inflight.placement(ref) or self.inflight.group_placement(ref)
         if task is not None:
             await asyncio.shield(task)  # the pipeline cancels before submitting, or we cancel what it placed
         async with self.inflight.lock(ref):

@@ -20,6 +20,8 @@ class InFlight:
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[OrderView]] = {}
+        #: an order group's placement, under each member's orderRef (a cancel of a member waits for it)
+        self._group_tasks: dict[str, asyncio.Task[Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def __len__(self) -> int:
@@ -37,6 +39,21 @@ class InFlight:
         if self._tasks.get(order_ref) is task:  # a later placement of the same order may have replaced it
             del self._tasks[order_ref]
 
+    def register_group(self, order_refs: list[str], task: asyncio.Task[Any]) -> None:
+        """``task`` is the placement of an order group whose members are ``order_refs``."""
+        for ref in order_refs:
+            self._group_tasks[ref] = task
+        task.add_done_callback(functools.partial(self._group_finished, tuple(order_refs)))
+
+    def _group_finished(self, order_refs: tuple[str, ...], task: asyncio.Task[Any]) -> None:
+        for ref in order_refs:
+            if self._group_tasks.get(ref) is task:
+                del self._group_tasks[ref]
+
+    def group_placement(self, order_ref: str) -> asyncio.Task[Any] | None:
+        """The placement of the group ``order_ref`` belongs to, if one is in flight."""
+        return self._group_tasks.get(order_ref)
+
     def placement(self, order_ref: str) -> asyncio.Task[OrderView] | None:
         """The placement of ``order_ref`` in flight, if any."""
         return self._tasks.get(order_ref)
@@ -50,7 +67,8 @@ class InFlight:
 
     def busy(self) -> set[str]:
         """Every orderRef a request is working on (placing, cancelling or modifying)."""
-        return set(self._tasks) | {ref for ref, lock in self._locks.items() if lock.locked()}
+        locked = {ref for ref, lock in self._locks.items() if lock.locked()}
+        return set(self._tasks) | set(self._group_tasks) | locked
 
     def forget_idle_locks(self, known: Container[str]) -> None:
         """Drop the locks of orders nobody holds and that left memory (housekeeping)."""

@@ -30,7 +30,7 @@ import msgspec
 
 from actors.orders.lifecycle import FillRecord, ManagedOrder
 from bus.files import private_sqlite
-from bus.messages import FillEvent, OrderSpec, StatusChange
+from bus.messages import FillEvent, OrderGroup, OrderSpec, StatusChange
 
 #: 2: ``events.stage`` (the order's pipeline stage after an event that changed it; '' for the others)
 SCHEMA_VERSION = 2
@@ -97,6 +97,14 @@ CREATE TABLE IF NOT EXISTS fills (
     payload      BLOB
 );
 CREATE INDEX IF NOT EXISTS fills_order ON fills (order_ref);
+CREATE TABLE IF NOT EXISTS groups (
+    group_key        TEXT PRIMARY KEY,
+    strategy_id      TEXT NOT NULL,
+    group_id         TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    created_wall_ns  INTEGER NOT NULL,
+    payload          BLOB NOT NULL
+);
 """
 
 _ORDER_COLUMNS = (
@@ -131,6 +139,7 @@ _UPSERT = (
 _encoder = msgspec.msgpack.Encoder()
 _spec_decoder = msgspec.msgpack.Decoder(OrderSpec)
 _history_decoder = msgspec.msgpack.Decoder(list[StatusChange])
+_group_decoder = msgspec.msgpack.Decoder(OrderGroup)
 
 
 class JournalError(Exception):
@@ -403,6 +412,22 @@ class Journal:
         return self._select(
             " AND ".join(clauses), tuple(args), f"ORDER BY created_wall_ns DESC LIMIT {int(limit)} OFFSET {int(offset)}"
         )
+
+    # -- order groups (journalled with their members' requests, in one transaction: see OrderLedger.create_group)
+
+    def save_group(self, group: OrderGroup, created_wall_ns: int) -> None:
+        self._db.execute(
+            "INSERT INTO groups (group_key, strategy_id, group_id, kind, created_wall_ns, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (group.key, group.strategy_id, group.group_id, group.kind, created_wall_ns, _encoder.encode(group)),
+        )
+
+    def load_group(self, group_key: str) -> tuple[OrderGroup, int] | None:
+        """The group and when it was journalled, or None."""
+        row = self._db.execute(
+            "SELECT payload, created_wall_ns FROM groups WHERE group_key = ?", (group_key,)
+        ).fetchone()
+        return (_group_decoder.decode(row[0]), int(row[1])) if row else None
 
     def events(self, order_ref: str | None = None) -> list[EventRow]:
         sql = "SELECT id, wall_ns, order_ref, kind, status, stage, flag, detail, msg_type, payload FROM events"

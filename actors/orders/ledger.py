@@ -32,6 +32,7 @@ from bus import topics
 from bus.messages import (
     CommissionEvent,
     FillEvent,
+    OrderGroup,
     OrderNoticeEvent,
     OrderSpec,
     OrderStatusEvent,
@@ -134,6 +135,27 @@ class OrderLedger:
             del self.records[rec.order_ref]
             raise
         return rec
+
+    def create_group(self, group: OrderGroup, request: Any, now_ns: int | None = None) -> list[ManagedOrder]:
+        """Journal an order group as one unit: the group and every member as Received, in one transaction (a crash
+        leaves all of them or none). Then each member's update is published."""
+        now = now_ns or time.time_ns()
+        recs = [ManagedOrder(spec=spec, created_wall_ns=now, updated_wall_ns=now) for spec in group.orders]
+        with self.journal.transaction(durable=False):
+            self.journal.save_group(group, now)
+            for rec in recs:
+                rec.add_history(rec.status, now, f"request journalled (group {group.key})")
+                self.journal.append_event(
+                    rec.order_ref, "request", status=rec.status, stage=rec.stage, detail=group.key, msg=request
+                )
+                self.journal.save_order(rec)
+        for rec in recs:
+            self.records[rec.order_ref] = rec
+            self._publish(
+                topics.order(rec.strategy_id), OrderUpdate(order=rec.view(with_history=False), change="received")
+            )
+            self._notify(rec)
+        return recs
 
     @contextmanager
     def writing(self, order: ManagedOrder, *, durable: bool = False) -> Iterator[OrderWrite]:

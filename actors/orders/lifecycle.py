@@ -33,13 +33,16 @@ from bus.messages import (
     DONE_STATUSES,
     IB_STATUSES,
     KHAZAD_STATUSES,
+    LIMIT_ORDER_TYPES,
     LIVE_STATUSES,
     MAX_HISTORY,
+    TRAILING_ORDER_TYPES,
     FillEvent,
     OrderSpec,
     OrderTerms,
     OrderView,
     StatusChange,
+    aux_price,
 )
 
 RECEIVED = "Received"
@@ -110,8 +113,8 @@ def _same_terms(spec: OrderSpec, terms: OrderTerms) -> bool:
     return (
         abs(spec.quantity - terms.quantity) <= TERMS_EPSILON
         and spec.order_type == terms.order_type
-        and _same_price(spec.limit_price, terms.limit_price)
-        and _same_price(spec.stop_price, terms.stop_price)
+        and (spec.order_type not in LIMIT_ORDER_TYPES or _same_price(spec.limit_price, terms.limit_price))
+        and _same_price(aux_price(spec), terms.stop_price)
     )
 
 
@@ -371,10 +374,14 @@ class ManagedOrder:
         if abs(terms.quantity - self.spec.quantity) > TERMS_EPSILON and terms.quantity > 0:
             changes["quantity"] = terms.quantity
         if terms.order_type == self.spec.order_type:  # prices only mean the same thing for the same type
-            if not _same_price(terms.limit_price, self.spec.limit_price):
+            # a TRAIL LIMIT gets its limit at the trigger, from the stop: not a term of ours
+            if self.spec.order_type in LIMIT_ORDER_TYPES and not _same_price(terms.limit_price, self.spec.limit_price):
                 changes["limit_price"] = terms.limit_price
-            if not _same_price(terms.stop_price, self.spec.stop_price):
-                changes["stop_price"] = terms.stop_price
+            if not _same_price(terms.stop_price, aux_price(self.spec)):
+                # IB's auxPrice: a trailing order's trailing amount (a percent one has none), else the stop
+                trailing = self.spec.order_type in TRAILING_ORDER_TYPES
+                if not trailing or self.spec.trailing_amount is not None:
+                    changes["trailing_amount" if trailing else "stop_price"] = terms.stop_price
         if not changes:
             return False
         try:

@@ -18,11 +18,15 @@ from bus.messages import (
     AmendOrder,
     Approval,
     CancelIbOrder,
+    CheckGroup,
     CheckOrder,
     GetSnapshot,
+    GroupDecision,
+    OrderGroup,
     OrderSpec,
     Rejected,
     RiskDecision,
+    SubmitGroup,
     SubmitOrder,
     tag_of,
 )
@@ -51,6 +55,19 @@ class RiskAnswer:
     reason: str
     approval: Approval | None
     #: the reply as received (journalled), None when there was none
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRiskAnswer:
+    """The governor's answer on an order group: approved with one approval per member, or refused as a whole
+    (``order_ref``: the member that failed, when one did)."""
+
+    approved: bool
+    code: str
+    reason: str
+    order_ref: str
+    approvals: list[Approval]
     msg: Any
 
 
@@ -97,6 +114,27 @@ class Peers:
             code = reply.code if reply.code.startswith("risk.") else f"risk.{reply.code}"
             return RiskAnswer(False, code, reply.reason, None, reply)
         return RiskAnswer(False, RISK_BAD_REPLY, f"unexpected reply {tag_of(type(reply))}", None, reply)
+
+    async def check_group(self, group: OrderGroup) -> GroupRiskAnswer:
+        """``CheckGroup``: every member approved (one approval each) or the group refused; fail closed as above."""
+        try:
+            reply = await self._call(RISK, CheckGroup(group=group), self.risk_timeout_s)
+        except RequestTimeout:
+            why = f"risk governor did not answer within {self.risk_timeout_s:g}s (fail closed)"
+            return GroupRiskAnswer(False, RISK_UNAVAILABLE, why, "", [], None)
+        if isinstance(reply, GroupDecision):
+            if reply.approved and len(reply.approvals) != len(group.orders):
+                why = f"approved with {len(reply.approvals)} approvals for {len(group.orders)} members"
+                return GroupRiskAnswer(False, RISK_NO_APPROVAL, why, "", [], reply)
+            return GroupRiskAnswer(reply.approved, reply.code, reply.reason, reply.order_ref, reply.approvals, reply)
+        if isinstance(reply, Rejected):
+            code = reply.code if reply.code.startswith("risk.") else f"risk.{reply.code}"
+            return GroupRiskAnswer(False, code, reply.reason, "", [], reply)
+        return GroupRiskAnswer(False, RISK_BAD_REPLY, f"unexpected reply {tag_of(type(reply))}", "", [], reply)
+
+    async def submit_group(self, group: OrderGroup, approvals: list[Approval]) -> Any:
+        """``SubmitGroup`` to the gateway; raises :class:`RequestTimeout` without an answer."""
+        return await self._call(GATEWAY, SubmitGroup(group=group, approvals=approvals), self.gateway_timeout_s)
 
     async def submit(self, spec: OrderSpec, approval: Approval) -> Any:
         """``SubmitOrder`` to the gateway; raises :class:`RequestTimeout` without an answer."""

@@ -143,6 +143,11 @@ class PortfolioActor(Actor):
             m.QualifyInstrument,
             m.GetSystemStatus,
             *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+            m.PlaceGroup,
+            m.CancelGroup,
+            m.GetGroup,
+            m.CheckGroup,
+            m.SubmitGroup,
         }
     )
 

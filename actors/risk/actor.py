@@ -45,6 +45,7 @@ from actors.risk.cancels import ATTEMPT_MARGIN_S, EmergencyCanceller
 from actors.risk.daybook import StrategyDayBook
 from actors.risk.exposure import ExposureBook, StatusOutcome
 from actors.risk.fx import FxRates
+from actors.risk.groups import GroupChecker
 from actors.risk.kill import KillSwitch
 from actors.risk.limits import LimitTable
 from actors.risk.margin import MarginPreview
@@ -146,6 +147,10 @@ class RiskGovernor(Actor):
             m.GetPositions,
             m.GetSystemStatus,
             *m.DATA_REQUESTS,  # the data plane's requests: the gateway answers them
+            m.PlaceGroup,
+            m.CancelGroup,
+            m.GetGroup,
+            m.SubmitGroup,
         }
     )
 
@@ -189,6 +194,7 @@ class RiskGovernor(Actor):
             self.breakers.count_decision,
             MarginPreview(gateway, wait_s=risk.margin_wait_s, cache_s=risk.margin_cache_s),
         )
+        self.groups = GroupChecker(risk, self.checker, self.mirror, signer)
         self.kill_switch = KillSwitch(self.states, self.canceller, self.mirror.working_in_scope)
         self.mirror.on_snapshot(self._on_snapshot)
 
@@ -243,6 +249,7 @@ class RiskGovernor(Actor):
         return {
             **super().request_handlers(),
             CheckOrder: self._check_order,
+            m.CheckGroup: self._check_group,
             SetTradingState: self._set_state,
             Kill: self._kill,
             Resume: self._resume,
@@ -253,6 +260,9 @@ class RiskGovernor(Actor):
 
     async def _check_order(self, ctx: CallContext, req: CheckOrder) -> RiskDecision:
         return await self.checker.check(req)
+
+    async def _check_group(self, ctx: CallContext, req: m.CheckGroup) -> m.GroupDecision:
+        return await self.groups.check(req)
 
     async def _set_state(self, ctx: CallContext, req: SetTradingState) -> Ack | Rejected:
         return self.states.operator_set(req.scope, req.state, req.reason, req.origin or ctx.sender)

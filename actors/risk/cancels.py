@@ -63,7 +63,9 @@ class EmergencyCanceller:
         self._tasks: set[asyncio.Task[CancelRecord]] = set()
         self._order_cancels: set[asyncio.Task[None]] = set()
 
-    def send(self, scope: str, reason: str, *, command_id: str | None = None) -> asyncio.Task[CancelRecord]:
+    def send(
+        self, scope: str, reason: str, *, command_id: str | None = None, keep_protective: bool = False
+    ) -> asyncio.Task[CancelRecord]:
         """Publish and deliver one emergency cancel. ``command_id`` is the gateway's de-duplication key: a kill
         passes its own kill id, so the kill and its cancel run one sweep; breakers get a fresh id."""
         cmd = EmergencyCancel(
@@ -71,6 +73,7 @@ class EmergencyCanceller:
             scope=scope,
             reason=reason[:500] or "risk breaker",
             origin="risk",
+            keep_protective=keep_protective,
         )
         rec = CancelRecord(cmd, time.monotonic())
         self.history.append(rec)

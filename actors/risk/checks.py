@@ -3,7 +3,8 @@ for this order, taken at one instant) and the limits. No I/O, no clock, no state
 :func:`evaluate` answers, the governor records an approval.
 
 Order of the checks (the first failure is the answer): trading state, disabled strategy, restricted symbol,
-quantity, the contract (IB's details: unknown, ambiguous, contradicted, not qualified), size increment, tick size,
+quantity, the contract (IB's details: unknown, ambiguous, contradicted, not qualified), size increment, order type
+(IB's orderTypes), tick size,
 market data, exchange rate, notional, price collar, REDUCING admission, duplicate, order rate, position, gross
 exposure, buying power. Each rejection has a code from :mod:`actors.risk.codes` and a reason for humans.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from actors.risk import codes
 from bus.config import RiskLimits
 from bus.contracts import decimals_of, grid_neighbours, rounded_order, size_problem
-from bus.messages import ContractInfo, OrderSpec
+from bus.messages import ContractInfo, OrderSpec, ib_order_tokens
 
 EPSILON = 1e-9
 
@@ -194,6 +195,22 @@ def check_size(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskL
     assert view.contract is not None
     problem = size_problem(view.contract, order.quantity)
     return Verdict(codes.SIZE_INCREMENT, problem) if problem is not None else None
+
+
+def check_order_type(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
+    """IB's contract details list the order types, TIFs and algos the contract takes (``orderTypes``): an order
+    needing one it does not list would be refused by IB (a MOC on a future, GTD where IB has no GTD)."""
+    assert view.contract is not None
+    listed = {t.strip() for t in view.contract.order_types.split(",") if t.strip()}
+    if not listed:
+        return None  # IB gave no list: nothing to check against
+    missing = [t for t in ib_order_tokens(order) if t not in listed]
+    if missing:
+        return Verdict(
+            codes.ORDER_TYPE,
+            f"{view.contract.display} does not take {', '.join(missing)} (IB's orderTypes for the contract)",
+        )
+    return None
 
 
 def check_tick(order: OrderSpec, view: RiskView, limits: RiskLimits, acct: RiskLimits) -> Verdict | None:
@@ -396,6 +413,7 @@ CHECKS = (
     check_quantity,
     check_contract,
     check_size,
+    check_order_type,
     check_tick,
     check_market_data,
     check_delayed_data,

@@ -31,6 +31,10 @@ AMBIGUOUS_CONTRACT = "risk.ambiguous_contract"
 NOT_QUALIFIED = "risk.not_qualified"
 #: a limit or stop price off the contract's price grid (IB would refuse it: 110)
 TICK_SIZE = "risk.tick_size"
+#: the contract does not take this order type, TIF or algo (IB's contract details ``orderTypes``)
+ORDER_TYPE = "risk.order_type"
+#: a member of an order group failed its checks: the whole group is refused (the reason names the member)
+GROUP_REJECTED = "risk.group_rejected"
 #: a quantity below the contract's minimum size or not a multiple of its size increment (fractional units)
 SIZE_INCREMENT = "risk.size_increment"
 #: the contract's currency has no exchange rate into the base currency (account values, FX quote)
@@ -55,6 +59,7 @@ ALL_CODES = (
     CONTRACT_MISMATCH,
     NOT_QUALIFIED,
     SIZE_INCREMENT,
+    ORDER_TYPE,
     TICK_SIZE,
     NO_MARKET_DATA,
     STALE_MARKET_DATA,
@@ -69,8 +74,16 @@ ALL_CODES = (
     BUYING_POWER,
     DELAYED_DATA,
     MARGIN,
+    GROUP_REJECTED,
 )
 
 #: Rejections that do not count towards the reject-rate breaker: the governor's own state, and market data
 #: problems that hit every strategy alike (the stale-data breaker handles those).
-NOT_COUNTED_FOR_REJECT_RATE = STATE_CODES | {NO_MARKET_DATA, STALE_MARKET_DATA, NOT_QUALIFIED, NO_FX_RATE}
+#: (``GROUP_REJECTED``: the group's other members; the failing member's own code counts once)
+NOT_COUNTED_FOR_REJECT_RATE = STATE_CODES | {
+    NO_MARKET_DATA,
+    STALE_MARKET_DATA,
+    NOT_QUALIFIED,
+    NO_FX_RATE,
+    GROUP_REJECTED,
+}

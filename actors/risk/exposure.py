@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Protocol
 
 from actors.risk.daybook import StrategyDayBook
+from actors.risk.working import WorkingOrder, oca_set
 from bus.messages import (
     CommissionEvent,
     ContractInfo,
@@ -40,8 +41,6 @@ from bus.messages import (
 #: IB error codes that accompany a cancel we (or the user) asked for: not a rejection.
 CANCEL_CONFIRM_CODES = frozenset({202, 10147, 10148, 161})
 EPSILON = 1e-9
-#: order types that protect a position (never cancelled for stale market data)
-PROTECTIVE_TYPES = frozenset({"STP", "STP LMT"})
 
 InfoOf = Callable[[int], "ContractInfo | None"]
 
@@ -73,43 +72,6 @@ def strategy_of(order_ref: str, fallback: str = "") -> str:
     """The strategy of one of our orders, "" for orders Khazad did not place."""
     parsed = parse_order_ref(order_ref)
     return parsed[0] if parsed else fallback
-
-
-@dataclass(slots=True)
-class WorkingOrder:
-    """One order that may still trade."""
-
-    order_ref: str
-    strategy: str
-    con_id: int
-    #: IB's contract symbol (``symbol:`` scopes)
-    symbol: str
-    #: None when the side is not known yet (first seen through a status event): counted on both sides
-    side: str | None
-    quantity: float
-    filled: float
-    price: float | None
-    multiplier: float
-    currency: str
-    pending: bool
-    expires_mono: float = math.inf
-    rejected: bool = False
-    tif: str = ""
-    order_type: str = ""
-
-    @property
-    def remaining(self) -> float:
-        return max(0.0, self.quantity - self.filled)
-
-    @property
-    def protective(self) -> bool:
-        """A stop (protects a position) or an order of unknown type: never cancelled for stale data."""
-        return self.order_type in PROTECTIVE_TYPES or not self.order_type
-
-    @property
-    def resting_day_order(self) -> bool:
-        """What the stale-data breaker may cancel when configured to: a known DAY limit or market order."""
-        return self.tif == "DAY" and not self.protective
 
 
 @dataclass(slots=True)
@@ -167,7 +129,7 @@ class ExposureBook:
     # -- aggregates -------------------------------------------------------------------------------------------------
 
     def _contribute(self, w: WorkingOrder, sign: float) -> None:
-        r = w.remaining * sign
+        r = w.remaining * sign if w.counted else 0.0
         if r == 0:
             return
         whos: tuple[str | None, ...] = (None, w.strategy) if w.strategy else (None,)
@@ -177,6 +139,8 @@ class ExposureBook:
                 q[0] += r
             if w.side != "BUY":
                 q[1] += r
+            if w.child:
+                continue  # a bracket child adds no notional: it closes what its entry opens
             if w.price is not None:
                 by_ccy = self._priced.setdefault(who, {})
                 by_ccy[w.currency] = by_ccy.get(w.currency, 0.0) + r * w.price * w.multiplier
@@ -190,12 +154,27 @@ class ExposureBook:
             self._contribute(old, -1.0)
         self.working[w.order_ref] = w
         self._contribute(w, 1.0)
+        self._regroup(w.oca)
 
     def _drop(self, order_ref: str) -> WorkingOrder | None:
         w = self.working.pop(order_ref, None)
         if w is not None:
             self._contribute(w, -1.0)
+            self._regroup(w.oca)
         return w
+
+    def _regroup(self, oca: str) -> None:
+        """Count only the largest working member of a one-cancels-all set (by notional, then quantity): at most
+        one of them can fill in full, so that is the set's worst case."""
+        if not oca:
+            return
+        members = [w for w in self.working.values() if w.oca == oca]
+        for w in members:
+            self._contribute(w, -1.0)
+        leader = max(members, key=lambda w: (w.remaining * (w.price or 0.0) * w.multiplier, w.remaining), default=None)
+        for w in members:
+            w.counted = w is leader
+            self._contribute(w, 1.0)
 
     def _rebuild_aggregates(self) -> None:
         """Recompute every aggregate from scratch (after a snapshot: also clears float drift)."""
@@ -217,11 +196,22 @@ class ExposureBook:
 
     # -- working orders ------------------------------------------------------------------------------------------
 
-    def add_pending(self, order: OrderSpec, info: ContractInfo, *, price: float | None, expires_mono: float) -> None:
+    def add_pending(
+        self,
+        order: OrderSpec,
+        info: ContractInfo,
+        *,
+        price: float | None,
+        expires_mono: float,
+        oca: str = "",
+        child: bool = False,
+    ) -> None:
         """An approval: count the order as working now (at the price it goes to IB with). A modification replaces
-        the order's previous terms."""
+        the order's previous terms. ``oca`` and ``child``: a member of an order group (see :class:`WorkingOrder`)."""
         ref = order.order_ref
         prev = self.working.get(ref)
+        if prev is not None:
+            oca, child = prev.oca or oca, prev.child or child
         filled = prev.filled if prev is not None else 0.0
         self._put(
             WorkingOrder(
@@ -239,6 +229,8 @@ class ExposureBook:
                 expires_mono=expires_mono if prev is None or prev.pending else math.inf,
                 tif=order.tif,
                 order_type=order.order_type,
+                oca=oca,
+                child=child,
             )
         )
 
@@ -295,6 +287,7 @@ class ExposureBook:
             w.quantity = ev.filled + ev.remaining
         self.working[key] = w
         self._contribute(w, 1.0)
+        self._regroup(w.oca)  # a member's remaining changed: the set's largest may be another one now
         return StatusResult(outcome, w.strategy, w.con_id, rejected)
 
     def load_open_orders(self, orders: Iterable[IbOrder], now: float) -> None:
@@ -320,8 +313,12 @@ class ExposureBook:
                 pending=False,
                 tif=o.tif,
                 order_type=o.order_type,
+                oca=oca_set(o),
+                child=bool(o.parent_id),
             )
         self._rebuild_aggregates()
+        for oca in {w.oca for w in self.working.values() if w.oca}:
+            self._regroup(oca)
 
     # -- fills, commissions, positions ---------------------------------------------------------------------------
 
@@ -388,7 +385,7 @@ class ExposureBook:
         q = self._qty.get((strategy, con_id))
         buy, sell = (q[0], q[1]) if q is not None else (0.0, 0.0)
         x = self.working.get(exclude) if exclude else None
-        if x is not None and x.con_id == con_id and (strategy is None or x.strategy == strategy):
+        if x is not None and x.counted and x.con_id == con_id and (strategy is None or x.strategy == strategy):
             if x.side != "SELL":
                 buy -= x.remaining
             if x.side != "BUY":
@@ -425,7 +422,7 @@ class ExposureBook:
                 _, ccy = self._contract(con_id)
                 total += qty_mult * self.value_price(con_id, valuer) * self._rate(valuer, ccy)
         x = self.working.get(exclude) if exclude else None
-        if x is not None and (strategy is None or x.strategy == strategy):
+        if x is not None and x.counted and not x.child and (strategy is None or x.strategy == strategy):
             price = x.price if x.price is not None else self.value_price(x.con_id, valuer)
             total -= x.remaining * price * x.multiplier * self._rate(valuer, x.currency)
         return max(0.0, total)

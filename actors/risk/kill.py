@@ -50,7 +50,12 @@ class KillSwitch:
         """Halt, forward the emergency cancel under the kill's id, and report."""
         t0 = time.monotonic()
         self._halt(kill, sender)
-        task = self._canceller.send(kill.scope, f"kill {kill.kill_id}: {kill.reason}", command_id=kill.kill_id)
+        task = self._canceller.send(
+            kill.scope,
+            f"kill {kill.kill_id}: {kill.reason}",
+            command_id=kill.kill_id,
+            keep_protective=kill.keep_protective,
+        )
         done, _ = await asyncio.wait({task}, timeout=KILL_REPLY_WAIT_S)
         scope_state: TradingState = self._states.state_of(kill.scope).state
         report = task.result().report if done and not task.cancelled() and task.exception() is None else None

@@ -126,29 +126,13 @@ class PreTradeChecker:
         order = req.order
         sid = order.strategy_id
         limits = self._limits.for_strategy(sid)
-        verdict = evaluate(order, self._early_view(order), limits, self._limits.account, EARLY_CHECKS)
-        con_id: int | None = None
-        if verdict.approved:
-            deadline = time.monotonic() + self._risk.market_data_wait_s
-            con_id = await self._quotes.prepare(order.instrument, deadline)
-            info = self._quotes.info(con_id) if con_id is not None else None
-            if info is not None:
-                await self._fx.prepare(info.instrument.currency, deadline)
+        verdict, info = await self.prepare(order)
         approval = None
-        info = self._quotes.info(con_id) if con_id is not None else None
         margin = await self._margin_answer(order, info) if verdict.approved else None
         if verdict.approved:
             # from here to the end nothing awaits: the view and the reservation are one atomic step
             now = time.monotonic()
-            view = self._view(order, info, now)
-            if margin is not None:
-                view = replace(
-                    view,
-                    margin_checked=True,
-                    margin_excess_after=margin.excess_after,
-                    margin_problem=margin.problem,
-                    margin_floor=self._risk.margin_floor,
-                )
+            view = self.with_margin(self._view(order, info, now), margin)
             verdict = evaluate(order, view, limits, self._limits.account)
             if verdict.approved:
                 assert info is not None
@@ -184,6 +168,52 @@ class PreTradeChecker:
         if notional is None or notional < threshold or reduces(view.account, order):
             return None
         return await self._margin.preview(order, info.con_id)
+
+    async def margin(self, order: OrderSpec, info: ContractInfo | None) -> MarginAnswer | None:
+        """IB's what-if for an order the margin check covers (see ``_margin_answer``): for a group's members."""
+        return await self._margin_answer(order, info)
+
+    def with_margin(self, view: RiskView, margin: MarginAnswer | None) -> RiskView:
+        """``view`` with IB's what-if answer for the order (unchanged without one)."""
+        if margin is None:
+            return view
+        return replace(
+            view,
+            margin_checked=True,
+            margin_excess_after=margin.excess_after,
+            margin_problem=margin.problem,
+            margin_floor=self._risk.margin_floor,
+        )
+
+    @property
+    def limits(self) -> LimitTable:
+        return self._limits
+
+    async def prepare(self, order: OrderSpec) -> tuple[Verdict, ContractInfo | None]:
+        """The early checks, then IB's contract, a first price and an exchange rate (the only awaits of a check):
+        (the early verdict, the contract's details or None)."""
+        limits = self._limits.for_strategy(order.strategy_id)
+        verdict = evaluate(order, self._early_view(order), limits, self._limits.account, EARLY_CHECKS)
+        con_id: int | None = None
+        if verdict.approved:
+            deadline = time.monotonic() + self._risk.market_data_wait_s
+            con_id = await self._quotes.prepare(order.instrument, deadline)
+            info = self._quotes.info(con_id) if con_id is not None else None
+            if info is not None:
+                await self._fx.prepare(info.instrument.currency, deadline)
+        return verdict, self._quotes.info(con_id) if con_id is not None else None
+
+    def view(self, order: OrderSpec, info: ContractInfo | None, now: float) -> RiskView:
+        """The world as it concerns ``order`` at this instant (see :meth:`check`: nothing may await between this
+        and recording an approval)."""
+        return self._view(order, info, now)
+
+    def effective_state(self, order: OrderSpec, info: ContractInfo | None) -> TradingState:
+        return self._effective(order, info)[0]
+
+    def after_decision(self, order: OrderSpec, verdict: Verdict, elapsed_ns: int) -> None:
+        """Log, publish and count one decision (a group's members each get theirs)."""
+        self._after_decision(order, verdict, elapsed_ns, False)
 
     def _after_decision(self, order: OrderSpec, verdict: Verdict, elapsed_ns: int, is_modify: bool) -> None:
         what = "modify" if is_modify else "order"

@@ -71,6 +71,15 @@ def duplicate_key(order: OrderSpec) -> tuple[object, ...]:
         order.stop_price,
         order.tif,
         order.outside_rth,
+        # the protective types' own terms: a 1.25 trail and a 2 % trail are two orders (the group ids are not
+        # terms: the same bracket placed twice is a duplicate like the same order placed twice)
+        order.trailing_amount,
+        order.trailing_percent,
+        order.trail_stop_price,
+        order.limit_offset,
+        order.good_till,
+        order.adaptive_priority,
+        order.oca_type,
     )
 
 

@@ -208,7 +208,7 @@ class _CountingSweeper:
         self.reverifies = 0
         self.release = asyncio.Event()
 
-    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float, cause: str = ""):
+    async def sweep(self, scope: str, *, use_global: bool, timeout_s: float, cause: str = "", keep=None):
         import time
 
         from actors.gateway.cancels import SweepResult
@@ -219,7 +219,7 @@ class _CountingSweeper:
         return SweepResult(scope=scope, confirmed=self.confirm, global_cancels=1,
                            verified_mono=start if self.confirm else 0.0)
 
-    async def reverify(self, previous, *, use_global: bool, timeout_s: float, cause: str = ""):
+    async def reverify(self, previous, *, use_global: bool, timeout_s: float, cause: str = "", keep=None):
         import time
 
         from actors.gateway.cancels import SweepResult

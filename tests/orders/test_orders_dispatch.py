@@ -15,5 +15,7 @@ def test_every_request_type_is_handled_or_refused_exactly_once() -> None:
 def test_order_requests_are_handled_and_the_other_services_requests_refused() -> None:
     orders = OrderManager(KhazadConfig())
     assert set(orders.request_handlers()) == {m.Ping, m.GetStatus, m.PlaceOrder, m.ModifyOrder, m.CancelOrder,
-                                              m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder}
+                                              m.CancelAllOrders, m.GetOrder, m.ListOrders, m.WaitOrder,
+                                              m.PlaceGroup, m.CancelGroup, m.GetGroup}
     assert m.CheckOrder in OrderManager.refused_requests and m.SubmitOrder in OrderManager.refused_requests
+    assert m.CheckGroup in OrderManager.refused_requests and m.SubmitGroup in OrderManager.refused_requests

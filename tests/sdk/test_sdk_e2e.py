@@ -184,6 +184,7 @@ def test_e2e_example_strategy_trades_and_stops_cleanly_on_sigterm(system: System
         proc.stop()
     log = proc.log()
     assert "STOPPING -> STOPPED" in log and "order(s) sent" in log
+    assert "bracket" in log and "take-profit @" in log and "stop-loss @" in log  # it opens with brackets
     assert not system.sim_working(lambda o: o["orderRef"].startswith("example/"))
 
 

@@ -14,9 +14,11 @@ from bus.config import StrategyConfig
 from bus.messages import (
     CancelAllOrders,
     ContractInfo,
+    GetGroup,
     Instrument,
     InstrumentReply,
     MarketDataAck,
+    PlaceGroup,
     PlaceOrder,
     QualifyInstrument,
     Rejected,
@@ -76,7 +78,7 @@ def test_example_trades_alternating_small_orders_and_logs_history(cfg, test_pub,
 
     async def body() -> SimpleStrategy:
         async with AsyncKhazadClient(scfg.strategy_id, config=cfg) as client:
-            strategy = SimpleStrategy(client, scfg, max_orders=4)
+            strategy = SimpleStrategy(client, scfg, max_orders=2)
             task = asyncio.create_task(strategy.run())
             await eventually_async(lambda: gw.of_type(SubscribeMarketData), COND_TIMEOUT_S, message="market data subscription")
             test_pub.publish(topics.market_data(265598), TickEvent(symbol="AAPL", con_id=265598, bid=100.0, ask=100.1))
@@ -84,12 +86,16 @@ def test_example_trades_alternating_small_orders_and_logs_history(cfg, test_pub,
             return strategy
 
     strategy = run(body())
-    specs = [r.order for r in om.of_type(PlaceOrder)]
-    assert [s.order_type for s in specs] == ["LMT", "LMT", "LMT", "MKT"]
-    assert [s.side for s in specs] == ["BUY", "SELL", "BUY", "SELL"]  # towards flat after every fill
-    assert specs[0].limit_price == 100.1 and specs[1].limit_price == 100.0  # marketable: the far touch
-    assert all(s.quantity == 10 and s.strategy_id == "ex1" for s in specs)
-    assert strategy.mode == Mode.STOPPED and strategy.orders_filled == 4
+    groups = [r.group for r in om.of_type(PlaceGroup)]
+    assert not om.of_type(PlaceOrder)  # every position is opened with a bracket, and closed by it
+    assert len(groups) == 2 and all(g.kind == "bracket" for g in groups)
+    entry, take, stop = groups[0].orders
+    assert (entry.side, entry.order_type, entry.limit_price) == ("BUY", "LMT", 100.1)  # marketable: the far touch
+    assert (take.side, take.order_type, take.limit_price) == ("SELL", "LMT", round(100.05 * 1.005, 2))
+    assert (stop.side, stop.order_type, stop.stop_price) == ("SELL", "STP", round(100.05 * 0.995, 2))
+    assert all(o.quantity == 10 and o.strategy_id == "ex1" for g in groups for o in g.orders)
+    assert len(om.of_type(GetGroup)) >= 1  # it watched the bracket close the position
+    assert strategy.mode == Mode.STOPPED and strategy.position == 0 and strategy.orders_filled == 4
     assert len(om.of_type(CancelAllOrders)) == 1  # cleans up on the way out
     assert any("PendingSubmit -> PreSubmitted -> Submitted -> Filled" in line for line in log_lines)
 
@@ -98,7 +104,7 @@ def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, 
     book = OrderManagerDouble()
     halted = {"on": True}
     om = fakes("orders", lambda body: Rejected(code="risk.halted", reason="trading is HALTED")
-               if halted["on"] and isinstance(body, PlaceOrder) else book(body))
+               if halted["on"] and isinstance(body, (PlaceOrder, PlaceGroup)) else book(body))
     gw = fakes("gateway", _md)
     scfg = StrategyConfig(strategy_id="ex2", symbol="AAPL", quantity=1, interval_s=0.01)
 
@@ -110,16 +116,16 @@ def test_example_while_halted_sends_nothing_logs_once_and_resumes_on_event(cfg, 
             test_pub.publish(topics.market_data(265598), TickEvent(symbol="AAPL", con_id=265598, bid=100.0, ask=100.1))
             # 1) halted by rejection only: one rejected order, then backing off (each retry doubles the wait)
             await eventually_async(lambda: strategy.rejections >= 3, COND_TIMEOUT_S, message="three rejections")
-            attempts = len(om.of_type(PlaceOrder))
+            attempts = len(om.of_type(PlaceGroup))
             assert strategy.mode == Mode.PAUSED and strategy.backoff.wait_s >= 0.04
             # 2) the bus says HALTED: no order at all while the strategy keeps pausing
             test_pub.publish(topics.TRADING_STATE,
                              TradingStateEvent(scope="all", state="HALTED", epoch=5, reason="kill"))
             await eventually_async(lambda: client.trading_state() == "HALTED", COND_TIMEOUT_S, message="halt seen")
-            sent_at_halt = len(om.of_type(PlaceOrder))
+            sent_at_halt = len(om.of_type(PlaceGroup))
             repeats = strategy.backoff.repeats
             await eventually_async(lambda: strategy.backoff.repeats >= repeats + 3, COND_TIMEOUT_S, message="three more pauses")
-            assert len(om.of_type(PlaceOrder)) == sent_at_halt
+            assert len(om.of_type(PlaceGroup)) == sent_at_halt
             # 3) resume: the event wakes it up and orders flow again
             halted["on"] = False
             test_pub.publish(topics.TRADING_STATE, TradingStateEvent(scope="all", state="ACTIVE", epoch=6,

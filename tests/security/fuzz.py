@@ -129,6 +129,9 @@ def message_strategy(cls: type) -> st.SearchStrategy[dict]:
 
 #: The longest value of a pattern :func:`_max_str` cannot find by itself (set by the tests from bus.messages).
 LONGEST_BY_PATTERN: dict[str, str] = {}
+#: Structs whose fields have cross-field rules (``__post_init__``): the largest valid combination, made from the
+#: field-by-field maximum (registered by the tests that need it)
+MAXIMAL_FIXUPS: dict[type, Any] = {}
 
 
 def _max_str(t: mi.StrType) -> str:
@@ -182,5 +185,6 @@ def maximal(t: mi.Type) -> Any:
         out = {f.encode_name: maximal(f.type) for f in t.fields}
         if t.tag_field is not None:
             out[t.tag_field] = t.tag
-        return out
+        fixup = MAXIMAL_FIXUPS.get(t.cls)
+        return fixup(out) if fixup is not None else out
     return None

@@ -59,7 +59,25 @@ def longest_patterns() -> None:
     fuzz.LONGEST_BY_PATTERN.update({
         m.SCOPE_PATTERN: "symbol:" + "A" * m.SYMBOL_MAX_LENGTH,
         m.SYMBOL_PATTERN: "A" * m.SYMBOL_MAX_LENGTH,
+        m.GOOD_TILL_PATTERN: "20261207 16:00:00 " + "A" * 22,
     })
+    fuzz.MAXIMAL_FIXUPS.update({m.OrderSpec: _largest_order, m.OrderGroup: _largest_group})
+
+
+def _largest_order(spec: dict[str, Any]) -> dict[str, Any]:
+    """The largest valid order: a TRAIL LIMIT GTD bracket child (its own terms at their widest, the ones that go with
+    other types left out: every field at once would break the order's own rules)."""
+    return {**spec, "order_type": "TRAIL LIMIT", "limit_price": None, "stop_price": None, "trailing_percent": None,
+            "tif": "GTD", "adaptive_priority": "", "oca_type": 0, "parent_id": spec["parent_id"][:-1] + "p"}
+
+
+def _largest_group(group: dict[str, Any]) -> dict[str, Any]:
+    """The largest valid group: an OCA group of the most members, each the largest order (distinct ids)."""
+    orders = []
+    for i, o in enumerate(group["orders"]):
+        orders.append({**o, "client_order_id": o["client_order_id"][:-1] + str(i), "parent_id": "",
+                       "oca_type": 3, "group_id": group["group_id"], "strategy_id": group["strategy_id"]})
+    return {**group, "kind": "oca", "oca_type": 3, "orders": orders}
 
 
 def _largest_valid(cls: type) -> tuple[Any, int]:

@@ -166,11 +166,12 @@ def _wait_proxy(ctx: zmq.Context, cfg: KhazadConfig, proc: ActorProcess) -> None
 
 @contextmanager
 def running_chain(tmp: Path, sim: Any, *, extra: str = "", risk: str = "",
-                  actors: tuple[str, ...] = ("gateway", "risk")) -> Iterator[Chain]:
+                  actors: tuple[str, ...] = ("gateway", "risk"), strategies: tuple[str, ...] = ()) -> Iterator[Chain]:
     """Start the proxy and ``actors`` (in this order) against ``sim``; wait until the gateway is READY, risk has its
-    snapshot and the order manager is ready. ``risk``: more keys of the ``[risk]`` section; ``extra``: more TOML."""
+    snapshot and the order manager is ready. ``risk``: more keys of the ``[risk]`` section; ``extra``: more TOML;
+    ``strategies``: strategy ids (keys) beyond tests.support.keys.TEST_STRATEGIES."""
     tmp.mkdir(parents=True, exist_ok=True)
-    path = write_config(tmp, extra=CHAIN_TOML.format(sim_port=sim.port, risk=risk) + extra)
+    path = write_config(tmp, extra=CHAIN_TOML.format(sim_port=sim.port, risk=risk) + extra, strategies=strategies)
     cfg = cfg_of(path)
     ctx = zmq.Context()
     chain = Chain(path, cfg, sim, ctx, {})

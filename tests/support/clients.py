@@ -111,10 +111,11 @@ class OwnerPublisher:
 
 class RoutedClient:
     """Clients of one service with two keys, chosen per request as the real callers are: order entry
-    (``CheckOrder``, ``SubmitOrder``, ``AmendOrder``) with the order manager's key (the only one allowed to send
-    them), everything else with the operator's. For tests standing in for the order manager and an operator."""
+    (``CheckOrder``, ``SubmitOrder``, ``AmendOrder``, ``CheckGroup``, ``SubmitGroup``) with the order manager's key
+    (the only one allowed to send them), everything else with the operator's. For tests standing in for the order
+    manager and an operator."""
 
-    ORDER_ENTRY = ("check_order", "submit_order", "amend_order")
+    ORDER_ENTRY = ("check_order", "submit_order", "amend_order", "check_group", "submit_group")
 
     def __init__(self, ctx: zmq.Context, cfg: KhazadConfig, service: str, *, stamper: Stamper | None = None,
                  timeout_s: float = 2.0, retries: int = 2) -> None:

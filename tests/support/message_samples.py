@@ -30,11 +30,47 @@ PATTERN_SAMPLES: dict[str, str] = {
     m.SCOPE_PATTERN: "strategy:strat-1",
     m.REASON_PATTERN: "end of day: flat",
     m.OPTIONAL_REASON_PATTERN: "no longer needed",
+    m.GOOD_TILL_PATTERN: "20261207 16:00:00 US/Eastern",
+    r"^[A-Za-z0-9_.:\-]*$": "g:1",  # GroupMemberId
 }
+
+
+def _oca_member(coid: str) -> m.OrderSpec:
+    return m.OrderSpec(
+        strategy_id="strat-1",
+        client_order_id=coid,
+        instrument=m.Instrument(symbol="AAPL"),
+        side="SELL",
+        quantity=1,
+        order_type="LMT",
+        limit_price=1.5,
+        group_id="c:1",
+        oca_type=1,
+    )
+
 
 #: Field values forced for messages with cross-field rules (the generator fills everything else).
 HINTS: dict[type, dict[str, Any]] = {
-    m.OrderSpec: {"order_type": "STP LMT"},  # so that limit_price and stop_price may both be set
+    # STP LMT so that limit_price and stop_price may both be set; the trailing and GTD fields belong to other types
+    m.OrderSpec: {
+        "order_type": "STP LMT",
+        "trailing_amount": None,
+        "trailing_percent": None,
+        "trail_stop_price": None,
+        "limit_offset": None,
+        "good_till": "",
+        "adaptive_priority": "",
+        "parent_id": "",
+        "group_id": "c:1",
+        "oca_type": 1,
+    },
+    m.OrderGroup: {
+        "strategy_id": "strat-1",
+        "group_id": "c:1",
+        "kind": "oca",
+        "oca_type": 1,
+        "orders": [msgspec.to_builtins(_oca_member(c)) for c in ("a", "b")],
+    },
 }
 
 
@@ -45,8 +81,11 @@ def channel_members(union: Any) -> tuple[type, ...]:
 
 def all_message_types() -> list[tuple[str, type]]:
     """(channel, class) for every member of every channel union."""
-    return [(name, cls) for name, union in (("event", m.Event), ("request", m.Request), ("reply", m.Reply))
-            for cls in channel_members(union)]
+    return [
+        (name, cls)
+        for name, union in (("event", m.Event), ("request", m.Request), ("reply", m.Reply))
+        for cls in channel_members(union)
+    ]
 
 
 def _value(t: mi.Type, where: str) -> Any:
@@ -89,8 +128,9 @@ def sample(cls: type) -> Any:
     if not isinstance(info, mi.StructType):
         raise NoSample(f"{cls.__name__} is not a msgspec Struct")
     hints = HINTS.get(cls, {})
-    values = {f.name: hints[f.name] if f.name in hints else _value(f.type, f"{cls.__name__}.{f.name}")
-              for f in info.fields}
+    values = {
+        f.name: hints[f.name] if f.name in hints else _value(f.type, f"{cls.__name__}.{f.name}") for f in info.fields
+    }
     try:
         return msgspec.convert(values, cls)
     except (msgspec.ValidationError, ValueError, TypeError) as exc:

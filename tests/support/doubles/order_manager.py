@@ -8,14 +8,20 @@ from typing import Any
 
 from bus.messages import (
     CancelAllOrders,
+    CancelGroup,
     CancelOrder,
+    GetGroup,
     GetOrder,
+    GroupReply,
+    GroupView,
     ListOrders,
     ModifyOrder,
+    OrderGroup,
     OrderListReply,
     OrderReply,
     OrderSpec,
     OrderView,
+    PlaceGroup,
     PlaceOrder,
     Rejected,
     StatusChange,
@@ -42,6 +48,16 @@ class OrderManagerDouble:
         self.place_status = "PendingSubmit"
         self.place_reason = ""
         self.wait_statuses: tuple[str, ...] = ("Received", "PendingSubmit", "PreSubmitted", "Submitted", "Filled")
+        self.groups: dict[tuple[str, str], OrderGroup] = {}
+        #: the members' statuses GetGroup/CancelGroup report (a bracket closed by its take-profit by default)
+        self.group_statuses: tuple[str, ...] = ("Filled", "Filled", "Cancelled")
+
+    def group_view(self, group: OrderGroup, statuses: tuple[str, ...]) -> GroupView:
+        views = [view_of(o, s) for o, s in zip(group.orders, statuses, strict=False)]
+        done = all(v.is_done for v in views)
+        status = "working" if not done else "done" if any(v.filled for v in views) else "cancelled"
+        return GroupView(strategy_id=group.strategy_id, group_id=group.group_id, kind=group.kind, status=status,
+                         orders=views)
 
     def __call__(self, body: Any) -> Any:
         if isinstance(body, PlaceOrder):
@@ -51,6 +67,19 @@ class OrderManagerDouble:
             v = view_of(body.order, self.place_status, reason=self.place_reason)
             self.orders[key] = v
             return OrderReply(order=v)
+        if isinstance(body, PlaceGroup):
+            g = body.group
+            key = (g.strategy_id, g.group_id)
+            duplicate = key in self.groups
+            self.groups[key] = g
+            for o in g.orders:
+                self.orders.setdefault((o.strategy_id, o.client_order_id), view_of(o, self.place_status))
+            return GroupReply(group=self.group_view(g, (self.place_status,) * len(g.orders)), duplicate=duplicate)
+        if isinstance(body, (GetGroup, CancelGroup)):
+            found = self.groups.get((body.strategy_id, body.group_id))
+            if found is None:
+                return Rejected(code="not_found", reason=f"no group {body.group_id}")
+            return GroupReply(group=self.group_view(found, self.group_statuses))
         if isinstance(body, (GetOrder, CancelOrder, ModifyOrder)):
             v = self.orders.get((body.strategy_id, body.client_order_id))
             if v is None:
