@@ -1,0 +1,241 @@
+"""`make mutate`: mutation testing (mutmut 3) of the safety modules, each against its own fast test subset.
+
+Each target is one safety module (or two that form one table, lifecycle + stages) and the tests that are meant to
+catch a bug in it: unit tests first, process tests only where a module has no in-process coverage (mutmut maps
+mutants to tests by what runs in the pytest process, so a test that drives the module in a child process cannot kill
+its mutants). A target runs in its own scratch copy of the tree (``build/mutate/<target>/``): mutmut reads its
+configuration from the copy's ``pyproject.toml``, so each target has its own module list and test selection, and
+the work tree is never touched.
+
+    python tools/mutate.py                   # every target, one after the other
+    python tools/mutate.py gateway.persist   # one target (``make mutate MODULE=gateway.persist``)
+    python tools/mutate.py --list            # the targets and their tests
+
+A run prints, per target, the mutants killed / survived / without a covering test / timed out and the score
+(killed + timeout) / all, writes every survivor's diff to ``build/mutate/<target>/survivors.txt`` and a summary of
+the run to ``build/mutate/summary.txt``. docs/testing.md explains each survivor. Exit status: 0 when every target
+scores at least ``--fail-under`` (default 0: a report, not a gate), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "build" / "mutate"
+#: What a scratch copy holds (the packages, the tests and the project file).
+COPY = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples", "tests", "khazad.toml")
+PACKAGES = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples")
+#: Lines mutmut leaves alone: log lines (one line per event, for people; no behaviour hangs on their text).
+DO_NOT_MUTATE_PATTERNS = (r"^\s*logger\.", r"^\s*log\(")
+KILLED = frozenset({"killed", "timeout", "caught by type check"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """One mutation target: the module file(s) mutated and the tests run against each mutant."""
+
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+GW_UNITS = ("tests/gateway/test_gateway_units.py", "tests/gateway/test_gateway_guarantees_units.py")
+ORDER_UNITS = (
+    "tests/orders/test_orders_lifecycle.py",
+    "tests/orders/test_orders_stages.py",
+    "tests/orders/test_orders_journal.py",
+    "tests/orders/test_orders_guarantees.py",
+)
+
+TARGETS: dict[str, Target] = {
+    "gateway.killswitch": Target(("actors/gateway/killswitch.py",), GW_UNITS),
+    "gateway.cancels": Target(("actors/gateway/cancels.py",), GW_UNITS + ("tests/gateway/test_gateway_pacing.py",)),
+    "gateway.ordertable": Target(("actors/gateway/ordertable.py",), GW_UNITS),
+    "gateway.events": Target(("actors/gateway/events.py",), GW_UNITS),
+    "gateway.persist": Target(("actors/gateway/persist.py",), GW_UNITS),
+    "orders.lifecycle": Target(("actors/orders/lifecycle.py", "actors/orders/stages.py"), ORDER_UNITS),
+    "orders.journal": Target(("actors/orders/journal.py",), ORDER_UNITS),
+    "risk.checks": Target(("actors/risk/checks.py",), ("tests/risk/test_risk_checks.py",)),
+    "risk.exposure": Target(
+        ("actors/risk/exposure.py",), ("tests/risk/test_risk_books.py", "tests/risk/test_risk_guarantees.py")
+    ),
+    "risk.trading_state": Target(
+        ("actors/risk/trading_state.py",),
+        ("tests/risk/test_risk_trading_state.py", "tests/risk/test_risk_guarantees.py"),
+    ),
+    "bus.approval": Target(("bus/approval.py",), ("tests/bus/test_bus_approval.py",)),
+}
+
+
+def _toml_list(items: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(name: str, target: Target) -> Path:
+    """A fresh scratch copy of the tree whose pyproject.toml configures mutmut for this target."""
+    work = WORK / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
+    for entry in COPY:
+        src = REPO / entry
+        if src.is_dir():
+            shutil.copytree(src, work / entry, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, work / entry)
+    tests = [t for t in target.tests if (REPO / t).exists()]
+    if not tests:
+        raise SystemExit(f"{name}: none of its tests exist ({', '.join(target.tests)})")
+    project = (REPO / "pyproject.toml").read_text()
+    project += (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {_toml_list(PACKAGES)}\n"
+        f"only_mutate = {_toml_list(target.modules)}\n"
+        f"do_not_mutate_patterns = {_toml_list(DO_NOT_MUTATE_PATTERNS)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        "use_git_change_detection = false\n"
+    )
+    (work / "pyproject.toml").write_text(project)
+    return work
+
+
+def statuses(work: Path, target: Target) -> dict[str, str]:
+    """mutant name -> status, read from mutmut's per-file result files."""
+    from mutmut.stats import status_by_exit_code  # the mutate extra
+
+    out: dict[str, str] = {}
+    for module in target.modules:
+        meta = work / "mutants" / f"{module}.meta"
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        for key, code in data.get("exit_code_by_key", {}).items():
+            out[key] = status_by_exit_code[code]
+    return out
+
+
+def mutmut(work: Path, *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("mutmut")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
+    if log is not None:
+        with log.open("w") as fh:
+            return subprocess.run([str(exe), *args], cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                  text=True, check=False)
+    return subprocess.run([str(exe), *args], cwd=work, env=env, capture_output=True, text=True, check=False)
+
+
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+modules, names = json.loads(sys.stdin.read())
+for name in names:
+    path = next(m for m in modules if name.startswith(m.removesuffix(".py").replace("/", ".") + "."))
+    status = names[name]
+    print(f"# {name}: {status}")
+    print(get_diff_for_mutant(name, path=path))
+    print()
+"""
+
+
+def write_survivors(work: Path, target: Target, survivors: dict[str, str]) -> None:
+    """Every survivor's diff (mutmut's own rendering) in ``survivors.txt``, in one process."""
+    out = work / "survivors.txt"
+    if not survivors:
+        out.write_text("")
+        return
+    with out.open("w") as fh:
+        subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, input=json.dumps([target.modules, survivors]),
+                       stdout=fh, stderr=subprocess.STDOUT, text=True, check=False)
+
+
+def run_target(name: str, target: Target, jobs: int) -> dict[str, object]:
+    start = time.monotonic()
+    work = prepare(name, target)
+    proc = mutmut(work, "run", "--max-children", str(jobs), log=work / "run.log")
+    elapsed = time.monotonic() - start
+    result = statuses(work, target)
+    counts: dict[str, int] = {}
+    for status in result.values():
+        counts[status] = counts.get(status, 0) + 1
+    total = len(result)
+    killed = sum(n for s, n in counts.items() if s in KILLED)
+    survivors = {k: s for k, s in sorted(result.items()) if s not in KILLED}
+    write_survivors(work, target, survivors)
+    score = 100.0 * killed / total if total else 0.0
+    report = {
+        "target": name,
+        "total": total,
+        "killed": killed,
+        "counts": counts,
+        "score": score,
+        "seconds": elapsed,
+        "survivors": list(survivors),
+        "ok": proc.returncode == 0 and total > 0,
+    }
+    (work / "result.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help="targets to run (default: all); see --list")
+    parser.add_argument("--list", action="store_true", help="print the targets and their tests")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")),
+                        help="mutants tested at once (default 2, or MUTATE_JOBS)")
+    parser.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when a target scores below this %%")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, t in TARGETS.items():
+            print(f"{name}: {', '.join(t.modules)}\n    tests: {' '.join(t.tests)}")
+        return 0
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        print(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    names = args.targets or list(TARGETS)
+    WORK.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    all_total = all_killed = 0
+    failed = False
+    start = time.monotonic()
+    for name in names:
+        r = run_target(name, TARGETS[name], args.jobs)
+        all_total += int(r["total"])  # type: ignore[arg-type]
+        all_killed += int(r["killed"])  # type: ignore[arg-type]
+        counts = r["counts"]
+        line = (
+            f"{name:20s} {r['killed']:4d}/{r['total']:<4d} killed  {r['score']:5.1f} %  "
+            f"survived {counts.get('survived', 0)}, no tests {counts.get('no tests', 0)}, "  # type: ignore[union-attr]
+            f"timeout {counts.get('timeout', 0)}  ({r['seconds']:.0f} s)"  # type: ignore[union-attr]
+        )
+        if not r["ok"]:
+            line += f"  [mutmut failed: see build/mutate/{name}/run.log]"
+            failed = True
+        if r["score"] < args.fail_under:  # type: ignore[operator]
+            failed = True
+        print(line, flush=True)
+        lines.append(line)
+    total_line = (
+        f"{'all':20s} {all_killed:4d}/{all_total:<4d} killed  "
+        f"{(100.0 * all_killed / all_total if all_total else 0.0):5.1f} %  ({time.monotonic() - start:.0f} s)"
+    )
+    print(total_line)
+    lines.append(total_line)
+    if not args.targets:
+        (WORK / "summary.txt").write_text("\n".join(lines) + "\n")
+    print(f"survivors' diffs: build/mutate/<target>/survivors.txt")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
