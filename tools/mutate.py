@@ -57,7 +57,7 @@ ORDER_UNITS = (
 
 TARGETS: dict[str, Target] = {
     "gateway.killswitch": Target(("actors/gateway/killswitch.py",), GW_UNITS),
-    "gateway.cancels": Target(("actors/gateway/cancels.py",), GW_UNITS + ("tests/gateway/test_gateway_pacing.py",)),
+    "gateway.cancels": Target(("actors/gateway/cancels.py",), GW_UNITS),
     "gateway.ordertable": Target(("actors/gateway/ordertable.py",), GW_UNITS),
     "gateway.events": Target(("actors/gateway/events.py",), GW_UNITS),
     "gateway.persist": Target(("actors/gateway/persist.py",), GW_UNITS),

@@ -41,3 +41,818 @@ def test_halted_state_is_fsynced_before_it_replaces_the_old_file(tmp_path: Path,
     again = store.load()
     assert again.epoch == 1 and [h.scope for h in again.halted] == ["all"] and again.halted[0].kill_id == "k1"
     assert again.updated_wall_ns > 0
+
+
+# -- an IB double for the kill switch and the sweeps ---------------------------------------------------------
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ib_insync import LimitOrder, OrderStatus, Stock, Trade  # noqa: E402
+
+from actors.gateway.cancels import (  # noqa: E402
+    CANCEL_RESEND_S, CancelSweeper, SweepRegistry, SweepResult, UnsentOrders,
+)
+from actors.gateway.killswitch import COMMAND_MEMORY, CommandMemory, HaltKeeper, KillSwitch  # noqa: E402
+from actors.gateway.ordertable import TERMINAL, IbOrderTable  # noqa: E402
+from actors.gateway.pacing import PacedSender  # noqa: E402
+from bus.messages import CancelScope, EmergencyCancel, Kill, Resume  # noqa: E402
+from tests.gateway.support import order as order_spec  # noqa: E402
+
+CLIENT = 7
+
+
+class FakeOutbox:
+    """What the gateway would publish, recorded."""
+
+    def __init__(self) -> None:
+        self.statuses: list[Any] = []
+        self.alerts: list[tuple[str, str, dict]] = []
+        self.kills: list[Kill] = []
+        self.states: list[Any] = []
+
+    def maybe_order_status(self, ev: Any) -> None:
+        if ev is not None:
+            self.statuses.append(ev)
+
+    def order_status(self, ev: Any) -> None:
+        self.statuses.append(ev)
+
+    def alert(self, severity: str, message: str, **detail: str) -> None:
+        self.alerts.append((severity, message, detail))
+
+    def kill(self, kill: Kill) -> None:
+        self.kills.append(kill)
+
+    def trading_state(self, ev: Any) -> None:
+        self.states.append(ev)
+
+
+class FakeIb:
+    """IB as a sweep sees it: reqGlobalCancel ends every order but the sticky ones (IB's PreSubmitted gap) and the
+    stuck ones, a cancel by id ends any order but a stuck one, and the open-order list names what still works. Every
+    end is reported to the order table, as IB's orderStatus would be. ``on_global`` runs at the global cancel."""
+
+    def __init__(self, table: IbOrderTable, outbox: FakeOutbox) -> None:
+        self.table = table
+        self.outbox = outbox
+        self.trades: dict[int, Trade] = {}
+        self.sticky: set[int] = set()
+        self.stuck: set[int] = set()
+        self.calls: list[tuple[str, int]] = []
+        self.on_global: Any = None
+        self.list_error: BaseException | None = None
+        self._perm = 5000
+
+    def add(self, ref: str, oid: int, *, strategy: str = "s1", symbol: str = "AAPL", client_id: int = CLIENT,
+            sticky: bool = False, stuck: bool = False, status: str = "Submitted") -> Trade:
+        self._perm += 1
+        coid = ref.partition("/")[2] or ref
+        spec = order_spec(coid, strategy=strategy, symbol=symbol, order_type="LMT", limit=100.0)
+        ref = spec.order_ref if client_id == CLIENT else ref
+        lmt = LimitOrder("BUY", 10, 100.0, orderRef=ref, orderId=oid, clientId=client_id, permId=self._perm)
+        trade = Trade(contract=Stock(symbol, "SMART", "USD"), order=lmt, orderStatus=OrderStatus(status=status))
+        if client_id == CLIENT:
+            rec = self.table.add_placed(spec, trade, client_id)
+            rec.transmitted = True
+        else:
+            rec, _ = self.table.attach(trade)
+        self.table.observe(rec, status=status, filled=0.0, remaining=10.0, avg_fill_price=0.0)
+        self.trades[oid] = trade
+        if sticky:
+            self.sticky.add(oid)
+        if stuck:
+            self.stuck.add(oid)
+        return trade
+
+    def _end(self, oid: int) -> None:
+        trade = self.trades[oid]
+        if trade.orderStatus.status in TERMINAL:
+            return
+        trade.orderStatus.status = "Cancelled"
+        rec = self.table.find(trade)
+        if rec is not None and rec.client_id == CLIENT:  # IB reports another client's orders to that client only
+            self.outbox.maybe_order_status(self.table.observe(rec, status="Cancelled", filled=0.0, remaining=10.0,
+                                                              avg_fill_price=0.0))
+
+    def global_cancel(self) -> None:
+        self.calls.append(("global", 0))
+        if self.on_global is not None:
+            self.on_global()
+        for oid in list(self.trades):
+            if oid not in self.sticky and oid not in self.stuck:
+                self._end(oid)
+
+    def cancel(self, order: Any) -> None:
+        self.calls.append(("cancel", order.orderId))
+        if order.orderId not in self.stuck:
+            self._end(order.orderId)
+
+    async def all_open_orders(self, timeout: float) -> list[Trade]:
+        self.calls.append(("list", 0))
+        if self.list_error is not None:
+            raise self.list_error
+        return [t for t in self.trades.values() if t.orderStatus.status not in TERMINAL]
+
+    def ib_status(self, trade: Trade) -> str:
+        return trade.orderStatus.status
+
+    def working(self) -> list[str]:
+        return sorted(t.order.orderRef for t in self.trades.values() if t.orderStatus.status not in TERMINAL)
+
+    def count(self, name: str) -> int:
+        return sum(1 for c, _ in self.calls if c == name)
+
+
+def place_msg(oid: int) -> str:
+    """A queued placeOrder as the pacer holds it (``3\\0<orderId>\\0...``)."""
+    return f"3\0{oid}\0AAPL\0STK"
+
+
+class Gateway:
+    """The kill switch with its real collaborators (latch, state file, table, sweeper, registry, pacer) around
+    FakeIb; the pacer's clock stands still, so anything beyond its first message stays queued."""
+
+    def __init__(self, tmp_path: Path, *, timeout_s: float = 1.0) -> None:
+        self.path = tmp_path / "state" / "gateway.json"
+        self.table = IbOrderTable()
+        self.outbox = FakeOutbox()
+        self.latch = HaltLatch()
+        self.store = StateStore(self.path)
+        self.halts = HaltKeeper(self.latch, self.store, self.outbox)  # type: ignore[arg-type]
+        self.ib = FakeIb(self.table, self.outbox)
+        self.sweeper = CancelSweeper(self.ib, self.table, client_id=CLIENT)
+        self.sweeps = SweepRegistry(self.sweeper, timeout_s=timeout_s)
+        self.sent: list[str] = []
+        self.sender = PacedSender(self.sent.append, 1, clock=lambda: 0.0, call_at=lambda at, fn: None)
+        self.unsent = UnsentOrders(self.sender, self.table, self.outbox, client_id=CLIENT)  # type: ignore[arg-type]
+        self.connected = True
+        self.switch = KillSwitch(self.halts, self.sweeps, self.unsent, self.table, self.outbox,  # type: ignore
+                                 is_connected=lambda: self.connected)
+
+    def saved(self) -> GatewayState:
+        return self.store.load()
+
+    def queue_unsent(self, ref: str, oid: int, *, strategy: str = "s1") -> None:
+        """An order handed to the pacer but not transmitted yet (its record filed, its placeOrder queued)."""
+        spec = order_spec(ref, strategy=strategy, order_type="LMT", limit=100.0)
+        lmt = LimitOrder("BUY", 10, 100.0, orderRef=spec.order_ref, orderId=oid, clientId=CLIENT)
+        trade = Trade(contract=Stock("AAPL", "SMART", "USD"), order=lmt, orderStatus=OrderStatus(status="PendingSubmit"))
+        self.table.add_placed(spec, trade, CLIENT)
+        self.sender.submit(place_msg(oid))
+
+
+def kill(kill_id: str = "k1", scope: str = "all") -> Kill:
+    return Kill(kill_id=kill_id, scope=scope, reason="test kill", origin="test")  # type: ignore[arg-type]
+
+
+def test_kill_persists_halted_and_its_pending_sweep_before_anything_is_cancelled(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("s1/b", 2)
+    at_cancel: list[GatewayState] = []
+    gw.ib.on_global = lambda: at_cancel.append(gw.saved())
+    report = asyncio.run(gw.switch.kill(kill()))
+    (state,) = at_cancel
+    assert [h.scope for h in state.halted] == ["all"] and state.epoch == 1 and state.halted[0].kill_id == "k1"
+    assert [(p.command_id, p.scope, p.kind) for p in state.pending] == [("k1", "all", "kill")]
+    # confirmed: the pending sweep is cleared on disk, the latch stays
+    assert report.confirmed and report.cancelled == 2 and report.remaining == 0 and report.remaining_order_refs == []
+    assert (report.command_id, report.scope, report.trading_state, report.epoch) == ("k1", "all", "HALTED", 1)
+    final = gw.saved()
+    assert final.pending == [] and [h.scope for h in final.halted] == ["all"]
+    assert gw.outbox.kills == [kill()]
+    assert [(e.scope, e.state, e.epoch, e.reason, e.origin) for e in gw.outbox.states] == [
+        ("all", "HALTED", 1, "test kill", "test")]
+    assert gw.ib.working() == [] and gw.outbox.alerts == []
+
+
+def test_kill_while_disconnected_is_durable_and_the_sweep_runs_after_the_reconnect(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("s1/b", 2)
+    gw.connected = False
+    report = asyncio.run(gw.switch.kill(kill("k-off")))
+    assert gw.ib.calls == []  # nothing can reach IB
+    assert not report.confirmed and report.trading_state == "HALTED" and report.epoch == 1
+    assert report.remaining == 2 and sorted(report.remaining_order_refs) == ["s1/a", "s1/b"]
+    assert report.cancelled == 0 and "disconnected" in report.detail
+    assert [a[0] for a in gw.outbox.alerts] == ["critical"] and "k-off" in gw.outbox.alerts[0][1]
+    state = gw.saved()  # a crash now comes back HALTED with the sweep to finish
+    assert [h.scope for h in state.halted] == ["all"] and [p.command_id for p in state.pending] == ["k-off"]
+    restarted = HaltLatch.from_state(state)
+    assert restarted.globally_halted and list(restarted.pending or {}) == ["k-off"]
+    gw.connected = True
+    asyncio.run(gw.switch.finish_pending("reconnect"))
+    assert gw.ib.working() == [] and gw.saved().pending == [] and gw.latch.pending == {}
+    assert [h.scope for h in gw.saved().halted] == ["all"]
+
+
+def test_an_unconfirmed_kill_alerts_keeps_its_pending_sweep_and_lists_what_works(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, timeout_s=0.3)
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("s1/stuck", 2, stuck=True)
+    report = asyncio.run(gw.switch.kill(kill("k-stuck")))
+    assert not report.confirmed and report.remaining == 1 and report.remaining_order_refs == ["s1/stuck"]
+    assert report.cancelled == 1 and report.elapsed_ms > 0
+    (severity, message, detail), = gw.outbox.alerts
+    assert severity == "critical" and "k-stuck" in message and "1 order(s) still working" in message
+    assert detail == {"remaining": "s1/stuck"}
+    assert [p.command_id for p in gw.saved().pending] == ["k-stuck"]
+    asyncio.run(gw.switch.finish_pending("reconnect"))  # still stuck: still pending, alerted again
+    assert [p.command_id for p in gw.saved().pending] == ["k-stuck"]
+    assert len(gw.outbox.alerts) == 2 and "after reconnect" in gw.outbox.alerts[1][1]
+    assert gw.outbox.alerts[1][2] == {"remaining": "s1/stuck"}
+
+
+def test_kill_drops_queued_place_orders_and_reports_them_cancelled(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.sender.submit("99\0warm-up")  # uses the pacer's one token: what follows stays queued
+    for i in range(3):
+        gw.queue_unsent(f"q{i}", 10 + i)
+    assert gw.sender.queued == 3
+    report = asyncio.run(gw.switch.kill(kill("k-q")))
+    assert gw.sender.queued == 0 and gw.sent == ["99\0warm-up"]
+    assert report.confirmed and "3 unsent order message(s) dropped" in report.detail
+    cancelled = [e for e in gw.outbox.statuses if e.status == "Cancelled"]
+    assert sorted(e.order_ref for e in cancelled) == ["s1/q0", "s1/q1", "s1/q2"]
+    assert all("before it was transmitted" in e.reason and e.is_done for e in cancelled)
+
+
+def test_kill_of_one_strategy_cancels_its_orders_by_id_and_drops_only_its_queued_ones(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("a/1", 1, strategy="a")
+    gw.ib.add("b/1", 2, strategy="b")
+    gw.sender.submit("99\0warm-up")
+    gw.queue_unsent("qa", 10, strategy="a")
+    gw.queue_unsent("qb", 11, strategy="b")
+    report = asyncio.run(gw.switch.kill(kill("k-a", scope="strategy:a")))
+    assert report.confirmed and report.scope == "strategy:a" and report.cancelled == 1
+    assert gw.ib.count("global") == 0 and ("cancel", 1) in gw.ib.calls and ("cancel", 2) not in gw.ib.calls
+    assert gw.ib.working() == ["b/1"] and gw.sender.queued == 1
+    assert gw.latch.halted_scopes() == ["strategy:a"] and [h.scope for h in gw.saved().halted] == ["strategy:a"]
+
+
+def test_one_kill_id_latches_once_and_sweeps_once(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def twice() -> tuple[Any, Any]:
+        return await asyncio.gather(gw.switch.kill(kill("k-dup")), gw.switch.kill(kill("k-dup")))
+
+    first, second = asyncio.run(twice())
+    assert first == second and gw.latch.epoch == 1 and gw.ib.count("global") == 1
+    assert len(gw.outbox.states) == 1
+
+
+def test_emergency_cancel_sweeps_without_halting_and_answers_once_per_id(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.sender.submit("99\0warm-up")
+    gw.queue_unsent("q", 10)
+    cmd = EmergencyCancel(command_id="e1", scope="all", reason="breaker")  # type: ignore[arg-type]
+
+    async def run() -> tuple[Any, Any]:
+        first = await gw.switch.emergency(cmd)
+        return first, await gw.switch.emergency(cmd)
+
+    report, again = asyncio.run(run())
+    assert report == again and gw.ib.count("global") == 1
+    assert report.confirmed and report.trading_state == "ACTIVE" and report.epoch == 0 and report.cancelled >= 1
+    assert report.command_id == "e1" and "1 unsent order message(s) dropped" in report.detail
+    assert gw.latch.halted_scopes() == [] and not gw.path.exists()  # nothing latched, nothing written
+
+
+def test_emergency_cancel_while_disconnected_or_unconfirmed_says_so(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, timeout_s=0.3)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    gw.connected = False
+    off = asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e-off", scope="all", reason="r")))
+    assert not off.confirmed and off.detail == "disconnected from IB: nothing could be cancelled"
+    assert off.remaining == 1 and off.trading_state == "ACTIVE" and gw.ib.calls == []
+    gw.connected = True
+    gw.latch.latch("all", reason="earlier kill")
+    stuck = asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e2", scope="all", reason="r")))
+    assert not stuck.confirmed and stuck.remaining_order_refs == ["s1/stuck"] and stuck.trading_state == "HALTED"
+    (severity, message, detail), = gw.outbox.alerts
+    assert severity == "critical" and message.startswith("emergency cancel e2") and detail == {"remaining": "s1/stuck"}
+
+
+def test_cancel_scope_sweeps_the_scope_under_its_request_id(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1, symbol="AAPL")
+    gw.ib.add("s1/m", 2, symbol="MSFT")
+    req = CancelScope(scope="symbol:MSFT", reason="tidy")  # type: ignore[arg-type]
+    report = asyncio.run(gw.switch.cancel_scope(req, "req-9"))
+    assert report.command_id == "cancel-scope:req-9" and report.confirmed and report.cancelled == 1
+    assert gw.ib.working() == ["s1/a"] and report.trading_state == "ACTIVE"
+    anonymous = asyncio.run(gw.switch.cancel_scope(req, ""))
+    assert anonymous.command_id.startswith("cancel-scope:") and anonymous.command_id != "cancel-scope:"
+
+
+def test_resume_releases_clears_its_pending_sweeps_and_persists_before_announcing(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    gw.connected = False
+    asyncio.run(gw.switch.kill(kill("k-a", scope="strategy:a")))
+    asyncio.run(gw.switch.kill(kill("k-all")))
+    assert sorted(p.command_id for p in gw.saved().pending) == ["k-a", "k-all"]
+    partial = gw.switch.resume(Resume(scope="strategy:a", reason="ok", origin="op"))  # type: ignore[arg-type]
+    assert partial.trading_state == "HALTED" and partial.detail == "released strategy:a"  # all still latched
+    assert [p.command_id for p in gw.saved().pending] == ["k-all"] and partial.epoch == 3
+    assert partial.command_id == "resume:3" and partial.confirmed and partial.cancelled == 0
+    report = gw.switch.resume(Resume(scope="all", reason="ok", origin="op"))  # type: ignore[arg-type]
+    assert report.trading_state == "ACTIVE" and report.epoch == 4 and report.detail == "released all"
+    state = gw.saved()
+    assert state.halted == [] and state.pending == [] and state.epoch == 4
+    assert [(e.scope, e.state, e.epoch, e.reason, e.origin) for e in gw.outbox.states[-1:]] == [
+        ("all", "ACTIVE", 4, "ok", "op")]
+    nothing = gw.switch.resume(Resume(scope="all", reason="again", origin="op"))  # type: ignore[arg-type]
+    assert nothing.detail == "all was not halted" and nothing.epoch == 4 and nothing.trading_state == "ACTIVE"
+
+
+def test_announce_publishes_every_halted_scope_and_an_unreadable_file_starts_halted(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.latch.latch("strategy:a", reason="r1", origin="cli")
+    gw.latch.latch("all", reason="r2", origin="risk")
+    gw.switch.announce(state_problem="", origin="gateway")
+    assert [(e.scope, e.state, e.epoch, e.reason, e.origin) for e in gw.outbox.states] == [
+        ("all", "HALTED", 2, "r2", "risk"), ("strategy:a", "HALTED", 1, "r1", "cli")]
+    assert gw.outbox.alerts == []
+    bad = Gateway(tmp_path / "bad")
+    bad.path.parent.mkdir(parents=True)
+    bad.path.write_text("{not json")
+    bad.switch.announce(state_problem="bad json", origin="gateway")
+    assert bad.latch.globally_halted and "state file unreadable: bad json" in bad.latch.scopes["all"].reason
+    assert [s.state for s in bad.outbox.states] == ["HALTED"]
+    assert [a[0] for a in bad.outbox.alerts] == ["critical"] and "bad json" in bad.outbox.alerts[0][1]
+    kept = [p.name for p in bad.path.parent.iterdir() if p.name.startswith("gateway.json.corrupt-")]
+    assert len(kept) == 1 and (bad.path.parent / kept[0]).read_text() == "{not json"
+    assert [h.scope for h in bad.saved().halted] == ["all"]  # the HALT is on disk again
+
+
+def test_a_halt_that_cannot_be_written_alerts_and_holds_in_memory(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.path.mkdir(parents=True)  # a directory where the file should be: every write fails
+    gw.latch.latch("all", reason="kill")
+    assert gw.halts.persist() is False
+    (severity, message, _), = gw.outbox.alerts
+    assert severity == "critical" and "latch holds in memory only" in message
+    assert gw.latch.globally_halted
+    gw2 = Gateway(tmp_path / "ok")
+    assert gw2.halts.persist() is True and gw2.outbox.alerts == []
+    gw2.halts.quarantine_state_file()
+    assert not gw2.path.exists() and len(list(gw2.path.parent.iterdir())) == 1
+    gw3 = Gateway(tmp_path / "none")
+    gw3.halts.quarantine_state_file()  # nothing to move: no error
+    assert not gw3.path.parent.exists()
+
+
+def test_command_memory_runs_once_per_id_forgets_failures_and_stays_bounded() -> None:
+    async def scenario() -> None:
+        memory: CommandMemory[int] = CommandMemory(size=2)
+        runs: list[str] = []
+
+        async def run(name: str, value: int) -> int:
+            runs.append(name)
+            await asyncio.sleep(0)
+            return value
+
+        assert await asyncio.gather(memory.once("a", lambda: run("a", 1)), memory.once("a", lambda: run("a2", 2))) \
+            == [1, 1]
+        assert runs == ["a"]
+
+        async def boom() -> int:
+            runs.append("boom")
+            raise RuntimeError("failed")
+
+        with pytest.raises(RuntimeError):
+            await memory.once("b", boom)
+        assert await memory.once("b", lambda: run("b", 3)) == 3  # a failure is forgotten: the retry runs
+        await memory.once("c", lambda: run("c", 4))
+        assert await memory.once("a", lambda: run("a3", 5)) == 5  # "a" fell out of the memory (size 2)
+        assert runs == ["a", "boom", "b", "c", "a3"]
+
+    asyncio.run(scenario())
+    assert CommandMemory().size == COMMAND_MEMORY
+
+
+# -- the sweep ------------------------------------------------------------------------------------------------
+
+
+def test_sweep_all_cancels_globally_then_by_id_what_ib_still_lists(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("s1/sticky", 2, sticky=True)
+    before = time.monotonic()
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=2.0))
+    assert result.confirmed and result.remaining == [] and result.cancelled == 2
+    assert (result.global_cancels, result.individual_cancels, result.rounds) == (1, 1, 2)
+    assert result.verified_mono >= before and result.elapsed_ms >= 0 and result.detail == ""
+    assert gw.ib.calls[:3] == [("global", 0), ("list", 0), ("cancel", 2)]
+
+
+def test_sweep_of_a_scope_cancels_only_its_orders_and_never_globally(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1, symbol="AAPL")
+    gw.ib.add("s1/m", 2, symbol="MSFT")
+    gw.ib.add("ext", 3, symbol="MSFT", client_id=99)  # another client's: not ours to cancel by id
+    result = asyncio.run(gw.sweeper.sweep("symbol:AAPL", use_global=False, timeout_s=1.0))
+    assert result.confirmed and result.cancelled == 1 and result.global_cancels == 0
+    assert result.individual_cancels == 1 and gw.ib.working() == ["ext", "s1/m"]
+    other = asyncio.run(gw.sweeper.sweep("symbol:MSFT", use_global=False, timeout_s=0.4))
+    assert not other.confirmed and other.remaining == ["ext"] and other.global_cancels == 0
+
+
+def test_sweep_all_ends_another_clients_orders_with_one_more_global_cancel(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("ext", 3, client_id=99, sticky=True)  # survives the first global cancel
+    gw.ib.add("s1/a", 1)
+
+    def unstick() -> None:
+        if gw.ib.count("global") == 2:
+            gw.ib.sticky.clear()
+
+    gw.ib.on_global = unstick
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=2.0))
+    assert result.confirmed and result.global_cancels == 2 and result.individual_cancels == 0
+    assert result.cancelled == 2  # ours by its status, the other client's because it left IB's list
+
+
+def test_sweep_gives_up_at_its_deadline_and_resends_a_cancel_no_more_than_once_a_second(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=CANCEL_RESEND_S * 1.5))
+    assert not result.confirmed and result.remaining == ["s1/stuck"] and result.cancelled == 0
+    assert result.individual_cancels == 2 and gw.ib.count("cancel") == 2  # at once, and once more after 1 s
+    assert result.verified_mono == 0.0 and result.rounds >= 3
+
+
+def test_sweep_reports_a_failed_list_and_what_it_knew_to_work(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    gw.ib.list_error = ConnectionError("socket closed")
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=1.0))
+    assert not result.confirmed and result.remaining == ["s1/stuck"] and "could not list open orders" in result.detail
+    assert "socket closed" in result.detail and result.rounds == 1
+
+
+def test_a_slow_list_past_the_deadline_ends_the_sweep_unconfirmed(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    gw.ib.list_error = TimeoutError()
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=0.2))
+    assert not result.confirmed and result.remaining == ["s1/stuck"] and "timed out" in result.detail
+    assert result.rounds >= 2 and gw.ib.count("cancel") >= 1  # re-cancelled what it knew while retrying
+
+
+def test_reverify_carries_the_counts_on_without_a_new_global_cancel(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    first = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=1.0))
+    again = asyncio.run(gw.sweeper.reverify(first, use_global=True, timeout_s=1.0))
+    assert again.confirmed and again.global_cancels == 1 and gw.ib.count("global") == 1
+    assert again.cancelled == first.cancelled == 1 and again.rounds == first.rounds + 1
+    assert again.verified_mono > first.verified_mono and again.elapsed_ms >= first.elapsed_ms
+
+
+def test_cancel_one_only_for_this_clients_live_trades(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("ext", 3, client_id=99)
+    mine, theirs = gw.table.get("s1/a"), gw.table.get("ext")
+    assert gw.sweeper.cancel_one(mine) is True and mine.cancel_sent_mono > 0
+    assert gw.sweeper.cancel_one(theirs) is False and theirs.cancel_sent_mono == 0.0
+    mine.trade = None
+    assert gw.sweeper.cancel_one(mine) is False
+
+
+def test_registry_shares_a_running_sweep_and_counts(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def scenario() -> list[SweepResult]:
+        return list(await asyncio.gather(gw.sweeps.run("c1", "all"), gw.sweeps.run("c1", "all")))
+
+    a, b = asyncio.run(scenario())
+    assert a is b and gw.sweeps.sweeps_started == 1 and gw.sweeps.sweeps_joined == 1
+
+
+def test_unsent_orders_drop_only_what_matches_and_leave_amendments_of_live_orders_silent(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.sender.submit("99\0warm-up")
+    gw.queue_unsent("new", 10)
+    live = gw.ib.add("s1/live", 11)
+    gw.sender.submit(place_msg(11))  # an amendment of a transmitted order
+    gw.sender.submit(place_msg(12))  # an order id the table does not know
+    gw.sender.submit("6\0some request")  # not a placeOrder
+    rec_new = gw.table.get("s1/new")
+    assert gw.unsent.drop(only=gw.table.get("s1/live")) == 1  # just the live order's amendment
+    assert gw.outbox.statuses == []  # dropped silently: the order itself is the sweep's to cancel
+    assert gw.sender.queued == 3
+    assert gw.unsent.drop("symbol:MSFT") == 1  # the unknown id goes with any scope; "new" is AAPL
+    assert gw.unsent.drop("strategy:s1") == 1 and gw.sender.queued == 1  # the request stays
+    assert rec_new.status == "Cancelled" and rec_new.trade.orderStatus.status == "Cancelled"
+    assert live.orderStatus.status == "Submitted"
+    assert gw.unsent.drop() == 0
+
+
+# -- the order table ------------------------------------------------------------------------------------------
+
+from actors.gateway import connection as cs  # noqa: E402
+from actors.gateway.events import BENIGN_ORDER_CODES, IbEventRouter, OrderEventTranslator  # noqa: E402
+from actors.gateway.ordertable import (  # noqa: E402
+    CANCELLED, ERROR_ATTACH_WINDOW_S, ChangeSignal, IbOrderRecord, interpret,
+)
+from ib_insync import TradeLogEntry  # noqa: E402
+
+
+def ib_trade(oid: int = 1, *, perm: int = 0, ref: str = "s1/a", client: int = CLIENT, symbol: str = "AAPL",
+             status: str = "Submitted", qty: float = 10.0) -> Trade:
+    lmt = LimitOrder("BUY", qty, 100.0, orderRef=ref, orderId=oid, clientId=client, permId=perm)
+    return Trade(contract=Stock(symbol, "SMART", "USD"), order=lmt, orderStatus=OrderStatus(status=status))
+
+
+def observe(table: IbOrderTable, rec: IbOrderRecord, status: str, **kw: Any) -> Any:
+    args: dict[str, Any] = dict(filled=0.0, remaining=10.0, avg_fill_price=0.0)
+    args.update(kw)
+    return table.observe(rec, status=status, **args)
+
+
+def test_observe_publishes_each_change_once_with_ibs_figures() -> None:
+    table = IbOrderTable()
+    rec = table.add_placed(order_spec("a"), ib_trade(4, perm=77), CLIENT)
+    assert (rec.status, rec.remaining, rec.ib_order_id, rec.client_id, rec.transmitted) == (
+        "PendingSubmit", 10.0, 4, CLIENT, False)
+    version = table.changed.version
+    ev = observe(table, rec, "Submitted", filled=4.0, remaining=6.0, avg_fill_price=100.5, last_fill_price=100.25,
+                 replayed=True)
+    assert table.changed.version == version + 1
+    assert (ev.order_ref, ev.strategy_id, ev.client_order_id, ev.ib_order_id, ev.symbol) == (
+        "s1/a", "s1", "a", 4, "AAPL")
+    assert (ev.status, ev.filled, ev.remaining, ev.avg_fill_price, ev.last_fill_price) == (
+        "Submitted", 4.0, 6.0, 100.5, 100.25)
+    assert ev.is_live and not ev.is_done and ev.replayed and ev.error_code is None and ev.reason == ""
+    assert (rec.filled, rec.remaining, rec.avg_fill_price, rec.last_fill_price) == (4.0, 6.0, 100.5, 100.25)
+    assert rec.history == ["Submitted"] and rec.done_mono is None
+    assert observe(table, rec, "Submitted", filled=4.0, remaining=6.0) is None  # the same again: nothing
+    assert table.changed.version == version + 1
+    forced = observe(table, rec, "Submitted", filled=4.0, remaining=6.0, force=True, reason="Modified")
+    assert forced is not None and forced.reason == "Modified" and rec.history == ["Submitted", "Submitted"]
+    more = observe(table, rec, "Submitted", filled=5.0, remaining=5.0)
+    assert more is not None and more.filled == 5.0 and not more.replayed
+    done = observe(table, rec, "Filled", filled=10.0, remaining=0.0, avg_fill_price=100.0)
+    assert done.is_done and not done.is_live and rec.is_done and not rec.is_working and rec.done_mono is not None
+
+
+def test_a_done_order_stays_done_except_for_ibs_fill_after_a_cancel() -> None:
+    table = IbOrderTable()
+    for cancelled in sorted(CANCELLED):
+        rec = table.add_placed(order_spec(cancelled), ib_trade(len(table) + 1), CLIENT)
+        observe(table, rec, cancelled)
+        first_done = rec.done_mono
+        for later in ("Submitted", "PreSubmitted", "PendingCancel", "Inactive"):
+            assert observe(table, rec, later) is None and rec.status == cancelled
+        ev = observe(table, rec, "Filled", filled=10.0, remaining=0.0, avg_fill_price=1.0)
+        assert ev is not None and ev.status == "Filled" and rec.status == "Filled"
+        assert rec.done_mono == first_done  # done since the cancel
+        assert observe(table, rec, "Cancelled") is None and observe(table, rec, "ApiCancelled") is None
+    filled = table.add_placed(order_spec("f"), ib_trade(9), CLIENT)
+    observe(table, filled, "Filled", filled=10.0, remaining=0.0)
+    assert observe(table, filled, "Cancelled") is None and filled.status == "Filled"
+
+
+def test_an_error_seen_before_its_status_is_attached_to_the_next_event_within_the_window(monkeypatch) -> None:
+    table = IbOrderTable()
+    rec = table.add_placed(order_spec("a"), ib_trade(1), CLIENT)
+    rec.pending_error = (202, "Order Canceled - reason:", time.monotonic())
+    ev = observe(table, rec, "Cancelled")
+    assert (ev.error_code, ev.reason) == (202, "Order Canceled - reason:") and rec.pending_error is None
+    other = table.add_placed(order_spec("b"), ib_trade(2), CLIENT)
+    other.pending_error = (202, "late", time.monotonic() - ERROR_ATTACH_WINDOW_S - 0.5)
+    ev = observe(table, other, "Cancelled")
+    assert ev.error_code is None and ev.reason == ""  # too old: not this status's cause
+    third = table.add_placed(order_spec("c"), ib_trade(3), CLIENT)
+    third.pending_error = (202, "theirs", time.monotonic())
+    ev = observe(table, third, "Cancelled", error_code=201, reason="own")
+    assert (ev.error_code, ev.reason) == (201, "own")  # the event's own error wins
+    fourth = table.add_placed(order_spec("d"), ib_trade(4), CLIENT)
+    fourth.pending_error = (202, "kept reason", time.monotonic())
+    ev = observe(table, fourth, "Cancelled", reason="own reason")
+    assert (ev.error_code, ev.reason) == (202, "own reason")
+
+
+def test_records_are_found_by_perm_id_then_client_and_order_id_then_order_ref() -> None:
+    table = IbOrderTable()
+    rec = table.add_placed(order_spec("a"), ib_trade(4), CLIENT)
+    assert table.find(ib_trade(4, ref="")) is rec  # by (clientId, orderId)
+    assert table.find(ib_trade(4, client=CLIENT + 1, ref="")) is None
+    assert table.find(ib_trade(0, ref="s1/a")) is rec  # by orderRef
+    assert table.find(ib_trade(0, ref="")) is None
+    again, created = table.attach(ib_trade(4, perm=99))
+    assert again is rec and not created and rec.perm_id == 99 and table.by_perm[99] is rec
+    assert table.find(ib_trade(0, perm=99, ref="", client=0)) is rec  # by permId first
+    assert table.find_by_order_id(CLIENT, 4) is rec and table.find_by_order_id(CLIENT, 5) is None
+    assert table.get("s1/a") is rec and table.get("nope") is None and len(table) == 1 and table.records() == [rec]
+    kept, _ = table.attach(ib_trade(0, perm=0, ref="s1/a", client=0))  # a report without ids keeps the ids
+    assert kept is rec and (rec.ib_order_id, rec.client_id, rec.perm_id) == (4, CLIENT, 99)
+    table.mark_transmitted(CLIENT, 4)
+    table.mark_transmitted(CLIENT, 5)  # unknown: nothing
+    assert rec.transmitted
+
+
+def test_an_external_order_is_filed_by_id_until_its_perm_id_arrives_then_by_perm_id() -> None:
+    table = IbOrderTable()
+    ext, created = table.attach(ib_trade(5, ref="", client=0, symbol="MSFT", qty=30))
+    assert created and ext.key == "id:0:5" and ext.strategy_id == "external" and not ext.is_khazad
+    assert (ext.status, ext.remaining, ext.symbol) == ("", 30.0, "MSFT")
+    assert list(table.by_key) == ["id:0:5"]
+    same, created = table.attach(ib_trade(5, perm=123, ref="", client=0, symbol="MSFT"))
+    assert same is ext and not created and ext.key == "perm:123" and list(table.by_key) == ["perm:123"]
+    assert ext.label() == "perm:123 (orderId 5, permId 123)"
+    nosym, _ = table.attach(ib_trade(6, ref="", client=0, symbol=""))
+    assert nosym.symbol == ""
+    table.attach(ib_trade(6, ref="", client=0, symbol="SPY"))
+    assert nosym.symbol == "SPY"  # filled in once known
+    mine = table.add_placed(order_spec("k"), ib_trade(7), CLIENT)
+    assert mine.is_khazad and mine.key == "s1/k" and mine.in_scope("strategy:s1") and not mine.in_scope("symbol:MSFT")
+    assert [r.key for r in table.working("symbol:MSFT")] == ["perm:123"]
+    observe(table, ext, "Cancelled")
+    assert [r.key for r in table.working("symbol:MSFT")] == [] and len(table.working()) == 2
+
+
+def test_change_signal_wakes_every_waiter_and_times_out_otherwise() -> None:
+    async def scenario() -> None:
+        signal = ChangeSignal()
+        assert await signal.wait(0) is False and await signal.wait(0.01) is False
+        waiters = [asyncio.ensure_future(signal.wait(5)) for _ in range(2)]
+        await asyncio.sleep(0)
+        signal.notify()
+        assert await asyncio.gather(*waiters) == [True, True] and signal.version == 1
+        signal.notify()
+        assert signal.version == 2
+
+    asyncio.run(scenario())
+
+
+def test_interpretation_of_ibs_statuses() -> None:
+    assert interpret("Submitted") == (True, False) and interpret("PreSubmitted") == (True, False)
+    assert interpret("ApiCancelled") == (False, True) and interpret("Filled") == (False, True)
+    assert TERMINAL == {"Filled", "Cancelled", "ApiCancelled"} and CANCELLED == {"Cancelled", "ApiCancelled"}
+
+
+# -- order events ----------------------------------------------------------------------------------------------
+
+
+class Events:
+    """The translator with a real table and a recording outbox."""
+
+    def __init__(self, state: str = cs.READY) -> None:
+        self.table = IbOrderTable()
+        self.outbox = FakeOutbox()
+        self.conn = cs.ConnectionTracker()
+        self.conn.state = state
+        self.tr = OrderEventTranslator(self.table, self.outbox, self.conn, client_id=CLIENT)  # type: ignore[arg-type]
+
+    def placed(self, ref: str = "a", oid: int = 1) -> tuple[IbOrderRecord, Trade]:
+        trade = ib_trade(oid, ref=f"s1/{ref}", status="PendingSubmit")
+        rec = self.table.add_placed(order_spec(ref), trade, CLIENT)
+        return rec, trade
+
+
+def status_report(trade: Trade, status: str, *, filled: float = 0.0, remaining: float = 10.0,
+                  log: tuple[str, int] | None = None) -> Trade:
+    trade.orderStatus.status = status
+    trade.orderStatus.filled = filled
+    trade.orderStatus.remaining = remaining
+    trade.orderStatus.avgFillPrice = 100.0 if filled else 0.0
+    trade.orderStatus.lastFillPrice = 100.0 if filled else 0.0
+    if log is not None:
+        trade.log.append(TradeLogEntry(time=None, status=status, message=log[0], errorCode=log[1]))
+    return trade
+
+
+def test_order_status_reports_are_published_with_ibs_figures_and_marked_replayed_while_syncing() -> None:
+    ev = Events(state=cs.CONNECTED)
+    rec, trade = ev.placed()
+    ev.tr.on_order_status(status_report(trade, "Submitted", filled=4.0, remaining=6.0))
+    (e,) = ev.outbox.statuses
+    assert (e.status, e.filled, e.remaining, e.avg_fill_price, e.last_fill_price, e.replayed) == (
+        "Submitted", 4.0, 6.0, 100.0, 100.0, True)
+    ev.conn.state = cs.READY
+    ev.tr.on_order_status(status_report(trade, "Filled", filled=10.0, remaining=0.0))
+    assert ev.outbox.statuses[-1].status == "Filled" and not ev.outbox.statuses[-1].replayed
+
+
+def test_an_order_error_carries_its_code_and_reason() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("Order rejected - reason: margin", 201)))
+    e = ev.outbox.statuses[-1]
+    assert (e.status, e.error_code, e.reason) == ("Cancelled", 201, "Order rejected - reason: margin")
+
+
+def test_an_error_on_an_order_with_an_amendment_pending_keeps_it_working() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    ev.tr.on_order_status(status_report(trade, "Submitted"))
+    rec.modify_pending = True
+    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("Order being modified does not match", 105)))
+    e = ev.outbox.statuses[-1]
+    assert (e.status, e.error_code) == ("Submitted", 105) and e.reason.startswith("amendment rejected: ")
+    assert "does not match" in e.reason and not rec.modify_pending and trade.orderStatus.status == "Submitted"
+    assert rec.status == "Submitted" and not rec.is_done
+    # without an amendment pending the same library report is published as it is
+    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("cancelled", 202)))
+    assert ev.outbox.statuses[-1].status == "Cancelled"
+
+
+def test_ibs_echo_of_an_amendment_clears_the_pending_flag_and_is_published() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    ev.tr.on_order_status(status_report(trade, "Submitted"))
+    rec.modify_pending = True
+    n = len(ev.outbox.statuses)
+    ev.tr.on_order_status(status_report(trade, "Submitted", log=("Modified", 0)))
+    assert len(ev.outbox.statuses) == n + 1 and ev.outbox.statuses[-1].reason == "Modified"
+    assert not rec.modify_pending
+
+
+def test_open_orders_are_published_only_when_new() -> None:
+    ev = Events()
+    trade = ib_trade(8, perm=808, ref="", client=0, status="Submitted", qty=25)
+    trade.orderStatus.remaining = 0.0
+    ev.tr.on_open_order(trade)
+    (e,) = ev.outbox.statuses
+    assert (e.status, e.remaining, e.strategy_id, e.perm_id) == ("Submitted", 25.0, "external", 808)
+    ev.tr.on_open_order(trade)
+    assert len(ev.outbox.statuses) == 1
+    rec, mine = ev.placed("m", 9)
+    ev.tr.on_open_order(mine)
+    assert len(ev.outbox.statuses) == 1  # our own order: its statuses come from orderStatus
+
+
+def test_order_errors_benign_known_and_unknown() -> None:
+    ev = Events()
+    ev.tr.on_order_error(999, 201, "no such order")  # not ours: logged only
+    assert ev.outbox.statuses == []
+    rec, trade = ev.placed()
+    observe(ev.table, rec, "Submitted")
+    for code in sorted(BENIGN_ORDER_CODES):
+        ev.tr.on_order_error(1, code, f"benign {code}")
+        assert rec.pending_error is not None and rec.pending_error[:2] == (code, f"benign {code}")
+    assert ev.outbox.statuses == []
+    rec.pending_error = None
+    ev.tr.on_order_error(1, 201, "Order rejected")
+    e = ev.outbox.statuses[-1]
+    assert (e.status, e.error_code, e.reason, e.remaining) == ("Submitted", 201, "Order rejected", 10.0)
+    ev.tr.on_order_error(1, 201, "Order rejected")  # the library already published this code
+    assert len(ev.outbox.statuses) == 1
+    observe(ev.table, rec, "Cancelled")
+    ev.tr.on_order_error(1, 202, "cancelled")
+    assert rec.pending_error is None  # a done order keeps no pending error
+    new, _ = ev.placed("n", 2)
+    new.status = ""
+    ev.tr.on_order_error(2, 321, "bad field")
+    assert ev.outbox.statuses[-1].status == "PendingSubmit" and ev.outbox.statuses[-1].error_code == 321
+
+
+class FakeSystem:
+    def __init__(self) -> None:
+        self.codes: list[tuple[int, str]] = []
+        self.disconnects = 0
+
+    def on_system_code(self, code: int, message: str) -> None:
+        self.codes.append((code, message))
+
+    def on_disconnected(self) -> None:
+        self.disconnects += 1
+
+
+def test_errors_are_routed_by_request_id_and_pacing_violations_alert() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    observe(ev.table, rec, "Submitted")
+    system = FakeSystem()
+    failures: list[BaseException] = []
+    router = IbEventRouter(orders=ev.tr, system=system, account=None, market_data=None,  # type: ignore[arg-type]
+                           outbox=ev.outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
+    router.on_error(-1, 2104, "farm ok")
+    router.on_error(5, 1100, "system code with an id")
+    assert system.codes == [(2104, "farm ok"), (1100, "system code with an id")]
+    router.on_error(1, 201, "rejected")
+    assert ev.outbox.statuses[-1].error_code == 201 and router.last_ib_code == 201
+    router.on_error(0, 399, "no request id")
+    assert router.last_ib_code == 399 and len(ev.outbox.statuses) == 1
+    router.on_error(0, 100, "Max rate of messages per second has been exceeded")
+    assert router.pacing_violations == 1 and ev.outbox.alerts[-1][0] == "critical"
+    assert "pacing" in ev.outbox.alerts[-1][1]
+
+    def broken(*args: object) -> None:
+        raise ValueError("handler bug")
+
+    guarded = router._guard(broken)
+    guarded(1, 2)  # never raised into the library's decoder
+    assert [type(f) for f in failures] == [ValueError] and guarded.__name__ == "broken"
