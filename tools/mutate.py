@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,24 +139,47 @@ _DIFFS = """
 import json, sys
 from mutmut.mutation.diff_apply import get_diff_for_mutant
 modules, names = json.loads(sys.stdin.read())
+out = {}
 for name in names:
     path = next(m for m in modules if name.startswith(m.removesuffix(".py").replace("/", ".") + "."))
-    status = names[name]
-    print(f"# {name}: {status}")
-    print(get_diff_for_mutant(name, path=path))
-    print()
+    out[name] = get_diff_for_mutant(name, path=path)
+print(json.dumps(out))
 """
 
+#: SQL keywords: a mutant that only changes the case of a line holding SQL text changes nothing (SQL is
+#: case-insensitive) - the one rule by which a survivor is counted as equivalent without being read by a person.
+SQL_WORDS = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|WHERE|ORDER BY|BEGIN|COMMIT|ROLLBACK|VALUES|FROM|SET|AND|OR|DESC|LIMIT"
+    r"|ALTER|ADD COLUMN|ON CONFLICT|DO NOTHING)\b|clauses\.append\(|_select\("
+)
 
-def write_survivors(work: Path, target: Target, survivors: dict[str, str]) -> None:
-    """Every survivor's diff (mutmut's own rendering) in ``survivors.txt``, in one process."""
-    out = work / "survivors.txt"
+
+def changed_lines(diff: str) -> tuple[list[str], list[str]]:
+    lines = diff.splitlines()
+    minus = [ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    return minus, plus
+
+
+def equivalent(diff: str) -> str | None:
+    """Why a surviving mutant cannot change behaviour (None when it might): see docs/testing.md."""
+    minus, plus = changed_lines(diff)
+    if len(minus) == len(plus) == 1 and minus[0] != plus[0] and minus[0].lower() == plus[0].lower():
+        if SQL_WORDS.search(minus[0]):
+            return "sql-case"
+    return None
+
+
+def survivor_diffs(work: Path, target: Target, survivors: dict[str, str]) -> dict[str, str]:
+    """Every survivor's diff (mutmut's own rendering), computed in one process."""
     if not survivors:
-        out.write_text("")
-        return
-    with out.open("w") as fh:
-        subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, input=json.dumps([target.modules, survivors]),
-                       stdout=fh, stderr=subprocess.STDOUT, text=True, check=False)
+        return {}
+    proc = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, input=json.dumps([target.modules, survivors]),
+                          capture_output=True, text=True, check=False)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return {name: f"(no diff: {proc.stderr.strip()[-300:]})" for name in survivors}
 
 
 def run_target(name: str, target: Target, jobs: int) -> dict[str, object]:
@@ -170,16 +194,26 @@ def run_target(name: str, target: Target, jobs: int) -> dict[str, object]:
     total = len(result)
     killed = sum(n for s, n in counts.items() if s in KILLED)
     survivors = {k: s for k, s in sorted(result.items()) if s not in KILLED}
-    write_survivors(work, target, survivors)
+    diffs = survivor_diffs(work, target, survivors)
+    why = {k: equivalent(diffs.get(k, "")) for k in survivors}
+    equivalents = sorted(k for k, w in why.items() if w)
+    with (work / "survivors.txt").open("w") as fh:
+        for key, status in survivors.items():
+            label = f"equivalent ({why[key]})" if why[key] else status
+            fh.write(f"# {key}: {label}\n{diffs.get(key, '')}\n\n")
     score = 100.0 * killed / total if total else 0.0
+    judged = total - len(equivalents)
+    score_eq = 100.0 * killed / judged if judged else 0.0
     report = {
         "target": name,
         "total": total,
         "killed": killed,
         "counts": counts,
         "score": score,
+        "equivalent": len(equivalents),
+        "score_without_equivalent": score_eq,
         "seconds": elapsed,
-        "survivors": list(survivors),
+        "survivors": [k for k in survivors if not why[k]],
         "ok": proc.returncode == 0 and total > 0,
     }
     (work / "result.json").write_text(json.dumps(report, indent=1))
@@ -205,35 +239,40 @@ def main(argv: list[str] | None = None) -> int:
     names = args.targets or list(TARGETS)
     WORK.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
-    all_total = all_killed = 0
+    all_total = all_killed = all_equivalent = 0
     failed = False
     start = time.monotonic()
+    header = f"{'target':20s} {'killed':>10s}  {'score':>7s}  {'w/o equiv.':>10s}  survived  no tests  equiv.  time"
+    print(header, flush=True)
+    lines.append(header)
     for name in names:
         r = run_target(name, TARGETS[name], args.jobs)
         all_total += int(r["total"])  # type: ignore[arg-type]
         all_killed += int(r["killed"])  # type: ignore[arg-type]
-        counts = r["counts"]
+        all_equivalent += int(r["equivalent"])  # type: ignore[arg-type]
+        counts: dict[str, int] = r["counts"]  # type: ignore[assignment]
         line = (
-            f"{name:20s} {r['killed']:4d}/{r['total']:<4d} killed  {r['score']:5.1f} %  "
-            f"survived {counts.get('survived', 0)}, no tests {counts.get('no tests', 0)}, "  # type: ignore[union-attr]
-            f"timeout {counts.get('timeout', 0)}  ({r['seconds']:.0f} s)"  # type: ignore[union-attr]
+            f"{name:20s} {r['killed']:>4d}/{r['total']:<5d}  {r['score']:6.1f}%  {r['score_without_equivalent']:9.1f}%  "
+            f"{counts.get('survived', 0) + counts.get('suspicious', 0):8d}  {counts.get('no tests', 0):8d}  "
+            f"{r['equivalent']:6d}  {r['seconds']:4.0f} s"
         )
         if not r["ok"]:
             line += f"  [mutmut failed: see build/mutate/{name}/run.log]"
             failed = True
-        if r["score"] < args.fail_under:  # type: ignore[operator]
+        if r["score_without_equivalent"] < args.fail_under:  # type: ignore[operator]
             failed = True
         print(line, flush=True)
         lines.append(line)
+    judged = all_total - all_equivalent
     total_line = (
-        f"{'all':20s} {all_killed:4d}/{all_total:<4d} killed  "
-        f"{(100.0 * all_killed / all_total if all_total else 0.0):5.1f} %  ({time.monotonic() - start:.0f} s)"
+        f"{'all':20s} {all_killed:>4d}/{all_total:<5d}  {(100.0 * all_killed / all_total if all_total else 0.0):6.1f}%  "
+        f"{(100.0 * all_killed / judged if judged else 0.0):9.1f}%  {'':8s}  {'':8s}  {all_equivalent:6d}  "
+        f"{time.monotonic() - start:4.0f} s"
     )
     print(total_line)
     lines.append(total_line)
-    if not args.targets:
-        (WORK / "summary.txt").write_text("\n".join(lines) + "\n")
-    print(f"survivors' diffs: build/mutate/<target>/survivors.txt")
+    (WORK / ("summary.txt" if not args.targets else "summary-partial.txt")).write_text("\n".join(lines) + "\n")
+    print("survivors and their diffs: build/mutate/<target>/survivors.txt")
     return 1 if failed else 0
 
 
