@@ -64,7 +64,9 @@ TARGETS: dict[str, Target] = {
     "gateway.persist": Target(("actors/gateway/persist.py",), GW_UNITS),
     "orders.lifecycle": Target(("actors/orders/lifecycle.py", "actors/orders/stages.py"), ORDER_UNITS),
     "orders.journal": Target(("actors/orders/journal.py",), ORDER_UNITS),
-    "risk.checks": Target(("actors/risk/checks.py",), ("tests/risk/test_risk_checks.py",)),
+    "risk.checks": Target(
+        ("actors/risk/checks.py",), ("tests/risk/test_risk_checks.py", "tests/risk/test_risk_guarantees.py")
+    ),
     "risk.exposure": Target(
         ("actors/risk/exposure.py",), ("tests/risk/test_risk_books.py", "tests/risk/test_risk_guarantees.py")
     ),
