@@ -46,6 +46,8 @@ def test_halted_state_is_fsynced_before_it_replaces_the_old_file(tmp_path: Path,
 # -- an IB double for the kill switch and the sweeps ---------------------------------------------------------
 
 import asyncio  # noqa: E402
+import os  # noqa: E402
+import stat  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -856,3 +858,86 @@ def test_errors_are_routed_by_request_id_and_pacing_violations_alert() -> None:
     guarded = router._guard(broken)
     guarded(1, 2)  # never raised into the library's decoder
     assert [type(f) for f in failures] == [ValueError] and guarded.__name__ == "broken"
+
+
+# -- the state file and the exec journal, exactly -------------------------------------------------------------
+
+import msgspec  # noqa: E402
+
+from actors.gateway import persist as gp  # noqa: E402
+
+
+def test_state_file_versions_and_corruption_are_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.json"
+    store = StateStore(path)
+    assert store.load() == GatewayState() and GatewayState().version == gp.STATE_VERSION == 1
+    path.write_bytes(msgspec.json.encode(GatewayState(version=2)))
+    with pytest.raises(gp.StateCorrupt, match="gateway.json: state version 2, expected 1"):
+        store.load()
+    path.write_text('{"epoch": "x"}')
+    with pytest.raises(gp.StateCorrupt, match="gateway.json: "):
+        store.load()
+    path.write_text("not json")
+    with pytest.raises(gp.StateCorrupt):
+        store.load()
+    before = time.time_ns()
+    store.save(GatewayState(epoch=3))
+    saved = store.load()
+    assert saved.epoch == 3 and saved.updated_wall_ns >= before and path.read_bytes().endswith(b"}\n")
+    gp.fsync_dir(tmp_path / "missing")  # a folder that is gone: nothing to sync, no error
+    assert gp.journal_path(tmp_path / "gateway.json") == tmp_path / "gateway.execs.jsonl"
+
+
+def test_exec_journal_lines_are_written_at_once_and_fsynced_in_batches(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "j" / "gateway.execs.jsonl"
+    j = gp.ExecJournal(path)
+    j.load()
+    assert not j.dirty and not path.exists()
+    seen = spy_on_disk(monkeypatch)
+    j.record(gp.FILL, "e1.01")
+    j.record(gp.COMMISSION, "e1.01")
+    j.record(gp.PLACED, "s1/a")
+    assert j.dirty and seen.ops == []  # written (a killed process loses nothing), not yet fsynced
+    lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+    assert [(x["k"], x["id"]) for x in lines] == [("f", "e1.01"), ("c", "e1.01"), ("o", "s1/a")]
+    assert j.has_fill("e1.01") and j.has_commission("e1.01") and j.has_placed("s1/a")
+    assert not j.has_fill("e2.01") and not j.has_commission("e2.01") and not j.has_placed("s1/b")
+    j.flush()
+    assert [op for op, _, _ in seen.ops] == ["fsync"] and not j.dirty
+    j.flush()  # nothing new: no fsync
+    assert len(seen.ops) == 1
+    j.close()
+    assert len(seen.ops) == 1  # closing a synced journal needs no fsync
+    k = gp.ExecJournal(path)
+    k.load()
+    k.record(gp.FILL, "e2.01")
+    k.close()
+    assert len(seen.ops) == 2  # closing with unsynced lines fsyncs them
+    m = gp.ExecJournal(path)
+    m.load()
+    assert set(m.fills) == {"e1.01", "e2.01"} and set(m.commissions) == {"e1.01"} and set(m.placed) == {"s1/a"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_exec_journal_prunes_old_lines_and_compacts_after_many_or_a_torn_one(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "gateway.execs.jsonl"
+    old_t = time.time_ns() - int((gp.EXEC_RETENTION_S + 60) * 1e9)
+    new_t = time.time_ns()
+    enc = msgspec.json.Encoder()
+    monkeypatch.setattr(gp, "COMPACT_MIN_PRUNED", 3)
+    rows = [{"k": "f", "id": f"old{i}", "t": old_t} for i in range(2)] + [{"k": "f", "id": "new", "t": new_t},
+                                                                          {"k": "x", "id": "odd", "t": new_t}]
+    path.write_bytes(b"".join(enc.encode(r) + b"\n" for r in rows) + b"\n")
+    j = gp.ExecJournal(path)
+    j.load()
+    assert set(j.fills) == {"new"} and j.fills["new"] == new_t
+    assert len(path.read_bytes().splitlines()) == 5  # 2 pruned < 3: the file is left as it is
+    rows.append({"k": "f", "id": "old9", "t": old_t})
+    path.write_bytes(b"".join(enc.encode(r) + b"\n" for r in rows))
+    j.load()
+    assert [msgspec.json.decode(x)["id"] for x in path.read_bytes().splitlines()] == ["new"]  # compacted
+    path.write_bytes(enc.encode({"k": "f", "id": "kept", "t": new_t}) + b"\n" + b'{"k":"f","id":"to')
+    j.load()
+    assert set(j.fills) == {"kept"}
+    assert path.read_bytes() == enc.encode({"k": "f", "id": "kept", "t": new_t}) + b"\n"  # the torn line is gone
+    assert gp.ExecJournal(path).retention_s == gp.EXEC_RETENTION_S == 8 * 24 * 3600
