@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,8 +132,9 @@ def mutmut(work: Path, *args: str, log: Path | None = None) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
     if log is not None:
         with log.open("w") as fh:
-            return subprocess.run([str(exe), *args], cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                  text=True, check=False)
+            return subprocess.run(
+                [str(exe), *args], cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True, check=False
+            )
     return subprocess.run([str(exe), *args], cwd=work, env=env, capture_output=True, text=True, check=False)
 
 
@@ -176,58 +177,98 @@ def survivor_diffs(work: Path, target: Target, survivors: dict[str, str]) -> dic
     """Every survivor's diff (mutmut's own rendering), computed in one process."""
     if not survivors:
         return {}
-    proc = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, input=json.dumps([target.modules, survivors]),
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIFFS],
+        cwd=work,
+        input=json.dumps([target.modules, survivors]),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
         return json.loads(proc.stdout)
     except ValueError:
         return {name: f"(no diff: {proc.stderr.strip()[-300:]})" for name in survivors}
 
 
-def run_target(name: str, target: Target, jobs: int) -> dict[str, object]:
+@dataclass
+class Result:
+    """One target's run: mutants by status, survivors that are equivalent by rule, the time it took."""
+
+    target: str
+    counts: dict[str, int] = field(default_factory=dict)
+    equivalent: int = 0
+    seconds: float = 0.0
+    survivors: list[str] = field(default_factory=list)
+    ok: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def killed(self) -> int:
+        return sum(n for s, n in self.counts.items() if s in KILLED)
+
+    @property
+    def score(self) -> float:
+        return percent(self.killed, self.total)
+
+    @property
+    def score_without_equivalent(self) -> float:
+        return percent(self.killed, self.total - self.equivalent)
+
+    def line(self) -> str:
+        survived = self.counts.get("survived", 0) + self.counts.get("suspicious", 0)
+        text = (
+            f"{self.target:20s} {self.killed:>4d}/{self.total:<5d} {self.score:6.1f}% "
+            f"{self.score_without_equivalent:9.1f}%"
+            f"  {survived:8d}  {self.counts.get('no tests', 0):8d}  {self.equivalent:6d}  {self.seconds:5.0f} s"
+        )
+        if not self.ok:
+            text += f"  [mutmut failed: see build/mutate/{self.target}/run.log]"
+        return text
+
+
+HEADER = f"{'target':20s} {'killed':>10s} {'score':>7s} {'w/o equiv':>10s}  survived  no tests  equiv.   time"
+
+
+def percent(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+def run_target(name: str, target: Target, jobs: int) -> Result:
     start = time.monotonic()
     work = prepare(name, target)
     proc = mutmut(work, "run", "--max-children", str(jobs), log=work / "run.log")
-    elapsed = time.monotonic() - start
-    result = statuses(work, target)
-    counts: dict[str, int] = {}
-    for status in result.values():
-        counts[status] = counts.get(status, 0) + 1
-    total = len(result)
-    killed = sum(n for s, n in counts.items() if s in KILLED)
-    survivors = {k: s for k, s in sorted(result.items()) if s not in KILLED}
+    result = Result(target=name, seconds=time.monotonic() - start)
+    found = statuses(work, target)
+    for status in found.values():
+        result.counts[status] = result.counts.get(status, 0) + 1
+    survivors = {k: s for k, s in sorted(found.items()) if s not in KILLED}
     diffs = survivor_diffs(work, target, survivors)
     why = {k: equivalent(diffs.get(k, "")) for k in survivors}
-    equivalents = sorted(k for k, w in why.items() if w)
     with (work / "survivors.txt").open("w") as fh:
         for key, status in survivors.items():
             label = f"equivalent ({why[key]})" if why[key] else status
             fh.write(f"# {key}: {label}\n{diffs.get(key, '')}\n\n")
-    score = 100.0 * killed / total if total else 0.0
-    judged = total - len(equivalents)
-    score_eq = 100.0 * killed / judged if judged else 0.0
-    report = {
-        "target": name,
-        "total": total,
-        "killed": killed,
-        "counts": counts,
-        "score": score,
-        "equivalent": len(equivalents),
-        "score_without_equivalent": score_eq,
-        "seconds": elapsed,
-        "survivors": [k for k in survivors if not why[k]],
-        "ok": proc.returncode == 0 and total > 0,
-    }
-    (work / "result.json").write_text(json.dumps(report, indent=1))
-    return report
+    result.equivalent = sum(1 for w in why.values() if w)
+    result.survivors = [k for k in survivors if not why[k]]
+    result.ok = proc.returncode == 0 and result.total > 0
+    (work / "result.json").write_text(json.dumps(asdict(result), indent=1))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help="targets to run (default: all); see --list")
     parser.add_argument("--list", action="store_true", help="print the targets and their tests")
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")),
-                        help="mutants tested at once (default 2, or MUTATE_JOBS)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("MUTATE_JOBS", "2")),
+        help="mutants tested at once (default 2, or MUTATE_JOBS)",
+    )
     parser.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when a target scores below this %%")
     args = parser.parse_args(argv)
     if args.list:
@@ -240,41 +281,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = args.targets or list(TARGETS)
     WORK.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    all_total = all_killed = all_equivalent = 0
-    failed = False
     start = time.monotonic()
-    header = f"{'target':20s} {'killed':>10s}  {'score':>7s}  {'w/o equiv.':>10s}  survived  no tests  equiv.  time"
-    print(header, flush=True)
-    lines.append(header)
+    lines = [HEADER]
+    print(HEADER, flush=True)
+    results: list[Result] = []
     for name in names:
         r = run_target(name, TARGETS[name], args.jobs)
-        all_total += int(r["total"])  # type: ignore[arg-type]
-        all_killed += int(r["killed"])  # type: ignore[arg-type]
-        all_equivalent += int(r["equivalent"])  # type: ignore[arg-type]
-        counts: dict[str, int] = r["counts"]  # type: ignore[assignment]
-        line = (
-            f"{name:20s} {r['killed']:>4d}/{r['total']:<5d}  {r['score']:6.1f}%  {r['score_without_equivalent']:9.1f}%  "
-            f"{counts.get('survived', 0) + counts.get('suspicious', 0):8d}  {counts.get('no tests', 0):8d}  "
-            f"{r['equivalent']:6d}  {r['seconds']:4.0f} s"
-        )
-        if not r["ok"]:
-            line += f"  [mutmut failed: see build/mutate/{name}/run.log]"
-            failed = True
-        if r["score_without_equivalent"] < args.fail_under:  # type: ignore[operator]
-            failed = True
-        print(line, flush=True)
-        lines.append(line)
-    judged = all_total - all_equivalent
-    total_line = (
-        f"{'all':20s} {all_killed:>4d}/{all_total:<5d}  {(100.0 * all_killed / all_total if all_total else 0.0):6.1f}%  "
-        f"{(100.0 * all_killed / judged if judged else 0.0):9.1f}%  {'':8s}  {'':8s}  {all_equivalent:6d}  "
-        f"{time.monotonic() - start:4.0f} s"
-    )
-    print(total_line)
-    lines.append(total_line)
+        results.append(r)
+        lines.append(r.line())
+        print(lines[-1], flush=True)
+    total = Result(target="all", ok=all(r.ok for r in results), seconds=time.monotonic() - start)
+    for r in results:
+        for status, n in r.counts.items():
+            total.counts[status] = total.counts.get(status, 0) + n
+        total.equivalent += r.equivalent
+    lines.append(total.line())
+    print(lines[-1])
     (WORK / ("summary.txt" if not args.targets else "summary-partial.txt")).write_text("\n".join(lines) + "\n")
     print("survivors and their diffs: build/mutate/<target>/survivors.txt")
+    failed = not total.ok or any(r.score_without_equivalent < args.fail_under for r in results)
     return 1 if failed else 0
 
 
