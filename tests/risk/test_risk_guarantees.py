@@ -192,3 +192,233 @@ def test_the_early_checks_are_those_that_need_no_market_data() -> None:
         "check_gross", "check_buying_power"]
     v = evaluate(order("BUY", 10), R(ref_price=None, tick_age_s=None), LIMITS, LIMITS, checks=ck.EARLY_CHECKS)
     assert v == ck.OK and v.reason == "approved"
+
+
+# -- exposure: the numbers the limits are checked against, exactly ---------------------------------------------
+
+import math  # noqa: E402
+
+from actors.risk.exposure import (  # noqa: E402
+    CANCEL_CONFIRM_CODES, ExposureBook, Lot, StatusOutcome, StatusResult, is_rejection, multiplier_of,
+)
+from bus.messages import (  # noqa: E402
+    CommissionEvent, FillEvent, IbOrder, Instrument, OrderSpec, OrderStatusEvent, Position,
+)
+
+
+def xfill(key: str, side: str, qty: float, price: float, *, ref: str = "alpha/c1", symbol: str = "ES",
+          multiplier: str = "50", correction: bool = False) -> FillEvent:
+    return FillEvent(exec_id=key + (".02" if correction else ".01"), exec_key=key, order_ref=ref,
+                     strategy_id=ref.split("/")[0] if "/" in ref else "", instrument=Instrument(
+                         symbol=symbol, sec_type="FUT", multiplier=multiplier),
+                     side=side, quantity=qty, price=price, is_correction=correction)  # type: ignore[arg-type]
+
+
+def xstatus(ref: str, st: str, *, filled: float = 0.0, remaining: float = 0.0, code: int | None = None,
+            symbol: str = "AAPL") -> OrderStatusEvent:
+    return OrderStatusEvent(order_ref=ref, status=st, filled=filled, remaining=remaining, error_code=code,
+                            symbol=symbol)
+
+
+@pytest.mark.parametrize("multiplier,expected", [
+    ("", 1.0), ("50", 50.0), ("0.5", 0.5), ("0", 1.0), ("-5", 1.0), ("x", 1.0), ("nan", 1.0), ("inf", 1.0),
+])
+def test_multiplier_of(multiplier: str, expected: float) -> None:
+    assert multiplier_of(Instrument(symbol="X", multiplier=multiplier)) == expected
+
+
+def test_what_counts_as_a_rejection() -> None:
+    for st in ("Cancelled", "ApiCancelled", "Inactive"):
+        assert is_rejection(xstatus("a/1", st, code=201))
+        assert not is_rejection(xstatus("a/1", st))
+        for code in sorted(CANCEL_CONFIRM_CODES):
+            assert not is_rejection(xstatus("a/1", st, code=code))
+    assert is_rejection(xstatus("a/1", "GatewayRejected"))
+    assert not is_rejection(xstatus("a/1", "Submitted", code=201)) and not is_rejection(xstatus("a/1", "Filled",
+                                                                                               code=201))
+    assert CANCEL_CONFIRM_CODES == {202, 10147, 10148, 161}
+
+
+def test_a_lot_books_average_cost_realized_pnl_flips_and_flat_exactly() -> None:
+    lot = Lot(multiplier=50.0)
+    lot.apply(2, 100.0)
+    lot.apply(2, 110.0)
+    assert (lot.qty, lot.avg_price, lot.realized) == (4, 105.0, 0.0)
+    lot.apply(-1, 120.0)
+    assert (lot.qty, lot.avg_price, lot.realized) == (3, 105.0, 15.0 * 50)
+    lot.apply(-5, 90.0)  # closes 3 at a loss, opens 2 short at 90
+    assert (lot.qty, lot.avg_price, lot.realized) == (-2, 90.0, 750.0 - 3 * 15.0 * 50)
+    assert lot.unrealized(80.0) == -2 * (80.0 - 90.0) * 50 and lot.unrealized(None) == 0.0
+    lot.apply(2, 85.0)
+    assert (lot.qty, lot.avg_price, lot.realized) == (0.0, 0.0, 750.0 - 2250.0 + 2 * 5.0 * 50)
+    assert lot.unrealized(1.0) == 0.0
+    short = Lot()
+    short.apply(-3, 10.0)
+    short.apply(-1, 14.0)
+    assert (short.qty, short.avg_price) == (-4, 11.0)
+
+
+def test_fills_move_both_books_and_a_correction_replaces_exactly() -> None:
+    book = ExposureBook()
+    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0)) is True
+    assert book.position("ES") == 2 and book.position("ES", "alpha") == 2 and book.account["ES"].multiplier == 50.0
+    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0)) is False  # the same execution again
+    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0, correction=True)) is False  # a "correction" changing nothing
+    assert book.on_fill(xfill("e1", "BUY", 3, 5010.0, correction=True)) is True
+    assert book.position("ES") == 3 and book.lots[("alpha", "ES")].avg_price == 5010.0
+    assert book.on_fill(xfill("e2", "SELL", 1, 5020.0, ref="beta/c1"), account_too=False) is True
+    assert book.position("ES") == 3 and book.position("ES", "beta") == -1  # IB's positions already hold it
+    assert book.fill_strategy("e2") == "beta" and book.fill_strategy("nope") == ""
+    assert book.on_fill(xfill("e3", "SELL", 1, 5020.0, ref="manual")) is True  # not ours: account only
+    assert book.position("ES") == 2 and ("", "ES") not in book.lots and book.strategies() == {"alpha", "beta"}
+    assert book.position("NQ") == 0.0 and book.position("NQ", "alpha") == 0.0
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ES", multiplier="50"), quantity=7, avg_cost=250_000.0,
+                              market_price=5001.0))
+    assert (book.position("ES"), book.account["ES"].market_price, book.account["ES"].avg_cost) == (7, 5001.0,
+                                                                                                    250_000.0)
+    book.load_positions([])
+    assert book.account == {}
+
+
+def test_commissions_count_once_per_execution_and_only_finite_ones() -> None:
+    book = ExposureBook()
+    book.on_fill(xfill("e1", "BUY", 1, 10.0))
+    ev = CommissionEvent(exec_id="e1.01", exec_key="e1", order_ref="alpha/c1", commission=2.25, currency="USD")
+    assert book.on_commission(ev) is True and book.on_commission(ev) is False
+    assert book.on_commission(CommissionEvent(exec_id="e9.01", exec_key="e9", order_ref="beta/x",
+                                              commission=float("nan"), currency="USD")) is False
+    assert book.on_commission(CommissionEvent(exec_id="e8.01", exec_key="e8", order_ref="beta/x", commission=1.5,
+                                              currency="USD")) is True
+    assert book.on_commission(CommissionEvent(exec_id="e7.01", exec_key="e7", order_ref="manual", commission=9.0,
+                                              currency="USD")) is True
+    assert book.commissions == {"alpha": 2.25, "beta": 1.5}
+
+
+def test_positions_are_valued_at_the_market_else_ibs_mark_else_cost_else_the_lots() -> None:
+    book = ExposureBook()
+    prices = {"ES": 5000.0}
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ES", multiplier="50"), quantity=-2, avg_cost=0.0,
+                              market_price=4990.0))
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="NQ", multiplier="20"), quantity=1, avg_cost=300_000.0,
+                              market_price=0.0))
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="CL", multiplier="1000"), quantity=1, avg_cost=0.0,
+                              market_price=None))
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ZN"), quantity=0, avg_cost=0.0, market_price=None))
+    book.on_fill(xfill("e1", "BUY", 1, 70.0, symbol="CL", multiplier="1000"), account_too=False)
+    book.on_fill(xfill("e2", "BUY", 1, 1.0, symbol="GC", multiplier="100", ref="beta/g"), account_too=False)
+    value = lambda s: prices.get(s)  # noqa: E731
+    assert book._value_price("ES", value) == 5000.0  # the market first
+    assert book._value_price("ES", lambda s: None) == 4990.0  # then IB's mark
+    assert book._value_price("NQ", value) == 15_000.0  # then IB's cost per unit (avg cost / multiplier)
+    assert book._value_price("CL", value) == 70.0  # then a strategy's average price
+    assert book._value_price("ZZ", value) == 0.0
+    # gross: |qty| x price x multiplier, positions that are flat left out
+    assert book.gross(value) == 2 * 5000.0 * 50 + 1 * 15_000.0 * 20 + 1 * 70.0 * 1000
+    assert book.gross(value, "alpha") == 70.0 * 1000 and book.gross(value, "beta") == 1.0 * 100
+    assert book.gross(value, "nobody") == 0.0
+
+
+def test_working_orders_count_at_their_price_or_the_market_with_their_multiplier() -> None:
+    book = ExposureBook()
+    prices = {"ES": 5000.0}
+    value = lambda s: prices.get(s)  # noqa: E731
+    es = OrderSpec(strategy_id="alpha", client_order_id="l1", instrument=Instrument(symbol="ES", sec_type="FUT",
+                                                                                    multiplier="50"),
+                   side="BUY", quantity=2, order_type="LMT", limit_price=4900.0)
+    mkt = OrderSpec(strategy_id="beta", client_order_id="m1", instrument=Instrument(symbol="ES", sec_type="FUT",
+                                                                                    multiplier="50"),
+                    side="SELL", quantity=3, order_type="MKT")
+    book.add_pending(es, expires_mono=10.0)
+    book.add_pending(mkt, expires_mono=10.0)
+    assert book.working_notional(value) == 2 * 4900.0 * 50 + 3 * 5000.0 * 50
+    assert book.working_notional(value, "alpha") == 2 * 4900.0 * 50
+    assert book.working_notional(value, "beta") == 3 * 5000.0 * 50
+    assert book.working_notional(value, exclude="alpha/l1") == 3 * 5000.0 * 50
+    assert book.working_notional(value, "beta", exclude="beta/m1") == 0.0
+    assert book.working_notional(value, "alpha", exclude="beta/m1") == 2 * 4900.0 * 50  # not alpha's order
+    assert book.working_qty("ES") == (2.0, 3.0) and book.working_qty("ES", "alpha") == (2.0, 0.0)
+    assert book.working_qty("ES", exclude="alpha/l1") == (0.0, 3.0) and book.working_qty("NQ") == (0.0, 0.0)
+    assert book.working_qty("ES", "alpha", exclude="beta/m1") == (2.0, 0.0)
+    assert book.working_symbols() == {"ES"}
+    assert book.gross(value) == book.working_notional(value)
+    # an order IB reports filled in part counts for what remains
+    r = book.on_status(OrderStatusEvent(order_ref="alpha/l1", status="Submitted", filled=1.5, remaining=0.5,
+                                        symbol="ES"))
+    assert r == StatusResult(StatusOutcome.KNOWN, "alpha", "ES", False)
+    assert book.working_notional(value, "alpha") == 0.5 * 4900.0 * 50 and book.working_qty("ES", "alpha") == (0.5,
+                                                                                                               0.0)
+    w = book.working["alpha/l1"]
+    assert (w.pending, w.expires_mono, w.quantity, w.filled, w.remaining) == (False, math.inf, 2.0, 1.5, 0.5)
+    # a modification keeps what was filled and the confirmed order's clock
+    book.add_pending(msgspec.structs.replace(es, quantity=1.0, limit_price=4950.0), expires_mono=20.0)
+    w = book.working["alpha/l1"]
+    assert (w.quantity, w.filled, w.price, w.pending, w.expires_mono) == (1.5, 1.5, 4950.0, False, math.inf)
+    assert book.expire_pending(10.0) == ["beta/m1"] and book.expire_pending(100.0) == []
+    assert book.working_notional(value) == 0.0 and book.working_symbols() == set()
+
+
+def test_status_events_track_unknown_working_orders_done_ones_and_first_rejections() -> None:
+    book = ExposureBook()
+    assert book.on_status(xstatus("alpha/x", "Cancelled")) == StatusResult(StatusOutcome.IGNORED, "alpha", "AAPL")
+    assert book.on_status(xstatus("alpha/y", "Submitted", symbol="")) == StatusResult(StatusOutcome.IGNORED, "alpha",
+                                                                                      "")
+    r = book.on_status(xstatus("manual", "Submitted", remaining=30.0))
+    assert r == StatusResult(StatusOutcome.UNKNOWN_WORKING, "", "AAPL", False)
+    w = book.working["manual"]
+    assert (w.side, w.quantity, w.filled, w.price, w.multiplier, w.pending) == (None, 30.0, 0.0, None, 1.0, False)
+    assert book.working_qty("AAPL") == (30.0, 30.0)  # side unknown: counted on both
+    r = book.on_status(xstatus("manual", "PreSubmitted"))
+    assert r.outcome is StatusOutcome.KNOWN and book.working["manual"].quantity == 30.0  # remaining 0 keeps it
+    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="r", instrument=Instrument(symbol="AAPL"),
+                               side="BUY", quantity=5), expires_mono=99.0)
+    first = book.on_status(xstatus("alpha/r", "Inactive", code=201, remaining=5.0))
+    assert first == StatusResult(StatusOutcome.KNOWN, "alpha", "AAPL", True)
+    again = book.on_status(xstatus("alpha/r", "Cancelled", code=201))
+    assert again == StatusResult(StatusOutcome.DONE, "alpha", "AAPL", False)  # counted once
+    assert "alpha/r" not in book.working
+
+
+def test_open_orders_from_ib_replace_the_working_set() -> None:
+    book = ExposureBook()
+    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="p", instrument=Instrument(symbol="AAPL"),
+                               side="BUY", quantity=5, order_type="LMT", limit_price=10.0), expires_mono=50.0)
+    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="old", instrument=Instrument(symbol="AAPL"),
+                               side="BUY", quantity=5), expires_mono=5.0)
+    book.on_status(xstatus("alpha/gone", "Submitted", remaining=4.0))
+    ib = [IbOrder(ib_order_id=1, perm_id=11, client_id=7, order_ref="alpha/s", instrument=Instrument(
+        symbol="ES", multiplier="50"), side="SELL", quantity=4, order_type="STP", stop_price=4000.0,
+        status="Submitted", filled=1.0, remaining=3.0),
+          IbOrder(ib_order_id=2, perm_id=12, client_id=0, order_ref="", instrument=Instrument(symbol="AAPL"),
+                  side="BUY", quantity=7, order_type="LMT", limit_price=9.0, status="PreSubmitted"),
+          IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/f", instrument=Instrument(symbol="AAPL"),
+                  side="BUY", quantity=7, order_type="MKT", status="Filled", filled=7.0)]
+    book.load_open_orders(ib, now=10.0)
+    assert sorted(book.working) == ["", "alpha/p", "alpha/s"]
+    s = book.working["alpha/s"]
+    assert (s.strategy, s.symbol, s.side, s.quantity, s.filled, s.price, s.multiplier, s.pending) == (
+        "alpha", "ES", "SELL", 4.0, 1.0, 4000.0, 50.0, False)
+    m = book.working[""]
+    assert (m.strategy, m.quantity, m.filled, m.price) == ("", 7.0, 0.0, 9.0)
+    assert book.working_qty("ES") == (0.0, 3.0) and book.working_qty("AAPL") == (12.0, 0.0)
+    assert book.working_notional(lambda s: None) == 3 * 4000.0 * 50 + 5 * 10.0 + 7 * 9.0
+
+
+def test_pnl_per_strategy_and_the_day_roll() -> None:
+    book = ExposureBook()
+    book.on_fill(xfill("e1", "BUY", 2, 100.0, symbol="ES", multiplier="50"))
+    book.on_fill(xfill("e2", "SELL", 1, 110.0, symbol="ES", multiplier="50"))
+    book.on_fill(xfill("e3", "BUY", 1, 10.0, symbol="NQ", multiplier="20", ref="beta/b"))
+    book.on_commission(CommissionEvent(exec_id="e1.01", exec_key="e1", order_ref="alpha/c1", commission=4.0,
+                                       currency="USD"))
+    prices = {"ES": 120.0, "NQ": 5.0}
+    value = lambda s: prices.get(s)  # noqa: E731
+    assert book.strategy_pnl("alpha", value) == 1 * 10.0 * 50 + 1 * 20.0 * 50 - 4.0
+    assert book.strategy_pnl("beta", value) == -5.0 * 20
+    assert book.total_pnl(value) == 1500.0 - 4.0 - 100.0
+    book.roll_day(value)
+    assert book.commissions == {} and book.lots[("alpha", "ES")].realized == 0.0
+    assert book.lots[("alpha", "ES")].avg_price == 120.0 and book.strategy_pnl("alpha", value) == 0.0
+    flat = book.lots[("beta", "NQ")]
+    book.on_fill(xfill("e4", "SELL", 1, 5.0, symbol="NQ", multiplier="20", ref="beta/b"))
+    book.roll_day(lambda s: None)
+    assert flat.qty == 0.0 and flat.avg_price == 0.0 and book.lots[("alpha", "ES")].avg_price == 120.0
