@@ -422,3 +422,156 @@ def test_pnl_per_strategy_and_the_day_roll() -> None:
     book.on_fill(xfill("e4", "SELL", 1, 5.0, symbol="NQ", multiplier="20", ref="beta/b"))
     book.roll_day(lambda s: None)
     assert flat.qty == 0.0 and flat.avg_price == 0.0 and book.lots[("alpha", "ES")].avg_price == 120.0
+
+
+# -- trading states: every change exactly, the file exactly, recovery exactly ------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import stat  # noqa: E402
+
+from actors.risk.trading_state import (  # noqa: E402
+    ACTIVE, RECOVERY_ORIGIN, REDUCING, Change, PersistError, ScopeState, TransitionRefused,
+)
+
+OP, BRK, LIFT = Authority.OPERATOR, Authority.BREAKER, Authority.LIFT
+
+
+def same(a: ScopeState | None, b: ScopeState | None) -> bool:
+    """Equal but for wall_ns (set from the clock), recursively through ``prior``."""
+    if a is None or b is None:
+        return a is b
+    return (a.state, a.reason, a.origin, a.epoch) == (b.state, b.reason, b.origin, b.epoch) and same(a.prior, b.prior)
+
+
+def test_changes_carry_scope_old_new_epoch_and_what_a_breaker_covered(path: Path) -> None:
+    ts = TradingStates.load(path)
+    assert ts.load_error == "" and ts.epoch == 0
+    c1 = ts.set("all", REDUCING, reason="op says so", origin="cli", authority=OP)
+    assert isinstance(c1, Change) and (c1.scope, c1.persisted) == ("all", True)
+    assert same(c1.old, ScopeState(state=ACTIVE)) and same(c1.new, ScopeState(state=REDUCING, reason="op says so",
+                                                                               origin="cli", epoch=1))
+    assert c1.new.wall_ns > 0 and c1.new.prior is None
+    c2 = ts.set("all", HALTED, reason="loss", origin="breaker.loss", authority=BRK)
+    assert same(c2.old, c1.new) and same(c2.new, ScopeState(state=HALTED, reason="loss", origin="breaker.loss",
+                                                            epoch=2, prior=c1.new))
+    assert ts.set("all", HALTED, reason="loss again", origin="breaker.loss", authority=BRK) is None  # no change
+    with pytest.raises(TransitionRefused, match="^breaker may not move all from HALTED to REDUCING$"):
+        ts.set("all", REDUCING, reason="r", origin="breaker.x", authority=BRK)
+    with pytest.raises(TransitionRefused, match="^all HALTED was set by breaker.loss, not by breaker.other$"):
+        ts.set("all", ACTIVE, reason="r", origin="breaker.other", authority=LIFT)
+    lifted = ts.set("all", ACTIVE, reason="ignored", origin="breaker.loss", authority=LIFT)
+    assert same(lifted.new, ScopeState(state=REDUCING, reason="op says so", origin="cli", epoch=3))  # restored
+    assert ts.get("all").state == REDUCING and ts.epoch == 3
+    with pytest.raises(TransitionRefused, match="^all REDUCING was set by cli, not by breaker.loss$"):
+        ts.set("all", ACTIVE, reason="r", origin="breaker.loss", authority=LIFT)
+    again = ts.set("all", REDUCING, reason="op again", origin="cli", authority=OP)  # an operator may repeat a state
+    assert again is not None and again.new.epoch == 4 and again.new.prior is None
+    assert ts.set("all", ACTIVE, reason="done", origin="cli", authority=OP).new.epoch == 5
+    assert ts.set("all", ACTIVE, reason="done", origin="cli", authority=OP) is None and "all" not in ts.scopes
+    assert ts.set("symbol:X", ACTIVE, reason="r", origin="breaker.y", authority=LIFT) is None  # nothing to lift
+    with pytest.raises(TransitionRefused, match="^unknown trading state 'PAUSED'$"):
+        ts.set("all", "PAUSED", reason="r", origin="cli", authority=OP)
+    unset = TradingStates(None)
+    unset.scopes["all"] = ScopeState(state=HALTED, epoch=1)
+    with pytest.raises(TransitionRefused, match="was set by an operator, not by breaker.z"):
+        unset.set("all", ACTIVE, reason="r", origin="breaker.z", authority=LIFT)
+    brk = TradingStates(None)
+    first = brk.set("strategy:a", HALTED, reason="b", origin="breaker.b", authority=BRK)
+    assert first.new.prior is None  # nothing covered: ACTIVE is not remembered
+    assert brk.set("strategy:a", ACTIVE, reason="x", origin="breaker.b", authority=LIFT).new.state == ACTIVE
+    long = brk.set("all", HALTED, reason="r" * 600, origin="cli", authority=OP)
+    assert len(long.new.reason) == 500
+
+
+def test_a_breaker_lift_may_only_restore_a_less_severe_state(path: Path) -> None:
+    ts = TradingStates(None)
+    ts.scopes["all"] = ScopeState(state=REDUCING, origin="breaker.b", epoch=1,
+                                  prior=ScopeState(state=HALTED, reason="op halt", origin="cli", epoch=0))
+    with pytest.raises(TransitionRefused, match="^breaker.b may not lift all from REDUCING to HALTED$"):
+        ts.set("all", ACTIVE, reason="r", origin="breaker.b", authority=LIFT)
+
+
+def test_the_file_is_exactly_the_table_and_private(path: Path) -> None:
+    ts = TradingStates.load(path)
+    ts.set("all", REDUCING, reason="r1", origin="cli", authority=OP)
+    ts.set("all", HALTED, reason="r2", origin="breaker.b", authority=BRK)
+    ts.disable("alpha", "too many fills")
+    text = path.read_text()
+    assert text == json.dumps(ts.to_json(), indent=1, sort_keys=True)
+    data = json.loads(text)
+    assert data["version"] == 1 and data["epoch"] == 2 and data["disabled"] == {"alpha": "too many fills"}
+    entry = data["scopes"]["all"]
+    assert sorted(entry) == ["epoch", "origin", "prior", "reason", "state", "wall_ns"]
+    assert (entry["state"], entry["reason"], entry["origin"], entry["epoch"]) == ("HALTED", "r2", "breaker.b", 2)
+    assert entry["prior"]["state"] == "REDUCING" and entry["prior"]["prior"] is None and entry["wall_ns"] > 0
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    back = TradingStates.load(path)
+    assert back.scopes == ts.scopes and back.epoch == 2 and back.disabled == ts.disabled and back.load_error == ""
+    minimal = ScopeState.from_json({"state": "REDUCING", "epoch": 3})
+    assert minimal == ScopeState(state=REDUCING, reason="", origin="", epoch=3, wall_ns=0, prior=None)
+    with pytest.raises(ValueError, match="^unknown state 'NOPE'$"):
+        ScopeState.from_json({"state": "NOPE", "epoch": 1})
+    deep = path.parent / "a" / "b" / "risk.json"
+    write_json_atomic(deep, {"k": 1})
+    assert json.loads(deep.read_text()) == {"k": 1}
+
+
+def test_an_unreadable_or_corrupt_file_starts_halted_and_is_kept_aside(path: Path) -> None:
+    path.write_text(json.dumps({"version": 9, "epoch": 4, "scopes": {}}))
+    ts = TradingStates.load(path)
+    assert ts.load_error.startswith(f"state file {path} is corrupt (version 9, expected 1); kept as risk.json.corrupt-")
+    rec = ts.get("all")
+    assert (rec.state, rec.origin, rec.epoch) == (HALTED, RECOVERY_ORIGIN, 1) and rec.wall_ns > 0
+    assert rec.reason == f"recovery: {ts.load_error}"[:500]
+    kept = [p for p in path.parent.iterdir() if p.name.startswith("risk.json.corrupt-")]
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["version"] == 9
+    assert TradingStates.load(path).get("all").state == HALTED  # the HALT was written: it survives a restart
+    path.write_text(json.dumps({"version": 1, "epoch": 6, "scopes": {"all": {"state": "REDUCING", "epoch": 6}}}))
+    fine = TradingStates.load(path)
+    assert fine.epoch == 6 and fine.disabled == {} and fine.get("all").state == REDUCING and fine.load_error == ""
+    folder = path.parent / "folder.json"
+    folder.mkdir()
+    odd = TradingStates.load(folder)
+    assert odd.load_error.startswith(f"state file {folder} unreadable: ") and odd.get("all").state == HALTED
+    assert odd.epoch == 1
+
+
+def test_a_write_that_fails_keeps_escalations_and_refuses_anything_less_restrictive(path: Path) -> None:
+    ts = TradingStates.load(path)
+    ts.set("all", REDUCING, reason="r", origin="cli", authority=OP)
+    ts.path = path.parent / "missing-dir-file" / "x" / "risk.json"
+    blocker = path.parent / "missing-dir-file"
+    blocker.write_text("a file where a folder must be")  # every write under it fails
+    halted = ts.set("all", HALTED, reason="h", origin="breaker.b", authority=BRK)
+    assert halted is not None and (halted.scope, halted.persisted) == ("all", False)
+    assert ts.get("all").state == HALTED and ts.epoch == 2 and same(halted.old, ScopeState(
+        state=REDUCING, reason="r", origin="cli", epoch=1))
+    with pytest.raises(PersistError, match="^cannot write .*risk.json: "):
+        ts.set("all", REDUCING, reason="back", origin="cli", authority=OP)
+    assert ts.get("all").state == HALTED and ts.epoch == 2  # never less restricted than what was on disk
+    with pytest.raises(PersistError):
+        ts.set("all", ACTIVE, reason="off", origin="cli", authority=OP)
+    assert ts.get("all").state == HALTED and "all" in ts.scopes
+    with pytest.raises(PersistError):
+        ts.set("all", ACTIVE, reason="lift", origin="breaker.b", authority=LIFT)
+    assert ts.get("all").state == HALTED
+    assert ts.disable("alpha", "x" * 600) is True and len(ts.disabled["alpha"]) == 500  # applied, not persisted
+    assert ts.disable("alpha", "again") is False
+    with pytest.raises(PersistError):
+        ts.enable("alpha")
+    assert ts.disabled["alpha"] == "x" * 500  # re-enabling must be durable: kept disabled
+    assert ts.enable("beta") is False
+
+
+def test_the_most_severe_state_governs_an_order() -> None:
+    ts = TradingStates(None)
+    ts.set("symbol:AAPL", REDUCING, reason="r", origin="cli", authority=OP)
+    assert ts.effective("alpha", "AAPL") == (REDUCING, ["symbol:AAPL"])
+    ts.set("strategy:alpha", HALTED, reason="r", origin="cli", authority=OP)
+    ts.set("all", REDUCING, reason="r", origin="cli", authority=OP)
+    assert ts.effective("alpha", "AAPL") == (HALTED, ["all", "strategy:alpha", "symbol:AAPL"])
+    assert ts.effective("beta", "MSFT") == (REDUCING, ["all"])
+    assert set(ts.non_active()) == {"all", "strategy:alpha", "symbol:AAPL"}
+    ts.set("all", ACTIVE, reason="r", origin="cli", authority=OP)
+    assert ts.effective("beta", "MSFT") == (ACTIVE, []) and "all" not in ts.non_active()
