@@ -106,37 +106,50 @@ class FakeIb:
         self.calls: list[tuple[str, int]] = []
         self.on_global: Any = None
         self.list_error: BaseException | None = None
+        self.list_errors_left = -1  # -1: list_error every time; n: only the next n lists
+        self.list_timeouts: list[float] = []
+        self.delay = 0.0  # seconds before IB reports a cancel (0: at once)
+        self.fills_instead: set[int] = set()  # orders that fill instead of cancelling
         self._perm = 5000
 
     def add(self, ref: str, oid: int, *, strategy: str = "s1", symbol: str = "AAPL", client_id: int = CLIENT,
-            sticky: bool = False, stuck: bool = False, status: str = "Submitted") -> Trade:
+            sticky: bool = False, stuck: bool = False, status: str = "Submitted", known: bool = True) -> Trade:
         self._perm += 1
         coid = ref.partition("/")[2] or ref
         spec = order_spec(coid, strategy=strategy, symbol=symbol, order_type="LMT", limit=100.0)
         ref = spec.order_ref if client_id == CLIENT else ref
         lmt = LimitOrder("BUY", 10, 100.0, orderRef=ref, orderId=oid, clientId=client_id, permId=self._perm)
         trade = Trade(contract=Stock(symbol, "SMART", "USD"), order=lmt, orderStatus=OrderStatus(status=status))
+        self.trades[oid] = trade
+        if sticky:
+            self.sticky.add(oid)
+        if stuck:
+            self.stuck.add(oid)
+        if not known:  # at IB, never reported to this gateway (another client's order, before any list)
+            return trade
         if client_id == CLIENT:
             rec = self.table.add_placed(spec, trade, client_id)
             rec.transmitted = True
         else:
             rec, _ = self.table.attach(trade)
         self.table.observe(rec, status=status, filled=0.0, remaining=10.0, avg_fill_price=0.0)
-        self.trades[oid] = trade
-        if sticky:
-            self.sticky.add(oid)
-        if stuck:
-            self.stuck.add(oid)
         return trade
 
     def _end(self, oid: int) -> None:
+        if self.delay > 0:
+            asyncio.get_running_loop().call_later(self.delay, self._end_now, oid)
+        else:
+            self._end_now(oid)
+
+    def _end_now(self, oid: int) -> None:
         trade = self.trades[oid]
         if trade.orderStatus.status in TERMINAL:
             return
-        trade.orderStatus.status = "Cancelled"
+        final = "Filled" if oid in self.fills_instead else "Cancelled"
+        trade.orderStatus.status = final
         rec = self.table.find(trade)
         if rec is not None and rec.client_id == CLIENT:  # IB reports another client's orders to that client only
-            self.outbox.maybe_order_status(self.table.observe(rec, status="Cancelled", filled=0.0, remaining=10.0,
+            self.outbox.maybe_order_status(self.table.observe(rec, status=final, filled=0.0, remaining=10.0,
                                                               avg_fill_price=0.0))
 
     def global_cancel(self) -> None:
@@ -154,7 +167,9 @@ class FakeIb:
 
     async def all_open_orders(self, timeout: float) -> list[Trade]:
         self.calls.append(("list", 0))
-        if self.list_error is not None:
+        self.list_timeouts.append(timeout)
+        if self.list_error is not None and self.list_errors_left != 0:
+            self.list_errors_left -= 1
             raise self.list_error
         return [t for t in self.trades.values() if t.orderStatus.status not in TERMINAL]
 
@@ -941,3 +956,287 @@ def test_exec_journal_prunes_old_lines_and_compacts_after_many_or_a_torn_one(tmp
     assert set(j.fills) == {"kept"}
     assert path.read_bytes() == enc.encode({"k": "f", "id": "kept", "t": new_t}) + b"\n"  # the torn line is gone
     assert gp.ExecJournal(path).retention_s == gp.EXEC_RETENTION_S == 8 * 24 * 3600
+
+
+# -- the kill switch and the sweeps: every field and count -----------------------------------------------------
+
+import re  # noqa: E402
+
+from actors.gateway import cancels as gc  # noqa: E402
+from actors.gateway.cancels import LIST_TIMEOUT_S  # noqa: E402
+
+
+def test_a_kill_writes_every_field_of_its_latch_and_pending_sweep(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.connected = False
+    before = time.time_ns()
+    report = asyncio.run(gw.switch.kill(kill("k-off")))
+    assert report.command_id == "k-off" and report.confirmed is False and report.elapsed_ms == 0.0
+    assert report.detail == ("disconnected from IB: HALTED is latched; the cancel sweep runs when the connection is "
+                             "back")
+    state = gw.saved()
+    (halt,) = state.halted
+    assert (halt.scope, halt.epoch, halt.reason, halt.origin, halt.kill_id) == ("all", 1, "test kill", "test", "k-off")
+    (pending,) = state.pending
+    assert (pending.command_id, pending.scope, pending.kind, pending.reason) == ("k-off", "all", "kill", "test kill")
+    assert pending.wall_ns >= before and halt.wall_ns >= before
+    gw2 = Gateway(tmp_path / "2")
+    gw2.ib.add("s1/a", 1)
+    done = asyncio.run(gw2.switch.kill(kill("k-on")))
+    assert done.confirmed is True and done.detail == "" and done.elapsed_ms > 0.0
+
+
+def test_a_kill_and_an_emergency_cancel_carrying_its_id_share_one_sweep(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def kill_first() -> None:
+        await gw.switch.kill(kill("k1"))
+        await gw.switch.emergency(EmergencyCancel(command_id="k1", scope="all", reason="risk"))
+
+    asyncio.run(kill_first())
+    assert gw.ib.count("global") == 1 and (gw.sweeps.sweeps_started, gw.sweeps.sweeps_joined) == (1, 1)
+    # the other way round: the emergency cancel confirmed before the kill latched, so the kill verifies once more
+    gw2 = Gateway(tmp_path / "2")
+    gw2.ib.add("s1/a", 1)
+
+    async def emergency_first() -> None:
+        await gw2.switch.emergency(EmergencyCancel(command_id="k2", scope="all", reason="risk"))
+        lists = gw2.ib.count("list")
+        report = await gw2.switch.kill(kill("k2"))
+        assert report.confirmed and gw2.ib.count("list") == lists + 1 and gw2.ib.count("global") == 1
+
+    asyncio.run(emergency_first())
+    assert (gw2.sweeps.sweeps_started, gw2.sweeps.sweeps_joined) == (1, 1)
+
+
+def test_after_a_reconnect_an_unconfirmed_kill_is_verified_again_even_if_its_id_confirmed_before(
+        tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def scenario() -> None:
+        await gw.switch.emergency(EmergencyCancel(command_id="k3", scope="all", reason="risk"))
+        gw.connected = False
+        await gw.switch.kill(kill("k3"))
+        gw.connected = True
+        lists = gw.ib.count("list")
+        await gw.switch.finish_pending("reconnect")
+        assert gw.ib.count("list") == lists + 1  # a confirmation from before the gap does not count
+        assert gw.saved().pending == []
+
+    asyncio.run(scenario())
+
+
+def test_alerts_and_reports_list_what_still_works(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, timeout_s=0.2)
+    for i in range(51):
+        gw.ib.add(f"s1/z{i:02d}", 100 + i, stuck=True)
+    refs = sorted(f"s1/z{i:02d}" for i in range(51))
+    report = asyncio.run(gw.switch.kill(kill("k-51")))
+    assert report.remaining == 51 and report.remaining_order_refs == refs
+    assert gw.outbox.alerts[-1][2] == {"remaining": ",".join(refs[:50])}
+    asyncio.run(gw.switch.finish_pending("reconnect"))
+    assert gw.outbox.alerts[-1][0] == "critical" and gw.outbox.alerts[-1][2] == {"remaining": ",".join(refs[:50])}
+    asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e-51", scope="all", reason="r")))
+    assert gw.outbox.alerts[-1][2] == {"remaining": ",".join(refs[:50])}
+    asyncio.run(gw.switch.cancel_scope(CancelScope(scope="strategy:s1", reason="tidy"), "r1"))
+    assert gw.outbox.alerts[-1][1].startswith("cancel scope cancel-scope:r1: 51 order(s) still working")
+
+
+def test_an_emergency_cancel_keeps_to_its_scope_and_reports_its_state_and_epoch(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.sender.submit("99\0warm-up")
+    gw.queue_unsent("qa", 10, strategy="a")
+    gw.queue_unsent("qb", 11, strategy="b")
+    gw.latch.latch("strategy:a", reason="earlier")
+    gw.connected = False
+    report = asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e-a", scope="strategy:a", reason="r")))
+    assert (report.trading_state, report.epoch, report.command_id, report.scope) == ("HALTED", 1, "e-a",
+                                                                                     "strategy:a")
+    assert gw.sender.queued == 1 and gw.table.get("b/qb").status == "PendingSubmit"
+    gw.connected = True
+    ok = asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e-b", scope="strategy:b", reason="r")))
+    assert (ok.trading_state, ok.epoch, ok.detail) == ("ACTIVE", 1, "1 unsent order message(s) dropped")
+
+
+def test_resume_of_several_scopes_reports_each_released_one(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.latch.latch("strategy:a", reason="r")
+    gw.latch.latch("symbol:X", reason="r")
+    report = gw.switch.resume(Resume(scope="all", reason="ok", origin="op"))  # type: ignore[arg-type]
+    assert report.detail == "released strategy:a, symbol:X" and (report.remaining, report.cancelled) == (0, 0)
+    assert [e.scope for e in gw.outbox.states] == ["strategy:a", "symbol:X"]
+
+
+def test_an_unreadable_state_file_is_kept_under_a_dated_name_and_the_latch_names_its_origin(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.path.parent.mkdir(parents=True)
+    gw.path.write_text("{")
+    gw.switch.announce(state_problem="bad", origin="gateway-1")
+    assert gw.latch.scopes["all"].origin == "gateway-1"
+    (kept,) = [p.name for p in gw.path.parent.iterdir() if p.name != "gateway.json"]
+    assert re.fullmatch(r"gateway\.json\.corrupt-\d{8}-\d{6}", kept), kept
+
+
+def test_command_memory_forgets_the_oldest_beyond_its_size_and_survives_an_eviction_mid_failure() -> None:
+    async def scenario() -> None:
+        memory: CommandMemory[int] = CommandMemory(size=2)
+        runs: list[str] = []
+
+        async def run(name: str) -> int:
+            runs.append(name)
+            return len(runs)
+
+        await memory.once("a", lambda: run("a"))
+        await memory.once("b", lambda: run("b"))
+        await memory.once("a", lambda: run("a-again"))  # both fit: "a" is remembered
+        assert runs == ["a", "b"]
+        await memory.once("c", lambda: run("c"))  # "a" (the oldest) goes
+        await memory.once("b", lambda: run("b-again"))
+        await memory.once("a", lambda: run("a-again"))
+        assert runs == ["a", "b", "c", "a-again"]
+        tiny: CommandMemory[int] = CommandMemory(size=1)
+        release = asyncio.Event()
+
+        async def fail_later() -> int:
+            await release.wait()
+            raise RuntimeError("sweep failed")
+
+        failing = asyncio.ensure_future(tiny.once("x", fail_later))
+        await asyncio.sleep(0)
+        await tiny.once("y", lambda: run("y"))  # evicts "x" while it runs
+        release.set()
+        with pytest.raises(RuntimeError, match="sweep failed"):
+            await failing
+
+    asyncio.run(scenario())
+
+
+def test_a_scoped_sweep_waits_for_ibs_reports_instead_of_asking_again(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.delay = 0.05  # IB confirms each cancel 50 ms later
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("s1/b", 2)
+    result = asyncio.run(gw.sweeper.sweep("strategy:s1", use_global=False, timeout_s=0.8))
+    assert result.confirmed and (result.rounds, result.individual_cancels, result.cancelled) == (1, 2, 2)
+    assert gw.ib.count("list") == 1 and gw.ib.count("cancel") == 2
+
+
+def test_the_list_request_gets_the_time_the_deadline_leaves(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=30.0))
+    assert gw.ib.list_timeouts == [LIST_TIMEOUT_S]
+    short = Gateway(tmp_path / "2")
+    short.ib.add("s1/a", 1)
+    asyncio.run(short.sweeper.sweep("all", use_global=True, timeout_s=2.0))
+    assert len(short.ib.list_timeouts) == 1 and 1.5 < short.ib.list_timeouts[0] <= 2.0
+    late = Gateway(tmp_path / "3")
+    late.ib.add("s1/stuck", 1, stuck=True)
+    late.ib.list_error = TimeoutError()
+    asyncio.run(late.sweeper.sweep("all", use_global=True, timeout_s=0.15))
+    assert late.ib.list_timeouts[0] == pytest.approx(0.15, abs=0.05) and min(late.ib.list_timeouts) == 0.1
+
+
+def test_a_timed_out_list_still_ends_other_clients_orders_with_a_global_cancel(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("ext", 3, client_id=99, sticky=True)
+    gw.ib.list_error = TimeoutError()
+    gw.ib.list_errors_left = 1
+
+    def unstick() -> None:
+        if gw.ib.count("global") == 2:
+            gw.ib.sticky.clear()
+
+    gw.ib.on_global = unstick
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=2.0))
+    assert result.confirmed and result.global_cancels == 2 and "timed out" in result.detail
+
+
+def test_a_listed_order_out_of_scope_never_hides_one_in_scope(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1, symbol="AAPL")  # listed first, out of scope
+    gw.ib.add("s1/m", 2, symbol="MSFT", stuck=True)
+    result = asyncio.run(gw.sweeper.sweep("symbol:MSFT", use_global=False, timeout_s=0.3))
+    assert not result.confirmed and result.remaining == ["s1/m"]
+
+
+def test_orders_first_seen_in_ibs_list_are_swept_and_counted(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("ext1", 3, client_id=98, sticky=True, known=False)
+    gw.ib.add("ext2", 4, client_id=99, sticky=True, known=False)
+    gw.ib.add("s1/f", 1)
+    gw.ib.fills_instead.add(1)  # this one fills while the kill runs: not counted as cancelled
+
+    def unstick() -> None:
+        if gw.ib.count("global") == 2:
+            gw.ib.sticky.clear()
+
+    gw.ib.on_global = unstick
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=2.0))
+    assert result.confirmed and result.cancelled == 2 and result.global_cancels == 2
+    assert sorted(r.key for r in gw.table.records()) == ["ext1", "ext2", "s1/f"]
+
+
+def test_elapsed_time_is_reported_in_milliseconds(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    t0 = time.monotonic()
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=0.25))
+    took_ms = (time.monotonic() - t0) * 1000.0
+    assert 240.0 <= result.elapsed_ms <= took_ms
+
+
+def test_reverify_keeps_scope_counts_and_time_and_waits_for_ib(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1, strategy="a")
+    gw.ib.add("s1/b", 2, strategy="a", stuck=True)
+    first = asyncio.run(gw.sweeper.sweep("strategy:a", use_global=False, timeout_s=0.3))
+    assert not first.confirmed and first.individual_cancels == 2
+    gw.ib.stuck.clear()
+    gw.ib.delay = 0.05
+    gw.table.get("a/b").cancel_sent_mono = 0.0  # long ago: may be re-sent
+
+    async def again() -> SweepResult:
+        return await gw.sweeper.reverify(first, use_global=False, timeout_s=1.0)
+
+    second = asyncio.run(again())
+    assert second.confirmed and second.scope == "strategy:a" and second.individual_cancels == 3
+    assert second.elapsed_ms > first.elapsed_ms and second.cancelled == first.cancelled + 1
+    gw3 = Gateway(tmp_path / "3")
+    gw3.ib.add("s1/a", 1)
+    done = asyncio.run(gw3.sweeper.sweep("all", use_global=True, timeout_s=1.0))
+    gw3.ib.add("ext", 3, client_id=99, sticky=True, known=False)
+
+    def unstick() -> None:
+        gw3.ib.sticky.clear()
+
+    gw3.ib.on_global = unstick
+    again3 = asyncio.run(gw3.sweeper.reverify(done, use_global=True, timeout_s=1.0))
+    assert again3.confirmed and again3.global_cancels == 2  # another client's order: one more global cancel
+
+
+def test_the_registry_counts_forgets_the_oldest_and_sweeps_again_after_a_failure(tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    monkeypatch.setattr(gc, "SWEEP_MEMORY", 2)
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def scenario() -> None:
+        for cid in ("c1", "c2", "c1"):
+            await gw.sweeps.run(cid, "all")
+        assert (gw.sweeps.sweeps_started, gw.sweeps.sweeps_joined) == (2, 1)
+        await gw.sweeps.run("c3", "all")  # "c1" is the oldest: forgotten
+        await gw.sweeps.run("c2", "all")
+        assert (gw.sweeps.sweeps_started, gw.sweeps.sweeps_joined) == (3, 2)
+        await gw.sweeps.run("c1", "all")
+        assert gw.sweeps.sweeps_started == 4
+        gw.ib.list_error = RuntimeError("library bug")
+        with pytest.raises(RuntimeError):
+            await gw.sweeps.run("c9", "all")
+        gw.ib.list_error = None
+        assert (await gw.sweeps.run("c9", "all")).confirmed and gw.sweeps.sweeps_started == 6
+
+    asyncio.run(scenario())
