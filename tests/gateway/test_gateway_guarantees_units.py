@@ -1299,3 +1299,122 @@ def test_change_signal_waits_up_to_its_timeout_and_leaves_no_waiter_behind() -> 
         assert await signal.wait(0.02) is False and signal._waiters == set()
 
     asyncio.run(scenario())
+
+
+# -- order events: every library event reaches its handler; every figure is IB's --------------------------------
+
+
+class RecordingHandlers:
+    """Stands for the account feed, the market-data feed and the connection supervisor: records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def handler(*args: object) -> None:
+            self.calls.append((name, args))
+
+        handler.__name__ = name
+        return handler
+
+
+class SubscribingSession:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def subscribe(self, **handlers: Any) -> None:
+        self.handlers = handlers
+
+
+def test_every_library_event_is_connected_to_its_collaborator_through_the_guard() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    feeds = RecordingHandlers()
+    failures: list[BaseException] = []
+    router = IbEventRouter(orders=ev.tr, system=feeds, account=feeds, market_data=feeds,  # type: ignore[arg-type]
+                           outbox=ev.outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
+    assert router.last_ib_code is None and router.pacing_violations == 0
+    session = SubscribingSession()
+    router.connect(session)  # type: ignore[arg-type]
+    h = session.handlers
+    assert sorted(h) == ["account_value", "disconnected", "error", "open_order", "order_status", "portfolio",
+                         "position", "tickers"]
+    h["order_status"](status_report(trade, "Submitted"))
+    assert ev.outbox.statuses[-1].status == "Submitted"
+    h["open_order"](ib_trade(8, perm=88, ref="", client=0, status="Submitted"))
+    assert ev.outbox.statuses[-1].perm_id == 88
+    h["error"](1, 201, "rejected", None)
+    assert ev.outbox.statuses[-1].error_code == 201 and router.last_ib_code == 201
+    h["disconnected"]()
+    h["position"]("pos")
+    h["portfolio"]("item")
+    h["account_value"]("value")
+    h["tickers"]({"t"})
+    assert feeds.calls == [("on_disconnected", ()), ("on_position", ("pos",)), ("on_portfolio", ("item",)),
+                           ("on_account_value", ("value",)), ("on_tickers", ({"t"},))]
+    h["order_status"](None)  # a handler that fails is caught, logged and counted
+    assert len(failures) == 1 and isinstance(failures[0], AttributeError)
+    assert h["order_status"].__name__ == "on_order_status"
+
+
+def test_errors_without_an_order_and_pacing_violations_are_counted_where_they_belong() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    observe(ev.table, rec, "Submitted")
+    system = FakeSystem()
+    router = IbEventRouter(orders=ev.tr, system=system, account=None, market_data=None,  # type: ignore[arg-type]
+                           outbox=ev.outbox, on_handler_error=lambda e: None)
+    router.on_error(-2, 399, "an odd request id")
+    router.on_error(0, 2109, "no request id")
+    assert system.codes == [] and ev.outbox.statuses == []  # neither a system code nor an order's error
+    for _ in range(2):
+        router.on_error(0, 100, "pacing")
+    assert router.pacing_violations == 2
+    router.on_error(1, 202, "Order Canceled - reason: by you")
+    assert rec.pending_error is not None and rec.pending_error[1] == "Order Canceled - reason: by you"
+
+
+def test_an_order_error_carries_ibs_advanced_reason_and_is_published_even_when_unchanged() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    observe(ev.table, rec, "Submitted", filled=2.0, remaining=8.0, avg_fill_price=99.5)
+    trade.advancedError = '{"reason": "the exchange is closed"}'
+    ev.tr.on_order_error(1, 201, "Order rejected")
+    e = ev.outbox.statuses[-1]
+    assert (e.status, e.error_code, e.reason, e.filled, e.remaining, e.avg_fill_price) == (
+        "Submitted", 201, "the exchange is closed", 2.0, 8.0, 99.5)
+    trade.advancedError = ""
+    n = len(ev.outbox.statuses)
+    ev.tr.on_order_error(1, 399, "warning, nothing changed")
+    assert ev.outbox.statuses[-1].error_code == 399 and ev.outbox.statuses[-1].reason == "warning, nothing changed"
+    rec.published = ("Submitted", 2.0, 8.0, 321)
+    rec.pending_error = None
+    ev.tr.on_order_error(1, 10349, "TIF set to DAY")  # another code on an unchanged order: published
+    assert len(ev.outbox.statuses) == n + 2 and ev.outbox.statuses[-1].error_code == 10349
+    orphan, _ = ev.placed("o", 3)
+    orphan.trade = None
+    observe(ev.table, orphan, "Submitted")
+    ev.tr.on_order_error(3, 201, "no trade object")
+    assert ev.outbox.statuses[-1].reason == "no trade object"
+
+
+def test_the_library_reports_ibs_figures_and_an_open_order_carries_its_fill_state() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    status_report(trade, "Submitted", filled=3.0, remaining=7.0)
+    trade.orderStatus.avgFillPrice = 101.25
+    trade.orderStatus.lastFillPrice = 101.5
+    ev.tr.on_order_status(trade)
+    e = ev.outbox.statuses[-1]
+    assert (e.filled, e.remaining, e.avg_fill_price, e.last_fill_price) == (3.0, 7.0, 101.25, 101.5)
+    ext = ib_trade(9, perm=99, ref="", client=0, status="Submitted", qty=20)
+    ext.orderStatus.filled = 5.0
+    ext.orderStatus.remaining = 15.0
+    ext.orderStatus.avgFillPrice = 50.5
+    ev.tr.on_open_order(ext)
+    e = ev.outbox.statuses[-1]
+    assert (e.filled, e.remaining, e.avg_fill_price) == (5.0, 15.0, 50.5)
+    bare = ib_trade(10, perm=100, ref="", client=0, status="Submitted", qty=0)
+    ev.tr.on_open_order(bare)
+    e = ev.outbox.statuses[-1]
+    assert (e.filled, e.remaining, e.avg_fill_price) == (0.0, 0.0, 0.0)
