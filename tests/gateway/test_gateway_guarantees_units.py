@@ -1418,3 +1418,27 @@ def test_the_library_reports_ibs_figures_and_an_open_order_carries_its_fill_stat
     ev.tr.on_open_order(bare)
     e = ev.outbox.statuses[-1]
     assert (e.filled, e.remaining, e.avg_fill_price) == (0.0, 0.0, 0.0)
+
+
+def test_exec_journal_keeps_every_good_line_around_a_torn_one_and_its_times_through_a_compaction(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "gateway.execs.jsonl"
+    j = gp.ExecJournal(path)
+    j.load()
+    j.record(gp.FILL, "e1.01")  # the folders are made as needed
+    j.close()
+    assert not j.dirty
+    j.record(gp.FILL, "e2.01")  # a closed journal opens again on the next record
+    j.close()
+    enc = msgspec.json.Encoder()
+    now = time.time_ns()
+    path.write_bytes(enc.encode({"k": "f", "id": "a", "t": now}) + b"\n\n" + b'{"k":"f","id":"tor\n'
+                     + enc.encode({"k": "f", "id": "b", "t": now}) + b"\n")
+    k = gp.ExecJournal(path)
+    k.load()
+    assert set(k.fills) == {"a", "b"}
+    k.record(gp.PLACED, "s1/x")
+    k.compact()
+    m = gp.ExecJournal(path)
+    m.load()
+    assert set(m.fills) == {"a", "b"} and set(m.placed) == {"s1/x"} and m.fills["a"] == now
