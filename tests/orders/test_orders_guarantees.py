@@ -580,3 +580,41 @@ def test_the_journal_is_usable_from_another_thread_and_sets_synchronous_only_whe
         assert sets == ["PRAGMA SYNCHRONOUS = FULL", "PRAGMA SYNCHRONOUS = NORMAL"]
     finally:
         j.close()
+
+
+def test_defaults_a_status_report_and_a_history_step_take_when_left_out(path: Path) -> None:
+    rec = ManagedOrder(spec=spec(qty=10), status="Submitted", status_avg=0.0)
+    rec.apply_status("Submitted", NOW, filled=4.0)  # a report without an average price keeps the known one
+    assert (rec.status_filled, rec.status_avg) == (4.0, 0.0)
+    rec.add_history("Submitted", NOW + 1)
+    assert (rec.history[-1].reason, rec.history[-1].error_code) == ("", None)
+
+
+def test_active_orders_come_back_oldest_first_and_queries_stop_at_their_limit(path: Path) -> None:
+    j = Journal(path)
+    try:
+        with j.transaction(durable=False):
+            for coid, created in (("late", NOW + 9), ("early", NOW + 1), ("mid", NOW + 5)):
+                j.save_order(managed(coid, created=created, updated=created))
+        assert [r.order_ref for r in j.load_active(0)] == ["s1/early", "s1/mid", "s1/late"]
+        with j.transaction(durable=False):
+            for i in range(10_001):
+                j.save_order(managed(f"n{i}", created=NOW + 100 + i, updated=NOW + 100 + i, status="Filled"))
+        assert len(j.query_orders()) == 10_000 and j.query_orders()[0].order_ref == "s1/n10000"
+    finally:
+        j.close()
+
+
+def test_the_journal_keeps_each_executions_message_as_received(path: Path) -> None:
+    j = Journal(path)
+    try:
+        first, corrected = fill("p1.01", 5, 10.0), fill("p1.02", 5, 10.5, is_correction=True)
+        with j.transaction(durable=False):
+            j.record_fill(first)
+        payload = lambda: j._db.execute("SELECT payload FROM fills WHERE exec_key = 'p1'").fetchone()[0]  # noqa
+        assert payload() == encode_message(first)
+        with j.transaction(durable=False):
+            j.record_fill(corrected)
+        assert payload() == encode_message(corrected)
+    finally:
+        j.close()
