@@ -179,6 +179,8 @@ def test_the_checks_without_a_market_price_value_a_market_order_at_nothing() -> 
     assert ck.order_notional(order("BUY", 2, limit=5.0, multiplier="50"), 1.0) == 500.0
     assert ck.multiplier(order("BUY", 1, multiplier="x")) == 1.0 and ck.multiplier(order("BUY", 1, multiplier="-5")) \
         == 1.0 and ck.multiplier(order("BUY", 1, multiplier="100")) == 100.0
+    assert ck.multiplier(order("BUY", 1, multiplier="0.5")) == 0.5 and ck.multiplier(order("BUY", 1, multiplier="0")) \
+        == 1.0
     no_ratio = msgspec.structs.replace(LIMITS, min_buying_power_ratio=0.0)
     assert ck.check_buying_power(o, R(buying_power=None), no_ratio, no_ratio) is None
 
