@@ -46,7 +46,7 @@ $(STAMP_MUTATE): pyproject.toml | $(PY)
 	touch $@ $(STAMP_TEST) $(STAMP_RUN)
 
 # Mutation testing of the safety modules (docs/testing.md): every target, or one with MODULE=<target>
-# (`make mutate MODULE=gateway.persist`; `$(PY) tools/mutate.py --list` names them). Not part of CI.
+# (`make mutate MODULE=persist`; `$(PY) tools/mutate.py --list` names them). Not part of CI.
 mutate: $(STAMP_MUTATE)
 	$(PY) tools/mutate.py $(MODULE) $(MUTATE_ARGS)
 

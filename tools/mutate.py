@@ -8,7 +8,7 @@ configuration from the copy's ``pyproject.toml``, so each target has its own mod
 the work tree is never touched.
 
     python tools/mutate.py                   # every target, one after the other
-    python tools/mutate.py gateway.persist   # one target (``make mutate MODULE=gateway.persist``)
+    python tools/mutate.py persist           # one target (``make mutate MODULE=persist``)
     python tools/mutate.py --list            # the targets and their tests
 
 A run prints, per target, the mutants killed / survived / without a covering test / timed out and the score
@@ -57,24 +57,24 @@ ORDER_UNITS = (
 )
 
 TARGETS: dict[str, Target] = {
-    "gateway.killswitch": Target(("actors/gateway/killswitch.py",), GW_UNITS),
-    "gateway.cancels": Target(("actors/gateway/cancels.py",), GW_UNITS),
-    "gateway.ordertable": Target(("actors/gateway/ordertable.py",), GW_UNITS),
-    "gateway.events": Target(("actors/gateway/events.py",), GW_UNITS),
-    "gateway.persist": Target(("actors/gateway/persist.py",), GW_UNITS),
-    "orders.lifecycle": Target(("actors/orders/lifecycle.py", "actors/orders/stages.py"), ORDER_UNITS),
-    "orders.journal": Target(("actors/orders/journal.py",), ORDER_UNITS),
-    "risk.checks": Target(
+    "killswitch": Target(("actors/gateway/killswitch.py",), GW_UNITS),
+    "cancels": Target(("actors/gateway/cancels.py",), GW_UNITS),
+    "ordertable": Target(("actors/gateway/ordertable.py",), GW_UNITS),
+    "events": Target(("actors/gateway/events.py",), GW_UNITS),
+    "persist": Target(("actors/gateway/persist.py",), GW_UNITS),
+    "lifecycle": Target(("actors/orders/lifecycle.py", "actors/orders/stages.py"), ORDER_UNITS),
+    "journal": Target(("actors/orders/journal.py",), ORDER_UNITS),
+    "checks": Target(
         ("actors/risk/checks.py",), ("tests/risk/test_risk_checks.py", "tests/risk/test_risk_guarantees.py")
     ),
-    "risk.exposure": Target(
+    "exposure": Target(
         ("actors/risk/exposure.py",), ("tests/risk/test_risk_books.py", "tests/risk/test_risk_guarantees.py")
     ),
-    "risk.trading_state": Target(
+    "trading_state": Target(
         ("actors/risk/trading_state.py",),
         ("tests/risk/test_risk_trading_state.py", "tests/risk/test_risk_guarantees.py"),
     ),
-    "bus.approval": Target(("bus/approval.py",), ("tests/bus/test_bus_approval.py",)),
+    "approval": Target(("bus/approval.py",), ("tests/bus/test_bus_approval.py",)),
 }
 
 

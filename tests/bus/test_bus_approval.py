@@ -17,7 +17,7 @@ from bus.approval import (
 )
 from bus.config import ConfigError
 from bus.messages import Instrument, OrderSpec
-from tests.helpers import cfg_of, write_config
+from tests.support.config import cfg_of, write_config
 
 KEY = bytes(range(32))
 NOW = 1_700_000_000_000_000_000

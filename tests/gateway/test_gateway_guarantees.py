@@ -23,13 +23,13 @@ from msgspec.structs import replace
 from bus import topics
 from bus.codec import Stamper
 from bus.messages import (
-    Ack, AmendOrder, CancelIbOrder, CancelReport, ConnectionStateEvent, Kill, Rejected, SubmitAck, TradingStateEvent,
+    Ack, AmendOrder, CancelIbOrder, CancelReport, ConnectionStateEvent, Kill, Rejected, SubmitAck,
 )
 from bus.pubsub import Publisher
-from tests.gateway.support import (
-    FAR_BELOW, GatewayHarness, order, place_working, requests_named, sim_order, sim_orders, working_at_sim,
-)
-from tests.helpers import eventually
+from tests.support.builders import order
+from tests.support.gateway_harness import FAR_BELOW, GatewayHarness, place_working
+from tests.support.sim_state import requests_named, sim_order, sim_orders, working_at_sim
+from tests.support.waiting import eventually
 
 #: Simulated seconds per step of the clock driver, and the wall-clock pause between steps.
 CLOCK_STEP_S = 0.05
@@ -68,7 +68,7 @@ def restart(gateway: GatewayHarness, zctx, config_path, processes, sim, recorder
 def assert_halted_and_refusing(gw: GatewayHarness, epoch: int) -> None:
     status = gw.status()
     assert status.trading_state == "HALTED" and status.halted_scopes == ["all"] and status.epoch == epoch, status
-    refused = gw.submit(order(f"after-restart-{uuid.uuid4().hex[:6]}", order_type="LMT", limit=FAR_BELOW))
+    refused = gw.submit(order(coid=f"after-restart-{uuid.uuid4().hex[:6]}", order_type="LMT", limit=FAR_BELOW))
     assert isinstance(refused, Rejected) and refused.code == "halted", refused
 
 
@@ -111,8 +111,8 @@ def test_sigkill_in_the_middle_of_a_kill_sweep_comes_back_halted_and_finishes_th
     try:
         pub.wait_ready_sync(gateway.cfg.bus.proxy_backend)
         pub.publish(topics.KILL, kill)
-        halted = recorder.wait_for(lambda r: [e for e in r.bodies(topics.TRADING_STATE, TradingStateEvent)
-                                              if e.state == "HALTED"], what="HALTED")
+        halted = eventually(lambda: (s := gateway.status()).trading_state == "HALTED" and s,
+                            message="the gateway latched the kill")
     finally:
         pub.close()
     last_seq = max(r["seq"] for r in before["request_log"])
@@ -125,7 +125,7 @@ def test_sigkill_in_the_middle_of_a_kill_sweep_comes_back_halted_and_finishes_th
         with sim_clock_running(sim):
             again.wait_ready()
             sim.wait_for(lambda s: working_at_sim(s) == [], timeout=30, what="the unfinished sweep finished")
-        assert_halted_and_refusing(again, halted[0].epoch)
+        assert_halted_and_refusing(again, halted.epoch)
         assert {o["orderRef"] for o in sim_orders(sim.state())} == set(refs)
     finally:
         again.close()
@@ -136,7 +136,7 @@ def test_orders_queued_behind_the_pacer_at_kill_time_never_reach_ib(gateway, rec
     # mutation caught: KillSwitch._do_kill without `self.unsent.drop(scope)` (the queued placeOrders then go out
     # after the global cancel)
     n = 40
-    specs = [order(f"queued-{i}", order_type="LMT", limit=FAR_BELOW) for i in range(n)]
+    specs = [order(coid=f"queued-{i}", order_type="LMT", limit=FAR_BELOW) for i in range(n)]
     for spec in specs:  # each is acknowledged once handed to the pacer; at 10 msg/s most of them wait there
         assert isinstance(gateway.submit(spec), SubmitAck)
     queued = gateway.status().pacing_queue
@@ -161,7 +161,7 @@ def test_orders_queued_behind_the_pacer_at_kill_time_never_reach_ib(gateway, rec
 def test_amendment_rejected_by_ib_leaves_the_order_working_never_cancelled(gateway, recorder, sim):
     # mutation caught: OrderEventTranslator.on_order_status publishing the library's Cancelled for an error on an
     # order with an amendment pending (ib_insync marks any order error outside its warning set Cancelled)
-    spec = order("amend-rejected", order_type="LMT", limit=FAR_BELOW, qty=10)
+    spec = order(coid="amend-rejected", order_type="LMT", limit=FAR_BELOW, qty=10)
     assert isinstance(gateway.submit(spec), SubmitAck)
     recorder.wait_status(spec.order_ref, "Submitted")
     amended = replace(spec, quantity=20)

@@ -11,7 +11,7 @@ import pytest
 
 from actors.gateway.halts import HaltLatch
 from actors.gateway.persist import GatewayState, StateStore, atomic_write
-from tests.fsync_spy import assert_atomic_durable_write, spy_on_disk
+from tests.support.fsync_spy import assert_atomic_durable_write, spy_on_disk
 
 # -- durability of the state file -----------------------------------------------------------------------------
 
@@ -48,7 +48,6 @@ def test_halted_state_is_fsynced_before_it_replaces_the_old_file(tmp_path: Path,
 import asyncio  # noqa: E402
 import os  # noqa: E402
 import stat  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -61,7 +60,13 @@ from actors.gateway.killswitch import COMMAND_MEMORY, CommandMemory, HaltKeeper,
 from actors.gateway.ordertable import TERMINAL, IbOrderTable  # noqa: E402
 from actors.gateway.pacing import PacedSender  # noqa: E402
 from bus.messages import CancelScope, EmergencyCancel, Kill, Resume  # noqa: E402
-from tests.gateway.support import order as order_spec  # noqa: E402
+from bus.messages import OrderSpec  # noqa: E402
+from tests.support.builders import order  # noqa: E402
+
+
+def order_spec(coid: str, *, strategy: str = "s1", symbol: str = "AAPL", **_: object) -> OrderSpec:
+    """A resting limit order of ``strategy`` (BUY 10 at 100)."""
+    return order(coid=coid, strategy=strategy, symbol=symbol, limit=100.0)
 
 CLIENT = 7
 
@@ -240,9 +245,7 @@ def test_kill_persists_halted_and_its_pending_sweep_before_anything_is_cancelled
     assert (report.command_id, report.scope, report.trading_state, report.epoch) == ("k1", "all", "HALTED", 1)
     final = gw.saved()
     assert final.pending == [] and [h.scope for h in final.halted] == ["all"]
-    assert gw.outbox.kills == [kill()]
-    assert [(e.scope, e.state, e.epoch, e.reason, e.origin) for e in gw.outbox.states] == [
-        ("all", "HALTED", 1, "test kill", "test")]
+    assert gw.outbox.kills == [kill()]  # relayed at once; the latch itself travels in the heartbeat
     assert gw.ib.working() == [] and gw.outbox.alerts == []
 
 
@@ -321,7 +324,7 @@ def test_one_kill_id_latches_once_and_sweeps_once(tmp_path: Path) -> None:
 
     first, second = asyncio.run(twice())
     assert first == second and gw.latch.epoch == 1 and gw.ib.count("global") == 1
-    assert len(gw.outbox.states) == 1
+    assert len(gw.outbox.kills) == 1
 
 
 def test_emergency_cancel_sweeps_without_halting_and_answers_once_per_id(tmp_path: Path) -> None:
@@ -384,26 +387,22 @@ def test_resume_releases_clears_its_pending_sweeps_and_persists_before_announcin
     assert report.trading_state == "ACTIVE" and report.epoch == 4 and report.detail == "released all"
     state = gw.saved()
     assert state.halted == [] and state.pending == [] and state.epoch == 4
-    assert [(e.scope, e.state, e.epoch, e.reason, e.origin) for e in gw.outbox.states[-1:]] == [
-        ("all", "ACTIVE", 4, "ok", "op")]
     nothing = gw.switch.resume(Resume(scope="all", reason="again", origin="op"))  # type: ignore[arg-type]
     assert nothing.detail == "all was not halted" and nothing.epoch == 4 and nothing.trading_state == "ACTIVE"
 
 
-def test_announce_publishes_every_halted_scope_and_an_unreadable_file_starts_halted(tmp_path: Path) -> None:
+def test_announce_keeps_a_readable_latch_and_an_unreadable_file_starts_halted(tmp_path: Path) -> None:
     gw = Gateway(tmp_path)
     gw.latch.latch("strategy:a", reason="r1", origin="cli")
     gw.latch.latch("all", reason="r2", origin="risk")
     gw.switch.announce(state_problem="", origin="gateway")
-    assert [(e.scope, e.state, e.epoch, e.reason, e.origin) for e in gw.outbox.states] == [
-        ("all", "HALTED", 2, "r2", "risk"), ("strategy:a", "HALTED", 1, "r1", "cli")]
-    assert gw.outbox.alerts == []
+    assert gw.latch.halted_scopes() == ["all", "strategy:a"] and gw.latch.epoch == 2
+    assert gw.outbox.alerts == [] and not gw.path.exists()  # nothing to repair: nothing written
     bad = Gateway(tmp_path / "bad")
     bad.path.parent.mkdir(parents=True)
     bad.path.write_text("{not json")
     bad.switch.announce(state_problem="bad json", origin="gateway")
     assert bad.latch.globally_halted and "state file unreadable: bad json" in bad.latch.scopes["all"].reason
-    assert [s.state for s in bad.outbox.states] == ["HALTED"]
     assert [a[0] for a in bad.outbox.alerts] == ["critical"] and "bad json" in bad.outbox.alerts[0][1]
     kept = [p.name for p in bad.path.parent.iterdir() if p.name.startswith("gateway.json.corrupt-")]
     assert len(kept) == 1 and (bad.path.parent / kept[0]).read_text() == "{not json"
@@ -1067,7 +1066,7 @@ def test_resume_of_several_scopes_reports_each_released_one(tmp_path: Path) -> N
     gw.latch.latch("symbol:X", reason="r")
     report = gw.switch.resume(Resume(scope="all", reason="ok", origin="op"))  # type: ignore[arg-type]
     assert report.detail == "released strategy:a, symbol:X" and (report.remaining, report.cancelled) == (0, 0)
-    assert [e.scope for e in gw.outbox.states] == ["strategy:a", "symbol:X"]
+    assert gw.latch.halted_scopes() == [] and gw.saved().halted == []
 
 
 def test_an_unreadable_state_file_is_kept_under_a_dated_name_and_the_latch_names_its_origin(tmp_path: Path) -> None:

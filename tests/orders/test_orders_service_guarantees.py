@@ -19,13 +19,18 @@ from bus import topics
 from bus.codec import Stamper
 
 from bus.config import KhazadConfig
-from bus.messages import CancelOrder, GetOrder, OrderReply, PlaceOrder, WaitOrder
+from bus.messages import CancelOrder, GetOrder, OrderReply, OrderSpec, PlaceOrder, WaitOrder
 from bus.pubsub import Publisher
 from bus.reqrep import SyncClient
-from tests.helpers import ActorProcess, eventually
-from tests.orders.conftest import wait_ready
-from tests.orders.doubles import ChainDoubles
-from tests.orders.test_orders_service import journal_rows, spec
+from tests.support.builders import order
+from tests.support.doubles.order_peers import ChainDoubles
+from tests.support.orders_journal import journal_rows
+from tests.support.processes import ActorProcess, wait_ready
+from tests.support.waiting import eventually
+
+
+def spec(coid: str, *, qty: float = 10.0) -> OrderSpec:
+    return order(coid=coid, qty=qty)
 
 
 @pytest.fixture

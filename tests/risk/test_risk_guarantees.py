@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.risk.trading_state import HALTED, Authority, TradingStates, write_json_atomic
-from tests.fsync_spy import assert_atomic_durable_write, spy_on_disk
+from tests.support.fsync_spy import assert_atomic_durable_write, spy_on_disk
 
 
 @pytest.fixture
@@ -48,7 +48,9 @@ import msgspec  # noqa: E402
 from actors.risk import checks as ck  # noqa: E402
 from actors.risk.checks import EPSILON, BookView, RiskView, evaluate  # noqa: E402
 from bus.config import RiskLimits  # noqa: E402
-from tests.risk.orders import order  # noqa: E402
+from tests.support.builders import order_for  # noqa: E402
+
+order = order_for("alpha")
 
 LIMITS = RiskLimits(max_order_quantity=1000, max_order_notional=50_000, price_collar_pct=5, max_position=2000,
                     max_gross_exposure=300_000, max_orders_per_second=5, duplicate_window_s=1,
@@ -504,14 +506,15 @@ def test_the_file_is_exactly_the_table_and_private(path: Path) -> None:
     data = json.loads(text)
     assert data["version"] == 1 and data["epoch"] == 2 and data["disabled"] == {"alpha": "too many fills"}
     entry = data["scopes"]["all"]
-    assert sorted(entry) == ["epoch", "origin", "prior", "reason", "state", "wall_ns"]
+    assert sorted(entry) == ["cause", "epoch", "kill_id", "origin", "prior", "reason", "state", "wall_ns"]
     assert (entry["state"], entry["reason"], entry["origin"], entry["epoch"]) == ("HALTED", "r2", "breaker.b", 2)
     assert entry["prior"]["state"] == "REDUCING" and entry["prior"]["prior"] is None and entry["wall_ns"] > 0
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     back = TradingStates.load(path)
     assert back.scopes == ts.scopes and back.epoch == 2 and back.disabled == ts.disabled and back.load_error == ""
     minimal = ScopeState.from_json({"state": "REDUCING", "epoch": 3})
-    assert minimal == ScopeState(state=REDUCING, reason="", origin="", epoch=3, wall_ns=0, prior=None)
+    assert minimal == ScopeState(state=REDUCING, reason="", origin="", epoch=3, wall_ns=0, prior=None, cause="",
+                                 kill_id="")
     with pytest.raises(ValueError, match="^unknown state 'NOPE'$"):
         ScopeState.from_json({"state": "NOPE", "epoch": 1})
     deep = path.parent / "a" / "b" / "risk.json"
