@@ -1441,3 +1441,96 @@ def test_exec_journal_keeps_every_good_line_around_a_torn_one_and_its_times_thro
     m = gp.ExecJournal(path)
     m.load()
     assert set(m.fills) == {"a", "b"} and set(m.placed) == {"s1/x"} and m.fills["a"] == now
+
+
+def test_every_queued_order_is_reported_even_after_an_amendment_in_the_queue(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.sender.submit("99\0warm-up")
+    gw.ib.add("s1/live", 11)
+    gw.sender.submit(place_msg(11))  # an amendment of a live order, queued first
+    gw.queue_unsent("new", 10)
+    assert gw.unsent.drop() == 2
+    (ev,) = gw.outbox.statuses
+    assert (ev.order_ref, ev.status, ev.filled, ev.remaining, ev.avg_fill_price, ev.is_done) == (
+        "s1/new", "Cancelled", 0.0, 10.0, 0.0, True)
+    assert ev.reason == "cancelled before it was transmitted to IB"
+
+
+def test_an_emergency_cancel_after_a_finished_kill_joins_its_sweep(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def scenario() -> None:
+        gw.connected = False
+        await gw.switch.kill(kill("k-late"))
+        gw.connected = True
+        await gw.switch.finish_pending("reconnect")
+        report = await gw.switch.emergency(EmergencyCancel(command_id="k-late", scope="all", reason="risk"))
+        assert report.confirmed and report.detail == "" and gw.ib.count("global") == 1
+
+    asyncio.run(scenario())
+
+
+def test_an_emergency_cancel_in_a_halted_scope_reports_it_halted(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("a/1", 1, strategy="a")
+    gw.latch.latch("strategy:a", reason="earlier")
+    report = asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e-h", scope="strategy:a", reason="r")))
+    assert report.confirmed and report.trading_state == "HALTED" and report.detail == ""
+
+
+def test_a_kill_joining_a_confirmed_sweep_still_ends_another_clients_new_order(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def scenario() -> None:
+        await gw.switch.emergency(EmergencyCancel(command_id="k-x", scope="all", reason="risk"))
+        gw.ib.add("ext", 7, client_id=99, sticky=True, known=False)  # placed by another client meanwhile
+
+        def unstick() -> None:
+            gw.ib.sticky.clear()
+
+        gw.ib.on_global = unstick
+        report = await gw.switch.kill(kill("k-x"))
+        assert report.confirmed and gw.ib.count("global") == 2
+
+    asyncio.run(scenario())
+
+
+def test_each_timed_out_list_re_cancels_other_clients_orders_globally(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("ext", 3, client_id=99, sticky=True)
+    gw.ib.list_error = TimeoutError()
+    gw.ib.list_errors_left = 2
+
+    def unstick() -> None:
+        if gw.ib.count("global") == 2:
+            gw.ib.sticky.clear()
+
+    gw.ib.on_global = unstick
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=2.0))
+    assert result.confirmed and result.global_cancels == 3
+
+
+def test_a_table_that_never_stops_changing_does_not_stretch_the_deadline(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stuck", 1, stuck=True)
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+
+        async def noise() -> None:  # other orders' reports keep arriving
+            while not stop.is_set():
+                gw.table.changed.notify()
+                await asyncio.sleep(0.02)
+
+        task = asyncio.ensure_future(noise())
+        t0 = time.monotonic()
+        result = await gw.sweeper.sweep("strategy:s1", use_global=False, timeout_s=0.3)
+        took = time.monotonic() - t0
+        stop.set()
+        await task
+        assert not result.confirmed
+        return took
+
+    assert asyncio.run(scenario()) < 1.5
