@@ -1534,3 +1534,73 @@ def test_a_table_that_never_stops_changing_does_not_stretch_the_deadline(tmp_pat
         return took
 
     assert asyncio.run(scenario()) < 1.5
+
+
+def test_an_unknown_order_of_another_client_is_filed_under_that_client_and_its_order_ref() -> None:
+    table = IbOrderTable()
+    rec, created = table.attach(ib_trade(5, ref="", client=9, symbol="MSFT"))
+    assert created and rec.client_id == 9 and rec.key == "id:9:5" and table.find_by_order_id(9, 5) is rec
+    old, created = table.attach(ib_trade(6, ref="s2/x", client=CLIENT))  # ours, from before a restart
+    assert created and (old.strategy_id, old.client_order_id, old.key) == ("s2", "x", "s2/x")
+
+
+def test_a_bare_library_object_matches_no_record_whatever_the_table_holds() -> None:
+    table = IbOrderTable()
+    odd = IbOrderRecord(order_ref="XXXX", strategy_id="s", client_order_id="x", symbol="A", ib_order_id=1,
+                        client_id=1, perm_id=1)
+    table._index(odd)
+    odd2 = IbOrderRecord(order_ref="", strategy_id="s", client_order_id="", symbol="A", ib_order_id=1, client_id=0)
+    table._index(odd2)
+    bare = SimpleNamespace(order=SimpleNamespace(), contract=SimpleNamespace())
+    assert table.find(bare) is None  # type: ignore[arg-type]
+    no_ref = SimpleNamespace(order=SimpleNamespace(orderRef=""), contract=SimpleNamespace())
+    assert table.find(no_ref) is None  # type: ignore[arg-type]
+
+
+def test_noise_below_a_billionth_is_not_a_change() -> None:
+    table = IbOrderTable()
+    rec = table.add_placed(order_spec("a"), ib_trade(1), CLIENT)
+    observe(table, rec, "Submitted", filled=4.0, remaining=6.0)
+    assert observe(table, rec, "Submitted", filled=4.0 + 3e-10, remaining=6.0) is None
+    assert observe(table, rec, "Submitted", filled=4.0, remaining=6.0 + 3e-10) is None
+
+
+def test_a_status_report_without_errors_or_fills_carries_zeros_and_no_code() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    status_report(trade, "PreSubmitted", filled=0.0, remaining=0.0)
+    trade.orderStatus.avgFillPrice = 0.0
+    trade.orderStatus.lastFillPrice = 0.0
+    ev.tr.on_order_status(trade)
+    e = ev.outbox.statuses[-1]
+    assert (e.status, e.filled, e.remaining, e.avg_fill_price, e.last_fill_price, e.error_code, e.reason) == (
+        "PreSubmitted", 0.0, 0.0, 0.0, 0.0, None, "")
+
+
+def test_a_rejection_reported_through_the_library_keeps_ibs_advanced_reason() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    trade.advancedError = '{"text": "price cap"}'
+    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("Order rejected", 201)))
+    assert (ev.outbox.statuses[-1].error_code, ev.outbox.statuses[-1].reason) == (201, "price cap")
+
+
+def test_an_order_error_on_a_library_object_without_an_advanced_error_uses_ibs_message() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    observe(ev.table, rec, "Submitted")
+    rec.trade = SimpleNamespace(order=trade.order, contract=trade.contract)  # type: ignore[assignment]
+    ev.tr.on_order_error(1, 201, "plain message")
+    assert ev.outbox.statuses[-1].reason == "plain message"
+
+
+def test_the_guard_passes_keyword_arguments_through() -> None:
+    seen: list[tuple] = []
+    router = IbEventRouter(orders=None, system=None, account=None, market_data=None,  # type: ignore[arg-type]
+                           outbox=FakeOutbox(), on_handler_error=lambda e: None)  # type: ignore[arg-type]
+
+    def handler(*args: object, **kwargs: object) -> None:
+        seen.append((args, kwargs))
+
+    router._guard(handler)(1, code=2)
+    assert seen == [((1,), {"code": 2})]
