@@ -148,3 +148,28 @@ def test_write_approval_key_creates_a_private_random_key_once(tmp_path: Path) ->
     other = tmp_path / "keys" / "second.key"
     write_approval_key(other)
     assert other.read_text() != text
+
+
+def test_each_refusal_says_exactly_why() -> None:
+    v = ApprovalVerifier(KEY)
+    cases = []
+    other = sign(bytes(32), spec(), ttl_s=5.0, now_ns=NOW)
+    cases.append((other, spec(), NOW, "approval signature is not the risk governor's"))
+    a = sign(KEY, spec(), ttl_s=5.0, now_ns=NOW)
+    cases.append((a, spec(quantity=100), NOW, "approval was issued for a different order"))
+    cases.append((a, spec(), a.expires_wall_ns + 10**15, "approval expired 1000000.000s ago"))
+    for approval, order, now, reason in cases:
+        with pytest.raises(ApprovalError) as info:
+            v.verify(approval, order, now_ns=now)
+        assert info.value.reason == reason
+    v.verify(a, spec(), now_ns=NOW)
+    with pytest.raises(ApprovalError) as info:
+        v.verify(a, spec(), now_ns=NOW)
+    assert info.value.reason == "approval was already used for an order"
+
+
+def test_a_key_that_is_not_hex_is_refused_naming_the_length_wanted(tmp_path: Path) -> None:
+    cfg = cfg_of(write_config(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load_approval_key(cfg, {APPROVAL_KEY_ENV: "not hex"})
+    assert str(info.value) == f"{APPROVAL_KEY_ENV} must be hex (64 hex digits)"

@@ -435,7 +435,7 @@ import os  # noqa: E402
 import stat  # noqa: E402
 
 from actors.risk.trading_state import (  # noqa: E402
-    ACTIVE, RECOVERY_ORIGIN, REDUCING, Change, PersistError, ScopeState, TransitionRefused,
+    ACTIVE, RECOVERY_CAUSE, RECOVERY_ORIGIN, REDUCING, Change, PersistError, ScopeState, TransitionRefused,
 )
 
 OP, BRK, LIFT = Authority.OPERATOR, Authority.BREAKER, Authority.LIFT
@@ -580,3 +580,41 @@ def test_the_most_severe_state_governs_an_order() -> None:
     assert set(ts.non_active()) == {"all", "strategy:alpha", "symbol:AAPL"}
     ts.set("all", ACTIVE, reason="r", origin="cli", authority=OP)
     assert ts.effective("beta", "MSFT") == (ACTIVE, []) and "all" not in ts.non_active()
+
+
+def test_a_state_keeps_its_cause_and_kill_and_a_lift_restores_the_covered_ones(path: Path) -> None:
+    ts = TradingStates.load(path)
+    plain = ts.set("all", REDUCING, reason="r", origin="cli", authority=OP)
+    assert (plain.new.cause, plain.new.kill_id) == ("", "")
+    ts.set("all", HALTED, reason="kill k9", origin="cli", authority=OP, cause="kill", kill_id="k9")
+    ts.set("all", ACTIVE, reason="resume", origin="cli", authority=OP)
+    ts.set("all", HALTED, reason="kill k9", origin="cli", authority=OP, cause="kill", kill_id="k9")
+    brk = ts.set("all", HALTED, reason="loss", origin="breaker.loss", authority=BRK, cause="breaker")
+    assert brk is None  # HALTED already
+    ts.set("symbol:X", REDUCING, reason="op", origin="cli", authority=OP, cause="operator", kill_id="")
+    over = ts.set("symbol:X", HALTED, reason="loss", origin="breaker.loss", authority=BRK, cause="breaker")
+    assert (over.new.cause, over.new.prior.cause) == ("breaker", "operator")
+    back = ts.set("symbol:X", ACTIVE, reason="x", origin="breaker.loss", authority=LIFT)
+    assert (back.new.state, back.new.cause, back.new.kill_id, back.new.reason, back.new.origin) == (
+        REDUCING, "operator", "", "op", "cli")
+    again = TradingStates.load(path)
+    assert (again.get("all").cause, again.get("all").kill_id) == ("kill", "k9")
+    assert again.get("symbol:X").cause == "operator"
+    deep = ScopeState(state=HALTED, epoch=3, cause="breaker", kill_id="",
+                      prior=ScopeState(state=REDUCING, epoch=2, cause="kill", kill_id="k1"))
+    assert ScopeState.from_json(json.loads(json.dumps(deep.to_json()))) == deep
+    ts.scopes["symbol:Y"] = ScopeState(state=HALTED, origin="breaker.z", epoch=9, cause="breaker",
+                                       prior=ScopeState(state=REDUCING, origin="cli", epoch=8, cause="kill",
+                                                        kill_id="k8", prior=ScopeState(state=REDUCING, epoch=7)))
+    lifted = ts.set("symbol:Y", ACTIVE, reason="x", origin="breaker.z", authority=LIFT)
+    assert (lifted.new.state, lifted.new.cause, lifted.new.kill_id, lifted.new.prior) == (
+        REDUCING, "kill", "k8", ScopeState(state=REDUCING, epoch=7))
+
+
+def test_a_recovered_state_says_so_and_bad_numbers_are_named(path: Path) -> None:
+    path.write_text("{not json")
+    ts = TradingStates.load(path)
+    assert ts.get("all").cause == RECOVERY_CAUSE and ts.epoch == 1
+    path.write_text(json.dumps({"version": 1, "epoch": 3, "scopes": {"all": {"state": "HALTED", "epoch": [1]}}}))
+    bad = TradingStates.load(path)
+    assert "expected a number, got list" in bad.load_error and bad.epoch == 4  # the file's epoch, then one more
