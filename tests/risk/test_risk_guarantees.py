@@ -618,3 +618,95 @@ def test_a_recovered_state_says_so_and_bad_numbers_are_named(path: Path) -> None
     path.write_text(json.dumps({"version": 1, "epoch": 3, "scopes": {"all": {"state": "HALTED", "epoch": [1]}}}))
     bad = TradingStates.load(path)
     assert "expected a number, got list" in bad.load_error and bad.epoch == 4  # the file's epoch, then one more
+
+
+def test_status_figures_below_one_share_still_move_a_working_order() -> None:
+    book = ExposureBook()
+    r = book.on_status(xstatus("beta/x", "PreSubmitted", filled=0.0, remaining=0.0))
+    w = book.working["beta/x"]
+    assert r.outcome is StatusOutcome.UNKNOWN_WORKING and (w.order_ref, w.strategy, w.quantity, w.filled,
+                                                           w.pending) == ("beta/x", "beta", 0.0, 0.0, False)
+    book.on_status(xstatus("beta/x", "Submitted", filled=0.5, remaining=0.0))
+    assert (book.working["beta/x"].quantity, book.working["beta/x"].filled) == (0.5, 0.5)
+    book.on_status(xstatus("beta/y", "Submitted", remaining=0.5))
+    assert book.working["beta/y"].quantity == 0.5
+
+
+def test_ibs_open_orders_count_what_ib_says_is_left() -> None:
+    book = ExposureBook()
+    ib = [IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/f", instrument=Instrument(symbol="AAPL"),
+                  side="BUY", quantity=7, order_type="MKT", status="Filled", filled=7.0),
+          IbOrder(ib_order_id=1, perm_id=11, client_id=7, order_ref="alpha/cut", instrument=Instrument(symbol="AAPL"),
+                  side="BUY", quantity=10, order_type="LMT", limit_price=1.0, status="Submitted", filled=1.0,
+                  remaining=3.0),
+          IbOrder(ib_order_id=2, perm_id=12, client_id=7, order_ref="alpha/new", instrument=Instrument(symbol="AAPL"),
+                  side="BUY", quantity=10, order_type="LMT", limit_price=1.0, status="Submitted", remaining=7.0)]
+    book.load_open_orders(ib, now=0.0)
+    assert {k: (w.order_ref, w.quantity) for k, w in book.working.items()} == {
+        "alpha/cut": ("alpha/cut", 4.0), "alpha/new": ("alpha/new", 7.0)}
+
+
+def test_fills_belong_to_their_strategy_and_commissions_add_up() -> None:
+    book = ExposureBook()
+    book.on_fill(FillEvent(exec_id="a.01", exec_key="a", order_ref="beta/x", strategy_id="",
+                           instrument=Instrument(symbol="AAPL"), side="BUY", quantity=1, price=2.0))
+    book.on_fill(FillEvent(exec_id="b.01", exec_key="b", order_ref="x/y", strategy_id="alpha",
+                           instrument=Instrument(symbol="AAPL"), side="BUY", quantity=1, price=2.0))
+    assert book.position("AAPL", "beta") == 1 and book.position("AAPL", "alpha") == 1
+    assert book.position("AAPL", "x") == 0.0
+    for key, amount in (("a", 1.0), ("z", 0.25)):
+        book.on_commission(CommissionEvent(exec_id=key + ".01", exec_key=key, order_ref="beta/x",
+                                           commission=amount, currency="USD"))
+    assert book.commissions == {"beta": 1.25}
+    assert book.strategies() == {"alpha", "beta"}
+    book.on_commission(CommissionEvent(exec_id="c.01", exec_key="c", order_ref="gamma/q", commission=2.0,
+                                       currency="USD"))
+    assert book.strategies() == {"alpha", "beta", "gamma"}  # a strategy with only a commission counts too
+    assert book.strategy_pnl("gamma", lambda s: 2.0) == -2.0
+    book.on_status(xstatus("manual", "Submitted", remaining=5.0))
+    assert "" not in book.strategies()
+
+
+def test_remembered_executions_and_commissions_forget_the_oldest_first(monkeypatch) -> None:
+    import actors.risk.exposure as ex
+
+    monkeypatch.setattr(ex, "FILL_MEMORY", 2)
+    book = ExposureBook()
+    for key in ("e1", "e2", "e3"):
+        book.on_fill(xfill(key, "BUY", 1, 10.0, symbol="AAPL", multiplier=""))
+    assert book.on_fill(xfill("e3", "BUY", 1, 10.0, symbol="AAPL", multiplier="")) is False  # remembered
+    assert book.on_fill(xfill("e2", "BUY", 1, 10.0, symbol="AAPL", multiplier="")) is False
+    for key in ("e1", "e2", "e3"):
+        book.on_commission(CommissionEvent(exec_id=key + ".01", exec_key=key, order_ref="alpha/c1", commission=1.0,
+                                           currency="USD"))
+    assert book.on_commission(CommissionEvent(exec_id="e3.01", exec_key="e3", order_ref="alpha/c1", commission=1.0,
+                                              currency="USD")) is False
+    assert book.on_commission(CommissionEvent(exec_id="e2.01", exec_key="e2", order_ref="alpha/c1", commission=1.0,
+                                              currency="USD")) is False
+
+
+def test_gross_of_one_strategy_sums_its_lots_and_leaves_out_the_excluded_order() -> None:
+    book = ExposureBook()
+    book.on_fill(xfill("e1", "BUY", 2, 10.0, symbol="AAPL", multiplier=""))
+    book.on_fill(xfill("e2", "SELL", 3, 20.0, symbol="MSFT", multiplier=""))
+    prices = {"AAPL": 10.0, "MSFT": 20.0}
+    value = lambda s: prices.get(s)  # noqa: E731
+    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="w", instrument=Instrument(symbol="AAPL"),
+                               side="BUY", quantity=5, order_type="LMT", limit_price=9.0), expires_mono=9.0)
+    book.add_pending(OrderSpec(strategy_id="beta", client_order_id="v", instrument=Instrument(symbol="AAPL"),
+                               side="BUY", quantity=1, order_type="LMT", limit_price=9.0), expires_mono=9.0)
+    assert book.gross(value, "alpha") == 2 * 10.0 + 3 * 20.0 + 5 * 9.0
+    assert book.gross(value, "alpha", exclude="alpha/w") == 2 * 10.0 + 3 * 20.0
+    assert book.working_symbols() == {"AAPL"}
+    ext = ExposureBook()
+    ext.on_status(xstatus("manual", "Submitted", remaining=3.0, symbol="SPY"))
+    assert ext.working_symbols() == {"SPY"}
+
+
+def test_a_mark_or_a_cost_below_one_is_still_a_price() -> None:
+    book = ExposureBook()
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="P"), quantity=100, avg_cost=0.0,
+                              market_price=0.5))
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="C"), quantity=100, avg_cost=0.25,
+                              market_price=None))
+    assert book._value_price("P", lambda s: None) == 0.5 and book._value_price("C", lambda s: None) == 0.25
