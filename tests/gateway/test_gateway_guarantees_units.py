@@ -1604,3 +1604,21 @@ def test_the_guard_passes_keyword_arguments_through() -> None:
 
     router._guard(handler)(1, code=2)
     assert seen == [((1,), {"code": 2})]
+
+
+def test_an_order_without_a_client_id_is_looked_up_as_client_zero() -> None:
+    table = IbOrderTable()
+    one = IbOrderRecord(order_ref="", strategy_id="s", client_order_id="", symbol="A", ib_order_id=1, client_id=1)
+    table._index(one)
+    assert table.find(SimpleNamespace(order=SimpleNamespace(orderId=1), contract=None)) is None  # type: ignore
+    zero = IbOrderRecord(order_ref="", strategy_id="s", client_order_id="", symbol="A", ib_order_id=1, client_id=0)
+    table._index(zero)
+    assert table.find(SimpleNamespace(order=SimpleNamespace(orderId=1), contract=None)) is zero  # type: ignore
+
+
+def test_the_same_library_report_twice_is_published_once() -> None:
+    ev = Events()
+    rec, trade = ev.placed()
+    ev.tr.on_order_status(status_report(trade, "Submitted"))
+    ev.tr.on_order_status(trade)
+    assert [e.status for e in ev.outbox.statuses] == ["Submitted"]
