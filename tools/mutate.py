@@ -48,7 +48,11 @@ class Target:
     tests: tuple[str, ...]
 
 
-GW_UNITS = ("tests/gateway/test_gateway_units.py", "tests/gateway/test_gateway_guarantees_units.py")
+GW_UNITS = (
+    "tests/gateway/test_gateway_units.py",
+    "tests/gateway/test_gateway_guarantees_units.py",
+    "tests/gateway/test_gateway_notices.py",
+)
 ORDER_UNITS = (
     "tests/orders/test_orders_lifecycle.py",
     "tests/orders/test_orders_stages.py",

@@ -71,6 +71,13 @@ def order_spec(coid: str, *, strategy: str = "s1", symbol: str = "AAPL", **_: ob
 CLIENT = 7
 
 
+def placed(table: IbOrderTable, spec: Any, trade: Any, client_id: int) -> Any:
+    """File an order's record as the gateway does before sending it, then attach the library's Trade."""
+    rec = table.add_placed(spec, int(trade.order.orderId), client_id)
+    table.attach(trade)
+    return rec
+
+
 class FakeOutbox:
     """What the gateway would publish, recorded."""
 
@@ -133,7 +140,7 @@ class FakeIb:
         if not known:  # at IB, never reported to this gateway (another client's order, before any list)
             return trade
         if client_id == CLIENT:
-            rec = self.table.add_placed(spec, trade, client_id)
+            rec = placed(self.table, spec, trade, client_id)
             rec.transmitted = True
         else:
             rec, _ = self.table.attach(trade)
@@ -222,7 +229,7 @@ class Gateway:
         spec = order_spec(ref, strategy=strategy, order_type="LMT", limit=100.0)
         lmt = LimitOrder("BUY", 10, 100.0, orderRef=spec.order_ref, orderId=oid, clientId=CLIENT)
         trade = Trade(contract=Stock("AAPL", "SMART", "USD"), order=lmt, orderStatus=OrderStatus(status="PendingSubmit"))
-        self.table.add_placed(spec, trade, CLIENT)
+        placed(self.table, spec, trade, CLIENT)
         self.sender.submit(place_msg(oid))
 
 
@@ -577,12 +584,10 @@ def test_unsent_orders_drop_only_what_matches_and_leave_amendments_of_live_order
 
 # -- the order table ------------------------------------------------------------------------------------------
 
-from actors.gateway import connection as cs  # noqa: E402
-from actors.gateway.events import BENIGN_ORDER_CODES, IbEventRouter, OrderEventTranslator  # noqa: E402
+from actors.gateway.events import IbEventRouter  # noqa: E402
 from actors.gateway.ordertable import (  # noqa: E402
     CANCELLED, ERROR_ATTACH_WINDOW_S, ChangeSignal, IbOrderRecord, interpret,
 )
-from ib_insync import TradeLogEntry  # noqa: E402
 
 
 def ib_trade(oid: int = 1, *, perm: int = 0, ref: str = "s1/a", client: int = CLIENT, symbol: str = "AAPL",
@@ -599,7 +604,7 @@ def observe(table: IbOrderTable, rec: IbOrderRecord, status: str, **kw: Any) -> 
 
 def test_observe_publishes_each_change_once_with_ibs_figures() -> None:
     table = IbOrderTable()
-    rec = table.add_placed(order_spec("a"), ib_trade(4, perm=77), CLIENT)
+    rec = placed(table, order_spec("a"), ib_trade(4, perm=77), CLIENT)
     assert (rec.status, rec.remaining, rec.ib_order_id, rec.client_id, rec.transmitted) == (
         "PendingSubmit", 10.0, 4, CLIENT, False)
     version = table.changed.version
@@ -626,7 +631,7 @@ def test_observe_publishes_each_change_once_with_ibs_figures() -> None:
 def test_a_done_order_stays_done_except_for_ibs_fill_after_a_cancel() -> None:
     table = IbOrderTable()
     for cancelled in sorted(CANCELLED):
-        rec = table.add_placed(order_spec(cancelled), ib_trade(len(table) + 1), CLIENT)
+        rec = placed(table, order_spec(cancelled), ib_trade(len(table) + 1), CLIENT)
         observe(table, rec, cancelled)
         first_done = rec.done_mono
         for later in ("Submitted", "PreSubmitted", "PendingCancel", "Inactive"):
@@ -635,26 +640,26 @@ def test_a_done_order_stays_done_except_for_ibs_fill_after_a_cancel() -> None:
         assert ev is not None and ev.status == "Filled" and rec.status == "Filled"
         assert rec.done_mono == first_done  # done since the cancel
         assert observe(table, rec, "Cancelled") is None and observe(table, rec, "ApiCancelled") is None
-    filled = table.add_placed(order_spec("f"), ib_trade(9), CLIENT)
+    filled = placed(table, order_spec("f"), ib_trade(9), CLIENT)
     observe(table, filled, "Filled", filled=10.0, remaining=0.0)
     assert observe(table, filled, "Cancelled") is None and filled.status == "Filled"
 
 
 def test_an_error_seen_before_its_status_is_attached_to_the_next_event_within_the_window(monkeypatch) -> None:
     table = IbOrderTable()
-    rec = table.add_placed(order_spec("a"), ib_trade(1), CLIENT)
+    rec = placed(table, order_spec("a"), ib_trade(1), CLIENT)
     rec.pending_error = (202, "Order Canceled - reason:", time.monotonic())
     ev = observe(table, rec, "Cancelled")
     assert (ev.error_code, ev.reason) == (202, "Order Canceled - reason:") and rec.pending_error is None
-    other = table.add_placed(order_spec("b"), ib_trade(2), CLIENT)
+    other = placed(table, order_spec("b"), ib_trade(2), CLIENT)
     other.pending_error = (202, "late", time.monotonic() - ERROR_ATTACH_WINDOW_S - 0.5)
     ev = observe(table, other, "Cancelled")
     assert ev.error_code is None and ev.reason == ""  # too old: not this status's cause
-    third = table.add_placed(order_spec("c"), ib_trade(3), CLIENT)
+    third = placed(table, order_spec("c"), ib_trade(3), CLIENT)
     third.pending_error = (202, "theirs", time.monotonic())
     ev = observe(table, third, "Cancelled", error_code=201, reason="own")
     assert (ev.error_code, ev.reason) == (201, "own")  # the event's own error wins
-    fourth = table.add_placed(order_spec("d"), ib_trade(4), CLIENT)
+    fourth = placed(table, order_spec("d"), ib_trade(4), CLIENT)
     fourth.pending_error = (202, "kept reason", time.monotonic())
     ev = observe(table, fourth, "Cancelled", reason="own reason")
     assert (ev.error_code, ev.reason) == (202, "own reason")
@@ -662,7 +667,7 @@ def test_an_error_seen_before_its_status_is_attached_to_the_next_event_within_th
 
 def test_records_are_found_by_perm_id_then_client_and_order_id_then_order_ref() -> None:
     table = IbOrderTable()
-    rec = table.add_placed(order_spec("a"), ib_trade(4), CLIENT)
+    rec = placed(table, order_spec("a"), ib_trade(4), CLIENT)
     assert table.find(ib_trade(4, ref="")) is rec  # by (clientId, orderId)
     assert table.find(ib_trade(4, client=CLIENT + 1, ref="")) is None
     assert table.find(ib_trade(0, ref="s1/a")) is rec  # by orderRef
@@ -692,7 +697,7 @@ def test_an_external_order_is_filed_by_id_until_its_perm_id_arrives_then_by_perm
     assert nosym.symbol == ""
     table.attach(ib_trade(6, ref="", client=0, symbol="SPY"))
     assert nosym.symbol == "SPY"  # filled in once known
-    mine = table.add_placed(order_spec("k"), ib_trade(7), CLIENT)
+    mine = placed(table, order_spec("k"), ib_trade(7), CLIENT)
     assert mine.is_khazad and mine.key == "s1/k" and mine.in_scope("strategy:s1") and not mine.in_scope("symbol:MSFT")
     assert [r.key for r in table.working("symbol:MSFT")] == ["perm:123"]
     observe(table, ext, "Cancelled")
@@ -722,119 +727,6 @@ def test_interpretation_of_ibs_statuses() -> None:
 # -- order events ----------------------------------------------------------------------------------------------
 
 
-class Events:
-    """The translator with a real table and a recording outbox."""
-
-    def __init__(self, state: str = cs.READY) -> None:
-        self.table = IbOrderTable()
-        self.outbox = FakeOutbox()
-        self.conn = cs.ConnectionTracker()
-        self.conn.state = state
-        self.tr = OrderEventTranslator(self.table, self.outbox, self.conn, client_id=CLIENT)  # type: ignore[arg-type]
-
-    def placed(self, ref: str = "a", oid: int = 1) -> tuple[IbOrderRecord, Trade]:
-        trade = ib_trade(oid, ref=f"s1/{ref}", status="PendingSubmit")
-        rec = self.table.add_placed(order_spec(ref), trade, CLIENT)
-        return rec, trade
-
-
-def status_report(trade: Trade, status: str, *, filled: float = 0.0, remaining: float = 10.0,
-                  log: tuple[str, int] | None = None) -> Trade:
-    trade.orderStatus.status = status
-    trade.orderStatus.filled = filled
-    trade.orderStatus.remaining = remaining
-    trade.orderStatus.avgFillPrice = 100.0 if filled else 0.0
-    trade.orderStatus.lastFillPrice = 100.0 if filled else 0.0
-    if log is not None:
-        trade.log.append(TradeLogEntry(time=None, status=status, message=log[0], errorCode=log[1]))
-    return trade
-
-
-def test_order_status_reports_are_published_with_ibs_figures_and_marked_replayed_while_syncing() -> None:
-    ev = Events(state=cs.CONNECTED)
-    rec, trade = ev.placed()
-    ev.tr.on_order_status(status_report(trade, "Submitted", filled=4.0, remaining=6.0))
-    (e,) = ev.outbox.statuses
-    assert (e.status, e.filled, e.remaining, e.avg_fill_price, e.last_fill_price, e.replayed) == (
-        "Submitted", 4.0, 6.0, 100.0, 100.0, True)
-    ev.conn.state = cs.READY
-    ev.tr.on_order_status(status_report(trade, "Filled", filled=10.0, remaining=0.0))
-    assert ev.outbox.statuses[-1].status == "Filled" and not ev.outbox.statuses[-1].replayed
-
-
-def test_an_order_error_carries_its_code_and_reason() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("Order rejected - reason: margin", 201)))
-    e = ev.outbox.statuses[-1]
-    assert (e.status, e.error_code, e.reason) == ("Cancelled", 201, "Order rejected - reason: margin")
-
-
-def test_an_error_on_an_order_with_an_amendment_pending_keeps_it_working() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    ev.tr.on_order_status(status_report(trade, "Submitted"))
-    rec.modify_pending = True
-    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("Order being modified does not match", 105)))
-    e = ev.outbox.statuses[-1]
-    assert (e.status, e.error_code) == ("Submitted", 105) and e.reason.startswith("amendment rejected: ")
-    assert "does not match" in e.reason and not rec.modify_pending and trade.orderStatus.status == "Submitted"
-    assert rec.status == "Submitted" and not rec.is_done
-    # without an amendment pending the same library report is published as it is
-    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("cancelled", 202)))
-    assert ev.outbox.statuses[-1].status == "Cancelled"
-
-
-def test_ibs_echo_of_an_amendment_clears_the_pending_flag_and_is_published() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    ev.tr.on_order_status(status_report(trade, "Submitted"))
-    rec.modify_pending = True
-    n = len(ev.outbox.statuses)
-    ev.tr.on_order_status(status_report(trade, "Submitted", log=("Modified", 0)))
-    assert len(ev.outbox.statuses) == n + 1 and ev.outbox.statuses[-1].reason == "Modified"
-    assert not rec.modify_pending
-
-
-def test_open_orders_are_published_only_when_new() -> None:
-    ev = Events()
-    trade = ib_trade(8, perm=808, ref="", client=0, status="Submitted", qty=25)
-    trade.orderStatus.remaining = 0.0
-    ev.tr.on_open_order(trade)
-    (e,) = ev.outbox.statuses
-    assert (e.status, e.remaining, e.strategy_id, e.perm_id) == ("Submitted", 25.0, "external", 808)
-    ev.tr.on_open_order(trade)
-    assert len(ev.outbox.statuses) == 1
-    rec, mine = ev.placed("m", 9)
-    ev.tr.on_open_order(mine)
-    assert len(ev.outbox.statuses) == 1  # our own order: its statuses come from orderStatus
-
-
-def test_order_errors_benign_known_and_unknown() -> None:
-    ev = Events()
-    ev.tr.on_order_error(999, 201, "no such order")  # not ours: logged only
-    assert ev.outbox.statuses == []
-    rec, trade = ev.placed()
-    observe(ev.table, rec, "Submitted")
-    for code in sorted(BENIGN_ORDER_CODES):
-        ev.tr.on_order_error(1, code, f"benign {code}")
-        assert rec.pending_error is not None and rec.pending_error[:2] == (code, f"benign {code}")
-    assert ev.outbox.statuses == []
-    rec.pending_error = None
-    ev.tr.on_order_error(1, 201, "Order rejected")
-    e = ev.outbox.statuses[-1]
-    assert (e.status, e.error_code, e.reason, e.remaining) == ("Submitted", 201, "Order rejected", 10.0)
-    ev.tr.on_order_error(1, 201, "Order rejected")  # the library already published this code
-    assert len(ev.outbox.statuses) == 1
-    observe(ev.table, rec, "Cancelled")
-    ev.tr.on_order_error(1, 202, "cancelled")
-    assert rec.pending_error is None  # a done order keeps no pending error
-    new, _ = ev.placed("n", 2)
-    new.status = ""
-    ev.tr.on_order_error(2, 321, "bad field")
-    assert ev.outbox.statuses[-1].status == "PendingSubmit" and ev.outbox.statuses[-1].error_code == 321
-
-
 class FakeSystem:
     def __init__(self) -> None:
         self.codes: list[tuple[int, str]] = []
@@ -845,33 +737,6 @@ class FakeSystem:
 
     def on_disconnected(self) -> None:
         self.disconnects += 1
-
-
-def test_errors_are_routed_by_request_id_and_pacing_violations_alert() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    observe(ev.table, rec, "Submitted")
-    system = FakeSystem()
-    failures: list[BaseException] = []
-    router = IbEventRouter(orders=ev.tr, system=system, account=None, market_data=None,  # type: ignore[arg-type]
-                           outbox=ev.outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
-    router.on_error(-1, 2104, "farm ok")
-    router.on_error(5, 1100, "system code with an id")
-    assert system.codes == [(2104, "farm ok"), (1100, "system code with an id")]
-    router.on_error(1, 201, "rejected")
-    assert ev.outbox.statuses[-1].error_code == 201 and router.last_ib_code == 201
-    router.on_error(0, 399, "no request id")
-    assert router.last_ib_code == 399 and len(ev.outbox.statuses) == 1
-    router.on_error(0, 100, "Max rate of messages per second has been exceeded")
-    assert router.pacing_violations == 1 and ev.outbox.alerts[-1][0] == "critical"
-    assert "pacing" in ev.outbox.alerts[-1][1]
-
-    def broken(*args: object) -> None:
-        raise ValueError("handler bug")
-
-    guarded = router._guard(broken)
-    guarded(1, 2)  # never raised into the library's decoder
-    assert [type(f) for f in failures] == [ValueError] and guarded.__name__ == "broken"
 
 
 # -- the state file and the exec journal, exactly -------------------------------------------------------------
@@ -1255,16 +1120,16 @@ def test_a_library_object_missing_fields_gives_an_external_record_without_ids() 
         "", "external", "", "", 0.0)
     assert (rec.ib_order_id, rec.client_id, rec.perm_id, rec.key) == (0, 0, 0, "id:0:0")
     assert table.by_perm == {} and table.by_id == {}
-    mine = table.add_placed(order_spec("a"), ib_trade(4, perm=40), CLIENT)
+    mine = placed(table, order_spec("a"), ib_trade(4, perm=40), CLIENT)
     assert mine.spec == order_spec("a") and mine.trade is not None
     same, created = table.attach(SimpleNamespace(order=SimpleNamespace(orderId=4, clientId=CLIENT),  # type: ignore
                                                  contract=SimpleNamespace(symbol="AAPL")))
-    assert same is mine and not created and (mine.perm_id, mine.client_id) == (0, CLIENT)
+    assert same is mine and not created and (mine.perm_id, mine.client_id) == (40, CLIENT)  # ids are kept
 
 
 def test_float_noise_is_not_a_change_but_a_fractional_fill_is() -> None:
     table = IbOrderTable()
-    rec = table.add_placed(order_spec("a"), ib_trade(1), CLIENT)
+    rec = placed(table, order_spec("a"), ib_trade(1), CLIENT)
     assert observe(table, rec, "Submitted", filled=4.0, remaining=6.0) is not None
     assert observe(table, rec, "Submitted", filled=4.0 + 1e-11, remaining=6.0 - 1e-11) is None
     assert observe(table, rec, "Submitted", filled=4.4, remaining=6.0) is not None
@@ -1323,100 +1188,6 @@ class SubscribingSession:
 
     def subscribe(self, **handlers: Any) -> None:
         self.handlers = handlers
-
-
-def test_every_library_event_is_connected_to_its_collaborator_through_the_guard() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    feeds = RecordingHandlers()
-    failures: list[BaseException] = []
-    router = IbEventRouter(orders=ev.tr, system=feeds, account=feeds, market_data=feeds,  # type: ignore[arg-type]
-                           outbox=ev.outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
-    assert router.last_ib_code is None and router.pacing_violations == 0
-    session = SubscribingSession()
-    router.connect(session)  # type: ignore[arg-type]
-    h = session.handlers
-    assert sorted(h) == ["account_value", "disconnected", "error", "open_order", "order_status", "portfolio",
-                         "position", "tickers"]
-    h["order_status"](status_report(trade, "Submitted"))
-    assert ev.outbox.statuses[-1].status == "Submitted"
-    h["open_order"](ib_trade(8, perm=88, ref="", client=0, status="Submitted"))
-    assert ev.outbox.statuses[-1].perm_id == 88
-    h["error"](1, 201, "rejected", None)
-    assert ev.outbox.statuses[-1].error_code == 201 and router.last_ib_code == 201
-    h["disconnected"]()
-    h["position"]("pos")
-    h["portfolio"]("item")
-    h["account_value"]("value")
-    h["tickers"]({"t"})
-    assert feeds.calls == [("on_disconnected", ()), ("on_position", ("pos",)), ("on_portfolio", ("item",)),
-                           ("on_account_value", ("value",)), ("on_tickers", ({"t"},))]
-    h["order_status"](None)  # a handler that fails is caught, logged and counted
-    assert len(failures) == 1 and isinstance(failures[0], AttributeError)
-    assert h["order_status"].__name__ == "on_order_status"
-
-
-def test_errors_without_an_order_and_pacing_violations_are_counted_where_they_belong() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    observe(ev.table, rec, "Submitted")
-    system = FakeSystem()
-    router = IbEventRouter(orders=ev.tr, system=system, account=None, market_data=None,  # type: ignore[arg-type]
-                           outbox=ev.outbox, on_handler_error=lambda e: None)
-    router.on_error(-2, 399, "an odd request id")
-    router.on_error(0, 2109, "no request id")
-    assert system.codes == [] and ev.outbox.statuses == []  # neither a system code nor an order's error
-    for _ in range(2):
-        router.on_error(0, 100, "pacing")
-    assert router.pacing_violations == 2
-    router.on_error(1, 202, "Order Canceled - reason: by you")
-    assert rec.pending_error is not None and rec.pending_error[1] == "Order Canceled - reason: by you"
-
-
-def test_an_order_error_carries_ibs_advanced_reason_and_is_published_even_when_unchanged() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    observe(ev.table, rec, "Submitted", filled=2.0, remaining=8.0, avg_fill_price=99.5)
-    trade.advancedError = '{"reason": "the exchange is closed"}'
-    ev.tr.on_order_error(1, 201, "Order rejected")
-    e = ev.outbox.statuses[-1]
-    assert (e.status, e.error_code, e.reason, e.filled, e.remaining, e.avg_fill_price) == (
-        "Submitted", 201, "the exchange is closed", 2.0, 8.0, 99.5)
-    trade.advancedError = ""
-    n = len(ev.outbox.statuses)
-    ev.tr.on_order_error(1, 399, "warning, nothing changed")
-    assert ev.outbox.statuses[-1].error_code == 399 and ev.outbox.statuses[-1].reason == "warning, nothing changed"
-    rec.published = ("Submitted", 2.0, 8.0, 321)
-    rec.pending_error = None
-    ev.tr.on_order_error(1, 10349, "TIF set to DAY")  # another code on an unchanged order: published
-    assert len(ev.outbox.statuses) == n + 2 and ev.outbox.statuses[-1].error_code == 10349
-    orphan, _ = ev.placed("o", 3)
-    orphan.trade = None
-    observe(ev.table, orphan, "Submitted")
-    ev.tr.on_order_error(3, 201, "no trade object")
-    assert ev.outbox.statuses[-1].reason == "no trade object"
-
-
-def test_the_library_reports_ibs_figures_and_an_open_order_carries_its_fill_state() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    status_report(trade, "Submitted", filled=3.0, remaining=7.0)
-    trade.orderStatus.avgFillPrice = 101.25
-    trade.orderStatus.lastFillPrice = 101.5
-    ev.tr.on_order_status(trade)
-    e = ev.outbox.statuses[-1]
-    assert (e.filled, e.remaining, e.avg_fill_price, e.last_fill_price) == (3.0, 7.0, 101.25, 101.5)
-    ext = ib_trade(9, perm=99, ref="", client=0, status="Submitted", qty=20)
-    ext.orderStatus.filled = 5.0
-    ext.orderStatus.remaining = 15.0
-    ext.orderStatus.avgFillPrice = 50.5
-    ev.tr.on_open_order(ext)
-    e = ev.outbox.statuses[-1]
-    assert (e.filled, e.remaining, e.avg_fill_price) == (5.0, 15.0, 50.5)
-    bare = ib_trade(10, perm=100, ref="", client=0, status="Submitted", qty=0)
-    ev.tr.on_open_order(bare)
-    e = ev.outbox.statuses[-1]
-    assert (e.filled, e.remaining, e.avg_fill_price) == (0.0, 0.0, 0.0)
 
 
 def test_exec_journal_keeps_every_good_line_around_a_torn_one_and_its_times_through_a_compaction(
@@ -1559,39 +1330,10 @@ def test_a_bare_library_object_matches_no_record_whatever_the_table_holds() -> N
 
 def test_noise_below_a_billionth_is_not_a_change() -> None:
     table = IbOrderTable()
-    rec = table.add_placed(order_spec("a"), ib_trade(1), CLIENT)
+    rec = placed(table, order_spec("a"), ib_trade(1), CLIENT)
     observe(table, rec, "Submitted", filled=4.0, remaining=6.0)
     assert observe(table, rec, "Submitted", filled=4.0 + 3e-10, remaining=6.0) is None
     assert observe(table, rec, "Submitted", filled=4.0, remaining=6.0 + 3e-10) is None
-
-
-def test_a_status_report_without_errors_or_fills_carries_zeros_and_no_code() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    status_report(trade, "PreSubmitted", filled=0.0, remaining=0.0)
-    trade.orderStatus.avgFillPrice = 0.0
-    trade.orderStatus.lastFillPrice = 0.0
-    ev.tr.on_order_status(trade)
-    e = ev.outbox.statuses[-1]
-    assert (e.status, e.filled, e.remaining, e.avg_fill_price, e.last_fill_price, e.error_code, e.reason) == (
-        "PreSubmitted", 0.0, 0.0, 0.0, 0.0, None, "")
-
-
-def test_a_rejection_reported_through_the_library_keeps_ibs_advanced_reason() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    trade.advancedError = '{"text": "price cap"}'
-    ev.tr.on_order_status(status_report(trade, "Cancelled", log=("Order rejected", 201)))
-    assert (ev.outbox.statuses[-1].error_code, ev.outbox.statuses[-1].reason) == (201, "price cap")
-
-
-def test_an_order_error_on_a_library_object_without_an_advanced_error_uses_ibs_message() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    observe(ev.table, rec, "Submitted")
-    rec.trade = SimpleNamespace(order=trade.order, contract=trade.contract)  # type: ignore[assignment]
-    ev.tr.on_order_error(1, 201, "plain message")
-    assert ev.outbox.statuses[-1].reason == "plain message"
 
 
 def test_the_guard_passes_keyword_arguments_through() -> None:
@@ -1616,9 +1358,77 @@ def test_an_order_without_a_client_id_is_looked_up_as_client_zero() -> None:
     assert table.find(SimpleNamespace(order=SimpleNamespace(orderId=1), contract=None)) is zero  # type: ignore
 
 
-def test_the_same_library_report_twice_is_published_once() -> None:
-    ev = Events()
-    rec, trade = ev.placed()
-    ev.tr.on_order_status(status_report(trade, "Submitted"))
-    ev.tr.on_order_status(trade)
-    assert [e.status for e in ev.outbox.statuses] == ["Submitted"]
+
+
+# -- the event router: every library event reaches its collaborator, errors by request id -----------------------
+
+
+class RecordingHandlers:
+    """Stands for the order translator, the account and market-data feeds and the connection supervisor."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def handler(*args: object) -> None:
+            self.calls.append((name, args))
+
+        handler.__name__ = name
+        return handler
+
+
+class SubscribingSession:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def subscribe(self, **handlers: Any) -> None:
+        self.handlers = handlers
+
+
+def router_with(fake: RecordingHandlers, outbox: FakeOutbox, failures: list[BaseException]) -> IbEventRouter:
+    return IbEventRouter(orders=fake, system=fake, account=fake, market_data=fake,  # type: ignore[arg-type]
+                         outbox=outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
+
+
+def test_every_library_event_is_connected_to_its_collaborator_through_the_guard() -> None:
+    fake, outbox, failures = RecordingHandlers(), FakeOutbox(), []
+    router = router_with(fake, outbox, failures)
+    assert router.last_ib_code is None and router.pacing_violations == 0
+    session = SubscribingSession()
+    router.connect(session)  # type: ignore[arg-type]
+    h = session.handlers
+    assert sorted(h) == ["account_value", "disconnected", "error", "open_order_report", "order_error",
+                         "order_report", "portfolio", "position", "tickers"]
+    for name, args in (("order_report", (None, "r")), ("open_order_report", (None, "o")), ("disconnected", ()),
+                       ("position", ("p",)), ("portfolio", ("i",)), ("account_value", ("v",)), ("tickers", ({"t"},))):
+        h[name](*args)
+    h["order_error"](5, 201, "rejected", '{"reason": "x"}')
+    assert fake.calls == [("on_status_report", (None, "r")), ("on_open_order_report", (None, "o")),
+                          ("on_disconnected", ()), ("on_position", ("p",)), ("on_portfolio", ("i",)),
+                          ("on_account_value", ("v",)), ("on_tickers", ({"t"},)),
+                          ("on_order_error", (5, 201, "rejected", '{"reason": "x"}'))]
+    assert router.last_ib_code == 201 and h["order_report"].__name__ == "on_status_report"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        fake.calls.append(("broken", (args, kwargs)))
+        raise ValueError("handler bug")
+
+    router._guard(broken)(1, code=2)  # never raised into the library's decoder; keywords passed through
+    assert fake.calls[-1] == ("broken", ((1,), {"code": 2})) and [type(f) for f in failures] == [ValueError]
+
+
+def test_errors_are_routed_by_request_id_and_pacing_violations_alert() -> None:
+    fake, outbox, failures = RecordingHandlers(), FakeOutbox(), []
+    router = router_with(fake, outbox, failures)
+    router.on_error(-1, 2104, "farm ok")
+    router.on_error(5, 1100, "connectivity lost")
+    router.on_error(7, 201, "an order's error")
+    router.on_error(0, 399, "no request id")
+    router.on_error(-2, 399, "an odd request id")
+    assert fake.calls == [("on_system_code", (2104, "farm ok")), ("on_system_code", (1100, "connectivity lost")),
+                          ("on_order_error", (7, 201, "an order's error"))]
+    assert router.last_ib_code == 399 and outbox.alerts == []
+    for _ in range(2):
+        router.on_error(0, 100, "Max rate of messages per second has been exceeded")
+    assert router.pacing_violations == 2 and [a[0] for a in outbox.alerts] == ["critical", "critical"]
+    assert outbox.alerts[0][1] == "IB pacing violation: Max rate of messages per second has been exceeded"

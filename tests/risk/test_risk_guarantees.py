@@ -397,11 +397,11 @@ def test_open_orders_from_ib_replace_the_working_set() -> None:
           IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/f", instrument=Instrument(symbol="AAPL"),
                   side="BUY", quantity=7, order_type="MKT", status="Filled", filled=7.0)]
     book.load_open_orders(ib, now=10.0)
-    assert sorted(book.working) == ["", "alpha/p", "alpha/s"]
+    assert sorted(book.working) == ["alpha/p", "alpha/s", "perm:12"]  # an order without a ref: by its permId
     s = book.working["alpha/s"]
     assert (s.strategy, s.symbol, s.side, s.quantity, s.filled, s.price, s.multiplier, s.pending) == (
         "alpha", "ES", "SELL", 4.0, 1.0, 4000.0, 50.0, False)
-    m = book.working[""]
+    m = book.working["perm:12"]
     assert (m.strategy, m.quantity, m.filled, m.price) == ("", 7.0, 0.0, 9.0)
     assert book.working_qty("ES") == (0.0, 3.0) and book.working_qty("AAPL") == (12.0, 0.0)
     assert book.working_notional(lambda s: None) == 3 * 4000.0 * 50 + 5 * 10.0 + 7 * 9.0
