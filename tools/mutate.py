@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "build" / "mutate"
 #: What a scratch copy holds (the packages, the tests and the project file).
-COPY = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples", "tests", "khazad.toml")
+COPY = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples", "tests", "docs", "README.md", "khazad.toml")
 PACKAGES = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples")
 #: Lines mutmut leaves alone: log lines (one line per event, for people; no behaviour hangs on their text).
 DO_NOT_MUTATE_PATTERNS = (r"^\s*logger\.", r"^\s*log\(")
@@ -111,6 +111,8 @@ def prepare(name: str, target: Target) -> Path:
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         "use_git_change_detection = false\n"
+        # tests read the docs (the notice table in docs/gateway.md) and the README
+        'also_copy = ["docs", "README.md", "khazad.toml"]\n'
     )
     (work / "pyproject.toml").write_text(project)
     return work
