@@ -1432,3 +1432,32 @@ def test_errors_are_routed_by_request_id_and_pacing_violations_alert() -> None:
         router.on_error(0, 100, "Max rate of messages per second has been exceeded")
     assert router.pacing_violations == 2 and [a[0] for a in outbox.alerts] == ["critical", "critical"]
     assert outbox.alerts[0][1] == "IB pacing violation: Max rate of messages per second has been exceeded"
+
+
+def test_every_cancel_the_gateway_makes_carries_its_cause(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.sender.submit("99\0warm-up")
+    gw.queue_unsent("q", 10)
+    asyncio.run(gw.switch.kill(kill("k1")))
+    assert gw.table.get("s1/a").cancel_cause == "kill k1: test kill"
+    dropped = [e for e in gw.outbox.statuses if e.order_ref == "s1/q"]
+    assert len(dropped) == 1 and "kill k1: test kill" in dropped[0].reason
+    em = Gateway(tmp_path / "e")
+    em.ib.add("s1/b", 2)
+    em.sender.submit("99\0warm-up")
+    em.queue_unsent("r", 11)
+    asyncio.run(em.switch.emergency(EmergencyCancel(command_id="e1", scope="all", reason="loss limit")))
+    assert em.table.get("s1/b").cancel_cause == "breaker e1: loss limit"
+    assert "breaker e1: loss limit" in [e for e in em.outbox.statuses if e.order_ref == "s1/r"][0].reason
+    sc = Gateway(tmp_path / "s")
+    sc.ib.add("s1/m", 3, symbol="MSFT")
+    asyncio.run(sc.switch.cancel_scope(CancelScope(scope="symbol:MSFT", reason="tidy"), "r9"))
+    assert sc.table.get("s1/m").cancel_cause == "cancel scope symbol:MSFT: tidy"
+    off = Gateway(tmp_path / "o")
+    off.ib.add("s1/c", 4)
+    off.connected = False
+    asyncio.run(off.switch.kill(kill("k-off")))
+    off.connected = True
+    asyncio.run(off.switch.finish_pending("reconnect"))
+    assert off.table.get("s1/c").cancel_cause == "kill k-off: test kill"
