@@ -1461,3 +1461,76 @@ def test_every_cancel_the_gateway_makes_carries_its_cause(tmp_path: Path) -> Non
     off.connected = True
     asyncio.run(off.switch.finish_pending("reconnect"))
     assert off.table.get("s1/c").cancel_cause == "kill k-off: test kill"
+
+
+# -- causes, pending cancels and other clients' orders that leave IB's list ----------------------------------
+
+from actors.gateway.cancels import breaker_cause, kill_cause, scope_cause, stamp_cause, strategy_cause  # noqa: E402
+
+
+def test_cause_texts_and_the_first_cause_wins() -> None:
+    assert (kill_cause("k1", "r"), breaker_cause("e1", "loss"), scope_cause("all", ""), scope_cause("all", "x"),
+            strategy_cause(""), strategy_cause("rebalance")) == (
+        "kill k1: r", "breaker e1: loss", "cancel scope all: requested", "cancel scope all: x",
+        "strategy: cancel requested", "strategy: rebalance")
+    table = IbOrderTable()
+    rec = placed(table, order_spec("a"), ib_trade(1), CLIENT)
+    stamp_cause(rec, "")
+    assert rec.cancel_cause == ""
+    stamp_cause(rec, "kill k1: r")
+    stamp_cause(rec, "breaker e1: loss")
+    assert rec.cancel_cause == "kill k1: r"
+    done = placed(table, order_spec("b"), ib_trade(2), CLIENT)
+    observe(table, done, "Filled", filled=10.0, remaining=0.0)
+    stamp_cause(done, "kill k1: r")
+    assert done.cancel_cause == ""  # a done order keeps its own end
+
+
+def test_a_cancel_in_flight_is_marked_pending_for_the_notice_table(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1, stuck=True)
+    gw.ib.add("s1/b", 2, stuck=True)
+    rec = gw.table.get("s1/a")
+    assert rec.cancel_pending is False and gw.sweeper.cancel_one(rec, "strategy: x") is True
+    assert rec.cancel_pending is True and rec.cancel_cause == "strategy: x"
+    asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=0.1, cause="kill k: r"))
+    other = gw.table.get("s1/b")
+    assert other.cancel_pending is True and other.cancel_cause == "kill k: r"
+
+
+def test_an_order_first_seen_in_ibs_list_is_cancelled_with_the_sweeps_cause(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/late", 5, sticky=True, known=False)  # ours, but the table has not heard of it yet
+
+    async def scenario() -> None:
+        result = await gw.sweeper.sweep("all", use_global=True, timeout_s=1.0, cause="kill k2: r")
+        assert result.confirmed
+        again = await gw.sweeper.reverify(result, use_global=True, timeout_s=1.0, cause="kill k3: r")
+        assert again.confirmed
+
+    asyncio.run(scenario())
+    assert gw.table.get("s1/late").cancel_cause == "kill k2: r"
+
+
+def test_other_clients_orders_that_leave_ibs_list_are_counted_once_and_reported(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    vanished: list[str] = []
+    gw.sweeper.on_vanished = vanished.append
+    gw.ib.add("ext-gone", 3, client_id=99)  # ended by the global cancel: never listed again
+    gw.ib.add("ext-done", 4, client_id=99)
+    observe(gw.table, gw.table.get("ext-done"), "Cancelled")  # known to be done already: not counted
+    gw.ib.add("s1/a", 1)
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=1.0))
+    assert result.confirmed and result.cancelled == 2  # ours by its status, the other client's by leaving the list
+    assert vanished == ["1 other client's order(s) left IB's list during a sweep"]
+    quiet = Gateway(tmp_path / "q")
+    quiet_calls: list[str] = []
+    quiet.sweeper.on_vanished = quiet_calls.append
+    quiet.ib.add("s1/a", 1)
+    asyncio.run(quiet.sweeper.sweep("all", use_global=True, timeout_s=1.0))
+    assert quiet_calls == []
+    stuck = Gateway(tmp_path / "s")
+    stuck.sweeper.on_vanished = quiet_calls.append
+    stuck.ib.add("ext-stuck", 3, client_id=99, stuck=True)
+    held = asyncio.run(stuck.sweeper.sweep("all", use_global=True, timeout_s=0.2))
+    assert not held.confirmed and held.cancelled == 0 and quiet_calls == []  # still listed: not gone
