@@ -1534,3 +1534,74 @@ def test_other_clients_orders_that_leave_ibs_list_are_counted_once_and_reported(
     stuck.ib.add("ext-stuck", 3, client_id=99, stuck=True)
     held = asyncio.run(stuck.sweeper.sweep("all", use_global=True, timeout_s=0.2))
     assert not held.confirmed and held.cancelled == 0 and quiet_calls == []  # still listed: not gone
+
+
+# -- terms and contradictions (the order-truth table) ---------------------------------------------------------
+
+from actors.gateway.ordertable import GATEWAY, PRICE_EPSILON, same_terms, terms_of_spec  # noqa: E402
+from bus.messages import OrderTerms  # noqa: E402
+
+
+def terms(**kw: Any) -> OrderTerms:
+    base: dict[str, Any] = dict(side="BUY", quantity=10.0, order_type="LMT", limit_price=100.0, stop_price=None,
+                                tif="DAY")
+    base.update(kw)
+    return OrderTerms(**base)
+
+
+def test_terms_are_the_same_as_far_as_an_amendment_can_change_them() -> None:
+    t = terms()
+    assert same_terms(t, terms()) and same_terms(None, None)
+    assert not same_terms(t, None) and not same_terms(None, t)
+    assert same_terms(t, terms(quantity=10.0 + PRICE_EPSILON / 2)) and not same_terms(t, terms(quantity=10.5))
+    assert not same_terms(t, terms(order_type="MKT"))
+    assert same_terms(t, terms(limit_price=100.0 + PRICE_EPSILON / 20)) and not same_terms(t, terms(limit_price=99.0))
+    assert not same_terms(t, terms(limit_price=None)) and not same_terms(terms(limit_price=None), t)
+    assert not same_terms(terms(stop_price=90.0), t) and not same_terms(t, terms(stop_price=90.0))
+    assert same_terms(terms(stop_price=90.0), terms(stop_price=90.0))
+    assert same_terms(t, terms(tif="")) and same_terms(terms(tif=""), t)  # a TIF left out matches any
+    assert not same_terms(t, terms(tif="GTC"))
+    spec = order(coid="t", qty=3, limit=101.0, stop=99.0, tif="GTC")
+    assert terms_of_spec(spec) == OrderTerms(side="BUY", quantity=3.0, order_type="STP LMT", limit_price=101.0,
+                                             stop_price=99.0, tif="GTC")
+
+
+def test_a_placed_record_starts_with_its_specs_terms_and_symbol() -> None:
+    table = IbOrderTable()
+    spec = order(coid="p", symbol="MSFT", limit=50.0)
+    rec = table.add_placed(spec, 9, CLIENT)
+    assert rec.symbol == "MSFT" and rec.published_terms == terms_of_spec(spec) and rec.perm_id == 0
+    assert (rec.ib_order_id, rec.client_id, rec.status) == (9, CLIENT, "PendingSubmit")
+
+
+def test_ibs_live_report_on_an_order_held_done_is_a_contradiction_reported_and_reconciled() -> None:
+    table = IbOrderTable()
+    seen: list[str] = []
+    table.on_contradiction = seen.append
+    rec = placed(table, order_spec("c"), ib_trade(3, perm=33), CLIENT)
+    observe(table, rec, "Cancelled")  # IB's own Cancelled
+    assert observe(table, rec, "Submitted") is None  # not published: reconciled with IB instead
+    assert seen == [f"IB reports {rec.label()} Submitted after it was Cancelled (ib)"]
+    assert table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                         source=GATEWAY) is None and len(seen) == 1  # the gateway's own guess: ignored
+    ours = placed(table, order_spec("g"), ib_trade(4, perm=44), CLIENT)
+    table.observe(ours, status="Cancelled", filled=0.0, remaining=10.0, avg_fill_price=0.0, source=GATEWAY)
+    ev = observe(table, ours, "Submitted")
+    assert ev is not None and ev.status == "Submitted" and ev.perm_id == 44  # IB's word replaces ours
+    assert seen[-1] == f"IB reports {ours.label()} Submitted after it was Cancelled (gateway)"
+    assert table.observe(ours, status="Cancelled", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                         source=GATEWAY) is not None
+
+
+def test_a_status_publishes_new_terms_only_when_they_changed() -> None:
+    table = IbOrderTable()
+    spec = order(coid="n", limit=100.0)
+    rec = placed(table, spec, ib_trade(5), CLIENT)
+    same = table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                         terms=terms_of_spec(spec))
+    assert same is not None and same.terms is None
+    assert table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                         terms=terms_of_spec(spec)) is None
+    changed = table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0,
+                            terms=terms(limit_price=99.0))
+    assert changed is not None and changed.terms == terms(limit_price=99.0) and rec.published_terms == changed.terms
