@@ -584,7 +584,7 @@ def test_unsent_orders_drop_only_what_matches_and_leave_amendments_of_live_order
 
 # -- the order table ------------------------------------------------------------------------------------------
 
-from actors.gateway.events import IbEventRouter  # noqa: E402
+from actors.gateway.events import IbEventRouter, OrderEventTranslator  # noqa: E402
 from actors.gateway.ordertable import (  # noqa: E402
     CANCELLED, ERROR_ATTACH_WINDOW_S, ChangeSignal, IbOrderRecord, interpret,
 )
@@ -1605,3 +1605,147 @@ def test_a_status_publishes_new_terms_only_when_they_changed() -> None:
     changed = table.observe(rec, status="Submitted", filled=0.0, remaining=10.0, avg_fill_price=0.0,
                             terms=terms(limit_price=99.0))
     assert changed is not None and changed.terms == terms(limit_price=99.0) and rec.published_terms == changed.terms
+
+
+# -- order events: IB's own reports, with or without the library's Trade ----------------------------------------
+
+from actors.gateway import connection as cs  # noqa: E402
+from actors.gateway.reports import OpenOrderReport, StatusReport  # noqa: E402
+
+
+class Translator:
+    """The translator over a real table, publishing into :class:`FakeOutbox` (notices recorded too)."""
+
+    def __init__(self, state: str = cs.READY) -> None:
+        self.table = IbOrderTable()
+        self.outbox = FakeOutbox()
+        self.outbox.notices = []  # type: ignore[attr-defined]
+        self.outbox.order_notice = self.outbox.notices.append  # type: ignore[attr-defined]
+        self.conn = cs.ConnectionTracker()
+        self.conn.state = state
+        self.applied: list[tuple[Any, Any]] = []
+        self.resyncs: list[str] = []
+        self.tr = OrderEventTranslator(self.table, self.outbox, self.conn, client_id=CLIENT,  # type: ignore
+                                       apply_spec=lambda o, s: self.applied.append((o, s)),
+                                       resync=self.resyncs.append)
+
+
+def report(status: str, *, oid: int = 1, perm: int = 11, filled: float = 0.0, remaining: float = 10.0,
+           avg: float = 0.0, last: float = 0.0, client: int = CLIENT) -> StatusReport:
+    return StatusReport(order_id=oid, client_id=client, perm_id=perm, status=status, filled=filled,
+                        remaining=remaining, avg_fill_price=avg, last_fill_price=last)
+
+
+def test_ibs_status_reports_carry_ibs_figures_found_with_or_without_the_librarys_trade() -> None:
+    t = Translator(state=cs.CONNECTED)
+    rec = t.table.add_placed(order_spec("a"), 1, CLIENT)
+    t.tr.on_status_report(None, report("Submitted", filled=4.0, remaining=6.0, avg=100.5, last=100.25))
+    e = t.outbox.statuses[-1]
+    assert (e.order_ref, e.status, e.filled, e.remaining, e.avg_fill_price, e.last_fill_price, e.replayed,
+            e.reason) == ("s1/a", "Submitted", 4.0, 6.0, 100.5, 100.25, True, "")
+    assert rec.acknowledged
+    t.conn.state = cs.READY
+    t.table.attach(ib_trade(1, perm=11))  # now known by its permId too
+    t.tr.on_status_report(None, report("Submitted", oid=999, filled=5.0, remaining=5.0))  # found by permId
+    assert t.outbox.statuses[-1].filled == 5.0 and not t.outbox.statuses[-1].replayed
+    n = len(t.outbox.statuses)
+    t.tr.on_status_report(None, report("Submitted", oid=2, perm=0))  # an order never described: ignored
+    t.tr.on_status_report(None, report("Submitted", oid=1, perm=0, client=CLIENT + 1))
+    assert len(t.outbox.statuses) == n
+    trade = ib_trade(3, perm=33, ref="s1/t")
+    t.table.add_placed(order_spec("t"), 3, CLIENT)
+    t.tr.on_status_report(trade, report("PreSubmitted", oid=3, perm=33))
+    assert t.outbox.statuses[-1].order_ref == "s1/t" and t.table.get("s1/t").trade is trade
+
+
+def test_a_cancelled_status_carries_the_cancels_cause_and_no_other_status_does() -> None:
+    t = Translator()
+    rec = t.table.add_placed(order_spec("a"), 1, CLIENT)
+    rec.cancel_cause = "kill k1: test"
+    t.tr.on_status_report(None, report("Submitted"))
+    assert t.outbox.statuses[-1].reason == ""
+    t.tr.on_status_report(None, report("Cancelled"))
+    assert (t.outbox.statuses[-1].status, t.outbox.statuses[-1].reason) == ("Cancelled", "kill k1: test")
+
+
+def test_an_open_order_report_confirms_an_amendment_and_publishes_ibs_terms() -> None:
+    t = Translator()
+    spec = order(coid="m", limit=100.0)
+    rec = t.table.add_placed(spec, 1, CLIENT)
+    t.tr.on_status_report(None, report("Submitted"))
+    new = msgspec.structs.replace(spec, limit_price=99.0)
+    rec.amendment, rec.modify_pending = new, True
+    other = OpenOrderReport(order_id=1, client_id=CLIENT, perm_id=11, order_ref="s1/m", status="Submitted",
+                            terms=terms_of_spec(msgspec.structs.replace(spec, limit_price=98.0)), listed=False)
+    t.tr.on_open_order_report(None, other)  # not the amendment's terms: still pending
+    assert rec.modify_pending and rec.amendment == new and rec.spec == spec
+    confirm = OpenOrderReport(order_id=1, client_id=CLIENT, perm_id=11, order_ref="s1/m", status="Submitted",
+                              terms=terms_of_spec(new), listed=False)
+    t.tr.on_open_order_report(None, confirm)
+    assert not rec.modify_pending and rec.amendment is None and rec.spec == new
+    e = t.outbox.statuses[-1]
+    assert e.terms == terms_of_spec(new) and (e.filled, e.remaining) == (0.0, 10.0)
+    filled = OpenOrderReport(order_id=1, client_id=CLIENT, perm_id=11, order_ref="s1/m", status="Filled",
+                             terms=terms_of_spec(new), listed=True)
+    t.tr.on_open_order_report(None, filled)
+    assert (t.outbox.statuses[-1].status, t.outbox.statuses[-1].filled, t.outbox.statuses[-1].remaining) == (
+        "Filled", 10.0, 0.0)
+    n = len(t.outbox.statuses)
+    t.tr.on_open_order_report(None, OpenOrderReport(order_id=7, client_id=CLIENT, perm_id=77, order_ref="",
+                                                    status="Submitted", terms=terms(), listed=True))
+    assert len(t.outbox.statuses) == n  # not an order this table knows: nothing
+    quiet = t.table.add_placed(order_spec("q"), 8, CLIENT)
+    quiet.status = ""
+    t.tr.on_open_order_report(None, OpenOrderReport(order_id=8, client_id=CLIENT, perm_id=88, order_ref="s1/q",
+                                                    status="", terms=terms(), listed=True))
+    assert len(t.outbox.statuses) == n and quiet.ib_terms == terms()  # terms kept, no status to publish
+
+
+def test_a_refused_amendment_puts_the_previous_terms_back_on_the_librarys_order() -> None:
+    t = Translator()
+    spec = order(coid="r", limit=100.0)
+    rec = t.table.add_placed(spec, 1, CLIENT)
+    trade = ib_trade(1, perm=11, ref="s1/r")
+    t.table.attach(trade)
+    t.tr.on_status_report(None, report("Submitted"))
+    rec.amendment, rec.modify_pending = msgspec.structs.replace(spec, limit_price=99.0), True
+    t.tr.on_order_error(1, 110, "The price does not conform to the minimum price variation")
+    assert not rec.modify_pending and rec.amendment is None and t.applied == [(trade.order, spec)]
+    assert t.outbox.notices[-1].effect == "amend_rejected" and t.outbox.statuses[-1].status == "Submitted"
+    bare = t.table.add_placed(order_spec("b"), 2, CLIENT)  # no library Trade yet: nothing to put back
+    t.tr.on_status_report(None, report("Submitted", oid=2, perm=22))
+    bare.modify_pending = True
+    t.tr.on_order_error(2, 110, "off tick")
+    assert len(t.applied) == 1 and not bare.modify_pending
+
+
+def test_ibs_202_after_a_cancel_nobody_here_asked_for_is_published_with_its_text() -> None:
+    t = Translator()
+    rec = t.table.add_placed(order_spec("x"), 1, CLIENT)
+    t.tr.on_status_report(None, report("Submitted", filled=2.0, remaining=8.0, avg=50.0))
+    t.tr.on_status_report(None, report("Cancelled", filled=2.0, remaining=8.0, avg=50.0))
+    t.tr.on_order_error(1, 202, "Order Canceled - reason: price check")
+    e = t.outbox.statuses[-1]
+    assert (e.status, e.error_code, e.reason, e.filled, e.avg_fill_price) == (
+        "Cancelled", 202, "Order Canceled - reason: price check", 2.0, 50.0)
+    assert rec.final_source == "ib"
+    n = len(t.outbox.statuses)
+    t.tr.on_order_error(1, 202, "again")  # already published with its code
+    assert len(t.outbox.statuses) == n
+    filled = t.table.add_placed(order_spec("f"), 2, CLIENT)
+    t.tr.on_status_report(None, report("Filled", oid=2, perm=22, filled=10.0, remaining=0.0))
+    t.tr.on_order_error(2, 202, "too late")  # a filled order was not cancelled
+    assert t.outbox.statuses[-1].status == "Filled" and filled.status == "Filled"
+
+
+def test_the_router_sends_system_codes_and_order_errors_where_they_belong() -> None:
+    fake, outbox, failures = RecordingHandlers(), FakeOutbox(), []
+    router = router_with(fake, outbox, failures)
+    router.on_error(1, 399, "request id one is an order's")
+    router.on_error(-1, 399, "no order")
+    assert fake.calls == [("on_order_error", (1, 399, "request id one is an order's")),
+                          ("on_system_code", (399, "no order"))]
+    session = SubscribingSession()
+    router.connect(session)  # type: ignore[arg-type]
+    session.handlers["error"](-1, 2104, "farm ok", None)
+    assert fake.calls[-1] == ("on_system_code", (2104, "farm ok"))
