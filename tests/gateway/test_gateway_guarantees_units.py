@@ -1168,26 +1168,8 @@ def test_change_signal_waits_up_to_its_timeout_and_leaves_no_waiter_behind() -> 
 # -- order events: every library event reaches its handler; every figure is IB's --------------------------------
 
 
-class RecordingHandlers:
-    """Stands for the account feed, the market-data feed and the connection supervisor: records each call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        def handler(*args: object) -> None:
-            self.calls.append((name, args))
-
-        handler.__name__ = name
-        return handler
 
 
-class SubscribingSession:
-    def __init__(self) -> None:
-        self.handlers: dict[str, Any] = {}
-
-    def subscribe(self, **handlers: Any) -> None:
-        self.handlers = handlers
 
 
 def test_exec_journal_keeps_every_good_line_around_a_torn_one_and_its_times_through_a_compaction(
