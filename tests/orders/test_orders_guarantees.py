@@ -19,6 +19,7 @@ import pytest
 
 from actors.orders.journal import Journal
 from actors.orders.ledger import OrderLedger
+from actors.orders.lifecycle import TERMS_EPSILON as TERMS_EPS
 from actors.orders.lifecycle import TRANSITIONS, ManagedOrder, is_legal
 from actors.orders.stages import Stage
 from bus.messages import FillEvent, Instrument, OrderSpec, OrderStatusEvent, PlaceOrder
@@ -618,3 +619,53 @@ def test_the_journal_keeps_each_executions_message_as_received(path: Path) -> No
         assert payload() == encode_message(corrected)
     finally:
         j.close()
+
+
+# -- order truth: IB's corrections and IB's terms --------------------------------------------------------------
+
+from bus.messages import OrderTerms  # noqa: E402
+
+
+def test_ib_correcting_a_final_status_the_gateway_decided_is_adopted_and_noted() -> None:
+    rec = ManagedOrder(spec=spec(qty=10), status="Cancelled")
+    note = "IB reports Submitted for an order the gateway had marked Cancelled: adopting IB's status"
+    out = rec.apply_status("Submitted", NOW, error_code=399, correction=True)
+    assert out == StatusOutcome("correction", True, "Cancelled", adopted=True, note=note)
+    assert state(rec) == ("Submitted", 0.0, 0.0, 0, 0, note, 399, NOW, [("Submitted", NOW, 0.0, 10.0, note, 399)])
+    for previous, new in (("Submitted", "Filled"), ("Filled", "Bogus")):
+        other = ManagedOrder(spec=spec(qty=10), status=previous)
+        result = other.apply_status(new, NOW, correction=True)
+        assert result.kind != "correction"  # only an IB status over a final one is a correction
+
+
+def test_ibs_terms_become_the_spec_and_confirm_a_matching_amendment() -> None:
+    rec = ManagedOrder(spec=spec(qty=100), status="Submitted")  # LMT 100 @ 10.0
+    same = OrderTerms(side="BUY", quantity=100.0, order_type="LMT", limit_price=10.0)
+    assert rec.adopt_terms(same, NOW) is False and rec.history == []
+    assert rec.adopt_terms(OrderTerms(quantity=100.0 + TERMS_EPS / 2, order_type="LMT", limit_price=10.0), NOW) \
+        is False
+    amended = msgspec.structs.replace(rec.spec, quantity=120.0, limit_price=10.5)
+    rec.amendment = amended
+    assert rec.adopt_terms(OrderTerms(quantity=110.0, order_type="LMT", limit_price=10.5), NOW + 1) is True
+    assert rec.amendment == amended and rec.spec.quantity == 110.0  # not the amendment's terms: still pending
+    assert rec.history[-1].reason == "terms reported by IB: quantity=110, limit_price=10.5"
+    assert rec.adopt_terms(OrderTerms(quantity=120.0, order_type="LMT", limit_price=10.5), NOW + 2, "Modified")
+    assert rec.amendment is None and (rec.spec.quantity, rec.spec.limit_price) == (120.0, 10.5)
+    assert (rec.history[-1].reason, rec.history[-1].wall_ns, rec.history[-1].status) == ("Modified", NOW + 2,
+                                                                                        "Submitted")
+    assert rec.adopt_terms(OrderTerms(quantity=0.0, order_type="LMT", limit_price=10.5), NOW + 3) is False
+    assert rec.spec.quantity == 120.0  # IB's 0 (a done order's echo) is not a new quantity
+    assert rec.adopt_terms(OrderTerms(quantity=120.0, order_type="STP", stop_price=9.0), NOW + 4) is False
+    stp = ManagedOrder(spec=OrderSpec(strategy_id="s1", client_order_id="s", instrument=Instrument(symbol="AAPL"),
+                                      side="SELL", quantity=5, order_type="STP LMT", limit_price=9.0,
+                                      stop_price=9.5), status="Submitted")
+    assert stp.adopt_terms(OrderTerms(quantity=5.0, order_type="STP LMT", limit_price=8.9, stop_price=9.4), NOW)
+    assert (stp.spec.limit_price, stp.spec.stop_price) == (8.9, 9.4)
+    assert stp.history[-1].reason == "terms reported by IB: limit_price=8.9, stop_price=9.4"
+    assert stp.adopt_terms(OrderTerms(quantity=5.0, order_type="STP LMT", limit_price=8.9, stop_price=None), NOW)
+    assert stp.spec.stop_price == 9.4 and stp.history[-1].reason == (
+        "IB reports terms {'stop_price': None} that cannot be adopted: STP LMT order needs stop_price")
+    view = rec.view()
+    assert view.amendment is None and view.spec == rec.spec
+    rec.amendment = amended
+    assert rec.view().amendment == amended
