@@ -710,3 +710,39 @@ def test_a_mark_or_a_cost_below_one_is_still_a_price() -> None:
     book.on_position(Position(account="DU1", instrument=Instrument(symbol="C"), quantity=100, avg_cost=0.25,
                               market_price=None))
     assert book._value_price("P", lambda s: None) == 0.5 and book._value_price("C", lambda s: None) == 0.25
+
+
+def test_an_order_seen_first_at_ib_is_keyed_by_its_perm_id_and_counted_with_ibs_terms() -> None:
+    from bus.messages import OrderTerms
+
+    book = ExposureBook()
+    ev = OrderStatusEvent(order_ref="", perm_id=55, status="Submitted", remaining=5.0, symbol="AAPL",
+                          terms=OrderTerms(side="SELL", quantity=5.0, order_type="STP", stop_price=9.0))
+    r = book.on_status(ev)
+    w = book.working["perm:55"]
+    assert r.outcome is StatusOutcome.UNKNOWN_WORKING and (w.order_ref, w.side, w.price, w.pending) == (
+        "perm:55", "SELL", 9.0, False)
+    assert book.working_qty("AAPL") == (0.0, 5.0) and book.working_notional(lambda s: None) == 45.0
+    odd = OrderStatusEvent(order_ref="", perm_id=56, status="Submitted", remaining=1.0, symbol="AAPL",
+                           terms=OrderTerms(side="", quantity=1.0, order_type="LMT", limit_price=8.0))
+    book.on_status(odd)
+    assert (book.working["perm:56"].side, book.working["perm:56"].price) == (None, 8.0)  # no side: both sides
+    book.on_status(OrderStatusEvent(order_ref="", perm_id=55, status="Submitted", remaining=5.0, symbol="AAPL",
+                                    terms=OrderTerms(side="SELL", quantity=5.0, order_type="LMT", limit_price=9.5,
+                                                     stop_price=9.0)))
+    assert book.working["perm:55"].price == 9.5  # IB confirmed new terms: the limit counts
+    book.on_status(OrderStatusEvent(order_ref="", perm_id=55, status="Cancelled", symbol="AAPL"))
+    assert "perm:55" not in book.working
+
+
+def test_fractional_lots_book_direction_and_realized_pnl() -> None:
+    lot = Lot()
+    lot.apply(0.5, 10.0)
+    lot.apply(0.25, 13.0)
+    assert (lot.qty, lot.avg_price) == (0.75, 11.0)
+    lot.apply(-0.5, 15.0)
+    assert (lot.qty, lot.realized) == (0.25, 0.5 * 4.0)
+    short = Lot()
+    short.apply(-0.5, 10.0)
+    short.apply(0.25, 8.0)
+    assert (short.qty, short.realized, short.avg_price) == (-0.25, 0.5, 10.0)
