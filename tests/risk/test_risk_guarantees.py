@@ -549,7 +549,7 @@ def test_a_write_that_fails_keeps_escalations_and_refuses_anything_less_restrict
     blocker = path.parent / "missing-dir-file"
     blocker.write_text("a file where a folder must be")  # every write under it fails
     halted = ts.set("all", HALTED, reason="h", origin="breaker.b", authority=BRK)
-    assert halted is not None and (halted.scope, halted.persisted) == ("all", False)
+    assert halted is not None and (halted.scope, halted.persisted, halted.new.state) == ("all", False, HALTED)
     assert ts.get("all").state == HALTED and ts.epoch == 2 and same(halted.old, ScopeState(
         state=REDUCING, reason="r", origin="cli", epoch=1))
     with pytest.raises(PersistError, match="^cannot write .*risk.json: "):
