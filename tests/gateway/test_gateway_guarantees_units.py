@@ -1731,3 +1731,36 @@ def test_the_router_sends_system_codes_and_order_errors_where_they_belong() -> N
     router.connect(session)  # type: ignore[arg-type]
     session.handlers["error"](-1, 2104, "farm ok", None)
     assert fake.calls[-1] == ("on_system_code", (2104, "farm ok"))
+
+
+def test_a_global_sweep_marks_its_targets_cancelling_before_the_global_cancel(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+    gw.ib.add("s1/b", 2)
+    seen: list[tuple[str, bool, str]] = []
+    gw.ib.on_global = lambda: seen.extend((r.key, r.cancel_pending, r.cancel_cause) for r in gw.table.records())
+    asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=1.0, cause="kill k: r"))
+    assert sorted(seen) == [("s1/a", True, "kill k: r"), ("s1/b", True, "kill k: r")]
+
+
+def test_an_order_placed_after_a_confirmed_sweep_gets_the_joining_kills_cause(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/a", 1)
+
+    async def scenario() -> None:
+        await gw.switch.emergency(EmergencyCancel(command_id="k7", scope="all", reason="loss"))
+        gw.ib.add("s1/new", 9, sticky=True, known=False)  # ours, placed meanwhile, unknown to the table yet
+        report = await gw.switch.kill(kill("k7"))
+        assert report.confirmed
+
+    asyncio.run(scenario())
+    assert gw.table.get("s1/new").cancel_cause == "kill k7: test kill"
+
+
+def test_an_order_dropped_before_it_reached_ib_is_the_gateways_decision(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.sender.submit("99\0warm-up")
+    gw.queue_unsent("q", 10)
+    gw.unsent.drop(cause="strategy: r")
+    rec = gw.table.get("s1/q")
+    assert rec.status == "Cancelled" and rec.final_source == GATEWAY
