@@ -1764,3 +1764,35 @@ def test_an_order_dropped_before_it_reached_ib_is_the_gateways_decision(tmp_path
     gw.unsent.drop(cause="strategy: r")
     rec = gw.table.get("s1/q")
     assert rec.status == "Cancelled" and rec.final_source == GATEWAY
+
+
+def test_the_end_of_an_order_clears_what_was_pending_and_ibs_correction_reopens_it() -> None:
+    table = IbOrderTable()
+    rec = placed(table, order_spec("e"), ib_trade(1, perm=10), CLIENT)
+    observe(table, rec, "Submitted")
+    rec.modify_pending, rec.amendment, rec.cancel_pending = True, order_spec("e2"), True
+    observe(table, rec, "Cancelled")
+    assert (rec.modify_pending, rec.amendment, rec.cancel_pending, rec.final_source) == (False, None, False, "ib")
+    assert rec.done_mono is not None
+    ours = placed(table, order_spec("g"), ib_trade(2, perm=20), CLIENT)
+    table.observe(ours, status="Cancelled", filled=0.0, remaining=10.0, avg_fill_price=0.0, source=GATEWAY)
+    assert ours.final_source == GATEWAY
+    observe(table, ours, "Submitted")  # IB corrects the gateway's guess: working again
+    assert (ours.final_source, ours.done_mono, ours.is_working) == ("", None, True)
+    observe(table, rec, "Filled", filled=10.0, remaining=0.0)  # the cancel race lost: not a correction
+    assert rec.done_mono is not None
+
+
+def test_a_record_whose_order_was_never_sent_is_forgotten_everywhere() -> None:
+    table = IbOrderTable()
+    keep = placed(table, order_spec("k"), ib_trade(1, perm=10), CLIENT)
+    gone = placed(table, order_spec("x"), ib_trade(2, perm=20), CLIENT)
+    table.remove(gone)
+    assert table.get("s1/x") is None and 20 not in table.by_perm and (CLIENT, 2) not in table.by_id
+    assert table.get("s1/k") is keep and table.by_perm[10] is keep and table.by_id[(CLIENT, 1)] is keep
+    table.remove(gone)  # twice: nothing else goes
+    assert len(table) == 1
+    twin = IbOrderRecord(order_ref="s1/k", strategy_id="s1", client_order_id="k", symbol="AAPL", ib_order_id=1,
+                         client_id=CLIENT, perm_id=10, indexed_key="s1/k")
+    table.remove(twin)  # not the record filed under those keys: it stays
+    assert table.get("s1/k") is keep and table.by_perm[10] is keep and table.by_id[(CLIENT, 1)] is keep
