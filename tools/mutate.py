@@ -36,7 +36,7 @@ WORK = REPO / "build" / "mutate"
 COPY = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples", "tests", "docs", "README.md", "khazad.toml")
 PACKAGES = ("actors", "bus", "sim", "sdk", "cli", "launch", "examples")
 #: Lines mutmut leaves alone: log lines (one line per event, for people; no behaviour hangs on their text).
-DO_NOT_MUTATE_PATTERNS = (r"^\s*logger\.", r"^\s*log\(")
+DO_NOT_MUTATE_PATTERNS = (r"^\s*logger\.", r"^\s*log\(", r"^\s*\(logger\.")
 KILLED = frozenset({"killed", "timeout", "caught by type check"})
 
 

@@ -1796,3 +1796,39 @@ def test_a_record_whose_order_was_never_sent_is_forgotten_everywhere() -> None:
                          client_id=CLIENT, perm_id=10, indexed_key="s1/k")
     table.remove(twin)  # not the record filed under those keys: it stays
     assert table.get("s1/k") is keep and table.by_perm[10] is keep and table.by_id[(CLIENT, 1)] is keep
+
+
+def test_every_notice_names_its_order_and_is_counted_by_effect() -> None:
+    t = Translator()
+    rec = t.table.add_placed(order_spec("n", symbol="MSFT"), 1, CLIENT)
+    trade = ib_trade(1, perm=11, ref="s1/n", symbol="MSFT")
+    trade.advancedError = '{"reason": "held by the exchange"}'
+    t.table.attach(trade)
+    t.tr.on_status_report(None, report("Submitted", filled=1.0, remaining=9.0, avg=20.5))
+    t.tr.on_order_error(1, 399, "Warning: held")
+    t.tr.on_order_error(1, 2109, "outside RTH")
+    n = t.outbox.notices[-1]
+    assert (n.order_ref, n.strategy_id, n.client_order_id, n.ib_order_id, n.perm_id, n.symbol, n.code, n.effect) == (
+        "s1/n", "s1", "n", 1, 11, "MSFT", 2109, "info")
+    assert t.outbox.notices[0].message == "held by the exchange"  # IB's advanced reason, from the library's Trade
+    assert t.tr.notices == {"info": 2}
+    fresh = t.table.add_placed(order_spec("r"), 2, CLIENT)  # not acknowledged by IB: a refusal is final
+    t.tr.on_order_error(2, 201, "Order rejected - reason: margin", '{"text": "margin"}')
+    e = t.outbox.statuses[-1]
+    assert (e.order_ref, e.status, e.error_code, e.reason, e.avg_fill_price) == ("s1/r", "Cancelled", 201, "margin",
+                                                                                  0.0)
+    assert t.tr.notices == {"info": 2, "rejected": 1} and fresh.final_source == GATEWAY
+
+
+def test_an_open_order_report_acknowledges_the_order_and_keeps_its_fill_prices() -> None:
+    t = Translator()
+    spec = order(coid="o", limit=100.0)
+    rec = t.table.add_placed(spec, 1, CLIENT)
+    t.tr.on_status_report(None, report("Submitted", filled=2.0, remaining=8.0, avg=99.5, last=99.25))
+    rec.acknowledged = False
+    t.tr.on_open_order_report(None, OpenOrderReport(order_id=1, client_id=CLIENT, perm_id=11, order_ref="s1/o",
+                                                    status="Submitted", terms=terms_of_spec(
+                                                        msgspec.structs.replace(spec, limit_price=99.0)),
+                                                    listed=False))
+    e = t.outbox.statuses[-1]
+    assert rec.acknowledged and (e.avg_fill_price, e.last_fill_price, e.filled) == (99.5, 99.25, 2.0)
