@@ -669,3 +669,20 @@ def test_ibs_terms_become_the_spec_and_confirm_a_matching_amendment() -> None:
     assert view.amendment is None and view.spec == rec.spec
     rec.amendment = amended
     assert rec.view().amendment == amended
+
+
+def test_stop_orders_amendments_and_fractional_terms() -> None:
+    s = OrderSpec(strategy_id="s1", client_order_id="st", instrument=Instrument(symbol="AAPL"), side="SELL",
+                  quantity=1, order_type="STP LMT", limit_price=9.0, stop_price=9.5)
+    rec = ManagedOrder(spec=s, status="Submitted")
+    rec.amendment = msgspec.structs.replace(s, limit_price=8.8, stop_price=9.3)
+    rec.adopt_terms(OrderTerms(quantity=1.0, order_type="STP LMT", limit_price=8.8, stop_price=9.2), NOW)
+    assert rec.amendment is not None  # IB's stop is not the amendment's
+    rec.adopt_terms(OrderTerms(quantity=1.0, order_type="STP LMT", limit_price=8.8, stop_price=9.3), NOW + 1)
+    assert rec.amendment is None
+    assert rec.adopt_terms(OrderTerms(quantity=1.0, order_type="STP LMT", limit_price=8.7, stop_price=9.3), NOW + 2)
+    assert rec.history[-1].reason == "terms reported by IB: limit_price=8.7"  # the stop did not change
+    assert rec.adopt_terms(OrderTerms(quantity=0.5, order_type="STP LMT", limit_price=8.7, stop_price=9.3), NOW + 3)
+    assert rec.spec.quantity == 0.5  # a fractional quantity is a quantity
+    rec.adopt_terms(OrderTerms(quantity=0.5, order_type="STP LMT", limit_price=8.7, stop_price=None), NOW + 4)
+    assert (rec.history[-1].status, rec.history[-1].wall_ns) == ("Submitted", NOW + 4)
