@@ -1321,7 +1321,7 @@ def test_noise_below_a_billionth_is_not_a_change() -> None:
 def test_the_guard_passes_keyword_arguments_through() -> None:
     seen: list[tuple] = []
     router = IbEventRouter(orders=None, system=None, account=None, market_data=None,  # type: ignore[arg-type]
-                           outbox=FakeOutbox(), on_handler_error=lambda e: None)  # type: ignore[arg-type]
+                           pnl=None, outbox=FakeOutbox(), on_handler_error=lambda e: None)  # type: ignore[arg-type]
 
     def handler(*args: object, **kwargs: object) -> None:
         seen.append((args, kwargs))
@@ -1369,7 +1369,7 @@ class SubscribingSession:
 
 def router_with(fake: RecordingHandlers, outbox: FakeOutbox, failures: list[BaseException]) -> IbEventRouter:
     return IbEventRouter(orders=fake, system=fake, account=fake, market_data=fake,  # type: ignore[arg-type]
-                         outbox=outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
+                         pnl=fake, outbox=outbox, on_handler_error=failures.append)  # type: ignore[arg-type]
 
 
 def test_every_library_event_is_connected_to_its_collaborator_through_the_guard() -> None:
@@ -1380,15 +1380,16 @@ def test_every_library_event_is_connected_to_its_collaborator_through_the_guard(
     router.connect(session)  # type: ignore[arg-type]
     h = session.handlers
     assert sorted(h) == ["account_value", "disconnected", "error", "open_order_report", "order_error",
-                         "order_report", "portfolio", "position", "tickers"]
+                         "order_report", "pnl", "pnl_single", "portfolio", "position", "tickers"]
     for name, args in (("order_report", (None, "r")), ("open_order_report", (None, "o")), ("disconnected", ()),
-                       ("position", ("p",)), ("portfolio", ("i",)), ("account_value", ("v",)), ("tickers", ({"t"},))):
+                       ("position", ("p",)), ("portfolio", ("i",)), ("account_value", ("v",)), ("tickers", ({"t"},)),
+                       ("pnl", ("d",)), ("pnl_single", ("s",))):
         h[name](*args)
     h["order_error"](5, 201, "rejected", '{"reason": "x"}')
     assert fake.calls == [("on_status_report", (None, "r")), ("on_open_order_report", (None, "o")),
                           ("on_disconnected", ()), ("on_position", ("p",)), ("on_portfolio", ("i",)),
-                          ("on_account_value", ("v",)), ("on_tickers", ({"t"},)),
-                          ("on_order_error", (5, 201, "rejected", '{"reason": "x"}'))]
+                          ("on_account_value", ("v",)), ("on_tickers", ({"t"},)), ("on_pnl", ("d",)),
+                          ("on_pnl_single", ("s",)), ("on_order_error", (5, 201, "rejected", '{"reason": "x"}'))]
     assert router.last_ib_code == 201 and h["order_report"].__name__ == "on_status_report"
 
     def broken(*args: object, **kwargs: object) -> None:
