@@ -48,6 +48,7 @@ import msgspec  # noqa: E402
 from actors.risk import checks as ck  # noqa: E402
 from actors.risk.checks import EPSILON, BookView, RiskView, evaluate  # noqa: E402
 from bus.config import RiskLimits  # noqa: E402
+from bus.messages import ContractInfo, Instrument  # noqa: E402
 from tests.support.builders import order_for  # noqa: E402
 
 order = order_for("alpha")
@@ -55,7 +56,12 @@ order = order_for("alpha")
 LIMITS = RiskLimits(max_order_quantity=1000, max_order_notional=50_000, price_collar_pct=5, max_position=2000,
                     max_gross_exposure=300_000, max_orders_per_second=5, duplicate_window_s=1,
                     restricted_symbols=["GME"], min_buying_power_ratio=2.0)
-VIEW = RiskView(ref_price=100.0, tick_age_s=0.1, buying_power=1_000_000.0, restricted=frozenset({"GME"}))
+AAPL_INFO = ContractInfo(instrument=Instrument(symbol="AAPL", con_id=265598, local_symbol="AAPL"), min_tick=0.01)
+ES_INFO = ContractInfo(instrument=Instrument(symbol="ES", sec_type="FUT", exchange="CME", con_id=551601503,
+                                             last_trade_date="20270319", multiplier="50", local_symbol="ESH7"),
+                       multiplier=50.0, min_tick=0.25)
+VIEW = RiskView(ref_price=100.0, tick_age_s=0.1, buying_power=1_000_000.0, restricted=frozenset({"GME"}),
+                contract=AAPL_INFO, fx_rate=1.0, base_currency="USD")
 
 
 def R(**kw: object) -> RiskView:  # noqa: N802
@@ -69,8 +75,32 @@ VERDICTS = [
     (order("BUY", 10), R(state="HALTED"), "risk.halted", "trading is HALTED for all"),
     (order("BUY", 10), R(disabled_reason="3 fills in 1s"), "risk.strategy_disabled",
      "strategy alpha is disabled (3 fills in 1s); EnableStrategy to re-enable"),
-    (order("BUY", 10, symbol="gme"), VIEW, "risk.restricted", "gme is a restricted symbol"),
-    (order("BUY", 10), R(unknown_symbol_reason="no such contract"), "risk.unknown_symbol", "AAPL: no such contract"),
+    (order("BUY", 10, symbol="gme"), VIEW, "risk.restricted", "GME is a restricted symbol"),
+    (order("BUY", 10), R(names=frozenset({"GME"})), "risk.restricted", "GME is a restricted symbol"),
+    (order("BUY", 10), R(contract=None, contract_refusal=("unknown_symbol", "no such contract")),
+     "risk.unknown_symbol", "AAPL: no such contract"),
+    (order("BUY", 10), R(contract=None, contract_refusal=("contract_mismatch", "multiplier 5 vs 50")),
+     "risk.contract_mismatch", "AAPL: multiplier 5 vs 50"),
+    (order("BUY", 10), R(contract=None, contract_refusal=("ambiguous_contract", "ESH7, ESM7")),
+     "risk.ambiguous_contract", "AAPL: ESH7, ESM7"),
+    (order("BUY", 10), R(contract=None, contract_refusal=("disconnected", "IB is away")), "risk.not_qualified",
+     "AAPL: IB is away"),
+    (order("BUY", 10), R(contract=None), "risk.not_qualified",
+     "AAPL: the gateway has not qualified the instrument with IB (no answer)"),
+    (order("BUY", 0.5), VIEW, "risk.size_increment",
+     "quantity 0.5 is not a multiple of AAPL's size increment 1 (fractional quantities are not allowed); valid: 1"),
+    (order("BUY", 10, limit=100.005), VIEW, "risk.tick_size",
+     "limit price 100.005 is not on AAPL's price grid (increment 0.01 at this price): nearest valid prices 100.00 "
+     "and 100.01 (or send round_to_tick)"),
+    (order("BUY", 10, limit=100.0, stop=99.999), VIEW, "risk.tick_size",
+     "stop price 99.999 is not on AAPL's price grid (increment 0.01 at this price): nearest valid prices 99.99 "
+     "and 100.00 (or send round_to_tick)"),
+    (order("BUY", 10), R(fx_rate=None), "risk.no_fx_rate",
+     "no exchange rate USD -> USD: IB's account values report none and no FX quote is available; the order cannot "
+     "be valued"),
+    (order("BUY", 10), R(fx_rate=None, base_currency=""), "risk.no_fx_rate",
+     "no exchange rate USD -> base currency (unknown yet): IB's account values report none and no FX quote is "
+     "available; the order cannot be valued"),
     (order("BUY", 10), R(ref_price=None, tick_age_s=None), "risk.no_market_data",
      "no market data for AAPL: cannot collar or value the order"),
     (order("BUY", 10), R(tick_age_s=None), "risk.no_market_data",
@@ -78,9 +108,16 @@ VERDICTS = [
     (order("BUY", 10, limit=100.0), R(ref_price=None), "risk.no_market_data",
      "no market data for AAPL: cannot collar or value the order"),
     (order("BUY", 10), R(tick_age_s=31.25), "risk.stale_market_data",
-     "market data for AAPL is 31.2s old (risk.stale_data_s = 30)"),
+     "market data for AAPL is 31.2s old during its trading hours (risk.stale_data_s = 30)"),
+    (order("BUY", 10), R(tick_age_s=12.5, stale_data_s=12.25), "risk.stale_market_data",
+     "market data for AAPL is 12.5s old during its trading hours (risk.stale_data_s = 12.25)"),
     (order("BUY", 1001, limit=10.0), VIEW, "risk.max_quantity", "quantity 1001 > max_order_quantity 1000"),
-    (order("BUY", 501), VIEW, "risk.max_notional", "notional 50,100.00 > max_order_notional 50,000.00"),
+    (order("BUY", 501), VIEW, "risk.max_notional",
+     "notional 50,100.00 USD (501 x 100 USD x multiplier 1) > max_order_notional 50,000.00 USD"),
+    (order("BUY", 2, symbol="ES", sec_type="FUT", limit=5000.0), R(contract=ES_INFO, ref_price=5000.0),
+     "risk.max_notional", "notional 500,000.00 USD (2 x 5000 USD x multiplier 50) > max_order_notional 50,000.00 USD"),
+    (order("BUY", 300), R(fx_rate=2.0, base_currency="CHF"), "risk.max_notional",
+     "notional 60,000.00 CHF (300 x 100 USD x multiplier 1 x USD/CHF 2) > max_order_notional 50,000.00 CHF"),
     (order("BUY", 10, limit=106.0), VIEW, "risk.price_collar",
      "limit price 106 is 6.00% from the market 100 (price_collar_pct 5)"),
     (order("BUY", 10, stop=80.0), VIEW, "risk.price_collar",
@@ -100,21 +137,22 @@ VERDICTS = [
     (order("SELL", 10), R(account=BookView(position=-1500, working_sell=495)), "risk.max_position",
      "account position in AAPL could reach -2005 (position -1500 + working + this order) > max_position 2000"),
     (order("BUY", 10), R(strategy=BookView(gross_exposure=299_500)), "risk.max_gross_exposure",
-     "strategy gross exposure would be 300,500.00 (positions + working orders + this order) > max_gross_exposure "
-     "300,000.00"),
+     "strategy gross exposure would be 300,500.00 USD (positions + working orders + this order) > "
+     "max_gross_exposure 300,000.00 USD"),
     (order("BUY", 10), R(account=BookView(gross_exposure=299_500)), "risk.max_gross_exposure",
-     "account gross exposure would be 300,500.00 (positions + working orders + this order) > max_gross_exposure "
-     "300,000.00"),
+     "account gross exposure would be 300,500.00 USD (positions + working orders + this order) > "
+     "max_gross_exposure 300,000.00 USD"),
     (order("BUY", 10), R(buying_power=None), "risk.buying_power",
      "the account reports no BuyingPower/AvailableFunds yet"),
     (order("BUY", 10), R(buying_power=10_000.0, working_notional=4_500.0), "risk.buying_power",
-     "needs 2,000.00 of buying power (notional x min_buying_power_ratio 2), 1,000.00 available after working orders"),
+     "needs 2,000.00 USD of buying power (notional x min_buying_power_ratio 2), 1,000.00 USD available after working "
+     "orders"),
     # closing risk stays possible: an order that reduces a book skips its position, exposure and buying power
     (order("SELL", 10), R(strategy=BookView(position=100), account=BookView(position=-1995)), "risk.max_position",
      "account position in AAPL could reach -2005 (position -1995 + working + this order) > max_position 2000"),
     (order("SELL", 10), R(strategy=BookView(position=100), account=BookView(gross_exposure=299_500)),
-     "risk.max_gross_exposure", "account gross exposure would be 300,500.00 (positions + working orders + this "
-                                "order) > max_gross_exposure 300,000.00"),
+     "risk.max_gross_exposure", "account gross exposure would be 300,500.00 USD (positions + working orders + "
+                                "this order) > max_gross_exposure 300,000.00 USD"),
     (order("SELL", 10), R(account=BookView(position=3000, working_sell=5990)), "risk.max_position",
      "account position in AAPL could reach -3000 (position 3000 + working + this order) > max_position 2000"),
 ]
@@ -177,51 +215,105 @@ def test_the_checks_without_a_market_price_value_a_market_order_at_nothing() -> 
     assert ck.check_buying_power(o, no_price, LIMITS, LIMITS) is None
     assert ck.check_notional(o, no_price, LIMITS, LIMITS) is None and ck.check_collar(o, no_price, LIMITS, LIMITS) \
         is None
-    assert ck.order_notional(o, None) is None and ck.order_notional(order("BUY", 10, stop=90.0), None) == 900.0
-    assert ck.order_notional(order("BUY", 2, limit=5.0, multiplier="50"), 1.0) == 500.0
-    assert ck.multiplier(order("BUY", 1, multiplier="x")) == 1.0 and ck.multiplier(order("BUY", 1, multiplier="-5")) \
-        == 1.0 and ck.multiplier(order("BUY", 1, multiplier="100")) == 100.0
-    assert ck.multiplier(order("BUY", 1, multiplier="0.5")) == 0.5 and ck.multiplier(order("BUY", 1, multiplier="0")) \
-        == 1.0
+    assert ck.order_notional(o, no_price) is None and ck.order_notional(order("BUY", 10, stop=90.0), no_price) == 900.0
+    assert ck.order_notional(order("BUY", 10, limit=95.0, stop=90.0), no_price) == 950.0  # the limit first
+    assert ck.order_notional(o, VIEW) == 1000.0  # a market order at the market
+    es = order("BUY", 2, symbol="ES", sec_type="FUT", limit=5.0)
+    assert ck.order_notional(es, R(contract=ES_INFO)) == 500.0  # IB's multiplier, not the order's
+    assert ck.order_notional(es, R(contract=ES_INFO, fx_rate=0.5)) == 250.0  # into the base currency
+    assert ck.order_notional(es, R(contract=None)) is None and ck.order_notional(es, R(fx_rate=None)) is None
+    assert ck.trade_price(order("BUY", 1, limit=100.004, stop=None), VIEW) == 100.004  # not rounded unless asked
     no_ratio = msgspec.structs.replace(LIMITS, min_buying_power_ratio=0.0)
     assert ck.check_buying_power(o, R(buying_power=None), no_ratio, no_ratio) is None
+
+
+def test_old_market_data_outside_trading_hours_is_not_stale() -> None:
+    assert ck.check_market_data(order("BUY", 10), R(tick_age_s=3600.0, in_session=False), LIMITS, LIMITS) is None
+    assert ck.check_market_data(order("BUY", 10), R(tick_age_s=30.0), LIMITS, LIMITS) is None  # at the limit
+    v = ck.check_market_data(order("BUY", 10), R(tick_age_s=None, in_session=False), LIMITS, LIMITS)
+    assert v is not None and v.code == "risk.no_market_data"
 
 
 def test_the_early_checks_are_those_that_need_no_market_data() -> None:
     names = [c.__name__ for c in ck.EARLY_CHECKS]
     assert names == ["check_ready", "check_state", "check_disabled", "check_restricted", "check_quantity"]
     assert [c.__name__ for c in ck.CHECKS] == [
-        "check_ready", "check_state", "check_disabled", "check_restricted", "check_market_data", "check_quantity",
-        "check_notional", "check_collar", "check_reducing", "check_duplicate", "check_rate", "check_position",
-        "check_gross", "check_buying_power"]
-    v = evaluate(order("BUY", 10), R(ref_price=None, tick_age_s=None), LIMITS, LIMITS, checks=ck.EARLY_CHECKS)
+        "check_ready", "check_state", "check_disabled", "check_restricted", "check_quantity", "check_contract",
+        "check_size", "check_tick", "check_market_data", "check_fx", "check_notional", "check_collar",
+        "check_reducing", "check_duplicate", "check_rate", "check_position", "check_gross", "check_buying_power"]
+    v = evaluate(order("BUY", 10), R(ref_price=None, tick_age_s=None, contract=None), LIMITS, LIMITS,
+                 checks=ck.EARLY_CHECKS)
     assert v == ck.OK and v.reason == "approved"
 
 
-# -- exposure: the numbers the limits are checked against, exactly ---------------------------------------------
+# -- exposure: the numbers the limits are checked against, exactly (per IB conId, in the base currency) --------
 
 import math  # noqa: E402
 
+from actors.risk.daybook import StrategyDayBook  # noqa: E402
 from actors.risk.exposure import (  # noqa: E402
-    CANCEL_CONFIRM_CODES, ExposureBook, Lot, StatusOutcome, StatusResult, is_rejection, multiplier_of,
+    CANCEL_CONFIRM_CODES, ExposureBook, StatusOutcome, StatusResult, WorkingOrder, is_rejection, multiplier_of,
+    order_price,
 )
 from bus.messages import (  # noqa: E402
-    CommissionEvent, FillEvent, IbOrder, Instrument, OrderSpec, OrderStatusEvent, Position,
+    CommissionEvent, FillEvent, IbOrder, OrderSpec, OrderStatusEvent, OrderTerms, Position,
 )
+from bus.sessions import PnLReset  # noqa: E402
+
+AAPL_ID, ES_ID, NESN_ID = AAPL_INFO.instrument.con_id, ES_INFO.instrument.con_id, 1234567
+NQ_ID, CL_ID, ZN_ID = 7001, 7002, 7003  # contracts without IB's details in these tests
+AAPL, ES = AAPL_INFO.instrument, ES_INFO.instrument
+NESN_INFO = ContractInfo(instrument=Instrument(symbol="NESN", exchange="EBS", currency="CHF", con_id=NESN_ID,
+                                               local_symbol="NESN"), min_tick=0.01)
+NESN = NESN_INFO.instrument
+NQ = Instrument(symbol="NQ", sec_type="FUT", con_id=NQ_ID, multiplier="20", local_symbol="NQH7")
+CL = Instrument(symbol="CL", sec_type="FUT", con_id=CL_ID, multiplier="1000", currency="EUR")
+INFOS = {AAPL_ID: AAPL_INFO, ES_ID: ES_INFO, NESN_ID: NESN_INFO}
+NOW = 1_750_000_000.0
 
 
-def xfill(key: str, side: str, qty: float, price: float, *, ref: str = "alpha/c1", symbol: str = "ES",
-          multiplier: str = "50", correction: bool = False) -> FillEvent:
+class Prices:
+    """A :class:`actors.risk.exposure.Valuer`: market prices by conId, rates by currency (USD at par)."""
+
+    def __init__(self, prices: dict[int, float] | None = None, rates: dict[str, float] | None = None) -> None:
+        self.prices = prices or {}
+        self.rates = {"USD": 1.0, **(rates or {})}
+
+    def price(self, con_id: int) -> float | None:
+        return self.prices.get(con_id)
+
+    def rate(self, currency: str) -> float | None:
+        return self.rates.get(currency)
+
+
+def new_book() -> ExposureBook:
+    return ExposureBook(StrategyDayBook(PnLReset("17:00 US/Eastern"), INFOS.get), INFOS.get)
+
+
+def xfill(key: str, side: str, qty: float, price: float, *, ref: str = "alpha/c1", inst: Instrument = ES,
+          correction: bool = False) -> FillEvent:
     return FillEvent(exec_id=key + (".02" if correction else ".01"), exec_key=key, order_ref=ref,
-                     strategy_id=ref.split("/")[0] if "/" in ref else "", instrument=Instrument(
-                         symbol=symbol, sec_type="FUT", multiplier=multiplier),
+                     strategy_id=ref.split("/")[0] if "/" in ref else "", instrument=inst,
                      side=side, quantity=qty, price=price, is_correction=correction)  # type: ignore[arg-type]
 
 
 def xstatus(ref: str, st: str, *, filled: float = 0.0, remaining: float = 0.0, code: int | None = None,
-            symbol: str = "AAPL") -> OrderStatusEvent:
+            con_id: int = AAPL_ID, symbol: str = "AAPL", perm_id: int = 0,
+            terms: OrderTerms | None = None) -> OrderStatusEvent:
     return OrderStatusEvent(order_ref=ref, status=st, filled=filled, remaining=remaining, error_code=code,
-                            symbol=symbol)
+                            symbol=symbol, con_id=con_id, perm_id=perm_id, terms=terms)
+
+
+def spec(strategy: str, coid: str, inst: Instrument, side: str, qty: float, *, limit: float | None = None,
+         stop: float | None = None, tif: str = "DAY") -> OrderSpec:
+    kind = "STP LMT" if limit is not None and stop is not None else "LMT" if limit is not None else \
+        "STP" if stop is not None else "MKT"
+    return OrderSpec(strategy_id=strategy, client_order_id=coid, instrument=inst, side=side,  # type: ignore[arg-type]
+                     quantity=qty, order_type=kind, limit_price=limit, stop_price=stop, tif=tif)  # type: ignore
+
+
+def pend(book: ExposureBook, o: OrderSpec, info: ContractInfo, expires: float = 100.0) -> None:
+    book.add_pending(o, info, price=order_price(o), expires_mono=expires)
 
 
 @pytest.mark.parametrize("multiplier,expected", [
@@ -243,189 +335,288 @@ def test_what_counts_as_a_rejection() -> None:
     assert CANCEL_CONFIRM_CODES == {202, 10147, 10148, 161}
 
 
-def test_a_lot_books_average_cost_realized_pnl_flips_and_flat_exactly() -> None:
-    lot = Lot(multiplier=50.0)
-    lot.apply(2, 100.0)
-    lot.apply(2, 110.0)
-    assert (lot.qty, lot.avg_price, lot.realized) == (4, 105.0, 0.0)
-    lot.apply(-1, 120.0)
-    assert (lot.qty, lot.avg_price, lot.realized) == (3, 105.0, 15.0 * 50)
-    lot.apply(-5, 90.0)  # closes 3 at a loss, opens 2 short at 90
-    assert (lot.qty, lot.avg_price, lot.realized) == (-2, 90.0, 750.0 - 3 * 15.0 * 50)
-    assert lot.unrealized(80.0) == -2 * (80.0 - 90.0) * 50 and lot.unrealized(None) == 0.0
-    lot.apply(2, 85.0)
-    assert (lot.qty, lot.avg_price, lot.realized) == (0.0, 0.0, 750.0 - 2250.0 + 2 * 5.0 * 50)
-    assert lot.unrealized(1.0) == 0.0
-    short = Lot()
-    short.apply(-3, 10.0)
-    short.apply(-1, 14.0)
-    assert (short.qty, short.avg_price) == (-4, 11.0)
+def test_an_orders_price_is_its_limit_else_its_stop_else_none() -> None:
+    assert order_price(spec("a", "1", AAPL, "BUY", 1, limit=2.0, stop=3.0)) == 2.0
+    assert order_price(spec("a", "1", AAPL, "BUY", 1, stop=3.0)) == 3.0
+    assert order_price(spec("a", "1", AAPL, "BUY", 1)) is None
+
+
+def test_a_working_orders_remaining_and_what_stale_data_may_cancel() -> None:
+    def w(order_type: str, tif: str = "DAY", quantity: float = 5.0, filled: float = 0.0) -> WorkingOrder:
+        return WorkingOrder(order_ref="a/1", strategy="a", con_id=1, symbol="X", side="BUY", quantity=quantity,
+                            filled=filled, price=None, multiplier=1.0, currency="USD", pending=False, tif=tif,
+                            order_type=order_type)
+
+    assert w("LMT", quantity=5.0, filled=2.0).remaining == 3.0 and w("LMT", quantity=5.0, filled=6.0).remaining == 0
+    assert [w(t).protective for t in ("STP", "STP LMT", "", "LMT", "MKT")] == [True, True, True, False, False]
+    assert w("LMT").resting_day_order and w("MKT").resting_day_order
+    assert not w("LMT", tif="GTC").resting_day_order and not w("STP").resting_day_order
+    assert not w("").resting_day_order
 
 
 def test_fills_move_both_books_and_a_correction_replaces_exactly() -> None:
-    book = ExposureBook()
-    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0)) is True
-    assert book.position("ES") == 2 and book.position("ES", "alpha") == 2 and book.account["ES"].multiplier == 50.0
-    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0)) is False  # the same execution again
-    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0, correction=True)) is False  # a "correction" changing nothing
-    assert book.on_fill(xfill("e1", "BUY", 3, 5010.0, correction=True)) is True
-    assert book.position("ES") == 3 and book.lots[("alpha", "ES")].avg_price == 5010.0
-    assert book.on_fill(xfill("e2", "SELL", 1, 5020.0, ref="beta/c1"), account_too=False) is True
-    assert book.position("ES") == 3 and book.position("ES", "beta") == -1  # IB's positions already hold it
+    book = new_book()
+    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0), NOW) is True
+    assert book.position(ES_ID) == 2 and book.position(ES_ID, "alpha") == 2
+    pos = book.account[ES_ID]
+    assert (pos.multiplier, pos.currency, pos.symbol, pos.display) == (50.0, "USD", "ES", "ESH7")
+    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0), NOW) is False  # the same execution again
+    assert book.on_fill(xfill("e1", "BUY", 2, 5000.0, correction=True), NOW) is False  # a correction changing nothing
+    assert book.on_fill(xfill("e1", "BUY", 3, 5010.0, correction=True), NOW) is True
+    assert book.position(ES_ID) == 3 and book.position(ES_ID, "alpha") == 3
+    assert book.on_fill(xfill("e2", "SELL", 1, 5020.0, ref="beta/c1"), NOW, account_too=False) is True
+    assert book.position(ES_ID) == 3 and book.position(ES_ID, "beta") == -1  # IB's positions already hold it
     assert book.fill_strategy("e2") == "beta" and book.fill_strategy("nope") == ""
-    assert book.on_fill(xfill("e3", "SELL", 1, 5020.0, ref="manual")) is True  # not ours: account only
-    assert book.position("ES") == 2 and ("", "ES") not in book.lots and book.strategies() == {"alpha", "beta"}
-    assert book.position("NQ") == 0.0 and book.position("NQ", "alpha") == 0.0
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ES", multiplier="50"), quantity=7, avg_cost=250_000.0,
-                              market_price=5001.0))
-    assert (book.position("ES"), book.account["ES"].market_price, book.account["ES"].avg_cost) == (7, 5001.0,
-                                                                                                    250_000.0)
+    assert book.on_fill(xfill("e3", "SELL", 1, 5020.0, ref="manual"), NOW) is True  # not ours: the external owner
+    assert book.position(ES_ID) == 2 and book.fill_strategy("e3") == "external"
+    assert book.strategies() == {"alpha", "beta"}
+    assert book.on_fill(xfill("e3", "SELL", 2, 5020.0, ref="manual", correction=True), NOW) is True
+    assert book.position(ES_ID) == 1  # the corrected execution replaced in the account too
+    assert book.position(AAPL_ID) == 0.0 and book.position(AAPL_ID, "alpha") == 0.0
+    # a contract without IB's details: the instrument's multiplier and currency
+    assert book.on_fill(xfill("e4", "SELL", 1, 70.0, inst=CL), NOW) is True
+    cl = book.account[CL_ID]
+    assert (cl.qty, cl.multiplier, cl.currency, cl.display) == (-1.0, 1000.0, "EUR", "CL")
+    book.on_position(Position(account="DU1", instrument=ES, quantity=7, avg_cost=250_000.0, market_price=5001.0))
+    p = book.account[ES_ID]
+    assert (p.qty, p.market_price, p.avg_cost, p.multiplier, p.display) == (7, 5001.0, 250_000.0, 50.0, "ESH7")
+    assert book.position(ES_ID, "alpha") == 3  # IB's position is the account's, never a strategy's
+    book.load_positions([Position(account="DU1", instrument=NQ, quantity=-1, avg_cost=1.0)])
+    assert list(book.account) == [NQ_ID] and book.account[NQ_ID].multiplier == 20.0
     book.load_positions([])
     assert book.account == {}
 
 
-def test_commissions_count_once_per_execution_and_only_finite_ones() -> None:
-    book = ExposureBook()
-    book.on_fill(xfill("e1", "BUY", 1, 10.0))
+def test_commissions_go_to_the_executions_owner() -> None:
+    book = new_book()
+    book.on_fill(xfill("e1", "BUY", 1, 10.0), NOW)
     ev = CommissionEvent(exec_id="e1.01", exec_key="e1", order_ref="alpha/c1", commission=2.25, currency="USD")
-    assert book.on_commission(ev) is True and book.on_commission(ev) is False
-    assert book.on_commission(CommissionEvent(exec_id="e9.01", exec_key="e9", order_ref="beta/x",
-                                              commission=float("nan"), currency="USD")) is False
-    assert book.on_commission(CommissionEvent(exec_id="e8.01", exec_key="e8", order_ref="beta/x", commission=1.5,
-                                              currency="USD")) is True
-    assert book.on_commission(CommissionEvent(exec_id="e7.01", exec_key="e7", order_ref="manual", commission=9.0,
-                                              currency="USD")) is True
-    assert book.commissions == {"alpha": 2.25, "beta": 1.5}
+    assert book.on_commission(ev) == "alpha"
+    assert book.on_commission(CommissionEvent(exec_id="e9.01", exec_key="e9", order_ref="beta/x", commission=1.0,
+                                              currency="USD")) == ""
+    assert book.days.positions["alpha"][ES_ID].day_fees == {"USD": 2.25}
 
 
-def test_positions_are_valued_at_the_market_else_ibs_mark_else_cost_else_the_lots() -> None:
-    book = ExposureBook()
-    prices = {"ES": 5000.0}
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ES", multiplier="50"), quantity=-2, avg_cost=0.0,
-                              market_price=4990.0))
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="NQ", multiplier="20"), quantity=1, avg_cost=300_000.0,
-                              market_price=0.0))
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="CL", multiplier="1000"), quantity=1, avg_cost=0.0,
-                              market_price=None))
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ZN"), quantity=0, avg_cost=0.0, market_price=None))
-    book.on_fill(xfill("e1", "BUY", 1, 70.0, symbol="CL", multiplier="1000"), account_too=False)
-    book.on_fill(xfill("e2", "BUY", 1, 1.0, symbol="GC", multiplier="100", ref="beta/g"), account_too=False)
-    value = lambda s: prices.get(s)  # noqa: E731
-    assert book._value_price("ES", value) == 5000.0  # the market first
-    assert book._value_price("ES", lambda s: None) == 4990.0  # then IB's mark
-    assert book._value_price("NQ", value) == 15_000.0  # then IB's cost per unit (avg cost / multiplier)
-    assert book._value_price("CL", value) == 70.0  # then a strategy's average price
-    assert book._value_price("ZZ", value) == 0.0
-    # gross: |qty| x price x multiplier, positions that are flat left out
-    assert book.gross(value) == 2 * 5000.0 * 50 + 1 * 15_000.0 * 20 + 1 * 70.0 * 1000
-    assert book.gross(value, "alpha") == 70.0 * 1000 and book.gross(value, "beta") == 1.0 * 100
-    assert book.gross(value, "nobody") == 0.0
+def test_positions_are_valued_at_the_market_else_ibs_mark_else_cost_per_unit() -> None:
+    book = new_book()
+    book.on_position(Position(account="DU1", instrument=ES, quantity=-2, avg_cost=0.0, market_price=4990.0))
+    book.on_position(Position(account="DU1", instrument=NQ, quantity=1, avg_cost=300_000.0, market_price=0.0))
+    book.on_position(Position(account="DU1", instrument=CL, quantity=1, avg_cost=0.0, market_price=None))
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="ZN", con_id=ZN_ID), quantity=0,
+                              avg_cost=5.0, market_price=None))
+    book.on_position(Position(account="DU1", instrument=NESN, quantity=-10, avg_cost=0.0, market_price=100.0))
+    v = Prices({ES_ID: 5000.0}, {"CHF": 1.25})
+    assert book.value_price(ES_ID, v) == 5000.0  # the market first
+    assert book.value_price(ES_ID, Prices()) == 4990.0  # then IB's mark
+    assert book.value_price(NQ_ID, v) == 15_000.0  # then IB's cost per unit (avg cost / multiplier)
+    assert book.value_price(CL_ID, v) == 0.0 and book.value_price(424242, v) == 0.0
+    # gross: |qty| x price x multiplier x rate, flat positions left out; a currency without a rate at par (EUR)
+    assert book.gross(v) == 2 * 5000.0 * 50 + 1 * 15_000.0 * 20 + 10 * 100.0 * 1.25
+    book.on_position(Position(account="DU1", instrument=CL, quantity=1, avg_cost=70_000.0, market_price=None))
+    assert book.gross(v) == 2 * 5000.0 * 50 + 1 * 15_000.0 * 20 + 1 * 70.0 * 1000 + 10 * 100.0 * 1.25
+    book.on_position(Position(account="DU1", instrument=ES, quantity=1e-10, avg_cost=0.0, market_price=4990.0))
+    assert book.gross(v) == 1 * 15_000.0 * 20 + 1 * 70.0 * 1000 + 10 * 100.0 * 1.25  # float dust is flat
+    # a strategy's gross: its own positions (the day book), with IB's multiplier and the contract's rate
+    book.on_fill(xfill("e1", "BUY", 2, 4900.0), NOW, account_too=False)
+    book.on_fill(xfill("e2", "SELL", 3, 90.0, inst=NESN), NOW, account_too=False)
+    book.on_fill(xfill("e3", "BUY", 1, 1.0, ref="beta/x"), NOW, account_too=False)
+    assert book.gross(v, "alpha") == 2 * 5000.0 * 50 + 3 * 100.0 * 1.25
+    assert book.gross(v, "beta") == 5000.0 * 50 and book.gross(v, "nobody") == 0.0
+    book.on_fill(xfill("e4", "SELL", 1, 1.0, ref="beta/x"), NOW, account_too=False)
+    assert book.gross(v, "beta") == 0.0
 
 
-def test_working_orders_count_at_their_price_or_the_market_with_their_multiplier() -> None:
-    book = ExposureBook()
-    prices = {"ES": 5000.0}
-    value = lambda s: prices.get(s)  # noqa: E731
-    es = OrderSpec(strategy_id="alpha", client_order_id="l1", instrument=Instrument(symbol="ES", sec_type="FUT",
-                                                                                    multiplier="50"),
-                   side="BUY", quantity=2, order_type="LMT", limit_price=4900.0)
-    mkt = OrderSpec(strategy_id="beta", client_order_id="m1", instrument=Instrument(symbol="ES", sec_type="FUT",
-                                                                                    multiplier="50"),
-                    side="SELL", quantity=3, order_type="MKT")
-    book.add_pending(es, expires_mono=10.0)
-    book.add_pending(mkt, expires_mono=10.0)
-    assert book.working_notional(value) == 2 * 4900.0 * 50 + 3 * 5000.0 * 50
-    assert book.working_notional(value, "alpha") == 2 * 4900.0 * 50
-    assert book.working_notional(value, "beta") == 3 * 5000.0 * 50
-    assert book.working_notional(value, exclude="alpha/l1") == 3 * 5000.0 * 50
-    assert book.working_notional(value, "beta", exclude="beta/m1") == 0.0
-    assert book.working_notional(value, "alpha", exclude="beta/m1") == 2 * 4900.0 * 50  # not alpha's order
-    assert book.working_qty("ES") == (2.0, 3.0) and book.working_qty("ES", "alpha") == (2.0, 0.0)
-    assert book.working_qty("ES", exclude="alpha/l1") == (0.0, 3.0) and book.working_qty("NQ") == (0.0, 0.0)
-    assert book.working_qty("ES", "alpha", exclude="beta/m1") == (2.0, 0.0)
-    assert book.working_symbols() == {"ES"}
-    assert book.gross(value) == book.working_notional(value)
+def test_a_mark_or_a_cost_below_one_is_still_a_price() -> None:
+    book = new_book()
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="P", con_id=11), quantity=100,
+                              avg_cost=0.0, market_price=0.5))
+    book.on_position(Position(account="DU1", instrument=Instrument(symbol="C", con_id=12), quantity=100,
+                              avg_cost=0.25, market_price=None))
+    assert book.value_price(11, Prices()) == 0.5 and book.value_price(12, Prices()) == 0.25
+
+
+def test_working_orders_count_at_their_price_or_the_market_with_ibs_multiplier_and_rate() -> None:
+    book = new_book()
+    v = Prices({ES_ID: 5000.0, NESN_ID: 60.0}, {"CHF": 1.25})
+    es = spec("alpha", "l1", ES, "BUY", 2, limit=4900.0)
+    mkt = spec("beta", "m1", ES, "SELL", 3)
+    pend(book, es, ES_INFO, 10.0)
+    pend(book, mkt, ES_INFO, 10.0)
+    assert book.working_notional(v) == 2 * 4900.0 * 50 + 3 * 5000.0 * 50
+    assert book.working_notional(v, "alpha") == 2 * 4900.0 * 50
+    assert book.working_notional(v, "beta") == 3 * 5000.0 * 50
+    assert book.working_notional(v, exclude="alpha/l1") == 3 * 5000.0 * 50
+    assert book.working_notional(v, "beta", exclude="beta/m1") == 0.0
+    assert book.working_notional(v, "alpha", exclude="beta/m1") == 2 * 4900.0 * 50  # not alpha's order
+    assert book.working_notional(v, exclude="nope") == 2 * 4900.0 * 50 + 3 * 5000.0 * 50
+    assert book.working_qty(ES_ID) == (2.0, 3.0) and book.working_qty(ES_ID, "alpha") == (2.0, 0.0)
+    assert book.working_qty(ES_ID, exclude="alpha/l1") == (0.0, 3.0) and book.working_qty(AAPL_ID) == (0.0, 0.0)
+    assert book.working_qty(ES_ID, exclude="beta/m1") == (2.0, 0.0)
+    assert book.working_qty(ES_ID, "alpha", exclude="beta/m1") == (2.0, 0.0)
+    assert book.working_qty(AAPL_ID, exclude="alpha/l1") == (0.0, 0.0)  # another contract's order
+    assert book.working_con_ids() == {ES_ID} and book.gross(v) == book.working_notional(v)
+    assert [w.order_ref for w in book.working_in(ES_ID)] == ["alpha/l1", "beta/m1"] and book.working_in(1) == []
+    w = book.working["alpha/l1"]
+    assert (w.strategy, w.con_id, w.symbol, w.side, w.multiplier, w.currency, w.pending, w.expires_mono, w.tif,
+            w.order_type) == ("alpha", ES_ID, "ES", "BUY", 50.0, "USD", True, 10.0, "DAY", "LMT")
+    # the contract's currency: priced orders and market orders in CHF, valued at the CHF rate
+    pend(book, spec("gamma", "n1", NESN, "BUY", 10, limit=50.0), NESN_INFO)
+    pend(book, spec("gamma", "n2", NESN, "SELL", 4), NESN_INFO)
+    assert book.working_notional(v, "gamma") == 10 * 50.0 * 1.25 + 4 * 60.0 * 1.25
+    assert book.working_notional(v, "gamma", exclude="gamma/n1") == 4 * 60.0 * 1.25
+    assert book.working_notional(v, "gamma", exclude="gamma/n2") == 10 * 50.0 * 1.25
+    assert book.working_notional(Prices({NESN_ID: 60.0}), "gamma") == 10 * 50.0 + 4 * 60.0  # no CHF rate: at par
+    assert book.working_notional(Prices({}, {"CHF": 1.25}), "gamma") == 10 * 50.0 * 1.25  # no market: at nothing
     # an order IB reports filled in part counts for what remains
-    r = book.on_status(OrderStatusEvent(order_ref="alpha/l1", status="Submitted", filled=1.5, remaining=0.5,
-                                        symbol="ES"))
-    assert r == StatusResult(StatusOutcome.KNOWN, "alpha", "ES", False)
-    assert book.working_notional(value, "alpha") == 0.5 * 4900.0 * 50 and book.working_qty("ES", "alpha") == (0.5,
-                                                                                                               0.0)
+    r = book.on_status(xstatus("alpha/l1", "Submitted", filled=1.5, remaining=0.5, con_id=ES_ID, symbol="ES"))
+    assert r == StatusResult(StatusOutcome.KNOWN, "alpha", ES_ID, False)
+    assert book.working_notional(v, "alpha") == 0.5 * 4900.0 * 50 and book.working_qty(ES_ID, "alpha") == (0.5, 0.0)
     w = book.working["alpha/l1"]
     assert (w.pending, w.expires_mono, w.quantity, w.filled, w.remaining) == (False, math.inf, 2.0, 1.5, 0.5)
     # a modification keeps what was filled and the confirmed order's clock
-    book.add_pending(msgspec.structs.replace(es, quantity=1.0, limit_price=4950.0), expires_mono=20.0)
+    book.add_pending(msgspec.structs.replace(es, quantity=1.0, limit_price=4950.0), ES_INFO, price=4950.0,
+                     expires_mono=20.0)
     w = book.working["alpha/l1"]
     assert (w.quantity, w.filled, w.price, w.pending, w.expires_mono) == (1.5, 1.5, 4950.0, False, math.inf)
-    assert book.expire_pending(10.0) == ["beta/m1"] and book.expire_pending(100.0) == []
-    assert book.working_notional(value) == 0.0 and book.working_symbols() == set()
+    book.add_pending(msgspec.structs.replace(es, quantity=3.0), ES_INFO, price=4950.0, expires_mono=20.0)
+    assert (book.working["alpha/l1"].quantity, book.working_qty(ES_ID, "alpha")) == (3.0, (1.5, 0.0))
+    book.add_pending(msgspec.structs.replace(mkt, quantity=2.0), ES_INFO, price=None, expires_mono=50.0)
+    assert book.working["beta/m1"].expires_mono == 50.0  # still pending: the new approval's clock
+    assert book.expire_pending(49.0) == [] and book.expire_pending(50.0) == ["beta/m1"]
+    assert book.expire_pending(100.0) == ["gamma/n1", "gamma/n2"] and book.expire_pending(1e9) == []
+    assert book.working_con_ids() == {ES_ID} and book.working_qty(ES_ID) == (1.5, 0.0)
 
 
 def test_status_events_track_unknown_working_orders_done_ones_and_first_rejections() -> None:
-    book = ExposureBook()
-    assert book.on_status(xstatus("alpha/x", "Cancelled")) == StatusResult(StatusOutcome.IGNORED, "alpha", "AAPL")
-    assert book.on_status(xstatus("alpha/y", "Submitted", symbol="")) == StatusResult(StatusOutcome.IGNORED, "alpha",
-                                                                                      "")
+    book = new_book()
+    assert book.on_status(xstatus("alpha/x", "Cancelled")) == StatusResult(StatusOutcome.IGNORED, "alpha", AAPL_ID)
+    assert book.on_status(xstatus("alpha/y", "Submitted", con_id=0)) == StatusResult(StatusOutcome.IGNORED, "alpha",
+                                                                                     0)
+    assert book.working == {}
     r = book.on_status(xstatus("manual", "Submitted", remaining=30.0))
-    assert r == StatusResult(StatusOutcome.UNKNOWN_WORKING, "", "AAPL", False)
+    assert r == StatusResult(StatusOutcome.UNKNOWN_WORKING, "", AAPL_ID, False)
     w = book.working["manual"]
-    assert (w.side, w.quantity, w.filled, w.price, w.multiplier, w.pending) == (None, 30.0, 0.0, None, 1.0, False)
-    assert book.working_qty("AAPL") == (30.0, 30.0)  # side unknown: counted on both
+    assert (w.side, w.quantity, w.filled, w.price, w.multiplier, w.currency, w.pending, w.symbol) == (
+        None, 30.0, 0.0, None, 1.0, "USD", False, "AAPL")
+    assert book.working_qty(AAPL_ID) == (30.0, 30.0)  # side unknown: counted on both
     r = book.on_status(xstatus("manual", "PreSubmitted"))
     assert r.outcome is StatusOutcome.KNOWN and book.working["manual"].quantity == 30.0  # remaining 0 keeps it
-    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="r", instrument=Instrument(symbol="AAPL"),
-                               side="BUY", quantity=5), expires_mono=99.0)
+    assert book.working_qty(AAPL_ID) == (30.0, 30.0)
+    # an unknown order's contract: IB's details, else an account position's, else 1 in USD
+    book.on_status(xstatus("other/es", "Submitted", remaining=1.0, con_id=ES_ID, symbol="ES"))
+    assert (book.working["other/es"].multiplier, book.working["other/es"].strategy) == (50.0, "other")
+    book.on_position(Position(account="DU1", instrument=CL, quantity=1, avg_cost=1.0))
+    book.on_status(xstatus("x/cl", "Submitted", remaining=1.0, con_id=CL_ID, symbol="CL"))
+    assert (book.working["x/cl"].multiplier, book.working["x/cl"].currency) == (1000.0, "EUR")
+    book.on_status(xstatus("x/zz", "Submitted", remaining=1.0, con_id=999, symbol="ZZ"))
+    assert (book.working["x/zz"].multiplier, book.working["x/zz"].currency) == (1.0, "USD")
+    pend(book, spec("alpha", "r", AAPL, "BUY", 5), AAPL_INFO, 99.0)
     first = book.on_status(xstatus("alpha/r", "Inactive", code=201, remaining=5.0))
-    assert first == StatusResult(StatusOutcome.KNOWN, "alpha", "AAPL", True)
+    assert first == StatusResult(StatusOutcome.KNOWN, "alpha", AAPL_ID, True)
     again = book.on_status(xstatus("alpha/r", "Cancelled", code=201))
-    assert again == StatusResult(StatusOutcome.DONE, "alpha", "AAPL", False)  # counted once
+    assert again == StatusResult(StatusOutcome.DONE, "alpha", AAPL_ID, False)  # counted once
     assert "alpha/r" not in book.working
+    pend(book, spec("alpha", "q", AAPL, "BUY", 5), AAPL_INFO, 99.0)
+    assert book.on_status(xstatus("alpha/q", "Cancelled", code=201)) == StatusResult(StatusOutcome.DONE, "alpha",
+                                                                                     AAPL_ID, True)
+    pend(book, spec("alpha", "k", AAPL, "BUY", 5), AAPL_INFO, 99.0)
+    assert book.on_status(xstatus("alpha/k", "Cancelled", code=202)).rejected is False  # a cancel: not a rejection
+    assert book.working_qty(AAPL_ID, "alpha") == (0.0, 0.0)
 
 
 def test_open_orders_from_ib_replace_the_working_set() -> None:
-    book = ExposureBook()
-    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="p", instrument=Instrument(symbol="AAPL"),
-                               side="BUY", quantity=5, order_type="LMT", limit_price=10.0), expires_mono=50.0)
-    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="old", instrument=Instrument(symbol="AAPL"),
-                               side="BUY", quantity=5), expires_mono=5.0)
+    book = new_book()
+    pend(book, spec("alpha", "p", AAPL, "BUY", 5, limit=10.0), AAPL_INFO, 50.0)
+    pend(book, spec("alpha", "old", AAPL, "BUY", 5), AAPL_INFO, 5.0)
     book.on_status(xstatus("alpha/gone", "Submitted", remaining=4.0))
-    ib = [IbOrder(ib_order_id=1, perm_id=11, client_id=7, order_ref="alpha/s", instrument=Instrument(
-        symbol="ES", multiplier="50"), side="SELL", quantity=4, order_type="STP", stop_price=4000.0,
-        status="Submitted", filled=1.0, remaining=3.0),
-          IbOrder(ib_order_id=2, perm_id=12, client_id=0, order_ref="", instrument=Instrument(symbol="AAPL"),
-                  side="BUY", quantity=7, order_type="LMT", limit_price=9.0, status="PreSubmitted"),
-          IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/f", instrument=Instrument(symbol="AAPL"),
-                  side="BUY", quantity=7, order_type="MKT", status="Filled", filled=7.0)]
+    ib = [IbOrder(ib_order_id=1, perm_id=11, client_id=7, order_ref="alpha/s", instrument=ES, side="SELL",
+                  quantity=4, order_type="STP", stop_price=4000.0, tif="GTC", status="Submitted", filled=1.0,
+                  remaining=3.0),
+          IbOrder(ib_order_id=2, perm_id=12, client_id=0, order_ref="", instrument=AAPL, side="BUY", quantity=7,
+                  order_type="LMT", limit_price=9.0, status="PreSubmitted"),
+          IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/f", instrument=AAPL, side="BUY",
+                  quantity=7, order_type="MKT", status="Filled", filled=7.0),
+          IbOrder(ib_order_id=4, perm_id=14, client_id=3, order_ref="beta/n", instrument=NQ, side="BUY",
+                  quantity=2, order_type="LMT", limit_price=100.0, stop_price=90.0, status="Submitted",
+                  remaining=2.0)]
     book.load_open_orders(ib, now=10.0)
-    assert sorted(book.working) == ["alpha/p", "alpha/s", "perm:12"]  # an order without a ref: by its permId
+    assert sorted(book.working) == ["alpha/p", "alpha/s", "beta/n", "perm:12"]  # without a ref: by its permId
     s = book.working["alpha/s"]
-    assert (s.strategy, s.symbol, s.side, s.quantity, s.filled, s.price, s.multiplier, s.pending) == (
-        "alpha", "ES", "SELL", 4.0, 1.0, 4000.0, 50.0, False)
+    assert (s.strategy, s.con_id, s.symbol, s.side, s.quantity, s.filled, s.price, s.multiplier, s.currency,
+            s.pending, s.tif, s.order_type) == ("alpha", ES_ID, "ES", "SELL", 4.0, 1.0, 4000.0, 50.0, "USD", False,
+                                                "GTC", "STP")
     m = book.working["perm:12"]
-    assert (m.strategy, m.quantity, m.filled, m.price) == ("", 7.0, 0.0, 9.0)
-    assert book.working_qty("ES") == (0.0, 3.0) and book.working_qty("AAPL") == (12.0, 0.0)
-    assert book.working_notional(lambda s: None) == 3 * 4000.0 * 50 + 5 * 10.0 + 7 * 9.0
+    assert (m.strategy, m.quantity, m.filled, m.price, m.side) == ("", 7.0, 0.0, 9.0, "BUY")
+    n = book.working["beta/n"]
+    assert (n.multiplier, n.price, n.quantity) == (20.0, 100.0, 2.0)  # the instrument's multiplier; the limit
+    assert book.working_qty(ES_ID) == (0.0, 3.0) and book.working_qty(AAPL_ID) == (12.0, 0.0)
+    assert book.working_notional(Prices()) == 3 * 4000.0 * 50 + 5 * 10.0 + 7 * 9.0 + 2 * 100.0 * 20
 
 
-def test_pnl_per_strategy_and_the_day_roll() -> None:
-    book = ExposureBook()
-    book.on_fill(xfill("e1", "BUY", 2, 100.0, symbol="ES", multiplier="50"))
-    book.on_fill(xfill("e2", "SELL", 1, 110.0, symbol="ES", multiplier="50"))
-    book.on_fill(xfill("e3", "BUY", 1, 10.0, symbol="NQ", multiplier="20", ref="beta/b"))
-    book.on_commission(CommissionEvent(exec_id="e1.01", exec_key="e1", order_ref="alpha/c1", commission=4.0,
-                                       currency="USD"))
-    prices = {"ES": 120.0, "NQ": 5.0}
-    value = lambda s: prices.get(s)  # noqa: E731
-    assert book.strategy_pnl("alpha", value) == 1 * 10.0 * 50 + 1 * 20.0 * 50 - 4.0
-    assert book.strategy_pnl("beta", value) == -5.0 * 20
-    assert book.total_pnl(value) == 1500.0 - 4.0 - 100.0
-    book.roll_day(value)
-    assert book.commissions == {} and book.lots[("alpha", "ES")].realized == 0.0
-    assert book.lots[("alpha", "ES")].avg_price == 120.0 and book.strategy_pnl("alpha", value) == 0.0
-    flat = book.lots[("beta", "NQ")]
-    book.on_fill(xfill("e4", "SELL", 1, 5.0, symbol="NQ", multiplier="20", ref="beta/b"))
-    book.roll_day(lambda s: None)
-    assert flat.qty == 0.0 and flat.avg_price == 0.0 and book.lots[("alpha", "ES")].avg_price == 120.0
+def test_ibs_open_orders_count_what_ib_says_is_left() -> None:
+    book = new_book()
+    ib = [IbOrder(ib_order_id=1, perm_id=11, client_id=7, order_ref="alpha/cut", instrument=AAPL, side="BUY",
+                  quantity=10, order_type="LMT", limit_price=1.0, status="Submitted", filled=1.0, remaining=3.0),
+          IbOrder(ib_order_id=2, perm_id=12, client_id=7, order_ref="alpha/new", instrument=AAPL, side="BUY",
+                  quantity=10, order_type="LMT", limit_price=1.0, status="Submitted", remaining=7.0),
+          IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/echo", instrument=AAPL, side="BUY",
+                  quantity=10, order_type="LMT", limit_price=1.0, status="PreSubmitted")]
+    book.load_open_orders(ib, now=0.0)
+    assert {k: (w.quantity, w.remaining) for k, w in book.working.items()} == {
+        "alpha/cut": (4.0, 3.0), "alpha/new": (7.0, 7.0), "alpha/echo": (10.0, 10.0)}
+    assert book.working_qty(AAPL_ID) == (20.0, 0.0)
+
+
+def test_status_figures_below_one_share_still_move_a_working_order() -> None:
+    book = new_book()
+    r = book.on_status(xstatus("beta/x", "PreSubmitted", filled=0.0, remaining=0.0))
+    w = book.working["beta/x"]
+    assert r.outcome is StatusOutcome.UNKNOWN_WORKING and (w.order_ref, w.strategy, w.quantity, w.filled,
+                                                           w.pending) == ("beta/x", "beta", 0.0, 0.0, False)
+    book.on_status(xstatus("beta/x", "Submitted", filled=0.5, remaining=0.0))
+    assert (book.working["beta/x"].quantity, book.working["beta/x"].filled) == (0.5, 0.5)
+    book.on_status(xstatus("beta/y", "Submitted", remaining=0.5))
+    assert book.working["beta/y"].quantity == 0.5 and book.working_qty(AAPL_ID) == (0.5, 0.5)
+
+
+def test_an_order_seen_first_at_ib_is_keyed_by_its_perm_id_and_counted_with_ibs_terms() -> None:
+    book = new_book()
+    ev = xstatus("", "Submitted", perm_id=55, remaining=5.0,
+                 terms=OrderTerms(side="SELL", quantity=5.0, order_type="STP", stop_price=9.0, tif="GTC"))
+    r = book.on_status(ev)
+    w = book.working["perm:55"]
+    assert r == StatusResult(StatusOutcome.UNKNOWN_WORKING, "", AAPL_ID, False)
+    assert (w.order_ref, w.side, w.price, w.pending, w.tif, w.order_type) == ("perm:55", "SELL", 9.0, False, "GTC",
+                                                                              "STP")
+    assert book.working_qty(AAPL_ID) == (0.0, 5.0) and book.working_notional(Prices()) == 45.0
+    odd = xstatus("", "Submitted", perm_id=56, remaining=1.0,
+                  terms=OrderTerms(side="", quantity=1.0, order_type="LMT", limit_price=8.0))
+    book.on_status(odd)
+    assert (book.working["perm:56"].side, book.working["perm:56"].price) == (None, 8.0)  # no side: both sides
+    book.on_status(xstatus("", "Submitted", perm_id=55, remaining=5.0,
+                           terms=OrderTerms(side="SELL", quantity=5.0, limit_price=9.5, stop_price=9.0)))
+    w = book.working["perm:55"]
+    assert (w.price, w.tif, w.order_type) == (9.5, "GTC", "STP")  # IB's new price; what it did not restate stays
+    assert book.working_notional(Prices()) == 5 * 9.5 + 8.0
+    book.on_status(xstatus("", "Cancelled", perm_id=55))
+    assert "perm:55" not in book.working and book.working_qty(AAPL_ID) == (1.0, 1.0)
+    # an order of ours whose amendment IB confirmed: IB's terms replace the approved ones
+    pend(book, spec("alpha", "a", AAPL, "BUY", 5, limit=10.0), AAPL_INFO)
+    book.on_status(xstatus("alpha/a", "Submitted", remaining=5.0,
+                           terms=OrderTerms(side="BUY", quantity=5.0, order_type="LMT", limit_price=11.0, tif="GTC")))
+    a = book.working["alpha/a"]
+    assert (a.price, a.tif, a.side) == (11.0, "GTC", "BUY")
+
+
+def test_strategies_and_contract_names() -> None:
+    book = new_book()
+    book.on_fill(xfill("e1", "BUY", 1, 1.0, ref="alpha/a"), NOW)
+    book.on_fill(xfill("e2", "BUY", 1, 1.0, ref="manual"), NOW)
+    pend(book, spec("beta", "b", AAPL, "BUY", 1), AAPL_INFO)
+    book.on_status(xstatus("hand", "Submitted", remaining=1.0, con_id=31, symbol="XYZ"))
+    assert book.strategies() == {"alpha", "beta"}  # the external owner and an order without one left out
+    book.on_position(Position(account="DU1", instrument=NQ, quantity=1, avg_cost=1.0))
+    assert [book.display(c) for c in (ES_ID, NQ_ID, 31, 32)] == ["ESH7", "NQH7", "XYZ (conId 31)", "conId 32"]
 
 
 # -- trading states: every change exactly, the file exactly, recovery exactly ------------------------------------
@@ -575,11 +766,19 @@ def test_the_most_severe_state_governs_an_order() -> None:
     assert ts.effective("alpha", "AAPL") == (REDUCING, ["symbol:AAPL"])
     ts.set("strategy:alpha", HALTED, reason="r", origin="cli", authority=OP)
     ts.set("all", REDUCING, reason="r", origin="cli", authority=OP)
-    assert ts.effective("alpha", "AAPL") == (HALTED, ["all", "strategy:alpha", "symbol:AAPL"])
+    assert ts.effective("alpha", "AAPL") == (HALTED, ["symbol:AAPL", "strategy:alpha", "all"])  # as set
+    assert ts.effective("alpha", "aapl") == (HALTED, ["symbol:AAPL", "strategy:alpha", "all"])  # any case
     assert ts.effective("beta", "MSFT") == (REDUCING, ["all"])
     assert set(ts.non_active()) == {"all", "strategy:alpha", "symbol:AAPL"}
     ts.set("all", ACTIVE, reason="r", origin="cli", authority=OP)
     assert ts.effective("beta", "MSFT") == (ACTIVE, []) and "all" not in ts.non_active()
+    # one contract (IB's conId): only orders in that contract, never an order whose contract is not known
+    ts.set("conid:551601503", HALTED, reason="r", origin="cli", authority=OP)
+    assert ts.effective("beta", "ES", 551601503) == (HALTED, ["conid:551601503"])
+    assert ts.effective("beta", "ES", 551601532) == (ACTIVE, []) and ts.effective("beta", "ES") == (ACTIVE, [])
+    ts.set("symbol:ES", REDUCING, reason="r", origin="cli", authority=OP)
+    assert ts.effective("beta", "ES", 551601532) == (REDUCING, ["symbol:ES"])
+    assert ts.effective("beta", "ES", 551601503) == (HALTED, ["conid:551601503", "symbol:ES"])
 
 
 def test_a_state_keeps_its_cause_and_kill_and_a_lift_restores_the_covered_ones(path: Path) -> None:
@@ -618,131 +817,3 @@ def test_a_recovered_state_says_so_and_bad_numbers_are_named(path: Path) -> None
     path.write_text(json.dumps({"version": 1, "epoch": 3, "scopes": {"all": {"state": "HALTED", "epoch": [1]}}}))
     bad = TradingStates.load(path)
     assert "expected a number, got list" in bad.load_error and bad.epoch == 4  # the file's epoch, then one more
-
-
-def test_status_figures_below_one_share_still_move_a_working_order() -> None:
-    book = ExposureBook()
-    r = book.on_status(xstatus("beta/x", "PreSubmitted", filled=0.0, remaining=0.0))
-    w = book.working["beta/x"]
-    assert r.outcome is StatusOutcome.UNKNOWN_WORKING and (w.order_ref, w.strategy, w.quantity, w.filled,
-                                                           w.pending) == ("beta/x", "beta", 0.0, 0.0, False)
-    book.on_status(xstatus("beta/x", "Submitted", filled=0.5, remaining=0.0))
-    assert (book.working["beta/x"].quantity, book.working["beta/x"].filled) == (0.5, 0.5)
-    book.on_status(xstatus("beta/y", "Submitted", remaining=0.5))
-    assert book.working["beta/y"].quantity == 0.5
-
-
-def test_ibs_open_orders_count_what_ib_says_is_left() -> None:
-    book = ExposureBook()
-    ib = [IbOrder(ib_order_id=3, perm_id=13, client_id=7, order_ref="alpha/f", instrument=Instrument(symbol="AAPL"),
-                  side="BUY", quantity=7, order_type="MKT", status="Filled", filled=7.0),
-          IbOrder(ib_order_id=1, perm_id=11, client_id=7, order_ref="alpha/cut", instrument=Instrument(symbol="AAPL"),
-                  side="BUY", quantity=10, order_type="LMT", limit_price=1.0, status="Submitted", filled=1.0,
-                  remaining=3.0),
-          IbOrder(ib_order_id=2, perm_id=12, client_id=7, order_ref="alpha/new", instrument=Instrument(symbol="AAPL"),
-                  side="BUY", quantity=10, order_type="LMT", limit_price=1.0, status="Submitted", remaining=7.0)]
-    book.load_open_orders(ib, now=0.0)
-    assert {k: (w.order_ref, w.quantity) for k, w in book.working.items()} == {
-        "alpha/cut": ("alpha/cut", 4.0), "alpha/new": ("alpha/new", 7.0)}
-
-
-def test_fills_belong_to_their_strategy_and_commissions_add_up() -> None:
-    book = ExposureBook()
-    book.on_fill(FillEvent(exec_id="a.01", exec_key="a", order_ref="beta/x", strategy_id="",
-                           instrument=Instrument(symbol="AAPL"), side="BUY", quantity=1, price=2.0))
-    book.on_fill(FillEvent(exec_id="b.01", exec_key="b", order_ref="x/y", strategy_id="alpha",
-                           instrument=Instrument(symbol="AAPL"), side="BUY", quantity=1, price=2.0))
-    assert book.position("AAPL", "beta") == 1 and book.position("AAPL", "alpha") == 1
-    assert book.position("AAPL", "x") == 0.0
-    for key, amount in (("a", 1.0), ("z", 0.25)):
-        book.on_commission(CommissionEvent(exec_id=key + ".01", exec_key=key, order_ref="beta/x",
-                                           commission=amount, currency="USD"))
-    assert book.commissions == {"beta": 1.25}
-    assert book.strategies() == {"alpha", "beta"}
-    book.on_commission(CommissionEvent(exec_id="c.01", exec_key="c", order_ref="gamma/q", commission=2.0,
-                                       currency="USD"))
-    assert book.strategies() == {"alpha", "beta", "gamma"}  # a strategy with only a commission counts too
-    assert book.strategy_pnl("gamma", lambda s: 2.0) == -2.0
-    book.on_status(xstatus("manual", "Submitted", remaining=5.0))
-    assert "" not in book.strategies()
-
-
-def test_remembered_executions_and_commissions_forget_the_oldest_first(monkeypatch) -> None:
-    import actors.risk.exposure as ex
-
-    monkeypatch.setattr(ex, "FILL_MEMORY", 2)
-    book = ExposureBook()
-    for key in ("e1", "e2", "e3"):
-        book.on_fill(xfill(key, "BUY", 1, 10.0, symbol="AAPL", multiplier=""))
-    assert book.on_fill(xfill("e3", "BUY", 1, 10.0, symbol="AAPL", multiplier="")) is False  # remembered
-    assert book.on_fill(xfill("e2", "BUY", 1, 10.0, symbol="AAPL", multiplier="")) is False
-    for key in ("e1", "e2", "e3"):
-        book.on_commission(CommissionEvent(exec_id=key + ".01", exec_key=key, order_ref="alpha/c1", commission=1.0,
-                                           currency="USD"))
-    assert book.on_commission(CommissionEvent(exec_id="e3.01", exec_key="e3", order_ref="alpha/c1", commission=1.0,
-                                              currency="USD")) is False
-    assert book.on_commission(CommissionEvent(exec_id="e2.01", exec_key="e2", order_ref="alpha/c1", commission=1.0,
-                                              currency="USD")) is False
-
-
-def test_gross_of_one_strategy_sums_its_lots_and_leaves_out_the_excluded_order() -> None:
-    book = ExposureBook()
-    book.on_fill(xfill("e1", "BUY", 2, 10.0, symbol="AAPL", multiplier=""))
-    book.on_fill(xfill("e2", "SELL", 3, 20.0, symbol="MSFT", multiplier=""))
-    prices = {"AAPL": 10.0, "MSFT": 20.0}
-    value = lambda s: prices.get(s)  # noqa: E731
-    book.add_pending(OrderSpec(strategy_id="alpha", client_order_id="w", instrument=Instrument(symbol="AAPL"),
-                               side="BUY", quantity=5, order_type="LMT", limit_price=9.0), expires_mono=9.0)
-    book.add_pending(OrderSpec(strategy_id="beta", client_order_id="v", instrument=Instrument(symbol="AAPL"),
-                               side="BUY", quantity=1, order_type="LMT", limit_price=9.0), expires_mono=9.0)
-    assert book.gross(value, "alpha") == 2 * 10.0 + 3 * 20.0 + 5 * 9.0
-    assert book.gross(value, "alpha", exclude="alpha/w") == 2 * 10.0 + 3 * 20.0
-    assert book.working_symbols() == {"AAPL"}
-    ext = ExposureBook()
-    ext.on_status(xstatus("manual", "Submitted", remaining=3.0, symbol="SPY"))
-    assert ext.working_symbols() == {"SPY"}
-
-
-def test_a_mark_or_a_cost_below_one_is_still_a_price() -> None:
-    book = ExposureBook()
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="P"), quantity=100, avg_cost=0.0,
-                              market_price=0.5))
-    book.on_position(Position(account="DU1", instrument=Instrument(symbol="C"), quantity=100, avg_cost=0.25,
-                              market_price=None))
-    assert book._value_price("P", lambda s: None) == 0.5 and book._value_price("C", lambda s: None) == 0.25
-
-
-def test_an_order_seen_first_at_ib_is_keyed_by_its_perm_id_and_counted_with_ibs_terms() -> None:
-    from bus.messages import OrderTerms
-
-    book = ExposureBook()
-    ev = OrderStatusEvent(order_ref="", perm_id=55, status="Submitted", remaining=5.0, symbol="AAPL",
-                          terms=OrderTerms(side="SELL", quantity=5.0, order_type="STP", stop_price=9.0))
-    r = book.on_status(ev)
-    w = book.working["perm:55"]
-    assert r.outcome is StatusOutcome.UNKNOWN_WORKING and (w.order_ref, w.side, w.price, w.pending) == (
-        "perm:55", "SELL", 9.0, False)
-    assert book.working_qty("AAPL") == (0.0, 5.0) and book.working_notional(lambda s: None) == 45.0
-    odd = OrderStatusEvent(order_ref="", perm_id=56, status="Submitted", remaining=1.0, symbol="AAPL",
-                           terms=OrderTerms(side="", quantity=1.0, order_type="LMT", limit_price=8.0))
-    book.on_status(odd)
-    assert (book.working["perm:56"].side, book.working["perm:56"].price) == (None, 8.0)  # no side: both sides
-    book.on_status(OrderStatusEvent(order_ref="", perm_id=55, status="Submitted", remaining=5.0, symbol="AAPL",
-                                    terms=OrderTerms(side="SELL", quantity=5.0, order_type="LMT", limit_price=9.5,
-                                                     stop_price=9.0)))
-    assert book.working["perm:55"].price == 9.5  # IB confirmed new terms: the limit counts
-    book.on_status(OrderStatusEvent(order_ref="", perm_id=55, status="Cancelled", symbol="AAPL"))
-    assert "perm:55" not in book.working
-
-
-def test_fractional_lots_book_direction_and_realized_pnl() -> None:
-    lot = Lot()
-    lot.apply(0.5, 10.0)
-    lot.apply(0.25, 13.0)
-    assert (lot.qty, lot.avg_price) == (0.75, 11.0)
-    lot.apply(-0.5, 15.0)
-    assert (lot.qty, lot.realized) == (0.25, 0.5 * 4.0)
-    short = Lot()
-    short.apply(-0.5, 10.0)
-    short.apply(0.25, 8.0)
-    assert (short.qty, short.realized, short.avg_price) == (-0.25, 0.5, 10.0)
