@@ -1833,3 +1833,87 @@ def test_an_open_order_report_acknowledges_the_order_and_keeps_its_fill_prices()
                                                     listed=False))
     e = t.outbox.statuses[-1]
     assert rec.acknowledged and (e.avg_fill_price, e.last_fill_price, e.filled) == (99.5, 99.25, 2.0)
+
+
+# -- the order's contract (IB's conId): what conid: scopes match and every status event carries -------------------
+
+AAPL_CONID = 265598
+
+
+def trade_with_contract(oid: int, contract: Any, *, ref: str = "s1/a", perm: int = 0) -> Trade:
+    lmt = LimitOrder("BUY", 10.0, 100.0, orderRef=ref, orderId=oid, clientId=CLIENT, permId=perm)
+    return Trade(contract=contract, order=lmt, orderStatus=OrderStatus(status="Submitted"))
+
+
+def test_an_order_placed_with_ibs_contract_keeps_its_con_id_in_scopes_and_events() -> None:
+    table = IbOrderTable()
+    rec = table.add_placed(order_spec("a"), 4, CLIENT, symbol="AAPL", con_id=AAPL_CONID)
+    assert rec.con_id == AAPL_CONID
+    assert rec.in_scope(f"conid:{AAPL_CONID}") and not rec.in_scope("conid:1") and rec.in_scope("symbol:aapl")
+    table.attach(trade_with_contract(4, Stock("AAPL", "SMART", "USD", conId=999)))  # the placement's contract wins
+    assert rec.con_id == AAPL_CONID
+    ev = observe(table, rec, "Submitted")
+    assert (ev.con_id, ev.symbol) == (AAPL_CONID, "AAPL")
+    done = observe(table, rec, "Cancelled", remaining=0.0)
+    assert done.con_id == AAPL_CONID
+
+
+def test_an_order_placed_without_a_con_id_takes_ibs_when_ib_reports_it() -> None:
+    table = IbOrderTable()
+    rec = table.add_placed(order_spec("a"), 4, CLIENT)
+    assert rec.con_id == 0 and not rec.in_scope("conid:1") and not rec.in_scope("conid:0")
+    table.attach(trade_with_contract(4, Stock("AAPL", "SMART", "USD")))  # IB's contract says conId 0: unknown
+    assert rec.con_id == 0
+    table.attach(trade_with_contract(4, SimpleNamespace(symbol="AAPL")))  # a contract object without a conId
+    assert rec.con_id == 0
+    table.attach(trade_with_contract(4, Stock("AAPL", "SMART", "USD", conId=AAPL_CONID)))
+    assert rec.con_id == AAPL_CONID and rec.in_scope(f"conid:{AAPL_CONID}")
+    assert observe(table, rec, "Submitted").con_id == AAPL_CONID
+
+
+def test_an_order_first_seen_at_ib_gets_its_con_id_from_ibs_contract_only() -> None:
+    table = IbOrderTable()
+    known, created = table.attach(trade_with_contract(5, Stock("MSFT", "SMART", "USD", conId=272093), ref=""))
+    assert created and (known.con_id, known.symbol) == (272093, "MSFT")
+    zero, created = table.attach(trade_with_contract(6, Stock("MSFT", "SMART", "USD"), ref=""))
+    assert created and zero.con_id == 0
+    bare, created = table.attach(trade_with_contract(7, SimpleNamespace(symbol="MSFT"), ref=""))
+    assert created and bare.con_id == 0 and bare.symbol == "MSFT"
+
+
+def test_ibs_final_status_never_replaces_a_final_status_the_gateway_decided() -> None:
+    table = IbOrderTable()
+    seen: list[str] = []
+    table.on_contradiction = seen.append
+    rec = table.add_placed(order_spec("a"), 4, CLIENT)
+    assert observe(table, rec, "Cancelled", remaining=0.0, source=GATEWAY) is not None  # before transmission
+    assert observe(table, rec, "ApiCancelled", remaining=0.0) is None  # final after final: nothing to correct
+    assert (rec.status, rec.final_source, seen) == ("Cancelled", GATEWAY, [])
+    assert observe(table, rec, "Submitted").correction  # a live report does correct it
+
+
+def test_an_open_order_report_files_an_order_first_seen_at_ib_and_finds_another_clients_by_perm_id() -> None:
+    t = Translator()
+    trade = trade_with_contract(5, Stock("MSFT", "SMART", "USD", conId=272093), ref="", perm=55)
+    t.tr.on_open_order_report(trade, OpenOrderReport(order_id=5, client_id=CLIENT, perm_id=55, order_ref="",
+                                                     status="Submitted", terms=terms(), listed=True))
+    e = t.outbox.statuses[-1]
+    assert (e.order_ref, e.perm_id, e.status, e.con_id, e.symbol) == ("", 55, "Submitted", 272093, "MSFT")
+    assert t.table.by_perm[55].trade is trade and t.table.by_perm[55].acknowledged
+    # another client's order (TWS by hand: client 0, order id 0) is known by its permId alone
+    other, _ = t.table.attach(trade_with_contract(0, Stock("AAPL", "SMART", "USD"), ref="", perm=66))
+    other.client_id, other.ib_order_id = 0, 0
+    t.tr.on_open_order_report(None, OpenOrderReport(order_id=0, client_id=0, perm_id=66, order_ref="",
+                                                    status="PreSubmitted", terms=terms(), listed=True))
+    assert (t.outbox.statuses[-1].perm_id, t.outbox.statuses[-1].status) == (66, "PreSubmitted")
+    assert other.acknowledged
+
+
+def test_ibs_202_after_a_fill_changes_nothing() -> None:
+    t = Translator()
+    rec = t.table.add_placed(order_spec("f"), 1, CLIENT)
+    t.tr.on_status_report(None, report("Filled", filled=10.0, remaining=0.0, avg=100.0))
+    n = len(t.outbox.statuses)
+    t.tr.on_order_error(1, 202, "Order Canceled - reason:")
+    assert len(t.outbox.statuses) == n and rec.status == "Filled" and rec.published[3] is None
+    assert t.outbox.notices[-1].code == 202 and t.outbox.notices[-1].status == "Filled"
