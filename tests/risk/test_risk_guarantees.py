@@ -48,7 +48,7 @@ import msgspec  # noqa: E402
 from actors.risk import checks as ck  # noqa: E402
 from actors.risk.checks import EPSILON, BookView, RiskView, evaluate  # noqa: E402
 from bus.config import RiskLimits  # noqa: E402
-from bus.messages import ContractInfo, Instrument  # noqa: E402
+from bus.messages import ContractInfo, Instrument, PriceIncrement  # noqa: E402
 from tests.support.builders import order_for  # noqa: E402
 
 order = order_for("alpha")
@@ -156,6 +156,48 @@ VERDICTS = [
     (order("SELL", 10), R(account=BookView(position=3000, working_sell=5990)), "risk.max_position",
      "account position in AAPL could reach -3000 (position 3000 + working + this order) > max_position 2000"),
 ]
+
+
+NESN_CHF = ContractInfo(instrument=Instrument(symbol="NESN", exchange="EBS", currency="CHF", con_id=1234567,
+                                              local_symbol="NESN"), min_tick=0.01)
+#: a market rule: 0.0001 below one dollar, 0.01 from one dollar up
+PENNY = ContractInfo(instrument=Instrument(symbol="PNY", con_id=7654321, local_symbol="PNY"), min_tick=0.0001,
+                     price_increments=[PriceIncrement(low_edge=0.0, increment=0.0001),
+                                       PriceIncrement(low_edge=1.0, increment=0.01)])
+
+VERDICTS += [
+    # the contract's own name (IB's local symbol) and currency, not what the order said
+    (order("BUY", 1, symbol="ES", sec_type="FUT"), R(contract=ES_INFO, ref_price=None), "risk.no_market_data",
+     "no market data for ESH7: cannot collar or value the order"),
+    (order("BUY", 1, symbol="ES", sec_type="FUT"), R(contract=ES_INFO, tick_age_s=40.0), "risk.stale_market_data",
+     "market data for ESH7 is 40.0s old during its trading hours (risk.stale_data_s = 30)"),
+    (order("BUY", 1), R(contract=NESN_CHF, fx_rate=None), "risk.no_fx_rate",
+     "no exchange rate CHF -> USD: IB's account values report none and no FX quote is available; the order cannot "
+     "be valued"),
+    (order("BUY", 1, symbol="ES", sec_type="FUT", limit=100.0), R(contract=ES_INFO, strategy=BookView(position=2000)),
+     "risk.max_position", "strategy position in ESH7 could reach 2001 (position 2000 + working + this order) > "
+     "max_position 2000"),
+    # amounts without a base currency yet carry no currency
+    (order("BUY", 10), R(base_currency="", strategy=BookView(gross_exposure=299_500)), "risk.max_gross_exposure",
+     "strategy gross exposure would be 300,500.00 (positions + working orders + this order) > max_gross_exposure "
+     "300,000.00"),
+    # the increment at the order's price (IB's market rule), with that increment's decimals
+    (order("BUY", 10, symbol="PNY", limit=1.005), R(contract=PENNY, ref_price=1.0), "risk.tick_size",
+     "limit price 1.005 is not on PNY's price grid (increment 0.01 at this price): nearest valid prices 1.00 and "
+     "1.01 (or send round_to_tick)"),
+    (order("BUY", 10, symbol="PNY", limit=0.00005), R(contract=PENNY, ref_price=1.0), "risk.tick_size",
+     "limit price 5e-05 is not on PNY's price grid (increment 0.0001 at this price): nearest valid prices 0.0000 "
+     "and 0.0001 (or send round_to_tick)"),
+]
+
+
+def test_the_checks_name_what_the_order_said_when_ib_has_not_described_the_contract() -> None:
+    es = order("BUY", 1, symbol="ES", sec_type="FUT")
+    bare = R(contract=None, ref_price=None, fx_rate=None, strategy=BookView(position=2000))
+    assert ck.check_market_data(es, bare, LIMITS, LIMITS).reason == \
+        "no market data for ES: cannot collar or value the order"
+    assert ck.check_fx(es, bare, LIMITS, LIMITS).reason.startswith("no exchange rate USD -> USD:")
+    assert ck.check_position(es, bare, LIMITS, LIMITS).reason.startswith("strategy position in ES could reach 2001")
 
 
 @pytest.mark.parametrize("o,view,code,reason", VERDICTS, ids=[f"{c[2]}-{i}" for i, c in enumerate(VERDICTS)])
