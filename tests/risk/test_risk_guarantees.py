@@ -425,6 +425,14 @@ def test_fills_move_both_books_and_a_correction_replaces_exactly() -> None:
     assert book.position(ES_ID, "alpha") == 3  # IB's position is the account's, never a strategy's
     book.load_positions([Position(account="DU1", instrument=NQ, quantity=-1, avg_cost=1.0)])
     assert list(book.account) == [NQ_ID] and book.account[NQ_ID].multiplier == 20.0
+    # IB's details of the contract over what an instrument says (no multiplier, another currency)
+    es_bare = Instrument(symbol="ES", sec_type="FUT", con_id=ES_ID, currency="EUR")
+    book.on_position(Position(account="DU1", instrument=es_bare, quantity=2, avg_cost=1.0))
+    es_pos = book.account[ES_ID]
+    assert (es_pos.multiplier, es_pos.currency, es_pos.symbol, es_pos.display) == (50.0, "USD", "ES", "ES")
+    book.load_positions([])
+    assert book.on_fill(xfill("e9", "BUY", 1, 5000.0, inst=es_bare), NOW) is True
+    assert (book.account[ES_ID].multiplier, book.account[ES_ID].currency) == (50.0, "USD")
     book.load_positions([])
     assert book.account == {}
 
@@ -437,6 +445,10 @@ def test_commissions_go_to_the_executions_owner() -> None:
     assert book.on_commission(CommissionEvent(exec_id="e9.01", exec_key="e9", order_ref="beta/x", commission=1.0,
                                               currency="USD")) == ""
     assert book.days.positions["alpha"][ES_ID].day_fees == {"USD": 2.25}
+    book.on_fill(xfill("e2", "BUY", 1, 10.0, inst=NESN), NOW)  # a CHF contract charged in USD
+    book.on_commission(CommissionEvent(exec_id="e2.01", exec_key="e2", order_ref="alpha/c1", commission=1.5,
+                                       currency="USD"))
+    assert book.days.positions["alpha"][NESN_ID].day_fees == {"USD": 1.5}
 
 
 def test_positions_are_valued_at_the_market_else_ibs_mark_else_cost_per_unit() -> None:
@@ -466,6 +478,11 @@ def test_positions_are_valued_at_the_market_else_ibs_mark_else_cost_per_unit() -
     assert book.gross(v, "beta") == 5000.0 * 50 and book.gross(v, "nobody") == 0.0
     book.on_fill(xfill("e4", "SELL", 1, 1.0, ref="beta/x"), NOW, account_too=False)
     assert book.gross(v, "beta") == 0.0
+    pend(book, spec("beta", "w", ES, "BUY", 1, limit=5000.0), ES_INFO)
+    pend(book, spec("alpha", "w", ES, "BUY", 2, limit=5000.0), ES_INFO)
+    assert book.gross(v, "beta") == 5000.0 * 50  # beta's working order, not alpha's
+    assert book.gross(v, "alpha", exclude="alpha/w") == 2 * 5000.0 * 50 + 3 * 100.0 * 1.25
+    assert book.gross(v, exclude="beta/w") == book.gross(v) - 5000.0 * 50
 
 
 def test_a_mark_or_a_cost_below_one_is_still_a_price() -> None:
@@ -584,6 +601,7 @@ def test_open_orders_from_ib_replace_the_working_set() -> None:
     book.load_open_orders(ib, now=10.0)
     assert sorted(book.working) == ["alpha/p", "alpha/s", "beta/n", "perm:12"]  # without a ref: by its permId
     s = book.working["alpha/s"]
+    assert [w.order_ref for w in book.working_in(ES_ID)] == ["alpha/s"]
     assert (s.strategy, s.con_id, s.symbol, s.side, s.quantity, s.filled, s.price, s.multiplier, s.currency,
             s.pending, s.tif, s.order_type) == ("alpha", ES_ID, "ES", "SELL", 4.0, 1.0, 4000.0, 50.0, "USD", False,
                                                 "GTC", "STP")
@@ -593,6 +611,11 @@ def test_open_orders_from_ib_replace_the_working_set() -> None:
     assert (n.multiplier, n.price, n.quantity) == (20.0, 100.0, 2.0)  # the instrument's multiplier; the limit
     assert book.working_qty(ES_ID) == (0.0, 3.0) and book.working_qty(AAPL_ID) == (12.0, 0.0)
     assert book.working_notional(Prices()) == 3 * 4000.0 * 50 + 5 * 10.0 + 7 * 9.0 + 2 * 100.0 * 20
+    # IB's details of the contract over what the listed order's instrument says
+    bare = Instrument(symbol="ES", sec_type="FUT", con_id=ES_ID, currency="EUR")
+    book.load_open_orders([IbOrder(ib_order_id=9, perm_id=19, client_id=0, order_ref="", instrument=bare, side="BUY",
+                                   quantity=1, order_type="LMT", limit_price=4000.0, status="Submitted")], now=10.0)
+    assert (book.working["perm:19"].multiplier, book.working["perm:19"].currency) == (50.0, "USD")
 
 
 def test_ibs_open_orders_count_what_ib_says_is_left() -> None:
@@ -635,6 +658,11 @@ def test_an_order_seen_first_at_ib_is_keyed_by_its_perm_id_and_counted_with_ibs_
                   terms=OrderTerms(side="", quantity=1.0, order_type="LMT", limit_price=8.0))
     book.on_status(odd)
     assert (book.working["perm:56"].side, book.working["perm:56"].price) == (None, 8.0)  # no side: both sides
+    book.on_status(xstatus("", "Submitted", perm_id=57, remaining=2.0, con_id=ES_ID, symbol="ES",
+                           terms=OrderTerms(side="BUY", quantity=2.0, order_type="MKT")))
+    assert book.working["perm:57"].side == "BUY" and book.working_qty(ES_ID) == (2.0, 0.0)
+    assert book.working_con_ids() == {AAPL_ID, ES_ID}  # orders nobody here placed count
+    book.on_status(xstatus("", "Cancelled", perm_id=57, con_id=ES_ID, symbol="ES"))
     book.on_status(xstatus("", "Submitted", perm_id=55, remaining=5.0,
                            terms=OrderTerms(side="SELL", quantity=5.0, limit_price=9.5, stop_price=9.0)))
     w = book.working["perm:55"]
@@ -652,7 +680,7 @@ def test_an_order_seen_first_at_ib_is_keyed_by_its_perm_id_and_counted_with_ibs_
 
 def test_strategies_and_contract_names() -> None:
     book = new_book()
-    book.on_fill(xfill("e1", "BUY", 1, 1.0, ref="alpha/a"), NOW)
+    book.on_fill(xfill("e1", "BUY", 1, 1.0, ref="alpha/a", inst=Instrument(symbol="ES", con_id=ES_ID)), NOW)
     book.on_fill(xfill("e2", "BUY", 1, 1.0, ref="manual"), NOW)
     pend(book, spec("beta", "b", AAPL, "BUY", 1), AAPL_INFO)
     book.on_status(xstatus("hand", "Submitted", remaining=1.0, con_id=31, symbol="XYZ"))
@@ -818,6 +846,8 @@ def test_the_most_severe_state_governs_an_order() -> None:
     ts.set("conid:551601503", HALTED, reason="r", origin="cli", authority=OP)
     assert ts.effective("beta", "ES", 551601503) == (HALTED, ["conid:551601503"])
     assert ts.effective("beta", "ES", 551601532) == (ACTIVE, []) and ts.effective("beta", "ES") == (ACTIVE, [])
+    ts.set("conid:1", HALTED, reason="r", origin="cli", authority=OP)
+    assert ts.effective("beta", "ES") == (ACTIVE, [])  # an order whose contract is not known: no conid: scope
     ts.set("symbol:ES", REDUCING, reason="r", origin="cli", authority=OP)
     assert ts.effective("beta", "ES", 551601532) == (REDUCING, ["symbol:ES"])
     assert ts.effective("beta", "ES", 551601503) == (HALTED, ["conid:551601503", "symbol:ES"])
