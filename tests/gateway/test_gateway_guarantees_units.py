@@ -1917,3 +1917,36 @@ def test_ibs_202_after_a_fill_changes_nothing() -> None:
     t.tr.on_order_error(1, 202, "Order Canceled - reason:")
     assert len(t.outbox.statuses) == n and rec.status == "Filled" and rec.published[3] is None
     assert t.outbox.notices[-1].code == 202 and t.outbox.notices[-1].status == "Filled"
+
+
+def test_a_notice_carries_the_terms_that_stand_only_for_a_refused_amendment_and_ibs_own_reason() -> None:
+    t = Translator()
+    spec = order(coid="n", limit=100.0)
+    rec = t.table.add_placed(spec, 1, CLIENT)
+    t.table.attach(ib_trade(1, perm=11, ref="s1/n"))
+    t.tr.on_status_report(None, report("Submitted"))
+    t.tr.on_order_error(1, 2109, "Order Event Warning: outside regular trading hours")
+    assert (t.outbox.notices[-1].effect, t.outbox.notices[-1].terms) == ("info", None)
+    rec.amendment, rec.modify_pending = msgspec.structs.replace(spec, limit_price=99.0), True
+    t.tr.on_order_error(1, 110, "The price does not conform to the minimum price variation")
+    assert t.outbox.notices[-1].effect == "amend_rejected"
+    assert t.outbox.notices[-1].terms == terms_of_spec(spec)  # IB has not reported terms: the published ones stand
+    rec.ib_terms = terms(limit_price=100.5)
+    rec.amendment, rec.modify_pending = msgspec.structs.replace(spec, limit_price=98.0), True
+    t.tr.on_order_error(1, 110, "The price does not conform to the minimum price variation")
+    assert t.outbox.notices[-1].terms == terms(limit_price=100.5)  # IB's last report stands
+    # IB's reason given with the error wins over the library's copy on the trade
+    fresh = t.table.add_placed(order_spec("m"), 2, CLIENT)
+    t.table.attach(ib_trade(2, ref="s1/m"))
+    t.tr.on_order_error(2, 201, "Order rejected - reason: margin", '{"reason": "insufficient equity"}')
+    assert (t.outbox.statuses[-1].order_ref, t.outbox.statuses[-1].reason) == ("s1/m", "insufficient equity")
+    assert fresh.status == "Cancelled"
+
+
+def test_an_unknown_code_on_an_order_asks_for_a_reconciliation_naming_code_and_order() -> None:
+    t = Translator()
+    t.table.add_placed(order_spec("u"), 1, CLIENT)
+    t.tr.on_status_report(None, report("Submitted"))
+    t.tr.on_order_error(1, 123456, "something IB never documented")
+    assert t.resyncs == ["IB 123456 on s1/u (orderId 1, permId 0)"]
+    assert t.outbox.notices[-1].effect == "unknown" and t.outbox.statuses[-1].status == "Submitted"
