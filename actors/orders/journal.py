@@ -187,7 +187,7 @@ class Journal:
                 self._migrate(version)
             elif version != SCHEMA_VERSION:
                 raise JournalError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the private file could not be made (a folder, no access)
             raise JournalError(f"{self.path}: {exc}") from exc
         self._in_tx = False
         self.commits = 0

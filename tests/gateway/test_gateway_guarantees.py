@@ -25,8 +25,8 @@ from bus.codec import Stamper
 from bus.messages import (
     Ack, AmendOrder, CancelIbOrder, CancelReport, ConnectionStateEvent, Kill, Rejected, SubmitAck,
 )
-from bus.pubsub import Publisher
 from tests.support.builders import order
+from tests.support.clients import publisher
 from tests.support.gateway_harness import FAR_BELOW, GatewayHarness, place_working
 from tests.support.sim_state import requests_named, sim_order, sim_orders, working_at_sim
 from tests.support.waiting import eventually
@@ -107,7 +107,7 @@ def test_sigkill_in_the_middle_of_a_kill_sweep_comes_back_halted_and_finishes_th
     before = sim.state()
     # simulated time stands still from here: the sweep's cancels wait at the simulator's door, the sweep waits
     kill = Kill(kill_id="kill-mid-sweep", scope="all", reason="crash test", origin="test")
-    pub = Publisher(zctx, gateway.cfg.bus.proxy_frontend, Stamper("test-operator"))
+    pub = publisher(zctx, gateway.cfg, Stamper("test-operator"))  # a kill: the operator's key
     try:
         pub.wait_ready_sync(gateway.cfg.bus.proxy_backend)
         pub.publish(topics.KILL, kill)

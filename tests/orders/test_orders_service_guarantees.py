@@ -15,14 +15,14 @@ import msgspec
 import pytest
 import zmq
 
-from bus import topics
+from bus import registry, topics
 from bus.codec import Stamper
 
 from bus.config import KhazadConfig
 from bus.messages import CancelOrder, GetOrder, OrderReply, OrderSpec, PlaceOrder, WaitOrder
-from bus.pubsub import Publisher
 from bus.reqrep import SyncClient
 from tests.support.builders import order
+from tests.support.clients import publisher
 from tests.support.doubles.order_peers import ChainDoubles
 from tests.support.orders_journal import journal_rows
 from tests.support.processes import ActorProcess, wait_ready
@@ -83,7 +83,7 @@ def test_fill_correction_survives_a_restart_and_the_older_revision_never_overwri
     correction = msgspec.structs.replace(first, exec_id=first.exec_id.replace(".01", ".02"), price=101.0,
                                          avg_price=101.0, is_correction=True)
     doubles.fills.append(correction)
-    pub = Publisher(zctx, cfg.bus.proxy_frontend, Stamper("test-gateway"))
+    pub = publisher(zctx, cfg, Stamper("test-gateway"), key=registry.GATEWAY.name)  # fills are the gateway's
     try:
         pub.wait_ready_sync(cfg.bus.proxy_backend)
         pub.publish(topics.fill(correction.instrument.symbol), correction)
