@@ -29,6 +29,18 @@ def test_atomic_write_fsyncs_the_full_content_before_the_rename_and_the_folder_a
     assert [p.name for p in path.parent.iterdir()] == ["gateway.json"]  # no temp file left behind
 
 
+def test_atomic_write_leaves_a_private_file_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.json"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o644)  # an older run's looser file
+    old = os.umask(0)
+    try:
+        atomic_write(path, b"new")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_bytes() == b"new"
+
+
 def test_halted_state_is_fsynced_before_it_replaces_the_old_file(tmp_path: Path, monkeypatch) -> None:
     path = (tmp_path / "gateway.json").resolve()
     store = StateStore(path)
