@@ -190,6 +190,36 @@ VERDICTS += [
      "and 0.0001 (or send round_to_tick)"),
 ]
 
+VERDICTS += [
+    # IB's delayed data (risk.delayed_data): limit orders only, or nothing
+    (order("BUY", 10), R(delayed_data=True), "risk.delayed_data",
+     "market data for AAPL is delayed: only limit orders (collared on the delayed price) are allowed, not MKT "
+     "(risk.delayed_data = limit_only)"),
+    (order("BUY", 10, stop=99.0), R(delayed_data=True), "risk.delayed_data",
+     "market data for AAPL is delayed: only limit orders (collared on the delayed price) are allowed, not STP "
+     "(risk.delayed_data = limit_only)"),
+    (order("BUY", 10, symbol="ES", sec_type="FUT", limit=100.0), R(contract=ES_INFO, delayed_data=True,
+                                                                   delayed_policy="block"),
+     "risk.delayed_data", "market data for ESH7 is delayed (risk.delayed_data = block)"),
+    # IB's what-if margin preview (risk.margin): fail closed
+    (order("BUY", 10), R(margin_checked=True, margin_problem="timed out"), "risk.margin",
+     "no margin preview from IB: timed out (fail closed)"),
+    (order("BUY", 10), R(margin_checked=True), "risk.margin",
+     "IB's what-if: excess liquidity after the trade unknown < risk.margin_floor 0.00 USD"),
+    (order("BUY", 10), R(margin_checked=True, margin_excess_after=999.5, margin_floor=1000.0), "risk.margin",
+     "IB's what-if: excess liquidity after the trade 999.50 USD < risk.margin_floor 1,000.00 USD"),
+]
+
+
+def test_delayed_data_and_the_margin_preview_admit_what_their_policy_allows() -> None:
+    assert evaluate(order("BUY", 10, limit=100.0), R(delayed_data=True), LIMITS, LIMITS).approved  # limit_only
+    assert evaluate(order("BUY", 10), R(delayed_data=True, delayed_policy="allow"), LIMITS, LIMITS).approved
+    assert evaluate(order("BUY", 10), R(delayed_data=False, delayed_policy="block"), LIMITS, LIMITS).approved
+    assert evaluate(order("BUY", 10), R(margin_checked=False, margin_problem="x"), LIMITS, LIMITS).approved
+    edge_margin = R(margin_checked=True, margin_excess_after=1000.0 - EPSILON, margin_floor=1000.0)
+    assert evaluate(order("BUY", 10), edge_margin, LIMITS, LIMITS).approved  # the floor within its tolerance
+    assert ck.check_margin(order("BUY", 10), R(margin_checked=True, margin_excess_after=0.0), LIMITS, LIMITS) is None
+
 
 def test_the_checks_name_what_the_order_said_when_ib_has_not_described_the_contract() -> None:
     es = order("BUY", 1, symbol="ES", sec_type="FUT")
@@ -281,8 +311,9 @@ def test_the_early_checks_are_those_that_need_no_market_data() -> None:
     assert names == ["check_ready", "check_state", "check_disabled", "check_restricted", "check_quantity"]
     assert [c.__name__ for c in ck.CHECKS] == [
         "check_ready", "check_state", "check_disabled", "check_restricted", "check_quantity", "check_contract",
-        "check_size", "check_tick", "check_market_data", "check_fx", "check_notional", "check_collar",
-        "check_reducing", "check_duplicate", "check_rate", "check_position", "check_gross", "check_buying_power"]
+        "check_size", "check_tick", "check_market_data", "check_delayed_data", "check_fx", "check_notional",
+        "check_collar", "check_reducing", "check_duplicate", "check_rate", "check_position", "check_gross",
+        "check_buying_power", "check_margin"]
     v = evaluate(order("BUY", 10), R(ref_price=None, tick_age_s=None, contract=None), LIMITS, LIMITS,
                  checks=ck.EARLY_CHECKS)
     assert v == ck.OK and v.reason == "approved"
