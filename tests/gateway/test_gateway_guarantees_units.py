@@ -1962,3 +1962,22 @@ def test_an_unknown_code_on_an_order_asks_for_a_reconciliation_naming_code_and_o
     t.tr.on_order_error(1, 123456, "something IB never documented")
     assert t.resyncs == ["IB 123456 on s1/u (orderId 1, permId 0)"]
     assert t.outbox.notices[-1].effect == "unknown" and t.outbox.statuses[-1].status == "Submitted"
+
+
+def test_an_error_the_data_plane_claims_never_reaches_the_orders() -> None:
+    fake, outbox, failures = RecordingHandlers(), FakeOutbox(), []
+    router = router_with(fake, outbox, failures)
+    asked: list[tuple[int, int, str]] = []
+
+    def data_errors(req_id: int, code: int, message: str) -> bool:
+        asked.append((req_id, code, message))
+        return req_id == 9  # a history request's id
+
+    router.data_errors = data_errors
+    router.on_error(9, 162, "Historical Market Data Service error message: no data")
+    router.on_error(7, 201, "an order's error")
+    router.on_error(0, 399, "no request id")
+    router.on_error(-1, 2104, "farm ok")
+    assert asked == [(9, 162, "Historical Market Data Service error message: no data"), (7, 201, "an order's error")]
+    assert fake.calls == [("on_order_error", (7, 201, "an order's error")), ("on_system_code", (2104, "farm ok"))]
+    assert router.last_ib_code == 2104
