@@ -1971,9 +1971,11 @@ def test_an_error_the_data_plane_claims_never_reaches_the_orders() -> None:
 
     def data_errors(req_id: int, code: int, message: str) -> bool:
         asked.append((req_id, code, message))
-        return req_id == 9  # a history request's id
+        return req_id in (1, 9)  # history requests' ids (1: the first id of a connection)
 
     router.data_errors = data_errors
+    router.on_error(1, 162, "Historical Market Data Service error message: pacing")
+    asked.clear()
     router.on_error(9, 162, "Historical Market Data Service error message: no data")
     router.on_error(7, 201, "an order's error")
     router.on_error(0, 399, "no request id")

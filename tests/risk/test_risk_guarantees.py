@@ -228,6 +228,8 @@ def test_the_checks_name_what_the_order_said_when_ib_has_not_described_the_contr
         "no market data for ES: cannot collar or value the order"
     assert ck.check_fx(es, bare, LIMITS, LIMITS).reason.startswith("no exchange rate USD -> USD:")
     assert ck.check_position(es, bare, LIMITS, LIMITS).reason.startswith("strategy position in ES could reach 2001")
+    delayed = ck.check_delayed_data(es, replace(bare, delayed_data=True, delayed_policy="block"), LIMITS, LIMITS)
+    assert delayed.reason == "market data for ES is delayed (risk.delayed_data = block)"
 
 
 @pytest.mark.parametrize("o,view,code,reason", VERDICTS, ids=[f"{c[2]}-{i}" for i, c in enumerate(VERDICTS)])
