@@ -40,6 +40,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 #: How long SQLite waits for a lock held by another connection (only tools reading the journal hold one).
 BUSY_TIMEOUT_MS = 5000
+#: ``PRAGMA synchronous`` values (SQLite's numbering): NORMAL syncs the WAL at checkpoints only, FULL at every commit.
+SYNCHRONOUS_NORMAL = 1
+SYNCHRONOUS_FULL = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -193,10 +196,12 @@ class Journal:
                 self._migrate(version)
             elif version != SCHEMA_VERSION:
                 raise JournalError(f"{self.path}: journal schema {version}, this version reads {SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the private file could not be made (a folder, no access)
             raise JournalError(f"{self.path}: {exc}") from exc
         self._in_tx = False
         self.commits = 0
+        #: commits made with ``synchronous`` FULL or stronger *in effect* (read from the connection inside the
+        #: transaction, not the flag the caller passed)
         self.durable_commits = 0
 
     def _migrate(self, version: int) -> None:
@@ -232,11 +237,16 @@ class Journal:
             self._db.execute("ROLLBACK")
             raise
         else:
+            level = self.synchronous()
             self._db.execute("COMMIT")
             self.commits += 1
-            self.durable_commits += durable
+            self.durable_commits += level >= SYNCHRONOUS_FULL
         finally:
             self._in_tx = False
+
+    def synchronous(self) -> int:
+        """The connection's ``PRAGMA synchronous`` now (inside a transaction: what its COMMIT will do)."""
+        return int(self._db.execute("PRAGMA synchronous").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
