@@ -665,7 +665,7 @@ def test_ibs_terms_become_the_spec_and_confirm_a_matching_amendment() -> None:
     assert stp.history[-1].reason == "terms reported by IB: limit_price=8.9, stop_price=9.4"
     assert stp.adopt_terms(OrderTerms(quantity=5.0, order_type="STP LMT", limit_price=8.9, stop_price=None), NOW)
     assert stp.spec.stop_price == 9.4 and stp.history[-1].reason == (
-        "IB reports terms {'stop_price': None} that cannot be adopted: STP LMT order needs stop_price")
+        "IB reports terms {'stop_price': None} that cannot be adopted: STP LMT order needs stop_price (its trigger)")
     view = rec.view()
     assert view.amendment is None and view.spec == rec.spec
     rec.amendment = amended

@@ -313,7 +313,7 @@ def test_the_early_checks_are_those_that_need_no_market_data() -> None:
     assert names == ["check_ready", "check_state", "check_disabled", "check_restricted", "check_quantity"]
     assert [c.__name__ for c in ck.CHECKS] == [
         "check_ready", "check_state", "check_disabled", "check_restricted", "check_quantity", "check_contract",
-        "check_size", "check_tick", "check_market_data", "check_delayed_data", "check_fx", "check_notional",
+        "check_size", "check_order_type", "check_tick", "check_market_data", "check_delayed_data", "check_fx", "check_notional",
         "check_collar", "check_reducing", "check_duplicate", "check_rate", "check_position", "check_gross",
         "check_buying_power", "check_margin"]
     v = evaluate(order("BUY", 10), R(ref_price=None, tick_age_s=None, contract=None), LIMITS, LIMITS,
