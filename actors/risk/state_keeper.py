@@ -45,6 +45,9 @@ class TradingStateKeeper:
     def __init__(self, states: TradingStates, publish: Publish) -> None:
         self._states = states
         self._publish = publish
+        # what was read from disk: announce_restored announces these (and only those still in force: an event the
+        # actor processed before its start hook, the gateway's latch at the first heartbeat, announced its change)
+        self._restored = dict(states.non_active())
 
     @classmethod
     def load(cls, path: Path, publish: Publish) -> TradingStateKeeper:
@@ -184,7 +187,9 @@ class TradingStateKeeper:
         """Announce the persisted restrictions at start, each with the epoch, cause and origin of the change that
         set it: a restarted governor is HALTED again before anyone asks (an ACTIVE start is not announced: it must
         not read as a resume to a strategy while the gateway may still be halted)."""
-        for scope, st in self._states.non_active().items():
+        for scope, st in self._restored.items():
+            if self._states.get(scope).epoch != st.epoch:
+                continue  # changed since the start, and that change was announced
             self._announce(
                 scope,
                 st,

@@ -500,7 +500,9 @@ def test_gateway_latch_is_mirrored_from_its_heartbeats_and_lifted_only_by_the_ga
     latch(gateway, "all")  # the latch repeated by every heartbeat: nothing new
     latch(gateway, "")
     eventually(lambda: client.call(GetRiskState()).global_state == "ACTIVE")
-    mirrored = state_events(events)
+    # the reply can overtake the event on a loaded machine: wait for the ACTIVE event itself
+    mirrored = eventually(lambda: (m := state_events(events)) and m[-1].state == "ACTIVE" and m,
+                          message="the lift published")
     assert [(e.state, e.cause, e.origin) for e in mirrored] == [("HALTED", "gateway_latch", "gateway"),
                                                                ("ACTIVE", "gateway_latch", "gateway")]
     assert mirrored[1].epoch == mirrored[0].epoch + 1

@@ -144,3 +144,17 @@ def test_disabled_strategies_persist(path):
     assert TradingStates.load(path).disabled == {"alpha": "5 fills in 1s"}
     assert ts.enable("alpha") and not ts.enable("alpha")
     assert TradingStates.load(path).disabled == {}
+
+
+def test_a_restart_announces_each_restored_restriction_once_and_never_a_change_already_announced(path):
+    """The governor announces what it restored from disk at its start; a change it applied before that hook (the
+    gateway's latch at the first heartbeat) was announced when it happened and is not announced a second time."""
+    from actors.risk.state_keeper import TradingStateKeeper
+
+    TradingStates.load(path).set("strategy:alpha", HALTED, reason="kill k1", origin="cli", authority=OP)
+    published = []
+    keeper = TradingStateKeeper.load(path, lambda topic, ev: published.append(ev))
+    keeper.mirror_gateway_latch(frozenset({"all"}), frozenset(), "halt latch")  # before the start hook
+    keeper.announce_restored()
+    assert [(ev.scope, ev.state, ev.cause) for ev in published] == [
+        ("all", "HALTED", "gateway_latch"), ("strategy:alpha", "HALTED", None)]
