@@ -6,10 +6,11 @@ subscriptions, the risk governor (``bus.risk``: the trading states' one authorit
 when it connects, and the event proxy for ``order.<strategy>`` updates, ``md.<conId>`` ticks (each instrument
 qualified by the gateway first: :mod:`sdk.market`) and ``state.trading`` changes (topics from :mod:`bus.topics`).
 
-:meth:`AsyncKhazadClient.start` makes the event subscription ready before it returns (no update of a later order
-is missed; :mod:`sdk.events`), then asks the governor for the trading states, so a strategy that connects during a
-halt sees HALTED before its first order (:mod:`sdk.trading`). Each part of the work is a collaborator in its own
-module (see the class docstring); this class holds the public methods and the lifecycle.
+:meth:`AsyncKhazadClient.start` makes the event subscription ready, then asks the governor for the trading states
+(a strategy connecting during a halt sees HALTED before its first order). The class holds the public methods and
+the lifecycle; collaborators in their own modules do the work: :mod:`sdk.session`, :mod:`sdk.events`,
+:mod:`sdk.order_entry`, :mod:`sdk.group_entry`, :mod:`sdk.order_queries`, :mod:`sdk.account_queries`,
+:mod:`sdk.market_requests`, :mod:`sdk.trading` and :mod:`sdk.data` (``client.data``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bus.messages import (
     TradingStateReply,
 )
 from bus.pubsub import READY_TIMEOUT_S, Publisher, Subscriber
+from bus.reqrep import AsyncClient
 from sdk.account_queries import AccountQueries, Service
 from sdk.data import DataApi
 from sdk.endpoints import Endpoints
@@ -67,11 +69,6 @@ class AsyncKhazadClient:
     ``[logging] level``, INFO) is the SDK's log level unless the application configured loguru itself
     (:mod:`sdk.logs`). Callbacks registered with ``on_*`` may be plain
     functions (called on the event loop, keep them short) or coroutine functions (scheduled as tasks).
-
-    Composed of: :class:`~sdk.session.BusSession` (sockets, heartbeat), :class:`~sdk.events.EventDispatch`
-    (the event reader, callbacks, streams), :class:`~sdk.order_entry.OrderEntry`,
-    :class:`~sdk.group_entry.GroupEntry`, :class:`~sdk.order_queries.OrderQueries`,
-    :class:`~sdk.market_requests.MarketDataRequests` and :class:`~sdk.data.DataApi` (``client.data``).
     """
 
     def __init__(
@@ -488,3 +485,14 @@ class AsyncKhazadClient:
         """Stop receiving ticks of a subscribed contract (by the name it was subscribed with, its conId or its
         readable name) and tell the gateway this subscriber is gone."""
         return await self.market_requests.unsubscribe(symbol)
+
+    def gateway_client(self) -> AsyncClient:
+        """The gateway's request client (for :mod:`sdk.data`)."""
+        return self.market_requests.gateway_client()
+
+    async def add_topic(self, topic: str) -> None:
+        """Subscribe the event socket to ``topic`` and wait until the proxy delivers it (no first event lost)."""
+        await self.events.add_topic(topic)
+
+    def drop_topic(self, topic: str) -> None:
+        self.events.drop_topic(topic)
