@@ -26,6 +26,9 @@ Instruments: a ticker is a US stock on SMART; anything else is an :class:`Instru
 ``Instrument.option("AAPL", "20250620", 190, "C")``. The gateway qualifies each with IB (its conId, multiplier,
 currency and tick come from IB: :meth:`AsyncKhazadClient.qualify`); ticks, positions and limits are per IB contract.
 
+The core's collaborators: :mod:`sdk.session` (sockets, heartbeat, the request path), :mod:`sdk.events` (the event
+reader, callbacks, streams), :mod:`sdk.order_entry`, :mod:`sdk.group_entry`, :mod:`sdk.order_queries`,
+:mod:`sdk.account_queries`, :mod:`sdk.market_requests`, :mod:`sdk.trading`, :mod:`sdk.data`.
 The other modules: :mod:`sdk.market` (market data by contract), :mod:`sdk.streams` (bounded update streams),
 :mod:`sdk.ids` (client order ids), :mod:`sdk.endpoints` (where to connect), :mod:`sdk.views` (rejected statuses,
 order history for logs), :mod:`sdk.logs` (the SDK's log level: INFO unless ``log_level=`` or ``[logging] level``

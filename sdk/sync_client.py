@@ -104,7 +104,7 @@ class KhazadClient:
     async def _start(self) -> None:
         await self._aclient.start()
         for kind in ("order", "tick", "state", "bar"):
-            self._aclient._register(kind, functools.partial(self._fanout, kind))
+            self._aclient.events.register(kind, functools.partial(self._fanout, kind))
 
     def _fanout(self, kind: str, item: Any) -> None:
         # runs on the I/O thread: streams are thread-safe queues; callbacks go to the dispatcher thread
@@ -224,7 +224,7 @@ class KhazadClient:
 
     def ticks(self, symbol: str | Instrument | int | None = None) -> SyncStream[TickEvent]:
         """Ticks of subscribed contracts (optionally one: see :meth:`AsyncKhazadClient.ticks`) from now on."""
-        md = self._aclient._md
+        md = self._aclient.market_requests.md
         return self._stream("tick", None if symbol is None else (lambda t: md.matches(symbol, t)))
 
     def on_bar(self, callback: Callable[[BarEvent], Any]) -> Callable[[], None]:

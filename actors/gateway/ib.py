@@ -26,41 +26,54 @@ What this module adds on top of the library, and why:
   errors away from the library altogether (``order_error``): the library never infers a state from them, and the
   gateway decides their effect from its notice table (:mod:`actors.gateway.notices`).
 * **Logging.** The library's stdlib logging goes to loguru at WARNING and above.
+
+The parts live in their own modules: :mod:`~actors.gateway.ib_hooks` (the wrapper hooks),
+:mod:`~actors.gateway.ib_orders` (Contracts and Orders from Khazad's messages, an order's terms back),
+:mod:`~actors.gateway.ib_values` (the library's "no value" markers), :mod:`~actors.gateway.ib_logging` (logging and
+compact reprs). This module keeps the library's import and :class:`IbSession`: the connection, the event
+subscriptions, the library's state and the requests; it re-exports the moved names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
-import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from loguru import logger
-
 from actors.gateway import libtypes as lib
+from actors.gateway.ib_hooks import CommissionHook, ExecutionHook, WrapperHooks
+from actors.gateway.ib_logging import LIBRARY_LOG_LEVEL, bridge_library_logging, compact_reprs
+from actors.gateway.ib_orders import ADAPTIVE_ALGO, ADAPTIVE_PRIORITY_TAG, OrderTranslator, terms_of
+from actors.gateway.ib_values import is_set, num
 from actors.gateway.pacing import PacedSender, Priority
-from actors.gateway.reports import (
-    ORDER_STATUS_ARGS,
-    OpenOrderHook,
-    OpenOrderReport,
-    OrderErrorHook,
-    OrderReportHook,
-    StatusReport,
-)
+from actors.gateway.reports import OpenOrderHook, OrderErrorHook, OrderReportHook
 from bus.config import ConfigError
-from bus.messages import Instrument, OrderSpec, OrderTerms
+from bus.messages import Instrument, OrderSpec
+
+__all__ = [
+    "ADAPTIVE_ALGO",
+    "ADAPTIVE_PRIORITY_TAG",
+    "IB_REQUEST_TIMEOUT_S",
+    "LIBRARIES",
+    "LIBRARY_LOG_LEVEL",
+    "CommissionHook",
+    "ExecutionHook",
+    "IbSession",
+    "OrderTranslator",
+    "SentHook",
+    "WrapperHooks",
+    "bridge_library_logging",
+    "is_set",
+    "load_library",
+    "num",
+    "terms_of",
+]
 
 LIBRARIES = ("ib_insync", "ib_async")
 #: Bound for IB round trips the gateway awaits (contract lookup, executions, open orders).
 IB_REQUEST_TIMEOUT_S = 5.0
-#: The library's own log records at or above this level are forwarded to loguru.
-LIBRARY_LOG_LEVEL = logging.WARNING
-#: IB's Adaptive algo and its one parameter (Urgent, Normal, Patient).
-ADAPTIVE_ALGO = "Adaptive"
-ADAPTIVE_PRIORITY_TAG = "adaptivePriority"
 
 
 def load_library(name: str) -> ModuleType:
@@ -73,87 +86,11 @@ def load_library(name: str) -> ModuleType:
         raise ConfigError(
             f"gateway.client_library = {name!r} but it cannot be imported ({exc}): pip install {name}"
         ) from None
-    _compact_reprs(lib)
+    compact_reprs(lib)
     return lib
 
 
-#: Names of the client libraries whose reprs were already replaced (once per process).
-_COMPACTED: set[str] = set()
-
-
-def _compact_reprs(lib: ModuleType) -> None:
-    """Give the library's hot objects short reprs. Both libraries log every placeOrder/openOrder/orderStatus with
-    an f-string (``f'orderStatus: {trade}'``) that is formatted even when the log level drops the line; the
-    dataclass repr of a Trade walks ~150 fields (about 0.1 ms each time, several times per order)."""
-    if lib.__name__ in _COMPACTED:
-        return
-
-    def order_repr(o: Any) -> str:
-        return (
-            f"{type(o).__name__}(orderId={o.orderId}, permId={o.permId}, orderRef={o.orderRef!r}, "
-            f"{o.action} {o.totalQuantity} {o.orderType})"
-        )
-
-    def contract_repr(c: Any) -> str:
-        return f"{type(c).__name__}({c.symbol!r}, conId={c.conId}, {c.secType} {c.exchange} {c.currency})"
-
-    def trade_repr(t: Any) -> str:
-        return f"Trade({contract_repr(t.contract)}, {order_repr(t.order)}, status={t.orderStatus.status!r})"
-
-    lib.Order.__repr__ = order_repr
-    lib.Contract.__repr__ = contract_repr
-    lib.Trade.__repr__ = trade_repr
-    _COMPACTED.add(lib.__name__)
-
-
-class _ToLoguru(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        level: str | int
-        try:
-            level = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        logger.log(level, "{}: {}", record.name, record.getMessage())
-
-
-def bridge_library_logging(name: str) -> None:
-    lib_logger = logging.getLogger(name)
-    if not any(isinstance(h, _ToLoguru) for h in lib_logger.handlers):
-        lib_logger.addHandler(_ToLoguru())
-    lib_logger.setLevel(LIBRARY_LOG_LEVEL)
-    lib_logger.propagate = False
-
-
-def is_set(value: Any) -> bool:
-    """False for the library's "no value" markers (NaN, IB's UNSET_DOUBLE, None)."""
-    if value is None:
-        return False
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return False
-    return math.isfinite(f) and f < 1.7e308
-
-
-def num(value: Any) -> float | None:
-    return float(value) if is_set(value) else None
-
-
-ExecutionHook = Callable[[lib.Contract, lib.Execution, bool], None]
-CommissionHook = Callable[[lib.CommissionReport], None]
 SentHook = Callable[[str, Priority], None]
-
-
-def terms_of(order: Any) -> OrderTerms:
-    """An order's terms from a library Order (as IB's openOrder decoded them, or as the gateway set them)."""
-    return OrderTerms(
-        side=str(getattr(order, "action", "") or ""),
-        quantity=float(getattr(order, "totalQuantity", 0.0) or 0.0),
-        order_type=str(getattr(order, "orderType", "") or ""),
-        limit_price=num(getattr(order, "lmtPrice", None)),
-        stop_price=num(getattr(order, "auxPrice", None)),
-        tif=str(getattr(order, "tif", "") or ""),
-    )
 
 
 class IbSession:
@@ -172,11 +109,10 @@ class IbSession:
         self.lib = load_library(library)
         bridge_library_logging(library)
         self.ib = self.lib.IB()
-        self.unset_double = self.lib.util.UNSET_DOUBLE
+        self.translator = OrderTranslator(self.lib)
+        self.unset_double = self.translator.unset_double
         self.on_execution = on_execution
         self.on_commission = on_commission
-        #: permId -> IB's orderState.status from the last openOrder message (what IB says, not the library).
-        self.open_order_status: dict[int, str] = {}
         #: IB's order messages and an order's errors, for the gateway (set by :meth:`subscribe`)
         self.on_order_report: OrderReportHook | None = None
         self.on_open_order_report: OpenOrderHook | None = None
@@ -188,109 +124,9 @@ class IbSession:
         client = self.ib.client
         client.MaxRequests = 0  # the library's FIFO throttle is replaced by the prioritised sender
         client.sendMsg = self.sender.submit
-        self._hook("execDetails", self._exec_details)
-        self._hook("commissionReport", self._commission_report)
-        self._hook("openOrder", self._open_order)
-        self._hook("orderStatus", self._order_status)
-        self._hook("error", self._error)
-
-    # -- hooks -----------------------------------------------------------------------------------------------
-
-    def _hook(self, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        wrapper = self.ib.wrapper
-        original = getattr(wrapper, name)
-        setattr(wrapper, name, make(original))
-
-    def _exec_details(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def hooked(reqId: int, contract: Any, execution: Any) -> None:
-            is_live = reqId not in self.ib.wrapper._futures
-            original(reqId, contract, execution)
-            if self.on_execution is not None:
-                try:
-                    self.on_execution(contract, execution, is_live)
-                except Exception:  # never break the library's decoder; the gateway logs and counts
-                    logger.exception("gateway: execution handler failed for {}", getattr(execution, "execId", "?"))
-
-        return hooked
-
-    def _commission_report(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def hooked(report: Any) -> None:
-            original(report)
-            if self.on_commission is not None:
-                try:
-                    self.on_commission(report)
-                except Exception:
-                    logger.exception("gateway: commission handler failed for {}", getattr(report, "execId", "?"))
-
-        return hooked
-
-    def _open_order(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def hooked(orderId: int, contract: Any, order: Any, orderState: Any) -> None:
-            status = getattr(orderState, "status", "") or ""
-            if getattr(order, "permId", 0):
-                self.open_order_status[order.permId] = status
-            # IB's terms, read before the library copies some of them onto a known trade
-            report = None
-            if not getattr(order, "whatIf", False):
-                wrapper = self.ib.wrapper
-                report = OpenOrderReport(
-                    order_id=int(getattr(order, "orderId", 0) or 0),
-                    client_id=int(getattr(order, "clientId", 0) or 0),
-                    perm_id=int(getattr(order, "permId", 0) or 0),
-                    order_ref=str(getattr(order, "orderRef", "") or ""),
-                    status=status,
-                    terms=terms_of(order),
-                    listed=wrapper._results.get("openOrders") is not None,
-                )
-            original(orderId, contract, order, orderState)
-            if report is not None and self.on_open_order_report is not None:
-                self.on_open_order_report(self._trade_of(report.client_id, report.order_id, report.perm_id), report)
-
-        return hooked
-
-    def _order_status(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def hooked(*args: Any, **kwargs: Any) -> None:
-            original(*args, **kwargs)
-            if self.on_order_report is None:
-                return
-            values = dict(zip(ORDER_STATUS_ARGS, args, strict=False))
-            values.update(kwargs)
-            report = StatusReport(
-                order_id=int(values.get("orderId") or 0),
-                client_id=int(values.get("clientId") or 0),
-                perm_id=int(values.get("permId") or 0),
-                status=str(values.get("status") or ""),
-                filled=float(values.get("filled") or 0.0),
-                remaining=float(values.get("remaining") or 0.0),
-                avg_fill_price=float(values.get("avgFillPrice") or 0.0),
-                last_fill_price=float(values.get("lastFillPrice") or 0.0),
-            )
-            self.on_order_report(self._trade_of(report.client_id, report.order_id, report.perm_id), report)
-
-        return hooked
-
-    def _error(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def hooked(reqId: int, errorCode: int, errorString: str, advancedOrderRejectJson: str = "", *rest: Any) -> None:
-            wrapper = self.ib.wrapper
-            trade = None
-            if reqId > 0 and reqId not in wrapper._futures:
-                trade = wrapper.trades.get((wrapper.clientId, reqId))
-            if trade is None or self.on_order_error is None:
-                original(reqId, errorCode, errorString, advancedOrderRejectJson, *rest)
-                return
-            # an error about one of this client's orders: the library would guess a state from it (Cancelled,
-            # ValidationError); the gateway reads IB's code through its notice table instead
-            trade.advancedError = advancedOrderRejectJson or ""
-            self.on_order_error(int(reqId), int(errorCode), str(errorString or ""), advancedOrderRejectJson or "")
-
-        return hooked
-
-    def _trade_of(self, client_id: int, order_id: int, perm_id: int) -> lib.Trade | None:
-        wrapper = self.ib.wrapper
-        trade: lib.Trade | None = wrapper.trades.get(wrapper.orderKey(client_id, order_id, perm_id))
-        if trade is None and perm_id:
-            trade = wrapper.permId2Trade.get(perm_id)
-        return trade
+        self.hooks = WrapperHooks(self.ib, self)
+        #: permId -> IB's orderState.status from the last openOrder message (what IB says, not the library).
+        self.open_order_status = self.hooks.open_order_status
 
     def _transmit(self, msg: str) -> None:
         client = self.ib.client
@@ -418,53 +254,19 @@ class IbSession:
     # -- objects ---------------------------------------------------------------------------------------------
 
     def make_contract(self, inst: Instrument, *, with_currency: bool = True) -> lib.Contract:
-        """The library Contract to look ``inst`` up with. The multiplier is never part of the query: it does not
-        identify a contract, and a wrong one must come back as a mismatch, not as "no such contract". Without
-        ``with_currency`` the lookup tells whether a contract exists in another currency."""
-        contract: lib.Contract = self.lib.Contract(
-            conId=inst.con_id,
-            symbol=inst.symbol,
-            secType=inst.sec_type,
-            exchange=inst.exchange,
-            currency=inst.currency if with_currency else "",
-            lastTradeDateOrContractMonth=inst.last_trade_date,
-            strike=inst.strike,
-            right=inst.right,
-            localSymbol=inst.local_symbol,
-            tradingClass=inst.trading_class,
-        )
-        return contract
+        """See :meth:`OrderTranslator.make_contract`."""
+        return self.translator.make_contract(inst, with_currency=with_currency)
 
     def make_order(self, spec: OrderSpec, account: str, *, limit: float | None, stop: float | None) -> lib.Order:
-        order: lib.Order = self.lib.Order(action=spec.side, orderRef=spec.order_ref, account=account, transmit=True)
-        self.apply_spec(order, spec, limit=limit, stop=stop)
-        return order
+        """See :meth:`OrderTranslator.make_order`."""
+        return self.translator.make_order(spec, account, limit=limit, stop=stop)
 
     def apply_spec(self, order: lib.Order, spec: OrderSpec, *, limit: float | None, stop: float | None) -> None:
-        """Copy the modifiable fields of ``spec`` onto a library Order (new order or amendment), with the limit and
-        stop prices as they go to IB (rounded to the grid when the order asked for it)."""
-        order.totalQuantity = float(spec.quantity)
-        order.orderType = spec.order_type
-        order.lmtPrice = limit if limit is not None else self.unset_double
-        order.auxPrice = stop if stop is not None else self.unset_double
-        order.tif = spec.tif
-        order.outsideRth = bool(spec.outside_rth)
-        # TRAIL / TRAIL LIMIT: IB's auxPrice is the trailing amount (or trailingPercent instead)
-        if spec.trailing_amount is not None:
-            order.auxPrice = spec.trailing_amount
-        order.trailingPercent = spec.trailing_percent if spec.trailing_percent is not None else self.unset_double
-        order.trailStopPrice = spec.trail_stop_price if spec.trail_stop_price is not None else self.unset_double
-        order.lmtPriceOffset = spec.limit_offset if spec.limit_offset is not None else self.unset_double
-        order.goodTillDate = spec.good_till
-        if spec.adaptive_priority:
-            order.algoStrategy = ADAPTIVE_ALGO
-            order.algoParams = [self.lib.TagValue(ADAPTIVE_PRIORITY_TAG, spec.adaptive_priority)]
-        else:
-            order.algoStrategy = ""
-            order.algoParams = []
+        """See :meth:`OrderTranslator.apply_spec`."""
+        self.translator.apply_spec(order, spec, limit=limit, stop=stop)
 
     def execution_filter(self, *, time: str = "", client_id: int = 0) -> Any:
-        return self.lib.ExecutionFilter(clientId=client_id, time=time)
+        return self.translator.execution_filter(time=time, client_id=client_id)
 
     # -- requests --------------------------------------------------------------------------------------------
 
