@@ -25,6 +25,10 @@ DEFAULT_MAX_INFLIGHT = 1000
 DEFAULT_MAX_INFLIGHT_PER_CALLER = 256
 DEFAULT_MAX_WAITS = 4096
 DEFAULT_MAX_WAITS_PER_CALLER = 256
+#: Default of ``orders.max_placements_in_flight``: new orders beyond this many placements in flight are refused
+#: ``busy``. Each placement waits behind the others for the governor and the gateway, so this bounds the queueing an
+#: order can meet at the order manager to about this many placement times (~30 x 1-3 ms here), never seconds.
+DEFAULT_MAX_PLACEMENTS_IN_FLIGHT = 32
 #: A service counts as saturated this long after it last refused a request for load.
 SATURATION_HOLD_S = 2.0
 

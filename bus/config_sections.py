@@ -18,6 +18,7 @@ from bus import registry
 from bus.admission import (
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_MAX_INFLIGHT_PER_CALLER,
+    DEFAULT_MAX_PLACEMENTS_IN_FLIGHT,
     DEFAULT_MAX_WAITS,
     DEFAULT_MAX_WAITS_PER_CALLER,
 )
@@ -220,6 +221,9 @@ class OrdersConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     orphan_timeout_s: Positive = 60.0
     #: per-attempt bound for the gateway's GetSnapshot during reconciliation (retried in the background)
     snapshot_timeout_s: Positive = 5.0
+    #: new placements beyond this many in flight are refused ``Rejected(busy)`` at once (overload is refused, never
+    #: queued: each one waits behind the others for the risk governor and the gateway)
+    max_placements_in_flight: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_PLACEMENTS_IN_FLIGHT
 
 
 class PortfolioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

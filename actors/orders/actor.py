@@ -190,6 +190,7 @@ class OrderManager(Actor):
             orphan_timeout_s=self.ocfg.orphan_timeout_s,
             request_reconcile=self._request_reconcile,
             on_error=self.record_error,
+            max_in_flight=self.ocfg.max_placements_in_flight,
         )
         canceller = OrderCanceller(ledger, self.peers, self.inflight, pipeline)
         self._parts = _Parts(
@@ -240,6 +241,7 @@ class OrderManager(Actor):
             "orders": str(len(ledger.records) if ledger else 0),
             "working": str(len(ledger.working()) if ledger else 0),
             "inflight": str(len(self.inflight)),
+            "placements_busy": str(parts.pipeline.refused_busy if parts else 0),
             "reconciliations": str(parts.reconciler.passes if parts else 0),
             "impossible": str(ledger.impossible if ledger else 0),
             "external": str(ledger.external_events if ledger else 0),

@@ -46,8 +46,9 @@ from actors.orders.lifecycle import (
 )
 from actors.orders.peers import Peers, RiskAnswer
 from actors.orders.stages import Stage
-from bus.messages import DUPLICATE_STATUS as GATEWAY_DUPLICATE_STATUS
+from bus.admission import DEFAULT_MAX_PLACEMENTS_IN_FLIGHT
 from bus.messages import (
+    BUSY_CODE,
     IB_STATUSES,
     Instrument,
     OrderReply,
@@ -58,6 +59,7 @@ from bus.messages import (
     SubmitAck,
     tag_of,
 )
+from bus.messages import DUPLICATE_STATUS as GATEWAY_DUPLICATE_STATUS
 from bus.retry import RequestTimeout
 
 #: How long a PlaceOrder waits for the first reconciliation after a start before answering ``not_ready``.
@@ -90,6 +92,7 @@ class OrderPipeline:
         orphan_timeout_s: float,
         request_reconcile: Callable[[str], None],
         on_error: Callable[[BaseException], None],
+        max_in_flight: int = DEFAULT_MAX_PLACEMENTS_IN_FLIGHT,
     ) -> None:
         self.ledger = ledger
         self.peers = peers
@@ -100,6 +103,10 @@ class OrderPipeline:
         self._request_reconcile = request_reconcile
         self._on_error = on_error
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
+        #: placements in flight beyond which a new one is refused ``busy`` (see :meth:`_busy`)
+        self.max_in_flight = max_in_flight
+        #: placements refused for load since the start
+        self.refused_busy = 0
 
     # -- the request -----------------------------------------------------------------------------------------------
 
@@ -129,6 +136,10 @@ class OrderPipeline:
             self.ledger.journal_only(ref, "request", flag="duplicate_inflight", msg=req)
             logger.info("orders: {} duplicate request joins the one in progress", ref)
             return OrderReply(order=await asyncio.shield(task), duplicate=True)
+        if order is None or order.stage == Stage.INTERRUPTED:
+            busy = self._busy(req)
+            if busy is not None:
+                return busy
         if order is None:
             order = self.receive(req)
             return OrderReply(order=await self._run(order, resume=False), duplicate=False)
@@ -139,6 +150,29 @@ class OrderPipeline:
         self.ledger.journal_only(ref, "request", flag="duplicate", msg=req)
         logger.info("orders: {} duplicate request: returning the existing order ({})", ref, order.status)
         return OrderReply(order=order.view(), duplicate=True)
+
+    def _busy(self, req: PlaceOrder) -> Rejected | None:
+        """Overload is refused, never queued: a placement that would start beyond ``max_in_flight`` placements
+        in flight is answered ``Rejected(busy)`` at once. Nothing is journalled (the order never entered): the
+        strategy retries the same client_order_id later, which idempotency makes safe."""
+        n = len(self.inflight)
+        if n < self.max_in_flight:
+            return None
+        self.refused_busy += 1
+        if self.refused_busy == 1 or self.refused_busy % 1000 == 0:  # a flood of refusals must not flood the log
+            logger.warning(
+                "orders: {} refused for load: {} placements in flight (limit {}; {} refused in total)",
+                req.order.order_ref,
+                n,
+                self.max_in_flight,
+                self.refused_busy,
+            )
+        return Rejected(
+            code=BUSY_CODE,
+            request_type=tag_of(PlaceOrder),
+            reason=f"order manager is busy: {n} placements in flight (limit {self.max_in_flight}); "
+            "nothing was placed, retry later",
+        )
 
     def _id_conflict(self, existing: OrderSpec, req: PlaceOrder) -> Rejected:
         """The client_order_id names an order with other terms: refused (journalled), nothing placed or changed."""

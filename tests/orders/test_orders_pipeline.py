@@ -325,3 +325,57 @@ def test_cancel_of_an_order_ib_reports_during_its_risk_check_goes_to_ib(ledger: 
     # working at IB: the cancel goes to IB, and Cancelled comes from IB, not from us
     assert peers.cancels == [REF] and peers.submits == []
     assert placed.order.status == "Submitted" and cancelled.order.status == "Submitted"
+
+
+# -- overload: refused, never queued (issue 18) ------------------------------------------------------------------
+
+
+def test_new_order_beyond_the_placements_in_flight_limit_is_refused_busy_at_once_and_not_journalled(
+        ledger: OrderLedger) -> None:
+    peers = FakePeers()
+    hold = peers.hold_risk = asyncio.Event()
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        pipeline = pipeline_for(ledger, peers)
+        pipeline.max_in_flight = 1
+        first = asyncio.create_task(pipeline.place(PlaceOrder(order=order_for("s1", coid="c1")())))
+        await peers.checking.wait()  # the first placement is in flight (waiting for the governor)
+        # answered at once, while the first is still held: a bounded wait would fail here if it queued
+        refused = await asyncio.wait_for(pipeline.place(PlaceOrder(order=order_for("s1", coid="c2")())), 1.0)
+        assert not first.done()
+        hold.set()
+        placed = await first
+        # the limit frees with the placement: the same client_order_id retried later goes through
+        retried = await pipeline.place(PlaceOrder(order=order_for("s1", coid="c2")()))
+        return refused, placed, retried
+
+    refused, placed, retried = run(scenario())
+    assert isinstance(refused, Rejected) and refused.code == "busy" and refused.request_type == "place_order"
+    assert "1 placements in flight (limit 1)" in refused.reason
+    assert isinstance(placed, OrderReply) and placed.order.status == "PendingSubmit"
+    assert isinstance(retried, OrderReply) and not retried.duplicate and retried.order.status == "PendingSubmit"
+    # the refusal left nothing behind: the retry is the order's first journalled request
+    assert [e.kind for e in ledger.journal.events("s1/c2")][0] == "request"
+    assert sum(1 for e in ledger.journal.events("s1/c2") if e.kind == "request") == 1
+    assert [s.client_order_id for s in peers.checks] == ["c1", "c2"]
+
+
+def test_duplicate_of_an_order_in_flight_joins_it_even_at_the_placements_limit(ledger: OrderLedger) -> None:
+    peers = FakePeers()
+    hold = peers.hold_risk = asyncio.Event()
+
+    async def scenario() -> tuple[Any, Any]:
+        pipeline = pipeline_for(ledger, peers)
+        pipeline.max_in_flight = 1
+        first = asyncio.create_task(pipeline.place(PlaceOrder(order=spec())))
+        await peers.checking.wait()
+        again = asyncio.create_task(pipeline.place(PlaceOrder(order=spec())))  # a retry: no new placement
+        while not any(e.flag == "duplicate_inflight" for e in ledger.journal.events(REF)):
+            await asyncio.sleep(0)  # yield to the retry until it has joined (bounded by run()'s timeout)
+        hold.set()
+        return await first, await again
+
+    first, again = run(scenario())
+    assert isinstance(first, OrderReply) and isinstance(again, OrderReply)
+    assert again.duplicate and again.order.ib_order_id == first.order.ib_order_id == 7
+    assert len(peers.submits) == 1

@@ -352,3 +352,45 @@ def test_retry_of_an_order_the_snapshot_missed_never_creates_a_second_ib_order(
     assert isinstance(retry, OrderReply) and retry.duplicate
     assert retry.order.ib_order_id == doubles.placed["s1/miss-1"].ib_order_id
     assert len(doubles.submits) == 2 and len(doubles.placed) == 1
+
+
+def test_place_beyond_the_placements_in_flight_limit_is_refused_busy_not_queued(
+        doubles: ChainDoubles, start_orders: Any, strategy: SyncClient, zctx: zmq.Context,
+        cfg: KhazadConfig) -> None:
+    """Overload (issue 18): with the order manager's placements at their limit, a new order is answered
+    ``Rejected(busy)`` at once (its caller's short timeout would expire if it queued behind the held one), and
+    nothing of it is journalled; the held order completes, and the refused one goes through when retried."""
+    start_orders(env={"KHAZAD__ORDERS__MAX_PLACEMENTS_IN_FLIGHT": "1"})
+    wait_ready(strategy)
+    doubles.risk_mode = "hold"
+    first: list[Any] = []
+
+    def place_first() -> None:
+        cl = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1-first"), timeout_s=10,
+                        retries=0)
+        try:
+            first.append(cl.call(PlaceOrder(order=order(coid="held-1"))))
+        finally:
+            cl.close()
+
+    t = threading.Thread(target=place_first)
+    t.start()
+    try:
+        eventually(lambda: len(doubles.checks) == 1, message="the first order is at the (held) risk check")
+        quick = sync_client(zctx, cfg, "orders", key="s1", stamper=Stamper("strategy-s1-quick"), timeout_s=2.0,
+                            retries=0)
+        try:
+            refused = quick.call(PlaceOrder(order=order(coid="over-1")))
+        finally:
+            quick.close()
+        assert isinstance(refused, Rejected) and refused.code == "busy", refused
+        assert "placements in flight (limit 1)" in refused.reason
+        assert journal_rows(cfg, "SELECT COUNT(*) FROM events WHERE order_ref = 's1/over-1'") == [(0,)]
+        assert len(doubles.checks) == 1  # the refused order never reached the governor
+    finally:
+        doubles.release_risk()
+        t.join(15)
+    assert len(first) == 1 and isinstance(first[0], OrderReply) and first[0].order.ib_order_id > 0, first
+    doubles.risk_mode = "approve"
+    retried = strategy.call(PlaceOrder(order=order(coid="over-1")))
+    assert isinstance(retried, OrderReply) and not retried.duplicate and retried.order.ib_order_id > 0, retried
