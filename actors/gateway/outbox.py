@@ -11,6 +11,7 @@ from loguru import logger
 
 from bus import topics
 from bus.messages import (
+    IB_ACK_STATUSES,
     MAX_TEXT_LENGTH,
     AccountPnLEvent,
     AccountValuesEvent,
@@ -65,7 +66,12 @@ class Outbox:
 
     def order_status(self, ev: OrderStatusEvent) -> None:
         self._publish(topics.gw_order(ev.strategy_id or EXTERNAL_STRATEGY), ev)
-        logger.info(
+        # one INFO line per order on the hot path: its placement (PendingSubmit, the first line); IB's
+        # acknowledgements after it (PreSubmitted, Submitted: nothing filled, no error) at DEBUG
+        quiet = (
+            ev.status in IB_ACK_STATUSES and not ev.filled and not ev.error_code and not ev.reason and not ev.correction
+        )
+        (logger.debug if quiet else logger.info)(
             "gateway: order {} (orderId {}, permId {}) {}{}{}{}{}",
             ev.order_ref or f"perm:{ev.perm_id}",
             ev.ib_order_id,

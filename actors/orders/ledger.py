@@ -30,6 +30,7 @@ from actors.orders.lifecycle import INACTIVE, OUR_REJECTIONS, PENDING_SUBMIT, Ma
 from actors.orders.stages import Stage
 from bus import topics
 from bus.messages import (
+    IB_ACK_STATUSES,
     CommissionEvent,
     FillEvent,
     OrderGroup,
@@ -251,7 +252,10 @@ class OrderLedger:
             log = logger.critical if outcome.previous == "RiskRejected" else logger.error
             log("orders: {} (ib {} perm {}): {}", rec.order_ref, rec.ib_order_id, rec.perm_id, outcome.note)
         elif outcome.kind == "transition":
-            logger.info(
+            # IB acknowledging an order it accepted (PreSubmitted, Submitted; nothing filled, no error) at DEBUG:
+            # one INFO line per order on the hot path, the pipeline's "submitted" (the journal has every step)
+            quiet = rec.status in IB_ACK_STATUSES and not rec.filled and not ev.reason and not ev.error_code
+            (logger.debug if quiet else logger.info)(
                 "orders: {} {} -> {} filled {:g}/{:g} (ib {} perm {}){}",
                 rec.order_ref,
                 outcome.previous,
