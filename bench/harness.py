@@ -115,6 +115,44 @@ def write_results(doc: dict[str, Any], path: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (every thread; None: this process)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time per order of each process of a system (and of this one, the strategy or the ib_insync client):
+    what an order costs each hop, whatever the machine's other load does to latencies (issue 18)."""
+
+    def __init__(self, pids: dict[str, int], this: str) -> None:
+        self.pids = pids
+        self.this = this
+        self._start: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        out = {self.this: cpu_seconds()}
+        for name, pid in self.pids.items():
+            try:
+                out[name] = cpu_seconds(pid)
+            except OSError:  # a process that went away is not measured
+                pass
+        return out
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def per_order_ms(self, orders: int) -> dict[str, float]:
+        end = self._read()
+        out = {n: round((end[n] - self._start[n]) * 1e3 / max(1, orders), 3) for n in end if n in self._start}
+        out["total"] = round(sum(out.values()), 3)
+        return out
+
+
 async def open_loop(rate_per_s: float, count: int, send: Callable[[int], Awaitable[Any] | None]) -> float:
     """Call ``send(i)`` for i in 0..count-1 at ``rate_per_s``, whatever the replies do (open loop): each call is
     started at its scheduled time (or at once when the generator is behind) and never awaited here; coroutines

@@ -24,7 +24,8 @@ import time
 import uuid
 from typing import Any
 
-from bench.harness import (FAR_LIMIT, SIM_POLL_S, SYMBOL, System, open_loop, summary_ms,
+from bus.messages import BUSY_CODE
+from bench.harness import (FAR_LIMIT, SIM_POLL_S, SYMBOL, CpuMeter, System, open_loop, summary_ms,
                            wait_until)
 
 STRATEGY = "bench"
@@ -52,7 +53,8 @@ def sustained(step: dict[str, Any]) -> bool:
 
 
 def _step_result(rate: float, n: int, offered_s: float, sent: dict[str, int], done: dict[str, int],
-                 failed: dict[str, str], replied: dict[str, int] | None = None) -> dict[str, Any]:
+                 failed: dict[str, str], replied: dict[str, int] | None = None,
+                 busy: set[str] | None = None) -> dict[str, Any]:
     lat = [done[k] - sent[k] for k in done if k in sent]
     first = min(sent.values()) if sent else 0
     last = max(done.values()) if done else first
@@ -64,6 +66,9 @@ def _step_result(rate: float, n: int, offered_s: float, sent: dict[str, int], do
            "submitted": summary_ms(lat), "failed": len(failed) - errors_then_submitted,
            "errors_then_submitted": errors_then_submitted, "lost": n - len(done) - (len(failed) - errors_then_submitted),
            "failures": sorted(set(failed.values()))[:5]}
+    if busy is not None:
+        # refused for load (typed ``busy``, answered at once: overload is refused, not queued); among ``failed``
+        out["busy"] = len(busy)
     if replied is not None:
         out["reply"] = summary_ms([replied[k] - sent[k] for k in replied if k in sent])
     out["sustained"] = sustained(out)
@@ -108,6 +113,7 @@ class KhazadPath:
         sent: dict[str, int] = {}
         replied: dict[str, int] = {}
         failed: dict[str, str] = {}
+        busy: set[str] = set()
         self._watch, self._done = sent, {}
         client = self.client
 
@@ -120,10 +126,15 @@ class KhazadPath:
                 replied[coid] = time.monotonic_ns()
             except Exception as exc:  # a rejection or a timeout is a result of the step, not a crash
                 failed[coid] = f"{type(exc).__name__}: {exc}"[:200]
+                if getattr(exc, "code", "") == BUSY_CODE:
+                    busy.add(coid)
 
+        cpu = CpuMeter({k: v for k, v in self.system.pids().items()}, "strategy")
+        cpu.start()
         offered = await open_loop(rate, n, place)
         await _drain(lambda: len(self._done) + len(failed) >= n, lambda: len(self._done))
-        out = _step_result(rate, n, offered, sent, dict(self._done), failed, replied)
+        out = _step_result(rate, n, offered, sent, dict(self._done), failed, replied, busy)
+        out["cpu_ms_per_order"] = cpu.per_order_ms(n)
         out["risk_state_after"] = await self.restore_risk_state()
         return out
 
@@ -220,9 +231,13 @@ class DirectPath:
             sent[ref] = time.monotonic_ns()
             self.place(ref)
 
+        cpu = CpuMeter({"sim": self.system.pids()["sim"]}, "ib_insync")
+        cpu.start()
         offered = await open_loop(rate, n, send)
         await _drain(lambda: len(self._done) >= n, lambda: len(self._done))
-        return _step_result(rate, n, offered, sent, dict(self._done), {})
+        out = _step_result(rate, n, offered, sent, dict(self._done), {})
+        out["cpu_ms_per_order"] = cpu.per_order_ms(n)
+        return out
 
     async def sequential(self, n: int) -> dict[str, Any]:
         run = uuid.uuid4().hex[:8]
@@ -356,7 +371,8 @@ async def run_order_entry(system: System, *, quick: bool, log: Any = print) -> d
                 mine[rate] = res
                 log(f"  order entry {path.name:<9} {rate:>5}/s: achieved {res['achieved_per_s']:>7.1f}/s  p50 "
                     f"{res['submitted']['p50_ms']:.2f} ms  p99 {res['submitted']['p99_ms']:.2f} ms  failed "
-                    f"{res['failed']} lost {res['lost']}  {'ok' if res['sustained'] else 'NOT sustained'}"
+                    f"{res['failed']} (busy {res.get('busy', 0)}) lost {res['lost']}  "
+                    f"{'ok' if res['sustained'] else 'NOT sustained'}"
                     + (f"  e.g. {res['failures'][0]}" if res["failures"] else ""))
                 if not res["sustained"]:  # past its maximum: only the required rates are still measured
                     for req in REQUIRED_RATES:
@@ -365,7 +381,7 @@ async def run_order_entry(system: System, *, quick: bool, log: Any = print) -> d
                             await direct.cancel_everything()
                             log(f"  order entry {path.name:<9} {req:>5}/s: achieved "
                                 f"{mine[req]['achieved_per_s']:>7.1f}/s  p99 {mine[req]['submitted']['p99_ms']:.2f} ms"
-                                f"  failed {mine[req]['failed']} lost {mine[req]['lost']}")
+                                f"  failed {mine[req]['failed']} (busy {mine[req].get('busy', 0)}) lost {mine[req]['lost']}")
                     break
             if not any(s["sustained"] for s in mine.values()):
                 for rate in LOW_LADDER:  # not even 100/s: find the rate it does sustain

@@ -47,11 +47,17 @@ def _order_entry_rows(r: dict[str, Any]) -> list[Row]:
                          f"{added:+,.2f} ms ({kv / dv:.1f}x)" if dv and not math.isnan(dv) else "-",
                          f"added <= {target} ms" if target else "", _verdict(added <= target if target else None)))
         rows.append(("order entry", f"achieved rate {label}", f"{ks['achieved_per_s']:,.0f}/s"
-                     + (f" ({ks['failed']} failed, {ks['lost']} lost)" if ks["failed"] or ks["lost"] else "")
+                     + (f" ({ks['failed']} failed, {ks.get('busy', 0)} of them busy, {ks['lost']} lost)"
+                        if ks["failed"] or ks["lost"] else "")
                      + (f" [risk {ks['risk_state_after']}]" if ks.get("risk_state_after", "ACTIVE") != "ACTIVE"
                         else ""),
                      f"{ds['achieved_per_s']:,.0f}/s", f"{ks['achieved_per_s'] / ds['achieved_per_s']:.2f}x"
                      if ds["achieved_per_s"] else "-", "", "-"))
+        kc, dc = ks.get("cpu_ms_per_order"), ds.get("cpu_ms_per_order")
+        if kc and dc:  # what an order costs every process (the 2 cores are shared by all of them)
+            split = ", ".join(f"{n} {v:.2f}" for n, v in kc.items() if n != "total")
+            rows.append(("order entry", f"CPU per order, all processes {label} ({split})", _ms(kc["total"]),
+                         _ms(dc["total"]), f"{kc['total'] / dc['total']:.1f}x" if dc["total"] else "-", "", "-"))
     ms = r.get("max_sustained", {})
     kmax, dmax = ms.get("khazad"), ms.get("ib_insync")
 

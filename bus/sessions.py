@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -117,15 +118,26 @@ class TradingHours:
         return None
 
 
+#: Distinct (tradingHours, timeZone) listings kept parsed: a contract's listing changes once a day, and each risk
+#: check asks twice (issue 18: parsing it per order was ~10 % of the governor's time at 100 orders/s).
+PARSED_HOURS_CACHE = 1024
+
+
+@functools.lru_cache(maxsize=PARSED_HOURS_CACHE)
+def parsed_hours(hours: str, time_zone: str) -> TradingHours:
+    """:meth:`TradingHours.parse`, memoised (the result is immutable and depends on its arguments only)."""
+    return TradingHours.parse(hours, time_zone)
+
+
 def session_of(info: ContractInfo, now: float) -> Session:
     """Is the contract trading at ``now`` (IB's ``tradingHours``, extended hours included)?"""
-    return TradingHours.parse(info.trading_hours, info.time_zone).status(now)
+    return parsed_hours(info.trading_hours, info.time_zone).status(now)
 
 
 def open_since(info: ContractInfo, now: float) -> float | None:
     """Seconds since the contract's current session opened (None when it is not trading or the hours are
     unknown): market data cannot be older than the session it belongs to."""
-    return TradingHours.parse(info.trading_hours, info.time_zone).open_since(now)
+    return parsed_hours(info.trading_hours, info.time_zone).open_since(now)
 
 
 def parse_reset(spec: str) -> tuple[time, ZoneInfo] | None:
@@ -160,7 +172,7 @@ class PnLReset:
         tz = zone(info.time_zone) if info is not None else None
         if info is None or tz is None:
             return SAME_DAY_RESET, ZoneInfo("US/Eastern")
-        overnight = TradingHours.parse(info.trading_hours, info.time_zone).spans_midnight(tz)
+        overnight = parsed_hours(info.trading_hours, info.time_zone).spans_midnight(tz)
         return (overnight, tz) if overnight is not None else (SAME_DAY_RESET, tz)
 
     def last_reset(self, info: ContractInfo | None, now: float) -> float:
