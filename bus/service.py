@@ -172,8 +172,10 @@ class Service:
             route=[f.bytes for f in frames[1:-1]],
         )
 
-    def _busy(self, identity: bytes, env: Envelope[Any], caller: bytes, why: str) -> None:
-        """Refuse for load: a typed ``busy`` answer at once (never a queue, never silence)."""
+    def _busy(self, identity: bytes, env: Envelope[Any], caller: bytes, why: str, key: tuple[str, str]) -> None:
+        """Refuse for load: a typed ``busy`` answer at once (never a queue, never silence). The answer is remembered
+        like any reply: a retry of the same request (its client's transport retry, sent before the refusal reached
+        it) gets the same ``busy``, never runs after its caller was told it was refused (issue 18)."""
         self.admission.refused_now(caller, why, env.sender)
         rtype = tag_of(type(env.body))
         if self.admission.refused == 1 or self.admission.refused % 1000 == 0:
@@ -186,7 +188,10 @@ class Service:
                 self.admission.refused,
             )
         body = Rejected(code=BUSY_CODE, reason=f"{self.name} is busy: {why}; retry later", request_type=rtype)
-        self._send(identity, self._rep.encode(self.stamper.stamp(body, request_id=env.request_id)))
+        payload = self._rep.encode(self.stamper.stamp(body, request_id=env.request_id))
+        if env.request_id:
+            self._dedup.remember(key, payload, deadline_wall_ns=env.deadline_wall_ns)
+        self._send(identity, payload)
 
     def _kind(self, body: Any) -> str:
         if type(body) in self.waiting:
@@ -236,7 +241,7 @@ class Service:
                     await asyncio.sleep(0)  # let finished calls release their slots first, then decide
                     why = self.admission.refusal(caller, kind)
                     if why is not None:
-                        self._busy(identity, env, caller, why)
+                        self._busy(identity, env, caller, why, key)
                         continue
                 if env.request_id:
                     self._dedup.start(key, identity)

@@ -108,3 +108,34 @@ def test_the_shared_pool_bounds_all_callers_together_and_status_probes_pass_a_fu
     finally:
         for dealer in callers:
             dealer.close()
+
+
+def test_a_retry_of_a_request_refused_busy_gets_busy_again_and_never_runs_later(
+        proxy: ActorProcess, probe_factory: Callable[..., ActorProcess], zctx: zmq.Context, cfg: Any) -> None:
+    """Issue 18: ``busy`` means "not done". A client's transport retry (the same request id) sent before the refusal
+    reached it must not be admitted once the slots free up: its caller was already told the request was refused."""
+    probe_factory(env=LIMITS_ENV)
+    endpoint = cfg.bus.service_endpoint(PROBE_SERVICE)
+    flooder = _caller(zctx, endpoint, "a")
+    codec, stamper = request_codec(), Stamper("caller-a")
+    deadline = time.time_ns() + int(30e9)
+    held = [codec.encode(stamper.stamp(WaitOrder(strategy_id="alpha", client_order_id=f"held-{i}", timeout_s=1.0),
+                                       request_id=uuid.uuid4().hex, deadline_wall_ns=deadline))
+            for i in range(PER_CALLER)]
+    extra = codec.encode(stamper.stamp(WaitOrder(strategy_id="alpha", client_order_id="extra", timeout_s=1.0),
+                                       request_id=uuid.uuid4().hex, deadline_wall_ns=deadline))
+    try:
+        for frame in [*held, extra]:
+            flooder.send(frame)
+        refused = _collect(flooder, 1, PROMPT_S)
+        assert refused and isinstance(refused[0], Rejected) and refused[0].code == "busy", refused
+        done = _collect(flooder, PER_CALLER, SLOW_S + 5)  # the held requests finish: the caller's slots are free
+        assert len(done) == PER_CALLER and all(isinstance(r, Ack) for r in done), done
+        flooder.send(extra)  # the same request again (same request id): a retry of the refused one
+        again = _collect(flooder, 1, PROMPT_S)
+        assert again and isinstance(again[0], Rejected) and again[0].code == "busy", again
+        # and a new request (a new id) is served: the slots really are free
+        flooder.send(codec.encode(stamper.stamp(Ping(), request_id=uuid.uuid4().hex)))
+        assert isinstance(_collect(flooder, 1, PROMPT_S)[0], Pong)
+    finally:
+        flooder.close()
