@@ -30,7 +30,9 @@ from bench.order_entry import CLEANUP_ISSUES, DirectPath, KhazadPath, cleanup_wa
 from bus import topics
 
 STICKY_FRACTION = 0.1
-PLACE_CONCURRENCY = 64
+#: Orders the kill's set-up places at once: below the order manager's ``orders.max_placements_in_flight`` (32), as a
+#: strategy that respects it does (beyond it the order manager refuses ``busy``, it does not queue).
+PLACE_CONCURRENCY = 16
 HALT_SEEN_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 120.0
 #: Further kills (in-process send_kill) when one was not confirmed, as an operator would re-run it.
