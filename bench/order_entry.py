@@ -114,6 +114,7 @@ class KhazadPath:
         replied: dict[str, int] = {}
         failed: dict[str, str] = {}
         busy: set[str] = set()
+        refused_at: dict[str, int] = {}
         self._watch, self._done = sent, {}
         client = self.client
 
@@ -128,6 +129,7 @@ class KhazadPath:
                 failed[coid] = f"{type(exc).__name__}: {exc}"[:200]
                 if getattr(exc, "code", "") == BUSY_CODE:
                     busy.add(coid)
+                    refused_at[coid] = time.monotonic_ns()
 
         cpu = CpuMeter({k: v for k, v in self.system.pids().items()}, "strategy")
         cpu.start()
@@ -135,6 +137,8 @@ class KhazadPath:
         await _drain(lambda: len(self._done) + len(failed) >= n, lambda: len(self._done))
         out = _step_result(rate, n, offered, sent, dict(self._done), failed, replied, busy)
         out["cpu_ms_per_order"] = cpu.per_order_ms(n)
+        # how long a refused order waited for its ``busy``: refused at once, or queued and then refused?
+        out["busy_reply"] = summary_ms([refused_at[k] - sent[k] for k in refused_at if k in sent])
         out["risk_state_after"] = await self.restore_risk_state()
         return out
 
@@ -381,7 +385,8 @@ async def run_order_entry(system: System, *, quick: bool, log: Any = print) -> d
                             await direct.cancel_everything()
                             log(f"  order entry {path.name:<9} {req:>5}/s: achieved "
                                 f"{mine[req]['achieved_per_s']:>7.1f}/s  p99 {mine[req]['submitted']['p99_ms']:.2f} ms"
-                                f"  failed {mine[req]['failed']} (busy {mine[req].get('busy', 0)}) lost {mine[req]['lost']}")
+                                f"  failed {mine[req]['failed']} (busy {mine[req].get('busy', 0)}, answered in p99 "
+                                f"{mine[req].get('busy_reply', {}).get('p99_ms', float('nan')):.2f} ms) lost {mine[req]['lost']}")
                     break
             if not any(s["sustained"] for s in mine.values()):
                 for rate in LOW_LADDER:  # not even 100/s: find the rate it does sustain

@@ -27,7 +27,8 @@ DEFAULT_MAX_WAITS = 4096
 DEFAULT_MAX_WAITS_PER_CALLER = 256
 #: Default of ``orders.max_placements_in_flight``: new orders beyond this many placements in flight are refused
 #: ``busy``. Each placement waits behind the others for the governor and the gateway, so this bounds the queueing an
-#: order can meet at the order manager to about this many placement times (~30 x 1-3 ms here), never seconds.
+#: order meets at the order manager to this many placements at the chain's maximum rate (32 / ~200 per s, ~160 ms
+#: on the 2-core build VM), never seconds; a lower bound queues less but refuses bursts a strategy may send.
 DEFAULT_MAX_PLACEMENTS_IN_FLIGHT = 32
 #: A service counts as saturated this long after it last refused a request for load.
 SATURATION_HOLD_S = 2.0
