@@ -234,3 +234,34 @@ def test_events_that_change_an_order_carry_its_stage_and_others_do_not(book: Ord
     book.apply_status_event(status(SUBMITTED))
     assert [(e.kind, e.stage) for e in book.journal.events("s1/c1")] == [
         ("request", "received"), ("request", ""), ("status", "acked")]
+
+
+def test_a_group_saved_in_a_transaction_reads_back_whole_after_a_reopen_and_an_unknown_key_is_none(
+        path: Path) -> None:
+    """An order group is journalled as one unit (what a restart mid-bracket recovers): every member, its kind, the
+    OCA type and the time it was journalled come back from a new connection; another strategy's key finds nothing."""
+    from sdk.groups import bracket_group, oca_group
+    from tests.support.builders import order
+
+    aapl = Instrument(symbol="AAPL", con_id=265598)
+    bracket = bracket_group("s1", aapl, "BUY", 10, 100.0, 110.0, 90.0)
+    members = [order(strategy="s1", coid=f"m{i}", limit=100.0 + i) for i in range(2)]
+    oca = oca_group("s1", members, oca_type=3)
+    j = Journal(path)
+    with j.transaction(durable=True):
+        j.save_group(bracket, 1_700_000_000_000_000_001)
+        j.save_group(oca, 1_700_000_000_000_000_002)
+    j.close()
+    again = Journal(path)
+    got = again.load_group(bracket.key)
+    assert got == (bracket, 1_700_000_000_000_000_001)
+    assert got is not None and [o.client_order_id for o in got[0].orders] == [
+        o.client_order_id for o in bracket.orders] and got[0].kind == "bracket"
+    got_oca = again.load_group(oca.key)
+    assert got_oca is not None and got_oca[0].kind == "oca" and got_oca[0].oca_type == 3
+    assert got_oca[1] == 1_700_000_000_000_000_002
+    assert again.load_group(f"s2/{bracket.group_id}") is None
+    with pytest.raises(sqlite3.IntegrityError), again.transaction(durable=False):
+        again.save_group(bracket, 1)  # a group is journalled once: its key is unique
+    assert again.load_group(bracket.key) == (bracket, 1_700_000_000_000_000_001)
+    again.close()
