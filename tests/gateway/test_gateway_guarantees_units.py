@@ -1983,3 +1983,83 @@ def test_an_error_the_data_plane_claims_never_reaches_the_orders() -> None:
     assert asked == [(9, 162, "Historical Market Data Service error message: no data"), (7, 201, "an order's error")]
     assert fake.calls == [("on_order_error", (7, 201, "an order's error")), ("on_system_code", (2104, "farm ok"))]
     assert router.last_ib_code == 2104
+
+
+# -- a sweep that spares some orders (kill --keep-protective, issue 16) -----------------------------------------
+
+
+def spare(key: str) -> Any:
+    """``keep(record)`` for one order (what :func:`actors.gateway.protective.protective_keeper` answers for a stop
+    that closes an open position): the sweep must neither cancel it by id nor send a global cancel."""
+    return lambda rec: rec.key == key
+
+
+def test_a_sweep_that_keeps_an_order_cancels_the_rest_by_id_and_never_globally(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stop", 2)
+    gw.ib.add("s1/a", 1)
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=1.0, keep=spare("s1/stop")))
+    assert result.confirmed and result.remaining == [] and result.cancelled == 1
+    assert gw.ib.count("global") == 0 and ("cancel", 2) not in gw.ib.calls and ("cancel", 1) in gw.ib.calls
+    assert gw.ib.working() == ["s1/stop"] and gw.table.get("s1/stop").cancel_cause == ""
+
+
+def test_a_kept_order_listed_first_never_hides_a_stuck_one_behind_it(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stop", 2)  # IB lists it before the stuck one
+    gw.ib.add("s1/stuck", 1, stuck=True)
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=0.4, keep=spare("s1/stop")))
+    assert not result.confirmed and result.remaining == ["s1/stuck"]
+    assert gw.ib.working() == ["s1/stop", "s1/stuck"] and ("cancel", 2) not in gw.ib.calls
+
+
+def test_reverify_that_keeps_an_order_never_cancels_it_and_never_globally(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stop", 2)
+    gw.ib.add("ext", 3, client_id=99)  # another client's: only a global cancel could end it, which would take the stop
+    first = SweepResult(scope="all", confirmed=True, rounds=1, global_cancels=1)
+    again = asyncio.run(gw.sweeper.reverify(first, use_global=True, timeout_s=0.4, keep=spare("s1/stop")))
+    assert not again.confirmed and again.remaining == ["ext"] and again.global_cancels == 1
+    assert gw.ib.count("global") == 0 and gw.ib.count("cancel") == 0
+    assert gw.ib.working() == ["ext", "s1/stop"]
+
+
+def test_reverify_that_keeps_an_order_leaves_it_out_of_what_still_works_when_ib_cannot_list(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stop", 2)
+    gw.ib.add("s1/b", 1, stuck=True)
+    gw.ib.list_error = TimeoutError()
+    first = SweepResult(scope="all", confirmed=True, rounds=1)
+    again = asyncio.run(gw.sweeper.reverify(first, use_global=True, timeout_s=0.3, keep=spare("s1/stop")))
+    assert not again.confirmed and again.remaining == ["s1/b"]  # the kept stop is not "still working"
+    assert ("cancel", 1) in gw.ib.calls and ("cancel", 2) not in gw.ib.calls  # re-cancelled what it knew, not the stop
+    assert gw.ib.working() == ["s1/b", "s1/stop"]
+
+
+def test_a_sweep_that_keeps_an_order_leaves_it_out_of_what_still_works_when_ib_cannot_list(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stop", 2)
+    gw.ib.add("s1/b", 1, stuck=True)
+    gw.ib.list_error = ConnectionError("socket closed")
+    result = asyncio.run(gw.sweeper.sweep("all", use_global=True, timeout_s=0.3, keep=spare("s1/stop")))
+    assert not result.confirmed and result.remaining == ["s1/b"] and ("cancel", 2) not in gw.ib.calls
+
+
+def test_registry_passes_the_keep_to_the_sweep_and_to_its_second_verification(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path)
+    gw.ib.add("s1/stop", 2)
+    gw.ib.add("s1/a", 1)
+    keep = spare("s1/stop")
+
+    async def scenario() -> tuple[SweepResult, SweepResult]:
+        first = await gw.sweeps.run("k1", "all", cause="kill k1: test", keep=keep)
+        # a kill latched after that confirmation joins it: one more verification, still sparing the stop
+        gw.ib.add("s1/late", 4)
+        second = await gw.sweeps.run("k1", "all", not_before=time.monotonic(), cause="kill k1: test", keep=keep)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.confirmed and second.confirmed and second.verified_mono > first.verified_mono
+    assert gw.ib.count("global") == 0 and ("cancel", 2) not in gw.ib.calls
+    assert gw.ib.working() == ["s1/stop"]
+    assert gw.table.get("s1/late").cancel_cause == "kill k1: test"
