@@ -216,7 +216,7 @@ class Gateway:
     """The kill switch with its real collaborators (latch, state file, table, sweeper, registry, pacer) around
     FakeIb; the pacer's clock stands still, so anything beyond its first message stays queued."""
 
-    def __init__(self, tmp_path: Path, *, timeout_s: float = 1.0) -> None:
+    def __init__(self, tmp_path: Path, *, timeout_s: float = 1.0, protective: Any = None) -> None:
         self.path = tmp_path / "state" / "gateway.json"
         self.table = IbOrderTable()
         self.outbox = FakeOutbox()
@@ -231,7 +231,7 @@ class Gateway:
         self.unsent = UnsentOrders(self.sender, self.table, self.outbox, client_id=CLIENT)  # type: ignore[arg-type]
         self.connected = True
         self.switch = KillSwitch(self.halts, self.sweeps, self.unsent, self.table, self.outbox,  # type: ignore
-                                 is_connected=lambda: self.connected)
+                                 is_connected=lambda: self.connected, protective=protective)
 
     def saved(self) -> GatewayState:
         return self.store.load()
@@ -2063,3 +2063,59 @@ def test_registry_passes_the_keep_to_the_sweep_and_to_its_second_verification(tm
     assert gw.ib.count("global") == 0 and ("cancel", 2) not in gw.ib.calls
     assert gw.ib.working() == ["s1/stop"]
     assert gw.table.get("s1/late").cancel_cause == "kill k1: test"
+
+
+def protected_gateway(tmp_path: Path) -> Gateway:
+    """A gateway whose protective keeper spares ``s1/stop`` (a stop that closes an open position), with that stop,
+    a plain working order ``s1/a`` and the two ids 2 and 1."""
+    gw = Gateway(tmp_path, protective=spare("s1/stop"))
+    gw.ib.add("s1/stop", 2)
+    gw.ib.add("s1/a", 1)
+    return gw
+
+
+def test_kill_keep_protective_spares_the_protective_stop_and_cancels_the_rest_by_id(tmp_path: Path) -> None:
+    gw = protected_gateway(tmp_path)
+    report = asyncio.run(gw.switch.kill(Kill(kill_id="k1", reason="test kill", keep_protective=True)))
+    assert report.confirmed and report.cancelled == 1 and report.trading_state == "HALTED"
+    assert gw.ib.working() == ["s1/stop"] and gw.ib.count("global") == 0 and ("cancel", 2) not in gw.ib.calls
+
+
+def test_kill_without_keep_protective_cancels_the_protective_stop_too(tmp_path: Path) -> None:
+    gw = protected_gateway(tmp_path)
+    report = asyncio.run(gw.switch.kill(kill("k1")))
+    assert report.confirmed and report.cancelled == 2 and gw.ib.working() == []
+    assert gw.ib.count("global") == 1
+
+
+def test_kill_keep_protective_while_disconnected_persists_the_choice_and_the_later_sweep_keeps_the_stop(
+    tmp_path: Path,
+) -> None:
+    gw = protected_gateway(tmp_path)
+    gw.connected = False
+    asyncio.run(gw.switch.kill(Kill(kill_id="k-off", reason="test kill", keep_protective=True)))
+    assert [(p.command_id, p.keep_protective) for p in gw.saved().pending] == [("k-off", True)]
+    gw.connected = True
+    asyncio.run(gw.switch.finish_pending("reconnect"))
+    assert gw.ib.working() == ["s1/stop"] and gw.ib.count("global") == 0 and gw.saved().pending == []
+    assert gw.table.get("s1/a").status == "Cancelled"
+
+
+def test_a_pending_kill_without_keep_protective_cancels_the_protective_stop_after_the_reconnect(tmp_path: Path) -> None:
+    gw = protected_gateway(tmp_path)
+    gw.connected = False
+    asyncio.run(gw.switch.kill(kill("k-off")))
+    assert [(p.command_id, p.keep_protective) for p in gw.saved().pending] == [("k-off", False)]
+    gw.connected = True
+    asyncio.run(gw.switch.finish_pending("reconnect"))
+    assert gw.ib.working() == [] and gw.saved().pending == []
+
+
+def test_emergency_cancel_keep_protective_spares_the_stop_and_without_it_cancels_the_stop(tmp_path: Path) -> None:
+    gw = protected_gateway(tmp_path)
+    kept = asyncio.run(gw.switch.emergency(
+        EmergencyCancel(command_id="e1", reason="breaker", keep_protective=True)))  # type: ignore[arg-type]
+    assert kept.confirmed and kept.cancelled == 1 and kept.trading_state == "ACTIVE"
+    assert gw.ib.working() == ["s1/stop"] and gw.ib.count("global") == 0
+    plain = asyncio.run(gw.switch.emergency(EmergencyCancel(command_id="e2", reason="breaker")))  # type: ignore[arg-type]
+    assert plain.confirmed and gw.ib.working() == [] and gw.ib.count("global") == 1
