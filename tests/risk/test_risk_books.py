@@ -441,3 +441,132 @@ def test_property_aggregates_match_a_brute_force_count(ops):
                     bb, ss, _ = _brute(book, w.con_id, strat, prices)
                     assert (b, s) == pytest.approx((bb - (w.remaining if w.side != "SELL" else 0),
                                                     ss - (w.remaining if w.side != "BUY" else 0)), abs=1e-6)
+
+
+# -- order groups (issue 16): a one-cancels-all set counts its worst member; a bracket child adds no notional --------
+
+
+def pend_group(book: ExposureBook, o, *, oca: str, child: bool = False, info: ContractInfo | None = None) -> None:
+    price = o.limit_price if o.limit_price is not None else o.stop_price
+    book.add_pending(o, info or info_of(o), price=price, expires_mono=100.0, oca=oca, child=child)
+
+
+def test_oca_set_counts_only_its_largest_member_by_notional_beside_a_lone_order_the_lone_order_counts_in_full():
+    book = make_book()
+    lone = order("BUY", 7, limit=50.0)
+    small = order("BUY", 10, limit=100.0)  # 1_000
+    large = order("BUY", 5, limit=300.0)  # 1_500: fewer shares, more money
+    pend(book, lone)
+    pend_group(book, small, oca="oca:1")
+    pend_group(book, large, oca="oca:1")
+    prices = Valuer({AAPL_ID: 100.0})
+    assert book.working_qty(AAPL_ID) == (7 + 5, 0)
+    assert book.working_qty(AAPL_ID, "alpha") == (7 + 5, 0)
+    assert book.working_notional(prices) == pytest.approx(350.0 + 1_500.0)
+    assert [r for r, w in book.working.items() if w.counted] == [lone.order_ref, large.order_ref]
+
+
+def test_oca_set_across_contracts_counts_the_member_with_the_largest_notional_times_ibs_multiplier():
+    book = make_book()
+    shares = order("BUY", 100, limit=200.0)  # 100 x 200 = 20_000
+    future = order("BUY", 1, symbol="ES", sec_type="FUT", limit=5000.0)  # 1 x 5000 x 50 = 250_000
+    pend_group(book, shares, oca="oca:2")
+    pend_group(book, future, oca="oca:2", info=INFOS[ESH7_ID])
+    prices = Valuer({AAPL_ID: 200.0, ESH7_ID: 5000.0})
+    assert book.working_qty(ESH7_ID) == (1, 0)
+    assert book.working_qty(AAPL_ID) == (0, 0)
+    assert book.working_notional(prices) == pytest.approx(250_000.0)
+
+
+def test_oca_members_of_equal_notional_count_the_larger_quantity():
+    book = make_book()
+    first = order("SELL", 10, limit=30.0)  # 300
+    second = order("SELL", 20, limit=15.0)  # 300, more shares
+    pend_group(book, first, oca="oca:3")
+    pend_group(book, second, oca="oca:3")
+    assert book.working_qty(AAPL_ID) == (0, 20)
+    assert book.working_notional(Valuer({AAPL_ID: 20.0})) == pytest.approx(300.0)
+
+
+def test_oca_leader_partly_filled_below_another_member_hands_the_count_to_that_member():
+    book = make_book()
+    small = order("BUY", 10, limit=100.0)  # 1_000
+    large = order("BUY", 5, limit=300.0)  # 1_500
+    pend_group(book, small, oca="oca:4")
+    pend_group(book, large, oca="oca:4")
+    book.on_status(status(large.order_ref, "Submitted", filled=3, remaining=2))  # 2 x 300 = 600 left
+    assert book.working_qty(AAPL_ID) == (10, 0)
+    assert book.working_notional(Valuer({AAPL_ID: 100.0})) == pytest.approx(1_000.0)
+
+
+def test_oca_leader_cancelled_the_other_member_counts_again():
+    book = make_book()
+    small = order("BUY", 10, limit=100.0)
+    large = order("BUY", 5, limit=300.0)
+    pend_group(book, small, oca="oca:5")
+    pend_group(book, large, oca="oca:5")
+    assert book.on_status(status(large.order_ref, "Cancelled")).outcome is StatusOutcome.DONE
+    assert book.working_qty(AAPL_ID) == (10, 0)
+    assert book.working_notional(Valuer({AAPL_ID: 100.0})) == pytest.approx(1_000.0)
+    assert book.expire_pending(100.0) == [small.order_ref]  # the last member expiring leaves nothing behind
+    assert book.working_qty(AAPL_ID) == (0, 0)
+
+
+def test_oca_member_modified_without_its_group_stays_in_the_set_counting_once():
+    book = make_book()
+    small = order("BUY", 10, limit=100.0, coid="g1")
+    large = order("BUY", 5, limit=300.0, coid="g2")
+    pend_group(book, small, oca="oca:6")
+    pend_group(book, large, oca="oca:6")
+    pend(book, order("BUY", 12, limit=100.0, coid="g1"))  # a plain modification: no group given
+    assert book.working[small.order_ref].oca == "oca:6"
+    assert book.working_qty(AAPL_ID) == (5, 0)  # 1_200 < 1_500: the other member still leads
+    assert book.working_notional(Valuer({AAPL_ID: 100.0})) == pytest.approx(1_500.0)
+
+
+def test_bracket_children_count_their_quantity_once_for_the_account_and_the_strategy_and_add_no_notional():
+    book = make_book()
+    entry = order("BUY", 10, limit=100.0, coid="e1")
+    take = order("SELL", 10, limit=110.0, coid="e1-tp")
+    stop = order("SELL", 10, stop=95.0, coid="e1-sl")
+    pend(book, entry)
+    pend_group(book, take, oca=f"bracket:{entry.order_ref}", child=True)
+    pend_group(book, stop, oca=f"bracket:{entry.order_ref}", child=True)
+    prices = Valuer({AAPL_ID: 100.0})
+    assert book.working_qty(AAPL_ID) == (10, 10)
+    assert book.working_qty(AAPL_ID, "alpha") == (10, 10)
+    assert book.working_notional(prices) == pytest.approx(1_000.0)  # the entry's only
+    assert book.working_notional(prices, "alpha") == pytest.approx(1_000.0)
+    pend_group(book, order("SELL", 10, limit=111.0, coid="e1-tp"), oca="")  # modified: still a child in its set
+    w = book.working[take.order_ref]
+    assert (w.child, w.oca) == (True, f"bracket:{entry.order_ref}")
+    assert book.working_qty(AAPL_ID) == (10, 10)
+    assert book.working_notional(prices) == pytest.approx(1_000.0)
+
+
+def _ib(n: int, side: str, qty: float, *, limit: float | None = None, stop: float | None = None,
+        parent_id: int = 0, oca_key: int = 0, inst: Instrument = AAPL) -> IbOrder:
+    order_type = "LMT" if limit is not None else "STP" if stop is not None else "MKT"
+    return IbOrder(ib_order_id=n, perm_id=900 + n, client_id=7, order_ref=f"beta/i{n}", instrument=inst, side=side,
+                   quantity=qty, order_type=order_type, limit_price=limit, stop_price=stop, status="Submitted",
+                   remaining=qty, parent_id=parent_id, oca_key=oca_key)
+
+
+def test_snapshot_groups_count_the_oca_sets_largest_member_and_a_brackets_children_once_without_notional():
+    book = make_book()
+    snapshot = [
+        _ib(1, "BUY", 10, limit=100.0),  # a bracket's entry: 1_000
+        _ib(2, "SELL", 10, limit=110.0, parent_id=1),  # its children: 10 to sell once, no notional
+        _ib(3, "SELL", 10, stop=95.0, parent_id=1),
+        _ib(4, "BUY", 10, limit=20.0, oca_key=77),  # an OCA set: 200
+        _ib(5, "BUY", 4, limit=80.0, oca_key=77),  # 320: the set's worst case
+    ]
+    book.load_open_orders(snapshot, now=1.0)
+    prices = Valuer({AAPL_ID: 100.0})
+    assert (book.working["beta/i2"].oca, book.working["beta/i2"].child) == ("bracket:7:1", True)
+    assert book.working["beta/i4"].oca == book.working["beta/i5"].oca != ""
+    assert book.working_qty(AAPL_ID) == (10 + 4, 10)
+    assert book.working_qty(AAPL_ID, "beta") == (10 + 4, 10)
+    assert book.working_notional(prices) == pytest.approx(1_000.0 + 320.0)
+    book.load_open_orders([], now=2.0)  # IB lists none of them any more: none is kept as a pending approval
+    assert book.working == {} and book.working_qty(AAPL_ID) == (0, 0)

@@ -100,6 +100,20 @@ def test_each_check_passes_at_its_limit(o, v):
     assert verdict(o, v).approved
 
 
+def test_order_type_the_contract_does_not_list_is_refused_naming_every_missing_entry():
+    listed = ContractInfo(instrument=ES_MARCH.instrument, multiplier=50.0, min_tick=0.25, order_types="MKT,STP")
+    result = verdict(order("BUY", 1, symbol="ES", sec_type="FUT", limit=5000.0, tif="OPG"),
+                     _replace(VIEW, contract=listed, ref_price=5000.0))
+    assert (result.code, result.reason) == (codes.ORDER_TYPE,
+                                            "ESH7 does not take LMT, OPG (IB's orderTypes for the contract)")
+
+
+def test_order_types_the_contract_lists_are_approved():
+    listed = ContractInfo(instrument=AAPL.instrument, min_tick=0.01, order_types="LMT,MKT,STP,OPG")
+    assert verdict(order("BUY", 10, limit=100.0, tif="OPG"), _replace(VIEW, contract=listed)).code == codes.APPROVED
+    assert verdict(order("BUY", 10, stop=99.0), _replace(VIEW, contract=listed)).code == codes.APPROVED
+
+
 def test_reducing_admits_a_reducing_order_and_refuses_a_flip_or_an_opening_order():
     long_100 = _replace(VIEW, state="REDUCING", reducing_scopes=("all",), account=BookView(position=100))
     assert verdict(order("SELL", 50), long_100).approved
