@@ -171,7 +171,7 @@ class ExposureBook:
         members = [w for w in self.working.values() if w.oca == oca]
         for w in members:
             self._contribute(w, -1.0)
-        leader = max(members, key=lambda w: (w.remaining * (w.price or 0.0) * w.multiplier, w.remaining), default=None)
+        leader = max(members, key=lambda w: (w.rank_value, w.remaining), default=None)
         for w in members:
             w.counted = w is leader
             self._contribute(w, 1.0)
@@ -205,9 +205,11 @@ class ExposureBook:
         expires_mono: float,
         oca: str = "",
         child: bool = False,
+        market_price: float | None = None,
     ) -> None:
         """An approval: count the order as working now (at the price it goes to IB with). A modification replaces
-        the order's previous terms. ``oca`` and ``child``: a member of an order group (see :class:`WorkingOrder`)."""
+        the order's previous terms. ``oca`` and ``child``: a member of an order group (see :class:`WorkingOrder`);
+        ``market_price``: the market when risk approved it (ranks a market order within its set)."""
         ref = order.order_ref
         prev = self.working.get(ref)
         if prev is not None:
@@ -231,6 +233,7 @@ class ExposureBook:
                 order_type=order.order_type,
                 oca=oca,
                 child=child,
+                rank_price=market_price if market_price is not None else (prev.rank_price if prev else None),
             )
         )
 

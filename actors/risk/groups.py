@@ -102,6 +102,7 @@ class GroupChecker:
                 expires_mono=now + self._risk.pending_order_ttl_s,
                 oca=oca if group.kind == "oca" or is_child else "",
                 child=is_child,
+                market_price=view.ref_price,
             )
         elapsed = time.perf_counter_ns() - t0
         for order in group.orders:

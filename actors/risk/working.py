@@ -53,6 +53,17 @@ class WorkingOrder:
     #: a bracket child: it closes what its entry opens, so it adds no notional (its quantity counts, as above)
     child: bool = False
     counted: bool = True
+    #: what ranks an unpriced (market) member of a one-cancels-all set: the market price when risk approved it
+    #: (None: not known, e.g. rebuilt from IB's snapshot; such a member then leads its set, see rank_value)
+    rank_price: float | None = None
+
+    @property
+    def rank_value(self) -> float:
+        """The member's worst case for choosing its set's leader: remaining x price x multiplier. A market order
+        is valued at the market price risk saw; one whose price is not known at all ranks above every priced
+        member (it fills first, at whatever the market is), never as worth 0."""
+        price = self.price if self.price is not None else self.rank_price
+        return math.inf if price is None else self.remaining * price * self.multiplier
 
     @property
     def remaining(self) -> float:

@@ -687,3 +687,33 @@ def test_stop_orders_amendments_and_fractional_terms() -> None:
     assert rec.spec.quantity == 0.5  # a fractional quantity is a quantity
     rec.adopt_terms(OrderTerms(quantity=0.5, order_type="STP LMT", limit_price=8.7, stop_price=None), NOW + 4)
     assert (rec.history[-1].status, rec.history[-1].wall_ns) == ("Submitted", NOW + 4)
+
+
+def test_ibs_aux_price_of_a_trailing_order_is_its_trailing_amount_and_a_percent_trail_keeps_its_terms() -> None:
+    """IB's openOrder carries a TRAIL order's trailing amount in auxPrice (OrderTerms.stop_price): it becomes the
+    spec's trailing_amount, never a stop price; a percent trail has no amount, so IB's auxPrice changes nothing."""
+    from sdk.groups import trailing_stop_spec
+
+    aapl = Instrument(symbol="AAPL", con_id=265598)
+    amt = ManagedOrder(spec=trailing_stop_spec("s1", aapl, "SELL", 5, trailing_amount=1.0, client_order_id="t1"),
+                       status="Submitted")
+    assert amt.adopt_terms(OrderTerms(quantity=5.0, order_type="TRAIL", stop_price=1.5), NOW) is True
+    assert (amt.spec.trailing_amount, amt.spec.stop_price) == (1.5, None)
+    assert amt.history[-1].reason == "terms reported by IB: trailing_amount=1.5"
+    assert amt.adopt_terms(OrderTerms(quantity=5.0, order_type="TRAIL", stop_price=1.5), NOW + 1) is False
+    pct = ManagedOrder(spec=trailing_stop_spec("s1", aapl, "SELL", 5, trailing_percent=2.0, client_order_id="t2"),
+                       status="Submitted")
+    assert pct.adopt_terms(OrderTerms(quantity=5.0, order_type="TRAIL", stop_price=3.8), NOW) is False
+    assert (pct.spec.trailing_percent, pct.spec.trailing_amount, pct.spec.stop_price) == (2.0, None, None)
+    assert pct.history == []
+
+
+def test_an_amendment_of_the_limit_alone_is_confirmed_only_by_ibs_report_of_that_limit() -> None:
+    """A pending amendment that changes only the limit price: IB's openOrder still showing the old limit (an echo
+    before IB applied it) confirms nothing; the report with the new limit confirms it and makes it the spec."""
+    rec = ManagedOrder(spec=spec(qty=100), status="Submitted")  # LMT 100 @ 10.0
+    rec.amendment = msgspec.structs.replace(rec.spec, limit_price=10.5)
+    assert rec.adopt_terms(OrderTerms(quantity=100.0, order_type="LMT", limit_price=10.0), NOW) is False
+    assert rec.amendment is not None and rec.amendment.limit_price == 10.5
+    assert rec.adopt_terms(OrderTerms(quantity=100.0, order_type="LMT", limit_price=10.5), NOW + 1) is True
+    assert rec.amendment is None and rec.spec.limit_price == 10.5

@@ -7,6 +7,7 @@ import asyncio
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from actors.risk.account import AccountState
@@ -570,3 +571,34 @@ def test_snapshot_groups_count_the_oca_sets_largest_member_and_a_brackets_childr
     assert book.working_notional(prices) == pytest.approx(1_000.0 + 320.0)
     book.load_open_orders([], now=2.0)  # IB lists none of them any more: none is kept as a pending approval
     assert book.working == {} and book.working_qty(AAPL_ID) == (0, 0)
+
+
+def test_oca_set_values_a_market_member_at_the_market_so_a_large_market_order_is_the_one_counted():
+    """Found by the mutation work (issue 12 item 7): a market member (no price) was ranked as worth 0, so an OCA set
+    of a 1000-share market BUY and a 1-share limit BUY counted 1 share. It is ranked at the market price risk saw
+    when it approved the group; with no price known at all it leads the set (it fills first)."""
+    book = make_book()
+    mkt = order("BUY", 1000)
+    lmt = order("BUY", 1, limit=100.0)
+    book.add_pending(mkt, info_of(mkt), price=None, expires_mono=100.0, oca="oca:m", market_price=100.0)
+    pend_group(book, lmt, oca="oca:m")
+    assert book.working_qty(AAPL_ID) == (1000, 0)
+    assert [r for r, w in book.working.items() if w.counted] == [mkt.order_ref]
+    assert book.working_notional(Valuer({AAPL_ID: 100.0})) == pytest.approx(100_000.0)
+
+    small = make_book()  # a 1-share market order at 100 is worth less than 1000 shares at a 100 limit
+    one = order("BUY", 1)
+    big = order("BUY", 1000, limit=100.0)
+    small.add_pending(one, info_of(one), price=None, expires_mono=100.0, oca="oca:s", market_price=100.0)
+    pend_group(small, big, oca="oca:s")
+    assert small.working_qty(AAPL_ID) == (1000, 0)
+    # a modification (approved without a group's market price) keeps the price the member was ranked at
+    small.add_pending(msgspec.structs.replace(one, quantity=2.0), info_of(one), price=None, expires_mono=100.0)
+    assert small.working_qty(AAPL_ID) == (1000, 0)
+    assert [r for r, w in small.working.items() if w.counted] == [big.order_ref]
+
+    unknown = make_book()  # no market price known: the market member leads, never counted as worth 0
+    m2, l2 = order("BUY", 5), order("BUY", 50, limit=100.0)
+    unknown.add_pending(m2, info_of(m2), price=None, expires_mono=100.0, oca="oca:u")
+    pend_group(unknown, l2, oca="oca:u")
+    assert [r for r, w in unknown.working.items() if w.counted] == [m2.order_ref]
