@@ -25,7 +25,7 @@ from bus.messages import (
 )
 from tests.support.builders import order
 from tests.support.gateway_harness import AAPL_CON_ID
-from tests.support.sim_state import sim_order
+from tests.support.sim_state import requests_named, sim_order
 
 ESH7, ESM7, ESZ7 = 551601503, 551601532, 551601561
 
@@ -85,11 +85,16 @@ def test_an_option_qualifies_with_strike_right_and_ibs_multiplier(gateway, sim) 
 
 
 def test_two_es_expiries_stream_on_their_own_topics(gateway, recorder, sim) -> None:
+    seen = max((r["seq"] for r in sim.state()["request_log"]), default=0)  # the log is bounded: count by seq
     june = gateway.call(SubscribeMarketData(instrument=Instrument.future("ES", "202706"), subscriber="a"))
     march = gateway.call(SubscribeMarketData(instrument=Instrument.future("ES", "202703"), subscriber="b"))
     assert isinstance(june, MarketDataAck) and isinstance(march, MarketDataAck)
     assert (june.con_id, june.symbol, march.con_id, march.symbol) == (ESM7, "ESM7", ESH7, "ESH7")
     assert march.info is not None and march.info.multiplier == 50
+    # the ack can overtake IB's receipt of the request: the clock moves once IB holds both subscriptions (ticks
+    # are made only when it moves), else the streams would wait for a tick that never comes (a CI flake)
+    sim.wait_for(lambda s: sum(r["seq"] > seen for r in requests_named(s, "reqMktData")) >= 2,
+                 what="both subscriptions at IB")
     sim.advance(2.0)
     recorder.wait_for(lambda r: len(ticks_on(r, ESH7)) >= 2 and len(ticks_on(r, ESM7)) >= 2, what="both streams")
     assert {(t.con_id, t.symbol) for t in ticks_on(recorder, ESH7)} == {(ESH7, "ESH7")}
