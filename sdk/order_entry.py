@@ -61,37 +61,6 @@ class OrderEntry:
         raise_if_rejected(view)
         return view
 
-    def spec(
-        self,
-        symbol: str | Instrument,
-        side: str,
-        quantity: float,
-        order_type: str,
-        *,
-        client_order_id: str | None,
-        tif: str,
-        limit_price: float | None = None,
-        stop_price: float | None = None,
-        outside_rth: bool = False,
-        round_to_tick: bool = False,
-    ) -> OrderSpec:
-        """An order of this strategy from the caller's strings (a fresh client order id unless one is given)."""
-        # side, order_type and tif are the caller's strings (the ignores below): place_order() validates the spec
-        # against the Literal types before anything is sent, and a bad one raises there naming the field
-        return OrderSpec(
-            strategy_id=self.strategy_id,
-            client_order_id=client_order_id or new_client_order_id(self.strategy_id),
-            instrument=as_instrument(symbol),
-            side=side.upper(),  # type: ignore[arg-type]
-            quantity=quantity,
-            order_type=order_type,  # type: ignore[arg-type]
-            limit_price=limit_price,
-            stop_price=stop_price,
-            tif=tif,  # type: ignore[arg-type]
-            outside_rth=outside_rth,
-            round_to_tick=round_to_tick,
-        )
-
     async def place(
         self,
         symbol: str | Instrument,
@@ -106,16 +75,20 @@ class OrderEntry:
         outside_rth: bool = False,
         round_to_tick: bool = False,
     ) -> OrderView:
-        """Build an order (:meth:`spec`) and place it."""
-        spec = self.spec(
-            symbol,
-            side,
-            quantity,
-            order_type,
-            client_order_id=client_order_id,
-            tif=tif,
+        """An order of this strategy from the caller's strings (a fresh client order id unless one is given),
+        placed."""
+        # side, order_type and tif are the caller's strings (the ignores below): place_order() validates the spec
+        # against the Literal types before anything is sent, and a bad one raises there naming the field
+        spec = OrderSpec(
+            strategy_id=self.strategy_id,
+            client_order_id=client_order_id or new_client_order_id(self.strategy_id),
+            instrument=as_instrument(symbol),
+            side=side.upper(),  # type: ignore[arg-type]
+            quantity=quantity,
+            order_type=order_type,  # type: ignore[arg-type]
             limit_price=limit_price,
             stop_price=stop_price,
+            tif=tif,  # type: ignore[arg-type]
             outside_rth=outside_rth,
             round_to_tick=round_to_tick,
         )
