@@ -1,7 +1,8 @@
-"""``python -m bench [--quick] [--only order_entry,bare_chain,kill,bus,memory,md_fanout]`` (``make bench``): the
-benchmark suite of issue #7 (``md_fanout``: issue 17's market-data fan-out to 50 strategies). Every figure is
-measured next to its baseline in the same run on this machine; prints one table (Khazad, baseline, ratio, target)
-and writes the JSON to ``bench/results/<timestamp>.json``. See ``docs/benchmarks.md``. Never part of ``make test``.
+"""``python -m bench [--quick] [--only order_entry,bare_chain,hops,kill,bus,memory,md_fanout]`` (``make bench``):
+the benchmark suite of issue #7 (``md_fanout``: issue 17's market-data fan-out to 50 strategies; ``hops``: issue
+18's order path hop by hop, one order in flight). Every figure is measured next to its baseline in the same run on
+this machine; prints one table (Khazad, baseline, ratio, target) and writes the JSON to
+``bench/results/<timestamp>.json``. See ``docs/benchmarks.md``. Never part of ``make test``.
 
 The older standalone scripts stay runnable on their own: ``python -m bench.order_entry_bench``,
 ``python -m bench.risk_bench``, ``python -m bench.gateway_bench``, ``python -m bench.bus_bench``.
@@ -22,7 +23,7 @@ from typing import Any
 
 from bench.harness import machine_info, running_system, write_results
 
-SECTIONS = ("order_entry", "bare_chain", "kill", "bus", "memory", "md_fanout")
+SECTIONS = ("order_entry", "bare_chain", "hops", "kill", "bus", "memory", "md_fanout")
 
 
 def log(msg: str) -> None:
@@ -57,6 +58,11 @@ async def _chain_sections(system: Any, selected: list[str], quick: bool, results
                                  "bare": bare["round_trip"], "payload_bytes": bare["payload_bytes"]}
         k, b = results["bare_chain"]["khazad"], results["bare_chain"]["bare"]
         log(f"  Khazad place->OrderReply p50 {k['p50_ms']:.3f} ms vs bare {b['p50_ms']:.3f} ms")
+    if "hops" in selected:
+        from bench.order_hops import run_hops
+
+        log("== order path hop by hop (one order in flight; Khazad vs ib_insync direct; raw pyzmq floor)")
+        results["hops"] = await _guard(run_hops(system, quick=quick, log=log))
     if "kill" in selected:
         log("== kill switch (khazad kill CLI process; md subscription flood running)")
         results["kill"] = await _guard(run_kill(system, quick=quick, log=log, sizes=kill_sizes))
@@ -97,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{results['machine']['cpus']} cpus, load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="khazad-bench-") as tmpdir:
         tmp = args.keep.resolve() if args.keep else Path(tmpdir)
-        # order entry and the bare chain share one system; the kill gets a fresh one, so its simulator does not
+        # order entry, the bare chain and the hops share one system; the kill gets a fresh one, so its simulator does not
         # carry the order-entry run's thousands of orders (its cancel processing slows with its order history)
-        groups = [[s for s in selected if s in ("order_entry", "bare_chain")], [s for s in selected if s == "kill"]]
+        groups = [[s for s in selected if s in ("order_entry", "bare_chain", "hops")], [s for s in selected if s == "kill"]]
         for i, chain in enumerate(g for g in groups if g):
             try:
                 with running_system(tmp / f"chain{i}", log_level=args.log_level) as system:
