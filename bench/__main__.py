@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{results['machine']['cpus']} cpus, load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="khazad-bench-") as tmpdir:
         tmp = args.keep.resolve() if args.keep else Path(tmpdir)
-        # order entry, the bare chain and the hops share one system; the kill gets a fresh one, so its simulator does not
-        # carry the order-entry run's thousands of orders (its cancel processing slows with its order history)
-        groups = [[s for s in selected if s in ("order_entry", "bare_chain", "hops")], [s for s in selected if s == "kill"]]
+        # order entry, the bare chain and the hops share one system; the kill gets a fresh one, so its simulator does
+        # not carry the order-entry run's thousands of orders (its cancel processing slows with its order history)
+        shared = ("order_entry", "bare_chain", "hops")
+        groups = [[s for s in selected if s in shared], [s for s in selected if s == "kill"]]
         for i, chain in enumerate(g for g in groups if g):
             try:
                 with running_system(tmp / f"chain{i}", log_level=args.log_level) as system:

@@ -64,6 +64,19 @@ PLACE, RISK, IB_RECV, GW_STATUS, OM_UPDATE, STRATEGY_SEEN, REPLY = (
     "reply",
 )
 SUBMITTED = "Submitted"
+PENDING_SUBMIT = "PendingSubmit"
+#: detail instants: the gateway's PendingSubmit event (published right after its placeOrder was written to the TWS
+#: socket) and the order manager's first PendingSubmit update (it learnt of the placement: the gateway's SubmitAck,
+#: or that event if it came first)
+GW_PLACED, OM_PLACED = "gw_placed", "om_placed"
+#: (bus instant, status) -> the stamp it gives (the first one per order); a risk decision has no status
+BUS_INSTANTS: dict[tuple[str, str], str] = {
+    (RISK, ""): RISK,
+    (GW_STATUS, SUBMITTED): GW_STATUS,
+    (OM_UPDATE, SUBMITTED): OM_UPDATE,
+    (GW_STATUS, PENDING_SUBMIT): GW_PLACED,
+    (OM_UPDATE, PENDING_SUBMIT): OM_PLACED,
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,14 @@ KHAZAD_HOPS = (
     Hop("IB received->gateway status", IB_RECV, GW_STATUS, tcp=1, baseline="IB received->Submitted event"),
     Hop("gateway status->OM update", GW_STATUS, OM_UPDATE, legs=("status_event", "status_event")),
     Hop("OM update->strategy", OM_UPDATE, STRATEGY_SEEN, legs=("update", "update")),
+)
+#: Splits inside the hops above (no floor of their own): where the gateway's placeOrder leaves, and when the order
+#: manager learns of it, against the Submitted event.
+KHAZAD_DETAIL = (
+    Hop("risk decided->gateway placeOrder written", RISK, GW_PLACED),
+    Hop("gateway placeOrder written->IB received", GW_PLACED, IB_RECV),
+    Hop("gateway placeOrder written->OM PendingSubmit update", GW_PLACED, OM_PLACED),
+    Hop("OM PendingSubmit update->OM Submitted update", OM_PLACED, OM_UPDATE),
 )
 KHAZAD_TOTAL = Hop("total place->Submitted seen", PLACE, STRATEGY_SEEN)
 KHAZAD_REPLY = Hop("place->OrderReply", PLACE, REPLY)
@@ -127,15 +148,14 @@ def bus_stamp(body: Any, mono_ns: int) -> BusStamp | None:
 
 def first_stamps(events: Iterable[BusStamp], refs: Iterable[str]) -> dict[str, dict[str, int]]:
     """For each order of ``refs``: the first risk decision, the first gateway status ``Submitted`` and the first
-    order-manager update ``Submitted``, by arrival order (a later repeat of the same status is not the hop)."""
+    order-manager update ``Submitted`` (and the detail instants of :data:`BUS_INSTANTS`), by arrival order (a later
+    repeat of the same status is not the hop; other statuses are not stamps)."""
     wanted = set(refs)
     out: dict[str, dict[str, int]] = {ref: {} for ref in wanted}
     for ev in events:
-        if ev.order_ref not in wanted:
-            continue
-        if ev.instant != RISK and ev.status != SUBMITTED:
-            continue
-        out[ev.order_ref].setdefault(ev.instant, ev.mono_ns)
+        name = BUS_INSTANTS.get((ev.instant, ev.status))
+        if ev.order_ref in wanted and name is not None:
+            out[ev.order_ref].setdefault(name, ev.mono_ns)
     return out
 
 
@@ -219,7 +239,17 @@ def hops_report(
     total = hop_result(khazad, KHAZAD_TOTAL)
     total["added_p50_ms"] = total["p50_ms"] - base[DIRECT_TOTAL.name]["p50_ms"]
     total["added_p99_ms"] = total["p99_ms"] - base[DIRECT_TOTAL.name]["p99_ms"]
-    return {"khazad": hops, "khazad_total": total, "khazad_reply": hop_result(khazad, KHAZAD_REPLY), "ib_insync": base}
+    detail = {h.name: hop_result(khazad, h) for h in KHAZAD_DETAIL}
+    # the order manager still busy with the placement (its SubmitAck) when IB's Submitted event was published
+    busy = sum(1 for s in khazad.values() if GW_STATUS in s and OM_PLACED in s and s[GW_STATUS] < s[OM_PLACED])
+    return {
+        "khazad": hops,
+        "khazad_total": total,
+        "khazad_reply": hop_result(khazad, KHAZAD_REPLY),
+        "khazad_detail": detail,
+        "submitted_before_om_placed": busy,
+        "ib_insync": base,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,7 +290,7 @@ class BusTap:
         self._sub = Subscriber(self._ctx, bus.proxy_backend, wanted, name="bench-hops", security=sec, server_key=key)
         await self._sub.wait_ready(self._pub)
         codec = event_codec()
-        sizes = {RISK: "decision_event", GW_STATUS: "status_event", OM_UPDATE: "update"}
+        sizes = {RISK: "decision_event", GW_STATUS: "status_event", OM_UPDATE: "update"}  # their first Submitted
 
         async def read() -> None:
             while True:

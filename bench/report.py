@@ -168,6 +168,12 @@ def _hops_rows(r: dict[str, Any]) -> list[Row]:
         rows.append(("hops", f"{name} p50 / p99 ({legs}; n={h['n']}{missing}{negative})",
                      f"{_ms(h['p50_ms'])} / {_ms(h['p99_ms'])}", f"floor {floor}",
                      f"{over:+,.2f} ms" + (f" ({ratio:.1f}x)" if not math.isnan(ratio) else ""), "-", "-"))
+    for name, h in r.get("khazad_detail", {}).items():
+        rows.append(("hops", f"  detail: {name} p50 / p99 (n={h['n']})", f"{_ms(h['p50_ms'])} / {_ms(h['p99_ms'])}",
+                     "-", "-", "-", "-"))
+    if "submitted_before_om_placed" in r:
+        rows.append(("hops", "  detail: IB's Submitted published before the OM's PendingSubmit update (orders)",
+                     str(r["submitted_before_om_placed"]), "-", "-", "-", "-"))
     for name, h in r["ib_insync"].items():
         rows.append(("hops", f"ib_insync direct: {name} p50 / p99 (n={h['n']})", "-",
                      f"{_ms(h['p50_ms'])} / {_ms(h['p99_ms'])}", "-", "-", "-"))
@@ -190,8 +196,8 @@ def _hops_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
-BUILDERS = {"order_entry": _order_entry_rows, "bare_chain": _bare_rows, "hops": _hops_rows, "kill": _kill_rows, "bus": _bus_rows,
-            "memory": _memory_rows, "md_fanout": _md_fanout_rows}
+BUILDERS = {"order_entry": _order_entry_rows, "bare_chain": _bare_rows, "hops": _hops_rows, "kill": _kill_rows,
+            "bus": _bus_rows, "memory": _memory_rows, "md_fanout": _md_fanout_rows}
 
 
 def _issue_rows(section: str, r: dict[str, Any]) -> list[Row]:
@@ -235,6 +241,8 @@ def print_table(results: dict[str, Any]) -> None:
         table.add_row(*(escape(c) for c in row[:-1]), row[-1])  # data may contain [..]; the verdict is markup
     Console(width=200).print(table)
     print("Baselines: order entry = ib_insync placing directly against the same simulator (its throttle off); "
-          "bare chain = raw pyzmq DEALER/ROUTER hops with the same payload sizes; hops = per hop, the raw pyzmq one-way floor of its zmq legs (half a DEALER/ROUTER round trip, same bytes) plus ib_insync's own split for its TCP legs; kill = ib_insync reqGlobalCancel "
+          "bare chain = raw pyzmq DEALER/ROUTER hops with the same payload sizes; hops = per hop, the raw pyzmq "
+          "one-way floor of its zmq legs (half a DEALER/ROUTER round trip, same bytes) plus ib_insync's own split "
+          "for its TCP legs; kill = ib_insync reqGlobalCancel "
           "+ cancelOrder of the sticky orders; bus = raw pyzmq through zmq.proxy, same bytes; memory = idle python "
           "with pyzmq+msgspec. Rates above 50 orders/s exceed IB's limit: pacing raised for the benchmark only.")

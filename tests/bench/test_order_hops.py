@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 
 from bench.order_hops import (
+    GW_PLACED,
     GW_STATUS,
     IB_RECV,
     KHAZAD_HOPS,
+    OM_PLACED,
     OM_UPDATE,
     PLACE,
     RISK,
@@ -55,7 +57,7 @@ def test_bus_stamp_of_real_messages_keeps_ref_status_and_stamp() -> None:
     assert bus_stamp(object(), 40) is None
 
 
-def test_first_stamps_presubmitted_and_repeats_ignored_first_submitted_wins() -> None:
+def test_first_stamps_presubmitted_and_repeats_ignored_first_of_each_wins() -> None:
     events = [
         BusStamp(RISK, "bench/a", "", 100),
         BusStamp(GW_STATUS, "bench/a", "PendingSubmit", 150),
@@ -67,7 +69,7 @@ def test_first_stamps_presubmitted_and_repeats_ignored_first_submitted_wins() ->
         BusStamp(OM_UPDATE, "bench/a", "Submitted", 500),
         BusStamp(RISK, "bench/a", "", 600),
     ]
-    assert first_stamps(events, ["bench/a"]) == {"bench/a": {RISK: 100, GW_STATUS: 200, OM_UPDATE: 300}}
+    assert first_stamps(events, ["bench/a"]) == {"bench/a": {RISK: 100, GW_PLACED: 150, GW_STATUS: 200, OM_UPDATE: 300}}
 
 
 def test_first_stamps_other_orders_not_matched_missing_ones_empty() -> None:
@@ -190,3 +192,13 @@ def test_hops_rows_total_added_under_1ms_met() -> None:
         s[STRATEGY_SEEN] = int(1.5 * MS)
     total = [row for row in _rows(k, d) if row[1].startswith("total")]
     assert "met" in total[0][-1]
+
+
+def test_hops_report_counts_submitted_before_the_order_manager_knew_of_the_placement() -> None:
+    k, d = _orders()
+    k["bench/0"].update({GW_PLACED: 4 * MS, OM_PLACED: 7 * MS})  # Submitted (6 ms) came while the OM was busy
+    k["bench/1"].update({GW_PLACED: 4 * MS, OM_PLACED: 5 * MS})
+    r = hops_report(k, d, dict.fromkeys(("place", "check", "decision", "submit", "status_event", "update"), 0.0))
+    assert r["submitted_before_om_placed"] == 1
+    detail = r["khazad_detail"]["gateway placeOrder written->OM PendingSubmit update"]
+    assert detail["n"] == 2 and detail["max_ms"] == 3.0 and detail["missing"] == 1
