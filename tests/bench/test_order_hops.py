@@ -195,10 +195,12 @@ def test_hops_rows_total_added_under_1ms_met() -> None:
 
 
 def test_hops_report_counts_submitted_before_the_order_manager_knew_of_the_placement() -> None:
-    k, d = _orders()
-    k["bench/0"].update({GW_PLACED: 4 * MS, OM_PLACED: 7 * MS})  # Submitted (6 ms) came while the OM was busy
-    k["bench/1"].update({GW_PLACED: 4 * MS, OM_PLACED: 5 * MS})
+    k, d = _orders()  # the gateway's Submitted is published at 6 ms
+    k["bench/0"].update({GW_PLACED: 4 * MS, OM_PLACED: 7 * MS})  # the order manager was still busy with the ack
+    k["bench/1"].update({GW_PLACED: 4 * MS, OM_PLACED: 5 * MS})  # it knew of the placement before
+    k["bench/2"].update({GW_PLACED: 4 * MS, OM_PLACED: 8 * MS})  # busy
     r = hops_report(k, d, dict.fromkeys(("place", "check", "decision", "submit", "status_event", "update"), 0.0))
-    assert r["submitted_before_om_placed"] == 1
+    assert r["submitted_before_om_placed"] == 2
     detail = r["khazad_detail"]["gateway placeOrder written->OM PendingSubmit update"]
-    assert detail["n"] == 2 and detail["max_ms"] == 3.0 and detail["missing"] == 1
+    assert detail["n"] == 3 and detail["max_ms"] == 4.0 and detail["missing"] == 0
+    assert r["khazad_detail"]["gateway placeOrder written->IB received"]["p50_ms"] == 1.0
