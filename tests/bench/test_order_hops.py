@@ -27,7 +27,7 @@ from bench.order_hops import (
     place_ib_recv,
     sim_created,
 )
-from bench.report import table_rows
+from bench.report import Row, table_rows
 from bus.messages import Instrument, OrderSpec, OrderStatusEvent, OrderUpdate, OrderView, RiskDecisionEvent
 
 MS = 1_000_000
@@ -171,7 +171,7 @@ def test_hops_report_floor_is_zmq_legs_plus_the_baselines_split() -> None:
     assert r["ib_insync"]["place->IB received"]["p50_ms"] == 0.5
 
 
-def _rows(k: dict[str, dict[str, int]], d: dict[str, dict[str, int]]) -> list[tuple[str, ...]]:
+def _rows(k: dict[str, dict[str, int]], d: dict[str, dict[str, int]]) -> list[Row]:
     r = hops_report(k, d, dict.fromkeys(("place", "check", "decision", "submit", "status_event", "update"), 0.05))
     r.update(orders=3, sim_clock={"placed": True, "offset_ms": 9.4, "uncertainty_ms": 0.4})
     return table_rows({"sections": ["hops"], "hops": r})
