@@ -17,6 +17,7 @@ from bus.codec import DecodeError, Stamper
 from bus.dealer import DealerClient, bad_reply, client_socket
 from bus.messages import tag_of
 from bus.retry import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, RequestTimeout, backoff_s, call_deadline_ns, new_request_id
+from bus.sockets import HandshakeWatch
 
 if TYPE_CHECKING:
     from bus.security import Security
@@ -44,11 +45,24 @@ class AsyncClient(DealerClient):
         retries: int = DEFAULT_RETRIES,
         security: Security | None = None,
         server_key: str | bytes | None = None,
+        watch_handshake: bool = False,
     ) -> None:
         super().__init__(endpoint, service, stamper, timeout_s, retries)
-        self.sock = client_socket(ctx, endpoint, security, server_key)
+        #: with ``watch_handshake``: when this client's connection came up (see :meth:`connected`)
+        self.handshake: HandshakeWatch | None = None
+
+        def watch(sock: zmq.asyncio.Socket) -> None:
+            self.handshake = HandshakeWatch(sock)
+
+        self.sock = client_socket(ctx, endpoint, security, server_key, watch if watch_handshake else None)
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
+
+    async def connected(self, timeout_s: float) -> bool:
+        """True once the connection to the service is up (handshake done, CURVE included), within ``timeout_s``;
+        False if it failed or is not up by then (a call still queues and goes when it is). Needs
+        ``watch_handshake=True``; without it, answers False at once."""
+        return await self.handshake.wait(timeout_s) if self.handshake is not None else False
 
     async def _read(self) -> None:
         while True:
@@ -128,6 +142,8 @@ class AsyncClient(DealerClient):
             self._waiting.pop(rid, None)
 
     def close(self) -> None:
+        if self.handshake is not None:
+            self.handshake.close()
         if self._reader is not None:
             self._reader.cancel()
         for fut in self._waiting.values():

@@ -5,7 +5,8 @@ and :class:`bus.sync_client.SyncClient`; their retry policy is :mod:`bus.retry`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -25,7 +26,11 @@ def bad_reply(service: str, exc: DecodeError) -> Rejected:
 
 
 def client_socket(
-    ctx: zmq.Context[sockets.SocketT], endpoint: str, security: Security | None, server_key: str | bytes | None
+    ctx: zmq.Context[sockets.SocketT],
+    endpoint: str,
+    security: Security | None,
+    server_key: str | bytes | None,
+    before_connect: Callable[[sockets.SocketT], Any] | None = None,
 ) -> sockets.SocketT:
     """A DEALER for one service. Not ``ZMQ_IMMEDIATE``: with it, libzmq tears down the connection's pipe the moment
     the service's end closes, dropping replies that have arrived but were not read yet (the answer to the request
@@ -33,8 +38,10 @@ def client_socket(
     caller queues while the service is down are harmless: each carries its caller's deadline, and a service does
     not start one that arrives after it (``Rejected(expired)``; only kills and cancels run late); retries share a
     request id, so the service runs them once. The send queue is bounded by the HWM: beyond it a send waits at
-    most the attempt's timeout."""
+    most the attempt's timeout. ``before_connect`` sees the socket before it dials (to attach a monitor)."""
     sock = sockets.configure(ctx.socket(zmq.DEALER))
+    if before_connect is not None:
+        before_connect(sock)
     sockets.connect(sock, endpoint, security=security, server_key=server_key)
     return sock
 

@@ -20,9 +20,13 @@ Every Khazad socket is made here so the reliability settings cannot be forgotten
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from bus.config import ConfigError, endpoint_host, is_loopback_host
 from bus.messages import MAX_CONTROL_BYTES, MAX_EVENT_BYTES, MAX_REPLY_BYTES, MAX_REQUEST_BYTES
@@ -117,6 +121,66 @@ def connect(
     if security is not None and security.enabled:
         security.make_client(sock, server_key)
     sock.connect(endpoint)
+
+
+#: The socket-monitor events that end a connecting socket's handshake (ZMTP greeting and, with CURVE, the key exchange
+#: and the server's ZAP verdict), one way or the other.
+HANDSHAKE_SUCCEEDED = zmq.EVENT_HANDSHAKE_SUCCEEDED
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+class HandshakeWatch:
+    """Tells when an asyncio socket's first handshake with its peer has ended (a libzmq socket monitor, attached
+    before ``connect`` so the event cannot be missed). Used where the moment a message can actually leave matters:
+    the kill switch connects every leg first and stamps each command when its connection is up, so the command's
+    send time is when it left, not when the process began to dial (:mod:`cli.kill`)."""
+
+    def __init__(self, sock: zmq.asyncio.Socket) -> None:
+        self._sock = sock
+        self._mon: zmq.asyncio.Socket | None = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self.started_ns = time.monotonic_ns()
+        #: CLOCK_MONOTONIC ns when the handshake succeeded (None: not yet, or it failed)
+        self.succeeded_ns: int | None = None
+        #: the libzmq event that ended the handshake (0 while none has)
+        self.event = 0
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True once the handshake has succeeded; False when it failed or ``timeout_s`` passed first. Either way
+        the watch is then closed (one outcome is all a caller needs)."""
+        if self._mon is None:
+            return self.succeeded_ns is not None
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+                if not await self._mon.poll(left_ms):
+                    return False
+                event = parse_monitor_message(await self._mon.recv_multipart())["event"]
+                if event & HANDSHAKE_EVENTS:
+                    self.event = int(event)
+                    if event == HANDSHAKE_SUCCEEDED:
+                        self.succeeded_ns = time.monotonic_ns()
+                        return True
+                    return False
+        except asyncio.CancelledError:
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._mon is None:
+            return
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:  # the socket was closed first: its monitor went with it
+            pass
+        self._mon.close(0)
+        self._mon = None
 
 
 def free_tcp_ports(n: int, host: str = "127.0.0.1") -> list[int]:

@@ -31,13 +31,17 @@ from bus.messages import CancelReport, Kill, Rejected, tag_of
 from cli.args import SCOPE_HELP, add_common, non_negative_int
 from cli.exit_codes import EXIT_NOT_CONFIRMED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE
 from cli.output import err, new_console, print_json, print_legs
-from cli.session import BROADCAST_TIMEOUT_S, Leg, Session, broadcast_leg, load, origin, request_leg, run_session
+from cli.session import BROADCAST_TIMEOUT_S, Leg, Session, broadcast_leg, connected_leg, load, origin, run_session
 
 #: Retries of the kill request to the gateway (same request id: the gateway runs the kill once).
 KILL_RETRIES = 1
 #: Once the gateway has answered, the other legs (risk, broadcast) get at most this long before the kill answers
 #: with them as ``pending``: the halt at the gateway is what makes the kill, a stuck governor must not delay it.
 STRAGGLER_GRACE_S = 1.0
+#: Each request leg first waits this long at most for its own connection (CURVE handshake, the service's ZAP check)
+#: and then sends: the kill is stamped when it can leave. A service that cannot complete a handshake by then (a
+#: SIGSTOPped governor) does not hold its leg back: the kill is queued and goes when the connection comes up.
+KILL_CONNECT_WAIT_S = 0.5
 
 
 @dataclass
@@ -107,9 +111,9 @@ def send_kill(
     """Send one kill (gateway + risk + bus, concurrently) and judge it. Used by ``khazad kill``; usable from
     scripts. ``timeout_s`` is per attempt (default: the gateway's kill verification bound plus the request
     timeout, since the gateway answers only after it has verified that nothing is working). The whole call
-    returns within ``timeout_s * (retries + 1)`` plus backoff (the bus leg is bounded by the same budget, at
-    most :data:`BROADCAST_TIMEOUT_S`, at least 1 s). ``keep_protective``: spare the stops that protect open
-    positions at IB (``--keep-protective``)."""
+    returns within ``timeout_s * (retries + 1)`` plus backoff and :data:`KILL_CONNECT_WAIT_S` (the bus leg is
+    bounded by the same budget, at most :data:`BROADCAST_TIMEOUT_S`, at least 1 s). ``keep_protective``: spare the
+    stops that protect open positions at IB (``--keep-protective``)."""
     kill = Kill(
         kill_id=uuid.uuid4().hex,
         scope=scope,
@@ -124,10 +128,15 @@ def send_kill(
     start = time.monotonic()
 
     async def job(session: Session) -> KillOutcome:
-        gateway_leg = asyncio.create_task(request_leg("gateway", session.client("gateway").call(kill)))
+        # every leg dials at once; each sends as soon as its own connection is up (see KILL_CONNECT_WAIT_S)
+        gateway_leg = asyncio.create_task(
+            connected_leg("gateway", session.client("gateway", watch_handshake=True), kill, KILL_CONNECT_WAIT_S)
+        )
         others = {
             # the governor halts, then forwards an emergency cancel to the gateway and reports on it: same budget
-            "risk": asyncio.create_task(request_leg("risk", session.client("risk").call(kill))),
+            "risk": asyncio.create_task(
+                connected_leg("risk", session.client("risk", watch_handshake=True), kill, KILL_CONNECT_WAIT_S)
+            ),
             f"bus:{topics.KILL}": asyncio.create_task(
                 broadcast_leg(
                     session,

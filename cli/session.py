@@ -77,7 +77,9 @@ class Session:
         self.stamper = Stamper(f"cli-{socket.gethostname()[:24]}-{uuid.uuid4().hex[:6]}")
         self._clients: list[AsyncClient] = []
 
-    def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> AsyncClient:
+    def client(
+        self, service: str, *, timeout_s: float | None = None, retries: int | None = None, watch_handshake: bool = False
+    ) -> AsyncClient:
         cl = AsyncClient(
             self.ctx,
             self.cfg.bus.service_endpoint(service),
@@ -87,6 +89,7 @@ class Session:
             retries=self.retries if retries is None else retries,
             security=self.security,
             server_key=server_key(self.security, service),
+            watch_handshake=watch_handshake,
         )
         self._clients.append(cl)
         return cl
@@ -156,10 +159,32 @@ class Leg:
     )
     detail: str = ""
     reply: Any = None
+    #: how long this leg's connection took to come up before its command was sent (ms; None: not measured, or it
+    #: was not up within the wait and the command was queued behind the handshake)
+    connect_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         reply = msgspec.to_builtins(self.reply) if self.reply is not None else None
-        return {"target": self.target, "ok": self.ok, "status": self.status, "detail": self.detail, "reply": reply}
+        return {
+            "target": self.target,
+            "ok": self.ok,
+            "status": self.status,
+            "detail": self.detail,
+            "reply": reply,
+            "connect_ms": self.connect_ms,
+        }
+
+
+async def connected_leg(target: str, client: AsyncClient, body: Any, wait_s: float) -> Leg:
+    """Wait (at most ``wait_s``) until ``client``'s connection is up, then send ``body``: the command is stamped
+    when it can leave, and each leg waits only for its own connection. A connection not up by then does not hold
+    the command back: it is sent and queued, and leaves when the handshake completes (as without the wait)."""
+    up = await client.connected(wait_s)
+    leg = await request_leg(target, client.call(body))
+    watch = client.handshake
+    if up and watch is not None and watch.succeeded_ns is not None:
+        leg.connect_ms = (watch.succeeded_ns - watch.started_ns) / 1e6
+    return leg
 
 
 async def request_leg(target: str, call: Any) -> Leg:

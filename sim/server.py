@@ -65,7 +65,11 @@ class SimServer:
             self.universe = InstrumentUniverse.load(config.instruments, as_of=start)
             records = [replace(r, inst=self.universe.by_con_id[r.inst.con_id]) for r in records]
             self.replayer = Replayer(self, records)
-        self.clock = SimClock(config.clock, start, speed=config.replay_speed)
+        # a realtime clock without a recording is the wall clock itself (SimClock reads it as it starts): the start
+        # read above came before the instruments were loaded, and as a start it put every time the simulator
+        # reports (completedAt, createdAt, execution times) 6-10 ms behind the host's clock
+        clock_start = start if (config.clock == "manual" or self.replayer is not None) else None
+        self.clock = SimClock(config.clock, clock_start, speed=config.replay_speed)
         self.scheduler = Scheduler(self.clock)
         self._own_trace = trace is None and bool(config.trace)
         self.trace = trace if trace is not None else (ProtocolTrace(config.trace) if config.trace else None)

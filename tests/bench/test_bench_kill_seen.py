@@ -14,9 +14,9 @@ from typing import Any
 import zmq
 
 from bus import topics
-from bus.kill_sightings import KILL_SEEN_DETAIL, KILL_SENT_DETAIL
 from bus.codec import Stamper
 from bus.config import KhazadConfig
+from bus.kill_sightings import KILL_SEEN_DETAIL, KILL_SENT_DETAIL
 from bus.messages import Ack, GetStatus, Heartbeat, Kill
 from bus.pubsub import SyncSubscriber
 from tests.support.clients import publisher, sync_subscriber

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from bench.order_hops import (
+from bench.hops_model import (
     GW_PLACED,
     GW_STATUS,
     IB_RECV,

@@ -120,3 +120,19 @@ def test_fill_reports_precede_the_position_update_under_ib_latency():
         ids = _fill_then_position(sim, raw, lambda: sim.advance(STEP))
         raw.close()
     assert ids.index("11") < ids.index("61") and ids.index("59") < ids.index("61")
+
+
+def test_realtime_clock_reads_the_wall_clock_without_an_offset():
+    """The realtime clock is the host's wall clock: the times the simulator reports (createdAt, completedAt,
+    execution times) compare with the host's. It used to start from a wall-clock read taken before the instruments
+    were loaded, so every time it reported was 6-10 ms behind (negative kill latencies in the benchmark)."""
+    import time
+
+    from sim.config import SimConfig
+    from sim.server import SimServer
+
+    server = SimServer(SimConfig(port=0, control_port=None, clock="realtime"))
+    before = time.time()
+    now = server.clock.now()
+    after = time.time()
+    assert before <= now <= after
