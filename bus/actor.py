@@ -39,7 +39,7 @@ from bus.codec import Stamper
 from bus.config import EXIT_CONFIG, ConfigError, KhazadConfig
 from bus.dispatch import REQUEST_TYPES, Handler, RequestTable, unhandled_requests
 from bus.heartbeat import GOODBYE_LINGER_MS
-from bus.kill_sightings import KILL_SEEN_DETAIL, KILL_SENT_DETAIL, KillSightings
+from bus.kill_sightings import KILL_SEEN_DETAIL, KILL_SENT_DETAIL, KillDeliveries, KillSightings
 from bus.lifecycle import (
     ERROR_WINDOW_S,
     EXIT_FAULTED,
@@ -71,6 +71,8 @@ from bus.service import CallContext, Service
 from bus.service_clients import ServiceClients
 
 INBOX_SIZE = 10_000
+#: The kill lane's receive high-water mark: it carries only ``control.kill``.
+KILL_LANE_HWM = 1_000
 
 #: Also the names whose home is now a collaborator's module: docs, the brief and work in flight import them from here.
 __all__ = [
@@ -119,6 +121,8 @@ class Actor:
         self.ctx: zmq.asyncio.Context | None = None
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
+        #: the kill lane: a subscription to ``control.kill`` alone, read by its own task (bus.kill_sightings)
+        self.kill_lane: Subscriber | None = None
         self.server: Service | None = None
         self.inbox: asyncio.Queue[tuple[str, Any]] | None = None
         self._clients = ServiceClients(cfg.bus, self.stamper, self._server_key)
@@ -129,7 +133,7 @@ class Actor:
         self.security: Security | None = None
         #: the latest kill this actor saw, for its heartbeat
         self.kills = KillSightings()
-        self._kill_extra = False
+        self._kill_deliveries = KillDeliveries()
         self._handlers: RequestTable | None = None
         #: the actor faulted (it exits to be restarted: no goodbye, the monitor must see a death)
         self._faulted = False
@@ -285,16 +289,23 @@ class Actor:
                     bus.proxy_backend, security=self.security, server_key=self._server_key("proxy")
                 )
             )
+            self.kill_lane = Subscriber(
+                self.ctx,
+                bus.proxy_backend,
+                [topics.KILL],
+                name=f"{self.name}.kill",
+                rcvhwm=KILL_LANE_HWM,
+                on_gap=self._on_gap,
+                security=self.security,
+                server_key=self._server_key("proxy"),
+            )
+            await self._starting(self.kill_lane.wait_ready(self.publisher))
             if self.topics:
                 self.inbox = asyncio.Queue(maxsize=INBOX_SIZE)
-                wanted = list(self.topics)
-                self._kill_extra = not any(topics.KILL.startswith(t) for t in wanted)
-                if self._kill_extra:  # only for note_kill(); on_event never sees these
-                    wanted.append(topics.KILL)
                 self.subscriber = Subscriber(
                     self.ctx,
                     bus.proxy_backend,
-                    wanted,
+                    list(self.topics),
                     name=self.name,
                     rcvhwm=bus.recv_hwm,
                     on_gap=self._on_gap,
@@ -322,6 +333,7 @@ class Actor:
                     waiting=type(self).waiting_requests,
                 )
                 tasks.append(asyncio.create_task(self.server.run(), name=f"{self.name}.service"))
+            tasks.append(asyncio.create_task(self._kill_lane_pump(), name=f"{self.name}.kill-lane"))
             if self.subscriber is not None:
                 tasks.append(asyncio.create_task(self._pump(), name=f"{self.name}.pump"))
                 tasks.append(asyncio.create_task(self._consume(), name=f"{self.name}.consume"))
@@ -393,7 +405,7 @@ class Actor:
 
     def _close_sockets(self) -> None:
         self._clients.close()
-        for part in (self.server, self.subscriber):
+        for part in (self.server, self.subscriber, self.kill_lane):
             if part is not None:
                 part.close()
         if self.publisher is not None:
@@ -409,29 +421,46 @@ class Actor:
             item = await self.subscriber.recv()
             await self.inbox.put(item)
 
+    async def _kill_lane_pump(self) -> None:
+        """The kill lane's reader: a kill is seen (and, for an actor that subscribes to it, handled) as soon as it
+        arrives, ahead of whatever waits in the main subscription and the inbox."""
+        assert self.kill_lane is not None
+        wanted = any(topics.KILL.startswith(t) for t in self.topics)
+        while True:
+            topic, env = await self.kill_lane.recv()
+            if not isinstance(env.body, Kill):
+                continue
+            self.note_kill(env.body.kill_id, env.mono_ns)
+            if wanted and self._kill_deliveries.first(env):
+                await self._deliver(topic, env)
+
     async def _consume(self) -> None:
         assert self.inbox is not None
         while True:
             topic, env = await self.inbox.get()
             if topic == topics.KILL and isinstance(env.body, Kill):
                 self.note_kill(env.body.kill_id, env.mono_ns)
-                if self._kill_extra:
+                if not self._kill_deliveries.first(env):  # the kill lane delivered it already
                     continue
-            try:
-                await self.on_event(topic, env)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # error policy: log with context, count, keep going
-                logger.opt(exception=exc).error(
-                    "{}: on_event failed for {} ({} from {} seq {}): {}",
-                    self.name,
-                    topic,
-                    tag_of(type(env.body)),
-                    env.sender,
-                    env.seq,
-                    exc,
-                )
-                self.record_error(exc)
+            await self._deliver(topic, env)
+
+    async def _deliver(self, topic: str, env: Any) -> None:
+        """``on_event`` under the error policy: log with context, count, keep going."""
+        try:
+            await self.on_event(topic, env)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # error policy: log with context, count, keep going
+            logger.opt(exception=exc).error(
+                "{}: on_event failed for {} ({} from {} seq {}): {}",
+                self.name,
+                topic,
+                tag_of(type(env.body)),
+                env.sender,
+                env.seq,
+                exc,
+            )
+            self.record_error(exc)
 
     async def _heartbeat(self) -> None:
         interval = self.cfg.bus.heartbeat_interval_s
