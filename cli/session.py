@@ -114,7 +114,9 @@ class Session:
         handshaken = False
         try:
             deadline = time.monotonic() + timeout_s
-            await pub.wait_ready(bus.proxy_backend, timeout=timeout_s, security=self.security, server_key=key)
+            # the subscriber's ready handshake publishes its probes through ``pub``: one probe seen proves both
+            # connections and both subscriptions (a separate publisher handshake would cost a third connection, and
+            # its CURVE and ZAP work lands on the proxy just as a kill is relayed through it)
             await sub.wait_ready(pub, timeout=max(0.1, deadline - time.monotonic()))
             handshaken = True
             if topic is None:
