@@ -160,6 +160,9 @@ async def _khazad_kill(system: System, khazad: KhazadPath, direct: DirectPath, h
             "spawn_to_send_ms": (sent - t_spawn) / 1e6,
             "to_last_cancel_ms": (last_mono - sent) / 1e6 if last_mono is not None else None,
             "gateway_elapsed_ms": gw.get("elapsed_ms"), "cancelled": gw.get("cancelled"),
+            # the CLI dials every leg at once and sends each when its connection is up (cli.kill): how long that took
+            "gateway_connect_ms": doc.get("gateway", {}).get("connect_ms"),
+            "risk_connect_ms": doc.get("risk", {}).get("connect_ms"),
             "working_after": working, "orders_at_sim": total,
             "halt_seen_ms": {actor: (s - sent) / 1e6 for actor, (s, _) in seen.items()},
             "resumed": resumed.exit_code == 0, "extra_kills": extra_kills,
@@ -244,6 +247,9 @@ async def run_kill(system: System, *, quick: bool, log: Any = print,
         per_actor = {a: [k["halt_seen_ms"][a] for k in kills if a in k["halt_seen_ms"]] for a in ACTORS}
         out["halt_seen"] = {a: summary_ms([v * 1e6 for v in vals]) for a, vals in per_actor.items() if vals}
         out["halt_seen"]["all_actors"] = summary_ms([max(k["halt_seen_ms"].values()) * 1e6 for k in kills])
+        out["cli_connect"] = {leg: summary_ms([k[f"{leg}_connect_ms"] * 1e6 for k in kills
+                                               if k.get(f"{leg}_connect_ms") is not None])
+                              for leg in ("gateway", "risk")}
         out["cleanup_issues"] = list(CLEANUP_ISSUES)
         out["halt_seen_p99_ms"] = percentile([max(k["halt_seen_ms"].values()) for k in kills], 0.99)
     finally:

@@ -81,7 +81,7 @@ def test_read_rss_of_this_process_and_of_a_missing_one() -> None:
 
 
 def test_table_rows_show_ratios_and_verdicts() -> None:
-    sub = {"p50_ms": 3.0, "p99_ms": 10.0, "p999_ms": 20.0}
+    sub = {"p50_ms": 3.5, "p99_ms": 10.0, "p999_ms": 20.0}
     base = {"p50_ms": 2.0, "p99_ms": 5.0, "p999_ms": 9.0}
     results = {
         "sections": ["order_entry", "bare_chain", "bus", "memory"],
@@ -99,9 +99,9 @@ def test_table_rows_show_ratios_and_verdicts() -> None:
     }
     rows = {row[1]: row for row in table_rows(results)}
     p50 = rows["place->Submitted p50 @100/s (Khazad max)"]
-    assert p50[4].startswith("+1.00 ms") and "MISSED" in p50[6]  # added 1 ms > 0.5 ms target
+    assert p50[4].startswith("+1.50 ms") and "MISSED" in p50[6]  # added 1.5 ms > the 1.0 ms target (issue 18)
     assert "MISSED" in rows["3 hops (place->OrderReply) p50"][6] and rows["3 hops (place->OrderReply) p50"][4] == "4.0x"
-    assert "met" in rows["1 pub -> 1 sub (253 B)"][6]
+    assert "met" in rows["1 pub -> 1 sub (253 B)"][6]  # 80 % of raw: the target's edge
     assert rows["max sustained orders/s (>= 95% achieved, no failure, p99 <= 50 ms)"][4] == "0.10x"
     assert rows["RSS risk rest -> after 10 events"][4] == "4.0x"
 
@@ -116,3 +116,19 @@ def test_unknown_section_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         bench_main(["--only", "order_entry,nonsense"])
     assert exc.value.code == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_kill_rows_judge_halt_seen_against_three_ms_and_show_the_cli_connection() -> None:
+    def s(p50: float, p99: float, n: int = 20) -> dict[str, float]:
+        return {"n": n, "p50_ms": p50, "p99_ms": p99}
+
+    kill = {"halt_seen": {"gateway": s(1.0, 2.0), "all_actors": s(2.0, 3.5)},
+            "cli_connect": {"gateway": s(4.0, 6.0), "risk": s(0.0, 0.0, n=0)}}
+    rows = {row[1]: row for row in table_rows({"sections": ["kill"], "kill": kill})}
+    every = rows["halt seen by every actor p50/p99 (n=20)"]
+    assert every[5] == "p99 <= 3 ms" and "MISSED" in every[6]  # 3.5 ms > issue 18's 3 ms
+    assert rows["CLI connection to gateway before its send p50/p99 (n=20)"][2].startswith("4.0")
+    assert not any("CLI connection to risk" in name for name in rows)  # nothing measured: no row
+    kill["halt_seen"]["all_actors"] = s(2.0, 2.9)
+    rows = {row[1]: row for row in table_rows({"sections": ["kill"], "kill": kill})}
+    assert "met" in rows["halt seen by every actor p50/p99 (n=20)"][6]
