@@ -27,8 +27,17 @@ def payload_sizes() -> dict[str, int]:
     from bench.harness import FAR_LIMIT, SYMBOL
     from bus.approval import sign
     from bus.codec import Stamper, reply_codec, request_codec
-    from bus.messages import (CheckOrder, Instrument, OrderReply, OrderSpec, OrderView, PlaceOrder, RiskDecision,
-                              SubmitAck, SubmitOrder)
+    from bus.messages import (
+        CheckOrder,
+        Instrument,
+        OrderReply,
+        OrderSpec,
+        OrderView,
+        PlaceOrder,
+        RiskDecision,
+        SubmitAck,
+        SubmitOrder,
+    )
     from bus.retry import new_request_id
 
     spec = OrderSpec(strategy_id="bench", client_order_id="0123abcd-s1234", instrument=Instrument(symbol=SYMBOL),
@@ -52,9 +61,32 @@ def payload_sizes() -> dict[str, int]:
             "reply": rep(OrderReply(order=view))}
 
 
-def run_bare_chain(n: int) -> dict[str, Any]:
+def raw_round_trips(endpoint: str, payload: bytes, n: int, warmup: int, what: str) -> list[int]:
+    """Nanoseconds per round trip of a blocking raw pyzmq DEALER to ``endpoint``: ``warmup`` untimed, then ``n``
+    timed, one in flight. ``what`` names the peer in the error when it does not answer."""
     import zmq
 
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        samples: list[int] = []
+        for i in range(warmup + n):
+            t0 = time.monotonic_ns()
+            sock.send(payload)
+            if not sock.poll(10_000):
+                raise TimeoutError(f"{what} did not answer")
+            sock.recv()
+            if i >= warmup:
+                samples.append(time.monotonic_ns() - t0)
+        return samples
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+def run_bare_chain(n: int) -> dict[str, Any]:
     sizes = payload_sizes()
     p_orders, p_risk, p_gw = free_ports(3)
     ep = {k: f"tcp://127.0.0.1:{p}" for k, p in (("orders", p_orders), ("risk", p_risk), ("gateway", p_gw))}
@@ -63,26 +95,11 @@ def run_bare_chain(n: int) -> dict[str, Any]:
                 Child("bare-orders", "--endpoint", ep["orders"], "--risk", ep["risk"], "--gateway", ep["gateway"],
                       "--check-bytes", str(sizes["check"]), "--submit-bytes", str(sizes["submit"]),
                       "--reply-bytes", str(sizes["reply"]))]
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
     try:
         for c in children:
             c.expect("ready")
-        sock.connect(ep["orders"])
-        payload = b"p" * sizes["place"]
-        samples = []
-        for i in range(WARMUP + n):
-            t0 = time.monotonic_ns()
-            sock.send(payload)
-            if not sock.poll(10_000):
-                raise TimeoutError("bare chain did not answer")
-            sock.recv()
-            if i >= WARMUP:
-                samples.append(time.monotonic_ns() - t0)
+        samples = raw_round_trips(ep["orders"], b"p" * sizes["place"], n, WARMUP, "bare chain")
     finally:
-        sock.close(0)
-        ctx.term()
         for c in children:
             c.stop()
     return {"payload_bytes": sizes, "round_trip": summary_ms(samples)}

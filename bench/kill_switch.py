@@ -24,8 +24,8 @@ import time
 import uuid
 from typing import Any
 
-from bench.harness import (ACTORS, FAR_LIMIT, REPO, SIM_POLL_S, Child, System, percentile, summary_ms,
-                           wait_until)
+from bench.bus_watch import BusWatch
+from bench.harness import ACTORS, FAR_LIMIT, REPO, SIM_POLL_S, Child, System, percentile, summary_ms, wait_until
 from bench.order_entry import CLEANUP_ISSUES, DirectPath, KhazadPath, cleanup_wait
 from bus import topics
 
@@ -43,43 +43,18 @@ def _sticky(n: int) -> int:
     return max(1, int(n * STICKY_FRACTION))
 
 
-class HeartbeatWatch:
+class HeartbeatWatch(BusWatch):
     """Latest heartbeat detail of every actor (a bus Subscriber on ``hb.`` in this process)."""
 
     def __init__(self, system: System) -> None:
-        self.system = system
+        super().__init__(system, [topics.HEARTBEAT_PREFIX], "bench-hb")
         self.latest: dict[str, dict[str, str]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._ctx: Any = None
-        self._sub: Any = None
-        self._pub: Any = None
 
-    async def start(self) -> None:
-        import zmq.asyncio
-
-        from bus.codec import Stamper
+    def on_event(self, topic: str, env: Any) -> None:
         from bus.messages import Heartbeat
-        from bus.pubsub import Publisher, Subscriber
 
-        from tests.support.clients import security, server_key
-
-        bus = self.system.cfg.bus
-        sec = security(self.system.cfg)  # the operator's key (the bus is authenticated)
-        key = server_key(sec, "proxy")
-        self._ctx = zmq.asyncio.Context()
-        self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper("bench-hb"), security=sec, server_key=key)
-        await self._pub.wait_ready(bus.proxy_backend)
-        self._sub = Subscriber(self._ctx, bus.proxy_backend, [topics.HEARTBEAT_PREFIX], name="bench-hb",
-                               security=sec, server_key=key)
-        await self._sub.wait_ready(self._pub)
-
-        async def read() -> None:
-            while True:
-                _topic, env = await self._sub.recv()
-                if isinstance(env.body, Heartbeat):
-                    self.latest[env.body.actor] = env.body.detail
-
-        self._task = asyncio.create_task(read())
+        if isinstance(env.body, Heartbeat):
+            self.latest[env.body.actor] = env.body.detail
 
     def seen(self, kill_id: str) -> dict[str, tuple[int, int]] | None:
         """{actor: (seen_ns, sent_ns)} once every actor reports ``kill_id``, else None."""
@@ -93,16 +68,6 @@ class HeartbeatWatch:
                 return None
             out[actor] = (int(seen.rsplit("@", 1)[1]), int(d.get("kill_sent", "0") or 0))
         return out
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for part in (self._sub, self._pub):
-            if part is not None:
-                part.close()
-        if self._ctx is not None:
-            self._ctx.destroy(linger=0)
 
 
 def _last_cancel(system: System, prefix: str) -> tuple[int | None, int, int]:

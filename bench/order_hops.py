@@ -34,6 +34,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from bench.bare_chain import raw_round_trips
+from bench.bus_watch import BusWatch
 from bench.harness import FAR_LIMIT, SYMBOL, Child, System, free_ports, summary_ms, wait_until
 from bench.hops_model import (
     GW_STATUS,
@@ -52,6 +54,7 @@ from bench.hops_model import (
     wall_to_mono_ns,
 )
 from bus import topics
+from bus.codec import event_codec
 
 STRATEGY = "bench"
 #: Orders before the measured ones (connections, caches, the journal's first pages).
@@ -67,74 +70,42 @@ FLOOR_ROUND_TRIPS = 1000
 FLOOR_WARMUP = 200
 #: Control-API reads of the simulator's clock, before and after the orders (the narrowest bracket bounds it best).
 CLOCK_BRACKETS = 5
+#: the bus instant -> the name of its payload size in the transport floor
+TAP_SIZES = {RISK: "decision_event", GW_STATUS: "status_event", OM_UPDATE: "update"}
 
 # ---------------------------------------------------------------------------------------------------------------
 # the measurement
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class BusTap:
+class BusTap(BusWatch):
     """A bus Subscriber in this process (the operator's key) on a strategy's risk decisions, gateway order events
     and order-manager updates; keeps each event as a :class:`BusStamp`, and the encoded size of the first event of
     each kind (the transport floor's payloads)."""
 
     def __init__(self, system: System, strategy: str) -> None:
-        self.system = system
+        super().__init__(
+            system, [topics.risk_decision(strategy), topics.gw_order(strategy), topics.order(strategy)], "bench-hops"
+        )
         self.strategy = strategy
         self.stamps: list[BusStamp] = []
         self._submitted: set[str] = set()
         self.sizes: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._ctx: Any = None
-        self._sub: Any = None
-        self._pub: Any = None
+        self._codec = event_codec()
 
-    async def start(self) -> None:
-        import zmq.asyncio
-
-        from bus.codec import Stamper, event_codec
-        from bus.pubsub import Publisher, Subscriber
-        from tests.support.clients import security, server_key
-
-        bus = self.system.cfg.bus
-        sec = security(self.system.cfg)
-        key = server_key(sec, "proxy")
-        self._ctx = zmq.asyncio.Context()
-        self._pub = Publisher(self._ctx, bus.proxy_frontend, Stamper("bench-hops"), security=sec, server_key=key)
-        await self._pub.wait_ready(bus.proxy_backend)
-        wanted = [topics.risk_decision(self.strategy), topics.gw_order(self.strategy), topics.order(self.strategy)]
-        self._sub = Subscriber(self._ctx, bus.proxy_backend, wanted, name="bench-hops", security=sec, server_key=key)
-        await self._sub.wait_ready(self._pub)
-        codec = event_codec()
-        sizes = {RISK: "decision_event", GW_STATUS: "status_event", OM_UPDATE: "update"}  # their first Submitted
-
-        async def read() -> None:
-            while True:
-                _topic, env = await self._sub.recv()
-                st = bus_stamp(env.body, env.mono_ns)
-                if st is None:
-                    continue
-                self.stamps.append(st)
-                if st.instant == OM_UPDATE and st.status == SUBMITTED:
-                    self._submitted.add(st.order_ref)
-                if st.status == SUBMITTED or st.instant == RISK:
-                    self.sizes.setdefault(sizes[st.instant], len(codec.encode(env)))
-
-        self._task = asyncio.create_task(read())
+    def on_event(self, topic: str, env: Any) -> None:
+        st = bus_stamp(env.body, env.mono_ns)
+        if st is None:
+            return
+        self.stamps.append(st)
+        if st.instant == OM_UPDATE and st.status == SUBMITTED:
+            self._submitted.add(st.order_ref)
+        if st.status == SUBMITTED or st.instant == RISK:  # the first Submitted of each kind: the floor's payloads
+            self.sizes.setdefault(TAP_SIZES[st.instant], len(self._codec.encode(env)))
 
     def saw_update(self, order_ref: str) -> bool:
         """Whether the order manager's ``Submitted`` update of ``order_ref`` has reached the tap."""
         return order_ref in self._submitted
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for part in (self._sub, self._pub):
-            if part is not None:
-                part.close()
-        if self._ctx is not None:
-            self._ctx.destroy(linger=0)
 
 
 class HopsStrategy:
@@ -231,8 +202,6 @@ async def _direct_run(direct: Any, run: str, n: int) -> dict[str, dict[str, int]
 def transport_floor(sizes: Mapping[str, int], n: int = FLOOR_ROUND_TRIPS) -> dict[str, Any]:
     """Raw pyzmq one-way floor per payload size: a DEALER -> ``bare-echo`` ROUTER child -> DEALER round trip with
     request and reply of that size, p50 / 2 (and p99 / 2). {payload: {bytes, one_way_p50_ms, one_way_p99_ms}}."""
-    import zmq
-
     out: dict[str, Any] = {}
     by_size: dict[int, dict[str, float]] = {}
     for name, size in sizes.items():
@@ -242,25 +211,10 @@ def transport_floor(sizes: Mapping[str, int], n: int = FLOOR_ROUND_TRIPS) -> dic
         (port,) = free_ports(1)
         ep = f"tcp://127.0.0.1:{port}"
         child = Child("bare-echo", "--endpoint", ep, "--reply-bytes", str(size))
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
         try:
             child.expect("ready")
-            sock.connect(ep)
-            payload = b"p" * size
-            samples: list[int] = []
-            for i in range(FLOOR_WARMUP + n):
-                t0 = time.monotonic_ns()
-                sock.send(payload)
-                if not sock.poll(10_000):
-                    raise TimeoutError("bare echo did not answer")
-                sock.recv()
-                if i >= FLOOR_WARMUP:
-                    samples.append(time.monotonic_ns() - t0)
+            samples = raw_round_trips(ep, b"p" * size, n, FLOOR_WARMUP, "bare echo")
         finally:
-            sock.close(0)
-            ctx.term()
             child.stop()
         rt = summary_ms(samples)
         by_size[size] = {"one_way_p50_ms": rt["p50_ms"] / 2, "one_way_p99_ms": rt["p99_ms"] / 2}

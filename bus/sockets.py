@@ -20,7 +20,6 @@ Every Khazad socket is made here so the reliability settings cannot be forgotten
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -167,8 +166,6 @@ class HandshakeWatch:
                         self.succeeded_ns = time.monotonic_ns()
                         return True
                     return False
-        except asyncio.CancelledError:
-            raise
         finally:
             self.close()
 

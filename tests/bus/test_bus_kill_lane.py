@@ -22,13 +22,17 @@ from tests.support.processes import ActorProcess
 
 #: Bound for each wait of the in-process scenario.
 WAIT_S = 10.0
+#: The alert the consumer is stuck on, and those queued behind it.
+ALERTS = 51
+#: An operator's alert: the marker that follows the kill from the same sender.
+MARKER_TOPIC = topics.alert("operator")
 
 
 class StuckActor(Actor):
     """Its consumer blocks on the first ``alert.test.`` event until released; it records the kills it handles."""
 
     name = "recorder"
-    topics = ("alert.test.", topics.KILL)
+    topics = ("alert.test.", MARKER_TOPIC, topics.KILL)
 
     def __init__(self, cfg: KhazadConfig) -> None:
         super().__init__(cfg)
@@ -37,6 +41,9 @@ class StuckActor(Actor):
         self.release = asyncio.Event()
         self.handled: list[str] = []
         self.alerts = 0
+        self.kill_handled = asyncio.Event()
+        self.alerts_done = asyncio.Event()
+        self.marker = asyncio.Event()
 
     async def on_started(self) -> None:
         self.started.set()
@@ -44,19 +51,15 @@ class StuckActor(Actor):
     async def on_event(self, topic: str, env: Any) -> None:
         if isinstance(env.body, Kill):
             self.handled.append(env.body.kill_id)
+            self.kill_handled.set()
+        elif topic == MARKER_TOPIC:
+            self.marker.set()
         elif topic.startswith("alert.test."):
             self.alerts += 1
+            if self.alerts == ALERTS:
+                self.alerts_done.set()
             self.stuck.set()
             await self.release.wait()
-
-
-async def _until(check: Any, what: str) -> None:
-    """Wait on the actor's own loop for ``check()`` (each pass yields to the actor's tasks)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)  # polls state owned by this loop; the actor's tasks run in between
 
 
 def test_kill_is_seen_and_handled_while_the_main_subscription_is_stuck_and_delivered_once(
@@ -74,14 +77,18 @@ def test_kill_is_seen_and_handled_while_the_main_subscription_is_stuck_and_deliv
             operator.wait_ready_sync(cfg.bus.proxy_backend)
             events.publish("alert.test.stall", Alert(kind="test", message="stall"))
             await asyncio.wait_for(actor.stuck.wait(), WAIT_S)
-            for i in range(50):  # more events queue behind the stuck one
+            for i in range(ALERTS - 1):  # more events queue behind the stuck one
                 events.publish("alert.test.more", Alert(kind="test", message=str(i)))
             operator.publish(topics.KILL, Kill(kill_id="k-lane", reason="test", origin="test"))
-            await _until(lambda: actor.handled == ["k-lane"], "the kill handled through the lane")
+            await asyncio.wait_for(actor.kill_handled.wait(), WAIT_S)  # handled through the lane
             seen = actor.kills.latest
             assert actor.alerts == 1  # the main subscription is still stuck on the first event
             actor.release.set()
-            await _until(lambda: actor.alerts == 51, "the queued events")
+            await asyncio.wait_for(actor.alerts_done.wait(), WAIT_S)  # the queued events
+            # published after the kill by the same sender: once handled, the main subscription's copy of the kill
+            # has been through the consumer too
+            operator.publish(MARKER_TOPIC, Alert(kind="test", message="marker"))
+            await asyncio.wait_for(actor.marker.wait(), WAIT_S)
             return list(actor.handled), seen, actor.alerts
         finally:
             actor.stop()
@@ -93,7 +100,7 @@ def test_kill_is_seen_and_handled_while_the_main_subscription_is_stuck_and_deliv
         events.close()
         operator.close()
     assert seen is not None and seen[0] == "k-lane"
-    assert handled == ["k-lane"]  # the main subscription's copy (it came after the 51 alerts) was not delivered again
+    assert handled == ["k-lane"]  # the main subscription's copy (it came after the alerts) was not delivered again
 
 
 class _Env:
